@@ -1,0 +1,15 @@
+//! One module per command family; `run` dispatches.
+
+mod config;
+mod platform;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config(cmd) => config::run(cmd),
+        Command::Platform(cmd) => platform::run(cmd),
+    }
+}
