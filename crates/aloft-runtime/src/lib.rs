@@ -99,8 +99,65 @@ impl Runtime {
         todo!()
     }
 
+    /// The captured stdout/stderr of every machine.
+    pub fn logs(&self) -> &LogStore {
+        todo!()
+    }
+
     /// Delivers a signal to the machine's main process without stopping supervision.
     pub fn signal(&self, _machine_id: &str, _signal: i32) -> Result<(), RuntimeError> {
         todo!()
+    }
+}
+
+/// One captured line of a machine's stdout or stderr.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    /// RFC 3339 UTC with nanoseconds.
+    pub timestamp: String,
+    pub app: String,
+    pub machine_id: String,
+    pub group: String,
+    pub region: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub message: String,
+}
+
+/// Which lines a reader wants; `None` matches everything.
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    pub app: Option<String>,
+    pub group: Option<String>,
+    pub machine_id: Option<String>,
+    pub region: Option<String>,
+    /// At most this many of the newest matching lines.
+    pub limit: Option<usize>,
+}
+
+/// Bounded on-disk log files per machine, plus a broadcast of new lines for followers.
+pub struct LogStore {
+    _private: (),
+}
+
+impl LogStore {
+    /// The newest matching lines, oldest first.
+    pub fn query(&self, _query: &LogQuery) -> Vec<LogLine> {
+        todo!()
+    }
+
+    /// New lines as they are captured (filter on the receiving side with [`LogQuery::matches`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LogLine> {
+        todo!()
+    }
+}
+
+impl LogQuery {
+    pub fn matches(&self, line: &LogLine) -> bool {
+        let ok = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        ok(&self.app, &line.app)
+            && ok(&self.group, &line.group)
+            && ok(&self.machine_id, &line.machine_id)
+            && ok(&self.region, &line.region)
     }
 }
