@@ -1,0 +1,145 @@
+//! Schema migrations, applied in order at open and tracked with `PRAGMA user_version`.
+//!
+//! To change the schema, append a [`Migration`] to [`MIGRATIONS`] with the next version number
+//! (never edit one that has shipped). Each migration runs in one transaction together with the
+//! `user_version` bump, so a crash leaves the database at the previous or the next version, never
+//! in between. The deploy engine adds its `releases` table this way (version 2, 3, ...).
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// One schema step.
+#[derive(Debug)]
+pub struct Migration {
+    /// The `user_version` after this migration; consecutive from 1.
+    pub version: u32,
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "apps, machines, machine versions, events, leases, agent meta",
+    sql: r#"
+CREATE TABLE apps (
+    name        TEXT PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    org_slug    TEXT NOT NULL,
+    network     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE machines (
+    id            TEXT PRIMARY KEY,
+    app           TEXT NOT NULL REFERENCES apps(name),
+    name          TEXT NOT NULL,
+    region        TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    desired_state TEXT NOT NULL,
+    instance_id   TEXT NOT NULL,
+    private_ip    TEXT NOT NULL DEFAULT '',
+    config        TEXT NOT NULL,
+    image_ref     TEXT,
+    cordoned      INTEGER NOT NULL DEFAULT 0,
+    host_ports    TEXT NOT NULL DEFAULT '{}',
+    restart_count INTEGER NOT NULL DEFAULT 0,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+CREATE INDEX machines_app ON machines(app, created_at);
+-- Names are unique per app among machines that are not destroyed.
+CREATE UNIQUE INDEX machines_app_name ON machines(app, name) WHERE state <> 'destroyed';
+CREATE TABLE machine_versions (
+    machine_id  TEXT NOT NULL REFERENCES machines(id),
+    instance_id TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (machine_id, instance_id)
+);
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    machine_id  TEXT NOT NULL REFERENCES machines(id),
+    id          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    timestamp   INTEGER NOT NULL,
+    request     TEXT
+);
+CREATE INDEX events_machine ON events(machine_id, seq);
+CREATE TABLE leases (
+    machine_id  TEXT PRIMARY KEY REFERENCES machines(id),
+    nonce       TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    owner       TEXT NOT NULL,
+    description TEXT NOT NULL,
+    version     TEXT NOT NULL
+);
+-- Small agent-wide facts (boot counter, ...): key/value.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
+}];
+
+/// The schema version this build writes.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Brings `conn` up to [`latest_version`]. Refuses a database written by a newer build.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let latest = latest_version();
+    if current > latest {
+        return Err(StoreError::TooNew {
+            found: current,
+            supported: latest,
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(m.sql)
+            .map_err(|source| StoreError::Migration {
+                version: m.version,
+                description: m.description,
+                source,
+            })?;
+        // PRAGMA does not take bound parameters; the version is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", m.version))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "migration {:?}", m.description);
+        }
+    }
+
+    #[test]
+    fn migrate_is_idempotent_and_refuses_newer_databases() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, latest_version());
+        conn.execute_batch("PRAGMA user_version = 999").unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(
+            matches!(err, StoreError::TooNew { found: 999, .. }),
+            "{err}"
+        );
+    }
+}
