@@ -8,11 +8,23 @@
 //! Architecture invariants: the runtime knows nothing of HTTP or SQLite; it keeps just enough on
 //! disk (pid records under its data dir) to find and kill processes left by an agent that died.
 
+mod cgroup;
+pub mod env;
+mod logs;
+mod orphans;
+mod ports;
+mod process;
+mod supervisor;
+pub mod timestamp;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_api::{ExitEvent, MachineConfig};
+
+pub use cgroup::CgroupMode;
 
 /// How the runtime is set up by the agent.
 #[derive(Clone, Debug)]
@@ -46,10 +58,19 @@ pub struct LaunchSpec {
 /// What the runtime reports about processes, in order, per machine.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RuntimeEvent {
-    Started { machine_id: String, instance_id: String, pid: u32 },
+    Started {
+        machine_id: String,
+        instance_id: String,
+        pid: u32,
+    },
     /// The main process ended. `restarting` is true when the restart policy will start it again
     /// (a `Started` follows); otherwise the machine is down for good until started again.
-    Exited { machine_id: String, instance_id: String, exit: ExitEvent, restart_count: u32 },
+    Exited {
+        machine_id: String,
+        instance_id: String,
+        exit: ExitEvent,
+        restart_count: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,56 +78,159 @@ pub enum RuntimeError {
     #[error("machine {0} is not running")]
     NotRunning(String),
     #[error("machine {machine_id}: cannot start {argv:?}: {source}")]
-    Spawn { machine_id: String, argv: Vec<String>, source: std::io::Error },
+    Spawn {
+        machine_id: String,
+        argv: Vec<String>,
+        source: std::io::Error,
+    },
     #[error("machine {0}: nothing to run (no exec, entrypoint or cmd and the image has no default command)")]
     NoCommand(String),
+    #[error("machine {0} is already running")]
+    AlreadyRunning(String),
+    #[error("machine {machine_id}: {signal} is not a signal that can be sent")]
+    BadSignal { machine_id: String, signal: i32 },
+    #[error("machine {machine_id}: image directory {} is not a directory", path.display())]
+    NoImageDir { machine_id: String, path: PathBuf },
+    #[error("machine {machine_id}: cannot set up its cgroup: {source}")]
+    Cgroup {
+        machine_id: String,
+        source: std::io::Error,
+    },
+    #[error("machine {machine_id}: still running {waited:?} after SIGKILL (process stuck in the kernel?)")]
+    StopTimeout {
+        machine_id: String,
+        waited: Duration,
+    },
     #[error("runtime io error at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Knobs with sensible defaults; [`Runtime::new`] uses `Tuning::default()`.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// First restart delay; it doubles with each restart inside `restart_window`.
+    pub backoff_initial: Duration,
+    /// Longest restart delay.
+    pub backoff_max: Duration,
+    /// `on-failure` allows `max_retries` restarts within this sliding window (Fly counts restarts
+    /// over five minutes); a machine that fails less often than that is restarted forever.
+    pub restart_window: Duration,
+    /// Whether guest limits are enforced with cgroups.
+    pub cgroups: CgroupMode,
+    /// Name of the parent cgroup, at the root of each hierarchy. One agent per parent: reaping
+    /// kills whatever runs in cgroups under it.
+    pub cgroup_parent: String,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            restart_window: Duration::from_secs(300),
+            cgroups: CgroupMode::Auto,
+            cgroup_parent: "aloft".into(),
+        }
+    }
 }
 
 /// A shared handle on the process runtime.
+///
+/// Dropping it stops supervising (no more events, no more restarts) but leaves the processes
+/// running, exactly as if the agent had died: the next runtime on the same data dir reaps them
+/// with [`Runtime::reap_orphans`]. Stop machines first for a clean shutdown.
 pub struct Runtime {
-    _config: RuntimeConfig,
+    inner: Arc<supervisor::Inner>,
 }
 
 impl Runtime {
     /// Sets up the runtime and returns the receiving end of its event stream.
     pub fn new(
-        _config: RuntimeConfig,
+        config: RuntimeConfig,
     ) -> Result<(Runtime, tokio::sync::mpsc::UnboundedReceiver<RuntimeEvent>), RuntimeError> {
-        todo!("runtime helper implements")
+        Runtime::with_tuning(config, Tuning::default())
+    }
+
+    /// [`Runtime::new`] with explicit [`Tuning`].
+    pub fn with_tuning(
+        config: RuntimeConfig,
+        tuning: Tuning,
+    ) -> Result<(Runtime, tokio::sync::mpsc::UnboundedReceiver<RuntimeEvent>), RuntimeError> {
+        let (inner, rx) = supervisor::Inner::new(config, tuning)?;
+        Ok((Runtime { inner }, rx))
     }
 
     /// Kills every process left behind by a previous agent (found through the pid records)
     /// and returns the ids of the machines whose processes were killed.
     pub fn reap_orphans(&self) -> Vec<String> {
-        todo!()
+        self.inner.records.reap(&self.inner.cgroups)
     }
 
-    /// A free host port for each service `internal_port` of `config`.
-    pub fn allocate_ports(&self, _config: &MachineConfig) -> Result<BTreeMap<u16, u16>, RuntimeError> {
-        todo!()
+    /// A free host port for each service `internal_port` of `config` (and each check port),
+    /// one per distinct internal port.
+    pub fn allocate_ports(
+        &self,
+        config: &MachineConfig,
+    ) -> Result<BTreeMap<u16, u16>, RuntimeError> {
+        self.inner.ports.allocate(&env::internal_ports(config))
     }
 
-    /// Spawns the machine's process and supervises it under its restart policy.
-    pub async fn launch(&self, _spec: LaunchSpec) -> Result<u32, RuntimeError> {
-        todo!()
+    /// Spawns the machine's process and supervises it under its restart policy. Returns the
+    /// pid once the process runs (after exec), with `Started` already sent.
+    pub async fn launch(&self, spec: LaunchSpec) -> Result<u32, RuntimeError> {
+        supervisor::launch(&self.inner, spec).await
     }
 
     /// Sends `signal` to the machine's process tree, SIGKILL after `timeout`, and returns once it
-    /// has exited. The exit is reported with `requested_stop: true` and no restart.
-    pub async fn stop(&self, _machine_id: &str, _signal: i32, _timeout: Duration) -> Result<(), RuntimeError> {
-        todo!()
+    /// has exited. The exit is reported with `requested_stop: true` and no restart. A stop while
+    /// the machine waits to be restarted cancels the restart and reports that same exit again
+    /// with `requested_stop: true`.
+    pub async fn stop(
+        &self,
+        machine_id: &str,
+        signal: i32,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        supervisor::stop(&self.inner, machine_id, signal, timeout).await
     }
 
     /// The captured stdout/stderr of every machine.
     pub fn logs(&self) -> &LogStore {
-        todo!()
+        &self.inner.logs
     }
 
     /// Delivers a signal to the machine's main process without stopping supervision.
-    pub fn signal(&self, _machine_id: &str, _signal: i32) -> Result<(), RuntimeError> {
-        todo!()
+    pub fn signal(&self, machine_id: &str, signal: i32) -> Result<(), RuntimeError> {
+        supervisor::signal(&self.inner, machine_id, signal)
+    }
+
+    /// The pid of the machine's main process, if it runs right now.
+    pub fn pid(&self, machine_id: &str) -> Option<u32> {
+        self.inner.pid(machine_id)
+    }
+
+    /// Whether the machine is under supervision (running, or waiting to be restarted).
+    pub fn is_supervised(&self, machine_id: &str) -> bool {
+        self.inner.is_supervised(machine_id)
+    }
+
+    /// Ids of every machine under supervision, sorted.
+    pub fn supervised(&self) -> Vec<String> {
+        self.inner.supervised()
+    }
+
+    /// Whether guest CPU/memory limits are enforced (cgroups); otherwise they are only recorded.
+    pub fn limits_enforced(&self) -> bool {
+        self.inner.cgroups.is_on()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.inner.abandon();
     }
 }
 
@@ -137,18 +261,21 @@ pub struct LogQuery {
 
 /// Bounded on-disk log files per machine, plus a broadcast of new lines for followers.
 pub struct LogStore {
-    _private: (),
+    dir: PathBuf,
+    max_bytes: u64,
+    files: std::sync::Mutex<logs::Files>,
+    tx: tokio::sync::broadcast::Sender<LogLine>,
 }
 
 impl LogStore {
     /// The newest matching lines, oldest first.
-    pub fn query(&self, _query: &LogQuery) -> Vec<LogLine> {
-        todo!()
+    pub fn query(&self, query: &LogQuery) -> Vec<LogLine> {
+        self.do_query(query)
     }
 
     /// New lines as they are captured (filter on the receiving side with [`LogQuery::matches`]).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LogLine> {
-        todo!()
+        self.do_subscribe()
     }
 }
 

@@ -1,0 +1,587 @@
+//! Supervision: one tokio task per machine runs its process, reports `Started`/`Exited`, and
+//! restarts it under its policy.
+//!
+//! Restart policy (`config.restart.policy`):
+//! - `no`: never restarted;
+//! - `always`: restarted after every exit (`max_retries` is ignored);
+//! - `on-failure` (also when unset or unknown): restarted after a non-zero exit, a death by
+//!   signal or an OOM kill, up to `max_retries` (default 10) restarts within
+//!   [`crate::Tuning::restart_window`].
+//!
+//! Restarts wait `backoff_initial × 2^n` (capped at `backoff_max`), n = restarts in the window.
+//! An exit after a requested stop is never restarted. When the main process exits, whatever is
+//! left of its tree (process group, cgroup) is killed: a machine is down when its main process
+//! is, as a VM would be.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aloft_api::{ExitEvent, MachineConfig, DEFAULT_MAX_RETRIES};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::cgroup::{Driver, MachineCgroup};
+use crate::logs::{capture, Labels};
+use crate::orphans::{record_for, PidRecords};
+use crate::ports::PortAllocator;
+use crate::process::{self, ChildSetup};
+use crate::{
+    env, timestamp, LaunchSpec, LogStore, RuntimeConfig, RuntimeError, RuntimeEvent, Tuning,
+};
+
+/// How long an exit waits for the log readers to drain the pipes (a process that escaped the
+/// tree may hold them open forever).
+const DRAIN_PATIENCE: Duration = Duration::from_secs(2);
+/// How long `stop` waits after SIGKILL before reporting the machine stuck.
+const KILL_PATIENCE: Duration = Duration::from_secs(30);
+/// Exit code reported when a restart cannot even spawn the process.
+const SPAWN_FAILED_EXIT: i32 = 127;
+
+pub(crate) struct Inner {
+    pub tuning: Tuning,
+    pub events: mpsc::UnboundedSender<RuntimeEvent>,
+    pub logs: Arc<LogStore>,
+    pub records: PidRecords,
+    pub cgroups: Driver,
+    pub ports: PortAllocator,
+    machines: Mutex<HashMap<String, Arc<Slot>>>,
+    nofile_soft: Option<u64>,
+    agent_env: Vec<(String, String)>,
+}
+
+/// A machine under supervision.
+struct Slot {
+    state: Mutex<SlotState>,
+    /// Wakes the supervisor out of a restart backoff when a stop arrives.
+    wake: Notify,
+    /// Becomes true once supervision ended and the final `Exited` was sent.
+    done: watch::Sender<bool>,
+    cgroup: Option<MachineCgroup>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    pid: Option<u32>,
+    stop: Option<i32>,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    pub(crate) fn new(
+        config: RuntimeConfig,
+        tuning: Tuning,
+    ) -> Result<(Arc<Inner>, mpsc::UnboundedReceiver<RuntimeEvent>), RuntimeError> {
+        let io = |path: std::path::PathBuf| move |source| RuntimeError::Io { path, source };
+        let logs_dir = config.data_dir.join("logs");
+        let logs = LogStore::new(logs_dir.clone(), config.max_log_bytes).map_err(io(logs_dir))?;
+        let pids_dir = config.data_dir.join("pids");
+        let records = PidRecords::new(pids_dir.clone()).map_err(io(pids_dir))?;
+        let cgroups = match crate::cgroup::Driver::detect(tuning.cgroups, &tuning.cgroup_parent) {
+            Ok(d) => d,
+            Err(reason) => {
+                tracing::warn!(
+                    "guest CPU and memory limits are recorded but not enforced: {reason}"
+                );
+                Driver::Off
+            }
+        };
+        let agent_env = std::env::vars()
+            .filter(|(k, _)| env::INHERITED_VARS.contains(&k.as_str()))
+            .collect();
+        let (events, rx) = mpsc::unbounded_channel();
+        let inner = Inner {
+            tuning,
+            events,
+            logs: Arc::new(logs),
+            records,
+            cgroups,
+            ports: PortAllocator::default(),
+            machines: Mutex::new(HashMap::new()),
+            nofile_soft: process::raise_nofile(),
+            agent_env,
+        };
+        Ok((Arc::new(inner), rx))
+    }
+
+    fn machines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+        self.machines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn slot(&self, machine_id: &str) -> Option<Arc<Slot>> {
+        self.machines().get(machine_id).cloned()
+    }
+
+    pub(crate) fn pid(&self, machine_id: &str) -> Option<u32> {
+        self.slot(machine_id).and_then(|s| s.lock().pid)
+    }
+
+    pub(crate) fn is_supervised(&self, machine_id: &str) -> bool {
+        self.slot(machine_id).is_some()
+    }
+
+    pub(crate) fn supervised(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.machines().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Stops supervising without touching processes (see `Drop for Runtime`).
+    pub(crate) fn abandon(&self) {
+        for slot in self.machines().values() {
+            if let Some(task) = slot.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                task.abort();
+            }
+        }
+    }
+
+    fn emit(&self, event: RuntimeEvent) {
+        let _ = self.events.send(event);
+    }
+}
+
+/// Aborts the log readers of a process when dropped (supervision abandoned).
+struct Readers(Vec<JoinHandle<()>>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            r.abort();
+        }
+    }
+}
+
+struct Running {
+    child: tokio::process::Child,
+    pid: u32,
+    readers: Readers,
+}
+
+/// Everything needed to (re)start one machine's process.
+struct Plan {
+    spec: LaunchSpec,
+    argv: Vec<String>,
+    env: std::collections::BTreeMap<String, String>,
+    labels: Labels,
+}
+
+pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, RuntimeError> {
+    let machine_id = spec.machine_id.clone();
+    let argv = env::argv(&spec).ok_or_else(|| RuntimeError::NoCommand(machine_id.clone()))?;
+    if !spec.image_dir.is_dir() {
+        return Err(RuntimeError::NoImageDir {
+            machine_id,
+            path: spec.image_dir.clone(),
+        });
+    }
+    let guest = env::effective_guest(&spec.config);
+    let (done, _) = watch::channel(false);
+    let cgroup = {
+        let mut machines = inner.machines();
+        if machines.contains_key(&machine_id) {
+            return Err(RuntimeError::AlreadyRunning(machine_id));
+        }
+        let cgroup = inner
+            .cgroups
+            .create(&machine_id, &guest)
+            .map_err(|source| RuntimeError::Cgroup {
+                machine_id: machine_id.clone(),
+                source,
+            })?;
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState::default()),
+            wake: Notify::new(),
+            done,
+            cgroup: cgroup.clone(),
+            task: Mutex::new(None),
+        });
+        machines.insert(machine_id.clone(), slot);
+        cgroup
+    };
+    let slot = inner.slot(&machine_id).expect("slot inserted above");
+    let plan = Plan {
+        env: env::environment(&spec, inner.agent_env.iter().cloned()),
+        labels: Labels {
+            app: spec.app.clone(),
+            machine_id: machine_id.clone(),
+            group: env::process_group(&spec.config),
+            region: spec.region.clone(),
+        },
+        argv,
+        spec,
+    };
+    let oom_base = cgroup.as_ref().map_or(0, MachineCgroup::oom_kills);
+    let running = match start(inner, &slot, &plan).await {
+        Ok(r) => r,
+        Err(e) => {
+            inner.machines().remove(&machine_id);
+            if let Some(cg) = &cgroup {
+                let cg = cg.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || cg.remove(Duration::from_secs(2))).await;
+            }
+            return Err(e);
+        }
+    };
+    let pid = running.pid;
+    inner
+        .ports
+        .hold(&machine_id, plan.spec.host_ports.values().copied());
+    let task = tokio::spawn(supervise(
+        inner.clone(),
+        slot.clone(),
+        plan,
+        running,
+        oom_base,
+    ));
+    *slot.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    Ok(pid)
+}
+
+/// Spawns the process, records it and sends `Started`.
+async fn start(inner: &Inner, slot: &Slot, plan: &Plan) -> Result<Running, RuntimeError> {
+    let machine_id = &plan.spec.machine_id;
+    let spawn_err = |source| RuntimeError::Spawn {
+        machine_id: machine_id.clone(),
+        argv: plan.argv.clone(),
+        source,
+    };
+    let cgroup_procs = match &slot.cgroup {
+        Some(cg) => cg
+            .procs_files()
+            .iter()
+            .map(|p| process::c_path(p))
+            .collect::<Result<_, _>>(),
+        None => Ok(Vec::new()),
+    }
+    .map_err(spawn_err)?;
+    let setup = ChildSetup {
+        cgroup_procs,
+        nofile_soft: inner.nofile_soft,
+    };
+    let mut child = process::spawn(&plan.argv, &plan.spec.image_dir, &plan.env, setup)
+        .await
+        .map_err(spawn_err)?;
+    let Some(pid) = child.id() else {
+        // Already reaped: cannot happen before we wait, but never panic over it.
+        return Err(spawn_err(std::io::Error::other(
+            "the process vanished right after spawn",
+        )));
+    };
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(capture(
+            out,
+            "stdout",
+            plan.labels.clone(),
+            inner.logs.clone(),
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(capture(
+            err,
+            "stderr",
+            plan.labels.clone(),
+            inner.logs.clone(),
+        )));
+    }
+    if let Some(record) = record_for(machine_id, pid) {
+        if let Err(e) = inner.records.write(&record) {
+            tracing::warn!(machine_id = %machine_id, "cannot write its pid record: {e}; it would survive an agent crash");
+        }
+    }
+    let pending_stop = {
+        let mut state = slot.lock();
+        state.pid = Some(pid);
+        state.stop
+    };
+    // A stop arrived while spawning: it found no pid to signal, so deliver it now.
+    if let Some(signal) = pending_stop {
+        let _ = process::signal_group(pid, signal);
+    }
+    inner.emit(RuntimeEvent::Started {
+        machine_id: machine_id.clone(),
+        instance_id: plan.spec.instance_id.clone(),
+        pid,
+    });
+    Ok(Running {
+        child,
+        pid,
+        readers: Readers(readers),
+    })
+}
+
+/// How one run of the process ended.
+struct Outcome {
+    exit_code: i32,
+    signal: i32,
+    oom_killed: bool,
+}
+
+impl Outcome {
+    fn failed(&self) -> bool {
+        self.exit_code != 0 || self.signal != 0 || self.oom_killed
+    }
+}
+
+/// Waits for the main process, kills what is left of its tree and drains its logs.
+async fn run_to_exit(slot: &Slot, mut running: Running, oom_base: &mut u64) -> Outcome {
+    let status = running.child.wait().await;
+    slot.lock().pid = None;
+    let _ = process::signal_group(running.pid, libc::SIGKILL);
+    if let Some(cg) = &slot.cgroup {
+        cg.kill_all();
+    }
+    let drain = futures_join(std::mem::take(&mut running.readers.0));
+    if tokio::time::timeout(DRAIN_PATIENCE, drain).await.is_err() {
+        tracing::warn!(
+            pid = running.pid,
+            "output pipes still open after exit; dropping the rest"
+        );
+    }
+    let oom_now = slot.cgroup.as_ref().map_or(0, MachineCgroup::oom_kills);
+    let oom_killed = oom_now > *oom_base;
+    *oom_base = oom_now;
+    let (exit_code, signal) = match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => (code, 0),
+            (None, Some(sig)) => (128 + sig, sig),
+            (None, None) => (-1, 0),
+        },
+        Err(e) => {
+            tracing::warn!(pid = running.pid, "cannot wait for the process: {e}");
+            (-1, 0)
+        }
+    };
+    Outcome {
+        exit_code,
+        signal,
+        oom_killed,
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+enum Policy {
+    No,
+    Always,
+    OnFailure { max_retries: u32 },
+}
+
+impl Policy {
+    fn of(config: &MachineConfig) -> Policy {
+        let restart = config.restart.clone().unwrap_or_default();
+        match restart.policy.as_str() {
+            "no" => Policy::No,
+            "always" => Policy::Always,
+            _ => Policy::OnFailure {
+                max_retries: restart.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            },
+        }
+    }
+}
+
+async fn supervise(
+    inner: Arc<Inner>,
+    slot: Arc<Slot>,
+    plan: Plan,
+    first: Running,
+    mut oom_base: u64,
+) {
+    let machine_id = plan.spec.machine_id.clone();
+    let policy = Policy::of(&plan.spec.config);
+    let mut restarts: u32 = 0;
+    let mut recent: VecDeque<Instant> = VecDeque::new();
+    let mut running = Some(first);
+    loop {
+        let outcome = match running.take() {
+            Some(r) => run_to_exit(&slot, r, &mut oom_base).await,
+            None => Outcome {
+                exit_code: SPAWN_FAILED_EXIT,
+                signal: 0,
+                oom_killed: false,
+            },
+        };
+        let stop_requested = slot.lock().stop.is_some();
+        let now = Instant::now();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > inner.tuning.restart_window)
+        {
+            recent.pop_front();
+        }
+        let restart = !stop_requested
+            && match policy {
+                Policy::No => false,
+                Policy::Always => true,
+                Policy::OnFailure { max_retries } => {
+                    outcome.failed() && (recent.len() as u32) < max_retries
+                }
+            };
+        let exit = ExitEvent {
+            exit_code: outcome.exit_code,
+            guest_exit_code: outcome.exit_code,
+            guest_signal: outcome.signal,
+            oom_killed: outcome.oom_killed,
+            requested_stop: stop_requested,
+            restarting: restart,
+            signal: outcome.signal,
+            exited_at: timestamp::now_nanos(),
+        };
+        if outcome.oom_killed {
+            tracing::warn!(machine_id = %machine_id, "out of memory: killed by the kernel");
+        }
+        if !restart {
+            finish(&inner, &slot, &plan, exit, restarts).await;
+            return;
+        }
+        inner.emit(RuntimeEvent::Exited {
+            machine_id: machine_id.clone(),
+            instance_id: plan.spec.instance_id.clone(),
+            exit: exit.clone(),
+            restart_count: restarts,
+        });
+        let exponent = (recent.len() as u32).min(20);
+        let delay = inner
+            .tuning
+            .backoff_initial
+            .saturating_mul(1 << exponent)
+            .min(inner.tuning.backoff_max);
+        recent.push_back(now);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = slot.wake.notified() => {}
+        }
+        if slot.lock().stop.is_some() {
+            let exit = ExitEvent {
+                requested_stop: true,
+                restarting: false,
+                exited_at: timestamp::now_nanos(),
+                ..exit
+            };
+            finish(&inner, &slot, &plan, exit, restarts).await;
+            return;
+        }
+        restarts += 1;
+        match start(&inner, &slot, &plan).await {
+            Ok(r) => running = Some(r),
+            Err(e) => tracing::warn!(machine_id = %machine_id, "restart failed: {e}"),
+        }
+    }
+}
+
+/// Ends supervision: cleans up, then sends the final `Exited` and wakes `stop` callers.
+async fn finish(inner: &Arc<Inner>, slot: &Arc<Slot>, plan: &Plan, exit: ExitEvent, restarts: u32) {
+    let machine_id = &plan.spec.machine_id;
+    if let Some(cg) = slot.cgroup.clone() {
+        let id = machine_id.clone();
+        let removed = tokio::task::spawn_blocking(move || cg.remove(Duration::from_secs(5))).await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(machine_id = %id, "cannot remove its cgroup: {e}");
+        }
+    }
+    inner.records.remove(machine_id);
+    inner.ports.release(machine_id);
+    inner.logs.close(machine_id);
+    {
+        let mut machines = inner.machines();
+        if machines
+            .get(machine_id)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            machines.remove(machine_id);
+        }
+    }
+    inner.emit(RuntimeEvent::Exited {
+        machine_id: machine_id.clone(),
+        instance_id: plan.spec.instance_id.clone(),
+        exit,
+        restart_count: restarts,
+    });
+    slot.done.send_replace(true);
+}
+
+pub(crate) async fn stop(
+    inner: &Arc<Inner>,
+    machine_id: &str,
+    signal: i32,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
+    let slot = inner
+        .slot(machine_id)
+        .ok_or_else(|| RuntimeError::NotRunning(machine_id.to_string()))?;
+    if nix::sys::signal::Signal::try_from(signal).is_err() {
+        return Err(RuntimeError::BadSignal {
+            machine_id: machine_id.to_string(),
+            signal,
+        });
+    }
+    let mut done = slot.done.subscribe();
+    let pid = {
+        let mut state = slot.lock();
+        state.stop.get_or_insert(signal);
+        state.pid
+    };
+    slot.wake.notify_one();
+    if let Some(pid) = pid {
+        let _ = process::signal_group(pid, signal);
+    }
+    if tokio::time::timeout(timeout, done.wait_for(|d| *d))
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    tracing::info!(
+        machine_id,
+        "still running {timeout:?} after signal {signal}: sending SIGKILL"
+    );
+    if let Some(pid) = slot.lock().pid {
+        let _ = process::signal_group(pid, libc::SIGKILL);
+    }
+    if let Some(cg) = &slot.cgroup {
+        cg.kill_all();
+    }
+    let exited = tokio::time::timeout(KILL_PATIENCE, done.wait_for(|d| *d))
+        .await
+        .is_ok();
+    if exited {
+        Ok(())
+    } else {
+        Err(RuntimeError::StopTimeout {
+            machine_id: machine_id.to_string(),
+            waited: KILL_PATIENCE,
+        })
+    }
+}
+
+pub(crate) fn signal(inner: &Inner, machine_id: &str, signal: i32) -> Result<(), RuntimeError> {
+    let slot = inner
+        .slot(machine_id)
+        .ok_or_else(|| RuntimeError::NotRunning(machine_id.to_string()))?;
+    let bad = || RuntimeError::BadSignal {
+        machine_id: machine_id.to_string(),
+        signal,
+    };
+    nix::sys::signal::Signal::try_from(signal).map_err(|_| bad())?;
+    let pid = slot
+        .lock()
+        .pid
+        .ok_or_else(|| RuntimeError::NotRunning(machine_id.to_string()))?;
+    match process::signal_pid(pid, signal) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(RuntimeError::NotRunning(machine_id.to_string())),
+        Err(_) => Err(bad()),
+    }
+}
