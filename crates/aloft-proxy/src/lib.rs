@@ -1,1 +1,235 @@
-//! placeholder
+//! The Aloft proxy: the data plane in front of the machines an agent hosts.
+//!
+//! It listens on every external port of every service of every app (`[http_service]` → 80 and
+//! 443, `[[services.ports]]`, port ranges), and sends each connection or request to a machine
+//! that carries the service, is started, not cordoned and passes its service checks
+//! (machines-api §4). It balances by load bands (§4.3), retries refused connections on another
+//! machine, terminates TLS, speaks HTTP/1.1 and HTTP/2 to clients, starts stopped machines on
+//! demand and stops idle ones (§4.4), runs health checks (§4.5) and counts everything for
+//! Prometheus.
+//!
+//! # How the agent drives it
+//!
+//! ```no_run
+//! # async fn demo(apps: Vec<(String, String, Vec<aloft_api::Machine>)>, control: std::sync::Arc<dyn aloft_proxy::MachineControl>) {
+//! use aloft_proxy::{Proxy, ProxyConfig, RouteTable};
+//! // 1. Build the table from the store, on start and after every machine change.
+//! let (tx, rx) = tokio::sync::watch::channel(RouteTable::from_machines(&apps));
+//! // 2. Start the proxy once. `port_map` maps external ports to local ones (`--port-map 80=8080`).
+//! let proxy = Proxy::spawn(ProxyConfig::default(), rx, control).expect("TLS certificates load");
+//! // 3. Push new tables; listeners follow. Before a deploy, refuse clashes and UDP:
+//! //    aloft_proxy::port_conflicts(&tx.borrow(), "app", &services) and
+//! //    aloft_proxy::reject_udp_services(&services).
+//! tx.send_replace(RouteTable::from_machines(&apps));
+//! // 4. Read back where ports listen (or why not), check results and metrics.
+//! let _bound = proxy.bound_ports();
+//! let _checks = proxy.checks(); // watch of machine id → Vec<CheckStatus>
+//! let _text = proxy.render_metrics();
+//! # }
+//! ```
+//!
+//! [`MachineControl`] is how the proxy starts (autostart) and stops (autostop) machines; see
+//! its contract. Health results come out as `aloft_api::CheckStatus` per machine through
+//! [`ProxyHandle::checks`]; the agent stores them in `Machine.checks` and deploy waits on them.
+//!
+//! Architecture invariant: the proxy knows nothing of the store, the runtime or the API server.
+//! It depends on `aloft-api` types only and acts on machines only through [`MachineControl`].
+
+mod autostop;
+pub mod balance;
+pub mod control;
+mod core;
+pub mod health;
+mod http;
+pub mod listeners;
+pub mod metrics;
+pub mod options;
+mod pool;
+pub mod proxy_proto;
+pub mod table;
+mod tcp;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use control::{BoxFuture, ControlError, MachineControl, NoControl};
+pub use health::CheckReport;
+pub use listeners::BoundPorts;
+pub use table::{
+    claimed_ports, port_conflicts, reject_udp_services, AppName, Backend, BackendState,
+    ConcurrencyKind, MachineEntry, PortConflict, PortRoute, PrimaryRegion, RouteTable,
+    ServicePolicy, UnsupportedService,
+};
+pub use tls::{CertFiles, TlsError, TlsSource};
+
+/// Settings of the proxy itself (per agent, not per app).
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Address the listeners bind (default `0.0.0.0`).
+    pub bind_ip: IpAddr,
+    /// External port → local port to listen on instead (`--port-map 80=8080`); 0 asks the OS
+    /// for a free port (see [`ProxyHandle::bound_ports`]).
+    pub port_map: BTreeMap<u16, u16>,
+    /// This agent's region, sent upstream as `Fly-Region`.
+    pub region: String,
+    /// Certificates for the `tls` handler.
+    pub tls: TlsSource,
+    /// How long a request waits for a machine with capacity (or a start) before 503 / close.
+    pub queue_timeout: Duration,
+    /// How long autostart may take, including the app's boot until it accepts connections.
+    pub start_timeout: Duration,
+    /// After starting a machine, how long to wait for the agent's table to confirm it.
+    pub table_confirm_timeout: Duration,
+    /// Attempts per request/connection across machines (refused, reset before sending…).
+    pub max_attempts: usize,
+    /// Timeout of one upstream connect.
+    pub upstream_connect_timeout: Duration,
+    /// Idle upstream keep-alive connections are dropped after this (Fly: about 4 s).
+    pub upstream_idle_timeout: Duration,
+    /// Clients must send a request's headers within this (slowloris); per-port
+    /// `http_options.headers_read_timeout` overrides it.
+    pub header_read_timeout: Duration,
+    /// Maximum size of a request's headers; larger gets 431.
+    pub max_header_bytes: usize,
+    /// How often the autostop loop runs.
+    pub autostop_interval: Duration,
+    /// How long a machine must have had no load before autostop stops it.
+    pub idle_window: Duration,
+    /// Apply `min_machines_running` in every region (Aloft default) rather than only in the
+    /// app's primary region (Fly).
+    pub min_running_all_regions: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port_map: BTreeMap::new(),
+            region: "local".into(),
+            tls: TlsSource::default(),
+            queue_timeout: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(30),
+            table_confirm_timeout: Duration::from_secs(1),
+            max_attempts: 10,
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_idle_timeout: Duration::from_secs(4),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
+            autostop_interval: Duration::from_secs(60),
+            idle_window: Duration::from_secs(5 * 60),
+            min_running_all_regions: true,
+        }
+    }
+}
+
+/// Entry point: see [`Proxy::spawn`].
+pub struct Proxy;
+
+impl Proxy {
+    /// Starts the proxy on the current tokio runtime: listeners following `table`, health
+    /// checks, the autostop loop. Fails only when TLS certificates cannot be loaded; ports that
+    /// cannot be bound are reported through [`ProxyHandle::bound_ports`] instead.
+    pub fn spawn(
+        config: ProxyConfig,
+        table: watch::Receiver<RouteTable>,
+        control: Arc<dyn MachineControl>,
+    ) -> Result<ProxyHandle, TlsError> {
+        let tls = tls::TlsStore::load(&config.tls)?;
+        let (bound_tx, bound_rx) = watch::channel(BoundPorts::new());
+        let (checks_tx, checks_rx) = watch::channel(CheckReport::new());
+        let core = core::Core::new(config, table.clone(), control, tls, bound_rx.clone());
+        let tasks = vec![
+            tokio::spawn(listeners::manage(core.clone(), table.clone(), bound_tx)),
+            tokio::spawn(health::supervise(table, core.health.clone(), checks_tx)),
+            tokio::spawn(autostop::run(core.clone())),
+        ];
+        Ok(ProxyHandle {
+            core,
+            bound: bound_rx,
+            checks: checks_rx,
+            tasks,
+        })
+    }
+}
+
+/// The running proxy. Dropping it stops listeners, checks and autostop (connections in
+/// flight finish on their own).
+pub struct ProxyHandle {
+    core: Arc<core::Core>,
+    bound: watch::Receiver<BoundPorts>,
+    checks: watch::Receiver<CheckReport>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    /// Where each external port listens, or the message saying why it cannot.
+    pub fn bound_ports(&self) -> BoundPorts {
+        self.bound.borrow().clone()
+    }
+
+    /// A watch of [`ProxyHandle::bound_ports`], to wait for ports to come up.
+    pub fn bound_watch(&self) -> watch::Receiver<BoundPorts> {
+        self.bound.clone()
+    }
+
+    /// Check results per machine id, updated whenever a status or output changes.
+    pub fn checks(&self) -> watch::Receiver<CheckReport> {
+        self.checks.clone()
+    }
+
+    /// Whether machine `id` currently fails a service check (is out of rotation).
+    pub fn failing(&self, machine_id: &str) -> bool {
+        self.core.health.failing(machine_id)
+    }
+
+    /// Metrics in the Prometheus text exposition format.
+    pub fn render_metrics(&self) -> String {
+        let services = self.core.registry.services();
+        let per_backend: Vec<(String, u16, String, Arc<balance::BackendLoad>)> = services
+            .iter()
+            .flat_map(|((app, port), svc)| {
+                svc.snapshot()
+                    .into_iter()
+                    .map(move |(m, load)| (app.clone(), *port, m, load))
+            })
+            .collect();
+        let sources: Vec<metrics::MetricSource<'_>> = per_backend
+            .iter()
+            .map(|(app, port, m, load)| metrics::MetricSource {
+                app,
+                service: *port,
+                machine: m,
+                metrics: &load.metrics,
+            })
+            .collect();
+        let unavailable = self
+            .core
+            .unavailable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        metrics::render(&sources, &unavailable)
+    }
+
+    /// Runs one autostop pass now (normally every `autostop_interval`); returns stopped ids.
+    pub async fn autostop_now(&self) -> Vec<String> {
+        autostop::pass(&self.core).await
+    }
+
+    /// Stops everything the proxy runs.
+    pub fn shutdown(self) {}
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

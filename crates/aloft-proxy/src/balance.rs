@@ -1,0 +1,338 @@
+//! Live load per machine and service, and the choice of a machine (machines-api §4.3).
+//!
+//! A machine is in one of three bands: under `soft_limit` (preferred), between soft and hard
+//! (used when no machine is under soft), at `hard_limit` (takes nothing). Among machines of the
+//! best band one is picked at random. Taking a slot is an atomic compare-and-swap against the
+//! hard limit, so concurrent clients can never push a machine over it. The load counted is open
+//! client connections or in-flight requests depending on the service's concurrency type; the
+//! caller decides how long a [`Lease`] lives accordingly.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use tokio::sync::Notify;
+
+use crate::metrics::BackendMetrics;
+use crate::table::{Backend, ServicePolicy};
+
+/// A service: an app's internal port.
+pub type ServiceKey = (String, u16);
+
+/// Load and metrics of one machine for one service.
+#[derive(Debug, Default)]
+pub struct BackendLoad {
+    pub load: AtomicU32,
+    pub metrics: BackendMetrics,
+}
+
+/// Activity of a machine across all its services, for autostop.
+#[derive(Debug)]
+pub struct MachineActivity {
+    pub active: AtomicU32,
+    /// Milliseconds since the registry's epoch of the last acquire or release.
+    pub last_active_ms: AtomicU64,
+}
+
+/// Per-service state shared by every port of the service.
+#[derive(Debug, Default)]
+pub struct ServiceState {
+    backends: Mutex<HashMap<String, Arc<BackendLoad>>>,
+    /// Woken whenever a lease is released, for requests waiting on full machines.
+    pub freed: Notify,
+}
+
+impl ServiceState {
+    pub fn backend(&self, machine_id: &str) -> Arc<BackendLoad> {
+        let mut map = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(machine_id) {
+            return b.clone();
+        }
+        map.entry(machine_id.to_string()).or_default().clone()
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, Arc<BackendLoad>)> {
+        let map = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// All services and machines the proxy has seen.
+#[derive(Debug)]
+pub struct Registry {
+    epoch: Instant,
+    services: Mutex<HashMap<ServiceKey, Arc<ServiceState>>>,
+    machines: Mutex<HashMap<String, Arc<MachineActivity>>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            epoch: Instant::now(),
+            services: Mutex::default(),
+            machines: Mutex::default(),
+        }
+    }
+}
+
+impl Registry {
+    pub fn service(&self, app: &str, internal_port: u16) -> Arc<ServiceState> {
+        let mut map = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(&(app.to_string(), internal_port)) {
+            return s.clone();
+        }
+        map.entry((app.to_string(), internal_port))
+            .or_default()
+            .clone()
+    }
+
+    pub fn services(&self) -> Vec<(ServiceKey, Arc<ServiceState>)> {
+        let map = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    pub fn activity(&self, machine_id: &str) -> Arc<MachineActivity> {
+        let mut map = self.machines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = map.get(machine_id) {
+            return a.clone();
+        }
+        let now = self.now_ms();
+        map.entry(machine_id.to_string())
+            .or_insert_with(|| {
+                Arc::new(MachineActivity {
+                    active: AtomicU32::new(0),
+                    last_active_ms: AtomicU64::new(now),
+                })
+            })
+            .clone()
+    }
+
+    /// Milliseconds since this registry was created.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// How long machine `id` has had no load, in milliseconds (0 while it has some).
+    pub fn idle_ms(&self, machine_id: &str) -> u64 {
+        let a = self.activity(machine_id);
+        if a.active.load(Ordering::Acquire) > 0 {
+            return 0;
+        }
+        self.now_ms()
+            .saturating_sub(a.last_active_ms.load(Ordering::Acquire))
+    }
+
+    /// Tries to take one slot on `backend` under `limit` (None = unlimited).
+    pub fn try_acquire(
+        self: &Arc<Self>,
+        service: &Arc<ServiceState>,
+        backend: &Backend,
+        limit: Option<u32>,
+    ) -> Option<Lease> {
+        let load = service.backend(&backend.machine_id);
+        let mut cur = load.load.load(Ordering::Acquire);
+        loop {
+            if limit.is_some_and(|l| cur >= l) {
+                return None;
+            }
+            match load
+                .load
+                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        let activity = self.activity(&backend.machine_id);
+        activity.active.fetch_add(1, Ordering::AcqRel);
+        activity
+            .last_active_ms
+            .store(self.now_ms(), Ordering::Release);
+        Some(Lease {
+            registry: self.clone(),
+            service: service.clone(),
+            load,
+            activity,
+            backend: backend.clone(),
+        })
+    }
+
+    /// Picks a machine among `candidates` (already filtered to routable ones) per §4.3.
+    pub fn pick(
+        self: &Arc<Self>,
+        app: &str,
+        policy: &ServicePolicy,
+        candidates: &[&Backend],
+    ) -> Pick {
+        if candidates.is_empty() {
+            return Pick::NoCandidate;
+        }
+        let mut soft: Vec<(&Backend, Arc<ServiceState>)> = Vec::new();
+        let mut hard: Vec<(&Backend, Arc<ServiceState>)> = Vec::new();
+        for b in candidates {
+            let svc = self.service(app, b.internal_port);
+            let load = svc.backend(&b.machine_id).load.load(Ordering::Acquire);
+            if load < policy.soft_limit {
+                soft.push((b, svc));
+            } else if policy.hard_limit.is_none_or(|h| load < h) {
+                hard.push((b, svc));
+            }
+        }
+        let mut rng = rand::thread_rng();
+        soft.shuffle(&mut rng);
+        hard.shuffle(&mut rng);
+        for (b, svc) in &soft {
+            if let Some(lease) = self.try_acquire(svc, b, policy.hard_limit) {
+                return Pick::Leased {
+                    lease,
+                    over_soft: false,
+                };
+            }
+        }
+        for (b, svc) in &hard {
+            if let Some(lease) = self.try_acquire(svc, b, policy.hard_limit) {
+                return Pick::Leased {
+                    lease,
+                    over_soft: true,
+                };
+            }
+        }
+        Pick::AllAtHardLimit
+    }
+}
+
+/// Outcome of [`Registry::pick`].
+#[derive(Debug)]
+pub enum Pick {
+    /// A slot was taken; `over_soft` when no machine was under its soft limit.
+    Leased { lease: Lease, over_soft: bool },
+    /// Every candidate is at its hard limit.
+    AllAtHardLimit,
+    /// No routable machine at all.
+    NoCandidate,
+}
+
+/// One unit of load on a machine; released on drop.
+#[derive(Debug)]
+pub struct Lease {
+    registry: Arc<Registry>,
+    service: Arc<ServiceState>,
+    load: Arc<BackendLoad>,
+    activity: Arc<MachineActivity>,
+    pub backend: Backend,
+}
+
+impl Lease {
+    pub fn metrics(&self) -> &BackendMetrics {
+        &self.load.metrics
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.load.load.fetch_sub(1, Ordering::AcqRel);
+        self.activity
+            .last_active_ms
+            .store(self.registry.now_ms(), Ordering::Release);
+        self.activity.active.fetch_sub(1, Ordering::AcqRel);
+        self.service.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::BackendState;
+
+    fn backend(id: &str) -> Backend {
+        Backend {
+            machine_id: id.into(),
+            region: "ams".into(),
+            internal_port: 8080,
+            addr: None,
+            state: BackendState::Started,
+            has_checks: false,
+        }
+    }
+
+    fn policy(soft: u32, hard: Option<u32>) -> ServicePolicy {
+        ServicePolicy {
+            soft_limit: soft,
+            hard_limit: hard,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prefers_machines_under_soft_limit() {
+        let reg = Arc::new(Registry::default());
+        let (a, b) = (backend("a"), backend("b"));
+        let p = policy(1, Some(3));
+        let first = match reg.pick("app", &p, &[&a, &b]) {
+            Pick::Leased {
+                lease,
+                over_soft: false,
+            } => lease,
+            other => panic!("{other:?}"),
+        };
+        // The other machine is still under soft: it must be chosen.
+        let second = match reg.pick("app", &p, &[&a, &b]) {
+            Pick::Leased {
+                lease,
+                over_soft: false,
+            } => lease,
+            other => panic!("{other:?}"),
+        };
+        assert_ne!(first.backend.machine_id, second.backend.machine_id);
+        // Both at soft: still routed, flagged over_soft.
+        let third = reg.pick("app", &p, &[&a, &b]);
+        assert!(matches!(
+            third,
+            Pick::Leased {
+                over_soft: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn hard_limit_is_never_exceeded_and_release_frees() {
+        let reg = Arc::new(Registry::default());
+        let a = backend("a");
+        let p = policy(1, Some(2));
+        let l1 = reg.pick("app", &p, &[&a]);
+        let l2 = reg.pick("app", &p, &[&a]);
+        assert!(matches!(l1, Pick::Leased { .. }) && matches!(l2, Pick::Leased { .. }));
+        assert!(matches!(reg.pick("app", &p, &[&a]), Pick::AllAtHardLimit));
+        drop(l1);
+        assert!(matches!(reg.pick("app", &p, &[&a]), Pick::Leased { .. }));
+        assert!(matches!(reg.pick("app", &p, &[]), Pick::NoCandidate));
+    }
+
+    #[test]
+    fn random_among_equals_spreads() {
+        let reg = Arc::new(Registry::default());
+        let bs: Vec<Backend> = (0..4).map(|i| backend(&format!("m{i}"))).collect();
+        let refs: Vec<&Backend> = bs.iter().collect();
+        let p = policy(20, None);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            if let Pick::Leased { lease, .. } = reg.pick("app", &p, &refs) {
+                seen.insert(lease.backend.machine_id.clone());
+            }
+        }
+        assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn idle_time_tracks_leases() {
+        let reg = Arc::new(Registry::default());
+        let a = backend("a");
+        let lease = reg.pick("app", &policy(5, None), &[&a]);
+        assert_eq!(reg.idle_ms("a"), 0);
+        drop(lease);
+        assert_eq!(reg.activity("a").active.load(Ordering::Acquire), 0);
+    }
+}

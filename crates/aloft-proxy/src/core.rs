@@ -1,0 +1,333 @@
+//! The state every listener shares and the routing decision: which machine takes a connection
+//! or request, including waiting for capacity and autostart (machines-api §4.3–§4.4).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::balance::{Lease, Pick, Registry};
+use crate::control::MachineControl;
+use crate::health::HealthState;
+use crate::pool::Pool;
+use crate::table::{Backend, BackendState, PortRoute, RouteTable};
+use crate::tls::TlsStore;
+use crate::ProxyConfig;
+
+/// How long the proxy trusts its own start/stop of a machine over an older routing table.
+const OVERRIDE_TTL: Duration = Duration::from_secs(30);
+
+pub(crate) struct Core {
+    pub cfg: ProxyConfig,
+    pub table: watch::Receiver<RouteTable>,
+    pub control: Arc<dyn MachineControl>,
+    pub registry: Arc<Registry>,
+    pub health: Arc<HealthState>,
+    pub pool: Arc<Pool>,
+    pub tls: TlsStore,
+    /// machine id → (state the proxy put it in, when).
+    overrides: Mutex<HashMap<String, (BackendState, Instant)>>,
+    /// machine id → outcome of an autostart in progress (`None` while running).
+    starting: Mutex<HashMap<String, StartWatch>>,
+    /// (app, external port) → requests refused for lack of a machine.
+    pub unavailable: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Where external ports listen (for redirects to the https port).
+    bound: watch::Receiver<crate::BoundPorts>,
+    /// Handle on itself for background tasks.
+    me: std::sync::Weak<Core>,
+}
+
+/// The outcome of an autostart: `None` while it runs.
+type StartWatch = watch::Receiver<Option<Result<(), String>>>;
+
+/// Why no machine took a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Unavailable(pub String);
+
+impl Core {
+    pub fn new(
+        cfg: ProxyConfig,
+        table: watch::Receiver<RouteTable>,
+        control: Arc<dyn MachineControl>,
+        tls: TlsStore,
+        bound: watch::Receiver<crate::BoundPorts>,
+    ) -> Arc<Core> {
+        let pool = Arc::new(Pool::new(
+            cfg.upstream_idle_timeout,
+            cfg.upstream_connect_timeout,
+        ));
+        Arc::new_cyclic(|me| Core {
+            me: me.clone(),
+            bound,
+            cfg,
+            table,
+            control,
+            registry: Arc::new(Registry::default()),
+            health: Arc::new(HealthState::default()),
+            pool,
+            tls,
+            overrides: Mutex::default(),
+            starting: Mutex::default(),
+            unavailable: Mutex::default(),
+        })
+    }
+
+    /// The local port clients reach external port 443 on (for `force_https` redirects).
+    pub fn https_port(&self) -> u16 {
+        match self.bound.borrow().get(&443) {
+            Some(Ok(addr)) => addr.port(),
+            _ => self
+                .cfg
+                .port_map
+                .get(&443)
+                .copied()
+                .filter(|p| *p != 0)
+                .unwrap_or(443),
+        }
+    }
+
+    /// The current route of external port `port`.
+    pub fn route(&self, port: u16) -> Option<Arc<PortRoute>> {
+        self.table.borrow().ports.get(&port).cloned()
+    }
+
+    /// The machine's state as the table says, unless the proxy itself changed it recently.
+    pub fn effective_state(&self, b: &Backend) -> BackendState {
+        let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        match o.get(&b.machine_id).copied() {
+            Some((st, at)) if at.elapsed() < OVERRIDE_TTL => {
+                if st == b.state {
+                    // The table caught up: no need to remember.
+                    o.remove(&b.machine_id);
+                }
+                st
+            }
+            Some(_) => {
+                o.remove(&b.machine_id);
+                b.state
+            }
+            None => b.state,
+        }
+    }
+
+    pub fn set_override(&self, machine_id: &str, state: Option<BackendState>) {
+        let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        match state {
+            Some(st) => o.insert(machine_id.to_string(), (st, Instant::now())),
+            None => o.remove(machine_id),
+        };
+    }
+
+    /// Started, reachable and not failing a service check.
+    pub fn routable(&self, b: &Backend) -> bool {
+        b.addr.is_some()
+            && self.effective_state(b) == BackendState::Started
+            && !self.health.failing(&b.machine_id)
+    }
+
+    pub fn count_unavailable(&self, route: &PortRoute) {
+        let mut u = self.unavailable.lock().unwrap_or_else(|e| e.into_inner());
+        *u.entry((route.app.clone(), route.port)).or_default() += 1;
+    }
+
+    /// Takes a slot on a machine for `route`, skipping machines in `exclude` (those that just
+    /// refused a connection). Waits up to `cfg.queue_timeout` for capacity, and starts a stopped
+    /// machine when autostart applies. `Ok((lease, fresh))`: `fresh` when the machine was just
+    /// started by this call (its app may still be booting: retry refused connections on it).
+    pub async fn acquire(
+        &self,
+        route: &Arc<PortRoute>,
+        exclude: &[String],
+    ) -> Result<(Lease, bool), Unavailable> {
+        let deadline = Instant::now() + self.cfg.queue_timeout;
+        let mut route = route.clone();
+        let mut table = self.table.clone();
+        loop {
+            let candidates: Vec<&Backend> = route
+                .backends
+                .iter()
+                .filter(|b| !exclude.contains(&b.machine_id) && self.routable(b))
+                .collect();
+            let pick = self.registry.pick(&route.app, &route.policy, &candidates);
+            let busy = match pick {
+                Pick::Leased { lease, over_soft } => {
+                    if over_soft && route.policy.autostart {
+                        // Capacity exists but every machine is over its soft limit: wake one
+                        // more machine for the next requests, without holding this one.
+                        if let Some(b) = self.startable(&route, exclude) {
+                            drop(self.start_rx(&route.app, &b.machine_id));
+                        }
+                    }
+                    return Ok((lease, false));
+                }
+                Pick::AllAtHardLimit => true,
+                Pick::NoCandidate => false,
+            };
+            if route.policy.autostart {
+                if let Some(b) = self.startable(&route, exclude) {
+                    let remaining = deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(self.cfg.start_timeout);
+                    match tokio::time::timeout(remaining, self.start(&route.app, &b.machine_id))
+                        .await
+                    {
+                        Ok(Ok(())) => {
+                            let b = self.wait_table_started(&route, &b).await;
+                            let svc = self.registry.service(&route.app, b.internal_port);
+                            if let Some(lease) =
+                                self.registry.try_acquire(&svc, &b, route.policy.hard_limit)
+                            {
+                                return Ok((lease, true));
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(app = %route.app, machine = %b.machine_id, "autostart failed: {e}")
+                        }
+                        Err(_) => {
+                            tracing::warn!(app = %route.app, machine = %b.machine_id, "autostart timed out")
+                        }
+                    }
+                    continue_or_fail(deadline, &route)?;
+                    continue;
+                }
+            }
+            // Wait for a slot to free up or for the table to change (a machine started,
+            // passed its checks, a deploy added one), bounded.
+            let now = Instant::now();
+            if now >= deadline {
+                let reason = if busy {
+                    format!(
+                        "all machines of app {} on port {} are at their hard_limit",
+                        route.app, route.port
+                    )
+                } else {
+                    format!(
+                        "no started, healthy machine of app {} serves port {}",
+                        route.app, route.port
+                    )
+                };
+                return Err(Unavailable(reason));
+            }
+            let svc = self.registry.service(
+                &route.app,
+                route.backends.first().map(|b| b.internal_port).unwrap_or(0),
+            );
+            let freed = svc.freed.notified();
+            // Health changes are not signalled: poll at a short period as a fallback.
+            let tick = Duration::from_millis(50).min(deadline - now);
+            tokio::select! {
+                _ = freed => {}
+                _ = table.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+            if let Some(r) = self.route(route.port) {
+                route = r;
+            } else {
+                return Err(Unavailable(format!(
+                    "port {} is no longer served",
+                    route.port
+                )));
+            }
+        }
+    }
+
+    /// A stopped or suspended machine autostart may wake (suspended first: resumes faster).
+    fn startable(&self, route: &PortRoute, exclude: &[String]) -> Option<Backend> {
+        let mut c: Vec<(&Backend, BackendState)> = route
+            .backends
+            .iter()
+            .filter(|b| !exclude.contains(&b.machine_id) && b.addr.is_some())
+            .map(|b| (b, self.effective_state(b)))
+            .filter(|(_, st)| st.startable())
+            .collect();
+        c.sort_by_key(|(b, st)| (*st != BackendState::Suspended, b.machine_id.clone()));
+        // A machine whose start is already under way is the best choice.
+        let starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        c.iter()
+            .find(|(b, _)| starting.contains_key(&b.machine_id))
+            .or(c.first())
+            .map(|(b, _)| (*b).clone())
+    }
+
+    /// Starts a machine once, however many requests ask at the same time.
+    pub async fn start(&self, app: &str, machine_id: &str) -> Result<(), String> {
+        let mut rx = self.start_rx(app, machine_id);
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return Err(format!("autostart of machine {machine_id} was abandoned"));
+            }
+        }
+    }
+
+    fn start_rx(&self, app: &str, machine_id: &str) -> StartWatch {
+        let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = starting.get(machine_id) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        starting.insert(machine_id.to_string(), rx.clone());
+        let core = self.me.clone();
+        let (app, id) = (app.to_string(), machine_id.to_string());
+        tokio::spawn(async move {
+            let Some(core) = core.upgrade() else { return };
+            tracing::info!(app = %app, machine = %id, "autostart: starting machine");
+            let started = Instant::now();
+            let r = core.control.start(&app, &id).await.map_err(|e| e.0);
+            match &r {
+                Ok(()) => {
+                    tracing::info!(app = %app, machine = %id, elapsed = ?started.elapsed(), "autostart: machine started");
+                    core.set_override(&id, Some(BackendState::Started));
+                }
+                Err(e) => tracing::warn!(app = %app, machine = %id, "autostart: {e}"),
+            }
+            core.starting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            let _ = tx.send(Some(r));
+        });
+        rx
+    }
+
+    /// After a start, the runtime may have given the machine new host ports: wait briefly for
+    /// the agent's next table and use its view of the machine, else keep the old one.
+    async fn wait_table_started(&self, route: &PortRoute, b: &Backend) -> Backend {
+        let mut table = self.table.clone();
+        let deadline = Instant::now() + self.cfg.table_confirm_timeout;
+        loop {
+            {
+                let t = table.borrow_and_update();
+                if let Some(nb) = t.ports.get(&route.port).and_then(|r| {
+                    r.backends.iter().find(|x| {
+                        x.machine_id == b.machine_id && x.internal_port == b.internal_port
+                    })
+                }) {
+                    if nb.state == BackendState::Started && nb.addr.is_some() {
+                        return nb.clone();
+                    }
+                }
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            if tokio::time::timeout(left, table.changed()).await.is_err() {
+                break;
+            }
+        }
+        b.clone()
+    }
+}
+
+fn continue_or_fail(deadline: Instant, route: &PortRoute) -> Result<(), Unavailable> {
+    if Instant::now() >= deadline {
+        return Err(Unavailable(format!(
+            "could not start a machine of app {} for port {}",
+            route.app, route.port
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,574 @@
+//! The `http` handler: HTTP/1.1 and HTTP/2 from clients (hyper), HTTP/1.1 with pooled
+//! keep-alive connections to machines, Fly's forwarding headers, `force_https`, upgrades
+//! (WebSocket), retries on refused or stale connections, and header size/time limits.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::balance::Lease;
+use crate::core::Core;
+use crate::pool::{Pool, UpBody};
+use crate::table::{ConcurrencyKind, PortRoute};
+
+/// Per client connection.
+struct ConnCtx {
+    port: u16,
+    client: SocketAddr,
+    tls: bool,
+    /// With `concurrency.type = "connections"` the whole client connection sticks to the
+    /// machine it was first sent to, and counts as one unit of load there.
+    affinity: Mutex<Option<Arc<Lease>>>,
+}
+
+/// Serves one client connection (plain or already TLS-terminated) with the http handler.
+pub(crate) async fn serve<IO>(
+    core: Arc<Core>,
+    io: IO,
+    port: u16,
+    client: SocketAddr,
+    tls: bool,
+    route: &PortRoute,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = Arc::new(ConnCtx {
+        port,
+        client,
+        tls,
+        affinity: Mutex::new(None),
+    });
+    let header_timeout = route
+        .options
+        .http_options
+        .headers_read_timeout
+        .unwrap_or(core.cfg.header_read_timeout);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(core.cfg.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(core.cfg.max_header_bytes as u32)
+        .max_concurrent_streams(256);
+    let svc = hyper::service::service_fn(move |req| {
+        let (core, ctx) = (core.clone(), ctx.clone());
+        async move { Ok::<_, Infallible>(handle(core, ctx, req).await) }
+    });
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+    {
+        tracing::debug!(%client, port, "client connection ended: {e}");
+    }
+}
+
+async fn handle(core: Arc<Core>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
+    let request_id = format!("{}-{}", ulid::Ulid::new(), core.cfg.region);
+    let Some(route) = core.route(ctx.port) else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no app serves this port any more\n",
+            &request_id,
+        );
+    };
+    let mut resp = proxy(&core, &ctx, &route, req, &request_id).await;
+    decorate(&core, &route, &mut resp, &request_id);
+    resp
+}
+
+async fn proxy(
+    core: &Arc<Core>,
+    ctx: &ConnCtx,
+    route: &Arc<PortRoute>,
+    mut req: Request<Incoming>,
+    request_id: &str,
+) -> Response<RespBody> {
+    let client_version = req.version();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if route.options.force_https && !ctx.tls {
+        return redirect_https(core, host.as_deref(), req.uri(), request_id);
+    }
+    // An upgrade (WebSocket) keeps its Connection/Upgrade headers and is never replayed.
+    let wants_upgrade = client_version == Version::HTTP_11 && is_upgrade(req.headers());
+    let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(v) = upgrade_value.filter(|_| wants_upgrade) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, v);
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    add_forwarding_headers(core, ctx, &mut parts.headers, client_version);
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse::<Uri>()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    parts.version = Version::HTTP_11;
+
+    // Requests without a body can be replayed on another machine whatever happened.
+    let replayable = body.is_end_stream();
+    let template = replayable.then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    let mut pending: Option<Request<UpBody>> =
+        Some(Request::from_parts(parts, body.boxed_unsync()));
+
+    let mut exclude: Vec<String> = Vec::new();
+    let started = Instant::now();
+    let start_deadline = started + core.cfg.start_timeout;
+    let mut last_error = String::new();
+    for _attempt in 0..core.cfg.max_attempts {
+        let Some(req) = pending.take().or_else(|| template.as_ref().map(rebuild)) else {
+            break;
+        };
+        let (lease, fresh) = match lease_for(core, ctx, route, &exclude).await {
+            Ok(l) => l,
+            Err(reason) => {
+                core.count_unavailable(route);
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("no machine available: {}\n", reason.0),
+                    request_id,
+                );
+            }
+        };
+        let Some(addr) = lease.backend.addr else {
+            continue;
+        };
+        let machine = lease.backend.machine_id.clone();
+        let t0 = Instant::now();
+        let mut conn = match core.pool.checkout(addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                lease.metrics().error();
+                core.pool.forget(addr);
+                last_error = format!("machine {machine} ({addr}): {e}");
+                drop_affinity(ctx);
+                pending = Some(req);
+                if fresh && Instant::now() < start_deadline {
+                    // Just started: the app may still be booting. Retry it, not another one.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                } else {
+                    exclude.push(machine);
+                }
+                continue;
+            }
+        };
+        if conn.tx.ready().await.is_err() {
+            // A stale pooled connection: open a fresh one to the same machine.
+            match core.pool.connect(addr).await {
+                Ok(tx) => conn.tx = tx,
+                Err(e) => {
+                    lease.metrics().error();
+                    last_error = format!("machine {machine} ({addr}): {e}");
+                    drop_affinity(ctx);
+                    exclude.push(machine);
+                    pending = Some(req);
+                    continue;
+                }
+            }
+        }
+        match conn.tx.try_send_request(req).await {
+            Ok(mut resp) => {
+                lease.metrics().record(resp.status().as_u16(), t0.elapsed());
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_up) = client_upgrade {
+                        let upstream_up = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(splice_upgrade(client_up, upstream_up, lease));
+                    }
+                    let (mut parts, _) = resp.into_parts();
+                    parts.version = client_version;
+                    return Response::from_parts(parts, RespBody::empty());
+                }
+                let hold = match route.policy.concurrency {
+                    ConcurrencyKind::Requests => Some(lease),
+                    // The connection's affinity lease keeps counting.
+                    ConcurrencyKind::Connections => None,
+                };
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts.version = client_version;
+                let body = UpstreamBody {
+                    inner: body,
+                    ret: Some((core.pool.clone(), addr, conn.tx)),
+                    _lease: hold,
+                };
+                return Response::from_parts(parts, RespBody::Upstream(body));
+            }
+            Err(mut e) => {
+                lease.metrics().error();
+                last_error = format!("machine {machine} ({addr}): {}", e.error());
+                core.pool.forget(addr);
+                drop_affinity(ctx);
+                match e.take_message() {
+                    // Never sent: safe to retry anywhere.
+                    Some(req) => pending = Some(req),
+                    None if template.is_some() => {}
+                    None => {
+                        return plain(
+                            StatusCode::BAD_GATEWAY,
+                            &format!("the machine failed while answering: {last_error}\n"),
+                            request_id,
+                        );
+                    }
+                }
+                if !conn.reused {
+                    exclude.push(machine);
+                }
+            }
+        }
+    }
+    core.count_unavailable(route);
+    plain(
+        StatusCode::BAD_GATEWAY,
+        &format!("could not reach a machine after retries: {last_error}\n"),
+        request_id,
+    )
+}
+
+/// The lease for this request: the connection's sticky one for `connections`, a new one per
+/// request for `requests`.
+async fn lease_for(
+    core: &Arc<Core>,
+    ctx: &ConnCtx,
+    route: &Arc<PortRoute>,
+    exclude: &[String],
+) -> Result<(LeaseRef, bool), crate::core::Unavailable> {
+    if route.policy.concurrency == ConcurrencyKind::Connections {
+        if let Some(l) = ctx
+            .affinity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            let still = route.backends.iter().any(|b| b == &l.backend) && core.routable(&l.backend);
+            if still && !exclude.contains(&l.backend.machine_id) {
+                return Ok((LeaseRef::Shared(l), false));
+            }
+        }
+        let (lease, fresh) = core.acquire(route, exclude).await?;
+        let lease = Arc::new(lease);
+        *ctx.affinity.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease.clone());
+        return Ok((LeaseRef::Shared(lease), fresh));
+    }
+    let (lease, fresh) = core.acquire(route, exclude).await?;
+    Ok((LeaseRef::Owned(lease), fresh))
+}
+
+fn drop_affinity(ctx: &ConnCtx) {
+    ctx.affinity
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+}
+
+/// A lease owned by one request or shared by a connection.
+enum LeaseRef {
+    Owned(Lease),
+    Shared(Arc<Lease>),
+}
+
+impl std::ops::Deref for LeaseRef {
+    type Target = Lease;
+    fn deref(&self) -> &Lease {
+        match self {
+            LeaseRef::Owned(l) => l,
+            LeaseRef::Shared(l) => l,
+        }
+    }
+}
+
+fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpBody> {
+    let mut req = Request::new(
+        Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri.clone();
+    *req.headers_mut() = headers.clone();
+    req
+}
+
+async fn splice_upgrade(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    lease: LeaseRef,
+) {
+    let (Ok(c), Ok(u)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    drop(lease);
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TRAILER,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in listed.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+}
+
+fn add_forwarding_headers(core: &Core, ctx: &ConnCtx, h: &mut HeaderMap, version: Version) {
+    let ip = ctx.client.ip().to_string();
+    let proto = if ctx.tls { "https" } else { "http" };
+    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip.clone(),
+    };
+    set(h, "x-forwarded-for", &xff);
+    set(h, "fly-client-ip", &ip);
+    set(h, "x-forwarded-proto", proto);
+    set(h, "x-forwarded-ssl", if ctx.tls { "on" } else { "off" });
+    set(h, "x-forwarded-port", &ctx.port.to_string());
+    set(h, "fly-forwarded-port", &ctx.port.to_string());
+    set(h, "fly-region", &core.cfg.region);
+    let via = format!("{} aloft", version_token(version));
+    let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {via}"),
+        None => via,
+    };
+    set(h, "via", &via);
+}
+
+fn version_token(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        _ => "1.1",
+    }
+}
+
+/// Adds `Via`, `Server`, `Fly-Request-Id` (unless pristine) and the configured response headers.
+fn decorate(core: &Core, route: &PortRoute, resp: &mut Response<RespBody>, request_id: &str) {
+    let opts = &route.options.http_options;
+    let h = resp.headers_mut();
+    if !opts.pristine {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(HeaderName::from_static("fly-request-id"), v);
+        }
+        h.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
+        if !h.contains_key(header::SERVER) {
+            h.insert(header::SERVER, HeaderValue::from_static("aloft"));
+        }
+    }
+    for (name, value) in &opts.response_headers {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        if value.is_empty() {
+            h.remove(&name);
+        } else if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+    let _ = core;
+}
+
+fn redirect_https(
+    core: &Core,
+    host: Option<&str>,
+    uri: &Uri,
+    request_id: &str,
+) -> Response<RespBody> {
+    let Some(host) = host else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "a Host header is required\n",
+            request_id,
+        );
+    };
+    let bare = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        }
+    };
+    let port = core.https_port();
+    let authority = if port == 443 {
+        bare.to_string()
+    } else {
+        format!("{bare}:{port}")
+    };
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = format!("https://{authority}{pq}");
+    let mut resp = plain(
+        StatusCode::MOVED_PERMANENTLY,
+        &format!("redirecting to {location}\n"),
+        request_id,
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// A short text response from the proxy itself.
+pub(crate) fn plain(status: StatusCode, text: &str, request_id: &str) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::Full(Some(Bytes::copy_from_slice(
+        text.as_bytes(),
+    ))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("fly-request-id"), v);
+    }
+    resp
+}
+
+/// What the proxy answers with.
+pub(crate) enum RespBody {
+    Full(Option<Bytes>),
+    Upstream(UpstreamBody),
+}
+
+impl RespBody {
+    fn empty() -> RespBody {
+        RespBody::Full(None)
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Upstream(u) => Pin::new(u).poll_frame(cx),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Upstream(u) => u.inner.is_end_stream(),
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            RespBody::Full(None) => SizeHint::with_exact(0),
+            RespBody::Upstream(u) => u.inner.size_hint(),
+        }
+    }
+}
+
+/// A machine's response body: returns the connection to the pool once read to the end and
+/// holds the request's lease (for `requests` concurrency) until then.
+pub(crate) struct UpstreamBody {
+    inner: Incoming,
+    ret: Option<(Arc<Pool>, SocketAddr, SendRequest<UpBody>)>,
+    _lease: Option<LeaseRef>,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &r {
+            // A broken upstream connection must not go back to the pool.
+            self.ret = None;
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some((pool, addr, tx)) = self.ret.take() {
+            if self.inner.is_end_stream() {
+                pool.put(addr, tx);
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Binds a listener for every external port in the routing table and drops listeners of ports
+//! that disappear. A port the agent may not bind is reported (per port, with the flag that maps
+//! it elsewhere) without stopping the other ports.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::core::Core;
+use crate::table::RouteTable;
+
+/// Where each external port listens, or why it could not.
+pub type BoundPorts = BTreeMap<u16, Result<SocketAddr, String>>;
+
+pub(crate) async fn manage(
+    core: Arc<Core>,
+    mut table: watch::Receiver<RouteTable>,
+    bound: watch::Sender<BoundPorts>,
+) {
+    let mut running: BTreeMap<u16, JoinHandle<()>> = BTreeMap::new();
+    loop {
+        let wanted: Vec<u16> = table.borrow_and_update().ports.keys().copied().collect();
+        running.retain(|port, task| {
+            let keep = wanted.contains(port);
+            if !keep {
+                task.abort();
+                tracing::info!(port, "proxy: no longer listening");
+            }
+            keep
+        });
+        let mut report = bound.borrow().clone();
+        report.retain(|p, _| wanted.contains(p));
+        for port in wanted {
+            if running.contains_key(&port) {
+                continue;
+            }
+            // Retry ports that failed before: the cause (another process) may be gone.
+            let local = core.cfg.port_map.get(&port).copied().unwrap_or(port);
+            let addr = SocketAddr::new(core.cfg.bind_ip, local);
+            match bind(addr) {
+                Ok(listener) => {
+                    let actual = listener.local_addr().unwrap_or(addr);
+                    tracing::info!(port, %actual, "proxy: listening");
+                    report.insert(port, Ok(actual));
+                    running.insert(
+                        port,
+                        tokio::spawn(accept_loop(core.clone(), listener, port)),
+                    );
+                }
+                Err(e) => {
+                    let msg = bind_error(port, addr, &e);
+                    tracing::error!("{msg}");
+                    report.insert(port, Err(msg));
+                }
+            }
+        }
+        bound.send_replace(report);
+        if table.changed().await.is_err() {
+            break;
+        }
+    }
+    for task in running.into_values() {
+        task.abort();
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// The message for a port the agent cannot bind: what, why, and the flag that fixes it.
+pub fn bind_error(port: u16, addr: SocketAddr, e: &io::Error) -> String {
+    let hint = match e.kind() {
+        io::ErrorKind::PermissionDenied => format!(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; run the agent with `--port-map {port}=<free port>` \
+             (for example --port-map {port}={}) to serve it on another local port",
+            8000 + port % 1000
+        ),
+        io::ErrorKind::AddrInUse => format!(
+            "another process already listens there; stop it or run the agent with `--port-map {port}=<free port>`"
+        ),
+        _ => format!("map it to another local port with `--port-map {port}=<free port>`"),
+    };
+    format!("cannot listen on external port {port} ({addr}): {e}; {hint}")
+}
+
+async fn accept_loop(core: Arc<Core>, listener: TcpListener, port: u16) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, client)) => {
+                tokio::spawn(crate::tcp::handle(core.clone(), stream, port, client));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; the listener stays.
+                tracing::warn!(port, "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

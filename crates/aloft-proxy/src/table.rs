@@ -1,0 +1,709 @@
+//! The routing table: what the proxy listens on and where each port's traffic may go.
+//!
+//! Built by a pure function, [`RouteTable::from_machines`], from the machines the agent stores,
+//! grouped by app (machines-api §4.1): an app's routing table is the union of the `services` of
+//! its machines; the candidates for an external port are the machines whose config has a `tcp`
+//! service with a `ports` entry covering that port. Cordoned and destroyed machines are never
+//! candidates; stopped/suspended ones are kept as candidates for autostart only.
+//!
+//! Architecture invariant: no IO here. The agent builds a table on every state change and pushes
+//! it through a `tokio::sync::watch` channel to the running proxy.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_api::{AutostopMode, Machine, MachineCheck, MachinePort, MachineService, MachineState};
+
+use crate::options::PortOptions;
+
+/// An app's name.
+pub type AppName = String;
+/// An app's primary region (`primary_region` of its fly.toml).
+pub type PrimaryRegion = String;
+
+/// Everything the proxy needs, for every app the agent hosts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteTable {
+    /// External TCP port → its route. One app per port (see [`port_conflicts`]).
+    pub ports: BTreeMap<u16, Arc<PortRoute>>,
+    /// Every live machine (cordoned ones included: their checks still run, so a deploy can wait
+    /// for a cordoned green machine to become healthy), by machine id.
+    pub machines: BTreeMap<String, Arc<MachineEntry>>,
+    /// Ports claimed by more than one app. Such ports are left out of [`RouteTable::ports`]
+    /// (the proxy serves neither app there) and reported here so the agent can log them.
+    pub conflicts: Vec<PortConflict>,
+    /// Things the agent should log: oversized port ranges, unsupported handlers.
+    pub warnings: Vec<String>,
+}
+
+/// At most this many ports are served from one `start_port`..`end_port` range (a missing bound
+/// means 0 or 65535, which would otherwise open tens of thousands of listeners).
+pub const MAX_RANGE_PORTS: usize = 1024;
+
+/// How one external port is served.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortRoute {
+    pub app: String,
+    pub primary_region: String,
+    pub port: u16,
+    pub options: PortOptions,
+    /// Balancing and autostop settings of the service that owns the port.
+    pub policy: ServicePolicy,
+    /// Every machine carrying a service on this port, sorted by machine id. Includes stopped
+    /// machines (autostart candidates) and machines in transient states (not routable).
+    pub backends: Vec<Backend>,
+}
+
+/// `concurrency`, `autostop`, `autostart` and `min_machines_running` of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePolicy {
+    pub concurrency: ConcurrencyKind,
+    /// Below this load a machine is preferred (default 20).
+    pub soft_limit: u32,
+    /// At this load a machine takes nothing more (default: unlimited).
+    pub hard_limit: Option<u32>,
+    pub autostop: AutostopMode,
+    /// Absent in the config means enabled (machines-api §2.5).
+    pub autostart: bool,
+    pub min_machines_running: u32,
+}
+
+impl Default for ServicePolicy {
+    fn default() -> Self {
+        ServicePolicy {
+            concurrency: ConcurrencyKind::Connections,
+            soft_limit: DEFAULT_SOFT_LIMIT,
+            hard_limit: None,
+            autostop: AutostopMode::Off,
+            autostart: true,
+            min_machines_running: 0,
+        }
+    }
+}
+
+/// Fly's default `soft_limit`.
+pub const DEFAULT_SOFT_LIMIT: u32 = 20;
+
+/// What a service's load counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConcurrencyKind {
+    /// Open client connections (the default).
+    Connections,
+    /// In-flight HTTP requests (upstream connections are pooled).
+    Requests,
+}
+
+/// One machine as a candidate for one port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub machine_id: String,
+    pub region: String,
+    /// The service's `internal_port` inside the machine.
+    pub internal_port: u16,
+    /// `127.0.0.1:<host port>`; `None` when the runtime has not assigned a host port (yet).
+    pub addr: Option<SocketAddr>,
+    pub state: BackendState,
+    /// Whether the machine's service defines checks that gate routing.
+    pub has_checks: bool,
+}
+
+/// The part of a machine's state routing cares about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendState {
+    Started,
+    /// Stopped or created: cold start on autostart.
+    Stopped,
+    /// Suspended: resumed on autostart.
+    Suspended,
+    /// Anything transient (`starting`, `stopping`, `replacing`…) or failed: not routable.
+    Other,
+}
+
+impl BackendState {
+    pub fn from_machine(state: MachineState) -> Self {
+        match state {
+            MachineState::Started => BackendState::Started,
+            MachineState::Stopped | MachineState::Created => BackendState::Stopped,
+            MachineState::Suspended => BackendState::Suspended,
+            _ => BackendState::Other,
+        }
+    }
+    /// Whether autostart may start a machine in this state.
+    pub fn startable(self) -> bool {
+        matches!(self, BackendState::Stopped | BackendState::Suspended)
+    }
+}
+
+/// A machine, for the health checker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MachineEntry {
+    pub app: String,
+    pub machine_id: String,
+    /// Changes on every update: check state restarts with a new version.
+    pub instance_id: String,
+    pub region: String,
+    pub state: MachineState,
+    pub cordoned: bool,
+    /// Unix milliseconds of the latest `start` event, if any (grace periods count from it).
+    pub started_at_ms: Option<i64>,
+    /// internal port → host port.
+    pub host_ports: BTreeMap<u16, u16>,
+    /// Service checks (gate routing), named as Fly does: `servicecheck-00-http-8080`.
+    pub service_checks: Vec<NamedCheck>,
+    /// Top-level `checks` (informational: reported, never routing).
+    pub machine_checks: Vec<NamedCheck>,
+}
+
+/// A check with its reported name and the internal port it probes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedCheck {
+    pub name: String,
+    /// Internal port the check probes (the check's `port`, else the service's internal port).
+    pub port: Option<u16>,
+    pub check: MachineCheck,
+}
+
+impl MachineEntry {
+    /// Address to probe for internal port `port`.
+    pub fn upstream(&self, port: u16) -> Option<SocketAddr> {
+        self.host_ports
+            .get(&port)
+            .map(|hp| SocketAddr::from((Ipv4Addr::LOCALHOST, *hp)))
+    }
+}
+
+/// Two apps want the same external port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConflict {
+    pub port: u16,
+    pub apps: Vec<String>,
+}
+
+impl fmt::Display for PortConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "port {} is claimed by apps {}: an external port can belong to one app only; \
+             change the port in one app's fly.toml ([http_service] uses 80 and 443)",
+            self.port,
+            self.apps.join(", ")
+        )
+    }
+}
+
+impl RouteTable {
+    /// Builds the table from every app's machines. `apps` holds `(app, primary region, machines)`.
+    ///
+    /// Only `tcp` services are routed (UDP is refused at deploy, see [`reject_udp_services`]).
+    /// Port settings (handlers, TLS, concurrency…) are taken from the newest machine (highest
+    /// `instance_id`, a ULID) that carries the port, so a rolling deploy switches settings as soon
+    /// as the first updated machine exists.
+    pub fn from_machines(apps: &[(AppName, PrimaryRegion, Vec<Machine>)]) -> RouteTable {
+        let mut table = RouteTable::default();
+        // port → app → (newest instance id, settings, backends)
+        let mut claims: BTreeMap<u16, BTreeMap<&str, PortDraft>> = BTreeMap::new();
+        for (app, primary, machines) in apps {
+            for m in machines.iter().filter(|m| m.state.is_active()) {
+                table
+                    .machines
+                    .insert(m.id.clone(), Arc::new(machine_entry(app, m)));
+                if m.cordoned {
+                    continue;
+                }
+                for svc in m.config.services.iter().filter(|s| s.protocol == "tcp") {
+                    for mp in &svc.ports {
+                        let range = mp.external_ports();
+                        if range.clone().count() > MAX_RANGE_PORTS {
+                            table.warnings.push(format!(
+                                "app {app}, machine {}: port range {}-{} has more than {MAX_RANGE_PORTS} ports; \
+                                 only the first {MAX_RANGE_PORTS} are served",
+                                m.id,
+                                range.start(),
+                                range.end()
+                            ));
+                        }
+                        for port in range.filter(|p| *p != 0).take(MAX_RANGE_PORTS) {
+                            let draft =
+                                claims
+                                    .entry(port)
+                                    .or_default()
+                                    .entry(app)
+                                    .or_insert_with(|| PortDraft {
+                                        primary_region: primary.clone(),
+                                        newest: String::new(),
+                                        port_cfg: mp.clone(),
+                                        service: svc.clone(),
+                                        backends: BTreeMap::new(),
+                                    });
+                            if m.instance_id >= draft.newest {
+                                draft.newest = m.instance_id.clone();
+                                draft.port_cfg = mp.clone();
+                                draft.service = svc.clone();
+                            }
+                            draft
+                                .backends
+                                .entry((m.id.clone(), svc.internal_port))
+                                .or_insert_with(|| Backend {
+                                    machine_id: m.id.clone(),
+                                    region: m.region.clone(),
+                                    internal_port: svc.internal_port,
+                                    addr: m
+                                        .host_ports
+                                        .get(&svc.internal_port)
+                                        .map(|hp| SocketAddr::from((Ipv4Addr::LOCALHOST, *hp))),
+                                    state: BackendState::from_machine(m.state),
+                                    has_checks: !svc.checks.is_empty(),
+                                });
+                        }
+                    }
+                }
+            }
+        }
+        for (port, by_app) in claims {
+            if by_app.len() > 1 {
+                table.conflicts.push(PortConflict {
+                    port,
+                    apps: by_app.keys().map(|a| a.to_string()).collect(),
+                });
+                continue;
+            }
+            let Some((app, draft)) = by_app.into_iter().next() else {
+                continue;
+            };
+            table.ports.insert(
+                port,
+                Arc::new(PortRoute {
+                    app: app.to_string(),
+                    primary_region: draft.primary_region,
+                    port,
+                    options: PortOptions::from_port(&draft.port_cfg),
+                    policy: ServicePolicy::from_service(&draft.service),
+                    backends: draft.backends.into_values().collect(),
+                }),
+            );
+        }
+        table
+    }
+}
+
+struct PortDraft {
+    primary_region: String,
+    newest: String,
+    port_cfg: MachinePort,
+    service: MachineService,
+    backends: BTreeMap<(String, u16), Backend>,
+}
+
+impl ServicePolicy {
+    /// Reads a service's settings with Fly's defaults.
+    pub fn from_service(svc: &MachineService) -> ServicePolicy {
+        let mut p = ServicePolicy::default();
+        if let Some(c) = &svc.concurrency {
+            p.concurrency = if c.kind == "requests" {
+                ConcurrencyKind::Requests
+            } else {
+                ConcurrencyKind::Connections
+            };
+            if let Some(s) = c.soft_limit {
+                p.soft_limit = s;
+            }
+            p.hard_limit = c.hard_limit.filter(|h| *h > 0);
+            if let Some(h) = p.hard_limit {
+                p.soft_limit = p.soft_limit.min(h);
+            }
+        }
+        p.autostop = svc.autostop.unwrap_or(AutostopMode::Off);
+        p.autostart = svc.autostart.unwrap_or(true);
+        p.min_machines_running = svc.min_machines_running.unwrap_or(0);
+        p
+    }
+}
+
+fn machine_entry(app: &str, m: &Machine) -> MachineEntry {
+    let started_at_ms = m
+        .events
+        .iter()
+        .filter(|e| e.kind == "start" && e.status == "started")
+        .map(|e| e.timestamp)
+        .max();
+    let mut service_checks = Vec::new();
+    let mut index = 0usize;
+    for svc in &m.config.services {
+        for check in &svc.checks {
+            let kind = check.kind.clone().unwrap_or_else(|| "tcp".into());
+            let port = check.port.unwrap_or(svc.internal_port);
+            service_checks.push(NamedCheck {
+                name: format!("servicecheck-{index:02}-{kind}-{}", svc.internal_port),
+                port: Some(port),
+                check: check.clone(),
+            });
+            index += 1;
+        }
+    }
+    let machine_checks = m
+        .config
+        .checks
+        .iter()
+        .map(|(name, check)| NamedCheck {
+            name: name.clone(),
+            port: check.port,
+            check: check.clone(),
+        })
+        .collect();
+    MachineEntry {
+        app: app.to_string(),
+        machine_id: m.id.clone(),
+        instance_id: m.instance_id.clone(),
+        region: m.region.clone(),
+        state: m.state,
+        cordoned: m.cordoned,
+        started_at_ms,
+        host_ports: m.host_ports.clone(),
+        service_checks,
+        machine_checks,
+    }
+}
+
+/// External TCP ports the given service configs claim.
+pub fn claimed_ports(services: &[MachineService]) -> std::collections::BTreeSet<u16> {
+    services
+        .iter()
+        .filter(|s| s.protocol == "tcp")
+        .flat_map(|s| s.ports.iter().flat_map(|p| p.external_ports()))
+        .collect()
+}
+
+/// Ports that `app`, about to be deployed with `services`, would share with another app already
+/// in `current`. Call before a deploy changes anything; an empty result means no clash.
+/// Ports of `app` itself in `current` are ignored (a redeploy keeps its own ports).
+pub fn port_conflicts(
+    current: &RouteTable,
+    app: &str,
+    services: &[MachineService],
+) -> Vec<PortConflict> {
+    let wanted = claimed_ports(services);
+    let mut out = Vec::new();
+    for port in wanted {
+        let mut others: Vec<String> = Vec::new();
+        if let Some(route) = current.ports.get(&port) {
+            if route.app != app {
+                others.push(route.app.clone());
+            }
+        }
+        for c in current.conflicts.iter().filter(|c| c.port == port) {
+            others.extend(c.apps.iter().filter(|a| *a != app).cloned());
+        }
+        if !others.is_empty() {
+            others.sort();
+            others.dedup();
+            let mut apps = others;
+            apps.push(app.to_string());
+            out.push(PortConflict { port, apps });
+        }
+    }
+    out
+}
+
+/// A service the proxy cannot serve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "service on internal port {internal_port} uses protocol {protocol:?}: the Aloft proxy serves TCP services \
+     only (raw, tls, http handlers); UDP is not supported yet. Remove the service or set protocol = \"tcp\""
+)]
+pub struct UnsupportedService {
+    pub internal_port: u16,
+    pub protocol: String,
+}
+
+/// Refuses services the proxy cannot route (UDP and unknown protocols) so a deploy can fail
+/// before anything changes. Also refuses unknown handlers.
+pub fn reject_udp_services(services: &[MachineService]) -> Result<(), UnsupportedService> {
+    match services.iter().find(|s| s.protocol != "tcp") {
+        Some(s) => Err(UnsupportedService {
+            internal_port: s.internal_port,
+            protocol: s.protocol.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Default interval/timeout of a check without one (flyctl's TCP check defaults).
+pub(crate) fn check_timing(check: &MachineCheck) -> (Duration, Duration, Duration) {
+    let d = |v: Option<aloft_api::GoDuration>, default: u64| {
+        v.map(|g| g.as_duration())
+            .unwrap_or(Duration::from_secs(default))
+    };
+    let interval = d(check.interval, 15).max(Duration::from_millis(100));
+    let timeout = d(check.timeout, 2).max(Duration::from_millis(10));
+    let grace = d(check.grace_period, 1);
+    (grace, interval, timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aloft_api::{Concurrency, MachineConfig, MachineEvent};
+
+    fn port(p: u16, handlers: &[&str]) -> MachinePort {
+        MachinePort {
+            port: Some(p),
+            handlers: handlers.iter().map(|h| h.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn http_service(internal: u16) -> MachineService {
+        MachineService {
+            protocol: "tcp".into(),
+            internal_port: internal,
+            ports: vec![port(80, &["http"]), port(443, &["http", "tls"])],
+            ..Default::default()
+        }
+    }
+
+    fn machine(
+        id: &str,
+        group: &str,
+        state: MachineState,
+        services: Vec<MachineService>,
+    ) -> Machine {
+        let mut config = MachineConfig {
+            image: "img".into(),
+            services,
+            ..Default::default()
+        };
+        config
+            .metadata
+            .insert("fly_process_group".into(), group.into());
+        let host_ports = config
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.internal_port, 40000 + i as u16))
+            .collect();
+        Machine {
+            id: id.into(),
+            name: id.into(),
+            state,
+            region: "ams".into(),
+            instance_id: "01A".into(),
+            private_ip: String::new(),
+            config,
+            image_ref: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            events: vec![],
+            checks: vec![],
+            nonce: None,
+            host_status: "ok".into(),
+            cordoned: false,
+            host_ports,
+        }
+    }
+
+    fn ids(route: &PortRoute) -> Vec<&str> {
+        route
+            .backends
+            .iter()
+            .map(|b| b.machine_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn only_machines_carrying_the_port_are_candidates() {
+        let web = machine("w1", "web", MachineState::Started, vec![http_service(8080)]);
+        let worker = machine("k1", "worker", MachineState::Started, vec![]);
+        let web2 = machine("w2", "web", MachineState::Stopped, vec![http_service(8080)]);
+        let t = RouteTable::from_machines(&[("app".into(), "ams".into(), vec![web, worker, web2])]);
+        assert_eq!(t.ports.keys().copied().collect::<Vec<_>>(), vec![80, 443]);
+        assert_eq!(ids(&t.ports[&80]), vec!["w1", "w2"]);
+        let w2 = &t.ports[&80].backends[1];
+        assert_eq!(w2.state, BackendState::Stopped);
+        assert_eq!(w2.addr, Some("127.0.0.1:40000".parse().unwrap()));
+        assert!(t.ports[&443].options.tls && t.ports[&443].options.http);
+        assert!(!t.ports[&80].options.tls);
+        // The worker is still known to the health checker.
+        assert!(t.machines.contains_key("k1"));
+    }
+
+    #[test]
+    fn cordoned_and_destroyed_machines_are_excluded() {
+        let mut c = machine("c1", "web", MachineState::Started, vec![http_service(8080)]);
+        c.cordoned = true;
+        let d = machine(
+            "d1",
+            "web",
+            MachineState::Destroyed,
+            vec![http_service(8080)],
+        );
+        let ok = machine("ok", "web", MachineState::Started, vec![http_service(8080)]);
+        let t = RouteTable::from_machines(&[("app".into(), "ams".into(), vec![c, d, ok])]);
+        assert_eq!(ids(&t.ports[&80]), vec!["ok"]);
+        assert!(
+            t.machines.contains_key("c1"),
+            "cordoned machines keep their checks running"
+        );
+        assert!(!t.machines.contains_key("d1"));
+    }
+
+    #[test]
+    fn port_ranges_udp_and_missing_host_ports() {
+        let mut svc = MachineService {
+            protocol: "tcp".into(),
+            internal_port: 9000,
+            ..Default::default()
+        };
+        svc.ports.push(MachinePort {
+            start_port: Some(7000),
+            end_port: Some(7002),
+            ..Default::default()
+        });
+        let udp = MachineService {
+            protocol: "udp".into(),
+            internal_port: 53,
+            ports: vec![port(53, &[])],
+            ..Default::default()
+        };
+        let mut m = machine("m", "app", MachineState::Started, vec![svc, udp]);
+        m.host_ports.clear();
+        let t = RouteTable::from_machines(&[("app".into(), "ams".into(), vec![m])]);
+        assert_eq!(
+            t.ports.keys().copied().collect::<Vec<_>>(),
+            vec![7000, 7001, 7002]
+        );
+        assert_eq!(t.ports[&7001].backends[0].addr, None);
+        assert!(!t.ports[&7001].options.http);
+    }
+
+    #[test]
+    fn settings_come_from_the_newest_machine_and_defaults_apply() {
+        let mut old = machine("a", "web", MachineState::Started, vec![http_service(8080)]);
+        old.instance_id = "01A".into();
+        let mut svc = http_service(8080);
+        svc.concurrency = Some(Concurrency {
+            kind: "requests".into(),
+            soft_limit: Some(50),
+            hard_limit: Some(10),
+        });
+        svc.autostop = Some(AutostopMode::Stop);
+        svc.autostart = Some(false);
+        svc.min_machines_running = Some(1);
+        svc.ports[0].force_https = true;
+        let mut new = machine("b", "web", MachineState::Started, vec![svc]);
+        new.instance_id = "01B".into();
+        let t = RouteTable::from_machines(&[("app".into(), "fra".into(), vec![new, old.clone()])]);
+        let r = &t.ports[&80];
+        assert_eq!(r.policy.concurrency, ConcurrencyKind::Requests);
+        assert_eq!(r.policy.hard_limit, Some(10));
+        assert_eq!(r.policy.soft_limit, 10, "soft limit never above hard");
+        assert_eq!(r.policy.autostop, AutostopMode::Stop);
+        assert!(!r.policy.autostart);
+        assert_eq!(r.policy.min_machines_running, 1);
+        assert!(r.options.force_https);
+        assert_eq!(r.primary_region, "fra");
+        let t = RouteTable::from_machines(&[("app".into(), "fra".into(), vec![old])]);
+        assert_eq!(t.ports[&80].policy, ServicePolicy::default());
+        assert!(
+            t.ports[&80].policy.autostart,
+            "absent autostart means enabled"
+        );
+    }
+
+    #[test]
+    fn clashing_apps_are_reported_and_not_served() {
+        let a = machine("a", "app", MachineState::Started, vec![http_service(8080)]);
+        let mut other = http_service(3000);
+        other.ports.truncate(1);
+        let b = machine("b", "app", MachineState::Started, vec![other]);
+        let t = RouteTable::from_machines(&[
+            ("one".into(), "ams".into(), vec![a]),
+            ("two".into(), "ams".into(), vec![b]),
+        ]);
+        assert_eq!(
+            t.conflicts,
+            vec![PortConflict {
+                port: 80,
+                apps: vec!["one".into(), "two".into()]
+            }]
+        );
+        assert!(!t.ports.contains_key(&80));
+        assert_eq!(t.ports[&443].app, "one");
+        assert!(t.conflicts[0]
+            .to_string()
+            .contains("port 80 is claimed by apps one, two"));
+    }
+
+    #[test]
+    fn port_conflicts_before_deploy() {
+        let a = machine("a", "app", MachineState::Started, vec![http_service(8080)]);
+        let t = RouteTable::from_machines(&[("one".into(), "ams".into(), vec![a])]);
+        // Redeploying the same app is fine.
+        assert!(port_conflicts(&t, "one", &[http_service(9090)]).is_empty());
+        let c = port_conflicts(&t, "two", &[http_service(9090)]);
+        assert_eq!(c.iter().map(|c| c.port).collect::<Vec<_>>(), vec![80, 443]);
+        assert_eq!(c[0].apps, vec!["one", "two"]);
+        let mut free = http_service(1);
+        free.ports = vec![port(8443, &[])];
+        assert!(port_conflicts(&t, "two", &[free]).is_empty());
+    }
+
+    #[test]
+    fn udp_is_rejected_with_a_clear_message() {
+        let udp = MachineService {
+            protocol: "udp".into(),
+            internal_port: 53,
+            ..Default::default()
+        };
+        let err = reject_udp_services(&[http_service(8080), udp]).unwrap_err();
+        assert!(err.to_string().contains("protocol \"udp\""), "{err}");
+        assert!(err.to_string().contains("53"));
+        assert!(reject_udp_services(&[http_service(8080)]).is_ok());
+    }
+
+    #[test]
+    fn checks_are_named_like_fly_and_grace_counts_from_start() {
+        let mut svc = http_service(8080);
+        svc.checks = vec![
+            MachineCheck {
+                kind: Some("tcp".into()),
+                ..Default::default()
+            },
+            MachineCheck {
+                kind: Some("http".into()),
+                path: Some("/health".into()),
+                ..Default::default()
+            },
+        ];
+        let mut m = machine("m", "web", MachineState::Started, vec![svc]);
+        m.config.checks.insert(
+            "db".into(),
+            MachineCheck {
+                kind: Some("tcp".into()),
+                port: Some(5432),
+                ..Default::default()
+            },
+        );
+        m.events.push(MachineEvent {
+            id: String::new(),
+            kind: "start".into(),
+            status: "started".into(),
+            source: "flyd".into(),
+            timestamp: 1234,
+            request: None,
+        });
+        let t = RouteTable::from_machines(&[("app".into(), "ams".into(), vec![m])]);
+        let e = &t.machines["m"];
+        let names: Vec<&str> = e.service_checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["servicecheck-00-tcp-8080", "servicecheck-01-http-8080"]
+        );
+        assert_eq!(e.machine_checks[0].name, "db");
+        assert_eq!(e.machine_checks[0].port, Some(5432));
+        assert_eq!(e.started_at_ms, Some(1234));
+        assert!(t.ports[&80].backends[0].has_checks);
+    }
+}
