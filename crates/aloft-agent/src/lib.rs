@@ -1,1 +1,190 @@
-//! placeholder
+//! The agent daemon: the Machines API (axum) over a durable store and the process runtime.
+//!
+//! Layout (firecracker's parse-then-act split): [`api`] parses HTTP requests into typed actions
+//! and shapes answers; [`controller`] owns every machine state transition, writing each to
+//! the store with its events and publishing it; [`supervisor`] is the controller's view of the
+//! runtime. [`Agent::start`] wires them together for `aloft agent` and for embedding (`aloft up`).
+//!
+//! Start-up order: data dir + token, store (migrated), runtime, runtime event consumer,
+//! reconciliation of machines left by a previous agent (see [`controller`]'s `reconcile`),
+//! then the API listens and `<data-dir>/agent.addr` is written.
+//! Shutdown stops serving but leaves machines running: the next start reaps their processes and
+//! relaunches the machines that should be started.
+
+pub mod api;
+pub mod controller;
+pub mod error;
+pub mod ids;
+pub mod images;
+pub mod regions;
+pub mod settings;
+pub mod supervisor;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aloft_runtime::{Runtime, RuntimeConfig, RuntimeEvent};
+use aloft_store::{Durability, Store};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use controller::{Controller, MachineChange};
+pub use settings::{default_data_dir, local_defaults, AgentConfig, LocalDefaults, DEFAULT_LISTEN};
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot use data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] aloft_store::StoreError),
+    #[error("cannot start the process runtime: {0}")]
+    Runtime(#[from] aloft_runtime::RuntimeError),
+    #[error("{0}")]
+    Regions(String),
+    #[error("cannot listen on {addr}: {source} (is another agent running? pick another address with --listen)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reconciling machines at start-up failed: {0}")]
+    Reconcile(String),
+}
+
+/// The agent entry point.
+pub struct Agent;
+
+/// A running agent.
+pub struct AgentHandle {
+    pub addr: SocketAddr,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub controller: Arc<Controller>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl AgentHandle {
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every machine change (see [`Controller::subscribe`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<MachineChange> {
+        self.controller.subscribe()
+    }
+
+    /// Stops serving (in-flight requests finish). Machines keep running; see the crate docs.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.server).await;
+    }
+
+    /// Resolves when the server stops on its own (it only does on shutdown).
+    pub async fn wait(self) {
+        let _ = self.server.await;
+    }
+}
+
+impl Agent {
+    /// Starts an agent with the real process runtime under `<data-dir>/runtime`.
+    pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
+        prepare_data_dir(&config)?;
+        let (runtime, events) = Runtime::new(RuntimeConfig {
+            data_dir: config.data_dir.join("runtime"),
+            max_log_bytes: config.max_log_bytes,
+        })?;
+        Agent::start_with(config, Arc::new(runtime), events).await
+    }
+
+    /// Starts an agent over any [`supervisor::Supervisor`] (tests use a fake).
+    pub async fn start_with(
+        config: AgentConfig,
+        sup: Arc<dyn supervisor::Supervisor>,
+        events: mpsc::UnboundedReceiver<RuntimeEvent>,
+    ) -> Result<AgentHandle, AgentError> {
+        prepare_data_dir(&config)?;
+        let regions = regions::Regions::new(&config.regions).map_err(AgentError::Regions)?;
+        let dir_err = |source| AgentError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        };
+        let token = settings::load_or_create_token(&config.data_dir).map_err(dir_err)?;
+        let db_path = config.data_dir.join(settings::DB_FILE);
+        let store =
+            tokio::task::spawn_blocking(move || Store::open(&db_path, Durability::from_env()))
+                .await
+                .map_err(|e| AgentError::Reconcile(e.to_string()))??;
+        let request_region = regions.default_for(None);
+        let ctl = Arc::new(Controller::new(Arc::new(store), sup, regions));
+        tokio::spawn(ctl.clone().run_runtime_events(events));
+        let report = ctl
+            .reconcile()
+            .await
+            .map_err(|e| AgentError::Reconcile(e.message))?;
+        if !report.reaped.is_empty() || !report.relaunched.is_empty() || !report.failed.is_empty() {
+            tracing::info!(
+                reaped = report.reaped.len(),
+                relaunched = report.relaunched.len(),
+                failed = report.failed.len(),
+                "reconciled machines left by the previous agent"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AgentError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AgentError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let state = api::AppState {
+            ctl: ctl.clone(),
+            token: Arc::new(token.clone()),
+            region: Arc::new(request_region),
+        };
+        let app = api::router(state);
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        });
+        settings::write_addr_file(&config.data_dir, addr).map_err(dir_err)?;
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "agent listening");
+        Ok(AgentHandle {
+            addr,
+            token,
+            data_dir: config.data_dir,
+            controller: ctl,
+            shutdown: Some(tx),
+            server,
+        })
+    }
+}
+
+fn prepare_data_dir(config: &AgentConfig) -> Result<(), AgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir_err = |source| AgentError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
+    let meta = std::fs::metadata(&config.data_dir).map_err(dir_err)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        // The dir holds the token and the state; keep it private.
+        let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}

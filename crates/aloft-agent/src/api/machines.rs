@@ -1,0 +1,407 @@
+//! `/v1/apps/{app}/machines…` handlers: parse, validate, call the controller.
+
+use std::time::Duration;
+
+use aloft_api::{
+    CreateMachineRequest, GoDuration, MachineState, StopRequest, UpdateMachineRequest,
+};
+use aloft_store::MachineFilter;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::extract::{nonce, Body, OptBody, Params, P};
+use super::AppState;
+use crate::controller::actions::{
+    CreateMachine, DeleteMachine, ListMachines, StopHow, UpdateMachine, WaitFor, WaitMachine,
+};
+use crate::error::{ApiError, ApiResult};
+
+type MachinePath = P<(String, String)>;
+
+/// Longest `wait`, in seconds.
+const MAX_WAIT_SECS: u64 = 60;
+const DEFAULT_EVENTS: usize = 20;
+const MAX_EVENTS: usize = 50;
+/// States the `state` list filter accepts.
+const LIST_STATES: &[&str] = &[
+    "created",
+    "starting",
+    "started",
+    "stopping",
+    "stopped",
+    "suspended",
+    "failed",
+    "destroyed",
+    "replacing",
+    "restarting",
+    "destroying",
+];
+
+fn ok() -> Json<Value> {
+    Json(json!({"ok": true}))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    P(app): P<String>,
+    q: Params,
+) -> ApiResult<impl IntoResponse> {
+    let mut states = Vec::new();
+    for s in q.all("state") {
+        match MachineState::parse(&s).filter(|_| LIST_STATES.contains(&s.as_str())) {
+            Some(st) => states.push(st),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "state {s:?} is not one of {}",
+                    LIST_STATES.join(", ")
+                )))
+            }
+        }
+    }
+    let include_deleted =
+        q.bool("include_deleted", false)? || states.contains(&MachineState::Destroyed);
+    let filter = MachineFilter {
+        region: q
+            .get("region")
+            .filter(|r| !r.is_empty())
+            .map(str::to_string),
+        states,
+        include_deleted,
+        metadata: q.prefixed("metadata."),
+    };
+    let summary = q.bool("summary", false)?;
+    let machines = st
+        .ctl
+        .list_machines(&app, ListMachines { filter, summary })
+        .await?;
+    if !summary {
+        return Ok(Json(serde_json::to_value(machines).unwrap_or(Value::Null)));
+    }
+    let list = machines
+        .into_iter()
+        .map(|m| {
+            let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                for k in ["config", "checks", "events", "host_status", "nonce"] {
+                    o.remove(k);
+                }
+            }
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+pub async fn create(
+    State(st): State<AppState>,
+    P(app): P<String>,
+    Body(request): Body<CreateMachineRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        st.ctl
+            .create_machine(&app, CreateMachine { request })
+            .await?,
+    ))
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(st.ctl.get_machine(&app, &id).await?))
+}
+
+pub async fn update(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    headers: HeaderMap,
+    Body(request): Body<UpdateMachineRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        st.ctl
+            .update_machine(
+                &app,
+                &id,
+                UpdateMachine {
+                    request,
+                    nonce: nonce(&headers),
+                },
+            )
+            .await?,
+    ))
+}
+
+pub async fn delete(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    headers: HeaderMap,
+    q: Params,
+) -> ApiResult<impl IntoResponse> {
+    let force = q.bool("force", false)? || q.bool("kill", false)?;
+    st.ctl
+        .destroy_machine(
+            &app,
+            &id,
+            DeleteMachine {
+                force,
+                nonce: nonce(&headers),
+            },
+        )
+        .await?;
+    Ok(ok())
+}
+
+pub async fn start(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    let previous = st.ctl.start_machine(&app, &id, nonce(&headers)).await?;
+    Ok(Json(
+        json!({"previous_state": previous, "migrated": false, "new_host": ""}),
+    ))
+}
+
+/// A signal given by name or number (string or JSON number).
+fn parse_signal(v: &Value) -> ApiResult<i32> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "signal must be a name or a number, got {other}"
+            )))
+        }
+    };
+    aloft_api::signal_number(&s).ok_or_else(|| {
+        let names: Vec<&str> = aloft_api::SIGNALS.iter().map(|(n, _)| *n).collect();
+        ApiError::bad_request(format!(
+            "unknown signal {s:?}; use one of {}",
+            names.join(", ")
+        ))
+    })
+}
+
+pub async fn stop(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    headers: HeaderMap,
+    OptBody(body): OptBody<StopRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let body = body.unwrap_or_default();
+    let signal = body
+        .signal
+        .as_deref()
+        .map(|s| parse_signal(&Value::String(s.into())))
+        .transpose()?;
+    let how = StopHow {
+        signal,
+        timeout: body.timeout.map(GoDuration::as_duration),
+    };
+    st.ctl.stop_machine(&app, &id, how, nonce(&headers)).await?;
+    Ok(ok())
+}
+
+pub async fn restart(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    headers: HeaderMap,
+    q: Params,
+) -> ApiResult<impl IntoResponse> {
+    let signal = q
+        .get("signal")
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_signal(&Value::String(s.into())))
+        .transpose()?;
+    let timeout = match q.get("timeout").map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(t) => Some(match t.parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs),
+            Err(_) => aloft_api::duration::parse_go_duration(t)
+                .map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?,
+        }),
+    };
+    st.ctl
+        .restart_machine(&app, &id, StopHow { signal, timeout }, nonce(&headers))
+        .await?;
+    Ok(ok())
+}
+
+#[derive(serde::Deserialize)]
+pub struct SignalBody {
+    signal: Value,
+}
+
+pub async fn signal(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    headers: HeaderMap,
+    Body(body): Body<SignalBody>,
+) -> ApiResult<impl IntoResponse> {
+    let sig = parse_signal(&body.signal)?;
+    st.ctl
+        .signal_machine(&app, &id, sig, nonce(&headers))
+        .await?;
+    Ok(ok())
+}
+
+pub async fn wait(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    q: Params,
+) -> ApiResult<impl IntoResponse> {
+    let mut states = Vec::new();
+    for s in q.all("state") {
+        let w = if s == "settled" {
+            WaitFor::Settled
+        } else {
+            WaitFor::State(MachineState::parse(&s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "cannot wait for state {s:?}; use started, stopped, suspended, destroyed, failed or settled"
+                ))
+            })?)
+        };
+        states.push(w);
+    }
+    if states.is_empty() {
+        states.push(WaitFor::State(MachineState::Started));
+    }
+    let secs = q.uint("timeout", true)?.unwrap_or(MAX_WAIT_SECS);
+    if secs > MAX_WAIT_SECS {
+        return Err(ApiError::bad_request(format!(
+            "timeout must be at most {MAX_WAIT_SECS} seconds, got {secs}"
+        )));
+    }
+    let instance_id = q
+        .get("instance_id")
+        .or(q.get("version"))
+        .filter(|v| !v.is_empty())
+        .map(str::to_string);
+    let action = WaitMachine {
+        states,
+        timeout: Duration::from_secs(secs.max(1)),
+        instance_id,
+    };
+    match st.ctl.wait_machine(&app, &id, action).await? {
+        Some((state, version)) => Ok(Json(
+            json!({"ok": true, "state": state, "version": version}),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "deadline_exceeded",
+            format!("machine {id} did not reach the requested state within {secs}s"),
+        )),
+    }
+}
+
+pub async fn cordon(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    st.ctl
+        .set_cordoned(&app, &id, true, nonce(&headers))
+        .await?;
+    Ok(ok())
+}
+
+pub async fn uncordon(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    st.ctl
+        .set_cordoned(&app, &id, false, nonce(&headers))
+        .await?;
+    Ok(ok())
+}
+
+pub async fn events(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+    q: Params,
+) -> ApiResult<impl IntoResponse> {
+    let limit = q
+        .uint("limit", false)?
+        .map(|l| l as usize)
+        .unwrap_or(DEFAULT_EVENTS);
+    if limit == 0 || limit > MAX_EVENTS {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_EVENTS}"
+        )));
+    }
+    Ok(Json(st.ctl.machine_events(&app, &id, limit).await?))
+}
+
+pub async fn versions(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+) -> ApiResult<impl IntoResponse> {
+    let versions = st.ctl.machine_versions(&app, &id).await?;
+    let out: Vec<Value> = versions
+        .into_iter()
+        .map(|v| json!({"version": v.instance_id, "user_config": v.config, "created_at": v.created_at}))
+        .collect();
+    Ok(Json(out))
+}
+
+pub async fn metadata(
+    State(st): State<AppState>,
+    P((app, id)): MachinePath,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(st.ctl.metadata(&app, &id).await?))
+}
+
+fn check_key(key: &str) -> ApiResult<()> {
+    if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(ApiError::bad_request(format!(
+            "metadata key {key:?} must be 1-256 characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn metadata_get(
+    State(st): State<AppState>,
+    P((app, id, key)): P<(String, String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let md = st.ctl.metadata(&app, &id).await?;
+    let v = md
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(format!("machine {id} has no metadata key {key:?}")))?;
+    Ok(Json(json!({"value": v})))
+}
+
+#[derive(serde::Deserialize)]
+pub struct MetadataBody {
+    value: String,
+}
+
+pub async fn metadata_set(
+    State(st): State<AppState>,
+    P((app, id, key)): P<(String, String, String)>,
+    headers: HeaderMap,
+    Body(body): Body<MetadataBody>,
+) -> ApiResult<impl IntoResponse> {
+    check_key(&key)?;
+    st.ctl
+        .write_metadata(&app, &id, &key, Some(body.value), nonce(&headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn metadata_delete(
+    State(st): State<AppState>,
+    P((app, id, key)): P<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    check_key(&key)?;
+    st.ctl
+        .write_metadata(&app, &id, &key, None, nonce(&headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,233 @@
+//! The HTTP API: routes, auth, request ids and JSON errors. Handlers only parse requests into
+//! the controller's typed actions and shape its answers.
+
+mod apps;
+pub mod extract;
+mod leases;
+mod machines;
+mod misc;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::handler::Handler;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+
+use crate::controller::Controller;
+use crate::error::ApiError;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub ctl: Arc<Controller>,
+    pub token: Arc<String>,
+    /// Region shown in `fly-request-id`.
+    pub region: Arc<String>,
+}
+
+/// Routes in the order they are registered, as `(METHOD, path)`; the OpenAPI test compares it
+/// with `openapi.json`.
+pub struct RouteTable {
+    by_path: Vec<(&'static str, MethodRouter<AppState>)>,
+    pub list: Vec<(Method, &'static str)>,
+}
+
+impl RouteTable {
+    fn new() -> RouteTable {
+        RouteTable {
+            by_path: Vec::new(),
+            list: Vec::new(),
+        }
+    }
+
+    fn add<H, T>(&mut self, method: Method, path: &'static str, handler: H)
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("standard method");
+        let mr = on(filter, handler);
+        match self.by_path.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, existing)) => {
+                let prev = std::mem::take(existing);
+                *existing = prev.merge(mr);
+            }
+            None => self.by_path.push((path, mr)),
+        }
+        self.list.push((method, path));
+    }
+}
+
+/// Every route the agent serves.
+pub fn routes() -> RouteTable {
+    use Method as M;
+    let mut t = RouteTable::new();
+    t.add(M::GET, "/v1/regions", misc::regions);
+    t.add(M::POST, "/v1/apps", apps::create);
+    t.add(M::GET, "/v1/apps", apps::list);
+    t.add(M::GET, "/v1/apps/{app}", apps::get);
+    t.add(M::DELETE, "/v1/apps/{app}", apps::delete);
+    t.add(M::GET, "/v1/apps/{app}/logs", misc::logs);
+    t.add(M::GET, "/v1/apps/{app}/machines", machines::list);
+    t.add(M::POST, "/v1/apps/{app}/machines", machines::create);
+    t.add(M::GET, "/v1/apps/{app}/machines/{id}", machines::get);
+    t.add(M::POST, "/v1/apps/{app}/machines/{id}", machines::update);
+    t.add(M::DELETE, "/v1/apps/{app}/machines/{id}", machines::delete);
+    t.add(
+        M::POST,
+        "/v1/apps/{app}/machines/{id}/start",
+        machines::start,
+    );
+    t.add(M::POST, "/v1/apps/{app}/machines/{id}/stop", machines::stop);
+    t.add(
+        M::POST,
+        "/v1/apps/{app}/machines/{id}/restart",
+        machines::restart,
+    );
+    t.add(
+        M::POST,
+        "/v1/apps/{app}/machines/{id}/signal",
+        machines::signal,
+    );
+    t.add(M::GET, "/v1/apps/{app}/machines/{id}/wait", machines::wait);
+    t.add(
+        M::POST,
+        "/v1/apps/{app}/machines/{id}/cordon",
+        machines::cordon,
+    );
+    t.add(
+        M::POST,
+        "/v1/apps/{app}/machines/{id}/uncordon",
+        machines::uncordon,
+    );
+    t.add(
+        M::GET,
+        "/v1/apps/{app}/machines/{id}/events",
+        machines::events,
+    );
+    t.add(
+        M::GET,
+        "/v1/apps/{app}/machines/{id}/versions",
+        machines::versions,
+    );
+    t.add(
+        M::GET,
+        "/v1/apps/{app}/machines/{id}/metadata",
+        machines::metadata,
+    );
+    t.add(
+        M::GET,
+        "/v1/apps/{app}/machines/{id}/metadata/{key}",
+        machines::metadata_get,
+    );
+    t.add(
+        M::POST,
+        "/v1/apps/{app}/machines/{id}/metadata/{key}",
+        machines::metadata_set,
+    );
+    t.add(
+        M::DELETE,
+        "/v1/apps/{app}/machines/{id}/metadata/{key}",
+        machines::metadata_delete,
+    );
+    t.add(
+        M::POST,
+        "/v1/apps/{app}/machines/{id}/lease",
+        leases::acquire,
+    );
+    t.add(M::GET, "/v1/apps/{app}/machines/{id}/lease", leases::get);
+    t.add(
+        M::DELETE,
+        "/v1/apps/{app}/machines/{id}/lease",
+        leases::release,
+    );
+    t
+}
+
+/// The full router: routes + JSON fallbacks + auth + `fly-request-id`.
+pub fn router(state: AppState) -> Router {
+    let mut r: Router<AppState> = Router::new();
+    for (path, mr) in routes().by_path {
+        r = r.route(path, mr);
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_id,
+        ))
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Accepts `Authorization: Bearer <t>` or `FlyV1 <t>`, where `<t>` may be a comma-separated
+/// list; any listed token equal to the agent's passes.
+async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| token_matches(v, &st.token));
+    if !ok {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(req).await
+}
+
+fn token_matches(header: &str, token: &str) -> bool {
+    let header = header.trim();
+    let Some((scheme, rest)) = header.split_once(char::is_whitespace) else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") && !scheme.eq_ignore_ascii_case("flyv1") {
+        return false;
+    }
+    rest.split(',')
+        .map(str::trim)
+        .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn request_id(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&crate::ids::request_id(&st.region)) {
+        resp.headers_mut().insert("fly-request-id", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_header_forms() {
+        assert!(token_matches("Bearer abc", "abc"));
+        assert!(token_matches("FlyV1 x, abc", "abc"));
+        assert!(token_matches("bearer  abc ", "abc"));
+        assert!(!token_matches("Bearer abcd", "abc"));
+        assert!(!token_matches("Basic abc", "abc"));
+        assert!(!token_matches("abc", "abc"));
+        assert!(!token_matches("Bearer ", "abc"));
+    }
+}

@@ -1,0 +1,135 @@
+//! Apps: create, list, get, delete.
+
+use aloft_api::{App, CreateAppRequest, Organization};
+use aloft_store::AppRecord;
+
+use super::actions::DeleteMachine;
+use super::{now_rfc3339, Controller};
+use crate::error::{ApiError, ApiResult};
+use crate::ids;
+
+fn to_api(rec: AppRecord, machine_count: u64) -> App {
+    App {
+        id: rec.id,
+        name: rec.name,
+        status: rec.status,
+        network: rec.network,
+        organization: Organization {
+            name: rec.org_slug.clone(),
+            slug: rec.org_slug,
+        },
+        machine_count,
+        volume_count: 0,
+    }
+}
+
+impl Controller {
+    pub async fn create_app(&self, req: CreateAppRequest) -> ApiResult<App> {
+        let name = req.app_name.unwrap_or_default().trim().to_string();
+        if name.is_empty() {
+            return Err(ApiError::unprocessable("app_name (or name) is required"));
+        }
+        if let Some(problem) = ids::app_name_problem(&name) {
+            return Err(ApiError::unprocessable(problem));
+        }
+        let rec = AppRecord {
+            id: ids::app_id(),
+            name,
+            org_slug: req
+                .org_slug
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "personal".into()),
+            network: req
+                .network
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "default".into()),
+            status: "pending".into(),
+            created_at: now_rfc3339(),
+        };
+        let r = rec.clone();
+        self.db(move |s| s.write(|tx| tx.insert_app(&r))).await?;
+        Ok(to_api(rec, 0))
+    }
+
+    pub async fn list_apps(&self, org_slug: Option<String>) -> ApiResult<Vec<App>> {
+        self.db(move |s| {
+            s.read(|tx| {
+                let mut out = Vec::new();
+                for rec in tx.apps(org_slug.as_deref())? {
+                    let n = tx.machine_count(&rec.name)?;
+                    out.push(to_api(rec, n));
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    pub async fn get_app(&self, name: &str) -> ApiResult<App> {
+        let n = name.to_string();
+        self.db(move |s| {
+            s.read(|tx| match tx.app(&n)? {
+                Some(rec) => {
+                    let count = tx.machine_count(&n)?;
+                    Ok(Some(to_api(rec, count)))
+                }
+                None => Ok(None),
+            })
+        })
+        .await?
+        .ok_or_else(|| ApiError::app_not_found(name))
+    }
+
+    /// Deletes an app. Without `force`, refused while any machine is running; with it, every
+    /// machine is killed and destroyed first.
+    pub async fn delete_app(&self, name: &str, force: bool) -> ApiResult<()> {
+        self.get_app(name).await?;
+        let n = name.to_string();
+        let machines = self
+            .db(move |s| s.read(|tx| tx.machines(&n, &aloft_store::MachineFilter::default())))
+            .await?;
+        let running: Vec<&str> = machines
+            .iter()
+            .filter(|m| {
+                !matches!(
+                    m.state,
+                    aloft_api::MachineState::Stopped
+                        | aloft_api::MachineState::Created
+                        | aloft_api::MachineState::Failed
+                        | aloft_api::MachineState::Destroyed
+                )
+            })
+            .map(|m| m.id.as_str())
+            .collect();
+        if !running.is_empty() && !force {
+            return Err(ApiError::precondition(format!(
+                "app {name:?} still has running machines ({}); stop them first or delete with force=true",
+                running.join(", ")
+            )));
+        }
+        for m in &machines {
+            // Leases do not protect machines from the deletion of their app.
+            let id = m.id.clone();
+            self.db(move |s| s.write(|tx| tx.delete_lease(&id))).await?;
+            self.destroy_machine(
+                name,
+                &m.id,
+                DeleteMachine {
+                    force: true,
+                    nonce: None,
+                },
+            )
+            .await
+            .or_else(|e| {
+                if e.http == axum::http::StatusCode::PRECONDITION_FAILED {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+        }
+        let n = name.to_string();
+        self.db(move |s| s.write(|tx| tx.delete_app(&n))).await?;
+        Ok(())
+    }
+}

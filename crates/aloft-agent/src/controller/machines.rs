@@ -1,0 +1,847 @@
+//! Machine lifecycle: create, update, start, stop, restart, signal, destroy, cordon, metadata,
+//! wait, and the reads (get, list, events, versions).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_api::{Machine, MachineConfig, MachineState, RESTART_POLICIES};
+use aloft_runtime::{LaunchSpec, RuntimeError};
+use aloft_store::{DesiredState, MachineRecord, VersionRecord};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::actions::{
+    CreateMachine, DeleteMachine, ListMachines, Nonce, StopHow, UpdateMachine, WaitMachine,
+};
+use super::{event, now_rfc3339, Controller, FLYD, USER};
+use crate::error::{ApiError, ApiResult};
+use crate::{ids, images};
+
+/// Events attached to a machine in `GET …/machines/{id}`.
+pub const EVENTS_ON_GET: usize = 10;
+/// Events attached to each machine in a list.
+pub const EVENTS_ON_LIST: usize = 5;
+/// Time before SIGKILL when destroying with force.
+const KILL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// States in which a machine has (or is about to have) a process.
+fn is_running(state: MachineState) -> bool {
+    matches!(
+        state,
+        MachineState::Starting
+            | MachineState::Started
+            | MachineState::Restarting
+            | MachineState::Replacing
+    )
+}
+
+/// Refuses configs the agent cannot run; messages name the field.
+pub fn validate_config(config: &MachineConfig) -> ApiResult<images::ResolvedImage> {
+    let image = images::resolve(&config.image).map_err(ApiError::unprocessable)?;
+    if config.guest.is_some() && config.size.is_some() {
+        return Err(ApiError::unprocessable(
+            "config.guest and config.size are mutually exclusive; set one",
+        ));
+    }
+    if let Some(size) = &config.size {
+        if aloft_api::VmPreset::by_name(size).is_none() {
+            return Err(ApiError::unprocessable(format!(
+                "config.size {size:?} is not a known VM size"
+            )));
+        }
+    }
+    if let Some(guest) = &config.guest {
+        guest
+            .validate()
+            .map_err(|e| ApiError::unprocessable(format!("config.guest: {e}")))?;
+    }
+    if let Some(r) = &config.restart {
+        if !r.policy.is_empty() && !RESTART_POLICIES.contains(&r.policy.as_str()) {
+            return Err(ApiError::unprocessable(format!(
+                "config.restart.policy {:?} is not one of {}",
+                r.policy,
+                RESTART_POLICIES.join(", ")
+            )));
+        }
+    }
+    if let Some(sig) = config
+        .stop_config
+        .as_ref()
+        .and_then(|s| s.signal.as_deref())
+    {
+        if aloft_api::signal_number(sig).is_none() {
+            return Err(ApiError::unprocessable(format!(
+                "config.stop_config.signal {sig:?} is not a known signal"
+            )));
+        }
+    }
+    for (i, s) in config.services.iter().enumerate() {
+        if s.internal_port == 0 {
+            return Err(ApiError::unprocessable(format!(
+                "config.services[{i}].internal_port must be 1-65535"
+            )));
+        }
+        if s.protocol != "tcp" && s.protocol != "udp" {
+            return Err(ApiError::unprocessable(format!(
+                "config.services[{i}].protocol {:?} must be \"tcp\" or \"udp\"",
+                s.protocol
+            )));
+        }
+    }
+    let has_command = config.init.exec.as_ref().is_some_and(|v| !v.is_empty())
+        || config
+            .init
+            .entrypoint
+            .as_ref()
+            .is_some_and(|v| !v.is_empty())
+        || config.init.cmd.as_ref().is_some_and(|v| !v.is_empty())
+        || !image.entrypoint.is_empty()
+        || !image.cmd.is_empty();
+    if !has_command {
+        return Err(ApiError::unprocessable(format!(
+            "nothing to run: set config.init.exec or config.init.cmd, or give image {:?} a default \
+             command in {}",
+            config.image,
+            images::IMAGE_META
+        )));
+    }
+    Ok(image)
+}
+
+/// The stop signal and timeout of a machine, overridden by a request.
+fn stop_params(config: &MachineConfig, how: StopHow) -> (i32, Duration) {
+    let sc = config.stop_config.as_ref();
+    let signal = how.signal.unwrap_or_else(|| {
+        sc.and_then(|s| s.signal.as_deref())
+            .and_then(aloft_api::signal_number)
+            .unwrap_or(2)
+    });
+    let timeout = how.timeout.unwrap_or_else(|| {
+        sc.and_then(|s| s.timeout)
+            .map(|t| t.as_duration())
+            .unwrap_or(Duration::from_secs(aloft_api::DEFAULT_STOP_TIMEOUT_SECS))
+    });
+    (signal, timeout)
+}
+
+impl Controller {
+    // ---- reads ----
+
+    pub async fn get_machine(&self, app: &str, id: &str) -> ApiResult<Machine> {
+        let rec = self.record(app, id).await?;
+        let mid = rec.id.clone();
+        let events = self
+            .db(move |s| s.read(|tx| tx.events(&mid, EVENTS_ON_GET)))
+            .await?;
+        Ok(rec.to_api(events))
+    }
+
+    /// The record, or 404 (app first, then machine).
+    pub async fn record(&self, app: &str, id: &str) -> ApiResult<MachineRecord> {
+        let (a, i) = (app.to_string(), id.to_string());
+        let (has_app, rec) = self
+            .db(move |s| s.read(|tx| Ok((tx.app(&a)?.is_some(), tx.machine(&a, &i)?))))
+            .await?;
+        if !has_app {
+            return Err(ApiError::app_not_found(app));
+        }
+        rec.ok_or_else(|| ApiError::machine_not_found(app, id))
+    }
+
+    pub async fn list_machines(&self, app: &str, action: ListMachines) -> ApiResult<Vec<Machine>> {
+        let a = app.to_string();
+        let (has_app, recs, mut events) = self
+            .db(move |s| {
+                s.read(|tx| {
+                    if tx.app(&a)?.is_none() {
+                        return Ok((false, Vec::new(), Default::default()));
+                    }
+                    let recs = tx.machines(&a, &action.filter)?;
+                    let events = if action.summary {
+                        Default::default()
+                    } else {
+                        tx.recent_events_of_app(&a, EVENTS_ON_LIST)?
+                    };
+                    Ok((true, recs, events))
+                })
+            })
+            .await?;
+        if !has_app {
+            return Err(ApiError::app_not_found(app));
+        }
+        Ok(recs
+            .into_iter()
+            .map(|r| {
+                let ev = events.remove(&r.id).unwrap_or_default();
+                r.to_api(ev)
+            })
+            .collect())
+    }
+
+    pub async fn machine_events(
+        &self,
+        app: &str,
+        id: &str,
+        limit: usize,
+    ) -> ApiResult<Vec<aloft_api::MachineEvent>> {
+        let rec = self.record(app, id).await?;
+        self.db(move |s| s.read(|tx| tx.events(&rec.id, limit)))
+            .await
+    }
+
+    pub async fn machine_versions(&self, app: &str, id: &str) -> ApiResult<Vec<VersionRecord>> {
+        let rec = self.record(app, id).await?;
+        self.db(move |s| s.read(|tx| tx.versions(&rec.id))).await
+    }
+
+    // ---- create / update ----
+
+    pub async fn create_machine(
+        self: &Arc<Self>,
+        app: &str,
+        action: CreateMachine,
+    ) -> ApiResult<Machine> {
+        let req = action.request;
+        let image = validate_config(&req.config)?;
+        let region = match req
+            .region
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            Some(r) => {
+                let r = r.to_ascii_lowercase();
+                if !self.regions.hosts(&r) {
+                    return Err(ApiError::unprocessable(self.regions.refusal(&r)));
+                }
+                r
+            }
+            None => self
+                .regions
+                .default_for(req.config.env.get("PRIMARY_REGION").map(String::as_str)),
+        };
+        if let Some(name) = &req.name {
+            if let Some(problem) = ids::machine_name_problem(name) {
+                return Err(ApiError::unprocessable(problem));
+            }
+        }
+        let lease_ttl = req.lease_ttl.filter(|t| *t > 0);
+        if let Some(ttl) = lease_ttl {
+            super::leases::check_ttl(ttl)?;
+        }
+        let host_ports = self
+            .sup
+            .allocate_ports(&req.config)
+            .map_err(runtime_failure)?;
+        let now = now_rfc3339();
+        let mut rec = MachineRecord {
+            id: ids::machine_id(),
+            app: app.to_string(),
+            name: req.name.clone().unwrap_or_default(),
+            region,
+            state: MachineState::Created,
+            desired: if req.skip_launch {
+                DesiredState::Stopped
+            } else {
+                DesiredState::Started
+            },
+            instance_id: ids::version(),
+            private_ip: String::new(),
+            config: req.config.clone(),
+            image_ref: Some(image.image_ref()),
+            cordoned: req.skip_service_registration,
+            host_ports,
+            restart_count: 0,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let launch = event("launch", "created", USER, None);
+        let launch_copy = launch.clone();
+        let generate_name = req.name.is_none();
+        let a = app.to_string();
+        let (rec2, lease) = {
+            let mut rec = rec.clone();
+            self.db(move |s| {
+                s.write(|tx| {
+                    if tx.app(&a)?.is_none() {
+                        return Ok(None);
+                    }
+                    if generate_name {
+                        // Retry on the rare clash with a live machine's generated name.
+                        rec.name = ids::machine_name();
+                        for _ in 0..32 {
+                            if !tx.machine_name_in_use(&a, &rec.name)? {
+                                break;
+                            }
+                            rec.name = ids::machine_name();
+                        }
+                    }
+                    tx.insert_machine(&rec)?;
+                    tx.add_event(&rec.id, &launch)?;
+                    let lease = match lease_ttl {
+                        Some(ttl) => {
+                            let l = super::leases::new_lease(ttl, "", &rec.instance_id);
+                            tx.put_lease(&rec.id, &l)?;
+                            Some(l)
+                        }
+                        None => None,
+                    };
+                    Ok(Some((rec, lease)))
+                })
+            })
+            .await?
+            .ok_or_else(|| ApiError::app_not_found(app))?
+        };
+        rec = rec2;
+        self.publish(&rec);
+        let mut machine = rec.to_api(vec![launch_copy]);
+        machine.nonce = lease.map(|l| l.nonce);
+        if !req.skip_launch {
+            let ctl = self.clone();
+            let id = rec.id.clone();
+            tokio::spawn(async move {
+                let _guard = ctl.lock(&id).await;
+                if let Ok(Some(rec)) = ctl.machine_by_id(&id).await {
+                    if rec.state == MachineState::Created && rec.desired == DesiredState::Started {
+                        let _ = ctl.boot(rec, Vec::new()).await;
+                    }
+                }
+            });
+        }
+        Ok(machine)
+    }
+
+    pub async fn update_machine(
+        self: &Arc<Self>,
+        app: &str,
+        id: &str,
+        action: UpdateMachine,
+    ) -> ApiResult<Machine> {
+        let req = action.request;
+        let image = validate_config(&req.config)?;
+        let guard = self.lock(id).await;
+        let mut rec = self.record(app, id).await?;
+        self.check_lease(&rec, &action.nonce).await?;
+        if rec.state == MachineState::Destroyed || rec.state == MachineState::Destroying {
+            return Err(ApiError::precondition(format!(
+                "machine {id} is {}; it cannot be updated",
+                rec.state
+            )));
+        }
+        if let Some(v) = req.current_version.as_deref().filter(|v| !v.is_empty()) {
+            if v != rec.instance_id {
+                return Err(ApiError::precondition(format!(
+                    "machine {id} is at version {}, not {v}: it changed since you read it; fetch it and retry",
+                    rec.instance_id
+                )));
+            }
+        }
+        if let Some(r) = req
+            .region
+            .as_deref()
+            .filter(|r| !r.is_empty() && *r != rec.region)
+        {
+            return Err(ApiError::unprocessable(format!(
+                "the region of machine {id} cannot change ({} → {r}); create a new machine instead",
+                rec.region
+            )));
+        }
+        if let Some(n) = req
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty() && *n != rec.name)
+        {
+            return Err(ApiError::unprocessable(format!(
+                "the name of machine {id} cannot change ({} → {n})",
+                rec.name
+            )));
+        }
+        let old_ports: Vec<u16> = rec.host_ports.keys().copied().collect();
+        let new_ports: Vec<u16> = {
+            let mut p: Vec<u16> = req
+                .config
+                .services
+                .iter()
+                .map(|s| s.internal_port)
+                .collect();
+            p.sort_unstable();
+            p.dedup();
+            p
+        };
+        if old_ports != new_ports {
+            rec.host_ports = self
+                .sup
+                .allocate_ports(&req.config)
+                .map_err(runtime_failure)?;
+        }
+        let was_running = is_running(rec.state);
+        rec.instance_id = ids::version();
+        rec.config = req.config;
+        rec.image_ref = Some(image.image_ref());
+        rec.restart_count = 0;
+        let relaunch = was_running || !req.skip_launch;
+        if relaunch {
+            rec.desired = DesiredState::Started;
+        }
+        if was_running {
+            rec.state = MachineState::Replacing;
+        }
+        let ev = event(
+            "update",
+            "replacing",
+            USER,
+            Some(json!({"version": rec.instance_id})),
+        );
+        let r = rec.clone();
+        let now = now_rfc3339();
+        self.db(move |s| s.write(|tx| tx.add_version(&r.id, &r.instance_id, &r.config, &now)))
+            .await?;
+        let rec = self.save(rec, vec![ev]).await?;
+        let machine = self.get_machine(app, id).await?;
+        drop(guard);
+        if relaunch {
+            let ctl = self.clone();
+            let (id, version) = (rec.id.clone(), rec.instance_id.clone());
+            let (signal, timeout) = stop_params(
+                &rec.config,
+                StopHow {
+                    signal: None,
+                    timeout: None,
+                },
+            );
+            tokio::spawn(async move {
+                if was_running {
+                    let _ = ctl.sup.stop(&id, signal, timeout).await;
+                }
+                let _guard = ctl.lock(&id).await;
+                match ctl.machine_by_id(&id).await {
+                    // Only if nothing else (stop, destroy, another update) happened meanwhile.
+                    Ok(Some(rec))
+                        if rec.instance_id == version
+                            && rec.desired == DesiredState::Started
+                            && matches!(
+                                rec.state,
+                                MachineState::Replacing
+                                    | MachineState::Created
+                                    | MachineState::Stopped
+                                    | MachineState::Failed
+                            ) =>
+                    {
+                        let _ = ctl.boot(rec, Vec::new()).await;
+                    }
+                    _ => {}
+                }
+            });
+        }
+        Ok(machine)
+    }
+
+    // ---- start / stop / restart / signal ----
+
+    /// Starts a created, stopped or failed machine; returns its previous state.
+    pub async fn start_machine(
+        &self,
+        app: &str,
+        id: &str,
+        nonce: Nonce,
+    ) -> ApiResult<MachineState> {
+        let _guard = self.lock(id).await;
+        let mut rec = self.record(app, id).await?;
+        self.check_lease(&rec, &nonce).await?;
+        let previous = rec.state;
+        match previous {
+            MachineState::Created
+            | MachineState::Stopped
+            | MachineState::Failed
+            | MachineState::Suspended => {}
+            other => return Err(ApiError::precondition(format!(
+                "machine {id} is {other}; only created, stopped or failed machines can be started"
+            ))),
+        }
+        rec.desired = DesiredState::Started;
+        rec.restart_count = 0;
+        self.boot(rec, Vec::new())
+            .await
+            .map_err(ApiError::unprocessable)?;
+        Ok(previous)
+    }
+
+    /// Launches the current version. The caller holds the machine's lock. On failure the machine
+    /// is `failed` with a `launch/failed` event, and the reason is returned.
+    pub(crate) async fn boot(
+        &self,
+        mut rec: MachineRecord,
+        mut events: Vec<aloft_api::MachineEvent>,
+    ) -> Result<(), String> {
+        let machine_id = rec.id.clone();
+        let fail = |reason: String| {
+            tracing::warn!(machine = %machine_id, %reason, "launch failed");
+            reason
+        };
+        let image = match images::resolve(&rec.config.image) {
+            Ok(i) => i,
+            Err(reason) => {
+                let reason = fail(reason);
+                self.mark_failed(rec, events, &reason).await;
+                return Err(reason);
+            }
+        };
+        rec.state = MachineState::Starting;
+        rec = match self.save(rec, std::mem::take(&mut events)).await {
+            Ok(r) => r,
+            Err(e) => return Err(e.message),
+        };
+        let spec = LaunchSpec {
+            machine_id: rec.id.clone(),
+            app: rec.app.clone(),
+            region: rec.region.clone(),
+            instance_id: rec.instance_id.clone(),
+            image_dir: image.dir.clone(),
+            image_ref: image.reference.clone(),
+            image_entrypoint: image.entrypoint.clone(),
+            image_cmd: image.cmd.clone(),
+            config: rec.config.clone(),
+            host_ports: rec.host_ports.clone(),
+        };
+        match self.sup.launch(spec).await {
+            Ok(pid) => {
+                tracing::debug!(machine = %rec.id, pid, "launched");
+                Ok(())
+            }
+            Err(e) => {
+                let reason = fail(e.to_string());
+                self.mark_failed(rec, Vec::new(), &reason).await;
+                Err(reason)
+            }
+        }
+    }
+
+    async fn mark_failed(
+        &self,
+        mut rec: MachineRecord,
+        mut events: Vec<aloft_api::MachineEvent>,
+        reason: &str,
+    ) {
+        rec.state = MachineState::Failed;
+        rec.desired = DesiredState::Stopped;
+        events.push(event(
+            "launch",
+            "failed",
+            FLYD,
+            Some(json!({"error": reason})),
+        ));
+        if let Err(e) = self.save(rec, events).await {
+            tracing::error!(error = %e.message, "cannot record a launch failure");
+        }
+    }
+
+    pub async fn stop_machine(
+        &self,
+        app: &str,
+        id: &str,
+        how: StopHow,
+        nonce: Nonce,
+    ) -> ApiResult<()> {
+        let (signal, timeout) = {
+            let _guard = self.lock(id).await;
+            let mut rec = self.record(app, id).await?;
+            self.check_lease(&rec, &nonce).await?;
+            match rec.state {
+                s if is_running(s) => {}
+                MachineState::Stopped
+                | MachineState::Created
+                | MachineState::Failed
+                | MachineState::Stopping => {
+                    if rec.desired != DesiredState::Stopped {
+                        rec.desired = DesiredState::Stopped;
+                        self.save(rec, Vec::new()).await?;
+                    }
+                    return Ok(());
+                }
+                other => {
+                    return Err(ApiError::precondition(format!(
+                        "machine {id} is {other}; it cannot be stopped"
+                    )))
+                }
+            }
+            let params = stop_params(&rec.config, how);
+            rec.state = MachineState::Stopping;
+            rec.desired = DesiredState::Stopped;
+            let ev = event(
+                "stop",
+                "stopped",
+                USER,
+                Some(json!({"signal": params.0, "timeout": params.1.as_secs_f64()})),
+            );
+            self.save(rec, vec![ev]).await?;
+            params
+        };
+        let outcome = self.sup.stop(id, signal, timeout).await;
+        let _guard = self.lock(id).await;
+        if let Some(mut rec) = self.machine_by_id(id).await? {
+            if rec.state == MachineState::Stopping {
+                rec.state = MachineState::Stopped;
+                self.save(rec, Vec::new()).await?;
+            }
+        }
+        match outcome {
+            Ok(()) | Err(RuntimeError::NotRunning(_)) => Ok(()),
+            Err(e) => Err(runtime_failure(e)),
+        }
+    }
+
+    pub async fn restart_machine(
+        &self,
+        app: &str,
+        id: &str,
+        how: StopHow,
+        nonce: Nonce,
+    ) -> ApiResult<()> {
+        let (signal, timeout) = {
+            let _guard = self.lock(id).await;
+            let mut rec = self.record(app, id).await?;
+            self.check_lease(&rec, &nonce).await?;
+            if !matches!(rec.state, MachineState::Started | MachineState::Starting) {
+                return Err(ApiError::precondition(format!(
+                    "machine {id} is {}; only a started machine can be restarted (use start)",
+                    rec.state
+                )));
+            }
+            let params = stop_params(&rec.config, how);
+            rec.state = MachineState::Restarting;
+            rec.desired = DesiredState::Started;
+            self.save(rec, vec![event("restart", "restarting", USER, None)])
+                .await?;
+            params
+        };
+        match self.sup.stop(id, signal, timeout).await {
+            Ok(()) | Err(RuntimeError::NotRunning(_)) => {}
+            Err(e) => return Err(runtime_failure(e)),
+        }
+        let _guard = self.lock(id).await;
+        match self.machine_by_id(id).await? {
+            Some(mut rec) if rec.state == MachineState::Restarting => {
+                rec.restart_count = 0;
+                self.boot(rec, Vec::new())
+                    .await
+                    .map_err(ApiError::unprocessable)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn signal_machine(
+        &self,
+        app: &str,
+        id: &str,
+        signal: i32,
+        nonce: Nonce,
+    ) -> ApiResult<()> {
+        let _guard = self.lock(id).await;
+        let rec = self.record(app, id).await?;
+        self.check_lease(&rec, &nonce).await?;
+        if !is_running(rec.state) {
+            return Err(ApiError::precondition(format!(
+                "machine {id} is {}; only a running machine can be signalled",
+                rec.state
+            )));
+        }
+        self.sup.signal(id, signal).map_err(|e| match e {
+            RuntimeError::NotRunning(_) => {
+                ApiError::precondition(format!("machine {id} has no running process"))
+            }
+            e => runtime_failure(e),
+        })
+    }
+
+    // ---- destroy ----
+
+    pub async fn destroy_machine(
+        &self,
+        app: &str,
+        id: &str,
+        action: DeleteMachine,
+    ) -> ApiResult<()> {
+        let (was_running, signal, timeout) = {
+            let _guard = self.lock(id).await;
+            let mut rec = self.record(app, id).await?;
+            self.check_lease(&rec, &action.nonce).await?;
+            if rec.state == MachineState::Destroyed {
+                return Err(ApiError::precondition(format!(
+                    "machine {id} is already destroyed"
+                )));
+            }
+            let running = is_running(rec.state) || rec.state == MachineState::Stopping;
+            if running && !action.force {
+                return Err(ApiError::precondition(format!(
+                    "machine {id} is {}; stop it first, or destroy it anyway with force=true (or kill=true)",
+                    rec.state
+                )));
+            }
+            let (signal, timeout) = if action.force {
+                (9, KILL_TIMEOUT)
+            } else {
+                stop_params(
+                    &rec.config,
+                    StopHow {
+                        signal: None,
+                        timeout: None,
+                    },
+                )
+            };
+            rec.state = MachineState::Destroying;
+            rec.desired = DesiredState::Destroyed;
+            self.save(rec, Vec::new()).await?;
+            (running, signal, timeout)
+        };
+        if was_running {
+            match self.sup.stop(id, signal, timeout).await {
+                Ok(()) | Err(RuntimeError::NotRunning(_)) => {}
+                Err(e) => {
+                    tracing::warn!(machine = id, error = %e, "stopping a machine being destroyed")
+                }
+            }
+        }
+        self.finish_destroy(id, USER).await
+    }
+
+    /// Marks a machine destroyed (its process is gone) and drops its lease and lock.
+    pub(crate) async fn finish_destroy(&self, id: &str, source: &str) -> ApiResult<()> {
+        {
+            let _guard = self.lock(id).await;
+            if let Some(mut rec) = self.machine_by_id(id).await? {
+                rec.state = MachineState::Destroyed;
+                rec.desired = DesiredState::Destroyed;
+                let mid = rec.id.clone();
+                self.db(move |s| s.write(|tx| tx.delete_lease(&mid).map(|_| ())))
+                    .await?;
+                self.save(rec, vec![event("destroy", "destroyed", source, None)])
+                    .await?;
+            }
+        }
+        self.forget_lock(id);
+        Ok(())
+    }
+
+    // ---- cordon / metadata ----
+
+    pub async fn set_cordoned(
+        &self,
+        app: &str,
+        id: &str,
+        cordoned: bool,
+        nonce: Nonce,
+    ) -> ApiResult<()> {
+        let _guard = self.lock(id).await;
+        let mut rec = self.record(app, id).await?;
+        self.check_lease(&rec, &nonce).await?;
+        if rec.state == MachineState::Destroyed {
+            return Err(ApiError::precondition(format!("machine {id} is destroyed")));
+        }
+        if rec.cordoned != cordoned {
+            rec.cordoned = cordoned;
+            self.save(rec, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn metadata(&self, app: &str, id: &str) -> ApiResult<BTreeMap<String, String>> {
+        Ok(self.record(app, id).await?.config.metadata)
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a metadata key of the current version, without a new
+    /// version.
+    pub async fn write_metadata(
+        &self,
+        app: &str,
+        id: &str,
+        key: &str,
+        value: Option<String>,
+        nonce: Nonce,
+    ) -> ApiResult<()> {
+        let _guard = self.lock(id).await;
+        let mut rec = self.record(app, id).await?;
+        self.check_lease(&rec, &nonce).await?;
+        if rec.state == MachineState::Destroyed {
+            return Err(ApiError::precondition(format!("machine {id} is destroyed")));
+        }
+        let changed = match value {
+            Some(v) => {
+                rec.config
+                    .metadata
+                    .insert(key.to_string(), v.clone())
+                    .as_ref()
+                    != Some(&v)
+            }
+            None => rec.config.metadata.remove(key).is_some(),
+        };
+        if !changed {
+            return Ok(());
+        }
+        let r = rec.clone();
+        self.db(move |s| s.write(|tx| tx.set_version_config(&r.id, &r.instance_id, &r.config)))
+            .await?;
+        self.save(rec, Vec::new()).await?;
+        Ok(())
+    }
+
+    // ---- wait ----
+
+    /// Waits until the machine is in one of the states (see [`WaitMachine`]); `Ok(None)` on timeout.
+    pub async fn wait_machine(
+        &self,
+        app: &str,
+        id: &str,
+        action: WaitMachine,
+    ) -> ApiResult<Option<(MachineState, String)>> {
+        let mut changes = self.subscribe();
+        let deadline = tokio::time::Instant::now() + action.timeout;
+        let satisfied = |state: MachineState, version: &str| {
+            let stale = action.instance_id.as_deref().is_some_and(|v| v != version);
+            if stale {
+                // An older version is gone once the machine moved on: it counts as stopped/destroyed.
+                action.states.iter().any(|w| {
+                    matches!(
+                        w,
+                        super::actions::WaitFor::State(
+                            MachineState::Stopped | MachineState::Destroyed
+                        )
+                    )
+                })
+            } else {
+                action.states.iter().any(|w| w.matches(state))
+            }
+        };
+        let rec = self.record(app, id).await?;
+        if satisfied(rec.state, &rec.instance_id) {
+            return Ok(Some((rec.state, rec.instance_id)));
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                change = changes.recv() => match change {
+                    Ok(c) if c.machine.id == id => {
+                        if satisfied(c.machine.state, &c.machine.instance_id) {
+                            return Ok(Some((c.machine.state, c.machine.instance_id.clone())));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        let rec = self.record(app, id).await?;
+                        if satisfied(rec.state, &rec.instance_id) {
+                            return Ok(Some((rec.state, rec.instance_id)));
+                        }
+                    }
+                    Err(RecvError::Closed) => return Err(ApiError::internal("the agent is shutting down")),
+                }
+            }
+        }
+    }
+}
+
+/// A runtime failure the client cannot fix.
+fn runtime_failure(e: RuntimeError) -> ApiError {
+    tracing::error!(error = %e, "runtime failure");
+    ApiError::internal(e.to_string())
+}

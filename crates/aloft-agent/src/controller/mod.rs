@@ -1,0 +1,167 @@
+//! The controller: the one owner of machine state transitions.
+//!
+//! HTTP handlers parse requests into typed actions ([`actions`]) and call the controller; the
+//! runtime's events come in through [`Controller::run_runtime_events`]. Every change of a machine
+//! is written to the store (with its events, in one transaction) while holding that machine's
+//! lock, then published on [`Controller::subscribe`] for `wait`, the proxy and the deploy engine.
+//! Locks are never held across a wait for a process to stop, so a slow stop never blocks events.
+
+pub mod actions;
+mod apps;
+mod leases;
+mod machines;
+mod reconcile;
+mod runtime_events;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aloft_api::{Machine, MachineEvent};
+use aloft_store::{MachineRecord, Store, StoreError};
+use tokio::sync::{broadcast, OwnedMutexGuard};
+
+use crate::error::{ApiError, ApiResult};
+use crate::regions::Regions;
+use crate::supervisor::Supervisor;
+
+/// A machine as it is after a change (without its events).
+#[derive(Clone, Debug)]
+pub struct MachineChange {
+    pub app: String,
+    pub machine: Arc<Machine>,
+}
+
+/// See the module docs.
+pub struct Controller {
+    store: Arc<Store>,
+    sup: Arc<dyn Supervisor>,
+    regions: Regions,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    changes: broadcast::Sender<MachineChange>,
+}
+
+/// Event `source` of API-initiated events.
+pub const USER: &str = "user";
+/// Event `source` of the supervisor's events.
+pub const FLYD: &str = "flyd";
+
+impl Controller {
+    pub fn new(store: Arc<Store>, sup: Arc<dyn Supervisor>, regions: Regions) -> Controller {
+        let (changes, _) = broadcast::channel(4096);
+        Controller {
+            store,
+            sup,
+            regions,
+            locks: Mutex::new(HashMap::new()),
+            changes,
+        }
+    }
+
+    /// Every machine change from now on. A lagging receiver gets `Lagged` and should re-read.
+    pub fn subscribe(&self) -> broadcast::Receiver<MachineChange> {
+        self.changes.subscribe()
+    }
+
+    pub fn regions(&self) -> &Regions {
+        &self.regions
+    }
+
+    pub fn supervisor(&self) -> &Arc<dyn Supervisor> {
+        &self.sup
+    }
+
+    /// Runs `f` on the store on a blocking thread.
+    pub(crate) async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> ApiResult<T> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(e) => Err(ApiError::internal(format!("state store task failed: {e}"))),
+        }
+    }
+
+    /// The per-machine lock serialising every change of one machine.
+    async fn lock(&self, machine_id: &str) -> OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(machine_id.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    fn forget_lock(&self, machine_id: &str) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(machine_id);
+    }
+
+    fn publish(&self, rec: &MachineRecord) {
+        let _ = self.changes.send(MachineChange {
+            app: rec.app.clone(),
+            machine: Arc::new(rec.to_api(Vec::new())),
+        });
+    }
+
+    /// Writes `rec` (stamping `updated_at`) and `events` in one transaction, then publishes it.
+    async fn save(
+        &self,
+        mut rec: MachineRecord,
+        events: Vec<MachineEvent>,
+    ) -> ApiResult<MachineRecord> {
+        rec.updated_at = now_rfc3339();
+        let r = rec.clone();
+        self.db(move |s| {
+            s.write(|tx| {
+                tx.put_machine(&r)?;
+                for e in &events {
+                    tx.add_event(&r.id, e)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        self.publish(&rec);
+        Ok(rec)
+    }
+
+    async fn machine_by_id(&self, id: &str) -> ApiResult<Option<MachineRecord>> {
+        let id = id.to_string();
+        self.db(move |s| s.read(|tx| tx.machine_by_id(&id))).await
+    }
+}
+
+/// A new machine event stamped now.
+pub fn event(
+    kind: &str,
+    status: &str,
+    source: &str,
+    request: Option<serde_json::Value>,
+) -> MachineEvent {
+    MachineEvent {
+        id: ulid::Ulid::new().to_string(),
+        kind: kind.into(),
+        status: status.into(),
+        source: source.into(),
+        timestamp: now_ms(),
+        request,
+    }
+}
+
+/// RFC 3339 UTC, second precision (`2023-11-08T01:52:30Z`).
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}

@@ -1,0 +1,161 @@
+//! Agent settings, the defaults the CLI falls back to, and the API token file.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default API address (Fly's private Machines API listens on 4280 too).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4280";
+/// File in the data dir holding the API token (mode 0600).
+pub const TOKEN_FILE: &str = "token";
+/// File in the data dir holding the bound API address, written once the agent listens.
+pub const ADDR_FILE: &str = "agent.addr";
+/// The SQLite database in the data dir.
+pub const DB_FILE: &str = "state.db";
+
+/// How an agent is set up.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub data_dir: PathBuf,
+    /// `127.0.0.1:0` picks a free port; the bound address is in [`crate::AgentHandle::addr`]
+    /// and in `<data-dir>/agent.addr`.
+    pub listen: SocketAddr,
+    /// Region codes this agent hosts; empty = every known Fly region.
+    pub regions: Vec<String>,
+    /// Upper bound of each machine's log file.
+    pub max_log_bytes: u64,
+}
+
+impl AgentConfig {
+    /// Defaults for a data dir: listen on [`DEFAULT_LISTEN`], host every region.
+    pub fn new(data_dir: impl Into<PathBuf>) -> AgentConfig {
+        AgentConfig {
+            data_dir: data_dir.into(),
+            listen: DEFAULT_LISTEN.parse().expect("constant address"),
+            regions: Vec::new(),
+            max_log_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where a client finds the local agent when `ALOFT_API_URL` / `ALOFT_API_TOKEN` are unset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalDefaults {
+    pub data_dir: PathBuf,
+    /// `http://` + the address in `<data-dir>/agent.addr`, else [`DEFAULT_LISTEN`].
+    pub api_url: String,
+    /// Content of `<data-dir>/token`, if readable.
+    pub token: Option<String>,
+}
+
+/// The default data dir: `$XDG_STATE_HOME/aloft`, else `~/.local/state/aloft`, else
+/// `./.aloft-state` when there is no home directory.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("aloft");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/aloft"),
+        None => PathBuf::from(".aloft-state"),
+    }
+}
+
+/// What the CLI uses to reach an agent: `ALOFT_API_URL` and `ALOFT_API_TOKEN` when set, else
+/// the local agent's files under `data_dir` (or [`default_data_dir`]).
+pub fn local_defaults(data_dir: Option<&Path>) -> LocalDefaults {
+    let data_dir = data_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_data_dir);
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let api_url = env("ALOFT_API_URL").unwrap_or_else(|| {
+        let addr = std::fs::read_to_string(data_dir.join(ADDR_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        format!("http://{addr}")
+    });
+    let token = env("ALOFT_API_TOKEN").or_else(|| {
+        std::fs::read_to_string(data_dir.join(TOKEN_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+    });
+    LocalDefaults {
+        data_dir,
+        api_url,
+        token,
+    }
+}
+
+/// Reads the token file, creating it (mode 0600, 32 random bytes as hex) on first start.
+pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => {
+            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                tracing::warn!(path = %path.display(), "token file was readable by others; set to 0600");
+            }
+            return Ok(t.trim().to_string());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // Write beside and rename, so a crash never leaves a half-written token.
+    let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(token)
+}
+
+/// Writes `<data-dir>/agent.addr` (atomically).
+pub fn write_addr_file(data_dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    let tmp = data_dir.join(format!("{ADDR_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(tmp, data_dir.join(ADDR_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn token_is_created_once_with_mode_0600() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t1 = load_or_create_token(tmp.path()).unwrap();
+        assert_eq!(t1.len(), 64);
+        let mode = std::fs::metadata(tmp.path().join(TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_or_create_token(tmp.path()).unwrap(), t1);
+    }
+
+    #[test]
+    fn defaults_read_the_data_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_addr_file(tmp.path(), "127.0.0.1:5555".parse().unwrap()).unwrap();
+        std::fs::write(tmp.path().join(TOKEN_FILE), "abc\n").unwrap();
+        let d = local_defaults(Some(tmp.path()));
+        if std::env::var_os("ALOFT_API_URL").is_none() {
+            assert_eq!(d.api_url, "http://127.0.0.1:5555");
+        }
+        if std::env::var_os("ALOFT_API_TOKEN").is_none() {
+            assert_eq!(d.token.as_deref(), Some("abc"));
+        }
+    }
+}

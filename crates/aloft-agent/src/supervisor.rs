@@ -1,0 +1,58 @@
+//! The controller's view of the process runtime, as a trait so the controller can be driven by
+//! the real [`aloft_runtime::Runtime`] or by a fake in tests.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use aloft_api::MachineConfig;
+use aloft_runtime::{LaunchSpec, LogLine, LogQuery, Runtime, RuntimeError};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the controller asks of a process runtime (see [`aloft_runtime::Runtime`] for the
+/// meaning of each call). Events come back on the channel handed to `Agent::start_with`.
+pub trait Supervisor: Send + Sync + 'static {
+    fn reap_orphans(&self) -> Vec<String>;
+    fn allocate_ports(&self, config: &MachineConfig) -> Result<BTreeMap<u16, u16>, RuntimeError>;
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<u32, RuntimeError>>;
+    fn stop<'a>(
+        &'a self,
+        machine_id: &'a str,
+        signal: i32,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn signal(&self, machine_id: &str, signal: i32) -> Result<(), RuntimeError>;
+    fn log_query(&self, query: &LogQuery) -> Vec<LogLine>;
+    fn log_subscribe(&self) -> tokio::sync::broadcast::Receiver<LogLine>;
+}
+
+impl Supervisor for Runtime {
+    fn reap_orphans(&self) -> Vec<String> {
+        Runtime::reap_orphans(self)
+    }
+    fn allocate_ports(&self, config: &MachineConfig) -> Result<BTreeMap<u16, u16>, RuntimeError> {
+        Runtime::allocate_ports(self, config)
+    }
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<u32, RuntimeError>> {
+        Box::pin(Runtime::launch(self, spec))
+    }
+    fn stop<'a>(
+        &'a self,
+        machine_id: &'a str,
+        signal: i32,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(Runtime::stop(self, machine_id, signal, timeout))
+    }
+    fn signal(&self, machine_id: &str, signal: i32) -> Result<(), RuntimeError> {
+        Runtime::signal(self, machine_id, signal)
+    }
+    fn log_query(&self, query: &LogQuery) -> Vec<LogLine> {
+        self.logs().query(query)
+    }
+    fn log_subscribe(&self) -> tokio::sync::broadcast::Receiver<LogLine> {
+        self.logs().subscribe()
+    }
+}
