@@ -1,0 +1,270 @@
+//! Diagnostics: every problem found in a config file, collected (never first-error-wins) and
+//! rendered like rustc/uv: `error: message`, ` --> path:line:col`, the source line with a caret
+//! under the offending text, and an optional `= hint:` line.
+//!
+//! Locations come from byte spans into the source. TOML always has them; JSON and YAML files are
+//! parsed without spans, so their diagnostics name the field path but carry no line:col.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Serialize;
+
+/// How bad a diagnostic is: errors make the config invalid, warnings do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// 1-based line and column (column counted in characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// One problem, self-contained: it carries the source line it points at, so it can be printed
+/// without the file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub message: String,
+    /// The file as the user named it.
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The text of the line at `location` (without its newline).
+    #[serde(skip)]
+    pub source_line: Option<String>,
+    /// How many characters the caret underline spans (at least 1).
+    #[serde(skip)]
+    pub caret_len: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    /// `path:line:col`, or just `path` when the format has no spans.
+    pub fn position(&self) -> String {
+        match self.location {
+            Some(l) => format!("{}:{}:{}", self.path, l.line, l.column),
+            None => self.path.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        writeln!(f, "{label}: {}", self.message)?;
+        let gutter = self.location.map(|l| l.line.to_string().len()).unwrap_or(1);
+        let pad = " ".repeat(gutter);
+        writeln!(f, "{pad}--> {}", self.position())?;
+        if let (Some(loc), Some(line)) = (self.location, &self.source_line) {
+            writeln!(f, "{pad} |")?;
+            writeln!(f, "{} | {}", loc.line, line)?;
+            let lead: String = line
+                .chars()
+                .take(loc.column.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            writeln!(f, "{pad} | {lead}{}", "^".repeat(self.caret_len.max(1)))?;
+        }
+        if let Some(hint) = &self.hint {
+            writeln!(f, "{pad} = hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All diagnostics of one file, in source order within each severity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Diagnostics {
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter().filter(|d| d.severity == Severity::Error)
+    }
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// Errors first, then warnings, each group apart, then a one-line summary.
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in self.errors() {
+            writeln!(f, "{d}")?;
+        }
+        for d in self.warnings() {
+            writeln!(f, "{d}")?;
+        }
+        let (e, w) = (self.errors().count(), self.warnings().count());
+        if e > 0 || w > 0 {
+            writeln!(f, "{} error(s), {} warning(s)", e, w)?;
+        }
+        Ok(())
+    }
+}
+
+/// A diagnostic before its span is turned into a location.
+#[derive(Clone, Debug)]
+pub(crate) struct RawDiag {
+    pub severity: Severity,
+    pub message: String,
+    pub span: Option<Range<usize>>,
+    pub hint: Option<String>,
+}
+
+/// Collects diagnostics while the config is read; `finish` resolves spans against the source.
+#[derive(Debug, Default)]
+pub(crate) struct Sink {
+    pub raw: Vec<RawDiag>,
+}
+
+pub(crate) type Span = Option<Range<usize>>;
+
+impl Sink {
+    pub fn error(&mut self, span: &Span, message: impl Into<String>, hint: Option<String>) {
+        self.push(Severity::Error, span, message, hint);
+    }
+    pub fn warn(&mut self, span: &Span, message: impl Into<String>, hint: Option<String>) {
+        self.push(Severity::Warning, span, message, hint);
+    }
+    fn push(
+        &mut self,
+        severity: Severity,
+        span: &Span,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.raw.push(RawDiag {
+            severity,
+            message: message.into(),
+            span: span.clone(),
+            hint,
+        });
+    }
+    #[cfg(test)]
+    pub fn has_errors(&self) -> bool {
+        self.raw.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// Resolves spans against `source` and orders by (severity, position).
+    pub fn finish(self, source: &str, path: &str) -> Diagnostics {
+        let mut items: Vec<(usize, Diagnostic)> = self
+            .raw
+            .into_iter()
+            .map(|r| {
+                let start = r.span.as_ref().map(|s| s.start).unwrap_or(usize::MAX);
+                (start, resolve(r, source, path))
+            })
+            .collect();
+        items.sort_by_key(|(start, d)| (d.severity, *start));
+        items.dedup_by(|a, b| a.1 == b.1);
+        Diagnostics {
+            items: items.into_iter().map(|(_, d)| d).collect(),
+        }
+    }
+}
+
+fn resolve(r: RawDiag, source: &str, path: &str) -> Diagnostic {
+    let mut d = Diagnostic {
+        severity: r.severity,
+        message: r.message,
+        path: path.to_string(),
+        location: None,
+        source_line: None,
+        caret_len: 1,
+        hint: r.hint,
+    };
+    if let Some(span) = r.span {
+        let start = floor_char_boundary(source, span.start.min(source.len()));
+        let line_start = source[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let line_end = source[start..]
+            .find('\n')
+            .map(|i| start + i)
+            .unwrap_or(source.len());
+        let line_no = source[..line_start].matches('\n').count() + 1;
+        let column = source[line_start..start].chars().count() + 1;
+        let line_text = source[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string();
+        let end = floor_char_boundary(source, span.end.clamp(start, line_end.max(start)));
+        let caret_len = source[start..end].trim_end().chars().count().max(1);
+        d.location = Some(Location {
+            line: line_no,
+            column,
+        });
+        d.source_line = Some(line_text);
+        d.caret_len = caret_len;
+    }
+    d
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_line_caret_and_hint() {
+        let src = "app = \"x\"\n[processes]\n  web = 'a'\n";
+        let mut sink = Sink::default();
+        let at = src.find("web").unwrap();
+        sink.error(&Some(at..at + 3), "bad group", Some("try `api`".into()));
+        let diags = sink.finish(src, "fly.toml");
+        let text = diags.items[0].to_string();
+        assert!(text.contains("error: bad group"), "{text}");
+        assert!(text.contains("--> fly.toml:3:3"), "{text}");
+        assert!(text.contains("3 |   web = 'a'"), "{text}");
+        assert!(text.contains("  |   ^^^"), "{text}");
+        assert!(text.contains("= hint: try `api`"), "{text}");
+    }
+
+    #[test]
+    fn errors_before_warnings_and_positions_in_order() {
+        let src = "a\nb\nc\n";
+        let mut sink = Sink::default();
+        sink.warn(&Some(0..1), "w", None);
+        sink.error(&Some(4..5), "e2", None);
+        sink.error(&Some(2..3), "e1", None);
+        let d = sink.finish(src, "f");
+        let msgs: Vec<_> = d.items.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(msgs, ["e1", "e2", "w"]);
+        assert!(d.has_errors());
+    }
+
+    #[test]
+    fn span_past_end_does_not_panic() {
+        let mut sink = Sink::default();
+        sink.error(&Some(100..200), "x", None);
+        sink.error(&Some(1..2), "y", None);
+        let d = sink.finish("é", "f");
+        assert_eq!(d.len(), 2);
+    }
+}

@@ -1,0 +1,324 @@
+//! The raw document: a format-independent tree of values with byte spans, built from TOML
+//! (`toml_edit`, spans kept), JSON (`serde_json`) or YAML (`serde_norway`). JSON and YAML nodes have
+//! no spans, so their diagnostics carry no line:col — only the field path in the message.
+
+use std::ops::Range;
+
+use toml_edit::{Item, Table, Value};
+
+use crate::diag::{Sink, Span};
+
+/// One value of the document and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Node {
+    pub kind: Kind,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Kind {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// TOML datetimes and YAML tags we do not interpret; kept as text.
+    Other(String),
+    Array(Vec<Node>),
+    Table(Vec<Entry>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Entry {
+    pub key: String,
+    pub key_span: Span,
+    pub value: Node,
+}
+
+impl Node {
+    pub fn new(kind: Kind, span: Span) -> Node {
+        Node { kind, span }
+    }
+
+    /// What the user wrote, for messages: `a string`, `an integer`, ...
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Str(_) => "a string",
+            Kind::Int(_) => "an integer",
+            Kind::Float(_) => "a float",
+            Kind::Bool(_) => "a boolean",
+            Kind::Other(_) => "a datetime",
+            Kind::Array(_) => "an array",
+            Kind::Table(_) => "a table",
+        }
+    }
+
+    pub fn entries(&self) -> Option<&[Entry]> {
+        match &self.kind {
+            Kind::Table(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entries()?
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| &e.value)
+    }
+
+    pub fn is_table(&self) -> bool {
+        matches!(self.kind, Kind::Table(_))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TOML
+
+/// Parses TOML keeping spans. A syntax error becomes one diagnostic at the error's position.
+pub(crate) fn from_toml(src: &str, sink: &mut Sink) -> Option<Node> {
+    match toml_edit::ImDocument::parse(src) {
+        Ok(doc) => Some(table_node(doc.as_table(), None)),
+        Err(e) => {
+            let message = e.message().trim().to_string();
+            let hint = if message.contains("duplicate key") {
+                Some("each key may appear once per table; remove or rename one of them".to_string())
+            } else {
+                Some("this is not valid TOML; see https://toml.io for the syntax".to_string())
+            };
+            let span = e.span().map(|s| {
+                if s.is_empty() {
+                    s.start..s.start + 1
+                } else {
+                    s
+                }
+            });
+            sink.error(&span, format!("TOML parse error: {message}"), hint);
+            None
+        }
+    }
+}
+
+fn table_node(t: &Table, parent_span: Span) -> Node {
+    let span = t.span().or(parent_span);
+    let entries = t
+        .iter()
+        .filter_map(|(k, _)| {
+            let (key, item) = t.get_key_value(k)?;
+            let key_span = key.span();
+            let value = item_node(item, key_span.clone().or(span.clone()))?;
+            Some(Entry {
+                key: k.to_string(),
+                key_span,
+                value,
+            })
+        })
+        .collect();
+    Node::new(Kind::Table(entries), span)
+}
+
+fn item_node(item: &Item, fallback: Span) -> Option<Node> {
+    match item {
+        Item::None => None,
+        Item::Value(v) => Some(value_node(v, fallback)),
+        Item::Table(t) => Some(table_node(t, fallback)),
+        Item::ArrayOfTables(a) => {
+            let span = a.span().or(fallback);
+            let items = a.iter().map(|t| table_node(t, span.clone())).collect();
+            Some(Node::new(Kind::Array(items), span))
+        }
+    }
+}
+
+fn value_node(v: &Value, fallback: Span) -> Node {
+    let span: Option<Range<usize>> = v.span().or(fallback);
+    let kind = match v {
+        Value::String(s) => Kind::Str(s.value().clone()),
+        Value::Integer(i) => Kind::Int(*i.value()),
+        Value::Float(f) => Kind::Float(*f.value()),
+        Value::Boolean(b) => Kind::Bool(*b.value()),
+        Value::Datetime(d) => Kind::Other(d.value().to_string()),
+        Value::Array(a) => Kind::Array(a.iter().map(|v| value_node(v, span.clone())).collect()),
+        Value::InlineTable(t) => {
+            let entries = t
+                .iter()
+                .filter_map(|(k, _)| {
+                    let (key, item) = t.get_key_value(k)?;
+                    let key_span = key.span();
+                    let value = item_node(item, key_span.clone().or(span.clone()))?;
+                    Some(Entry {
+                        key: k.to_string(),
+                        key_span,
+                        value,
+                    })
+                })
+                .collect();
+            Kind::Table(entries)
+        }
+    };
+    Node::new(kind, span)
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON and YAML (no spans)
+
+pub(crate) fn from_json(src: &str, sink: &mut Sink) -> Option<Node> {
+    match serde_json::from_str::<serde_json::Value>(src) {
+        Ok(v) => root_table(json_node(&v), sink),
+        Err(e) => {
+            sink.error(
+                &line_col_span(src, e.line(), e.column()),
+                format!("JSON parse error: {e}"),
+                None,
+            );
+            None
+        }
+    }
+}
+
+fn json_node(v: &serde_json::Value) -> Node {
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::Other("null".into()),
+        J::Bool(b) => Kind::Bool(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Kind::Int(i),
+            None => Kind::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => Kind::Str(s.clone()),
+        J::Array(a) => Kind::Array(a.iter().map(json_node).collect()),
+        J::Object(o) => Kind::Table(
+            o.iter()
+                .map(|(k, v)| Entry {
+                    key: k.clone(),
+                    key_span: None,
+                    value: json_node(v),
+                })
+                .collect(),
+        ),
+    };
+    Node::new(kind, None)
+}
+
+pub(crate) fn from_yaml(src: &str, sink: &mut Sink) -> Option<Node> {
+    match serde_norway::from_str::<serde_norway::Value>(src) {
+        Ok(v) => root_table(yaml_node(&v), sink),
+        Err(e) => {
+            let span = e
+                .location()
+                .and_then(|l| line_col_span(src, l.line(), l.column()));
+            sink.error(&span, format!("YAML parse error: {e}"), None);
+            None
+        }
+    }
+}
+
+fn yaml_node(v: &serde_norway::Value) -> Node {
+    use serde_norway::Value as Y;
+    let kind = match v {
+        Y::Null => Kind::Other("null".into()),
+        Y::Bool(b) => Kind::Bool(*b),
+        Y::Number(n) => match n.as_i64() {
+            Some(i) => Kind::Int(i),
+            None => Kind::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Y::String(s) => Kind::Str(s.clone()),
+        Y::Sequence(a) => Kind::Array(a.iter().map(yaml_node).collect()),
+        Y::Mapping(m) => Kind::Table(
+            m.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Y::String(s) => s.clone(),
+                        other => serde_norway::to_string(other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
+                    };
+                    Entry {
+                        key,
+                        key_span: None,
+                        value: yaml_node(v),
+                    }
+                })
+                .collect(),
+        ),
+        Y::Tagged(t) => return yaml_node(&t.value),
+    };
+    Node::new(kind, None)
+}
+
+fn root_table(node: Node, sink: &mut Sink) -> Option<Node> {
+    match node.kind {
+        Kind::Table(_) => Some(node),
+        Kind::Other(ref s) if s == "null" => Some(Node::new(Kind::Table(vec![]), None)),
+        _ => {
+            sink.error(
+                &None,
+                format!(
+                    "the document must be a table of settings, not {}",
+                    node.type_name()
+                ),
+                None,
+            );
+            None
+        }
+    }
+}
+
+/// A one-character span at a 1-based line/column, for parse errors that report positions.
+fn line_col_span(src: &str, line: usize, column: usize) -> Span {
+    if line == 0 {
+        return None;
+    }
+    let mut offset = 0;
+    for (i, l) in src.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            let col: usize = l
+                .chars()
+                .take(column.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
+            let at = offset + col;
+            return Some(at..at + 1);
+        }
+        offset += l.len();
+    }
+    Some(src.len()..src.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_keeps_spans_for_values_keys_and_headers() {
+        let src = "app = 'x'\n[[services]]\n  internal_port = 8080\n";
+        let mut sink = Sink::default();
+        let n = from_toml(src, &mut sink).unwrap();
+        let app = n.get("app").unwrap();
+        assert_eq!(&src[app.span.clone().unwrap()], "'x'");
+        let svc = &n.get("services").unwrap();
+        let Kind::Array(items) = &svc.kind else {
+            panic!()
+        };
+        assert!(src[items[0].span.clone().unwrap()].starts_with("[[services]]"));
+        let e = &items[0].entries().unwrap()[0];
+        assert_eq!(&src[e.key_span.clone().unwrap()], "internal_port");
+    }
+
+    #[test]
+    fn toml_syntax_error_has_position() {
+        let mut sink = Sink::default();
+        assert!(from_toml("[env]\nA = 1\nA = 2\n", &mut sink).is_none());
+        let d = sink.finish("[env]\nA = 1\nA = 2\n", "f");
+        assert_eq!(d.items[0].location.unwrap().line, 3);
+    }
+
+    #[test]
+    fn json_and_yaml_make_the_same_tree() {
+        let mut sink = Sink::default();
+        let j = from_json(r#"{"app":"x","env":{"A":"1"}}"#, &mut sink).unwrap();
+        let y = from_yaml("app: x\nenv:\n  A: '1'\n", &mut sink).unwrap();
+        assert_eq!(j, y);
+        assert!(from_yaml("- 1\n- 2\n", &mut sink).is_none());
+    }
+}

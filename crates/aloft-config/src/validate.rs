@@ -1,0 +1,250 @@
+//! Rules that span sections, run after decoding (which already checked each field):
+//! group names, every `processes` reference, services in multi-group apps, one mount per group,
+//! canary + mounts, top-level checks without a port, and services of different groups sharing an
+//! external port. Several of these go beyond flyctl (§9), which lets typos make a section apply
+//! to nobody.
+
+use std::collections::BTreeMap;
+
+use aloft_api::metadata::RESERVED_GROUPS;
+
+use crate::decode::Spans;
+use crate::diag::{Sink, Span};
+use crate::model::AppConfig;
+
+/// `['a', 'b']`, the way flyctl lists groups in errors.
+pub fn format_groups(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A DNS label: 1–63 of `a-z0-9-`, starting and ending with a letter or digit. Group names end
+/// up in `<group>.process.<app>.internal`.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub(crate) fn validate(c: &AppConfig, spans: &Spans, sink: &mut Sink) {
+    let groups = c.process_names();
+    let listed = format_groups(&groups);
+
+    for (name, span) in &spans.groups {
+        if RESERVED_GROUPS.contains(&name.as_str()) || name.starts_with("fly_app_") {
+            sink.error(
+                span,
+                format!("process group name '{name}' is reserved for the platform's own machines"),
+                Some("pick another name, e.g. 'release' or 'console'".into()),
+            );
+        } else if !is_dns_label(name) {
+            let fixed: String = name
+                .to_ascii_lowercase()
+                .chars()
+                .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+                .collect::<String>()
+                .trim_matches('-')
+                .to_string();
+            sink.error(
+                span,
+                format!("process group name '{name}' is not a DNS label"),
+                Some(format!(
+                    "use 1-63 lowercase letters, digits or '-' (it becomes <group>.process.<app>.internal){}",
+                    if is_dns_label(&fixed) { format!("; e.g. '{fixed}'") } else { String::new() }
+                )),
+            );
+        }
+    }
+
+    for r in &spans.refs {
+        if !groups.contains(&r.name) {
+            let hint = if c.processes.is_empty() {
+                format!(
+                    "without [processes] the only group is 'app'; define [processes] with a '{}' entry, or use 'app'",
+                    r.name
+                )
+            } else {
+                format!("defined groups are {listed}")
+            };
+            sink.error(
+                &r.span,
+                format!(
+                    "{}: `processes` names undefined process group '{}'",
+                    r.section, r.name
+                ),
+                Some(hint),
+            );
+        }
+    }
+
+    // Services must say which groups they serve once there is a choice. flyctl demands it as
+    // soon as [processes] exists; with a single group the default group *is* that group, so
+    // there is nothing ambiguous and real single-group files omit it (we accept them).
+    if c.processes.len() > 1 {
+        let n = c.processes.len();
+        let msg = |name: &str| {
+            format!("{name} has no `processes`, but the app has {n} process group(s) {listed}")
+        };
+        let hint = Some(format!(
+            "add e.g. `processes = ['{}']`",
+            c.default_process_name()
+        ));
+        if let Some(h) = &c.http_service {
+            if h.processes.is_empty() {
+                sink.error(&spans.http_service, msg("[http_service]"), hint.clone());
+            }
+        }
+        for (i, s) in c.services.iter().enumerate() {
+            if s.processes.is_empty() {
+                sink.error(
+                    &spans.services[i],
+                    msg(&format!("[[services]] #{}", i + 1)),
+                    hint.clone(),
+                );
+            }
+        }
+    }
+
+    // At most one mount per group (flyctl checks this only with --process-groups).
+    let mut mounts_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, m) in c.mounts.iter().enumerate() {
+        for g in c.groups_of(&m.processes) {
+            if !groups.contains(&g) {
+                continue;
+            }
+            if let Some(first) = mounts_of.get(&g) {
+                sink.error(
+                    &spans.mounts[i],
+                    format!("group '{g}' has more than one [[mounts]] section (#{} and #{})", first + 1, i + 1),
+                    Some("a machine takes one volume; give each mount its own `processes`, or remove one".into()),
+                );
+            } else {
+                mounts_of.insert(g, i);
+            }
+        }
+        if m.processes.is_empty() && groups.len() > 1 {
+            sink.warn(
+                &spans.mounts[i],
+                format!(
+                    "[[mounts]] #{} has no `processes`, so it applies only to the default group '{}'",
+                    i + 1,
+                    c.default_process_name()
+                ),
+                Some("list the groups that need the volume: `processes = [..]`".into()),
+            );
+        }
+    }
+    if !c.mounts.is_empty()
+        && c.deploy.as_ref().and_then(|d| d.strategy.as_deref()) == Some("canary")
+    {
+        sink.error(
+            &spans.deploy_strategy,
+            "the canary strategy cannot be used with [[mounts]]",
+            Some("use \"rolling\" (the default) or \"immediate\"".into()),
+        );
+    }
+
+    // Top-level checks without a port take the group's [http_service] port.
+    for (name, check) in &c.checks {
+        if check.port.is_some() {
+            continue;
+        }
+        for g in c.groups_of(&check.processes) {
+            let has_http = c
+                .http_service
+                .as_ref()
+                .is_some_and(|h| c.applies_to(&h.processes, &g));
+            if groups.contains(&g) && !has_http {
+                sink.warn(
+                    &spans.checks.get(name).cloned().flatten(),
+                    format!("check '{name}' for process group '{g}' has no port and the group has no [http_service]"),
+                    Some("set `port = <port>` in the check; it cannot run without one".into()),
+                );
+            }
+        }
+    }
+
+    port_overlaps(c, spans, sink);
+}
+
+/// Two services of different groups on one external port: the proxy balances across both.
+fn port_overlaps(c: &AppConfig, spans: &Spans, sink: &mut Sink) {
+    struct Exposed {
+        name: String,
+        groups: Vec<String>,
+        ports: Vec<(std::ops::RangeInclusive<u16>, Span)>,
+    }
+    let mut all = vec![];
+    if let Some(h) = &c.http_service {
+        all.push(Exposed {
+            name: "[http_service]".into(),
+            groups: c.groups_of(&h.processes),
+            ports: vec![
+                (80..=80, spans.http_service.clone()),
+                (443..=443, spans.http_service.clone()),
+            ],
+        });
+    }
+    for (i, s) in c.services.iter().enumerate() {
+        let ports = s
+            .ports
+            .iter()
+            .zip(spans.service_ports.get(i).into_iter().flatten())
+            .map(|(p, span)| {
+                let r = match p.port {
+                    Some(p) => p..=p,
+                    None => p.start_port.unwrap_or(1)..=p.end_port.unwrap_or(u16::MAX),
+                };
+                (r, span.clone())
+            })
+            .collect();
+        all.push(Exposed {
+            name: format!("[[services]] #{}", i + 1),
+            groups: c.groups_of(&s.processes),
+            ports,
+        });
+    }
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            let defined = |g: &Vec<String>| -> Vec<String> {
+                g.iter()
+                    .filter(|n| c.process_names().contains(n))
+                    .cloned()
+                    .collect()
+            };
+            let mut ga = defined(&a.groups);
+            let mut gb = defined(&b.groups);
+            if ga.is_empty() || gb.is_empty() {
+                continue; // undefined groups are reported on their own
+            }
+            ga.sort();
+            gb.sort();
+            if ga == gb {
+                continue;
+            }
+            'pair: for (ra, _) in &a.ports {
+                for (rb, span_b) in &b.ports {
+                    if ra.start() <= rb.end() && rb.start() <= ra.end() {
+                        let port = (*ra.start()).max(*rb.start());
+                        sink.warn(
+                            span_b,
+                            format!(
+                                "{} (groups {}) and {} (groups {}) both expose port {port}; the proxy will \
+                                 balance connections across both groups",
+                                a.name,
+                                format_groups(&ga),
+                                b.name,
+                                format_groups(&gb)
+                            ),
+                            Some("give each group its own external port unless they serve the same thing".into()),
+                        );
+                        break 'pair;
+                    }
+                }
+            }
+        }
+    }
+}
