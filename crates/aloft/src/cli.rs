@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "aloft", version, about = "Run fly.toml apps with process groups on machines you own")]
+#[command(
+    name = "aloft",
+    version,
+    about = "Run fly.toml apps with process groups on machines you own"
+)]
 pub struct Cli {
     /// More log output (-v, -vv); ALOFT_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -22,6 +26,22 @@ pub enum Command {
     /// Platform information: VM sizes, regions.
     #[command(subcommand)]
     Platform(PlatformCommand),
+    /// Run the agent: the Machines API, state store and process supervisor of this host.
+    Agent(AgentArgs),
+}
+
+/// `aloft agent`.
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// Where state, the API token and machine logs live [default: $XDG_STATE_HOME/aloft or ~/.local/state/aloft].
+    #[arg(long, env = "ALOFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the API; port 0 picks a free port (written to <data-dir>/agent.addr).
+    #[arg(long, default_value = "127.0.0.1:4280")]
+    pub listen: std::net::SocketAddr,
+    /// A region this agent hosts (repeatable) [default: every Fly region code].
+    #[arg(long = "region", value_name = "CODE")]
+    pub regions: Vec<String>,
 }
 
 /// `-c/--config`, shared by every command that reads fly.toml.

@@ -1,5 +1,6 @@
 //! One module per command family; `run` dispatches.
 
+mod agent;
 mod config;
 mod platform;
 
@@ -11,5 +12,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config(cmd) => config::run(cmd),
         Command::Platform(cmd) => platform::run(cmd),
+        Command::Agent(args) => agent::run(args),
     }
 }
