@@ -168,24 +168,6 @@ impl Driver {
         }
     }
 
-    /// Machine cgroups that exist under the parent (left over by a previous agent).
-    pub(crate) fn existing(&self) -> Vec<MachineCgroup> {
-        let (base, v2) = match self {
-            Driver::Off => return Vec::new(),
-            Driver::V1 { memory, .. } => (memory, false),
-            Driver::V2 { parent } => (parent, true),
-        };
-        let Ok(entries) = fs::read_dir(base) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .map(|id| self.open(&id, v2))
-            .collect()
-    }
-
     /// The cgroup of `machine_id`, whether or not its directories exist.
     pub(crate) fn machine(&self, machine_id: &str) -> Option<MachineCgroup> {
         match self {
@@ -229,14 +211,6 @@ pub(crate) struct MachineCgroup {
 }
 
 impl MachineCgroup {
-    /// The machine id (the directory name).
-    pub(crate) fn machine_id(&self) -> String {
-        self.memory
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
     pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }

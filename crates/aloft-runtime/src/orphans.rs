@@ -8,11 +8,13 @@
 //!   pid has another start time and is left alone);
 //! - every other member of its process group that started after it and carries the machine's
 //!   `FLY_MACHINE_ID` in its environment (the children it forked);
-//! - every process in the machine's cgroup (catches children that left the group with setsid);
+//! - every process in the machine's cgroup (catches children that left the group with setsid).
 //!
-//! and, without a record, every process in a cgroup under the runtime's parent (an agent killed
-//! between spawn and writing the record). The main processes usually died with the agent
-//! already: they are spawned with `PR_SET_PDEATHSIG = SIGKILL`.
+//! A record with pid 0 is written *before* each spawn, so an agent killed between spawn and
+//! the real record still leaves a trace: its cgroup is emptied. Only machines recorded in this
+//! data dir are touched, never other cgroups under the same parent (another agent's). The main
+//! processes usually died with the agent already: they are spawned with
+//! `PR_SET_PDEATHSIG = SIGKILL`.
 
 use std::collections::HashMap;
 use std::io;
@@ -108,7 +110,8 @@ impl PidRecords {
         for rec in &records {
             let marker = format!("FLY_MACHINE_ID={}", rec.machine_id);
             let ours = by_group.get(&rec.pgid).into_iter().flatten().filter(|p| {
-                p.pid != me
+                rec.pid != 0
+                    && p.pid != me
                     && ((p.pid == rec.pid && p.start_time == rec.start_time)
                         || (p.start_time >= rec.start_time && process::environ_has(p.pid, &marker)))
             });
@@ -131,19 +134,12 @@ impl PidRecords {
                 killed_ids.push(rec.machine_id.clone());
             }
         }
-        for cg in cgroups.existing() {
-            let pids = cg.pids();
-            for pid in pids {
-                if process::signal_pid(pid, libc::SIGKILL).unwrap_or(false) {
-                    killed_pids.push(pid);
-                    killed_ids.push(cg.machine_id());
-                }
-            }
-        }
         wait_gone(&killed_pids, REAP_PATIENCE);
-        for cg in cgroups.existing() {
-            if let Err(e) = cg.remove(Duration::from_secs(2)) {
-                tracing::warn!(machine_id = %cg.machine_id(), "cannot remove a leftover cgroup: {e}");
+        for rec in &records {
+            if let Some(cg) = cgroups.machine(&rec.machine_id) {
+                if let Err(e) = cg.remove(Duration::from_secs(2)) {
+                    tracing::warn!(machine_id = %rec.machine_id, "cannot remove a leftover cgroup: {e}");
+                }
             }
         }
         for rec in &records {

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::cgroup::{Driver, MachineCgroup};
 use crate::logs::{capture, Labels};
-use crate::orphans::{record_for, PidRecords};
+use crate::orphans::{record_for, PidRecord, PidRecords};
 use crate::ports::PortAllocator;
 use crate::process::{self, ChildSetup};
 use crate::{
@@ -222,6 +222,7 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
         Ok(r) => r,
         Err(e) => {
             inner.machines().remove(&machine_id);
+            inner.records.remove(&machine_id);
             if let Some(cg) = &cgroup {
                 let cg = cg.clone();
                 let _ =
@@ -266,6 +267,16 @@ async fn start(inner: &Inner, slot: &Slot, plan: &Plan) -> Result<Running, Runti
         cgroup_procs,
         nofile_soft: inner.nofile_soft,
     };
+    // A placeholder first: an agent killed during the spawn still leaves a trace to reap.
+    let placeholder = PidRecord {
+        machine_id: machine_id.clone(),
+        pid: 0,
+        pgid: 0,
+        start_time: 0,
+    };
+    if let Err(e) = inner.records.write(&placeholder) {
+        tracing::warn!(machine_id = %machine_id, "cannot write its pid record: {e}");
+    }
     let mut child = process::spawn(&plan.argv, &plan.spec.image_dir, &plan.env, setup)
         .await
         .map_err(spawn_err)?;

@@ -359,3 +359,39 @@ async fn a_memory_hog_is_oom_killed_while_its_neighbour_runs() {
     let (exit, _) = h.exited("m-neighbour").await;
     assert!(!exit.oom_killed);
 }
+
+#[tokio::test]
+async fn reaping_empties_the_cgroup_of_escaped_processes() {
+    let mut h = Harness::with(CgroupMode::Auto);
+    if !cgroups_or_skip(&h, "reaping_empties_the_cgroup_of_escaped_processes") {
+        return;
+    }
+    // `setsid` leaves the machine's process group: only the cgroup still knows it.
+    let script = "setsid sh -c 'echo $$ > escaped; exec sleep 1000' & sleep 1000";
+    let pid = h
+        .rt()
+        .launch(h.sh("m-escape", script, "always", None))
+        .await
+        .unwrap();
+    let escaped_file = h.file("escaped");
+    wait_for("the escaped pid", || {
+        std::fs::read_to_string(&escaped_file).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    let escaped = read_pid(&escaped_file);
+    drop(h.rt.take());
+    assert!(alive(escaped));
+
+    let mut t = common::tuning(CgroupMode::Auto);
+    t.cgroup_parent = h.cgroup_parent.clone().unwrap();
+    let (rt, _rx) = Runtime::with_tuning(common::config(h.data.path()), t).unwrap();
+    assert_eq!(rt.reap_orphans(), ["m-escape"]);
+    assert!(
+        !alive(pid) && !alive(escaped),
+        "the escaped process is reaped through the cgroup"
+    );
+    let dir = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(h.cgroup_parent.as_ref().unwrap())
+        .join("m-escape");
+    assert!(!dir.exists(), "the leftover cgroup is removed");
+}
