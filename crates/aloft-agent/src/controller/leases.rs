@@ -116,6 +116,7 @@ impl Controller {
     }
 
     pub async fn release_lease(&self, app: &str, id: &str, nonce: Nonce) -> ApiResult<()> {
+        self.record(app, id).await?;
         let Some(nonce) = nonce else {
             return Err(ApiError::bad_request(
                 "releasing a lease needs its nonce in the fly-machine-lease-nonce header",

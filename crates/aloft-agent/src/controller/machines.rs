@@ -455,9 +455,11 @@ impl Controller {
             | MachineState::Stopped
             | MachineState::Failed
             | MachineState::Suspended => {}
-            other => return Err(ApiError::precondition(format!(
+            other => {
+                return Err(ApiError::precondition(format!(
                 "machine {id} is {other}; only created, stopped or failed machines can be started"
-            ))),
+            )))
+            }
         }
         rec.desired = DesiredState::Started;
         rec.restart_count = 0;

@@ -1,0 +1,771 @@
+//! The Machines API against an in-process agent (real store, real runtime, real sockets on
+//! 127.0.0.1): errors are 4xx JSON and change nothing; leases; metadata; versions; regions.
+
+use std::time::Duration;
+
+use aloft_agent::{Agent, AgentConfig, AgentHandle};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+struct Harness {
+    agent: Option<AgentHandle>,
+    http: Client,
+    url: String,
+    token: String,
+    image: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(regions: &[&str]) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = AgentConfig::new(dir.path().join("data"));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.regions = regions.iter().map(|r| r.to_string()).collect();
+        let agent = Agent::start(config).await.expect("agent starts");
+        Harness {
+            url: agent.url(),
+            token: agent.token.clone(),
+            agent: Some(agent),
+            http: Client::new(),
+            image: tempfile::tempdir().unwrap(),
+            _dir: dir,
+        }
+    }
+
+    fn image(&self) -> String {
+        self.image.path().display().to_string()
+    }
+
+    /// A request with the agent's token; `body` is sent verbatim when it is a string.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req = match body {
+            Some(Value::String(raw)) => req.body(raw),
+            Some(v) => req.json(&v),
+            None => req,
+        };
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        assert!(
+            resp.headers().contains_key("fly-request-id"),
+            "{path}: no fly-request-id"
+        );
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method.clone(), path, body, &[]).await;
+        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        v
+    }
+
+    async fn create_app(&self, name: &str) {
+        self.ok(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": name, "org_slug": "personal"})),
+        )
+        .await;
+    }
+
+    /// A machine created with skip_launch (no process).
+    async fn parked_machine(&self, app: &str) -> Value {
+        let body = json!({"region": "gru", "skip_launch": true,
+            "config": {"image": self.image(), "init": {"exec": ["sleep", "30"]}, "metadata": {"fly_process_group": "app"}}});
+        self.ok(
+            Method::POST,
+            &format!("/v1/apps/{app}/machines"),
+            Some(body),
+        )
+        .await
+    }
+
+    async fn machine(&self, app: &str, id: &str) -> Value {
+        let mut m = self
+            .ok(Method::GET, &format!("/v1/apps/{app}/machines/{id}"), None)
+            .await;
+        m.as_object_mut().unwrap().remove("events");
+        m
+    }
+
+    async fn stop_all(mut self) {
+        let (_, apps) = self.call(Method::GET, "/v1/apps", None, &[]).await;
+        for app in apps["apps"].as_array().cloned().unwrap_or_default() {
+            let name = app["name"].as_str().unwrap();
+            self.call(
+                Method::DELETE,
+                &format!("/v1/apps/{name}?force=true"),
+                None,
+                &[],
+            )
+            .await;
+        }
+        self.agent.take().unwrap().shutdown().await;
+    }
+}
+
+fn assert_json_error(status: StatusCode, body: &Value, what: &str) {
+    assert!(
+        status.is_client_error(),
+        "{what}: expected 4xx, got {status} {body}"
+    );
+    let has_error = body
+        .get("error")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
+    let has_envelope = body.get("status") == Some(&json!("error")) && body.get("message").is_some();
+    assert!(
+        has_error || has_envelope,
+        "{what}: not a JSON error: {body}"
+    );
+}
+
+/// Every route with real ids filled in.
+fn all_routes(app: &str, id: &str) -> Vec<(Method, String)> {
+    aloft_agent::api::routes()
+        .list
+        .iter()
+        .map(|(m, p)| {
+            (
+                m.clone(),
+                p.replace("{app}", app)
+                    .replace("{id}", id)
+                    .replace("{key}", "fly_process_group"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn missing_or_wrong_auth_is_401_and_changes_nothing() {
+    let h = Harness::start(&[]).await;
+    h.create_app("authz").await;
+    let m = h.parked_machine("authz").await;
+    let id = m["id"].as_str().unwrap();
+    let before = h.machine("authz", id).await;
+    for (method, path) in all_routes("authz", id) {
+        for auth in [None, Some("Bearer nope"), Some("Basic abc"), Some("Bearer")] {
+            let mut req = h
+                .http
+                .request(method.clone(), format!("{}{path}", h.url))
+                .body(r#"{"config":{"image":"/"}}"#);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {auth:?}"
+            );
+            assert_json_error(status, &body, &format!("{method} {path}"));
+        }
+    }
+    assert_eq!(h.machine("authz", id).await, before);
+    assert!(h.ok(Method::GET, "/v1/apps/authz", None).await["name"] == "authz");
+    // FlyV1 and comma-separated token lists are accepted.
+    let resp = h
+        .http
+        .get(format!("{}/v1/apps", h.url))
+        .header("authorization", format!("FlyV1 other,{}", h.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    h.stop_all().await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
+    let h = Harness::start(&[]).await;
+    h.create_app("errs").await;
+    let m = h.parked_machine("errs").await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let before = h.machine("errs", &id).await;
+    // Bodies every body-taking endpoint refuses, then wrong types per endpoint.
+    let universal = [
+        json!("{"),
+        json!("[]"),
+        json!("not json"),
+        json!("\"text\""),
+        json!(""),
+    ];
+    let config_bad = vec![
+        json!({}),
+        json!({"config": 5}),
+        json!({"config": {"image": 7}}),
+        json!({"config": {"image": "/", "guest": {"cpus": "many"}}}),
+        json!({"config": {"image": "/", "restart": {"policy": 3}}}),
+        json!({"config": {"image": "/", "env": ["A=1"]}}),
+    ];
+    let specific: Vec<(String, Vec<Value>)> = vec![
+        (
+            "/v1/apps".into(),
+            vec![json!({"app_name": 12}), json!({"name": ["x"]})],
+        ),
+        ("/v1/apps/errs/machines".into(), config_bad.clone()),
+        (format!("/v1/apps/errs/machines/{id}"), config_bad),
+        (
+            format!("/v1/apps/errs/machines/{id}/stop"),
+            vec![
+                json!({"signal": 7.5}),
+                json!({"timeout": true}),
+                json!({"signal": "SIGNOPE"}),
+            ],
+        ),
+        (
+            format!("/v1/apps/errs/machines/{id}/signal"),
+            vec![
+                json!({}),
+                json!({"signal": {"x": 1}}),
+                json!({"signal": 99}),
+            ],
+        ),
+        (
+            format!("/v1/apps/errs/machines/{id}/metadata/k"),
+            vec![json!({}), json!({"value": 3})],
+        ),
+        (
+            format!("/v1/apps/errs/machines/{id}/lease"),
+            vec![
+                json!({"ttl": "soon"}),
+                json!({"ttl": -1}),
+                json!({"ttl": 0}),
+            ],
+        ),
+    ];
+    for (path, bodies) in &specific {
+        for body in universal
+            .iter()
+            .filter(|b| **b != json!("") || !path.ends_with("/stop") && !path.ends_with("/lease"))
+            .chain(bodies)
+        {
+            let (status, v) = h.call(Method::POST, path, Some(body.clone()), &[]).await;
+            assert!(
+                status != StatusCode::INTERNAL_SERVER_ERROR,
+                "{path} {body}: 500 {v}"
+            );
+            assert_json_error(status, &v, &format!("POST {path} {body}"));
+        }
+    }
+    let now = h.machine("errs", &id).await;
+    assert_eq!(now, before, "refused requests changed the machine");
+    assert_eq!(h.ok(Method::GET, "/v1/apps", None).await["total_apps"], 1);
+
+    // Unknown app, unknown machine: 404 JSON on every route that names them.
+    for (app, mid) in [("no-such-app", id.as_str()), ("errs", "00000000000000")] {
+        for (method, path) in all_routes(app, mid) {
+            if !path.contains(app) || (app == "errs" && !path.contains(mid)) {
+                continue;
+            }
+            let body = json!({"config": {"image": h.image(), "init": {"exec": ["true"]}}, "signal": "SIGTERM", "value": "v", "app_name": "x"});
+            let (status, v) = h.call(method.clone(), &path, Some(body), &[]).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {v}");
+            assert_json_error(status, &v, &path);
+        }
+    }
+
+    // Unknown routes and methods.
+    let (s, v) = h.call(Method::GET, "/v1/nothing/here", None, &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_json_error(s, &v, "unknown route");
+    let (s, v) = h.call(Method::PUT, "/v1/apps", None, &[]).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_json_error(s, &v, "wrong method");
+
+    // Bad query parameters.
+    for q in [
+        format!("/v1/apps/errs/machines/{id}/wait?timeout=abc"),
+        format!("/v1/apps/errs/machines/{id}/wait?timeout=61"),
+        format!("/v1/apps/errs/machines/{id}/wait?state=bogus"),
+        format!("/v1/apps/errs/machines/{id}/events?limit=0"),
+        format!("/v1/apps/errs/machines/{id}/events?limit=x"),
+        "/v1/apps/errs/machines?state=bogus".to_string(),
+        "/v1/apps/errs/machines?summary=maybe".to_string(),
+        "/v1/apps/errs/logs?limit=-1".to_string(),
+    ] {
+        let (s, v) = h.call(Method::GET, &q, None, &[]).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {v}");
+        assert_json_error(s, &v, &q);
+    }
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &format!("/v1/apps/errs/machines/{id}/restart?timeout=forever"),
+            None,
+            &[],
+        )
+        .await;
+    assert!(s.is_client_error(), "{v}");
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &format!("/v1/apps/errs/machines/{id}/signal"),
+            Some(json!({"signal": "SIGNOPE"})),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Invalid configs.
+    for (config, needle) in [
+        (json!({"image": "/definitely/missing"}), "does not exist"),
+        (
+            json!({"image": "nginx:latest", "init": {"exec": ["x"]}}),
+            "directory images",
+        ),
+        (json!({"image": h.image()}), "nothing to run"),
+        (
+            json!({"image": h.image(), "init": {"exec": ["x"]}, "restart": {"policy": "sometimes"}}),
+            "restart.policy",
+        ),
+        (
+            json!({"image": h.image(), "init": {"exec": ["x"]}, "guest": {"cpus": 1, "memory_mb": 100, "cpu_kind": "shared"}}),
+            "guest",
+        ),
+        (
+            json!({"image": h.image(), "init": {"exec": ["x"]}, "services": [{"internal_port": 0}]}),
+            "internal_port",
+        ),
+    ] {
+        let (s, v) = h
+            .call(
+                Method::POST,
+                "/v1/apps/errs/machines",
+                Some(json!({"config": config})),
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{config}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(needle),
+            "{needle}: {v}"
+        );
+    }
+    let list = h.ok(Method::GET, "/v1/apps/errs/machines", None).await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "failed creates left nothing behind"
+    );
+    h.stop_all().await;
+}
+
+#[tokio::test]
+async fn apps_names_regions_and_filters() {
+    let h = Harness::start(&["gru", "bog"]).await;
+    let (s, v) = h
+        .call(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"name": "shop", "org_slug": "personal"})),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["id"].as_str().unwrap().len(), 16);
+    let (s, v) = h
+        .call(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": "shop"})),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["status"], "name_taken");
+    let (s, _) = h
+        .call(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": "Bad Name"})),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let regions = h.ok(Method::GET, "/v1/regions", None).await;
+    let codes: Vec<&str> = regions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["gru", "bog"]);
+    let (s, v) = h.call(Method::POST, "/v1/apps/shop/machines",
+        Some(json!({"region": "iad", "config": {"image": h.image(), "init": {"exec": ["true"]}}})), &[]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["error"].as_str().unwrap().contains("gru, bog"), "{v}");
+
+    let mk = |region: &str, group: &str, name: Option<&str>| {
+        let mut b = json!({"region": region, "skip_launch": true,
+            "config": {"image": h.image(), "init": {"exec": ["true"]}, "metadata": {"fly_process_group": group}}});
+        if let Some(n) = name {
+            b["name"] = json!(n);
+        }
+        b
+    };
+    let a = h
+        .ok(
+            Method::POST,
+            "/v1/apps/shop/machines",
+            Some(mk("gru", "web", Some("web-1"))),
+        )
+        .await;
+    assert_eq!(a["state"], "created");
+    assert_eq!(a["events"][0]["type"], "launch");
+    assert_eq!(a["id"].as_str().unwrap().len(), 14);
+    h.ok(
+        Method::POST,
+        "/v1/apps/shop/machines",
+        Some(mk("bog", "worker", None)),
+    )
+    .await;
+    let (s, _) = h
+        .call(
+            Method::POST,
+            "/v1/apps/shop/machines",
+            Some(mk("bog", "worker", Some("web-1"))),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "duplicate name");
+    let count = |q: &str| {
+        let q = q.to_string();
+        let h = &h;
+        async move {
+            h.ok(Method::GET, &format!("/v1/apps/shop/machines{q}"), None)
+                .await
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(count("").await, 2);
+    assert_eq!(count("?region=bog").await, 1);
+    assert_eq!(count("?metadata.fly_process_group=web").await, 1);
+    assert_eq!(count("?state=created").await, 2);
+    assert_eq!(count("?state=started,stopped").await, 0);
+    let summary = h
+        .ok(Method::GET, "/v1/apps/shop/machines?summary=true", None)
+        .await;
+    assert!(summary[0].get("config").is_none());
+    let app = h.ok(Method::GET, "/v1/apps/shop", None).await;
+    assert_eq!(app["machine_count"], 2);
+    h.stop_all().await;
+}
+
+#[tokio::test]
+async fn metadata_versions_and_optimistic_updates() {
+    let h = Harness::start(&[]).await;
+    h.create_app("meta").await;
+    let m = h.parked_machine("meta").await;
+    let id = m["id"].as_str().unwrap();
+    let v1 = m["instance_id"].as_str().unwrap().to_string();
+    let base = format!("/v1/apps/meta/machines/{id}");
+
+    let (s, _) = h
+        .call(
+            Method::POST,
+            &format!("{base}/metadata/role"),
+            Some(json!({"value": "primary"})),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.ok(Method::GET, &format!("{base}/metadata"), None).await["role"],
+        "primary"
+    );
+    assert_eq!(
+        h.ok(Method::GET, &format!("{base}/metadata/role"), None)
+            .await["value"],
+        "primary"
+    );
+    let (s, _) = h
+        .call(Method::DELETE, &format!("{base}/metadata/role"), None, &[])
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = h
+        .call(Method::GET, &format!("{base}/metadata/role"), None, &[])
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.machine("meta", id).await["instance_id"],
+        v1.as_str(),
+        "metadata writes keep the version"
+    );
+
+    let config = json!({"image": h.image(), "init": {"exec": ["sleep", "5"]}, "env": {"A": "1"}});
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &base,
+            Some(json!({"config": config, "current_version": "01STALE", "skip_launch": true})),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{v}");
+    assert_eq!(h.machine("meta", id).await["instance_id"], v1.as_str());
+    let updated = h
+        .ok(
+            Method::POST,
+            &base,
+            Some(json!({"config": config, "current_version": v1, "skip_launch": true})),
+        )
+        .await;
+    let v2 = updated["instance_id"].as_str().unwrap();
+    assert_ne!(v2, v1);
+    assert_eq!(
+        updated["state"], "created",
+        "skip_launch keeps a parked machine down"
+    );
+    let versions = h.ok(Method::GET, &format!("{base}/versions"), None).await;
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    assert_eq!(versions[0]["version"], v2);
+    assert_eq!(versions[0]["user_config"]["env"]["A"], "1");
+    let events = h
+        .ok(Method::GET, &format!("{base}/events?limit=1"), None)
+        .await;
+    assert_eq!(events[0]["type"], "update");
+    h.stop_all().await;
+}
+
+#[tokio::test]
+async fn leases_block_other_clients() {
+    let h = Harness::start(&[]).await;
+    h.create_app("lease").await;
+    let m = h.parked_machine("lease").await;
+    let id = m["id"].as_str().unwrap();
+    let base = format!("/v1/apps/lease/machines/{id}");
+
+    let (s, v) = h
+        .call(Method::GET, &format!("{base}/lease"), None, &[])
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["status"], "error");
+    let (s, v) = h
+        .call(Method::POST, &format!("{base}/lease?ttl=60"), None, &[])
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"], "success");
+    let nonce = v["data"]["nonce"].as_str().unwrap().to_string();
+    // A second client cannot take it…
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &format!("{base}/lease"),
+            Some(json!({"ttl": 30})),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(v["status"], "error");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("lease currently held"),
+        "{v}"
+    );
+    // …nor change the machine without the nonce.
+    let before = h.machine("lease", id).await;
+    for (method, path, body) in [
+        (Method::POST, format!("{base}/cordon"), None),
+        (Method::POST, format!("{base}/start"), None),
+        (Method::POST, format!("{base}/stop"), None),
+        (
+            Method::POST,
+            format!("{base}/metadata/k"),
+            Some(json!({"value": "v"})),
+        ),
+        (
+            Method::POST,
+            base.clone(),
+            Some(
+                json!({"config": {"image": h.image(), "init": {"exec": ["true"]}}, "skip_launch": true}),
+            ),
+        ),
+        (Method::DELETE, base.clone(), None),
+    ] {
+        let (s, v) = h.call(method.clone(), &path, body.clone(), &[]).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{method} {path}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("fly-machine-lease-nonce"),
+            "{v}"
+        );
+        let (s, _) = h
+            .call(method, &path, body, &[("fly-machine-lease-nonce", "wrong")])
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT);
+    }
+    assert_eq!(
+        h.machine("lease", id).await,
+        before,
+        "refused calls changed nothing"
+    );
+    // The holder can.
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &format!("{base}/cordon"),
+            None,
+            &[("fly-machine-lease-nonce", &nonce)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(h.machine("lease", id).await["cordoned"], true);
+    // Refresh with the nonce keeps it; release needs it.
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &format!("{base}/lease"),
+            Some(json!({"ttl": 120})),
+            &[("fly-machine-lease-nonce", &nonce)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(v["data"]["nonce"], nonce.as_str());
+    let (s, _) = h
+        .call(Method::DELETE, &format!("{base}/lease"), None, &[])
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h
+        .call(
+            Method::DELETE,
+            &format!("{base}/lease"),
+            None,
+            &[("fly-machine-lease-nonce", "nope")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, v) = h
+        .call(
+            Method::DELETE,
+            &format!("{base}/lease"),
+            None,
+            &[("fly-machine-lease-nonce", &nonce)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["data"]["ok"], true);
+    h.ok(Method::POST, &format!("{base}/uncordon"), None).await;
+
+    // An expired lease no longer counts.
+    let (s, _) = h
+        .call(Method::POST, &format!("{base}/lease?ttl=1"), None, &[])
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, _) = h
+            .call(Method::POST, &format!("{base}/cordon"), None, &[])
+            .await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert_eq!(s, StatusCode::CONFLICT);
+        assert!(std::time::Instant::now() < deadline, "lease never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // lease_ttl on create returns the nonce.
+    let created = h.ok(Method::POST, "/v1/apps/lease/machines",
+        Some(json!({"skip_launch": true, "lease_ttl": 30, "config": {"image": h.image(), "init": {"exec": ["true"]}}}))).await;
+    assert_eq!(created["nonce"].as_str().unwrap().len(), 12);
+    h.stop_all().await;
+}
+
+#[tokio::test]
+async fn wait_times_out_with_408_and_returns_when_the_state_comes() {
+    let h = Harness::start(&[]).await;
+    h.create_app("waits").await;
+    let m = h.parked_machine("waits").await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let (s, v) = h
+        .call(
+            Method::GET,
+            &format!("/v1/apps/waits/machines/{id}/wait?state=started&timeout=1s"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::REQUEST_TIMEOUT);
+    assert_json_error(s, &v, "wait timeout");
+    // Settled includes created.
+    let v = h
+        .ok(
+            Method::GET,
+            &format!("/v1/apps/waits/machines/{id}/wait?state=settled&timeout=1"),
+            None,
+        )
+        .await;
+    assert_eq!(v["state"], "created");
+    // A waiter is woken by the change (destroy), not by polling.
+    let waiter = {
+        let (http, url, token, id) = (h.http.clone(), h.url.clone(), h.token.clone(), id.clone());
+        tokio::spawn(async move {
+            http.get(format!(
+                "{url}/v1/apps/waits/machines/{id}/wait?state=started&state=destroyed&timeout=30"
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+        })
+    };
+    h.ok(
+        Method::DELETE,
+        &format!("/v1/apps/waits/machines/{id}"),
+        None,
+    )
+    .await;
+    let v = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v["state"], "destroyed");
+    let list = h
+        .ok(
+            Method::GET,
+            "/v1/apps/waits/machines?include_deleted=true",
+            None,
+        )
+        .await;
+    assert_eq!(list[0]["state"], "destroyed");
+    assert_eq!(
+        h.ok(Method::GET, "/v1/apps/waits/machines", None)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    h.stop_all().await;
+}
