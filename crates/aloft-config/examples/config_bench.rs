@@ -7,8 +7,13 @@ use std::time::Instant;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().expect("usage: config_bench <path> [iterations]");
-    let iterations: usize = args.next().map(|n| n.parse().expect("iterations")).unwrap_or(2000);
+    let path = args
+        .next()
+        .expect("usage: config_bench <path> [iterations]");
+    let iterations: usize = args
+        .next()
+        .map(|n| n.parse().expect("iterations"))
+        .unwrap_or(2000);
     let src = std::fs::read_to_string(&path).expect("read config");
     let format = aloft_config::Format::from_path(std::path::Path::new(&path));
 
@@ -16,7 +21,10 @@ fn main() {
         let loaded = aloft_config::parse_str(&src, format, &path);
         assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
         let groups = loaded.config.process_names();
-        let configs: Vec<_> = groups.iter().map(|g| loaded.config.machine_config_for(g)).collect();
+        let configs: Vec<_> = groups
+            .iter()
+            .map(|g| loaded.config.machine_config_for(g))
+            .collect();
         std::hint::black_box(configs);
         groups.len()
     };

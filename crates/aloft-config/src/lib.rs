@@ -2,8 +2,9 @@
 //! Fly's legacy and alias forms, validate it with located diagnostics, and flatten it into one
 //! [`aloft_api::MachineConfig`] per process group.
 //!
-//! Pipeline (like flyctl, two stages): source → raw [`node`] tree with spans → [`decode`]
-//! (normalisers + per-field checks) → typed [`AppConfig`] → [`validate`] (cross-section rules).
+//! Pipeline (like flyctl, two stages): source → raw `node` tree with spans → `decode`
+//! (normalisers + per-field checks) → typed [`AppConfig`] → `validate` (cross-section rules)
+//! → `flatten` (per-group machine configs, pure).
 //! Problems are collected into [`Diagnostics`], never first-error-wins; an invalid file still
 //! yields the best `AppConfig` that could be read.
 //!

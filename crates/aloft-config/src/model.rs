@@ -314,7 +314,8 @@ pub struct FileSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_value: Option<String>,
     /// Aloft: base64 content of `local_path`, read by [`crate::load`] next to the config so the
-    /// config is self-contained when stored as a release.
+    /// config is self-contained when stored as a release. `None` with `local_path` set means the
+    /// file could not be read (a warning was reported): deploy must refuse it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_content_base64: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
