@@ -1,0 +1,509 @@
+//! End to end against a real `aloft agent` process: machine lifecycle with signals the child
+//! observes, the on-failure restart policy, OOM kills under a memory limit, and a `kill -9` of
+//! the agent followed by a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+/// A running `aloft agent`; killed (SIGKILL) on drop.
+struct AgentProc {
+    child: Child,
+    url: String,
+    token: String,
+    http: Client,
+}
+
+impl AgentProc {
+    fn start(data_dir: &Path) -> AgentProc {
+        let _ = std::fs::remove_file(data_dir.join("agent.addr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_aloft"))
+            .args(["agent", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("ALOFT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("aloft agent starts");
+        let addr = wait_for(Duration::from_secs(30), "agent.addr", || {
+            std::fs::read_to_string(data_dir.join("agent.addr"))
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+        });
+        let token = std::fs::read_to_string(data_dir.join("token")).unwrap();
+        AgentProc {
+            child,
+            url: format!("http://{}", addr.trim()),
+            token: token.trim().into(),
+            http: Client::new(),
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("agent reachable");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            },
+        )
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method.clone(), path, body).await;
+        assert!(s.is_success(), "{method} {path}: {s} {v}");
+        v
+    }
+
+    async fn wait_state(&self, app: &str, id: &str, state: &str) {
+        let (s, v) = self
+            .call(
+                Method::GET,
+                &format!("/v1/apps/{app}/machines/{id}/wait?state={state}&timeout=30"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "machine {id} never became {state}: {v}; events: {}",
+            self.events(app, id).await
+        );
+    }
+
+    async fn events(&self, app: &str, id: &str) -> Value {
+        self.ok(
+            Method::GET,
+            &format!("/v1/apps/{app}/machines/{id}/events?limit=50"),
+            None,
+        )
+        .await
+    }
+
+    /// The pid of the newest `start` event.
+    async fn pid(&self, app: &str, id: &str) -> i32 {
+        let events = self.events(app, id).await;
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "start")
+            .expect("a start event")["request"]["pid"]
+            .as_i64()
+            .unwrap() as i32
+    }
+
+    async fn create(&self, app: &str, body: Value) -> String {
+        self.ok(
+            Method::POST,
+            &format!("/v1/apps/{app}/machines"),
+            Some(body),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is dead for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("image");
+    std::fs::create_dir(&image).unwrap();
+    let image_s = image.display().to_string();
+    (tmp, image, image_s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_with_signals_the_child_observes() {
+    let (tmp, image, image_s) = setup();
+    let agent = AgentProc::start(&tmp.path().join("data"));
+    agent
+        .ok(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": "life", "org_slug": "personal"})),
+        )
+        .await;
+    let script = r#"trap 'echo "got INT" >> signals.log; exit 0' INT
+trap 'echo "got USR1" >> signals.log' USR1
+echo "$FLY_MACHINE_ID $FLY_REGION $FLY_APP_NAME $PORT" > env.out
+while :; do sleep 0.05; done"#;
+    let id = agent
+        .create(
+            "life",
+            json!({"region": "bog", "config": {"image": format!("dir://{image_s}"),
+            "init": {"exec": ["/bin/sh", "-c", script]},
+            "services": [{"protocol": "tcp", "internal_port": 8080, "ports": [{"port": 80}]}]}}),
+        )
+        .await;
+    agent.wait_state("life", &id, "started").await;
+    let m = agent
+        .ok(Method::GET, &format!("/v1/apps/life/machines/{id}"), None)
+        .await;
+    let host_port = m["host_ports"]["8080"]
+        .as_u64()
+        .expect("a host port for 8080");
+    let env = wait_for(Duration::from_secs(10), "env.out", || {
+        std::fs::read_to_string(image.join("env.out"))
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+    assert_eq!(env.trim(), format!("{id} bog life {host_port}"));
+
+    // signal by number and by name
+    agent
+        .ok(
+            Method::POST,
+            &format!("/v1/apps/life/machines/{id}/signal"),
+            Some(json!({"signal": 10})),
+        )
+        .await;
+    wait_for(Duration::from_secs(10), "USR1", || {
+        std::fs::read_to_string(image.join("signals.log"))
+            .ok()
+            .filter(|s| s.contains("got USR1"))
+    });
+
+    let pid1 = agent.pid("life", &id).await;
+    agent
+        .ok(
+            Method::POST,
+            &format!("/v1/apps/life/machines/{id}/stop"),
+            Some(json!({"signal": "SIGINT", "timeout": "10s"})),
+        )
+        .await;
+    agent.wait_state("life", &id, "stopped").await;
+    let log = std::fs::read_to_string(image.join("signals.log")).unwrap();
+    assert!(
+        log.contains("got INT"),
+        "the child did not see SIGINT: {log}"
+    );
+    assert!(!alive(pid1), "process {pid1} survived stop");
+    let events = agent.events("life", &id).await;
+    let exit = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "exit")
+        .unwrap();
+    assert_eq!(exit["request"]["exit_event"]["requested_stop"], true);
+
+    let (s, v) = agent
+        .call(
+            Method::POST,
+            &format!("/v1/apps/life/machines/{id}/start"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["previous_state"], "stopped");
+    agent.wait_state("life", &id, "started").await;
+    let pid2 = wait_for(Duration::from_secs(10), "new pid", || {
+        let pid = futures_block(agent.pid("life", &id));
+        (pid != pid1).then_some(pid)
+    });
+    assert!(alive(pid2));
+
+    agent
+        .ok(
+            Method::POST,
+            &format!("/v1/apps/life/machines/{id}/restart?signal=SIGTERM&timeout=5"),
+            None,
+        )
+        .await;
+    agent.wait_state("life", &id, "started").await;
+    let pid3 = agent.pid("life", &id).await;
+    assert_ne!(pid3, pid2);
+    assert!(!alive(pid2) && alive(pid3));
+
+    let (s, v) = agent
+        .call(
+            Method::DELETE,
+            &format!("/v1/apps/life/machines/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{v}");
+    assert!(alive(pid3), "a refused destroy killed the machine");
+    agent
+        .ok(
+            Method::DELETE,
+            &format!("/v1/apps/life/machines/{id}?kill=true"),
+            None,
+        )
+        .await;
+    agent.wait_state("life", &id, "destroyed").await;
+    wait_for(Duration::from_secs(10), "process gone", || {
+        (!alive(pid3)).then_some(())
+    });
+    let logs = agent
+        .http
+        .get(format!("{}/v1/apps/life/logs?machine={id}", agent.url))
+        .bearer_auth(&agent.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        logs.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "logs are NDJSON: {logs}"
+    );
+}
+
+/// Runs a future to completion from sync code inside the multi-thread runtime.
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_failure_restarts_up_to_max_retries_then_stops() {
+    let (tmp, image, image_s) = setup();
+    let agent = AgentProc::start(&tmp.path().join("data"));
+    agent
+        .ok(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": "crashy"})),
+        )
+        .await;
+    let id = agent
+        .create(
+            "crashy",
+            json!({"config": {"image": image_s,
+            "init": {"exec": ["/bin/sh", "-c", "echo run >> runs.log; exit 3"]},
+            "restart": {"policy": "on-failure", "max_retries": 2}}}),
+        )
+        .await;
+    agent.wait_state("crashy", &id, "stopped").await;
+    let runs = std::fs::read_to_string(image.join("runs.log")).unwrap();
+    assert_eq!(runs.lines().count(), 3, "one run and two retries");
+    let events = agent.events("crashy", &id).await;
+    let exits: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "exit")
+        .collect();
+    assert_eq!(exits.len(), 3, "{events}");
+    assert_eq!(exits[0]["request"]["exit_event"]["exit_code"], 3);
+    assert_eq!(exits[0]["request"]["exit_event"]["restarting"], false);
+    assert_eq!(exits[0]["status"], "stopped");
+    assert_eq!(exits[1]["request"]["exit_event"]["restarting"], true);
+    let m = agent
+        .ok(Method::GET, &format!("/v1/apps/crashy/machines/{id}"), None)
+        .await;
+    assert_eq!(m["state"], "stopped");
+}
+
+fn memory_cgroup_available() -> Result<(), String> {
+    if !nix_is_root() {
+        return Err("not running as root".into());
+    }
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+        .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"));
+    let v1 = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    if v1 || v2 {
+        Ok(())
+    } else {
+        Err("no cgroup memory controller".into())
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_hog_is_oom_killed_while_its_neighbour_runs() {
+    if let Err(why) = memory_cgroup_available() {
+        eprintln!("skipping the OOM test: {why}");
+        return;
+    }
+    let (tmp, _image, image_s) = setup();
+    let agent = AgentProc::start(&tmp.path().join("data"));
+    agent
+        .ok(Method::POST, "/v1/apps", Some(json!({"app_name": "mem"})))
+        .await;
+    let guest = json!({"cpu_kind": "shared", "cpus": 1, "memory_mb": 256});
+    let calm = agent
+        .create("mem", json!({"config": {"image": image_s, "guest": guest, "init": {"exec": ["sleep", "300"]}}}))
+        .await;
+    agent.wait_state("mem", &calm, "started").await;
+    // Doubles a shell string until the 256 MB limit stops it.
+    let hog = agent
+        .create(
+            "mem",
+            json!({"config": {"image": image_s, "guest": guest, "restart": {"policy": "no"},
+            "init": {"exec": ["/bin/sh", "-c", "x=aaaaaaaa; while :; do x=\"$x$x\"; done"]}}}),
+        )
+        .await;
+    agent.wait_state("mem", &hog, "stopped").await;
+    let events = agent.events("mem", &hog).await;
+    let exit = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "exit")
+        .expect("an exit event");
+    assert_eq!(
+        exit["request"]["exit_event"]["oom_killed"], true,
+        "{events}"
+    );
+    let m = agent
+        .ok(Method::GET, &format!("/v1/apps/mem/machines/{calm}"), None)
+        .await;
+    assert_eq!(m["state"], "started", "the neighbour kept running");
+    assert!(alive(agent.pid("mem", &calm).await));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_agent_then_restart_relaunches_exactly_once() {
+    let (tmp, image, image_s) = setup();
+    let data = tmp.path().join("data");
+    let mut agent = AgentProc::start(&data);
+    agent
+        .ok(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": "durable"})),
+        )
+        .await;
+    let config = json!({"image": image_s, "init": {"exec": ["/bin/sh", "-c", "echo $$ >> starts-$FLY_MACHINE_ID.log; exec sleep 300"]}});
+    let a = agent
+        .create("durable", json!({"name": "a", "config": config}))
+        .await;
+    let b = agent
+        .create("durable", json!({"name": "b", "config": config}))
+        .await;
+    let parked = agent
+        .create(
+            "durable",
+            json!({"name": "parked", "skip_launch": true, "config": config}),
+        )
+        .await;
+    agent.wait_state("durable", &a, "started").await;
+    agent.wait_state("durable", &b, "started").await;
+    let stopped = agent
+        .create("durable", json!({"name": "stopped", "config": config}))
+        .await;
+    agent.wait_state("durable", &stopped, "started").await;
+    agent
+        .ok(
+            Method::POST,
+            &format!("/v1/apps/durable/machines/{stopped}/stop"),
+            None,
+        )
+        .await;
+    agent.wait_state("durable", &stopped, "stopped").await;
+    let old = [
+        agent.pid("durable", &a).await,
+        agent.pid("durable", &b).await,
+    ];
+
+    agent.kill9();
+    let agent = AgentProc::start(&data);
+    for id in [&a, &b] {
+        agent.wait_state("durable", id, "started").await;
+    }
+    for pid in old {
+        wait_for(Duration::from_secs(10), "old process gone", || {
+            (!alive(pid)).then_some(())
+        });
+    }
+    for id in [&a, &b] {
+        let starts = std::fs::read_to_string(image.join(format!("starts-{id}.log"))).unwrap();
+        let pids: Vec<i32> = starts.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(
+            pids.len(),
+            2,
+            "machine {id} launched once before and exactly once after: {pids:?}"
+        );
+        assert_eq!(
+            pids.iter().filter(|p| alive(**p)).count(),
+            1,
+            "exactly one live process for {id}"
+        );
+        let events = agent.events("durable", id).await;
+        assert!(
+            events
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["type"] == "exit" && e["request"]["agent_restarted"] == true),
+            "events say the agent restarted: {events}"
+        );
+    }
+    let list = agent
+        .ok(Method::GET, "/v1/apps/durable/machines", None)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 4, "state intact");
+    let state_of = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state_of(&parked), "created");
+    assert_eq!(state_of(&stopped), "stopped");
+    assert!(!image.join(format!("starts-{parked}.log")).exists());
+}
