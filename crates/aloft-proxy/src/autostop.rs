@@ -15,7 +15,8 @@ use crate::core::Core;
 use crate::table::{Backend, BackendState, PortRoute};
 
 pub(crate) async fn run(core: Arc<Core>) {
-    let mut ticker = tokio::time::interval(core.cfg.autostop_interval);
+    let period = core.cfg.autostop_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;

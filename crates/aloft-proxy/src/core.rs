@@ -18,6 +18,10 @@ use crate::ProxyConfig;
 /// How long the proxy trusts its own start/stop of a machine over an older routing table.
 const OVERRIDE_TTL: Duration = Duration::from_secs(30);
 
+/// A machine that refused a connection is avoided this long (used only when nothing else is
+/// left), so a crashed machine costs one failed attempt, not one per request.
+const REFUSED_COOLDOWN: Duration = Duration::from_secs(2);
+
 pub(crate) struct Core {
     pub cfg: ProxyConfig,
     pub table: watch::Receiver<RouteTable>,
@@ -30,6 +34,10 @@ pub(crate) struct Core {
     overrides: Mutex<HashMap<String, (BackendState, Instant)>>,
     /// machine id → outcome of an autostart in progress (`None` while running).
     starting: Mutex<HashMap<String, StartWatch>>,
+    /// machine id → when autostart started it; cleared by its first successful connection.
+    booting: Mutex<HashMap<String, Instant>>,
+    /// machine id → when it last refused a connection.
+    refused: Mutex<HashMap<String, Instant>>,
     /// (app, external port) → requests refused for lack of a machine.
     pub unavailable: Mutex<BTreeMap<(String, u16), u64>>,
     /// Where external ports listen (for redirects to the https port).
@@ -70,6 +78,8 @@ impl Core {
             overrides: Mutex::default(),
             starting: Mutex::default(),
             unavailable: Mutex::default(),
+            refused: Mutex::default(),
+            booting: Mutex::default(),
         })
     }
 
@@ -94,21 +104,24 @@ impl Core {
 
     /// The machine's state as the table says, unless the proxy itself changed it recently.
     pub fn effective_state(&self, b: &Backend) -> BackendState {
-        let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
-        match o.get(&b.machine_id).copied() {
-            Some((st, at)) if at.elapsed() < OVERRIDE_TTL => {
-                if st == b.state {
-                    // The table caught up: no need to remember.
-                    o.remove(&b.machine_id);
-                }
-                st
-            }
-            Some(_) => {
-                o.remove(&b.machine_id);
-                b.state
-            }
-            None => b.state,
+        let o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        match o.get(&b.machine_id) {
+            Some((st, at)) if at.elapsed() < OVERRIDE_TTL => *st,
+            _ => b.state,
         }
+    }
+
+    /// Forgets overrides the agent's new table confirms (or that expired). Called on every
+    /// table change; never from a request's possibly older snapshot of a route.
+    pub fn reconcile_overrides(&self, table: &RouteTable) {
+        let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        o.retain(|id, (st, at)| {
+            let confirmed = table
+                .machines
+                .get(id)
+                .is_none_or(|m| BackendState::from_machine(m.state) == *st);
+            !confirmed && at.elapsed() < OVERRIDE_TTL
+        });
     }
 
     pub fn set_override(&self, machine_id: &str, state: Option<BackendState>) {
@@ -126,6 +139,48 @@ impl Core {
             && !self.health.failing(&b.machine_id)
     }
 
+    /// Whether the machine was just started by autostart and may still be booting: refused
+    /// connections to it are retried (not counted as attempts) until `start_timeout`.
+    pub fn booting(&self, machine_id: &str) -> bool {
+        let mut b = self.booting.lock().unwrap_or_else(|e| e.into_inner());
+        match b.get(machine_id) {
+            Some(at) if at.elapsed() < self.cfg.start_timeout => true,
+            Some(_) => {
+                b.remove(machine_id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The machine accepted a connection: it has booted.
+    pub fn connected(&self, machine_id: &str) {
+        let mut b = self.booting.lock().unwrap_or_else(|e| e.into_inner());
+        if !b.is_empty() {
+            b.remove(machine_id);
+        }
+    }
+
+    /// Notes that a machine refused or reset a connection.
+    pub fn mark_refused(&self, machine_id: &str) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(machine_id.to_string(), Instant::now());
+    }
+
+    fn recently_refused(&self, machine_id: &str) -> bool {
+        let mut r = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        match r.get(machine_id) {
+            Some(at) if at.elapsed() < REFUSED_COOLDOWN => true,
+            Some(_) => {
+                r.remove(machine_id);
+                false
+            }
+            None => false,
+        }
+    }
+
     pub fn count_unavailable(&self, route: &PortRoute) {
         let mut u = self.unavailable.lock().unwrap_or_else(|e| e.into_inner());
         *u.entry((route.app.clone(), route.port)).or_default() += 1;
@@ -134,21 +189,28 @@ impl Core {
     /// Takes a slot on a machine for `route`, skipping machines in `exclude` (those that just
     /// refused a connection). Waits up to `cfg.queue_timeout` for capacity, and starts a stopped
     /// machine when autostart applies. `Ok((lease, fresh))`: `fresh` when the machine was just
-    /// started by this call (its app may still be booting: retry refused connections on it).
+    /// started by this call.
     pub async fn acquire(
         &self,
         route: &Arc<PortRoute>,
         exclude: &[String],
     ) -> Result<(Lease, bool), Unavailable> {
         let deadline = Instant::now() + self.cfg.queue_timeout;
-        let mut route = route.clone();
+        // Always decide on the newest table, not the caller's snapshot.
+        let mut route = self.route(route.port).unwrap_or_else(|| route.clone());
         let mut table = self.table.clone();
         loop {
-            let candidates: Vec<&Backend> = route
+            let mut candidates: Vec<&Backend> = route
                 .backends
                 .iter()
                 .filter(|b| !exclude.contains(&b.machine_id) && self.routable(b))
                 .collect();
+            if candidates
+                .iter()
+                .any(|b| !self.recently_refused(&b.machine_id))
+            {
+                candidates.retain(|b| !self.recently_refused(&b.machine_id));
+            }
             let pick = self.registry.pick(&route.app, &route.policy, &candidates);
             let busy = match pick {
                 Pick::Leased { lease, over_soft } => {
@@ -281,6 +343,10 @@ impl Core {
                 Ok(()) => {
                     tracing::info!(app = %app, machine = %id, elapsed = ?started.elapsed(), "autostart: machine started");
                     core.set_override(&id, Some(BackendState::Started));
+                    core.booting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id.clone(), Instant::now());
                 }
                 Err(e) => tracing::warn!(app = %app, machine = %id, "autostart: {e}"),
             }

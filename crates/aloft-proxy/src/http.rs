@@ -151,14 +151,14 @@ async fn proxy(
         Some(Request::from_parts(parts, body.boxed_unsync()));
 
     let mut exclude: Vec<String> = Vec::new();
-    let started = Instant::now();
-    let start_deadline = started + core.cfg.start_timeout;
     let mut last_error = String::new();
-    for _attempt in 0..core.cfg.max_attempts {
+    let mut attempts = 0;
+    while attempts < core.cfg.max_attempts {
+        attempts += 1;
         let Some(req) = pending.take().or_else(|| template.as_ref().map(rebuild)) else {
             break;
         };
-        let (lease, fresh) = match lease_for(core, ctx, route, &exclude).await {
+        let (lease, _fresh) = match lease_for(core, ctx, route, &exclude).await {
             Ok(l) => l,
             Err(reason) => {
                 core.count_unavailable(route);
@@ -182,15 +182,19 @@ async fn proxy(
                 last_error = format!("machine {machine} ({addr}): {e}");
                 drop_affinity(ctx);
                 pending = Some(req);
-                if fresh && Instant::now() < start_deadline {
-                    // Just started: the app may still be booting. Retry it, not another one.
+                if core.booting(&machine) {
+                    // Autostarted and still booting: wait for it rather than fail over
+                    // (bounded by start_timeout, not counted as an attempt).
+                    attempts -= 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 } else {
+                    core.mark_refused(&machine);
                     exclude.push(machine);
                 }
                 continue;
             }
         };
+        core.connected(&machine);
         if conn.tx.ready().await.is_err() {
             // A stale pooled connection: open a fresh one to the same machine.
             match core.pool.connect(addr).await {
@@ -199,6 +203,7 @@ async fn proxy(
                     lease.metrics().error();
                     last_error = format!("machine {machine} ({addr}): {e}");
                     drop_affinity(ctx);
+                    core.mark_refused(&machine);
                     exclude.push(machine);
                     pending = Some(req);
                     continue;

@@ -24,7 +24,11 @@ pub(crate) async fn manage(
 ) {
     let mut running: BTreeMap<u16, JoinHandle<()>> = BTreeMap::new();
     loop {
-        let wanted: Vec<u16> = table.borrow_and_update().ports.keys().copied().collect();
+        let wanted: Vec<u16> = {
+            let t = table.borrow_and_update();
+            core.reconcile_overrides(&t);
+            t.ports.keys().copied().collect()
+        };
         running.retain(|port, task| {
             let keep = wanted.contains(port);
             if !keep {

@@ -61,9 +61,10 @@ async fn splice<IO>(
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut exclude: Vec<String> = Vec::new();
-    let start_deadline = Instant::now() + core.cfg.start_timeout;
-    for _ in 0..core.cfg.max_attempts {
-        let (lease, fresh) = match core.acquire(route, &exclude).await {
+    let mut attempts = 0;
+    while attempts < core.cfg.max_attempts {
+        attempts += 1;
+        let (lease, _fresh) = match core.acquire(route, &exclude).await {
             Ok(l) => l,
             Err(reason) => {
                 core.count_unavailable(route);
@@ -81,15 +82,18 @@ async fn splice<IO>(
             Ok(Ok(s)) => s,
             Ok(Err(_)) | Err(_) => {
                 lease.metrics().error();
-                if fresh && Instant::now() < start_deadline {
+                if core.booting(&lease.backend.machine_id) {
+                    attempts -= 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 } else {
+                    core.mark_refused(&lease.backend.machine_id);
                     exclude.push(lease.backend.machine_id.clone());
                 }
                 continue;
             }
         };
         let _ = upstream.set_nodelay(true);
+        core.connected(&lease.backend.machine_id);
         lease.metrics().record(0, t0.elapsed());
         if let Some(v) = route.options.proxy_proto {
             if upstream

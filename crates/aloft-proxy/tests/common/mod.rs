@@ -216,11 +216,11 @@ pub fn machine(
     }
 }
 
-/// A config for tests: loopback, OS-assigned ports for every external port, short timeouts.
+/// A config for tests: loopback, OS-assigned ports for `ports` and 80/443, short timeouts.
 pub fn test_config(ports: &[u16]) -> ProxyConfig {
     ProxyConfig {
         bind_ip: "127.0.0.1".parse().unwrap(),
-        port_map: ports.iter().map(|p| (*p, 0)).collect(),
+        port_map: ports.iter().chain(&[80, 443]).map(|p| (*p, 0)).collect(),
         region: "ams".into(),
         queue_timeout: Duration::from_secs(3),
         start_timeout: Duration::from_secs(5),
