@@ -147,7 +147,11 @@ impl Decoder<'_> {
 
     /// One `[[services]]` entry; returns the spans of its ports for the port-overlap warning.
     pub(super) fn service(&mut self, n: &Node, i: usize) -> (Service, Vec<Span>) {
-        let name = format!("[[services]] #{}", i + 1);
+        let name = if self.spans.services_was_table {
+            "`services` (a table, not [[services]])".to_string()
+        } else {
+            format!("[[services]] #{}", i + 1)
+        };
         let mut t = Tbl::new(n, name.clone(), self.sink);
         let mut s = Service {
             protocol: self
