@@ -39,9 +39,10 @@ async fn main() {
     } else {
         CgroupMode::Off
     };
+    let parent = format!("aloft-bench-{}", std::process::id());
     let tuning = Tuning {
         cgroups,
-        cgroup_parent: format!("aloft-bench-{}", std::process::id()),
+        cgroup_parent: parent.clone(),
         ..Tuning::default()
     };
     let config = RuntimeConfig {
@@ -112,4 +113,11 @@ async fn main() {
         percentile(&stop, 0.5),
         percentile(&stop, 0.99)
     );
+    for hierarchy in ["memory", "cpu", ""] {
+        let _ = std::fs::remove_dir(
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join(&parent),
+        );
+    }
 }
