@@ -244,7 +244,11 @@ fn cgroups_or_skip(h: &Harness, test: &str) -> bool {
     if h.rt().limits_enforced() {
         return true;
     }
-    eprintln!(
+    // Written to stderr directly: libtest captures `eprintln!` of passing tests, and a skip
+    // must be visible in the CI log.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED {test}: cgroups are not usable here (needs root and a writable cgroup hierarchy)"
     );
     false
