@@ -87,12 +87,15 @@ async fn environment_and_working_directory() {
     }
     assert!(env.lines().any(|l| l.starts_with("FLY_IMAGE_REF=dir://")));
     assert!(env.lines().any(|l| l.starts_with("PATH=")));
-    // Cargo sets this for the test process: the agent's environment must not leak.
-    assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
-    assert!(
-        !env.contains("CARGO_MANIFEST_DIR"),
-        "agent env leaked:\n{env}"
-    );
+    // Nothing else of the agent's (here: the test process's) environment leaks.
+    let inherited = aloft_runtime::env::INHERITED_VARS;
+    for (key, _) in std::env::vars().filter(|(k, _)| !inherited.contains(&k.as_str())) {
+        let leaked = env.lines().any(|l| l.starts_with(&format!("{key}=")));
+        assert!(
+            !leaked || key == "PWD" || key == "SHLVL",
+            "agent variable {key} leaked:\n{env}"
+        );
+    }
     let pwd = std::fs::read_to_string(h.file("pwd.txt")).unwrap();
     assert_eq!(
         std::path::Path::new(pwd.trim()).canonicalize().unwrap(),
