@@ -36,7 +36,10 @@ pub struct DurationError {
 /// Parses a Go duration string: a sequence of decimal numbers with unit suffixes
 /// `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`. `"0"` alone is allowed. Negative durations are refused.
 pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
-    let err = |reason| DurationError { input: input.to_string(), reason };
+    let err = |reason| DurationError {
+        input: input.to_string(),
+        reason,
+    };
     let s = input.trim();
     if s.is_empty() {
         return Err(err("empty"));
@@ -161,8 +164,14 @@ mod tests {
     fn parses_go_forms() {
         assert_eq!(parse_go_duration("15s").unwrap(), Duration::from_secs(15));
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_go_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_go_duration("10").is_err());
         assert!(parse_go_duration("-1s").is_err());

@@ -39,7 +39,14 @@ pub struct VmPreset {
 }
 
 const fn preset(name: &'static str, cpu_kind: &'static str, cpus: u32, memory_mb: u32) -> VmPreset {
-    VmPreset { name, cpu_kind, cpus, memory_mb, hidden: false, gpu_kind: None }
+    VmPreset {
+        name,
+        cpu_kind,
+        cpus,
+        memory_mb,
+        hidden: false,
+        gpu_kind: None,
+    }
 }
 
 const fn gpu(name: &'static str, gpu_kind: &'static str) -> VmPreset {
@@ -118,13 +125,31 @@ pub enum GuestError {
     #[error("invalid cpu_kind {0:?}: must be \"shared\" or \"performance\"")]
     CpuKind(String),
     #[error("{kind} VMs may have {allowed} CPUs, not {cpus}")]
-    Cpus { kind: String, cpus: u32, allowed: String },
+    Cpus {
+        kind: String,
+        cpus: u32,
+        allowed: String,
+    },
     #[error("memory must be a multiple of {step} MB for {kind} VMs; try {suggestion} MB")]
-    MemoryStep { kind: String, step: u32, suggestion: u32 },
+    MemoryStep {
+        kind: String,
+        step: u32,
+        suggestion: u32,
+    },
     #[error("{memory_mb} MB is below the minimum of {min} MB for {cpus} {kind} CPU(s); try {min} MB or fewer CPUs")]
-    MemoryTooLow { kind: String, cpus: u32, memory_mb: u32, min: u32 },
+    MemoryTooLow {
+        kind: String,
+        cpus: u32,
+        memory_mb: u32,
+        min: u32,
+    },
     #[error("{memory_mb} MB is above the maximum of {max} MB for {cpus} {kind} CPU(s); try {max} MB or more CPUs")]
-    MemoryTooHigh { kind: String, cpus: u32, memory_mb: u32, max: u32 },
+    MemoryTooHigh {
+        kind: String,
+        cpus: u32,
+        memory_mb: u32,
+        max: u32,
+    },
 }
 
 const SHARED_CPUS: &[u32] = &[1, 2, 4, 6, 8];
@@ -139,7 +164,10 @@ impl Guest {
     /// The preset name this guest corresponds to: `shared-cpu-<n>x` / `performance-<n>x`.
     pub fn size_name(&self) -> String {
         if let Some(kind) = &self.gpu_kind {
-            if let Some(p) = VM_PRESETS.iter().find(|p| p.gpu_kind == Some(kind.as_str())) {
+            if let Some(p) = VM_PRESETS
+                .iter()
+                .find(|p| p.gpu_kind == Some(kind.as_str()))
+            {
                 return p.name.to_string();
             }
         }
@@ -156,21 +184,47 @@ impl Guest {
             "performance" => (PERFORMANCE_CPUS, 1024, 2048, 8192),
             other => return Err(GuestError::CpuKind(other.to_string())),
         };
-        let kind = if self.cpu_kind.is_empty() { "shared".to_string() } else { self.cpu_kind.clone() };
+        let kind = if self.cpu_kind.is_empty() {
+            "shared".to_string()
+        } else {
+            self.cpu_kind.clone()
+        };
         if !cpus_allowed.contains(&self.cpus) {
-            let allowed = cpus_allowed.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
-            return Err(GuestError::Cpus { kind, cpus: self.cpus, allowed });
+            let allowed = cpus_allowed
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(GuestError::Cpus {
+                kind,
+                cpus: self.cpus,
+                allowed,
+            });
         }
         let (min, max) = (min_per_cpu * self.cpus, max_per_cpu * self.cpus);
         if self.memory_mb < min {
-            return Err(GuestError::MemoryTooLow { kind, cpus: self.cpus, memory_mb: self.memory_mb, min });
+            return Err(GuestError::MemoryTooLow {
+                kind,
+                cpus: self.cpus,
+                memory_mb: self.memory_mb,
+                min,
+            });
         }
         if self.memory_mb > max {
-            return Err(GuestError::MemoryTooHigh { kind, cpus: self.cpus, memory_mb: self.memory_mb, max });
+            return Err(GuestError::MemoryTooHigh {
+                kind,
+                cpus: self.cpus,
+                memory_mb: self.memory_mb,
+                max,
+            });
         }
-        if self.memory_mb % step != 0 {
+        if !self.memory_mb.is_multiple_of(step) {
             let suggestion = (self.memory_mb / step * step).max(min);
-            return Err(GuestError::MemoryStep { kind, step, suggestion });
+            return Err(GuestError::MemoryStep {
+                kind,
+                step,
+                suggestion,
+            });
         }
         Ok(())
     }
@@ -192,15 +246,44 @@ mod tests {
 
     #[test]
     fn validation_bounds() {
-        let g = |kind: &str, cpus, memory_mb| Guest { cpu_kind: kind.into(), cpus, memory_mb, ..Guest::default() };
+        let g = |kind: &str, cpus, memory_mb| Guest {
+            cpu_kind: kind.into(),
+            cpus,
+            memory_mb,
+            ..Guest::default()
+        };
         assert!(g("shared", 1, 2048).validate().is_ok());
-        assert!(matches!(g("shared", 1, 4096).validate(), Err(GuestError::MemoryTooHigh { max: 2048, .. })));
-        assert!(matches!(g("shared", 2, 256).validate(), Err(GuestError::MemoryTooLow { min: 512, .. })));
-        assert!(matches!(g("shared", 1, 300).validate(), Err(GuestError::MemoryStep { suggestion: 256, .. })));
-        assert!(matches!(g("shared", 3, 768).validate(), Err(GuestError::Cpus { .. })));
+        assert!(matches!(
+            g("shared", 1, 4096).validate(),
+            Err(GuestError::MemoryTooHigh { max: 2048, .. })
+        ));
+        assert!(matches!(
+            g("shared", 2, 256).validate(),
+            Err(GuestError::MemoryTooLow { min: 512, .. })
+        ));
+        assert!(matches!(
+            g("shared", 1, 300).validate(),
+            Err(GuestError::MemoryStep {
+                suggestion: 256,
+                ..
+            })
+        ));
+        assert!(matches!(
+            g("shared", 3, 768).validate(),
+            Err(GuestError::Cpus { .. })
+        ));
         assert!(g("performance", 2, 4096).validate().is_ok());
-        assert!(matches!(g("performance", 2, 4608).validate(), Err(GuestError::MemoryStep { suggestion: 4096, .. })));
-        assert!(matches!(g("gpu", 1, 256).validate(), Err(GuestError::CpuKind(_))));
+        assert!(matches!(
+            g("performance", 2, 4608).validate(),
+            Err(GuestError::MemoryStep {
+                suggestion: 4096,
+                ..
+            })
+        ));
+        assert!(matches!(
+            g("gpu", 1, 256).validate(),
+            Err(GuestError::CpuKind(_))
+        ));
     }
 
     #[test]

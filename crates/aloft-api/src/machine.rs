@@ -189,7 +189,11 @@ impl<'de> Deserialize<'de> for AutostopMode {
                 f.write_str("a bool or one of \"off\", \"stop\", \"suspend\"")
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<AutostopMode, E> {
-                Ok(if v { AutostopMode::Stop } else { AutostopMode::Off })
+                Ok(if v {
+                    AutostopMode::Stop
+                } else {
+                    AutostopMode::Off
+                })
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<AutostopMode, E> {
                 match v {
@@ -372,7 +376,10 @@ impl MachineState {
     }
 
     pub fn parse(s: &str) -> Option<MachineState> {
-        MachineState::ALL.iter().copied().find(|st| st.as_str() == s)
+        MachineState::ALL
+            .iter()
+            .copied()
+            .find(|st| st.as_str() == s)
     }
 
     /// Not destroyed or on the way there.
@@ -562,10 +569,20 @@ pub const SIGNALS: &[(&str, i32)] = &[
 pub fn signal_number(name: &str) -> Option<i32> {
     let upper = name.trim().to_ascii_uppercase();
     if let Ok(n) = upper.parse::<i32>() {
-        return SIGNALS.iter().find(|(_, num)| *num == n).map(|(_, num)| *num);
+        return SIGNALS
+            .iter()
+            .find(|(_, num)| *num == n)
+            .map(|(_, num)| *num);
     }
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    SIGNALS.iter().find(|(n, _)| *n == full).map(|(_, num)| *num)
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == full)
+        .map(|(_, num)| *num)
 }
 
 /// An app as the API returns it.
@@ -659,10 +676,17 @@ mod tests {
 
     #[test]
     fn port_ranges() {
-        let p = MachinePort { start_port: Some(8000), end_port: Some(8010), ..Default::default() };
+        let p = MachinePort {
+            start_port: Some(8000),
+            end_port: Some(8010),
+            ..Default::default()
+        };
         assert!(p.matches(8005));
         assert!(!p.matches(8011));
-        let p = MachinePort { port: Some(80), ..Default::default() };
+        let p = MachinePort {
+            port: Some(80),
+            ..Default::default()
+        };
         assert!(p.matches(80));
         assert!(!p.matches(81));
     }

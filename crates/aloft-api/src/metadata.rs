@@ -11,8 +11,11 @@ pub const FLYCTL_VERSION: &str = "fly_flyctl_version";
 pub const ROLE: &str = "role";
 
 /// Group names the platform uses for its own machines; user groups may not take them.
-pub const RESERVED_GROUPS: &[&str] =
-    &["fly_app_release_command", "fly_app_console", "fly_app_test_machine_command"];
+pub const RESERVED_GROUPS: &[&str] = &[
+    "fly_app_release_command",
+    "fly_app_console",
+    "fly_app_test_machine_command",
+];
 
 /// The group of apps without `[processes]`.
 pub const DEFAULT_GROUP: &str = "app";
