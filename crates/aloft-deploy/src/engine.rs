@@ -1,0 +1,742 @@
+//! The release executor, generic over the narrow [`DeployTarget`] the agent implements over its
+//! machine controller.
+//!
+//! [`run_release`] is convergent and idempotent: each pass lists the machines, asks
+//! [`crate::plan::converge`] what is left for this release, and does it. A machine that already
+//! carries this release (created or updated by an earlier, interrupted run) is left alone; a
+//! group whose target count is reached gets no new machine. So after an agent kill -9 at any
+//! point, running the same release again ends with exactly the expected machines.
+//!
+//! Order of work: destroy the confirmed machines of removed groups, create machines for groups
+//! that had none, then update the rest — `rolling`: per group, stopped machines all at once
+//! (never launched) and started machines in batches of `max_unavailable`, each batch waited on
+//! (started, then checks passing) before the next; `immediate`: everything at once, no waiting.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aloft_api::{CreateMachineRequest, Machine, MachineState, UpdateMachineRequest};
+use futures_util::stream::{self, TryStreamExt};
+
+use crate::events::DeployEvent;
+use crate::plan::{converge, CreateWork, UpdateWork};
+use crate::spec::{Release, ReleaseStatus, Strategy};
+
+/// An error of the platform under the engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The machine does not exist (any more).
+    #[error("machine {0} not found")]
+    NotFound(String),
+    /// Waiting ran out of time.
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the engine needs from the platform, for one app. The agent implements it over its
+/// controller (the store and the runtime); tests implement it in memory.
+pub trait DeployTarget: Sync {
+    /// Every machine of the app that is not destroyed.
+    fn list_machines(&self) -> impl Future<Output = Result<Vec<Machine>, TargetError>> + Send;
+    fn create_machine(
+        &self,
+        req: CreateMachineRequest,
+    ) -> impl Future<Output = Result<Machine, TargetError>> + Send;
+    fn update_machine(
+        &self,
+        id: &str,
+        req: UpdateMachineRequest,
+    ) -> impl Future<Output = Result<Machine, TargetError>> + Send;
+    /// Destroys a machine; `force` kills a running one.
+    fn destroy_machine(
+        &self,
+        id: &str,
+        force: bool,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Resolves once the machine is in `state`, or fails after `timeout`.
+    fn wait_for_state(
+        &self,
+        id: &str,
+        state: MachineState,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Resolves once every check of the machine passes (at once when it has none).
+    fn wait_for_checks(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Persists and publishes one progress event of the release. `Started` means the release is
+    /// running, `Finished` carries its terminal status.
+    fn record(&self, event: DeployEvent) -> impl Future<Output = Result<(), TargetError>> + Send;
+}
+
+/// Why a release failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("could not list machines: {0}")]
+    List(TargetError),
+    #[error("could not destroy machine {id} (group {group:?}): {source}")]
+    Destroy {
+        id: String,
+        group: String,
+        source: TargetError,
+    },
+    #[error("could not create a machine for group {group:?}: {source}")]
+    Create { group: String, source: TargetError },
+    #[error("could not update machine {id} (group {group:?}): {source}")]
+    Update {
+        id: String,
+        group: String,
+        source: TargetError,
+    },
+    #[error("machine {id} (group {group:?}) did not become healthy: {source}")]
+    Unhealthy {
+        id: String,
+        group: String,
+        source: TargetError,
+    },
+    #[error("could not record progress: {0}")]
+    Record(TargetError),
+    #[error("the release did not converge after {0} passes; machines keep changing under it")]
+    NoConvergence(usize),
+}
+
+/// Passes over the machines before giving up on convergence (each pass normally finishes it).
+const MAX_PASSES: usize = 3;
+
+/// Carries out `release` to the end and records `Finished` (complete or failed).
+/// `resumed` says whether this run continues one interrupted by an agent restart.
+pub async fn run_release<T: DeployTarget>(
+    target: &T,
+    release: &Release,
+    resumed: bool,
+) -> Result<(), EngineError> {
+    target
+        .record(DeployEvent::Started {
+            version: release.version,
+            resumed,
+        })
+        .await
+        .map_err(EngineError::Record)?;
+    let result = converge_fully(target, release).await;
+    let (status, error) = match &result {
+        Ok(()) => (ReleaseStatus::Complete, None),
+        Err(e) => (ReleaseStatus::Failed, Some(e.to_string())),
+    };
+    target
+        .record(DeployEvent::Finished { status, error })
+        .await
+        .map_err(EngineError::Record)?;
+    result
+}
+
+async fn converge_fully<T: DeployTarget>(target: &T, release: &Release) -> Result<(), EngineError> {
+    for _ in 0..MAX_PASSES {
+        let machines = target.list_machines().await.map_err(EngineError::List)?;
+        let work = converge(release, &machines);
+        if work.is_empty() {
+            return Ok(());
+        }
+        let planned = DeployEvent::Planned {
+            destroy: work.destroy.len(),
+            create: work.create.len(),
+            update: work.update.len(),
+        };
+        target.record(planned).await.map_err(EngineError::Record)?;
+        let engine = Engine { target, release };
+        engine.destroy_all(&work.destroy).await?;
+        engine.create_all(work.create).await?;
+        engine.update_all(work.update).await?;
+    }
+    let machines = target.list_machines().await.map_err(EngineError::List)?;
+    if converge(release, &machines).is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::NoConvergence(MAX_PASSES))
+    }
+}
+
+struct Engine<'a, T> {
+    target: &'a T,
+    release: &'a Release,
+}
+
+impl<T: DeployTarget> Engine<'_, T> {
+    fn concurrency(&self) -> usize {
+        self.release.spec.deploy.max_concurrent.max(1)
+    }
+
+    fn waits(&self) -> bool {
+        self.release.spec.deploy.strategy == Strategy::Rolling
+    }
+
+    async fn record(&self, event: DeployEvent) -> Result<(), EngineError> {
+        self.target.record(event).await.map_err(EngineError::Record)
+    }
+
+    async fn destroy_all(
+        &self,
+        destroy: &[crate::spec::PlannedDestroy],
+    ) -> Result<(), EngineError> {
+        stream::iter(destroy.iter().map(Ok))
+            .try_for_each_concurrent(self.concurrency(), |d| async move {
+                self.record(DeployEvent::Destroying {
+                    id: d.id.clone(),
+                    group: d.group.clone(),
+                })
+                .await?;
+                match self.target.destroy_machine(&d.id, true).await {
+                    Ok(()) | Err(TargetError::NotFound(_)) => {}
+                    Err(source) => {
+                        return Err(EngineError::Destroy {
+                            id: d.id.clone(),
+                            group: d.group.clone(),
+                            source,
+                        })
+                    }
+                }
+                self.record(DeployEvent::Destroyed {
+                    id: d.id.clone(),
+                    group: d.group.clone(),
+                })
+                .await
+            })
+            .await
+    }
+
+    async fn create_all(&self, create: Vec<CreateWork>) -> Result<(), EngineError> {
+        let lease_ttl = self.release.spec.deploy.wait_timeout().as_secs().max(1);
+        let created: Vec<(String, String)> = stream::iter(create.into_iter().map(Ok))
+            .map_ok(|c| async move {
+                self.record(DeployEvent::Creating {
+                    group: c.group.clone(),
+                    region: c.region.clone(),
+                })
+                .await?;
+                let req = CreateMachineRequest {
+                    config: c.config,
+                    region: c.region,
+                    lease_ttl: Some(lease_ttl),
+                    ..CreateMachineRequest::default()
+                };
+                let m = self.target.create_machine(req).await.map_err(|source| {
+                    EngineError::Create {
+                        group: c.group.clone(),
+                        source,
+                    }
+                })?;
+                self.record(DeployEvent::Created {
+                    id: m.id.clone(),
+                    group: c.group.clone(),
+                    region: m.region.clone(),
+                })
+                .await?;
+                Ok((m.id, c.group))
+            })
+            .try_buffer_unordered(self.concurrency())
+            .try_collect()
+            .await?;
+        if self.waits() {
+            self.wait_all(created).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for machines to be started and healthy, concurrently.
+    async fn wait_all(&self, machines: Vec<(String, String)>) -> Result<(), EngineError> {
+        let timeout = self.release.spec.deploy.wait_timeout();
+        stream::iter(machines.into_iter().map(Ok))
+            .try_for_each_concurrent(self.concurrency(), |(id, group)| async move {
+                self.record(DeployEvent::Waiting {
+                    id: id.clone(),
+                    group: group.clone(),
+                })
+                .await?;
+                let unhealthy = |source| EngineError::Unhealthy {
+                    id: id.clone(),
+                    group: group.clone(),
+                    source,
+                };
+                self.target
+                    .wait_for_state(&id, MachineState::Started, timeout)
+                    .await
+                    .map_err(unhealthy)?;
+                self.target
+                    .wait_for_checks(&id, timeout)
+                    .await
+                    .map_err(unhealthy)?;
+                self.record(DeployEvent::Healthy {
+                    id: id.clone(),
+                    group: group.clone(),
+                })
+                .await
+            })
+            .await
+    }
+
+    async fn update_all(&self, update: Vec<UpdateWork>) -> Result<(), EngineError> {
+        if !self.waits() {
+            return self.update_batch(update).await.map(drop);
+        }
+        // Rolling: groups one after the other (in name order); inside a group, machines that are
+        // not started go all at once, started ones in batches waited on before the next.
+        let mut groups: Vec<(String, Vec<UpdateWork>)> = Vec::new();
+        for u in update {
+            match groups.last_mut() {
+                Some((g, list)) if *g == u.group => list.push(u),
+                _ => groups.push((u.group.clone(), vec![u])),
+            }
+        }
+        for (_, list) in groups {
+            let (warm, cold): (Vec<UpdateWork>, Vec<UpdateWork>) =
+                list.into_iter().partition(|u| u.warm && !u.skip_launch);
+            let launched = self.update_batch(cold).await?;
+            self.wait_all(launched).await?;
+            let batch = self.release.spec.deploy.batch_size(warm.len());
+            let mut warm = warm.into_iter().peekable();
+            while warm.peek().is_some() {
+                let chunk: Vec<UpdateWork> = warm.by_ref().take(batch).collect();
+                let launched = self.update_batch(chunk).await?;
+                self.wait_all(launched).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Updates machines concurrently; returns the (id, group) of those launched (not skip_launch).
+    async fn update_batch(
+        &self,
+        batch: Vec<UpdateWork>,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let done: Vec<Option<(String, String)>> = stream::iter(batch.into_iter().map(Ok))
+            .map_ok(|u| async move {
+                self.record(DeployEvent::Updating {
+                    id: u.id.clone(),
+                    group: u.group.clone(),
+                    keep_stopped: u.skip_launch,
+                })
+                .await?;
+                let req = UpdateMachineRequest {
+                    config: u.config,
+                    current_version: Some(u.current_version).filter(|v| !v.is_empty()),
+                    skip_launch: u.skip_launch,
+                    ..UpdateMachineRequest::default()
+                };
+                match self.target.update_machine(&u.id, req).await {
+                    Ok(_) => {}
+                    // Destroyed under us (e.g. by the user): nothing left to update.
+                    Err(TargetError::NotFound(_)) => return Ok(None),
+                    Err(source) => {
+                        return Err(EngineError::Update {
+                            id: u.id.clone(),
+                            group: u.group.clone(),
+                            source,
+                        })
+                    }
+                }
+                self.record(DeployEvent::Updated {
+                    id: u.id.clone(),
+                    group: u.group.clone(),
+                })
+                .await?;
+                Ok((!u.skip_launch).then_some((u.id, u.group)))
+            })
+            .try_buffer_unordered(self.concurrency())
+            .try_collect()
+            .await?;
+        Ok(done.into_iter().flatten().collect())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod memory {
+    //! An in-memory [`DeployTarget`]: a test double for the planner and engine logic only.
+
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    pub struct State {
+        pub machines: BTreeMap<String, Machine>,
+        pub next_id: u32,
+        /// Mutating operations performed so far.
+        pub ops: usize,
+        /// "Kill the agent" when this many mutating operations have been done: the next fails.
+        pub kill_at: Option<usize>,
+        /// When killed, whether the fatal operation took effect first (its response was lost).
+        pub commit_before_kill: bool,
+        pub events: Vec<DeployEvent>,
+        pub checks_fail: bool,
+    }
+
+    #[derive(Default)]
+    pub struct MemTarget {
+        pub state: Mutex<State>,
+    }
+
+    impl MemTarget {
+        pub fn with(machines: Vec<Machine>) -> MemTarget {
+            let t = MemTarget::default();
+            {
+                let mut s = t.state.lock().unwrap();
+                for m in machines {
+                    s.machines.insert(m.id.clone(), m);
+                }
+            }
+            t
+        }
+
+        pub fn machines(&self) -> Vec<Machine> {
+            self.state
+                .lock()
+                .unwrap()
+                .machines
+                .values()
+                .cloned()
+                .collect()
+        }
+
+        /// Counts an operation; `Err` when the simulated agent dies at this one. The closure runs
+        /// (the change is committed) unless the kill happens before the commit.
+        fn op<R>(
+            &self,
+            f: impl FnOnce(&mut State) -> Result<R, TargetError>,
+        ) -> Result<R, TargetError> {
+            let mut s = self.state.lock().unwrap();
+            if s.kill_at.is_some_and(|k| s.ops >= k) {
+                if s.commit_before_kill && s.kill_at == Some(s.ops) {
+                    s.ops += 1;
+                    let _ = f(&mut s);
+                }
+                return Err(TargetError::Other("agent killed".into()));
+            }
+            s.ops += 1;
+            f(&mut s)
+        }
+    }
+
+    impl DeployTarget for MemTarget {
+        async fn list_machines(&self) -> Result<Vec<Machine>, TargetError> {
+            let s = self.state.lock().unwrap();
+            if s.kill_at.is_some_and(|k| s.ops >= k) {
+                return Err(TargetError::Other("agent killed".into()));
+            }
+            Ok(s.machines.values().cloned().collect())
+        }
+
+        async fn create_machine(&self, req: CreateMachineRequest) -> Result<Machine, TargetError> {
+            self.op(|s| {
+                s.next_id += 1;
+                let id = format!("n{:04}", s.next_id);
+                let mut m = crate::plan::tests::machine(&id, "", MachineState::Started, "");
+                m.region = req.region.clone().unwrap_or_else(|| "gru".into());
+                m.config = req.config.clone();
+                m.state = if req.skip_launch {
+                    MachineState::Stopped
+                } else {
+                    MachineState::Started
+                };
+                m.created_at = format!("2026-02-01T00:00:00.{:04}Z", s.next_id);
+                s.machines.insert(id, m.clone());
+                Ok(m)
+            })
+        }
+
+        async fn update_machine(
+            &self,
+            id: &str,
+            req: UpdateMachineRequest,
+        ) -> Result<Machine, TargetError> {
+            self.op(|s| {
+                let m = s
+                    .machines
+                    .get_mut(id)
+                    .ok_or_else(|| TargetError::NotFound(id.into()))?;
+                if let Some(v) = &req.current_version {
+                    if *v != m.instance_id {
+                        return Err(TargetError::Other(format!(
+                            "machine {id} changed: version {v} is stale"
+                        )));
+                    }
+                }
+                m.config = req.config.clone();
+                m.instance_id = format!("{}+", m.instance_id);
+                if !req.skip_launch {
+                    m.state = MachineState::Started;
+                }
+                Ok(m.clone())
+            })
+        }
+
+        async fn destroy_machine(&self, id: &str, force: bool) -> Result<(), TargetError> {
+            self.op(|s| {
+                let m = s
+                    .machines
+                    .get(id)
+                    .ok_or_else(|| TargetError::NotFound(id.into()))?;
+                if m.state == MachineState::Started && !force {
+                    return Err(TargetError::Other(format!(
+                        "machine {id} is started; use force"
+                    )));
+                }
+                s.machines.remove(id);
+                Ok(())
+            })
+        }
+
+        async fn wait_for_state(
+            &self,
+            id: &str,
+            state: MachineState,
+            _t: Duration,
+        ) -> Result<(), TargetError> {
+            let s = self.state.lock().unwrap();
+            match s.machines.get(id) {
+                Some(m) if m.state == state => Ok(()),
+                Some(m) => Err(TargetError::Timeout(format!(
+                    "machine {id} is {}, not {state}",
+                    m.state
+                ))),
+                None => Err(TargetError::NotFound(id.into())),
+            }
+        }
+
+        async fn wait_for_checks(&self, id: &str, _t: Duration) -> Result<(), TargetError> {
+            if self.state.lock().unwrap().checks_fail {
+                return Err(TargetError::Timeout(format!(
+                    "machine {id}: check 'http' is critical"
+                )));
+            }
+            Ok(())
+        }
+
+        async fn record(&self, event: DeployEvent) -> Result<(), TargetError> {
+            self.state.lock().unwrap().events.push(event);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::memory::MemTarget;
+    use super::*;
+    use crate::plan::plan_deploy;
+    use crate::plan::tests::{machine, release, spec};
+    use crate::spec::ReleaseSpec;
+
+    fn block<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn summary(ms: &[Machine]) -> BTreeMap<String, (usize, usize)> {
+        // group → (machines, machines carrying release version 2)
+        let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for m in ms {
+            let e = out.entry(m.process_group().to_string()).or_default();
+            e.0 += 1;
+            if m.config
+                .metadata
+                .get("fly_release_version")
+                .map(String::as_str)
+                == Some("2")
+            {
+                e.1 += 1;
+            }
+        }
+        out
+    }
+
+    /// web (with services) has 20 machines (2 stopped), worker 8, old group "legacy" 2;
+    /// the new config has web, worker and a new "cron" group with a remembered count of 5.
+    fn scenario() -> (ReleaseSpec, Vec<Machine>, BTreeMap<String, u32>) {
+        let s = spec(&[("web", true), ("worker", false), ("cron", false)]);
+        let mut ms = Vec::new();
+        for i in 0..20 {
+            let state = if i % 10 == 3 {
+                MachineState::Stopped
+            } else {
+                MachineState::Started
+            };
+            ms.push(machine(&format!("w{i:02}"), "web", state, "gru"));
+        }
+        for i in 0..8 {
+            ms.push(machine(
+                &format!("k{i:02}"),
+                "worker",
+                MachineState::Started,
+                "gru",
+            ));
+        }
+        ms.push(machine("l1", "legacy", MachineState::Started, "gru"));
+        ms.push(machine("l2", "legacy", MachineState::Stopped, "gru"));
+        (s, ms, BTreeMap::from([("cron".to_string(), 5)]))
+    }
+
+    fn expected_end() -> BTreeMap<String, (usize, usize)> {
+        BTreeMap::from([
+            ("web".into(), (20, 20)),
+            ("worker".into(), (8, 8)),
+            ("cron".into(), (5, 5)),
+        ])
+    }
+
+    #[test]
+    fn deploy_converges_and_keeps_stopped_machines_stopped() {
+        let (s, ms, counts) = scenario();
+        let plan = plan_deploy(&s, &ms, &counts, None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let t = MemTarget::with(ms);
+        block(run_release(&t, &r, false)).unwrap();
+        let end = t.machines();
+        assert_eq!(summary(&end), expected_end());
+        for m in &end {
+            let stopped_before = m.id == "w03" || m.id == "w13";
+            assert_eq!(m.state == MachineState::Stopped, stopped_before, "{}", m.id);
+            assert_eq!(m.config.init.cmd.as_ref().unwrap()[1], m.process_group());
+        }
+        let events = t.state.lock().unwrap().events.clone();
+        assert!(matches!(
+            events.last(),
+            Some(DeployEvent::Finished {
+                status: ReleaseStatus::Complete,
+                error: None
+            })
+        ));
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, DeployEvent::Destroyed { .. }))
+                .count(),
+            2
+        );
+        // A second run is a no-op.
+        let ops = t.state.lock().unwrap().ops;
+        block(run_release(&t, &r, true)).unwrap();
+        assert_eq!(
+            t.state.lock().unwrap().ops,
+            ops,
+            "re-running a complete release changes nothing"
+        );
+    }
+
+    /// Kill the "agent" at every possible operation (with and without the fatal operation having
+    /// taken effect), then resume: always exactly the expected machines.
+    #[test]
+    fn interrupted_at_any_point_resumes_to_the_same_machines() {
+        let (s, ms, counts) = scenario();
+        let plan = plan_deploy(&s, &ms, &counts, None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let total_ops = {
+            let t = MemTarget::with(ms.clone());
+            block(run_release(&t, &r, false)).unwrap();
+            let ops = t.state.lock().unwrap().ops;
+            ops
+        };
+        assert_eq!(total_ops, 2 + 5 + 28, "destroys + creates + updates");
+        for kill_at in 0..total_ops {
+            for commit in [false, true] {
+                let t = MemTarget::with(ms.clone());
+                {
+                    let mut st = t.state.lock().unwrap();
+                    st.kill_at = Some(kill_at);
+                    st.commit_before_kill = commit;
+                }
+                assert!(
+                    block(run_release(&t, &r, false)).is_err(),
+                    "killed at {kill_at}"
+                );
+                t.state.lock().unwrap().kill_at = None;
+                block(run_release(&t, &r, true)).unwrap();
+                assert_eq!(
+                    summary(&t.machines()),
+                    expected_end(),
+                    "killed at op {kill_at}, commit {commit}"
+                );
+                for id in ["w03", "w13"] {
+                    assert_eq!(
+                        t.state.lock().unwrap().machines[id].state,
+                        MachineState::Stopped,
+                        "{id} at {kill_at}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn failing_checks_fail_the_release_with_the_machine_named() {
+        let s = spec(&[("web", true)]);
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 1);
+        let t = MemTarget::default();
+        t.state.lock().unwrap().checks_fail = true;
+        let err = block(run_release(&t, &r, false)).unwrap_err();
+        assert!(err.to_string().contains("did not become healthy"), "{err}");
+        assert!(
+            err.to_string().contains("check 'http' is critical"),
+            "{err}"
+        );
+        let last = t.state.lock().unwrap().events.last().cloned();
+        assert!(matches!(
+            last,
+            Some(DeployEvent::Finished {
+                status: ReleaseStatus::Failed,
+                error: Some(_)
+            })
+        ));
+    }
+
+    #[test]
+    fn immediate_strategy_does_not_wait() {
+        let mut s = spec(&[("web", true)]);
+        s.deploy.strategy = Strategy::Immediate;
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 1);
+        let t = MemTarget::default();
+        t.state.lock().unwrap().checks_fail = true;
+        block(run_release(&t, &r, false)).unwrap();
+        assert_eq!(t.machines().len(), 2);
+        assert!(!t
+            .state
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .any(|e| matches!(e, DeployEvent::Waiting { .. })));
+    }
+
+    #[test]
+    fn rolling_updates_started_machines_in_batches() {
+        let mut s = spec(&[("web", true)]);
+        s.deploy.max_unavailable = 2.0;
+        let ms: Vec<Machine> = (0..5)
+            .map(|i| machine(&format!("w{i}"), "web", MachineState::Started, "gru"))
+            .collect();
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 1);
+        let t = MemTarget::with(ms);
+        block(run_release(&t, &r, false)).unwrap();
+        // Between two batches all machines of the previous batch were waited on.
+        let events = t.state.lock().unwrap().events.clone();
+        let order: Vec<char> = events
+            .iter()
+            .filter_map(|e| match e {
+                DeployEvent::Updating { .. } => Some('u'),
+                DeployEvent::Healthy { .. } => Some('h'),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(order.iter().collect::<String>(), "uuhhuuhhuh");
+    }
+}

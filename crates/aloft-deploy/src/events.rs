@@ -1,0 +1,143 @@
+//! Typed progress of a release, as the engine reports it and the CLI streams it (NDJSON of
+//! [`crate::wire::ReleaseEventRecord`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ReleaseStatus;
+
+/// One step of a deploy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeployEvent {
+    /// The engine (re)started carrying out the release; `resumed` after an agent restart.
+    Started {
+        version: u64,
+        resumed: bool,
+    },
+    /// What is left to do, computed from the live machines.
+    Planned {
+        destroy: usize,
+        create: usize,
+        update: usize,
+    },
+    Destroying {
+        id: String,
+        group: String,
+    },
+    Destroyed {
+        id: String,
+        group: String,
+    },
+    Creating {
+        group: String,
+        region: Option<String>,
+    },
+    Created {
+        id: String,
+        group: String,
+        region: String,
+    },
+    Updating {
+        id: String,
+        group: String,
+        keep_stopped: bool,
+    },
+    Updated {
+        id: String,
+        group: String,
+    },
+    /// Waiting for a machine to start and pass its checks.
+    Waiting {
+        id: String,
+        group: String,
+    },
+    Healthy {
+        id: String,
+        group: String,
+    },
+    /// The release reached a terminal status.
+    Finished {
+        status: ReleaseStatus,
+        error: Option<String>,
+    },
+}
+
+impl DeployEvent {
+    /// A one-line human description, as the CLI prints it.
+    pub fn describe(&self) -> String {
+        match self {
+            DeployEvent::Started {
+                version,
+                resumed: false,
+            } => format!("Deploying release v{version}"),
+            DeployEvent::Started {
+                version,
+                resumed: true,
+            } => format!("Resuming release v{version}"),
+            DeployEvent::Planned {
+                destroy,
+                create,
+                update,
+            } => {
+                format!("{destroy} to destroy, {create} to create, {update} to update")
+            }
+            DeployEvent::Destroying { id, group } => format!("Destroying {id} [{group}]"),
+            DeployEvent::Destroyed { id, group } => format!("Destroyed {id} [{group}]"),
+            DeployEvent::Creating { group, region } => {
+                format!(
+                    "Creating a machine [{group}] in {}",
+                    region.as_deref().unwrap_or("the default region")
+                )
+            }
+            DeployEvent::Created { id, group, region } => {
+                format!("Created {id} [{group}] region:{region}")
+            }
+            DeployEvent::Updating {
+                id,
+                group,
+                keep_stopped: false,
+            } => format!("Updating {id} [{group}]"),
+            DeployEvent::Updating {
+                id,
+                group,
+                keep_stopped: true,
+            } => {
+                format!("Updating {id} [{group}] (stopped, stays stopped)")
+            }
+            DeployEvent::Updated { id, group } => format!("Updated {id} [{group}]"),
+            DeployEvent::Waiting { id, group } => {
+                format!("Waiting for {id} [{group}] to start and pass its checks")
+            }
+            DeployEvent::Healthy { id, group } => format!("Machine {id} [{group}] is healthy"),
+            DeployEvent::Finished {
+                status,
+                error: None,
+            } => format!("Release {}", status.as_str()),
+            DeployEvent::Finished {
+                status,
+                error: Some(e),
+            } => format!("Release {}: {e}", status.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_tagged_json() {
+        let e = DeployEvent::Created {
+            id: "m1".into(),
+            group: "web".into(),
+            region: "gru".into(),
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"created","id":"m1","group":"web","region":"gru"}"#
+        );
+        assert_eq!(serde_json::from_str::<DeployEvent>(&json).unwrap(), e);
+        assert_eq!(e.describe(), "Created m1 [web] region:gru");
+    }
+}

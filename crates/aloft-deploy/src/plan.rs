@@ -1,0 +1,778 @@
+//! Deploy planning (flyctl-behaviour §3.2–§3.4, §2.4), pure functions of
+//! (spec, machines, remembered counts, flags):
+//!
+//! * [`plan_deploy`] takes the decisions of a new release once (the [`FrozenPlan`]): which
+//!   groups get machines (1, or 2 with services; a remembered count wins, so a group scaled to
+//!   0 stays at 0), which machines of removed groups are destroyed (shown to the user first),
+//!   which machines stay stopped.
+//! * [`converge`] says what is left to do for a release given the machines that exist *now*; the
+//!   engine calls it on every (re)run, which makes a deploy resumable and idempotent.
+//! * [`config_for_update`] / [`config_for_new`] build a machine's config for a group.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use aloft_api::metadata::{
+    LEGACY_PROCESS_GROUP, PLATFORM_VERSION, PLATFORM_VERSION_V2, PROCESS_GROUP, RELEASE_ID,
+    RELEASE_VERSION, RESERVED_GROUPS,
+};
+use aloft_api::{Guest, Machine, MachineConfig, MachineState};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{FrozenPlan, PlannedDestroy, Release, ReleaseMeta, ReleaseSpec};
+
+/// Why a deploy cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("unknown process group {group:?} in --process-groups; the config defines {}", fmt_groups(.known))]
+    UnknownGroup { group: String, known: Vec<String> },
+    #[error("the config defines no process group")]
+    NoGroups,
+}
+
+/// Formats group names the way flyctl does in errors: `['a', 'b']`.
+pub fn fmt_groups(groups: &[String]) -> String {
+    let inner: Vec<String> = groups.iter().map(|g| format!("'{g}'")).collect();
+    format!("[{}]", inner.join(", "))
+}
+
+/// Whether deploy/scale/status manage this machine (`fly_platform_version = v2`, §2.2) and it
+/// is not a platform machine (release command, console).
+pub fn is_managed(m: &Machine) -> bool {
+    m.config.metadata.get(PLATFORM_VERSION).map(String::as_str) == Some(PLATFORM_VERSION_V2)
+        && !RESERVED_GROUPS.contains(&m.process_group())
+        && m.state.is_active()
+}
+
+/// The group a machine belongs to for deploy purposes: its label, or the default group when it
+/// has none (§2.2: group-less machines are adopted into the default group).
+pub fn effective_group<'a>(m: &'a Machine, default_group: &'a str) -> &'a str {
+    match m.process_group() {
+        "" => default_group,
+        g => g,
+    }
+}
+
+/// Machines that count as "running" before a deploy: they are relaunched by their update.
+/// Every other state (stopped, suspended, created) is updated with `skip_launch` (§3.4).
+pub fn is_running(state: MachineState) -> bool {
+    matches!(
+        state,
+        MachineState::Started
+            | MachineState::Starting
+            | MachineState::Restarting
+            | MachineState::Updating
+            | MachineState::Replacing
+            | MachineState::Failed
+    )
+}
+
+/// A deploy plan: the frozen decisions plus what it will do to existing machines, for display.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeployPlan {
+    pub frozen: FrozenPlan,
+    /// Existing machines that will be updated in place, in machine id order.
+    pub updates: Vec<PlannedUpdate>,
+    /// Whether no managed machine existed (the wording of the summary changes).
+    pub first_deploy: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedUpdate {
+    pub id: String,
+    pub group: String,
+    pub region: String,
+    /// Updated but left stopped.
+    pub keep_stopped: bool,
+    /// The machine had no group label and is adopted into the default group.
+    pub adopted: bool,
+}
+
+impl DeployPlan {
+    /// Whether the user must confirm (machines would be destroyed).
+    pub fn needs_confirmation(&self) -> bool {
+        !self.frozen.destroy.is_empty()
+    }
+
+    /// Ids of the machines to destroy: what the CLI sends back as confirmed.
+    pub fn destroy_ids(&self) -> Vec<String> {
+        self.frozen.destroy.iter().map(|d| d.id.clone()).collect()
+    }
+
+    /// The summary printed before deploying (§3.3 step 3), or `None` when the group set is unchanged.
+    pub fn describe_group_changes(&self) -> Option<String> {
+        if self.frozen.create.is_empty() && self.frozen.destroy.is_empty() {
+            return None;
+        }
+        let mut out = String::from(if self.first_deploy {
+            "This deployment will:\n"
+        } else {
+            "Process groups have changed. This will:\n"
+        });
+        let mut destroy_by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for d in &self.frozen.destroy {
+            destroy_by_group
+                .entry(d.group.as_str())
+                .or_default()
+                .push(d.id.as_str());
+        }
+        for (group, ids) in destroy_by_group {
+            let label = if group.is_empty() {
+                "<no group>"
+            } else {
+                group
+            };
+            let noun = if ids.len() == 1 {
+                "machine"
+            } else {
+                "machines"
+            };
+            let _ = writeln!(
+                out,
+                " * destroy {} \"{label}\" {noun} ({})",
+                ids.len(),
+                ids.join(", ")
+            );
+        }
+        for (group, n) in &self.frozen.create {
+            let noun = if *n == 1 { "machine" } else { "machines" };
+            let _ = writeln!(out, " * create {n} \"{group}\" {noun}");
+        }
+        Some(out)
+    }
+}
+
+/// Plans a new release. `desired_counts` are the per-group counts the app remembers (set by
+/// `scale count`); `process_groups` is `--process-groups` (None = every group).
+///
+/// Rules:
+/// * only managed, active machines count (§2.2); group-less ones belong to the default group;
+/// * machines of groups not in the spec are destroyed — unless `--process-groups` is given, which
+///   leaves every other group (defined or not) untouched;
+/// * a group in scope with no machine gets `desired_counts[group]` machines when remembered (so
+///   a group scaled to 0 stays at 0), else 2 when it has services and HA is on, else 1; none
+///   with `update_only`;
+/// * machines not running before the deploy are updated and left stopped.
+pub fn plan_deploy(
+    spec: &ReleaseSpec,
+    machines: &[Machine],
+    desired_counts: &BTreeMap<String, u32>,
+    process_groups: Option<&[String]>,
+) -> Result<DeployPlan, PlanError> {
+    if spec.groups.is_empty() {
+        return Err(PlanError::NoGroups);
+    }
+    let known = spec.group_names();
+    let scope: BTreeSet<String> = match process_groups {
+        Some(filter) if !filter.is_empty() => {
+            for g in filter {
+                if !spec.groups.contains_key(g) {
+                    return Err(PlanError::UnknownGroup {
+                        group: g.clone(),
+                        known,
+                    });
+                }
+            }
+            filter.iter().cloned().collect()
+        }
+        _ => known.iter().cloned().collect(),
+    };
+    let filtered = process_groups.is_some_and(|f| !f.is_empty());
+    let mut managed: Vec<&Machine> = machines.iter().filter(|m| is_managed(m)).collect();
+    managed.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut frozen = FrozenPlan {
+        groups: scope.clone(),
+        ..FrozenPlan::default()
+    };
+    let mut updates = Vec::new();
+    let mut per_group: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &managed {
+        let group = effective_group(m, &spec.default_group);
+        if !spec.groups.contains_key(group) {
+            if !filtered {
+                frozen.destroy.push(PlannedDestroy {
+                    id: m.id.clone(),
+                    group: m.process_group().to_string(),
+                    region: m.region.clone(),
+                });
+            }
+            continue;
+        }
+        *per_group.entry(group).or_default() += 1;
+        if !scope.contains(group) {
+            continue;
+        }
+        let keep_stopped = !is_running(m.state);
+        if keep_stopped {
+            frozen.keep_stopped.insert(m.id.clone());
+        }
+        updates.push(PlannedUpdate {
+            id: m.id.clone(),
+            group: group.to_string(),
+            region: m.region.clone(),
+            keep_stopped,
+            adopted: m.process_group().is_empty(),
+        });
+    }
+    if !spec.deploy.update_only {
+        for group in &scope {
+            if per_group.get(group.as_str()).copied().unwrap_or(0) > 0 {
+                continue;
+            }
+            let n = match desired_counts.get(group) {
+                Some(n) => *n,
+                None => new_group_count(spec, group),
+            };
+            if n > 0 {
+                frozen.create.insert(group.clone(), n);
+            }
+        }
+    }
+    Ok(DeployPlan {
+        frozen,
+        updates,
+        first_deploy: managed.is_empty(),
+    })
+}
+
+/// Machines deploy creates for a group that has none and no remembered count (§3.3 step 6).
+pub fn new_group_count(spec: &ReleaseSpec, group: &str) -> u32 {
+    let has_services = spec
+        .groups
+        .get(group)
+        .is_some_and(|c| !c.services.is_empty());
+    let has_mounts = spec.groups.get(group).is_some_and(|c| !c.mounts.is_empty());
+    if has_services && spec.deploy.ha && !has_mounts {
+        2
+    } else {
+        1
+    }
+}
+
+/// Writes the labels every deploy- or scale-managed machine carries (§2.4, §5.1).
+pub fn apply_release_metadata(cfg: &mut MachineConfig, group: &str, release: &ReleaseMeta) {
+    cfg.metadata
+        .insert(PLATFORM_VERSION.into(), PLATFORM_VERSION_V2.into());
+    cfg.metadata.insert(PROCESS_GROUP.into(), group.into());
+    cfg.metadata.remove(LEGACY_PROCESS_GROUP);
+    cfg.metadata.insert(RELEASE_ID.into(), release.id.clone());
+    cfg.metadata
+        .insert(RELEASE_VERSION.into(), release.version.to_string());
+    cfg.env.insert("FLY_PROCESS_GROUP".into(), group.into());
+}
+
+/// The config an existing machine gets when deployed into `group` (§2.4): start from the
+/// machine's config; replace command, services, checks, env, mounts, restart, metrics, statics,
+/// files and stop_config from the group's config; merge metadata; replace the guest only when a
+/// `[[vm]]` matched (`group_cfg.guest` is `Some`); keep everything else (schedule, auto_destroy,
+/// dns, standbys…). Group commands are CMD: `init.entrypoint`/`init.exec` come only from the
+/// group config (i.e. `[experimental]`), never from `[processes]`.
+pub fn config_for_update(
+    existing: &MachineConfig,
+    group_cfg: &MachineConfig,
+    group: &str,
+    image: &str,
+    release: &ReleaseMeta,
+) -> MachineConfig {
+    let mut cfg = existing.clone();
+    cfg.image = image.to_string();
+    cfg.init.cmd = group_cfg.init.cmd.clone();
+    cfg.init.entrypoint = group_cfg.init.entrypoint.clone();
+    cfg.init.exec = group_cfg.init.exec.clone();
+    cfg.init.swap_size_mb = group_cfg.init.swap_size_mb;
+    cfg.services = group_cfg.services.clone();
+    cfg.checks = group_cfg.checks.clone();
+    cfg.env = group_cfg.env.clone();
+    cfg.mounts = group_cfg.mounts.clone();
+    cfg.restart = group_cfg.restart.clone();
+    cfg.metrics = group_cfg.metrics.clone();
+    cfg.statics = group_cfg.statics.clone();
+    cfg.files = group_cfg.files.clone();
+    cfg.stop_config = group_cfg.stop_config.clone();
+    for (k, v) in &group_cfg.metadata {
+        cfg.metadata.insert(k.clone(), v.clone());
+    }
+    if let Some(guest) = &group_cfg.guest {
+        cfg.guest = Some(guest.clone());
+        cfg.size = None;
+    }
+    if !cfg.services.is_empty() && !cfg.standbys.is_empty() {
+        cfg.standbys.clear();
+        cfg.env.remove("FLY_STANDBY_FOR");
+    }
+    apply_release_metadata(&mut cfg, group, release);
+    cfg
+}
+
+/// The config of a new machine of `group`: the group's config, the release image and labels,
+/// and `guest`.
+pub fn config_for_new(
+    group_cfg: &MachineConfig,
+    group: &str,
+    image: &str,
+    release: &ReleaseMeta,
+    guest: Guest,
+) -> MachineConfig {
+    let mut cfg = group_cfg.clone();
+    cfg.image = image.to_string();
+    cfg.guest = Some(guest);
+    cfg.size = None;
+    cfg.standbys.clear();
+    cfg.env.remove("FLY_STANDBY_FOR");
+    apply_release_metadata(&mut cfg, group, release);
+    cfg
+}
+
+/// The guest of a new machine of `group` (deploy and scale alike): the group's `[[vm]]`; else
+/// the guest of the group's first machine (by id); else the default group's; else the first
+/// group's (sorted) that has one; else `shared-cpu-1x`.
+pub fn guest_for_new(spec: &ReleaseSpec, group: &str, machines: &[Machine]) -> Guest {
+    if let Some(g) = spec.groups.get(group).and_then(|c| c.guest.clone()) {
+        return g;
+    }
+    let mut managed: Vec<&Machine> = machines.iter().filter(|m| is_managed(m)).collect();
+    managed.sort_by(|a, b| a.id.cmp(&b.id));
+    let first_guest = |g: &str| {
+        managed
+            .iter()
+            .find(|m| effective_group(m, &spec.default_group) == g)
+            .and_then(|m| m.config.guest.clone())
+    };
+    if let Some(guest) = first_guest(group).or_else(|| first_guest(&spec.default_group)) {
+        return guest;
+    }
+    for name in spec.groups.keys() {
+        if let Some(guest) = first_guest(name) {
+            return guest;
+        }
+    }
+    Guest::from_preset(aloft_api::guest::DEFAULT_VM_SIZE).unwrap_or_default()
+}
+
+/// What remains to be done for a release, given the machines that exist now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Work {
+    /// Planned destroys whose machine still exists.
+    pub destroy: Vec<PlannedDestroy>,
+    pub create: Vec<CreateWork>,
+    /// Machines not yet carrying this release, in group then id order.
+    pub update: Vec<UpdateWork>,
+}
+
+impl Work {
+    pub fn is_empty(&self) -> bool {
+        self.destroy.is_empty() && self.create.is_empty() && self.update.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreateWork {
+    pub group: String,
+    pub region: Option<String>,
+    pub config: MachineConfig,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdateWork {
+    pub id: String,
+    pub group: String,
+    /// `instance_id` seen when planning, sent as `current_version`.
+    pub current_version: String,
+    pub config: MachineConfig,
+    pub skip_launch: bool,
+    /// The machine was started when seen (rolling batches treat warm and cold machines apart).
+    pub warm: bool,
+}
+
+/// Whether `m` already carries `release` as a member of `group`: it was created or updated by
+/// this release, so re-running the release leaves it alone.
+pub fn carries_release(m: &Machine, group: &str, release: &ReleaseMeta) -> bool {
+    let md = &m.config.metadata;
+    md.get(RELEASE_ID) == Some(&release.id)
+        && md.get(PROCESS_GROUP).map(String::as_str) == Some(group)
+}
+
+/// The convergent step: from the release's frozen plan and the live machines, what must still
+/// be destroyed, created and updated. Running the work and calling this again yields empty work.
+pub fn converge(release: &Release, machines: &[Machine]) -> Work {
+    let spec = &release.spec;
+    let meta = release.meta();
+    let live: BTreeMap<&str, &Machine> = machines
+        .iter()
+        .filter(|m| m.state.is_active())
+        .map(|m| (m.id.as_str(), m))
+        .collect();
+    let destroy: Vec<PlannedDestroy> = release
+        .plan
+        .destroy
+        .iter()
+        .filter(|d| live.contains_key(d.id.as_str()))
+        .cloned()
+        .collect();
+    let doomed: BTreeSet<&str> = destroy.iter().map(|d| d.id.as_str()).collect();
+
+    let mut managed: Vec<&Machine> = machines
+        .iter()
+        .filter(|m| is_managed(m) && !doomed.contains(m.id.as_str()))
+        .collect();
+    managed.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut update = Vec::new();
+    for m in &managed {
+        let group = effective_group(m, &spec.default_group);
+        let Some(group_cfg) = spec.groups.get(group) else {
+            continue;
+        };
+        *counts.entry(group).or_default() += 1;
+        if !release.plan.groups.contains(group) || carries_release(m, group, &meta) {
+            continue;
+        }
+        let config = config_for_update(&m.config, group_cfg, group, &spec.image, &meta);
+        let skip_launch = release.plan.keep_stopped.contains(&m.id) || !is_running(m.state);
+        update.push(UpdateWork {
+            id: m.id.clone(),
+            group: group.to_string(),
+            current_version: m.instance_id.clone(),
+            config,
+            skip_launch,
+            warm: m.state == MachineState::Started,
+        });
+    }
+    update.sort_by(|a, b| (&a.group, &a.id).cmp(&(&b.group, &b.id)));
+
+    let mut create = Vec::new();
+    for (group, target) in &release.plan.create {
+        let Some(group_cfg) = spec.groups.get(group) else {
+            continue;
+        };
+        let have = counts.get(group.as_str()).copied().unwrap_or(0);
+        if have >= *target {
+            continue;
+        }
+        let guest = guest_for_new(spec, group, machines);
+        let config = config_for_new(group_cfg, group, &spec.image, &meta, guest);
+        for _ in have..*target {
+            create.push(CreateWork {
+                group: group.clone(),
+                region: spec.primary_region.clone(),
+                config: config.clone(),
+            });
+        }
+    }
+    Work {
+        destroy,
+        create,
+        update,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use aloft_api::MachineService;
+
+    pub fn machine(id: &str, group: &str, state: MachineState, region: &str) -> Machine {
+        let mut config = MachineConfig {
+            image: "old".into(),
+            ..MachineConfig::default()
+        };
+        config
+            .metadata
+            .insert(PLATFORM_VERSION.into(), PLATFORM_VERSION_V2.into());
+        if !group.is_empty() {
+            config.metadata.insert(PROCESS_GROUP.into(), group.into());
+        }
+        config.guest = Guest::from_preset("shared-cpu-1x");
+        Machine {
+            id: id.into(),
+            name: id.into(),
+            state,
+            region: region.into(),
+            instance_id: format!("{id}-v1"),
+            private_ip: String::new(),
+            config,
+            image_ref: None,
+            created_at: format!("2026-01-01T00:00:{:02}Z", id.len()),
+            updated_at: String::new(),
+            events: vec![],
+            checks: vec![],
+            nonce: None,
+            host_status: "ok".into(),
+            cordoned: false,
+            host_ports: BTreeMap::new(),
+        }
+    }
+
+    pub fn group_cfg(cmd: &str, services: bool) -> MachineConfig {
+        let mut c = MachineConfig::default();
+        c.init.cmd = Some(cmd.split(' ').map(String::from).collect());
+        if services {
+            c.services.push(MachineService {
+                internal_port: 8080,
+                protocol: "tcp".into(),
+                ..Default::default()
+            });
+        }
+        c.env.insert("GREETING".into(), "hi".into());
+        c
+    }
+
+    pub fn spec(groups: &[(&str, bool)]) -> ReleaseSpec {
+        ReleaseSpec {
+            image: "img@sha256:new".into(),
+            groups: groups
+                .iter()
+                .map(|(g, s)| (g.to_string(), group_cfg(&format!("run {g}"), *s)))
+                .collect(),
+            default_group: groups
+                .iter()
+                .map(|(g, _)| g.to_string())
+                .find(|g| g == "app")
+                .unwrap_or_else(|| {
+                    let mut names: Vec<String> =
+                        groups.iter().map(|(g, _)| g.to_string()).collect();
+                    names.sort();
+                    names[0].clone()
+                }),
+            primary_region: Some("gru".into()),
+            ..ReleaseSpec::default()
+        }
+    }
+
+    pub fn release(spec: ReleaseSpec, plan: FrozenPlan, version: u64) -> Release {
+        Release {
+            id: format!("rel{version}"),
+            version,
+            app: "a".into(),
+            status: crate::spec::ReleaseStatus::Pending,
+            spec,
+            plan,
+            desired_counts: BTreeMap::new(),
+            image_digest: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn first_deploy_creates_one_or_two_per_group() {
+        let s = spec(&[("web", true), ("cron", false)]);
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        assert!(plan.first_deploy);
+        assert_eq!(
+            plan.frozen.create,
+            BTreeMap::from([("cron".into(), 1), ("web".into(), 2)])
+        );
+        assert!(plan.frozen.destroy.is_empty());
+        let text = plan.describe_group_changes().unwrap();
+        assert!(text.starts_with("This deployment will:"), "{text}");
+        assert!(text.contains(" * create 2 \"web\" machines"), "{text}");
+        assert!(text.contains(" * create 1 \"cron\" machine\n"), "{text}");
+    }
+
+    #[test]
+    fn removed_group_is_destroyed_and_listed() {
+        let s = spec(&[("web", true)]);
+        let ms = vec![
+            machine("m1", "web", MachineState::Started, "gru"),
+            machine("m2", "cron", MachineState::Started, "gru"),
+        ];
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        assert!(plan.needs_confirmation());
+        assert_eq!(plan.destroy_ids(), vec!["m2".to_string()]);
+        assert!(plan.frozen.create.is_empty());
+        let text = plan.describe_group_changes().unwrap();
+        assert!(text.contains("Process groups have changed"), "{text}");
+        assert!(
+            text.contains(" * destroy 1 \"cron\" machine (m2)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn remembered_zero_stays_zero_and_remembered_count_is_used() {
+        let s = spec(&[("web", true), ("cron", false), ("worker", false)]);
+        let ms = vec![machine("m1", "web", MachineState::Started, "gru")];
+        let counts = BTreeMap::from([("cron".to_string(), 0), ("worker".to_string(), 3)]);
+        let plan = plan_deploy(&s, &ms, &counts, None).unwrap();
+        assert_eq!(plan.frozen.create, BTreeMap::from([("worker".into(), 3)]));
+    }
+
+    #[test]
+    fn update_only_creates_nothing() {
+        let mut s = spec(&[("web", true)]);
+        s.deploy.update_only = true;
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        assert!(plan.frozen.create.is_empty());
+    }
+
+    #[test]
+    fn process_groups_limit_the_deploy() {
+        let s = spec(&[("web", true), ("cron", false), ("worker", false)]);
+        let ms = vec![
+            machine("m1", "web", MachineState::Started, "gru"),
+            machine("m2", "gone", MachineState::Started, "gru"),
+            machine("m3", "cron", MachineState::Started, "gru"),
+        ];
+        let plan = plan_deploy(
+            &s,
+            &ms,
+            &BTreeMap::new(),
+            Some(&["web".to_string(), "worker".to_string()]),
+        )
+        .unwrap();
+        assert!(
+            plan.frozen.destroy.is_empty(),
+            "filtered deploys never destroy"
+        );
+        assert_eq!(plan.frozen.create, BTreeMap::from([("worker".into(), 1)]));
+        assert_eq!(
+            plan.updates
+                .iter()
+                .map(|u| u.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["m1"]
+        );
+        let err = plan_deploy(&s, &ms, &BTreeMap::new(), Some(&["nope".to_string()])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown process group \"nope\" in --process-groups; the config defines ['cron', 'web', 'worker']"
+        );
+    }
+
+    #[test]
+    fn groupless_machines_are_adopted_and_unmanaged_ignored() {
+        let s = spec(&[("app", true)]);
+        let mut unmanaged = machine("m9", "other", MachineState::Started, "gru");
+        unmanaged.config.metadata.remove(PLATFORM_VERSION);
+        let ms = vec![machine("m1", "", MachineState::Started, "gru"), unmanaged];
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        assert!(plan.frozen.destroy.is_empty());
+        assert!(plan.frozen.create.is_empty());
+        assert_eq!(plan.updates.len(), 1);
+        assert!(plan.updates[0].adopted);
+        let r = release(s, plan.frozen, 1);
+        let work = converge(&r, &ms);
+        assert_eq!(work.update.len(), 1);
+        assert_eq!(work.update[0].config.process_group(), "app");
+    }
+
+    #[test]
+    fn stopped_machines_stay_stopped() {
+        let s = spec(&[("web", true)]);
+        let ms = vec![
+            machine("m1", "web", MachineState::Stopped, "gru"),
+            machine("m2", "web", MachineState::Started, "gru"),
+        ];
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        assert_eq!(plan.frozen.keep_stopped, BTreeSet::from(["m1".to_string()]));
+        let work = converge(&release(s, plan.frozen, 1), &ms);
+        let by_id: BTreeMap<_, _> = work
+            .update
+            .iter()
+            .map(|u| (u.id.as_str(), u.skip_launch))
+            .collect();
+        assert_eq!(by_id, BTreeMap::from([("m1", true), ("m2", false)]));
+    }
+
+    #[test]
+    fn update_replaces_group_fields_and_keeps_the_rest() {
+        let mut existing = machine("m1", "web", MachineState::Started, "gru").config;
+        existing.schedule = Some("hourly".into());
+        existing.auto_destroy = true;
+        existing.env.insert("SET_BY_HAND".into(), "x".into());
+        existing.metadata.insert("role".into(), "primary".into());
+        existing.init.entrypoint = Some(vec!["/old-entry".into()]);
+        existing.guest = Guest::from_preset("performance-2x");
+        let group = group_cfg("python3 web.py", true);
+        let meta = ReleaseMeta {
+            id: "r7".into(),
+            version: 7,
+        };
+        let cfg = config_for_update(&existing, &group, "web", "img2", &meta);
+        assert_eq!(cfg.image, "img2");
+        assert_eq!(cfg.init.cmd, Some(vec!["python3".into(), "web.py".into()]));
+        assert_eq!(
+            cfg.init.entrypoint, None,
+            "entrypoint only comes from [experimental]"
+        );
+        assert_eq!(cfg.services.len(), 1);
+        assert_eq!(cfg.schedule.as_deref(), Some("hourly"));
+        assert!(cfg.auto_destroy);
+        assert!(!cfg.env.contains_key("SET_BY_HAND"), "env is replaced");
+        assert_eq!(cfg.env["FLY_PROCESS_GROUP"], "web");
+        assert_eq!(cfg.metadata["role"], "primary", "metadata is merged");
+        assert_eq!(cfg.metadata[RELEASE_VERSION], "7");
+        assert_eq!(cfg.metadata[RELEASE_ID], "r7");
+        assert_eq!(cfg.metadata[PLATFORM_VERSION], "v2");
+        assert_eq!(
+            cfg.guest,
+            Guest::from_preset("performance-2x"),
+            "no [[vm]]: guest kept"
+        );
+        let mut with_vm = group.clone();
+        with_vm.guest = Guest::from_preset("shared-cpu-2x");
+        let cfg = config_for_update(&existing, &with_vm, "web", "img2", &meta);
+        assert_eq!(
+            cfg.guest,
+            Guest::from_preset("shared-cpu-2x"),
+            "[[vm]] matched: guest replaced"
+        );
+    }
+
+    #[test]
+    fn moved_machine_gets_its_new_group_command() {
+        let s = spec(&[("app", true), ("web", true)]);
+        let mut m = machine("m1", "web", MachineState::Started, "gru");
+        m.config.metadata.insert(PROCESS_GROUP.into(), "app".into());
+        m.config.init.cmd = Some(vec!["run".into(), "web".into()]);
+        let plan = plan_deploy(&s, std::slice::from_ref(&m), &BTreeMap::new(), None).unwrap();
+        let work = converge(&release(s, plan.frozen, 2), &[m]);
+        let u = work.update.iter().find(|u| u.id == "m1").unwrap();
+        assert_eq!(u.group, "app");
+        assert_eq!(u.config.init.cmd, Some(vec!["run".into(), "app".into()]));
+    }
+
+    #[test]
+    fn new_guest_resolution_order() {
+        let mut s = spec(&[("web", true), ("cron", false)]);
+        let mut big = machine("m1", "web", MachineState::Started, "gru");
+        big.config.guest = Guest::from_preset("performance-2x");
+        assert_eq!(
+            guest_for_new(&s, "cron", &[]),
+            Guest::from_preset("shared-cpu-1x").unwrap()
+        );
+        assert_eq!(
+            guest_for_new(&s, "cron", std::slice::from_ref(&big)),
+            Guest::from_preset("performance-2x").unwrap()
+        );
+        s.groups.get_mut("cron").unwrap().guest = Guest::from_preset("shared-cpu-4x");
+        assert_eq!(
+            guest_for_new(&s, "cron", &[big]),
+            Guest::from_preset("shared-cpu-4x").unwrap()
+        );
+    }
+
+    #[test]
+    fn converge_is_empty_once_done() {
+        let s = spec(&[("web", true)]);
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 1);
+        let work = converge(&r, &[]);
+        assert_eq!(work.create.len(), 2);
+        let ms: Vec<Machine> = work
+            .create
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut m = machine(&format!("n{i}"), "web", MachineState::Started, "gru");
+                m.config = c.config.clone();
+                m
+            })
+            .collect();
+        assert!(converge(&r, &ms).is_empty());
+    }
+}

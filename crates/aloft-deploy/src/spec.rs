@@ -1,0 +1,259 @@
+//! What a release is: the per-group machine configs a deploy converges to ([`ReleaseSpec`]),
+//! the deploy options, and the persisted [`Release`] record with the decisions frozen at its
+//! creation ([`FrozenPlan`]) so that an interrupted deploy resumes to exactly the same result.
+//!
+//! The spec holds *flattened* configs (flyctl-behaviour §2.3–§2.4, as produced by
+//! `aloft_config::AppConfig::machine_config_for`), so this crate never needs to read fly.toml.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aloft_api::{GoDuration, MachineConfig};
+use serde::{Deserialize, Serialize};
+
+/// The configuration a release applies, one machine config per process group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseSpec {
+    /// The image every machine of the release runs (e.g. `aloft/<app>@sha256:<digest>`).
+    pub image: String,
+    /// Group name → the flattened machine config of that group. `config.guest` is `Some` exactly
+    /// when a `[[vm]]` section matches the group (then deploy applies it to every machine of the
+    /// group); `None` means "leave existing guests alone" (§2.4).
+    pub groups: BTreeMap<String, MachineConfig>,
+    /// The default process group (§2.1): group-less machines are adopted into it.
+    pub default_group: String,
+    /// Region of machines created by deploy; `None` lets the agent choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_region: Option<String>,
+    #[serde(default)]
+    pub deploy: DeployOptions,
+    /// The fly.toml the spec was made from, kept for `releases` and debugging. Never interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl ReleaseSpec {
+    /// Group names, sorted (the order of `[processes]` keys, §2.1).
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+}
+
+/// `[deploy]` settings and their flag overrides (flyctl-behaviour §1.9, §3.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeployOptions {
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// ≥ 1: an absolute number of machines per group; in (0, 1): a fraction of the group.
+    #[serde(default = "default_max_unavailable")]
+    pub max_unavailable: f64,
+    /// Per-machine wait for `started` and for passing checks.
+    #[serde(default = "default_wait_timeout")]
+    pub wait_timeout: GoDuration,
+    /// Create two machines (not one) for a new group that has services.
+    #[serde(default = "default_true")]
+    pub ha: bool,
+    /// Never create machines for groups that have none.
+    #[serde(default)]
+    pub update_only: bool,
+    /// How many machine operations run at once.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+}
+
+fn default_max_unavailable() -> f64 {
+    0.33
+}
+fn default_wait_timeout() -> GoDuration {
+    GoDuration::from_secs(300)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_concurrent() -> usize {
+    16
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            strategy: Strategy::default(),
+            max_unavailable: default_max_unavailable(),
+            wait_timeout: default_wait_timeout(),
+            ha: true,
+            update_only: false,
+            max_concurrent: default_max_concurrent(),
+        }
+    }
+}
+
+impl DeployOptions {
+    /// How many started machines of a group of `n` may be updated at once (at least 1).
+    pub fn batch_size(&self, n: usize) -> usize {
+        let size = if self.max_unavailable >= 1.0 {
+            self.max_unavailable.trunc() as usize
+        } else if self.max_unavailable > 0.0 {
+            (n as f64 * self.max_unavailable).ceil() as usize
+        } else {
+            1
+        };
+        size.clamp(1, n.max(1))
+    }
+
+    pub fn wait_timeout(&self) -> Duration {
+        self.wait_timeout.as_duration()
+    }
+}
+
+/// Deploy strategies Aloft carries out. `canary` and `bluegreen` are accepted from fly.toml and
+/// run as `rolling` (documented divergence).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Update in batches per group, waiting for each batch to start and pass its checks.
+    #[default]
+    Rolling,
+    /// Everything at once, no waiting.
+    Immediate,
+}
+
+impl Strategy {
+    /// Reads a fly.toml / `--strategy` value.
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s.to_ascii_lowercase().as_str() {
+            "rolling" | "canary" | "bluegreen" => Some(Strategy::Rolling),
+            "immediate" => Some(Strategy::Immediate),
+            _ => None,
+        }
+    }
+}
+
+/// Where a release is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    /// Recorded, not started yet.
+    Pending,
+    /// Being carried out (also after an agent restart, until resumed to an end).
+    Running,
+    Complete,
+    Failed,
+    /// Superseded by a newer release before it finished.
+    Interrupted,
+}
+
+impl ReleaseStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ReleaseStatus::Complete | ReleaseStatus::Failed | ReleaseStatus::Interrupted
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseStatus::Pending => "pending",
+            ReleaseStatus::Running => "running",
+            ReleaseStatus::Complete => "complete",
+            ReleaseStatus::Failed => "failed",
+            ReleaseStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The decisions of a deploy taken once, when the release is created, from the machines that
+/// existed then. Re-running the engine with the same frozen plan converges to the same machines.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrozenPlan {
+    /// Group → how many machines the group must have; only for groups that had none.
+    pub create: BTreeMap<String, u32>,
+    /// Machines of groups no longer defined (confirmed by the user), destroyed with force.
+    pub destroy: Vec<PlannedDestroy>,
+    /// Machines that were not running before the deploy: updated with `skip_launch`, left stopped.
+    pub keep_stopped: BTreeSet<String>,
+    /// Groups the deploy touches (`--process-groups`, else every group of the spec).
+    pub groups: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedDestroy {
+    pub id: String,
+    /// The machine's group as it was labelled (empty = none).
+    pub group: String,
+    pub region: String,
+}
+
+/// A release as the agent persists and serves it (`GET /v1/apps/{app}/releases`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// ULID.
+    pub id: String,
+    /// 1, 2, 3… per app.
+    pub version: u64,
+    pub app: String,
+    pub status: ReleaseStatus,
+    pub spec: ReleaseSpec,
+    pub plan: FrozenPlan,
+    /// The per-group desired counts the app remembered when the release was created.
+    #[serde(default)]
+    pub desired_counts: BTreeMap<String, u32>,
+    /// Content digest (`sha256:<hex>`) of the uploaded app directory, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    #[serde(default)]
+    pub updated_at: String,
+    /// Why the release failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Release {
+    /// What [`crate::plan::apply_release_metadata`] writes on every machine of this release.
+    pub fn meta(&self) -> ReleaseMeta {
+        ReleaseMeta {
+            id: self.id.clone(),
+            version: self.version,
+        }
+    }
+}
+
+/// Identity of a release as stamped into machine metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseMeta {
+    pub id: String,
+    pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_size_follows_max_unavailable() {
+        let mut o = DeployOptions::default();
+        assert_eq!(o.batch_size(10), 4); // ceil(3.3)
+        assert_eq!(o.batch_size(1), 1);
+        o.max_unavailable = 3.0;
+        assert_eq!(o.batch_size(10), 3);
+        assert_eq!(o.batch_size(2), 2);
+        o.max_unavailable = 0.0;
+        assert_eq!(o.batch_size(10), 1);
+    }
+
+    #[test]
+    fn strategies_parse() {
+        assert_eq!(Strategy::parse("ROLLING"), Some(Strategy::Rolling));
+        assert_eq!(Strategy::parse("immediate"), Some(Strategy::Immediate));
+        assert_eq!(Strategy::parse("canary"), Some(Strategy::Rolling));
+        assert_eq!(Strategy::parse("yolo"), None);
+    }
+
+    #[test]
+    fn options_default_from_empty_json() {
+        let o: DeployOptions = serde_json::from_str("{}").unwrap();
+        assert_eq!(o, DeployOptions::default());
+        assert_eq!(o.wait_timeout(), Duration::from_secs(300));
+    }
+}
