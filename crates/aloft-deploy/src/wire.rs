@@ -13,7 +13,7 @@
 //! | `GET`/`HEAD /v1/apps/{app}/images/{sha256hex}` | – | `200` [`ImageInfo`] / `404` |
 //! | `GET /v1/apps/{app}/process_groups` | – | `200` [`GroupCounts`] (remembered desired counts) |
 //! | `PUT /v1/apps/{app}/process_groups/{group}/count` | [`SetCount`] | `200` [`GroupCounts`] |
-//! | `GET /v1/apps/{app}/logs?process_group=G&machine=ID&region=R&follow=true&lines=N` | – | `200` NDJSON of [`LogLine`] (the last `lines` lines, then new ones while `follow`) |
+//! | `GET /v1/apps/{app}/logs?group=G&machine=ID&region=R&follow=true&limit=N` | – | `200` NDJSON of [`LogLine`] (the last `limit` lines, then new ones while `follow`) — served by the agent already |
 
 use std::collections::BTreeMap;
 
@@ -114,14 +114,17 @@ pub struct SetCount {
     pub count: u32,
 }
 
-/// One log line of a machine.
+/// One log line of a machine, as the agent's log route sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
-    /// RFC 3339 with fractional seconds.
+    /// RFC 3339 UTC with fractional seconds.
     pub timestamp: String,
-    pub machine_id: String,
     #[serde(default)]
-    pub process_group: String,
+    pub app: String,
+    pub machine_id: String,
+    /// The machine's process group.
+    #[serde(default)]
+    pub group: String,
     #[serde(default)]
     pub region: String,
     /// `stdout` or `stderr`.

@@ -28,6 +28,25 @@ pub enum Command {
     Platform(PlatformCommand),
     /// Run the agent: the Machines API, state store and process supervisor of this host.
     Agent(AgentArgs),
+    /// Create, list and destroy apps.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Deploy the app in the config's directory: one machine config per process group.
+    Deploy(DeployArgs),
+    /// Laptop mode: use (or start) a local agent, deploy the directory, follow logs until Ctrl-C.
+    Up(UpArgs),
+    /// The app and its machines (PROCESS, ID, VERSION, REGION, STATE, ROLE, CHECKS, LAST UPDATED).
+    Status(StatusArgs),
+    /// The app's releases, newest first.
+    Releases(ListArgs),
+    /// Machine logs of the app (all groups by default); follows new lines unless --no-tail.
+    Logs(LogsArgs),
+    /// Scale process groups: machine counts, VM sizes, memory.
+    #[command(subcommand)]
+    Scale(ScaleCommand),
+    /// Single machines: list, status, clone, start, stop, destroy, update.
+    #[command(subcommand, alias = "machines", alias = "m")]
+    Machine(MachineCommand),
 }
 
 /// `aloft agent`.
@@ -75,5 +94,259 @@ pub enum PlatformCommand {
     VmSizes {
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `-a APP` (else the `app` of fly.toml) and `-c fly.toml`, shared by app commands.
+#[derive(Debug, Args, Clone)]
+pub struct AppArgs {
+    /// The app [default: `app` of the config file].
+    #[arg(short = 'a', long = "app", env = "ALOFT_APP")]
+    pub app: Option<String>,
+    /// Path to the app config (fly.toml, fly.json or fly.yaml).
+    #[arg(short = 'c', long = "config", default_value = "fly.toml")]
+    pub config: PathBuf,
+}
+
+/// An app selector plus `--json`.
+#[derive(Debug, Args, Clone)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Create an app.
+    Create {
+        /// App name [default: `app` of the config file].
+        name: Option<String>,
+        /// Organisation slug.
+        #[arg(short = 'o', long, default_value = "personal")]
+        org: String,
+        /// Path to the app config, read for the name when none is given.
+        #[arg(short = 'c', long = "config", default_value = "fly.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List apps.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy an app and all its machines.
+    #[command(alias = "rm", alias = "delete")]
+    Destroy {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+}
+
+/// `aloft deploy`.
+#[derive(Debug, Args, Clone)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Answer yes to prompts (destroying machines of removed groups).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// rolling or immediate (canary and bluegreen run as rolling) [default: fly.toml, else rolling].
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Machines of a group updated at once: a count (≥ 1) or a fraction (0, 1) [default: 0.33].
+    #[arg(long)]
+    pub max_unavailable: Option<f64>,
+    /// Per-machine wait for start and health checks, e.g. 5m, 30s [default: fly.toml, else 5m].
+    #[arg(long)]
+    pub wait_timeout: Option<String>,
+    /// Only deploy these groups (comma-separated); the others are not touched.
+    #[arg(long, value_delimiter = ',')]
+    pub process_groups: Vec<String>,
+    /// Do not create machines for groups that have none.
+    #[arg(long)]
+    pub update_only: bool,
+    /// Create 2 machines (not 1) for new groups with services.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub ha: bool,
+    /// Region of new machines [default: primary_region].
+    #[arg(long)]
+    pub primary_region: Option<String>,
+    /// Start the release and return without following it.
+    #[arg(long)]
+    pub detach: bool,
+    /// Use an image directory on the agent host (dir:///path) instead of uploading this directory.
+    #[arg(long)]
+    pub image: Option<String>,
+}
+
+/// `aloft up`.
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Data dir of the embedded agent, when one is started [default: the user's state dir].
+    #[arg(long, env = "ALOFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Answer yes to prompts.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Deploy and print the URLs, then exit instead of following logs.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// `aloft status`.
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `aloft logs`.
+#[derive(Debug, Args, Clone)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Only this process group.
+    #[arg(short = 'g', long = "process-group", alias = "group")]
+    pub group: Option<String>,
+    /// Only this machine.
+    #[arg(long, alias = "instance", short = 'i')]
+    pub machine: Option<String>,
+    /// Only machines in this region.
+    #[arg(short = 'r', long)]
+    pub region: Option<String>,
+    /// Print the recent lines and exit instead of following.
+    #[arg(short = 'n', long)]
+    pub no_tail: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScaleCommand {
+    /// Set machine counts: `count 3 [-g web]`, `count web=8 cron=2`, `count web=+2`.
+    Count(ScaleCountArgs),
+    /// Change the VM size of a group's machines: `vm performance-2x -g web`.
+    Vm {
+        /// A size from `aloft platform vm-sizes`.
+        size: String,
+        /// Memory in MB (or with a unit: 4gb) on top of the size.
+        #[arg(long = "vm-memory")]
+        memory: Option<String>,
+        #[arg(short = 'g', long = "process-group", alias = "group")]
+        group: Option<String>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Change the memory of a group's machines: `memory 4096 -g web`.
+    Memory {
+        /// MB, or with a unit (512mb, 4gb).
+        memory: String,
+        #[arg(short = 'g', long = "process-group", alias = "group")]
+        group: Option<String>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Per-group counts, sizes and regions.
+    Show(ListArgs),
+}
+
+/// `aloft scale count`.
+#[derive(Debug, Args, Clone)]
+pub struct ScaleCountArgs {
+    /// `N`, `+N`, `-N` (with -g) or `GROUP=N`… .
+    #[arg(required = true, allow_hyphen_values = true)]
+    pub counts: Vec<String>,
+    /// The group of a single count [default: the default group].
+    #[arg(short = 'g', long = "process-group", alias = "group")]
+    pub group: Option<String>,
+    /// Regions to spread the machines over, in order (comma-separated).
+    #[arg(short = 'r', long = "region", value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// At most this many machines of a group per region.
+    #[arg(long)]
+    pub max_per_region: Option<u32>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MachineCommand {
+    /// List the app's machines.
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Details and recent events of a machine.
+    Status {
+        id: String,
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new machine like ID (same group, release, guest, config).
+    Clone {
+        id: String,
+        /// Region of the clone [default: the source's].
+        #[arg(short = 'r', long)]
+        region: Option<String>,
+        /// Do not wait for the clone to start.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Start stopped machines.
+    Start {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Stop machines.
+    Stop {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Signal to send (default: the machine's kill_signal, else SIGINT).
+        #[arg(short = 's', long)]
+        signal: Option<String>,
+        /// Seconds before SIGKILL.
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Destroy machines; started ones need --force.
+    #[command(alias = "rm", alias = "remove")]
+    Destroy {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Kill started machines.
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Change a machine: `--metadata fly_process_group=app` moves it to another group.
+    Update {
+        id: String,
+        /// KEY=VALUE, merged into the metadata (repeatable).
+        #[arg(long = "metadata", short = 'm', required = true)]
+        metadata: Vec<String>,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        #[command(flatten)]
+        app: AppArgs,
     },
 }

@@ -6,6 +6,7 @@
 //! (invalid config, refused action), 2 usage error (clap's own).
 
 mod cli;
+mod client;
 mod commands;
 mod output;
 
@@ -36,5 +37,8 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALOFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -1,0 +1,477 @@
+//! HTTP client of the agent's Machines API (and the Aloft routes of `aloft_deploy::wire`).
+//!
+//! Base URL and token: `ALOFT_API_URL` / `ALOFT_API_TOKEN`, else the local agent's
+//! (`aloft_agent::local_defaults`: `<data-dir>/agent.addr` and `<data-dir>/token`). Errors say
+//! what failed, on which URL, and what to do (e.g. start the agent).
+
+use std::time::Duration;
+
+use aloft_api::{
+    App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, Machine,
+    MachineState, StopRequest, UpdateMachineRequest,
+};
+use aloft_deploy::wire::{self, routes, CreateReleaseRequest, GroupCounts, ImageInfo, SetCount};
+use aloft_deploy::Release;
+use anyhow::{anyhow, Context};
+use futures_util::StreamExt;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// An API error with its HTTP status, so callers can react to 404/409.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (HTTP {status} from {method} {url})")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub method: Method,
+    pub url: String,
+    pub message: String,
+    /// The `status` field of the error body (`name_taken`, `confirmation_required`…).
+    pub code: Option<String>,
+    /// The raw body, for errors that carry more (e.g. the machines a deploy would destroy).
+    pub body: String,
+}
+
+/// Returns the [`ApiError`] inside an anyhow error, if that is what it is.
+pub fn api_error(err: &anyhow::Error) -> Option<&ApiError> {
+    err.downcast_ref::<ApiError>()
+}
+
+/// Whether `err` is an API 404.
+pub fn is_not_found(err: &anyhow::Error) -> bool {
+    api_error(err).is_some_and(|e| e.status == StatusCode::NOT_FOUND)
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>, token: Option<String>) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("reqwest client builds");
+        Client {
+            http,
+            base: base.into().trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    /// From `ALOFT_API_URL` / `ALOFT_API_TOKEN`, else the local agent's defaults.
+    pub fn from_env() -> Client {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let defaults = aloft_agent::local_defaults(None);
+        let base = env("ALOFT_API_URL").unwrap_or(defaults.api_url);
+        let token = env("ALOFT_API_TOKEN").or(defaults.token);
+        Client::new(base, token)
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut rb = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t.trim());
+        }
+        rb
+    }
+
+    /// Sends a request; non-2xx answers become [`ApiError`], transport errors say how to fix them.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        rb: RequestBuilder,
+    ) -> anyhow::Result<Response> {
+        let url = format!("{}{path}", self.base);
+        let resp = rb.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow!(
+                    "cannot reach the aloft agent at {}: {e}. Start one with `aloft agent` (or use `aloft up`), \
+                     or point ALOFT_API_URL at yours",
+                    self.base
+                )
+            } else {
+                anyhow!("{method} {url} failed: {e}")
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let parsed: Option<ErrorResponse> = serde_json::from_str(&body).ok();
+        let message = match &parsed {
+            Some(e) => e.error.clone(),
+            None if body.trim().is_empty() => {
+                status.canonical_reason().unwrap_or("error").to_string()
+            }
+            None => body.trim().to_string(),
+        };
+        Err(ApiError {
+            status,
+            method,
+            url,
+            message,
+            code: parsed.and_then(|e| e.status),
+            body,
+        }
+        .into())
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
+        let mut rb = self.request(method.clone(), path);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = self.send(method.clone(), path, rb).await?;
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the answer of {method} {path}"))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("unexpected answer to {method} {path}: {text}"))
+    }
+
+    async fn no_content(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<()> {
+        let mut rb = self.request(method.clone(), path);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        self.send(method, path, rb).await.map(drop)
+    }
+
+    // ---- apps
+
+    pub async fn list_apps(&self) -> anyhow::Result<Vec<App>> {
+        let r: ListAppsResponse = self
+            .json(Method::GET, "/v1/apps?org_slug=personal", None::<&()>)
+            .await?;
+        Ok(r.apps)
+    }
+
+    pub async fn get_app(&self, app: &str) -> anyhow::Result<App> {
+        self.json(Method::GET, &format!("/v1/apps/{app}"), None::<&()>)
+            .await
+    }
+
+    pub async fn create_app(&self, app: &str, org: &str) -> anyhow::Result<App> {
+        let req = CreateAppRequest {
+            app_name: Some(app.to_string()),
+            org_slug: Some(org.to_string()),
+            network: None,
+        };
+        self.json(Method::POST, "/v1/apps", Some(&req)).await
+    }
+
+    pub async fn delete_app(&self, app: &str) -> anyhow::Result<()> {
+        self.no_content(
+            Method::DELETE,
+            &format!("/v1/apps/{app}?force=true"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    // ---- machines
+
+    pub async fn list_machines(&self, app: &str) -> anyhow::Result<Vec<Machine>> {
+        self.json(
+            Method::GET,
+            &format!("/v1/apps/{app}/machines"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Machine> {
+        self.json(
+            Method::GET,
+            &format!("/v1/apps/{app}/machines/{id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn create_machine(
+        &self,
+        app: &str,
+        req: &CreateMachineRequest,
+    ) -> anyhow::Result<Machine> {
+        self.json(Method::POST, &format!("/v1/apps/{app}/machines"), Some(req))
+            .await
+    }
+
+    pub async fn update_machine(
+        &self,
+        app: &str,
+        id: &str,
+        req: &UpdateMachineRequest,
+    ) -> anyhow::Result<Machine> {
+        self.json(
+            Method::POST,
+            &format!("/v1/apps/{app}/machines/{id}"),
+            Some(req),
+        )
+        .await
+    }
+
+    pub async fn destroy_machine(&self, app: &str, id: &str, force: bool) -> anyhow::Result<()> {
+        let q = if force { "?force=true" } else { "" };
+        self.no_content(
+            Method::DELETE,
+            &format!("/v1/apps/{app}/machines/{id}{q}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn start_machine(&self, app: &str, id: &str) -> anyhow::Result<()> {
+        self.no_content(
+            Method::POST,
+            &format!("/v1/apps/{app}/machines/{id}/start"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn stop_machine(&self, app: &str, id: &str, req: &StopRequest) -> anyhow::Result<()> {
+        self.no_content(
+            Method::POST,
+            &format!("/v1/apps/{app}/machines/{id}/stop"),
+            Some(req),
+        )
+        .await
+    }
+
+    pub async fn set_metadata(
+        &self,
+        app: &str,
+        id: &str,
+        key: &str,
+        value: &str,
+    ) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "value": value });
+        self.no_content(
+            Method::POST,
+            &format!("/v1/apps/{app}/machines/{id}/metadata/{key}"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Waits (up to `timeout`, in 60 s API calls) for the machine to reach `state`.
+    pub async fn wait_machine(
+        &self,
+        app: &str,
+        id: &str,
+        state: MachineState,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs()
+                .clamp(1, 60);
+            let path = format!("/v1/apps/{app}/machines/{id}/wait?state={state}&timeout={left}");
+            match self.no_content(Method::GET, &path, None::<&()>).await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if api_error(&e).is_some_and(|a| a.status == StatusCode::REQUEST_TIMEOUT)
+                        && tokio::time::Instant::now() < deadline => {}
+                Err(e) => return Err(e.context(format!("waiting for machine {id} to be {state}"))),
+            }
+        }
+    }
+
+    // ---- releases, images, group counts (aloft_deploy::wire)
+
+    pub async fn list_releases(&self, app: &str) -> anyhow::Result<Vec<Release>> {
+        self.json(Method::GET, &routes::releases(app), None::<&()>)
+            .await
+    }
+
+    /// The newest release whose status is `complete`, if any.
+    pub async fn current_release(&self, app: &str) -> anyhow::Result<Option<Release>> {
+        let releases = match self.list_releases(app).await {
+            Ok(r) => r,
+            Err(e)
+                if is_not_found(&e)
+                    && api_error(&e).is_some_and(|a| a.message.starts_with("no such endpoint")) =>
+            {
+                return Err(e.context("this agent does not serve releases yet"))
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(releases
+            .into_iter()
+            .filter(|r| r.status == aloft_deploy::ReleaseStatus::Complete)
+            .max_by_key(|r| r.version))
+    }
+
+    pub async fn create_release(
+        &self,
+        app: &str,
+        req: &CreateReleaseRequest,
+    ) -> anyhow::Result<Release> {
+        self.json(Method::POST, &routes::releases(app), Some(req))
+            .await
+    }
+
+    /// Streams the events of a release (NDJSON) to `on_event` until the stream ends.
+    pub async fn follow_release(
+        &self,
+        app: &str,
+        version: u64,
+        after: u64,
+        mut on_event: impl FnMut(wire::ReleaseEventRecord),
+    ) -> anyhow::Result<()> {
+        let path = format!(
+            "{}?follow=true&after={after}",
+            routes::release_events(app, version)
+        );
+        let resp = self
+            .send(Method::GET, &path, self.request(Method::GET, &path))
+            .await?;
+        ndjson(resp, |line| {
+            let rec: wire::ReleaseEventRecord = serde_json::from_str(line)
+                .with_context(|| format!("unexpected release event: {line}"))?;
+            on_event(rec);
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn image_exists(&self, app: &str, hex: &str) -> anyhow::Result<bool> {
+        let path = routes::image(app, hex);
+        match self
+            .send(Method::HEAD, &path, self.request(Method::HEAD, &path))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn upload_image(
+        &self,
+        app: &str,
+        hex: &str,
+        tar: Vec<u8>,
+    ) -> anyhow::Result<ImageInfo> {
+        let path = routes::image(app, hex);
+        let rb = self
+            .request(Method::PUT, &path)
+            .header("content-type", "application/x-tar")
+            .body(tar);
+        let resp = self.send(Method::PUT, &path, rb).await?;
+        let text = resp.text().await?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("unexpected answer to PUT {path}: {text}"))
+    }
+
+    pub async fn group_counts(&self, app: &str) -> anyhow::Result<GroupCounts> {
+        self.json(Method::GET, &routes::process_groups(app), None::<&()>)
+            .await
+    }
+
+    pub async fn set_group_count(&self, app: &str, group: &str, count: u32) -> anyhow::Result<()> {
+        self.no_content(
+            Method::PUT,
+            &routes::group_count(app, group),
+            Some(&SetCount { count }),
+        )
+        .await
+    }
+
+    /// Streams log lines; `follow` keeps the stream open. `on_line` returns false to stop.
+    pub async fn logs(
+        &self,
+        app: &str,
+        query: &[(&str, String)],
+        mut on_line: impl FnMut(wire::LogLine) -> bool,
+    ) -> anyhow::Result<()> {
+        let mut path = routes::logs(app);
+        let qs: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect();
+        if !qs.is_empty() {
+            path = format!("{path}?{}", qs.join("&"));
+        }
+        let resp = self
+            .send(Method::GET, &path, self.request(Method::GET, &path))
+            .await?;
+        ndjson(resp, |line| {
+            match serde_json::from_str::<wire::LogLine>(line) {
+                Ok(l) => Ok(on_line(l)),
+                Err(_) => Ok(true),
+            }
+        })
+        .await
+    }
+}
+
+/// Reads an NDJSON body line by line; `f` returns false to stop early.
+async fn ndjson(
+    resp: Response,
+    mut f: impl FnMut(&str) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let mut stream = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk.context("the stream broke")?);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim();
+            if !line.is_empty() && !f(line)? {
+                return Ok(());
+            }
+        }
+    }
+    let rest = String::from_utf8_lossy(&buf);
+    if !rest.trim().is_empty() {
+        f(rest.trim())?;
+    }
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs a future on a fresh current-thread runtime (commands are synchronous at the top).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
+        .block_on(f)
+}

@@ -1,0 +1,260 @@
+//! `aloft status` (flyctl-behaviour §6.1) and `aloft releases`.
+
+use std::process::ExitCode;
+
+use aloft_api::metadata::{RELEASE_VERSION, ROLE};
+use aloft_api::Machine;
+use aloft_deploy::plan::is_managed;
+use serde::Serialize;
+
+use crate::cli::{ListArgs, StatusArgs};
+use crate::client::{block_on, Client};
+use crate::commands::common::resolve_app;
+use crate::output::{print_json, print_table};
+
+/// `"N total, X passing, Y warning, Z critical"`; blank without checks.
+pub fn checks_summary(m: &Machine) -> String {
+    if m.checks.is_empty() {
+        return String::new();
+    }
+    let count = |s: &str| m.checks.iter().filter(|c| c.status == s).count();
+    let mut out = format!("{} total", m.checks.len());
+    for s in ["passing", "warning", "critical"] {
+        let n = count(s);
+        if n > 0 {
+            out.push_str(&format!(", {n} {s}"));
+        }
+    }
+    out
+}
+
+/// Rows of the Machines table, sorted by the whole row (group, then id).
+pub fn machine_rows(machines: &[Machine]) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> = machines
+        .iter()
+        .filter(|m| is_managed(m))
+        .map(|m| {
+            let group = match m.process_group() {
+                "" => "<default>".to_string(),
+                g if !m.config.standbys.is_empty() => format!("{g}†"),
+                g => g.to_string(),
+            };
+            vec![
+                group,
+                m.id.clone(),
+                m.config
+                    .metadata
+                    .get(RELEASE_VERSION)
+                    .cloned()
+                    .unwrap_or_default(),
+                m.region.clone(),
+                m.state.to_string(),
+                m.config.metadata.get(ROLE).cloned().unwrap_or_default(),
+                checks_summary(m),
+                m.updated_at.clone(),
+            ]
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct StatusJson {
+    #[serde(rename = "ID")]
+    id: String,
+    name: String,
+    deployed: bool,
+    status: String,
+    hostname: String,
+    version: u64,
+    organization: aloft_api::Organization,
+    platform_version: String,
+    machines: Vec<Machine>,
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let app_name = resolve_app(&args.app)?;
+    let client = Client::from_env();
+    block_on(async move {
+        let app = client.get_app(&app_name).await?;
+        let machines = client.list_machines(&app_name).await?;
+        let version = machines
+            .iter()
+            .filter_map(|m| m.config.metadata.get(RELEASE_VERSION)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        let image = machines
+            .iter()
+            .filter(|m| {
+                m.config
+                    .metadata
+                    .get(RELEASE_VERSION)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    == Some(version)
+            })
+            .map(|m| m.config.image.clone())
+            .next()
+            .unwrap_or_default();
+        if args.json {
+            let managed: Vec<Machine> = machines.into_iter().filter(is_managed).collect();
+            return print_json(&StatusJson {
+                id: app.id.clone(),
+                name: app.name.clone(),
+                deployed: version > 0,
+                status: app.status.clone(),
+                hostname: format!("{}.internal", app.name),
+                version,
+                organization: app.organization.clone(),
+                platform_version: "machines".into(),
+                machines: managed,
+            })
+            .map(|_| ExitCode::SUCCESS);
+        }
+        let info = vec![
+            vec!["Name".to_string(), "=".into(), app.name.clone()],
+            vec!["Owner".into(), "=".into(), app.organization.slug.clone()],
+            vec![
+                "Hostname".into(),
+                "=".into(),
+                format!("{}.internal", app.name),
+            ],
+            vec![
+                "Image".into(),
+                "=".into(),
+                if version > 0 {
+                    format!("{image} (v{version})")
+                } else {
+                    "-".into()
+                },
+            ],
+        ];
+        println!("App");
+        for row in info {
+            println!("  {:<9} {} {}", row[0], row[1], row[2]);
+        }
+        println!();
+        let rows = machine_rows(&machines);
+        if rows.is_empty() {
+            println!("No machines are available on this app {}", app.name);
+        } else {
+            print_table(
+                Some("Machines"),
+                &[
+                    "PROCESS",
+                    "ID",
+                    "VERSION",
+                    "REGION",
+                    "STATE",
+                    "ROLE",
+                    "CHECKS",
+                    "LAST UPDATED",
+                ],
+                &rows,
+            );
+        }
+        if machines
+            .iter()
+            .any(|m| !is_managed(m) && m.state.is_active())
+        {
+            println!(
+                "\nThere are machines not managed by deploy; see them with `aloft machine list`."
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn releases(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let app = resolve_app(&args.app)?;
+    let client = Client::from_env();
+    block_on(async move {
+        let releases = client.list_releases(&app).await?;
+        if args.json {
+            print_json(&releases)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let rows: Vec<Vec<String>> = releases
+            .iter()
+            .map(|r| {
+                let groups = r.spec.group_names().join(",");
+                vec![
+                    format!("v{}", r.version),
+                    r.status.as_str().to_string(),
+                    groups,
+                    r.spec.image.clone(),
+                    r.created_at.clone(),
+                    r.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(
+            None,
+            &["VERSION", "STATUS", "GROUPS", "IMAGE", "DATE", "ERROR"],
+            &rows,
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aloft_api::{CheckStatus, MachineConfig, MachineState};
+
+    fn machine(id: &str, group: &str) -> Machine {
+        let mut config = MachineConfig::default();
+        config
+            .metadata
+            .insert("fly_platform_version".into(), "v2".into());
+        config
+            .metadata
+            .insert("fly_process_group".into(), group.into());
+        config
+            .metadata
+            .insert("fly_release_version".into(), "3".into());
+        Machine {
+            id: id.into(),
+            name: id.into(),
+            state: MachineState::Started,
+            region: "gru".into(),
+            instance_id: "v".into(),
+            private_ip: String::new(),
+            config,
+            image_ref: None,
+            created_at: "t0".into(),
+            updated_at: "t1".into(),
+            events: vec![],
+            checks: vec![],
+            nonce: None,
+            host_status: "ok".into(),
+            cordoned: false,
+            host_ports: Default::default(),
+        }
+    }
+
+    #[test]
+    fn rows_sorted_with_checks() {
+        let mut a = machine("b1", "web");
+        a.checks = vec![
+            CheckStatus {
+                name: "h".into(),
+                status: "passing".into(),
+                output: String::new(),
+                updated_at: String::new(),
+            },
+            CheckStatus {
+                name: "t".into(),
+                status: "critical".into(),
+                output: String::new(),
+                updated_at: String::new(),
+            },
+        ];
+        let rows = machine_rows(&[a, machine("a1", "web"), machine("z1", "cron")]);
+        assert_eq!(rows[0][0], "cron");
+        assert_eq!(rows[1][1], "a1");
+        assert_eq!(rows[2][6], "2 total, 1 passing, 1 critical");
+        assert_eq!(rows[2][2], "3");
+    }
+}
