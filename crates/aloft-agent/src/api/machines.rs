@@ -48,7 +48,7 @@ pub async fn list(
     State(st): State<AppState>,
     P(app): P<String>,
     q: Params,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<axum::response::Response> {
     let mut states = Vec::new();
     for s in q.all("state") {
         match MachineState::parse(&s).filter(|_| LIST_STATES.contains(&s.as_str())) {
@@ -78,21 +78,59 @@ pub async fn list(
         .list_machines(&app, ListMachines { filter, summary })
         .await?;
     if !summary {
-        return Ok(Json(serde_json::to_value(machines).unwrap_or(Value::Null)));
+        return Ok(json_response(&machines, machines.len() * 800));
     }
-    let list = machines
-        .into_iter()
-        .map(|m| {
-            let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
-            if let Some(o) = v.as_object_mut() {
-                for k in ["config", "checks", "events", "host_status", "nonce"] {
-                    o.remove(k);
-                }
-            }
-            v
-        })
-        .collect();
-    Ok(Json(Value::Array(list)))
+    let list: Vec<MachineSummary<'_>> = machines.iter().map(MachineSummary::from).collect();
+    Ok(json_response(&list, list.len() * 400))
+}
+
+/// JSON into a buffer sized up front (long lists otherwise pay for repeated regrowth).
+fn json_response<T: serde::Serialize>(value: &T, capacity: usize) -> axum::response::Response {
+    let mut buf = Vec::with_capacity(capacity + 2);
+    match serde_json::to_writer(&mut buf, value) {
+        Ok(()) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            buf,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("cannot encode the response: {e}")).into_response(),
+    }
+}
+
+/// A machine in a `summary=true` list: no config, checks, events, host_status or nonce.
+#[derive(serde::Serialize)]
+struct MachineSummary<'a> {
+    id: &'a str,
+    name: &'a str,
+    state: MachineState,
+    region: &'a str,
+    instance_id: &'a str,
+    private_ip: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_ref: Option<&'a aloft_api::ImageRef>,
+    created_at: &'a str,
+    updated_at: &'a str,
+    cordoned: bool,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    host_ports: &'a std::collections::BTreeMap<u16, u16>,
+}
+
+impl<'a> From<&'a aloft_api::Machine> for MachineSummary<'a> {
+    fn from(m: &'a aloft_api::Machine) -> Self {
+        MachineSummary {
+            id: &m.id,
+            name: &m.name,
+            state: m.state,
+            region: &m.region,
+            instance_id: &m.instance_id,
+            private_ip: &m.private_ip,
+            image_ref: m.image_ref.as_ref(),
+            created_at: &m.created_at,
+            updated_at: &m.updated_at,
+            cordoned: m.cordoned,
+            host_ports: &m.host_ports,
+        }
+    }
 }
 
 pub async fn create(

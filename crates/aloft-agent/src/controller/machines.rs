@@ -174,7 +174,7 @@ impl Controller {
             .into_iter()
             .map(|r| {
                 let ev = events.remove(&r.id).unwrap_or_default();
-                r.to_api(ev)
+                r.into_api(ev)
             })
             .collect())
     }
