@@ -769,3 +769,146 @@ async fn wait_times_out_with_408_and_returns_when_the_state_comes() {
     );
     h.stop_all().await;
 }
+
+#[tokio::test]
+async fn update_relaunches_a_running_machine_and_logs_follow() {
+    let h = Harness::start(&[]).await;
+    h.create_app("upd").await;
+    let script = "echo \"v=$V\"; while :; do sleep 0.2; echo tick; done";
+    let config = |v: &str| {
+        json!({"image": h.image(), "env": {"V": v}, "init": {"exec": ["/bin/sh", "-c", script]},
+        "metadata": {"fly_process_group": "worker"}})
+    };
+    let m = h
+        .ok(
+            Method::POST,
+            "/v1/apps/upd/machines",
+            Some(json!({"region": "gru", "config": config("1")})),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let v1 = m["instance_id"].as_str().unwrap().to_string();
+    h.ok(
+        Method::GET,
+        &format!("/v1/apps/upd/machines/{id}/wait?state=started&timeout=30"),
+        None,
+    )
+    .await;
+
+    // Follow the logs of the worker group: the backlog, then new lines as they come.
+    let resp = h
+        .http
+        .get(format!(
+            "{}/v1/apps/upd/logs?group=worker&region=gru&follow=true&limit=5",
+            h.url
+        ))
+        .bearer_auth(&h.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut resp = resp;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.matches("\"tick\"").count() < 3 {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("log lines keep coming")
+            .unwrap()
+            .unwrap();
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    for line in seen.lines() {
+        let l: Value = serde_json::from_str(line).expect("NDJSON");
+        assert_eq!(l["machine_id"], id.as_str());
+        assert_eq!(l["group"], "worker");
+    }
+    drop(resp);
+
+    // A full-config update of a started machine relaunches it on the new version.
+    let updated = h
+        .ok(
+            Method::POST,
+            &format!("/v1/apps/upd/machines/{id}"),
+            Some(json!({"config": config("2"), "current_version": v1})),
+        )
+        .await;
+    let v2 = updated["instance_id"].as_str().unwrap().to_string();
+    assert_ne!(v1, v2);
+    let w = h
+        .ok(
+            Method::GET,
+            &format!("/v1/apps/upd/machines/{id}/wait?state=started&version={v2}&timeout=30"),
+            None,
+        )
+        .await;
+    assert_eq!(w["version"], v2.as_str());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = h
+            .http
+            .get(format!(
+                "{}/v1/apps/upd/logs?machine={id}&limit=1000",
+                h.url
+            ))
+            .bearer_auth(&h.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if logs.contains("v=2") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new version never ran: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = h
+        .ok(
+            Method::GET,
+            &format!("/v1/apps/upd/machines/{id}/events"),
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(&kinds[..3], ["start", "exit", "update"], "{kinds:?}");
+    h.stop_all().await;
+}
+
+#[tokio::test]
+async fn auto_destroy_machines_are_destroyed_when_they_exit() {
+    let h = Harness::start(&[]).await;
+    h.create_app("oneshot").await;
+    let m = h
+        .ok(Method::POST, "/v1/apps/oneshot/machines",
+            Some(json!({"config": {"image": h.image(), "auto_destroy": true, "restart": {"policy": "no"}, "init": {"exec": ["true"]}}})))
+        .await;
+    let id = m["id"].as_str().unwrap();
+    let w = h
+        .ok(
+            Method::GET,
+            &format!("/v1/apps/oneshot/machines/{id}/wait?state=destroyed&timeout=30"),
+            None,
+        )
+        .await;
+    assert_eq!(w["state"], "destroyed");
+    let events = h
+        .ok(
+            Method::GET,
+            &format!("/v1/apps/oneshot/machines/{id}/events"),
+            None,
+        )
+        .await;
+    assert_eq!(events[0]["type"], "destroy");
+    assert_eq!(events[1]["type"], "exit");
+    h.stop_all().await;
+}
