@@ -547,8 +547,11 @@ pub fn plan_guest_change(
     size: Option<&str>,
     memory_mb: Option<u32>,
 ) -> Result<Vec<GuestUpdate>, ScaleError> {
-    // Validate the request once, even when the group has no machine.
-    new_guest(None, size, memory_mb, group)?;
+    // A size (with or without memory) is checked once up front, even when the group has no
+    // machine; memory alone depends on each machine's CPUs and is checked per machine below.
+    if size.is_some() {
+        new_guest(None, size, memory_mb, group)?;
+    }
     let mut members: Vec<&Machine> = machines
         .iter()
         .filter(|m| is_managed(m) && effective_group(m, default_group) == group)
@@ -931,6 +934,15 @@ mod tests {
             Err(ScaleError::NoMachines { .. })
         ));
         assert!(plan_guest_change(&ms, "web", "web", Some("performance-2x"), Some(4096)).is_ok());
+        // Memory alone is judged against each machine's own CPUs.
+        let mut big = ms.clone();
+        big[0].config.guest = Guest::from_preset("performance-2x");
+        let ups = plan_guest_change(&big, "web", "web", None, Some(8192)).unwrap();
+        assert_eq!(
+            ups[0].config.guest.as_ref().unwrap().cpu_kind,
+            "performance"
+        );
+        assert!(plan_guest_change(&big, "web", "web", None, Some(32768)).is_err());
     }
 
     #[test]

@@ -263,7 +263,7 @@ pub enum ScaleCommand {
 #[derive(Debug, Args, Clone)]
 pub struct ScaleCountArgs {
     /// `N`, `+N`, `-N` (with -g) or `GROUP=N`… .
-    #[arg(required = true, allow_hyphen_values = true)]
+    #[arg(required = true, allow_negative_numbers = true)]
     pub counts: Vec<String>,
     /// The group of a single count [default: the default group].
     #[arg(short = 'g', long = "process-group", alias = "group")]

@@ -145,13 +145,16 @@ fn guest(
     size: Option<String>,
     memory: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    // Size and memory are checked before talking to the agent.
-    scale::new_guest(
-        None,
-        size.as_deref(),
-        memory,
-        group.as_deref().unwrap_or("app"),
-    )?;
+    // A size is checked before talking to the agent (memory alone depends on each machine's
+    // CPUs: it is checked for every machine before any is changed).
+    if size.is_some() {
+        scale::new_guest(
+            None,
+            size.as_deref(),
+            memory,
+            group.as_deref().unwrap_or("app"),
+        )?;
+    }
     let app = resolve_app(&app_args)?;
     let client = Client::from_env();
     block_on(async move {
