@@ -2,7 +2,7 @@
 # Machines API benchmark: create→started latency (p50/p99 over N machines running `sleep`),
 # agent RSS with TOTAL machines, `GET …/machines` latency at TOTAL, and, when a Docker engine is
 # reachable, `docker run -d` of a tiny FROM-scratch busybox image for comparison (as a ratio).
-# Prints figures; asserts nothing. Usage: bench/machines.sh [N=200] [TOTAL=1000]
+# Prints figures; asserts nothing. Figures move with host load (check `uptime`). Usage: bench/machines.sh [N=200] [TOTAL=1000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-200}"
@@ -30,7 +30,7 @@ AGENT_PID=$!
 for _ in $(seq 300); do [[ -s "$WORK/data/agent.addr" ]] && break; sleep 0.05; done
 [[ -s "$WORK/data/agent.addr" ]] || { echo "agent did not start:"; cat "$WORK/agent.log"; exit 1; }
 
-echo "== machines (N=$N timed, TOTAL=$TOTAL)"
+echo "== machines (N=$N timed, TOTAL=$TOTAL); load: $(cut -d" " -f1-3 /proc/loadavg) on $(nproc) cores"
 python3 - "$WORK" "$AGENT_PID" "$N" "$TOTAL" <<'PY'
 import json, os, statistics, subprocess, sys, time, urllib.request, urllib.error
 work, agent_pid, n, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -38,13 +38,16 @@ addr = open(f"{work}/data/agent.addr").read().strip()
 token = open(f"{work}/data/token").read().strip()
 base = f"http://{addr}"
 
-def call(method, path, body=None, timeout=70):
+def raw(method, path, body=None, timeout=70):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(base + path, data=data, method=method,
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as r:
-        text = r.read()
-        return json.loads(text) if text else None
+        return r.read()
+
+def call(method, path, body=None, timeout=70):
+    text = raw(method, path, body, timeout)
+    return json.loads(text) if text else None
 
 def pct(xs, p):
     xs = sorted(xs)
@@ -70,10 +73,16 @@ print(f"agent RSS with {total} started machines: {rss_mb(agent_pid):.1f} MB")
 list_lat = []
 for _ in range(50):
     t0 = time.perf_counter()
-    ms = call("GET", "/v1/apps/bench/machines")
+    body = raw("GET", "/v1/apps/bench/machines")
     list_lat.append((time.perf_counter() - t0) * 1000)
-assert len(ms) == total, len(ms)
-print(f"GET /machines with {total}: p50={pct(list_lat,50):.2f} ms  p99={pct(list_lat,99):.2f} ms")
+assert len(json.loads(body)) == total
+print(f"GET /machines with {total}: p50={pct(list_lat,50):.2f} ms  p99={pct(list_lat,99):.2f} ms  ({len(body)//1024} KiB, time to last byte, JSON decoding not included)")
+sum_lat = []
+for _ in range(50):
+    t0 = time.perf_counter()
+    raw("GET", "/v1/apps/bench/machines?summary=true")
+    sum_lat.append((time.perf_counter() - t0) * 1000)
+print(f"GET /machines?summary=true with {total}: p50={pct(sum_lat,50):.2f} ms  p99={pct(sum_lat,99):.2f} ms")
 open(f"{work}/p50", "w").write(f"{pct(lat,50)}")
 t0 = time.perf_counter()
 call("DELETE", "/v1/apps/bench?force=true", timeout=600)
