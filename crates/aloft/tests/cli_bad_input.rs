@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use aloft_api::{Guest, Machine, MachineConfig, MachineService, MachineState};
 use aloft_deploy::{FrozenPlan, Release, ReleaseSpec, ReleaseStatus};
 
-type Log = Arc<Mutex<Vec<(String, String)>>>;
+/// (method, path, body) of every request.
+type Log = Arc<Mutex<Vec<(String, String, String)>>>;
 
 /// A fake agent answering canned JSON; returns its URL and the request log.
 fn fake_agent() -> (String, Log) {
@@ -43,10 +44,19 @@ fn fake_agent() -> (String, Log) {
             let mut parts = request_line.split_whitespace();
             let method = parts.next().unwrap_or("").to_string();
             let path = parts.next().unwrap_or("").to_string();
-            log2.lock().unwrap().push((method.clone(), path.clone()));
+            log2.lock().unwrap().push((
+                method.clone(),
+                path.clone(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
             let (status, body) = answer(&method, &path);
+            let ctype = if path.contains("/events") {
+                "application/x-ndjson"
+            } else {
+                "application/json"
+            };
             let resp = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = stream.write_all(resp.as_bytes());
@@ -135,6 +145,28 @@ fn answer(method: &str, path: &str) -> (&'static str, String) {
             r#"{"id":"demo","name":"demo","status":"deployed","organization":{"name":"p","slug":"personal"}}"#.into(),
         ),
         ("GET", "/v1/apps/demo/releases") => ("200 OK", serde_json::to_string(&vec![release()]).unwrap()),
+        ("GET", "/v1/apps/demo/process_groups") => ("200 OK", r#"{"counts":{}}"#.into()),
+        ("HEAD", p) if p.starts_with("/v1/apps/demo/images/") => ("404 Not Found", String::new()),
+        ("PUT", p) if p.starts_with("/v1/apps/demo/images/") => (
+            "201 Created",
+            r#"{"digest":"sha256:x","size":1,"image_ref":"aloft/demo@sha256:x"}"#.into(),
+        ),
+        ("POST", "/v1/apps/demo/releases") => {
+            let mut r = release();
+            r.version = 2;
+            r.status = ReleaseStatus::Pending;
+            ("201 Created", serde_json::to_string(&r).unwrap())
+        }
+        ("GET", p) if p.starts_with("/v1/apps/demo/releases/2/events") => (
+            "200 OK",
+            concat!(
+                r#"{"seq":1,"at":"t","event":{"type":"started","version":2,"resumed":false}}"#,
+                "\n",
+                r#"{"seq":2,"at":"t","event":{"type":"finished","status":"complete","error":null}}"#,
+                "\n"
+            )
+            .into(),
+        ),
         ("GET", "/v1/apps/demo/machines") => ("200 OK", serde_json::to_string(&machines).unwrap()),
         ("GET", p) if p.starts_with("/v1/apps/demo/machines/") => {
             let id = p.trim_start_matches("/v1/apps/demo/machines/");
@@ -162,8 +194,8 @@ fn mutations(log: &Log) -> Vec<(String, String)> {
     log.lock()
         .unwrap()
         .iter()
-        .filter(|(m, _)| m != "GET" && m != "HEAD")
-        .cloned()
+        .filter(|(m, _, _)| m != "GET" && m != "HEAD")
+        .map(|(m, p, _)| (m.clone(), p.clone()))
         .collect()
 }
 
@@ -367,4 +399,96 @@ fn good_input_does_change_things() {
             ),
         ]
     );
+}
+
+fn example_config() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/process-groups/fly.toml")
+}
+
+/// `deploy` uploads the directory once and posts the per-group spec; the agent's progress is
+/// streamed until the release finishes.
+#[test]
+fn deploy_posts_the_release_of_the_config() {
+    let (url, log) = fake_agent();
+    let config = example_config();
+    let out = aloft(
+        &url,
+        &["deploy", "-c", config.to_str().unwrap(), "-a", "demo"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Process groups have changed. This will:\n * create 1 \"worker\" machine"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Release v2 deployed"), "{stdout}");
+    let entries = log.lock().unwrap().clone();
+    let put = entries
+        .iter()
+        .find(|(m, p, _)| m == "PUT" && p.contains("/images/"))
+        .expect("image uploaded");
+    let hex = put.1.rsplit('/').next().unwrap().to_string();
+    let post = entries
+        .iter()
+        .find(|(m, p, _)| m == "POST" && p == "/v1/apps/demo/releases")
+        .expect("release posted");
+    let req: aloft_deploy::wire::CreateReleaseRequest = serde_json::from_str(&post.2).unwrap();
+    assert_eq!(
+        req.image_digest.as_deref(),
+        Some(format!("sha256:{hex}").as_str())
+    );
+    assert_eq!(req.spec.image, format!("aloft/demo@sha256:{hex}"));
+    assert_eq!(req.spec.group_names(), vec!["cron", "web", "worker"]);
+    assert_eq!(
+        req.spec.groups["cron"].init.cmd,
+        Some(vec!["sh".to_string(), "cron.sh".to_string()])
+    );
+    assert!(req.confirmed_destroy.is_empty());
+    assert!(req
+        .spec
+        .source
+        .as_deref()
+        .unwrap_or("")
+        .contains("[processes]"));
+}
+
+/// A group removed from fly.toml: its machines are listed, and without --yes (no terminal)
+/// nothing is uploaded or changed; with --yes they are confirmed by id.
+#[test]
+fn deploy_lists_machines_it_would_destroy_and_needs_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fly.toml");
+    std::fs::write(&path, "app = \"demo\"\n[processes]\nweb = \"sleep 60\"\n").unwrap();
+    let p = path.to_str().unwrap();
+    let (url, log) = fake_agent();
+    let out = aloft(&url, &["deploy", "-c", p]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(" * destroy 1 \"cron\" machine (c1)"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --yes"));
+    assert_eq!(mutations(&log), vec![]);
+
+    let (url, log) = fake_agent();
+    let out = aloft(&url, &["deploy", "-c", p, "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries = log.lock().unwrap().clone();
+    let post = entries
+        .iter()
+        .find(|(m, p, _)| m == "POST" && p == "/v1/apps/demo/releases")
+        .unwrap();
+    let req: aloft_deploy::wire::CreateReleaseRequest = serde_json::from_str(&post.2).unwrap();
+    assert_eq!(req.confirmed_destroy, vec!["c1".to_string()]);
 }
