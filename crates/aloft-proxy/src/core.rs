@@ -42,6 +42,8 @@ pub(crate) struct Core {
     pub unavailable: Mutex<BTreeMap<(String, u16), u64>>,
     /// Where external ports listen (for redirects to the https port).
     bound: watch::Receiver<crate::BoundPorts>,
+    /// Worker runtimes the listeners run on (empty: the caller's runtime).
+    pub workers: Vec<tokio::runtime::Handle>,
     /// Handle on itself for background tasks.
     me: std::sync::Weak<Core>,
 }
@@ -60,14 +62,17 @@ impl Core {
         control: Arc<dyn MachineControl>,
         tls: TlsStore,
         bound: watch::Receiver<crate::BoundPorts>,
+        workers: Vec<tokio::runtime::Handle>,
     ) -> Arc<Core> {
         let pool = Arc::new(Pool::new(
             cfg.upstream_idle_timeout,
             cfg.upstream_connect_timeout,
+            !workers.is_empty(),
         ));
         Arc::new_cyclic(|me| Core {
             me: me.clone(),
             bound,
+            workers,
             cfg,
             table,
             control,

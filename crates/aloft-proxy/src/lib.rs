@@ -104,6 +104,10 @@ pub struct ProxyConfig {
     /// Apply `min_machines_running` in every region (Aloft default) rather than only in the
     /// app's primary region (Fly).
     pub min_running_all_regions: bool,
+    /// Proxy worker threads, each with its own single-threaded runtime and its own listener
+    /// per port (SO_REUSEPORT), so a connection and its upstream connections stay on one
+    /// thread, as nginx workers do. 0 runs everything on the caller's runtime.
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -124,6 +128,9 @@ impl Default for ProxyConfig {
             autostop_interval: Duration::from_secs(60),
             idle_window: Duration::from_secs(5 * 60),
             min_running_all_regions: true,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -141,9 +148,17 @@ impl Proxy {
         control: Arc<dyn MachineControl>,
     ) -> Result<ProxyHandle, TlsError> {
         let tls = tls::TlsStore::load(&config.tls)?;
+        let (workers, stop_workers) = start_workers(config.workers)?;
         let (bound_tx, bound_rx) = watch::channel(BoundPorts::new());
         let (checks_tx, checks_rx) = watch::channel(CheckReport::new());
-        let core = core::Core::new(config, table.clone(), control, tls, bound_rx.clone());
+        let core = core::Core::new(
+            config,
+            table.clone(),
+            control,
+            tls,
+            bound_rx.clone(),
+            workers,
+        );
         let tasks = vec![
             tokio::spawn(listeners::manage(core.clone(), table.clone(), bound_tx)),
             tokio::spawn(health::supervise(table, core.health.clone(), checks_tx)),
@@ -154,8 +169,34 @@ impl Proxy {
             bound: bound_rx,
             checks: checks_rx,
             tasks,
+            _stop_workers: stop_workers,
         })
     }
+}
+
+/// Starts `n` threads with a single-threaded runtime each; they run until the returned
+/// sender is dropped (which drops every task on them).
+fn start_workers(
+    n: usize,
+) -> Result<(Vec<tokio::runtime::Handle>, Option<watch::Sender<()>>), TlsError> {
+    if n == 0 {
+        return Ok((Vec::new(), None));
+    }
+    let (stop_tx, stop_rx) = watch::channel(());
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| TlsError::Runtime(e.to_string()))?;
+        handles.push(rt.handle().clone());
+        let mut stop = stop_rx.clone();
+        std::thread::Builder::new()
+            .name(format!("aloft-proxy-{i}"))
+            .spawn(move || rt.block_on(async move { while stop.changed().await.is_ok() {} }))
+            .map_err(|e| TlsError::Runtime(e.to_string()))?;
+    }
+    Ok((handles, Some(stop_tx)))
 }
 
 /// The running proxy. Dropping it stops listeners, checks and autostop (connections in
@@ -165,6 +206,8 @@ pub struct ProxyHandle {
     bound: watch::Receiver<BoundPorts>,
     checks: watch::Receiver<CheckReport>,
     tasks: Vec<JoinHandle<()>>,
+    /// Dropped with the handle: stops the worker threads.
+    _stop_workers: Option<watch::Sender<()>>,
 }
 
 impl ProxyHandle {

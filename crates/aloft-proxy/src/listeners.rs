@@ -22,17 +22,17 @@ pub(crate) async fn manage(
     mut table: watch::Receiver<RouteTable>,
     bound: watch::Sender<BoundPorts>,
 ) {
-    let mut running: BTreeMap<u16, JoinHandle<()>> = BTreeMap::new();
+    let mut running: BTreeMap<u16, Vec<JoinHandle<()>>> = BTreeMap::new();
     loop {
         let wanted: Vec<u16> = {
             let t = table.borrow_and_update();
             core.reconcile_overrides(&t);
             t.ports.keys().copied().collect()
         };
-        running.retain(|port, task| {
+        running.retain(|port, tasks| {
             let keep = wanted.contains(port);
             if !keep {
-                task.abort();
+                tasks.iter().for_each(JoinHandle::abort);
                 tracing::info!(port, "proxy: no longer listening");
             }
             keep
@@ -46,15 +46,11 @@ pub(crate) async fn manage(
             // Retry ports that failed before: the cause (another process) may be gone.
             let local = core.cfg.port_map.get(&port).copied().unwrap_or(port);
             let addr = SocketAddr::new(core.cfg.bind_ip, local);
-            match bind(addr) {
-                Ok(listener) => {
-                    let actual = listener.local_addr().unwrap_or(addr);
-                    tracing::info!(port, %actual, "proxy: listening");
+            match bind_all(&core, port, addr) {
+                Ok((actual, tasks)) => {
+                    tracing::info!(port, %actual, workers = tasks.len(), "proxy: listening");
                     report.insert(port, Ok(actual));
-                    running.insert(
-                        port,
-                        tokio::spawn(accept_loop(core.clone(), listener, port)),
-                    );
+                    running.insert(port, tasks);
                 }
                 Err(e) => {
                     let msg = bind_error(port, addr, &e);
@@ -68,18 +64,57 @@ pub(crate) async fn manage(
             break;
         }
     }
-    for task in running.into_values() {
+    for task in running.into_values().flatten() {
         task.abort();
     }
 }
 
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds `addr` once per worker runtime (SO_REUSEPORT: the kernel spreads connections) and
+/// starts an accept loop on each; without workers, one listener on the current runtime.
+fn bind_all(
+    core: &Arc<Core>,
+    port: u16,
+    addr: SocketAddr,
+) -> io::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
+    if core.workers.is_empty() {
+        let listener = bind(addr, false)?;
+        let actual = listener.local_addr()?;
+        return Ok((
+            actual,
+            vec![tokio::spawn(accept_loop(core.clone(), listener, port))],
+        ));
+    }
+    let mut actual = addr;
+    let mut tasks = Vec::new();
+    for (i, handle) in core.workers.iter().enumerate() {
+        // The listener registers with the reactor of the runtime it is created in.
+        let _guard = handle.enter();
+        let listener = match bind(actual, true) {
+            Ok(l) => l,
+            Err(e) => {
+                tasks.iter().for_each(JoinHandle::abort);
+                return Err(e);
+            }
+        };
+        if i == 0 {
+            // With port 0 the first bind picks the port; the others share it.
+            actual = listener.local_addr()?;
+        }
+        tasks.push(handle.spawn(accept_loop(core.clone(), listener, port)));
+    }
+    Ok((actual, tasks))
+}
+
+fn bind(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuseport {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(1024)
 }

@@ -27,7 +27,10 @@ const MAX_IDLE_PER_ADDR: usize = 256;
 type IdleConn = (SendRequest<UpBody>, Instant);
 
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<IdleConn>>>,
+    /// Keyed by address and, with worker threads, by thread: a connection's task lives on the
+    /// runtime that opened it, so requests on that thread reuse it without a thread hop.
+    idle: Mutex<HashMap<(SocketAddr, Option<std::thread::ThreadId>), Vec<IdleConn>>>,
+    per_thread: bool,
     idle_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -40,12 +43,17 @@ pub(crate) struct Conn {
 }
 
 impl Pool {
-    pub fn new(idle_timeout: Duration, connect_timeout: Duration) -> Pool {
+    pub fn new(idle_timeout: Duration, connect_timeout: Duration, per_thread: bool) -> Pool {
         Pool {
             idle: Mutex::default(),
             idle_timeout,
             connect_timeout,
+            per_thread,
         }
+    }
+
+    fn key(&self, addr: SocketAddr) -> (SocketAddr, Option<std::thread::ThreadId>) {
+        (addr, self.per_thread.then(|| std::thread::current().id()))
     }
 
     /// An idle pooled connection to `addr` if one is usable, else a new one.
@@ -61,7 +69,7 @@ impl Pool {
 
     fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<UpBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&self.key(addr))?;
         while let Some((tx, since)) = list.pop() {
             if since.elapsed() < self.idle_timeout && !tx.is_closed() {
                 return Some(tx);
@@ -99,7 +107,7 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(self.key(addr)).or_default();
         if list.len() >= MAX_IDLE_PER_ADDR {
             list.remove(0);
         }
@@ -111,7 +119,7 @@ impl Pool {
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&addr);
+            .retain(|(a, _), _| *a != addr);
     }
 
     /// Drops expired idle connections everywhere.

@@ -53,6 +53,9 @@ pub enum TlsError {
     SelfSigned(String),
     #[error("no TLS certificate configured")]
     Empty,
+    /// Not about TLS: the proxy's worker threads could not start.
+    #[error("cannot start the proxy's worker threads: {0}")]
+    Runtime(String),
 }
 
 #[derive(Debug)]

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Proxy figures in one run on this machine: requests/s and p50/p99 latency for a small HTTP
+# response (6 bytes) with wrk, direct to the app, through the aloft proxy, nginx and HAProxy
+# (each: 2 workers, HTTP/1.1 keep-alive to the app, X-Forwarded-For added), at high load
+# (64 connections) and moderate load (8 connections); then autostart latency. Prints figures
+# and ratios; never fails on a threshold.
+# Usage: bench/proxy.sh [seconds per run, default 5]
+# Needs wrk, nginx, haproxy (installed with apt-get when missing, as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR="${1:-5}"
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+if ((${#need[@]})); then
+  echo "installing ${need[*]} (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build -q --release -p aloft-proxy --example bench
+BIN=target/release/examples/bench
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 never opened" >&2
+  return 1
+}
+
+BACKEND=$(free_port); ALOFT=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port)
+
+"$BIN" backend "$BACKEND" >/dev/null & PIDS+=($!)
+"$BIN" proxy "$ALOFT" "$BACKEND" >/dev/null & PIDS+=($!)
+
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx; proxy_temp_path $TMP/nginx; fastcgi_temp_path $TMP/nginx;
+  uwsgi_temp_path $TMP/nginx; scgi_temp_path $TMP/nginx;
+  upstream app { server 127.0.0.1:$BACKEND; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+EOF
+nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" & PIDS+=($!)
+
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend web
+  bind 127.0.0.1:$HAPROXY
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  default_backend app
+backend app
+  server app1 127.0.0.1:$BACKEND
+EOF
+haproxy -q -db -f "$TMP/haproxy.cfg" & PIDS+=($!)
+
+for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY"; do wait_port "$p"; done
+# Sanity: every path answers the app's body.
+for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY"; do
+  body=$(curl -s "http://127.0.0.1:$p/")
+  [[ "$body" == "hello" ]] || { echo "port $p answered '$body'" >&2; exit 1; }
+done
+
+# wrk → "rps p50_ms p99_ms"
+measure() {
+  local port=$1 threads=$2 conns=$3
+  wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency "http://127.0.0.1:$port/" 2>/dev/null | awk '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /Requests\/sec/ { rps=$2 }
+    $1=="50%" { p50=ms($2) }
+    $1=="99%" { p99=ms($2) }
+    /Non-2xx|Socket errors/ { err=err" "$0 }
+    END { printf "%.0f %.3f %.3f%s\n", rps, p50, p99, (err ? " ERR" err : "") }'
+}
+
+declare -A R
+for load in high moderate; do
+  if [[ $load == high ]]; then t=2; c=64; else t=1; c=8; fi
+  for target in direct aloft nginx haproxy; do
+    case $target in direct) p=$BACKEND;; aloft) p=$ALOFT;; nginx) p=$NGINX;; haproxy) p=$HAPROXY;; esac
+    wrk -t1 -c4 -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true   # warm-up
+    R[$load,$target]=$(measure "$p" "$t" "$c")
+  done
+done
+
+echo
+echo "small HTTP responses, ${DUR}s per run, $(nproc) cores shared by wrk, proxy and app"
+for load in high moderate; do
+  if [[ $load == high ]]; then echo "== high load: wrk -t2 -c64"; else echo "== moderate load: wrk -t1 -c8"; fi
+  printf "%-8s %12s %10s %10s\n" target "req/s" "p50 ms" "p99 ms"
+  for target in direct aloft nginx haproxy; do
+    read -r rps p50 p99 rest <<<"${R[$load,$target]}"
+    printf "%-8s %12s %10s %10s %s\n" "$target" "$rps" "$p50" "$p99" "${rest:-}"
+  done
+  read -r a_rps _ a_p99 _ <<<"${R[$load,aloft]}"
+  read -r n_rps _ n_p99 _ <<<"${R[$load,nginx]}"
+  read -r h_rps _ _ _ <<<"${R[$load,haproxy]}"
+  read -r d_rps _ d_p99 _ <<<"${R[$load,direct]}"
+  awk -v a="$a_rps" -v n="$n_rps" -v h="$h_rps" -v d="$d_rps" -v ap="$a_p99" -v dp="$d_p99" 'BEGIN {
+    printf "ratios: aloft/nginx %.2f  aloft/haproxy %.2f  aloft/direct %.2f  (throughput)\n", a/n, a/h, a/d
+    printf "        aloft p99 - direct p99 = %+.3f ms\n", ap-dp }'
+done
+
+echo
+echo "== autostart (request to a stopped machine until the response, minus the app's boot time)"
+"$BIN" autostart 20 100
