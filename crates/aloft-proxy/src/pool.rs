@@ -26,10 +26,13 @@ const MAX_IDLE_PER_ADDR: usize = 256;
 /// A pooled connection and when it became idle.
 type IdleConn = (SendRequest<UpBody>, Instant);
 
+/// Upstream address and, with worker threads, the thread owning the connection.
+type PoolKey = (SocketAddr, Option<std::thread::ThreadId>);
+
 pub(crate) struct Pool {
     /// Keyed by address and, with worker threads, by thread: a connection's task lives on the
     /// runtime that opened it, so requests on that thread reuse it without a thread hop.
-    idle: Mutex<HashMap<(SocketAddr, Option<std::thread::ThreadId>), Vec<IdleConn>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<IdleConn>>>,
     per_thread: bool,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -52,7 +55,7 @@ impl Pool {
         }
     }
 
-    fn key(&self, addr: SocketAddr) -> (SocketAddr, Option<std::thread::ThreadId>) {
+    fn key(&self, addr: SocketAddr) -> PoolKey {
         (addr, self.per_thread.then(|| std::thread::current().id()))
     }
 
