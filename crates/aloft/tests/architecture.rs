@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 fn crates_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Names of the `[dependencies]` (not dev-dependencies) of a crate's manifest.
@@ -52,7 +55,10 @@ fn assert_allowed(krate: &str, allowed_internal: &[&str]) {
 #[test]
 fn library_crates_respect_their_boundaries() {
     let crates = all_crates();
-    assert!(crates.contains(&"aloft-api".to_string()), "found crates: {crates:?}");
+    assert!(
+        crates.contains(&"aloft-api".to_string()),
+        "found crates: {crates:?}"
+    );
     assert_allowed("aloft-api", &[]);
     assert_allowed("aloft-config", &["aloft-api"]);
     assert_allowed("aloft-runtime", &["aloft-api"]);
@@ -67,13 +73,22 @@ fn only_the_agent_knows_the_store_and_only_the_store_knows_sqlite() {
     for krate in all_crates() {
         let deps = normal_dependencies(&krate);
         if krate != "aloft-agent" {
-            assert!(!deps.contains(&"aloft-store".to_string()), "{krate} must not depend on aloft-store");
+            assert!(
+                !deps.contains(&"aloft-store".to_string()),
+                "{krate} must not depend on aloft-store"
+            );
         }
         if krate != "aloft" {
-            assert!(!deps.contains(&"aloft-agent".to_string()), "{krate} must not depend on aloft-agent");
+            assert!(
+                !deps.contains(&"aloft-agent".to_string()),
+                "{krate} must not depend on aloft-agent"
+            );
         }
         if krate != "aloft-store" {
-            assert!(!deps.contains(&"rusqlite".to_string()), "{krate} must not depend on rusqlite");
+            assert!(
+                !deps.contains(&"rusqlite".to_string()),
+                "{krate} must not depend on rusqlite"
+            );
         }
     }
 }

@@ -12,8 +12,11 @@ pub fn run(cmd: PlatformCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PlatformCommand::VmSizes { json } => {
             if json {
-                let sizes: BTreeMap<&str, Guest> =
-                    VM_PRESETS.iter().filter(|p| !p.hidden).map(|p| (p.name, p.guest())).collect();
+                let sizes: BTreeMap<&str, Guest> = VM_PRESETS
+                    .iter()
+                    .filter(|p| !p.hidden)
+                    .map(|p| (p.name, p.guest()))
+                    .collect();
                 print_json(&sizes)?;
             } else {
                 print!("{}", vm_sizes_text());
@@ -26,11 +29,20 @@ pub fn run(cmd: PlatformCommand) -> anyhow::Result<ExitCode> {
 /// The two tables flyctl prints: shared sizes titled "Machines platform", then performance sizes.
 fn vm_sizes_text() -> String {
     let table = |kind: &str| {
-        let mut presets: Vec<_> = VM_PRESETS.iter().filter(|p| !p.hidden && p.cpu_kind == kind).collect();
+        let mut presets: Vec<_> = VM_PRESETS
+            .iter()
+            .filter(|p| !p.hidden && p.cpu_kind == kind)
+            .collect();
         presets.sort_by_key(|p| (p.cpus, p.memory_mb));
         presets
             .iter()
-            .map(|p| vec![p.name.to_string(), p.cpus.to_string(), format!("{} MB", p.memory_mb)])
+            .map(|p| {
+                vec![
+                    p.name.to_string(),
+                    p.cpus.to_string(),
+                    format!("{} MB", p.memory_mb),
+                ]
+            })
             .collect::<Vec<_>>()
     };
     let header = ["NAME", "CPU CORES", "MEMORY"];
