@@ -1,5 +1,6 @@
-//! Durable state of an agent: apps, machines, machine versions, events, leases (and, later,
-//! releases) in one SQLite database.
+//! Durable state of an agent: apps, machines, machine versions, events, leases, and the deploy
+//! state (releases with their event logs, uploaded images, per-group desired counts) in one
+//! SQLite database.
 //!
 //! The API is synchronous: the agent calls it from `spawn_blocking` or a dedicated thread, never
 //! on an async worker thread. Everything goes through [`Store::read`] or [`Store::write`]; a write
@@ -14,11 +15,13 @@
 //! page write instead of two fsyncs. Set `ALOFT_STORE_SYNC=full` (see [`Durability`]) to fsync
 //! every commit instead.
 
+mod deploys;
 mod error;
 mod migrations;
 mod records;
 mod tx;
 
+pub use deploys::{ImageRow, ReleaseEventRow, ReleaseRow, UNFINISHED_STATUSES};
 pub use error::StoreError;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};

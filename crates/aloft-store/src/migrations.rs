@@ -3,7 +3,7 @@
 //! To change the schema, append a [`Migration`] to [`MIGRATIONS`] with the next version number
 //! (never edit one that has shipped). Each migration runs in one transaction together with the
 //! `user_version` bump, so a crash leaves the database at the previous or the next version, never
-//! in between. The deploy engine adds its `releases` table this way (version 2, 3, ...).
+//! in between. Version 2 added the deploy state (releases, their events, images, group counts).
 
 use rusqlite::Connection;
 
@@ -19,10 +19,11 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "apps, machines, machine versions, events, leases, agent meta",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "apps, machines, machine versions, events, leases, agent meta",
+        sql: r#"
 CREATE TABLE apps (
     name        TEXT PRIMARY KEY,
     id          TEXT NOT NULL UNIQUE,
@@ -83,7 +84,48 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "releases, release events, images, per-group desired counts",
+        sql: r#"
+CREATE TABLE releases (
+    app         TEXT NOT NULL REFERENCES apps(name),
+    version     INTEGER NOT NULL,
+    id          TEXT NOT NULL UNIQUE,
+    status      TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (app, version)
+);
+CREATE INDEX releases_status ON releases(status);
+CREATE TABLE release_events (
+    app         TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    at          TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    PRIMARY KEY (app, version, seq),
+    FOREIGN KEY (app, version) REFERENCES releases(app, version)
+);
+CREATE TABLE images (
+    app         TEXT NOT NULL REFERENCES apps(name),
+    digest      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    path        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (app, digest)
+);
+CREATE TABLE group_counts (
+    app         TEXT NOT NULL REFERENCES apps(name),
+    grp         TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    PRIMARY KEY (app, grp)
+);
+"#,
+    },
+];
 
 /// The schema version this build writes.
 pub fn latest_version() -> u32 {

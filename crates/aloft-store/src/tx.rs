@@ -170,8 +170,10 @@ impl<'a> Tx<'a> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes an app and everything of its machines (rows, versions, events, leases).
+    /// Deletes an app, everything of its machines (rows, versions, events, leases) and its deploy
+    /// state (releases, images, group counts).
     pub fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
+        self.delete_deploy_state(name)?;
         let sub = "(SELECT id FROM machines WHERE app = ?1)";
         for table in ["events", "machine_versions", "leases"] {
             self.tx.execute(
