@@ -15,6 +15,9 @@ use crate::table::{Backend, BackendState, PortRoute, RouteTable};
 use crate::tls::TlsStore;
 use crate::ProxyConfig;
 
+/// How often a just-started machine that still refuses connections is tried again.
+pub(crate) const BOOT_POLL: Duration = Duration::from_millis(5);
+
 /// How long the proxy trusts its own start/stop of a machine over an older routing table.
 const OVERRIDE_TTL: Duration = Duration::from_secs(30);
 
@@ -31,7 +34,7 @@ pub(crate) struct Core {
     pub pool: Arc<Pool>,
     pub tls: TlsStore,
     /// machine id → (state the proxy put it in, when).
-    overrides: Mutex<HashMap<String, (BackendState, Instant)>>,
+    overrides: Mutex<HashMap<String, Override>>,
     /// machine id → outcome of an autostart in progress (`None` while running).
     starting: Mutex<HashMap<String, StartWatch>>,
     /// machine id → when autostart started it; cleared by its first successful connection.
@@ -50,6 +53,16 @@ pub(crate) struct Core {
 
 /// The outcome of an autostart: `None` while it runs.
 type StartWatch = watch::Receiver<Option<Result<(), String>>>;
+
+/// A state the proxy put a machine in, trusted until the agent's table reports any new
+/// state for that machine (confirming or contradicting it) or until it expires.
+#[derive(Clone, Copy, Debug)]
+struct Override {
+    state: BackendState,
+    /// The machine's state in the table when the override was set.
+    table_state: Option<BackendState>,
+    at: Instant,
+}
 
 /// Why no machine took a request.
 #[derive(Debug, Clone)]
@@ -111,7 +124,7 @@ impl Core {
     pub fn effective_state(&self, b: &Backend) -> BackendState {
         let o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
         match o.get(&b.machine_id) {
-            Some((st, at)) if at.elapsed() < OVERRIDE_TTL => *st,
+            Some(ov) if ov.at.elapsed() < OVERRIDE_TTL => ov.state,
             _ => b.state,
         }
     }
@@ -119,22 +132,56 @@ impl Core {
     /// Forgets overrides the agent's new table confirms (or that expired). Called on every
     /// table change; never from a request's possibly older snapshot of a route.
     pub fn reconcile_overrides(&self, table: &RouteTable) {
+        // Keep-alive connections to machines that are no longer started are dead or about to be.
+        for m in table
+            .machines
+            .values()
+            .filter(|m| m.state != aloft_api::MachineState::Started)
+        {
+            for hp in m.host_ports.values() {
+                self.pool.forget(std::net::SocketAddr::from((
+                    std::net::Ipv4Addr::LOCALHOST,
+                    *hp,
+                )));
+            }
+        }
         let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
-        o.retain(|id, (st, at)| {
-            let confirmed = table
+        o.retain(|id, ov| {
+            let now = table
                 .machines
                 .get(id)
-                .is_none_or(|m| BackendState::from_machine(m.state) == *st);
-            !confirmed && at.elapsed() < OVERRIDE_TTL
+                .map(|m| BackendState::from_machine(m.state));
+            // Once the agent reports a new state, its word wins (e.g. a user stop after an
+            // autostart); a gone machine needs no override.
+            now.is_some() && now == ov.table_state && ov.at.elapsed() < OVERRIDE_TTL
         });
     }
 
     pub fn set_override(&self, machine_id: &str, state: Option<BackendState>) {
+        // Read the table before locking the overrides: `reconcile_overrides` runs with the
+        // table borrowed and then locks them, so the opposite order could deadlock.
+        let table_state = self
+            .table
+            .borrow()
+            .machines
+            .get(machine_id)
+            .map(|m| BackendState::from_machine(m.state));
         let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
         match state {
-            Some(st) => o.insert(machine_id.to_string(), (st, Instant::now())),
-            None => o.remove(machine_id),
-        };
+            Some(state) if table_state != Some(state) => {
+                o.insert(
+                    machine_id.to_string(),
+                    Override {
+                        state,
+                        table_state,
+                        at: Instant::now(),
+                    },
+                );
+            }
+            _ => {
+                o.remove(machine_id);
+            }
+        }
     }
 
     /// Started, reachable and not failing a service check.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::balance::Lease;
-use crate::core::Core;
+use crate::core::{Core, BOOT_POLL};
 use crate::pool::{Pool, UpBody};
 use crate::table::{ConcurrencyKind, PortRoute};
 
@@ -186,7 +186,7 @@ async fn proxy(
                     // Autostarted and still booting: wait for it rather than fail over
                     // (bounded by start_timeout, not counted as an attempt).
                     attempts -= 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(BOOT_POLL).await;
                 } else {
                     core.mark_refused(&machine);
                     exclude.push(machine);

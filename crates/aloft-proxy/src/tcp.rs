@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::core::Core;
+use crate::core::{Core, BOOT_POLL};
 use crate::proxy_proto;
 use crate::table::PortRoute;
 
@@ -84,7 +84,7 @@ async fn splice<IO>(
                 lease.metrics().error();
                 if core.booting(&lease.backend.machine_id) {
                     attempts -= 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(BOOT_POLL).await;
                 } else {
                     core.mark_refused(&lease.backend.machine_id);
                     exclude.push(lease.backend.machine_id.clone());
