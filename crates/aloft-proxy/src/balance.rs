@@ -40,11 +40,20 @@ pub struct MachineActivity {
 #[derive(Debug, Default)]
 pub struct ServiceState {
     backends: Mutex<HashMap<String, Arc<BackendLoad>>>,
-    /// Woken whenever a lease is released, for requests waiting on full machines.
-    pub freed: Notify,
+    /// Woken when a lease is released while requests wait on full machines.
+    freed: Notify,
+    /// Requests currently waiting on `freed` (so releases skip the notify when none wait).
+    waiting: AtomicU32,
 }
 
 impl ServiceState {
+    /// Waits until a lease of this service is released (or `timeout` passes).
+    pub async fn wait_freed(&self, timeout: std::time::Duration) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _ = tokio::time::timeout(timeout, self.freed.notified()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+
     pub fn backend(&self, machine_id: &str) -> Arc<BackendLoad> {
         let mut map = self.backends.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = map.get(machine_id) {
@@ -63,7 +72,8 @@ impl ServiceState {
 #[derive(Debug)]
 pub struct Registry {
     epoch: Instant,
-    services: Mutex<HashMap<ServiceKey, Arc<ServiceState>>>,
+    /// app → internal port → state (nested so lookups by `&str` need no allocation).
+    services: Mutex<HashMap<String, HashMap<u16, Arc<ServiceState>>>>,
     machines: Mutex<HashMap<String, Arc<MachineActivity>>>,
 }
 
@@ -80,17 +90,25 @@ impl Default for Registry {
 impl Registry {
     pub fn service(&self, app: &str, internal_port: u16) -> Arc<ServiceState> {
         let mut map = self.services.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = map.get(&(app.to_string(), internal_port)) {
+        if let Some(s) = map.get(app).and_then(|ports| ports.get(&internal_port)) {
             return s.clone();
         }
-        map.entry((app.to_string(), internal_port))
+        map.entry(app.to_string())
+            .or_default()
+            .entry(internal_port)
             .or_default()
             .clone()
     }
 
     pub fn services(&self) -> Vec<(ServiceKey, Arc<ServiceState>)> {
         let map = self.services.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        map.iter()
+            .flat_map(|(app, ports)| {
+                ports
+                    .iter()
+                    .map(move |(p, v)| ((app.clone(), *p), v.clone()))
+            })
+            .collect()
     }
 
     pub fn activity(&self, machine_id: &str) -> Arc<MachineActivity> {
@@ -237,7 +255,9 @@ impl Drop for Lease {
             .last_active_ms
             .store(self.registry.now_ms(), Ordering::Release);
         self.activity.active.fetch_sub(1, Ordering::AcqRel);
-        self.service.freed.notify_waiters();
+        if self.service.waiting.load(Ordering::Acquire) > 0 {
+            self.service.freed.notify_waiters();
+        }
     }
 }
 

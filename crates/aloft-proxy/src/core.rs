@@ -327,13 +327,12 @@ impl Core {
                 &route.app,
                 route.backends.first().map(|b| b.internal_port).unwrap_or(0),
             );
-            let freed = svc.freed.notified();
-            // Health changes are not signalled: poll at a short period as a fallback.
+            // Health changes are not signalled, and a release between the pick and this wait
+            // is missed: wake up at a short period as a fallback.
             let tick = Duration::from_millis(50).min(deadline - now);
             tokio::select! {
-                _ = freed => {}
+                _ = svc.wait_freed(tick) => {}
                 _ = table.changed() => {}
-                _ = tokio::time::sleep(tick) => {}
             }
             if let Some(r) = self.route(route.port) {
                 route = r;

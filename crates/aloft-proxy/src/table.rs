@@ -409,25 +409,57 @@ pub fn port_conflicts(
 
 /// A service the proxy cannot serve.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "service on internal port {internal_port} uses protocol {protocol:?}: the Aloft proxy serves TCP services \
-     only (raw, tls, http handlers); UDP is not supported yet. Remove the service or set protocol = \"tcp\""
-)]
-pub struct UnsupportedService {
-    pub internal_port: u16,
-    pub protocol: String,
+pub enum UnsupportedService {
+    #[error(
+        "service on internal port {internal_port} uses protocol {protocol:?}: the Aloft proxy serves TCP services \
+         only (raw, tls, http, proxy_proto handlers); UDP is not supported yet. Remove the service or set protocol = \"tcp\""
+    )]
+    Protocol {
+        internal_port: u16,
+        protocol: String,
+    },
+    #[error(
+        "service on internal port {internal_port}, port {port}: handler {handler:?} is not supported by the Aloft proxy \
+         (supported: \"tls\", \"http\", \"proxy_proto\"; none = raw TCP)"
+    )]
+    Handler {
+        internal_port: u16,
+        port: String,
+        handler: String,
+    },
 }
 
-/// Refuses services the proxy cannot route (UDP and unknown protocols) so a deploy can fail
-/// before anything changes. Also refuses unknown handlers.
+/// Refuses services the proxy cannot route (UDP and other protocols, unknown handlers such as
+/// `pg_tls`) so a deploy can fail with a clear message before anything changes.
 pub fn reject_udp_services(services: &[MachineService]) -> Result<(), UnsupportedService> {
-    match services.iter().find(|s| s.protocol != "tcp") {
-        Some(s) => Err(UnsupportedService {
-            internal_port: s.internal_port,
-            protocol: s.protocol.clone(),
-        }),
-        None => Ok(()),
+    for s in services {
+        if s.protocol != "tcp" {
+            return Err(UnsupportedService::Protocol {
+                internal_port: s.internal_port,
+                protocol: s.protocol.clone(),
+            });
+        }
+        for p in &s.ports {
+            if let Some(h) = p
+                .handlers
+                .iter()
+                .find(|h| !matches!(h.as_str(), "tls" | "http" | "proxy_proto"))
+            {
+                let r = p.external_ports();
+                let port = if r.start() == r.end() {
+                    r.start().to_string()
+                } else {
+                    format!("{}-{}", r.start(), r.end())
+                };
+                return Err(UnsupportedService::Handler {
+                    internal_port: s.internal_port,
+                    port,
+                    handler: h.clone(),
+                });
+            }
+        }
     }
+    Ok(())
 }
 
 /// Default interval/timeout of a check without one (flyctl's TCP check defaults).
@@ -661,6 +693,13 @@ mod tests {
         assert!(err.to_string().contains("protocol \"udp\""), "{err}");
         assert!(err.to_string().contains("53"));
         assert!(reject_udp_services(&[http_service(8080)]).is_ok());
+        let mut pg = http_service(5432);
+        pg.ports = vec![port(5432, &["pg_tls"])];
+        let err = reject_udp_services(&[pg]).unwrap_err().to_string();
+        assert!(
+            err.contains("\"pg_tls\" is not supported") && err.contains("port 5432"),
+            "{err}"
+        );
     }
 
     #[test]

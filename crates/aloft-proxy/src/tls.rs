@@ -255,3 +255,58 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_pem_files_and_names_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["app.example".to_string()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        let files = BTreeMap::from([(
+            "app.example".to_string(),
+            CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+        )]);
+        let store = TlsStore::load(&TlsSource::Files(files)).unwrap();
+        let _ = store.acceptor(
+            &TlsOptions {
+                alpn: vec![],
+                versions: vec!["TLSv1.3".into()],
+            },
+            true,
+        );
+
+        let missing = dir.path().join("nope.pem");
+        let files = BTreeMap::from([(
+            "*".to_string(),
+            CertFiles {
+                cert: missing.clone(),
+                key,
+            },
+        )]);
+        let err = TlsStore::load(&TlsSource::Files(files))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.pem"), "{err}");
+        // A certificate where the key should be.
+        let files = BTreeMap::from([(
+            "*".to_string(),
+            CertFiles {
+                cert: cert.clone(),
+                key: cert,
+            },
+        )]);
+        let err = TlsStore::load(&TlsSource::Files(files))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("private key"), "{err}");
+        assert!(TlsStore::load(&TlsSource::default()).is_ok());
+    }
+}

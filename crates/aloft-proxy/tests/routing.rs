@@ -35,6 +35,15 @@ async fn web_traffic_never_reaches_workers_and_spreads_across_web_machines() {
         .iter()
         .map(|s| machine(&s.name, "web", vec![http_service(8080)], Some(s.addr)))
         .collect();
+    // A failing top-level check is informational: w1 must stay in rotation.
+    machines[0].config.checks.insert(
+        "db".into(),
+        aloft_api::MachineCheck {
+            kind: Some("tcp".into()),
+            port: Some(5432),
+            ..health_check()
+        },
+    );
     machines.push(machine(
         "worker",
         "worker",
@@ -44,6 +53,15 @@ async fn web_traffic_never_reaches_workers_and_spreads_across_web_machines() {
     let (fleet, rx) = Fleet::new("app", machines, vec![]);
     let proxy = spawn(test_config(&[80, 443, 9999]), &fleet, rx);
     let addr = bound(&proxy, 80).await;
+    let mut checks = proxy.checks();
+    wait_for("the top-level check to fail", || {
+        checks
+            .borrow_and_update()
+            .get("w1")
+            .is_some_and(|c| c.iter().any(|c| c.name == "db" && c.status == "critical"))
+    })
+    .await;
+    assert!(!proxy.failing("w1"));
 
     let mut seen: HashMap<String, usize> = HashMap::new();
     for _ in 0..120 {
