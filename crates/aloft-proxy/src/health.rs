@@ -22,7 +22,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::table::{check_timing, MachineEntry, NamedCheck, RouteTable};
 
@@ -107,7 +106,8 @@ pub(crate) async fn supervise(
     state: Arc<HealthState>,
     report: watch::Sender<CheckReport>,
 ) {
-    let mut jobs: HashMap<String, (JoinHandle<()>, String)> = HashMap::new();
+    // Dropping the map (when this task is aborted) aborts every check task.
+    let mut jobs: HashMap<String, (crate::AbortOnDrop, String)> = HashMap::new();
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     loop {
         let snapshot = table.borrow_and_update().clone();
@@ -138,20 +138,15 @@ pub(crate) async fn supervise(
                 wanted.insert(key, (fingerprint, m.clone(), c.clone(), service));
             }
         }
-        jobs.retain(|key, (handle, fp)| {
-            let keep = wanted.get(key).is_some_and(|(f, ..)| f == fp);
-            if !keep {
-                handle.abort();
-            }
-            keep
-        });
+        // Dropped entries abort their task.
+        jobs.retain(|key, (_, fp)| wanted.get(key).is_some_and(|(f, ..)| f == fp));
         for (key, (fp, machine, check, service)) in wanted {
             if jobs.contains_key(&key) {
                 continue;
             }
             let (st, tx) = (state.clone(), changed_tx.clone());
             let handle = tokio::spawn(run_check(machine, check, service, st, tx));
-            jobs.insert(key, (handle, fp));
+            jobs.insert(key, (crate::AbortOnDrop(handle), fp));
         }
         if state.retain(&keep) {
             report.send_replace(state.report());
@@ -164,9 +159,7 @@ pub(crate) async fn supervise(
             }
         }
     }
-    for (handle, _) in jobs.into_values() {
-        handle.abort();
-    }
+    drop(jobs);
 }
 
 async fn run_check(

@@ -135,6 +135,17 @@ impl Default for ProxyConfig {
     }
 }
 
+/// A task handle that aborts its task when dropped, so that dropping a supervising task (or
+/// the [`ProxyHandle`]) also stops the tasks it started.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Entry point: see [`Proxy::spawn`].
 pub struct Proxy;
 

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::core::Core;
 use crate::table::RouteTable;
+use crate::AbortOnDrop;
 
 /// Where each external port listens, or why it could not.
 pub type BoundPorts = BTreeMap<u16, Result<SocketAddr, String>>;
@@ -22,17 +22,17 @@ pub(crate) async fn manage(
     mut table: watch::Receiver<RouteTable>,
     bound: watch::Sender<BoundPorts>,
 ) {
-    let mut running: BTreeMap<u16, Vec<JoinHandle<()>>> = BTreeMap::new();
+    // Dropping the map (when this task is aborted) stops every accept loop.
+    let mut running: BTreeMap<u16, Vec<AbortOnDrop>> = BTreeMap::new();
     loop {
         let wanted: Vec<u16> = {
             let t = table.borrow_and_update();
             core.reconcile_overrides(&t);
             t.ports.keys().copied().collect()
         };
-        running.retain(|port, tasks| {
+        running.retain(|port, _tasks| {
             let keep = wanted.contains(port);
             if !keep {
-                tasks.iter().for_each(JoinHandle::abort);
                 tracing::info!(port, "proxy: no longer listening");
             }
             keep
@@ -64,9 +64,7 @@ pub(crate) async fn manage(
             break;
         }
     }
-    for task in running.into_values().flatten() {
-        task.abort();
-    }
+    drop(running);
 }
 
 /// Binds `addr` once per worker runtime (SO_REUSEPORT: the kernel spreads connections) and
@@ -75,13 +73,17 @@ fn bind_all(
     core: &Arc<Core>,
     port: u16,
     addr: SocketAddr,
-) -> io::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
+) -> io::Result<(SocketAddr, Vec<AbortOnDrop>)> {
     if core.workers.is_empty() {
         let listener = bind(addr, false)?;
         let actual = listener.local_addr()?;
         return Ok((
             actual,
-            vec![tokio::spawn(accept_loop(core.clone(), listener, port))],
+            vec![AbortOnDrop(tokio::spawn(accept_loop(
+                core.clone(),
+                listener,
+                port,
+            )))],
         ));
     }
     let mut actual = addr;
@@ -91,16 +93,18 @@ fn bind_all(
         let _guard = handle.enter();
         let listener = match bind(actual, true) {
             Ok(l) => l,
-            Err(e) => {
-                tasks.iter().for_each(JoinHandle::abort);
-                return Err(e);
-            }
+            // Dropping `tasks` stops the loops already started.
+            Err(e) => return Err(e),
         };
         if i == 0 {
             // With port 0 the first bind picks the port; the others share it.
             actual = listener.local_addr()?;
         }
-        tasks.push(handle.spawn(accept_loop(core.clone(), listener, port)));
+        tasks.push(AbortOnDrop(handle.spawn(accept_loop(
+            core.clone(),
+            listener,
+            port,
+        ))));
     }
     Ok((actual, tasks))
 }

@@ -103,6 +103,13 @@ async fn web_traffic_never_reaches_workers_and_spreads_across_web_machines() {
         ),
         "{metrics}"
     );
+
+    // Dropping the handle stops listening and every check task.
+    drop(proxy);
+    wait_for("the port to close", || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,6 +288,8 @@ async fn no_machine_means_503_with_a_reason_for_http_and_close_for_tcp() {
     let (fleet, rx) = Fleet::new("app", vec![m], vec![]);
     let mut cfg = test_config(&[80, 7000]);
     cfg.queue_timeout = Duration::from_millis(200);
+    // Also cover the proxy running on the caller's runtime (no worker threads).
+    cfg.workers = 0;
     let proxy = spawn(cfg, &fleet, rx);
     let (status, _, body) = get(bound(&proxy, 80).await, "/").await;
     assert_eq!(status, 503);
