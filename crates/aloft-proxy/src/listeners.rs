@@ -91,11 +91,8 @@ fn bind_all(
     for (i, handle) in core.workers.iter().enumerate() {
         // The listener registers with the reactor of the runtime it is created in.
         let _guard = handle.enter();
-        let listener = match bind(actual, true) {
-            Ok(l) => l,
-            // Dropping `tasks` stops the loops already started.
-            Err(e) => return Err(e),
-        };
+        // On error, dropping `tasks` stops the loops already started.
+        let listener = bind(actual, true)?;
         if i == 0 {
             // With port 0 the first bind picks the port; the others share it.
             actual = listener.local_addr()?;
