@@ -32,6 +32,24 @@
 //! its contract. Health results come out as `aloft_api::CheckStatus` per machine through
 //! [`ProxyHandle::checks`]; the agent stores them in `Machine.checks` and deploy waits on them.
 //!
+//! # Behaviour worth knowing
+//!
+//! * Routing: a machine is routable when started (or just autostarted by the proxy), it has a
+//!   host port for the service, and none of its service checks is `critical`. A check that has
+//!   not run yet is reported `warning` and does not block routing (a refused connection is
+//!   retried elsewhere anyway); deploys wait for `passing` through [`ProxyHandle::checks`].
+//! * Load: `concurrency.type = "requests"` counts in-flight requests (upstream connections are
+//!   pooled for `upstream_idle_timeout`); `"connections"` (the default) counts client
+//!   connections, and with the http handler a client connection sticks to its machine.
+//! * Retries: a refused connect, or a pooled connection found dead before the request was
+//!   sent, is retried on another machine (up to `max_attempts`); a body-less request is also
+//!   replayed after the machine fails mid-answer. A machine that refused is avoided for 2 s.
+//! * Autostart holds the request (up to `start_timeout`) and polls the booting app's port
+//!   every 5 ms; concurrent requests share one start. The proxy trusts its own start/stop
+//!   of a machine until the next table reports a new state for it (or 30 s pass).
+//! * Threads: with `workers > 0` every port has one listener per worker thread
+//!   (SO_REUSEPORT), each on its own single-threaded runtime with its own upstream pool.
+//!
 //! Architecture invariant: the proxy knows nothing of the store, the runtime or the API server.
 //! It depends on `aloft-api` types only and acts on machines only through [`MachineControl`].
 
