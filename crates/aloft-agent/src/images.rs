@@ -1,10 +1,12 @@
 //! Image resolution: what `config.image` names and how the runtime runs it.
 //!
-//! For now an image is a directory on the agent's host, named `dir:///abs/path` or `/abs/path`;
-//! it becomes the machine's working directory. The optional file `<dir>/.aloft/image.json`
-//! (`{"entrypoint": [...], "cmd": [...]}`) carries the image ENTRYPOINT/CMD, as the deploy engine
-//! writes it from a Dockerfile. Uploaded, content-addressed images (`<data-dir>/images/<sha256>/`)
-//! plug in here as another scheme.
+//! An image is a directory on the agent's host that becomes the machine's working directory:
+//! * `dir:///abs/path` or `/abs/path` — a directory as it is;
+//! * `aloft/<app>@sha256:<hex>` — an app directory uploaded by `aloft deploy` and unpacked into
+//!   the content-addressed store `<data-dir>/images/<hex>/` (see [`crate::deploy::images`]).
+//!
+//! The optional file `<dir>/.aloft/image.json` (`{"entrypoint": [...], "cmd": [...]}`) carries
+//! the image ENTRYPOINT/CMD, as the CLI writes it from a Dockerfile.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,15 @@ pub struct ResolvedImage {
 impl ResolvedImage {
     /// The `image_ref` object of the machine.
     pub fn image_ref(&self) -> ImageRef {
+        if let Some((repository, digest)) = self.reference.split_once('@') {
+            return ImageRef {
+                registry: "aloft".into(),
+                repository: repository.to_string(),
+                tag: String::new(),
+                digest: digest.to_string(),
+                labels: Default::default(),
+            };
+        }
         ImageRef {
             registry: "dir".into(),
             repository: self.dir.display().to_string(),
@@ -45,23 +56,55 @@ struct ImageMeta {
 /// Path of the image metadata file inside an image directory.
 pub const IMAGE_META: &str = ".aloft/image.json";
 
-/// Resolves `config.image`; the error is a sentence for the API client.
+/// The digest hex of an uploaded-image reference `aloft/<app>@sha256:<hex>`, if `image` is one.
+pub fn uploaded_digest_hex(image: &str) -> Option<&str> {
+    let (repo, digest) = image.split_once('@')?;
+    let hex = digest.strip_prefix("sha256:")?;
+    let well_formed = repo.starts_with("aloft/")
+        && hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    well_formed.then_some(hex)
+}
+
+/// Resolves `config.image` without an image store (directory images only).
 pub fn resolve(image: &str) -> Result<ResolvedImage, String> {
+    resolve_in(image, None)
+}
+
+/// Resolves `config.image`; uploaded images are looked up under `images_root`
+/// (`<data-dir>/images`). The error is a sentence for the API client.
+pub fn resolve_in(image: &str, images_root: Option<&Path>) -> Result<ResolvedImage, String> {
     let image = image.trim();
     if image.is_empty() {
         return Err(
             "config.image is required: a directory such as dir:///srv/app or /srv/app".into(),
         );
     }
+    let uploaded;
     let path = match image.strip_prefix("dir://") {
         Some(rest) => rest,
         None if image.starts_with('/') => image,
-        None => {
-            return Err(format!(
-                "image {image:?} cannot be run here: this agent runs directory images \
-                 (dir:///abs/path or an absolute path); registry images are not supported yet"
-            ))
-        }
+        None => match (uploaded_digest_hex(image), images_root) {
+            (Some(hex), Some(root)) => {
+                uploaded = root.join(hex);
+                if !uploaded.is_dir() {
+                    return Err(format!(
+                        "image {image:?} has not been uploaded to this agent: deploy again (aloft \
+                         deploy uploads the app directory), or PUT it to /v1/apps/<app>/images/{hex}"
+                    ));
+                }
+                uploaded.to_str().unwrap_or_default()
+            }
+            _ => {
+                return Err(format!(
+                    "image {image:?} cannot be run here: this agent runs directory images \
+                     (dir:///abs/path or an absolute path) and images uploaded by `aloft deploy` \
+                     (aloft/<app>@sha256:<hex>); registry images are not supported yet"
+                ))
+            }
+        },
     };
     let dir = Path::new(path);
     if !dir.is_absolute() {
@@ -124,5 +167,34 @@ mod tests {
             .unwrap_err()
             .contains("does not exist"));
         assert!(resolve("").is_err());
+    }
+
+    #[test]
+    fn uploaded_images_resolve_under_the_store() {
+        let root = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(32);
+        let image = format!("aloft/app@sha256:{hex}");
+        assert_eq!(uploaded_digest_hex(&image), Some(hex.as_str()));
+        assert_eq!(uploaded_digest_hex("aloft/app@sha256:xyz"), None);
+        assert_eq!(uploaded_digest_hex("nginx@sha256:ab"), None);
+        let err = resolve_in(&image, Some(root.path())).unwrap_err();
+        assert!(err.contains("has not been uploaded"), "{err}");
+        assert!(resolve(&image).unwrap_err().contains("cannot be run here"));
+        std::fs::create_dir_all(root.path().join(&hex).join(".aloft")).unwrap();
+        std::fs::write(
+            root.path().join(&hex).join(IMAGE_META),
+            r#"{"entrypoint":["/bin/sh","entry.sh"]}"#,
+        )
+        .unwrap();
+        let r = resolve_in(&image, Some(root.path())).unwrap();
+        assert_eq!(r.dir, root.path().join(&hex));
+        assert_eq!(r.entrypoint, vec!["/bin/sh", "entry.sh"]);
+        assert_eq!(r.reference, image);
+        let iref = r.image_ref();
+        assert_eq!(
+            (iref.registry.as_str(), iref.repository.as_str()),
+            ("aloft", "aloft/app")
+        );
+        assert_eq!(iref.digest, format!("sha256:{hex}"));
     }
 }

@@ -13,10 +13,12 @@
 
 pub mod api;
 pub mod controller;
+pub mod deploy;
 pub mod error;
 pub mod ids;
 pub mod images;
 pub mod regions;
+pub mod routing;
 pub mod settings;
 pub mod supervisor;
 
@@ -28,6 +30,7 @@ use aloft_runtime::{Runtime, RuntimeConfig, RuntimeEvent};
 use aloft_store::{Durability, Store};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+pub use aloft_proxy::ProxyConfig;
 pub use controller::{Controller, MachineChange};
 pub use settings::{default_data_dir, local_defaults, AgentConfig, LocalDefaults, DEFAULT_LISTEN};
 
@@ -50,6 +53,8 @@ pub enum AgentError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the proxy: {0}")]
+    Proxy(String),
     #[error("reconciling machines at start-up failed: {0}")]
     Reconcile(String),
 }
@@ -63,6 +68,8 @@ pub struct AgentHandle {
     pub token: String,
     pub data_dir: PathBuf,
     pub controller: Arc<Controller>,
+    /// The proxy, unless the agent runs without one ([`AgentConfig::proxy`] = `None`).
+    pub routing: Option<Arc<routing::Routing>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -123,6 +130,7 @@ impl Agent {
                 .map_err(|e| AgentError::Reconcile(e.to_string()))??;
         let request_region = regions.default_for(None);
         let ctl = Arc::new(Controller::new(Arc::new(store), sup, regions));
+        ctl.set_images_dir(config.data_dir.join("images"));
         tokio::spawn(ctl.clone().run_runtime_events(events));
         let report = ctl
             .reconcile()
@@ -136,6 +144,11 @@ impl Agent {
                 "reconciled machines left by the previous agent"
             );
         }
+        let deployer = deploy::Deployer::new(ctl.clone(), &config.data_dir);
+        deployer
+            .resume()
+            .await
+            .map_err(|e| AgentError::Reconcile(format!("resuming releases: {}", e.message)))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| AgentError::Listen {
@@ -146,8 +159,18 @@ impl Agent {
             addr: config.listen,
             source,
         })?;
+        let routing = match config.proxy.clone() {
+            Some(proxy) => Some(Arc::new(
+                routing::Routing::start(ctl.clone(), proxy)
+                    .await
+                    .map_err(AgentError::Proxy)?,
+            )),
+            None => None,
+        };
         let state = api::AppState {
+            routing: routing.clone(),
             ctl: ctl.clone(),
+            deploy: deployer,
             token: Arc::new(token.clone()),
             region: Arc::new(request_region),
         };
@@ -168,6 +191,7 @@ impl Agent {
             token,
             data_dir: config.data_dir,
             controller: ctl,
+            routing,
             shutdown: Some(tx),
             server,
         })

@@ -24,6 +24,8 @@ pub struct AgentConfig {
     pub regions: Vec<String>,
     /// Upper bound of each machine's log file.
     pub max_log_bytes: u64,
+    /// The proxy in front of the machines' services; `None` runs the agent without one.
+    pub proxy: Option<aloft_proxy::ProxyConfig>,
 }
 
 impl AgentConfig {
@@ -34,6 +36,7 @@ impl AgentConfig {
             listen: DEFAULT_LISTEN.parse().expect("constant address"),
             regions: Vec::new(),
             max_log_bytes: 8 * 1024 * 1024,
+            proxy: Some(aloft_proxy::ProxyConfig::default()),
         }
     }
 }

@@ -61,6 +61,35 @@ pub struct AgentArgs {
     /// A region this agent hosts (repeatable) [default: every Fly region code].
     #[arg(long = "region", value_name = "CODE")]
     pub regions: Vec<String>,
+    /// Listen on LOCAL instead of a service's external port EXT (repeatable), e.g. `80=8080`
+    /// when the agent may not bind ports below 1024; LOCAL 0 picks a free port.
+    #[arg(long = "port-map", value_name = "EXT=LOCAL", value_parser = parse_port_map)]
+    pub port_map: Vec<(u16, u16)>,
+    /// Address the proxy's service ports bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub proxy_bind: std::net::IpAddr,
+    /// How long a machine of a service with `auto_stop_machines` must be idle before it is stopped.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub idle_window: std::time::Duration,
+    /// Run without the proxy (service ports are not served).
+    #[arg(long)]
+    pub no_proxy: bool,
+}
+
+fn parse_port_map(s: &str) -> Result<(u16, u16), String> {
+    let (ext, local) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected EXT=LOCAL (e.g. 80=8080), got {s:?}"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{p:?} is not a port number (0-65535)"))
+    };
+    Ok((port(ext)?, port(local)?))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    aloft_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 /// `-c/--config`, shared by every command that reads fly.toml.

@@ -160,6 +160,11 @@ impl Client {
 
     // ---- apps
 
+    /// Where the agent's proxy listens for each service port (`GET /v1/proxy`).
+    pub async fn proxy_ports(&self) -> anyhow::Result<Vec<ProxyPort>> {
+        self.json(Method::GET, "/v1/proxy", None::<&()>).await
+    }
+
     pub async fn list_apps(&self) -> anyhow::Result<Vec<App>> {
         let r: ListAppsResponse = self
             .json(Method::GET, "/v1/apps?org_slug=personal", None::<&()>)
@@ -474,4 +479,17 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("tokio runtime starts")
         .block_on(f)
+}
+
+/// One service port of the agent's proxy (`GET /v1/proxy`).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ProxyPort {
+    pub port: u16,
+    pub app: String,
+    #[serde(default)]
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub handlers: Vec<String>,
 }

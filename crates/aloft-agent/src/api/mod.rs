@@ -3,9 +3,13 @@
 
 mod apps;
 pub mod extract;
+mod groups;
+mod images;
 mod leases;
 mod machines;
 mod misc;
+mod proxy;
+mod releases;
 
 use std::sync::Arc;
 
@@ -24,6 +28,10 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub ctl: Arc<Controller>,
+    /// Releases, images and group counts (`crate::deploy`).
+    pub deploy: Arc<crate::deploy::Deployer>,
+    /// The proxy (for `/metrics` and `/v1/proxy`), when the agent runs one.
+    pub routing: Option<Arc<crate::routing::Routing>>,
     pub token: Arc<String>,
     /// Region shown in `fly-request-id`.
     pub region: Arc<String>,
@@ -67,11 +75,29 @@ pub fn routes() -> RouteTable {
     use Method as M;
     let mut t = RouteTable::new();
     t.add(M::GET, "/v1/regions", misc::regions);
+    t.add(M::GET, "/v1/proxy", proxy::ports);
+    t.add(M::GET, "/v1/metrics", proxy::metrics);
     t.add(M::POST, "/v1/apps", apps::create);
     t.add(M::GET, "/v1/apps", apps::list);
     t.add(M::GET, "/v1/apps/{app}", apps::get);
     t.add(M::DELETE, "/v1/apps/{app}", apps::delete);
     t.add(M::GET, "/v1/apps/{app}/logs", misc::logs);
+    t.add(M::GET, "/v1/apps/{app}/releases", releases::list);
+    t.add(M::POST, "/v1/apps/{app}/releases", releases::create);
+    t.add(M::GET, "/v1/apps/{app}/releases/{version}", releases::get);
+    t.add(
+        M::GET,
+        "/v1/apps/{app}/releases/{version}/events",
+        releases::events,
+    );
+    t.add(M::PUT, "/v1/apps/{app}/images/{hex}", images::put);
+    t.add(M::GET, "/v1/apps/{app}/images/{hex}", images::get);
+    t.add(M::GET, "/v1/apps/{app}/process_groups", groups::list);
+    t.add(
+        M::PUT,
+        "/v1/apps/{app}/process_groups/{group}/count",
+        groups::set_count,
+    );
     t.add(M::GET, "/v1/apps/{app}/machines", machines::list);
     t.add(M::POST, "/v1/apps/{app}/machines", machines::create);
     t.add(M::GET, "/v1/apps/{app}/machines/{id}", machines::get);

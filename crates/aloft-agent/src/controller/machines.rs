@@ -36,9 +36,13 @@ fn is_running(state: MachineState) -> bool {
     )
 }
 
-/// Refuses configs the agent cannot run; messages name the field.
-pub fn validate_config(config: &MachineConfig) -> ApiResult<images::ResolvedImage> {
-    let image = images::resolve(&config.image).map_err(ApiError::unprocessable)?;
+/// Refuses configs the agent cannot run; messages name the field. Uploaded images are looked up
+/// under `images_root`.
+pub fn validate_config(
+    config: &MachineConfig,
+    images_root: Option<&std::path::Path>,
+) -> ApiResult<images::ResolvedImage> {
+    let image = images::resolve_in(&config.image, images_root).map_err(ApiError::unprocessable)?;
     if config.guest.is_some() && config.size.is_some() {
         return Err(ApiError::unprocessable(
             "config.guest and config.size are mutually exclusive; set one",
@@ -134,7 +138,9 @@ impl Controller {
         let events = self
             .db(move |s| s.read(|tx| tx.events(&mid, EVENTS_ON_GET)))
             .await?;
-        Ok(rec.to_api(events))
+        let mut machine = rec.to_api(events);
+        self.attach_checks(&mut machine);
+        Ok(machine)
     }
 
     /// The record, or 404 (app first, then machine).
@@ -174,7 +180,9 @@ impl Controller {
             .into_iter()
             .map(|r| {
                 let ev = events.remove(&r.id).unwrap_or_default();
-                r.into_api(ev)
+                let mut machine = r.into_api(ev);
+                self.attach_checks(&mut machine);
+                machine
             })
             .collect())
     }
@@ -203,7 +211,7 @@ impl Controller {
         action: CreateMachine,
     ) -> ApiResult<Machine> {
         let req = action.request;
-        let image = validate_config(&req.config)?;
+        let image = validate_config(&req.config, self.images_dir())?;
         let region = match req
             .region
             .as_deref()
@@ -319,7 +327,7 @@ impl Controller {
         action: UpdateMachine,
     ) -> ApiResult<Machine> {
         let req = action.request;
-        let image = validate_config(&req.config)?;
+        let image = validate_config(&req.config, self.images_dir())?;
         let guard = self.lock(id).await;
         let mut rec = self.record(app, id).await?;
         self.check_lease(&rec, &action.nonce).await?;
@@ -481,7 +489,7 @@ impl Controller {
             tracing::warn!(machine = %machine_id, %reason, "launch failed");
             reason
         };
-        let image = match images::resolve(&rec.config.image) {
+        let image = match images::resolve_in(&rec.config.image, self.images_dir()) {
             Ok(i) => i,
             Err(reason) => {
                 let reason = fail(reason);

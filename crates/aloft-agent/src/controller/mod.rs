@@ -8,10 +8,13 @@
 
 pub mod actions;
 mod apps;
+mod checks;
 mod leases;
 mod machines;
 mod reconcile;
 mod runtime_events;
+
+pub use machines::validate_config;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +41,10 @@ pub struct Controller {
     regions: Regions,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     changes: broadcast::Sender<MachineChange>,
+    /// Latest health-check results per machine (see `checks`).
+    checks: checks::CheckResults,
+    /// `<data-dir>/images`: where uploaded images are unpacked (set once at agent start).
+    images_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// Event `source` of API-initiated events.
@@ -54,7 +61,19 @@ impl Controller {
             regions,
             locks: Mutex::new(HashMap::new()),
             changes,
+            checks: Default::default(),
+            images_dir: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets where uploaded images live (`<data-dir>/images`); the first call wins.
+    pub fn set_images_dir(&self, dir: std::path::PathBuf) {
+        let _ = self.images_dir.set(dir);
+    }
+
+    /// Where uploaded images live, if set.
+    pub fn images_dir(&self) -> Option<&std::path::Path> {
+        self.images_dir.get().map(|p| p.as_path())
     }
 
     /// Every machine change from now on. A lagging receiver gets `Lagged` and should re-read.
@@ -99,9 +118,11 @@ impl Controller {
     }
 
     fn publish(&self, rec: &MachineRecord) {
+        let mut machine = rec.to_api(Vec::new());
+        self.attach_checks(&mut machine);
         let _ = self.changes.send(MachineChange {
             app: rec.app.clone(),
-            machine: Arc::new(rec.to_api(Vec::new())),
+            machine: Arc::new(machine),
         });
     }
 

@@ -9,10 +9,29 @@ use anyhow::Context;
 
 use crate::cli::AgentArgs;
 
+/// The proxy settings of `aloft agent`'s flags, over the proxy's defaults.
+fn aloft_proxy_config(args: &AgentArgs) -> aloft_agent::ProxyConfig {
+    aloft_agent::ProxyConfig {
+        bind_ip: args.proxy_bind,
+        port_map: args.port_map.iter().copied().collect(),
+        idle_window: args.idle_window,
+        region: args
+            .regions
+            .first()
+            .cloned()
+            .unwrap_or_else(|| aloft_agent::ProxyConfig::default().region),
+        ..aloft_agent::ProxyConfig::default()
+    }
+}
+
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let mut config =
-        aloft_agent::AgentConfig::new(args.data_dir.unwrap_or_else(aloft_agent::default_data_dir));
+    let mut config = aloft_agent::AgentConfig::new(
+        args.data_dir
+            .clone()
+            .unwrap_or_else(aloft_agent::default_data_dir),
+    );
     config.listen = args.listen;
+    config.proxy = (!args.no_proxy).then(|| aloft_proxy_config(&args));
     config.regions = args.regions;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -36,7 +36,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting tokio")?;
     rt.block_on(async move {
-        let (client, embedded) = connect(&args).await?;
+        let (client, embedded) = connect(&args, &privileged_ports(&loaded.config)).await?;
         if let Err(e) = client.get_app(&app).await {
             if !is_not_found(&e) {
                 return Err(e);
@@ -57,7 +57,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let deployed = deploy(&client, &input).await;
         let code = match deployed {
             Ok(Some(_)) => {
-                print_urls(&client.list_machines(&app).await?);
+                print_urls(&client, &app).await?;
                 if args.detach {
                     if embedded.is_some() {
                         eprintln!("note: the embedded agent stops with this command; run `aloft agent` to keep machines supervised");
@@ -85,7 +85,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A client of the running agent, or of an embedded one started now.
-async fn connect(args: &UpArgs) -> anyhow::Result<(Client, Option<aloft_agent::AgentHandle>)> {
+async fn connect(
+    args: &UpArgs,
+    map_to_free: &[u16],
+) -> anyhow::Result<(Client, Option<aloft_agent::AgentHandle>)> {
     let client = Client::from_env();
     if tokio::time::timeout(Duration::from_secs(2), client.list_apps())
         .await
@@ -100,6 +103,11 @@ async fn connect(args: &UpArgs) -> anyhow::Result<(Client, Option<aloft_agent::A
         .unwrap_or_else(aloft_agent::default_data_dir);
     let mut config = aloft_agent::AgentConfig::new(&data_dir);
     config.listen = "127.0.0.1:0".parse().expect("constant address");
+    if let Some(proxy) = config.proxy.as_mut() {
+        // A laptop: serve on loopback, and put ports below 1024 (80, 443) on free local ports.
+        proxy.bind_ip = std::net::Ipv4Addr::LOCALHOST.into();
+        proxy.port_map = map_to_free.iter().map(|p| (*p, 0)).collect();
+    }
     let handle = aloft_agent::Agent::start(config)
         .await
         .context("starting an embedded agent")?;
@@ -112,33 +120,62 @@ async fn connect(args: &UpArgs) -> anyhow::Result<(Client, Option<aloft_agent::A
     Ok((client, Some(handle)))
 }
 
-/// `group  http://127.0.0.1:PORT  (machine)` for every service port of started machines.
-fn print_urls(machines: &[Machine]) {
+/// External service ports of the app below 1024: `aloft up` serves them on free local ports.
+fn privileged_ports(config: &aloft_config::AppConfig) -> Vec<u16> {
+    let mut ports: Vec<u16> = config
+        .process_names()
+        .iter()
+        .flat_map(|g| config.machine_config_for(g).services)
+        .flat_map(|s| s.ports.into_iter().flat_map(|p| p.external_ports()))
+        .filter(|p| *p < 1024)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The app's service URLs through the proxy, and the machines behind each group.
+async fn print_urls(client: &Client, app: &str) -> anyhow::Result<()> {
+    let ports = match client.proxy_ports().await {
+        Ok(ports) => ports,
+        Err(e) if is_not_found(&e) => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let mut lines = Vec::new();
-    for m in machines.iter().filter(|m| m.state == MachineState::Started) {
-        for s in &m.config.services {
-            if let Some(port) = m.host_ports.get(&s.internal_port) {
-                let scheme = if s
-                    .ports
-                    .iter()
-                    .any(|p| p.handlers.iter().any(|h| h == "http"))
-                {
-                    "http"
-                } else {
-                    "tcp"
-                };
+    for p in ports.iter().filter(|p| p.app == app) {
+        let has = |h: &str| p.handlers.iter().any(|x| x == h);
+        let scheme = match (has("http"), has("tls")) {
+            (true, true) => "https",
+            (true, false) => "http",
+            (false, true) => "tls",
+            (false, false) => "tcp",
+        };
+        match (&p.listen, &p.error) {
+            (Some(addr), _) => {
+                let local = addr.rsplit(':').next().unwrap_or(addr);
                 lines.push(format!(
-                    "  {:<10} {scheme}://127.0.0.1:{port}  (machine {})",
-                    m.process_group(),
-                    m.id
+                    "  {scheme}://127.0.0.1:{local}  (service port {})",
+                    p.port
                 ));
             }
+            (None, Some(err)) => lines.push(format!("  port {}: not served: {err}", p.port)),
+            (None, None) => {}
         }
     }
     if !lines.is_empty() {
-        lines.sort();
         println!("Services:\n{}", lines.join("\n"));
     }
+    let machines = client.list_machines(app).await?;
+    let mut groups: Vec<String> = machines
+        .iter()
+        .filter(|m| m.state == MachineState::Started)
+        .map(|m| format!("  {:<10} {}", m.process_group(), m.id))
+        .collect();
+    groups.sort();
+    if !groups.is_empty() {
+        println!("Machines:\n{}", groups.join("\n"));
+    }
+    Ok(())
 }
 
 async fn follow_logs(client: &Client, app: &str) -> anyhow::Result<()> {

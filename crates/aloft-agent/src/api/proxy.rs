@@ -1,0 +1,84 @@
+//! `GET /v1/proxy` (where each service port listens) and `GET /v1/metrics` (Prometheus text).
+//! Both are Aloft extensions and need the API token like every other route.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// One external port of the proxy.
+#[derive(Debug, Serialize)]
+pub struct ProxyPort {
+    /// The service's external port (`80`, `443`, a `[[services.ports]]` port).
+    pub port: u16,
+    pub app: String,
+    /// `ip:port` it listens on (differs from `port` under `--port-map`), when bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Why it could not be bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `http`, `tls`, `proxy_proto`; empty = raw TCP.
+    pub handlers: Vec<String>,
+}
+
+fn handlers(o: &aloft_proxy::options::PortOptions) -> Vec<String> {
+    let mut h = Vec::new();
+    if o.tls {
+        h.push("tls".to_string());
+    }
+    if o.http {
+        h.push("http".to_string());
+    }
+    if o.proxy_proto.is_some() {
+        h.push("proxy_proto".to_string());
+    }
+    h
+}
+
+fn routing(st: &AppState) -> ApiResult<&crate::routing::Routing> {
+    st.routing
+        .as_deref()
+        .ok_or_else(|| ApiError::not_found("this agent runs without a proxy"))
+}
+
+pub async fn ports(State(st): State<AppState>) -> ApiResult<Json<Vec<ProxyPort>>> {
+    let routing = routing(&st)?;
+    let table = routing.table();
+    let bound = routing.proxy.bound_ports();
+    let ports = table
+        .ports
+        .iter()
+        .map(|(port, route)| {
+            let (listen, error) = match bound.get(port) {
+                Some(Ok(addr)) => (Some(addr.to_string()), None),
+                Some(Err(e)) => (None, Some(e.clone())),
+                None => (None, Some("not bound yet".to_string())),
+            };
+            ProxyPort {
+                port: *port,
+                app: route.app.clone(),
+                listen,
+                error,
+                handlers: handlers(&route.options),
+            }
+        })
+        .collect();
+    Ok(Json(ports))
+}
+
+pub async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
+    let text = routing(&st)?.proxy.render_metrics();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,285 @@
+//! [`AgentTarget`]: the deploy engine's [`DeployTarget`] over the agent's own [`Controller`]
+//! (in-process calls, the same code paths as the Machines API), for one release of one app.
+//!
+//! Progress events are appended to the release's log in the store (committed before the engine
+//! goes on) and then announced to followers. A release that was superseded refuses to start new
+//! machine operations, stops waiting, and its final event says `interrupted`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_api::{CreateMachineRequest, Machine, MachineState, UpdateMachineRequest};
+use aloft_deploy::{DeployEvent, DeployTarget, ReleaseStatus, TargetError};
+use aloft_store::MachineFilter;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+
+use super::{Deployer, ReleaseKey};
+use crate::controller::actions::{CreateMachine, DeleteMachine, ListMachines, UpdateMachine};
+use crate::controller::Controller;
+use crate::error::ApiError;
+
+/// One release being carried out.
+pub struct AgentTarget {
+    pub(super) deployer: Arc<Deployer>,
+    pub(super) key: ReleaseKey,
+    /// Turns `true` when a newer release supersedes this one.
+    pub(super) cancel: watch::Receiver<bool>,
+}
+
+fn target_error(e: ApiError) -> TargetError {
+    if e.http == axum::http::StatusCode::NOT_FOUND {
+        TargetError::NotFound(e.message)
+    } else {
+        TargetError::Other(e.message)
+    }
+}
+
+impl AgentTarget {
+    fn ctl(&self) -> &Arc<Controller> {
+        &self.deployer.ctl
+    }
+
+    fn app(&self) -> &str {
+        &self.key.app
+    }
+
+    fn cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Refuses to start a machine operation once the release is superseded.
+    fn check_cancel(&self) -> Result<(), TargetError> {
+        if self.cancelled() {
+            Err(TargetError::Other(format!(
+                "release v{} of {} was superseded by a newer release",
+                self.key.version, self.key.app
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits until `done` says the machine is where it should be; `done` sees the machine after
+    /// every change of it and answers `Some(Ok)` (reached), `Some(Err)` (will not be reached) or
+    /// `None` (keep waiting). With `snapshots`, `done` sees each published state in order (no
+    /// state is missed); otherwise the machine is read again as the API shows it (with checks).
+    async fn wait_until(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        snapshots: bool,
+        done: impl Fn(&Machine) -> Option<Result<(), TargetError>>,
+    ) -> Result<(), TargetError> {
+        let mut changes = self.ctl().subscribe();
+        let mut cancel = self.cancel.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = self.fetch(id).await?;
+        loop {
+            if let Some(r) = done(&last) {
+                return r;
+            }
+            if self.cancelled() {
+                return self.check_cancel();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(TargetError::Timeout(format!(
+                        "machine {id} is {} after {}s; waited for it to {what}",
+                        last.state,
+                        timeout.as_secs()
+                    )));
+                }
+                _ = cancel.changed() => {}
+                change = changes.recv() => match change {
+                    Ok(c) if c.machine.id == id => {
+                        last = if snapshots {
+                            (*c.machine).clone()
+                        } else {
+                            self.fetch(id).await?
+                        }
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => last = self.fetch(id).await?,
+                    Err(RecvError::Closed) => {
+                        return Err(TargetError::Other("the agent is shutting down".into()))
+                    }
+                },
+            }
+        }
+    }
+
+    async fn fetch(&self, id: &str) -> Result<Machine, TargetError> {
+        self.ctl()
+            .get_machine(self.app(), id)
+            .await
+            .map_err(target_error)
+    }
+}
+
+/// The reason of the newest failed launch among a machine's events, if any.
+fn launch_failure(m: &Machine) -> Option<String> {
+    m.events
+        .iter()
+        .find(|e| e.kind == "launch" && e.status == "failed")
+        .map(|e| {
+            e.request
+                .as_ref()
+                .and_then(|r| r.get("error"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("launch failed")
+                .to_string()
+        })
+}
+
+/// The exit code of the newest exit event, as a sentence.
+fn exit_status(m: &Machine) -> Option<String> {
+    let e = m.events.iter().find(|e| e.kind == "exit")?;
+    let code = e.request.as_ref()?.get("exit_event")?.get("exit_code")?;
+    Some(format!(
+        "exit code {code}; see `aloft logs --machine {}`",
+        m.id
+    ))
+}
+
+impl DeployTarget for AgentTarget {
+    async fn list_machines(&self) -> Result<Vec<Machine>, TargetError> {
+        self.ctl()
+            .list_machines(
+                self.app(),
+                ListMachines {
+                    filter: MachineFilter::default(),
+                    summary: true,
+                },
+            )
+            .await
+            .map_err(target_error)
+    }
+
+    async fn create_machine(&self, req: CreateMachineRequest) -> Result<Machine, TargetError> {
+        self.check_cancel()?;
+        self.ctl()
+            .create_machine(self.app(), CreateMachine { request: req })
+            .await
+            .map_err(target_error)
+    }
+
+    async fn update_machine(
+        &self,
+        id: &str,
+        req: UpdateMachineRequest,
+    ) -> Result<Machine, TargetError> {
+        self.check_cancel()?;
+        self.ctl()
+            .update_machine(
+                self.app(),
+                id,
+                UpdateMachine {
+                    request: req,
+                    nonce: None,
+                },
+            )
+            .await
+            .map_err(target_error)
+    }
+
+    async fn destroy_machine(&self, id: &str, force: bool) -> Result<(), TargetError> {
+        self.check_cancel()?;
+        let action = DeleteMachine { force, nonce: None };
+        match self.ctl().destroy_machine(self.app(), id, action).await {
+            Ok(()) => Ok(()),
+            // Destroyed meanwhile: what we wanted.
+            Err(e) if e.message.contains("already destroyed") => Ok(()),
+            Err(e) => Err(target_error(e)),
+        }
+    }
+
+    async fn wait_for_state(
+        &self,
+        id: &str,
+        state: MachineState,
+        timeout: Duration,
+    ) -> Result<(), TargetError> {
+        let result = self
+            .wait_until(id, timeout, &format!("be {state}"), true, |m| {
+                if m.state == state {
+                    return Some(Ok(()));
+                }
+                match m.state {
+                    MachineState::Destroyed | MachineState::Destroying => Some(Err(
+                        TargetError::NotFound(format!("machine {id} was destroyed")),
+                    )),
+                    MachineState::Failed => Some(Err(TargetError::Other(format!(
+                        "machine {id} failed to start"
+                    )))),
+                    // Its process exited for good (a started machine that exits stays stopped).
+                    MachineState::Stopped if state == MachineState::Started => Some(Err(
+                        TargetError::Other(format!("machine {id} stopped: its command exited")),
+                    )),
+                    _ => None,
+                }
+            })
+            .await;
+        match result {
+            Err(TargetError::Other(msg)) => {
+                let reason = match self.fetch(id).await {
+                    Ok(m) => launch_failure(&m).or_else(|| exit_status(&m)),
+                    Err(_) => None,
+                };
+                Err(TargetError::Other(match reason {
+                    Some(r) => format!("{msg}: {r}"),
+                    None => format!("{msg}; see `aloft logs --machine {id}`"),
+                }))
+            }
+            other => other,
+        }
+    }
+
+    async fn wait_for_checks(&self, id: &str, timeout: Duration) -> Result<(), TargetError> {
+        let result = self
+            .wait_until(id, timeout, "pass its checks", false, |m| {
+                if m.checks.iter().all(|c| c.status == "passing") {
+                    return Some(Ok(()));
+                }
+                match m.state {
+                    MachineState::Started => None,
+                    other => Some(Err(TargetError::Other(format!(
+                        "machine {id} is {other} while waiting for its checks"
+                    )))),
+                }
+            })
+            .await;
+        match result {
+            Err(TargetError::Timeout(_)) => {
+                let m = self.fetch(id).await?;
+                let failing: Vec<String> = m
+                    .checks
+                    .iter()
+                    .filter(|c| c.status != "passing")
+                    .map(|c| format!("check '{}' is {}: {}", c.name, c.status, c.output.trim()))
+                    .collect();
+                Err(TargetError::Timeout(format!(
+                    "machine {id}: {} after {}s",
+                    failing.join("; "),
+                    timeout.as_secs()
+                )))
+            }
+            other => other,
+        }
+    }
+
+    async fn record(&self, event: DeployEvent) -> Result<(), TargetError> {
+        let event = match event {
+            DeployEvent::Finished { .. } if self.cancelled() => DeployEvent::Finished {
+                status: ReleaseStatus::Interrupted,
+                error: Some("superseded by a newer release".into()),
+            },
+            e => e,
+        };
+        self.deployer
+            .record(&self.key, event)
+            .await
+            .map_err(|e| TargetError::Other(e.message))
+    }
+}

@@ -1,0 +1,228 @@
+//! The agent side of the proxy: keeps the proxy's routing table in step with the machines,
+//! feeds health-check results back to the controller, and lets the proxy start and stop
+//! machines (autostart/autostop) through the controller — the same path an API call takes.
+//!
+//! Data flow: controller changes (broadcast) → in-memory map app → machines → debounced
+//! `RouteTable::from_machines` → `watch` → proxy. The proxy's check reports → controller
+//! (`apply_check_report`) → `Machine.checks` and change notifications for deploys waiting on
+//! health. The proxy itself never sees the store (ARCHITECTURE.md).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_api::{Machine, MachineState};
+use aloft_proxy::{
+    BoxFuture, ControlError, MachineControl, Proxy, ProxyConfig, ProxyHandle, RouteTable,
+};
+use aloft_store::MachineFilter;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+
+use crate::controller::actions::{ListMachines, StopHow, WaitFor, WaitMachine};
+use crate::controller::Controller;
+use crate::error::ApiError;
+
+/// How long changes are gathered before the table is rebuilt: bursts (a deploy of 200 machines)
+/// cost one rebuild per window instead of one per machine.
+const REBUILD_DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// The running proxy and the sender of its routing table.
+pub struct Routing {
+    pub proxy: ProxyHandle,
+    table: watch::Sender<RouteTable>,
+}
+
+impl Routing {
+    /// Starts the proxy over the machines the controller knows, and the tasks that keep it fed.
+    pub async fn start(ctl: Arc<Controller>, config: ProxyConfig) -> Result<Routing, String> {
+        let machines = load_all(&ctl).await.map_err(|e| e.message)?;
+        let (table_tx, table_rx) = watch::channel(build_table(&machines));
+        let control = Arc::new(AgentControl { ctl: ctl.clone() });
+        let proxy = Proxy::spawn(config, table_rx, control).map_err(|e| e.to_string())?;
+        tokio::spawn(follow_machines(ctl.clone(), machines, table_tx.clone()));
+        tokio::spawn(report_checks(ctl, proxy.checks()));
+        Ok(Routing {
+            proxy,
+            table: table_tx,
+        })
+    }
+
+    /// The current routing table (port clash checks before a deploy read it).
+    pub fn table(&self) -> RouteTable {
+        self.table.borrow().clone()
+    }
+}
+
+type AppMachines = BTreeMap<String, BTreeMap<String, Machine>>;
+
+async fn load_all(ctl: &Controller) -> Result<AppMachines, ApiError> {
+    let mut all = AppMachines::new();
+    for app in ctl.list_apps(None).await? {
+        let machines = ctl
+            .list_machines(
+                &app.name,
+                ListMachines {
+                    filter: MachineFilter::default(),
+                    summary: true,
+                },
+            )
+            .await
+            .unwrap_or_default();
+        all.insert(
+            app.name.clone(),
+            machines.into_iter().map(|m| (m.id.clone(), m)).collect(),
+        );
+    }
+    Ok(all)
+}
+
+/// The app's primary region: `PRIMARY_REGION` of its machines (flyctl sets it from fly.toml).
+fn primary_region(machines: &BTreeMap<String, Machine>) -> String {
+    machines
+        .values()
+        .find_map(|m| m.config.env.get("PRIMARY_REGION").cloned())
+        .unwrap_or_default()
+}
+
+fn build_table(all: &AppMachines) -> RouteTable {
+    let apps: Vec<(String, String, Vec<Machine>)> = all
+        .iter()
+        .map(|(app, ms)| {
+            (
+                app.clone(),
+                primary_region(ms),
+                ms.values().cloned().collect(),
+            )
+        })
+        .collect();
+    RouteTable::from_machines(&apps)
+}
+
+async fn follow_machines(
+    ctl: Arc<Controller>,
+    mut all: AppMachines,
+    table: watch::Sender<RouteTable>,
+) {
+    let mut changes = ctl.subscribe();
+    loop {
+        let first = changes.recv().await;
+        let mut reload = false;
+        let mut apply = |change: Result<crate::MachineChange, RecvError>| match change {
+            Ok(c) => {
+                let app = all.entry(c.app.clone()).or_default();
+                if c.machine.state == MachineState::Destroyed {
+                    app.remove(&c.machine.id);
+                } else {
+                    app.insert(c.machine.id.clone(), (*c.machine).clone());
+                }
+                true
+            }
+            Err(RecvError::Lagged(_)) => {
+                reload = true;
+                true
+            }
+            Err(RecvError::Closed) => false,
+        };
+        if !apply(first) {
+            return;
+        }
+        let window = tokio::time::sleep(REBUILD_DEBOUNCE);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                _ = &mut window => break,
+                c = changes.recv() => if !apply(c) { return },
+            }
+        }
+        if reload {
+            match load_all(&ctl).await {
+                Ok(fresh) => all = fresh,
+                Err(e) => tracing::warn!(error = %e.message, "reloading machines for the proxy"),
+            }
+        }
+        all.retain(|_, ms| !ms.is_empty());
+        let next = build_table(&all);
+        table.send_if_modified(|cur| {
+            let modified = *cur != next;
+            if modified {
+                *cur = next;
+            }
+            modified
+        });
+    }
+}
+
+async fn report_checks(
+    ctl: Arc<Controller>,
+    mut checks: watch::Receiver<aloft_proxy::CheckReport>,
+) {
+    loop {
+        let report = checks.borrow_and_update().clone();
+        ctl.apply_check_report(&report).await;
+        if checks.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Autostart/autostop through the controller: leases, events and state rules all apply.
+struct AgentControl {
+    ctl: Arc<Controller>,
+}
+
+impl MachineControl for AgentControl {
+    fn start<'a>(
+        &'a self,
+        app: &'a str,
+        machine_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        Box::pin(async move {
+            let ctl = &self.ctl;
+            match ctl.start_machine(app, machine_id, None).await {
+                Ok(_) => {}
+                // Already started or starting (another request won the race): fine.
+                Err(e) if e.http == http::StatusCode::PRECONDITION_FAILED => {}
+                Err(e) => {
+                    return Err(ControlError(format!(
+                        "autostart of machine {machine_id}: {}",
+                        e.message
+                    )))
+                }
+            }
+            let wait = WaitMachine {
+                states: vec![WaitFor::State(MachineState::Started)],
+                timeout: Duration::from_secs(60),
+                instance_id: None,
+            };
+            match ctl.wait_machine(app, machine_id, wait).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(ControlError(format!(
+                    "machine {machine_id} did not start within 60s"
+                ))),
+                Err(e) => Err(ControlError(format!("machine {machine_id}: {}", e.message))),
+            }
+        })
+    }
+
+    fn stop<'a>(
+        &'a self,
+        app: &'a str,
+        machine_id: &'a str,
+        _suspend: bool,
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        // Suspend is not supported by the process runtime: a stop is the documented fallback.
+        Box::pin(async move {
+            let how = StopHow {
+                signal: None,
+                timeout: None,
+            };
+            self.ctl
+                .stop_machine(app, machine_id, how, None)
+                .await
+                .map_err(|e| {
+                    ControlError(format!("autostop of machine {machine_id}: {}", e.message))
+                })
+        })
+    }
+}

@@ -1,0 +1,255 @@
+//! The proxy wired into the agent: service ports routed only to the machines (and so the process
+//! groups) that carry the service, health-check results in the API, `/v1/proxy` and metrics.
+//! Real agent in-process, real python3 HTTP servers as machines, real sockets on 127.0.0.1.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use aloft_agent::{Agent, AgentConfig, AgentHandle};
+use reqwest::{Client, Method};
+use serde_json::{json, Value};
+
+/// An HTTP server answering `<group> <machine id>`; `/healthz` fails while `$FAIL_DIR/<id>` exists.
+const SERVER: &str = r#"
+import http.server, os
+mid = os.environ["FLY_MACHINE_ID"]; group = os.environ["FLY_PROCESS_GROUP"]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        failing = os.path.exists(os.path.join(os.environ["FAIL_DIR"], mid))
+        code = 500 if (self.path == "/healthz" and failing) else 200
+        body = f"{group} {mid}".encode()
+        self.send_response(code); self.send_header("content-length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+struct Harness {
+    agent: AgentHandle,
+    http: Client,
+    image: tempfile::TempDir,
+    fail_dir: tempfile::TempDir,
+    _data: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = AgentConfig::new(data.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let proxy = config.proxy.as_mut().unwrap();
+        proxy.bind_ip = "127.0.0.1".parse().unwrap();
+        proxy.port_map = [(80, 0), (9000, 0)].into_iter().collect();
+        let agent = Agent::start(config).await.expect("agent starts");
+        let image = tempfile::tempdir().unwrap();
+        std::fs::write(image.path().join("server.py"), SERVER).unwrap();
+        Harness {
+            agent,
+            // A fresh connection per request: with `concurrency.type = "connections"` the proxy
+            // keeps a client connection on the machine it first chose.
+            http: Client::builder().pool_max_idle_per_host(0).build().unwrap(),
+            image,
+            fail_dir: tempfile::tempdir().unwrap(),
+            _data: data,
+        }
+    }
+
+    async fn api(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.agent.url()))
+            .bearer_auth(&self.agent.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+
+    /// A started machine of `group` whose service listens on external port `port`.
+    async fn machine(&self, group: &str, port: u16) -> String {
+        let config = json!({
+            "image": self.image.path(),
+            "init": {"exec": ["python3", "server.py"]},
+            "env": {"FAIL_DIR": self.fail_dir.path(), "FLY_PROCESS_GROUP": group},
+            "metadata": {"fly_process_group": group, "fly_platform_version": "v2"},
+            "services": [{
+                "protocol": "tcp", "internal_port": 8080,
+                "ports": [{"port": port, "handlers": ["http"]}],
+                "checks": [{"type": "http", "path": "/healthz", "interval": "1s", "timeout": "1s", "grace_period": "0s"}],
+            }],
+        });
+        let m = self
+            .api(
+                Method::POST,
+                "/v1/apps/web-app/machines",
+                Some(json!({"region": "gru", "config": config})),
+            )
+            .await;
+        let id = m["id"].as_str().unwrap().to_string();
+        self.api(
+            Method::GET,
+            &format!("/v1/apps/web-app/machines/{id}/wait?state=started"),
+            None,
+        )
+        .await;
+        id
+    }
+
+    /// The local address the proxy serves external `port` on, once bound.
+    async fn proxy_addr(&self, port: u16) -> String {
+        wait_for(&format!("proxy port {port} bound"), || async {
+            let ports = self.api(Method::GET, "/v1/proxy", None).await;
+            ports.as_array()?.iter().find(|p| p["port"] == port)?["listen"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .await
+    }
+
+    async fn check_status(&self, id: &str) -> Vec<String> {
+        let m = self
+            .api(
+                Method::GET,
+                &format!("/v1/apps/web-app/machines/{id}"),
+                None,
+            )
+            .await;
+        m["checks"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .map(|c| c["status"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn get(&self, addr: &str) -> Option<String> {
+        let resp = self.http.get(format!("http://{addr}/")).send().await.ok()?;
+        resp.status().is_success().then_some(())?;
+        resp.text().await.ok()
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ports_reach_only_their_group_and_checks_gate_rotation() {
+    let h = Harness::start().await;
+    h.api(
+        Method::POST,
+        "/v1/apps",
+        Some(json!({"app_name": "web-app", "org_slug": "personal"})),
+    )
+    .await;
+    let web1 = h.machine("web", 80).await;
+    let web2 = h.machine("web", 80).await;
+    let worker = h.machine("worker", 9000).await;
+
+    // Checks run and are reported on the machines.
+    for id in [&web1, &web2, &worker] {
+        wait_for("checks passing", || async {
+            let s = h.check_status(id).await;
+            (!s.is_empty() && s.iter().all(|s| s == "passing")).then_some(())
+        })
+        .await;
+    }
+
+    let web_addr = h.proxy_addr(80).await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..60 {
+        let body = h.get(&web_addr).await.expect("web port answers");
+        assert!(body.starts_with("web "), "port 80 reached {body:?}");
+        seen.insert(body);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "load spreads over both web machines: {seen:?}"
+    );
+    let worker_addr = h.proxy_addr(9000).await;
+    assert_eq!(
+        h.get(&worker_addr).await.unwrap(),
+        format!("worker {worker}")
+    );
+
+    // web1 fails its check: reported critical, out of rotation; then back.
+    std::fs::write(h.fail_dir.path().join(&web1), "").unwrap();
+    wait_for("web1 critical", || async {
+        h.check_status(&web1)
+            .await
+            .iter()
+            .any(|s| s == "critical")
+            .then_some(())
+    })
+    .await;
+    for _ in 0..30 {
+        assert_eq!(h.get(&web_addr).await.unwrap(), format!("web {web2}"));
+    }
+    std::fs::remove_file(h.fail_dir.path().join(&web1)).unwrap();
+    wait_for("web1 passing again", || async {
+        h.check_status(&web1)
+            .await
+            .iter()
+            .all(|s| s == "passing")
+            .then_some(())
+    })
+    .await;
+    wait_for("web1 back in rotation", || async {
+        (h.get(&web_addr).await? == format!("web {web1}")).then_some(())
+    })
+    .await;
+
+    // Metrics count what went through the proxy.
+    let resp = h
+        .http
+        .get(format!("{}/v1/metrics", h.agent.url()))
+        .bearer_auth(&h.agent.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(&web1) && text.contains("web-app"),
+        "metrics:\n{text}"
+    );
+
+    // A stopped machine leaves the table: every request goes to the other.
+    h.api(
+        Method::POST,
+        &format!("/v1/apps/web-app/machines/{web2}/stop"),
+        None,
+    )
+    .await;
+    h.api(
+        Method::GET,
+        &format!("/v1/apps/web-app/machines/{web2}/wait?state=stopped"),
+        None,
+    )
+    .await;
+    for _ in 0..20 {
+        assert_eq!(h.get(&web_addr).await.unwrap(), format!("web {web1}"));
+    }
+
+    h.api(Method::DELETE, "/v1/apps/web-app?force=true", None)
+        .await;
+    h.agent.shutdown().await;
+}
