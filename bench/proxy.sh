@@ -4,11 +4,14 @@
 # (each: 2 workers, HTTP/1.1 keep-alive to the app, X-Forwarded-For added), at high load
 # (64 connections) and moderate load (8 connections); then autostart latency. Prints figures
 # and ratios; never fails on a threshold.
-# Usage: bench/proxy.sh [seconds per run, default 5]
+# Each figure is the median of ROUNDS runs (default 3), targets interleaved, to damp the noise
+# of a shared machine; the load average before the runs is printed with the figures.
+# Usage: bench/proxy.sh [seconds per run, default 5] [rounds, default 3]
 # Needs wrk, nginx, haproxy (installed with apt-get when missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR="${1:-5}"
+ROUNDS="${2:-3}"
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -111,18 +114,25 @@ measure() {
     END { printf "%.0f %.3f %.3f%s\n", rps, p50, p99, (err ? " ERR" err : "") }'
 }
 
-declare -A R
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+declare -A RUNS R
 for load in high moderate; do
   if [[ $load == high ]]; then t=2; c=64; else t=1; c=8; fi
+  for round in $(seq 1 "$ROUNDS"); do
+    for target in direct aloft nginx haproxy; do
+      case $target in direct) p=$BACKEND;; aloft) p=$ALOFT;; nginx) p=$NGINX;; haproxy) p=$HAPROXY;; esac
+      [[ $round == 1 ]] && { wrk -t1 -c4 -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true; }   # warm-up
+      RUNS[$load,$target]+="$(measure "$p" "$t" "$c")"$'\n'
+    done
+  done
+  # Median run by throughput (its own p50/p99 kept together).
   for target in direct aloft nginx haproxy; do
-    case $target in direct) p=$BACKEND;; aloft) p=$ALOFT;; nginx) p=$NGINX;; haproxy) p=$HAPROXY;; esac
-    wrk -t1 -c4 -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true   # warm-up
-    R[$load,$target]=$(measure "$p" "$t" "$c")
+    R[$load,$target]=$(printf '%s' "${RUNS[$load,$target]}" | sort -n -k1,1 | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
   done
 done
 
 echo
-echo "small HTTP responses, ${DUR}s per run, $(nproc) cores shared by wrk, proxy and app"
+echo "small HTTP responses, median of $ROUNDS x ${DUR}s runs, $(nproc) cores shared by wrk, proxy and app; load average before: $LOADAVG"
 for load in high moderate; do
   if [[ $load == high ]]; then echo "== high load: wrk -t2 -c64"; else echo "== moderate load: wrk -t1 -c8"; fi
   printf "%-8s %12s %10s %10s\n" target "req/s" "p50 ms" "p99 ms"
