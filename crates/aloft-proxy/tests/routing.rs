@@ -385,3 +385,83 @@ async fn a_port_that_cannot_be_bound_is_reported_with_the_mapping_flag() {
     assert!(err.contains("--port-map 80="), "{err}");
     assert!(ports[&443].is_ok(), "other ports still served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_hard_limit_queues_raw_tcp_until_a_slot_frees() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Two "machines" that echo and count open connections.
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let max_open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..2 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(l.local_addr().unwrap());
+        let (open, max_open) = (open.clone(), max_open.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let (open, max_open) = (open.clone(), max_open.clone());
+                tokio::spawn(async move {
+                    let n = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    max_open.fetch_max(n, Ordering::SeqCst);
+                    let mut buf = [0u8; 64];
+                    while let Ok(k) = s.read(&mut buf).await {
+                        if k == 0 || s.write_all(&buf[..k]).await.is_err() {
+                            break;
+                        }
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }));
+    }
+    let svc = |internal| MachineService {
+        protocol: "tcp".into(),
+        internal_port: internal,
+        ports: vec![MachinePort {
+            port: Some(6000),
+            ..Default::default()
+        }],
+        concurrency: Some(Concurrency {
+            kind: "connections".into(),
+            soft_limit: Some(1),
+            hard_limit: Some(1),
+        }),
+        ..Default::default()
+    };
+    let machines = vec![
+        machine("a", "app", vec![svc(7000)], Some(addrs[0])),
+        machine("b", "app", vec![svc(7000)], Some(addrs[1])),
+    ];
+    let (fleet, rx) = Fleet::new("tcp", machines, vec![]);
+    let proxy = spawn(test_config(&[6000]), &fleet, rx);
+    let addr = bound(&proxy, 6000).await;
+    async fn echo(s: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = [0u8; 4];
+        s.write_all(b"ping").await.is_ok()
+            && s.read_exact(&mut buf).await.is_ok()
+            && &buf == b"ping"
+    }
+    let mut c1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut c2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(echo(&mut c1).await && echo(&mut c2).await);
+    // Both machines are at their hard limit: a third client waits in the queue...
+    let mut c3 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let third = tokio::spawn(async move { echo(&mut c3).await });
+    tokio::task::yield_now().await;
+    assert!(!third.is_finished());
+    // ...and is served as soon as one connection closes.
+    drop(c1);
+    assert!(
+        third.await.unwrap(),
+        "queued connection was not served after a slot freed"
+    );
+    assert_eq!(
+        max_open.load(Ordering::SeqCst),
+        2,
+        "never more than one connection per machine"
+    );
+    drop(c2);
+    tasks.iter().for_each(|t| t.abort());
+}
