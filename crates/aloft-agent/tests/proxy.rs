@@ -253,3 +253,62 @@ async fn service_ports_reach_only_their_group_and_checks_gate_rotation() {
         .await;
     h.agent.shutdown().await;
 }
+
+/// A release whose services take a port another app serves, or use UDP, is refused before any
+/// machine changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_refuses_port_clashes_and_udp_before_changing_anything() {
+    let h = Harness::start().await;
+    for app in ["web-app", "other"] {
+        h.api(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": app, "org_slug": "personal"})),
+        )
+        .await;
+    }
+    h.machine("web", 80).await;
+
+    let release = |protocol: &str| {
+        json!({"spec": {
+            "image": h.image.path(),
+            "default_group": "web",
+            "groups": {"web": {
+                "image": "",
+                "init": {"exec": ["sleep", "30"]},
+                "services": [{"protocol": protocol, "internal_port": 8080, "ports": [{"port": 80, "handlers": ["http"]}]}],
+            }},
+        }})
+    };
+    for (protocol, expect) in [("tcp", "port 80 is claimed by apps"), ("udp", "udp")] {
+        let resp = h
+            .http
+            .post(format!("{}/v1/apps/other/releases", h.agent.url()))
+            .bearer_auth(&h.agent.token)
+            .json(&release(protocol))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 422, "{protocol}: {body}");
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.to_lowercase().contains(expect), "{protocol}: {msg}");
+    }
+    let machines = h.api(Method::GET, "/v1/apps/other/machines", None).await;
+    assert_eq!(
+        machines.as_array().unwrap().len(),
+        0,
+        "nothing created: {machines}"
+    );
+    let releases = h.api(Method::GET, "/v1/apps/other/releases", None).await;
+    assert_eq!(
+        releases.as_array().unwrap().len(),
+        0,
+        "no release recorded: {releases}"
+    );
+
+    h.api(Method::DELETE, "/v1/apps/web-app?force=true", None)
+        .await;
+    h.agent.shutdown().await;
+}

@@ -276,6 +276,7 @@ impl Deployer {
             req.spec.image = image_ref(app, &format!("sha256:{hex}"));
         }
         self.check_spec(&req)?;
+        self.check_ports(app, &req.spec).await?;
         let plan = self.plan(app, &req).await?;
         if dry_run {
             return Ok(Created::Plan(plan));
@@ -365,6 +366,46 @@ impl Deployer {
             })?;
         }
         Ok(())
+    }
+
+    /// Refuses services the proxy cannot serve (UDP, unknown handlers) and external ports another
+    /// app already serves, before anything changes (issue: "port clash → the deploy fails").
+    async fn check_ports(
+        &self,
+        app: &str,
+        spec: &aloft_deploy::spec::ReleaseSpec,
+    ) -> ApiResult<()> {
+        let services: Vec<aloft_api::MachineService> = spec
+            .groups
+            .values()
+            .flat_map(|c| c.services.iter().cloned())
+            .collect();
+        aloft_proxy::reject_udp_services(&services)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        let mut others = Vec::new();
+        for other in self.ctl.list_apps(None).await? {
+            if other.name == app {
+                continue;
+            }
+            let machines = self
+                .ctl
+                .list_machines(
+                    &other.name,
+                    ListMachines {
+                        filter: MachineFilter::default(),
+                        summary: true,
+                    },
+                )
+                .await?;
+            others.push((other.name, String::new(), machines));
+        }
+        let table = aloft_proxy::RouteTable::from_machines(&others);
+        let conflicts = aloft_proxy::port_conflicts(&table, app, &services);
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+        Err(ApiError::unprocessable(lines.join("; ")))
     }
 
     async fn counts(&self, app: &str) -> ApiResult<BTreeMap<String, u32>> {
