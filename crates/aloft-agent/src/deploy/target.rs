@@ -157,8 +157,12 @@ impl DeployTarget for AgentTarget {
             .map_err(target_error)
     }
 
-    async fn create_machine(&self, req: CreateMachineRequest) -> Result<Machine, TargetError> {
+    async fn create_machine(&self, mut req: CreateMachineRequest) -> Result<Machine, TargetError> {
         self.check_cancel()?;
+        // The engine asks for a lease on new machines, but releases are serialised per app by
+        // the agent itself and the engine never sends the nonce back: a lease would only lock
+        // the user (and the next deploy) out of the machine until it expires.
+        req.lease_ttl = None;
         self.ctl()
             .create_machine(self.app(), CreateMachine { request: req })
             .await

@@ -1,0 +1,619 @@
+//! Deploys end to end: a real `aloft agent` process (127.0.0.1, OS-assigned port, temp data dir)
+//! driven by the real `aloft` CLI, replaying every command block of Fly.io's process-groups
+//! guide; a kill -9 of the agent in the middle of a 30-machine deploy; bad input.
+//!
+//! Machines run `sh run.sh <label>` (the group command, a CMD) behind the image ENTRYPOINT
+//! `sh entry.sh` from the app's Dockerfile. Both write what they ran to
+//! `<state>/<machine id>` and `<state>/<machine id>.entry`, so the tests check each machine's
+//! real argv. Every process started here runs in a directory under the test's temp dir; the
+//! tests check that none is left when they end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Polls `f` until it returns `Some`, or panics naming `what` after `timeout`.
+fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A running `aloft agent` (no proxy); SIGKILLed on drop.
+struct AgentProc {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl AgentProc {
+    fn start(data_dir: &Path) -> AgentProc {
+        let _ = std::fs::remove_file(data_dir.join("agent.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_aloft"))
+            .args([
+                "agent",
+                "--no-proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("ALOFT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("aloft agent starts");
+        let addr = wait_for(Duration::from_secs(60), "agent.addr", || {
+            std::fs::read_to_string(data_dir.join("agent.addr"))
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+        });
+        let token = std::fs::read_to_string(data_dir.join("token")).unwrap();
+        AgentProc {
+            child,
+            url: format!("http://{}", addr.trim()),
+            token: token.trim().into(),
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One app directory with its agent.
+struct World {
+    tmp: tempfile::TempDir,
+    agent: AgentProc,
+    app: String,
+}
+
+const RUN_SH: &str = r#"#!/bin/sh
+# The group command (CMD): records its label, then idles until stopped.
+echo "$*" > "$STATE_DIR/$FLY_MACHINE_ID"
+exec sleep 100000
+"#;
+
+const ENTRY_SH: &str = r#"#!/bin/sh
+# The image ENTRYPOINT: records what it was given, then runs it.
+echo "entry $*" > "$STATE_DIR/$FLY_MACHINE_ID.entry"
+exec "$@"
+"#;
+
+impl World {
+    fn new(app: &str) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in ["app", "state", "data"] {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        let appdir = tmp.path().join("app");
+        std::fs::write(appdir.join("run.sh"), RUN_SH).unwrap();
+        std::fs::write(appdir.join("entry.sh"), ENTRY_SH).unwrap();
+        std::fs::write(
+            appdir.join("Dockerfile"),
+            "FROM debian:bookworm-slim\nCOPY . /app\nENTRYPOINT [\"sh\", \"entry.sh\"]\n",
+        )
+        .unwrap();
+        let agent = AgentProc::start(&tmp.path().join("data"));
+        let w = World {
+            tmp,
+            agent,
+            app: app.into(),
+        };
+        w.ok(&["apps", "create", app]);
+        w
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    /// Writes fly.toml: the app, `[env] STATE_DIR`, the given process groups (label = command
+    /// argument of run.sh) and `extra` TOML.
+    fn config(&self, groups: &[(&str, &str)], extra: &str) {
+        let mut toml = format!(
+            "app = \"{}\"\nprimary_region = \"gru\"\nkill_signal = \"SIGTERM\"\nkill_timeout = \"2s\"\n\n[env]\nSTATE_DIR = \"{}\"\n\n[processes]\n",
+            self.app,
+            self.state_dir().display()
+        );
+        for (g, label) in groups {
+            toml.push_str(&format!("{g} = \"sh run.sh {label}\"\n"));
+        }
+        toml.push('\n');
+        toml.push_str(extra);
+        std::fs::write(self.tmp.path().join("app/fly.toml"), toml).unwrap();
+    }
+
+    fn aloft(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_aloft"))
+            .args(args)
+            .current_dir(self.tmp.path().join("app"))
+            .env("ALOFT_API_URL", &self.agent.url)
+            .env("ALOFT_API_TOKEN", &self.agent.token)
+            .env_remove("ALOFT_APP")
+            .stdin(Stdio::null())
+            .output()
+            .expect("aloft runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.aloft(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "aloft {args:?} failed:\n{text}");
+        text
+    }
+
+    /// Runs a command that must fail with exit code 1; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.aloft(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "aloft {args:?} should fail with 1:\n{}{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    fn machines(&self) -> Vec<Value> {
+        let text = self.ok(&["machine", "list", "-a", &self.app, "--json"]);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// Group → machine count.
+    fn counts(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for m in self.machines() {
+            *out.entry(group(&m).to_string()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Waits until every machine is started and has written its state file; returns the label
+    /// each machine runs (its group command's argument), by machine id.
+    fn labels(&self) -> BTreeMap<String, String> {
+        wait_for(Duration::from_secs(60), "machines running", || {
+            let ms = self.machines();
+            let mut out = BTreeMap::new();
+            for m in &ms {
+                if m["state"] != "started" {
+                    return None;
+                }
+                let id = m["id"].as_str().unwrap();
+                let label = std::fs::read_to_string(self.state_dir().join(id)).ok()?;
+                out.insert(id.to_string(), label.trim().to_string());
+            }
+            Some(out)
+        })
+    }
+
+    fn deploy(&self, extra: &[&str]) -> String {
+        let mut args = vec!["deploy"];
+        args.extend_from_slice(extra);
+        self.ok(&args)
+    }
+
+    /// Processes whose working directory is under this test's temp dir.
+    fn processes(&self) -> Vec<u32> {
+        processes_under(self.tmp.path())
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // The machines die with the agent (PR_SET_PDEATHSIG); make sure none is left.
+        self.agent.kill9();
+        let tmp = self.tmp.path().to_path_buf();
+        let left = wait_for(Duration::from_secs(10), "machine processes to exit", || {
+            let p = processes_under(&tmp);
+            p.is_empty().then_some(p)
+        });
+        assert!(left.is_empty());
+    }
+}
+
+fn processes_under(dir: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
+            if cwd.starts_with(dir) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn group(m: &Value) -> &str {
+    m["config"]["metadata"]["fly_process_group"]
+        .as_str()
+        .unwrap_or("")
+}
+
+fn ids_of<'a>(ms: &'a [Value], g: &str) -> Vec<&'a str> {
+    ms.iter()
+        .filter(|m| group(m) == g)
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
+}
+
+fn count_map(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(g, n)| (g.to_string(), *n)).collect()
+}
+
+const WEB_SERVICE: &str = "[http_service]\ninternal_port = 8080\nprocesses = [\"web\"]\n";
+
+/// Every command block of the process-groups guide, in order.
+#[test]
+fn the_process_groups_guide() {
+    let w = World::new("guide");
+    let web_cron = [("web", "web-server"), ("cron", "cron-job")];
+
+    // fly deploy: web (it has a service: 2 machines) and cron (1), each its own command,
+    // behind the image ENTRYPOINT.
+    w.config(&web_cron, WEB_SERVICE);
+    w.deploy(&[]);
+    assert_eq!(w.counts(), count_map(&[("web", 2), ("cron", 1)]));
+    let labels = w.labels();
+    for m in w.machines() {
+        let id = m["id"].as_str().unwrap();
+        let want = if group(&m) == "web" {
+            "web-server"
+        } else {
+            "cron-job"
+        };
+        assert_eq!(labels[id], want, "machine {id} of {}", group(&m));
+        let entry = std::fs::read_to_string(w.state_dir().join(format!("{id}.entry"))).unwrap();
+        assert_eq!(
+            entry.trim(),
+            format!("entry sh run.sh {want}"),
+            "the group command is the CMD: the ENTRYPOINT still runs first"
+        );
+        assert_eq!(m["config"]["metadata"]["fly_release_version"], "1");
+    }
+    let first_ids: Vec<String> = labels.keys().cloned().collect();
+
+    // Add a group and deploy: its machine is created, the others are updated in place.
+    w.config(
+        &[
+            ("web", "web-server"),
+            ("cron", "cron-job"),
+            ("worker", "worker-loop"),
+        ],
+        WEB_SERVICE,
+    );
+    w.deploy(&[]);
+    assert_eq!(
+        w.counts(),
+        count_map(&[("web", 2), ("cron", 1), ("worker", 1)])
+    );
+    let labels = w.labels();
+    for id in &first_ids {
+        assert!(
+            labels.contains_key(id),
+            "{id} was kept and updated in place"
+        );
+    }
+    let ms = w.machines();
+    let worker = ids_of(&ms, "worker")[0].to_string();
+    assert_eq!(labels[&worker], "worker-loop");
+
+    // Remove it: without --yes (no terminal) the deploy refuses and changes nothing.
+    w.config(&web_cron, WEB_SERVICE);
+    let before = w.machines();
+    let err = w.fails(&["deploy"]);
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(w.machines().len(), before.len());
+    assert_eq!(ids_of(&w.machines(), "worker"), vec![worker.as_str()]);
+    let out = w.deploy(&["--yes"]);
+    assert!(out.contains(&worker), "the plan lists the machine: {out}");
+    assert_eq!(w.counts(), count_map(&[("web", 2), ("cron", 1)]));
+
+    // fly scale count web=8 cron=2
+    w.ok(&["scale", "count", "web=8", "cron=2", "--yes"]);
+    assert_eq!(w.counts(), count_map(&[("web", 8), ("cron", 2)]));
+    let labels = w.labels();
+    for m in w.machines() {
+        let want = if group(&m) == "web" {
+            "web-server"
+        } else {
+            "cron-job"
+        };
+        assert_eq!(labels[m["id"].as_str().unwrap()], want);
+    }
+
+    // fly scale count web=4 --region gru,bog → 2 + 2
+    w.ok(&["scale", "count", "web=4", "--region", "gru,bog", "--yes"]);
+    let ms = w.machines();
+    let mut regions: BTreeMap<String, usize> = BTreeMap::new();
+    for m in ms.iter().filter(|m| group(m) == "web") {
+        *regions
+            .entry(m["region"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(regions, count_map(&[("bog", 2), ("gru", 2)]));
+    assert_eq!(ids_of(&ms, "cron").len(), 2);
+
+    // fly machine clone --region gru ID: same group, release and guest; runs the web command.
+    let source = ms
+        .iter()
+        .find(|m| group(m) == "web" && m["region"] == "bog")
+        .unwrap();
+    let out = w.ok(&[
+        "machine",
+        "clone",
+        "--region",
+        "gru",
+        source["id"].as_str().unwrap(),
+    ]);
+    let ms = w.machines();
+    let clone = ms
+        .iter()
+        .find(|m| m["id"] != source["id"] && out.contains(m["id"].as_str().unwrap()))
+        .expect("the clone is listed");
+    assert_eq!(group(clone), "web");
+    assert_eq!(clone["region"], "gru");
+    assert_eq!(
+        clone["config"]["metadata"]["fly_release_version"],
+        source["config"]["metadata"]["fly_release_version"]
+    );
+    assert_eq!(clone["config"]["guest"], source["config"]["guest"]);
+    assert_eq!(w.labels()[clone["id"].as_str().unwrap()], "web-server");
+    assert_eq!(w.counts()["web"], 5);
+
+    // fly machine stop ID; fly machine destroy ID. A started machine needs --force.
+    let clone_id = clone["id"].as_str().unwrap().to_string();
+    w.ok(&["machine", "stop", &clone_id]);
+    wait_for(Duration::from_secs(20), "the clone to stop", || {
+        w.machines()
+            .iter()
+            .any(|m| m["id"] == clone_id.as_str() && m["state"] == "stopped")
+            .then_some(())
+    });
+    w.ok(&["machine", "destroy", &clone_id]);
+    let ms = w.machines();
+    assert!(!ms.iter().any(|m| m["id"] == clone_id.as_str()));
+    let started = ids_of(&ms, "web")[0].to_string();
+    let err = w.fails(&["machine", "destroy", &started]);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(w.machines().len(), ms.len(), "nothing destroyed");
+    w.ok(&["machine", "destroy", "--force", &started]);
+    assert_eq!(w.counts(), count_map(&[("web", 3), ("cron", 2)]));
+
+    // fly scale vm performance-2x -g web; fly scale memory 4096 -g web: only web changes.
+    let cron_guest =
+        w.machines().iter().find(|m| group(m) == "cron").unwrap()["config"]["guest"].clone();
+    w.ok(&["scale", "vm", "performance-2x", "-g", "web"]);
+    for m in w.machines() {
+        let g = &m["config"]["guest"];
+        if group(&m) == "web" {
+            assert_eq!(
+                (g["cpu_kind"].as_str(), g["cpus"].as_u64()),
+                (Some("performance"), Some(2))
+            );
+        } else {
+            assert_eq!(*g, cron_guest, "cron's guest is untouched");
+        }
+    }
+    w.ok(&["scale", "memory", "4096", "-g", "web"]);
+    for m in w.machines() {
+        let g = &m["config"]["guest"];
+        if group(&m) == "web" {
+            assert_eq!(g["memory_mb"], 4096);
+            assert_eq!(g["cpu_kind"], "performance");
+        } else {
+            assert_eq!(*g, cron_guest, "cron's guest is untouched");
+        }
+    }
+    let labels = w.labels();
+    assert!(labels.len() == 5 && labels.values().all(|l| !l.is_empty()));
+
+    // fly machine update --metadata fly_process_group=app ID, then deploy with an `app` group:
+    // the machine moves and runs app's command. A machine moved to a group the config does not
+    // define is destroyed by the deploy, after the prompt.
+    let ms = w.machines();
+    let mover = ids_of(&ms, "web")[0].to_string();
+    let ghost = ids_of(&ms, "cron")[0].to_string();
+    w.ok(&[
+        "machine",
+        "update",
+        "--metadata",
+        "fly_process_group=app",
+        "--yes",
+        &mover,
+    ]);
+    w.ok(&[
+        "machine",
+        "update",
+        "--metadata",
+        "fly_process_group=ghost",
+        "--yes",
+        &ghost,
+    ]);
+    w.config(
+        &[
+            ("app", "app-main"),
+            ("web", "web-server"),
+            ("cron", "cron-job"),
+        ],
+        WEB_SERVICE,
+    );
+    let err = w.fails(&["deploy"]);
+    assert!(err.contains("--yes"), "{err}");
+    assert!(w.machines().iter().any(|m| m["id"] == ghost.as_str()));
+    w.deploy(&["--yes"]);
+    let ms = w.machines();
+    assert!(
+        !ms.iter().any(|m| m["id"] == ghost.as_str()),
+        "ghost destroyed"
+    );
+    assert_eq!(
+        ids_of(&ms, "app"),
+        vec![mover.as_str()],
+        "moved, not created"
+    );
+    assert_eq!(
+        w.counts(),
+        count_map(&[("app", 1), ("web", 2), ("cron", 1)])
+    );
+    assert_eq!(
+        w.labels()[&mover],
+        "app-main",
+        "the moved machine runs app's command"
+    );
+
+    // Beyond Fly: a group scaled to 0 stays at 0 on the next deploy.
+    w.ok(&["scale", "count", "cron=0", "--yes"]);
+    assert_eq!(w.counts().get("cron"), None);
+    w.deploy(&[]);
+    assert_eq!(w.counts(), count_map(&[("app", 1), ("web", 2)]));
+
+    let releases: Vec<Value> =
+        serde_json::from_str(&w.ok(&["releases", "-a", "guide", "--json"])).unwrap();
+    assert_eq!(releases.len(), 5);
+    assert!(
+        releases.iter().all(|r| r["status"] == "complete"),
+        "{releases:?}"
+    );
+    assert_eq!(releases[0]["version"], 5, "newest first");
+}
+
+/// kill -9 of the agent while a deploy updates 30 machines; after a restart the release
+/// completes with exactly 30 machines at the new release, each running the new command once.
+#[test]
+fn kill_9_in_the_middle_of_a_30_machine_deploy() {
+    let mut w = World::new("crash");
+    // One machine at a time, each waited on: the deploy takes long enough to be interrupted.
+    let deploy = "[deploy]\nmax_unavailable = 1\n";
+    w.config(&[("web", "v1")], deploy);
+    w.deploy(&[]);
+    w.ok(&["scale", "count", "web=30", "--yes"]);
+    assert_eq!(w.labels().len(), 30);
+
+    w.config(&[("web", "v2")], deploy);
+    let out = w.deploy(&["--detach"]);
+    assert!(out.contains("Release v2 created"), "{out}");
+    let at_v2 = |ms: &[Value]| {
+        ms.iter()
+            .filter(|m| m["config"]["metadata"]["fly_release_version"] == "2")
+            .count()
+    };
+    let done = wait_for(Duration::from_secs(60), "some machines updated", || {
+        let n = at_v2(&w.machines());
+        (n >= 3).then_some(n)
+    });
+    w.agent.kill9();
+    assert!(
+        done < 30,
+        "killed in the middle (after {done} of 30 updates)"
+    );
+
+    w.agent = AgentProc::start(&w.tmp.path().join("data"));
+    let release = wait_for(Duration::from_secs(120), "release v2 to finish", || {
+        let out = w.aloft(&["releases", "-a", "crash", "--json"]);
+        let rs: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+        let r = rs.into_iter().find(|r| r["version"] == 2)?;
+        (r["status"] != "running" && r["status"] != "pending").then_some(r)
+    });
+    assert_eq!(release["status"], "complete", "{release}");
+    let ms = w.machines();
+    assert_eq!(ms.len(), 30, "exactly the expected machines");
+    assert_eq!(at_v2(&ms), 30);
+    let labels = w.labels();
+    assert!(labels.values().all(|l| l == "v2"), "{labels:?}");
+    // One process tree (sh → sleep, exec'd: one process) per machine: no orphans, no doubles.
+    let procs = wait_for(Duration::from_secs(20), "one process per machine", || {
+        let p = w.processes();
+        (p.len() == 30).then_some(p)
+    });
+    assert_eq!(procs.len(), 30);
+}
+
+/// Bad input: a clear error, exit code 1, and the machines exactly as before.
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let w = World::new("bad");
+    w.config(&[("web", "web-server"), ("cron", "cron-job")], WEB_SERVICE);
+    w.deploy(&[]);
+    let snapshot = || {
+        let mut v: Vec<(String, String, String, Value)> = w
+            .machines()
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_str().unwrap().to_string(),
+                    m["instance_id"].as_str().unwrap().to_string(),
+                    m["state"].as_str().unwrap().to_string(),
+                    m["config"]["guest"].clone(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    w.labels();
+    let before = snapshot();
+    let cases: &[(&[&str], &str)] = &[
+        (&["scale", "count", "nope=3", "--yes"], "nope"),
+        (
+            &["scale", "count", "web=3", "--region", "zzz", "--yes"],
+            "zzz",
+        ),
+        (
+            &["scale", "vm", "galactic-64x", "-g", "web"],
+            "galactic-64x",
+        ),
+        (&["scale", "memory", "999999", "-g", "web"], "999999"),
+        (&["scale", "memory", "100", "-g", "web"], "100"),
+        (
+            &["machine", "destroy", "--force", "00000000000000"],
+            "00000000000000",
+        ),
+        (&["machine", "stop", "00000000000000"], "00000000000000"),
+    ];
+    for (args, needle) in cases {
+        let err = w.fails(args);
+        assert!(err.contains(needle), "aloft {args:?}: {err}");
+        assert_eq!(snapshot(), before, "aloft {args:?} changed machines");
+    }
+    // An invalid fly.toml: the error points into the file; nothing is deployed.
+    std::fs::write(
+        w.tmp.path().join("app/fly.toml"),
+        "app = \"bad\"\n[processes]\nweb = 42\n",
+    )
+    .unwrap();
+    let err = w.fails(&["deploy", "--yes"]);
+    assert!(err.contains("fly.toml:3"), "{err}");
+    assert_eq!(snapshot(), before);
+    let releases: Vec<Value> =
+        serde_json::from_str(&w.ok(&["releases", "-a", "bad", "--json"])).unwrap();
+    assert_eq!(releases.len(), 1, "no release recorded");
+}
