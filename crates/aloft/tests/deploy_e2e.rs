@@ -617,3 +617,133 @@ fn bad_input_is_refused_and_changes_nothing() {
         serde_json::from_str(&w.ok(&["releases", "-a", "bad", "--json"])).unwrap();
     assert_eq!(releases.len(), 1, "no release recorded");
 }
+
+/// The agent's release and image routes at the HTTP level (what the CLI relies on): content-
+/// addressed uploads, 409 `confirmation_required` for unconfirmed destroys, `dry_run`, and the
+/// NDJSON progress stream that ends with `finished`.
+#[test]
+fn release_and_image_routes() {
+    let w = World::new("routes");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}/v1/apps/routes{p}", w.agent.url);
+    let token = w.agent.token.clone();
+    let send = |method: reqwest::Method, p: &str, body: Option<Vec<u8>>| {
+        let mut req = http.request(method, url(p)).bearer_auth(&token);
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        rt.block_on(async {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        })
+    };
+    let packed = aloft_deploy::image::pack_dir(&w.tmp.path().join("app")).unwrap();
+    let hex = packed.digest.strip_prefix("sha256:").unwrap().to_string();
+    let path = format!("/images/{hex}");
+
+    assert_eq!(send(reqwest::Method::HEAD, &path, None).0, 404);
+    let (s, body) = send(
+        reqwest::Method::PUT,
+        &format!("/images/{}", "0".repeat(64)),
+        Some(packed.tar.clone()),
+    );
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("digest mismatch"), "{body}");
+    let (s, body) = send(reqwest::Method::PUT, &path, Some(packed.tar.clone()));
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(send(reqwest::Method::PUT, &path, Some(packed.tar)).0, 200);
+    assert_eq!(send(reqwest::Method::HEAD, &path, None).0, 200);
+
+    let spec = |groups: &[&str]| {
+        let groups: serde_json::Map<String, Value> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.to_string(),
+                    serde_json::json!({"init": {"cmd": ["sh", "run.sh", g]},
+                                       "env": {"STATE_DIR": w.state_dir()}}),
+                )
+            })
+            .collect();
+        serde_json::json!({"image": "", "groups": groups, "default_group": groups.keys().next().unwrap()})
+    };
+    let post = |body: Value, q: &str| {
+        send(
+            reqwest::Method::POST,
+            &format!("/releases{q}"),
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+    };
+    let (s, body) = post(
+        serde_json::json!({"spec": spec(&["web"]), "image_digest": format!("sha256:{}", "1".repeat(64))}),
+        "",
+    );
+    assert_eq!(s, 404, "unknown image: {body}");
+    let (s, body) = post(
+        serde_json::json!({"spec": spec(&["web"]), "image_digest": packed.digest, "process_groups": ["nope"]}),
+        "",
+    );
+    assert_eq!(s, 422, "{body}");
+    assert!(body.contains("nope"), "{body}");
+
+    let (s, body) = post(
+        serde_json::json!({"spec": spec(&["web"]), "image_digest": packed.digest}),
+        "",
+    );
+    assert_eq!(s, 201, "{body}");
+    let release: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(release["version"], 1);
+    let (s, stream) = send(reqwest::Method::GET, "/releases/1/events?follow=true", None);
+    assert_eq!(s, 200);
+    let events: Vec<Value> = stream
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        events.last().unwrap()["event"]["type"],
+        "finished",
+        "{stream}"
+    );
+    assert_eq!(events.last().unwrap()["event"]["status"], "complete");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let (_, tail) = send(
+        reqwest::Method::GET,
+        &format!("/releases/1/events?after={}", seqs.len() - 1),
+        None,
+    );
+    assert_eq!(tail.lines().count(), 1, "after=N resumes the stream");
+    let web = ids_of(&w.machines(), "web")
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(web.len(), 1);
+
+    // Dropping `web` destroys its machine: refused until confirmed, plannable with dry_run.
+    let drop_web = serde_json::json!({"spec": spec(&["cron"]), "image_digest": packed.digest});
+    let (s, body) = post(drop_web.clone(), "?dry_run=true");
+    assert_eq!(s, 200, "{body}");
+    let plan: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(plan["frozen"]["destroy"][0]["id"], web[0].as_str());
+    let (s, body) = post(drop_web.clone(), "");
+    assert_eq!(s, 409, "{body}");
+    let refusal: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refusal["status"], "confirmation_required");
+    assert_eq!(refusal["destroy"][0]["id"], web[0].as_str());
+    assert_eq!(ids_of(&w.machines(), "web").len(), 1, "nothing destroyed");
+    let mut confirmed = drop_web;
+    confirmed["confirmed_destroy"] = serde_json::json!(web);
+    let (s, body) = post(confirmed, "");
+    assert_eq!(s, 201, "{body}");
+    wait_for(Duration::from_secs(30), "release v2 to finish", || {
+        let (_, r) = send(reqwest::Method::GET, "/releases/2", None);
+        let r: Value = serde_json::from_str(&r).ok()?;
+        (r["status"] == "complete").then_some(())
+    });
+    assert_eq!(w.counts(), count_map(&[("cron", 1)]));
+}

@@ -281,9 +281,11 @@ impl Deployer {
         if dry_run {
             return Ok(Created::Plan(plan));
         }
+        check_confirmed(&plan, &req)?;
         self.supersede(app).await;
         // Plan again: the superseded release may have changed machines meanwhile.
         let plan = self.plan(app, &req).await?;
+        check_confirmed(&plan, &req)?;
         let counts = self.counts(app).await?;
         let now = now_ms_rfc3339();
         let mut release = Release {
@@ -413,9 +415,8 @@ impl Deployer {
         self.ctl.db(move |s| s.read(|tx| tx.group_counts(&a))).await
     }
 
-    /// Plans `req` against the app's machines now; a destroy the request did not confirm is a
-    /// [`CreateError::Confirm`].
-    async fn plan(&self, app: &str, req: &CreateReleaseRequest) -> Result<DeployPlan, CreateError> {
+    /// Plans `req` against the app's machines now.
+    async fn plan(&self, app: &str, req: &CreateReleaseRequest) -> ApiResult<DeployPlan> {
         let machines = self
             .ctl
             .list_machines(
@@ -427,28 +428,8 @@ impl Deployer {
             )
             .await?;
         let counts = self.counts(app).await?;
-        let plan = plan_deploy(&req.spec, &machines, &counts, req.process_groups.as_deref())
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-        let unconfirmed: Vec<&str> = plan
-            .frozen
-            .destroy
-            .iter()
-            .map(|d| d.id.as_str())
-            .filter(|id| !req.confirmed_destroy.iter().any(|c| c == id))
-            .collect();
-        if !unconfirmed.is_empty() {
-            return Err(CreateError::Confirm(ConfirmationRequired {
-                error: format!(
-                    "this deploy destroys {} machine(s) of process groups no longer in the config \
-                     ({}); confirm them by listing every one in confirmed_destroy",
-                    plan.frozen.destroy.len(),
-                    unconfirmed.join(", ")
-                ),
-                status: STATUS_CONFIRMATION_REQUIRED.into(),
-                destroy: plan.frozen.destroy.clone(),
-            }));
-        }
-        Ok(plan)
+        plan_deploy(&req.spec, &machines, &counts, req.process_groups.as_deref())
+            .map_err(|e| ApiError::unprocessable(e.to_string()))
     }
 
     /// Releases of an app, newest first.
@@ -571,4 +552,28 @@ impl Deployer {
             })
             .await
     }
+}
+
+/// A destroy of `plan` that `req` did not confirm is a [`CreateError::Confirm`].
+fn check_confirmed(plan: &DeployPlan, req: &CreateReleaseRequest) -> Result<(), CreateError> {
+    let unconfirmed: Vec<&str> = plan
+        .frozen
+        .destroy
+        .iter()
+        .map(|d| d.id.as_str())
+        .filter(|id| !req.confirmed_destroy.iter().any(|c| c == id))
+        .collect();
+    if unconfirmed.is_empty() {
+        return Ok(());
+    }
+    Err(CreateError::Confirm(ConfirmationRequired {
+        error: format!(
+            "this deploy destroys {} machine(s) of process groups no longer in the config \
+             ({}); confirm them by listing every one in confirmed_destroy",
+            plan.frozen.destroy.len(),
+            unconfirmed.join(", ")
+        ),
+        status: STATUS_CONFIRMATION_REQUIRED.into(),
+        destroy: plan.frozen.destroy.clone(),
+    }))
 }
