@@ -6,6 +6,10 @@
 #  2. end to end against a real agent: `aloft deploy` of a 3-group app (web=50, worker=20,
 #     cron=5 remembered counts) until every machine is started, then `aloft scale count web=200`.
 #     Part 2 needs the agent's release routes (aloft_deploy::wire); it says so and stops if absent.
+#     The counts are remembered first (PUT …/process_groups/{group}/count, what `scale count`
+#     writes), so the first deploy itself creates all 75 machines.
+#  3. peer lower bound: the same numbers of plain `sleep` processes started by a shell loop
+#     (no supervision, no state); the ratio says what orchestration costs on top.
 # Usage: bench/deploy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +47,7 @@ cron = "sleep 3600"
 strategy = "immediate"
 TOML
 
-"$BIN" agent --listen 127.0.0.1:0 --data-dir "$WORK/data" 2>"$WORK/agent.log" &
+"$BIN" agent --no-proxy --listen 127.0.0.1:0 --data-dir "$WORK/data" 2>"$WORK/agent.log" &
 AGENT_PID=$!
 for _ in $(seq 300); do [[ -s "$WORK/data/agent.addr" ]] && break; sleep 0.05; done
 [[ -s "$WORK/data/agent.addr" ]] || { echo "agent did not start:"; cat "$WORK/agent.log"; exit 1; }
@@ -72,10 +76,25 @@ t0=$(date +%s.%N)
 "$BIN" deploy -c "$WORK/app/fly.toml" --yes >"$WORK/deploy.log" 2>&1 || { tail -20 "$WORK/deploy.log"; exit 1; }
 wait_started 75
 t1=$(date +%s.%N)
-echo "first deploy, 3 groups, 75 machines started: $(python3 -c "print(f'{$t1-$t0:.2f}')") s"
+deploy_s=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+echo "first deploy, 3 groups, 75 machines started: $deploy_s s"
 
 t0=$(date +%s.%N)
 "$BIN" scale count web=200 -a bench-deploy --yes >"$WORK/scale.log" 2>&1 || { tail -20 "$WORK/scale.log"; exit 1; }
 wait_started 225
 t1=$(date +%s.%N)
-echo "scale count web=200 (150 new machines started): $(python3 -c "print(f'{$t1-$t0:.2f}')") s"
+scale_s=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+echo "scale count web=200 (150 new machines started): $scale_s s"
+
+# Peer: N plain processes from a shell loop, each confirmed alive (the lower bound).
+peer() {
+  local n=$1 pids=() t0 t1
+  t0=$(date +%s.%N)
+  for _ in $(seq "$n"); do sleep 3600 & pids+=($!); done
+  for p in "${pids[@]}"; do kill -0 "$p"; done
+  t1=$(date +%s.%N)
+  kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
+  python3 -c "print(f'{$t1-$t0:.3f}')"
+}
+p75=$(peer 75); p150=$(peer 150)
+echo "peer: shell loop starting 75 sleeps: $p75 s (deploy is $(python3 -c "print(f'{$deploy_s/max($p75,0.001):.0f}')")x); 150 sleeps: $p150 s (scale is $(python3 -c "print(f'{$scale_s/max($p150,0.001):.0f}')")x)"
