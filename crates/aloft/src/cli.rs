@@ -124,6 +124,11 @@ pub enum PlatformCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The regions the agent hosts (machines can be placed there).
+    Regions {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `-a APP` (else the `app` of fly.toml) and `-c fly.toml`, shared by app commands.

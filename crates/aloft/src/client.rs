@@ -165,6 +165,11 @@ impl Client {
         self.json(Method::GET, "/v1/proxy", None::<&()>).await
     }
 
+    /// The regions the agent hosts (`GET /v1/regions`).
+    pub async fn regions(&self) -> anyhow::Result<Vec<aloft_api::regions::RegionInfo>> {
+        self.json(Method::GET, "/v1/regions", None::<&()>).await
+    }
+
     pub async fn list_apps(&self) -> anyhow::Result<Vec<App>> {
         let r: ListAppsResponse = self
             .json(Method::GET, "/v1/apps?org_slug=personal", None::<&()>)

@@ -3,7 +3,6 @@
 use serde::Serialize;
 
 /// Prints rows under a header, columns padded to the widest cell.
-#[allow(dead_code)] // used by listing commands as they land
 pub fn print_table(title: Option<&str>, header: &[&str], rows: &[Vec<String>]) {
     print!("{}", render_table(title, header, rows));
 }

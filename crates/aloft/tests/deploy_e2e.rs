@@ -504,6 +504,15 @@ fn the_process_groups_guide() {
         "{releases:?}"
     );
     assert_eq!(releases[0]["version"], 5, "newest first");
+
+    // fly platform regions: the agent hosts every region code by default.
+    let regions: Vec<Value> =
+        serde_json::from_str(&w.ok(&["platform", "regions", "--json"])).unwrap();
+    let codes: Vec<&str> = regions.iter().filter_map(|r| r["code"].as_str()).collect();
+    assert!(
+        codes.contains(&"gru") && codes.contains(&"bog"),
+        "{codes:?}"
+    );
 }
 
 /// kill -9 of the agent while a deploy updates 30 machines; after a restart the release

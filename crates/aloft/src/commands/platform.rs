@@ -1,4 +1,5 @@
-//! `aloft platform vm-sizes`: the preset table of flyctl-behaviour §6.2.
+//! `aloft platform vm-sizes` (the preset table of flyctl-behaviour §6.2) and
+//! `aloft platform regions` (the regions the agent hosts).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -6,7 +7,8 @@ use std::process::ExitCode;
 use aloft_api::{Guest, VM_PRESETS};
 
 use crate::cli::PlatformCommand;
-use crate::output::{print_json, render_table};
+use crate::client::{block_on, Client};
+use crate::output::{print_json, print_table, render_table};
 
 pub fn run(cmd: PlatformCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -20,6 +22,16 @@ pub fn run(cmd: PlatformCommand) -> anyhow::Result<ExitCode> {
                 print_json(&sizes)?;
             } else {
                 print!("{}", vm_sizes_text());
+            }
+        }
+        PlatformCommand::Regions { json } => {
+            let regions = block_on(Client::from_env().regions())?;
+            if json {
+                print_json(&regions)?;
+            } else {
+                let rows: Vec<Vec<String>> =
+                    regions.into_iter().map(|r| vec![r.name, r.code]).collect();
+                print_table(Some("Regions"), &["NAME", "CODE"], &rows);
             }
         }
     }
@@ -68,7 +80,19 @@ mod tests {
         assert_eq!(names[0], "shared-cpu-1x");
         assert_eq!(names[5], "performance-1x");
         assert_eq!(names[13], "performance-16x");
-        assert!(text.contains("performance-2x     2          4096 MB"));
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        };
+        assert_eq!(
+            row("performance-2x").unwrap(),
+            ["performance-2x", "2", "4096", "MB"]
+        );
+        assert_eq!(
+            row("shared-cpu-8x").unwrap(),
+            ["shared-cpu-8x", "8", "2048", "MB"]
+        );
         assert!(!text.contains("a100"));
     }
 }
