@@ -41,6 +41,7 @@ impl Routing {
         let control = Arc::new(AgentControl { ctl: ctl.clone() });
         let proxy = Proxy::spawn(config, table_rx, control).map_err(|e| e.to_string())?;
         tokio::spawn(follow_machines(ctl.clone(), machines, table_tx.clone()));
+        ctl.set_checks_run();
         tokio::spawn(report_checks(ctl, proxy.checks()));
         Ok(Routing {
             proxy,

@@ -756,3 +756,24 @@ fn release_and_image_routes() {
     });
     assert_eq!(w.counts(), count_map(&[("cron", 1)]));
 }
+
+/// An agent without a proxy runs no health checks: a deploy of machines that have checks does
+/// not wait for results that never come (it would fail after `--wait-timeout`).
+#[test]
+fn checks_without_a_proxy_do_not_hold_a_deploy() {
+    let w = World::new("nochecks");
+    let checks = "[[http_service.checks]]\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\n[checks.alive]\ntype = \"tcp\"\nport = 8080\n";
+    let extra = format!("{WEB_SERVICE}{checks}");
+    w.config(&[("web", "web-server")], &extra);
+    w.deploy(&["--wait-timeout", "5s"]);
+    w.labels();
+    // A redeploy updates started machines: the step that waits for their checks.
+    w.config(&[("web", "web-server-2")], &extra);
+    w.deploy(&["--wait-timeout", "5s"]);
+    for m in w.machines() {
+        assert_eq!(m["config"]["checks"]["alive"]["type"], "tcp", "{m}");
+        let results = m["checks"].as_array().map_or(0, Vec::len);
+        assert_eq!(results, 0, "no checker, no results: {m}");
+    }
+    assert!(w.labels().values().all(|l| l == "web-server-2"));
+}

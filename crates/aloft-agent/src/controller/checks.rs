@@ -4,7 +4,9 @@
 //! with none and the proxy re-checks within one interval) and attached to machines when the API
 //! or a subscriber reads them. A started machine whose config has checks but no result yet
 //! shows each of them as `warning` ("waiting for the first check"), so a deploy that waits for
-//! passing checks never mistakes "not checked yet" for "healthy".
+//! passing checks never mistakes "not checked yet" for "healthy". That placeholder only exists
+//! while a checker runs (`aloft agent --no-proxy` runs none): otherwise a deploy would wait for
+//! results that never come.
 
 use std::collections::HashMap;
 
@@ -17,6 +19,12 @@ use super::Controller;
 pub(crate) type CheckResults = std::sync::RwLock<HashMap<String, Vec<CheckStatus>>>;
 
 impl Controller {
+    /// Called once the proxy runs the machines' health checks.
+    pub fn set_checks_run(&self) {
+        self.checks_run
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Replaces the known results with `report` and publishes a change for every machine whose
     /// results changed (deploys waiting for checks and `wait` subscribers see it).
     pub async fn apply_check_report(&self, report: &CheckReport) {
@@ -50,7 +58,9 @@ impl Controller {
             return;
         }
         drop(known);
-        machine.checks = pending_checks(machine);
+        if self.checks_run.load(std::sync::atomic::Ordering::Relaxed) {
+            machine.checks = pending_checks(machine);
+        }
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Controller {
     changes: broadcast::Sender<MachineChange>,
     /// Latest health-check results per machine (see `checks`).
     checks: checks::CheckResults,
+    /// Whether anything runs health checks (the proxy). Without it, a machine's checks have no
+    /// results and nobody waits for them (see `checks`).
+    checks_run: std::sync::atomic::AtomicBool,
     /// `<data-dir>/images`: where uploaded images are unpacked (set once at agent start).
     images_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
@@ -62,6 +65,7 @@ impl Controller {
             locks: Mutex::new(HashMap::new()),
             changes,
             checks: Default::default(),
+            checks_run: Default::default(),
             images_dir: std::sync::OnceLock::new(),
         }
     }
