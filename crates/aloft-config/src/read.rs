@@ -333,6 +333,44 @@ fn split_size(s: &str) -> Option<(f64, String)> {
 /// Memory in MB from a string with binary units (`"1gb"` = 1024 MB, `"512mb"`, `"2GiB"`) or a bare
 /// number meaning MB, as flyctl reads `[[vm]] memory`.
 pub(crate) fn memory_mb(sink: &mut Sink, n: &Node, what: &str) -> Option<u32> {
+    let factor = |unit: &str| match unit {
+        "" | "m" | "mb" | "mib" => Some(1.0),
+        "k" | "kb" | "kib" => Some(1.0 / 1024.0),
+        "g" | "gb" | "gib" => Some(1024.0),
+        "t" | "tb" | "tib" => Some(1024.0 * 1024.0),
+        "b" => Some(1.0 / (1024.0 * 1024.0)),
+        _ => None,
+    };
+    let kind = SizeKind {
+        noun: "a memory size",
+        example: "a memory size such as \"1gb\" or 512",
+        hint: size_hint,
+    };
+    let mb = scaled_size(sink, n, what, &kind, factor)?;
+    if !(0.0..=u32::MAX as f64).contains(&mb) {
+        sink.error(&n.span, format!("{what} is out of range"), None);
+        return None;
+    }
+    Some(mb.round() as u32)
+}
+
+/// How a size field reads in its errors.
+struct SizeKind {
+    /// "a memory size", in "cannot read … as …".
+    noun: &'static str,
+    /// What a wrong-typed value should have been.
+    example: &'static str,
+    hint: fn() -> String,
+}
+
+/// A number, or a string of a number and a unit, times the unit's `factor` (None: unknown unit).
+fn scaled_size(
+    sink: &mut Sink,
+    n: &Node,
+    what: &str,
+    kind: &SizeKind,
+    factor: impl Fn(&str) -> Option<f64>,
+) -> Option<f64> {
     let (num, unit) = match &n.kind {
         Kind::Int(i) => (*i as f64, String::new()),
         Kind::Float(f) => (*f, String::new()),
@@ -341,38 +379,26 @@ pub(crate) fn memory_mb(sink: &mut Sink, n: &Node, what: &str) -> Option<u32> {
             None => {
                 sink.error(
                     &n.span,
-                    format!("{what}: cannot read {s:?} as a memory size"),
-                    Some(size_hint()),
+                    format!("{what}: cannot read {s:?} as {}", kind.noun),
+                    Some((kind.hint)()),
                 );
                 return None;
             }
         },
         _ => {
-            type_error(sink, n, what, "a memory size such as \"1gb\" or 512");
+            type_error(sink, n, what, kind.example);
             return None;
         }
     };
-    let factor = match unit.as_str() {
-        "" | "m" | "mb" | "mib" => 1.0,
-        "k" | "kb" | "kib" => 1.0 / 1024.0,
-        "g" | "gb" | "gib" => 1024.0,
-        "t" | "tb" | "tib" => 1024.0 * 1024.0,
-        "b" => 1.0 / (1024.0 * 1024.0),
-        _ => {
-            sink.error(
-                &n.span,
-                format!("{what}: unknown size unit {unit:?}"),
-                Some(size_hint()),
-            );
-            return None;
-        }
-    };
-    let mb = num * factor;
-    if !(0.0..=u32::MAX as f64).contains(&mb) {
-        sink.error(&n.span, format!("{what} is out of range"), None);
+    let Some(factor) = factor(unit.as_str()) else {
+        sink.error(
+            &n.span,
+            format!("{what}: unknown size unit {unit:?}"),
+            Some((kind.hint)()),
+        );
         return None;
-    }
-    Some(mb.round() as u32)
+    };
+    Some(num * factor)
 }
 
 fn size_hint() -> String {
@@ -382,43 +408,22 @@ fn size_hint() -> String {
 /// A volume size in whole GB: decimal units (`"10gb"`, `"500GB"`, `"1tb"` = 1000 GB), a bare
 /// number meaning GB, as flyctl reads `initial_size`. Fractions are truncated.
 pub(crate) fn volume_gb(sink: &mut Sink, n: &Node, what: &str) -> Option<u64> {
-    let (num, unit) = match &n.kind {
-        Kind::Int(i) => (*i as f64, String::new()),
-        Kind::Float(f) => (*f, String::new()),
-        Kind::Str(s) => match split_size(s) {
-            Some(v) => v,
-            None => {
-                sink.error(
-                    &n.span,
-                    format!("{what}: cannot read {s:?} as a volume size"),
-                    Some(vol_hint()),
-                );
-                return None;
-            }
-        },
-        _ => {
-            type_error(sink, n, what, "a size such as \"10gb\"");
-            return None;
-        }
+    let factor = |unit: &str| match unit {
+        "" | "g" | "gb" => Some(1.0),
+        "gib" => Some(1.073_741_824),
+        "m" | "mb" => Some(1e-3),
+        "mib" => Some(1.048_576e-3),
+        "k" | "kb" => Some(1e-6),
+        "t" | "tb" => Some(1e3),
+        "tib" => Some(1_099.511_627_776),
+        _ => None,
     };
-    let factor = match unit.as_str() {
-        "" | "g" | "gb" => 1.0,
-        "gib" => 1.073_741_824,
-        "m" | "mb" => 1e-3,
-        "mib" => 1.048_576e-3,
-        "k" | "kb" => 1e-6,
-        "t" | "tb" => 1e3,
-        "tib" => 1_099.511_627_776,
-        _ => {
-            sink.error(
-                &n.span,
-                format!("{what}: unknown size unit {unit:?}"),
-                Some(vol_hint()),
-            );
-            return None;
-        }
+    let kind = SizeKind {
+        noun: "a volume size",
+        example: "a size such as \"10gb\"",
+        hint: vol_hint,
     };
-    let gb = num * factor;
+    let gb = scaled_size(sink, n, what, &kind, factor)?;
     if !gb.is_finite() || gb < 1.0 {
         sink.error(
             &n.span,
