@@ -287,6 +287,38 @@ impl Client {
         .await
     }
 
+    /// Waits until the machine is started and every one of its checks passes (a machine
+    /// without checks: once started). Fails when it stops or the checks still fail at `timeout`,
+    /// naming the checks.
+    pub async fn wait_healthy(&self, app: &str, id: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.wait_machine(app, id, MachineState::Started, timeout)
+            .await?;
+        loop {
+            let m = self.get_machine(app, id).await?;
+            if m.state != MachineState::Started {
+                return Err(anyhow!("machine {id} is {} instead of started", m.state));
+            }
+            if m.checks.iter().all(|c| c.status == "passing") {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let failing: Vec<String> = m
+                    .checks
+                    .iter()
+                    .filter(|c| c.status != "passing")
+                    .map(|c| format!("{} is {}", c.name, c.status))
+                    .collect();
+                return Err(anyhow!(
+                    "machine {id} is not healthy after {}s: {}",
+                    timeout.as_secs(),
+                    failing.join(", ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits (up to `timeout`, in 60 s API calls) for the machine to reach `state`.
     pub async fn wait_machine(
         &self,

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use aloft_api::{CreateMachineRequest, Machine, UpdateMachineRequest};
+use aloft_api::{CreateMachineRequest, Machine, MachineState, UpdateMachineRequest};
 use aloft_deploy::scale::{self, CountRequest};
 use aloft_deploy::Release;
 use anyhow::{anyhow, Context};
@@ -17,6 +17,9 @@ use crate::output::{print_json, print_table};
 
 /// Machine operations run at once by `scale count`.
 const CONCURRENCY: usize = 8;
+
+/// How long `scale vm|memory` waits for an updated machine to be started and healthy.
+const HEALTHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub fn run(cmd: ScaleCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -167,7 +170,13 @@ fn guest(
         let group = scale::group_for_guest_change(group.as_deref(), &known)?;
         let updates =
             scale::plan_guest_change(&machines, &default_group, &group, size.as_deref(), memory)?;
+        let started: std::collections::HashSet<&str> = machines
+            .iter()
+            .filter(|m| m.state == MachineState::Started)
+            .map(|m| m.id.as_str())
+            .collect();
         let mut last = None;
+        // One machine at a time, each healthy again before the next: the group keeps serving.
         for u in updates {
             let req = UpdateMachineRequest {
                 config: u.config.clone(),
@@ -178,6 +187,17 @@ fn guest(
                 .update_machine(&app, &u.id, &req)
                 .await
                 .with_context(|| format!("updating machine {}", u.id))?;
+            if started.contains(u.id.as_str()) {
+                client
+                    .wait_healthy(&app, &u.id, HEALTHY_TIMEOUT)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "machine {} was updated; the rest of group {group} were not",
+                            u.id
+                        )
+                    })?;
+            }
             println!("Updated {} [{group}]", u.id);
             last = u.config.guest;
         }
