@@ -73,6 +73,9 @@ impl DeployTarget for Instant0 {
     ) -> Result<(), TargetError> {
         Ok(())
     }
+    async fn smoke_check(&self, _id: &str, _w: Duration) -> Result<(), TargetError> {
+        Ok(())
+    }
     async fn wait_for_checks(&self, _id: &str, _t: Duration) -> Result<(), TargetError> {
         Ok(())
     }

@@ -12,7 +12,9 @@
 //! (never launched) and started machines in batches of `max_unavailable`, each batch waited on
 //! (started, then checks passing) before the next; `immediate`: everything at once, no waiting.
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aloft_api::{CreateMachineRequest, Machine, MachineState, UpdateMachineRequest};
@@ -62,6 +64,14 @@ pub trait DeployTarget: Sync {
         state: MachineState,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Watches a started machine for `window`: fails when it crash-loops (its command exited
+    /// with an error more than once) or stops; resolves at the end of the window, or earlier once
+    /// the machine has checks and they all pass.
+    fn smoke_check(
+        &self,
+        id: &str,
+        window: Duration,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
     /// Resolves once every check of the machine passes (at once when it has none).
     fn wait_for_checks(
         &self,
@@ -104,6 +114,15 @@ pub enum EngineError {
     NoConvergence(usize),
 }
 
+/// How long a new or updated machine is watched for a crash loop. flyctl watches 10 s; machines
+/// here start in milliseconds and a command that cannot start (missing file, bad module) fails
+/// within a second, so a shorter window keeps deploys fast. A crash after the window is still
+/// recorded (events, restart policy) and seen by health checks.
+pub const SMOKE_WINDOW: Duration = Duration::from_secs(3);
+
+/// Groups updated side by side in a rolling deploy (flyctl's limit).
+const GROUPS_AT_ONCE: usize = 16;
+
 /// Passes over the machines before giving up on convergence (each pass normally finishes it).
 const MAX_PASSES: usize = 3;
 
@@ -134,6 +153,7 @@ pub async fn run_release<T: DeployTarget>(
 }
 
 async fn converge_fully<T: DeployTarget>(target: &T, release: &Release) -> Result<(), EngineError> {
+    let smoked = Mutex::new(BTreeSet::new());
     for _ in 0..MAX_PASSES {
         let machines = target.list_machines().await.map_err(EngineError::List)?;
         let work = converge(release, &machines);
@@ -146,7 +166,11 @@ async fn converge_fully<T: DeployTarget>(target: &T, release: &Release) -> Resul
             update: work.update.len(),
         };
         target.record(planned).await.map_err(EngineError::Record)?;
-        let engine = Engine { target, release };
+        let engine = Engine {
+            target,
+            release,
+            smoked: &smoked,
+        };
         engine.destroy_all(&work.destroy).await?;
         engine.create_all(work.create).await?;
         engine.update_all(work.update).await?;
@@ -162,11 +186,20 @@ async fn converge_fully<T: DeployTarget>(target: &T, release: &Release) -> Resul
 struct Engine<'a, T> {
     target: &'a T,
     release: &'a Release,
+    /// Groups with a machine that passed its smoke check in this release.
+    smoked: &'a Mutex<BTreeSet<String>>,
 }
 
 impl<T: DeployTarget> Engine<'_, T> {
     fn concurrency(&self) -> usize {
         self.release.spec.deploy.max_concurrent.max(1)
+    }
+
+    /// Smoke checks run until one machine of the group has passed one in this release: the
+    /// group's other machines run the same config, so a rolling update of 30 machines does not
+    /// watch 30 windows one after the other.
+    fn needs_smoke_check(&self, group: &str) -> bool {
+        self.release.spec.deploy.smoke_checks && !self.smoked.lock().unwrap().contains(group)
     }
 
     fn waits(&self) -> bool {
@@ -264,6 +297,13 @@ impl<T: DeployTarget> Engine<'_, T> {
                     .wait_for_state(&id, MachineState::Started, timeout)
                     .await
                     .map_err(unhealthy)?;
+                if self.needs_smoke_check(&group) {
+                    self.target
+                        .smoke_check(&id, SMOKE_WINDOW.min(timeout))
+                        .await
+                        .map_err(unhealthy)?;
+                    self.smoked.lock().unwrap().insert(group.clone());
+                }
                 self.target
                     .wait_for_checks(&id, timeout)
                     .await
@@ -281,8 +321,8 @@ impl<T: DeployTarget> Engine<'_, T> {
         if !self.waits() {
             return self.update_batch(update).await.map(drop);
         }
-        // Rolling: groups one after the other (in name order); inside a group, machines that are
-        // not started go all at once, started ones in batches waited on before the next.
+        // Rolling: groups side by side (as flyctl, up to 16 at once); inside a group, machines
+        // that are not started go all at once, started ones in batches waited on before the next.
         let mut groups: Vec<(String, Vec<UpdateWork>)> = Vec::new();
         for u in update {
             match groups.last_mut() {
@@ -290,18 +330,23 @@ impl<T: DeployTarget> Engine<'_, T> {
                 _ => groups.push((u.group.clone(), vec![u])),
             }
         }
-        for (_, list) in groups {
-            let (warm, cold): (Vec<UpdateWork>, Vec<UpdateWork>) =
-                list.into_iter().partition(|u| u.warm && !u.skip_launch);
-            let launched = self.update_batch(cold).await?;
+        stream::iter(groups.into_iter().map(|(_, list)| Ok(list)))
+            .try_for_each_concurrent(GROUPS_AT_ONCE, |list| self.roll_group(list))
+            .await
+    }
+
+    /// The rolling update of one group's machines.
+    async fn roll_group(&self, list: Vec<UpdateWork>) -> Result<(), EngineError> {
+        let (warm, cold): (Vec<UpdateWork>, Vec<UpdateWork>) =
+            list.into_iter().partition(|u| u.warm && !u.skip_launch);
+        let launched = self.update_batch(cold).await?;
+        self.wait_all(launched).await?;
+        let batch = self.release.spec.deploy.batch_size(warm.len());
+        let mut warm = warm.into_iter().peekable();
+        while warm.peek().is_some() {
+            let chunk: Vec<UpdateWork> = warm.by_ref().take(batch).collect();
+            let launched = self.update_batch(chunk).await?;
             self.wait_all(launched).await?;
-            let batch = self.release.spec.deploy.batch_size(warm.len());
-            let mut warm = warm.into_iter().peekable();
-            while warm.peek().is_some() {
-                let chunk: Vec<UpdateWork> = warm.by_ref().take(batch).collect();
-                let launched = self.update_batch(chunk).await?;
-                self.wait_all(launched).await?;
-            }
         }
         Ok(())
     }
@@ -372,6 +417,10 @@ pub(crate) mod memory {
         pub commit_before_kill: bool,
         pub events: Vec<DeployEvent>,
         pub checks_fail: bool,
+        /// Machines whose command crash-loops (the smoke check fails).
+        pub crash_looping: Vec<String>,
+        /// Machines smoke-checked so far, in order.
+        pub smoke_checked: Vec<String>,
     }
 
     #[derive(Default)]
@@ -504,6 +553,17 @@ pub(crate) mod memory {
                 ))),
                 None => Err(TargetError::NotFound(id.into())),
             }
+        }
+
+        async fn smoke_check(&self, id: &str, _w: Duration) -> Result<(), TargetError> {
+            let mut s = self.state.lock().unwrap();
+            s.smoke_checked.push(id.to_string());
+            if s.crash_looping.iter().any(|c| c == id) {
+                return Err(TargetError::Other(format!(
+                    "machine {id} is crash-looping: exit code 1, 3 times"
+                )));
+            }
+            Ok(())
         }
 
         async fn wait_for_checks(&self, id: &str, _t: Duration) -> Result<(), TargetError> {
@@ -698,6 +758,26 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_looping_machine_fails_the_release_unless_smoke_checks_are_off() {
+        let s = spec(&[("worker", false)]);
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        let t = MemTarget::default();
+        t.state.lock().unwrap().crash_looping = vec!["n0001".into()];
+        let err = block(run_release(
+            &t,
+            &release(s.clone(), plan.frozen.clone(), 1),
+            false,
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("crash-looping"), "{err}");
+        assert!(err.to_string().contains("n0001"), "{err}");
+
+        let mut off = s;
+        off.deploy.smoke_checks = false;
+        block(run_release(&t, &release(off, plan.frozen, 2), false)).unwrap();
+    }
+
+    #[test]
     fn immediate_strategy_does_not_wait() {
         let mut s = spec(&[("web", true)]);
         s.deploy.strategy = Strategy::Immediate;
@@ -738,5 +818,8 @@ mod tests {
             })
             .collect();
         assert_eq!(order.iter().collect::<String>(), "uuhhuuhhuh");
+        // Only the first batch is watched for a crash loop: the rest run the same config.
+        let smoked = t.state.lock().unwrap().smoke_checked.len();
+        assert!((1..=2).contains(&smoked), "{smoked} of 5 smoke-checked");
     }
 }

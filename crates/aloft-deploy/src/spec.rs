@@ -59,6 +59,10 @@ pub struct DeployOptions {
     /// How many machine operations run at once.
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent: usize,
+    /// Watch each started machine for a crash loop before calling it healthy (flyctl's smoke
+    /// checks; see `engine::SMOKE_WINDOW`).
+    #[serde(default = "default_true")]
+    pub smoke_checks: bool,
 }
 
 fn default_max_unavailable() -> f64 {
@@ -83,6 +87,7 @@ impl Default for DeployOptions {
             ha: true,
             update_only: false,
             max_concurrent: default_max_concurrent(),
+            smoke_checks: true,
         }
     }
 }

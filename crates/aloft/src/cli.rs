@@ -209,6 +209,10 @@ pub struct DeployArgs {
     /// Create 2 machines (not 1) for new groups with services.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ha: bool,
+    /// Watch each new or updated machine for a few seconds and fail the release when it
+    /// crash-loops.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub smoke_checks: bool,
     /// Region of new machines [default: primary_region].
     #[arg(long)]
     pub primary_region: Option<String>,

@@ -775,5 +775,45 @@ fn checks_without_a_proxy_do_not_hold_a_deploy() {
         let results = m["checks"].as_array().map_or(0, Vec::len);
         assert_eq!(results, 0, "no checker, no results: {m}");
     }
-    assert!(w.labels().values().all(|l| l == "web-server-2"));
+    // The new command runs (its label file is written just after the start).
+    wait_for(
+        Duration::from_secs(30),
+        "the new command on every machine",
+        || {
+            w.labels()
+                .values()
+                .all(|l| l == "web-server-2")
+                .then_some(())
+        },
+    );
+}
+
+/// A group whose command cannot run fails the deploy with its log lines (flyctl's smoke check)
+/// instead of a "complete" release of a crash-looping machine; `--smoke-checks=false` skips it.
+#[test]
+fn a_crash_looping_group_fails_the_deploy_with_its_logs() {
+    let w = World::new("crashy");
+    std::fs::write(
+        w.tmp.path().join("app/broken.sh"),
+        "echo 'cannot find module ./missing.js' >&2\nexit 3\n",
+    )
+    .unwrap();
+    w.config(&[("web", "web-server"), ("broken", "x")], "");
+    let toml = std::fs::read_to_string(w.tmp.path().join("app/fly.toml"))
+        .unwrap()
+        .replace("broken = \"sh run.sh x\"", "broken = \"sh broken.sh\"");
+    std::fs::write(w.tmp.path().join("app/fly.toml"), toml).unwrap();
+
+    let err = w.fails(&["deploy", "--yes"]);
+    assert!(err.contains("crash-looping"), "{err}");
+    assert!(err.contains("exit code 3"), "{err}");
+    assert!(err.contains("cannot find module ./missing.js"), "{err}");
+    let releases: Vec<Value> =
+        serde_json::from_str(&w.ok(&["releases", "-a", "crashy", "--json"])).unwrap();
+    assert_eq!(releases[0]["status"], "failed", "{releases:?}");
+
+    w.deploy(&["--smoke-checks=false"]);
+    let releases: Vec<Value> =
+        serde_json::from_str(&w.ok(&["releases", "-a", "crashy", "--json"])).unwrap();
+    assert_eq!(releases[0]["status"], "complete", "{releases:?}");
 }

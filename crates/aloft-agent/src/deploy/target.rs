@@ -15,6 +15,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
 use super::{Deployer, ReleaseKey};
+
+/// Log lines quoted when a machine crash-loops during a deploy.
+const RECENT_LOG_LINES: usize = 8;
 use crate::controller::actions::{CreateMachine, DeleteMachine, ListMachines, UpdateMachine};
 use crate::controller::Controller;
 use crate::error::ApiError;
@@ -110,6 +113,21 @@ impl AgentTarget {
         }
     }
 
+    /// The machine's last few log lines, indented, for an error message.
+    async fn recent_logs(&self, id: &str) -> Option<String> {
+        let sup = self.ctl().supervisor().clone();
+        let query = aloft_runtime::LogQuery {
+            machine_id: Some(id.to_string()),
+            limit: Some(RECENT_LOG_LINES),
+            ..Default::default()
+        };
+        let lines = tokio::task::spawn_blocking(move || sup.log_query(&query))
+            .await
+            .ok()?;
+        let text: Vec<String> = lines.iter().map(|l| format!("    {}", l.message)).collect();
+        (!text.is_empty()).then(|| text.join("\n"))
+    }
+
     async fn fetch(&self, id: &str) -> Result<Machine, TargetError> {
         self.ctl()
             .get_machine(self.app(), id)
@@ -131,6 +149,30 @@ fn launch_failure(m: &Machine) -> Option<String> {
                 .unwrap_or("launch failed")
                 .to_string()
         })
+}
+
+/// How the machine's command ended each time it exited on its own (not stopped by a request)
+/// with an error since `since` (unix ms), newest first: "exit code 1", "signal 9", "OOM".
+fn crash_exits(m: &Machine, since: i64) -> Vec<String> {
+    m.events
+        .iter()
+        .filter(|e| e.kind == "exit" && e.timestamp >= since)
+        .filter_map(|e| {
+            let exit: aloft_api::ExitEvent =
+                serde_json::from_value(e.request.as_ref()?.get("exit_event")?.clone()).ok()?;
+            if exit.requested_stop {
+                None
+            } else if exit.oom_killed {
+                Some("OOM".to_string())
+            } else if exit.signal != 0 {
+                Some(format!("signal {}", exit.signal))
+            } else if exit.exit_code != 0 {
+                Some(format!("exit code {}", exit.exit_code))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// The exit code of the newest exit event, as a sentence.
@@ -233,6 +275,55 @@ impl DeployTarget for AgentTarget {
                 };
                 Err(TargetError::Other(match reason {
                     Some(r) => format!("{msg}: {r}"),
+                    None => format!("{msg}; see `aloft logs --machine {id}`"),
+                }))
+            }
+            other => other,
+        }
+    }
+
+    async fn smoke_check(&self, id: &str, window: Duration) -> Result<(), TargetError> {
+        // Exits count from the machine's newest launch or update: what this release started.
+        let since = self
+            .fetch(id)
+            .await?
+            .events
+            .iter()
+            .filter(|e| e.kind == "launch" || e.kind == "update")
+            .map(|e| e.timestamp)
+            .max()
+            .unwrap_or(0);
+        let result = self
+            .wait_until(id, window, "run without crashing", false, |m| {
+                let crashes = crash_exits(m, since);
+                if crashes.len() > 1 {
+                    let codes: Vec<String> = crashes.iter().map(|c| c.to_string()).collect();
+                    return Some(Err(TargetError::Other(format!(
+                        "machine {id} is crash-looping: its command exited {} times ({}) within {}s",
+                        crashes.len(),
+                        codes.join(", "),
+                        window.as_secs()
+                    ))));
+                }
+                match m.state {
+                    MachineState::Started | MachineState::Starting | MachineState::Restarting => {}
+                    other => {
+                        return Some(Err(TargetError::Other(format!(
+                            "machine {id} is {other} instead of running"
+                        ))))
+                    }
+                }
+                let has_checks = !m.checks.is_empty();
+                (has_checks && crashes.is_empty() && m.checks.iter().all(|c| c.status == "passing"))
+                    .then_some(Ok(()))
+            })
+            .await;
+        match result {
+            // Ran through the window without a crash loop.
+            Err(TargetError::Timeout(_)) => Ok(()),
+            Err(TargetError::Other(msg)) => {
+                Err(TargetError::Other(match self.recent_logs(id).await {
+                    Some(logs) => format!("{msg}; its last log lines:\n{logs}"),
                     None => format!("{msg}; see `aloft logs --machine {id}`"),
                 }))
             }

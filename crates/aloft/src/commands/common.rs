@@ -78,6 +78,7 @@ pub struct DeployFlags {
     pub wait_timeout: Option<String>,
     pub update_only: bool,
     pub ha: bool,
+    pub smoke_checks: bool,
     pub primary_region: Option<String>,
 }
 
@@ -108,6 +109,7 @@ pub fn spec_from_config(
         strategy,
         update_only: flags.update_only,
         ha: flags.ha,
+        smoke_checks: flags.smoke_checks,
         ..DeployOptions::default()
     };
     if let Some(m) = flags.max_unavailable.or(deploy.max_unavailable) {

@@ -46,6 +46,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
             wait_timeout: args.wait_timeout,
             update_only: args.update_only,
             ha: args.ha,
+            smoke_checks: args.smoke_checks,
             primary_region: args.primary_region,
         },
         process_groups: args.process_groups,
