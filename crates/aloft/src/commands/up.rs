@@ -4,7 +4,7 @@
 //! local URL; follows the logs of every group (prefixed by group and machine, coloured) until
 //! Ctrl-C or SIGTERM, which stops the app's machines (a second one quits without waiting).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -83,6 +83,8 @@ async fn up(
         app: app.to_string(),
         flags: DeployFlags {
             ha: false,
+            // A group that cannot start fails `up` at once, with its last log lines.
+            smoke_checks: true,
             ..DeployFlags::default()
         },
         process_groups: Vec::new(),
@@ -104,12 +106,17 @@ async fn up(
     let colour = std::io::stdout().is_terminal();
     let query = vec![
         ("follow", "true".to_string()),
-        // Every line since `since` (the agent returns the newest `limit` lines first).
+        // The newest lines, enough to hold every line since `since` (the start of this run).
         ("limit", "10000".to_string()),
     ];
-    let logs = client.logs(app, &query, move |l| {
-        if since.as_deref().is_none_or(|t| l.timestamp.as_str() > t) {
-            println!("{}", format_line(&l, colour));
+    // A closed stdout (`aloft up | head`) ends the logs like Ctrl-C, instead of a panic.
+    let stdout_closed = std::cell::Cell::new(false);
+    let logs = client.logs(app, &query, |l| {
+        if since.as_deref().is_none_or(|t| l.timestamp.as_str() > t)
+            && writeln!(std::io::stdout(), "{}", format_line(&l, colour)).is_err()
+        {
+            stdout_closed.set(true);
+            return false;
         }
         true
     });
@@ -118,7 +125,7 @@ async fn up(
     let ready = async {
         start_stopped(client, app).await?;
         print_urls(client, app, ports).await?;
-        println!("Following logs of every group; Ctrl-C stops the app's machines.");
+        say("Following logs of every group; Ctrl-C stops the app's machines.");
         anyhow::Ok(())
     };
     let interrupted = tokio::select! {
@@ -128,25 +135,29 @@ async fn up(
         }
         () = interrupts.recv() => true,
     };
+    let mut logs_open = true;
     if !interrupted {
         tokio::select! {
             r = &mut logs => {
+                logs_open = false;
                 r.context("following the app's logs")?;
-                bail!(
-                    "the agent at {} closed the log stream; the app's machines keep running there",
-                    client.base_url()
-                );
+                if !stdout_closed.get() {
+                    bail!(
+                        "the agent at {} closed the log stream; the app's machines keep running there",
+                        client.base_url()
+                    );
+                }
             }
             () = interrupts.recv() => {}
         }
     }
 
-    println!();
-    println!("Stopping the machines of {app} (Ctrl-C again to quit without waiting)");
+    say(&format!(
+        "\nStopping the machines of {app} (Ctrl-C again to quit without waiting)"
+    ));
     // Keep printing logs while the machines stop: their last words are worth seeing.
     let stop = stop_all(client, app);
     tokio::pin!(stop);
-    let mut logs_open = true;
     loop {
         tokio::select! {
             r = &mut stop => {
@@ -160,6 +171,11 @@ async fn up(
             }
         }
     }
+}
+
+/// Prints a line; a closed stdout must not stop `up` from stopping the machines.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM.
@@ -231,9 +247,12 @@ async fn connect(
         proxy.bind_ip = std::net::Ipv4Addr::LOCALHOST.into();
         proxy.port_map = map_to_free.iter().map(|p| (*p, 0)).collect();
     }
-    let handle = aloft_agent::Agent::start(config)
-        .await
-        .with_context(|| format!("starting an embedded agent (data dir {})", data_dir.display()))?;
+    let handle = aloft_agent::Agent::start(config).await.with_context(|| {
+        format!(
+            "starting an embedded agent (data dir {})",
+            data_dir.display()
+        )
+    })?;
     println!(
         "Started an embedded agent at {} (data dir {})",
         handle.url(),
@@ -316,11 +335,15 @@ async fn start_stopped(client: &Client, app: &str) -> anyhow::Result<()> {
     if stopped.is_empty() {
         return Ok(());
     }
-    println!("Starting {} stopped machine(s)", stopped.len());
+    say(&format!("Starting {} stopped machine(s)", stopped.len()));
     let results = join_all(stopped.iter().map(|m| async move {
         client.start_machine(app, &m.id).await?;
         wait_healthy(client, app, &m.id).await?;
-        println!("  Machine {} [{}] is started", m.id, m.process_group());
+        say(&format!(
+            "  Machine {} [{}] is started",
+            m.id,
+            m.process_group()
+        ));
         anyhow::Ok(())
     }))
     .await;
@@ -442,7 +465,7 @@ async fn print_urls(client: &Client, app: &str, expected: &[u16]) -> anyhow::Res
         }
     }
     if !lines.is_empty() {
-        println!("Services:\n{}", lines.join("\n"));
+        say(&format!("Services:\n{}", lines.join("\n")));
     }
     let machines = client.list_machines(app).await?;
     let mut groups: Vec<String> = machines
@@ -452,7 +475,7 @@ async fn print_urls(client: &Client, app: &str, expected: &[u16]) -> anyhow::Res
         .collect();
     groups.sort();
     if !groups.is_empty() {
-        println!("Machines:\n{}", groups.join("\n"));
+        say(&format!("Machines:\n{}", groups.join("\n")));
     }
     Ok(())
 }
@@ -482,10 +505,10 @@ async fn stop_all(client: &Client, app: &str) -> anyhow::Result<()> {
         .iter()
         .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
         .collect();
-    println!(
+    say(&format!(
         "Stopped {} machine(s) of {app}",
         running.len() - failed.len()
-    );
+    ));
     if !failed.is_empty() {
         bail!("some machines did not stop: {}", failed.join("; "));
     }
