@@ -338,7 +338,13 @@ async fn start_stopped(client: &Client, app: &str) -> anyhow::Result<()> {
     say(&format!("Starting {} stopped machine(s)", stopped.len()));
     let results = join_all(stopped.iter().map(|m| async move {
         client.start_machine(app, &m.id).await?;
-        wait_healthy(client, app, &m.id).await?;
+        client
+            .wait_machine(app, &m.id, MachineState::Started, MACHINE_TIMEOUT)
+            .await?;
+        if let Err(e) = client.wait_healthy(app, &m.id, MACHINE_TIMEOUT).await {
+            // It runs; the checks may pass later (the logs that follow will tell).
+            eprintln!("warning: {e:#}");
+        }
         say(&format!(
             "  Machine {} [{}] is started",
             m.id,
@@ -355,28 +361,6 @@ async fn start_stopped(client: &Client, app: &str) -> anyhow::Result<()> {
         bail!("some machines did not start: {}", failed.join("; "));
     }
     Ok(())
-}
-
-/// Waits until the machine is started and none of its checks is failing or pending.
-async fn wait_healthy(client: &Client, app: &str, id: &str) -> anyhow::Result<()> {
-    client
-        .wait_machine(app, id, MachineState::Started, MACHINE_TIMEOUT)
-        .await?;
-    let deadline = tokio::time::Instant::now() + MACHINE_TIMEOUT;
-    loop {
-        let m = client.get_machine(app, id).await?;
-        if m.state != MachineState::Started {
-            bail!("machine {id} is {} instead of started", m.state);
-        }
-        if m.checks.iter().all(|c| c.status == "passing") {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            eprintln!("warning: the checks of machine {id} do not pass yet");
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The proxy's ports of the app, once every expected service port is bound or has failed
