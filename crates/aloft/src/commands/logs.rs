@@ -45,6 +45,42 @@ pub fn log_query(args: &LogsArgs) -> Vec<(&'static str, String)> {
     q
 }
 
+/// A group or machine filter that matches nothing the app has would follow silence forever:
+/// refuse it and name what exists.
+async fn check_filters(client: &Client, app: &str, args: &LogsArgs) -> anyhow::Result<()> {
+    if args.group.is_none() && args.machine.is_none() {
+        return Ok(());
+    }
+    let machines = client.list_machines(app).await?;
+    if let Some(g) = &args.group {
+        let mut groups: Vec<String> = machines
+            .iter()
+            .map(|m| m.process_group().to_string())
+            .collect();
+        if let Ok(Some(release)) = client.current_release(app).await {
+            groups.extend(release.spec.group_names());
+        }
+        groups.sort();
+        groups.dedup();
+        if !groups.contains(g) {
+            anyhow::bail!(
+                "app {app} has no process group {g:?}; its groups: {}",
+                if groups.is_empty() {
+                    "none yet (deploy first)".to_string()
+                } else {
+                    groups.join(", ")
+                }
+            );
+        }
+    }
+    if let Some(id) = &args.machine {
+        if !machines.iter().any(|m| &m.id == id) {
+            anyhow::bail!("machine {id} not found in app {app}; see `aloft machine list -a {app}`");
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let app = resolve_app(&args.app)?;
     if let Some(r) = &args.region {
@@ -54,6 +90,7 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let colour = std::io::stdout().is_terminal();
     let query = log_query(&args);
     block_on(async move {
+        check_filters(&client, &app, &args).await?;
         let follow = client.logs(&app, &query, |l| {
             println!("{}", format_line(&l, colour));
             true
