@@ -34,6 +34,7 @@ DOCKER_IMAGE=""                 # set once our image is imported
 DOCKERD_PID=""                  # set if we started a private dockerd
 DOCKERD_DIR=""
 cleanup() {
+  set +e  # best effort: one failing step must not skip the rest
   if [[ -n "$AGENT_PID" ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
     kill -TERM "$AGENT_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.1; done
@@ -47,14 +48,20 @@ cleanup() {
     timeout 60 docker rmi -f "$DOCKER_IMAGE" >/dev/null 2>&1 || true
   fi
   if [[ -n "$DOCKERD_PID" ]] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
+    # dockerd's own containerd (its child) outlives it by a moment: wait for both by pid
+    local pids p
+    pids="$DOCKERD_PID $(pgrep -P "$DOCKERD_PID" 2>/dev/null | tr '\n' ' ')"
     kill -TERM "$DOCKERD_PID" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$DOCKERD_PID" 2>/dev/null || true
+    for p in $pids; do
+      for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$p" 2>/dev/null || true
+    done
   fi
   if [[ -n "$DOCKERD_DIR" ]]; then
     # overlay mounts of an interrupted dockerd would make rm -rf fail; lazily unmount what is left
     grep -o " $DOCKERD_DIR/[^ ]*" /proc/self/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-    rm -rf "$DOCKERD_DIR" 2>/dev/null || true
+    for _ in 1 2 3 4 5; do rm -rf "$DOCKERD_DIR" 2>/dev/null && break; sleep 1; done
+    [[ ! -e "$DOCKERD_DIR" ]] || echo "note: could not remove $DOCKERD_DIR" >&2
   fi
   rm -rf "$WORK"
 }
@@ -263,5 +270,5 @@ rm_all()
 PY
 }
 
-echo "== docker comparison (vs aloft create->started above)"
+echo "== docker comparison (vs aloft create->started above); load: $(cut -d" " -f1-3 /proc/loadavg)"
 docker_bench
