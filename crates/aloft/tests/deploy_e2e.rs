@@ -607,7 +607,10 @@ fn bad_input_is_refused_and_changes_nothing() {
             "00000000000000",
         ),
         (&["machine", "stop", "00000000000000"], "00000000000000"),
-        (&["logs", "-g", "nope", "--no-tail"], "its groups: cron, web"),
+        (
+            &["logs", "-g", "nope", "--no-tail"],
+            "its groups: cron, web",
+        ),
         (
             &["logs", "--machine", "00000000000000", "--no-tail"],
             "00000000000000",
