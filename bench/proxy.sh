@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Proxy figures in one run on this machine: requests/s and p50/p99 latency for a small HTTP
 # response (6 bytes) with wrk, direct to the app, through the aloft proxy, nginx and HAProxy
-# (each: 2 workers, HTTP/1.1 keep-alive to the app, X-Forwarded-For added), at high load
-# (64 connections) and moderate load (8 connections); then autostart latency. Prints figures
-# and ratios; never fails on a threshold.
+# (each: 2 worker threads, HTTP/1.1 keep-alive to the app, and the same headers aloft adds:
+# X-Forwarded-For/-Proto/-Ssl/-Port, Fly-Client-IP, Fly-Forwarded-Port, Fly-Region, Via on the
+# request; Fly-Request-Id, Via, Server on the response), at high load (64 connections) and
+# moderate load (8 connections); then autostart latency. Prints figures and ratios; never
+# fails on a threshold.
 # Each figure is the median of ROUNDS runs (default 3), targets interleaved, to damp the noise
 # of a shared machine; the load average before the runs is printed with the figures.
 # Usage: bench/proxy.sh [seconds per run, default 5] [rounds, default 3]
@@ -68,6 +70,14 @@ http {
       proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Ssl off;
+      proxy_set_header X-Forwarded-Port \$server_port;
+      proxy_set_header Fly-Client-IP \$remote_addr;
+      proxy_set_header Fly-Forwarded-Port \$server_port;
+      proxy_set_header Fly-Region local;
+      proxy_set_header Via "1.1 nginx";
+      add_header Fly-Request-Id \$request_id;
+      add_header Via "1.1 nginx";
     }
   }
 }
@@ -89,6 +99,15 @@ frontend web
   bind 127.0.0.1:$HAPROXY
   option forwardfor
   http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Ssl off
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header Fly-Client-IP %[src]
+  http-request set-header Fly-Forwarded-Port %[dst_port]
+  http-request set-header Fly-Region local
+  http-request add-header Via "1.1 haproxy"
+  http-response set-header Fly-Request-Id %[uuid]
+  http-response add-header Via "1.1 haproxy"
+  http-response set-header Server haproxy if !{ res.hdr(server) -m found }
   default_backend app
 backend app
   server app1 127.0.0.1:$BACKEND
@@ -96,10 +115,16 @@ EOF
 haproxy -q -db -f "$TMP/haproxy.cfg" & PIDS+=($!)
 
 for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY"; do wait_port "$p"; done
-# Sanity: every path answers the app's body.
+# Sanity: every path answers the app's body; every proxy adds the same response headers.
 for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY"; do
   body=$(curl -s "http://127.0.0.1:$p/")
   [[ "$body" == "hello" ]] || { echo "port $p answered '$body'" >&2; exit 1; }
+done
+for p in "$ALOFT" "$NGINX" "$HAPROXY"; do
+  head=$(curl -s -o /dev/null -D - "http://127.0.0.1:$p/")
+  for h in fly-request-id via server; do
+    grep -qi "^$h:" <<<"$head" || { echo "port $p: no $h header in the response" >&2; exit 1; }
+  done
 done
 
 # wrk → "rps p50_ms p99_ms"

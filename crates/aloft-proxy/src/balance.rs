@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -26,6 +26,8 @@ pub type ServiceKey = (String, u16);
 pub struct BackendLoad {
     pub load: AtomicU32,
     pub metrics: BackendMetrics,
+    /// The machine's activity record, found once (it is the same for all its services).
+    activity: OnceLock<Arc<MachineActivity>>,
 }
 
 /// Activity of a machine across all its services, for autostop.
@@ -150,6 +152,16 @@ impl Registry {
         limit: Option<u32>,
     ) -> Option<Lease> {
         let load = service.backend(&backend.machine_id);
+        self.take_slot(service, load, backend, limit)
+    }
+
+    fn take_slot(
+        &self,
+        service: &Arc<ServiceState>,
+        load: Arc<BackendLoad>,
+        backend: &Backend,
+        limit: Option<u32>,
+    ) -> Option<Lease> {
         let mut cur = load.load.load(Ordering::Acquire);
         loop {
             if limit.is_some_and(|l| cur >= l) {
@@ -163,16 +175,15 @@ impl Registry {
                 Err(actual) => cur = actual,
             }
         }
-        let activity = self.activity(&backend.machine_id);
+        let activity = load
+            .activity
+            .get_or_init(|| self.activity(&backend.machine_id));
         activity.active.fetch_add(1, Ordering::AcqRel);
-        activity
-            .last_active_ms
-            .store(self.now_ms(), Ordering::Release);
+        touch(&activity.last_active_ms, self.now_ms());
         Some(Lease {
-            registry: self.clone(),
+            epoch: self.epoch,
             service: service.clone(),
             load,
-            activity,
             backend: backend.clone(),
         })
     }
@@ -184,33 +195,54 @@ impl Registry {
         policy: &ServicePolicy,
         candidates: &[&Backend],
     ) -> Pick {
-        if candidates.is_empty() {
-            return Pick::NoCandidate;
+        match candidates {
+            [] => return Pick::NoCandidate,
+            // One machine (the common case): its band decides, nothing to shuffle.
+            [b] => {
+                let svc = self.service(app, b.internal_port);
+                let load = svc.backend(&b.machine_id);
+                let over_soft = load.load.load(Ordering::Acquire) >= policy.soft_limit;
+                return match self.take_slot(&svc, load, b, policy.hard_limit) {
+                    Some(lease) => Pick::Leased { lease, over_soft },
+                    None => Pick::AllAtHardLimit,
+                };
+            }
+            _ => {}
         }
-        let mut soft: Vec<(&Backend, Arc<ServiceState>)> = Vec::new();
-        let mut hard: Vec<(&Backend, Arc<ServiceState>)> = Vec::new();
+        type Slot<'a> = (&'a Backend, Arc<ServiceState>, Arc<BackendLoad>);
+        let mut soft: Vec<Slot<'_>> = Vec::with_capacity(candidates.len());
+        let mut hard: Vec<Slot<'_>> = Vec::new();
+        let mut svc: Option<(u16, Arc<ServiceState>)> = None;
         for b in candidates {
-            let svc = self.service(app, b.internal_port);
-            let load = svc.backend(&b.machine_id).load.load(Ordering::Acquire);
-            if load < policy.soft_limit {
-                soft.push((b, svc));
-            } else if policy.hard_limit.is_none_or(|h| load < h) {
-                hard.push((b, svc));
+            let s = match &svc {
+                Some((port, s)) if *port == b.internal_port => s.clone(),
+                _ => {
+                    let s = self.service(app, b.internal_port);
+                    svc = Some((b.internal_port, s.clone()));
+                    s
+                }
+            };
+            let load = s.backend(&b.machine_id);
+            let n = load.load.load(Ordering::Acquire);
+            if n < policy.soft_limit {
+                soft.push((b, s, load));
+            } else if policy.hard_limit.is_none_or(|h| n < h) {
+                hard.push((b, s, load));
             }
         }
         let mut rng = rand::thread_rng();
         soft.shuffle(&mut rng);
         hard.shuffle(&mut rng);
-        for (b, svc) in &soft {
-            if let Some(lease) = self.try_acquire(svc, b, policy.hard_limit) {
+        for (b, svc, load) in soft {
+            if let Some(lease) = self.take_slot(&svc, load, b, policy.hard_limit) {
                 return Pick::Leased {
                     lease,
                     over_soft: false,
                 };
             }
         }
-        for (b, svc) in &hard {
-            if let Some(lease) = self.try_acquire(svc, b, policy.hard_limit) {
+        for (b, svc, load) in hard {
+            if let Some(lease) = self.take_slot(&svc, load, b, policy.hard_limit) {
                 return Pick::Leased {
                     lease,
                     over_soft: true,
@@ -218,6 +250,14 @@ impl Registry {
             }
         }
         Pick::AllAtHardLimit
+    }
+}
+
+/// Stores `now` unless already there: many requests a millisecond would otherwise all write
+/// the same shared line.
+fn touch(at: &AtomicU64, now: u64) {
+    if at.load(Ordering::Relaxed) != now {
+        at.store(now, Ordering::Release);
     }
 }
 
@@ -235,10 +275,11 @@ pub enum Pick {
 /// One unit of load on a machine; released on drop.
 #[derive(Debug)]
 pub struct Lease {
-    registry: Arc<Registry>,
+    /// The registry's epoch (for `last_active_ms`).
+    epoch: Instant,
     service: Arc<ServiceState>,
+    /// Its activity record is set (by `take_slot`).
     load: Arc<BackendLoad>,
-    activity: Arc<MachineActivity>,
     pub backend: Backend,
 }
 
@@ -251,10 +292,13 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.load.load.fetch_sub(1, Ordering::AcqRel);
-        self.activity
-            .last_active_ms
-            .store(self.registry.now_ms(), Ordering::Release);
-        self.activity.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(activity) = self.load.activity.get() {
+            touch(
+                &activity.last_active_ms,
+                self.epoch.elapsed().as_millis() as u64,
+            );
+            activity.active.fetch_sub(1, Ordering::AcqRel);
+        }
         if self.service.waiting.load(Ordering::Acquire) > 0 {
             self.service.freed.notify_waiters();
         }

@@ -2,7 +2,8 @@
 //! or request, including waiting for capacity and autostart (machines-api §4.3–§4.4).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -34,13 +35,13 @@ pub(crate) struct Core {
     pub pool: Arc<Pool>,
     pub tls: TlsStore,
     /// machine id → (state the proxy put it in, when).
-    overrides: Mutex<HashMap<String, Override>>,
+    overrides: CountedMap<Override>,
     /// machine id → outcome of an autostart in progress (`None` while running).
     starting: Mutex<HashMap<String, StartWatch>>,
     /// machine id → when autostart started it; cleared by its first successful connection.
-    booting: Mutex<HashMap<String, Instant>>,
+    booting: CountedMap<Instant>,
     /// machine id → when it last refused a connection.
-    refused: Mutex<HashMap<String, Instant>>,
+    refused: CountedMap<Instant>,
     /// (app, external port) → requests refused for lack of a machine.
     pub unavailable: Mutex<BTreeMap<(String, u16), u64>>,
     /// Where external ports listen (for redirects to the https port).
@@ -49,6 +50,61 @@ pub(crate) struct Core {
     pub workers: Vec<tokio::runtime::Handle>,
     /// Handle on itself for background tasks.
     me: std::sync::Weak<Core>,
+}
+
+/// A map by machine id behind a mutex, with its length readable without the lock: requests
+/// look these maps up on every pick, and they are almost always empty.
+struct CountedMap<V> {
+    map: Mutex<HashMap<String, V>>,
+    len: AtomicUsize,
+}
+
+impl<V> Default for CountedMap<V> {
+    fn default() -> Self {
+        CountedMap {
+            map: Mutex::default(),
+            len: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<V> CountedMap<V> {
+    /// False when the map is certainly empty (as of the latest unlock).
+    fn maybe_any(&self) -> bool {
+        self.len.load(Ordering::Acquire) > 0
+    }
+
+    fn lock(&self) -> CountedGuard<'_, V> {
+        CountedGuard {
+            guard: self.map.lock().unwrap_or_else(|e| e.into_inner()),
+            len: &self.len,
+        }
+    }
+}
+
+/// Updates the map's length when dropped (before the lock is released).
+struct CountedGuard<'a, V> {
+    guard: MutexGuard<'a, HashMap<String, V>>,
+    len: &'a AtomicUsize,
+}
+
+impl<V> std::ops::Deref for CountedGuard<'_, V> {
+    type Target = HashMap<String, V>;
+    fn deref(&self) -> &Self::Target {
+        &self.guard
+    }
+}
+
+impl<V> std::ops::DerefMut for CountedGuard<'_, V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.guard
+    }
+}
+
+impl<V> Drop for CountedGuard<'_, V> {
+    fn drop(&mut self) {
+        self.len.store(self.guard.len(), Ordering::Release);
+    }
 }
 
 /// The outcome of an autostart: `None` while it runs.
@@ -80,7 +136,7 @@ impl Core {
         let pool = Arc::new(Pool::new(
             cfg.upstream_idle_timeout,
             cfg.upstream_connect_timeout,
-            !workers.is_empty(),
+            workers.len(),
         ));
         Arc::new_cyclic(|me| Core {
             me: me.clone(),
@@ -93,11 +149,11 @@ impl Core {
             health: Arc::new(HealthState::default()),
             pool,
             tls,
-            overrides: Mutex::default(),
+            overrides: CountedMap::default(),
             starting: Mutex::default(),
             unavailable: Mutex::default(),
-            refused: Mutex::default(),
-            booting: Mutex::default(),
+            refused: CountedMap::default(),
+            booting: CountedMap::default(),
         })
     }
 
@@ -122,7 +178,10 @@ impl Core {
 
     /// The machine's state as the table says, unless the proxy itself changed it recently.
     pub fn effective_state(&self, b: &Backend) -> BackendState {
-        let o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.overrides.maybe_any() {
+            return b.state;
+        }
+        let o = self.overrides.lock();
         match o.get(&b.machine_id) {
             Some(ov) if ov.at.elapsed() < OVERRIDE_TTL => ov.state,
             _ => b.state,
@@ -145,7 +204,7 @@ impl Core {
                 )));
             }
         }
-        let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        let mut o = self.overrides.lock();
         o.retain(|id, ov| {
             let now = table
                 .machines
@@ -166,7 +225,7 @@ impl Core {
             .machines
             .get(machine_id)
             .map(|m| BackendState::from_machine(m.state));
-        let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        let mut o = self.overrides.lock();
         match state {
             Some(state) if table_state != Some(state) => {
                 o.insert(
@@ -194,7 +253,10 @@ impl Core {
     /// Whether the machine was just started by autostart and may still be booting: refused
     /// connections to it are retried (not counted as attempts) until `start_timeout`.
     pub fn booting(&self, machine_id: &str) -> bool {
-        let mut b = self.booting.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.booting.maybe_any() {
+            return false;
+        }
+        let mut b = self.booting.lock();
         match b.get(machine_id) {
             Some(at) if at.elapsed() < self.cfg.start_timeout => true,
             Some(_) => {
@@ -207,9 +269,8 @@ impl Core {
 
     /// The machine accepted a connection: it has booted.
     pub fn connected(&self, machine_id: &str) {
-        let mut b = self.booting.lock().unwrap_or_else(|e| e.into_inner());
-        if !b.is_empty() {
-            b.remove(machine_id);
+        if self.booting.maybe_any() {
+            self.booting.lock().remove(machine_id);
         }
     }
 
@@ -217,12 +278,14 @@ impl Core {
     pub fn mark_refused(&self, machine_id: &str) {
         self.refused
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .insert(machine_id.to_string(), Instant::now());
     }
 
     fn recently_refused(&self, machine_id: &str) -> bool {
-        let mut r = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.refused.maybe_any() {
+            return false;
+        }
+        let mut r = self.refused.lock();
         match r.get(machine_id) {
             Some(at) if at.elapsed() < REFUSED_COOLDOWN => true,
             Some(_) => {
@@ -247,10 +310,26 @@ impl Core {
         route: &Arc<PortRoute>,
         exclude: &[String],
     ) -> Result<(Lease, bool), Unavailable> {
+        self.acquire_from(route, exclude, false).await
+    }
+
+    /// [`Core::acquire`]; `current` when the caller has just read `route` from the table (so
+    /// it need not be looked up again).
+    pub async fn acquire_from(
+        &self,
+        route: &Arc<PortRoute>,
+        exclude: &[String],
+        current: bool,
+    ) -> Result<(Lease, bool), Unavailable> {
         let deadline = Instant::now() + self.cfg.queue_timeout;
         // Always decide on the newest table, not the caller's snapshot.
-        let mut route = self.route(route.port).unwrap_or_else(|| route.clone());
-        let mut table = self.table.clone();
+        let mut route = if current {
+            route.clone()
+        } else {
+            self.route(route.port).unwrap_or_else(|| route.clone())
+        };
+        // Watches table changes while waiting; made on the first wait only (see below).
+        let mut table: Option<watch::Receiver<RouteTable>> = None;
         loop {
             let mut candidates: Vec<&Backend> = route
                 .backends
@@ -330,9 +409,23 @@ impl Core {
             // Health changes are not signalled, and a release between the pick and this wait
             // is missed: wake up at a short period as a fallback.
             let tick = Duration::from_millis(50).min(deadline - now);
-            tokio::select! {
-                _ = svc.wait_freed(tick) => {}
-                _ = table.changed() => {}
+            let table = match &mut table {
+                Some(t) => Some(t),
+                None => {
+                    let t = table.insert(self.table.clone());
+                    // A table change since the route was read would not wake the watch:
+                    // decide again at once in that case.
+                    let same = self
+                        .route(route.port)
+                        .is_some_and(|r| Arc::ptr_eq(&r, &route));
+                    same.then_some(t)
+                }
+            };
+            if let Some(table) = table {
+                tokio::select! {
+                    _ = svc.wait_freed(tick) => {}
+                    _ = table.changed() => {}
+                }
             }
             if let Some(r) = self.route(route.port) {
                 route = r;
@@ -394,10 +487,7 @@ impl Core {
                 Ok(()) => {
                     tracing::info!(app = %app, machine = %id, elapsed = ?started.elapsed(), "autostart: machine started");
                     core.set_override(&id, Some(BackendState::Started));
-                    core.booting
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id.clone(), Instant::now());
+                    core.booting.lock().insert(id.clone(), Instant::now());
                 }
                 Err(e) => tracing::warn!(app = %app, machine = %id, "autostart: {e}"),
             }

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,11 +40,27 @@ struct Result_ {
 pub(crate) struct HealthState {
     /// machine id → check name → latest result.
     results: RwLock<HashMap<String, BTreeMap<String, Result_>>>,
+    /// Machines with a critical service check, updated under the write lock: while none is,
+    /// requests skip the lock.
+    critical: AtomicUsize,
+}
+
+fn count_critical(r: &HashMap<String, BTreeMap<String, Result_>>) -> usize {
+    r.values()
+        .filter(|checks| {
+            checks
+                .values()
+                .any(|c| c.service && c.status.status == "critical")
+        })
+        .count()
 }
 
 impl HealthState {
     /// Whether any service check of the machine is critical.
     pub fn failing(&self, machine_id: &str) -> bool {
+        if self.critical.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let r = self.results.read().unwrap_or_else(|e| e.into_inner());
         r.get(machine_id).is_some_and(|checks| {
             checks
@@ -77,6 +94,7 @@ impl HealthState {
                 service,
             },
         );
+        self.critical.store(count_critical(&r), Ordering::Release);
         changed
     }
 
@@ -89,6 +107,7 @@ impl HealthState {
             changed |= before != checks.len();
         }
         r.retain(|_, c| !c.is_empty());
+        self.critical.store(count_critical(&r), Ordering::Release);
         changed
     }
 

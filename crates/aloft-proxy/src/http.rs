@@ -12,7 +12,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,6 +30,11 @@ struct ConnCtx {
     /// With `concurrency.type = "connections"` the whole client connection sticks to the
     /// machine it was first sent to, and counts as one unit of load there.
     affinity: Mutex<Option<Arc<Lease>>>,
+    /// Forwarding header values that do not change during the connection, made once so that
+    /// requests only clone them.
+    client_ip: Option<HeaderValue>,
+    port_value: HeaderValue,
+    region: Option<HeaderValue>,
 }
 
 /// Serves one client connection (plain or already TLS-terminated) with the http handler.
@@ -49,6 +53,9 @@ pub(crate) async fn serve<IO>(
         client,
         tls,
         affinity: Mutex::new(None),
+        client_ip: HeaderValue::from_str(&client.ip().to_string()).ok(),
+        port_value: HeaderValue::from(port),
+        region: HeaderValue::from_str(&core.cfg.region).ok(),
     });
     let header_timeout = route
         .options
@@ -80,17 +87,38 @@ pub(crate) async fn serve<IO>(
 }
 
 async fn handle(core: Arc<Core>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
-    let request_id = format!("{}-{}", ulid::Ulid::new(), core.cfg.region);
+    let request_id = request_id(&ctx);
     let Some(route) = core.route(ctx.port) else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "no app serves this port any more\n",
-            &request_id,
+            request_id.as_ref(),
         );
     };
-    let mut resp = proxy(&core, &ctx, &route, req, &request_id).await;
-    decorate(&core, &route, &mut resp, &request_id);
+    let mut resp = proxy(&core, &ctx, &route, req, request_id.as_ref()).await;
+    decorate(&route, &mut resp, request_id);
     resp
+}
+
+/// `Fly-Request-Id`: a ULID and the region, or nothing when the region cannot be a header value.
+fn request_id(ctx: &ConnCtx) -> Option<HeaderValue> {
+    let region = ctx.region.as_ref()?.as_bytes();
+    let mut ulid = [0u8; ulid::ULID_LEN];
+    ulid::Ulid::new().array_to_str(&mut ulid);
+    let mut v = Vec::with_capacity(ulid.len() + 1 + region.len());
+    v.extend_from_slice(&ulid);
+    v.push(b'-');
+    v.extend_from_slice(region);
+    HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+}
+
+/// The client's idea of the host: its `Host` header, else the authority of the request target.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
 }
 
 async fn proxy(
@@ -98,16 +126,11 @@ async fn proxy(
     ctx: &ConnCtx,
     route: &Arc<PortRoute>,
     mut req: Request<Incoming>,
-    request_id: &str,
+    request_id: Option<&HeaderValue>,
 ) -> Response<RespBody> {
     let client_version = req.version();
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
     if route.options.force_https && !ctx.tls {
+        let host = request_host(&req);
         return redirect_https(core, host.as_deref(), req.uri(), request_id);
     }
     // An upgrade (WebSocket) keeps its Connection/Upgrade headers and is never replayed.
@@ -124,18 +147,29 @@ async fn proxy(
         parts.headers.insert(header::UPGRADE, v);
     }
     if !parts.headers.contains_key(header::HOST) {
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        if let Some(h) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             parts.headers.insert(header::HOST, h);
         }
     }
-    add_forwarding_headers(core, ctx, &mut parts.headers, client_version);
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/")
-        .parse::<Uri>()
-        .unwrap_or_else(|_| Uri::from_static("/"));
+    add_forwarding_headers(ctx, &mut parts.headers, client_version);
+    // Upstream gets the origin form (path and query) of the request target.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let mut origin = http::uri::Parts::default();
+        origin.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        parts.uri = Uri::from_parts(origin).unwrap_or_else(|_| Uri::from_static("/"));
+    } else if parts.uri.path_and_query().is_none() {
+        parts.uri = Uri::from_static("/");
+    }
     parts.version = Version::HTTP_11;
 
     // Requests without a body can be replayed on another machine whatever happened.
@@ -148,17 +182,20 @@ async fn proxy(
         )
     });
     let mut pending: Option<Request<UpBody>> =
-        Some(Request::from_parts(parts, body.boxed_unsync()));
+        Some(Request::from_parts(parts, UpBody::Incoming(body)));
 
     let mut exclude: Vec<String> = Vec::new();
     let mut last_error = String::new();
     let mut attempts = 0;
+    // The first pick uses the route `handle` just read; retries read the table again.
+    let mut first = true;
     while attempts < core.cfg.max_attempts {
         attempts += 1;
         let Some(req) = pending.take().or_else(|| template.as_ref().map(rebuild)) else {
             break;
         };
-        let (lease, _fresh) = match lease_for(core, ctx, route, &exclude).await {
+        let current = std::mem::take(&mut first);
+        let (lease, _fresh) = match lease_for(core, ctx, route, &exclude, current).await {
             Ok(l) => l,
             Err(reason) => {
                 core.count_unavailable(route);
@@ -172,7 +209,7 @@ async fn proxy(
         let Some(addr) = lease.backend.addr else {
             continue;
         };
-        let machine = lease.backend.machine_id.clone();
+        let machine = lease.backend.machine_id.as_str();
         let t0 = Instant::now();
         let mut conn = match core.pool.checkout(addr).await {
             Ok(c) => c,
@@ -182,19 +219,19 @@ async fn proxy(
                 last_error = format!("machine {machine} ({addr}): {e}");
                 drop_affinity(ctx);
                 pending = Some(req);
-                if core.booting(&machine) {
+                if core.booting(machine) {
                     // Autostarted and still booting: wait for it rather than fail over
                     // (bounded by start_timeout, not counted as an attempt).
                     attempts -= 1;
                     tokio::time::sleep(BOOT_POLL).await;
                 } else {
-                    core.mark_refused(&machine);
-                    exclude.push(machine);
+                    core.mark_refused(machine);
+                    exclude.push(machine.to_string());
                 }
                 continue;
             }
         };
-        core.connected(&machine);
+        core.connected(machine);
         if conn.tx.ready().await.is_err() {
             // A stale pooled connection: open a fresh one to the same machine.
             match core.pool.connect(addr).await {
@@ -203,8 +240,8 @@ async fn proxy(
                     lease.metrics().error();
                     last_error = format!("machine {machine} ({addr}): {e}");
                     drop_affinity(ctx);
-                    core.mark_refused(&machine);
-                    exclude.push(machine);
+                    core.mark_refused(machine);
+                    exclude.push(machine.to_string());
                     pending = Some(req);
                     continue;
                 }
@@ -255,7 +292,7 @@ async fn proxy(
                     }
                 }
                 if !conn.reused {
-                    exclude.push(machine);
+                    exclude.push(machine.to_string());
                 }
             }
         }
@@ -275,6 +312,7 @@ async fn lease_for(
     ctx: &ConnCtx,
     route: &Arc<PortRoute>,
     exclude: &[String],
+    current: bool,
 ) -> Result<(LeaseRef, bool), crate::core::Unavailable> {
     if route.policy.concurrency == ConcurrencyKind::Connections {
         if let Some(l) = ctx
@@ -288,12 +326,12 @@ async fn lease_for(
                 return Ok((LeaseRef::Shared(l), false));
             }
         }
-        let (lease, fresh) = core.acquire(route, exclude).await?;
+        let (lease, fresh) = core.acquire_from(route, exclude, current).await?;
         let lease = Arc::new(lease);
         *ctx.affinity.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease.clone());
         return Ok((LeaseRef::Shared(lease), fresh));
     }
-    let (lease, fresh) = core.acquire(route, exclude).await?;
+    let (lease, fresh) = core.acquire_from(route, exclude, current).await?;
     Ok((LeaseRef::Owned(lease), fresh))
 }
 
@@ -321,11 +359,7 @@ impl std::ops::Deref for LeaseRef {
 }
 
 fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpBody> {
-    let mut req = Request::new(
-        Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut req = Request::new(UpBody::Empty);
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri.clone();
     *req.headers_mut() = headers.clone();
@@ -367,43 +401,76 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in listed.iter().chain(HOP_BY_HOP.iter()) {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in &listed {
+            h.remove(n);
+        }
+    }
+    // One pass over the names (cheap comparisons) instead of a hashed lookup per name: most
+    // messages carry none of these.
+    if h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for n in &HOP_BY_HOP {
+            h.remove(n);
+        }
     }
 }
 
-fn add_forwarding_headers(core: &Core, ctx: &ConnCtx, h: &mut HeaderMap, version: Version) {
-    let ip = ctx.client.ip().to_string();
-    let proto = if ctx.tls { "https" } else { "http" };
-    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(HeaderName::from_static(name), v);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const FLY_FORWARDED_PORT: HeaderName = HeaderName::from_static("fly-forwarded-port");
+const FLY_REGION: HeaderName = HeaderName::from_static("fly-region");
+const FLY_REQUEST_ID: HeaderName = HeaderName::from_static("fly-request-id");
+
+fn add_forwarding_headers(ctx: &ConnCtx, h: &mut HeaderMap, version: Version) {
+    // One growth of the map instead of several.
+    h.reserve(8);
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {}", ctx.client.ip())).ok()
         }
+        _ => ctx.client_ip.clone(),
     };
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    if let Some(ip) = &ctx.client_ip {
+        h.insert(FLY_CLIENT_IP, ip.clone());
+    }
+    let (proto, ssl) = if ctx.tls {
+        ("https", "on")
+    } else {
+        ("http", "off")
     };
-    set(h, "x-forwarded-for", &xff);
-    set(h, "fly-client-ip", &ip);
-    set(h, "x-forwarded-proto", proto);
-    set(h, "x-forwarded-ssl", if ctx.tls { "on" } else { "off" });
-    set(h, "x-forwarded-port", &ctx.port.to_string());
-    set(h, "fly-forwarded-port", &ctx.port.to_string());
-    set(h, "fly-region", &core.cfg.region);
-    let via = format!("{} aloft", version_token(version));
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    h.insert(X_FORWARDED_SSL, HeaderValue::from_static(ssl));
+    h.insert(X_FORWARDED_PORT, ctx.port_value.clone());
+    h.insert(FLY_FORWARDED_PORT, ctx.port_value.clone());
+    if let Some(r) = &ctx.region {
+        h.insert(FLY_REGION, r.clone());
+    }
     let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {via}"),
-        None => via,
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {} aloft", version_token(version))).ok()
+        }
+        None => Some(HeaderValue::from_static(match version {
+            Version::HTTP_10 => "1.0 aloft",
+            Version::HTTP_2 => "2 aloft",
+            _ => "1.1 aloft",
+        })),
     };
-    set(h, "via", &via);
+    if let Some(v) = via {
+        h.insert(header::VIA, v);
+    }
 }
 
 fn version_token(v: Version) -> &'static str {
@@ -415,12 +482,13 @@ fn version_token(v: Version) -> &'static str {
 }
 
 /// Adds `Via`, `Server`, `Fly-Request-Id` (unless pristine) and the configured response headers.
-fn decorate(core: &Core, route: &PortRoute, resp: &mut Response<RespBody>, request_id: &str) {
+fn decorate(route: &PortRoute, resp: &mut Response<RespBody>, request_id: Option<HeaderValue>) {
     let opts = &route.options.http_options;
     let h = resp.headers_mut();
     if !opts.pristine {
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(HeaderName::from_static("fly-request-id"), v);
+        h.reserve(3);
+        if let Some(v) = request_id {
+            h.insert(FLY_REQUEST_ID, v);
         }
         h.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
         if !h.contains_key(header::SERVER) {
@@ -437,14 +505,13 @@ fn decorate(core: &Core, route: &PortRoute, resp: &mut Response<RespBody>, reque
             h.insert(name, v);
         }
     }
-    let _ = core;
 }
 
 fn redirect_https(
     core: &Core,
     host: Option<&str>,
     uri: &Uri,
-    request_id: &str,
+    request_id: Option<&HeaderValue>,
 ) -> Response<RespBody> {
     let Some(host) = host else {
         return plain(
@@ -481,7 +548,11 @@ fn redirect_https(
 }
 
 /// A short text response from the proxy itself.
-pub(crate) fn plain(status: StatusCode, text: &str, request_id: &str) -> Response<RespBody> {
+pub(crate) fn plain(
+    status: StatusCode,
+    text: &str,
+    request_id: Option<&HeaderValue>,
+) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::Full(Some(Bytes::copy_from_slice(
         text.as_bytes(),
     ))));
@@ -490,9 +561,8 @@ pub(crate) fn plain(status: StatusCode, text: &str, request_id: &str) -> Respons
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut()
-            .insert(HeaderName::from_static("fly-request-id"), v);
+    if let Some(v) = request_id {
+        resp.headers_mut().insert(FLY_REQUEST_ID, v.clone());
     }
     resp
 }

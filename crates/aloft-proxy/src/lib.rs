@@ -222,7 +222,10 @@ fn start_workers(
         let mut stop = stop_rx.clone();
         std::thread::Builder::new()
             .name(format!("aloft-proxy-{i}"))
-            .spawn(move || rt.block_on(async move { while stop.changed().await.is_ok() {} }))
+            .spawn(move || {
+                pool::WORKER.with(|w| w.set(Some(i)));
+                rt.block_on(async move { while stop.changed().await.is_ok() {} })
+            })
             .map_err(|e| TlsError::Runtime(e.to_string()))?;
     }
     Ok((handles, Some(stop_tx)))

@@ -12,9 +12,20 @@ pub const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Counters of one machine for one service.
+/// Counters of one machine for one service, in a few shards: each proxy worker thread counts in
+/// its own (cache-line aligned) shard, so requests on different cores never write the same
+/// line; rendering sums the shards.
 #[derive(Debug, Default)]
 pub struct BackendMetrics {
+    shards: [Shard; SHARDS],
+}
+
+/// Shards per machine and service (worker threads beyond this share them).
+const SHARDS: usize = 4;
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard {
     /// Responses by status class (index 1..=5 for 1xx..5xx; 0 for raw TCP connections).
     by_class: [AtomicU64; 6],
     /// Upstream failures: refused, reset, timed out (each retried attempt counts).
@@ -25,6 +36,11 @@ pub struct BackendMetrics {
 }
 
 impl BackendMetrics {
+    fn shard(&self) -> &Shard {
+        let i = crate::pool::WORKER.with(|w| w.get()).unwrap_or(0);
+        &self.shards[i % SHARDS]
+    }
+
     /// Records one response (HTTP status) or connection (`status = 0`) and its latency
     /// (time to response headers, or to the upstream connection for raw TCP).
     pub fn record(&self, status: u16, latency: Duration) {
@@ -33,28 +49,32 @@ impl BackendMetrics {
         } else {
             (status / 100).clamp(1, 5) as usize
         };
-        self.by_class[class].fetch_add(1, Relaxed);
         let secs = latency.as_secs_f64();
         let idx = BUCKETS
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(BUCKETS.len());
-        self.buckets[idx].fetch_add(1, Relaxed);
-        self.sum_micros
-            .fetch_add(latency.as_micros() as u64, Relaxed);
+        let s = self.shard();
+        s.by_class[class].fetch_add(1, Relaxed);
+        s.buckets[idx].fetch_add(1, Relaxed);
+        s.sum_micros.fetch_add(latency.as_micros() as u64, Relaxed);
     }
 
     pub fn error(&self) {
-        self.errors.fetch_add(1, Relaxed);
+        self.shard().errors.fetch_add(1, Relaxed);
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            by_class: std::array::from_fn(|i| self.by_class[i].load(Relaxed)),
-            errors: self.errors.load(Relaxed),
-            buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
-            sum_micros: self.sum_micros.load(Relaxed),
+        let mut total = Snapshot::default();
+        for s in &self.shards {
+            total.add(&Snapshot {
+                by_class: std::array::from_fn(|i| s.by_class[i].load(Relaxed)),
+                errors: s.errors.load(Relaxed),
+                buckets: std::array::from_fn(|i| s.buckets[i].load(Relaxed)),
+                sum_micros: s.sum_micros.load(Relaxed),
+            });
         }
+        total
     }
 }
 

@@ -11,14 +11,47 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Body type sent upstream.
-pub(crate) type UpBody = UnsyncBoxBody<Bytes, hyper::Error>;
+/// Body sent upstream: the client's (streamed) or none (a replayed body-less request).
+pub(crate) enum UpBody {
+    Empty,
+    Incoming(Incoming),
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpBody::Empty => Poll::Ready(None),
+            UpBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Empty => true,
+            UpBody::Incoming(b) => b.is_end_stream(),
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Empty => SizeHint::with_exact(0),
+            UpBody::Incoming(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Idle connections kept per address at most.
 const MAX_IDLE_PER_ADDR: usize = 256;
@@ -26,14 +59,20 @@ const MAX_IDLE_PER_ADDR: usize = 256;
 /// A pooled connection and when it became idle.
 type IdleConn = (SendRequest<UpBody>, Instant);
 
-/// Upstream address and, with worker threads, the thread owning the connection.
-type PoolKey = (SocketAddr, Option<std::thread::ThreadId>);
+/// Idle connections by upstream address.
+type Shard = Mutex<HashMap<SocketAddr, Vec<IdleConn>>>;
+
+std::thread_local! {
+    /// The index of the proxy worker thread this is (see `start_workers`).
+    pub(crate) static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
 
 pub(crate) struct Pool {
-    /// Keyed by address and, with worker threads, by thread: a connection's task lives on the
-    /// runtime that opened it, so requests on that thread reuse it without a thread hop.
-    idle: Mutex<HashMap<PoolKey, Vec<IdleConn>>>,
-    per_thread: bool,
+    /// With worker threads, one shard per worker (and a last one for any other thread): a
+    /// connection's task lives on the runtime that opened it, so requests on that thread reuse
+    /// it without a thread hop, and a worker's lock is never contended by the others. Without,
+    /// a single shard.
+    shards: Vec<Shard>,
     idle_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -46,17 +85,24 @@ pub(crate) struct Conn {
 }
 
 impl Pool {
-    pub fn new(idle_timeout: Duration, connect_timeout: Duration, per_thread: bool) -> Pool {
+    /// `workers`: the number of proxy worker threads (0: tasks run on any thread).
+    pub fn new(idle_timeout: Duration, connect_timeout: Duration, workers: usize) -> Pool {
+        let n = if workers == 0 { 1 } else { workers + 1 };
         Pool {
-            idle: Mutex::default(),
+            shards: (0..n).map(|_| Shard::default()).collect(),
             idle_timeout,
             connect_timeout,
-            per_thread,
         }
     }
 
-    fn key(&self, addr: SocketAddr) -> PoolKey {
-        (addr, self.per_thread.then(|| std::thread::current().id()))
+    /// This thread's shard.
+    fn shard(&self) -> &Shard {
+        let last = self.shards.len() - 1;
+        if last == 0 {
+            return &self.shards[0];
+        }
+        let i = WORKER.with(|w| w.get()).map_or(last, |i| i.min(last));
+        &self.shards[i]
     }
 
     /// An idle pooled connection to `addr` if one is usable, else a new one.
@@ -71,8 +117,8 @@ impl Pool {
     }
 
     fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<UpBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&self.key(addr))?;
+        let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&addr)?;
         while let Some((tx, since)) = list.pop() {
             if since.elapsed() < self.idle_timeout && !tx.is_closed() {
                 return Some(tx);
@@ -109,8 +155,8 @@ impl Pool {
         if tx.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(self.key(addr)).or_default();
+        let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(addr).or_default();
         if list.len() >= MAX_IDLE_PER_ADDR {
             list.remove(0);
         }
@@ -119,18 +165,22 @@ impl Pool {
 
     /// Drops idle connections to `addr` (after it refused or reset: they are likely dead).
     pub fn forget(&self, addr: SocketAddr) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(a, _), _| *a != addr);
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&addr);
+        }
     }
 
     /// Drops expired idle connections everywhere.
     pub fn sweep(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        for list in idle.values_mut() {
-            list.retain(|(tx, since)| since.elapsed() < self.idle_timeout && !tx.is_closed());
+        for shard in &self.shards {
+            let mut idle = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for list in idle.values_mut() {
+                list.retain(|(tx, since)| since.elapsed() < self.idle_timeout && !tx.is_closed());
+            }
+            idle.retain(|_, l| !l.is_empty());
         }
-        idle.retain(|_, l| !l.is_empty());
     }
 }
