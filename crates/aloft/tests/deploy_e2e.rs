@@ -423,6 +423,38 @@ fn the_process_groups_guide() {
             assert_eq!(*g, cron_guest, "cron's guest is untouched");
         }
     }
+    // One machine at a time: each started web machine runs again (started after its update)
+    // before the next one is updated, so the group keeps serving.
+    let ts = |e: &Value| e["timestamp"].as_i64().unwrap();
+    let mut steps: Vec<(i64, i64)> = w
+        .machines()
+        .iter()
+        .filter(|m| group(m) == "web" && m["state"] == "started")
+        .map(|m| {
+            let events = m["events"].as_array().unwrap();
+            let updated = events
+                .iter()
+                .filter(|e| e["type"] == "update")
+                .map(ts)
+                .max()
+                .unwrap_or_else(|| panic!("no update event: {m}"));
+            let started = events
+                .iter()
+                .filter(|e| e["type"] == "start" && ts(e) >= updated)
+                .map(ts)
+                .min()
+                .unwrap_or_else(|| panic!("not started after its update: {m}"));
+            (updated, started)
+        })
+        .collect();
+    steps.sort();
+    assert!(steps.len() >= 2, "{steps:?}");
+    for pair in steps.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "updated before the previous one ran: {steps:?}"
+        );
+    }
     w.ok(&["scale", "memory", "4096", "-g", "web"]);
     for m in w.machines() {
         let g = &m["config"]["guest"];
