@@ -39,7 +39,7 @@ pub(crate) struct Core {
     /// machine id → outcome of an autostart in progress (`None` while running).
     starting: Mutex<HashMap<String, StartWatch>>,
     /// machine id → when autostart started it; cleared by its first successful connection.
-    booting: CountedMap<Instant>,
+    booting: CountedMap<Boot>,
     /// machine id → when it last refused a connection.
     refused: CountedMap<Instant>,
     /// (app, external port) → requests refused for lack of a machine.
@@ -106,6 +106,18 @@ impl<V> Drop for CountedGuard<'_, V> {
         self.len.store(self.guard.len(), Ordering::Release);
     }
 }
+
+/// An autostarted machine's boot: when autostart started it, and when a connection to it first
+/// succeeded.
+#[derive(Clone, Copy)]
+struct Boot {
+    started: Instant,
+    connected: Option<Instant>,
+}
+
+/// How long after its first accepted connection a booted machine is forgotten (refusals of
+/// attempts that began before that connection still count as booting until then).
+const BOOTED_GRACE: Duration = Duration::from_secs(1);
 
 /// The outcome of an autostart: `None` while it runs.
 type StartWatch = watch::Receiver<Option<Result<(), String>>>;
@@ -250,15 +262,19 @@ impl Core {
             && !self.health.failing(&b.machine_id)
     }
 
-    /// Whether the machine was just started by autostart and may still be booting: refused
-    /// connections to it are retried (not counted as attempts) until `start_timeout`.
-    pub fn booting(&self, machine_id: &str) -> bool {
+    /// Whether a connection attempt to the machine that began at `attempt` was refused because
+    /// the machine, just started by autostart, is still booting: then it is retried (not counted
+    /// as an attempt) until `start_timeout`. An attempt that began before the machine first
+    /// accepted a connection counts as booting even when another request got through meanwhile.
+    pub fn booting(&self, machine_id: &str, attempt: Instant) -> bool {
         if !self.booting.maybe_any() {
             return false;
         }
         let mut b = self.booting.lock();
-        match b.get(machine_id) {
-            Some(at) if at.elapsed() < self.cfg.start_timeout => true,
+        match b.get(machine_id).copied() {
+            Some(boot) if boot.started.elapsed() < self.cfg.start_timeout => {
+                boot.connected.is_none_or(|c| attempt < c)
+            }
             Some(_) => {
                 b.remove(machine_id);
                 false
@@ -270,7 +286,18 @@ impl Core {
     /// The machine accepted a connection: it has booted.
     pub fn connected(&self, machine_id: &str) {
         if self.booting.maybe_any() {
-            self.booting.lock().remove(machine_id);
+            let mut b = self.booting.lock();
+            match b.get_mut(machine_id) {
+                Some(Boot {
+                    connected: Some(c), ..
+                }) if c.elapsed() > BOOTED_GRACE => {
+                    b.remove(machine_id);
+                }
+                Some(boot) => {
+                    boot.connected.get_or_insert_with(Instant::now);
+                }
+                None => {}
+            }
         }
     }
 
@@ -474,6 +501,17 @@ impl Core {
         if let Some(rx) = starting.get(machine_id) {
             return rx.clone();
         }
+        // A caller deciding on an older snapshot of the route may ask after a start finished:
+        // the newest table already says started, so there is nothing to start again.
+        let started = self
+            .table
+            .borrow()
+            .machines
+            .get(machine_id)
+            .is_some_and(|m| m.state == aloft_api::MachineState::Started);
+        if started {
+            return watch::channel(Some(Ok(()))).1;
+        }
         let (tx, rx) = watch::channel(None);
         starting.insert(machine_id.to_string(), rx.clone());
         let core = self.me.clone();
@@ -482,14 +520,25 @@ impl Core {
             let Some(core) = core.upgrade() else { return };
             tracing::info!(app = %app, machine = %id, "autostart: starting machine");
             let started = Instant::now();
+            // Booting from now on: the agent's table may say `started` before `start` returns,
+            // and requests that see it must wait for the app to listen, not fail over.
+            core.booting.lock().insert(
+                id.clone(),
+                Boot {
+                    started,
+                    connected: None,
+                },
+            );
             let r = core.control.start(&app, &id).await.map_err(|e| e.0);
             match &r {
                 Ok(()) => {
                     tracing::info!(app = %app, machine = %id, elapsed = ?started.elapsed(), "autostart: machine started");
                     core.set_override(&id, Some(BackendState::Started));
-                    core.booting.lock().insert(id.clone(), Instant::now());
                 }
-                Err(e) => tracing::warn!(app = %app, machine = %id, "autostart: {e}"),
+                Err(e) => {
+                    tracing::warn!(app = %app, machine = %id, "autostart: {e}");
+                    core.booting.lock().remove(&id);
+                }
             }
             core.starting
                 .lock()

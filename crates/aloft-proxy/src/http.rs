@@ -219,7 +219,7 @@ async fn proxy(
                 last_error = format!("machine {machine} ({addr}): {e}");
                 drop_affinity(ctx);
                 pending = Some(req);
-                if core.booting(machine) {
+                if core.booting(machine, t0) {
                     // Autostarted and still booting: wait for it rather than fail over
                     // (bounded by start_timeout, not counted as an attempt).
                     attempts -= 1;

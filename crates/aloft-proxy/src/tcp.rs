@@ -82,7 +82,7 @@ async fn splice<IO>(
             Ok(Ok(s)) => s,
             Ok(Err(_)) | Err(_) => {
                 lease.metrics().error();
-                if core.booting(&lease.backend.machine_id) {
+                if core.booting(&lease.backend.machine_id, t0) {
                     attempts -= 1;
                     tokio::time::sleep(BOOT_POLL).await;
                 } else {
