@@ -35,7 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 1 200); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -45,7 +44,13 @@ wait_port() {
   return 1
 }
 
-BACKEND=$(free_port); ALOFT=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port)
+# Four distinct free ports, chosen while all four sockets are held (separate calls could hand
+# out the same port twice, and a peer would then silently measure another server).
+read -r BACKEND ALOFT NGINX HAPROXY < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
 
 "$BIN" backend "$BACKEND" >/dev/null & PIDS+=($!)
 "$BIN" proxy "$ALOFT" "$BACKEND" >/dev/null & PIDS+=($!)
@@ -115,6 +120,10 @@ EOF
 haproxy -q -db -f "$TMP/haproxy.cfg" & PIDS+=($!)
 
 for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY"; do wait_port "$p"; done
+# Every server must still be running (one that failed to bind would leave its port to another).
+for p in "${PIDS[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "a server of the bench exited at start-up (pid $p); see above" >&2; exit 1; }
+done
 # Sanity: every path answers the app's body; every proxy adds the same response headers.
 for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY"; do
   body=$(curl -s "http://127.0.0.1:$p/")
