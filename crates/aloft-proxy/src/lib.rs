@@ -45,7 +45,10 @@
 //!   sent, is retried on another machine (up to `max_attempts`); a body-less request is also
 //!   replayed after the machine fails mid-answer. A machine that refused is avoided for 2 s.
 //! * Autostart holds the request (up to `start_timeout`) and polls the booting app's port
-//!   every 5 ms; concurrent requests share one start. The proxy trusts its own start/stop
+//!   every 5 ms; concurrent requests share one start. A machine counts as booting from the
+//!   start request until its first accepted connection (a refusal of an attempt begun before
+//!   that still counts), so requests that see the agent's `started` early wait for the app
+//!   instead of failing over. The proxy trusts its own start/stop
 //!   of a machine until the next table reports a new state for it (or 30 s pass).
 //! * Threads: with `workers > 0` every port has one listener per worker thread
 //!   (SO_REUSEPORT), each on its own single-threaded runtime with its own upstream pool.
