@@ -42,6 +42,8 @@ pub enum AgentError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("data dir {path} is in use by another agent{holder}; stop that agent, or give this one another --data-dir")]
+    DataDirInUse { path: PathBuf, holder: String },
     #[error(transparent)]
     Store(#[from] aloft_store::StoreError),
     #[error("cannot start the process runtime: {0}")]
@@ -72,6 +74,8 @@ pub struct AgentHandle {
     pub routing: Option<Arc<routing::Routing>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
+    /// Held (flock) for the handle's lifetime: one agent per data dir.
+    _lock: std::fs::File,
 }
 
 impl AgentHandle {
@@ -103,11 +107,12 @@ impl Agent {
     /// Starts an agent with the real process runtime under `<data-dir>/runtime`.
     pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         prepare_data_dir(&config)?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let (runtime, events) = Runtime::new(RuntimeConfig {
             data_dir: config.data_dir.join("runtime"),
             max_log_bytes: config.max_log_bytes,
         })?;
-        Agent::start_with(config, Arc::new(runtime), events).await
+        Agent::start_locked(config, lock, Arc::new(runtime), events).await
     }
 
     /// Starts an agent over any [`supervisor::Supervisor`] (tests use a fake).
@@ -117,6 +122,16 @@ impl Agent {
         events: mpsc::UnboundedReceiver<RuntimeEvent>,
     ) -> Result<AgentHandle, AgentError> {
         prepare_data_dir(&config)?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        Agent::start_locked(config, lock, sup, events).await
+    }
+
+    async fn start_locked(
+        config: AgentConfig,
+        lock: std::fs::File,
+        sup: Arc<dyn supervisor::Supervisor>,
+        events: mpsc::UnboundedReceiver<RuntimeEvent>,
+    ) -> Result<AgentHandle, AgentError> {
         let regions = regions::Regions::new(&config.regions).map_err(AgentError::Regions)?;
         let dir_err = |source| AgentError::DataDir {
             path: config.data_dir.clone(),
@@ -194,8 +209,48 @@ impl Agent {
             routing,
             shutdown: Some(tx),
             server,
+            _lock: lock,
         })
     }
+}
+
+/// Takes the exclusive lock on `<data-dir>/agent.lock` and writes our pid into it. Two agents on
+/// one data dir would each reap the other's machines at start-up and race on every write.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, AgentError> {
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join(settings::LOCK_FILE);
+    let dir_err = |source| AgentError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(dir_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(AgentError::DataDirInUse {
+                path: data_dir.to_path_buf(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+    }
+    file.set_len(0).map_err(dir_err)?;
+    file.rewind().map_err(dir_err)?;
+    write!(file, "{}", std::process::id()).map_err(dir_err)?;
+    Ok(file)
 }
 
 fn prepare_data_dir(config: &AgentConfig) -> Result<(), AgentError> {

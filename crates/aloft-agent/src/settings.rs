@@ -10,6 +10,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:4280";
 pub const TOKEN_FILE: &str = "token";
 /// File in the data dir holding the bound API address, written once the agent listens.
 pub const ADDR_FILE: &str = "agent.addr";
+/// Locked (flock) by the running agent; holds its pid.
+pub const LOCK_FILE: &str = "agent.lock";
 /// The SQLite database in the data dir.
 pub const DB_FILE: &str = "state.db";
 

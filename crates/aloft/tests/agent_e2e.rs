@@ -458,6 +458,27 @@ async fn kill_9_of_the_agent_then_restart_relaunches_exactly_once() {
         agent.pid("durable", &b).await,
     ];
 
+    // A second agent on the same data dir is refused before it touches anything.
+    let second = Command::new(env!("CARGO_BIN_EXE_aloft"))
+        .args(["agent", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("ALOFT_LOG", "warn")
+        .output()
+        .expect("second agent runs");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "second agent must not start");
+    assert!(
+        stderr.contains("in use by another agent")
+            && stderr.contains(&agent.child.id().to_string()),
+        "refusal names the holder: {stderr}"
+    );
+    assert!(
+        old.iter().all(|p| alive(*p)),
+        "the refused agent reaped nothing"
+    );
+    assert_eq!(agent.pid("durable", &a).await, old[0]);
+
+    // The lock dies with the agent: the next one starts.
     agent.kill9();
     let agent = AgentProc::start(&data);
     for id in [&a, &b] {
