@@ -912,3 +912,87 @@ async fn auto_destroy_machines_are_destroyed_when_they_exit() {
     assert_eq!(events[1]["type"], "exit");
     h.stop_all().await;
 }
+
+/// The list comes from cached JSON entries with check results spliced in: each entry must be the
+/// machine exactly as `GET …/machines/{id}` shows it (with the newest 5 events instead of 10),
+/// after changes of state, metadata and checks.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_listed_machine_is_the_machine_as_get_shows_it() {
+    let h = Harness::start(&["gru"]).await;
+    h.create_app("same").await;
+    let parked = h.parked_machine("same").await;
+    // A started machine with a service check: the proxy has not run it yet, so the API shows it
+    // as a pending `warning` result.
+    let checked = h
+        .ok(
+            Method::POST,
+            "/v1/apps/same/machines",
+            Some(json!({"region": "gru", "config": {"image": h.image(),
+                "init": {"exec": ["sleep", "30"]},
+                "metadata": {"fly_process_group": "web"},
+                "services": [{"protocol": "tcp", "internal_port": 8080,
+                    "ports": [{"port": 0}],
+                    "checks": [{"type": "tcp", "interval": "1h", "grace_period": "1h"}]}]}})),
+        )
+        .await;
+    let id = checked["id"].as_str().unwrap().to_string();
+    h.ok(
+        Method::GET,
+        &format!("/v1/apps/same/machines/{id}/wait?state=started&timeout=10"),
+        None,
+    )
+    .await;
+    let compare = || async {
+        let list = h.ok(Method::GET, "/v1/apps/same/machines", None).await;
+        let list = list.as_array().unwrap().clone();
+        assert_eq!(list.len(), 2);
+        for entry in &list {
+            let id = entry["id"].as_str().unwrap();
+            let mut got = h
+                .ok(Method::GET, &format!("/v1/apps/same/machines/{id}"), None)
+                .await;
+            let events = got["events"].as_array_mut().unwrap();
+            events.truncate(5);
+            assert_eq!(entry, &got, "list entry of {id} differs from its GET");
+        }
+        list
+    };
+    let list = compare().await;
+    let with_checks = list.iter().find(|m| m["id"] == id.as_str()).unwrap();
+    assert_eq!(
+        with_checks["checks"][0]["status"], "warning",
+        "{with_checks}"
+    );
+    assert!(list
+        .iter()
+        .any(|m| m["id"] == parked["id"] && m.get("checks").is_none()));
+
+    // Changes after the entries were cached: metadata, then a stop (state and events).
+    h.ok(
+        Method::POST,
+        &format!("/v1/apps/same/machines/{id}/metadata/role"),
+        Some(json!({"value": "primary"})),
+    )
+    .await;
+    h.ok(
+        Method::POST,
+        &format!("/v1/apps/same/machines/{id}/stop"),
+        None,
+    )
+    .await;
+    h.ok(
+        Method::GET,
+        &format!("/v1/apps/same/machines/{id}/wait?state=stopped&timeout=10"),
+        None,
+    )
+    .await;
+    let list = compare().await;
+    let stopped = list.iter().find(|m| m["id"] == id.as_str()).unwrap();
+    assert_eq!(stopped["state"], "stopped");
+    assert_eq!(stopped["config"]["metadata"]["role"], "primary");
+    assert!(
+        stopped.get("checks").is_none(),
+        "a stopped machine has no pending checks"
+    );
+    h.stop_all().await;
+}

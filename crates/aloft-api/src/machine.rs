@@ -412,7 +412,9 @@ pub struct Machine {
     pub updated_at: String,
     #[serde(default)]
     pub events: Vec<MachineEvent>,
-    #[serde(default)]
+    /// Omitted when empty, as Fly does (`omitempty`); the agent's list relies on it to add the
+    /// results to a cached entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,

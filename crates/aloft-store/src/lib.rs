@@ -15,18 +15,21 @@
 //! page write instead of two fsyncs. Set `ALOFT_STORE_SYNC=full` (see [`Durability`]) to fsync
 //! every commit instead.
 
+mod cache;
 mod deploys;
 mod error;
 mod migrations;
 mod records;
 mod tx;
 
+pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
 pub use deploys::{ImageRow, ReleaseEventRow, ReleaseRow, UNFINISHED_STATUSES};
 pub use error::StoreError;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};
 pub use tx::{Tx, MAX_EVENTS_PER_MACHINE};
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -54,8 +57,14 @@ impl Durability {
 
 /// The agent's database. Cheap to share behind an `Arc`; one connection guarded by a mutex.
 pub struct Store {
-    conn: Mutex<Connection>,
+    inner: Mutex<Inner>,
     path: Option<PathBuf>,
+}
+
+/// What the mutex guards: the connection and the in-memory state that must change with it.
+struct Inner {
+    conn: Connection,
+    cache: cache::Cache,
 }
 
 impl Store {
@@ -84,10 +93,7 @@ impl Store {
         ))
         .map_err(at)?;
         migrations::migrate(&mut conn)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-            path: Some(path.to_path_buf()),
-        })
+        Ok(Store::over(conn, Some(path.to_path_buf())))
     }
 
     /// A private in-memory database (tests).
@@ -95,10 +101,17 @@ impl Store {
         let mut conn = Connection::open_in_memory()?;
         conn.execute_batch("PRAGMA foreign_keys = ON;")?;
         migrations::migrate(&mut conn)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-            path: None,
-        })
+        Ok(Store::over(conn, None))
+    }
+
+    fn over(conn: Connection, path: Option<PathBuf>) -> Store {
+        Store {
+            inner: Mutex::new(Inner {
+                conn,
+                cache: Default::default(),
+            }),
+            path,
+        }
     }
 
     /// The database file, if any.
@@ -111,9 +124,11 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.lock();
+        let mut inner = self.lock();
+        let Inner { conn, cache } = &mut *inner;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let out = f(&Tx::new(&tx))?;
+        let cache = RefCell::new(cache);
+        let out = f(&Tx::reading(&tx, &cache))?;
         tx.finish()?;
         Ok(out)
     }
@@ -124,17 +139,23 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.lock();
+        let mut inner = self.lock();
+        let Inner { conn, cache } = &mut *inner;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&Tx::new(&tx))?;
+        let (out, changes) = {
+            let tx = Tx::writing(&tx);
+            let out = f(&tx)?;
+            (out, tx.into_changes())
+        };
         tx.commit()?;
+        cache.apply(changes);
         Ok(out)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic inside a closure drops (rolls back) its transaction before the guard is
         // released, so the connection is consistent even when the mutex is poisoned.
-        self.conn
+        self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -3,11 +3,14 @@
 //! Other modules of this crate (e.g. the deploy engine's releases) add their own `impl Tx`
 //! blocks and use [`Tx::conn`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aloft_api::{Lease, MachineConfig, MachineEvent, MachineState};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+use crate::cache::{Cache, Changes, ListedMachine, KEPT_EVENTS, LIST_EVENTS};
 use crate::records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};
 use crate::StoreError;
 
@@ -17,6 +20,15 @@ pub const MAX_EVENTS_PER_MACHINE: i64 = 200;
 /// A transaction on the store.
 pub struct Tx<'a> {
     tx: &'a Transaction<'a>,
+    cache: CacheUse<'a>,
+}
+
+/// How a transaction uses the in-memory cache (see `cache.rs`).
+enum CacheUse<'a> {
+    /// A read sees committed state only: it reads and fills the cache.
+    Read(&'a RefCell<&'a mut Cache>),
+    /// A write may roll back: it bypasses the cache and records its changes for after commit.
+    Write(RefCell<Changes>),
 }
 
 const MACHINE_COLUMNS: &str =
@@ -128,8 +140,31 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<(String, MachineEvent)> {
 }
 
 impl<'a> Tx<'a> {
-    pub(crate) fn new(tx: &'a Transaction<'a>) -> Tx<'a> {
-        Tx { tx }
+    pub(crate) fn reading(tx: &'a Transaction<'a>, cache: &'a RefCell<&'a mut Cache>) -> Tx<'a> {
+        Tx {
+            tx,
+            cache: CacheUse::Read(cache),
+        }
+    }
+
+    pub(crate) fn writing(tx: &'a Transaction<'a>) -> Tx<'a> {
+        Tx {
+            tx,
+            cache: CacheUse::Write(Default::default()),
+        }
+    }
+
+    pub(crate) fn into_changes(self) -> Changes {
+        match self.cache {
+            CacheUse::Write(changes) => changes.into_inner(),
+            CacheUse::Read(_) => Changes::default(),
+        }
+    }
+
+    fn record_change(&self, f: impl FnOnce(&mut Changes)) {
+        if let CacheUse::Write(changes) = &self.cache {
+            f(&mut changes.borrow_mut());
+        }
     }
 
     /// The underlying connection, for modules that add their own tables.
@@ -174,6 +209,7 @@ impl<'a> Tx<'a> {
     /// state (releases, images, group counts).
     pub fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
         self.delete_deploy_state(name)?;
+        self.record_change(Changes::cleared);
         let sub = "(SELECT id FROM machines WHERE app = ?1)";
         for table in ["events", "machine_versions", "leases"] {
             self.tx.execute(
@@ -219,6 +255,7 @@ impl<'a> Tx<'a> {
                     e.into()
                 }
             })?;
+        self.record_change(|c| c.machine_written(&m.id));
         self.add_version(&m.id, &m.instance_id, &m.config, &m.updated_at)
     }
 
@@ -231,6 +268,7 @@ impl<'a> Tx<'a> {
                  host_ports = ?12, restart_count = ?13, created_at = ?14, updated_at = ?15 WHERE id = ?1",
             )?
             .execute(rusqlite::params_from_iter(machine_params(m)))?;
+        self.record_change(|c| c.machine_written(&m.id));
         Ok(())
     }
 
@@ -315,6 +353,64 @@ impl<'a> Tx<'a> {
         Ok(out)
     }
 
+    /// Machines of an app matching `filter`, oldest first, as list entries: record plus
+    /// ready-made JSON (see [`ListedMachine`]). Served from the in-memory cache in read
+    /// transactions; only the ids come from SQLite.
+    pub fn listed_machines(
+        &self,
+        app: &str,
+        filter: &MachineFilter,
+    ) -> Result<Vec<Arc<ListedMachine>>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id FROM machines WHERE app = ?1
+             AND (?2 OR state <> 'destroyed') AND (?3 IS NULL OR region = ?3)
+             ORDER BY created_at, id",
+        )?;
+        let ids = stmt
+            .query_map(params![app, filter.include_deleted, filter.region], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let cached = match &self.cache {
+                CacheUse::Read(cache) => cache.borrow().listed(&id),
+                CacheUse::Write(_) => None,
+            };
+            let listed = match cached {
+                Some(listed) => listed,
+                None => {
+                    let Some(listed) = self.listed_from_db(&id)? else {
+                        continue;
+                    };
+                    if let CacheUse::Read(cache) = &self.cache {
+                        cache.borrow_mut().fill_listed(listed.clone());
+                    }
+                    listed
+                }
+            };
+            if filter.matches(&listed.record) {
+                out.push(listed);
+            }
+        }
+        Ok(out)
+    }
+
+    fn listed_from_db(&self, id: &str) -> Result<Option<Arc<ListedMachine>>, StoreError> {
+        let Some(record) = self.machine_by_id(id)? else {
+            return Ok(None);
+        };
+        let machine = record.to_api(self.events(id, LIST_EVENTS)?);
+        let json = serde_json::to_vec(&machine).map_err(|source| StoreError::Corrupt {
+            what: format!("machine {id}"),
+            source,
+        })?;
+        Ok(Some(Arc::new(ListedMachine {
+            record,
+            json: json.into_boxed_slice(),
+        })))
+    }
+
     /// Every machine of every app that is not destroyed (agent start-up).
     pub fn live_machines(&self) -> Result<Vec<MachineRecord>, StoreError> {
         let mut stmt = self.tx.prepare_cached(&format!(
@@ -387,11 +483,31 @@ impl<'a> Tx<'a> {
                    SELECT seq FROM events WHERE machine_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
             )?
             .execute(params![machine_id, MAX_EVENTS_PER_MACHINE])?;
+        self.record_change(|c| c.event_appended(machine_id, event));
         Ok(())
     }
 
     /// The newest `limit` events of a machine, newest first.
     pub fn events(&self, machine_id: &str, limit: usize) -> Result<Vec<MachineEvent>, StoreError> {
+        match &self.cache {
+            CacheUse::Read(cache) if limit <= KEPT_EVENTS => {
+                if let Some(events) = cache.borrow().events(machine_id, limit) {
+                    return Ok(events);
+                }
+                let mut newest = self.events_from_db(machine_id, KEPT_EVENTS)?;
+                cache.borrow_mut().fill_events(machine_id, newest.clone());
+                newest.truncate(limit);
+                Ok(newest)
+            }
+            _ => self.events_from_db(machine_id, limit),
+        }
+    }
+
+    fn events_from_db(
+        &self,
+        machine_id: &str,
+        limit: usize,
+    ) -> Result<Vec<MachineEvent>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT machine_id, id, kind, status, source, timestamp, request FROM events
              WHERE machine_id = ?1 ORDER BY seq DESC LIMIT ?2",
@@ -400,22 +516,19 @@ impl<'a> Tx<'a> {
         Ok(rows.map(|r| r.map(|(_, e)| e)).collect::<Result<_, _>>()?)
     }
 
-    /// The newest `per_machine` events of every machine of an app, newest first, in one query.
-    pub fn recent_events_of_app(
+    /// The newest `per_machine` events of each of `machine_ids`, newest first.
+    ///
+    /// Served from the in-memory cache where possible (see `cache.rs`); a miss is one
+    /// indexed lookup (`events_machine`), much cheaper than a window-function query over every
+    /// event of the app.
+    pub fn recent_events<'m>(
         &self,
-        app: &str,
+        machine_ids: impl IntoIterator<Item = &'m str>,
         per_machine: usize,
     ) -> Result<HashMap<String, Vec<MachineEvent>>, StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT machine_id, id, kind, status, source, timestamp, request FROM (
-               SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.machine_id ORDER BY e.seq DESC) AS rn
-               FROM events e JOIN machines m ON m.id = e.machine_id WHERE m.app = ?1)
-             WHERE rn <= ?2 ORDER BY machine_id, seq DESC",
-        )?;
-        let mut out: HashMap<String, Vec<MachineEvent>> = HashMap::new();
-        for row in stmt.query_map(params![app, per_machine as i64], event_from_row)? {
-            let (machine_id, event) = row?;
-            out.entry(machine_id).or_default().push(event);
+        let mut out = HashMap::new();
+        for id in machine_ids {
+            out.insert(id.to_string(), self.events(id, per_machine)?);
         }
         Ok(out)
     }

@@ -192,7 +192,9 @@ fn filters_events_and_app_deletion() {
     let events = store.read(|tx| tx.events("aaaaaaaaaaaaaa", 1000)).unwrap();
     assert_eq!(events.len() as i64, aloft_store::MAX_EVENTS_PER_MACHINE);
     assert!(events[0].timestamp > events[1].timestamp, "newest first");
-    let recent = store.read(|tx| tx.recent_events_of_app("web", 3)).unwrap();
+    let recent = store
+        .read(|tx| tx.recent_events(["aaaaaaaaaaaaaa"], 3))
+        .unwrap();
     assert_eq!(recent["aaaaaaaaaaaaaa"].len(), 3);
 
     assert!(store.write(|tx| tx.delete_app("web")).unwrap());
@@ -201,4 +203,100 @@ fn filters_events_and_app_deletion() {
         .read(|tx| tx.machine_by_id("aaaaaaaaaaaaaa"))
         .unwrap()
         .is_none());
+}
+
+/// The list entry of each machine, as JSON turned back into a value.
+fn listed(store: &Store, app: &str) -> Vec<serde_json::Value> {
+    store
+        .read(|tx| tx.listed_machines(app, &MachineFilter::default()))
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_slice(&l.json).unwrap())
+        .collect()
+}
+
+#[test]
+fn list_entries_follow_every_committed_change_and_ignore_rolled_back_ones() {
+    let store = Store::open_in_memory().unwrap();
+    let mut m = machine("aaaaaaaaaaaaaa", "web", "one", "gru", "app");
+    store
+        .write(|tx| {
+            tx.insert_app(&app("web"))?;
+            tx.insert_machine(&m)?;
+            tx.add_event(&m.id, &event("launch", 1))
+        })
+        .unwrap();
+
+    // Read twice: the second comes from the cache and must be the same document, which is the
+    // API `Machine` with the newest LIST_EVENTS events.
+    let first = listed(&store, "web");
+    assert_eq!(first, listed(&store, "web"));
+    let expected = serde_json::to_value(m.to_api(vec![event("launch", 1)])).unwrap();
+    assert_eq!(first, vec![expected]);
+    assert!(
+        first[0].get("checks").is_none(),
+        "no checks key: the agent adds it"
+    );
+
+    // A committed row change and an event are seen by the next list.
+    m.state = MachineState::Started;
+    store.write(|tx| tx.put_machine(&m)).unwrap();
+    assert_eq!(listed(&store, "web")[0]["state"], "started");
+    store
+        .write(|tx| tx.add_event(&m.id, &event("start", 2)))
+        .unwrap();
+    let after = listed(&store, "web");
+    assert_eq!(after[0]["events"][0]["type"], "start", "newest first");
+
+    // A write that fails after changing the row and adding an event leaves both untouched.
+    let mut stopped = m.clone();
+    stopped.state = MachineState::Stopped;
+    let failed: Result<(), StoreError> = store.write(|tx| {
+        tx.put_machine(&stopped)?;
+        tx.add_event(&m.id, &event("stop", 3))?;
+        tx.insert_app(&app("web")) // name taken: rolls everything back
+    });
+    assert!(failed.is_err());
+    assert_eq!(listed(&store, "web"), after);
+    let events = store.read(|tx| tx.events(&m.id, 10)).unwrap();
+    assert_eq!(events.len(), 2);
+
+    // Many events: the cache keeps the newest, in order, like the database.
+    store
+        .write(|tx| {
+            for ts in 10..30 {
+                tx.add_event(&m.id, &event("update", ts))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let cached = store.read(|tx| tx.events(&m.id, 10)).unwrap();
+    let from_db = store.read(|tx| tx.events(&m.id, 1000)).unwrap();
+    assert_eq!(cached[..], from_db[..10]);
+    assert_eq!(
+        listed(&store, "web")[0]["events"].as_array().unwrap().len(),
+        aloft_store::LIST_EVENTS
+    );
+
+    // A filter applies to cached entries too; a deleted app takes its entries with it.
+    let only_stopped = MachineFilter {
+        states: vec![MachineState::Stopped],
+        ..Default::default()
+    };
+    assert!(store
+        .read(|tx| tx.listed_machines("web", &only_stopped))
+        .unwrap()
+        .is_empty());
+    store.write(|tx| tx.delete_app("web")).unwrap();
+    store
+        .write(|tx| {
+            tx.insert_app(&app("web"))?;
+            tx.insert_machine(&machine("bbbbbbbbbbbbbb", "web", "two", "gru", "app"))
+        })
+        .unwrap();
+    let ids: Vec<_> = listed(&store, "web")
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, ["bbbbbbbbbbbbbb"]);
 }

@@ -72,14 +72,24 @@ pub async fn list(
         include_deleted,
         metadata: q.prefixed("metadata."),
     };
-    let summary = q.bool("summary", false)?;
+    if !q.bool("summary", false)? {
+        let json = st.ctl.list_machines_json(&app, filter).await?;
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response());
+    }
     let machines = st
         .ctl
-        .list_machines(&app, ListMachines { filter, summary })
+        .list_machines(
+            &app,
+            ListMachines {
+                filter,
+                summary: true,
+            },
+        )
         .await?;
-    if !summary {
-        return Ok(json_response(&machines, machines.len() * 800));
-    }
     let list: Vec<MachineSummary<'_>> = machines.iter().map(MachineSummary::from).collect();
     Ok(json_response(&list, list.len() * 400))
 }

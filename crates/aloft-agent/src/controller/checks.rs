@@ -10,8 +10,9 @@
 
 use std::collections::HashMap;
 
-use aloft_api::{CheckStatus, Machine, MachineState};
+use aloft_api::{CheckStatus, Machine, MachineConfig, MachineState};
 use aloft_proxy::{CheckReport, RouteTable};
+use aloft_store::MachineRecord;
 
 use super::Controller;
 
@@ -52,25 +53,46 @@ impl Controller {
 
     /// Fills `machine.checks` from the latest results (see the module docs).
     pub fn attach_checks(&self, machine: &mut Machine) {
+        machine.checks = self.latest_checks(&machine.id, machine.state, &machine.config, || {
+            pending_checks(machine)
+        });
+    }
+
+    /// A machine's check results (see the module docs), from its record.
+    pub fn checks_of(&self, rec: &MachineRecord) -> Vec<CheckStatus> {
+        self.latest_checks(&rec.id, rec.state, &rec.config, || {
+            pending_checks(&rec.to_api(Vec::new()))
+        })
+    }
+
+    fn latest_checks(
+        &self,
+        id: &str,
+        state: MachineState,
+        config: &MachineConfig,
+        pending: impl FnOnce() -> Vec<CheckStatus>,
+    ) -> Vec<CheckStatus> {
         let known = self.checks.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(statuses) = known.get(&machine.id) {
-            machine.checks = statuses.clone();
-            return;
+        if let Some(statuses) = known.get(id) {
+            return statuses.clone();
         }
         drop(known);
-        if self.checks_run.load(std::sync::atomic::Ordering::Relaxed) {
-            machine.checks = pending_checks(machine);
+        let has_checks =
+            !config.checks.is_empty() || config.services.iter().any(|s| !s.checks.is_empty());
+        if self.checks_run.load(std::sync::atomic::Ordering::Relaxed)
+            && state == MachineState::Started
+            && has_checks
+        {
+            pending()
+        } else {
+            Vec::new()
         }
     }
 }
 
-/// `warning` entries for the checks a started machine has but nobody has run yet.
+/// `warning` entries for the checks of a started machine that nobody has run yet (callers check
+/// that it is started and has checks).
 fn pending_checks(machine: &Machine) -> Vec<CheckStatus> {
-    let has_checks = !machine.config.checks.is_empty()
-        || machine.config.services.iter().any(|s| !s.checks.is_empty());
-    if machine.state != MachineState::Started || !has_checks {
-        return Vec::new();
-    }
     // The proxy names checks (Fly's `servicecheck-00-http-8080`); ask it for the same names.
     let table = RouteTable::from_machines(&[(String::new(), String::new(), vec![machine.clone()])]);
     let Some(entry) = table.machines.get(&machine.id) else {

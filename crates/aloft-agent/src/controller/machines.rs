@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aloft_api::{Machine, MachineConfig, MachineState, RESTART_POLICIES};
 use aloft_runtime::{LaunchSpec, RuntimeError};
-use aloft_store::{DesiredState, MachineRecord, VersionRecord};
+use aloft_store::{DesiredState, MachineFilter, MachineRecord, VersionRecord};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -20,8 +20,8 @@ use crate::{ids, images};
 
 /// Events attached to a machine in `GET …/machines/{id}`.
 pub const EVENTS_ON_GET: usize = 10;
-/// Events attached to each machine in a list.
-pub const EVENTS_ON_LIST: usize = 5;
+/// Events attached to each machine in a list (the store caches list entries with them).
+pub const EVENTS_ON_LIST: usize = aloft_store::LIST_EVENTS;
 /// Time before SIGKILL when destroying with force.
 const KILL_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -157,34 +157,72 @@ impl Controller {
 
     pub async fn list_machines(&self, app: &str, action: ListMachines) -> ApiResult<Vec<Machine>> {
         let a = app.to_string();
-        let (has_app, recs, mut events) = self
+        let listed = self
             .db(move |s| {
                 s.read(|tx| {
                     if tx.app(&a)?.is_none() {
-                        return Ok((false, Vec::new(), Default::default()));
+                        return Ok(None);
                     }
-                    let recs = tx.machines(&a, &action.filter)?;
+                    let listed = tx.listed_machines(&a, &action.filter)?;
                     let events = if action.summary {
                         Default::default()
                     } else {
-                        tx.recent_events_of_app(&a, EVENTS_ON_LIST)?
+                        let ids = listed.iter().map(|l| l.record.id.as_str());
+                        tx.recent_events(ids, EVENTS_ON_LIST)?
                     };
-                    Ok((true, recs, events))
+                    Ok(Some((listed, events)))
                 })
             })
             .await?;
-        if !has_app {
+        let Some((listed, mut events)) = listed else {
             return Err(ApiError::app_not_found(app));
-        }
-        Ok(recs
-            .into_iter()
-            .map(|r| {
-                let ev = events.remove(&r.id).unwrap_or_default();
-                let mut machine = r.into_api(ev);
+        };
+        Ok(listed
+            .iter()
+            .map(|l| {
+                let ev = events.remove(&l.record.id).unwrap_or_default();
+                let mut machine = l.record.to_api(ev);
                 self.attach_checks(&mut machine);
                 machine
             })
             .collect())
+    }
+
+    /// `GET …/machines` as JSON: the store's cached entries (record and newest events already
+    /// serialised), each with its check results added. Same document as serialising
+    /// [`Controller::list_machines`], without building a `Machine` per entry.
+    pub async fn list_machines_json(&self, app: &str, filter: MachineFilter) -> ApiResult<Vec<u8>> {
+        let a = app.to_string();
+        let listed = self
+            .db(move |s| {
+                s.read(|tx| match tx.app(&a)? {
+                    None => Ok(None),
+                    Some(_) => tx.listed_machines(&a, &filter).map(Some),
+                })
+            })
+            .await?
+            .ok_or_else(|| ApiError::app_not_found(app))?;
+        let size = listed.iter().map(|l| l.json.len() + 1).sum::<usize>();
+        let mut out = Vec::with_capacity(size + 2);
+        out.push(b'[');
+        for (i, l) in listed.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let checks = self.checks_of(&l.record);
+            if checks.is_empty() {
+                out.extend_from_slice(&l.json);
+                continue;
+            }
+            // The cached object has no `checks` key and starts with `{"id":…`: put it first.
+            out.extend_from_slice(b"{\"checks\":");
+            serde_json::to_writer(&mut out, &checks)
+                .map_err(|e| ApiError::internal(format!("cannot encode check results: {e}")))?;
+            out.push(b',');
+            out.extend_from_slice(&l.json[1..]);
+        }
+        out.push(b']');
+        Ok(out)
     }
 
     pub async fn machine_events(
