@@ -6,6 +6,17 @@
 //! hard limit, so concurrent clients can never push a machine over it. The load counted is open
 //! client connections or in-flight requests depending on the service's concurrency type; the
 //! caller decides how long a [`Lease`] lives accordingly.
+//!
+//! Bands are compared only within one region. [`Proximity`] ranks regions: the regions of a
+//! request's `Fly-Prefer-Region` in their order, then the proxy's own region
+//! (`ProxyConfig::region`), then every other region. The caller (`core.rs`) offers
+//! [`Registry::pick`] the machines of the closest region first, and moves to the next region
+//! only when none of them can take the request (all unhealthy, cordoned, stopped without
+//! autostart, or at `hard_limit`): soft limits shift load within a region, never across.
+//!
+//! Deliberate difference from Fly: Fly ranks machines by measured RTT from the edge. Aloft
+//! measures none, so all regions that are neither preferred nor the proxy's own are equally
+//! far: they form one group, balanced by bands as if they were one region.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -253,6 +264,61 @@ impl Registry {
     }
 }
 
+/// At most this many regions of a `Fly-Prefer-Region` list count; later ones are ignored (a
+/// long list would make every pick slower).
+pub const MAX_PREFERRED_REGIONS: usize = 8;
+
+/// How close a region is for one request: [`Proximity::rank`] 0 is closest. Borrowed from the
+/// request and the proxy's config, so making one costs nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct Proximity<'a> {
+    /// `Fly-Prefer-Region` as sent: comma-separated codes, most preferred first (may be empty).
+    preferred: &'a str,
+    /// The proxy's own region.
+    local: &'a str,
+}
+
+impl<'a> Proximity<'a> {
+    pub fn new(local: &'a str, preferred: &'a str) -> Self {
+        Proximity { preferred, local }
+    }
+
+    /// The position of `region` among the preferred ones; else the number of preferred
+    /// regions for the proxy's own region, one more for any other region.
+    pub fn rank(&self, region: &str) -> usize {
+        let mut n = 0;
+        for p in self.preferred_regions() {
+            if p.eq_ignore_ascii_case(region) {
+                return n;
+            }
+            n += 1;
+        }
+        if region == self.local {
+            n
+        } else {
+            n + 1
+        }
+    }
+
+    fn preferred_regions(&self) -> impl Iterator<Item = &'a str> {
+        self.preferred
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .take(MAX_PREFERRED_REGIONS)
+    }
+
+    /// The lowest and highest rank among `backends` (equal when they are all as close, the
+    /// common case of one region and no hint); `(0, 0)` for none.
+    pub fn span(&self, backends: &[Backend]) -> (usize, usize) {
+        let mut it = backends.iter().map(|b| self.rank(&b.region));
+        let Some(first) = it.next() else {
+            return (0, 0);
+        };
+        it.fold((first, first), |(lo, hi), r| (lo.min(r), hi.max(r)))
+    }
+}
+
 /// Stores `now` unless already there: many requests a millisecond would otherwise all write
 /// the same shared line.
 fn touch(at: &AtomicU64, now: u64) {
@@ -388,6 +454,35 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn proximity_ranks_preferred_regions_then_own_region_then_the_rest() {
+        let own = Proximity::new("ams", "");
+        assert_eq!(
+            (own.rank("ams"), own.rank("iad"), own.rank("ord")),
+            (0, 1, 1)
+        );
+        let hinted = Proximity::new("ams", " iad, ORD ,,");
+        assert_eq!(hinted.rank("iad"), 0);
+        assert_eq!(hinted.rank("ord"), 1);
+        assert_eq!(hinted.rank("ams"), 2);
+        assert_eq!(hinted.rank("fra"), 3);
+        // The proxy's region named in the list keeps its place there.
+        assert_eq!(Proximity::new("ams", "ams,iad").rank("iad"), 1);
+        let (mut a, mut b) = (backend("a"), backend("b"));
+        assert_eq!(own.span(&[a.clone(), b.clone()]), (0, 0));
+        b.region = "iad".into();
+        assert_eq!(own.span(&[a.clone(), b.clone()]), (0, 1));
+        a.region = "fra".into();
+        assert_eq!(hinted.span(&[a, b]), (0, 3));
+        assert_eq!(own.span(&[]), (0, 0));
+        // Only the first MAX_PREFERRED_REGIONS count.
+        let long = ["x"; MAX_PREFERRED_REGIONS].join(",") + ",iad";
+        assert_eq!(
+            Proximity::new("ams", &long).rank("iad"),
+            MAX_PREFERRED_REGIONS + 1
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The state every listener shares and the routing decision: which machine takes a connection
-//! or request, including waiting for capacity and autostart (machines-api §4.3–§4.4).
+//! or request — closest region first, client hints applied — including waiting for capacity
+//! and autostart (machines-api §4.2–§4.4).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::balance::{Lease, Pick, Registry};
+use crate::balance::{Lease, Pick, Proximity, Registry};
 use crate::control::MachineControl;
 use crate::health::HealthState;
+use crate::hints::Hints;
 use crate::pool::Pool;
 use crate::table::{Backend, BackendState, PortRoute, RouteTable};
 use crate::tls::TlsStore;
@@ -130,6 +132,17 @@ struct Override {
     /// The machine's state in the table when the override was set.
     table_state: Option<BackendState>,
     at: Instant,
+}
+
+/// The outcome of [`Core::choose`].
+enum Choice {
+    Leased(Lease),
+    /// Start this machine (autostart) and route to it.
+    Start(Backend),
+    /// Nothing can take the request now; `busy` when machines are there but full.
+    Wait {
+        busy: bool,
+    },
 }
 
 /// Why no machine took a request.
@@ -331,22 +344,29 @@ impl Core {
     /// Takes a slot on a machine for `route`, skipping machines in `exclude` (those that just
     /// refused a connection). Waits up to `cfg.queue_timeout` for capacity, and starts a stopped
     /// machine when autostart applies. `Ok((lease, fresh))`: `fresh` when the machine was just
-    /// started by this call.
+    /// started by this call. For raw TCP, which carries no routing hints.
     pub async fn acquire(
         &self,
         route: &Arc<PortRoute>,
         exclude: &[String],
     ) -> Result<(Lease, bool), Unavailable> {
-        self.acquire_from(route, exclude, false).await
+        self.acquire_from(route, exclude, false, &Hints::default())
+            .await
     }
 
-    /// [`Core::acquire`]; `current` when the caller has just read `route` from the table (so
-    /// it need not be looked up again).
+    /// [`Core::acquire`] for a request with routing `hints`; `current` when the caller has just
+    /// read `route` from the table (so it need not be looked up again).
+    ///
+    /// Machines of the closest region (see [`Proximity`]) are tried first, the next region only
+    /// when none of them can take the request. `Fly-Prefer-Instance-Id` names a machine tried
+    /// before all others (the caller compares the lease with it); `Fly-Force-Instance-Id` the
+    /// only machine that may take the request.
     pub async fn acquire_from(
         &self,
         route: &Arc<PortRoute>,
         exclude: &[String],
         current: bool,
+        hints: &Hints,
     ) -> Result<(Lease, bool), Unavailable> {
         let deadline = Instant::now() + self.cfg.queue_timeout;
         // Always decide on the newest table, not the caller's snapshot.
@@ -355,122 +375,270 @@ impl Core {
         } else {
             self.route(route.port).unwrap_or_else(|| route.clone())
         };
-        // Watches table changes while waiting; made on the first wait only (see below).
+        if let Some(id) = hints.force_instance() {
+            return self.acquire_forced(route, exclude, id, deadline).await;
+        }
+        let near = Proximity::new(&self.cfg.region, hints.regions());
+        // Watches table changes while waiting; made on the first wait only (see `wait_change`).
         let mut table: Option<watch::Receiver<RouteTable>> = None;
         loop {
-            let mut candidates: Vec<&Backend> = route
-                .backends
-                .iter()
-                .filter(|b| !exclude.contains(&b.machine_id) && self.routable(b))
-                .collect();
-            if candidates
-                .iter()
-                .any(|b| !self.recently_refused(&b.machine_id))
-            {
-                candidates.retain(|b| !self.recently_refused(&b.machine_id));
-            }
-            let pick = self.registry.pick(&route.app, &route.policy, &candidates);
-            let busy = match pick {
-                Pick::Leased { lease, over_soft } => {
-                    if over_soft && route.policy.autostart {
-                        // Capacity exists but every machine is over its soft limit: wake one
-                        // more machine for the next requests, without holding this one.
-                        if let Some(b) = self.startable(&route, exclude) {
-                            drop(self.start_rx(&route.app, &b.machine_id));
-                        }
-                    }
+            if let Some(id) = hints.prefer_instance() {
+                if let Some(lease) = self.try_preferred(&route, exclude, id) {
                     return Ok((lease, false));
                 }
-                Pick::AllAtHardLimit => true,
-                Pick::NoCandidate => false,
-            };
-            if route.policy.autostart {
-                if let Some(b) = self.startable(&route, exclude) {
-                    let remaining = deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(self.cfg.start_timeout);
-                    match tokio::time::timeout(remaining, self.start(&route.app, &b.machine_id))
-                        .await
-                    {
-                        Ok(Ok(())) => {
-                            let b = self.wait_table_started(&route, &b).await;
-                            let svc = self.registry.service(&route.app, b.internal_port);
-                            if let Some(lease) =
-                                self.registry.try_acquire(&svc, &b, route.policy.hard_limit)
-                            {
-                                return Ok((lease, true));
-                            }
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!(app = %route.app, machine = %b.machine_id, "autostart failed: {e}")
-                        }
-                        Err(_) => {
-                            tracing::warn!(app = %route.app, machine = %b.machine_id, "autostart timed out")
+            }
+            let busy = match self.choose(&route, exclude, near) {
+                Choice::Leased(lease) => return Ok((lease, false)),
+                Choice::Start(b) => {
+                    match self.start_and_lease(&route, &b, deadline).await {
+                        Ok(Some(lease)) => return Ok((lease, true)),
+                        // Started, but other requests took its capacity: decide again.
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(app = %route.app, machine = %b.machine_id, "{e}")
                         }
                     }
                     continue_or_fail(deadline, &route)?;
                     continue;
                 }
-            }
-            // Wait for a slot to free up or for the table to change (a machine started,
-            // passed its checks, a deploy added one), bounded.
-            let now = Instant::now();
-            if now >= deadline {
-                let reason = if busy {
-                    format!(
-                        "all machines of app {} on port {} are at their hard_limit",
-                        route.app, route.port
-                    )
-                } else {
-                    format!(
-                        "no started, healthy machine of app {} serves port {}",
-                        route.app, route.port
-                    )
-                };
-                return Err(Unavailable(reason));
-            }
-            let svc = self.registry.service(
-                &route.app,
-                route.backends.first().map(|b| b.internal_port).unwrap_or(0),
-            );
-            // Health changes are not signalled, and a release between the pick and this wait
-            // is missed: wake up at a short period as a fallback.
-            let tick = Duration::from_millis(50).min(deadline - now);
-            let table = match &mut table {
-                Some(t) => Some(t),
-                None => {
-                    let t = table.insert(self.table.clone());
-                    // A table change since the route was read would not wake the watch:
-                    // decide again at once in that case.
-                    let same = self
-                        .route(route.port)
-                        .is_some_and(|r| Arc::ptr_eq(&r, &route));
-                    same.then_some(t)
-                }
+                Choice::Wait { busy } => busy,
             };
-            if let Some(table) = table {
-                tokio::select! {
-                    _ = svc.wait_freed(tick) => {}
-                    _ = table.changed() => {}
-                }
-            }
-            if let Some(r) = self.route(route.port) {
-                route = r;
-            } else {
-                return Err(Unavailable(format!(
-                    "port {} is no longer served",
-                    route.port
-                )));
-            }
+            route = self
+                .wait_change(route.clone(), deadline, &mut table, || {
+                    no_machine(&route, busy)
+                })
+                .await?;
         }
     }
 
-    /// A stopped or suspended machine autostart may wake (suspended first: resumes faster).
-    fn startable(&self, route: &PortRoute, exclude: &[String]) -> Option<Backend> {
+    /// One decision on `route` as it is now, region by region from the closest: a slot on a
+    /// machine of the region, else a stopped machine of the region to start (autostart), else
+    /// the next region. Machines that recently refused a connection are used only when no
+    /// region offers anything else.
+    fn choose(&self, route: &PortRoute, exclude: &[String], near: Proximity<'_>) -> Choice {
+        let (lo, hi) = near.span(&route.backends);
+        let mut busy = false;
+        let mut candidates: Vec<&Backend> = Vec::with_capacity(route.backends.len());
+        // Avoiding recently refused machines takes a second pass to fall back on them.
+        let passes = if self.refused.maybe_any() { 2 } else { 1 };
+        for pass in 0..passes {
+            let avoid_refused = pass + 1 < passes;
+            for rank in lo..=hi {
+                // One region (the common case): no rank to compute.
+                let in_tier = |b: &Backend| lo == hi || near.rank(&b.region) == rank;
+                candidates.clear();
+                candidates.extend(route.backends.iter().filter(|b| {
+                    in_tier(b)
+                        && !exclude.contains(&b.machine_id)
+                        && self.routable(b)
+                        && !(avoid_refused && self.recently_refused(&b.machine_id))
+                }));
+                match self.registry.pick(&route.app, &route.policy, &candidates) {
+                    Pick::Leased { lease, over_soft } => {
+                        if over_soft && route.policy.autostart {
+                            // Capacity exists but every machine of the region is over its soft
+                            // limit: wake one more machine of the region for the next
+                            // requests, without holding this one.
+                            if let Some(b) = self.startable(route, exclude, in_tier) {
+                                drop(self.start_rx(&route.app, &b.machine_id));
+                            }
+                        }
+                        return Choice::Leased(lease);
+                    }
+                    Pick::AllAtHardLimit => busy = true,
+                    Pick::NoCandidate => {}
+                }
+                if pass == 0 && route.policy.autostart {
+                    if let Some(b) = self.startable(route, exclude, in_tier) {
+                        return Choice::Start(b);
+                    }
+                }
+            }
+        }
+        Choice::Wait { busy }
+    }
+
+    /// A slot on the machine of `Fly-Prefer-Instance-Id` if it can take the request now:
+    /// routable, not excluded, under its hard limit. It is not started for the hint.
+    fn try_preferred(&self, route: &PortRoute, exclude: &[String], id: &str) -> Option<Lease> {
+        let b = route.backends.iter().find(|b| b.machine_id == id)?;
+        if exclude.iter().any(|x| x == id) || !self.routable(b) || self.recently_refused(id) {
+            return None;
+        }
+        let svc = self.registry.service(&route.app, b.internal_port);
+        self.registry.try_acquire(&svc, b, route.policy.hard_limit)
+    }
+
+    /// `Fly-Force-Instance-Id`: a slot on machine `id`, or why not; never another machine. A
+    /// stopped machine is started when autostart applies; at its hard limit the request waits
+    /// for a slot like any other (up to `queue_timeout`).
+    async fn acquire_forced(
+        &self,
+        mut route: Arc<PortRoute>,
+        exclude: &[String],
+        id: &str,
+        deadline: Instant,
+    ) -> Result<(Lease, bool), Unavailable> {
+        let forced =
+            |why: String| Unavailable(format!("machine {id} named by Fly-Force-Instance-Id {why}"));
+        let mut table: Option<watch::Receiver<RouteTable>> = None;
+        loop {
+            let Some(b) = route.backends.iter().find(|b| b.machine_id == id) else {
+                return Err(forced(self.why_not_candidate(&route, id)));
+            };
+            if exclude.iter().any(|x| x == id) {
+                return Err(forced("refused the connection".into()));
+            }
+            if self.routable(b) {
+                let svc = self.registry.service(&route.app, b.internal_port);
+                if let Some(lease) = self.registry.try_acquire(&svc, b, route.policy.hard_limit) {
+                    return Ok((lease, false));
+                }
+            } else if route.policy.autostart
+                && b.addr.is_some()
+                && self.effective_state(b).startable()
+            {
+                let b = b.clone();
+                match self.start_and_lease(&route, &b, deadline).await {
+                    Ok(Some(lease)) => return Ok((lease, true)),
+                    Ok(None) => {}
+                    Err(e) => return Err(forced(format!("could not be started: {e}"))),
+                }
+                continue_or_fail(deadline, &route)?;
+                continue;
+            } else {
+                return Err(forced(self.why_unroutable(&route, b)));
+            }
+            route = self
+                .wait_change(route.clone(), deadline, &mut table, || {
+                    forced(format!(
+                        "is at its hard_limit on port {} of app {}",
+                        route.port, route.app
+                    ))
+                })
+                .await?;
+        }
+    }
+
+    /// Why machine `id` is no candidate for `route`, for people.
+    fn why_not_candidate(&self, route: &PortRoute, id: &str) -> String {
+        match self.table.borrow().machines.get(id) {
+            Some(m) if m.app == route.app && m.cordoned => "is cordoned".into(),
+            Some(m) if m.app == route.app => format!("does not serve port {}", route.port),
+            _ => format!("is not a machine of app {}", route.app),
+        }
+    }
+
+    /// Why candidate `b` cannot take traffic now (autostart aside), for people.
+    fn why_unroutable(&self, route: &PortRoute, b: &Backend) -> String {
+        let state = self.effective_state(b);
+        if b.addr.is_none() {
+            return format!("has no host port for internal port {}", b.internal_port);
+        }
+        match state {
+            BackendState::Stopped | BackendState::Suspended => format!(
+                "is {} and autostart is off for port {} of app {}",
+                if state == BackendState::Stopped {
+                    "stopped"
+                } else {
+                    "suspended"
+                },
+                route.port,
+                route.app
+            ),
+            BackendState::Other => {
+                let now = self
+                    .table
+                    .borrow()
+                    .machines
+                    .get(&b.machine_id)
+                    .map_or("gone", |m| m.state.as_str());
+                format!("is not started (state: {now})")
+            }
+            BackendState::Started if self.health.failing(&b.machine_id) => {
+                "fails its service checks".into()
+            }
+            BackendState::Started => "is not routable".into(),
+        }
+    }
+
+    /// Starts machine `b` (one start shared by concurrent requests) and takes a slot on it once
+    /// the agent's table confirms it. `Ok(None)`: started, but others took its capacity first.
+    async fn start_and_lease(
+        &self,
+        route: &PortRoute,
+        b: &Backend,
+        deadline: Instant,
+    ) -> Result<Option<Lease>, String> {
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(self.cfg.start_timeout);
+        match tokio::time::timeout(remaining, self.start(&route.app, &b.machine_id)).await {
+            Ok(Ok(())) => {
+                let b = self.wait_table_started(route, b).await;
+                let svc = self.registry.service(&route.app, b.internal_port);
+                Ok(self.registry.try_acquire(&svc, &b, route.policy.hard_limit))
+            }
+            Ok(Err(e)) => Err(format!("autostart failed: {e}")),
+            Err(_) => Err(format!("autostart timed out after {remaining:?}")),
+        }
+    }
+
+    /// Waits for a slot of the route's service to free up or for the table to change (a
+    /// machine started, passed its checks, a deploy added one), and returns the port's newest
+    /// route; `Err(why())` once `deadline` has passed. `table` keeps the watch across waits.
+    async fn wait_change(
+        &self,
+        route: Arc<PortRoute>,
+        deadline: Instant,
+        table: &mut Option<watch::Receiver<RouteTable>>,
+        why: impl FnOnce() -> Unavailable,
+    ) -> Result<Arc<PortRoute>, Unavailable> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(why());
+        }
+        let svc = self.registry.service(
+            &route.app,
+            route.backends.first().map(|b| b.internal_port).unwrap_or(0),
+        );
+        // Health changes are not signalled, and a release between the pick and this wait
+        // is missed: wake up at a short period as a fallback.
+        let tick = Duration::from_millis(50).min(deadline - now);
+        let table = match table {
+            Some(t) => Some(t),
+            None => {
+                let t = table.insert(self.table.clone());
+                // A table change since the route was read would not wake the watch:
+                // decide again at once in that case.
+                let same = self
+                    .route(route.port)
+                    .is_some_and(|r| Arc::ptr_eq(&r, &route));
+                same.then_some(t)
+            }
+        };
+        if let Some(table) = table {
+            tokio::select! {
+                _ = svc.wait_freed(tick) => {}
+                _ = table.changed() => {}
+            }
+        }
+        self.route(route.port)
+            .ok_or_else(|| Unavailable(format!("port {} is no longer served", route.port)))
+    }
+
+    /// A stopped or suspended machine of the region `in_tier` accepts that autostart may wake
+    /// (suspended first: resumes faster).
+    fn startable(
+        &self,
+        route: &PortRoute,
+        exclude: &[String],
+        in_tier: impl Fn(&Backend) -> bool,
+    ) -> Option<Backend> {
         let mut c: Vec<(&Backend, BackendState)> = route
             .backends
             .iter()
-            .filter(|b| !exclude.contains(&b.machine_id) && b.addr.is_some())
+            .filter(|b| in_tier(b) && !exclude.contains(&b.machine_id) && b.addr.is_some())
             .map(|b| (b, self.effective_state(b)))
             .filter(|(_, st)| st.startable())
             .collect();
@@ -576,6 +744,21 @@ impl Core {
         }
         b.clone()
     }
+}
+
+/// Why a request found no machine after waiting: all full (`busy`), or none routable.
+fn no_machine(route: &PortRoute, busy: bool) -> Unavailable {
+    Unavailable(if busy {
+        format!(
+            "all machines of app {} on port {} are at their hard_limit",
+            route.app, route.port
+        )
+    } else {
+        format!(
+            "no started, healthy machine of app {} serves port {}",
+            route.app, route.port
+        )
+    })
 }
 
 fn continue_or_fail(deadline: Instant, route: &PortRoute) -> Result<(), Unavailable> {

@@ -19,6 +19,7 @@ use hyper_util::server::conn::auto;
 
 use crate::balance::Lease;
 use crate::core::{Core, BOOT_POLL};
+use crate::hints::{Hints, FLY_PREFERRED_INSTANCE_UNAVAILABLE};
 use crate::pool::{Pool, UpBody};
 use crate::table::{ConcurrencyKind, PortRoute};
 
@@ -138,6 +139,8 @@ async fn proxy(
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
+    // Acted on when a machine is picked; the headers themselves go upstream unchanged.
+    let hints = Hints::from_headers(&parts.headers);
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(v) = upgrade_value.filter(|_| wants_upgrade) {
@@ -191,11 +194,11 @@ async fn proxy(
     let mut first = true;
     while attempts < core.cfg.max_attempts {
         attempts += 1;
-        let Some(req) = pending.take().or_else(|| template.as_ref().map(rebuild)) else {
+        let Some(mut req) = pending.take().or_else(|| template.as_ref().map(rebuild)) else {
             break;
         };
         let current = std::mem::take(&mut first);
-        let (lease, _fresh) = match lease_for(core, ctx, route, &exclude, current).await {
+        let (lease, _fresh) = match lease_for(core, ctx, route, &exclude, current, &hints).await {
             Ok(l) => l,
             Err(reason) => {
                 core.count_unavailable(route);
@@ -210,6 +213,7 @@ async fn proxy(
             continue;
         };
         let machine = lease.backend.machine_id.as_str();
+        mark_preferred_unavailable(&hints, machine, req.headers_mut());
         let t0 = Instant::now();
         let mut conn = match core.pool.checkout(addr).await {
             Ok(c) => c,
@@ -305,14 +309,29 @@ async fn proxy(
     )
 }
 
-/// The lease for this request: the connection's sticky one for `connections`, a new one per
-/// request for `requests`.
+/// With `Fly-Prefer-Instance-Id`, tells the app whether the preferred machine was used:
+/// `Fly-Preferred-Instance-Unavailable: <id>` when another machine answers (set or cleared on
+/// every attempt, as a retry may land elsewhere).
+fn mark_preferred_unavailable(hints: &Hints, machine: &str, h: &mut HeaderMap) {
+    let Some(value) = hints.prefer_instance_value() else {
+        return;
+    };
+    if hints.prefer_instance() == Some(machine) {
+        h.remove(FLY_PREFERRED_INSTANCE_UNAVAILABLE);
+    } else {
+        h.insert(FLY_PREFERRED_INSTANCE_UNAVAILABLE, value.clone());
+    }
+}
+
+/// The lease for this request: the connection's sticky one for `connections` (unless the
+/// request's instance hints name another machine), a new one per request for `requests`.
 async fn lease_for(
     core: &Arc<Core>,
     ctx: &ConnCtx,
     route: &Arc<PortRoute>,
     exclude: &[String],
     current: bool,
+    hints: &Hints,
 ) -> Result<(LeaseRef, bool), crate::core::Unavailable> {
     if route.policy.concurrency == ConcurrencyKind::Connections {
         if let Some(l) = ctx
@@ -322,16 +341,19 @@ async fn lease_for(
             .clone()
         {
             let still = route.backends.iter().any(|b| b == &l.backend) && core.routable(&l.backend);
-            if still && !exclude.contains(&l.backend.machine_id) {
+            if still
+                && !exclude.contains(&l.backend.machine_id)
+                && hints.allows(&l.backend.machine_id)
+            {
                 return Ok((LeaseRef::Shared(l), false));
             }
         }
-        let (lease, fresh) = core.acquire_from(route, exclude, current).await?;
+        let (lease, fresh) = core.acquire_from(route, exclude, current, hints).await?;
         let lease = Arc::new(lease);
         *ctx.affinity.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease.clone());
         return Ok((LeaseRef::Shared(lease), fresh));
     }
-    let (lease, fresh) = core.acquire_from(route, exclude, current).await?;
+    let (lease, fresh) = core.acquire_from(route, exclude, current, hints).await?;
     Ok((LeaseRef::Owned(lease), fresh))
 }
 

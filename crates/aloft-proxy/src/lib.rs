@@ -38,6 +38,24 @@
 //!   host port for the service, and none of its service checks is `critical`. A check that has
 //!   not run yet is reported `warning` and does not block routing (a refused connection is
 //!   retried elsewhere anyway); deploys wait for `passing` through [`ProxyHandle::checks`].
+//! * Regions (§4.3 steps 2–4): machines in the proxy's own region ([`ProxyConfig::region`])
+//!   take all traffic while any of them can; soft limits shift load only within a region.
+//!   Another region is used only when every machine of the closer one is unhealthy, stopped
+//!   with autostart off, or at `hard_limit`; autostart wakes a machine of the closest region
+//!   first. Deliberate difference from Fly, which ranks by measured RTT: Aloft measures none,
+//!   so all regions other than the preferred ones and its own are equally far and balanced as
+//!   one (see [`balance`]).
+//! * Client hints (§4.2, http handler; see [`hints`]). The headers reach the app unchanged.
+//!   `Fly-Prefer-Region: iad,ord` ranks those regions, in order, before the proxy's own (the
+//!   first 8 count; region aliases such as `us` or `eu` are not supported and match nothing).
+//!   `Fly-Prefer-Instance-Id` takes that machine when it is routable and under its hard
+//!   limit (it is not autostarted for the hint); otherwise the request is routed as usual
+//!   and the app gets `Fly-Preferred-Instance-Unavailable: <id>`. `Fly-Force-Instance-Id`
+//!   routes only to that machine: autostarted when stopped and autostart applies, queued at
+//!   its hard limit like any request, else a 503 naming the machine and why — never another
+//!   machine. On a `connections` keep-alive connection an instance hint naming another
+//!   machine moves the connection there; a region hint applies when the connection picks
+//!   its machine.
 //! * Load: `concurrency.type = "requests"` counts in-flight requests (upstream connections are
 //!   pooled for `upstream_idle_timeout`); `"connections"` (the default) counts client
 //!   connections, and with the http handler a client connection sticks to its machine.
@@ -61,6 +79,7 @@ pub mod balance;
 pub mod control;
 mod core;
 pub mod health;
+pub mod hints;
 mod http;
 pub mod listeners;
 pub mod metrics;

@@ -256,20 +256,35 @@ pub async fn bound(proxy: &ProxyHandle, port: u16) -> SocketAddr {
 
 /// One GET on a fresh connection: (status, headers, body).
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, String) {
+    get_with(addr, path, &[]).await
+}
+
+/// [`get`] with extra request headers.
+pub async fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", "example.test")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = request(path, headers);
     let resp = tx.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, headers, String::from_utf8_lossy(&body).to_string())
+}
+
+/// A GET for `example.test` with extra headers.
+fn request(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::get(path).header("host", "example.test");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(Full::new(Bytes::new())).unwrap()
 }
 
 /// A keep-alive client connection for many requests.
@@ -288,11 +303,17 @@ impl KeepAlive {
     }
 
     pub async fn get(&mut self, path: &str) -> Result<(u16, String), String> {
+        self.get_with(path, &[]).await
+    }
+
+    /// [`KeepAlive::get`] with extra request headers.
+    pub async fn get_with(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, String), String> {
         self.tx.ready().await.map_err(|e| e.to_string())?;
-        let req = Request::get(path)
-            .header("host", "example.test")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let req = request(path, headers);
         let resp = self.tx.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let body = resp

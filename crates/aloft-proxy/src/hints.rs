@@ -1,0 +1,114 @@
+//! Client routing hints (machines-api §4.2): `Fly-Prefer-Region`, `Fly-Prefer-Instance-Id` and
+//! `Fly-Force-Instance-Id` request headers.
+//!
+//! They are read once per request ([`Hints::from_headers`]: one pass over the header names, no
+//! allocation) and acted on when a machine is picked (`Core::acquire_from` in `core.rs`). The
+//! headers themselves are forwarded to the app unchanged, as Fly does.
+//!
+//! Region aliases (`us`, `eu`, `sa`…) are not supported: an alias in `Fly-Prefer-Region`
+//! matches no machine's region and is skipped like an unknown region code.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub const FLY_PREFER_REGION: HeaderName = HeaderName::from_static("fly-prefer-region");
+pub const FLY_PREFER_INSTANCE_ID: HeaderName = HeaderName::from_static("fly-prefer-instance-id");
+pub const FLY_FORCE_INSTANCE_ID: HeaderName = HeaderName::from_static("fly-force-instance-id");
+/// Added to the upstream request when the machine of `Fly-Prefer-Instance-Id` was not used.
+pub const FLY_PREFERRED_INSTANCE_UNAVAILABLE: HeaderName =
+    HeaderName::from_static("fly-preferred-instance-unavailable");
+
+/// The routing hints of one request. Empty (and free) for a request without hint headers,
+/// which is also what raw TCP connections use.
+#[derive(Clone, Debug, Default)]
+pub struct Hints {
+    /// `Fly-Prefer-Region`: region codes, comma-separated, most preferred first.
+    regions: Option<HeaderValue>,
+    /// `Fly-Prefer-Instance-Id`.
+    prefer_instance: Option<HeaderValue>,
+    /// `Fly-Force-Instance-Id`.
+    force_instance: Option<HeaderValue>,
+}
+
+impl Hints {
+    /// Reads the hint headers (the first non-empty value of each). Values that are not
+    /// visible ASCII are ignored.
+    pub fn from_headers(headers: &HeaderMap) -> Hints {
+        let mut hints = Hints::default();
+        for (name, value) in headers {
+            // Every hint starts with `fly-`: most headers are passed over on their first bytes.
+            if !name.as_str().starts_with("fly-") {
+                continue;
+            }
+            let slot = if name == FLY_PREFER_REGION {
+                &mut hints.regions
+            } else if name == FLY_PREFER_INSTANCE_ID {
+                &mut hints.prefer_instance
+            } else if name == FLY_FORCE_INSTANCE_ID {
+                &mut hints.force_instance
+            } else {
+                continue;
+            };
+            let usable = value.to_str().is_ok_and(|v| !v.trim().is_empty());
+            if slot.is_none() && usable {
+                *slot = Some(value.clone());
+            }
+        }
+        hints
+    }
+
+    /// The `Fly-Prefer-Region` list as sent (`""` without one); see [`crate::balance::Proximity`].
+    pub fn regions(&self) -> &str {
+        text(&self.regions).unwrap_or("")
+    }
+
+    /// The machine id of `Fly-Prefer-Instance-Id`.
+    pub fn prefer_instance(&self) -> Option<&str> {
+        text(&self.prefer_instance)
+    }
+
+    /// The `Fly-Prefer-Instance-Id` value, to name it in `Fly-Preferred-Instance-Unavailable`.
+    pub fn prefer_instance_value(&self) -> Option<&HeaderValue> {
+        self.prefer_instance.as_ref()
+    }
+
+    /// The machine id of `Fly-Force-Instance-Id`.
+    pub fn force_instance(&self) -> Option<&str> {
+        text(&self.force_instance)
+    }
+
+    /// Whether machine `id` satisfies the instance hints, so a client connection already on
+    /// it may stay there. Region hints do not move a connection that has a machine.
+    pub fn allows(&self, machine_id: &str) -> bool {
+        self.force_instance().is_none_or(|f| f == machine_id)
+            && self.prefer_instance().is_none_or(|p| p == machine_id)
+    }
+}
+
+fn text(v: &Option<HeaderValue>) -> Option<&str> {
+    v.as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_hints_and_ignores_empty_values() {
+        let mut h = HeaderMap::new();
+        h.insert("fly-prefer-region", HeaderValue::from_static("iad, ord"));
+        h.insert("fly-force-instance-id", HeaderValue::from_static(" "));
+        h.insert("Fly-Prefer-Instance-Id", HeaderValue::from_static("m1"));
+        h.insert("fly-region", HeaderValue::from_static("ams"));
+        let hints = Hints::from_headers(&h);
+        assert_eq!(hints.regions(), "iad, ord");
+        assert_eq!(hints.prefer_instance(), Some("m1"));
+        assert_eq!(hints.force_instance(), None);
+        assert!(hints.allows("m1") && !hints.allows("m2"));
+        let none = Hints::from_headers(&HeaderMap::new());
+        assert_eq!(none.regions(), "");
+        assert!(none.allows("anything"));
+    }
+}
