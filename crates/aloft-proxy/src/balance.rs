@@ -276,11 +276,31 @@ pub struct Proximity<'a> {
     preferred: &'a str,
     /// The proxy's own region.
     local: &'a str,
+    /// Only the preferred regions may take the request (a `fly-replay` with `region=`).
+    only_preferred: bool,
 }
 
 impl<'a> Proximity<'a> {
     pub fn new(local: &'a str, preferred: &'a str) -> Self {
-        Proximity { preferred, local }
+        Proximity {
+            preferred,
+            local,
+            only_preferred: false,
+        }
+    }
+
+    /// With `only`, machines outside the preferred regions are not allowed at all.
+    pub fn only(mut self, only: bool) -> Self {
+        self.only_preferred = only;
+        self
+    }
+
+    /// Whether a machine in `region` may take the request (always, unless [`Proximity::only`]).
+    pub fn allows(&self, region: &str) -> bool {
+        !self.only_preferred
+            || self
+                .preferred_regions()
+                .any(|p| p.eq_ignore_ascii_case(region))
     }
 
     /// The position of `region` among the preferred ones; else the number of preferred

@@ -376,9 +376,20 @@ impl Core {
             self.route(route.port).unwrap_or_else(|| route.clone())
         };
         if let Some(id) = hints.force_instance() {
-            return self.acquire_forced(route, exclude, id, deadline).await;
+            return self
+                .acquire_forced(route, exclude, id, hints.force_source(), deadline)
+                .await;
         }
-        let near = Proximity::new(&self.cfg.region, hints.regions());
+        let near = Proximity::new(&self.cfg.region, hints.regions()).only(hints.only_regions());
+        if hints.only_regions() && !route.backends.iter().any(|b| near.allows(&b.region)) {
+            // Nothing to wait for: the app has no machine there at all.
+            return Err(Unavailable(format!(
+                "app {} has no machine in region {} for port {}",
+                route.app,
+                hints.regions(),
+                route.port
+            )));
+        }
         // Watches table changes while waiting; made on the first wait only (see `wait_change`).
         let mut table: Option<watch::Receiver<RouteTable>> = None;
         loop {
@@ -425,7 +436,9 @@ impl Core {
             let avoid_refused = pass + 1 < passes;
             for rank in lo..=hi {
                 // One region (the common case): no rank to compute.
-                let in_tier = |b: &Backend| lo == hi || near.rank(&b.region) == rank;
+                let in_tier = |b: &Backend| {
+                    (lo == hi || near.rank(&b.region) == rank) && near.allows(&b.region)
+                };
                 candidates.clear();
                 candidates.extend(route.backends.iter().filter(|b| {
                     in_tier(b)
@@ -477,10 +490,10 @@ impl Core {
         mut route: Arc<PortRoute>,
         exclude: &[String],
         id: &str,
+        source: &str,
         deadline: Instant,
     ) -> Result<(Lease, bool), Unavailable> {
-        let forced =
-            |why: String| Unavailable(format!("machine {id} named by Fly-Force-Instance-Id {why}"));
+        let forced = |why: String| Unavailable(format!("machine {id} named by {source} {why}"));
         let mut table: Option<watch::Receiver<RouteTable>> = None;
         loop {
             let Some(b) = route.backends.iter().find(|b| b.machine_id == id) else {

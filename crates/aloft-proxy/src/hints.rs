@@ -3,7 +3,10 @@
 //!
 //! They are read once per request ([`Hints::from_headers`]: one pass over the header names, no
 //! allocation) and acted on when a machine is picked (`Core::acquire_from` in `core.rs`). The
-//! headers themselves are forwarded to the app unchanged, as Fly does.
+//! headers themselves are forwarded to the app unchanged, as Fly does. The same pass notes a
+//! client's `fly-replay-src`, which the proxy removes (only it may say where a request was
+//! replayed from). A `fly-replay` target is expressed as hints too ([`Hints::from_replay`]):
+//! its regions are then the only ones allowed, not just ranked first.
 //!
 //! Region aliases (`us`, `eu`, `sa`…) are not supported: an alias in `Fly-Prefer-Region`
 //! matches no machine's region and is skipped like an unknown region code.
@@ -27,6 +30,11 @@ pub struct Hints {
     prefer_instance: Option<HeaderValue>,
     /// `Fly-Force-Instance-Id`.
     force_instance: Option<HeaderValue>,
+    /// The request came with a `fly-replay-src` header (only the proxy may set it).
+    replay_src: bool,
+    /// Set for a `fly-replay` target: `regions` are the only regions allowed, and the
+    /// instance fields come from the replay header rather than the client.
+    replay: bool,
 }
 
 impl Hints {
@@ -37,6 +45,10 @@ impl Hints {
         for (name, value) in headers {
             // Every hint starts with `fly-`: most headers are passed over on their first bytes.
             if !name.as_str().starts_with("fly-") {
+                continue;
+            }
+            if name == crate::replay::FLY_REPLAY_SRC {
+                hints.replay_src = true;
                 continue;
             }
             let slot = if name == FLY_PREFER_REGION {
@@ -54,6 +66,39 @@ impl Hints {
             }
         }
         hints
+    }
+
+    /// The routing of a `fly-replay` target: its regions (the only ones allowed), its
+    /// instance (forced) and preferred instance. Client hints do not apply to a replay.
+    pub fn from_replay(r: &crate::replay::Replay) -> Hints {
+        let value = |s: &Option<String>| s.as_deref().and_then(|s| HeaderValue::from_str(s).ok());
+        Hints {
+            regions: value(&r.regions),
+            prefer_instance: value(&r.prefer_instance),
+            force_instance: value(&r.instance),
+            replay_src: false,
+            replay: true,
+        }
+    }
+
+    /// Whether the client sent a `fly-replay-src` header (to be removed before forwarding).
+    pub fn has_replay_src(&self) -> bool {
+        self.replay_src
+    }
+
+    /// Whether only the regions of [`Hints::regions`] may take the request (a `fly-replay`
+    /// with `region=`), rather than being ranked first.
+    pub fn only_regions(&self) -> bool {
+        self.replay && self.regions.is_some()
+    }
+
+    /// How the forced instance was named, for error messages.
+    pub fn force_source(&self) -> &'static str {
+        if self.replay {
+            "fly-replay"
+        } else {
+            "Fly-Force-Instance-Id"
+        }
     }
 
     /// The `Fly-Prefer-Region` list as sent (`""` without one); see [`crate::balance::Proximity`].

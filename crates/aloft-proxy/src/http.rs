@@ -1,17 +1,19 @@
 //! The `http` handler: HTTP/1.1 and HTTP/2 from clients (hyper), HTTP/1.1 with pooled
 //! keep-alive connections to machines, Fly's forwarding headers, `force_https`, upgrades
-//! (WebSocket), retries on refused or stale connections, and header size/time limits.
+//! (WebSocket), retries on refused or stale connections, `fly-replay` (see `replay.rs`), and
+//! header size/time limits.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,6 +23,7 @@ use crate::balance::Lease;
 use crate::core::{Core, BOOT_POLL};
 use crate::hints::{Hints, FLY_PREFERRED_INSTANCE_UNAVAILABLE};
 use crate::pool::{Pool, UpBody};
+use crate::replay::{Replay, FLY_REPLAY, FLY_REPLAY_SRC, MAX_REPLAYS, MAX_REPLAY_BODY};
 use crate::table::{ConcurrencyKind, PortRoute};
 
 /// Per client connection.
@@ -141,6 +144,10 @@ async fn proxy(
     let (mut parts, body) = req.into_parts();
     // Acted on when a machine is picked; the headers themselves go upstream unchanged.
     let hints = Hints::from_headers(&parts.headers);
+    if hints.has_replay_src() {
+        // Only the proxy says where a request was replayed from.
+        parts.headers.remove(FLY_REPLAY_SRC);
+    }
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(v) = upgrade_value.filter(|_| wants_upgrade) {
@@ -175,36 +182,72 @@ async fn proxy(
     }
     parts.version = Version::HTTP_11;
 
-    // Requests without a body can be replayed on another machine whatever happened.
-    let replayable = body.is_end_stream();
-    let template = replayable.then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        )
+    // Requests without a body can be replayed on another machine whatever happened. A body
+    // of known length up to MAX_REPLAY_BODY is read first, so that it can be sent again for
+    // `fly-replay` (and after a refused connection); larger bodies and bodies of unknown
+    // length are streamed and cannot be replayed.
+    let body_less = body.is_end_stream();
+    let buffer = !body_less
+        && body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= MAX_REPLAY_BODY);
+    let (first_body, buffered) = if buffer {
+        match Limited::new(body, MAX_REPLAY_BODY as usize).collect().await {
+            Ok(c) => {
+                let bytes = c.to_bytes();
+                (UpBody::Full(Some(bytes.clone())), Some(bytes))
+            }
+            Err(e) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!("could not read the request body: {e}\n"),
+                    request_id,
+                );
+            }
+        }
+    } else {
+        (UpBody::Incoming(body), None)
+    };
+    let template = (body_less || buffered.is_some()).then(|| Template {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        body: buffered,
     });
-    let mut pending: Option<Request<UpBody>> =
-        Some(Request::from_parts(parts, UpBody::Incoming(body)));
+    let mut pending: Option<Request<UpBody>> = Some(Request::from_parts(parts, first_body));
 
     let mut exclude: Vec<String> = Vec::new();
     let mut last_error = String::new();
     let mut attempts = 0;
     // The first pick uses the route `handle` just read; retries read the table again.
     let mut first = true;
+    // The `fly-replay` being carried out, and how many the request has had.
+    let mut replay: Option<Replaying> = None;
+    let mut replays = 0;
     while attempts < core.cfg.max_attempts {
         attempts += 1;
         let Some(mut req) = pending.take().or_else(|| template.as_ref().map(rebuild)) else {
             break;
         };
         let current = std::mem::take(&mut first);
-        let (lease, _fresh) = match lease_for(core, ctx, route, &exclude, current, &hints).await {
+        let acquired = match &replay {
+            None => lease_for(core, ctx, route, &exclude, current, &hints)
+                .await
+                .map(|(l, _fresh)| l),
+            Some(r) => r.lease(core, route, &exclude).await,
+        };
+        let lease = match acquired {
             Ok(l) => l,
             Err(reason) => {
                 core.count_unavailable(route);
+                let target = replay
+                    .as_ref()
+                    .map(|r| format!(" for fly-replay `{}`", r.header))
+                    .unwrap_or_default();
                 return plain(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("no machine available: {}\n", reason.0),
+                    &format!("no machine available{target}: {}\n", reason.0),
                     request_id,
                 );
             }
@@ -213,7 +256,11 @@ async fn proxy(
             continue;
         };
         let machine = lease.backend.machine_id.as_str();
-        mark_preferred_unavailable(&hints, machine, req.headers_mut());
+        let attempt_hints = replay.as_ref().map_or(&hints, |r| &r.hints);
+        mark_preferred_unavailable(attempt_hints, machine, req.headers_mut());
+        if let Some(src) = replay.as_ref().and_then(|r| r.src.clone()) {
+            req.headers_mut().insert(FLY_REPLAY_SRC, src);
+        }
         let t0 = Instant::now();
         let mut conn = match core.pool.checkout(addr).await {
             Ok(c) => c,
@@ -263,11 +310,64 @@ async fn proxy(
                     parts.version = client_version;
                     return Response::from_parts(parts, RespBody::empty());
                 }
-                let hold = match route.policy.concurrency {
-                    ConcurrencyKind::Requests => Some(lease),
-                    // The connection's affinity lease keeps counting.
-                    ConcurrencyKind::Connections => None,
-                };
+                // The only look at the response on the way: does the machine ask for a replay?
+                if let Some(value) = resp.headers().get(&FLY_REPLAY) {
+                    let header = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    match Replay::parse(value) {
+                        Err(why) => tracing::warn!(
+                            app = %route.app, machine,
+                            "fly-replay `{header}` ignored ({why}): the response goes to the client"
+                        ),
+                        Ok(_) if template.is_none() => tracing::warn!(
+                            app = %route.app, machine,
+                            "fly-replay `{header}` ignored: the request body was streamed \
+                             (over {MAX_REPLAY_BODY} bytes or of unknown length), so the request \
+                             cannot be sent again; the response goes to the client"
+                        ),
+                        Ok(_) if replays >= MAX_REPLAYS => {
+                            return plain(
+                                StatusCode::BAD_GATEWAY,
+                                &format!(
+                                    "too many replays: the request was replayed {MAX_REPLAYS} \
+                                     times and machine {machine} asked again (fly-replay `{header}`)\n"
+                                ),
+                                request_id,
+                            );
+                        }
+                        Ok(r) => {
+                            if let Some(app) = r.app.as_deref().filter(|a| *a != route.app) {
+                                return plain(
+                                    StatusCode::BAD_GATEWAY,
+                                    &format!(
+                                        "fly-replay `{header}` from machine {machine}: replaying to \
+                                         another app (app={app}) is not supported by aloft\n"
+                                    ),
+                                    request_id,
+                                );
+                            }
+                            tracing::debug!(app = %route.app, machine, "fly-replay `{header}`");
+                            replays += 1;
+                            let src = r.source(machine, &lease.backend.region);
+                            let (_, body) = resp.into_parts();
+                            if body.is_end_stream() {
+                                core.pool.put(addr, conn.tx);
+                            }
+                            // Otherwise the unread body and its connection are dropped.
+                            replay = Some(Replaying {
+                                hints: Hints::from_replay(&r),
+                                not: r.elsewhere.then(|| machine.to_string()),
+                                timeout: r.timeout,
+                                src,
+                                header,
+                            });
+                            attempts = 0;
+                            continue;
+                        }
+                    }
+                }
+                // A request's own lease counts until the body is read (`requests`, or a
+                // replay); a connection's affinity lease keeps counting on its own.
+                let hold = matches!(lease, LeaseRef::Owned(_)).then_some(lease);
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 parts.version = client_version;
@@ -286,7 +386,7 @@ async fn proxy(
                 match e.take_message() {
                     // Never sent: safe to retry anywhere.
                     Some(req) => pending = Some(req),
-                    None if template.is_some() => {}
+                    None if body_less => {}
                     None => {
                         return plain(
                             StatusCode::BAD_GATEWAY,
@@ -380,12 +480,68 @@ impl std::ops::Deref for LeaseRef {
     }
 }
 
-fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpBody> {
-    let mut req = Request::new(UpBody::Empty);
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = uri.clone();
-    *req.headers_mut() = headers.clone();
+/// What it takes to send a request again: the upstream request head and its body, if any
+/// (buffered).
+struct Template {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+}
+
+fn rebuild(t: &Template) -> Request<UpBody> {
+    let body = match &t.body {
+        Some(b) => UpBody::Full(Some(b.clone())),
+        None => UpBody::Empty,
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = t.method.clone();
+    *req.uri_mut() = t.uri.clone();
+    *req.headers_mut() = t.headers.clone();
     req
+}
+
+/// A `fly-replay` being carried out.
+struct Replaying {
+    /// Where it may go (regions only, instance…).
+    hints: Hints,
+    /// `elsewhere=true`: the machine that asked, excluded.
+    not: Option<String>,
+    /// `timeout`: how long finding a machine may take.
+    timeout: Option<Duration>,
+    /// `fly-replay-src` for the target.
+    src: Option<HeaderValue>,
+    /// The header as sent, for messages.
+    header: String,
+}
+
+impl Replaying {
+    /// A slot on a machine of the replay's target. Connection affinity does not apply: the
+    /// lease belongs to this request.
+    async fn lease(
+        &self,
+        core: &Arc<Core>,
+        route: &Arc<PortRoute>,
+        exclude: &[String],
+    ) -> Result<LeaseRef, crate::core::Unavailable> {
+        let mut with_not;
+        let exclude = match &self.not {
+            Some(m) => {
+                with_not = exclude.to_vec();
+                with_not.push(m.clone());
+                &with_not[..]
+            }
+            None => exclude,
+        };
+        let acquire = core.acquire_from(route, exclude, false, &self.hints);
+        let (lease, _fresh) = match self.timeout {
+            Some(t) => tokio::time::timeout(t, acquire).await.map_err(|_| {
+                crate::core::Unavailable(format!("none within the replay timeout of {t:?}"))
+            })??,
+            None => acquire.await?,
+        };
+        Ok(LeaseRef::Owned(lease))
+    }
 }
 
 async fn splice_upgrade(

@@ -56,6 +56,29 @@
 //!   machine. On a `connections` keep-alive connection an instance hint naming another
 //!   machine moves the connection there; a region hint applies when the connection picks
 //!   its machine.
+//! * `fly-replay` (§4.2; see [`replay`]): a machine's response with a `fly-replay` header is
+//!   never shown to the client; the proxy sends the same request again to the target it names
+//!   and answers with that response. `region=ord[,iad]` takes a machine of those regions only
+//!   (in order; none there: 503), `instance=<id>` exactly that machine (like
+//!   `Fly-Force-Instance-Id`, 503 naming it and why), `prefer_instance=<id>` that machine when
+//!   it can, `elsewhere=true` any machine but the one that replied, `timeout=2s` bounds the
+//!   search for a machine; `state=…` reaches the target in
+//!   `fly-replay-src: instance=<id>;region=<r>;t=<unix µs>;state=…` (a client's own
+//!   `fly-replay-src` is removed). Client hints do not apply to a replay, and a replay
+//!   neither uses nor moves a `connections` client connection's sticky machine: it takes a
+//!   slot of its own until its response is read. At most 10 replays per request, then 502. Requests are replayable when they
+//!   have no body or a `Content-Length` of at most 1 MiB: such bodies are read in full before
+//!   the first send (only requests with a body pay for this); larger bodies and bodies of
+//!   unknown length are streamed, and a `fly-replay` answer to them reaches the client
+//!   unchanged (logged as a warning), as does a header that cannot be parsed (unknown field,
+//!   no target, empty value). Deliberate differences from Fly: `app=<other app>` is answered
+//!   with a 502 (an external port belongs to one app on an Aloft proxy, so there is no route
+//!   to another app's machines; `app=` naming the request's own app is accepted);
+//!   `fallback=` is accepted but ignored (a target that cannot be reached gives the error,
+//!   not a route back to the replying machine); the JSON replay body form and
+//!   `fly-replay-cache` are not supported; region aliases match nothing, as in
+//!   `Fly-Prefer-Region`; replayable bodies are capped at 1 MiB as in Fly's current docs (the
+//!   spec's older figure is 10 MB), since the buffer is held per in-flight request.
 //! * Load: `concurrency.type = "requests"` counts in-flight requests (upstream connections are
 //!   pooled for `upstream_idle_timeout`); `"connections"` (the default) counts client
 //!   connections, and with the http handler a client connection sticks to its machine.
@@ -86,6 +109,7 @@ pub mod metrics;
 pub mod options;
 mod pool;
 pub mod proxy_proto;
+pub mod replay;
 pub mod table;
 mod tcp;
 pub mod tls;

@@ -20,10 +20,12 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Body sent upstream: the client's (streamed) or none (a replayed body-less request).
+/// Body sent upstream: the client's (streamed), none (a replayed body-less request), or the
+/// client's buffered in full (so that it can be sent again: see `replay.rs`).
 pub(crate) enum UpBody {
     Empty,
     Incoming(Incoming),
+    Full(Option<Bytes>),
 }
 
 impl Body for UpBody {
@@ -37,18 +39,22 @@ impl Body for UpBody {
         match self.get_mut() {
             UpBody::Empty => Poll::Ready(None),
             UpBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            UpBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
     fn is_end_stream(&self) -> bool {
         match self {
             UpBody::Empty => true,
             UpBody::Incoming(b) => b.is_end_stream(),
+            UpBody::Full(b) => b.is_none(),
         }
     }
     fn size_hint(&self) -> SizeHint {
         match self {
             UpBody::Empty => SizeHint::with_exact(0),
             UpBody::Incoming(b) => b.size_hint(),
+            UpBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            UpBody::Full(None) => SizeHint::with_exact(0),
         }
     }
 }
