@@ -6,6 +6,8 @@
 # request; Fly-Request-Id, Via, Server on the response), at high load (64 connections) and
 # moderate load (8 connections); then autostart latency. Prints figures and ratios; never
 # fails on a threshold.
+# CPU time per request of each server (process + children, from /proc) is printed too: on a
+# shared machine it is steadier than throughput, which swings with the neighbours' load.
 # Each figure is the median of ROUNDS runs (default 3), targets interleaved, to damp the noise
 # of a shared machine; the load average before the runs is printed with the figures.
 # Usage: bench/proxy.sh [seconds per run, default 5] [rounds, default 3]
@@ -52,8 +54,8 @@ ss = [socket.socket() for _ in range(4)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 
-"$BIN" backend "$BACKEND" >/dev/null & PIDS+=($!)
-"$BIN" proxy "$ALOFT" "$BACKEND" >/dev/null & PIDS+=($!)
+"$BIN" backend "$BACKEND" >/dev/null & PIDS+=($!); BACKEND_PID=$!
+"$BIN" proxy "$ALOFT" "$BACKEND" >/dev/null & PIDS+=($!); ALOFT_PID=$!
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<EOF
@@ -87,7 +89,7 @@ http {
   }
 }
 EOF
-nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" & PIDS+=($!)
+nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" & PIDS+=($!); NGINX_PID=$!
 
 cat >"$TMP/haproxy.cfg" <<EOF
 global
@@ -117,7 +119,7 @@ frontend web
 backend app
   server app1 127.0.0.1:$BACKEND
 EOF
-haproxy -q -db -f "$TMP/haproxy.cfg" & PIDS+=($!)
+haproxy -q -db -f "$TMP/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
 
 for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY"; do wait_port "$p"; done
 # Every server must still be running (one that failed to bind would leave its port to another).
@@ -136,32 +138,52 @@ for p in "$ALOFT" "$NGINX" "$HAPROXY"; do
   done
 done
 
-# wrk → "rps p50_ms p99_ms"
+# CPU time (clock ticks) of a server: the process and its children (nginx's workers).
+cpu_ticks() {
+  local pid total=0 f
+  for pid in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
+    total=$((total + ${f% *} + ${f#* }))
+  done
+  echo "$total"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# wrk → "rps p50_ms p99_ms cpu_us_per_request" (CPU of the server measured, not of wrk: the
+# steadier figure on a shared machine, where throughput swings with the neighbours' load)
 measure() {
-  local port=$1 threads=$2 conns=$3
-  wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency "http://127.0.0.1:$port/" 2>/dev/null | awk '
+  local port=$1 threads=$2 conns=$3 pid=$4 before after
+  before=$(cpu_ticks "$pid")
+  wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency "http://127.0.0.1:$port/" 2>/dev/null >"$TMP/wrk.out" || true
+  after=$(cpu_ticks "$pid")
+  awk -v cpu_us=$(((after - before) * TICK_US)) '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     /Requests\/sec/ { rps=$2 }
+    / requests in / { n=$1 }
     $1=="50%" { p50=ms($2) }
     $1=="99%" { p99=ms($2) }
     /Non-2xx|Socket errors/ { err=err" "$0 }
-    END { printf "%.0f %.3f %.3f%s\n", rps, p50, p99, (err ? " ERR" err : "") }'
+    END { printf "%.0f %.3f %.3f %.1f%s\n", rps, p50, p99, (n ? cpu_us/n : 0), (err ? " ERR" err : "") }' "$TMP/wrk.out"
 }
 
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
-declare -A RUNS R
+declare -A RUNS R CPU
 for load in high moderate; do
   if [[ $load == high ]]; then t=2; c=64; else t=1; c=8; fi
   for round in $(seq 1 "$ROUNDS"); do
     for target in direct aloft nginx haproxy; do
-      case $target in direct) p=$BACKEND;; aloft) p=$ALOFT;; nginx) p=$NGINX;; haproxy) p=$HAPROXY;; esac
+      case $target in
+        direct) p=$BACKEND pid=$BACKEND_PID;; aloft) p=$ALOFT pid=$ALOFT_PID;;
+        nginx) p=$NGINX pid=$NGINX_PID;; haproxy) p=$HAPROXY pid=$HAPROXY_PID;;
+      esac
       [[ $round == 1 ]] && { wrk -t1 -c4 -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true; }   # warm-up
-      RUNS[$load,$target]+="$(measure "$p" "$t" "$c")"$'\n'
+      RUNS[$load,$target]+="$(measure "$p" "$t" "$c" "$pid")"$'\n'
     done
   done
-  # Median run by throughput (its own p50/p99 kept together).
+  # Median run by throughput (its own p50/p99 kept together); CPU per request: its own median.
   for target in direct aloft nginx haproxy; do
     R[$load,$target]=$(printf '%s' "${RUNS[$load,$target]}" | sort -n -k1,1 | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
+    CPU[$load,$target]=$(printf '%s' "${RUNS[$load,$target]}" | awk '{print $4}' | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
   done
 done
 
@@ -169,10 +191,10 @@ echo
 echo "small HTTP responses, median of $ROUNDS x ${DUR}s runs, $(nproc) cores shared by wrk, proxy and app; load average before: $LOADAVG"
 for load in high moderate; do
   if [[ $load == high ]]; then echo "== high load: wrk -t2 -c64"; else echo "== moderate load: wrk -t1 -c8"; fi
-  printf "%-8s %12s %10s %10s\n" target "req/s" "p50 ms" "p99 ms"
+  printf "%-8s %12s %10s %10s %14s\n" target "req/s" "p50 ms" "p99 ms" "CPU µs/req"
   for target in direct aloft nginx haproxy; do
-    read -r rps p50 p99 rest <<<"${R[$load,$target]}"
-    printf "%-8s %12s %10s %10s %s\n" "$target" "$rps" "$p50" "$p99" "${rest:-}"
+    read -r rps p50 p99 _ rest <<<"${R[$load,$target]}"
+    printf "%-8s %12s %10s %10s %14s %s\n" "$target" "$rps" "$p50" "$p99" "${CPU[$load,$target]}" "${rest:-}"
   done
   read -r a_rps _ a_p99 _ <<<"${R[$load,aloft]}"
   read -r n_rps _ n_p99 _ <<<"${R[$load,nginx]}"
@@ -181,6 +203,8 @@ for load in high moderate; do
   awk -v a="$a_rps" -v n="$n_rps" -v h="$h_rps" -v d="$d_rps" -v ap="$a_p99" -v dp="$d_p99" 'BEGIN {
     printf "ratios: aloft/nginx %.2f  aloft/haproxy %.2f  aloft/direct %.2f  (throughput)\n", a/n, a/h, a/d
     printf "        aloft p99 - direct p99 = %+.3f ms\n", ap-dp }'
+  awk -v a="${CPU[$load,aloft]}" -v n="${CPU[$load,nginx]}" -v h="${CPU[$load,haproxy]}" 'BEGIN {
+    printf "CPU per request (the server alone): aloft/nginx %.2f  aloft/haproxy %.2f  (lower is better)\n", a/n, a/h }'
 done
 
 echo
