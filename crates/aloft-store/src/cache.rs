@@ -48,6 +48,9 @@ pub(crate) struct Cache {
 pub(crate) struct Changes {
     appended: Vec<(String, MachineEvent)>,
     machines: Vec<String>,
+    /// Machines written as destroyed: evicted, so a long-lived agent's cache does not keep
+    /// every machine it ever ran (their rows stay in the database).
+    destroyed: Vec<String>,
     /// Rows were deleted wholesale (an app deleted): drop everything.
     cleared: bool,
 }
@@ -57,8 +60,12 @@ impl Changes {
         self.appended.push((machine_id.to_string(), event.clone()));
     }
 
-    pub(crate) fn machine_written(&mut self, machine_id: &str) {
-        self.machines.push(machine_id.to_string());
+    pub(crate) fn machine_written(&mut self, machine_id: &str, destroyed: bool) {
+        if destroyed {
+            self.destroyed.push(machine_id.to_string());
+        } else {
+            self.machines.push(machine_id.to_string());
+        }
     }
 
     pub(crate) fn cleared(&mut self) {
@@ -84,8 +91,12 @@ impl Cache {
         self.listed.get(machine_id).cloned()
     }
 
+    /// Caches a list entry, unless its machine is destroyed (those are listed only on request,
+    /// and evicted when destroyed).
     pub(crate) fn fill_listed(&mut self, machine: Arc<ListedMachine>) {
-        self.listed.insert(machine.record.id.clone(), machine);
+        if machine.record.state != aloft_api::MachineState::Destroyed {
+            self.listed.insert(machine.record.id.clone(), machine);
+        }
     }
 
     /// Applies a committed write transaction's changes.
@@ -105,6 +116,10 @@ impl Cache {
         }
         for machine_id in changes.machines {
             self.listed.remove(&machine_id);
+        }
+        for machine_id in changes.destroyed {
+            self.listed.remove(&machine_id);
+            self.events.remove(&machine_id);
         }
     }
 }
@@ -145,6 +160,22 @@ mod tests {
         assert!(
             cache.events("b", 1).is_none(),
             "an absent entry is not invented"
+        );
+    }
+
+    #[test]
+    fn a_destroyed_machine_is_evicted() {
+        let mut cache = Cache::default();
+        cache.fill_events("a", vec![ev("a1")]);
+        cache.fill_events("b", vec![ev("b1")]);
+        let mut changes = Changes::default();
+        changes.machine_written("a", true);
+        changes.machine_written("b", false);
+        cache.apply(changes);
+        assert!(cache.events("a", 1).is_none());
+        assert!(
+            cache.events("b", 1).is_some(),
+            "a row change keeps the events"
         );
     }
 

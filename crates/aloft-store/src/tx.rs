@@ -255,7 +255,7 @@ impl<'a> Tx<'a> {
                     e.into()
                 }
             })?;
-        self.record_change(|c| c.machine_written(&m.id));
+        self.record_change(|c| c.machine_written(&m.id, m.state == MachineState::Destroyed));
         self.add_version(&m.id, &m.instance_id, &m.config, &m.updated_at)
     }
 
@@ -268,7 +268,7 @@ impl<'a> Tx<'a> {
                  host_ports = ?12, restart_count = ?13, created_at = ?14, updated_at = ?15 WHERE id = ?1",
             )?
             .execute(rusqlite::params_from_iter(machine_params(m)))?;
-        self.record_change(|c| c.machine_written(&m.id));
+        self.record_change(|c| c.machine_written(&m.id, m.state == MachineState::Destroyed));
         Ok(())
     }
 
