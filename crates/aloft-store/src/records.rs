@@ -71,28 +71,6 @@ pub struct MachineRecord {
 }
 
 impl MachineRecord {
-    /// [`MachineRecord::to_api`] without cloning.
-    pub fn into_api(self, events: Vec<MachineEvent>) -> Machine {
-        Machine {
-            id: self.id,
-            name: self.name,
-            state: self.state,
-            region: self.region,
-            instance_id: self.instance_id,
-            private_ip: self.private_ip,
-            config: self.config,
-            image_ref: self.image_ref,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            events,
-            checks: Vec::new(),
-            nonce: None,
-            host_status: "ok".into(),
-            cordoned: self.cordoned,
-            host_ports: self.host_ports,
-        }
-    }
-
     /// The API form, with `events` (newest first) attached.
     pub fn to_api(&self, events: Vec<MachineEvent>) -> Machine {
         Machine {
