@@ -9,10 +9,7 @@
 //! it, so the cache changes only
 //! - when a read transaction fills a missing entry from the database (its snapshot is the
 //!   committed state: no write can be in flight), and
-//! - after a write transaction commits, from what that transaction changed ([`Changes`]): the
-//!   events it appended, and the rows it wrote, whose list entries are rebuilt at once when
-//!   their machine's events are known (always for a machine created in that transaction), so
-//!   lists stay served from memory while a deploy changes machines.
+//! - after a write transaction commits, from what that transaction changed ([`Changes`]).
 //!
 //! A rolled-back write leaves the cache untouched. Write transactions never read the cache (they
 //! may see their own uncommitted rows).
@@ -39,21 +36,6 @@ pub struct ListedMachine {
     pub json: Box<[u8]>,
 }
 
-impl ListedMachine {
-    /// The entry of `record` with `events` (newest first; the first [`LIST_EVENTS`] are used).
-    pub(crate) fn new(
-        record: MachineRecord,
-        events: &[MachineEvent],
-    ) -> Result<ListedMachine, serde_json::Error> {
-        let events = events[..events.len().min(LIST_EVENTS)].to_vec();
-        let json = serde_json::to_vec(&record.to_api(events))?;
-        Ok(ListedMachine {
-            record,
-            json: json.into_boxed_slice(),
-        })
-    }
-}
-
 #[derive(Default)]
 pub(crate) struct Cache {
     /// Newest first; an entry holds the newest [`KEPT_EVENTS`] (all, when fewer exist).
@@ -65,10 +47,7 @@ pub(crate) struct Cache {
 #[derive(Default)]
 pub(crate) struct Changes {
     appended: Vec<(String, MachineEvent)>,
-    /// Rows written (the last write of a machine wins).
-    machines: Vec<MachineRecord>,
-    /// Machines created: they had no events before this transaction.
-    inserted: Vec<String>,
+    machines: Vec<String>,
     /// Machines written as destroyed: evicted, so a long-lived agent's cache does not keep
     /// every machine it ever ran (their rows stay in the database).
     destroyed: Vec<String>,
@@ -81,17 +60,12 @@ impl Changes {
         self.appended.push((machine_id.to_string(), event.clone()));
     }
 
-    pub(crate) fn machine_written(&mut self, machine: &MachineRecord) {
-        if machine.state == aloft_api::MachineState::Destroyed {
-            self.destroyed.push(machine.id.clone());
+    pub(crate) fn machine_written(&mut self, machine_id: &str, destroyed: bool) {
+        if destroyed {
+            self.destroyed.push(machine_id.to_string());
         } else {
-            self.machines.push(machine.clone());
+            self.machines.push(machine_id.to_string());
         }
-    }
-
-    pub(crate) fn machine_inserted(&mut self, machine: &MachineRecord) {
-        self.inserted.push(machine.id.clone());
-        self.machine_written(machine);
     }
 
     pub(crate) fn cleared(&mut self) {
@@ -132,9 +106,6 @@ impl Cache {
             self.listed.clear();
             return;
         }
-        for machine_id in changes.inserted {
-            self.events.insert(machine_id, Vec::new());
-        }
         for (machine_id, event) in changes.appended {
             self.listed.remove(&machine_id);
             // Absent entries stay absent: the next read fills them from the database.
@@ -143,14 +114,8 @@ impl Cache {
                 events.truncate(KEPT_EVENTS);
             }
         }
-        for record in changes.machines {
-            self.listed.remove(&record.id);
-            let Some(events) = self.events.get(&record.id) else {
-                continue; // built by the next read that needs it
-            };
-            if let Ok(entry) = ListedMachine::new(record, events) {
-                self.listed.insert(entry.record.id.clone(), Arc::new(entry));
-            }
+        for machine_id in changes.machines {
+            self.listed.remove(&machine_id);
         }
         for machine_id in changes.destroyed {
             self.listed.remove(&machine_id);
@@ -172,52 +137,6 @@ mod tests {
             timestamp: 0,
             request: None,
         }
-    }
-
-    fn record(id: &str) -> MachineRecord {
-        MachineRecord {
-            id: id.into(),
-            app: "app".into(),
-            name: id.into(),
-            region: "gru".into(),
-            state: aloft_api::MachineState::Started,
-            desired: crate::DesiredState::Started,
-            instance_id: "01HV".into(),
-            private_ip: String::new(),
-            config: Default::default(),
-            image_ref: None,
-            cordoned: false,
-            host_ports: Default::default(),
-            restart_count: 0,
-            created_at: String::new(),
-            updated_at: String::new(),
-        }
-    }
-
-    #[test]
-    fn a_created_machine_is_listed_from_memory_with_its_events() {
-        let mut cache = Cache::default();
-        let mut changes = Changes::default();
-        changes.machine_inserted(&record("a"));
-        changes.event_appended("a", &ev("launch"));
-        cache.apply(changes);
-        let entry = cache.listed("a").expect("built at commit");
-        let json: serde_json::Value = serde_json::from_slice(&entry.json).unwrap();
-        assert_eq!(json["events"][0]["id"], "launch");
-        assert_eq!(ids(&cache.events("a", 10).unwrap()), ["launch"]);
-        // A later write of the row rebuilds it; an event alone drops it until the next read.
-        let mut changes = Changes::default();
-        let mut stopped = record("a");
-        stopped.state = aloft_api::MachineState::Stopped;
-        changes.machine_written(&stopped);
-        cache.apply(changes);
-        let json: serde_json::Value =
-            serde_json::from_slice(&cache.listed("a").unwrap().json).unwrap();
-        assert_eq!(json["state"], "stopped");
-        let mut changes = Changes::default();
-        changes.event_appended("a", &ev("exit"));
-        cache.apply(changes);
-        assert!(cache.listed("a").is_none());
     }
 
     fn ids(events: &[MachineEvent]) -> Vec<&str> {
@@ -250,10 +169,8 @@ mod tests {
         cache.fill_events("a", vec![ev("a1")]);
         cache.fill_events("b", vec![ev("b1")]);
         let mut changes = Changes::default();
-        let mut a = record("a");
-        a.state = aloft_api::MachineState::Destroyed;
-        changes.machine_written(&a);
-        changes.machine_written(&record("b"));
+        changes.machine_written("a", true);
+        changes.machine_written("b", false);
         cache.apply(changes);
         assert!(cache.events("a", 1).is_none());
         assert!(

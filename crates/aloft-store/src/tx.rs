@@ -255,7 +255,7 @@ impl<'a> Tx<'a> {
                     e.into()
                 }
             })?;
-        self.record_change(|c| c.machine_inserted(m));
+        self.record_change(|c| c.machine_written(&m.id, m.state == MachineState::Destroyed));
         self.add_version(&m.id, &m.instance_id, &m.config, &m.updated_at)
     }
 
@@ -268,7 +268,7 @@ impl<'a> Tx<'a> {
                  host_ports = ?12, restart_count = ?13, created_at = ?14, updated_at = ?15 WHERE id = ?1",
             )?
             .execute(rusqlite::params_from_iter(machine_params(m)))?;
-        self.record_change(|c| c.machine_written(m));
+        self.record_change(|c| c.machine_written(&m.id, m.state == MachineState::Destroyed));
         Ok(())
     }
 
@@ -400,12 +400,15 @@ impl<'a> Tx<'a> {
         let Some(record) = self.machine_by_id(id)? else {
             return Ok(None);
         };
-        let events = self.events(id, LIST_EVENTS)?;
-        let listed = ListedMachine::new(record, &events).map_err(|source| StoreError::Corrupt {
+        let machine = record.to_api(self.events(id, LIST_EVENTS)?);
+        let json = serde_json::to_vec(&machine).map_err(|source| StoreError::Corrupt {
             what: format!("machine {id}"),
             source,
         })?;
-        Ok(Some(Arc::new(listed)))
+        Ok(Some(Arc::new(ListedMachine {
+            record,
+            json: json.into_boxed_slice(),
+        })))
     }
 
     /// Every machine of every app that is not destroyed (agent start-up).
