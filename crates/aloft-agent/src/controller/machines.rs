@@ -625,7 +625,11 @@ impl Controller {
             self.save(rec, vec![ev]).await?;
             params
         };
+        let mut changes = self.subscribe();
         let outcome = self.sup.stop(id, signal, timeout).await;
+        if outcome.is_ok() {
+            wait_until_not_stopping(&mut changes, id).await;
+        }
         let _guard = self.lock(id).await;
         if let Some(mut rec) = self.machine_by_id(id).await? {
             if rec.state == MachineState::Stopping {
@@ -892,4 +896,35 @@ impl Controller {
 fn runtime_failure(e: RuntimeError) -> ApiError {
     tracing::error!(error = %e, "runtime failure");
     ApiError::internal(e.to_string())
+}
+
+/// How long `stop` waits for the runtime's exit event to be recorded before it marks the
+/// machine stopped itself.
+const EXIT_RECORD_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until machine `id` is published in a state other than `stopping`.
+///
+/// The supervisor sends its `Exited` event before it wakes `stop`, but the event is recorded by
+/// another task. Waiting for it means that once a client sees `stopped`, the `exit` event (exit
+/// code, signal, `requested_stop`) is already there: both are written in one transaction.
+async fn wait_until_not_stopping(
+    changes: &mut tokio::sync::broadcast::Receiver<super::MachineChange>,
+    id: &str,
+) {
+    let recorded = async {
+        loop {
+            match changes.recv().await {
+                Ok(c) if c.machine.id == id && c.machine.state != MachineState::Stopping => return,
+                Ok(_) => {}
+                // Missed changes: the caller reads the record and settles it itself.
+                Err(RecvError::Lagged(_) | RecvError::Closed) => return,
+            }
+        }
+    };
+    if tokio::time::timeout(EXIT_RECORD_WAIT, recorded)
+        .await
+        .is_err()
+    {
+        tracing::warn!(machine = %id, "its exit was not recorded within {EXIT_RECORD_WAIT:?} of the stop");
+    }
 }
