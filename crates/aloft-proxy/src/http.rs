@@ -27,7 +27,7 @@ use crate::replay::{Replay, FLY_REPLAY, FLY_REPLAY_SRC, MAX_REPLAYS, MAX_REPLAY_
 use crate::table::{ConcurrencyKind, PortRoute};
 
 /// Per client connection.
-struct ConnCtx {
+pub(crate) struct ConnCtx {
     port: u16,
     client: SocketAddr,
     tls: bool,
@@ -215,16 +215,76 @@ async fn proxy(
         headers: parts.headers.clone(),
         body: buffered,
     });
-    let mut pending: Option<Request<UpBody>> = Some(Request::from_parts(parts, first_body));
+    let pending = Some(Request::from_parts(parts, first_body));
+    forward(
+        core,
+        ctx,
+        route,
+        request_id,
+        Forward {
+            pending,
+            template,
+            hints,
+            client_upgrade,
+            client_version,
+            body_less,
+            ..Forward::default()
+        },
+    )
+    .await
+}
 
-    let mut exclude: Vec<String> = Vec::new();
-    let mut last_error = String::new();
-    let mut attempts = 0;
-    // The first pick uses the route `handle` just read; retries read the table again.
-    let mut first = true;
-    // The `fly-replay` being carried out, and how many the request has had.
-    let mut replay: Option<Replaying> = None;
-    let mut replays = 0;
+/// Where [`forward`] starts: the request (and what it takes to send it again), and what
+/// earlier attempts learnt. The h1 fast path (`h1.rs`) hands a request over here, mid-way,
+/// when anything but the plain case happens.
+#[derive(Default)]
+pub(crate) struct Forward {
+    /// The request for the first attempt, if not rebuilt from `template`.
+    pub pending: Option<Request<UpBody>>,
+    /// The upstream request again, when it can be sent again (no body, or a buffered one).
+    pub template: Option<Template>,
+    pub hints: Hints,
+    pub client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    pub client_version: Version,
+    pub body_less: bool,
+    /// Machines not to try again.
+    pub exclude: Vec<String>,
+    pub last_error: String,
+    /// Attempts made so far.
+    pub attempts: usize,
+    /// Set when the caller has not read the route from the table itself (the first pick
+    /// then re-reads it).
+    pub route_read_before: bool,
+    /// The `fly-replay` being carried out, and how many the request has had.
+    pub replay: Option<Replaying>,
+    pub replays: usize,
+}
+
+/// Sends a request to a machine of `route` (retrying, autostarting, replaying as needed) and
+/// returns the response for the client.
+pub(crate) async fn forward(
+    core: &Arc<Core>,
+    ctx: &ConnCtx,
+    route: &Arc<PortRoute>,
+    request_id: Option<&HeaderValue>,
+    f: Forward,
+) -> Response<RespBody> {
+    let Forward {
+        mut pending,
+        template,
+        hints,
+        client_upgrade,
+        client_version,
+        body_less,
+        mut exclude,
+        mut last_error,
+        mut attempts,
+        route_read_before,
+        mut replay,
+        mut replays,
+    } = f;
+    // The first pick uses the route the caller just read; retries read the table again.
+    let mut first = !route_read_before;
     while attempts < core.cfg.max_attempts {
         attempts += 1;
         let Some(mut req) = pending.take().or_else(|| template.as_ref().map(rebuild)) else {
@@ -311,58 +371,30 @@ async fn proxy(
                     return Response::from_parts(parts, RespBody::empty());
                 }
                 // The only look at the response on the way: does the machine ask for a replay?
-                if let Some(value) = resp.headers().get(&FLY_REPLAY) {
-                    let header = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                    match Replay::parse(value) {
-                        Err(why) => tracing::warn!(
-                            app = %route.app, machine,
-                            "fly-replay `{header}` ignored ({why}): the response goes to the client"
-                        ),
-                        Ok(_) if template.is_none() => tracing::warn!(
-                            app = %route.app, machine,
-                            "fly-replay `{header}` ignored: the request body was streamed \
-                             (over {MAX_REPLAY_BODY} bytes or of unknown length), so the request \
-                             cannot be sent again; the response goes to the client"
-                        ),
-                        Ok(_) if replays >= MAX_REPLAYS => {
-                            return plain(
-                                StatusCode::BAD_GATEWAY,
-                                &format!(
-                                    "too many replays: the request was replayed {MAX_REPLAYS} \
-                                     times and machine {machine} asked again (fly-replay `{header}`)\n"
-                                ),
-                                request_id,
-                            );
+                let step = resp.headers().get(&FLY_REPLAY).map(|value| {
+                    replay_step(
+                        value,
+                        route,
+                        machine,
+                        &lease.backend.region,
+                        template.is_some(),
+                        replays,
+                        request_id,
+                    )
+                });
+                match step {
+                    None | Some(ReplayStep::Ignore) => {}
+                    Some(ReplayStep::Answer(resp)) => return resp,
+                    Some(ReplayStep::Replay(r)) => {
+                        replays += 1;
+                        let (_, body) = resp.into_parts();
+                        if body.is_end_stream() {
+                            core.pool.put(addr, conn.tx);
                         }
-                        Ok(r) => {
-                            if let Some(app) = r.app.as_deref().filter(|a| *a != route.app) {
-                                return plain(
-                                    StatusCode::BAD_GATEWAY,
-                                    &format!(
-                                        "fly-replay `{header}` from machine {machine}: replaying to \
-                                         another app (app={app}) is not supported by aloft\n"
-                                    ),
-                                    request_id,
-                                );
-                            }
-                            tracing::debug!(app = %route.app, machine, "fly-replay `{header}`");
-                            replays += 1;
-                            let src = r.source(machine, &lease.backend.region);
-                            let (_, body) = resp.into_parts();
-                            if body.is_end_stream() {
-                                core.pool.put(addr, conn.tx);
-                            }
-                            // Otherwise the unread body and its connection are dropped.
-                            replay = Some(Replaying {
-                                hints: Hints::from_replay(&r),
-                                not: r.elsewhere.then(|| machine.to_string()),
-                                timeout: r.timeout,
-                                src,
-                                header,
-                            });
-                            attempts = 0;
-                            continue;
-                        }
+                        // Otherwise the unread body and its connection are dropped.
+                        replay = Some(r);
+                        attempts = 0;
+                        continue;
                     }
                 }
                 // A request's own lease counts until the body is read (`requests`, or a
@@ -407,6 +439,76 @@ async fn proxy(
         &format!("could not reach a machine after retries: {last_error}\n"),
         request_id,
     )
+}
+
+/// What to do about a `fly-replay` header in a response.
+pub(crate) enum ReplayStep {
+    /// Not acted on (logged): the response goes to the client.
+    Ignore,
+    /// The client gets this instead.
+    Answer(Response<RespBody>),
+    /// Send the request again, there.
+    Replay(Replaying),
+}
+
+/// Decides on a `fly-replay` header from `machine` (of `region`); `replayable` when the
+/// request can be sent again, `replays` how many it has had.
+pub(crate) fn replay_step(
+    value: &HeaderValue,
+    route: &PortRoute,
+    machine: &str,
+    region: &str,
+    replayable: bool,
+    replays: usize,
+    request_id: Option<&HeaderValue>,
+) -> ReplayStep {
+    let header = String::from_utf8_lossy(value.as_bytes()).into_owned();
+    match Replay::parse(value) {
+        Err(why) => {
+            tracing::warn!(
+                app = %route.app, machine,
+                "fly-replay `{header}` ignored ({why}): the response goes to the client"
+            );
+            ReplayStep::Ignore
+        }
+        Ok(_) if !replayable => {
+            tracing::warn!(
+                app = %route.app, machine,
+                "fly-replay `{header}` ignored: the request body was streamed \
+                 (over {MAX_REPLAY_BODY} bytes or of unknown length), so the request \
+                 cannot be sent again; the response goes to the client"
+            );
+            ReplayStep::Ignore
+        }
+        Ok(_) if replays >= MAX_REPLAYS => ReplayStep::Answer(plain(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "too many replays: the request was replayed {MAX_REPLAYS} \
+                 times and machine {machine} asked again (fly-replay `{header}`)\n"
+            ),
+            request_id,
+        )),
+        Ok(r) => {
+            if let Some(app) = r.app.as_deref().filter(|a| *a != route.app) {
+                return ReplayStep::Answer(plain(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "fly-replay `{header}` from machine {machine}: replaying to \
+                         another app (app={app}) is not supported by aloft\n"
+                    ),
+                    request_id,
+                ));
+            }
+            tracing::debug!(app = %route.app, machine, "fly-replay `{header}`");
+            ReplayStep::Replay(Replaying {
+                hints: Hints::from_replay(&r),
+                not: r.elsewhere.then(|| machine.to_string()),
+                timeout: r.timeout,
+                src: r.source(machine, region),
+                header,
+            })
+        }
+    }
 }
 
 /// With `Fly-Prefer-Instance-Id`, tells the app whether the preferred machine was used:
@@ -482,7 +584,7 @@ impl std::ops::Deref for LeaseRef {
 
 /// What it takes to send a request again: the upstream request head and its body, if any
 /// (buffered).
-struct Template {
+pub(crate) struct Template {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -502,7 +604,7 @@ fn rebuild(t: &Template) -> Request<UpBody> {
 }
 
 /// A `fly-replay` being carried out.
-struct Replaying {
+pub(crate) struct Replaying {
     /// Where it may go (regions only, instance…).
     hints: Hints,
     /// `elsewhere=true`: the machine that asked, excluded.
