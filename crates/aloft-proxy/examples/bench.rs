@@ -120,6 +120,8 @@ fn config(listen: u16) -> ProxyConfig {
     ProxyConfig {
         bind_ip: "127.0.0.1".parse().unwrap(),
         port_map: BTreeMap::from([(80, listen)]),
+        // ALOFT_H1_FAST_PATH=0: every request through hyper (for A/B runs).
+        h1_fast_path: std::env::var("ALOFT_H1_FAST_PATH").map_or(true, |v| v != "0"),
         ..Default::default()
     }
 }

@@ -28,17 +28,17 @@ use crate::table::{ConcurrencyKind, PortRoute};
 
 /// Per client connection.
 pub(crate) struct ConnCtx {
-    port: u16,
-    client: SocketAddr,
-    tls: bool,
+    pub port: u16,
+    pub client: SocketAddr,
+    pub tls: bool,
     /// With `concurrency.type = "connections"` the whole client connection sticks to the
     /// machine it was first sent to, and counts as one unit of load there.
     affinity: Mutex<Option<Arc<Lease>>>,
     /// Forwarding header values that do not change during the connection, made once so that
     /// requests only clone them.
-    client_ip: Option<HeaderValue>,
-    port_value: HeaderValue,
-    region: Option<HeaderValue>,
+    pub client_ip: Option<HeaderValue>,
+    pub port_value: HeaderValue,
+    pub region: Option<HeaderValue>,
 }
 
 /// Serves one client connection (plain or already TLS-terminated) with the http handler.
@@ -66,6 +66,23 @@ pub(crate) async fn serve<IO>(
         .http_options
         .headers_read_timeout
         .unwrap_or(core.cfg.header_read_timeout);
+    if core.cfg.h1_fast_path {
+        crate::h1::serve(core, ctx, io, header_timeout).await;
+    } else {
+        serve_hyper(core, ctx, io, header_timeout).await;
+    }
+}
+
+/// Serves a client connection with hyper (HTTP/1.1 and HTTP/2).
+pub(crate) async fn serve_hyper<IO>(
+    core: Arc<Core>,
+    ctx: Arc<ConnCtx>,
+    io: IO,
+    header_timeout: Duration,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, port) = (ctx.client, ctx.port);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -105,7 +122,7 @@ async fn handle(core: Arc<Core>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> R
 }
 
 /// `Fly-Request-Id`: a ULID and the region, or nothing when the region cannot be a header value.
-fn request_id(ctx: &ConnCtx) -> Option<HeaderValue> {
+pub(crate) fn request_id(ctx: &ConnCtx) -> Option<HeaderValue> {
     let region = ctx.region.as_ref()?.as_bytes();
     let mut ulid = [0u8; ulid::ULID_LEN];
     ulid::Ulid::new().array_to_str(&mut ulid);
@@ -299,18 +316,7 @@ pub(crate) async fn forward(
         };
         let lease = match acquired {
             Ok(l) => l,
-            Err(reason) => {
-                core.count_unavailable(route);
-                let target = replay
-                    .as_ref()
-                    .map(|r| format!(" for fly-replay `{}`", r.header))
-                    .unwrap_or_default();
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("no machine available{target}: {}\n", reason.0),
-                    request_id,
-                );
-            }
+            Err(reason) => return unavailable(core, route, replay.as_ref(), &reason, request_id),
         };
         let Some(addr) = lease.backend.addr else {
             continue;
@@ -441,6 +447,25 @@ pub(crate) async fn forward(
     )
 }
 
+/// The 503 for a request no machine can take (counted in the metrics).
+pub(crate) fn unavailable(
+    core: &Core,
+    route: &PortRoute,
+    replay: Option<&Replaying>,
+    reason: &crate::core::Unavailable,
+    request_id: Option<&HeaderValue>,
+) -> Response<RespBody> {
+    core.count_unavailable(route);
+    let target = replay
+        .map(|r| format!(" for fly-replay `{}`", r.header))
+        .unwrap_or_default();
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("no machine available{target}: {}\n", reason.0),
+        request_id,
+    )
+}
+
 /// What to do about a `fly-replay` header in a response.
 pub(crate) enum ReplayStep {
     /// Not acted on (logged): the response goes to the client.
@@ -527,7 +552,7 @@ fn mark_preferred_unavailable(hints: &Hints, machine: &str, h: &mut HeaderMap) {
 
 /// The lease for this request: the connection's sticky one for `connections` (unless the
 /// request's instance hints name another machine), a new one per request for `requests`.
-async fn lease_for(
+pub(crate) async fn lease_for(
     core: &Arc<Core>,
     ctx: &ConnCtx,
     route: &Arc<PortRoute>,
@@ -559,7 +584,7 @@ async fn lease_for(
     Ok((LeaseRef::Owned(lease), fresh))
 }
 
-fn drop_affinity(ctx: &ConnCtx) {
+pub(crate) fn drop_affinity(ctx: &ConnCtx) {
     ctx.affinity
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -567,7 +592,7 @@ fn drop_affinity(ctx: &ConnCtx) {
 }
 
 /// A lease owned by one request or shared by a connection.
-enum LeaseRef {
+pub(crate) enum LeaseRef {
     Owned(Lease),
     Shared(Arc<Lease>),
 }
@@ -585,10 +610,10 @@ impl std::ops::Deref for LeaseRef {
 /// What it takes to send a request again: the upstream request head and its body, if any
 /// (buffered).
 pub(crate) struct Template {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Option<Bytes>,
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
 }
 
 fn rebuild(t: &Template) -> Request<UpBody> {
@@ -762,7 +787,11 @@ fn version_token(v: Version) -> &'static str {
 }
 
 /// Adds `Via`, `Server`, `Fly-Request-Id` (unless pristine) and the configured response headers.
-fn decorate(route: &PortRoute, resp: &mut Response<RespBody>, request_id: Option<HeaderValue>) {
+pub(crate) fn decorate(
+    route: &PortRoute,
+    resp: &mut Response<RespBody>,
+    request_id: Option<HeaderValue>,
+) {
     let opts = &route.options.http_options;
     let h = resp.headers_mut();
     if !opts.pristine {

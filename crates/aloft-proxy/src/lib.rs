@@ -101,6 +101,7 @@ mod autostop;
 pub mod balance;
 pub mod control;
 mod core;
+mod h1;
 pub mod health;
 pub mod hints;
 mod http;
@@ -172,6 +173,9 @@ pub struct ProxyConfig {
     /// per port (SO_REUSEPORT), so a connection and its upstream connections stay on one
     /// thread, as nginx workers do. 0 runs everything on the caller's runtime.
     pub workers: usize,
+    /// Serve plain HTTP/1.1 requests on the fast path (`h1`), handing anything else to hyper;
+    /// off, hyper serves every request (kept for comparison: `bench/proxy.sh`).
+    pub h1_fast_path: bool,
 }
 
 impl Default for ProxyConfig {
@@ -195,6 +199,7 @@ impl Default for ProxyConfig {
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            h1_fast_path: true,
         }
     }
 }

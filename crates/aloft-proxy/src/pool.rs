@@ -65,8 +65,14 @@ const MAX_IDLE_PER_ADDR: usize = 256;
 /// A pooled connection and when it became idle.
 type IdleConn = (SendRequest<UpBody>, Instant);
 
-/// Idle connections by upstream address.
-type Shard = Mutex<HashMap<SocketAddr, Vec<IdleConn>>>;
+/// Idle connections by upstream address: hyper's, and the h1 fast path's plain sockets.
+#[derive(Default)]
+struct Idle {
+    hyper: HashMap<SocketAddr, Vec<IdleConn>>,
+    raw: HashMap<SocketAddr, Vec<(TcpStream, Instant)>>,
+}
+
+type Shard = Mutex<Idle>;
 
 std::thread_local! {
     /// The index of the proxy worker thread this is (see `start_workers`).
@@ -124,7 +130,7 @@ impl Pool {
 
     fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<UpBody>> {
         let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&addr)?;
+        let list = idle.hyper.get_mut(&addr)?;
         while let Some((tx, since)) = list.pop() {
             if since.elapsed() < self.idle_timeout && !tx.is_closed() {
                 return Some(tx);
@@ -133,8 +139,37 @@ impl Pool {
         None
     }
 
-    /// Opens a fresh connection (also used to retry after a stale pooled one).
-    pub async fn connect(&self, addr: SocketAddr) -> io::Result<SendRequest<UpBody>> {
+    /// A plain socket to `addr` for the h1 fast path: an idle pooled one that is still open,
+    /// else a new one; `true` when pooled.
+    pub async fn checkout_raw(&self, addr: SocketAddr) -> io::Result<(TcpStream, bool)> {
+        if let Some(s) = self.take_idle_raw(addr) {
+            return Ok((s, true));
+        }
+        Ok((self.open(addr).await?, false))
+    }
+
+    fn take_idle_raw(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.raw.get_mut(&addr)?;
+        while let Some((s, since)) = list.pop() {
+            if since.elapsed() < self.idle_timeout && still_open(&s) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Returns a fast-path socket whose last response was read to its end.
+    pub fn put_raw(&self, addr: SocketAddr, stream: TcpStream) {
+        let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.raw.entry(addr).or_default();
+        if list.len() >= MAX_IDLE_PER_ADDR {
+            list.remove(0);
+        }
+        list.push((stream, Instant::now()));
+    }
+
+    async fn open(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {
@@ -144,6 +179,12 @@ impl Pool {
                 )
             })??;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Opens a fresh connection (also used to retry after a stale pooled one).
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<SendRequest<UpBody>> {
+        let stream = self.open(addr).await?;
         let (tx, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -162,7 +203,7 @@ impl Pool {
             return;
         }
         let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(addr).or_default();
+        let list = idle.hyper.entry(addr).or_default();
         if list.len() >= MAX_IDLE_PER_ADDR {
             list.remove(0);
         }
@@ -172,10 +213,9 @@ impl Pool {
     /// Drops idle connections to `addr` (after it refused or reset: they are likely dead).
     pub fn forget(&self, addr: SocketAddr) {
         for shard in &self.shards {
-            shard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&addr);
+            let mut idle = shard.lock().unwrap_or_else(|e| e.into_inner());
+            idle.hyper.remove(&addr);
+            idle.raw.remove(&addr);
         }
     }
 
@@ -183,10 +223,25 @@ impl Pool {
     pub fn sweep(&self) {
         for shard in &self.shards {
             let mut idle = shard.lock().unwrap_or_else(|e| e.into_inner());
-            for list in idle.values_mut() {
+            for list in idle.hyper.values_mut() {
                 list.retain(|(tx, since)| since.elapsed() < self.idle_timeout && !tx.is_closed());
             }
-            idle.retain(|_, l| !l.is_empty());
+            idle.hyper.retain(|_, l| !l.is_empty());
+            for list in idle.raw.values_mut() {
+                list.retain(|(_, since)| since.elapsed() < self.idle_timeout);
+            }
+            idle.raw.retain(|_, l| !l.is_empty());
         }
     }
+}
+
+/// Whether an idle socket is still open: nothing to read (the peer has not closed it or sent
+/// anything unasked). Without a syscall when the reactor saw no readiness since the last read
+/// that found nothing.
+fn still_open(s: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if s.poll_read_ready(&mut cx).is_pending() {
+        return true;
+    }
+    matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }

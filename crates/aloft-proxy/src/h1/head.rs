@@ -1,0 +1,478 @@
+//! Heads on the fast path: which requests it takes, and the heads it writes. The headers are
+//! those the hyper path sends (`http.rs`: `add_forwarding_headers`, `strip_hop_by_hop`,
+//! `decorate`), written straight from the parsed bytes instead of through header maps.
+
+use crate::http::ConnCtx;
+use crate::replay::MAX_REPLAY_BODY;
+
+/// Headers per message at most (as hyper's default); more goes to the hyper path (431).
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// A request the fast path takes, its head at the start of the buffer.
+#[derive(Debug)]
+pub(crate) struct RequestPlan {
+    pub head_len: usize,
+    /// The body (`Content-Length`) that follows the head.
+    pub body_len: usize,
+    /// The client asked to close the connection after this response.
+    pub close: bool,
+    /// A `HEAD` request: the response has no body whatever its headers say.
+    pub head_method: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum ParsedRequest {
+    /// More bytes needed.
+    Partial,
+    /// Anything but a plain HTTP/1.1 request: upgrades, `Expect`, chunked or large bodies,
+    /// routing hints, absolute-form targets, malformed heads. The hyper path serves it.
+    NotFast,
+    Fast(RequestPlan),
+}
+
+/// How a request header is treated.
+enum ReqHeader {
+    Copy,
+    /// Hop-by-hop, or replaced by the proxy's own value.
+    Drop,
+    ContentLength,
+    Connection,
+    XForwardedFor,
+    Via,
+    /// Only the hyper path handles it.
+    NotFast,
+}
+
+fn classify_request_header(name: &str) -> ReqHeader {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is("te") => ReqHeader::Drop,
+        3 if is("via") => ReqHeader::Via,
+        6 if is("expect") => ReqHeader::NotFast,
+        7 if is("upgrade") || is("trailer") => {
+            if is("upgrade") {
+                ReqHeader::NotFast
+            } else {
+                ReqHeader::Drop
+            }
+        }
+        10 if is("connection") => ReqHeader::Connection,
+        10 if is("keep-alive") || is("fly-region") => ReqHeader::Drop,
+        13 if is("fly-client-ip") => ReqHeader::Drop,
+        14 if is("content-length") => ReqHeader::ContentLength,
+        14 if is("fly-replay-src") => ReqHeader::NotFast,
+        15 if is("x-forwarded-for") || is("x-forwarded-ssl") => {
+            if is("x-forwarded-for") {
+                ReqHeader::XForwardedFor
+            } else {
+                ReqHeader::Drop
+            }
+        }
+        16 if is("proxy-connection") || is("x-forwarded-port") => ReqHeader::Drop,
+        17 if is("transfer-encoding") || is("fly-prefer-region") => ReqHeader::NotFast,
+        17 if is("x-forwarded-proto") => ReqHeader::Drop,
+        18 if is("fly-forwarded-port") => ReqHeader::Drop,
+        21 if is("fly-force-instance-id") => ReqHeader::NotFast,
+        22 if is("fly-prefer-instance-id") => ReqHeader::NotFast,
+        _ => ReqHeader::Copy,
+    }
+}
+
+/// Parses the request head at the start of `buf`. For a request the fast path takes, the head
+/// to send upstream is written to `out` (cleared first).
+pub(crate) fn request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> ParsedRequest {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return ParsedRequest::Partial,
+        Err(_) => return ParsedRequest::NotFast,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return ParsedRequest::NotFast;
+    };
+    if method == "CONNECT" || !path.starts_with('/') || !path.bytes().all(|b| b > b' ' && b != 0x7f)
+    {
+        return ParsedRequest::NotFast;
+    }
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut content_length: Option<u64> = None;
+    let mut close = false;
+    let mut has_host = false;
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut via: Vec<&[u8]> = Vec::new();
+    for h in req.headers.iter() {
+        match classify_request_header(h.name) {
+            ReqHeader::Copy => {
+                has_host |= h.name.eq_ignore_ascii_case("host");
+                push_header(out, h.name.as_bytes(), h.value);
+            }
+            ReqHeader::Drop => {}
+            ReqHeader::NotFast => return ParsedRequest::NotFast,
+            ReqHeader::ContentLength => {
+                let Some(n) = parse_length(h.value) else {
+                    return ParsedRequest::NotFast;
+                };
+                if content_length.is_some_and(|c| c != n) || n > MAX_REPLAY_BODY {
+                    return ParsedRequest::NotFast;
+                }
+                if content_length.replace(n).is_none() {
+                    push_header(out, b"content-length", h.value);
+                }
+            }
+            ReqHeader::Connection => {
+                for token in h.value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        // `upgrade`, or headers named as hop-by-hop: the hyper path.
+                        return ParsedRequest::NotFast;
+                    }
+                }
+            }
+            ReqHeader::XForwardedFor => {
+                if !h.value.trim_ascii().is_empty() {
+                    xff.push(h.value);
+                }
+            }
+            ReqHeader::Via => via.push(h.value),
+        }
+    }
+    if !has_host {
+        return ParsedRequest::NotFast;
+    }
+    forwarding_headers(ctx, out, &xff, &via);
+    out.extend_from_slice(b"\r\n");
+    ParsedRequest::Fast(RequestPlan {
+        head_len,
+        body_len: content_length.unwrap_or(0) as usize,
+        close,
+        head_method: method == "HEAD",
+    })
+}
+
+/// `add_forwarding_headers` of the hyper path, for an HTTP/1.1 client.
+fn forwarding_headers(ctx: &ConnCtx, out: &mut Vec<u8>, xff: &[&[u8]], via: &[&[u8]]) {
+    let ip = ctx.client_ip.as_ref().map(|v| v.as_bytes());
+    if !xff.is_empty() || ip.is_some() {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for (i, v) in xff.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(v.trim_ascii());
+        }
+        if let Some(ip) = ip {
+            if !xff.is_empty() {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(ip);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(ip) = ip {
+        push_header(out, b"fly-client-ip", ip);
+    }
+    let (proto, ssl): (&[u8], &[u8]) = if ctx.tls {
+        (b"https", b"on")
+    } else {
+        (b"http", b"off")
+    };
+    push_header(out, b"x-forwarded-proto", proto);
+    push_header(out, b"x-forwarded-ssl", ssl);
+    push_header(out, b"x-forwarded-port", ctx.port_value.as_bytes());
+    push_header(out, b"fly-forwarded-port", ctx.port_value.as_bytes());
+    if let Some(r) = &ctx.region {
+        push_header(out, b"fly-region", r.as_bytes());
+    }
+    out.extend_from_slice(b"via: ");
+    for v in via {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"1.1 aloft\r\n");
+}
+
+/// How a response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    Length(u64),
+    /// Chunked: passed through as it is.
+    Chunked,
+    /// Until the machine closes the connection: sent to the client chunked.
+    Close,
+}
+
+/// A machine's response the fast path passes on.
+#[derive(Debug)]
+pub(crate) struct ResponsePlan {
+    pub head_len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The machine's connection can carry another request after this response.
+    pub reusable: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum ParsedResponse {
+    Partial,
+    /// An informational (1xx) response of this many bytes, not passed on (as hyper does).
+    Informational(usize),
+    /// Not a response the proxy can pass on.
+    Bad(String),
+    /// The machine asks for a `fly-replay` (header value): nothing was written.
+    Replay(http::HeaderValue),
+    Ready(ResponsePlan),
+}
+
+/// What the proxy adds to responses (`decorate` in `http.rs`).
+pub(crate) struct Decoration<'a> {
+    pub pristine: bool,
+    pub request_id: Option<&'a [u8]>,
+    /// Configured `http_options.response.headers` (an empty value removes the header).
+    pub response_headers: &'a [(String, String)],
+    /// `Date` when the machine sends none (hyper's server adds one too).
+    pub date: &'a [u8],
+}
+
+/// How a response header is treated.
+enum RespHeader {
+    Copy,
+    Drop,
+    Connection,
+    ContentLength,
+    TransferEncoding,
+    Server,
+    Date,
+    FlyReplay,
+    FlyRequestId,
+}
+
+fn classify_response_header(name: &str) -> RespHeader {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is("te") => RespHeader::Drop,
+        4 if is("date") => RespHeader::Date,
+        6 if is("server") => RespHeader::Server,
+        7 if is("upgrade") || is("trailer") => RespHeader::Drop,
+        10 if is("connection") => RespHeader::Connection,
+        10 if is("keep-alive") || is("fly-replay") => {
+            if is("fly-replay") {
+                RespHeader::FlyReplay
+            } else {
+                RespHeader::Drop
+            }
+        }
+        14 if is("content-length") => RespHeader::ContentLength,
+        14 if is("fly-request-id") => RespHeader::FlyRequestId,
+        16 if is("proxy-connection") => RespHeader::Drop,
+        17 if is("transfer-encoding") => RespHeader::TransferEncoding,
+        _ => RespHeader::Copy,
+    }
+}
+
+/// Parses a machine's response head at the start of `buf`. A response to pass on has its
+/// head for the client written to `out` (appended). `honour_replay`: a `fly-replay` header
+/// is reported rather than passed on.
+pub(crate) fn response(
+    buf: &[u8],
+    head_method: bool,
+    client_close: bool,
+    honour_replay: bool,
+    deco: &Decoration<'_>,
+    out: &mut Vec<u8>,
+) -> ParsedResponse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return ParsedResponse::Partial,
+        Err(e) => return ParsedResponse::Bad(format!("malformed response head: {e}")),
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return ParsedResponse::Bad("malformed response head".into());
+    };
+    if status == 101 {
+        return ParsedResponse::Bad("101 Switching Protocols without an upgrade request".into());
+    }
+    if (100..200).contains(&status) {
+        return ParsedResponse::Informational(head_len);
+    }
+    // First pass: framing, connection, replay.
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut reusable = version == 1;
+    let mut has_server = false;
+    let mut has_date = false;
+    let mut listed: Vec<&[u8]> = Vec::new();
+    for h in resp.headers.iter() {
+        match classify_response_header(h.name) {
+            RespHeader::FlyReplay if honour_replay => {
+                return match http::HeaderValue::from_bytes(h.value) {
+                    Ok(v) => ParsedResponse::Replay(v),
+                    Err(_) => ParsedResponse::Bad("fly-replay header is not a valid value".into()),
+                }
+            }
+            RespHeader::ContentLength => match parse_length(h.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return ParsedResponse::Bad("invalid or conflicting Content-Length".into()),
+            },
+            RespHeader::TransferEncoding => {
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return ParsedResponse::Bad(format!(
+                        "unsupported Transfer-Encoding `{}`",
+                        String::from_utf8_lossy(h.value)
+                    ));
+                }
+                chunked = true;
+            }
+            RespHeader::Connection => {
+                for token in h.value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        reusable = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        reusable |= version == 0 && !client_close;
+                    } else if !token.is_empty() {
+                        listed.push(token);
+                    }
+                }
+            }
+            RespHeader::Server => has_server = true,
+            RespHeader::Date => has_date = true,
+            _ => {}
+        }
+    }
+    let no_body = head_method || status == 204 || status == 304;
+    let framing = if no_body {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        reusable = false;
+        Framing::Close
+    };
+    if chunked && length.is_some() && !no_body {
+        // Chunked wins (RFC 9112 §6.3), and the connection cannot be trusted after it.
+        reusable = false;
+    }
+    // Second pass: the head for the client.
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa3(status).as_slice());
+    out.push(b' ');
+    match resp.reason.filter(|r| !r.is_empty()) {
+        Some(r) => out.extend_from_slice(r.as_bytes()),
+        None => out.extend_from_slice(
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("")
+                .as_bytes(),
+        ),
+    }
+    out.extend_from_slice(b"\r\n");
+    let decorated = !deco.pristine;
+    for h in resp.headers.iter() {
+        let keep = match classify_response_header(h.name) {
+            RespHeader::Copy | RespHeader::Server | RespHeader::Date => true,
+            RespHeader::FlyReplay => !honour_replay,
+            RespHeader::ContentLength => !chunked,
+            RespHeader::FlyRequestId => !(decorated && deco.request_id.is_some()),
+            RespHeader::Drop | RespHeader::Connection | RespHeader::TransferEncoding => false,
+        };
+        let configured = || {
+            deco.response_headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(h.name))
+        };
+        let named_hop = || {
+            listed
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(h.name.as_bytes()))
+        };
+        if keep && !configured() && !named_hop() {
+            push_header(out, h.name.as_bytes(), h.value);
+        }
+    }
+    match framing {
+        Framing::Chunked | Framing::Close => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        Framing::Empty | Framing::Length(_) => {}
+    }
+    if client_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !has_date {
+        push_header(out, b"date", deco.date);
+    }
+    if decorated {
+        // A configured header replaces (or, empty, removes) the proxy's own.
+        if let Some(id) = deco
+            .request_id
+            .filter(|_| !configured_has(deco, "fly-request-id"))
+        {
+            push_header(out, b"fly-request-id", id);
+        }
+        if !configured_has(deco, "via") {
+            out.extend_from_slice(b"via: 1.1 aloft\r\n");
+        }
+        if !has_server && !configured_has(deco, "server") {
+            out.extend_from_slice(b"server: aloft\r\n");
+        }
+    }
+    for (name, value) in deco.response_headers {
+        if !value.is_empty() && http::HeaderValue::from_str(value).is_ok() {
+            push_header(out, name.as_bytes(), value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    ParsedResponse::Ready(ResponsePlan {
+        head_len,
+        status,
+        framing,
+        reusable,
+    })
+}
+
+fn configured_has(deco: &Decoration<'_>, name: &str) -> bool {
+    deco.response_headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(name))
+}
+
+pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` value: digits only.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// A status code's three digits.
+fn itoa3(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
