@@ -4,7 +4,8 @@
 # (each: 2 worker threads, HTTP/1.1 keep-alive to the app, and the same headers aloft adds:
 # X-Forwarded-For/-Proto/-Ssl/-Port, Fly-Client-IP, Fly-Forwarded-Port, Fly-Region, Via on the
 # request; Fly-Request-Id, Via, Server on the response), at high load (64 connections) and
-# moderate load (8 connections); then autostart latency. Prints figures and ratios; never
+# moderate load (8 connections); then autostart latency. "hyper" is the aloft proxy with its h1
+# fast path off (ALOFT_H1_FAST_PATH=0), every request through hyper. Prints figures and ratios; never
 # fails on a threshold.
 # CPU time per request of each server (process + children, from /proc) is printed too: on a
 # shared machine it is steadier than throughput, which swings with the neighbours' load.
@@ -46,16 +47,18 @@ wait_port() {
   return 1
 }
 
-# Four distinct free ports, chosen while all four sockets are held (separate calls could hand
+# Five distinct free ports, chosen while all four sockets are held (separate calls could hand
 # out the same port twice, and a peer would then silently measure another server).
-read -r BACKEND ALOFT NGINX HAPROXY < <(python3 -c '
+read -r BACKEND ALOFT NGINX HAPROXY ALOFT_HYPER < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(4)]
+ss = [socket.socket() for _ in range(5)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 
 "$BIN" backend "$BACKEND" >/dev/null & PIDS+=($!); BACKEND_PID=$!
 "$BIN" proxy "$ALOFT" "$BACKEND" >/dev/null & PIDS+=($!); ALOFT_PID=$!
+# The same proxy with its h1 fast path off (every request through hyper), for comparison.
+ALOFT_H1_FAST_PATH=0 "$BIN" proxy "$ALOFT_HYPER" "$BACKEND" >/dev/null & PIDS+=($!); ALOFT_HYPER_PID=$!
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<EOF
@@ -121,17 +124,17 @@ backend app
 EOF
 haproxy -q -db -f "$TMP/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
 
-for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY"; do wait_port "$p"; done
+for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER"; do wait_port "$p"; done
 # Every server must still be running (one that failed to bind would leave its port to another).
 for p in "${PIDS[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "a server of the bench exited at start-up (pid $p); see above" >&2; exit 1; }
 done
 # Sanity: every path answers the app's body; every proxy adds the same response headers.
-for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY"; do
+for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER"; do
   body=$(curl -s "http://127.0.0.1:$p/")
   [[ "$body" == "hello" ]] || { echo "port $p answered '$body'" >&2; exit 1; }
 done
-for p in "$ALOFT" "$NGINX" "$HAPROXY"; do
+for p in "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER"; do
   head=$(curl -s -o /dev/null -D - "http://127.0.0.1:$p/")
   for h in fly-request-id via server; do
     grep -qi "^$h:" <<<"$head" || { echo "port $p: no $h header in the response" >&2; exit 1; }
@@ -171,17 +174,18 @@ declare -A RUNS R CPU
 for load in high moderate; do
   if [[ $load == high ]]; then t=2; c=64; else t=1; c=8; fi
   for round in $(seq 1 "$ROUNDS"); do
-    for target in direct aloft nginx haproxy; do
+    for target in direct aloft nginx haproxy hyper; do
       case $target in
         direct) p=$BACKEND pid=$BACKEND_PID;; aloft) p=$ALOFT pid=$ALOFT_PID;;
         nginx) p=$NGINX pid=$NGINX_PID;; haproxy) p=$HAPROXY pid=$HAPROXY_PID;;
+        hyper) p=$ALOFT_HYPER pid=$ALOFT_HYPER_PID;;
       esac
       [[ $round == 1 ]] && { wrk -t1 -c4 -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true; }   # warm-up
       RUNS[$load,$target]+="$(measure "$p" "$t" "$c" "$pid")"$'\n'
     done
   done
   # Median run by throughput (its own p50/p99 kept together); CPU per request: its own median.
-  for target in direct aloft nginx haproxy; do
+  for target in direct aloft nginx haproxy hyper; do
     R[$load,$target]=$(printf '%s' "${RUNS[$load,$target]}" | sort -n -k1,1 | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
     CPU[$load,$target]=$(printf '%s' "${RUNS[$load,$target]}" | awk '{print $4}' | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
   done
@@ -192,7 +196,7 @@ echo "small HTTP responses, median of $ROUNDS x ${DUR}s runs, $(nproc) cores sha
 for load in high moderate; do
   if [[ $load == high ]]; then echo "== high load: wrk -t2 -c64"; else echo "== moderate load: wrk -t1 -c8"; fi
   printf "%-8s %12s %10s %10s %14s\n" target "req/s" "p50 ms" "p99 ms" "CPU µs/req"
-  for target in direct aloft nginx haproxy; do
+  for target in direct aloft nginx haproxy hyper; do
     read -r rps p50 p99 _ rest <<<"${R[$load,$target]}"
     printf "%-8s %12s %10s %10s %14s %s\n" "$target" "$rps" "$p50" "$p99" "${CPU[$load,$target]}" "${rest:-}"
   done
@@ -205,6 +209,8 @@ for load in high moderate; do
     printf "        aloft p99 - direct p99 = %+.3f ms\n", ap-dp }'
   awk -v a="${CPU[$load,aloft]}" -v n="${CPU[$load,nginx]}" -v h="${CPU[$load,haproxy]}" 'BEGIN {
     printf "CPU per request (the server alone): aloft/nginx %.2f  aloft/haproxy %.2f  (lower is better)\n", a/n, a/h }'
+  awk -v a="${CPU[$load,aloft]}" -v y="${CPU[$load,hyper]}" 'BEGIN {
+    printf "h1 fast path: CPU per request %.2f of the hyper path'"'"'s\n", a/y }'
 done
 
 echo

@@ -91,6 +91,12 @@
 //!   that still counts), so requests that see the agent's `started` early wait for the app
 //!   instead of failing over. The proxy trusts its own start/stop
 //!   of a machine until the next table reports a new state for it (or 30 s pass).
+//! * HTTP/1.1 fast path (`h1`): plain HTTP/1.1 requests skip hyper (see the module docs);
+//!   what the machine and the client see is the same either way, except that header names
+//!   keep the case the client or machine wrote (hyper lower-cases them) and several
+//!   `X-Forwarded-For`/`Via` headers of a request are joined (hyper extends the first). A
+//!   client connection may idle 60 s between requests; a request's head must then arrive
+//!   within the header read timeout of its first byte.
 //! * Threads: with `workers > 0` every port has one listener per worker thread
 //!   (SO_REUSEPORT), each on its own single-threaded runtime with its own upstream pool.
 //!
