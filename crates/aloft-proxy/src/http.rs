@@ -67,7 +67,15 @@ pub(crate) async fn serve<IO>(
         .headers_read_timeout
         .unwrap_or(core.cfg.header_read_timeout);
     if core.cfg.h1_fast_path {
-        crate::h1::serve(core, ctx, io, header_timeout).await;
+        let timeouts = crate::h1::Timeouts {
+            header: header_timeout,
+            idle: route
+                .options
+                .http_options
+                .idle_timeout
+                .unwrap_or(crate::h1::KEEP_ALIVE_IDLE),
+        };
+        crate::h1::serve(core, ctx, io, timeouts).await;
     } else {
         serve_hyper(core, ctx, io, header_timeout).await;
     }

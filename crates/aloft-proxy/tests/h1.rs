@@ -227,8 +227,15 @@ struct Pair {
 
 impl Pair {
     async fn start() -> Pair {
+        Self::with_http_options(None).await
+    }
+
+    /// With `http_options` on the service's port 80.
+    async fn with_http_options(http_options: Option<serde_json::Value>) -> Pair {
         let machine = RawMachine::start().await;
-        let m = common::machine("m1", "web", vec![http_service(8080)], Some(machine.addr));
+        let mut service = http_service(8080);
+        service.ports[0].http_options = http_options;
+        let m = common::machine("m1", "web", vec![service], Some(machine.addr));
         let (fleet, rx) = Fleet::new("app", vec![m], vec![]);
         let fast = spawn(test_config(&[]), &fleet, rx.clone());
         let hyper = spawn(
@@ -410,5 +417,54 @@ async fn pipelined_requests_are_answered_in_order() {
         0,
         "unexpected bytes: {:?}",
         String::from_utf8_lossy(&rest)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_response_headers_and_pristine_match_the_hyper_path() {
+    let options = serde_json::json!({"response": {"pristine": true, "headers": {
+        "x-added": "yes", "server": false, "x-a": "replaced", "via": "1.1 configured"}}});
+    let pair = Pair::with_http_options(Some(options)).await;
+    let requests = vec![get("/len", ""), get("/own", ""), get("/chunked", "")];
+    let (fast, _) = pair.run(&pair.fast, &requests).await;
+    let (hyper, _) = pair.run(&pair.hyper, &requests).await;
+    assert_eq!(fast, hyper);
+    let h = &fast[0].headers;
+    assert!(h.contains(&("x-added".into(), "yes".into())), "{h:?}");
+    assert!(h.contains(&("x-a".into(), "replaced".into())), "{h:?}");
+    assert!(
+        h.contains(&("via".into(), "1.1 configured".into())),
+        "{h:?}"
+    );
+    assert!(!h.iter().any(|(n, _)| n == "server"), "{h:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_may_idle_longer_than_the_header_timeout_but_not_past_idle_timeout()
+{
+    // test_config: header read timeout 500 ms; the service: idle_timeout 1 s.
+    let pair = Pair::with_http_options(Some(serde_json::json!({"idle_timeout": 1}))).await;
+    let addr = bound(&pair.fast, 80).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let req = "GET /len HTTP/1.1\r\nHost: a\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf, "GET").await.body, b"hello");
+    // Idle past the header timeout: the connection still serves.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf, "GET").await.body, b"hello");
+    // Idle past idle_timeout: the proxy closes it (well before the default of 60 s).
+    let t0 = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the connection was not closed after idle_timeout")
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(900),
+        "closed too early: {:?}",
+        t0.elapsed()
     );
 }

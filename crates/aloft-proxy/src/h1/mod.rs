@@ -45,9 +45,19 @@ use head::{Decoration, Framing, ParsedRequest, ParsedResponse, RequestPlan, Resp
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Read size for bodies.
 const READ_CHUNK: usize = 16 * 1024;
-/// How long a client connection may idle between requests (nginx's default keepalive_timeout
-/// is 75 s).
-const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
+/// How long a client connection may idle between requests unless the service's
+/// `http_options.idle_timeout` says otherwise (nginx's default keepalive_timeout is 75 s).
+pub(crate) const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Client connection timeouts.
+#[derive(Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// A request head must arrive within this of its first byte (of the connection's start
+    /// for the first request).
+    pub header: Duration,
+    /// Between requests, a kept-alive connection may idle this long.
+    pub idle: Duration,
+}
 
 /// Buffers of one client connection, reused from request to request.
 struct Buffers {
@@ -69,12 +79,8 @@ enum Next {
 }
 
 /// Serves a client connection on the fast path until it ends or a request needs hyper.
-pub(crate) async fn serve<IO>(
-    core: Arc<Core>,
-    ctx: Arc<ConnCtx>,
-    mut io: IO,
-    header_timeout: Duration,
-) where
+pub(crate) async fn serve<IO>(core: Arc<Core>, ctx: Arc<ConnCtx>, mut io: IO, timeouts: Timeouts)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut b = Buffers {
@@ -85,7 +91,7 @@ pub(crate) async fn serve<IO>(
     };
     let mut first = true;
     loop {
-        let next = request(&core, &ctx, &mut io, &mut b, header_timeout, first).await;
+        let next = request(&core, &ctx, &mut io, &mut b, timeouts, first).await;
         first = false;
         match next {
             Next::Continue => {}
@@ -98,7 +104,7 @@ pub(crate) async fn serve<IO>(
     }
     let prefix = b.client.split().freeze();
     drop(b);
-    hp::serve_hyper(core, ctx, rewind::Rewind::new(prefix, io), header_timeout).await;
+    hp::serve_hyper(core, ctx, rewind::Rewind::new(prefix, io), timeouts.header).await;
 }
 
 /// Reads and serves one request.
@@ -107,21 +113,21 @@ async fn request<IO>(
     ctx: &ConnCtx,
     io: &mut IO,
     b: &mut Buffers,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     first: bool,
 ) -> Next
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    // The head must arrive within `header_timeout` of its first byte (of the connection's
+    // The head must arrive within `timeouts.header` of its first byte (of the connection's
     // start for the first request); before that, a kept-alive connection may idle longer.
     let mut started = first || !b.client.is_empty();
-    let mut deadline = tokio::time::Instant::now()
-        + if started {
-            header_timeout
-        } else {
-            KEEP_ALIVE_IDLE
-        };
+    let wait = if started {
+        timeouts.header
+    } else {
+        timeouts.idle
+    };
+    let mut deadline = tokio::time::Instant::now() + wait;
     let plan = loop {
         if !b.client.is_empty() {
             match head::request(&b.client, ctx, &mut b.up_head) {
@@ -141,7 +147,7 @@ where
             Ok(Ok(0)) | Ok(Err(_)) => return Next::Close,
             Ok(Ok(_)) if !started => {
                 started = true;
-                deadline = tokio::time::Instant::now() + header_timeout;
+                deadline = tokio::time::Instant::now() + timeouts.header;
             }
             Ok(Ok(_)) => {}
             // Headers too slow (slowloris), or a keep-alive connection idle too long.
