@@ -415,6 +415,11 @@ pub(crate) async fn forward(
                 // replay); a connection's affinity lease keeps counting on its own.
                 let hold = matches!(lease, LeaseRef::Owned(_)).then_some(lease);
                 let (mut parts, body) = resp.into_parts();
+                if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+                    // The body was framed by Transfer-Encoding; a Content-Length beside it is
+                    // wrong (RFC 9112 §6.3) and must not reach the client.
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                }
                 strip_hop_by_hop(&mut parts.headers);
                 parts.version = client_version;
                 let body = UpstreamBody {
@@ -747,11 +752,9 @@ const FLY_REQUEST_ID: HeaderName = HeaderName::from_static("fly-request-id");
 fn add_forwarding_headers(ctx: &ConnCtx, h: &mut HeaderMap, version: Version) {
     // One growth of the map instead of several.
     h.reserve(8);
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prev}, {}", ctx.client.ip())).ok()
-        }
-        _ => ctx.client_ip.clone(),
+    let xff = match forwarded_list(h, &X_FORWARDED_FOR) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", ctx.client.ip())).ok(),
+        None => ctx.client_ip.clone(),
     };
     if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
@@ -771,7 +774,7 @@ fn add_forwarding_headers(ctx: &ConnCtx, h: &mut HeaderMap, version: Version) {
     if let Some(r) = &ctx.region {
         h.insert(FLY_REGION, r.clone());
     }
-    let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+    let via = match forwarded_list(h, &header::VIA) {
         Some(prev) => {
             HeaderValue::from_str(&format!("{prev}, {} aloft", version_token(version))).ok()
         }
@@ -784,6 +787,24 @@ fn add_forwarding_headers(ctx: &ConnCtx, h: &mut HeaderMap, version: Version) {
     if let Some(v) = via {
         h.insert(header::VIA, v);
     }
+}
+
+/// The values of a list header (`X-Forwarded-For`, `Via`) sent as several fields, joined in
+/// order: each trimmed, empty ones and ones that are not visible ASCII left out. (The h1 fast
+/// path builds the same list from raw bytes.)
+fn forwarded_list(h: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out = String::new();
+    for v in h.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if v.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(v);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn version_token(v: Version) -> &'static str {

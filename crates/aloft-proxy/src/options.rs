@@ -98,7 +98,19 @@ impl PortOptions {
                                 .join(", "),
                             other => other.to_string(),
                         };
-                        o.http_options.response_headers.push((k.clone(), v));
+                        // Only valid names and values, one entry per name (the last):
+                        // both HTTP paths then apply the same list.
+                        let valid = http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                            && (v.is_empty() || http::HeaderValue::from_str(&v).is_ok());
+                        if !valid {
+                            tracing::warn!(
+                                "http_options.response.headers: `{k}` ignored (not a valid header)"
+                            );
+                            continue;
+                        }
+                        let name = k.to_ascii_lowercase();
+                        o.http_options.response_headers.retain(|(n, _)| *n != name);
+                        o.http_options.response_headers.push((name, v));
                     }
                 }
             }

@@ -1,5 +1,6 @@
-//! Finds where a chunked message body ends (RFC 9112 §7.1) in bytes passed through as they
-//! are: the fast path forwards a machine's chunked body without re-encoding it.
+//! Decodes a machine's chunked body (RFC 9112 §7.1) as it streams through: the chunk data is
+//! handed on to be chunked again, so the client gets canonical framing (CRLF only, no chunk
+//! extensions, no trailers), as from hyper. Line ends must be CRLF, as hyper requires.
 
 /// Where a scan is inside a chunked body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -8,6 +9,10 @@ enum State {
     Size {
         size: u64,
         digits: u8,
+    },
+    /// Whitespace after a chunk size (before `;` or the line end).
+    SizeSpace {
+        size: u64,
     },
     /// Skipping a chunk extension up to the end of the size line.
     Extension {
@@ -26,6 +31,8 @@ enum State {
     TrailerStart,
     /// Inside a trailer field line.
     Trailer,
+    /// Seen CR at the end of a trailer line.
+    TrailerLf,
     /// Seen CR of the final empty line.
     EndLf,
     Done,
@@ -49,12 +56,18 @@ impl Default for ChunkedScan {
 }
 
 impl ChunkedScan {
-    /// Scans the next bytes of the body: `Some(n)` when the body ends after `n` of them.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, Malformed> {
+    /// Decodes the next bytes of the body, handing each run of chunk data to `data`:
+    /// `Some(n)` when the body ends after `n` of them.
+    pub(crate) fn feed(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<Option<usize>, Malformed> {
         let mut i = 0;
         while i < bytes.len() {
             if let State::Data(left) = self.state {
                 let take = (bytes.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                data(&bytes[i..i + take]);
                 i += take;
                 let left = left - take as u64;
                 self.state = if left == 0 {
@@ -80,26 +93,36 @@ impl ChunkedScan {
                         }
                     }
                     _ if digits == 0 => return Err(Malformed),
-                    b';' | b' ' | b'\t' => State::Extension { size },
+                    b';' => State::Extension { size },
+                    b' ' | b'\t' => State::SizeSpace { size },
                     b'\r' => State::SizeLf { size },
-                    b'\n' => after_size_line(size),
+                    _ => return Err(Malformed),
+                },
+                State::SizeSpace { size } => match b {
+                    b' ' | b'\t' => State::SizeSpace { size },
+                    b';' => State::Extension { size },
+                    b'\r' => State::SizeLf { size },
                     _ => return Err(Malformed),
                 },
                 State::Extension { size } => match b {
                     b'\r' => State::SizeLf { size },
-                    b'\n' => after_size_line(size),
+                    b'\n' => return Err(Malformed),
                     _ => State::Extension { size },
                 },
                 State::SizeLf { size } if b == b'\n' => after_size_line(size),
                 State::DataCr if b == b'\r' => State::DataLf,
-                State::DataCr | State::DataLf if b == b'\n' => State::Size { size: 0, digits: 0 },
+                State::DataLf if b == b'\n' => State::Size { size: 0, digits: 0 },
                 State::TrailerStart => match b {
                     b'\r' => State::EndLf,
-                    b'\n' => State::Done,
+                    b'\n' => return Err(Malformed),
                     _ => State::Trailer,
                 },
-                State::Trailer if b == b'\n' => State::TrailerStart,
-                State::Trailer => State::Trailer,
+                State::Trailer => match b {
+                    b'\r' => State::TrailerLf,
+                    b'\n' => return Err(Malformed),
+                    _ => State::Trailer,
+                },
+                State::TrailerLf if b == b'\n' => State::TrailerStart,
                 State::EndLf if b == b'\n' => State::Done,
                 _ => return Err(Malformed),
             };
@@ -123,32 +146,60 @@ fn after_size_line(size: u64) -> State {
 mod tests {
     use super::*;
 
-    /// Feeds `body` in pieces of `step` bytes; where it ends.
-    fn end(body: &[u8], step: usize) -> Result<Option<usize>, Malformed> {
+    /// Feeds `body` in pieces of `step` bytes; where it ends, and the data.
+    fn decode(body: &[u8], step: usize) -> (Result<Option<usize>, Malformed>, Vec<u8>) {
         let mut scan = ChunkedScan::default();
+        let mut out = Vec::new();
         let mut at = 0;
         for piece in body.chunks(step) {
-            if let Some(n) = scan.feed(piece)? {
-                return Ok(Some(at + n));
+            match scan.feed(piece, |d| out.extend_from_slice(d)) {
+                Ok(Some(n)) => return (Ok(Some(at + n)), out),
+                Ok(None) => {}
+                Err(e) => return (Err(e), out),
             }
             at += piece.len();
         }
-        Ok(None)
+        (Ok(None), out)
+    }
+
+    fn end(body: &[u8], step: usize) -> Result<Option<usize>, Malformed> {
+        decode(body, step).0
     }
 
     #[test]
-    fn finds_the_end_whatever_the_pieces() {
+    fn finds_the_end_and_the_data_whatever_the_pieces() {
         let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nNEXT";
         for step in 1..body.len() {
-            assert_eq!(end(body, step), Ok(Some(body.len() - 4)), "step {step}");
+            let (end, data) = decode(body, step);
+            assert_eq!(end, Ok(Some(body.len() - 4)), "step {step}");
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "step {step}");
         }
     }
 
     #[test]
-    fn trailers_and_bare_line_feeds_are_read_through() {
-        let body = b"3\nabc\n0\nExpires: never\r\nX: y\n\r\n";
-        assert_eq!(end(body, 1), Ok(Some(body.len())));
-        assert_eq!(end(body, 100), Ok(Some(body.len())));
+    fn trailers_are_read_through_and_not_data() {
+        let body = b"3\r\nabc\r\n0\r\nExpires: never\r\nX: y\r\n\r\n";
+        assert_eq!(decode(body, 1), (Ok(Some(body.len())), b"abc".to_vec()));
+        assert_eq!(decode(body, 100), (Ok(Some(body.len())), b"abc".to_vec()));
+    }
+
+    #[test]
+    fn bare_line_feeds_are_refused_as_hyper_does() {
+        for body in [
+            &b"3\nabc\r\n0\r\n\r\n"[..],
+            b"3\r\nabc\n0\r\n\r\n",
+            b"3;x\nabc\r\n0\r\n\r\n",
+            b"0\r\n\n",
+            b"0\r\nX: y\n\r\n",
+            b"5 garbage\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(
+                end(body, 1),
+                Err(Malformed),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -91,8 +91,7 @@ pub(crate) fn request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> ParsedReq
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return ParsedRequest::NotFast;
     };
-    if method == "CONNECT" || !path.starts_with('/') || !path.bytes().all(|b| b > b' ' && b != 0x7f)
-    {
+    if method == "CONNECT" || !plain_origin_form(path) {
         return ParsedRequest::NotFast;
     }
     out.clear();
@@ -135,12 +134,17 @@ pub(crate) fn request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> ParsedReq
                     }
                 }
             }
-            ReqHeader::XForwardedFor => {
-                if !h.value.trim_ascii().is_empty() {
-                    xff.push(h.value);
+            // As `forwarded_list` in http.rs: values that are visible ASCII, non-empty.
+            ReqHeader::XForwardedFor | ReqHeader::Via => {
+                let v = h.value.trim_ascii();
+                if visible_ascii(v) && !v.is_empty() {
+                    if h.name.len() == 3 {
+                        via.push(v);
+                    } else {
+                        xff.push(v);
+                    }
                 }
             }
-            ReqHeader::Via => via.push(h.value),
         }
     }
     if !has_host {
@@ -154,6 +158,33 @@ pub(crate) fn request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> ParsedReq
         close,
         head_method: method == "HEAD",
     })
+}
+
+/// An origin-form target (`/path?query`) whose every byte `http::uri::PathAndQuery` accepts
+/// as it is, without a fragment: what hyper would pass on unchanged. Anything else (hyper
+/// refuses it with 400, or drops a fragment) is left to the hyper path.
+fn plain_origin_form(target: &str) -> bool {
+    let bytes = target.as_bytes();
+    // The http crate's length limit.
+    if bytes.first() != Some(&b'/') || bytes.len() >= 65_534 {
+        return false;
+    }
+    let mut in_query = false;
+    bytes.iter().all(|&b| match b {
+        b'?' => {
+            in_query = true;
+            true
+        }
+        0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E => true,
+        // `<`, `>`, backtick, braces and `"` only in a query.
+        0x3C | 0x3E | 0x60 | 0x7B | 0x7D | 0x22 => in_query,
+        _ => false,
+    })
+}
+
+/// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
+fn visible_ascii(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// `add_forwarding_headers` of the hyper path, for an HTTP/1.1 client.
@@ -227,8 +258,9 @@ pub(crate) enum ParsedResponse {
     Informational(usize),
     /// Not a response the proxy can pass on.
     Bad(String),
-    /// The machine asks for a `fly-replay` (header value): nothing was written.
-    Replay(http::HeaderValue),
+    /// The machine asks for a `fly-replay` (header value; the response's status): nothing was
+    /// written.
+    Replay(http::HeaderValue, u16),
     Ready(ResponsePlan),
 }
 
@@ -236,7 +268,8 @@ pub(crate) enum ParsedResponse {
 pub(crate) struct Decoration<'a> {
     pub pristine: bool,
     pub request_id: Option<&'a [u8]>,
-    /// Configured `http_options.response.headers` (an empty value removes the header).
+    /// Configured `http_options.response.headers` (an empty value removes the header), valid
+    /// and one per name (see `options.rs`).
     pub response_headers: &'a [(String, String)],
     /// `Date` when the machine sends none (hyper's server adds one too).
     pub date: &'a [u8],
@@ -299,40 +332,65 @@ pub(crate) fn response(
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return ParsedResponse::Bad("malformed response head".into());
     };
+    if status < 100 {
+        return ParsedResponse::Bad(format!("invalid status {status}"));
+    }
     if status == 101 {
         return ParsedResponse::Bad("101 Switching Protocols without an upgrade request".into());
     }
     if (100..200).contains(&status) {
         return ParsedResponse::Informational(head_len);
     }
+    // Headers the machine names in `Connection` are hop-by-hop too.
+    let mut listed: Vec<&[u8]> = Vec::new();
+    for h in resp.headers.iter() {
+        if let RespHeader::Connection = classify_response_header(h.name) {
+            listed.extend(
+                h.value
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    let named_hop = |name: &str| {
+        listed
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    };
     // First pass: framing, connection, replay.
     let mut length: Option<u64> = None;
-    let mut chunked = false;
+    let mut te: Option<bool> = None; // Some(chunked last)
     let mut reusable = version == 1;
     let mut has_server = false;
     let mut has_date = false;
-    let mut listed: Vec<&[u8]> = Vec::new();
     for h in resp.headers.iter() {
         match classify_response_header(h.name) {
             RespHeader::FlyReplay if honour_replay => {
                 return match http::HeaderValue::from_bytes(h.value) {
-                    Ok(v) => ParsedResponse::Replay(v),
+                    Ok(v) => ParsedResponse::Replay(v, status),
                     Err(_) => ParsedResponse::Bad("fly-replay header is not a valid value".into()),
                 }
             }
-            RespHeader::ContentLength => match parse_length(h.value) {
-                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
-                _ => return ParsedResponse::Bad("invalid or conflicting Content-Length".into()),
-            },
-            RespHeader::TransferEncoding => {
-                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
-                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return ParsedResponse::Bad(format!(
-                        "unsupported Transfer-Encoding `{}`",
-                        String::from_utf8_lossy(h.value)
-                    ));
+            RespHeader::ContentLength => {
+                // `5, 5` is one length, as hyper reads it.
+                for part in h.value.split(|b| *b == b',') {
+                    match parse_length(part) {
+                        Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                        _ => {
+                            return ParsedResponse::Bad(
+                                "invalid or conflicting Content-Length".into(),
+                            )
+                        }
+                    }
                 }
-                chunked = true;
+            }
+            RespHeader::TransferEncoding => {
+                if version == 0 {
+                    return ParsedResponse::Bad("Transfer-Encoding in an HTTP/1.0 response".into());
+                }
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+                te = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
             RespHeader::Connection => {
                 for token in h.value.split(|b| *b == b',') {
@@ -341,36 +399,35 @@ pub(crate) fn response(
                         reusable = false;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         reusable |= version == 0 && !client_close;
-                    } else if !token.is_empty() {
-                        listed.push(token);
                     }
                 }
             }
-            RespHeader::Server => has_server = true,
-            RespHeader::Date => has_date = true,
+            RespHeader::Server => has_server |= !named_hop(h.name),
+            RespHeader::Date => has_date |= !named_hop(h.name),
             _ => {}
         }
     }
     let no_body = head_method || status == 204 || status == 304;
-    let framing = if no_body {
-        Framing::Empty
-    } else if chunked {
-        Framing::Chunked
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        reusable = false;
-        Framing::Close
+    let framing = match te {
+        _ if no_body => Framing::Empty,
+        Some(true) => Framing::Chunked,
+        // A coding that does not end in chunked: the body runs until the machine closes.
+        Some(false) => Framing::Close,
+        None => match length {
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        },
     };
-    if chunked && length.is_some() && !no_body {
-        // Chunked wins (RFC 9112 §6.3), and the connection cannot be trusted after it.
-        reusable = false;
+    if te.is_some() || framing == Framing::Close {
+        // With Transfer-Encoding, Content-Length is ignored (RFC 9112 §6.3) and the connection
+        // cannot be trusted after the message.
+        reusable &= te.is_none() && framing != Framing::Close;
     }
     // Second pass: the head for the client.
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(status).as_slice());
     out.push(b' ');
-    match resp.reason.filter(|r| !r.is_empty()) {
+    match resp.reason {
         Some(r) => out.extend_from_slice(r.as_bytes()),
         None => out.extend_from_slice(
             http::StatusCode::from_u16(status)
@@ -386,29 +443,27 @@ pub(crate) fn response(
         let keep = match classify_response_header(h.name) {
             RespHeader::Copy | RespHeader::Server | RespHeader::Date => true,
             RespHeader::FlyReplay => !honour_replay,
-            RespHeader::ContentLength => !chunked,
             RespHeader::FlyRequestId => !(decorated && deco.request_id.is_some()),
-            RespHeader::Drop | RespHeader::Connection | RespHeader::TransferEncoding => false,
+            // Framing is written below from what was read.
+            RespHeader::ContentLength
+            | RespHeader::Drop
+            | RespHeader::Connection
+            | RespHeader::TransferEncoding => false,
         };
-        let configured = || {
-            deco.response_headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(h.name))
-        };
-        let named_hop = || {
-            listed
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(h.name.as_bytes()))
-        };
-        if keep && !configured() && !named_hop() {
+        if keep && !configured_has(deco, h.name) && !named_hop(h.name) {
             push_header(out, h.name.as_bytes(), h.value);
         }
     }
-    match framing {
-        Framing::Chunked | Framing::Close => {
+    match (framing, length) {
+        (Framing::Chunked | Framing::Close, _) => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
-        Framing::Empty | Framing::Length(_) => {}
+        (Framing::Length(n), _) => push_header(out, b"content-length", n.to_string().as_bytes()),
+        // HEAD keeps the length of the body it would have had (hyper drops it on 204/304).
+        (Framing::Empty, Some(n)) if head_method && te.is_none() => {
+            push_header(out, b"content-length", n.to_string().as_bytes())
+        }
+        (Framing::Empty, _) => {}
     }
     if client_close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -432,7 +487,7 @@ pub(crate) fn response(
         }
     }
     for (name, value) in deco.response_headers {
-        if !value.is_empty() && http::HeaderValue::from_str(value).is_ok() {
+        if !value.is_empty() {
             push_header(out, name.as_bytes(), value.as_bytes());
         }
     }

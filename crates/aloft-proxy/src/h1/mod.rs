@@ -41,8 +41,8 @@ use crate::table::PortRoute;
 use chunked::ChunkedScan;
 use head::{Decoration, Framing, ParsedRequest, ParsedResponse, RequestPlan, ResponsePlan};
 
-/// A machine's response head may be this large at most.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// A machine's response head may be this large at most (about hyper's limit).
+const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 /// Read size for bodies.
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a client connection may idle between requests unless the service's
@@ -131,7 +131,9 @@ where
     let plan = loop {
         if !b.client.is_empty() {
             match head::request(&b.client, ctx, &mut b.up_head) {
-                ParsedRequest::Fast(p) => break p,
+                // A head within the limit (hyper answers 431 to the others).
+                ParsedRequest::Fast(p) if p.head_len <= core.cfg.max_header_bytes => break p,
+                ParsedRequest::Fast(_) => return Next::Hyper,
                 ParsedRequest::NotFast => return Next::Hyper,
                 // hyper answers 431.
                 ParsedRequest::Partial if b.client.len() >= core.cfg.max_header_bytes => {
@@ -189,6 +191,11 @@ where
         }
     };
     b.client.advance(total);
+    if b.client.capacity() > 64 * 1024 && b.client.len() < 8 * 1024 {
+        // After a large body: an idle connection keeps a small buffer only.
+        let rest = std::mem::replace(&mut b.client, BytesMut::with_capacity(8 * 1024));
+        b.client.extend_from_slice(&rest);
+    }
     match next {
         Next::Continue if plan.close => Next::Close,
         n => n,
@@ -201,9 +208,19 @@ async fn answer<IO: AsyncWrite + Unpin>(
     resp: Response<RespBody>,
     plan: &RequestPlan,
 ) -> Next {
-    match write::response(io, &mut b.down, resp, plan.head_method, plan.close).await {
-        Ok(()) => Next::Continue,
-        Err(_) => Next::Close,
+    // A 101 (a machine switching protocols unasked) leaves nothing HTTP on the connection.
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match write::response(
+        io,
+        &mut b.down,
+        resp,
+        plan.head_method,
+        plan.close || switching,
+    )
+    .await
+    {
+        Ok(()) if !switching => Next::Continue,
+        _ => Next::Close,
     }
 }
 
@@ -284,7 +301,9 @@ where
         }
     };
     if let Err(e) = sent {
-        // Nothing was answered: safe to send again, elsewhere if this was a new connection.
+        // The machine did not get the whole request, so it cannot have acted on it: safe to
+        // send again (also with a body, unlike hyper, which cannot tell a partial write from
+        // a complete one), elsewhere if this was a new connection.
         lease.metrics().error();
         core.pool.forget(addr);
         hp::drop_affinity(ctx);
@@ -333,7 +352,8 @@ where
                     lease.metrics().error();
                     return bad_gateway(&machine, addr, &why, request_id);
                 }
-                ParsedResponse::Replay(value) => {
+                ParsedResponse::Replay(value, status) => {
+                    lease.metrics().record(status, t0.elapsed());
                     match hp::replay_step(
                         &value,
                         route,
@@ -362,11 +382,12 @@ where
                 }
             }
         }
-        b.up.reserve(READ_CHUNK);
-        let failure = match up.read_buf(&mut b.up).await {
-            Ok(0) => "connection closed before a response".to_string(),
-            Ok(_) => continue,
-            Err(e) => e.to_string(),
+        let failure = match read_up(&mut up, &mut b.up, io, &mut b.client, total).await {
+            UpRead::Data(0) => "connection closed before a response".to_string(),
+            UpRead::Data(_) => continue,
+            UpRead::Failed(e) => e.to_string(),
+            // Nobody to answer: the machine's connection is dropped (it may be mid-answer).
+            UpRead::ClientGone => return Outcome::Abort,
         };
         lease.metrics().error();
         core.pool.forget(addr);
@@ -388,7 +409,7 @@ where
         return delegate(exclude, last_error, 1);
     };
     lease.metrics().record(rp.status, t0.elapsed());
-    match pass_body(io, &mut up, b, &rp).await {
+    match pass_body(io, &mut up, b, &rp, total).await {
         Ok(reusable) => {
             if reusable && rp.reusable {
                 core.pool.put_raw(addr, up);
@@ -415,11 +436,12 @@ fn bad_gateway(
 
 /// Writes the response head (in `b.down`) and the body after it (its first bytes in `b.up`
 /// after the head). `Ok(true)` when the machine's connection ended exactly at the body's end.
-async fn pass_body<IO: AsyncWrite + Unpin>(
+async fn pass_body<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     up: &mut TcpStream,
     b: &mut Buffers,
     rp: &ResponsePlan,
+    total: usize,
 ) -> std::io::Result<bool> {
     b.up.advance(rp.head_len);
     let clean = match rp.framing {
@@ -429,42 +451,48 @@ async fn pass_body<IO: AsyncWrite + Unpin>(
         }
         Framing::Length(n) => {
             let first = (b.up.len() as u64).min(n) as usize;
-            let extra = b.up.len() > first;
+            let mut clean = b.up.len() == first;
             b.down.extend_from_slice(&b.up[..first]);
             io.write_all(&b.down).await?;
             let mut left = n - first as u64;
             while left > 0 {
                 b.up.clear();
-                b.up.reserve(READ_CHUNK);
-                if up.read_buf(&mut b.up).await? == 0 {
+                if next_bytes(up, b, io, total).await? == 0 {
                     return Err(early_end());
                 }
                 let take = (b.up.len() as u64).min(left) as usize;
                 io.write_all(&b.up[..take]).await?;
                 left -= take as u64;
-                if take < b.up.len() {
-                    return Ok(false);
-                }
+                clean = take == b.up.len();
             }
-            !extra
+            clean
         }
         Framing::Chunked => {
             let mut scan = ChunkedScan::default();
-            let mut ended = scan.feed(&b.up).map_err(|_| malformed())?;
-            let first = ended.unwrap_or(b.up.len());
-            let mut clean = first == b.up.len();
-            b.down.extend_from_slice(&b.up[..first]);
+            let down = &mut b.down;
+            let mut ended = scan
+                .feed(&b.up, |d| chunk(down, d))
+                .map_err(|_| malformed())?;
+            let mut clean = ended.is_none_or(|n| n == b.up.len());
+            if ended.is_some() {
+                b.down.extend_from_slice(b"0\r\n\r\n");
+            }
             io.write_all(&b.down).await?;
             while ended.is_none() {
                 b.up.clear();
-                b.up.reserve(READ_CHUNK);
-                if up.read_buf(&mut b.up).await? == 0 {
+                if next_bytes(up, b, io, total).await? == 0 {
                     return Err(early_end());
                 }
-                ended = scan.feed(&b.up).map_err(|_| malformed())?;
-                let n = ended.unwrap_or(b.up.len());
-                clean = n == b.up.len();
-                io.write_all(&b.up[..n]).await?;
+                b.down.clear();
+                let down = &mut b.down;
+                ended = scan
+                    .feed(&b.up, |d| chunk(down, d))
+                    .map_err(|_| malformed())?;
+                if let Some(n) = ended {
+                    clean = n == b.up.len();
+                    b.down.extend_from_slice(b"0\r\n\r\n");
+                }
+                io.write_all(&b.down).await?;
             }
             clean
         }
@@ -473,8 +501,7 @@ async fn pass_body<IO: AsyncWrite + Unpin>(
             io.write_all(&b.down).await?;
             loop {
                 b.up.clear();
-                b.up.reserve(READ_CHUNK);
-                if up.read_buf(&mut b.up).await? == 0 {
+                if next_bytes(up, b, io, total).await? == 0 {
                     break;
                 }
                 b.down.clear();
@@ -487,6 +514,60 @@ async fn pass_body<IO: AsyncWrite + Unpin>(
     };
     io.flush().await?;
     Ok(clean)
+}
+
+/// The next bytes of a body from the machine into `b.up`; an error when the client went away.
+async fn next_bytes<IO: AsyncRead + Unpin>(
+    up: &mut TcpStream,
+    b: &mut Buffers,
+    io: &mut IO,
+    total: usize,
+) -> std::io::Result<usize> {
+    match read_up(up, &mut b.up, io, &mut b.client, total).await {
+        UpRead::Data(n) => Ok(n),
+        UpRead::Failed(e) => Err(e),
+        UpRead::ClientGone => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the client went away",
+        )),
+    }
+}
+
+/// Client bytes read ahead (pipelined requests) while a response is on its way, at most.
+const READ_AHEAD: usize = 64 * 1024;
+
+enum UpRead {
+    Data(usize),
+    Failed(std::io::Error),
+    ClientGone,
+}
+
+/// Reads from the machine and meanwhile watches the client, as hyper does: a client that
+/// closes or breaks its connection ends the request (the caller drops the machine's
+/// connection and the lease). Bytes the client sends meanwhile (pipelined requests) are kept
+/// after the current request's `total` bytes.
+async fn read_up<IO: AsyncRead + Unpin>(
+    up: &mut TcpStream,
+    up_buf: &mut BytesMut,
+    io: &mut IO,
+    client: &mut BytesMut,
+    total: usize,
+) -> UpRead {
+    up_buf.reserve(READ_CHUNK);
+    loop {
+        let watch = client.len() < total + READ_AHEAD;
+        tokio::select! {
+            biased;
+            r = up.read_buf(up_buf) => return match r {
+                Ok(n) => UpRead::Data(n),
+                Err(e) => UpRead::Failed(e),
+            },
+            r = io.read_buf(client), if watch => match r {
+                Ok(0) | Err(_) => return UpRead::ClientGone,
+                Ok(_) => {}
+            },
+        }
+    }
 }
 
 /// Appends `data` as one chunk (nothing when empty: an empty chunk would end the body).
@@ -513,7 +594,8 @@ fn malformed() -> std::io::Error {
 /// The request as `hp::forward` sends it again: the head written for the machine, parsed
 /// back, and the buffered body.
 fn template(up_head: &[u8], body: &[u8]) -> Option<Template> {
-    let mut headers = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+    // The client's headers and the proxy's own.
+    let mut headers = [httparse::EMPTY_HEADER; head::MAX_HEADERS + 16];
     let mut req = httparse::Request::new(&mut headers);
     req.parse(up_head).ok()?;
     let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
