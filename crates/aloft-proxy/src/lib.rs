@@ -93,10 +93,13 @@
 //!   of a machine until the next table reports a new state for it (or 30 s pass).
 //! * HTTP/1.1 fast path (`h1`): plain HTTP/1.1 requests skip hyper (see the module docs);
 //!   what the machine and the client see is the same either way, except that header names
-//!   keep the case the client or machine wrote (hyper lower-cases them) and several
-//!   `X-Forwarded-For`/`Via` headers of a request are joined (hyper extends the first). A
-//!   client connection may idle 60 s between requests; a request's head must then arrive
-//!   within the header read timeout of its first byte.
+//!   keep the case the client or machine wrote (hyper lower-cases them), and a request whose
+//!   sending to the machine failed part-way is sent again even with a body (the machine
+//!   cannot have had all of it; hyper cannot tell, and answers 502). On the fast path a
+//!   client connection may idle `http_options.idle_timeout` (default 60 s) between requests,
+//!   and a request's head must arrive within the header read timeout of its first byte;
+//!   connections hyper serves (HTTP/2, or after a hand-over) count idle time against the
+//!   header read timeout, as hyper does.
 //! * Threads: with `workers > 0` every port has one listener per worker thread
 //!   (SO_REUSEPORT), each on its own single-threaded runtime with its own upstream pool.
 //!
