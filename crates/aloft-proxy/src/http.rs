@@ -15,14 +15,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::balance::Lease;
 use crate::core::{Core, BOOT_POLL};
 use crate::hints::{Hints, FLY_PREFERRED_INSTANCE_UNAVAILABLE};
-use crate::pool::{Pool, UpBody};
+use crate::pool::{Pool, Sender, UpBody};
 use crate::replay::{Replay, FLY_REPLAY, FLY_REPLAY_SRC, MAX_REPLAYS, MAX_REPLAY_BODY};
 use crate::table::{ConcurrencyKind, PortRoute};
 
@@ -336,7 +335,8 @@ pub(crate) async fn forward(
             req.headers_mut().insert(FLY_REPLAY_SRC, src);
         }
         let t0 = Instant::now();
-        let mut conn = match core.pool.checkout(addr).await {
+        let h2 = route.options.http_options.h2_backend;
+        let mut conn = match core.pool.checkout(addr, h2).await {
             Ok(c) => c,
             Err(e) => {
                 lease.metrics().error();
@@ -359,7 +359,7 @@ pub(crate) async fn forward(
         core.connected(machine);
         if conn.tx.ready().await.is_err() {
             // A stale pooled connection: open a fresh one to the same machine.
-            match core.pool.connect(addr).await {
+            match core.pool.connect(addr, h2).await {
                 Ok(tx) => conn.tx = tx,
                 Err(e) => {
                     lease.metrics().error();
@@ -949,7 +949,7 @@ impl Body for RespBody {
 /// holds the request's lease (for `requests` concurrency) until then.
 pub(crate) struct UpstreamBody {
     inner: Incoming,
-    ret: Option<(Arc<Pool>, SocketAddr, SendRequest<UpBody>)>,
+    ret: Option<(Arc<Pool>, SocketAddr, Sender)>,
     _lease: Option<LeaseRef>,
 }
 

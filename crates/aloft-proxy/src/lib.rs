@@ -91,6 +91,9 @@
 //!   that still counts), so requests that see the agent's `started` early wait for the app
 //!   instead of failing over. The proxy trusts its own start/stop
 //!   of a machine until the next table reports a new state for it (or 30 s pass).
+//! * `http_options.h2_backend = true`: requests go to the machines over HTTP/2 (h2c with prior
+//!   knowledge, one connection per machine shared by all requests), as gRPC servers need;
+//!   response trailers reach HTTP/2 clients. Such ports are served by hyper only.
 //! * HTTP/1.1 fast path (`h1`): plain HTTP/1.1 requests skip hyper (see the module docs);
 //!   what the machine and the client see is the same either way, except that header names
 //!   keep the case the client or machine wrote (hyper lower-cases them), and a request whose

@@ -48,6 +48,8 @@ pub struct HttpOptions {
     pub headers_read_timeout: Option<Duration>,
     /// Idle keep-alive timeout of client connections.
     pub idle_timeout: Option<Duration>,
+    /// Speak HTTP/2 (h2c, prior knowledge) to the machines (gRPC apps).
+    pub h2_backend: bool,
 }
 
 impl PortOptions {
@@ -116,6 +118,10 @@ impl PortOptions {
             }
             o.http_options.headers_read_timeout = seconds(h.get("headers_read_timeout"));
             o.http_options.idle_timeout = seconds(h.get("idle_timeout"));
+            o.http_options.h2_backend = h
+                .get("h2_backend")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
         }
         o
     }

@@ -17,7 +17,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http2, TrySendError};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 /// Body sent upstream: the client's (streamed), none (a replayed body-less request), or the
@@ -65,11 +67,65 @@ const MAX_IDLE_PER_ADDR: usize = 256;
 /// A pooled connection and when it became idle.
 type IdleConn = (SendRequest<UpBody>, Instant);
 
-/// Idle connections by upstream address: hyper's, and the h1 fast path's plain sockets.
+/// Idle connections by upstream address: hyper's, and the h1 fast path's plain sockets; and
+/// the one HTTP/2 (h2c) connection per address that `h2_backend` services share.
 #[derive(Default)]
 struct Idle {
     hyper: HashMap<SocketAddr, Vec<IdleConn>>,
     raw: HashMap<SocketAddr, Vec<(TcpStream, Instant)>>,
+    h2: HashMap<SocketAddr, http2::SendRequest<UpBody>>,
+}
+
+/// A connection to a machine that can send a request: HTTP/1.1 (one request at a time), or
+/// HTTP/2 (h2c with prior knowledge, for `http_options.h2_backend`; shared by all requests).
+pub(crate) enum Sender {
+    H1(SendRequest<UpBody>),
+    H2(http2::SendRequest<UpBody>),
+}
+
+impl Sender {
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::H1(tx) => tx.ready().await,
+            Sender::H2(tx) => tx.ready().await,
+        }
+    }
+
+    pub async fn try_send_request(
+        &mut self,
+        mut req: Request<UpBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpBody>>> {
+        match self {
+            Sender::H1(tx) => tx.try_send_request(req).await,
+            Sender::H2(tx) => {
+                absolute_target(&mut req);
+                tx.try_send_request(req).await
+            }
+        }
+    }
+}
+
+/// HTTP/2 requests carry `:scheme` and `:authority`: an origin-form target becomes
+/// `http://<Host><path>` (plain h2c to the machine).
+fn absolute_target(req: &mut Request<UpBody>) {
+    if req.uri().scheme().is_some() {
+        return;
+    }
+    let authority = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
 }
 
 type Shard = Mutex<Idle>;
@@ -91,7 +147,7 @@ pub(crate) struct Pool {
 
 /// A connection ready to send one request.
 pub(crate) struct Conn {
-    pub tx: SendRequest<UpBody>,
+    pub tx: Sender,
     /// Taken from the pool (may turn out stale) rather than freshly opened.
     pub reused: bool,
 }
@@ -117,15 +173,26 @@ impl Pool {
         &self.shards[i]
     }
 
-    /// An idle pooled connection to `addr` if one is usable, else a new one.
-    pub async fn checkout(&self, addr: SocketAddr) -> io::Result<Conn> {
-        if let Some(tx) = self.take_idle(addr) {
+    /// An idle pooled connection to `addr` if one is usable, else a new one; `h2` for the
+    /// shared HTTP/2 connection.
+    pub async fn checkout(&self, addr: SocketAddr, h2: bool) -> io::Result<Conn> {
+        let idle = if h2 {
+            self.shared_h2(addr).map(Sender::H2)
+        } else {
+            self.take_idle(addr).map(Sender::H1)
+        };
+        if let Some(tx) = idle {
             return Ok(Conn { tx, reused: true });
         }
         Ok(Conn {
-            tx: self.connect(addr).await?,
+            tx: self.connect(addr, h2).await?,
             reused: false,
         })
+    }
+
+    fn shared_h2(&self, addr: SocketAddr) -> Option<http2::SendRequest<UpBody>> {
+        let idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
+        idle.h2.get(&addr).filter(|tx| !tx.is_closed()).cloned()
     }
 
     fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<UpBody>> {
@@ -182,8 +249,32 @@ impl Pool {
         Ok(stream)
     }
 
-    /// Opens a fresh connection (also used to retry after a stale pooled one).
-    pub async fn connect(&self, addr: SocketAddr) -> io::Result<SendRequest<UpBody>> {
+    /// Opens a fresh connection (also used to retry after a stale pooled one). A new HTTP/2
+    /// connection replaces the shared one of its address.
+    pub async fn connect(&self, addr: SocketAddr, h2: bool) -> io::Result<Sender> {
+        if !h2 {
+            return Ok(Sender::H1(self.connect_h1(addr).await?));
+        }
+        let stream = self.open(addr).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, "upstream h2 connection ended: {e}");
+            }
+        });
+        self.shard()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .h2
+            .insert(addr, tx.clone());
+        Ok(Sender::H2(tx))
+    }
+
+    async fn connect_h1(&self, addr: SocketAddr) -> io::Result<SendRequest<UpBody>> {
         let stream = self.open(addr).await?;
         let (tx, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -197,8 +288,11 @@ impl Pool {
         Ok(tx)
     }
 
-    /// Returns a connection whose last response is complete.
-    pub fn put(&self, addr: SocketAddr, tx: SendRequest<UpBody>) {
+    /// Returns a connection whose last response is complete (an HTTP/2 one stays shared).
+    pub fn put(&self, addr: SocketAddr, tx: Sender) {
+        let Sender::H1(tx) = tx else {
+            return;
+        };
         if tx.is_closed() {
             return;
         }
@@ -216,6 +310,7 @@ impl Pool {
             let mut idle = shard.lock().unwrap_or_else(|e| e.into_inner());
             idle.hyper.remove(&addr);
             idle.raw.remove(&addr);
+            idle.h2.remove(&addr);
         }
     }
 
@@ -231,6 +326,7 @@ impl Pool {
                 list.retain(|(_, since)| since.elapsed() < self.idle_timeout);
             }
             idle.raw.retain(|_, l| !l.is_empty());
+            idle.h2.retain(|_, tx| !tx.is_closed());
         }
     }
 }

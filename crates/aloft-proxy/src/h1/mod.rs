@@ -159,7 +159,7 @@ where
     let Some(route) = core.route(ctx.port) else {
         return Next::Hyper;
     };
-    if route.options.force_https && !ctx.tls {
+    if (route.options.force_https && !ctx.tls) || route.options.http_options.h2_backend {
         return Next::Hyper;
     }
     let total = plan.head_len + plan.body_len;
