@@ -123,7 +123,13 @@ async fn handle(core: Arc<Core>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> R
             request_id.as_ref(),
         );
     };
+    let gzip = route.options.http_options.compress
+        && crate::compress::accepts_gzip(req.headers())
+        && req.method() != Method::HEAD;
     let mut resp = proxy(&core, &ctx, &route, req, request_id.as_ref()).await;
+    if gzip {
+        crate::compress::maybe_gzip(&mut resp);
+    }
     decorate(&route, &mut resp, request_id);
     resp
 }
@@ -909,6 +915,8 @@ pub(crate) fn plain(
 pub(crate) enum RespBody {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// `http_options.compress` (see `compress.rs`).
+    Gzip(Box<crate::compress::GzipBody>),
 }
 
 impl RespBody {
@@ -928,12 +936,14 @@ impl Body for RespBody {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespBody::Upstream(u) => Pin::new(u).poll_frame(cx),
+            RespBody::Gzip(g) => Pin::new(g.as_mut()).poll_frame(cx),
         }
     }
     fn is_end_stream(&self) -> bool {
         match self {
             RespBody::Full(b) => b.is_none(),
             RespBody::Upstream(u) => u.inner.is_end_stream(),
+            RespBody::Gzip(g) => g.is_end_stream(),
         }
     }
     fn size_hint(&self) -> SizeHint {
@@ -941,6 +951,7 @@ impl Body for RespBody {
             RespBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RespBody::Full(None) => SizeHint::with_exact(0),
             RespBody::Upstream(u) => u.inner.size_hint(),
+            RespBody::Gzip(g) => g.size_hint(),
         }
     }
 }

@@ -94,6 +94,11 @@
 //! * `http_options.h2_backend = true`: requests go to the machines over HTTP/2 (h2c with prior
 //!   knowledge, one connection per machine shared by all requests), as gRPC servers need;
 //!   response trailers reach HTTP/2 clients. Such ports are served by hyper only.
+//! * `http_options.compress = true`: responses of text-like types (text/* but event streams,
+//!   JSON, JavaScript, XML, SVG, wasm) of unknown or ≥ 1 KiB length are gzipped (streamed) for
+//!   clients whose `Accept-Encoding` allows gzip, unless the app set `Content-Encoding` or
+//!   `Cache-Control: no-transform`, or answered 204/206/304 or a HEAD; `Vary: accept-encoding`
+//!   is added and a strong `ETag` made weak. Such ports are served by hyper only.
 //! * HTTP/1.1 fast path (`h1`): plain HTTP/1.1 requests skip hyper (see the module docs);
 //!   what the machine and the client see is the same either way, except that header names
 //!   keep the case the client or machine wrote (hyper lower-cases them), and a request whose
@@ -111,6 +116,7 @@
 
 mod autostop;
 pub mod balance;
+mod compress;
 pub mod control;
 mod core;
 mod h1;

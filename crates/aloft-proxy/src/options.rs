@@ -50,6 +50,8 @@ pub struct HttpOptions {
     pub idle_timeout: Option<Duration>,
     /// Speak HTTP/2 (h2c, prior knowledge) to the machines (gRPC apps).
     pub h2_backend: bool,
+    /// Gzip text-like responses for clients that accept it (see `compress.rs`).
+    pub compress: bool,
 }
 
 impl PortOptions {
@@ -122,6 +124,7 @@ impl PortOptions {
                 .get("h2_backend")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
+            o.http_options.compress = h.get("compress").and_then(Value::as_bool).unwrap_or(false);
         }
         o
     }

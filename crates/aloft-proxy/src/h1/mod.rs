@@ -159,7 +159,8 @@ where
     let Some(route) = core.route(ctx.port) else {
         return Next::Hyper;
     };
-    if (route.options.force_https && !ctx.tls) || route.options.http_options.h2_backend {
+    let o = &route.options;
+    if (o.force_https && !ctx.tls) || o.http_options.h2_backend || o.http_options.compress {
         return Next::Hyper;
     }
     let total = plan.head_len + plan.body_len;
