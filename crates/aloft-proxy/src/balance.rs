@@ -300,7 +300,7 @@ impl<'a> Proximity<'a> {
         !self.only_preferred
             || self
                 .preferred_regions()
-                .any(|p| p.eq_ignore_ascii_case(region))
+                .any(|p| aloft_api::regions::region_matches(p, region))
     }
 
     /// The position of `region` among the preferred ones; else the number of preferred
@@ -308,7 +308,8 @@ impl<'a> Proximity<'a> {
     pub fn rank(&self, region: &str) -> usize {
         let mut n = 0;
         for p in self.preferred_regions() {
-            if p.eq_ignore_ascii_case(region) {
+            // A code, or an alias (`eu`) ranking all its regions alike.
+            if aloft_api::regions::region_matches(p, region) {
                 return n;
             }
             n += 1;

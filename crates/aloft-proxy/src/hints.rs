@@ -8,8 +8,8 @@
 //! replayed from). A `fly-replay` target is expressed as hints too ([`Hints::from_replay`]):
 //! its regions are then the only ones allowed, not just ranked first.
 //!
-//! Region aliases (`us`, `eu`, `sa`…) are not supported: an alias in `Fly-Prefer-Region`
-//! matches no machine's region and is skipped like an unknown region code.
+//! Region aliases (`us`, `na`, `sa`, `eu`, `ap`, `af`: `aloft_api::regions::REGION_ALIASES`)
+//! stand for all their regions at one rank; an unknown code or alias matches nothing.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 

@@ -47,7 +47,8 @@
 //!   one (see [`balance`]).
 //! * Client hints (§4.2, http handler; see [`hints`]). The headers reach the app unchanged.
 //!   `Fly-Prefer-Region: iad,ord` ranks those regions, in order, before the proxy's own (the
-//!   first 8 count; region aliases such as `us` or `eu` are not supported and match nothing).
+//!   first 8 count; an alias — `us`, `na`, `sa`, `eu`, `ap`, `af` — ranks all its regions
+//!   alike; Fly groups regions by measured RTT, Aloft by location).
 //!   `Fly-Prefer-Instance-Id` takes that machine when it is routable and under its hard
 //!   limit (it is not autostarted for the hint); otherwise the request is routed as usual
 //!   and the app gets `Fly-Preferred-Instance-Unavailable: <id>`. `Fly-Force-Instance-Id`
@@ -76,8 +77,8 @@
 //!   to another app's machines; `app=` naming the request's own app is accepted);
 //!   `fallback=` is accepted but ignored (a target that cannot be reached gives the error,
 //!   not a route back to the replying machine); the JSON replay body form and
-//!   `fly-replay-cache` are not supported; region aliases match nothing, as in
-//!   `Fly-Prefer-Region`; replayable bodies are capped at 1 MiB as in Fly's current docs (the
+//!   `fly-replay-cache` are not supported; region aliases work as in `Fly-Prefer-Region`;
+//!   replayable bodies are capped at 1 MiB as in Fly's current docs (the
 //!   spec's older figure is 10 MB), since the buffer is held per in-flight request.
 //! * Load: `concurrency.type = "requests"` counts in-flight requests (upstream connections are
 //!   pooled for `upstream_idle_timeout`); `"connections"` (the default) counts client

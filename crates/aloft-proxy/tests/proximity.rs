@@ -220,6 +220,32 @@ async fn fly_prefer_region_goes_first_in_order_then_the_proxys_region() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_alias_ranks_all_its_regions_alike() {
+    let s = Setup::new(
+        &[("l1", "ams"), ("i1", "iad"), ("o1", "ord"), ("g1", "gru")],
+        checked_service(false),
+    )
+    .await;
+    // `us`: both US regions share the traffic, nothing goes to ams or gru.
+    let us = s.tally(200, &[("fly-prefer-region", "us")]).await;
+    only(&us, &["i1", "o1"]);
+    assert!(
+        us.values().all(|n| *n > 20),
+        "one US machine starved: {us:?}"
+    );
+    // In order: South America first.
+    only(
+        &s.tally(40, &[("fly-prefer-region", "SA, us")]).await,
+        &["g1"],
+    );
+    // An alias with no machine here (Africa), or an unknown one: the proxy's own region.
+    only(
+        &s.tally(40, &[("fly-prefer-region", "af,zz")]).await,
+        &["l1"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fly_force_instance_id_pins_every_request_and_never_falls_back() {
     let s = Setup::new(
         &[
