@@ -93,7 +93,8 @@
 //!   instead of failing over. The proxy trusts its own start/stop
 //!   of a machine until the next table reports a new state for it (or 30 s pass).
 //! * `http_options.h2_backend = true`: requests go to the machines over HTTP/2 (h2c with prior
-//!   knowledge, one connection per machine shared by all requests), as gRPC servers need;
+//!   knowledge, one connection per machine and proxy worker thread, shared by its requests), as
+//!   gRPC servers need;
 //!   response trailers reach HTTP/2 clients. Such ports are served by hyper only.
 //! * `http_options.compress = true`: responses of text-like types (text/* but event streams,
 //!   JSON, JavaScript, XML, SVG, wasm) of unknown or ≥ 1 KiB length are gzipped (streamed) for

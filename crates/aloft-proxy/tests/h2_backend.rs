@@ -85,22 +85,31 @@ async fn proxy_for(app: &H2App) -> (aloft_proxy::ProxyHandle, Arc<Fleet>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http1_clients_reach_an_h2_only_app_over_one_connection() {
+async fn http1_clients_reach_an_h2_only_app_over_shared_connections() {
     let app = H2App::start().await;
     let (proxy, _fleet) = proxy_for(&app).await;
     let addr = bound(&proxy, 80).await;
+    // One client connection stays on one proxy worker: its requests share one h2 connection.
+    let mut client = KeepAlive::connect(addr).await;
     for i in 0..3 {
-        let (status, _, body) = get(addr, &format!("/svc/Method?n={i}")).await;
+        let (status, body) = client.get(&format!("/svc/Method?n={i}")).await.unwrap();
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body,
             format!("HTTP/2.0 /svc/Method?n={i} host=example.test")
         );
     }
-    assert_eq!(
-        app.connections.load(Ordering::SeqCst),
-        1,
-        "requests did not share the machine's HTTP/2 connection"
+    assert_eq!(app.connections.load(Ordering::SeqCst), 1);
+    // New client connections (on any worker) reuse their worker's h2 connection.
+    for i in 0..6 {
+        let (status, _, body) = get(addr, &format!("/again/{i}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let workers = test_config(&[]).workers.max(1);
+    let n = app.connections.load(Ordering::SeqCst);
+    assert!(
+        n <= workers,
+        "{n} connections to the machine for 9 requests; at most one per proxy worker ({workers})"
     );
 }
 
