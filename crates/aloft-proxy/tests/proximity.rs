@@ -26,17 +26,13 @@ struct Setup {
 impl Setup {
     async fn new(machines: &[(&str, &str)], svc: MachineService) -> Setup {
         let mut servers = BTreeMap::new();
-        let mut records = Vec::new();
+        let mut placed = Vec::new();
         for (id, region) in machines {
             let server = TestServer::start(id).await;
-            let mut m = machine(id, "web", vec![svc.clone()], Some(server.addr));
-            m.region = region.to_string();
-            records.push(m);
+            placed.push((*id, *region, server.addr));
             servers.insert(id.to_string(), server);
         }
-        let (fleet, rx) = Fleet::new("app", records, vec![]);
-        let proxy = spawn(test_config(&[80]), &fleet, rx);
-        let addr = bound(&proxy, 80).await;
+        let (fleet, proxy, addr) = regional_proxy(&placed, &svc).await;
         Setup {
             servers,
             fleet,

@@ -454,3 +454,23 @@ pub fn spawn(
 ) -> ProxyHandle {
     Proxy::spawn(config, rx, fleet.clone()).unwrap()
 }
+
+/// A proxy (port 80) over machines of app `app`, started, each `(id, region, address)`, all
+/// carrying `svc`.
+pub async fn regional_proxy(
+    machines: &[(&str, &str, SocketAddr)],
+    svc: &MachineService,
+) -> (Arc<Fleet>, ProxyHandle, SocketAddr) {
+    let records = machines
+        .iter()
+        .map(|(id, region, addr)| {
+            let mut m = machine(id, "web", vec![svc.clone()], Some(*addr));
+            m.region = region.to_string();
+            m
+        })
+        .collect();
+    let (fleet, rx) = Fleet::new("app", records, vec![]);
+    let proxy = spawn(test_config(&[80]), &fleet, rx);
+    let addr = bound(&proxy, 80).await;
+    (fleet, proxy, addr)
+}
