@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod data_dir;
 pub mod deploy;
 pub mod error;
 pub mod ids;
@@ -106,8 +107,8 @@ impl AgentHandle {
 impl Agent {
     /// Starts an agent with the real process runtime under `<data-dir>/runtime`.
     pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
-        prepare_data_dir(&config)?;
-        let lock = lock_data_dir(&config.data_dir)?;
+        data_dir::prepare(&config.data_dir)?;
+        let lock = data_dir::lock(&config.data_dir).await?;
         let (runtime, events) = Runtime::new(RuntimeConfig {
             data_dir: config.data_dir.join("runtime"),
             max_log_bytes: config.max_log_bytes,
@@ -121,8 +122,8 @@ impl Agent {
         sup: Arc<dyn supervisor::Supervisor>,
         events: mpsc::UnboundedReceiver<RuntimeEvent>,
     ) -> Result<AgentHandle, AgentError> {
-        prepare_data_dir(&config)?;
-        let lock = lock_data_dir(&config.data_dir)?;
+        data_dir::prepare(&config.data_dir)?;
+        let lock = data_dir::lock(&config.data_dir).await?;
         Agent::start_locked(config, lock, sup, events).await
     }
 
@@ -212,58 +213,4 @@ impl Agent {
             _lock: lock,
         })
     }
-}
-
-/// Takes the exclusive lock on `<data-dir>/agent.lock` and writes our pid into it. Two agents on
-/// one data dir would each reap the other's machines at start-up and race on every write.
-fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, AgentError> {
-    use std::io::{Read, Seek, Write};
-    let path = data_dir.join(settings::LOCK_FILE);
-    let dir_err = |source| AgentError::DataDir {
-        path: data_dir.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(dir_err)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            return Err(AgentError::DataDirInUse {
-                path: data_dir.to_path_buf(),
-                holder: if pid.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {pid})")
-                },
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(e)),
-    }
-    file.set_len(0).map_err(dir_err)?;
-    file.rewind().map_err(dir_err)?;
-    write!(file, "{}", std::process::id()).map_err(dir_err)?;
-    Ok(file)
-}
-
-fn prepare_data_dir(config: &AgentConfig) -> Result<(), AgentError> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir_err = |source| AgentError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
-    let meta = std::fs::metadata(&config.data_dir).map_err(dir_err)?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        // The dir holds the token and the state; keep it private.
-        let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
-    }
-    Ok(())
 }
