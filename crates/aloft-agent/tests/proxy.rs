@@ -312,3 +312,91 @@ async fn deploy_refuses_port_clashes_and_udp_before_changing_anything() {
         .await;
     h.agent.shutdown().await;
 }
+
+/// Hardening fault 1: a machine created or updated straight through the Machines API (not a
+/// deploy; `aloft machine clone` is a create) in app B may not take an external port app A
+/// serves. Before the fix the create answered 200 and the proxy stopped serving A's port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_api_cannot_take_another_apps_port() {
+    let h = Harness::start().await;
+    for app in ["web-app", "intruder"] {
+        h.api(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": app, "org_slug": "personal"})),
+        )
+        .await;
+    }
+    let web = h.machine("web", 80).await;
+    let web_addr = h.proxy_addr(80).await;
+    wait_for("web serves", || async { h.get(&web_addr).await }).await;
+
+    let service = |protocol: &str| {
+        json!([{"protocol": protocol, "internal_port": 8080, "ports": [{"port": 80, "handlers": ["http"]}]}])
+    };
+    let config = |services: Value| {
+        json!({"image": h.image.path(), "init": {"exec": ["sleep", "300"]}, "services": services})
+    };
+    let call = |method: Method, path: String, body: Value| {
+        let req = h
+            .http
+            .request(method, format!("{}{path}", h.agent.url()))
+            .bearer_auth(&h.agent.token)
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let create = "/v1/apps/intruder/machines".to_string();
+    let (status, body) = call(
+        Method::POST,
+        create.clone(),
+        json!({"config": config(service("tcp"))}),
+    )
+    .await;
+    assert_eq!(status, 422, "create: {body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("port 80") && msg.contains("web-app"),
+        "names the port and its owner: {msg}"
+    );
+    let (status, body) = call(
+        Method::POST,
+        create.clone(),
+        json!({"config": config(service("udp"))}),
+    )
+    .await;
+    assert_eq!(status, 422, "udp is refused, not dropped: {body}");
+
+    // A machine without services, then an update that adds port 80: refused, unchanged.
+    let (status, body) = call(Method::POST, create, json!({"config": config(json!([]))})).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let version = body["instance_id"].clone();
+    let (status, body) = call(
+        Method::POST,
+        format!("/v1/apps/intruder/machines/{id}"),
+        json!({"config": config(service("tcp"))}),
+    )
+    .await;
+    assert_eq!(status, 422, "update: {body}");
+    let after = h
+        .api(Method::GET, &format!("/v1/apps/intruder/machines/{id}"), None)
+        .await;
+    assert_eq!(after["instance_id"], version, "the machine did not change");
+
+    // A's port is still served by A, by new connections.
+    for _ in 0..10 {
+        assert_eq!(h.get(&web_addr).await.unwrap(), format!("web {web}"));
+    }
+    // The owner itself may add machines on its port.
+    h.machine("web", 80).await;
+
+    for app in ["web-app", "intruder"] {
+        h.api(Method::DELETE, &format!("/v1/apps/{app}?force=true"), None)
+            .await;
+    }
+    h.agent.shutdown().await;
+}

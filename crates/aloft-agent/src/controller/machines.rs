@@ -250,6 +250,7 @@ impl Controller {
     ) -> ApiResult<Machine> {
         let req = action.request;
         let image = validate_config(&req.config, self.images_dir())?;
+        let port_claim = self.claim_ports(app, &req.config.services).await?;
         let region = match req
             .region
             .as_deref()
@@ -339,6 +340,7 @@ impl Controller {
             .await?
             .ok_or_else(|| ApiError::app_not_found(app))?
         };
+        drop(port_claim);
         rec = rec2;
         self.publish(&rec);
         let mut machine = rec.to_api(vec![launch_copy]);
@@ -366,6 +368,7 @@ impl Controller {
     ) -> ApiResult<Machine> {
         let req = action.request;
         let image = validate_config(&req.config, self.images_dir())?;
+        let port_claim = self.claim_ports(app, &req.config.services).await?;
         let guard = self.lock(id).await;
         let mut rec = self.record(app, id).await?;
         self.check_lease(&rec, &action.nonce).await?;
@@ -444,6 +447,7 @@ impl Controller {
         self.db(move |s| s.write(|tx| tx.add_version(&r.id, &r.instance_id, &r.config, &now)))
             .await?;
         let rec = self.save(rec, vec![ev]).await?;
+        drop(port_claim);
         let machine = self.get_machine(app, id).await?;
         drop(guard);
         if relaunch {

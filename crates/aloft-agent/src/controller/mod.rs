@@ -11,6 +11,7 @@ mod apps;
 mod checks;
 mod leases;
 mod machines;
+mod ports;
 mod reconcile;
 mod runtime_events;
 
@@ -48,6 +49,8 @@ pub struct Controller {
     checks_run: std::sync::atomic::AtomicBool,
     /// `<data-dir>/images`: where uploaded images are unpacked (set once at agent start).
     images_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// Held while external ports are checked and the machine claiming them is written (`ports`).
+    port_claims: tokio::sync::Mutex<()>,
 }
 
 /// Event `source` of API-initiated events.
@@ -67,6 +70,7 @@ impl Controller {
             checks: Default::default(),
             checks_run: Default::default(),
             images_dir: std::sync::OnceLock::new(),
+            port_claims: Default::default(),
         }
     }
 

@@ -382,32 +382,7 @@ impl Deployer {
             .values()
             .flat_map(|c| c.services.iter().cloned())
             .collect();
-        aloft_proxy::reject_udp_services(&services)
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-        let mut others = Vec::new();
-        for other in self.ctl.list_apps(None).await? {
-            if other.name == app {
-                continue;
-            }
-            let machines = self
-                .ctl
-                .list_machines(
-                    &other.name,
-                    ListMachines {
-                        filter: MachineFilter::default(),
-                        summary: true,
-                    },
-                )
-                .await?;
-            others.push((other.name, String::new(), machines));
-        }
-        let table = aloft_proxy::RouteTable::from_machines(&others);
-        let conflicts = aloft_proxy::port_conflicts(&table, app, &services);
-        if conflicts.is_empty() {
-            return Ok(());
-        }
-        let lines: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
-        Err(ApiError::unprocessable(lines.join("; ")))
+        self.ctl.claim_ports(app, &services).await.map(drop)
     }
 
     async fn counts(&self, app: &str) -> ApiResult<BTreeMap<String, u32>> {
