@@ -1004,3 +1004,96 @@ async fn each_listed_machine_is_the_machine_as_get_shows_it() {
     assert_eq!(stopped["config"]["metadata"]["role"], "primary");
     h.stop_all().await;
 }
+
+/// Hardening fault 2: an image uploaded to app A cannot be run by app B (by naming its digest in
+/// a machine config or a release spec), and an upload whose symlinks leave the image is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploaded_images_belong_to_their_app_and_stay_inside_themselves() {
+    let h = Harness::start(&[]).await;
+    h.create_app("owner").await;
+    h.create_app("thief").await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("run.sh"), "exec sleep 30\n").unwrap();
+    let packed = aloft_deploy::image::pack_dir(src.path()).unwrap();
+    let hex = packed.digest.strip_prefix("sha256:").unwrap().to_string();
+    let put = |app: &str, hex: &str, body: Vec<u8>| {
+        h.http
+            .put(format!("{}/v1/apps/{app}/images/{hex}", h.url))
+            .bearer_auth(&h.token)
+            .body(body)
+            .send()
+    };
+    let resp = put("owner", &hex, packed.tar.clone()).await.unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+
+    let config = |image: String| json!({"config": {"image": image, "init": {"exec": ["/bin/sh", "run.sh"]}}});
+    for image in [
+        format!("aloft/thief@sha256:{hex}"),
+        format!("aloft/owner@sha256:{hex}"),
+    ] {
+        let (status, body) = h
+            .call(
+                Method::POST,
+                "/v1/apps/thief/machines",
+                Some(config(image.clone())),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 422, "{image}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("not been uploaded to app \"thief\""),
+            "{body}"
+        );
+    }
+    let spec = json!({"spec": {
+        "image": format!("aloft/owner@sha256:{hex}"),
+        "default_group": "app",
+        "groups": {"app": {"image": "", "init": {"exec": ["/bin/sh", "run.sh"]}}},
+    }});
+    let (status, body) = h
+        .call(Method::POST, "/v1/apps/thief/releases", Some(spec), &[])
+        .await;
+    assert_eq!(status, 422, "release: {body}");
+    let (_, list) = h
+        .call(Method::GET, "/v1/apps/thief/machines", None, &[])
+        .await;
+    assert_eq!(list, json!([]), "nothing created in the thief app");
+    // The owner runs it.
+    h.ok(
+        Method::POST,
+        "/v1/apps/owner/machines",
+        Some(config(format!("aloft/owner@sha256:{hex}"))),
+    )
+    .await;
+
+    // A tar with a link out of the image: refused, nothing stored.
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    header.set_mode(0o777);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_link(&mut header, "etc", "/etc").unwrap();
+    let evil = b.into_inner().unwrap();
+    let evil_hex = aloft_deploy::image::digest_of(&evil)
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_string();
+    let resp = put("owner", &evil_hex, evil).await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("outside the image"), "{text}");
+    let (status, _) = h
+        .call(
+            Method::GET,
+            &format!("/v1/apps/owner/images/{evil_hex}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 404);
+    h.stop_all().await;
+}

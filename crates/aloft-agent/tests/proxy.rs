@@ -331,12 +331,8 @@ async fn machines_api_cannot_take_another_apps_port() {
     let web_addr = h.proxy_addr(80).await;
     wait_for("web serves", || async { h.get(&web_addr).await }).await;
 
-    let service = |protocol: &str| {
-        json!([{"protocol": protocol, "internal_port": 8080, "ports": [{"port": 80, "handlers": ["http"]}]}])
-    };
-    let config = |services: Value| {
-        json!({"image": h.image.path(), "init": {"exec": ["sleep", "300"]}, "services": services})
-    };
+    let service = |protocol: &str| json!([{"protocol": protocol, "internal_port": 8080, "ports": [{"port": 80, "handlers": ["http"]}]}]);
+    let config = |services: Value| json!({"image": h.image.path(), "init": {"exec": ["sleep", "300"]}, "services": services});
     let call = |method: Method, path: String, body: Value| {
         let req = h
             .http
@@ -383,7 +379,11 @@ async fn machines_api_cannot_take_another_apps_port() {
     .await;
     assert_eq!(status, 422, "update: {body}");
     let after = h
-        .api(Method::GET, &format!("/v1/apps/intruder/machines/{id}"), None)
+        .api(
+            Method::GET,
+            &format!("/v1/apps/intruder/machines/{id}"),
+            None,
+        )
         .await;
     assert_eq!(after["instance_id"], version, "the machine did not change");
 

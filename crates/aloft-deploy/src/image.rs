@@ -31,6 +31,11 @@ pub enum ImageError {
     NotADirectory(PathBuf),
     #[error("image entry {0:?} is not a plain relative path")]
     UnsafePath(String),
+    #[error(
+        "symlink {path:?} points outside the image (to {target:?}): an image is self-contained; \
+         replace the link with a copy of what it points to, or with a link inside the app directory"
+    )]
+    EscapingLink { path: String, target: String },
     #[error("image digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: String, actual: String },
     #[error("bad image digest {0:?}: expected sha256:<64 hex digits>")]
@@ -150,6 +155,7 @@ pub fn pack_dir(dir: &Path) -> Result<PackedImage, ImageError> {
         header.set_gid(0);
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&path).map_err(io(&path))?;
+            check_link(rel, &target)?;
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_size(0);
             header.set_mode(0o777);
@@ -195,7 +201,8 @@ fn is_executable(_meta: &fs::Metadata) -> bool {
 }
 
 /// Unpacks an image into `dest` (created if needed) after checking its digest. Entries must be
-/// plain relative paths (no `..`, no absolute paths); only files, directories and symlinks.
+/// plain relative paths (no `..`, no absolute paths); only files, directories and symlinks that
+/// stay inside the image.
 pub fn unpack(tar_bytes: &[u8], expected_digest: &str, dest: &Path) -> Result<(), ImageError> {
     let expected = digest_hex(expected_digest)?;
     let actual = digest_of(tar_bytes);
@@ -205,8 +212,13 @@ pub fn unpack(tar_bytes: &[u8], expected_digest: &str, dest: &Path) -> Result<()
             actual,
         });
     }
+    unpack_from(tar_bytes, dest)
+}
+
+/// Unpacks a tar whose digest the caller has checked (see [`unpack`] for what is refused).
+pub fn unpack_from(tar: impl std::io::Read, dest: &Path) -> Result<(), ImageError> {
     fs::create_dir_all(dest).map_err(io(dest))?;
-    let mut archive = tar::Archive::new(tar_bytes);
+    let mut archive = tar::Archive::new(tar);
     archive.set_preserve_mtime(false);
     for entry in archive.entries().map_err(io(dest))? {
         let mut entry = entry.map_err(io(dest))?;
@@ -221,9 +233,49 @@ pub fn unpack(tar_bytes: &[u8], expected_digest: &str, dest: &Path) -> Result<()
         if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
             continue;
         }
+        if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .map_err(io(&dest.join(&rel)))?
+                .unwrap_or_default();
+            check_link(&rel, &target)?;
+        }
         if !entry.unpack_in(dest).map_err(io(&dest.join(&rel)))? {
             return Err(ImageError::UnsafePath(rel.display().to_string()));
         }
+    }
+    Ok(())
+}
+
+/// Refuses a symlink at `rel` (relative to the image root) whose `target` is absolute or climbs
+/// out of the image: the agent and, later, the proxy read image files, and must never be led to
+/// the host's files through one.
+fn check_link(rel: &Path, target: &Path) -> Result<(), ImageError> {
+    let escaping = || ImageError::EscapingLink {
+        path: rel.display().to_string(),
+        target: target.display().to_string(),
+    };
+    // Depth of the directory holding the link, then walk the target from there.
+    let mut depth = rel
+        .parent()
+        .map(|p| {
+            p.components()
+                .filter(|c| matches!(c, Component::Normal(_)))
+                .count()
+        })
+        .unwrap_or(0);
+    for c in target.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir if depth > 0 => depth -= 1,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(escaping())
+            }
+        }
+    }
+    if target.as_os_str().is_empty() {
+        return Err(escaping());
     }
     Ok(())
 }
@@ -382,6 +434,55 @@ mod tests {
         let err = unpack(&bytes, &digest_of(&bytes), &dest).unwrap_err();
         assert!(matches!(err, ImageError::UnsafePath(_)), "{err}");
         assert!(!tmp.path().join("evil").exists());
+    }
+
+    /// A symlink entry with the given name and target.
+    fn tar_with_link(name: &str, target: &str) -> Vec<u8> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_link(&mut header, name, target).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn unpack_refuses_links_out_of_the_image_and_keeps_those_inside() {
+        for (name, target) in [
+            ("etc", "/etc"),
+            ("up", ".."),
+            ("a/b/up", "../../../x"),
+            ("a/sneaky", "b/../../../etc/passwd"),
+        ] {
+            let bytes = tar_with_link(name, target);
+            let tmp = tempfile::tempdir().unwrap();
+            let err = unpack(&bytes, &digest_of(&bytes), &tmp.path().join("d")).unwrap_err();
+            assert!(
+                matches!(err, ImageError::EscapingLink { .. }),
+                "{name} -> {target}: {err}"
+            );
+        }
+        for (name, target) in [
+            ("bin/sh", "busybox"),
+            ("a/b/lib", "../../lib"),
+            ("x", "./y"),
+        ] {
+            let bytes = tar_with_link(name, target);
+            let tmp = tempfile::tempdir().unwrap();
+            unpack(&bytes, &digest_of(&bytes), &tmp.path().join("d"))
+                .unwrap_or_else(|e| panic!("{name} -> {target}: {e}"));
+        }
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn pack_refuses_links_out_of_the_app_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "app.sh", "echo\n");
+        std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("passwd")).unwrap();
+        let err = pack_dir(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("passwd") && err.contains("outside"), "{err}");
     }
 
     #[test]

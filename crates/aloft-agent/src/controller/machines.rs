@@ -130,6 +130,37 @@ fn stop_params(config: &MachineConfig, how: StopHow) -> (i32, Duration) {
 }
 
 impl Controller {
+    /// [`validate_config`], then the image must be one `app` may run: an uploaded image only by
+    /// an app it was uploaded to (another app's digest is refused as if it did not exist).
+    pub(crate) async fn validate_for_app(
+        &self,
+        app: &str,
+        config: &MachineConfig,
+    ) -> ApiResult<images::ResolvedImage> {
+        let image = validate_config(config, self.images_dir())?;
+        self.check_image_owner(app, &config.image).await?;
+        Ok(image)
+    }
+
+    /// Refuses an uploaded image (`aloft/<app>@sha256:…`) that was not uploaded to `app`.
+    pub(crate) async fn check_image_owner(&self, app: &str, image: &str) -> ApiResult<()> {
+        let Some(hex) = images::uploaded_digest_hex(image.trim()) else {
+            return Ok(());
+        };
+        let (a, digest) = (app.to_string(), format!("sha256:{hex}"));
+        let owned = self
+            .db(move |s| s.read(|tx| tx.image(&a, &digest)))
+            .await?
+            .is_some();
+        if owned {
+            return Ok(());
+        }
+        Err(ApiError::unprocessable(format!(
+            "image {image:?} has not been uploaded to app {app:?}: deploy the app (aloft deploy \
+             uploads its directory), or PUT it to /v1/apps/{app}/images/{hex}"
+        )))
+    }
+
     // ---- reads ----
 
     pub async fn get_machine(&self, app: &str, id: &str) -> ApiResult<Machine> {
@@ -249,7 +280,7 @@ impl Controller {
         action: CreateMachine,
     ) -> ApiResult<Machine> {
         let req = action.request;
-        let image = validate_config(&req.config, self.images_dir())?;
+        let image = self.validate_for_app(app, &req.config).await?;
         let port_claim = self.claim_ports(app, &req.config.services).await?;
         let region = match req
             .region
@@ -367,7 +398,7 @@ impl Controller {
         action: UpdateMachine,
     ) -> ApiResult<Machine> {
         let req = action.request;
-        let image = validate_config(&req.config, self.images_dir())?;
+        let image = self.validate_for_app(app, &req.config).await?;
         let port_claim = self.claim_ports(app, &req.config.services).await?;
         let guard = self.lock(id).await;
         let mut rec = self.record(app, id).await?;

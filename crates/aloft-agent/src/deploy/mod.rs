@@ -276,6 +276,7 @@ impl Deployer {
             req.spec.image = image_ref(app, &format!("sha256:{hex}"));
         }
         self.check_spec(&req)?;
+        self.ctl.check_image_owner(app, &req.spec.image).await?;
         self.check_ports(app, &req.spec).await?;
         let plan = self.plan(app, &req).await?;
         if dry_run {
