@@ -8,12 +8,10 @@ use axum::Json;
 
 use super::extract::P;
 use super::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 
-/// Largest image upload accepted.
-pub const MAX_IMAGE_BYTES: usize = 1 << 30;
-
-/// `201 ImageInfo` stored, `200` already present, `400` digest mismatch or a bad tar.
+/// `201 ImageInfo` stored, `200` already present, `400` digest mismatch or a bad tar, `413` too
+/// large, `429` too many uploads at once, `507` no space left. The body is streamed to disk.
 pub async fn put(
     State(st): State<AppState>,
     P((app, hex)): P<(String, String)>,
@@ -21,19 +19,7 @@ pub async fn put(
 ) -> ApiResult<impl IntoResponse> {
     st.ctl.get_app(&app).await?;
     crate::deploy::images::check_hex(&hex)?;
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_IMAGE_BYTES)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                format!(
-                    "cannot read the image (at most {} MiB): {e}",
-                    MAX_IMAGE_BYTES >> 20
-                ),
-            )
-        })?;
-    let (created, info) = st.deploy.put_image(&app, &hex, bytes).await?;
+    let (created, info) = st.deploy.put_image(&app, &hex, req.into_body()).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -1,24 +1,34 @@
 //! The content-addressed image store: `PUT /v1/apps/{app}/images/{hex}` bodies (tarballs of an
 //! app directory, as `aloft deploy` packs them) unpacked into `<data-dir>/images/<hex>/`.
 //!
-//! Safety: the sha256 of the uploaded bytes must equal the digest in the path; the tar is
-//! unpacked into a temporary directory next to the store (entries confined to it, see
-//! [`aloft_deploy::image::unpack`]) and renamed into place, so `<hex>/` either does not exist or
-//! holds the whole image, even after a kill -9. The store row (app, digest, size) is written
-//! after the rename; a directory without a row (crash in between) is reused by the next upload.
+//! Safety: the body is streamed to a temporary file next to the store while it is hashed (never
+//! held in memory), at most [`MAX_IMAGE_BYTES`] of it, and at most [`MAX_UPLOADS`] uploads at
+//! once; its sha256 must equal the digest in the path. The tar is then unpacked into a temporary
+//! directory (entries and symlinks confined to it, see [`aloft_deploy::image::unpack_from`]) and
+//! renamed into place, so `<hex>/` either does not exist or holds the whole image, even after a
+//! kill -9. The store row (app, digest, size) is written after the rename; a directory without a
+//! row (crash in between) is reused by the next upload.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use aloft_deploy::wire::{image_ref, ImageInfo};
 use aloft_store::ImageRow;
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 
 use crate::controller::now_rfc3339;
 use crate::error::{ApiError, ApiResult};
 
 use super::Deployer;
 
-/// Prefix of temporary unpack directories inside the images dir.
+/// Prefix of temporary unpack directories and upload files inside the images dir.
 const TMP_PREFIX: &str = ".tmp-";
+/// Largest image upload accepted.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+/// Uploads received at once; more are answered 429.
+pub const MAX_UPLOADS: usize = 2;
 
 /// Checks a path's `{hex}`: 64 lowercase hex digits.
 pub fn check_hex(hex: &str) -> ApiResult<()> {
@@ -39,14 +49,86 @@ fn info(app: &str, row: &ImageRow) -> ImageInfo {
     }
 }
 
-/// Unpacks `tar` (whose sha256 must be `hex`) into `<root>/<hex>` through a temporary directory.
-fn unpack_atomically(root: &Path, hex: &str, tar: &[u8]) -> ApiResult<PathBuf> {
+/// An upload received into a temporary file, with the sha256 of its bytes.
+struct Received {
+    file: tempfile::NamedTempFile,
+    size: u64,
+    digest: String,
+}
+
+/// Streams `body` into a temporary file in `root`, hashing it on the way.
+async fn receive(root: &Path, body: axum::body::Body) -> ApiResult<Received> {
+    std::fs::create_dir_all(root)
+        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", root.display())))?;
+    let file = tempfile::Builder::new()
+        .prefix(&format!("{TMP_PREFIX}upload-"))
+        .tempfile_in(root)
+        .map_err(|e| write_failure(root, e))?;
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("the image upload was cut off: {e}")))?;
+        size += chunk.len() as u64;
+        if size > MAX_IMAGE_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                format!(
+                    "the image is larger than {} MiB, the most this agent accepts",
+                    MAX_IMAGE_BYTES >> 20
+                ),
+            ));
+        }
+        hasher.update(&chunk);
+        // Small synchronous writes into the page cache: cheaper than a blocking-pool hop per chunk.
+        out.write_all(&chunk).map_err(|e| write_failure(root, e))?;
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| write_failure(root, e.into_error()))?;
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Received {
+        file,
+        size,
+        digest: format!("sha256:{hex}"),
+    })
+}
+
+/// A failed write into the images dir: a full disk is the client's to know (507), not a 500.
+fn write_failure(root: &Path, e: std::io::Error) -> ApiError {
+    if e.raw_os_error() == Some(28) {
+        return ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            format!(
+                "no space left for the image in {}: free disk space on the agent's host, or \
+                 remove unused images",
+                root.display()
+            ),
+        );
+    }
+    ApiError::internal(format!(
+        "cannot write the image into {}: {e}",
+        root.display()
+    ))
+}
+
+/// Unpacks the received tar (whose sha256 must be `hex`) into `<root>/<hex>` through a
+/// temporary directory.
+fn unpack_atomically(root: &Path, hex: &str, tar: &Received) -> ApiResult<PathBuf> {
     let dest = root.join(hex);
     let digest = format!("sha256:{hex}");
-    let actual = aloft_deploy::image::digest_of(tar);
-    if actual != digest {
+    if tar.digest != digest {
         return Err(ApiError::bad_request(format!(
-            "image digest mismatch: the path says {digest}, the uploaded bytes are {actual}; upload again"
+            "image digest mismatch: the path says {digest}, the uploaded bytes are {}; upload again",
+            tar.digest
         )));
     }
     if dest.is_dir() {
@@ -55,10 +137,19 @@ fn unpack_atomically(root: &Path, hex: &str, tar: &[u8]) -> ApiResult<PathBuf> {
     let io = |what: &str, p: &Path, e: std::io::Error| {
         ApiError::internal(format!("{what} {}: {e}", p.display()))
     };
-    std::fs::create_dir_all(root).map_err(|e| io("cannot create", root, e))?;
     let tmp = root.join(format!("{TMP_PREFIX}{hex}-{}", ulid::Ulid::new()));
-    if let Err(e) = aloft_deploy::image::unpack(tar, &digest, &tmp) {
+    let reader = tar
+        .file
+        .reopen()
+        .map_err(|e| io("cannot read the upload", tar.file.path(), e))?;
+    let reader = std::io::BufReader::with_capacity(256 * 1024, reader);
+    if let Err(e) = aloft_deploy::image::unpack_from(reader, &tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
+        if let aloft_deploy::image::ImageError::Io { source, .. } = &e {
+            if source.raw_os_error() == Some(28) {
+                return Err(write_failure(root, std::io::Error::from_raw_os_error(28)));
+            }
+        }
         return Err(ApiError::bad_request(format!(
             "the uploaded image cannot be unpacked: {e}"
         )));
@@ -85,6 +176,7 @@ pub fn clean_temporaries(root: &Path) {
     for e in entries.flatten() {
         if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
             let _ = std::fs::remove_dir_all(e.path());
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -107,21 +199,32 @@ impl Deployer {
         }
     }
 
-    /// Stores an uploaded image; `(created, info)` — `created` is false when it was already there.
+    /// Stores an uploaded image, streamed from `body`; `(created, info)` — `created` is false
+    /// when it was already there (the body is then not read).
     pub async fn put_image(
         &self,
         app: &str,
         hex: &str,
-        tar: axum::body::Bytes,
+        body: axum::body::Body,
     ) -> ApiResult<(bool, ImageInfo)> {
         check_hex(hex)?;
-        if self.image(app, hex).await.is_ok() {
-            return Ok((false, self.image(app, hex).await?));
+        if let Ok(info) = self.image(app, hex).await {
+            return Ok((false, info));
         }
+        let _slot = self.uploads.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_uploads",
+                format!(
+                    "{MAX_UPLOADS} image uploads are already in progress on this agent; retry when one has finished"
+                ),
+            )
+        })?;
         let root = self.images_dir.clone();
+        let received = receive(&root, body).await?;
+        let size = received.size;
         let h = hex.to_string();
-        let size = tar.len() as u64;
-        let dir = tokio::task::spawn_blocking(move || unpack_atomically(&root, &h, &tar))
+        let dir = tokio::task::spawn_blocking(move || unpack_atomically(&root, &h, &received))
             .await
             .map_err(|e| ApiError::internal(format!("unpacking the image failed: {e}")))??;
         let row = ImageRow {
@@ -156,6 +259,16 @@ impl Deployer {
 mod tests {
     use super::*;
 
+    fn received(tar: &[u8]) -> Received {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(tar).unwrap();
+        Received {
+            file,
+            size: tar.len() as u64,
+            digest: aloft_deploy::image::digest_of(tar),
+        }
+    }
+
     #[test]
     fn unpacks_atomically_and_checks_the_digest() {
         let src = tempfile::tempdir().unwrap();
@@ -164,25 +277,42 @@ mod tests {
         let hex = packed.digest.strip_prefix("sha256:").unwrap();
         let root = tempfile::tempdir().unwrap();
         let wrong = "0".repeat(64);
-        let err = unpack_atomically(root.path(), &wrong, &packed.tar).unwrap_err();
+        let tar = received(&packed.tar);
+        let err = unpack_atomically(root.path(), &wrong, &tar).unwrap_err();
         assert!(err.message.contains("digest mismatch"), "{}", err.message);
         assert!(!root.path().join(&wrong).exists());
-        let dir = unpack_atomically(root.path(), hex, &packed.tar).unwrap();
+        let dir = unpack_atomically(root.path(), hex, &tar).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("app.sh")).unwrap(),
             "echo hi\n"
         );
         // Again: reused, and no temporary directory is left behind.
-        unpack_atomically(root.path(), hex, &packed.tar).unwrap();
+        unpack_atomically(root.path(), hex, &tar).unwrap();
         let names: Vec<String> = std::fs::read_dir(root.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec![hex.to_string()]);
         std::fs::create_dir(root.path().join(format!("{TMP_PREFIX}x"))).unwrap();
+        std::fs::write(root.path().join(format!("{TMP_PREFIX}upload-y")), "").unwrap();
         clean_temporaries(root.path());
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
         assert!(check_hex("ABC").is_err());
         assert!(check_hex(hex).is_ok());
+    }
+
+    #[tokio::test]
+    async fn uploads_stream_to_disk_and_are_hashed_on_the_way() {
+        let root = tempfile::tempdir().unwrap();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            vec![Ok(b"hello ".to_vec()), Ok(b"world".to_vec())];
+        let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+        let got = receive(root.path(), body).await.unwrap();
+        assert_eq!(got.size, 11);
+        assert_eq!(got.digest, aloft_deploy::image::digest_of(b"hello world"));
+        assert_eq!(std::fs::read(got.file.path()).unwrap(), b"hello world");
+        let path = got.file.path().to_path_buf();
+        drop(got);
+        assert!(!path.exists(), "the temporary file goes with the upload");
     }
 }

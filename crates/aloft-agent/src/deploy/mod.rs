@@ -78,6 +78,8 @@ impl From<ApiError> for CreateError {
 pub struct Deployer {
     pub(crate) ctl: Arc<Controller>,
     images_dir: PathBuf,
+    /// Upload slots ([`images::MAX_UPLOADS`]).
+    uploads: Arc<tokio::sync::Semaphore>,
     notices: broadcast::Sender<ReleaseKey>,
     runs: Mutex<HashMap<String, Run>>,
     /// Serialises release creation per app.
@@ -133,6 +135,7 @@ impl Deployer {
         Arc::new(Deployer {
             ctl,
             images_dir,
+            uploads: Arc::new(tokio::sync::Semaphore::new(images::MAX_UPLOADS)),
             notices,
             runs: Mutex::new(HashMap::new()),
             create_locks: Mutex::new(HashMap::new()),
