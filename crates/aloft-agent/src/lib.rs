@@ -145,7 +145,12 @@ impl Agent {
                 .await
                 .map_err(|e| AgentError::Reconcile(e.to_string()))??;
         let request_region = regions.default_for(None);
-        let ctl = Arc::new(Controller::new(Arc::new(store), sup, regions));
+        let ctl = Arc::new(Controller::new(
+            Arc::new(store),
+            sup,
+            regions,
+            config.limits.clone(),
+        ));
         ctl.set_images_dir(config.data_dir.join("images"));
         tokio::spawn(ctl.clone().run_runtime_events(events));
         let report = ctl

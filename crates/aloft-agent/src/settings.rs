@@ -28,6 +28,32 @@ pub struct AgentConfig {
     pub max_log_bytes: u64,
     /// The proxy in front of the machines' services; `None` runs the agent without one.
     pub proxy: Option<aloft_proxy::ProxyConfig>,
+    /// Bounds on what requests may ask of this host.
+    pub limits: Limits,
+}
+
+/// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Most machines one process group may be scaled to (`aloft agent --max-group-count`).
+    pub max_group_count: u32,
+    /// Memory the started machines of this host may be given together, as a multiple of its RAM
+    /// (`aloft agent --memory-overcommit`). Guest memory is a limit, not a reservation, so
+    /// overcommit is normal; one machine may never ask for more than the host's RAM.
+    pub memory_overcommit: f64,
+    /// API connections served at once; more wait in the listen backlog
+    /// (`aloft agent --max-api-connections`).
+    pub max_api_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_group_count: 1000,
+            memory_overcommit: 16.0,
+            max_api_connections: 512,
+        }
+    }
 }
 
 impl AgentConfig {
@@ -39,6 +65,7 @@ impl AgentConfig {
             regions: Vec::new(),
             max_log_bytes: 8 * 1024 * 1024,
             proxy: Some(aloft_proxy::ProxyConfig::default()),
+            limits: Limits::default(),
         }
     }
 }

@@ -1097,3 +1097,139 @@ async fn uploaded_images_belong_to_their_app_and_stay_inside_themselves() {
     assert_eq!(status, 404);
     h.stop_all().await;
 }
+
+/// Hardening fault 7 (bounds): a group count over the agent's limit is refused and not stored;
+/// a machine whose memory does not fit the host (its RAM × overcommit, minus what started
+/// machines hold) is refused with Fly's error, on create (412), start and update (409).
+#[tokio::test(flavor = "multi_thread")]
+async fn group_counts_and_machine_memory_are_bounded() {
+    let host_mb: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap()
+        / 1024.0;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(dir.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.proxy = None;
+    config.limits.max_group_count = 50;
+    // Room for 768 MiB of started machines on any host.
+    config.limits.memory_overcommit = 800.0 / host_mb;
+    let agent = Agent::start(config).await.unwrap();
+    let h = Harness {
+        url: agent.url(),
+        token: agent.token.clone(),
+        agent: Some(agent),
+        http: Client::new(),
+        image: tempfile::tempdir().unwrap(),
+        _dir: dir,
+    };
+    h.create_app("bounded").await;
+
+    let (status, body) = h
+        .call(
+            Method::PUT,
+            "/v1/apps/bounded/process_groups/web/count",
+            Some(json!({"count": 1_000_000})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("50"),
+        "names the limit: {body}"
+    );
+    let counts = h
+        .ok(Method::GET, "/v1/apps/bounded/process_groups", None)
+        .await;
+    assert_eq!(counts["counts"], json!({}), "nothing stored");
+    h.ok(
+        Method::PUT,
+        "/v1/apps/bounded/process_groups/web/count",
+        Some(json!({"count": 50})),
+    )
+    .await;
+
+    let machine = |mb: u32, skip_launch: bool| {
+        json!({"skip_launch": skip_launch, "config": {"image": h.image(), "init": {"exec": ["sleep", "60"]},
+            "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": mb}}})
+    };
+    // 512 MiB started: fits.
+    let first = h
+        .ok(
+            Method::POST,
+            "/v1/apps/bounded/machines",
+            Some(machine(512, false)),
+        )
+        .await;
+    let first_id = first["id"].as_str().unwrap().to_string();
+    h.ok(
+        Method::GET,
+        &format!("/v1/apps/bounded/machines/{first_id}/wait?state=started"),
+        None,
+    )
+    .await;
+    // Another 512 MiB: 1024 > 768, refused as Fly refuses, nothing created.
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/v1/apps/bounded/machines",
+            Some(machine(512, false)),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 412, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient memory available"),
+        "{body}"
+    );
+    let list = h.ok(Method::GET, "/v1/apps/bounded/machines", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "nothing created: {list}");
+    // Parked (skip_launch) reserves nothing; starting it does not fit: 409.
+    let parked = h
+        .ok(
+            Method::POST,
+            "/v1/apps/bounded/machines",
+            Some(machine(512, true)),
+        )
+        .await;
+    let parked_id = parked["id"].as_str().unwrap();
+    let (status, body) = h
+        .call(
+            Method::POST,
+            &format!("/v1/apps/bounded/machines/{parked_id}/start"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    // The started machine may grow within the budget, not past it.
+    let (status, body) = h
+        .call(
+            Method::POST,
+            &format!("/v1/apps/bounded/machines/{first_id}"),
+            Some(machine(1024, false)),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    // Stopping the first frees its memory: the parked one starts.
+    h.ok(
+        Method::POST,
+        &format!("/v1/apps/bounded/machines/{first_id}/stop"),
+        None,
+    )
+    .await;
+    h.ok(
+        Method::POST,
+        &format!("/v1/apps/bounded/machines/{parked_id}/start"),
+        None,
+    )
+    .await;
+    h.stop_all().await;
+}

@@ -40,8 +40,18 @@ pub fn argv(spec: &LaunchSpec) -> Option<Vec<String>> {
     }
 }
 
-/// The guest a machine runs with: its own, or the default preset when it has none.
+/// The guest a machine runs with: its own, else that of its `size` preset, else the default
+/// preset's.
 pub fn effective_guest(config: &MachineConfig) -> Guest {
+    if config.guest.is_none() {
+        if let Some(p) = config
+            .size
+            .as_deref()
+            .and_then(aloft_api::VmPreset::by_name)
+        {
+            return p.guest();
+        }
+    }
     match &config.guest {
         Some(g) if g.cpus > 0 && g.memory_mb > 0 => g.clone(),
         Some(g) => {

@@ -74,6 +74,32 @@ pub struct AgentArgs {
     /// Run without the proxy (service ports are not served).
     #[arg(long)]
     pub no_proxy: bool,
+    /// Most machines one process group may be scaled to.
+    #[arg(long, default_value_t = aloft_agent::settings::Limits::default().max_group_count)]
+    pub max_group_count: u32,
+    /// Memory all started machines may be given together, as a multiple of the host's RAM
+    /// (guest memory is a limit, not a reservation); one machine never gets more than the RAM.
+    #[arg(long, default_value_t = aloft_agent::settings::Limits::default().memory_overcommit, value_parser = parse_overcommit)]
+    pub memory_overcommit: f64,
+    /// API connections served at once (more wait in the listen backlog).
+    #[arg(long, default_value_t = aloft_agent::settings::Limits::default().max_api_connections, value_parser = parse_connections)]
+    pub max_api_connections: usize,
+}
+
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive whole number")),
+    }
+}
+
+fn parse_overcommit(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number (1 = no overcommit)"
+        )),
+    }
 }
 
 fn parse_port_map(s: &str) -> Result<(u16, u16), String> {

@@ -14,7 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::actions::{
     CreateMachine, DeleteMachine, ListMachines, Nonce, StopHow, UpdateMachine, WaitMachine,
 };
-use super::{event, now_rfc3339, Controller, FLYD, USER};
+use super::{event, now_rfc3339, Controller, Reserve, FLYD, USER};
 use crate::error::{ApiError, ApiResult};
 use crate::{ids, images};
 
@@ -26,7 +26,7 @@ pub const EVENTS_ON_LIST: usize = aloft_store::LIST_EVENTS;
 const KILL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// States in which a machine has (or is about to have) a process.
-fn is_running(state: MachineState) -> bool {
+pub(super) fn is_running(state: MachineState) -> bool {
     matches!(
         state,
         MachineState::Starting
@@ -281,6 +281,9 @@ impl Controller {
     ) -> ApiResult<Machine> {
         let req = action.request;
         let image = self.validate_for_app(app, &req.config).await?;
+        if !req.skip_launch {
+            self.check_memory(&req.config, Reserve::New)?;
+        }
         let port_claim = self.claim_ports(app, &req.config.services).await?;
         let region = match req
             .region
@@ -456,6 +459,9 @@ impl Controller {
                 .map_err(runtime_failure)?;
         }
         let was_running = is_running(rec.state);
+        if was_running || !req.skip_launch {
+            self.check_memory(&req.config, Reserve::Existing(id))?;
+        }
         rec.instance_id = ids::version();
         rec.config = req.config;
         rec.image_ref = Some(image.image_ref());
@@ -542,6 +548,7 @@ impl Controller {
             )))
             }
         }
+        self.check_memory(&rec.config, Reserve::Existing(id))?;
         rec.desired = DesiredState::Started;
         rec.restart_count = 0;
         self.boot(rec, Vec::new())

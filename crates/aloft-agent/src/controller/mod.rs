@@ -8,6 +8,7 @@
 
 pub mod actions;
 mod apps;
+mod capacity;
 mod checks;
 mod leases;
 mod machines;
@@ -15,6 +16,7 @@ mod ports;
 mod reconcile;
 mod runtime_events;
 
+pub use capacity::Reserve;
 pub use machines::validate_config;
 
 use std::collections::HashMap;
@@ -51,6 +53,10 @@ pub struct Controller {
     images_dir: std::sync::OnceLock<std::path::PathBuf>,
     /// Held while external ports are checked and the machine claiming them is written (`ports`).
     port_claims: tokio::sync::Mutex<()>,
+    limits: crate::settings::Limits,
+    /// This host's RAM in MiB, when it could be read (`capacity`).
+    host_memory_mb: Option<u64>,
+    reservations: capacity::Reservations,
 }
 
 /// Event `source` of API-initiated events.
@@ -59,7 +65,12 @@ pub const USER: &str = "user";
 pub const FLYD: &str = "flyd";
 
 impl Controller {
-    pub fn new(store: Arc<Store>, sup: Arc<dyn Supervisor>, regions: Regions) -> Controller {
+    pub fn new(
+        store: Arc<Store>,
+        sup: Arc<dyn Supervisor>,
+        regions: Regions,
+        limits: crate::settings::Limits,
+    ) -> Controller {
         let (changes, _) = broadcast::channel(4096);
         Controller {
             store,
@@ -71,6 +82,9 @@ impl Controller {
             checks_run: Default::default(),
             images_dir: std::sync::OnceLock::new(),
             port_claims: Default::default(),
+            limits,
+            host_memory_mb: capacity::host_memory_mb(),
+            reservations: Default::default(),
         }
     }
 
@@ -126,6 +140,7 @@ impl Controller {
     }
 
     fn publish(&self, rec: &MachineRecord) {
+        self.reservations.update(&rec.id, rec.state, &rec.config);
         let mut machine = rec.to_api(Vec::new());
         self.attach_checks(&mut machine);
         let _ = self.changes.send(MachineChange {

@@ -520,6 +520,13 @@ impl Deployer {
                 "process group name {group:?} must be 1-63 letters, digits, '-' or '_'"
             )));
         }
+        let max = self.ctl.limits().max_group_count;
+        if count > max {
+            return Err(ApiError::unprocessable(format!(
+                "count {count} for process group {group:?} is more than this agent allows ({max} \
+                 machines per group); scale to {max} or fewer, or raise aloft agent --max-group-count"
+            )));
+        }
         self.ctl.get_app(app).await?;
         let (a, g) = (app.to_string(), group.to_string());
         self.ctl

@@ -33,6 +33,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.listen = args.listen;
     config.proxy = (!args.no_proxy).then(|| aloft_proxy_config(&args));
     config.regions = args.regions;
+    config.limits = aloft_agent::settings::Limits {
+        max_group_count: args.max_group_count,
+        memory_overcommit: args.memory_overcommit,
+        max_api_connections: args.max_api_connections,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -75,15 +75,17 @@ fn count(args: ScaleCountArgs) -> anyhow::Result<ExitCode> {
         let plan = scale::plan_count(&req, &release.spec, &release.meta(), &machines)?;
         if plan.is_noop() {
             println!("App already scaled to desired state");
+            remember_counts(&client, &app, &plan.desired).await?;
         } else {
             print!("{}", plan.describe());
             if !confirm(&format!("Scale app {app}?"), args.yes)? {
                 eprintln!("Nothing changed.");
                 return Ok(ExitCode::FAILURE);
             }
+            // Recorded first: the agent refuses counts over its limit before anything changes.
+            remember_counts(&client, &app, &plan.desired).await?;
             execute_count(&client, &app, &plan).await?;
         }
-        remember_counts(&client, &app, &plan.desired).await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -125,21 +127,24 @@ async fn execute_count(client: &Client, app: &str, plan: &scale::ScalePlan) -> a
         .await
 }
 
-/// Tells the agent the per-group counts to keep (deploy leaves a group scaled to 0 at 0).
+/// Tells the agent the per-group counts to keep (deploy leaves a group scaled to 0 at 0). A count
+/// the agent refuses (over its limit) is an error; an agent too old to remember counts is a
+/// warning.
 async fn remember_counts(
     client: &Client,
     app: &str,
     desired: &std::collections::BTreeMap<String, u32>,
-) {
+) -> anyhow::Result<()> {
     for (group, n) in desired {
         if let Err(e) = client.set_group_count(app, group, *n).await {
             if is_not_found(&e) {
                 eprintln!("warning: this agent does not remember group counts yet; a later deploy may re-create machines of groups scaled to 0");
-                return;
+                return Ok(());
             }
-            eprintln!("warning: could not record the count of group {group}: {e:#}");
+            return Err(e).with_context(|| format!("recording the count of group {group}"));
         }
     }
+    Ok(())
 }
 
 fn guest(
