@@ -1233,3 +1233,49 @@ async fn group_counts_and_machine_memory_are_bounded() {
     .await;
     h.stop_all().await;
 }
+
+/// Hardening fault 8: config fields the agent cannot honour yet are refused, naming the field,
+/// instead of being accepted and dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn unsupported_config_fields_are_refused_not_dropped() {
+    let h = Harness::start(&[]).await;
+    h.create_app("strict").await;
+    let with = |key: &str, value: Value| {
+        let mut config = json!({"image": h.image(), "init": {"exec": ["sleep", "30"]}});
+        config[key] = value;
+        json!({"config": config})
+    };
+    for (key, value, expect) in [
+        (
+            "mounts",
+            json!([{"volume": "vol_1", "path": "/data"}]),
+            "config.mounts",
+        ),
+        (
+            "files",
+            json!([{"guest_path": "/etc/app.conf", "raw_value": "aGk="}]),
+            "config.files",
+        ),
+        ("schedule", json!("fortnightly"), "not one of hourly, daily"),
+        (
+            "schedule",
+            json!("daily"),
+            "scheduled machines are not supported",
+        ),
+    ] {
+        let (status, body) = h
+            .call(
+                Method::POST,
+                "/v1/apps/strict/machines",
+                Some(with(key, value)),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 422, "{key}: {body}");
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.contains(expect), "{key}: {msg}");
+    }
+    let list = h.ok(Method::GET, "/v1/apps/strict/machines", None).await;
+    assert_eq!(list, json!([]), "nothing created");
+    h.stop_all().await;
+}

@@ -80,6 +80,7 @@ pub fn validate_config(
             )));
         }
     }
+    refuse_unsupported(config)?;
     for (i, s) in config.services.iter().enumerate() {
         if s.internal_port == 0 {
             return Err(ApiError::unprocessable(format!(
@@ -111,6 +112,45 @@ pub fn validate_config(
         )));
     }
     Ok(image)
+}
+
+/// Schedules the Machines API knows.
+const SCHEDULES: &[&str] = &["hourly", "daily", "weekly", "monthly"];
+
+/// Refuses config fields this agent cannot honour yet, naming each: accepting and dropping them
+/// would leave a machine that silently differs from what was asked.
+fn refuse_unsupported(config: &MachineConfig) -> ApiResult<()> {
+    if let Some(m) = config.mounts.first() {
+        return Err(ApiError::unprocessable(format!(
+            "config.mounts: volumes are not supported by this agent yet, so {:?} cannot be \
+             mounted; remove the mount (or the fly.toml [[mounts]] section) to run without it",
+            m.path
+        )));
+    }
+    if let Some(f) = config.files.first() {
+        return Err(ApiError::unprocessable(format!(
+            "config.files: this agent runs machines as host processes sharing the host's \
+             filesystem, so a file cannot be placed at {:?} for one machine; files need the \
+             container runtime, which this agent does not have yet. Ship the file in the app \
+             directory, or pass its content in config.env",
+            f.guest_path
+        )));
+    }
+    if let Some(schedule) = &config.schedule {
+        let known = SCHEDULES.contains(&schedule.as_str());
+        return Err(ApiError::unprocessable(if known {
+            format!(
+                "config.schedule {schedule:?}: scheduled machines are not supported by this \
+                 agent yet; run the machine without a schedule"
+            )
+        } else {
+            format!(
+                "config.schedule {schedule:?} is not one of {}",
+                SCHEDULES.join(", ")
+            )
+        }));
+    }
+    Ok(())
 }
 
 /// The stop signal and timeout of a machine, overridden by a request.
