@@ -21,7 +21,9 @@ use aloft_api::{CreateMachineRequest, Machine, MachineState, UpdateMachineReques
 use futures_util::stream::{self, TryStreamExt};
 
 use crate::events::DeployEvent;
-use crate::plan::{converge, CreateWork, UpdateWork};
+use crate::plan::{
+    carries_release, converge, effective_group, is_managed, is_running, CreateWork, UpdateWork,
+};
 use crate::spec::{Release, ReleaseStatus, Strategy};
 
 /// An error of the platform under the engine.
@@ -140,7 +142,7 @@ pub async fn run_release<T: DeployTarget>(
         })
         .await
         .map_err(EngineError::Record)?;
-    let result = converge_fully(target, release).await;
+    let result = converge_fully(target, release, resumed).await;
     let (status, error) = match &result {
         Ok(()) => (ReleaseStatus::Complete, None),
         Err(e) => (ReleaseStatus::Failed, Some(e.to_string())),
@@ -152,13 +154,24 @@ pub async fn run_release<T: DeployTarget>(
     result
 }
 
-async fn converge_fully<T: DeployTarget>(target: &T, release: &Release) -> Result<(), EngineError> {
+async fn converge_fully<T: DeployTarget>(
+    target: &T,
+    release: &Release,
+    resumed: bool,
+) -> Result<(), EngineError> {
     let smoked = Mutex::new(BTreeSet::new());
+    let waited = Mutex::new(BTreeSet::new());
+    let engine = Engine {
+        target,
+        release,
+        smoked: &smoked,
+        waited: &waited,
+    };
     for _ in 0..MAX_PASSES {
         let machines = target.list_machines().await.map_err(EngineError::List)?;
         let work = converge(release, &machines);
         if work.is_empty() {
-            return Ok(());
+            return engine.verify_resumed(resumed, &machines).await;
         }
         let planned = DeployEvent::Planned {
             destroy: work.destroy.len(),
@@ -166,18 +179,13 @@ async fn converge_fully<T: DeployTarget>(target: &T, release: &Release) -> Resul
             update: work.update.len(),
         };
         target.record(planned).await.map_err(EngineError::Record)?;
-        let engine = Engine {
-            target,
-            release,
-            smoked: &smoked,
-        };
         engine.destroy_all(&work.destroy).await?;
         engine.create_all(work.create).await?;
         engine.update_all(work.update).await?;
     }
     let machines = target.list_machines().await.map_err(EngineError::List)?;
     if converge(release, &machines).is_empty() {
-        Ok(())
+        engine.verify_resumed(resumed, &machines).await
     } else {
         Err(EngineError::NoConvergence(MAX_PASSES))
     }
@@ -188,6 +196,8 @@ struct Engine<'a, T> {
     release: &'a Release,
     /// Groups with a machine that passed its smoke check in this release.
     smoked: &'a Mutex<BTreeSet<String>>,
+    /// Machines waited on (started, smoke-checked, healthy) by this run.
+    waited: &'a Mutex<BTreeSet<String>>,
 }
 
 impl<T: DeployTarget> Engine<'_, T> {
@@ -208,6 +218,33 @@ impl<T: DeployTarget> Engine<'_, T> {
 
     async fn record(&self, event: DeployEvent) -> Result<(), EngineError> {
         self.target.record(event).await.map_err(EngineError::Record)
+    }
+
+    /// A resumed run may find nothing left to change: the interrupted run had already created
+    /// or updated every machine, but died before seeing them healthy. Its machines get the same
+    /// waits a fresh run gives them (started, smoke check, health checks) before the release
+    /// can be complete; those this run waited on already are not waited on twice.
+    async fn verify_resumed(&self, resumed: bool, machines: &[Machine]) -> Result<(), EngineError> {
+        if !resumed || !self.waits() {
+            return Ok(());
+        }
+        let meta = self.release.meta();
+        let spec = &self.release.spec;
+        let pending: Vec<(String, String)> = {
+            let waited = self.waited.lock().unwrap();
+            machines
+                .iter()
+                .filter(|m| is_managed(m) && !waited.contains(&m.id))
+                .filter(|m| !self.release.plan.keep_stopped.contains(&m.id))
+                .filter(|m| is_running(m.state))
+                .filter_map(|m| {
+                    let group = effective_group(m, &spec.default_group);
+                    (self.release.plan.groups.contains(group) && carries_release(m, group, &meta))
+                        .then(|| (m.id.clone(), group.to_string()))
+                })
+                .collect()
+        };
+        self.wait_all(pending).await
     }
 
     async fn destroy_all(
@@ -308,6 +345,7 @@ impl<T: DeployTarget> Engine<'_, T> {
                     .wait_for_checks(&id, timeout)
                     .await
                     .map_err(unhealthy)?;
+                self.waited.lock().unwrap().insert(id.clone());
                 self.record(DeployEvent::Healthy {
                     id: id.clone(),
                     group: group.clone(),
@@ -775,6 +813,45 @@ mod tests {
         let mut off = s;
         off.deploy.smoke_checks = false;
         block(run_release(&t, &release(off, plan.frozen, 2), false)).unwrap();
+    }
+
+    /// Hardening fault 3: an agent killed after the last machine change but before the waits
+    /// resumes with nothing left to change; the release must still see its machines run and
+    /// pass their checks, and fail for a crash loop instead of ending complete.
+    #[test]
+    fn a_resumed_release_checks_machines_the_interrupted_run_never_waited_on() {
+        let s = spec(&[("worker", false)]);
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 1);
+        let t = MemTarget::default();
+        // The interrupted run: its machine was created (it carries the release), nothing waited.
+        let mut first = r.clone();
+        first.spec.deploy.strategy = Strategy::Immediate;
+        block(run_release(&t, &first, false)).unwrap();
+        assert_eq!(t.machines().len(), 1, "the machine was created");
+        t.state.lock().unwrap().crash_looping = vec!["n0001".into()];
+        let err = block(run_release(&t, &r, true)).unwrap_err();
+        assert!(err.to_string().contains("crash-looping"), "{err}");
+        assert!(matches!(
+            t.state.lock().unwrap().events.last(),
+            Some(DeployEvent::Finished {
+                status: ReleaseStatus::Failed,
+                ..
+            })
+        ));
+        // Healthy machines: the resumed run waits on them once and completes.
+        t.state.lock().unwrap().crash_looping.clear();
+        t.state.lock().unwrap().events.clear();
+        block(run_release(&t, &r, true)).unwrap();
+        let waits = t
+            .state
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| matches!(e, DeployEvent::Healthy { .. }))
+            .count();
+        assert_eq!(waits, 1);
     }
 
     #[test]
