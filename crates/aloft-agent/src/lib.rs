@@ -197,13 +197,9 @@ impl Agent {
         };
         let app = api::router(state);
         let (tx, rx) = oneshot::channel::<()>();
+        let limits = config.limits.clone();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "API server stopped");
-            }
+            api::serve::serve(listener, app, &limits, rx).await;
         });
         settings::write_addr_file(&config.data_dir, addr).map_err(dir_err)?;
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "agent listening");

@@ -44,6 +44,11 @@ pub struct Limits {
     /// API connections served at once; more wait in the listen backlog
     /// (`aloft agent --max-api-connections`).
     pub max_api_connections: usize,
+    /// Time an API client has to send a request head, and to send the next one on a kept-alive
+    /// connection (`aloft agent --api-header-timeout`).
+    pub api_header_timeout: std::time::Duration,
+    /// Time a request body may send nothing before the request is cut off.
+    pub api_body_idle_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +57,8 @@ impl Default for Limits {
             max_group_count: 1000,
             memory_overcommit: 16.0,
             max_api_connections: 512,
+            api_header_timeout: std::time::Duration::from_secs(30),
+            api_body_idle_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

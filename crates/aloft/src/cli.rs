@@ -84,6 +84,9 @@ pub struct AgentArgs {
     /// API connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = aloft_agent::settings::Limits::default().max_api_connections, value_parser = parse_connections)]
     pub max_api_connections: usize,
+    /// Time an API client has to send a request head (and between requests on one connection).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub api_header_timeout: std::time::Duration,
 }
 
 fn parse_connections(s: &str) -> Result<usize, String> {

@@ -139,3 +139,129 @@ async fn large_image_uploads_do_not_grow_the_agent() {
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// A machine's HTTP server answering `ok <machine id>` on `$PORT`.
+const HTTP_SERVER: &str = r#"
+import http.server, os
+mid = os.environ["FLY_MACHINE_ID"]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"ok {mid}".encode()
+        self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// Opens up to N connections to HOST:PORT, each sending half a request head, prints how many
+/// it holds, then holds them until killed.
+const FLOOD: &str = r#"
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held = []
+for _ in range(n):
+    try:
+        s = socket.create_connection((host, port), timeout=3)
+        s.send(b"GET /v1/apps HTTP/1.1\r\nHost: agent\r\n")
+        held.append(s)
+    except OSError:
+        break
+print(len(held), flush=True)
+time.sleep(600)
+"#;
+
+/// Fault 4: idle and half-sent API connections are capped and timed out, so a flood of them
+/// (no token needed) neither exhausts the agent's open files, which the proxy shares, nor keeps
+/// the API unavailable. Before the fix the proxy stopped accepting (`Too many open files`).
+#[tokio::test(flavor = "multi_thread")]
+async fn api_connection_floods_leave_the_proxy_serving() {
+    use std::io::{BufRead, Read, Write};
+
+    let (tmp, image, image_s) = setup();
+    std::fs::write(image.join("server.py"), HTTP_SERVER).unwrap();
+    let agent = AgentProc::start_with(
+        &tmp.path().join("data"),
+        &[
+            "--proxy-bind",
+            "127.0.0.1",
+            "--port-map",
+            "9000=0",
+            "--max-api-connections",
+            "64",
+            "--api-header-timeout",
+            "1s",
+        ],
+        Some(256),
+    );
+    agent
+        .ok(Method::POST, "/v1/apps", Some(json!({"app_name": "site"})))
+        .await;
+    let config = json!({"image": image_s, "init": {"exec": ["python3", "server.py"]},
+        "services": [{"protocol": "tcp", "internal_port": 8080, "ports": [{"port": 9000, "handlers": ["http"]}]}]});
+    let id = agent.create("site", json!({"config": config})).await;
+    agent.wait_state("site", &id, "started").await;
+    let proxy = common::wait_for_async(|| async {
+        let ports = agent.ok(Method::GET, "/v1/proxy", None).await;
+        let addr = ports.as_array()?.iter().find(|p| p["port"] == 9000)?["listen"]
+            .as_str()?
+            .to_string();
+        let body = reqwest::get(format!("http://{addr}/"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        body.starts_with("ok ").then_some(addr)
+    })
+    .await;
+
+    // A slow client: half a request head, then nothing. The agent hangs up on it.
+    let api_addr = agent.url.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&api_addr).unwrap();
+    slow.write_all(b"GET /v1/apps HTTP/1.1\r\nHost: agent\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "a half-sent request head keeps its connection open: {closed:?}"
+    );
+
+    // A flood of 600 such clients against an agent limited to 256 open files.
+    let (host, port) = api_addr.rsplit_once(':').unwrap();
+    let mut flood = Command::new("python3")
+        .args(["-c", FLOOD, host, port, "600"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held = String::new();
+    std::io::BufReader::new(flood.stdout.take().unwrap())
+        .read_line(&mut held)
+        .unwrap();
+    println!("flood holds {} connections", held.trim());
+    for i in 0..30 {
+        let body = reqwest::Client::new()
+            .get(format!("http://{proxy}/"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} through the proxy during the flood: {e}"))
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, format!("ok {id}"));
+    }
+    // The API itself comes back while the flood goes on: idle slots are timed out.
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(60),
+        agent.call(Method::GET, "/v1/apps", None),
+    )
+    .await
+    .expect("the API answers during the flood");
+    assert!(status.is_success());
+    let _ = flood.kill();
+    let _ = flood.wait();
+}

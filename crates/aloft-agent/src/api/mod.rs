@@ -10,6 +10,7 @@ mod machines;
 mod misc;
 mod proxy;
 mod releases;
+pub mod serve;
 
 use std::sync::Arc;
 

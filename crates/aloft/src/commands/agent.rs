@@ -37,6 +37,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         max_group_count: args.max_group_count,
         memory_overcommit: args.memory_overcommit,
         max_api_connections: args.max_api_connections,
+        api_header_timeout: args.api_header_timeout,
+        ..aloft_agent::settings::Limits::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -18,10 +18,26 @@ pub struct AgentProc {
 
 impl AgentProc {
     pub fn start(data_dir: &Path) -> AgentProc {
+        AgentProc::start_with(data_dir, &[], None)
+    }
+
+    /// An agent with more flags, and optionally a lower open-file limit (soft and hard).
+    pub fn start_with(data_dir: &Path, args: &[&str], nofile: Option<u32>) -> AgentProc {
         let _ = std::fs::remove_file(data_dir.join("agent.addr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_aloft"))
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_aloft"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_aloft")),
+        };
+        let child = command
             .args(["agent", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("ALOFT_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -163,4 +179,20 @@ pub fn setup() -> (tempfile::TempDir, PathBuf, String) {
     std::fs::create_dir(&image).unwrap();
     let image_s = image.display().to_string();
     (tmp, image, image_s)
+}
+
+/// Polls `probe` every 50 ms until it gives a value (at most 30 s).
+pub async fn wait_for_async<T, F, Fut>(mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
