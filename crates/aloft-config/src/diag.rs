@@ -3,7 +3,9 @@
 //! under the offending text, and an optional `= hint:` line.
 //!
 //! Locations come from byte spans into the source. TOML always has them; JSON and YAML files are
-//! parsed without spans, so their diagnostics name the field path but carry no line:col.
+//! parsed without spans, so their diagnostics name the field path but carry no line:col (parse
+//! errors and the reader's limits excepted). Spans are resolved in one pass over the source, and
+//! a long line is shown as an excerpt around the caret, so many diagnostics stay cheap.
 
 use std::fmt;
 use std::ops::Range;
@@ -35,9 +37,13 @@ pub struct Diagnostic {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
-    /// The text of the line at `location` (without its newline).
+    /// The text of the line at `location` (without its newline); a long line is cut to an
+    /// excerpt around the caret, marked with `…`.
     #[serde(skip)]
     pub source_line: Option<String>,
+    /// How many characters of `source_line` come before the caret.
+    #[serde(skip)]
+    pub caret_offset: usize,
     /// How many characters the caret underline spans (at least 1).
     #[serde(skip)]
     pub caret_len: usize,
@@ -70,7 +76,7 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{} | {}", loc.line, line)?;
             let lead: String = line
                 .chars()
-                .take(loc.column.saturating_sub(1))
+                .take(self.caret_offset)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
             writeln!(f, "{pad} | {lead}{}", "^".repeat(self.caret_len.max(1)))?;
@@ -168,14 +174,26 @@ impl Sink {
         self.raw.iter().any(|d| d.severity == Severity::Error)
     }
 
-    /// Resolves spans against `source` and orders by (severity, position).
+    /// Resolves spans against `source` and orders by (severity, position). Linear in the size
+    /// of the source plus the number of diagnostics, however many share a line.
     pub fn finish(self, source: &str, path: &str) -> Diagnostics {
+        let starts: Vec<Option<usize>> = self
+            .raw
+            .iter()
+            .map(|r| {
+                r.span
+                    .as_ref()
+                    .map(|s| floor_char_boundary(source, s.start.min(source.len())))
+            })
+            .collect();
+        let places = locate(source, &starts);
         let mut items: Vec<(usize, Diagnostic)> = self
             .raw
             .into_iter()
-            .map(|r| {
-                let start = r.span.as_ref().map(|s| s.start).unwrap_or(usize::MAX);
-                (start, resolve(r, source, path))
+            .zip(places)
+            .map(|(r, place)| {
+                let start = place.map(|p| p.offset).unwrap_or(usize::MAX);
+                (start, resolve(r, place, source, path))
             })
             .collect();
         items.sort_by_key(|(start, d)| (d.severity, *start));
@@ -186,38 +204,112 @@ impl Sink {
     }
 }
 
-fn resolve(r: RawDiag, source: &str, path: &str) -> Diagnostic {
+/// Characters of a long source line shown before the caret, and from the caret on.
+const SHOWN_BEFORE: usize = 60;
+const SHOWN_FROM: usize = 100;
+
+/// Where a span starts: byte offset, 1-based line and column, and where its line starts.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    offset: usize,
+    line: usize,
+    column: usize,
+    line_start: usize,
+}
+
+/// The place of each offset, found in one pass over the source (offsets visited in order).
+fn locate(source: &str, offsets: &[Option<usize>]) -> Vec<Option<Place>> {
+    let mut order: Vec<(usize, usize)> = offsets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.map(|o| (o, i)))
+        .collect();
+    order.sort_unstable();
+    let mut places = vec![None; offsets.len()];
+    let mut here = Place {
+        offset: 0,
+        line: 1,
+        column: 1,
+        line_start: 0,
+    };
+    for (target, i) in order {
+        for (j, c) in source[here.offset..target].char_indices() {
+            if c == '\n' {
+                here.line += 1;
+                here.column = 1;
+                here.line_start = here.offset + j + 1;
+            } else {
+                here.column += 1;
+            }
+        }
+        here.offset = target;
+        places[i] = Some(here);
+    }
+    places
+}
+
+fn resolve(r: RawDiag, place: Option<Place>, source: &str, path: &str) -> Diagnostic {
     let mut d = Diagnostic {
         severity: r.severity,
         message: r.message,
         path: path.to_string(),
         location: None,
         source_line: None,
+        caret_offset: 0,
         caret_len: 1,
         hint: r.hint,
     };
-    if let Some(span) = r.span {
-        let start = floor_char_boundary(source, span.start.min(source.len()));
-        let line_start = source[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let line_end = source[start..]
-            .find('\n')
-            .map(|i| start + i)
-            .unwrap_or(source.len());
-        let line_no = source[..line_start].matches('\n').count() + 1;
-        let column = source[line_start..start].chars().count() + 1;
-        let line_text = source[line_start..line_end]
-            .trim_end_matches('\r')
-            .to_string();
-        let end = floor_char_boundary(source, span.end.clamp(start, line_end.max(start)));
-        let caret_len = source[start..end].trim_end().chars().count().max(1);
+    if let (Some(place), Some(span)) = (place, r.span) {
+        let (before, caret_offset) = shown_before(source, place);
+        let (from, from_end) = shown_from(source, place.offset);
+        let end = floor_char_boundary(source, span.end.clamp(place.offset, from_end));
+        d.caret_len = source[place.offset..end].trim_end().chars().count().max(1);
         d.location = Some(Location {
-            line: line_no,
-            column,
+            line: place.line,
+            column: place.column,
         });
-        d.source_line = Some(line_text);
-        d.caret_len = caret_len;
+        d.source_line = Some(before + &from);
+        d.caret_offset = caret_offset;
     }
     d
+}
+
+/// The line up to the caret (its last [`SHOWN_BEFORE`] characters when longer, after `…`), and
+/// how many characters that is.
+fn shown_before(source: &str, place: Place) -> (String, usize) {
+    let before = &source[place.line_start..place.offset];
+    let count = place.column - 1;
+    if count <= SHOWN_BEFORE {
+        return (before.to_string(), count);
+    }
+    let cut = before
+        .char_indices()
+        .rev()
+        .nth(SHOWN_BEFORE - 1)
+        .map_or(0, |(i, _)| i);
+    (format!("…{}", &before[cut..]), SHOWN_BEFORE + 1)
+}
+
+/// The line from the caret to its end (its first [`SHOWN_FROM`] characters when longer, then
+/// `…`), and the byte offset where the shown text ends. Never reads past what it shows.
+fn shown_from(source: &str, offset: usize) -> (String, usize) {
+    let rest = &source[offset..];
+    let mut end = rest.len();
+    let mut cut = false;
+    for (n, (i, c)) in rest.char_indices().enumerate() {
+        if c == '\n' || n == SHOWN_FROM {
+            end = i;
+            cut = c != '\n';
+            break;
+        }
+    }
+    let shown = &rest[..end];
+    let text = if cut {
+        format!("{shown}…")
+    } else {
+        shown.trim_end_matches('\r').to_string()
+    };
+    (text, offset + end)
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -266,5 +358,20 @@ mod tests {
         sink.error(&Some(1..2), "y", None);
         let d = sink.finish("é", "f");
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_caret() {
+        let src = format!("x = [{}]\n", "1, ".repeat(400));
+        let at = src.len() / 2;
+        let mut sink = Sink::default();
+        sink.warn(&Some(at..at + 1), "here", None);
+        let d = &sink.finish(&src, "f").items[0];
+        let line = d.source_line.as_deref().unwrap();
+        assert_eq!(line.chars().count(), 1 + SHOWN_BEFORE + SHOWN_FROM + 1);
+        assert!(line.starts_with('…') && line.ends_with('…'), "{line}");
+        assert_eq!(d.location.unwrap().column, at + 1);
+        let shown: String = line.chars().skip(d.caret_offset).take(3).collect();
+        assert_eq!(shown, src[at..at + 3]);
     }
 }

@@ -20,12 +20,14 @@
 //! ```
 //!
 //! Line:col locations exist for TOML only; JSON and YAML are parsed without spans, so their
-//! diagnostics name the field but not the position (parse errors still carry one).
+//! diagnostics name the field but not the position (parse errors still carry one, and so do
+//! the reader's limits: files over 4 MiB and tables or lists nested over 64 levels are refused).
 
 mod base64;
 mod decode;
 pub mod diag;
 mod flatten;
+mod limits;
 pub mod model;
 mod node;
 mod read;
@@ -90,7 +92,7 @@ pub enum LoadError {
 /// Reads and checks the config at `path`. `[[files]] local_path` entries are read relative to
 /// the config's directory and embedded, so the config is self-contained.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+    let bytes = read_capped(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => LoadError::NotFound {
             path: path.to_path_buf(),
         },
@@ -99,8 +101,11 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
             source,
         },
     })?;
-    let src = String::from_utf8_lossy(&bytes);
     let shown = path.display().to_string();
+    if bytes.len() > limits::MAX_BYTES {
+        return Ok(refuse_too_large(&shown));
+    }
+    let src = String::from_utf8_lossy(&bytes);
     let base = path.parent().unwrap_or(Path::new("."));
     Ok(parse_inner(
         &src,
@@ -110,10 +115,33 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     ))
 }
 
+/// The file's bytes, but no more than one past the size limit (which is enough to refuse it).
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limits::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Parses and checks a config held in memory; `path_for_messages` is how diagnostics name it.
 /// `[[files]] local_path` entries are not read (there is no directory to read them from).
 pub fn parse_str(src: &str, format: Format, path_for_messages: &str) -> Loaded {
+    if src.len() > limits::MAX_BYTES {
+        return refuse_too_large(path_for_messages);
+    }
     parse_inner(src, format, path_for_messages, None)
+}
+
+/// An empty config with the one error saying the file is too large to read.
+fn refuse_too_large(shown: &str) -> Loaded {
+    let mut sink = diag::Sink::default();
+    limits::too_large(&mut sink);
+    Loaded {
+        config: AppConfig::default(),
+        diagnostics: sink.finish("", shown),
+    }
 }
 
 fn parse_inner(src: &str, format: Format, shown: &str, base: Option<&Path>) -> Loaded {

@@ -1,12 +1,22 @@
 //! The raw document: a format-independent tree of values with byte spans, built from TOML
-//! (`toml_edit`, spans kept), JSON (`serde_json`) or YAML (`serde_norway`). JSON and YAML nodes have
-//! no spans, so their diagnostics carry no line:col — only the field path in the message.
+//! (`toml_edit`, spans kept), JSON (`serde_json`) or YAML (`serde_norway`, in `yaml`). JSON and
+//! YAML nodes have no spans, so their diagnostics carry no line:col — only the field path in the
+//! message — except parse errors and the nesting and size limits of `limits`, which are located.
+//!
+//! Every format refuses tables and lists nested deeper than [`MAX_DEPTH`] before building the
+//! tree, so the tree (and everything that walks it recursively) stays shallow.
+
+mod yaml;
+mod yaml_scan;
 
 use std::ops::Range;
 
 use toml_edit::{Item, Table, Value};
 
 use crate::diag::{Sink, Span};
+use crate::limits::{self, MAX_DEPTH};
+
+pub(crate) use yaml::from_yaml;
 
 /// One value of the document and where it came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,14 +87,14 @@ impl Node {
 /// Parses TOML keeping spans. A syntax error becomes one diagnostic at the error's position.
 pub(crate) fn from_toml(src: &str, sink: &mut Sink) -> Option<Node> {
     match toml_edit::ImDocument::parse(src) {
-        Ok(doc) => Some(table_node(doc.as_table(), None)),
+        Ok(doc) => match table_node(doc.as_table(), None, 1) {
+            Ok(root) => Some(root),
+            Err(TooDeep(span)) => {
+                limits::too_deep(sink, &span);
+                None
+            }
+        },
         Err(e) => {
-            let message = e.message().trim().to_string();
-            let hint = if message.contains("duplicate key") {
-                Some("each key may appear once per table; remove or rename one of them".to_string())
-            } else {
-                Some("this is not valid TOML; see https://toml.io for the syntax".to_string())
-            };
             let span = e.span().map(|s| {
                 if s.is_empty() {
                     s.start..s.start + 1
@@ -92,44 +102,82 @@ pub(crate) fn from_toml(src: &str, sink: &mut Sink) -> Option<Node> {
                     s
                 }
             });
+            let message = e.message().trim().to_string();
+            if message.contains("recursion limit") {
+                // toml_edit's own guard (80 levels of inline values or dotted key parts).
+                limits::too_deep(sink, &span);
+                return None;
+            }
+            let hint = if message.contains("duplicate key") {
+                Some("each key may appear once per table; remove or rename one of them".to_string())
+            } else {
+                Some("this is not valid TOML; see https://toml.io for the syntax".to_string())
+            };
             sink.error(&span, format!("TOML parse error: {message}"), hint);
             None
         }
     }
 }
 
-fn table_node(t: &Table, parent_span: Span) -> Node {
+/// A table or array that would open nesting level `MAX_DEPTH + 1`, and where.
+struct TooDeep(Span);
+
+/// Refuses a table or array at nesting level `depth` (the document is level 1) past the limit.
+fn check_depth(depth: usize, span: &Span) -> Result<(), TooDeep> {
+    if depth > MAX_DEPTH {
+        return Err(TooDeep(span.clone()));
+    }
+    Ok(())
+}
+
+fn table_node(t: &Table, parent_span: Span, depth: usize) -> Result<Node, TooDeep> {
     let span = t.span().or(parent_span);
-    let entries = t
-        .iter()
-        .filter_map(|(k, _)| {
-            let (key, item) = t.get_key_value(k)?;
-            let key_span = key.span();
-            let value = item_node(item, key_span.clone().or(span.clone()))?;
-            Some(Entry {
-                key: k.to_string(),
+    check_depth(depth, &span)?;
+    let pairs = t.iter().filter_map(|(k, _)| t.get_key_value(k));
+    let entries = entries(pairs, &span, depth)?;
+    Ok(Node::new(Kind::Table(entries), span))
+}
+
+/// The entries of a table or inline table at nesting level `depth`; keys without a span of
+/// their own fall back to the table's.
+fn entries<'t>(
+    pairs: impl Iterator<Item = (&'t toml_edit::Key, &'t Item)>,
+    span: &Span,
+    depth: usize,
+) -> Result<Vec<Entry>, TooDeep> {
+    let mut entries = Vec::new();
+    for (key, item) in pairs {
+        let key_span = key.span();
+        let fallback = key_span.clone().or(span.clone());
+        if let Some(value) = item_node(item, fallback, depth + 1)? {
+            entries.push(Entry {
+                key: key.get().to_string(),
                 key_span,
                 value,
-            })
-        })
-        .collect();
-    Node::new(Kind::Table(entries), span)
-}
-
-fn item_node(item: &Item, fallback: Span) -> Option<Node> {
-    match item {
-        Item::None => None,
-        Item::Value(v) => Some(value_node(v, fallback)),
-        Item::Table(t) => Some(table_node(t, fallback)),
-        Item::ArrayOfTables(a) => {
-            let span = a.span().or(fallback);
-            let items = a.iter().map(|t| table_node(t, span.clone())).collect();
-            Some(Node::new(Kind::Array(items), span))
+            });
         }
     }
+    Ok(entries)
 }
 
-fn value_node(v: &Value, fallback: Span) -> Node {
+fn item_node(item: &Item, fallback: Span, depth: usize) -> Result<Option<Node>, TooDeep> {
+    Ok(Some(match item {
+        Item::None => return Ok(None),
+        Item::Value(v) => value_node(v, fallback, depth)?,
+        Item::Table(t) => table_node(t, fallback, depth)?,
+        Item::ArrayOfTables(a) => {
+            let span = a.span().or(fallback);
+            check_depth(depth, &span)?;
+            let items = a
+                .iter()
+                .map(|t| table_node(t, span.clone(), depth + 1))
+                .collect::<Result<_, _>>()?;
+            Node::new(Kind::Array(items), span)
+        }
+    }))
+}
+
+fn value_node(v: &Value, fallback: Span, depth: usize) -> Result<Node, TooDeep> {
     let span: Option<Range<usize>> = v.span().or(fallback);
     let kind = match v {
         Value::String(s) => Kind::Str(s.value().clone()),
@@ -137,31 +185,31 @@ fn value_node(v: &Value, fallback: Span) -> Node {
         Value::Float(f) => Kind::Float(*f.value()),
         Value::Boolean(b) => Kind::Bool(*b.value()),
         Value::Datetime(d) => Kind::Other(d.value().to_string()),
-        Value::Array(a) => Kind::Array(a.iter().map(|v| value_node(v, span.clone())).collect()),
-        Value::InlineTable(t) => {
-            let entries = t
+        Value::Array(a) => {
+            check_depth(depth, &span)?;
+            let items = a
                 .iter()
-                .filter_map(|(k, _)| {
-                    let (key, item) = t.get_key_value(k)?;
-                    let key_span = key.span();
-                    let value = item_node(item, key_span.clone().or(span.clone()))?;
-                    Some(Entry {
-                        key: k.to_string(),
-                        key_span,
-                        value,
-                    })
-                })
-                .collect();
-            Kind::Table(entries)
+                .map(|v| value_node(v, span.clone(), depth + 1))
+                .collect::<Result<_, _>>()?;
+            Kind::Array(items)
+        }
+        Value::InlineTable(t) => {
+            check_depth(depth, &span)?;
+            let pairs = t.iter().filter_map(|(k, _)| t.get_key_value(k));
+            Kind::Table(entries(pairs, &span, depth)?)
         }
     };
-    Node::new(kind, span)
+    Ok(Node::new(kind, span))
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON and YAML (no spans)
+// JSON (no spans; YAML is in `yaml`)
 
 pub(crate) fn from_json(src: &str, sink: &mut Sink) -> Option<Node> {
+    if let Some(at) = json_too_deep(src, MAX_DEPTH) {
+        limits::too_deep(sink, &Some(at..at + 1));
+        return None;
+    }
     match serde_json::from_str::<serde_json::Value>(src) {
         Ok(v) => root_table(json_node(&v), sink),
         Err(e) => {
@@ -175,6 +223,38 @@ pub(crate) fn from_json(src: &str, sink: &mut Sink) -> Option<Node> {
     }
 }
 
+/// Where a JSON text opens array or object number `limit + 1` of one nest, as a byte offset.
+/// Exact for valid JSON (brackets inside strings are skipped); serde_json reports the rest.
+fn json_too_deep(src: &str, limit: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, b) in src.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A parsed JSON value as a node; [`json_too_deep`] has bounded its depth.
 fn json_node(v: &serde_json::Value) -> Node {
     use serde_json::Value as J;
     let kind = match v {
@@ -195,53 +275,6 @@ fn json_node(v: &serde_json::Value) -> Node {
                 })
                 .collect(),
         ),
-    };
-    Node::new(kind, None)
-}
-
-pub(crate) fn from_yaml(src: &str, sink: &mut Sink) -> Option<Node> {
-    match serde_norway::from_str::<serde_norway::Value>(src) {
-        Ok(v) => root_table(yaml_node(&v), sink),
-        Err(e) => {
-            let span = e
-                .location()
-                .and_then(|l| line_col_span(src, l.line(), l.column()));
-            sink.error(&span, format!("YAML parse error: {e}"), None);
-            None
-        }
-    }
-}
-
-fn yaml_node(v: &serde_norway::Value) -> Node {
-    use serde_norway::Value as Y;
-    let kind = match v {
-        Y::Null => Kind::Other("null".into()),
-        Y::Bool(b) => Kind::Bool(*b),
-        Y::Number(n) => match n.as_i64() {
-            Some(i) => Kind::Int(i),
-            None => Kind::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Y::String(s) => Kind::Str(s.clone()),
-        Y::Sequence(a) => Kind::Array(a.iter().map(yaml_node).collect()),
-        Y::Mapping(m) => Kind::Table(
-            m.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Y::String(s) => s.clone(),
-                        other => serde_norway::to_string(other)
-                            .unwrap_or_default()
-                            .trim()
-                            .to_string(),
-                    };
-                    Entry {
-                        key,
-                        key_span: None,
-                        value: yaml_node(v),
-                    }
-                })
-                .collect(),
-        ),
-        Y::Tagged(t) => return yaml_node(&t.value),
     };
     Node::new(kind, None)
 }
@@ -320,5 +353,21 @@ mod tests {
         let y = from_yaml("app: x\nenv:\n  A: '1'\n", &mut sink).unwrap();
         assert_eq!(j, y);
         assert!(from_yaml("- 1\n- 2\n", &mut sink).is_none());
+    }
+
+    #[test]
+    fn json_depth_skips_strings_and_escapes() {
+        let src = r#"{"a": "[[[\"[[", "b": [[1]]}"#;
+        assert_eq!(json_too_deep(src, 3), None);
+        assert_eq!(json_too_deep(src, 2), Some(src.find("[1").unwrap()));
+    }
+
+    #[test]
+    fn toml_depth_is_checked_while_building_the_tree() {
+        let mut sink = Sink::default();
+        let src = format!("a = {}{}\n", "[".repeat(64), "]".repeat(64));
+        assert!(from_toml(&src, &mut sink).is_none());
+        let d = sink.finish(&src, "f");
+        assert_eq!(d.items[0].location.unwrap().column, 4 + 64);
     }
 }

@@ -107,8 +107,11 @@ pub(crate) fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         }
     }
     let lower = key.to_ascii_lowercase().replace('-', "_");
+    let len = lower.chars().count();
     known
         .iter()
+        // The distance is at least the difference in length: skip hopeless (or huge) keys.
+        .filter(|k| k.chars().count().abs_diff(len) <= 2)
         .map(|k| (levenshtein(&lower, k), *k))
         .filter(|(d, k)| *d <= 2.min(k.len() / 3 + 1))
         .min_by_key(|(d, _)| *d)
