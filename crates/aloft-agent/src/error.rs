@@ -53,6 +53,14 @@ impl ApiError {
              token is in <data-dir>/token)",
         )
     }
+    /// The agent's disk is full (507).
+    pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            message,
+        )
+    }
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "unknown", message)
     }
@@ -75,6 +83,14 @@ impl From<aloft_store::StoreError> for ApiError {
             aloft_store::StoreError::MachineNameTaken { app, name } => ApiError::unprocessable(format!(
                 "a machine named {name:?} already exists in app {app:?}; pick another name or leave it out"
             )),
+            other if other.is_disk_full() => {
+                tracing::error!(error = %other, "state store: disk full");
+                ApiError::insufficient_storage(format!(
+                    "the agent's disk is full and its state cannot be written ({other}): free \
+                     space in the data dir's filesystem (stop or destroy machines whose output \
+                     fills it, remove files), then retry"
+                ))
+            }
             other => {
                 tracing::error!(error = %other, "state store failure");
                 ApiError::internal(other.to_string())

@@ -32,6 +32,7 @@ use aloft_store::{Durability, Store};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use aloft_proxy::ProxyConfig;
+pub use aloft_runtime::LogLimits;
 pub use controller::{Controller, MachineChange};
 pub use settings::{default_data_dir, local_defaults, AgentConfig, LocalDefaults, DEFAULT_LISTEN};
 
@@ -111,7 +112,7 @@ impl Agent {
         let lock = data_dir::lock(&config.data_dir).await?;
         let (runtime, events) = Runtime::new(RuntimeConfig {
             data_dir: config.data_dir.join("runtime"),
-            max_log_bytes: config.max_log_bytes,
+            logs: config.logs,
         })?;
         Agent::start_locked(config, lock, Arc::new(runtime), events).await
     }

@@ -24,8 +24,8 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// Region codes this agent hosts; empty = every known Fly region.
     pub regions: Vec<String>,
-    /// Upper bound of each machine's log file.
-    pub max_log_bytes: u64,
+    /// How much disk machine logs may take (per file, in total, free space kept).
+    pub logs: aloft_runtime::LogLimits,
     /// The proxy in front of the machines' services; `None` runs the agent without one.
     pub proxy: Option<aloft_proxy::ProxyConfig>,
     /// Bounds on what requests may ask of this host.
@@ -70,7 +70,7 @@ impl AgentConfig {
             data_dir: data_dir.into(),
             listen: DEFAULT_LISTEN.parse().expect("constant address"),
             regions: Vec::new(),
-            max_log_bytes: 8 * 1024 * 1024,
+            logs: aloft_runtime::LogLimits::default(),
             proxy: Some(aloft_proxy::ProxyConfig::default()),
             limits: Limits::default(),
         }

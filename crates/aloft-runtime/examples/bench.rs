@@ -47,7 +47,7 @@ async fn main() {
     };
     let config = RuntimeConfig {
         data_dir: data.path().to_path_buf(),
-        max_log_bytes: 1 << 20,
+        logs: aloft_runtime::LogLimits::with_file_bytes(1 << 20),
     };
     let (rt, mut events) = Runtime::with_tuning(config, tuning).expect("runtime");
     tokio::spawn(async move { while events.recv().await.is_some() {} });

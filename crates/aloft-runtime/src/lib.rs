@@ -31,8 +31,42 @@ pub use cgroup::CgroupMode;
 pub struct RuntimeConfig {
     /// Where pid records and logs live (the agent passes `<data-dir>/runtime`).
     pub data_dir: PathBuf,
-    /// Upper bound of each machine's log file before it is rotated.
-    pub max_log_bytes: u64,
+    /// How much disk machine logs may take.
+    pub logs: LogLimits,
+}
+
+/// How much disk machine logs may take (see `logs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Upper bound of each machine's log file before it is rotated (a machine keeps at most
+    /// twice this).
+    pub file_bytes: u64,
+    /// Upper bound of all log files together; past it the oldest files of machines that are not
+    /// running are deleted, then lines are dropped.
+    pub total_bytes: u64,
+    /// Free space the log filesystem keeps: below it lines are dropped (and counted), so a
+    /// machine's output never fills the disk the state database lives on.
+    pub min_free_bytes: u64,
+}
+
+impl Default for LogLimits {
+    fn default() -> LogLimits {
+        LogLimits {
+            file_bytes: 8 << 20,
+            total_bytes: 1 << 30,
+            min_free_bytes: 128 << 20,
+        }
+    }
+}
+
+impl LogLimits {
+    /// The defaults with another per-file bound.
+    pub fn with_file_bytes(file_bytes: u64) -> LogLimits {
+        LogLimits {
+            file_bytes,
+            ..LogLimits::default()
+        }
+    }
 }
 
 /// Everything needed to run one version of a machine.
@@ -262,7 +296,7 @@ pub struct LogQuery {
 /// Bounded on-disk log files per machine, plus a broadcast of new lines for followers.
 pub struct LogStore {
     dir: PathBuf,
-    max_bytes: u64,
+    limits: LogLimits,
     files: std::sync::Mutex<logs::Files>,
     tx: tokio::sync::broadcast::Sender<LogLine>,
 }

@@ -81,7 +81,7 @@ impl Inner {
     ) -> Result<(Arc<Inner>, mpsc::UnboundedReceiver<RuntimeEvent>), RuntimeError> {
         let io = |path: std::path::PathBuf| move |source| RuntimeError::Io { path, source };
         let logs_dir = config.data_dir.join("logs");
-        let logs = LogStore::new(logs_dir.clone(), config.max_log_bytes).map_err(io(logs_dir))?;
+        let logs = LogStore::new(logs_dir.clone(), config.logs).map_err(io(logs_dir))?;
         let pids_dir = config.data_dir.join("pids");
         let records = PidRecords::new(pids_dir.clone()).map_err(io(pids_dir))?;
         let cgroups = match crate::cgroup::Driver::detect(tuning.cgroups, &tuning.cgroup_parent) {

@@ -31,3 +31,10 @@ pub enum StoreError {
     #[error("state database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
+
+impl StoreError {
+    /// Whether the write failed because the disk (or the database's size limit) is full.
+    pub fn is_disk_full(&self) -> bool {
+        crate::reserve::is_disk_full(self)
+    }
+}

@@ -20,6 +20,7 @@ mod deploys;
 mod error;
 mod migrations;
 mod records;
+mod reserve;
 mod tx;
 
 pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
@@ -27,6 +28,7 @@ pub use deploys::{ImageRow, ReleaseEventRow, ReleaseRow, UNFINISHED_STATUSES};
 pub use error::StoreError;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};
+pub use reserve::RESERVE_BYTES;
 pub use tx::{Tx, MAX_EVENTS_PER_MACHINE};
 
 use std::cell::RefCell;
@@ -59,6 +61,8 @@ impl Durability {
 pub struct Store {
     inner: Mutex<Inner>,
     path: Option<PathBuf>,
+    /// Space kept for writes on a full disk (`reserve`); none in memory.
+    reserve: Option<reserve::Reserve>,
 }
 
 /// What the mutex guards: the connection and the in-memory state that must change with it.
@@ -110,6 +114,7 @@ impl Store {
                 conn,
                 cache: Default::default(),
             }),
+            reserve: path.as_deref().map(reserve::Reserve::new),
             path,
         }
     }
@@ -134,10 +139,34 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction, committed before returning. An error from `f` rolls
-    /// everything back.
+    /// everything back. On a full disk the write is tried once more after the store's reserve
+    /// is freed (see `reserve`), so `f` may run twice; only one run is ever committed.
     pub fn write<T>(
         &self,
-        f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
+        mut f: impl FnMut(&Tx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.write_once(&mut f);
+        let Some(reserve) = &self.reserve else {
+            return result;
+        };
+        match result {
+            Err(e) if reserve::is_disk_full(&e) && reserve.release() => self.write_once(&mut f),
+            Ok(out) => {
+                reserve.maybe_restore();
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the disk-full reserve is spent: the disk filled up and has not had room since.
+    pub fn disk_reserve_spent(&self) -> bool {
+        self.reserve.as_ref().is_some_and(|r| r.is_spent())
+    }
+
+    fn write_once<T>(
+        &self,
+        f: &mut impl FnMut(&Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut inner = self.lock();
         let Inner { conn, cache } = &mut *inner;

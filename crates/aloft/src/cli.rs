@@ -84,6 +84,13 @@ pub struct AgentArgs {
     /// API connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = aloft_agent::settings::Limits::default().max_api_connections, value_parser = parse_connections)]
     pub max_api_connections: usize,
+    /// Free space (MiB) kept on the disk of the data dir: below it machines' log lines are not
+    /// written (followers still see them), so output never fills the state database's disk.
+    #[arg(long, default_value_t = aloft_agent::LogLimits::default().min_free_bytes >> 20)]
+    pub log_min_free_mb: u64,
+    /// Disk (MiB) all machine logs may take together; past it the oldest log files go first.
+    #[arg(long, default_value_t = aloft_agent::LogLimits::default().total_bytes >> 20)]
+    pub log_budget_mb: u64,
     /// Time an API client has to send a request head (and between requests on one connection).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub api_header_timeout: std::time::Duration,

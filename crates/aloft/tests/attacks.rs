@@ -265,3 +265,170 @@ async fn api_connection_floods_leave_the_proxy_serving() {
     let _ = flood.kill();
     let _ = flood.wait();
 }
+
+/// A tmpfs mounted for a test; unmounted (lazily if still busy) on drop.
+struct TmpfsMount(std::path::PathBuf);
+
+impl TmpfsMount {
+    fn new(dir: &std::path::Path, size: &str) -> TmpfsMount {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs at {}",
+            dir.display()
+        );
+        TmpfsMount(dir.to_path_buf())
+    }
+
+    /// Free bytes of the filesystem.
+    fn free(&self) -> u64 {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().unwrap());
+        parts.next().unwrap() * parts.next().unwrap()
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Fault 5: a machine whose output would fill the data dir's disk has its log lines dropped
+/// above a free-space threshold, and on a disk that is full anyway (another writer), stop and
+/// destroy still work (the store's reserve), and start answers 507, never 422.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_neither_traps_a_runaway_machine_nor_loses_state() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root: the full-disk test must run there"
+        );
+        println!("skipped: mounting a small tmpfs for the data dir needs root");
+        return;
+    }
+    let (tmp, image, image_s) = setup();
+    let data = tmp.path().join("data");
+    let disk = TmpfsMount::new(&data, "40m");
+    let agent = AgentProc::start_with(&data, &["--log-min-free-mb", "20", "--no-proxy"], None);
+    agent
+        .ok(Method::POST, "/v1/apps", Some(json!({"app_name": "noisy"})))
+        .await;
+    let config = json!({"image": image_s, "init": {"exec": ["/bin/sh", "-c", "exec yes 'a line of output that never ends'"]}});
+    let noisy = agent.create("noisy", json!({"config": config})).await;
+    agent.wait_state("noisy", &noisy, "started").await;
+    let pid = agent.pid("noisy", &noisy).await;
+
+    // The logs take what is free above 20 MiB, then stop growing while the machine runs on.
+    common::wait_for(
+        Duration::from_secs(60),
+        "logs to reach the threshold",
+        || (disk.free() < 21 << 20).then_some(()),
+    );
+    for _ in 0..20 {
+        let free = disk.free();
+        assert!(
+            free >= 19 << 20,
+            "logs went below the threshold: {free} bytes free"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(alive(pid), "the machine runs on");
+
+    // Another writer fills the disk to the last byte.
+    let filled = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "dd if=/dev/zero of={}/filler bs=1M 2>/dev/null; true",
+            data.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(filled.success());
+    assert!(disk.free() < 1 << 20, "the disk is full");
+
+    // Stop and destroy still work, and the machine is really gone.
+    agent
+        .ok(
+            Method::POST,
+            &format!("/v1/apps/noisy/machines/{noisy}/stop"),
+            None,
+        )
+        .await;
+    common::wait_for(
+        Duration::from_secs(10),
+        "the machine's process gone",
+        || (!alive(pid)).then_some(()),
+    );
+    let (status, body) = agent
+        .call(
+            Method::DELETE,
+            &format!("/v1/apps/noisy/machines/{noisy}?force=true"),
+            None,
+        )
+        .await;
+    assert!(
+        status.is_success(),
+        "destroy on a full disk: {status} {body}"
+    );
+
+    // Starting on a full disk is the disk's fault, not the config's.
+    let parked = json!({"skip_launch": true, "config": {"image": image_s, "init": {"exec": ["sleep", "60"]}}});
+    let (status, body) = agent
+        .call(Method::POST, "/v1/apps/noisy/machines", Some(parked))
+        .await;
+    if status.is_success() {
+        let id = body["id"].as_str().unwrap().to_string();
+        let (status, body) = agent
+            .call(
+                Method::POST,
+                &format!("/v1/apps/noisy/machines/{id}/start"),
+                None,
+            )
+            .await;
+        assert!(
+            status.is_success() || status.as_u16() == 507,
+            "start on a full disk: {status} {body}"
+        );
+    } else {
+        assert_eq!(status.as_u16(), 507, "create on a full disk: {body}");
+    }
+
+    // Space comes back: everything works again.
+    std::fs::remove_file(data.join("filler")).unwrap();
+    let again = json!({"config": {"image": image_s, "init": {"exec": ["sleep", "60"]}}});
+    let id = agent.create("noisy", again).await;
+    agent.wait_state("noisy", &id, "started").await;
+    let _ = image;
+    drop(agent);
+    drop(disk);
+}

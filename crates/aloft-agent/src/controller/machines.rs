@@ -408,7 +408,7 @@ impl Controller {
                         }
                         None => None,
                     };
-                    Ok(Some((rec, lease)))
+                    Ok(Some((rec.clone(), lease)))
                 })
             })
             .await?
@@ -591,19 +591,19 @@ impl Controller {
         self.check_memory(&rec.config, Reserve::Existing(id))?;
         rec.desired = DesiredState::Started;
         rec.restart_count = 0;
-        self.boot(rec, Vec::new())
-            .await
-            .map_err(ApiError::unprocessable)?;
+        self.boot(rec, Vec::new()).await?;
         Ok(previous)
     }
 
     /// Launches the current version. The caller holds the machine's lock. On failure the machine
-    /// is `failed` with a `launch/failed` event, and the reason is returned.
+    /// is `failed` with a `launch/failed` event, and the reason is returned: 422 when the config
+    /// cannot run (no such image or binary), 507 when the disk is full, 500 for other host
+    /// failures.
     pub(crate) async fn boot(
         &self,
         mut rec: MachineRecord,
         mut events: Vec<aloft_api::MachineEvent>,
-    ) -> Result<(), String> {
+    ) -> ApiResult<()> {
         let machine_id = rec.id.clone();
         let fail = |reason: String| {
             tracing::warn!(machine = %machine_id, %reason, "launch failed");
@@ -614,14 +614,11 @@ impl Controller {
             Err(reason) => {
                 let reason = fail(reason);
                 self.mark_failed(rec, events, &reason).await;
-                return Err(reason);
+                return Err(ApiError::unprocessable(reason));
             }
         };
         rec.state = MachineState::Starting;
-        rec = match self.save(rec, std::mem::take(&mut events)).await {
-            Ok(r) => r,
-            Err(e) => return Err(e.message),
-        };
+        rec = self.save(rec, std::mem::take(&mut events)).await?;
         let spec = LaunchSpec {
             machine_id: rec.id.clone(),
             app: rec.app.clone(),
@@ -640,9 +637,10 @@ impl Controller {
                 Ok(())
             }
             Err(e) => {
+                let answer = launch_failure(&e);
                 let reason = fail(e.to_string());
                 self.mark_failed(rec, Vec::new(), &reason).await;
-                Err(reason)
+                Err(answer)
             }
         }
     }
@@ -757,9 +755,7 @@ impl Controller {
         match self.machine_by_id(id).await? {
             Some(mut rec) if rec.state == MachineState::Restarting => {
                 rec.restart_count = 0;
-                self.boot(rec, Vec::new())
-                    .await
-                    .map_err(ApiError::unprocessable)
+                self.boot(rec, Vec::new()).await
             }
             _ => Ok(()),
         }
@@ -970,6 +966,32 @@ impl Controller {
                     Err(RecvError::Closed) => return Err(ApiError::internal("the agent is shutting down")),
                 }
             }
+        }
+    }
+}
+
+/// The answer to a launch the runtime refused: the config's fault (422), a full disk (507), or
+/// the host's (500).
+fn launch_failure(e: &RuntimeError) -> ApiError {
+    let disk_full = |source: &std::io::Error| source.kind() == std::io::ErrorKind::StorageFull;
+    match e {
+        RuntimeError::Spawn { source, .. }
+        | RuntimeError::Io { source, .. }
+        | RuntimeError::Cgroup { source, .. }
+            if disk_full(source) =>
+        {
+            ApiError::insufficient_storage(format!(
+                "{e}: the agent's disk is full; free space in the data dir's filesystem and start \
+                 the machine again"
+            ))
+        }
+        RuntimeError::Spawn { .. }
+        | RuntimeError::NoCommand(_)
+        | RuntimeError::NoImageDir { .. } => ApiError::unprocessable(e.to_string()),
+        RuntimeError::AlreadyRunning(_) => ApiError::precondition(e.to_string()),
+        _ => {
+            tracing::error!(error = %e, "runtime failure");
+            ApiError::internal(e.to_string())
         }
     }
 }

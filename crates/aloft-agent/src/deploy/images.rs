@@ -103,7 +103,7 @@ async fn receive(root: &Path, body: axum::body::Body) -> ApiResult<Received> {
 
 /// A failed write into the images dir: a full disk is the client's to know (507), not a 500.
 fn write_failure(root: &Path, e: std::io::Error) -> ApiError {
-    if e.raw_os_error() == Some(28) {
+    if e.kind() == std::io::ErrorKind::StorageFull {
         return ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "insufficient_storage",
@@ -146,8 +146,11 @@ fn unpack_atomically(root: &Path, hex: &str, tar: &Received) -> ApiResult<PathBu
     if let Err(e) = aloft_deploy::image::unpack_from(reader, &tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
         if let aloft_deploy::image::ImageError::Io { source, .. } = &e {
-            if source.raw_os_error() == Some(28) {
-                return Err(write_failure(root, std::io::Error::from_raw_os_error(28)));
+            if source.kind() == std::io::ErrorKind::StorageFull {
+                return Err(write_failure(
+                    root,
+                    std::io::Error::from(std::io::ErrorKind::StorageFull),
+                ));
             }
         }
         return Err(ApiError::bad_request(format!(

@@ -312,7 +312,7 @@ impl Deployer {
             .ctl
             .db(move |s| {
                 s.write(|tx| {
-                    let mut r = r;
+                    let mut r = r.clone();
                     r.version = tx.next_release_version(&a)?;
                     tx.insert_release(&encode(&r))?;
                     if !filtered {

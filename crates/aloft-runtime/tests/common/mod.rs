@@ -151,7 +151,7 @@ impl Drop for Harness {
 pub fn config(data: &Path) -> RuntimeConfig {
     RuntimeConfig {
         data_dir: data.to_path_buf(),
-        max_log_bytes: 1 << 20,
+        logs: aloft_runtime::LogLimits::with_file_bytes(1 << 20),
     }
 }
 

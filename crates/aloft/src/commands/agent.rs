@@ -33,6 +33,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.listen = args.listen;
     config.proxy = (!args.no_proxy).then(|| aloft_proxy_config(&args));
     config.regions = args.regions;
+    config.logs = aloft_agent::LogLimits {
+        total_bytes: args.log_budget_mb << 20,
+        min_free_bytes: args.log_min_free_mb << 20,
+        ..config.logs
+    };
     config.limits = aloft_agent::settings::Limits {
         max_group_count: args.max_group_count,
         memory_overcommit: args.memory_overcommit,
