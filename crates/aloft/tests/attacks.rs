@@ -432,3 +432,64 @@ async fn a_full_disk_neither_traps_a_runaway_machine_nor_loses_state() {
     drop(agent);
     drop(disk);
 }
+
+/// Fault 3 through a real agent: a crash-looping release whose agent is killed while it waits
+/// on the new machine is resumed by the next agent, which must check the machine again and fail
+/// the release. Before the fix it was marked complete about a millisecond after the restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_resumed_after_kill_9_still_fails_a_crash_loop() {
+    let (tmp, _image, image_s) = setup();
+    let data = tmp.path().join("data");
+    let mut agent = AgentProc::start_with(&data, &["--no-proxy"], None);
+    agent
+        .ok(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": "crashy"})),
+        )
+        .await;
+    let spec = json!({"spec": {
+        "image": image_s,
+        "default_group": "app",
+        "groups": {"app": {"image": "", "init": {"exec": ["/bin/sh", "-c", "sleep 0.2; exit 3"]}}},
+    }});
+    let release = agent
+        .ok(Method::POST, "/v1/apps/crashy/releases", Some(spec))
+        .await;
+    let version = release["version"].as_u64().unwrap();
+    let events = |agent: &AgentProc| {
+        agent
+            .http
+            .get(format!(
+                "{}/v1/apps/crashy/releases/{version}/events",
+                agent.url
+            ))
+            .bearer_auth(&agent.token)
+            .send()
+    };
+    // Kill the agent while the release waits on its new machine.
+    common::wait_for_async(|| async {
+        let text = events(&agent).await.ok()?.text().await.ok()?;
+        text.contains("\"waiting\"").then_some(())
+    })
+    .await;
+    agent.kill9();
+
+    let agent = AgentProc::start_with(&data, &["--no-proxy"], None);
+    let path = format!("/v1/apps/crashy/releases/{version}");
+    let finished = common::wait_for_async(|| async {
+        let r = agent.ok(Method::GET, &path, None).await;
+        let status = r["status"].as_str()?.to_string();
+        (status != "running" && status != "pending").then_some(r)
+    })
+    .await;
+    assert_eq!(
+        finished["status"], "failed",
+        "a resumed crash-looping release: {finished}"
+    );
+    let text = events(&agent).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("crash-looping") || text.contains("exited"),
+        "{text}"
+    );
+}
