@@ -386,16 +386,18 @@ fn good_input_does_change_things() {
         "{stdout}"
     );
     let changes = mutations(&log);
+    // The count is recorded first: an agent refuses a count over its limit before any machine
+    // changes.
     assert_eq!(
         changes,
         vec![
             (
-                "DELETE".to_string(),
-                "/v1/apps/demo/machines/w1?force=true".to_string()
-            ),
-            (
                 "PUT".to_string(),
                 "/v1/apps/demo/process_groups/web/count".to_string()
+            ),
+            (
+                "DELETE".to_string(),
+                "/v1/apps/demo/machines/w1?force=true".to_string()
             ),
         ]
     );
