@@ -9,6 +9,14 @@ pub const RELEASE_ID: &str = "fly_release_id";
 pub const RELEASE_VERSION: &str = "fly_release_version";
 pub const FLYCTL_VERSION: &str = "fly_flyctl_version";
 pub const ROLE: &str = "role";
+/// Stamped by the agent on a machine created by a `scale count` operation: `<operation>:<n>`,
+/// so an interrupted operation run again never creates the same machine twice.
+pub const SCALE_SLOT: &str = "aloft_scale_slot";
+
+/// Scale operations are kept with an app's releases (they share events, `follow` and resumption
+/// after a restart) under versions above this, so deploys keep their own 1, 2, 3… as on Fly;
+/// scale operation `n` is version `SCALE_VERSION_BASE + n`.
+pub const SCALE_VERSION_BASE: u64 = 1 << 40;
 
 /// Group names the platform uses for its own machines; user groups may not take them.
 pub const RESERVED_GROUPS: &[&str] = &[

@@ -135,6 +135,7 @@ fn main() {
         created_at: String::new(),
         updated_at: String::new(),
         error: None,
+        scale: None,
     };
     rt.block_on(run_release(&target, &release, false)).unwrap();
     let deploy = t0.elapsed();

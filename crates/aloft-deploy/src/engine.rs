@@ -24,7 +24,8 @@ use crate::events::DeployEvent;
 use crate::plan::{
     carries_release, converge, effective_group, is_managed, is_running, CreateWork, UpdateWork,
 };
-use crate::spec::{Release, ReleaseStatus, Strategy};
+use crate::spec::{Release, ReleaseStatus, ScaleWork, SlotCreate, Strategy};
+use aloft_api::metadata::SCALE_SLOT;
 
 /// An error of the platform under the engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,6 +168,9 @@ async fn converge_fully<T: DeployTarget>(
         smoked: &smoked,
         waited: &waited,
     };
+    if let Some(work) = &release.scale {
+        return engine.scale(work).await;
+    }
     for _ in 0..MAX_PASSES {
         let machines = target.list_machines().await.map_err(EngineError::List)?;
         let work = converge(release, &machines);
@@ -189,6 +193,35 @@ async fn converge_fully<T: DeployTarget>(
     } else {
         Err(EngineError::NoConvergence(MAX_PASSES))
     }
+}
+
+/// What a scale operation still has to do: planned destroys of machines that are still there,
+/// and creates whose slot no live machine carries.
+fn scale_left<'w>(
+    work: &'w ScaleWork,
+    machines: &[Machine],
+) -> (Vec<crate::spec::PlannedDestroy>, Vec<&'w SlotCreate>) {
+    let live: BTreeSet<&str> = machines
+        .iter()
+        .filter(|m| m.state.is_active())
+        .map(|m| m.id.as_str())
+        .collect();
+    let slots: BTreeSet<&str> = machines
+        .iter()
+        .filter_map(|m| m.config.metadata.get(SCALE_SLOT).map(String::as_str))
+        .collect();
+    let destroy = work
+        .destroy
+        .iter()
+        .filter(|d| live.contains(d.id.as_str()))
+        .cloned()
+        .collect();
+    let create = work
+        .create
+        .iter()
+        .filter(|c| !slots.contains(c.slot.as_str()))
+        .collect();
+    (destroy, create)
 }
 
 struct Engine<'a, T> {
@@ -218,6 +251,51 @@ impl<T: DeployTarget> Engine<'_, T> {
 
     async fn record(&self, event: DeployEvent) -> Result<(), EngineError> {
         self.target.record(event).await.map_err(EngineError::Record)
+    }
+
+    /// A `scale count` operation: destroys the planned machines still there, creates the slots
+    /// no machine carries yet. Convergent like a deploy: a slot is created with its key in the
+    /// machine's metadata in one write, so a run after a crash skips what the last one did.
+    async fn scale(&self, work: &ScaleWork) -> Result<(), EngineError> {
+        for _ in 0..MAX_PASSES {
+            let machines = self
+                .target
+                .list_machines()
+                .await
+                .map_err(EngineError::List)?;
+            let (destroy, create) = scale_left(work, &machines);
+            if destroy.is_empty() && create.is_empty() {
+                return Ok(());
+            }
+            self.record(DeployEvent::Planned {
+                destroy: destroy.len(),
+                create: create.len(),
+                update: 0,
+            })
+            .await?;
+            self.destroy_all(&destroy).await?;
+            let create = create.into_iter().map(|c| {
+                let mut config = c.config.clone();
+                config.metadata.insert(SCALE_SLOT.into(), c.slot.clone());
+                CreateWork {
+                    group: c.group.clone(),
+                    region: c.region.clone(),
+                    config,
+                }
+            });
+            self.create_all(create.collect()).await?;
+        }
+        let machines = self
+            .target
+            .list_machines()
+            .await
+            .map_err(EngineError::List)?;
+        let (destroy, create) = scale_left(work, &machines);
+        if destroy.is_empty() && create.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::NoConvergence(MAX_PASSES))
+        }
     }
 
     /// A resumed run may find nothing left to change: the interrupted run had already created
@@ -852,6 +930,60 @@ mod tests {
             .filter(|e| matches!(e, DeployEvent::Healthy { .. }))
             .count();
         assert_eq!(waits, 1);
+    }
+
+    /// A scale operation (issue: CLI-side scaling left half-scaled groups): killed at any
+    /// operation, with or without that operation taking effect, and run again, it ends with
+    /// exactly the planned machines — never a slot twice.
+    #[test]
+    fn a_scale_operation_resumes_to_exactly_its_count() {
+        let s = spec(&[("web", true)]);
+        let ms: Vec<Machine> = (0..4)
+            .map(|i| machine(&format!("w{i}"), "web", MachineState::Started, "gru"))
+            .collect();
+        let work = crate::spec::ScaleWork {
+            summary: "web=7".into(),
+            create: (0..5)
+                .map(|n| crate::spec::SlotCreate {
+                    slot: format!("op1:{n}"),
+                    group: "web".into(),
+                    region: Some("bog".into()),
+                    config: ms[0].config.clone(),
+                })
+                .collect(),
+            destroy: ["w0", "w1"]
+                .iter()
+                .map(|id| crate::spec::PlannedDestroy {
+                    id: id.to_string(),
+                    group: "web".into(),
+                    region: "gru".into(),
+                })
+                .collect(),
+        };
+        let mut r = release(s, crate::spec::FrozenPlan::default(), 2);
+        r.scale = Some(work);
+        let total_ops = 2 + 5;
+        for kill_at in 0..total_ops {
+            for commit in [false, true] {
+                let t = MemTarget::with(ms.clone());
+                {
+                    let mut st = t.state.lock().unwrap();
+                    st.kill_at = Some(kill_at);
+                    st.commit_before_kill = commit;
+                }
+                assert!(block(run_release(&t, &r, false)).is_err());
+                t.state.lock().unwrap().kill_at = None;
+                block(run_release(&t, &r, true)).unwrap();
+                let end = t.machines();
+                assert_eq!(end.len(), 7, "killed at {kill_at}, commit {commit}");
+                let slots: BTreeSet<&str> = end
+                    .iter()
+                    .filter_map(|m| m.config.metadata.get(SCALE_SLOT).map(String::as_str))
+                    .collect();
+                assert_eq!(slots.len(), 5, "every slot once");
+                assert!(end.iter().all(|m| m.id != "w0" && m.id != "w1"));
+            }
+        }
     }
 
     #[test]

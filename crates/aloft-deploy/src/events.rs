@@ -66,14 +66,15 @@ impl DeployEvent {
     /// A one-line human description, as the CLI prints it.
     pub fn describe(&self) -> String {
         match self {
-            DeployEvent::Started {
-                version,
-                resumed: false,
-            } => format!("Deploying release v{version}"),
-            DeployEvent::Started {
-                version,
-                resumed: true,
-            } => format!("Resuming release v{version}"),
+            DeployEvent::Started { version, resumed } => {
+                let scale = version.checked_sub(aloft_api::metadata::SCALE_VERSION_BASE);
+                match (scale, resumed) {
+                    (Some(n), false) => format!("Scaling (scale #{n})"),
+                    (Some(n), true) => format!("Resuming scale #{n}"),
+                    (None, false) => format!("Deploying release v{version}"),
+                    (None, true) => format!("Resuming release v{version}"),
+                }
+            }
             DeployEvent::Planned {
                 destroy,
                 create,

@@ -554,6 +554,7 @@ pub(crate) mod tests {
             created_at: String::new(),
             updated_at: String::new(),
             error: None,
+            scale: None,
         }
     }
 

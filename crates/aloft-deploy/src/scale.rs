@@ -76,6 +76,21 @@ pub enum CountSpec {
     Relative(i64),
 }
 
+impl CountSpec {
+    /// As the user writes it (`8`, `+2`, `-1`); [`CountSpec::parse`] reads it back.
+    pub fn to_arg(self) -> String {
+        match self {
+            CountSpec::Absolute(n) => n.to_string(),
+            CountSpec::Relative(d) => format!("{d:+}"),
+        }
+    }
+
+    /// Reads `8`, `+2` or `-1`; `arg` is the whole argument, for the error.
+    pub fn parse(arg: &str, raw: &str) -> Result<CountSpec, ScaleError> {
+        parse_one(arg, raw)
+    }
+}
+
 fn parse_one(arg: &str, raw: &str) -> Result<CountSpec, ScaleError> {
     let bad = || ScaleError::BadCount {
         arg: arg.to_string(),
@@ -206,21 +221,26 @@ impl ScalePlan {
 
     /// flyctl's plan lines: `%+4d machines for group 'g' on region 'r' of size 's'`.
     pub fn describe(&self) -> String {
-        let mut out = String::new();
-        for l in &self.lines {
-            let region = if l.region.is_empty() {
-                "(agent's choice)"
-            } else {
-                l.region.as_str()
-            };
-            let _ = writeln!(
-                out,
-                "{:+4} machines for group '{}' on region '{}' of size '{}'",
-                l.delta, l.group, region, l.size
-            );
-        }
-        out
+        describe_lines(&self.lines)
     }
+}
+
+/// flyctl's plan lines: `%+4d machines for group 'g' on region 'r' of size 's'`.
+pub fn describe_lines(lines: &[PlanLine]) -> String {
+    let mut out = String::new();
+    for l in lines {
+        let region = if l.region.is_empty() {
+            "(agent's choice)"
+        } else {
+            l.region.as_str()
+        };
+        let _ = writeln!(
+            out,
+            "{:+4} machines for group '{}' on region '{}' of size '{}'",
+            l.delta, l.group, region, l.size
+        );
+    }
+    out
 }
 
 /// Orders machines for scale-down: not running first, then newest first.

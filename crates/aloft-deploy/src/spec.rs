@@ -212,9 +212,51 @@ pub struct Release {
     /// Why the release failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set on a `scale count` operation: it changes machine counts, not the app's config (its
+    /// `spec` is that of the release it scales). Shown among releases, never the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleWork>,
+}
+
+/// The frozen work of a `scale count` run by the agent (see [`crate::engine`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleWork {
+    /// What the user asked for, e.g. `web=8 worker=2 --region gru,bog`.
+    pub summary: String,
+    /// Machines to create, each under its own slot key (see `aloft_api::metadata::SCALE_SLOT`).
+    pub create: Vec<SlotCreate>,
+    /// Machines to destroy (with force).
+    pub destroy: Vec<PlannedDestroy>,
+}
+
+/// One machine a scale operation creates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotCreate {
+    /// `<operation id>:<n>`, stamped in the machine's metadata.
+    pub slot: String,
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub config: aloft_api::MachineConfig,
 }
 
 impl Release {
+    /// Whether this is a deploy (not a `scale count` operation).
+    pub fn is_deploy(&self) -> bool {
+        self.scale.is_none()
+    }
+
+    /// `v5` for a deploy, `scale #3` for a scale operation.
+    pub fn label(&self) -> String {
+        match self
+            .version
+            .checked_sub(aloft_api::metadata::SCALE_VERSION_BASE)
+        {
+            Some(n) if !self.is_deploy() => format!("scale #{n}"),
+            _ => format!("v{}", self.version),
+        }
+    }
+
     /// What [`crate::plan::apply_release_metadata`] writes on every machine of this release.
     pub fn meta(&self) -> ReleaseMeta {
         ReleaseMeta {

@@ -11,6 +11,7 @@
 //! | `GET /v1/apps/{app}/releases/{version}/events?follow=true&after=N` | – | `200` NDJSON of [`ReleaseEventRecord`] with `seq > N`; with `follow` the stream stays open until the release reaches a terminal status (the last line is a `finished` event) |
 //! | `PUT /v1/apps/{app}/images/{sha256hex}` | the tar bytes (`application/x-tar`) | `201` [`ImageInfo`] stored; `200` already present; `400` digest mismatch |
 //! | `GET`/`HEAD /v1/apps/{app}/images/{sha256hex}` | – | `200` [`ImageInfo`] / `404` |
+//! | `POST /v1/apps/{app}/scale` | [`ScaleCountRequest`] | `201 Release` with `scale` set: the agent records the counts and the frozen machine changes in one transaction and carries them out like a deploy (resumable, events as a release's); `200` [`ScalePreview`] with `dry_run` or when nothing is to change (the counts are still recorded then); `409` while a release of the app runs; `422` unknown group, bad count, over the agent's limit, no complete release |
 //! | `GET /v1/apps/{app}/process_groups` | – | `200` [`GroupCounts`] (remembered desired counts) |
 //! | `PUT /v1/apps/{app}/process_groups/{group}/count` | [`SetCount`] | `200` [`GroupCounts`] |
 //! | `GET /v1/apps/{app}/logs?group=G&machine=ID&region=R&follow=true&limit=N` | – | `200` NDJSON of [`LogLine`] (the last `limit` lines, then new ones while `follow`) — served by the agent already |
@@ -46,6 +47,9 @@ pub mod routes {
     pub fn group_count(app: &str, group: &str) -> String {
         format!("/v1/apps/{app}/process_groups/{group}/count")
     }
+    pub fn scale(app: &str) -> String {
+        format!("/v1/apps/{app}/scale")
+    }
     pub fn logs(app: &str) -> String {
         format!("/v1/apps/{app}/logs")
     }
@@ -66,6 +70,39 @@ pub struct CreateReleaseRequest {
     /// Machine ids the user agreed to destroy (the plan's destroy list as shown to them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub confirmed_destroy: Vec<String>,
+}
+
+/// `POST /v1/apps/{app}/scale`: `scale count` carried out by the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleCountRequest {
+    /// Group → count as the user wrote it: `8`, `+2` or `-1`.
+    pub counts: BTreeMap<String, String>,
+    /// `--region`, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// `--max-per-region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_region: Option<u32>,
+    /// Only plan: nothing is recorded or changed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a `scale count` would do (or does), as the agent planned it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScalePreview {
+    pub lines: Vec<crate::scale::PlanLine>,
+    /// Machines to create.
+    pub create: usize,
+    pub destroy: Vec<crate::scale::ScaleDestroy>,
+    /// Machines each requested group has afterwards (what the app remembers).
+    pub desired: BTreeMap<String, u32>,
+}
+
+impl ScalePreview {
+    pub fn is_noop(&self) -> bool {
+        self.create == 0 && self.destroy.is_empty()
+    }
 }
 
 /// Body of the 409 `confirmation_required` error: `{"error", "status", "destroy": [...]}`.

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use aloft_api::metadata::SCALE_VERSION_BASE;
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{StoreError, Tx};
@@ -70,12 +71,22 @@ impl Tx<'_> {
     // ---- releases ----
 
     /// The version the next release of `app` gets (1 for the first).
+    /// The next deploy version of `app`: 1, 2, 3… (scale operations do not take one).
     pub fn next_release_version(&self, app: &str) -> Result<u64, StoreError> {
         let max: Option<i64> = self
             .conn()
-            .prepare_cached("SELECT MAX(version) FROM releases WHERE app = ?1")?
-            .query_row([app], |r| r.get(0))?;
+            .prepare_cached("SELECT MAX(version) FROM releases WHERE app = ?1 AND version < ?2")?
+            .query_row(params![app, SCALE_VERSION_BASE as i64], |r| r.get(0))?;
         Ok(max.unwrap_or(0) as u64 + 1)
+    }
+
+    /// The next version of a scale operation of `app`: [`SCALE_VERSION_BASE`] + 1, + 2…
+    pub fn next_scale_version(&self, app: &str) -> Result<u64, StoreError> {
+        let max: Option<i64> = self
+            .conn()
+            .prepare_cached("SELECT MAX(version) FROM releases WHERE app = ?1 AND version > ?2")?
+            .query_row(params![app, SCALE_VERSION_BASE as i64], |r| r.get(0))?;
+        Ok(max.map_or(SCALE_VERSION_BASE, |v| v as u64) + 1)
     }
 
     pub fn insert_release(&self, r: &ReleaseRow) -> Result<(), StoreError> {

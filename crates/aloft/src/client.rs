@@ -10,7 +10,7 @@ use aloft_api::{
     App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, Machine,
     MachineState, StopRequest, UpdateMachineRequest,
 };
-use aloft_deploy::wire::{self, routes, CreateReleaseRequest, GroupCounts, ImageInfo, SetCount};
+use aloft_deploy::wire::{self, routes, CreateReleaseRequest, GroupCounts, ImageInfo};
 use aloft_deploy::Release;
 use anyhow::{anyhow, Context};
 use futures_util::StreamExt;
@@ -365,8 +365,33 @@ impl Client {
         };
         Ok(releases
             .into_iter()
-            .filter(|r| r.status == aloft_deploy::ReleaseStatus::Complete)
+            .filter(|r| r.status == aloft_deploy::ReleaseStatus::Complete && r.is_deploy())
             .max_by_key(|r| r.version))
+    }
+
+    /// `scale count` by the agent: the plan (`dry_run`, or nothing to change) or the operation
+    /// it started.
+    pub async fn scale(
+        &self,
+        app: &str,
+        req: &wire::ScaleCountRequest,
+    ) -> anyhow::Result<ScaleAnswer> {
+        let path = routes::scale(app);
+        let rb = self.request(Method::POST, &path).json(req);
+        let resp = self.send(Method::POST, &path, rb).await?;
+        let created = resp.status() == reqwest::StatusCode::CREATED;
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the answer of POST {path}"))?;
+        let unexpected = || format!("unexpected answer to POST {path}: {text}");
+        Ok(if created {
+            ScaleAnswer::Started(Box::new(
+                serde_json::from_str(&text).with_context(unexpected)?,
+            ))
+        } else {
+            ScaleAnswer::Plan(serde_json::from_str(&text).with_context(unexpected)?)
+        })
     }
 
     pub async fn create_release(
@@ -434,15 +459,6 @@ impl Client {
     pub async fn group_counts(&self, app: &str) -> anyhow::Result<GroupCounts> {
         self.json(Method::GET, &routes::process_groups(app), None::<&()>)
             .await
-    }
-
-    pub async fn set_group_count(&self, app: &str, group: &str, count: u32) -> anyhow::Result<()> {
-        self.no_content(
-            Method::PUT,
-            &routes::group_count(app, group),
-            Some(&SetCount { count }),
-        )
-        .await
     }
 
     /// Streams log lines; `follow` keeps the stream open. `on_line` returns false to stop.
@@ -529,4 +545,12 @@ pub struct ProxyPort {
     pub error: Option<String>,
     #[serde(default)]
     pub handlers: Vec<String>,
+}
+
+/// What `POST …/scale` answered.
+pub enum ScaleAnswer {
+    /// The plan: a dry run, or nothing to change (the counts are recorded then).
+    Plan(wire::ScalePreview),
+    /// The operation the agent runs now; follow it as a release.
+    Started(Box<Release>),
 }

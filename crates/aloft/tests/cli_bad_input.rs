@@ -49,7 +49,7 @@ fn fake_agent() -> (String, Log) {
                 path.clone(),
                 String::from_utf8_lossy(&body).into_owned(),
             ));
-            let (status, body) = answer(&method, &path);
+            let (status, body) = answer(&method, &path, &String::from_utf8_lossy(&body));
             let ctype = if path.contains("/events") {
                 "application/x-ndjson"
             } else {
@@ -125,10 +125,62 @@ fn release() -> Release {
         created_at: String::new(),
         updated_at: String::new(),
         error: None,
+        scale: None,
     }
 }
 
-fn answer(method: &str, path: &str) -> (&'static str, String) {
+/// A scale operation's version as the fake agent gives it.
+const SCALE_OP: u64 = aloft_api::metadata::SCALE_VERSION_BASE + 1;
+
+/// What the agent answers to `POST …/scale`: the plan of the real planner (dry run), or the
+/// operation it started.
+fn scale_answer(body: &str) -> (&'static str, String) {
+    let req: aloft_deploy::wire::ScaleCountRequest = serde_json::from_str(body).unwrap();
+    let counts = req
+        .counts
+        .iter()
+        .map(|(g, c)| {
+            let spec = aloft_deploy::scale::CountSpec::parse(c, c).unwrap();
+            (g.clone(), spec)
+        })
+        .collect();
+    let base = release();
+    let machines = vec![
+        machine("w1", "web", "shared-cpu-1x"),
+        machine("c1", "cron", "shared-cpu-1x"),
+    ];
+    let plan = aloft_deploy::scale::plan_count(
+        &aloft_deploy::scale::CountRequest {
+            counts,
+            regions: req.regions.clone(),
+            max_per_region: req.max_per_region,
+        },
+        &base.spec,
+        &base.meta(),
+        &machines,
+    )
+    .unwrap();
+    if req.dry_run {
+        let preview = aloft_deploy::wire::ScalePreview {
+            lines: plan.lines.clone(),
+            create: plan.create.len(),
+            destroy: plan.destroy.clone(),
+            desired: plan.desired.clone(),
+        };
+        return ("200 OK", serde_json::to_string(&preview).unwrap());
+    }
+    let mut op = base;
+    op.version = SCALE_OP;
+    op.status = ReleaseStatus::Pending;
+    op.scale = Some(aloft_deploy::ScaleWork {
+        summary: String::new(),
+        create: vec![],
+        destroy: vec![],
+    });
+    ("201 Created", serde_json::to_string(&op).unwrap())
+}
+
+fn answer(method: &str, path: &str, body: &str) -> (&'static str, String) {
     let machines = vec![
         machine("w1", "web", "shared-cpu-1x"),
         machine("c1", "cron", "shared-cpu-1x"),
@@ -150,6 +202,17 @@ fn answer(method: &str, path: &str) -> (&'static str, String) {
         ("PUT", p) if p.starts_with("/v1/apps/demo/images/") => (
             "201 Created",
             r#"{"digest":"sha256:x","size":1,"image_ref":"aloft/demo@sha256:x"}"#.into(),
+        ),
+        ("POST", "/v1/apps/demo/scale") => scale_answer(body),
+        ("GET", p) if p.starts_with(&format!("/v1/apps/demo/releases/{SCALE_OP}/events")) => (
+            "200 OK",
+            [
+                format!(r#"{{"seq":1,"at":"t","event":{{"type":"started","version":{SCALE_OP},"resumed":false}}}}"#),
+                r#"{"seq":2,"at":"t","event":{"type":"destroyed","id":"w1","group":"web"}}"#.to_string(),
+                r#"{"seq":3,"at":"t","event":{"type":"finished","status":"complete","error":null}}"#.to_string(),
+                String::new(),
+            ]
+            .join("\n"),
         ),
         ("POST", "/v1/apps/demo/releases") => {
             let mut r = release();
@@ -190,11 +253,13 @@ fn aloft(url: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Requests that may change something: all but reads and dry runs.
 fn mutations(log: &Log) -> Vec<(String, String)> {
     log.lock()
         .unwrap()
         .iter()
         .filter(|(m, _, _)| m != "GET" && m != "HEAD")
+        .filter(|(_, _, body)| !body.contains("\"dry_run\":true"))
         .map(|(m, p, _)| (m.clone(), p.clone()))
         .collect()
 }
@@ -381,25 +446,12 @@ fn good_input_does_change_things() {
         stdout.contains("  -1 machines for group 'web' on region 'gru' of size 'shared-cpu-1x'"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("Destroyed w1 group:web region:gru"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("Destroyed w1 [web]"), "{stdout}");
     let changes = mutations(&log);
-    // The count is recorded first: an agent refuses a count over its limit before any machine
-    // changes.
+    // The agent carries the scale out: one request, after the dry run shown to the user.
     assert_eq!(
         changes,
-        vec![
-            (
-                "PUT".to_string(),
-                "/v1/apps/demo/process_groups/web/count".to_string()
-            ),
-            (
-                "DELETE".to_string(),
-                "/v1/apps/demo/machines/w1?force=true".to_string()
-            ),
-        ]
+        vec![("POST".to_string(), "/v1/apps/demo/scale".to_string())]
     );
 }
 

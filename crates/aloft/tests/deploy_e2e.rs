@@ -857,3 +857,107 @@ fn a_crash_looping_group_fails_the_deploy_with_its_logs() {
         serde_json::from_str(&w.ok(&["releases", "-a", "crashy", "--json"])).unwrap();
     assert_eq!(releases[0]["status"], "complete", "{releases:?}");
 }
+
+/// Starts `aloft ARGS` with stdout piped; returns once it printed a line containing `marker`.
+fn spawn_until(w: &World, args: &[&str], marker: &str) -> Child {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aloft"))
+        .args(args)
+        .current_dir(w.tmp.path().join("app"))
+        .env("ALOFT_API_URL", &w.agent.url)
+        .env("ALOFT_API_TOKEN", &w.agent.token)
+        .env_remove("ALOFT_APP")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("aloft runs");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains(marker) => return child,
+            Some(Ok(_)) => {}
+            _ => {
+                let status = child.wait();
+                panic!("aloft {args:?} ended ({status:?}) before printing {marker:?}");
+            }
+        }
+    }
+}
+
+/// `scale count` is carried out by the agent (architecture issue, item 3): a kill -9 of the CLI
+/// in the middle of `scale count web=50`, and of the agent in the middle of the same, leave a
+/// group that converges to exactly 50, and `scale show` and the remembered counts agree.
+#[test]
+fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_count() {
+    let mut w = World::new("fifty");
+    w.config(&[("web", "v1")], "");
+    w.deploy(&[]);
+    let web = |w: &World| w.machines().iter().filter(|m| group(m) == "web").count();
+    let started_files = |w: &World| std::fs::read_dir(w.state_dir()).unwrap().count();
+
+    // Both killed the moment the agent has taken the operation.
+    let mut cli = spawn_until(
+        &w,
+        &["scale", "count", "web=50", "--yes"],
+        "Scaling in the agent",
+    );
+    w.agent.kill9();
+    let _ = cli.kill();
+    let _ = cli.wait();
+    let at_kill = started_files(&w);
+    println!("{at_kill} of 50 machines had started when the agent was killed");
+    assert!(
+        at_kill < 50,
+        "killed in the middle ({at_kill} machines had started)"
+    );
+
+    w.agent = AgentProc::start(&w.tmp.path().join("data"));
+    wait_for(
+        Duration::from_secs(120),
+        "the scale operation to finish",
+        || scale_ops_finished(&w).then_some(()),
+    );
+    assert_eq!(web(&w), 50, "exactly 50");
+    let show: Vec<Value> =
+        serde_json::from_str(&w.ok(&["scale", "show", "-a", "fifty", "--json"])).unwrap();
+    let row = show.iter().find(|r| r["Process"] == "web").unwrap();
+    assert_eq!(row["Count"], 50, "{show:?}");
+    let counts = w.ok(&["scale", "count", "web=50", "--yes"]);
+    assert!(counts.contains("already scaled"), "{counts}");
+
+    // The CLI alone killed: the agent goes on.
+    let mut cli = spawn_until(
+        &w,
+        &["scale", "count", "web=60", "--yes"],
+        "Scaling in the agent",
+    );
+    let _ = cli.kill();
+    let _ = cli.wait();
+    wait_for(
+        Duration::from_secs(120),
+        "the second operation to finish",
+        || scale_ops_finished(&w).then_some(()),
+    );
+    assert_eq!(web(&w), 60);
+    assert_eq!(w.labels().len(), 60, "each machine started once");
+}
+
+/// Whether every scale operation of the app (releases above the scale base) has finished
+/// complete; read from the API (`aloft releases` lists deploys only).
+fn scale_ops_finished(w: &World) -> bool {
+    let out = Command::new("curl")
+        .args(["-sf", "-H"])
+        .arg(format!("Authorization: Bearer {}", w.agent.token))
+        .arg(format!("{}/v1/apps/{}/releases", w.agent.url, w.app))
+        .output()
+        .expect("curl runs");
+    let Ok(releases) = serde_json::from_slice::<Vec<Value>>(&out.stdout) else {
+        return false;
+    };
+    let ops: Vec<&Value> = releases
+        .iter()
+        .filter(|r| r.get("scale").is_some())
+        .collect();
+    !ops.is_empty() && ops.iter().all(|r| r["status"] == "complete")
+}

@@ -1,11 +1,15 @@
 //! `/v1/apps/{app}/process_groups…`: the desired machine count remembered per process group
 //! (`scale count` writes it; deploy creates that many machines for a group that has none, so a
-//! group scaled to 0 stays at 0).
+//! group scaled to 0 stays at 0), and `POST /v1/apps/{app}/scale`, `scale count` carried out by
+//! the agent (`crate::deploy::scale`).
 
-use aloft_deploy::wire::{GroupCounts, SetCount};
+use aloft_deploy::wire::{GroupCounts, ScaleCountRequest, SetCount};
 use axum::extract::{FromRequest, Request, State};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+
+use crate::deploy::scale::Scaled;
 
 use super::extract::{Body, P};
 use super::AppState;
@@ -28,4 +32,19 @@ pub async fn set_count(
     Ok(Json(GroupCounts {
         counts: st.deploy.set_group_count(&app, &group, req.count).await?,
     }))
+}
+
+/// `201 Release` (the operation runs in the agent); `200 ScalePreview` for `dry_run` or when
+/// nothing changes.
+pub async fn scale(
+    State(st): State<AppState>,
+    P(app): P<String>,
+    request: Request,
+) -> ApiResult<Response> {
+    st.ctl.get_app(&app).await?;
+    let Body(req) = Body::<ScaleCountRequest>::from_request(request, &()).await?;
+    Ok(match st.deploy.scale_count(&app, req).await? {
+        Scaled::Release(r) => (StatusCode::CREATED, Json(*r)).into_response(),
+        Scaled::Preview(p) => Json(p).into_response(),
+    })
 }

@@ -15,6 +15,7 @@
 //!   machine operations, stops waiting, and ends `interrupted`.
 
 pub mod images;
+pub mod scale;
 pub mod target;
 
 use std::collections::{BTreeMap, HashMap};
@@ -304,6 +305,7 @@ impl Deployer {
             created_at: now.clone(),
             updated_at: now,
             error: None,
+            scale: None,
         };
         let filtered = req.process_groups.as_ref().is_some_and(|g| !g.is_empty());
         let r = release.clone();

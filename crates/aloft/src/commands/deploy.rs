@@ -192,7 +192,7 @@ fn short(digest: &str) -> &str {
 
 /// Follows the release's events until it finishes; reconnects (from the last event seen) when
 /// the stream breaks, e.g. while the agent restarts.
-async fn follow(
+pub(crate) async fn follow(
     client: &Client,
     app: &str,
     version: u64,

@@ -1,22 +1,20 @@
-//! `aloft scale count|vm|memory|show` (flyctl-behaviour §4), over the API with the planners of
-//! `aloft_deploy::scale`. Every input is checked before anything is changed; the plan is
-//! printed before acting.
+//! `aloft scale count|vm|memory|show` (flyctl-behaviour §4). Every input is checked before
+//! anything is changed; the plan is printed before acting. `scale count` is planned and carried
+//! out by the agent (`POST …/scale`, resumable like a deploy); `scale vm|memory` update the
+//! group's machines from here with the planners of `aloft_deploy::scale`.
 
 use std::process::ExitCode;
 
-use aloft_api::{CreateMachineRequest, Machine, MachineState, UpdateMachineRequest};
-use aloft_deploy::scale::{self, CountRequest};
-use aloft_deploy::Release;
-use anyhow::{anyhow, Context};
-use futures_util::stream::{self, TryStreamExt};
+use aloft_api::{Machine, MachineState, UpdateMachineRequest};
+use aloft_deploy::scale;
+use aloft_deploy::wire::ScaleCountRequest;
+use aloft_deploy::{Release, ReleaseStatus};
+use anyhow::{anyhow, bail, Context};
 
 use crate::cli::{AppArgs, ListArgs, ScaleCommand, ScaleCountArgs};
-use crate::client::{block_on, is_not_found, Client};
+use crate::client::{block_on, Client, ScaleAnswer};
 use crate::commands::common::{confirm, resolve_app};
 use crate::output::{print_json, print_table};
-
-/// Machine operations run at once by `scale count`.
-const CONCURRENCY: usize = 8;
 
 /// How long `scale vm|memory` waits for an updated machine to be started and healthy.
 const HEALTHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -59,92 +57,57 @@ fn count(args: ScaleCountArgs) -> anyhow::Result<ExitCode> {
     let client = Client::from_env();
     block_on(async move {
         let release = require_release(&client, &app).await?;
-        let machines = client.list_machines(&app).await?;
-        let known = release.spec.group_names();
         let counts = scale::parse_counts(
             &args.counts,
             args.group.as_deref(),
             &release.spec.default_group,
-            &known,
+            &release.spec.group_names(),
         )?;
-        let req = CountRequest {
-            counts,
+        let mut req = ScaleCountRequest {
+            counts: counts
+                .iter()
+                .map(|(g, c)| (g.clone(), c.to_arg()))
+                .collect(),
             regions: args.regions.clone(),
             max_per_region: args.max_per_region,
+            dry_run: true,
         };
-        let plan = scale::plan_count(&req, &release.spec, &release.meta(), &machines)?;
+        let ScaleAnswer::Plan(plan) = client.scale(&app, &req).await? else {
+            bail!("the agent started a scale operation for a dry run; nothing was confirmed");
+        };
+        req.dry_run = false;
         if plan.is_noop() {
+            // Records the counts (deploy then keeps a group scaled to 0 at 0).
+            client.scale(&app, &req).await?;
             println!("App already scaled to desired state");
-            remember_counts(&client, &app, &plan.desired).await?;
-        } else {
-            print!("{}", plan.describe());
-            if !confirm(&format!("Scale app {app}?"), args.yes)? {
-                eprintln!("Nothing changed.");
-                return Ok(ExitCode::FAILURE);
-            }
-            // Recorded first: the agent refuses counts over its limit before anything changes.
-            remember_counts(&client, &app, &plan.desired).await?;
-            execute_count(&client, &app, &plan).await?;
+            return Ok(ExitCode::SUCCESS);
         }
-        Ok(ExitCode::SUCCESS)
+        print!("{}", scale::describe_lines(&plan.lines));
+        if !confirm(&format!("Scale app {app}?"), args.yes)? {
+            eprintln!("Nothing changed.");
+            return Ok(ExitCode::FAILURE);
+        }
+        let op = match client.scale(&app, &req).await? {
+            ScaleAnswer::Started(op) => op,
+            ScaleAnswer::Plan(_) => {
+                println!("App already scaled to desired state");
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        println!(
+            "Scaling in the agent ({}): it goes on if this command stops",
+            op.label()
+        );
+        match super::deploy::follow(&client, &app, op.version).await? {
+            (ReleaseStatus::Complete, _) => Ok(ExitCode::SUCCESS),
+            (status, error) => bail!(
+                "{} {}: {}",
+                op.label(),
+                status.as_str(),
+                error.unwrap_or_else(|| "no reason given".into())
+            ),
+        }
     })
-}
-
-async fn execute_count(client: &Client, app: &str, plan: &scale::ScalePlan) -> anyhow::Result<()> {
-    stream::iter(plan.destroy.iter().map(Ok))
-        .try_for_each_concurrent(CONCURRENCY, |d| async move {
-            client
-                .destroy_machine(app, &d.id, true)
-                .await
-                .with_context(|| format!("destroying machine {} of group {}", d.id, d.group))?;
-            println!("Destroyed {} group:{} region:{}", d.id, d.group, d.region);
-            anyhow::Ok(())
-        })
-        .await?;
-    stream::iter(plan.create.iter().map(Ok))
-        .try_for_each_concurrent(CONCURRENCY, |c| async move {
-            let req = CreateMachineRequest {
-                config: c.config.clone(),
-                region: c.region.clone(),
-                ..CreateMachineRequest::default()
-            };
-            let m = client
-                .create_machine(app, &req)
-                .await
-                .with_context(|| format!("creating a machine for group {}", c.group))?;
-            let size = m
-                .config
-                .guest
-                .as_ref()
-                .map(|g| g.size_name())
-                .unwrap_or_default();
-            println!(
-                "Created {} group:{} region:{} size:{size}",
-                m.id, c.group, m.region
-            );
-            anyhow::Ok(())
-        })
-        .await
-}
-
-/// Tells the agent the per-group counts to keep (deploy leaves a group scaled to 0 at 0). A count
-/// the agent refuses (over its limit) is an error; an agent too old to remember counts is a
-/// warning.
-async fn remember_counts(
-    client: &Client,
-    app: &str,
-    desired: &std::collections::BTreeMap<String, u32>,
-) -> anyhow::Result<()> {
-    for (group, n) in desired {
-        if let Err(e) = client.set_group_count(app, group, *n).await {
-            if is_not_found(&e) {
-                eprintln!("warning: this agent does not remember group counts yet; a later deploy may re-create machines of groups scaled to 0");
-                return Ok(());
-            }
-            return Err(e).with_context(|| format!("recording the count of group {group}"));
-        }
-    }
-    Ok(())
 }
 
 fn guest(

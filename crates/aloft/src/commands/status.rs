@@ -170,7 +170,14 @@ pub fn releases(args: ListArgs) -> anyhow::Result<ExitCode> {
     let app = resolve_app(&args.app)?;
     let client = Client::from_env();
     block_on(async move {
-        let releases = client.list_releases(&app).await?;
+        // Deploys only, as `fly releases`: scale operations are releases of the agent's API
+        // (`scale` set, versions above SCALE_VERSION_BASE) but not of the app's history.
+        let releases: Vec<_> = client
+            .list_releases(&app)
+            .await?
+            .into_iter()
+            .filter(|r| r.is_deploy())
+            .collect();
         if args.json {
             print_json(&releases)?;
             return Ok(ExitCode::SUCCESS);

@@ -1,0 +1,264 @@
+//! `scale count` carried out by the agent (`POST /v1/apps/{app}/scale`).
+//!
+//! The agent plans the change against the app's current deploy release and its machines now
+//! ([`aloft_deploy::scale::plan_count`]), then records, in one transaction, the new desired
+//! counts and a release whose `scale` holds the frozen work: the machines to destroy, and the
+//! machines to create, each under a slot key. The release runs like a deploy (events, `follow`,
+//! resumed after an agent restart), and the engine creates a slot only when no machine carries
+//! its key yet: a client or agent killed midway leaves an operation that finishes with exactly
+//! the planned count, and counts that already say so.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aloft_deploy::scale::{plan_count, CountRequest, CountSpec, ScalePlan};
+use aloft_deploy::spec::{FrozenPlan, PlannedDestroy};
+use aloft_deploy::wire::{ScaleCountRequest, ScalePreview};
+use aloft_deploy::{Release, ReleaseStatus, ScaleWork, SlotCreate};
+use aloft_store::MachineFilter;
+
+use super::{encode, now_ms_rfc3339, Deployer};
+use crate::controller::actions::ListMachines;
+use crate::error::{ApiError, ApiResult};
+
+/// What a scale request gave.
+pub enum Scaled {
+    /// Recorded and running.
+    Release(Box<Release>),
+    /// `dry_run`, or nothing to change (the counts are recorded then).
+    Preview(ScalePreview),
+}
+
+impl Deployer {
+    /// See the module docs.
+    pub async fn scale_count(
+        self: &Arc<Self>,
+        app: &str,
+        req: ScaleCountRequest,
+    ) -> ApiResult<Scaled> {
+        self.ctl.get_app(app).await?;
+        let lock = self.create_lock(app);
+        let _guard = lock.lock().await;
+        if let Some(version) = self.running_version(app) {
+            return Err(ApiError::conflict(
+                "release_running",
+                format!(
+                    "a release of app {app:?} is running ({}); wait for it to finish (aloft \
+                     releases) and scale again",
+                    label(version)
+                ),
+            ));
+        }
+        let base = self.current_deploy(app).await?;
+        let counts = parse_counts(&req, &base)?;
+        let machines = self
+            .ctl
+            .list_machines(
+                app,
+                ListMachines {
+                    filter: MachineFilter::default(),
+                    summary: true,
+                },
+            )
+            .await?;
+        let plan = plan_count(
+            &CountRequest {
+                counts: counts.clone(),
+                regions: req.regions.clone(),
+                max_per_region: req.max_per_region,
+            },
+            &base.spec,
+            &base.meta(),
+            &machines,
+        )
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        self.check_limit(&plan)?;
+        let preview = preview(&plan);
+        if req.dry_run {
+            return Ok(Scaled::Preview(preview));
+        }
+        if plan.is_noop() {
+            self.record_counts(app, plan.desired.clone()).await?;
+            return Ok(Scaled::Preview(preview));
+        }
+        let release = self.record_scale(app, &base, &req, &counts, plan).await?;
+        tracing::info!(app, version = release.version, "scale operation created");
+        self.spawn_run(release.clone(), false);
+        Ok(Scaled::Release(Box::new(release)))
+    }
+
+    /// The version of the app's release running now, if any.
+    fn running_version(&self, app: &str) -> Option<u64> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .map(|r| r.version)
+    }
+
+    /// The newest complete deploy: what `scale count` scales.
+    async fn current_deploy(&self, app: &str) -> ApiResult<Release> {
+        self.releases(app)
+            .await?
+            .into_iter()
+            .filter(|r| r.status == ReleaseStatus::Complete && r.is_deploy())
+            .max_by_key(|r| r.version)
+            .ok_or_else(|| {
+                ApiError::unprocessable(format!(
+                    "app {app:?} has no complete release yet: run `aloft deploy` first"
+                ))
+            })
+    }
+
+    fn check_limit(&self, plan: &ScalePlan) -> ApiResult<()> {
+        let max = self.ctl.limits().max_group_count;
+        match plan.desired.iter().find(|(_, n)| **n > max) {
+            Some((group, n)) => Err(ApiError::unprocessable(format!(
+                "count {n} for process group {group:?} is more than this agent allows ({max} \
+                 machines per group); scale to {max} or fewer, or raise aloft agent --max-group-count"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn record_counts(&self, app: &str, desired: BTreeMap<String, u32>) -> ApiResult<()> {
+        let a = app.to_string();
+        self.ctl
+            .db(move |s| {
+                s.write(|tx| {
+                    for (group, n) in &desired {
+                        tx.set_group_count(&a, group, *n)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// Records the operation and the new counts in one transaction.
+    async fn record_scale(
+        &self,
+        app: &str,
+        base: &Release,
+        req: &ScaleCountRequest,
+        counts: &BTreeMap<String, CountSpec>,
+        plan: ScalePlan,
+    ) -> ApiResult<Release> {
+        let id = ulid::Ulid::new().to_string();
+        let work = ScaleWork {
+            summary: summary(req, counts),
+            create: plan
+                .create
+                .into_iter()
+                .enumerate()
+                .map(|(n, c)| SlotCreate {
+                    slot: format!("{id}:{n}"),
+                    group: c.group,
+                    region: c.region,
+                    config: c.config,
+                })
+                .collect(),
+            destroy: plan
+                .destroy
+                .into_iter()
+                .map(|d| PlannedDestroy {
+                    id: d.id,
+                    group: d.group,
+                    region: d.region,
+                })
+                .collect(),
+        };
+        let now = now_ms_rfc3339();
+        let mut desired_counts = base.desired_counts.clone();
+        desired_counts.extend(plan.desired.clone());
+        let mut release = Release {
+            id,
+            version: 0,
+            app: app.to_string(),
+            status: ReleaseStatus::Pending,
+            spec: base.spec.clone(),
+            plan: FrozenPlan::default(),
+            desired_counts,
+            image_digest: base.image_digest.clone(),
+            created_at: now.clone(),
+            updated_at: now,
+            error: None,
+            scale: Some(work),
+        };
+        let r = release.clone();
+        let a = app.to_string();
+        let desired = plan.desired;
+        release.version = self
+            .ctl
+            .db(move |s| {
+                s.write(|tx| {
+                    let mut r = r.clone();
+                    r.version = tx.next_scale_version(&a)?;
+                    tx.insert_release(&encode(&r))?;
+                    for (group, n) in &desired {
+                        tx.set_group_count(&a, group, *n)?;
+                    }
+                    Ok(r.version)
+                })
+            })
+            .await?;
+        Ok(release)
+    }
+}
+
+/// How a running release is named to users.
+fn label(version: u64) -> String {
+    match version.checked_sub(aloft_api::metadata::SCALE_VERSION_BASE) {
+        Some(n) => format!("scale #{n}"),
+        None => format!("v{version}"),
+    }
+}
+
+/// The request's counts, checked against the groups of the release being scaled.
+fn parse_counts(req: &ScaleCountRequest, base: &Release) -> ApiResult<BTreeMap<String, CountSpec>> {
+    if req.counts.is_empty() {
+        return Err(ApiError::unprocessable(
+            "counts is empty: give at least one group and its count",
+        ));
+    }
+    let known = base.spec.group_names();
+    let mut out = BTreeMap::new();
+    for (group, raw) in &req.counts {
+        if !known.contains(group) {
+            return Err(ApiError::unprocessable(format!(
+                "process group {group:?} is not in the app's current release (v{}); known groups: {}",
+                base.version,
+                known.join(", ")
+            )));
+        }
+        let arg = format!("{group}={raw}");
+        let count = CountSpec::parse(&arg, raw.trim())
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        out.insert(group.clone(), count);
+    }
+    Ok(out)
+}
+
+/// `web=8 worker=+1 --region gru,bog`.
+fn summary(req: &ScaleCountRequest, counts: &BTreeMap<String, CountSpec>) -> String {
+    let mut parts: Vec<String> = counts
+        .iter()
+        .map(|(g, c)| format!("{g}={}", c.to_arg()))
+        .collect();
+    if !req.regions.is_empty() {
+        parts.push(format!("--region {}", req.regions.join(",")));
+    }
+    if let Some(n) = req.max_per_region {
+        parts.push(format!("--max-per-region {n}"));
+    }
+    parts.join(" ")
+}
+
+fn preview(plan: &ScalePlan) -> ScalePreview {
+    ScalePreview {
+        lines: plan.lines.clone(),
+        create: plan.create.len(),
+        destroy: plan.destroy.clone(),
+        desired: plan.desired.clone(),
+    }
+}
