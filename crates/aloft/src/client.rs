@@ -10,7 +10,7 @@ use aloft_api::{
     App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, Machine,
     MachineState, StopRequest, UpdateMachineRequest,
 };
-use aloft_deploy::wire::{self, routes, CreateReleaseRequest, GroupCounts, ImageInfo};
+use aloft_deploy::wire::{self, routes, CreateReleaseRequest, ImageInfo};
 use aloft_deploy::Release;
 use anyhow::{anyhow, Context};
 use futures_util::StreamExt;
@@ -394,6 +394,16 @@ impl Client {
         })
     }
 
+    /// The agent's plan of a release (`dry_run`): nothing is recorded or changed.
+    pub async fn plan_release(
+        &self,
+        app: &str,
+        req: &CreateReleaseRequest,
+    ) -> anyhow::Result<aloft_deploy::plan::DeployPlan> {
+        let path = format!("{}?dry_run=true", routes::releases(app));
+        self.json(Method::POST, &path, Some(req)).await
+    }
+
     pub async fn create_release(
         &self,
         app: &str,
@@ -454,11 +464,6 @@ impl Client {
         let text = resp.text().await?;
         serde_json::from_str(&text)
             .with_context(|| format!("unexpected answer to PUT {path}: {text}"))
-    }
-
-    pub async fn group_counts(&self, app: &str) -> anyhow::Result<GroupCounts> {
-        self.json(Method::GET, &routes::process_groups(app), None::<&()>)
-            .await
     }
 
     /// Streams log lines; `follow` keeps the stream open. `on_line` returns false to stop.

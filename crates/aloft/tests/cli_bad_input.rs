@@ -214,6 +214,22 @@ fn answer(method: &str, path: &str, body: &str) -> (&'static str, String) {
             ]
             .join("\n"),
         ),
+        ("POST", "/v1/apps/demo/releases?dry_run=true") => {
+            // The agent's planner over the fake agent's machines.
+            let req: aloft_deploy::wire::CreateReleaseRequest = serde_json::from_str(body).unwrap();
+            let machines = vec![
+                machine("w1", "web", "shared-cpu-1x"),
+                machine("c1", "cron", "shared-cpu-1x"),
+            ];
+            let plan = aloft_deploy::plan::plan_deploy(
+                &req.spec,
+                &machines,
+                &BTreeMap::new(),
+                req.process_groups.as_deref(),
+            )
+            .unwrap();
+            ("200 OK", serde_json::to_string(&plan).unwrap())
+        }
         ("POST", "/v1/apps/demo/releases") => {
             let mut r = release();
             r.version = 2;
@@ -259,7 +275,9 @@ fn mutations(log: &Log) -> Vec<(String, String)> {
         .unwrap()
         .iter()
         .filter(|(m, _, _)| m != "GET" && m != "HEAD")
-        .filter(|(_, _, body)| !body.contains("\"dry_run\":true"))
+        .filter(|(_, path, body)| {
+            !body.contains("\"dry_run\":true") && !path.ends_with("dry_run=true")
+        })
         .map(|(m, p, _)| (m.clone(), p.clone()))
         .collect()
 }

@@ -269,18 +269,27 @@ impl Deployer {
         self.ctl.get_app(app).await?;
         let lock = self.create_lock(app);
         let _guard = lock.lock().await;
+        // A dry run may name an image the client uploads only once the plan is confirmed: the
+        // plan does not depend on the image, so its configs are checked at the real request.
+        let mut image_pending = false;
         if let Some(digest) = req.image_digest.clone() {
             let hex = aloft_deploy::image::digest_hex(&digest)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            self.image(app, hex).await.map_err(|_| {
-                ApiError::not_found(format!(
-                    "image {digest} has not been uploaded to app {app:?}: PUT it to /v1/apps/{app}/images/{hex} first"
-                ))
-            })?;
+            if self.image(app, hex).await.is_err() {
+                if !dry_run {
+                    return Err(ApiError::not_found(format!(
+                        "image {digest} has not been uploaded to app {app:?}: PUT it to /v1/apps/{app}/images/{hex} first"
+                    ))
+                    .into());
+                }
+                image_pending = true;
+            }
             req.spec.image = image_ref(app, &format!("sha256:{hex}"));
         }
-        self.check_spec(&req)?;
-        self.ctl.check_image_owner(app, &req.spec.image).await?;
+        self.check_spec(&req, !image_pending)?;
+        if !image_pending {
+            self.ctl.check_image_owner(app, &req.spec.image).await?;
+        }
         self.check_ports(app, &req.spec).await?;
         let plan = self.plan(app, &req).await?;
         if dry_run {
@@ -334,8 +343,9 @@ impl Deployer {
         Ok(Created::Release(Box::new(release)))
     }
 
-    /// Refuses a spec the agent cannot carry out; messages name the group and field.
-    fn check_spec(&self, req: &CreateReleaseRequest) -> ApiResult<()> {
+    /// Refuses a spec the agent cannot carry out; messages name the group and field. The
+    /// groups' machine configs (which need the image) are checked when `configs` is set.
+    fn check_spec(&self, req: &CreateReleaseRequest, configs: bool) -> ApiResult<()> {
         let spec = &req.spec;
         if spec.groups.is_empty() {
             return Err(ApiError::unprocessable(
@@ -366,6 +376,9 @@ impl Deployer {
                 return Err(ApiError::unprocessable(format!(
                     "process group name {group:?} must be 1-63 letters, digits, '-' or '_'"
                 )));
+            }
+            if !configs {
+                continue;
             }
             let mut cfg = cfg.clone();
             cfg.image = spec.image.clone();

@@ -84,14 +84,34 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
         }
         return Err(e);
     }
-    let machines = client.list_machines(app).await?;
-    let counts = match client.group_counts(app).await {
-        Ok(c) => c.counts,
-        Err(e) if is_not_found(&e) => Default::default(),
-        Err(e) => return Err(e),
+    // The image is packed (not uploaded) first: the agent's plan names the digest, and
+    // nothing is sent that could change the agent before the user agreed to the plan.
+    let packed = match &input.image {
+        Some(image) => {
+            spec.image = image.clone();
+            None
+        }
+        None => {
+            let dir = app_dir(&input.config_path);
+            let packed = tokio::task::spawn_blocking(move || aloft_deploy::image::pack_dir(&dir))
+                .await
+                .context("packing the app directory")??;
+            spec.image = wire::image_ref(app, &packed.digest);
+            Some(packed)
+        }
     };
     let filter = (!input.process_groups.is_empty()).then_some(input.process_groups.as_slice());
-    let plan = aloft_deploy::plan::plan_deploy(&spec, &machines, &counts, filter)?;
+    let mut req = CreateReleaseRequest {
+        spec,
+        image_digest: packed.as_ref().map(|p| p.digest.clone()),
+        process_groups: filter.map(<[String]>::to_vec),
+        confirmed_destroy: Vec::new(),
+    };
+    // The agent plans: the plan shown is the one it carries out.
+    let plan = client
+        .plan_release(app, &req)
+        .await
+        .map_err(old_agent_hint)?;
     if let Some(text) = plan.describe_group_changes() {
         print!("{text}");
     }
@@ -108,48 +128,30 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
             return Ok(None);
         }
     }
-
-    let image_digest = match &input.image {
-        Some(image) => {
-            spec.image = image.clone();
-            None
-        }
-        None => {
-            let dir = app_dir(&input.config_path);
-            let packed = tokio::task::spawn_blocking(move || aloft_deploy::image::pack_dir(&dir))
+    req.confirmed_destroy = plan.destroy_ids();
+    if let Some(packed) = packed {
+        let hex = aloft_deploy::image::digest_hex(&packed.digest)?.to_string();
+        let size = packed.tar.len();
+        if client.image_exists(app, &hex).await? {
+            println!(
+                "Image {} unchanged ({} files)",
+                short(&packed.digest),
+                packed.files
+            );
+        } else {
+            client
+                .upload_image(app, &hex, packed.tar)
                 .await
-                .context("packing the app directory")??;
-            let hex = aloft_deploy::image::digest_hex(&packed.digest)?.to_string();
-            let size = packed.tar.len();
-            if client.image_exists(app, &hex).await? {
-                println!(
-                    "Image {} unchanged ({} files)",
-                    short(&packed.digest),
-                    packed.files
-                );
-            } else {
-                client
-                    .upload_image(app, &hex, packed.tar)
-                    .await
-                    .context("uploading the app image")?;
-                println!(
-                    "Image {} uploaded ({} files, {} KB)",
-                    short(&packed.digest),
-                    packed.files,
-                    size.div_ceil(1024)
-                );
-            }
-            spec.image = wire::image_ref(app, &packed.digest);
-            Some(packed.digest)
+                .context("uploading the app image")?;
+            println!(
+                "Image {} uploaded ({} files, {} KB)",
+                short(&packed.digest),
+                packed.files,
+                size.div_ceil(1024)
+            );
         }
-    };
+    }
 
-    let req = CreateReleaseRequest {
-        spec,
-        image_digest,
-        process_groups: filter.map(<[String]>::to_vec),
-        confirmed_destroy: plan.destroy_ids(),
-    };
     let release = match client.create_release(app, &req).await {
         Ok(r) => r,
         Err(e) => {
@@ -157,13 +159,8 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
                 if api.code.as_deref() == Some(STATUS_CONFIRMATION_REQUIRED) {
                     bail!("{}: the app's machines changed since the plan was shown; run the deploy again", api.message);
                 }
-                if api.message.starts_with("no such endpoint") {
-                    return Err(e.context(
-                        "this agent does not carry out deploys yet (release routes missing)",
-                    ));
-                }
             }
-            return Err(e);
+            return Err(old_agent_hint(e));
         }
     };
     println!("Release v{} created", release.version);
@@ -183,6 +180,16 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
             s.as_str(),
             err.unwrap_or_else(|| "no reason given".into())
         ),
+    }
+}
+
+/// An agent without the release routes says so plainly.
+fn old_agent_hint(e: anyhow::Error) -> anyhow::Error {
+    match api_error(&e) {
+        Some(api) if api.message.starts_with("no such endpoint") => {
+            e.context("this agent does not carry out deploys yet (release routes missing)")
+        }
+        _ => e,
     }
 }
 
