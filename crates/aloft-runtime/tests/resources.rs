@@ -244,6 +244,11 @@ fn cgroups_or_skip(h: &Harness, test: &str) -> bool {
     if h.rt().limits_enforced() {
         return true;
     }
+    // `.ci/run` sets this: there, a skip would hide a CI that lost its privileges.
+    assert!(
+        std::env::var_os("ALOFT_REQUIRE_PRIVILEGED_TESTS").is_none(),
+        "{test}: cgroups are not usable here but ALOFT_REQUIRE_PRIVILEGED_TESTS is set"
+    );
     // Written to stderr directly: libtest captures `eprintln!` of passing tests, and a skip
     // must be visible in the CI log.
     use std::io::Write;

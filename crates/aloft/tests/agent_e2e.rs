@@ -197,6 +197,17 @@ async fn on_failure_restarts_up_to_max_retries_then_stops() {
     assert_eq!(m["state"], "stopped");
 }
 
+/// The OOM test's memory hog: refuses (exit 99) unless its own cgroup limits memory to at most
+/// 512 MiB, then doubles a string until the limit stops it.
+const HOG: &str = r#"
+v1=/sys/fs/cgroup/memory$(grep ':memory:' /proc/self/cgroup | cut -d: -f3)/memory.limit_in_bytes
+v2=/sys/fs/cgroup$(grep '^0::' /proc/self/cgroup | cut -d: -f3)/memory.max
+lim=$(cat "$v1" 2>/dev/null || cat "$v2" 2>/dev/null)
+case "$lim" in ''|max|*[!0-9]*) exit 99;; esac
+[ "$lim" -le 536870912 ] || exit 99
+x=aaaaaaaa; while :; do x="$x$x"; done
+"#;
+
 fn memory_cgroup_available() -> Result<(), String> {
     if !nix_is_root() {
         return Err("not running as root".into());
@@ -224,8 +235,10 @@ fn nix_is_root() -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_memory_hog_is_oom_killed_while_its_neighbour_runs() {
-    if let Err(why) = memory_cgroup_available() {
-        eprintln!("skipping the OOM test: {why}");
+    if !common::privileged_or_skip(
+        "a_memory_hog_is_oom_killed_while_its_neighbour_runs",
+        memory_cgroup_available(),
+    ) {
         return;
     }
     let (tmp, _image, image_s) = setup();
@@ -238,12 +251,14 @@ async fn a_memory_hog_is_oom_killed_while_its_neighbour_runs() {
         .create("mem", json!({"config": {"image": image_s, "guest": guest, "init": {"exec": ["sleep", "300"]}}}))
         .await;
     agent.wait_state("mem", &calm, "started").await;
-    // Doubles a shell string until the 256 MB limit stops it.
+    // Doubles a shell string until the 256 MB limit stops it — after checking, from inside,
+    // that its own cgroup has that limit (v1 or v2): without one it exits 99 instead of eating
+    // the host's memory.
     let hog = agent
         .create(
             "mem",
             json!({"config": {"image": image_s, "guest": guest, "restart": {"policy": "no"},
-            "init": {"exec": ["/bin/sh", "-c", "x=aaaaaaaa; while :; do x=\"$x$x\"; done"]}}}),
+            "init": {"exec": ["/bin/sh", "-c", HOG]}}}),
         )
         .await;
     agent.wait_state("mem", &hog, "stopped").await;
@@ -254,6 +269,10 @@ async fn a_memory_hog_is_oom_killed_while_its_neighbour_runs() {
         .iter()
         .find(|e| e["type"] == "exit")
         .expect("an exit event");
+    assert_ne!(
+        exit["request"]["exit_event"]["exit_code"], 99,
+        "the hog found no memory limit on its own cgroup: the runtime did not enforce it"
+    );
     assert_eq!(
         exit["request"]["exit_event"]["oom_killed"], true,
         "{events}"
@@ -277,7 +296,10 @@ async fn kill_9_of_the_agent_then_restart_relaunches_exactly_once() {
             Some(json!({"app_name": "durable"})),
         )
         .await;
-    let config = json!({"image": image_s, "init": {"exec": ["/bin/sh", "-c", "echo $$ >> starts-$FLY_MACHINE_ID.log; exec sleep 300"]}});
+    // Each machine also leaves a background child: the parent-death signal kills only the main
+    // process when the agent dies, so this one survives the agent and only the next agent's
+    // reaping (process group, cgroup) can end it.
+    let config = json!({"image": image_s, "init": {"exec": ["/bin/sh", "-c", "sleep 301 & echo $! >> orphans-$FLY_MACHINE_ID.log; echo $$ >> starts-$FLY_MACHINE_ID.log; exec sleep 300"]}});
     let a = agent
         .create("durable", json!({"name": "a", "config": config}))
         .await;
@@ -331,7 +353,28 @@ async fn kill_9_of_the_agent_then_restart_relaunches_exactly_once() {
 
     // The lock dies with the agent: the next one starts.
     agent.kill9();
+    let orphans: Vec<i32> = [&a, &b]
+        .iter()
+        .flat_map(|id| {
+            std::fs::read_to_string(image.join(format!("orphans-{id}.log")))
+                .unwrap()
+                .lines()
+                .map(|l| l.parse::<i32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        orphans.iter().all(|p| alive(*p)),
+        "the background children outlive the killed agent (the test needs them to)"
+    );
     let agent = AgentProc::start(&data);
+    for pid in &orphans {
+        wait_for(
+            Duration::from_secs(10),
+            "the old background child reaped",
+            || (!alive(*pid)).then_some(()),
+        );
+    }
     for id in [&a, &b] {
         agent.wait_state("durable", id, "started").await;
     }
