@@ -11,75 +11,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-/// Polls `f` until it returns `Some`, or panics naming `what` after `timeout`.
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+mod common;
 
-/// A running `aloft agent` (no proxy); SIGKILLed on drop.
-struct AgentProc {
-    child: Child,
-    url: String,
-    token: String,
-}
-
-impl AgentProc {
-    fn start(data_dir: &Path) -> AgentProc {
-        let _ = std::fs::remove_file(data_dir.join("agent.addr"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.with_extension("log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_aloft"))
-            .args([
-                "agent",
-                "--no-proxy",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("ALOFT_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("aloft agent starts");
-        let addr = wait_for(Duration::from_secs(60), "agent.addr", || {
-            std::fs::read_to_string(data_dir.join("agent.addr"))
-                .ok()
-                .filter(|s| s.ends_with('\n'))
-        });
-        let token = std::fs::read_to_string(data_dir.join("token")).unwrap();
-        AgentProc {
-            child,
-            url: format!("http://{}", addr.trim()),
-            token: token.trim().into(),
-        }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+use common::{wait_for, AgentProc};
 
 /// One app directory with its agent.
 struct World {
@@ -101,7 +39,12 @@ exec "$@"
 "#;
 
 impl World {
+    /// An app and its agent, without the proxy.
     fn new(app: &str) -> World {
+        World::with_agent(app, &["--no-proxy"])
+    }
+
+    fn with_agent(app: &str, agent_args: &[&str]) -> World {
         let tmp = tempfile::tempdir().unwrap();
         for d in ["app", "state", "data"] {
             std::fs::create_dir(tmp.path().join(d)).unwrap();
@@ -114,7 +57,7 @@ impl World {
             "FROM debian:bookworm-slim\nCOPY . /app\nENTRYPOINT [\"sh\", \"entry.sh\"]\n",
         )
         .unwrap();
-        let agent = AgentProc::start(&tmp.path().join("data"));
+        let agent = AgentProc::start_with(&tmp.path().join("data"), agent_args, None);
         let w = World {
             tmp,
             agent,
@@ -577,7 +520,7 @@ fn kill_9_in_the_middle_of_a_30_machine_deploy() {
         "killed in the middle (after {done} of 30 updates)"
     );
 
-    w.agent = AgentProc::start(&w.tmp.path().join("data"));
+    w.agent = AgentProc::start_with(&w.tmp.path().join("data"), &["--no-proxy"], None);
     let release = wait_for(Duration::from_secs(120), "release v2 to finish", || {
         let out = w.aloft(&["releases", "-a", "crash", "--json"]);
         let rs: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
@@ -912,7 +855,7 @@ fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_count() {
         "killed in the middle ({at_kill} machines had started)"
     );
 
-    w.agent = AgentProc::start(&w.tmp.path().join("data"));
+    w.agent = AgentProc::start_with(&w.tmp.path().join("data"), &["--no-proxy"], None);
     wait_for(
         Duration::from_secs(120),
         "the scale operation to finish",
@@ -960,4 +903,112 @@ fn scale_ops_finished(w: &World) -> bool {
         .filter(|r| r.get("scale").is_some())
         .collect();
     !ops.is_empty() && ops.iter().all(|r| r["status"] == "complete")
+}
+
+/// Through a real agent *with its proxy* (the other deploy tests run `--no-proxy`): the deploy
+/// waits until the health checks the proxy runs pass, an idle machine is stopped by autostop,
+/// and a request to its service starts it again (autostart).
+#[test]
+fn health_gated_deploy_autostop_and_autostart_through_the_proxy() {
+    let w = World::with_agent(
+        "gated",
+        &[
+            "--proxy-bind",
+            "127.0.0.1",
+            "--port-map",
+            "80=0",
+            "--port-map",
+            "443=0",
+            "--idle-window",
+            "2s",
+        ],
+    );
+    let service = r#"
+[http_service]
+internal_port = 8080
+auto_stop_machines = "stop"
+auto_start_machines = true
+min_machines_running = 0
+processes = ["web"]
+
+[[http_service.checks]]
+grace_period = "0s"
+interval = "500ms"
+timeout = "1s"
+method = "GET"
+path = "/"
+"#;
+    std::fs::write(
+        w.tmp.path().join("app/server.sh"),
+        "#!/bin/sh\necho \"$*\" > \"$STATE_DIR/$FLY_MACHINE_ID\"\nexec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n",
+    )
+    .unwrap();
+    w.config(&[], service);
+    let config = std::fs::read_to_string(w.tmp.path().join("app/fly.toml"))
+        .unwrap()
+        .replace("[processes]\n", "[processes]\nweb = \"sh server.sh web\"\n");
+    std::fs::write(w.tmp.path().join("app/fly.toml"), config).unwrap();
+
+    let out = w.deploy(&[]);
+    assert!(
+        out.contains("is healthy"),
+        "the deploy waited for the checks:\n{out}"
+    );
+    let ms = w.machines();
+    for m in &ms {
+        let checks = &m["checks"];
+        assert!(
+            checks
+                .as_array()
+                .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c["status"] == "passing")),
+            "{checks}"
+        );
+    }
+
+    // The proxy's local address of port 80.
+    let curl = |args: &[&str]| Command::new("curl").args(args).output().expect("curl runs");
+    let proxy: Vec<Value> = serde_json::from_slice(
+        &curl(&[
+            "-sf",
+            "-H",
+            &format!("Authorization: Bearer {}", w.agent.token),
+            &format!("{}/v1/proxy", w.agent.url),
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let listen = proxy.iter().find(|p| p["port"] == 80).unwrap()["listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = || {
+        curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{listen}/"),
+        ])
+    };
+    assert_eq!(String::from_utf8_lossy(&get().stdout), "200");
+
+    // Idle past the window: autostop stops every machine (min_machines_running = 0).
+    let started = |w: &World| {
+        w.machines()
+            .iter()
+            .filter(|m| m["state"] == "started")
+            .count()
+    };
+    wait_for(Duration::from_secs(30), "autostop", || {
+        (started(&w) == 0).then_some(())
+    });
+    // A request starts one and is answered.
+    assert_eq!(
+        String::from_utf8_lossy(&get().stdout),
+        "200",
+        "autostart answered"
+    );
+    assert!(started(&w) >= 1);
+    assert_eq!(w.machines().len(), ms.len(), "started again, not created");
 }

@@ -15,6 +15,12 @@ fn aloft_proxy_config(args: &AgentArgs) -> aloft_agent::ProxyConfig {
         bind_ip: args.proxy_bind,
         port_map: args.port_map.iter().copied().collect(),
         idle_window: args.idle_window,
+        // A pass every quarter of the idle window (1 s to 60 s): a machine idle for the window
+        // is stopped soon after, whatever the window.
+        autostop_interval: (args.idle_window / 4).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+        ),
         region: args
             .regions
             .first()
