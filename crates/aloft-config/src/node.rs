@@ -49,6 +49,25 @@ impl Node {
         Node { kind, span }
     }
 
+    /// The node as JSON, for pass-through option tables (`tls_options`, `http_options`, ...).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.kind {
+            Kind::Str(s) | Kind::Other(s) => J::String(s.clone()),
+            Kind::Int(i) => J::from(*i),
+            Kind::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
+            Kind::Bool(b) => J::Bool(*b),
+            Kind::Array(a) => J::Array(a.iter().map(Node::to_json).collect()),
+            Kind::Table(e) => J::Object(
+                e.iter()
+                    .map(|e| (e.key.clone(), e.value.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// What the user wrote, for messages: `a string`, `an integer`, ...
     pub fn type_name(&self) -> &'static str {
         match self.kind {

@@ -249,7 +249,7 @@ impl Decoder<'_> {
     }
 
     pub(super) fn opt_json(&mut self, t: &mut Tbl, key: &str) -> Option<serde_json::Value> {
-        t.get(key).map(to_json)
+        t.get(key).map(Node::to_json)
     }
 
     /// Reads `processes = [..]` of a section and records each name for the reference check.
@@ -462,7 +462,7 @@ impl Decoder<'_> {
                 read::string_list(self.sink, n, "`buildpacks` in [build]").unwrap_or_default();
         }
         if let Some(n) = t.get("settings") {
-            if let Some(serde_json::Value::Object(m)) = Some(to_json(n)) {
+            if let Some(serde_json::Value::Object(m)) = Some(n.to_json()) {
                 b.settings = m.into_iter().collect();
             }
         }
@@ -686,24 +686,5 @@ impl Decoder<'_> {
             ],
         );
         e
-    }
-}
-
-/// A raw node as JSON, for pass-through option tables (`tls_options`, `http_options`, ...).
-pub(crate) fn to_json(n: &Node) -> serde_json::Value {
-    use serde_json::Value as J;
-    match &n.kind {
-        Kind::Str(s) | Kind::Other(s) => J::String(s.clone()),
-        Kind::Int(i) => J::from(*i),
-        Kind::Float(f) => serde_json::Number::from_f64(*f)
-            .map(J::Number)
-            .unwrap_or(J::Null),
-        Kind::Bool(b) => J::Bool(*b),
-        Kind::Array(a) => J::Array(a.iter().map(to_json).collect()),
-        Kind::Table(e) => J::Object(
-            e.iter()
-                .map(|e| (e.key.clone(), to_json(&e.value)))
-                .collect(),
-        ),
     }
 }

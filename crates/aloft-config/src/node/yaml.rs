@@ -196,7 +196,7 @@ fn key_text(key: &Node) -> String {
         Kind::Int(i) => i.to_string(),
         Kind::Float(f) => f.to_string(),
         Kind::Bool(b) => b.to_string(),
-        Kind::Array(_) | Kind::Table(_) => crate::decode::to_json(key).to_string(),
+        Kind::Array(_) | Kind::Table(_) => key.to_json().to_string(),
     }
 }
 
