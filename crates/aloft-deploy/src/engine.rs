@@ -257,7 +257,7 @@ impl<T: DeployTarget> Engine<'_, T> {
     /// no machine carries yet. Convergent like a deploy: a slot is created with its key in the
     /// machine's metadata in one write, so a run after a crash skips what the last one did.
     async fn scale(&self, work: &ScaleWork) -> Result<(), EngineError> {
-        for _ in 0..MAX_PASSES {
+        for pass in 0..=MAX_PASSES {
             let machines = self
                 .target
                 .list_machines()
@@ -266,6 +266,9 @@ impl<T: DeployTarget> Engine<'_, T> {
             let (destroy, create) = scale_left(work, &machines);
             if destroy.is_empty() && create.is_empty() {
                 return Ok(());
+            }
+            if pass == MAX_PASSES {
+                break;
             }
             self.record(DeployEvent::Planned {
                 destroy: destroy.len(),
@@ -285,17 +288,7 @@ impl<T: DeployTarget> Engine<'_, T> {
             });
             self.create_all(create.collect()).await?;
         }
-        let machines = self
-            .target
-            .list_machines()
-            .await
-            .map_err(EngineError::List)?;
-        let (destroy, create) = scale_left(work, &machines);
-        if destroy.is_empty() && create.is_empty() {
-            Ok(())
-        } else {
-            Err(EngineError::NoConvergence(MAX_PASSES))
-        }
+        Err(EngineError::NoConvergence(MAX_PASSES))
     }
 
     /// A resumed run may find nothing left to change: the interrupted run had already created

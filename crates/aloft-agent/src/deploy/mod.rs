@@ -409,18 +409,18 @@ impl Deployer {
         self.ctl.db(move |s| s.read(|tx| tx.group_counts(&a))).await
     }
 
+    /// The app's machines now, as the planners see them.
+    async fn machines_now(&self, app: &str) -> ApiResult<Vec<aloft_api::Machine>> {
+        let list = ListMachines {
+            filter: MachineFilter::default(),
+            summary: true,
+        };
+        self.ctl.list_machines(app, list).await
+    }
+
     /// Plans `req` against the app's machines now.
     async fn plan(&self, app: &str, req: &CreateReleaseRequest) -> ApiResult<DeployPlan> {
-        let machines = self
-            .ctl
-            .list_machines(
-                app,
-                ListMachines {
-                    filter: MachineFilter::default(),
-                    summary: true,
-                },
-            )
-            .await?;
+        let machines = self.machines_now(app).await?;
         let counts = self.counts(app).await?;
         plan_deploy(&req.spec, &machines, &counts, req.process_groups.as_deref())
             .map_err(|e| ApiError::unprocessable(e.to_string()))

@@ -15,10 +15,8 @@ use aloft_deploy::scale::{plan_count, CountRequest, CountSpec, ScalePlan};
 use aloft_deploy::spec::{FrozenPlan, PlannedDestroy};
 use aloft_deploy::wire::{ScaleCountRequest, ScalePreview};
 use aloft_deploy::{Release, ReleaseStatus, ScaleWork, SlotCreate};
-use aloft_store::MachineFilter;
 
 use super::{encode, now_ms_rfc3339, Deployer};
-use crate::controller::actions::ListMachines;
 use crate::error::{ApiError, ApiResult};
 
 /// What a scale request gave.
@@ -51,16 +49,7 @@ impl Deployer {
         }
         let base = self.current_deploy(app).await?;
         let counts = parse_counts(&req, &base)?;
-        let machines = self
-            .ctl
-            .list_machines(
-                app,
-                ListMachines {
-                    filter: MachineFilter::default(),
-                    summary: true,
-                },
-            )
-            .await?;
+        let machines = self.machines_now(app).await?;
         let plan = plan_count(
             &CountRequest {
                 counts: counts.clone(),
