@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite uses (Debian). Idempotent; needs root for apt.
+# Installs what the test suite spawns: system packages (Debian; needs root for apt) and Python
+# tools in a venv (no network needed once installed). Idempotent and quiet.
 # Keep this list in step with what tests spawn: it is the only place CI learns about it.
 set -euo pipefail
-packages=(curl python3 procps)
+packages=(curl python3 python3-venv procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -14,4 +15,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python tools, pinned, in their own venv. crates/aloft/tests/schemathesis.rs looks for
+# schemathesis at the same place (ALOFT_TEST_VENV, default ~/.cache/aloft-test-venv).
+SCHEMATHESIS_VERSION=4.32.5
+venv="${ALOFT_TEST_VENV:-${HOME:?}/.cache/aloft-test-venv}"
+installed=$("$venv/bin/schemathesis" --version 2>/dev/null || true)
+if [[ "$installed" != *" $SCHEMATHESIS_VERSION" ]]; then
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+    "schemathesis==$SCHEMATHESIS_VERSION"
+  "$venv/bin/schemathesis" --version >/dev/null
 fi
