@@ -306,12 +306,22 @@ async fn schemathesis_finds_no_server_error_and_no_crash() {
     std::fs::write(&config_file, config(&agent, &fixtures)).unwrap();
     let examples: u32 = env_or("ALOFT_SCHEMATHESIS_EXAMPLES", DEFAULT_EXAMPLES);
     let seed: u64 = env_or("ALOFT_SCHEMATHESIS_SEED", DEFAULT_SEED);
-    let openapi = concat!(env!("CARGO_MANIFEST_DIR"), "/../aloft-agent/openapi.json");
+    // The description the agent serves (the same document as the file in the repository).
+    let served = agent.ok(Method::GET, "/v1/openapi.json", None).await;
+    let on_disk: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../aloft-agent/openapi.json"
+    )))
+    .unwrap();
+    assert_eq!(served, on_disk, "GET /v1/openapi.json serves openapi.json");
+    let openapi = tmp.path().join("openapi.json");
+    std::fs::write(&openapi, serde_json::to_vec(&served).unwrap()).unwrap();
+    let openapi = openapi.to_str().unwrap().to_string();
     let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis/hooks.py");
     let mut cmd = Command::new(&st);
     cmd.arg("--config-file")
         .arg(&config_file)
-        .args(["run", openapi, "--url", &format!("{}/v1", agent.url)])
+        .args(["run", &openapi, "--url", &format!("{}/v1", agent.url)])
         .args(["--checks", "not_a_server_error"])
         .args(["--max-examples", &examples.to_string()])
         .args(["--seed", &seed.to_string()])

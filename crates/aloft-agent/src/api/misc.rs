@@ -18,6 +18,15 @@ use crate::error::{ApiError, ApiResult};
 const MAX_LOG_LINES: usize = 10_000;
 const DEFAULT_LOG_LINES: usize = 100;
 
+/// The OpenAPI description of this API (`crates/aloft-agent/openapi.json`, embedded): what a
+/// client generator or schemathesis reads.
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../../openapi.json"),
+    )
+}
+
 pub async fn regions(State(st): State<AppState>) -> impl IntoResponse {
     Json(st.ctl.regions().list())
 }

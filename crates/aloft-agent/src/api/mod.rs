@@ -75,6 +75,7 @@ impl RouteTable {
 pub fn routes() -> RouteTable {
     use Method as M;
     let mut t = RouteTable::new();
+    t.add(M::GET, "/v1/openapi.json", misc::openapi);
     t.add(M::GET, "/v1/regions", misc::regions);
     t.add(M::GET, "/v1/proxy", proxy::ports);
     t.add(M::GET, "/v1/metrics", proxy::metrics);
