@@ -19,8 +19,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::balance::Lease;
-use crate::core::{Core, BOOT_POLL};
+use crate::core::Core;
 use crate::hints::{Hints, FLY_PREFERRED_INSTANCE_UNAVAILABLE};
+use crate::machines::BOOT_POLL;
 use crate::pool::{Pool, Sender, UpBody};
 use crate::replay::{Replay, FLY_REPLAY, FLY_REPLAY_SRC, MAX_REPLAYS, MAX_REPLAY_BODY};
 use crate::table::{ConcurrencyKind, PortRoute};
@@ -58,14 +59,14 @@ pub(crate) async fn serve<IO>(
         affinity: Mutex::new(None),
         client_ip: HeaderValue::from_str(&client.ip().to_string()).ok(),
         port_value: HeaderValue::from(port),
-        region: HeaderValue::from_str(&core.cfg.region).ok(),
+        region: HeaderValue::from_str(&core.cfg().region).ok(),
     });
     let header_timeout = route
         .options
         .http_options
         .headers_read_timeout
-        .unwrap_or(core.cfg.header_read_timeout);
-    if core.cfg.h1_fast_path {
+        .unwrap_or(core.cfg().header_read_timeout);
+    if core.cfg().h1_fast_path {
         let timeouts = crate::h1::Timeouts {
             header: header_timeout,
             idle: route
@@ -95,12 +96,12 @@ pub(crate) async fn serve_hyper<IO>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(core.cfg.max_header_bytes.max(8192))
+        .max_buf_size(core.cfg().max_header_bytes.max(8192))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(core.cfg.max_header_bytes as u32)
+        .max_header_list_size(core.cfg().max_header_bytes as u32)
         .max_concurrent_streams(256);
     let svc = hyper::service::service_fn(move |req| {
         let (core, ctx) = (core.clone(), ctx.clone());
@@ -315,16 +316,14 @@ pub(crate) async fn forward(
     } = f;
     // The first pick uses the route the caller just read; retries read the table again.
     let mut first = !route_read_before;
-    while attempts < core.cfg.max_attempts {
+    while attempts < core.cfg().max_attempts {
         attempts += 1;
         let Some(mut req) = pending.take().or_else(|| template.as_ref().map(rebuild)) else {
             break;
         };
         let current = std::mem::take(&mut first);
         let acquired = match &replay {
-            None => lease_for(core, ctx, route, &exclude, current, &hints)
-                .await
-                .map(|(l, _fresh)| l),
+            None => lease_for(core, ctx, route, &exclude, current, &hints).await,
             Some(r) => r.lease(core, route, &exclude).await,
         };
         let lease = match acquired {
@@ -342,36 +341,36 @@ pub(crate) async fn forward(
         }
         let t0 = Instant::now();
         let h2 = route.options.http_options.h2_backend;
-        let mut conn = match core.pool.checkout(addr, h2).await {
+        let mut conn = match core.pool().checkout(addr, h2).await {
             Ok(c) => c,
             Err(e) => {
                 lease.metrics().error();
-                core.pool.forget(addr);
+                core.pool().forget(addr);
                 last_error = format!("machine {machine} ({addr}): {e}");
                 drop_affinity(ctx);
                 pending = Some(req);
-                if core.booting(machine, t0) {
+                if core.machines().booting(machine, t0) {
                     // Autostarted and still booting: wait for it rather than fail over
                     // (bounded by start_timeout, not counted as an attempt).
                     attempts -= 1;
                     tokio::time::sleep(BOOT_POLL).await;
                 } else {
-                    core.mark_refused(machine);
+                    core.health().mark_refused(machine);
                     exclude.push(machine.to_string());
                 }
                 continue;
             }
         };
-        core.connected(machine);
+        core.machines().connected(machine);
         if conn.tx.ready().await.is_err() {
             // A stale pooled connection: open a fresh one to the same machine.
-            match core.pool.connect(addr, h2).await {
+            match core.pool().connect(addr, h2).await {
                 Ok(tx) => conn.tx = tx,
                 Err(e) => {
                     lease.metrics().error();
                     last_error = format!("machine {machine} ({addr}): {e}");
                     drop_affinity(ctx);
-                    core.mark_refused(machine);
+                    core.health().mark_refused(machine);
                     exclude.push(machine.to_string());
                     pending = Some(req);
                     continue;
@@ -409,7 +408,7 @@ pub(crate) async fn forward(
                         replays += 1;
                         let (_, body) = resp.into_parts();
                         if body.is_end_stream() {
-                            core.pool.put(addr, conn.tx);
+                            core.pool().put(addr, conn.tx);
                         }
                         // Otherwise the unread body and its connection are dropped.
                         replay = Some(r);
@@ -430,7 +429,7 @@ pub(crate) async fn forward(
                 parts.version = client_version;
                 let body = UpstreamBody {
                     inner: body,
-                    ret: Some((core.pool.clone(), addr, conn.tx)),
+                    ret: Some((core.pool().clone(), addr, conn.tx)),
                     _lease: hold,
                 };
                 return Response::from_parts(parts, RespBody::Upstream(body));
@@ -438,7 +437,7 @@ pub(crate) async fn forward(
             Err(mut e) => {
                 lease.metrics().error();
                 last_error = format!("machine {machine} ({addr}): {}", e.error());
-                core.pool.forget(addr);
+                core.pool().forget(addr);
                 drop_affinity(ctx);
                 match e.take_message() {
                     // Never sent: safe to retry anywhere.
@@ -458,7 +457,7 @@ pub(crate) async fn forward(
             }
         }
     }
-    core.count_unavailable(route);
+    core.selector().count_unavailable(route);
     plain(
         StatusCode::BAD_GATEWAY,
         &format!("could not reach a machine after retries: {last_error}\n"),
@@ -471,10 +470,10 @@ pub(crate) fn unavailable(
     core: &Core,
     route: &PortRoute,
     replay: Option<&Replaying>,
-    reason: &crate::core::Unavailable,
+    reason: &crate::select::Unavailable,
     request_id: Option<&HeaderValue>,
 ) -> Response<RespBody> {
-    core.count_unavailable(route);
+    core.selector().count_unavailable(route);
     let target = replay
         .map(|r| format!(" for fly-replay `{}`", r.header))
         .unwrap_or_default();
@@ -578,7 +577,7 @@ pub(crate) async fn lease_for(
     exclude: &[String],
     current: bool,
     hints: &Hints,
-) -> Result<(LeaseRef, bool), crate::core::Unavailable> {
+) -> Result<LeaseRef, crate::select::Unavailable> {
     if route.policy.concurrency == ConcurrencyKind::Connections {
         if let Some(l) = ctx
             .affinity
@@ -586,21 +585,28 @@ pub(crate) async fn lease_for(
             .unwrap_or_else(|e| e.into_inner())
             .clone()
         {
-            let still = route.backends.iter().any(|b| b == &l.backend) && core.routable(&l.backend);
+            let still = route.backends.iter().any(|b| b == &l.backend)
+                && core.selector().routable(&l.backend);
             if still
                 && !exclude.contains(&l.backend.machine_id)
                 && hints.allows(&l.backend.machine_id)
             {
-                return Ok((LeaseRef::Shared(l), false));
+                return Ok(LeaseRef::Shared(l));
             }
         }
-        let (lease, fresh) = core.acquire_from(route, exclude, current, hints).await?;
-        let lease = Arc::new(lease);
+        let lease = Arc::new(
+            core.selector()
+                .acquire_from(route, exclude, current, hints)
+                .await?,
+        );
         *ctx.affinity.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease.clone());
-        return Ok((LeaseRef::Shared(lease), fresh));
+        return Ok(LeaseRef::Shared(lease));
     }
-    let (lease, fresh) = core.acquire_from(route, exclude, current, hints).await?;
-    Ok((LeaseRef::Owned(lease), fresh))
+    let lease = core
+        .selector()
+        .acquire_from(route, exclude, current, hints)
+        .await?;
+    Ok(LeaseRef::Owned(lease))
 }
 
 pub(crate) fn drop_affinity(ctx: &ConnCtx) {
@@ -669,7 +675,7 @@ impl Replaying {
         core: &Arc<Core>,
         route: &Arc<PortRoute>,
         exclude: &[String],
-    ) -> Result<LeaseRef, crate::core::Unavailable> {
+    ) -> Result<LeaseRef, crate::select::Unavailable> {
         let mut with_not;
         let exclude = match &self.not {
             Some(m) => {
@@ -679,10 +685,12 @@ impl Replaying {
             }
             None => exclude,
         };
-        let acquire = core.acquire_from(route, exclude, false, &self.hints);
-        let (lease, _fresh) = match self.timeout {
+        let acquire = core
+            .selector()
+            .acquire_from(route, exclude, false, &self.hints);
+        let lease = match self.timeout {
             Some(t) => tokio::time::timeout(t, acquire).await.map_err(|_| {
-                crate::core::Unavailable(format!("none within the replay timeout of {t:?}"))
+                crate::select::Unavailable(format!("none within the replay timeout of {t:?}"))
             })??,
             None => acquire.await?,
         };

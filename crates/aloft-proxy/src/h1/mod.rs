@@ -132,11 +132,11 @@ where
         if !b.client.is_empty() {
             match head::request(&b.client, ctx, &mut b.up_head) {
                 // A head within the limit (hyper answers 431 to the others).
-                ParsedRequest::Fast(p) if p.head_len <= core.cfg.max_header_bytes => break p,
+                ParsedRequest::Fast(p) if p.head_len <= core.cfg().max_header_bytes => break p,
                 ParsedRequest::Fast(_) => return Next::Hyper,
                 ParsedRequest::NotFast => return Next::Hyper,
                 // hyper answers 431.
-                ParsedRequest::Partial if b.client.len() >= core.cfg.max_header_bytes => {
+                ParsedRequest::Partial if b.client.len() >= core.cfg().max_header_bytes => {
                     return Next::Hyper
                 }
                 ParsedRequest::Partial => {}
@@ -255,7 +255,7 @@ where
     let body_less = plan.body_len == 0;
     let hints = Hints::default();
     let lease = match hp::lease_for(core, ctx, route, &[], true, &hints).await {
-        Ok((l, _fresh)) => l,
+        Ok(l) => l,
         Err(reason) => {
             return Outcome::Answer(Box::new(hp::unavailable(
                 core, route, None, &reason, request_id,
@@ -278,7 +278,7 @@ where
     };
     let machine = lease.backend.machine_id.clone();
     let t0 = Instant::now();
-    let (mut up, reused) = match core.pool.checkout_raw(addr).await {
+    let (mut up, reused) = match core.pool().checkout_raw(addr).await {
         Ok(c) => c,
         // `forward` retries with all its rules (a booting machine is waited for, a refusing
         // one excluded).
@@ -287,7 +287,7 @@ where
             return delegate(Vec::new(), String::new(), 0);
         }
     };
-    core.connected(&machine);
+    core.machines().connected(&machine);
     let body = &b.client[plan.head_len..total];
     let head_len = b.up_head.len();
     let sent = if body.len() <= READ_CHUNK {
@@ -306,7 +306,7 @@ where
         // send again (also with a body, unlike hyper, which cannot tell a partial write from
         // a complete one), elsewhere if this was a new connection.
         lease.metrics().error();
-        core.pool.forget(addr);
+        core.pool().forget(addr);
         hp::drop_affinity(ctx);
         let exclude = if reused {
             Vec::new()
@@ -391,7 +391,7 @@ where
             UpRead::ClientGone => return Outcome::Abort,
         };
         lease.metrics().error();
-        core.pool.forget(addr);
+        core.pool().forget(addr);
         hp::drop_affinity(ctx);
         let last_error = format!("machine {machine} ({addr}): {failure}");
         if !b.up.is_empty() || !body_less {
@@ -413,7 +413,7 @@ where
     match pass_body(io, &mut up, b, &rp, total).await {
         Ok(reusable) => {
             if reusable && rp.reusable {
-                core.pool.put_raw(addr, up);
+                core.pool().put_raw(addr, up);
             }
             drop(lease);
             Outcome::Done
