@@ -20,6 +20,7 @@ use hyper_util::server::conn::auto;
 
 use crate::balance::Lease;
 use crate::core::Core;
+use crate::headers::{self, ConnValues, Values};
 use crate::hints::{Hints, FLY_PREFERRED_INSTANCE_UNAVAILABLE};
 use crate::machines::BOOT_POLL;
 use crate::pool::{Pool, Sender, UpBody};
@@ -34,11 +35,9 @@ pub(crate) struct ConnCtx {
     /// With `concurrency.type = "connections"` the whole client connection sticks to the
     /// machine it was first sent to, and counts as one unit of load there.
     affinity: Mutex<Option<Arc<Lease>>>,
-    /// Forwarding header values that do not change during the connection, made once so that
-    /// requests only clone them.
-    pub client_ip: Option<HeaderValue>,
-    pub port_value: HeaderValue,
-    pub region: Option<HeaderValue>,
+    /// The proxy's header values that do not change during the connection, made once so
+    /// that requests only clone them.
+    pub values: ConnValues,
 }
 
 /// Serves one client connection (plain or already TLS-terminated) with the http handler.
@@ -57,9 +56,7 @@ pub(crate) async fn serve<IO>(
         client,
         tls,
         affinity: Mutex::new(None),
-        client_ip: HeaderValue::from_str(&client.ip().to_string()).ok(),
-        port_value: HeaderValue::from(port),
-        region: HeaderValue::from_str(&core.cfg().region).ok(),
+        values: ConnValues::new(client, port, tls, &core.cfg().region),
     });
     let header_timeout = route
         .options
@@ -116,7 +113,7 @@ pub(crate) async fn serve_hyper<IO>(
 }
 
 async fn handle(core: Arc<Core>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
-    let request_id = request_id(&ctx);
+    let request_id = ctx.values.request_id();
     let Some(route) = core.route(ctx.port) else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -131,20 +128,8 @@ async fn handle(core: Arc<Core>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> R
     if gzip {
         crate::compress::maybe_gzip(&mut resp);
     }
-    decorate(&route, &mut resp, request_id);
+    decorate(&ctx, &route, &mut resp, request_id);
     resp
-}
-
-/// `Fly-Request-Id`: a ULID and the region, or nothing when the region cannot be a header value.
-pub(crate) fn request_id(ctx: &ConnCtx) -> Option<HeaderValue> {
-    let region = ctx.region.as_ref()?.as_bytes();
-    let mut ulid = [0u8; ulid::ULID_LEN];
-    ulid::Ulid::new().array_to_str(&mut ulid);
-    let mut v = Vec::with_capacity(ulid.len() + 1 + region.len());
-    v.extend_from_slice(&ulid);
-    v.push(b'-');
-    v.extend_from_slice(region);
-    HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
 }
 
 /// The client's idea of the host: its `Host` header, else the authority of the request target.
@@ -175,12 +160,8 @@ async fn proxy(
     let (mut parts, body) = req.into_parts();
     // Acted on when a machine is picked; the headers themselves go upstream unchanged.
     let hints = Hints::from_headers(&parts.headers);
-    if hints.has_replay_src() {
-        // Only the proxy says where a request was replayed from.
-        parts.headers.remove(FLY_REPLAY_SRC);
-    }
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut parts.headers);
+    headers::strip(&mut parts.headers, &headers::REQUEST);
     if let Some(v) = upgrade_value.filter(|_| wants_upgrade) {
         parts
             .headers
@@ -196,7 +177,12 @@ async fn proxy(
             parts.headers.insert(header::HOST, h);
         }
     }
-    add_forwarding_headers(ctx, &mut parts.headers, client_version);
+    let values = Values {
+        conn: &ctx.values,
+        version: client_version,
+        request_id: None,
+    };
+    headers::add_own(&mut parts.headers, &headers::REQUEST, &values, false);
     // Upstream gets the origin form (path and query) of the request target.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let mut origin = http::uri::Parts::default();
@@ -425,7 +411,7 @@ pub(crate) async fn forward(
                     // wrong (RFC 9112 §6.3) and must not reach the client.
                     parts.headers.remove(header::CONTENT_LENGTH);
                 }
-                strip_hop_by_hop(&mut parts.headers);
+                headers::strip(&mut parts.headers, &headers::RESPONSE);
                 parts.version = client_version;
                 let body = UpstreamBody {
                     inner: body,
@@ -722,141 +708,26 @@ fn is_upgrade(h: &HeaderMap) -> bool {
             })
 }
 
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TRAILER,
-];
-
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in &listed {
-            h.remove(n);
-        }
-    }
-    // One pass over the names (cheap comparisons) instead of a hashed lookup per name: most
-    // messages carry none of these.
-    if h.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        for n in &HOP_BY_HOP {
-            h.remove(n);
-        }
-    }
-}
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-const FLY_FORWARDED_PORT: HeaderName = HeaderName::from_static("fly-forwarded-port");
-const FLY_REGION: HeaderName = HeaderName::from_static("fly-region");
-const FLY_REQUEST_ID: HeaderName = HeaderName::from_static("fly-request-id");
-
-fn add_forwarding_headers(ctx: &ConnCtx, h: &mut HeaderMap, version: Version) {
-    // One growth of the map instead of several.
-    h.reserve(8);
-    let xff = match forwarded_list(h, &X_FORWARDED_FOR) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", ctx.client.ip())).ok(),
-        None => ctx.client_ip.clone(),
-    };
-    if let Some(v) = xff {
-        h.insert(X_FORWARDED_FOR, v);
-    }
-    if let Some(ip) = &ctx.client_ip {
-        h.insert(FLY_CLIENT_IP, ip.clone());
-    }
-    let (proto, ssl) = if ctx.tls {
-        ("https", "on")
-    } else {
-        ("http", "off")
-    };
-    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    h.insert(X_FORWARDED_SSL, HeaderValue::from_static(ssl));
-    h.insert(X_FORWARDED_PORT, ctx.port_value.clone());
-    h.insert(FLY_FORWARDED_PORT, ctx.port_value.clone());
-    if let Some(r) = &ctx.region {
-        h.insert(FLY_REGION, r.clone());
-    }
-    let via = match forwarded_list(h, &header::VIA) {
-        Some(prev) => {
-            HeaderValue::from_str(&format!("{prev}, {} aloft", version_token(version))).ok()
-        }
-        None => Some(HeaderValue::from_static(match version {
-            Version::HTTP_10 => "1.0 aloft",
-            Version::HTTP_2 => "2 aloft",
-            _ => "1.1 aloft",
-        })),
-    };
-    if let Some(v) = via {
-        h.insert(header::VIA, v);
-    }
-}
-
-/// The values of a list header (`X-Forwarded-For`, `Via`) sent as several fields, joined in
-/// order: each trimmed, empty ones and ones that are not visible ASCII left out. (The h1 fast
-/// path builds the same list from raw bytes.)
-fn forwarded_list(h: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let mut out = String::new();
-    for v in h.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
-        let v = v.trim();
-        if v.is_empty() {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(", ");
-        }
-        out.push_str(v);
-    }
-    (!out.is_empty()).then_some(out)
-}
-
-fn version_token(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        _ => "1.1",
-    }
-}
-
-/// Adds `Via`, `Server`, `Fly-Request-Id` (unless pristine) and the configured response headers.
+/// Adds the proxy's own response headers and the configured ones (see `headers.rs`).
 pub(crate) fn decorate(
+    ctx: &ConnCtx,
     route: &PortRoute,
     resp: &mut Response<RespBody>,
     request_id: Option<HeaderValue>,
 ) {
     let opts = &route.options.http_options;
-    let h = resp.headers_mut();
-    if !opts.pristine {
-        h.reserve(3);
-        if let Some(v) = request_id {
-            h.insert(FLY_REQUEST_ID, v);
-        }
-        h.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
-        if !h.contains_key(header::SERVER) {
-            h.insert(header::SERVER, HeaderValue::from_static("aloft"));
-        }
-    }
-    for (name, value) in &opts.response_headers {
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
-        if value.is_empty() {
-            h.remove(&name);
-        } else if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    }
+    let values = Values {
+        conn: &ctx.values,
+        version: Version::HTTP_11,
+        request_id: request_id.as_ref(),
+    };
+    headers::add_own(
+        resp.headers_mut(),
+        &headers::RESPONSE,
+        &values,
+        opts.pristine,
+    );
+    headers::apply_configured(resp.headers_mut(), &opts.response_headers);
 }
 
 fn redirect_https(
@@ -914,7 +785,8 @@ pub(crate) fn plain(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     if let Some(v) = request_id {
-        resp.headers_mut().insert(FLY_REQUEST_ID, v.clone());
+        resp.headers_mut()
+            .insert(HeaderName::from_static("fly-request-id"), v.clone());
     }
     resp
 }

@@ -123,6 +123,7 @@ pub mod control;
 mod core;
 mod counted;
 mod h1;
+mod headers;
 pub mod health;
 pub mod hints;
 mod http;

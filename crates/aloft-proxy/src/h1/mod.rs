@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::core::Core;
+use crate::headers::Values;
 use crate::hints::Hints;
 use crate::http::{self as hp, ConnCtx, Forward, ReplayStep, RespBody, Template};
 use crate::table::PortRoute;
@@ -130,7 +131,7 @@ where
     let mut deadline = tokio::time::Instant::now() + wait;
     let plan = loop {
         if !b.client.is_empty() {
-            match head::request(&b.client, ctx, &mut b.up_head) {
+            match head::request(&b.client, &ctx.values, &mut b.up_head) {
                 // A head within the limit (hyper answers 431 to the others).
                 ParsedRequest::Fast(p) if p.head_len <= core.cfg().max_header_bytes => break p,
                 ParsedRequest::Fast(_) => return Next::Hyper,
@@ -171,7 +172,7 @@ where
             Ok(_) => {}
         }
     }
-    let request_id = hp::request_id(ctx);
+    let request_id = ctx.values.request_id();
     let outcome = exchange(core, ctx, &route, io, b, &plan, total, request_id.as_ref()).await;
     let next = match outcome {
         Outcome::Done => Next::Continue,
@@ -182,12 +183,12 @@ where
                 ..*f
             };
             let mut resp = hp::forward(core, ctx, &route, request_id.as_ref(), f).await;
-            hp::decorate(&route, &mut resp, request_id);
+            hp::decorate(ctx, &route, &mut resp, request_id);
             answer(io, b, resp, &plan).await
         }
         Outcome::Answer(resp) => {
             let mut resp = *resp;
-            hp::decorate(&route, &mut resp, request_id);
+            hp::decorate(ctx, &route, &mut resp, request_id);
             answer(io, b, resp, &plan).await
         }
     };
@@ -317,7 +318,11 @@ where
     }
     let deco = Decoration {
         pristine: route.options.http_options.pristine,
-        request_id: request_id.map(|v| v.as_bytes()),
+        values: Values {
+            conn: &ctx.values,
+            version: Version::HTTP_11,
+            request_id,
+        },
         response_headers: &route.options.http_options.response_headers,
         date: &write::http_date(),
     };
