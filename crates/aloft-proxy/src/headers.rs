@@ -19,6 +19,8 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
+use crate::options::HttpOptions;
+
 /// What the proxy does with one header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -339,6 +341,13 @@ pub(crate) fn apply_configured(map: &mut HeaderMap, configured: &[(String, Strin
             map.insert(name, v);
         }
     }
+}
+
+/// A response's headers for the client: the proxy's own (`RESPONSE`), then the configured
+/// ones, for a response already [`strip`]ped (or made by the proxy).
+pub(crate) fn decorate(map: &mut HeaderMap, values: &Values, opts: &HttpOptions) {
+    add_own(map, &RESPONSE, values, opts.pristine);
+    apply_configured(map, &opts.response_headers);
 }
 
 /// Whether `http_options.response.headers` names `name` (any case).

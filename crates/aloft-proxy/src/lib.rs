@@ -127,6 +127,8 @@ mod headers;
 pub mod health;
 pub mod hints;
 mod http;
+mod hyper_path;
+mod lifecycle;
 pub mod listeners;
 mod machines;
 pub mod metrics;

@@ -5,6 +5,7 @@
 use http::Version;
 
 use crate::headers::{self, Action, ConnValues, Rule, Values, REQUEST, RESPONSE};
+use crate::lifecycle::Edit;
 use crate::replay::MAX_REPLAY_BODY;
 
 /// Headers per message at most (as hyper's default); more goes to the hyper path (431).
@@ -147,6 +148,33 @@ pub(crate) fn request(buf: &[u8], conn: &ConnValues, out: &mut Vec<u8>) -> Parse
         close,
         head_method: method == "HEAD",
     })
+}
+
+/// The request head `base` (as [`request`] wrote it) with `edits` applied, into `out`: header
+/// lines of an edited name left out, the set values added at the end.
+pub(crate) fn edit(base: &[u8], edits: &[Edit], out: &mut Vec<u8>) {
+    out.clear();
+    let mut lines = base.split_inclusive(|b| *b == b'\n');
+    // The request line.
+    out.extend(lines.next().unwrap_or_default());
+    for line in lines {
+        if line == b"\r\n" {
+            break;
+        }
+        let name = line.split(|b| *b == b':').next().unwrap_or_default();
+        if !edits
+            .iter()
+            .any(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+        {
+            out.extend_from_slice(line);
+        }
+    }
+    for (name, value) in edits {
+        if let Some(v) = value {
+            push_header(out, name.as_str().as_bytes(), v.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// An origin-form target (`/path?query`) whose every byte `http::uri::PathAndQuery` accepts
