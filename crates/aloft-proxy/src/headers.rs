@@ -56,7 +56,7 @@ pub(crate) enum Value {
     Static(&'static str),
 }
 
-/// One line of the policy.
+/// One line of the policy (written with `rule!`).
 #[derive(Debug)]
 pub(crate) struct Rule {
     /// Lower case.
@@ -65,61 +65,74 @@ pub(crate) struct Rule {
     pub action: Action,
     /// Applies only when the service's `http_options.response.pristine` is off.
     pub unless_pristine: bool,
+    /// `name: `, for writing a value after it.
+    pub prefix: &'static str,
+    /// The whole line, `name: value\r\n`, when the value is fixed text; else empty.
+    pub line: &'static str,
 }
 
-const fn rule(name: &'static str, action: Action) -> Rule {
-    Rule {
-        name,
-        header: HeaderName::from_static(name),
-        action,
-        unless_pristine: false,
-    }
-}
-
-const fn unless_pristine(name: &'static str, action: Action) -> Rule {
-    Rule {
-        name,
-        header: HeaderName::from_static(name),
-        action,
-        unless_pristine: true,
-    }
+/// `rule!(name, Action(Value))`, `rule!(name, Action("fixed text"))` or `rule!(name, Remove)`;
+/// with `, unless_pristine` the rule applies only to services that are not pristine.
+macro_rules! rule {
+    ($name:literal, Remove) => {
+        rule!(@make $name, Action::Remove, "", false)
+    };
+    ($name:literal, $action:ident($value:literal) $(, $p:ident)?) => {
+        rule!(@make $name, Action::$action(Value::Static($value)),
+            concat!($name, ": ", $value, "\r\n"), rule!(@p $($p)?))
+    };
+    ($name:literal, $action:ident($value:ident) $(, $p:ident)?) => {
+        rule!(@make $name, Action::$action(Value::$value), "", rule!(@p $($p)?))
+    };
+    (@p unless_pristine) => { true };
+    (@p) => { false };
+    (@make $name:literal, $action:expr, $line:expr, $unless:expr) => {
+        Rule {
+            name: $name,
+            header: HeaderName::from_static($name),
+            action: $action,
+            unless_pristine: $unless,
+            prefix: concat!($name, ": "),
+            line: $line,
+        }
+    };
 }
 
 /// Requests, client → machine.
 pub(crate) static REQUEST: [Rule; 16] = [
     // Hop-by-hop (RFC 9110 §7.6.1).
-    rule("connection", Action::Remove),
-    rule("keep-alive", Action::Remove),
-    rule("proxy-connection", Action::Remove),
-    rule("te", Action::Remove),
-    rule("transfer-encoding", Action::Remove),
-    rule("upgrade", Action::Remove),
-    rule("trailer", Action::Remove),
+    rule!("connection", Remove),
+    rule!("keep-alive", Remove),
+    rule!("proxy-connection", Remove),
+    rule!("te", Remove),
+    rule!("transfer-encoding", Remove),
+    rule!("upgrade", Remove),
+    rule!("trailer", Remove),
     // Only the proxy says where a request was replayed from.
-    rule("fly-replay-src", Action::Remove),
+    rule!("fly-replay-src", Remove),
     // Fly's forwarding headers: the client's own values never reach the machine.
-    rule("x-forwarded-for", Action::AppendToList(Value::ClientIp)),
-    rule("fly-client-ip", Action::Set(Value::ClientIp)),
-    rule("x-forwarded-proto", Action::Set(Value::Proto)),
-    rule("x-forwarded-ssl", Action::Set(Value::Ssl)),
-    rule("x-forwarded-port", Action::Set(Value::Port)),
-    rule("fly-forwarded-port", Action::Set(Value::Port)),
-    rule("fly-region", Action::Set(Value::Region)),
-    rule("via", Action::AppendToList(Value::Via)),
+    rule!("x-forwarded-for", AppendToList(ClientIp)),
+    rule!("fly-client-ip", Set(ClientIp)),
+    rule!("x-forwarded-proto", Set(Proto)),
+    rule!("x-forwarded-ssl", Set(Ssl)),
+    rule!("x-forwarded-port", Set(Port)),
+    rule!("fly-forwarded-port", Set(Port)),
+    rule!("fly-region", Set(Region)),
+    rule!("via", AppendToList(Via)),
 ];
 
 /// Responses, machine → client (and the proxy's own answers).
 pub(crate) static RESPONSE: [Rule; 10] = [
-    rule("connection", Action::Remove),
-    rule("keep-alive", Action::Remove),
-    rule("proxy-connection", Action::Remove),
-    rule("te", Action::Remove),
-    rule("transfer-encoding", Action::Remove),
-    rule("upgrade", Action::Remove),
-    rule("trailer", Action::Remove),
-    unless_pristine("fly-request-id", Action::Set(Value::RequestId)),
-    unless_pristine("via", Action::Add(Value::Static("1.1 aloft"))),
-    unless_pristine("server", Action::Default(Value::Static("aloft"))),
+    rule!("connection", Remove),
+    rule!("keep-alive", Remove),
+    rule!("proxy-connection", Remove),
+    rule!("te", Remove),
+    rule!("transfer-encoding", Remove),
+    rule!("upgrade", Remove),
+    rule!("trailer", Remove),
+    rule!("fly-request-id", Set(RequestId), unless_pristine),
+    rule!("via", Add("1.1 aloft"), unless_pristine),
+    rule!("server", Default("aloft"), unless_pristine),
 ];
 
 // Rules are told apart by a bit of a `u64` on the fast path.

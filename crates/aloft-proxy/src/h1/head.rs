@@ -4,7 +4,7 @@
 
 use http::Version;
 
-use crate::headers::{self, Action, ConnValues, Rule, Values, REQUEST, RESPONSE};
+use crate::headers::{self, Action, ConnValues, Rule, Value, Values, REQUEST, RESPONSE};
 use crate::lifecycle::Edit;
 use crate::replay::MAX_REPLAY_BODY;
 
@@ -66,8 +66,15 @@ fn classify_request_header(name: &str) -> ReqHeader {
 }
 
 /// Parses the request head at the start of `buf`. For a request the fast path takes, the head
-/// to send upstream is written to `out` (cleared first).
-pub(crate) fn request(buf: &[u8], conn: &ConnValues, out: &mut Vec<u8>) -> ParsedRequest {
+/// to send upstream is written to `out` (cleared first). `own` keeps the proxy's own request
+/// headers for a request that brings none of their list headers (`X-Forwarded-For`, `Via`),
+/// made on first use: they do not change during the connection.
+pub(crate) fn request(
+    buf: &[u8],
+    conn: &ConnValues,
+    own: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> ParsedRequest {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -140,7 +147,14 @@ pub(crate) fn request(buf: &[u8], conn: &ConnValues, out: &mut Vec<u8>) -> Parse
         version: Version::HTTP_11,
         request_id: None,
     };
-    write_own(out, &REQUEST, &values, false, &lists, present, &[]);
+    if lists.is_empty() && present == 0 {
+        if own.is_empty() {
+            write_own(own, &REQUEST, &values, false, &[], 0, &[]);
+        }
+        out.extend_from_slice(own);
+    } else {
+        write_own(out, &REQUEST, &values, false, &lists, present, &[]);
+    }
     out.extend_from_slice(b"\r\n");
     ParsedRequest::Fast(RequestPlan {
         head_len,
@@ -212,21 +226,18 @@ fn write_own(
     configured: &[(String, String)],
 ) {
     for (i, r) in rules.iter().enumerate() {
-        if !headers::active(r, pristine) || headers::configured_has(configured, r.name) {
+        if matches!(r.action, Action::Remove)
+            || !headers::active(r, pristine)
+            || (!configured.is_empty() && headers::configured_has(configured, r.name))
+        {
             continue;
         }
         match r.action {
             Action::Remove => {}
-            Action::Set(v) | Action::Add(v) => {
-                if let Some(value) = values.bytes(v) {
-                    push_header(out, r.name.as_bytes(), value);
-                }
-            }
+            Action::Set(v) | Action::Add(v) => write_value(out, r, values, v),
             Action::Default(v) => {
                 if present & (1 << i) == 0 {
-                    if let Some(value) = values.bytes(v) {
-                        push_header(out, r.name.as_bytes(), value);
-                    }
+                    write_value(out, r, values, v);
                 }
             }
             Action::AppendToList(v) => {
@@ -234,8 +245,7 @@ fn write_own(
                 let mut first = true;
                 for item in theirs.chain(values.bytes(v)) {
                     if first {
-                        out.extend_from_slice(r.name.as_bytes());
-                        out.extend_from_slice(b": ");
+                        out.extend_from_slice(r.prefix.as_bytes());
                     } else {
                         out.extend_from_slice(b", ");
                     }
@@ -247,6 +257,18 @@ fn write_own(
                 }
             }
         }
+    }
+}
+
+/// One header line of the proxy's own: the rule's fixed line, or its name and the value.
+fn write_value(out: &mut Vec<u8>, r: &Rule, values: &Values<'_>, v: Value) {
+    if !r.line.is_empty() {
+        out.extend_from_slice(r.line.as_bytes());
+    } else if let Some(value) = values.bytes(v) {
+        out.reserve(r.prefix.len() + value.len() + 2);
+        out.extend_from_slice(r.prefix.as_bytes());
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -515,6 +537,7 @@ pub(crate) fn response(
 }
 
 pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

@@ -71,6 +71,9 @@ struct Buffers {
     up_head: Vec<u8>,
     /// `up_head` edited for one attempt (a replay); empty until needed.
     edited: Vec<u8>,
+    /// The proxy's own request headers, the same for every request of the connection that
+    /// brings no list header of theirs (see `head::request`); made on first use.
+    own: Vec<u8>,
     /// Bytes from the machine.
     up: BytesMut,
     /// The response head for the client (and the first body bytes after it).
@@ -99,6 +102,7 @@ where
         client: BytesMut::with_capacity(8 * 1024),
         up_head: Vec::with_capacity(2048),
         edited: Vec::new(),
+        own: Vec::new(),
         up: BytesMut::with_capacity(READ_CHUNK),
         down: Vec::with_capacity(2048),
     };
@@ -142,7 +146,7 @@ where
     let mut deadline = tokio::time::Instant::now() + wait;
     let plan = loop {
         if !b.client.is_empty() {
-            match head::request(&b.client, &ctx.values, &mut b.up_head) {
+            match head::request(&b.client, &ctx.values, &mut b.own, &mut b.up_head) {
                 // A head within the limit (hyper answers 431 to the others).
                 ParsedRequest::Fast(p) if p.head_len <= core.cfg().max_header_bytes => break p,
                 ParsedRequest::Fast(_) => return Next::Hyper,
