@@ -69,24 +69,27 @@ pub(crate) struct Rule {
     pub prefix: &'static str,
     /// The whole line, `name: value\r\n`, when the value is fixed text; else empty.
     pub line: &'static str,
+    /// The fixed text as a header value.
+    pub fixed: Option<HeaderValue>,
 }
 
 /// `rule!(name, Action(Value))`, `rule!(name, Action("fixed text"))` or `rule!(name, Remove)`;
 /// with `, unless_pristine` the rule applies only to services that are not pristine.
 macro_rules! rule {
     ($name:literal, Remove) => {
-        rule!(@make $name, Action::Remove, "", false)
+        rule!(@make $name, Action::Remove, "", None, false)
     };
     ($name:literal, $action:ident($value:literal) $(, $p:ident)?) => {
         rule!(@make $name, Action::$action(Value::Static($value)),
-            concat!($name, ": ", $value, "\r\n"), rule!(@p $($p)?))
+            concat!($name, ": ", $value, "\r\n"), Some(HeaderValue::from_static($value)),
+            rule!(@p $($p)?))
     };
     ($name:literal, $action:ident($value:ident) $(, $p:ident)?) => {
-        rule!(@make $name, Action::$action(Value::$value), "", rule!(@p $($p)?))
+        rule!(@make $name, Action::$action(Value::$value), "", None, rule!(@p $($p)?))
     };
     (@p unless_pristine) => { true };
     (@p) => { false };
-    (@make $name:literal, $action:expr, $line:expr, $unless:expr) => {
+    (@make $name:literal, $action:expr, $line:expr, $fixed:expr, $unless:expr) => {
         Rule {
             name: $name,
             header: HeaderName::from_static($name),
@@ -94,6 +97,7 @@ macro_rules! rule {
             unless_pristine: $unless,
             prefix: concat!($name, ": "),
             line: $line,
+            fixed: $fixed,
         }
     };
 }
@@ -227,16 +231,30 @@ impl Values<'_> {
 
     /// The value as a header value (a cheap clone).
     fn header(&self, v: Value) -> Option<HeaderValue> {
+        const HTTPS: HeaderValue = HeaderValue::from_static("https");
+        const HTTP: HeaderValue = HeaderValue::from_static("http");
+        const ON: HeaderValue = HeaderValue::from_static("on");
+        const OFF: HeaderValue = HeaderValue::from_static("off");
+        const VIA_10: HeaderValue = HeaderValue::from_static("1.0 aloft");
+        const VIA_11: HeaderValue = HeaderValue::from_static("1.1 aloft");
+        const VIA_2: HeaderValue = HeaderValue::from_static("2 aloft");
         let c = self.conn;
-        match v {
-            Value::ClientIp => c.client_ip.clone(),
-            Value::Port => Some(c.port.clone()),
-            Value::Region => c.region.clone(),
-            Value::RequestId => self.request_id.cloned(),
-            Value::Proto | Value::Ssl | Value::Via | Value::Static(_) => {
-                Some(HeaderValue::from_static(self.text(v)))
-            }
-        }
+        Some(match v {
+            Value::ClientIp => c.client_ip.clone()?,
+            Value::Port => c.port.clone(),
+            Value::Region => c.region.clone()?,
+            Value::RequestId => self.request_id?.clone(),
+            Value::Proto if c.tls => HTTPS,
+            Value::Proto => HTTP,
+            Value::Ssl if c.tls => ON,
+            Value::Ssl => OFF,
+            Value::Via => match self.version {
+                Version::HTTP_10 => VIA_10,
+                Version::HTTP_2 => VIA_2,
+                _ => VIA_11,
+            },
+            Value::Static(s) => HeaderValue::from_static(s),
+        })
     }
 }
 
@@ -262,11 +280,14 @@ pub(crate) fn strip(map: &mut HeaderMap, rules: &'static [Rule]) {
             map.remove(n);
         }
     }
-    let removed = || rules.iter().filter(|r| r.action == Action::Remove);
+    let removed = |r: &&Rule| matches!(r.action, Action::Remove);
     // One pass over the names (cheap comparisons) instead of a hashed lookup per rule: most
     // messages carry none of these.
-    if map.keys().any(|k| removed().any(|r| r.header == k)) {
-        for r in removed() {
+    if map
+        .keys()
+        .any(|k| rules.iter().any(|r| removed(&r) && r.header == k))
+    {
+        for r in rules.iter().filter(removed) {
             map.remove(&r.header);
         }
     }
@@ -279,13 +300,19 @@ pub(crate) fn add_own(
     values: &Values,
     pristine: bool,
 ) {
-    let adds = |r: &&Rule| r.action != Action::Remove && active(r, pristine);
     // One growth of the map instead of several.
-    map.reserve(rules.iter().filter(adds).count());
-    for r in rules.iter().filter(adds) {
+    map.reserve(rules.len() / 2);
+    for r in rules.iter() {
+        if matches!(r.action, Action::Remove) || !active(r, pristine) {
+            continue;
+        }
+        let own = |v: Value| match &r.fixed {
+            Some(fixed) => Some(fixed.clone()),
+            None => values.header(v),
+        };
         match r.action {
             Action::Remove => {}
-            Action::Set(v) => match values.header(v) {
+            Action::Set(v) => match own(v) {
                 Some(value) => {
                     map.insert(r.header.clone(), value);
                 }
@@ -305,7 +332,7 @@ pub(crate) fn add_own(
                 }
                 let value = match values.bytes(v) {
                     // The common case: nothing to join.
-                    Some(_) if list.is_empty() => values.header(v),
+                    Some(_) if list.is_empty() => own(v),
                     Some(ours) => {
                         list.extend_from_slice(ours);
                         HeaderValue::from_maybe_shared(Bytes::from(list)).ok()
@@ -326,13 +353,13 @@ pub(crate) fn add_own(
                 }
             }
             Action::Add(v) => {
-                if let Some(value) = values.header(v) {
+                if let Some(value) = own(v) {
                     map.append(r.header.clone(), value);
                 }
             }
             Action::Default(v) => {
                 if !map.contains_key(&r.header) {
-                    if let Some(value) = values.header(v) {
+                    if let Some(value) = own(v) {
                         map.insert(r.header.clone(), value);
                     }
                 }
