@@ -12,7 +12,7 @@
 # Each figure is the median of ROUNDS runs (default 3), targets interleaved, to damp the noise
 # of a shared machine; the load average before the runs is printed with the figures.
 # Usage: bench/proxy.sh [seconds per run, default 5] [rounds, default 3]
-# Needs wrk, nginx, haproxy (installed with apt-get when missing, as root).
+# Needs wrk, nginx, haproxy (installed with apt-get when missing, as root). Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR="${1:-5}"
@@ -28,7 +28,7 @@ if ((${#need[@]})); then
 fi
 
 cargo build -q --release -p aloft-proxy --example bench
-BIN=target/release/examples/bench
+BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench"
 TMP="$(mktemp -d)"
 PIDS=()
 cleanup() {

@@ -9,7 +9,7 @@
 //!
 //! Bands are compared only within one region. [`Proximity`] ranks regions: the regions of a
 //! request's `Fly-Prefer-Region` in their order, then the proxy's own region
-//! (`ProxyConfig::region`), then every other region. The caller (`core.rs`) offers
+//! (`ProxyConfig::region`), then every other region. The caller (`select.rs`) offers
 //! [`Registry::pick`] the machines of the closest region first, and moves to the next region
 //! only when none of them can take the request (all unhealthy, cordoned, stopped without
 //! autostart, or at `hard_limit`): soft limits shift load within a region, never across.

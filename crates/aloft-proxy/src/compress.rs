@@ -1,5 +1,6 @@
 //! `http_options.compress`: gzip for responses of text-like types when the client accepts it
-//! and the app did not encode them itself.
+//! and the app did not encode them itself. Knows responses only as `http` types and bodies
+//! as `hyper::body::Body`: the back-end that uses it (the hyper path) wraps its own body.
 
 use std::io::Write;
 use std::pin::Pin;
@@ -11,8 +12,6 @@ use flate2::Compression;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
-
-use crate::http::RespBody;
 
 /// Bodies known to be smaller than this are sent as they are (gzip would barely help).
 const MIN_LENGTH: u64 = 1024;
@@ -58,17 +57,18 @@ fn compressible(content_type: &str) -> bool {
         )
 }
 
-/// Gzips `resp` (to a request other than HEAD) when it is worth it and allowed: a body of a
-/// compressible type, not already encoded, not `no-transform`, not a range, and not known to
-/// be tiny.
-pub(crate) fn maybe_gzip(resp: &mut Response<RespBody>) {
+/// Prepares `resp` (to a request other than HEAD) for gzip when it is worth it and allowed: a
+/// body of a compressible type, not already encoded, not `no-transform`, not a range, and not
+/// known to be tiny. `true` when its headers now say gzip: the caller wraps the body in a
+/// [`GzipBody`].
+pub(crate) fn gzip_headers<B: Body>(resp: &mut Response<B>) -> bool {
     let status = resp.status();
     if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || status == StatusCode::PARTIAL_CONTENT
     {
-        return;
+        return false;
     }
     let h = resp.headers();
     let typed = h
@@ -86,7 +86,7 @@ pub(crate) fn maybe_gzip(resp: &mut Response<RespBody>) {
         .exact()
         .is_some_and(|n| n < MIN_LENGTH);
     if !typed || no_transform || small || h.contains_key(header::CONTENT_ENCODING) {
-        return;
+        return false;
     }
     let h = resp.headers_mut();
     h.remove(header::CONTENT_LENGTH);
@@ -100,24 +100,27 @@ pub(crate) fn maybe_gzip(resp: &mut Response<RespBody>) {
             }
         }
     }
-    let body = std::mem::replace(resp.body_mut(), RespBody::Full(None));
-    *resp.body_mut() = RespBody::Gzip(Box::new(GzipBody {
-        inner: body,
-        encoder: Some(GzEncoder::new(Vec::new(), Compression::fast())),
-        trailers: None,
-    }));
+    true
 }
 
 /// A body gzipped as it streams.
-pub(crate) struct GzipBody {
-    inner: RespBody,
+pub(crate) struct GzipBody<B> {
+    inner: B,
     /// `None` once finished.
     encoder: Option<GzEncoder<Vec<u8>>>,
     /// Trailers of the inner body, sent after the last compressed bytes.
     trailers: Option<HeaderMap>,
 }
 
-impl GzipBody {
+impl<B> GzipBody<B> {
+    pub fn new(inner: B) -> GzipBody<B> {
+        GzipBody {
+            inner,
+            encoder: Some(GzEncoder::new(Vec::new(), Compression::fast())),
+            trailers: None,
+        }
+    }
+
     fn take_output(&mut self) -> Option<Bytes> {
         let out = std::mem::take(self.encoder.as_mut()?.get_mut());
         (!out.is_empty()).then(|| Bytes::from(out))
@@ -129,14 +132,14 @@ impl GzipBody {
     }
 }
 
-impl Body for GzipBody {
+impl<B: Body<Data = Bytes> + Unpin> Body for GzipBody<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         loop {
             if this.encoder.is_none() {

@@ -10,12 +10,16 @@
 //!
 //! Results are published per machine as `aloft_api::CheckStatus` through a watch channel that
 //! the agent copies into `Machine.checks`.
+//!
+//! Health also remembers which machines recently refused a connection (a cooldown of
+//! `REFUSED_COOLDOWN`): selection uses such a machine only when nothing else is left, so a
+//! crashed machine costs one failed attempt, not one per request.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aloft_api::{CheckStatus, MachineState};
 use bytes::Bytes;
@@ -24,7 +28,13 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::counted::CountedMap;
 use crate::table::{check_timing, MachineEntry, NamedCheck, RouteTable};
+use crate::tasks::AbortOnDrop;
+
+/// A machine that refused a connection is avoided this long (used only when nothing else is
+/// left).
+const REFUSED_COOLDOWN: Duration = Duration::from_secs(2);
 
 /// Check results of every machine, by machine id.
 pub type CheckReport = BTreeMap<String, Vec<CheckStatus>>;
@@ -35,7 +45,7 @@ struct Result_ {
     service: bool,
 }
 
-/// Shared results, read by the balancer on every pick.
+/// Shared health, read by selection on every pick: check results and refusal cooldowns.
 #[derive(Debug, Default)]
 pub(crate) struct HealthState {
     /// machine id → check name → latest result.
@@ -43,6 +53,8 @@ pub(crate) struct HealthState {
     /// Machines with a critical service check, updated under the write lock: while none is,
     /// requests skip the lock.
     critical: AtomicUsize,
+    /// machine id → when it last refused a connection.
+    refused: CountedMap<Instant>,
 }
 
 fn count_critical(r: &HashMap<String, BTreeMap<String, Result_>>) -> usize {
@@ -67,6 +79,35 @@ impl HealthState {
                 .values()
                 .any(|c| c.service && c.status.status == "critical")
         })
+    }
+
+    /// Notes that a machine refused or reset a connection.
+    pub fn mark_refused(&self, machine_id: &str) {
+        self.refused
+            .lock()
+            .insert(machine_id.to_string(), Instant::now());
+    }
+
+    /// Whether the machine refused a connection within the cooldown.
+    pub fn recently_refused(&self, machine_id: &str) -> bool {
+        if !self.refused.maybe_any() {
+            return false;
+        }
+        let mut r = self.refused.lock();
+        match r.get(machine_id) {
+            Some(at) if at.elapsed() < REFUSED_COOLDOWN => true,
+            Some(_) => {
+                r.remove(machine_id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// False when no machine is certainly in its refusal cooldown (a cheap test before
+    /// [`HealthState::recently_refused`] per machine).
+    pub fn any_refused(&self) -> bool {
+        self.refused.maybe_any()
     }
 
     fn set(
@@ -126,7 +167,7 @@ pub(crate) async fn supervise(
     report: watch::Sender<CheckReport>,
 ) {
     // Dropping the map (when this task is aborted) aborts every check task.
-    let mut jobs: HashMap<String, (crate::AbortOnDrop, String)> = HashMap::new();
+    let mut jobs: HashMap<String, (AbortOnDrop, String)> = HashMap::new();
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     loop {
         let snapshot = table.borrow_and_update().clone();
@@ -165,7 +206,7 @@ pub(crate) async fn supervise(
             }
             let (st, tx) = (state.clone(), changed_tx.clone());
             let handle = tokio::spawn(run_check(machine, check, service, st, tx));
-            jobs.insert(key, (crate::AbortOnDrop(handle), fp));
+            jobs.insert(key, (AbortOnDrop(handle), fp));
         }
         if state.retain(&keep) {
             report.send_replace(state.report());

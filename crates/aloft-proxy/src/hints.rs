@@ -2,11 +2,12 @@
 //! `Fly-Force-Instance-Id` request headers.
 //!
 //! They are read once per request ([`Hints::from_headers`]: one pass over the header names, no
-//! allocation) and acted on when a machine is picked (`Core::acquire_from` in `core.rs`). The
-//! headers themselves are forwarded to the app unchanged, as Fly does. The same pass notes a
-//! client's `fly-replay-src`, which the proxy removes (only it may say where a request was
-//! replayed from). A `fly-replay` target is expressed as hints too ([`Hints::from_replay`]):
-//! its regions are then the only ones allowed, not just ranked first.
+//! allocation) and acted on when a machine is picked (`Selector::acquire_from` in
+//! `select.rs`). The headers themselves are forwarded to the app unchanged, as Fly does. The
+//! same pass notes a client's `fly-replay-src`, which the header policy removes (only the
+//! proxy may say where a request was replayed from). A `fly-replay` target is expressed as
+//! hints too ([`Hints::from_replay`]): its regions are then the only ones allowed, not just
+//! ranked first.
 //!
 //! Region aliases (`us`, `na`, `sa`, `eu`, `ap`, `af`: `aloft_api::regions::REGION_ALIASES`)
 //! stand for all their regions at one rank; an unknown code or alias matches nothing.

@@ -116,33 +116,38 @@
 //! Architecture invariant: the proxy knows nothing of the store, the runtime or the API server.
 //! It depends on `aloft-api` types only and acts on machines only through [`MachineControl`].
 
-mod autostop;
 pub mod balance;
 mod compress;
+mod config;
 pub mod control;
 mod core;
+mod counted;
 mod h1;
+mod headers;
 pub mod health;
 pub mod hints;
 mod http;
+mod hyper_path;
+mod lifecycle;
 pub mod listeners;
+mod machines;
 pub mod metrics;
 pub mod options;
 mod pool;
 pub mod proxy_proto;
 pub mod replay;
+mod select;
 pub mod table;
+mod tasks;
 mod tcp;
 pub mod tls;
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use config::ProxyConfig;
 pub use control::{BoxFuture, ControlError, MachineControl, NoControl};
 pub use health::CheckReport;
 pub use listeners::BoundPorts;
@@ -152,88 +157,6 @@ pub use table::{
     ServicePolicy, UnsupportedService,
 };
 pub use tls::{CertFiles, TlsError, TlsSource};
-
-/// Settings of the proxy itself (per agent, not per app).
-#[derive(Clone, Debug)]
-pub struct ProxyConfig {
-    /// Address the listeners bind (default `0.0.0.0`).
-    pub bind_ip: IpAddr,
-    /// External port → local port to listen on instead (`--port-map 80=8080`); 0 asks the OS
-    /// for a free port (see [`ProxyHandle::bound_ports`]).
-    pub port_map: BTreeMap<u16, u16>,
-    /// This agent's region, sent upstream as `Fly-Region`.
-    pub region: String,
-    /// Certificates for the `tls` handler.
-    pub tls: TlsSource,
-    /// How long a request waits for a machine with capacity (or a start) before 503 / close.
-    pub queue_timeout: Duration,
-    /// How long autostart may take, including the app's boot until it accepts connections.
-    pub start_timeout: Duration,
-    /// After starting a machine, how long to wait for the agent's table to confirm it.
-    pub table_confirm_timeout: Duration,
-    /// Attempts per request/connection across machines (refused, reset before sending…).
-    pub max_attempts: usize,
-    /// Timeout of one upstream connect.
-    pub upstream_connect_timeout: Duration,
-    /// Idle upstream keep-alive connections are dropped after this (Fly: about 4 s).
-    pub upstream_idle_timeout: Duration,
-    /// Clients must send a request's headers within this (slowloris); per-port
-    /// `http_options.headers_read_timeout` overrides it.
-    pub header_read_timeout: Duration,
-    /// Maximum size of a request's headers; larger gets 431.
-    pub max_header_bytes: usize,
-    /// How often the autostop loop runs.
-    pub autostop_interval: Duration,
-    /// How long a machine must have had no load before autostop stops it.
-    pub idle_window: Duration,
-    /// Apply `min_machines_running` in every region (Aloft default) rather than only in the
-    /// app's primary region (Fly).
-    pub min_running_all_regions: bool,
-    /// Proxy worker threads, each with its own single-threaded runtime and its own listener
-    /// per port (SO_REUSEPORT), so a connection and its upstream connections stay on one
-    /// thread, as nginx workers do. 0 runs everything on the caller's runtime.
-    pub workers: usize,
-    /// Serve plain HTTP/1.1 requests on the fast path (`h1`), handing anything else to hyper;
-    /// off, hyper serves every request (kept for comparison: `bench/proxy.sh`).
-    pub h1_fast_path: bool,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        ProxyConfig {
-            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port_map: BTreeMap::new(),
-            region: "local".into(),
-            tls: TlsSource::default(),
-            queue_timeout: Duration::from_secs(5),
-            start_timeout: Duration::from_secs(30),
-            table_confirm_timeout: Duration::from_secs(1),
-            max_attempts: 10,
-            upstream_connect_timeout: Duration::from_secs(5),
-            upstream_idle_timeout: Duration::from_secs(4),
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 32 * 1024,
-            autostop_interval: Duration::from_secs(60),
-            idle_window: Duration::from_secs(5 * 60),
-            min_running_all_regions: true,
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            h1_fast_path: true,
-        }
-    }
-}
-
-/// A task handle that aborts its task when dropped, so that dropping a supervising task (or
-/// the [`ProxyHandle`]) also stops the tasks it started.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop(pub JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Entry point: see [`Proxy::spawn`].
 pub struct Proxy;
@@ -248,7 +171,7 @@ impl Proxy {
         control: Arc<dyn MachineControl>,
     ) -> Result<ProxyHandle, TlsError> {
         let tls = tls::TlsStore::load(&config.tls)?;
-        let (workers, stop_workers) = start_workers(config.workers)?;
+        let (workers, stop_workers) = tasks::start_workers(config.workers)?;
         let (bound_tx, bound_rx) = watch::channel(BoundPorts::new());
         let (checks_tx, checks_rx) = watch::channel(CheckReport::new());
         let core = core::Core::new(
@@ -261,8 +184,8 @@ impl Proxy {
         );
         let tasks = vec![
             tokio::spawn(listeners::manage(core.clone(), table.clone(), bound_tx)),
-            tokio::spawn(health::supervise(table, core.health.clone(), checks_tx)),
-            tokio::spawn(autostop::run(core.clone())),
+            tokio::spawn(health::supervise(table, core.health().clone(), checks_tx)),
+            tokio::spawn(core::run_autostop(core.clone())),
         ];
         Ok(ProxyHandle {
             core,
@@ -272,34 +195,6 @@ impl Proxy {
             _stop_workers: stop_workers,
         })
     }
-}
-
-/// Starts `n` threads with a single-threaded runtime each; they run until the returned
-/// sender is dropped (which drops every task on them).
-fn start_workers(
-    n: usize,
-) -> Result<(Vec<tokio::runtime::Handle>, Option<watch::Sender<()>>), TlsError> {
-    if n == 0 {
-        return Ok((Vec::new(), None));
-    }
-    let (stop_tx, stop_rx) = watch::channel(());
-    let mut handles = Vec::new();
-    for i in 0..n {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| TlsError::Runtime(e.to_string()))?;
-        handles.push(rt.handle().clone());
-        let mut stop = stop_rx.clone();
-        std::thread::Builder::new()
-            .name(format!("aloft-proxy-{i}"))
-            .spawn(move || {
-                pool::WORKER.with(|w| w.set(Some(i)));
-                rt.block_on(async move { while stop.changed().await.is_ok() {} })
-            })
-            .map_err(|e| TlsError::Runtime(e.to_string()))?;
-    }
-    Ok((handles, Some(stop_tx)))
 }
 
 /// The running proxy. Dropping it stops listeners, checks and autostop (connections in
@@ -331,12 +226,12 @@ impl ProxyHandle {
 
     /// Whether machine `id` currently fails a service check (is out of rotation).
     pub fn failing(&self, machine_id: &str) -> bool {
-        self.core.health.failing(machine_id)
+        self.core.health().failing(machine_id)
     }
 
     /// Metrics in the Prometheus text exposition format.
     pub fn render_metrics(&self) -> String {
-        let services = self.core.registry.services();
+        let services = self.core.selector().registry().services();
         let per_backend: Vec<(String, u16, String, Arc<balance::BackendLoad>)> = services
             .iter()
             .flat_map(|((app, port), svc)| {
@@ -354,18 +249,13 @@ impl ProxyHandle {
                 metrics: &load.metrics,
             })
             .collect();
-        let unavailable = self
-            .core
-            .unavailable
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let unavailable = self.core.selector().unavailable();
         metrics::render(&sources, &unavailable)
     }
 
     /// Runs one autostop pass now (normally every `autostop_interval`); returns stopped ids.
     pub async fn autostop_now(&self) -> Vec<String> {
-        autostop::pass(&self.core).await
+        self.core.autostop_pass().await
     }
 
     /// Stops everything the proxy runs.

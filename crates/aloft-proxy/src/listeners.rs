@@ -10,12 +10,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use crate::core::BoundPorts;
 use crate::core::Core;
 use crate::table::RouteTable;
-use crate::AbortOnDrop;
-
-/// Where each external port listens, or why it could not.
-pub type BoundPorts = BTreeMap<u16, Result<SocketAddr, String>>;
+use crate::tasks::AbortOnDrop;
 
 pub(crate) async fn manage(
     core: Arc<Core>,
@@ -27,7 +25,7 @@ pub(crate) async fn manage(
     loop {
         let wanted: Vec<u16> = {
             let t = table.borrow_and_update();
-            core.reconcile_overrides(&t);
+            core.on_table(&t);
             t.ports.keys().copied().collect()
         };
         running.retain(|port, _tasks| {
@@ -44,8 +42,8 @@ pub(crate) async fn manage(
                 continue;
             }
             // Retry ports that failed before: the cause (another process) may be gone.
-            let local = core.cfg.port_map.get(&port).copied().unwrap_or(port);
-            let addr = SocketAddr::new(core.cfg.bind_ip, local);
+            let local = core.cfg().port_map.get(&port).copied().unwrap_or(port);
+            let addr = SocketAddr::new(core.cfg().bind_ip, local);
             match bind_all(&core, port, addr) {
                 Ok((actual, tasks)) => {
                     tracing::info!(port, %actual, workers = tasks.len(), "proxy: listening");
@@ -74,7 +72,7 @@ fn bind_all(
     port: u16,
     addr: SocketAddr,
 ) -> io::Result<(SocketAddr, Vec<AbortOnDrop>)> {
-    if core.workers.is_empty() {
+    if core.workers().is_empty() {
         let listener = bind(addr, false)?;
         let actual = listener.local_addr()?;
         return Ok((
@@ -88,7 +86,7 @@ fn bind_all(
     }
     let mut actual = addr;
     let mut tasks = Vec::new();
-    for (i, handle) in core.workers.iter().enumerate() {
+    for (i, handle) in core.workers().iter().enumerate() {
         // The listener registers with the reactor of the runtime it is created in.
         let _guard = handle.enter();
         // On error, dropping `tasks` stops the loops already started.

@@ -1,9 +1,10 @@
 //! Keep-alive HTTP/1.1 connections to machines, pooled per upstream address.
 //!
 //! A connection returns to the pool when its response body has been read to the end (see
-//! `http::UpstreamBody`); idle connections older than the idle timeout (Fly: about 4 s) are
-//! dropped. Connecting separately from sending lets the caller retry a refused connection on
-//! another machine before the request body is touched.
+//! `hyper_path::body::UpstreamBody`; the h1 fast path returns its raw sockets itself); idle
+//! connections older than the idle timeout (Fly: about 4 s) are dropped. Connecting
+//! separately from sending lets the caller retry a refused connection on another machine
+//! before the request body is touched.
 
 use std::collections::HashMap;
 use std::io;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::core::{Core, BOOT_POLL};
+use crate::core::Core;
+use crate::machines::BOOT_POLL;
 use crate::proxy_proto;
 use crate::table::PortRoute;
 
@@ -24,7 +25,7 @@ pub(crate) async fn handle(core: Arc<Core>, stream: TcpStream, port: u16, client
     let local = stream.local_addr().unwrap_or(client);
     if route.options.tls {
         let acceptor = core
-            .tls
+            .tls()
             .acceptor(&route.options.tls_options, route.options.http);
         let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(s)) => s,
@@ -62,12 +63,12 @@ async fn splice<IO>(
 {
     let mut exclude: Vec<String> = Vec::new();
     let mut attempts = 0;
-    while attempts < core.cfg.max_attempts {
+    while attempts < core.cfg().max_attempts {
         attempts += 1;
-        let (lease, _fresh) = match core.acquire(route, &exclude).await {
+        let lease = match core.selector().acquire(route, &exclude).await {
             Ok(l) => l,
             Err(reason) => {
-                core.count_unavailable(route);
+                core.selector().count_unavailable(route);
                 tracing::info!(app = %route.app, port = route.port, %client, "closing connection: {}", reason.0);
                 return;
             }
@@ -76,24 +77,27 @@ async fn splice<IO>(
             continue;
         };
         let t0 = Instant::now();
-        let connected =
-            tokio::time::timeout(core.cfg.upstream_connect_timeout, TcpStream::connect(addr)).await;
+        let connected = tokio::time::timeout(
+            core.cfg().upstream_connect_timeout,
+            TcpStream::connect(addr),
+        )
+        .await;
         let mut upstream = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(_)) | Err(_) => {
                 lease.metrics().error();
-                if core.booting(&lease.backend.machine_id, t0) {
+                if core.machines().booting(&lease.backend.machine_id, t0) {
                     attempts -= 1;
                     tokio::time::sleep(BOOT_POLL).await;
                 } else {
-                    core.mark_refused(&lease.backend.machine_id);
+                    core.health().mark_refused(&lease.backend.machine_id);
                     exclude.push(lease.backend.machine_id.clone());
                 }
                 continue;
             }
         };
         let _ = upstream.set_nodelay(true);
-        core.connected(&lease.backend.machine_id);
+        core.machines().connected(&lease.backend.machine_id);
         lease.metrics().record(0, t0.elapsed());
         if let Some(v) = route.options.proxy_proto {
             if upstream
@@ -109,5 +113,5 @@ async fn splice<IO>(
         drop(lease);
         return;
     }
-    core.count_unavailable(route);
+    core.selector().count_unavailable(route);
 }

@@ -1,8 +1,11 @@
-//! Heads on the fast path: which requests it takes, and the heads it writes. The headers are
-//! those the hyper path sends (`http.rs`: `add_forwarding_headers`, `strip_hop_by_hop`,
-//! `decorate`), written straight from the parsed bytes instead of through header maps.
+//! Heads on the fast path: which requests it takes, and the heads it writes. The headers
+//! follow the proxy's header policy (`headers.rs`), as on the hyper path, written straight
+//! from the parsed bytes instead of through header maps.
 
-use crate::http::ConnCtx;
+use http::Version;
+
+use crate::headers::{self, Action, ConnValues, Rule, Value, Values, REQUEST, RESPONSE};
+use crate::lifecycle::Edit;
 use crate::replay::MAX_REPLAY_BODY;
 
 /// Headers per message at most (as hyper's default); more goes to the hyper path (431).
@@ -33,54 +36,45 @@ pub(crate) enum ParsedRequest {
 /// How a request header is treated.
 enum ReqHeader {
     Copy,
-    /// Hop-by-hop, or replaced by the proxy's own value.
+    /// Removed or replaced by the policy.
     Drop,
     ContentLength,
     Connection,
-    XForwardedFor,
-    Via,
+    /// One of the policy's rules that keeps the client's value (by index in `REQUEST`).
+    Rule(usize),
     /// Only the hyper path handles it.
     NotFast,
 }
 
 fn classify_request_header(name: &str) -> ReqHeader {
     let is = |n: &str| name.eq_ignore_ascii_case(n);
+    // Framing, and what only the hyper path takes, before the policy.
     match name.len() {
-        2 if is("te") => ReqHeader::Drop,
-        3 if is("via") => ReqHeader::Via,
         6 if is("expect") => ReqHeader::NotFast,
-        7 if is("upgrade") || is("trailer") => {
-            if is("upgrade") {
-                ReqHeader::NotFast
-            } else {
-                ReqHeader::Drop
-            }
-        }
+        7 if is("upgrade") => ReqHeader::NotFast,
         10 if is("connection") => ReqHeader::Connection,
-        10 if is("keep-alive") || is("fly-region") => ReqHeader::Drop,
-        13 if is("fly-client-ip") => ReqHeader::Drop,
         14 if is("content-length") => ReqHeader::ContentLength,
-        14 if is("fly-replay-src") => ReqHeader::NotFast,
-        15 if is("x-forwarded-for") || is("x-forwarded-ssl") => {
-            if is("x-forwarded-for") {
-                ReqHeader::XForwardedFor
-            } else {
-                ReqHeader::Drop
-            }
-        }
-        16 if is("proxy-connection") || is("x-forwarded-port") => ReqHeader::Drop,
         17 if is("transfer-encoding") || is("fly-prefer-region") => ReqHeader::NotFast,
-        17 if is("x-forwarded-proto") => ReqHeader::Drop,
-        18 if is("fly-forwarded-port") => ReqHeader::Drop,
         21 if is("fly-force-instance-id") => ReqHeader::NotFast,
         22 if is("fly-prefer-instance-id") => ReqHeader::NotFast,
-        _ => ReqHeader::Copy,
+        _ => match headers::find(&REQUEST, name) {
+            None => ReqHeader::Copy,
+            Some((_, r)) if matches!(r.action, Action::Remove | Action::Set(_)) => ReqHeader::Drop,
+            Some((i, _)) => ReqHeader::Rule(i),
+        },
     }
 }
 
 /// Parses the request head at the start of `buf`. For a request the fast path takes, the head
-/// to send upstream is written to `out` (cleared first).
-pub(crate) fn request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> ParsedRequest {
+/// to send upstream is written to `out` (cleared first). `own` keeps the proxy's own request
+/// headers for a request that brings none of their list headers (`X-Forwarded-For`, `Via`),
+/// made on first use: they do not change during the connection.
+pub(crate) fn request(
+    buf: &[u8],
+    conn: &ConnValues,
+    own: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> ParsedRequest {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -102,8 +96,9 @@ pub(crate) fn request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> ParsedReq
     let mut content_length: Option<u64> = None;
     let mut close = false;
     let mut has_host = false;
-    let mut xff: Vec<&[u8]> = Vec::new();
-    let mut via: Vec<&[u8]> = Vec::new();
+    // The client's values of list headers (by rule), and which rules' headers it sent.
+    let mut lists: Vec<(usize, &[u8])> = Vec::new();
+    let mut present = 0u64;
     for h in req.headers.iter() {
         match classify_request_header(h.name) {
             ReqHeader::Copy => {
@@ -134,15 +129,12 @@ pub(crate) fn request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> ParsedReq
                     }
                 }
             }
-            // As `forwarded_list` in http.rs: values that are visible ASCII, non-empty.
-            ReqHeader::XForwardedFor | ReqHeader::Via => {
-                let v = h.value.trim_ascii();
-                if visible_ascii(v) && !v.is_empty() {
-                    if h.name.len() == 3 {
-                        via.push(v);
-                    } else {
-                        xff.push(v);
-                    }
+            ReqHeader::Rule(i) => {
+                if let Action::AppendToList(_) = REQUEST[i].action {
+                    lists.extend(headers::list_item(h.value).map(|v| (i, v)));
+                } else {
+                    present |= 1 << i;
+                    push_header(out, h.name.as_bytes(), h.value);
                 }
             }
         }
@@ -150,7 +142,19 @@ pub(crate) fn request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> ParsedReq
     if !has_host {
         return ParsedRequest::NotFast;
     }
-    forwarding_headers(ctx, out, &xff, &via);
+    let values = Values {
+        conn,
+        version: Version::HTTP_11,
+        request_id: None,
+    };
+    if lists.is_empty() && present == 0 {
+        if own.is_empty() {
+            write_own(own, &REQUEST, &values, false, &[], 0, &[]);
+        }
+        out.extend_from_slice(own);
+    } else {
+        write_own(out, &REQUEST, &values, false, &lists, present, &[]);
+    }
     out.extend_from_slice(b"\r\n");
     ParsedRequest::Fast(RequestPlan {
         head_len,
@@ -158,6 +162,33 @@ pub(crate) fn request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> ParsedReq
         close,
         head_method: method == "HEAD",
     })
+}
+
+/// The request head `base` (as [`request`] wrote it) with `edits` applied, into `out`: header
+/// lines of an edited name left out, the set values added at the end.
+pub(crate) fn edit(base: &[u8], edits: &[Edit], out: &mut Vec<u8>) {
+    out.clear();
+    let mut lines = base.split_inclusive(|b| *b == b'\n');
+    // The request line.
+    out.extend(lines.next().unwrap_or_default());
+    for line in lines {
+        if line == b"\r\n" {
+            break;
+        }
+        let name = line.split(|b| *b == b':').next().unwrap_or_default();
+        if !edits
+            .iter()
+            .any(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+        {
+            out.extend_from_slice(line);
+        }
+    }
+    for (name, value) in edits {
+        if let Some(v) = value {
+            push_header(out, name.as_str().as_bytes(), v.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// An origin-form target (`/path?query`) whose every byte `http::uri::PathAndQuery` accepts
@@ -182,51 +213,63 @@ fn plain_origin_form(target: &str) -> bool {
     })
 }
 
-/// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
-fn visible_ascii(v: &[u8]) -> bool {
-    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+/// Writes the proxy's own headers of `rules` (those active for `pristine`, and not overridden
+/// by a `configured` response header): `lists` holds the peer's items of list headers by rule
+/// index, `present` the rules whose header the peer sent (by bit).
+fn write_own(
+    out: &mut Vec<u8>,
+    rules: &'static [Rule],
+    values: &Values<'_>,
+    pristine: bool,
+    lists: &[(usize, &[u8])],
+    present: u64,
+    configured: &[(String, String)],
+) {
+    for (i, r) in rules.iter().enumerate() {
+        if matches!(r.action, Action::Remove)
+            || !headers::active(r, pristine)
+            || (!configured.is_empty() && headers::configured_has(configured, r.name))
+        {
+            continue;
+        }
+        match r.action {
+            Action::Remove => {}
+            Action::Set(v) | Action::Add(v) => write_value(out, r, values, v),
+            Action::Default(v) => {
+                if present & (1 << i) == 0 {
+                    write_value(out, r, values, v);
+                }
+            }
+            Action::AppendToList(v) => {
+                let theirs = lists.iter().filter(|(j, _)| *j == i).map(|(_, v)| *v);
+                let mut first = true;
+                for item in theirs.chain(values.bytes(v)) {
+                    if first {
+                        out.extend_from_slice(r.prefix.as_bytes());
+                    } else {
+                        out.extend_from_slice(b", ");
+                    }
+                    out.extend_from_slice(item);
+                    first = false;
+                }
+                if !first {
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+    }
 }
 
-/// `add_forwarding_headers` of the hyper path, for an HTTP/1.1 client.
-fn forwarding_headers(ctx: &ConnCtx, out: &mut Vec<u8>, xff: &[&[u8]], via: &[&[u8]]) {
-    let ip = ctx.client_ip.as_ref().map(|v| v.as_bytes());
-    if !xff.is_empty() || ip.is_some() {
-        out.extend_from_slice(b"x-forwarded-for: ");
-        for (i, v) in xff.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(v.trim_ascii());
-        }
-        if let Some(ip) = ip {
-            if !xff.is_empty() {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(ip);
-        }
+/// One header line of the proxy's own: the rule's fixed line, or its name and the value.
+fn write_value(out: &mut Vec<u8>, r: &Rule, values: &Values<'_>, v: Value) {
+    if !r.line.is_empty() {
+        out.extend_from_slice(r.line.as_bytes());
+    } else if let Some(value) = values.bytes(v) {
+        out.reserve(r.prefix.len() + value.len() + 2);
+        out.extend_from_slice(r.prefix.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(ip) = ip {
-        push_header(out, b"fly-client-ip", ip);
-    }
-    let (proto, ssl): (&[u8], &[u8]) = if ctx.tls {
-        (b"https", b"on")
-    } else {
-        (b"http", b"off")
-    };
-    push_header(out, b"x-forwarded-proto", proto);
-    push_header(out, b"x-forwarded-ssl", ssl);
-    push_header(out, b"x-forwarded-port", ctx.port_value.as_bytes());
-    push_header(out, b"fly-forwarded-port", ctx.port_value.as_bytes());
-    if let Some(r) = &ctx.region {
-        push_header(out, b"fly-region", r.as_bytes());
-    }
-    out.extend_from_slice(b"via: ");
-    for v in via {
-        out.extend_from_slice(v);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(b"1.1 aloft\r\n");
 }
 
 /// How a response body is delimited.
@@ -264,10 +307,11 @@ pub(crate) enum ParsedResponse {
     Ready(ResponsePlan),
 }
 
-/// What the proxy adds to responses (`decorate` in `http.rs`).
+/// What the proxy adds to responses (the `RESPONSE` rules of `headers.rs`).
 pub(crate) struct Decoration<'a> {
     pub pristine: bool,
-    pub request_id: Option<&'a [u8]>,
+    /// The proxy's values (`Fly-Request-Id`).
+    pub values: Values<'a>,
     /// Configured `http_options.response.headers` (an empty value removes the header), valid
     /// and one per name (see `options.rs`).
     pub response_headers: &'a [(String, String)],
@@ -282,32 +326,26 @@ enum RespHeader {
     Connection,
     ContentLength,
     TransferEncoding,
-    Server,
     Date,
     FlyReplay,
-    FlyRequestId,
+    /// One of the policy's rules that may keep the machine's value (by index in `RESPONSE`).
+    Rule(usize),
 }
 
 fn classify_response_header(name: &str) -> RespHeader {
     let is = |n: &str| name.eq_ignore_ascii_case(n);
+    // Framing and `fly-replay` before the policy.
     match name.len() {
-        2 if is("te") => RespHeader::Drop,
         4 if is("date") => RespHeader::Date,
-        6 if is("server") => RespHeader::Server,
-        7 if is("upgrade") || is("trailer") => RespHeader::Drop,
         10 if is("connection") => RespHeader::Connection,
-        10 if is("keep-alive") || is("fly-replay") => {
-            if is("fly-replay") {
-                RespHeader::FlyReplay
-            } else {
-                RespHeader::Drop
-            }
-        }
+        10 if is("fly-replay") => RespHeader::FlyReplay,
         14 if is("content-length") => RespHeader::ContentLength,
-        14 if is("fly-request-id") => RespHeader::FlyRequestId,
-        16 if is("proxy-connection") => RespHeader::Drop,
         17 if is("transfer-encoding") => RespHeader::TransferEncoding,
-        _ => RespHeader::Copy,
+        _ => match headers::find(&RESPONSE, name) {
+            None => RespHeader::Copy,
+            Some((_, r)) if r.action == Action::Remove => RespHeader::Drop,
+            Some((i, _)) => RespHeader::Rule(i),
+        },
     }
 }
 
@@ -362,7 +400,7 @@ pub(crate) fn response(
     let mut length: Option<u64> = None;
     let mut te: Option<bool> = None; // Some(chunked last)
     let mut reusable = version == 1;
-    let mut has_server = false;
+    let mut present = 0u64;
     let mut has_date = false;
     for h in resp.headers.iter() {
         match classify_response_header(h.name) {
@@ -402,7 +440,7 @@ pub(crate) fn response(
                     }
                 }
             }
-            RespHeader::Server => has_server |= !named_hop(h.name),
+            RespHeader::Rule(i) if !named_hop(h.name) => present |= 1 << i,
             RespHeader::Date => has_date |= !named_hop(h.name),
             _ => {}
         }
@@ -438,19 +476,22 @@ pub(crate) fn response(
         ),
     }
     out.extend_from_slice(b"\r\n");
-    let decorated = !deco.pristine;
     for h in resp.headers.iter() {
         let keep = match classify_response_header(h.name) {
-            RespHeader::Copy | RespHeader::Server | RespHeader::Date => true,
+            RespHeader::Copy | RespHeader::Date => true,
             RespHeader::FlyReplay => !honour_replay,
-            RespHeader::FlyRequestId => !(decorated && deco.request_id.is_some()),
+            // A value the proxy sets replaces the machine's.
+            RespHeader::Rule(i) => {
+                let r = &RESPONSE[i];
+                !(matches!(r.action, Action::Set(_)) && headers::active(r, deco.pristine))
+            }
             // Framing is written below from what was read.
             RespHeader::ContentLength
             | RespHeader::Drop
             | RespHeader::Connection
             | RespHeader::TransferEncoding => false,
         };
-        if keep && !configured_has(deco, h.name) && !named_hop(h.name) {
+        if keep && !headers::configured_has(deco.response_headers, h.name) && !named_hop(h.name) {
             push_header(out, h.name.as_bytes(), h.value);
         }
     }
@@ -471,21 +512,16 @@ pub(crate) fn response(
     if !has_date {
         push_header(out, b"date", deco.date);
     }
-    if decorated {
-        // A configured header replaces (or, empty, removes) the proxy's own.
-        if let Some(id) = deco
-            .request_id
-            .filter(|_| !configured_has(deco, "fly-request-id"))
-        {
-            push_header(out, b"fly-request-id", id);
-        }
-        if !configured_has(deco, "via") {
-            out.extend_from_slice(b"via: 1.1 aloft\r\n");
-        }
-        if !has_server && !configured_has(deco, "server") {
-            out.extend_from_slice(b"server: aloft\r\n");
-        }
-    }
+    // A configured header replaces (or, empty, removes) the proxy's own.
+    write_own(
+        out,
+        &RESPONSE,
+        &deco.values,
+        deco.pristine,
+        &[],
+        present,
+        deco.response_headers,
+    );
     for (name, value) in deco.response_headers {
         if !value.is_empty() {
             push_header(out, name.as_bytes(), value.as_bytes());
@@ -500,13 +536,8 @@ pub(crate) fn response(
     })
 }
 
-fn configured_has(deco: &Decoration<'_>, name: &str) -> bool {
-    deco.response_headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case(name))
-}
-
 pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

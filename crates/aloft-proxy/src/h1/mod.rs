@@ -1,21 +1,21 @@
 //! The fast path of the `http` handler: plain HTTP/1.1 requests served by one task per client
 //! connection that also drives the machine's connection — no hyper dispatch between two tasks,
 //! no header maps, heads written straight from the parsed bytes. It exists for throughput (see
-//! `bench/proxy.sh`); the hyper path (`http.rs`) stays the reference for behaviour.
+//! `bench/proxy.sh`); the hyper path (`hyper_path/`) stays the reference for behaviour.
 //!
 //! What it takes: HTTP/1.1 requests with a `Host`, an origin-form target and no body or a
 //! `Content-Length` body of at most `MAX_REPLAY_BODY` (read in full first, as the hyper path
 //! does, so the request can be sent again), on a port that exists and needs no `force_https`
-//! redirect. Anything else — HTTP/2 and HTTP/1.0, upgrades, `Expect`, chunked or large request
-//! bodies, routing-hint headers, malformed or oversized heads — hands the connection to hyper
-//! with the unread bytes in front (`rewind.rs`), for good.
+//! redirect, `h2_backend` or `compress`. Anything else — HTTP/2 and HTTP/1.0, upgrades,
+//! `Expect`, chunked or large request bodies, routing-hint headers, malformed or oversized
+//! heads — hands the connection to hyper with the unread bytes in front (`rewind.rs`), for
+//! good: [`serve`] returns it to its caller (`http.rs`).
 //!
-//! Within a request it handles only the plain case: a machine picked, a pooled or new socket
-//! to it, the request written, a response head read. Anything else before the response head
-//! (no machine, refused or stale connection, `fly-replay`) continues in `hp::forward`, the
-//! hyper path's retry/replay loop, with what was learnt so far; its response is written here
-//! (`write.rs`). Once a response head is passed on, errors end the client connection, as in
-//! the hyper path.
+//! A request goes to a machine through the request lifecycle (`lifecycle/`), to which this
+//! module is a back-end ([`H1Upstream`]): raw pooled sockets, the request head written for
+//! the machine once (`head.rs`, by the header policy) and sent again as it is (edited for a
+//! replay) on a retry or replay. Once a response head is passed on, errors end the client
+//! connection, as in the hyper path. The proxy's own answers are written by `write.rs`.
 //!
 //! Invariant: for any request, the machine sees the same request line and headers (names'
 //! case aside) and the client the same response as through the hyper path.
@@ -25,21 +25,25 @@ mod head;
 mod rewind;
 mod write;
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
-use bytes::{Buf, Bytes, BytesMut};
+use ::http::{StatusCode, Version};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::core::Core;
+use crate::headers::{self, Values};
 use crate::hints::Hints;
-use crate::http::{self as hp, ConnCtx, Forward, ReplayStep, RespBody, Template};
+use crate::lifecycle::{self, Answer, ConnCtx, Edit, Outcome, Sent, Upstream};
+use crate::pool::Pool;
 use crate::table::PortRoute;
 use chunked::ChunkedScan;
 use head::{Decoration, Framing, ParsedRequest, ParsedResponse, RequestPlan, ResponsePlan};
+pub(crate) use rewind::Rewind;
 
 /// A machine's response head may be this large at most (about hyper's limit).
 const MAX_RESPONSE_HEAD: usize = 400 * 1024;
@@ -65,6 +69,11 @@ struct Buffers {
     client: BytesMut,
     /// The request head for the machine (and a small body after it).
     up_head: Vec<u8>,
+    /// `up_head` edited for one attempt (a replay); empty until needed.
+    edited: Vec<u8>,
+    /// The proxy's own request headers, the same for every request of the connection that
+    /// brings no list header of theirs (see `head::request`); made on first use.
+    own: Vec<u8>,
     /// Bytes from the machine.
     up: BytesMut,
     /// The response head for the client (and the first body bytes after it).
@@ -78,33 +87,40 @@ enum Next {
     Hyper,
 }
 
-/// Serves a client connection on the fast path until it ends or a request needs hyper.
-pub(crate) async fn serve<IO>(core: Arc<Core>, ctx: Arc<ConnCtx>, mut io: IO, timeouts: Timeouts)
+/// Serves a client connection on the fast path until it ends (`None`) or a request needs
+/// hyper: then the connection is returned with its unserved bytes in front.
+pub(crate) async fn serve<IO>(
+    core: &Arc<Core>,
+    ctx: &ConnCtx,
+    mut io: IO,
+    timeouts: Timeouts,
+) -> Option<Rewind<IO>>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut b = Buffers {
         client: BytesMut::with_capacity(8 * 1024),
         up_head: Vec::with_capacity(2048),
+        edited: Vec::new(),
+        own: Vec::new(),
         up: BytesMut::with_capacity(READ_CHUNK),
         down: Vec::with_capacity(2048),
     };
     let mut first = true;
     loop {
-        let next = request(&core, &ctx, &mut io, &mut b, timeouts, first).await;
+        let next = request(core, ctx, &mut io, &mut b, timeouts, first).await;
         first = false;
         match next {
             Next::Continue => {}
             Next::Close => {
                 let _ = io.shutdown().await;
-                return;
+                return None;
             }
             Next::Hyper => break,
         }
     }
     let prefix = b.client.split().freeze();
-    drop(b);
-    hp::serve_hyper(core, ctx, rewind::Rewind::new(prefix, io), timeouts.header).await;
+    Some(Rewind::new(prefix, io))
 }
 
 /// Reads and serves one request.
@@ -130,13 +146,13 @@ where
     let mut deadline = tokio::time::Instant::now() + wait;
     let plan = loop {
         if !b.client.is_empty() {
-            match head::request(&b.client, ctx, &mut b.up_head) {
+            match head::request(&b.client, &ctx.values, &mut b.own, &mut b.up_head) {
                 // A head within the limit (hyper answers 431 to the others).
-                ParsedRequest::Fast(p) if p.head_len <= core.cfg.max_header_bytes => break p,
+                ParsedRequest::Fast(p) if p.head_len <= core.cfg().max_header_bytes => break p,
                 ParsedRequest::Fast(_) => return Next::Hyper,
                 ParsedRequest::NotFast => return Next::Hyper,
                 // hyper answers 431.
-                ParsedRequest::Partial if b.client.len() >= core.cfg.max_header_bytes => {
+                ParsedRequest::Partial if b.client.len() >= core.cfg().max_header_bytes => {
                     return Next::Hyper
                 }
                 ParsedRequest::Partial => {}
@@ -171,26 +187,7 @@ where
             Ok(_) => {}
         }
     }
-    let request_id = hp::request_id(ctx);
-    let outcome = exchange(core, ctx, &route, io, b, &plan, total, request_id.as_ref()).await;
-    let next = match outcome {
-        Outcome::Done => Next::Continue,
-        Outcome::Abort => Next::Close,
-        Outcome::Delegate(f) => {
-            let f = Forward {
-                template: template(&b.up_head, &b.client[plan.head_len..total]),
-                ..*f
-            };
-            let mut resp = hp::forward(core, ctx, &route, request_id.as_ref(), f).await;
-            hp::decorate(&route, &mut resp, request_id);
-            answer(io, b, resp, &plan).await
-        }
-        Outcome::Answer(resp) => {
-            let mut resp = *resp;
-            hp::decorate(&route, &mut resp, request_id);
-            answer(io, b, resp, &plan).await
-        }
-    };
+    let next = exchange(core, ctx, &route, io, b, &plan, total).await;
     b.client.advance(total);
     if b.client.capacity() > 64 * 1024 && b.client.len() < 8 * 1024 {
         // After a large body: an idle connection keeps a small buffer only.
@@ -203,236 +200,246 @@ where
     }
 }
 
-async fn answer<IO: AsyncWrite + Unpin>(
-    io: &mut IO,
-    b: &mut Buffers,
-    resp: Response<RespBody>,
-    plan: &RequestPlan,
-) -> Next {
-    // A 101 (a machine switching protocols unasked) leaves nothing HTTP on the connection.
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    match write::response(
-        io,
-        &mut b.down,
-        resp,
-        plan.head_method,
-        plan.close || switching,
-    )
-    .await
-    {
-        Ok(()) if !switching => Next::Continue,
-        _ => Next::Close,
-    }
-}
-
-/// How one request went.
-enum Outcome {
-    /// The response was passed on.
-    Done,
-    /// The client connection must end (broken mid-response).
-    Abort,
-    /// Not the plain case: `hp::forward` carries on from here.
-    Delegate(Box<Forward>),
-    /// The client gets this.
-    Answer(Box<Response<RespBody>>),
-}
-
-/// Sends the request to a machine and passes its response on.
-#[allow(clippy::too_many_arguments)]
+/// Sends the request to a machine through the lifecycle and passes the answer on.
 async fn exchange<IO>(
-    core: &Arc<Core>,
+    core: &Core,
     ctx: &ConnCtx,
     route: &Arc<PortRoute>,
     io: &mut IO,
     b: &mut Buffers,
     plan: &RequestPlan,
     total: usize,
-    request_id: Option<&HeaderValue>,
-) -> Outcome
+) -> Next
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let body_less = plan.body_len == 0;
-    let hints = Hints::default();
-    let lease = match hp::lease_for(core, ctx, route, &[], true, &hints).await {
-        Ok((l, _fresh)) => l,
-        Err(reason) => {
-            return Outcome::Answer(Box::new(hp::unavailable(
-                core, route, None, &reason, request_id,
-            )))
-        }
-    };
-    let delegate = |exclude: Vec<String>, last_error: String, attempts: usize| {
-        Outcome::Delegate(Box::new(Forward {
-            client_version: Version::HTTP_11,
-            body_less,
-            exclude,
-            last_error,
-            attempts,
-            route_read_before: true,
-            ..Forward::default()
-        }))
-    };
-    let Some(addr) = lease.backend.addr else {
-        return delegate(Vec::new(), String::new(), 1);
-    };
-    let machine = lease.backend.machine_id.clone();
-    let t0 = Instant::now();
-    let (mut up, reused) = match core.pool.checkout_raw(addr).await {
-        Ok(c) => c,
-        // `forward` retries with all its rules (a booting machine is waited for, a refusing
-        // one excluded).
-        Err(_) => {
-            hp::drop_affinity(ctx);
-            return delegate(Vec::new(), String::new(), 0);
-        }
-    };
-    core.connected(&machine);
-    let body = &b.client[plan.head_len..total];
-    let head_len = b.up_head.len();
-    let sent = if body.len() <= READ_CHUNK {
-        b.up_head.extend_from_slice(body);
-        let r = up.write_all(&b.up_head).await;
-        b.up_head.truncate(head_len);
-        r
-    } else {
-        match up.write_all(&b.up_head).await {
-            Ok(()) => up.write_all(body).await,
-            Err(e) => Err(e),
-        }
-    };
-    if let Err(e) = sent {
-        // The machine did not get the whole request, so it cannot have acted on it: safe to
-        // send again (also with a body, unlike hyper, which cannot tell a partial write from
-        // a complete one), elsewhere if this was a new connection.
-        lease.metrics().error();
-        core.pool.forget(addr);
-        hp::drop_affinity(ctx);
-        let exclude = if reused {
-            Vec::new()
-        } else {
-            vec![machine.clone()]
-        };
-        return delegate(exclude, format!("machine {machine} ({addr}): {e}"), 1);
-    }
+    let request_id = ctx.values.request_id();
+    let date = write::http_date();
     let deco = Decoration {
         pristine: route.options.http_options.pristine,
-        request_id: request_id.map(|v| v.as_bytes()),
+        values: Values {
+            conn: &ctx.values,
+            version: Version::HTTP_11,
+            request_id: request_id.as_ref(),
+        },
         response_headers: &route.options.http_options.response_headers,
-        date: &write::http_date(),
+        date: &date,
     };
-    b.up.clear();
-    let mut honour_replay = true;
-    let rp = loop {
-        if !b.up.is_empty() {
+    let mut up = H1Upstream {
+        pool: core.pool(),
+        io,
+        b,
+        plan,
+        total,
+        deco: &deco,
+        conn: None,
+    };
+    let outcome = lifecycle::run(core, ctx, route, &Hints::default(), &mut up).await;
+    let H1Upstream { io, b, conn, .. } = up;
+    let (head, lease) = match outcome {
+        Outcome::Response { head, lease } => (head, lease),
+        Outcome::Answer(a) => return answer(io, b, route, &deco.values, a, plan).await,
+        Outcome::Abort => return Next::Close,
+    };
+    let Some((mut machine, addr)) = conn else {
+        return Next::Close;
+    };
+    let rp = match head {
+        Some(rp) => rp,
+        // A `fly-replay` the lifecycle did not act on: the response goes to the client.
+        None => {
             b.down.clear();
-            match head::response(
+            let again = head::response(
                 &b.up,
                 plan.head_method,
                 plan.close,
-                honour_replay,
+                false,
                 &deco,
                 &mut b.down,
-            ) {
-                ParsedResponse::Ready(rp) => break rp,
-                ParsedResponse::Informational(n) => {
-                    b.up.advance(n);
-                    continue;
-                }
-                ParsedResponse::Partial if b.up.len() >= MAX_RESPONSE_HEAD => {
-                    lease.metrics().error();
-                    return bad_gateway(
-                        &machine,
-                        addr,
-                        "its response head is too large",
-                        request_id,
-                    );
-                }
-                ParsedResponse::Partial => {}
+            );
+            match again {
+                ParsedResponse::Ready(rp) => rp,
                 ParsedResponse::Bad(why) => {
                     lease.metrics().error();
-                    return bad_gateway(&machine, addr, &why, request_id);
+                    let id = &lease.backend.machine_id;
+                    let a = Answer::new(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "machine {id} ({addr}) sent a response the proxy cannot pass on: \
+                             {why}\n"
+                        ),
+                    );
+                    return answer(io, b, route, &deco.values, a, plan).await;
                 }
-                ParsedResponse::Replay(value, status) => {
-                    lease.metrics().record(status, t0.elapsed());
-                    match hp::replay_step(
-                        &value,
-                        route,
-                        &machine,
-                        &lease.backend.region,
-                        true,
-                        0,
-                        request_id,
-                    ) {
-                        ReplayStep::Ignore => {
-                            honour_replay = false;
-                            continue;
-                        }
-                        ReplayStep::Answer(resp) => return Outcome::Answer(Box::new(resp)),
-                        ReplayStep::Replay(r) => {
-                            return Outcome::Delegate(Box::new(Forward {
-                                client_version: Version::HTTP_11,
-                                body_less,
-                                route_read_before: true,
-                                replay: Some(r),
-                                replays: 1,
-                                ..Forward::default()
-                            }))
-                        }
-                    }
-                }
+                // The head was complete when the replay was read.
+                _ => return Next::Close,
             }
         }
-        let failure = match read_up(&mut up, &mut b.up, io, &mut b.client, total).await {
-            UpRead::Data(0) => "connection closed before a response".to_string(),
-            UpRead::Data(_) => continue,
-            UpRead::Failed(e) => e.to_string(),
-            // Nobody to answer: the machine's connection is dropped (it may be mid-answer).
-            UpRead::ClientGone => return Outcome::Abort,
-        };
-        lease.metrics().error();
-        core.pool.forget(addr);
-        hp::drop_affinity(ctx);
-        let last_error = format!("machine {machine} ({addr}): {failure}");
-        if !b.up.is_empty() || !body_less {
-            // It may have acted on the request: not sent again (as on the hyper path).
-            return Outcome::Answer(Box::new(hp::plain(
-                StatusCode::BAD_GATEWAY,
-                &format!("the machine failed while answering: {last_error}\n"),
-                request_id,
-            )));
-        }
-        let exclude = if reused {
-            Vec::new()
-        } else {
-            vec![machine.clone()]
-        };
-        return delegate(exclude, last_error, 1);
     };
-    lease.metrics().record(rp.status, t0.elapsed());
-    match pass_body(io, &mut up, b, &rp, total).await {
+    match pass_body(io, &mut machine, b, &rp, total).await {
         Ok(reusable) => {
             if reusable && rp.reusable {
-                core.pool.put_raw(addr, up);
+                core.pool().put_raw(addr, machine);
             }
             drop(lease);
-            Outcome::Done
+            Next::Continue
         }
-        Err(_) => Outcome::Abort,
+        Err(_) => Next::Close,
     }
 }
 
-fn bad_gateway(
-    machine: &str,
-    addr: SocketAddr,
-    why: &str,
-    request_id: Option<&HeaderValue>,
-) -> Outcome {
-    Outcome::Answer(Box::new(hp::plain(
-        StatusCode::BAD_GATEWAY,
-        &format!("machine {machine} ({addr}) sent a response the proxy cannot pass on: {why}\n"),
-        request_id,
-    )))
+/// Writes one of the proxy's own answers, with the response headers of the policy.
+async fn answer<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    b: &mut Buffers,
+    route: &PortRoute,
+    values: &Values<'_>,
+    answer: Answer,
+    plan: &RequestPlan,
+) -> Next {
+    let mut resp = answer.into_response(values.request_id);
+    headers::decorate(resp.headers_mut(), values, &route.options.http_options);
+    match write::response(io, &mut b.down, resp, plan.head_method, plan.close).await {
+        Ok(()) => Next::Continue,
+        Err(_) => Next::Close,
+    }
+}
+
+/// The fast path as a back-end of the request lifecycle: raw pooled sockets, the request
+/// head written once for the machine (edited per attempt when the lifecycle asks), the body
+/// from the client buffer, the response head parsed and written for the client (`head.rs`).
+struct H1Upstream<'a, IO> {
+    pool: &'a Arc<Pool>,
+    io: &'a mut IO,
+    b: &'a mut Buffers,
+    plan: &'a RequestPlan,
+    /// The request's bytes in `b.client` (head and body).
+    total: usize,
+    deco: &'a Decoration<'a>,
+    /// The machine connection of the response head last read, kept for its body.
+    conn: Option<(TcpStream, SocketAddr)>,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Upstream for H1Upstream<'_, IO> {
+    /// A socket, and whether it came from the pool.
+    type Conn = (TcpStream, bool);
+    /// The response head written for the client in `b.down`; `None` for a `fly-replay`
+    /// answer (nothing written).
+    type Head = Option<ResponsePlan>;
+
+    fn can_send(&self) -> bool {
+        // The request stays in the client buffer.
+        true
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    async fn connect(&mut self, addr: SocketAddr) -> io::Result<(TcpStream, bool)> {
+        self.pool.checkout_raw(addr).await
+    }
+
+    async fn send(
+        &mut self,
+        (mut up, reused): (TcpStream, bool),
+        addr: SocketAddr,
+        edits: &[Edit],
+    ) -> Sent<Option<ResponsePlan>> {
+        let b = &mut *self.b;
+        let plan = self.plan;
+        let head = if edits.is_empty() {
+            &mut b.up_head
+        } else {
+            head::edit(&b.up_head, edits, &mut b.edited);
+            &mut b.edited
+        };
+        let body = &b.client[plan.head_len..self.total];
+        let sent = if body.len() <= READ_CHUNK {
+            let head_len = head.len();
+            head.extend_from_slice(body);
+            let r = up.write_all(head).await;
+            head.truncate(head_len);
+            r
+        } else {
+            match up.write_all(head).await {
+                Ok(()) => up.write_all(body).await,
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = sent {
+            // The machine did not get the whole request, so it cannot have acted on it: safe
+            // to send again (also with a body, unlike hyper, which cannot tell a partial write
+            // from a complete one).
+            return Sent::Failed {
+                error: e.to_string(),
+                resend: true,
+                reused,
+            };
+        }
+        b.up.clear();
+        loop {
+            if !b.up.is_empty() {
+                b.down.clear();
+                let parsed = head::response(
+                    &b.up,
+                    plan.head_method,
+                    plan.close,
+                    true,
+                    self.deco,
+                    &mut b.down,
+                );
+                match parsed {
+                    ParsedResponse::Ready(rp) => {
+                        let status = rp.status;
+                        self.conn = Some((up, addr));
+                        return Sent::Response {
+                            head: Some(rp),
+                            status,
+                            replay: None,
+                        };
+                    }
+                    ParsedResponse::Replay(value, status) => {
+                        self.conn = Some((up, addr));
+                        return Sent::Response {
+                            head: None,
+                            status,
+                            replay: Some(value),
+                        };
+                    }
+                    ParsedResponse::Informational(n) => {
+                        b.up.advance(n);
+                        continue;
+                    }
+                    ParsedResponse::Partial if b.up.len() >= MAX_RESPONSE_HEAD => {
+                        return Sent::Bad("its response head is too large".into());
+                    }
+                    ParsedResponse::Partial => {}
+                    ParsedResponse::Bad(why) => return Sent::Bad(why),
+                }
+            }
+            let error = match read_up(&mut up, &mut b.up, self.io, &mut b.client, self.total).await
+            {
+                UpRead::Data(0) => "connection closed before a response".to_string(),
+                UpRead::Data(_) => continue,
+                UpRead::Failed(e) => e.to_string(),
+                // Nobody to answer: the machine's connection is dropped (it may be mid-answer).
+                UpRead::ClientGone => return Sent::ClientGone,
+            };
+            // Sent again only when the machine can have done nothing with it: no body, and
+            // not a byte of an answer.
+            return Sent::Failed {
+                error,
+                resend: b.up.is_empty() && plan.body_len == 0,
+                reused,
+            };
+        }
+    }
+
+    fn discard(&mut self, _head: Option<ResponsePlan>) {
+        // The unread body and its connection are dropped.
+        self.conn = None;
+    }
 }
 
 /// Writes the response head (in `b.down`) and the body after it (its first bytes in `b.up`
@@ -590,28 +597,4 @@ fn early_end() -> std::io::Error {
 
 fn malformed() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed chunked body")
-}
-
-/// The request as `hp::forward` sends it again: the head written for the machine, parsed
-/// back, and the buffered body.
-fn template(up_head: &[u8], body: &[u8]) -> Option<Template> {
-    // The client's headers and the proxy's own.
-    let mut headers = [httparse::EMPTY_HEADER; head::MAX_HEADERS + 16];
-    let mut req = httparse::Request::new(&mut headers);
-    req.parse(up_head).ok()?;
-    let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
-    let uri = Uri::from_maybe_shared(Bytes::copy_from_slice(req.path?.as_bytes())).ok()?;
-    let mut map = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        map.append(
-            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
-            HeaderValue::from_bytes(h.value).ok()?,
-        );
-    }
-    Some(Template {
-        method,
-        uri,
-        headers: map,
-        body: (!body.is_empty()).then(|| Bytes::copy_from_slice(body)),
-    })
 }

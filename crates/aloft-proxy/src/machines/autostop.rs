@@ -1,4 +1,5 @@
-//! The autostop loop (machines-api §4.4). Every `autostop_interval`, per service and region:
+//! Autostop (machines-api §4.4): one pass, run every `autostop_interval` (the loop is
+//! `core::run_autostop`). Per service and region:
 //! with more than one running machine, `excess = running − (running over soft limit + 1)`; if
 //! `excess ≥ 1` stop exactly one idle machine; with exactly one running machine, stop it only
 //! if it is idle. "Idle" means no load for the whole `idle_window` (configurable, beyond Fly).
@@ -8,26 +9,30 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aloft_api::AutostopMode;
 
-use crate::core::Core;
+use super::Machines;
+use crate::balance::Registry;
 use crate::table::{Backend, BackendState, PortRoute};
 
-pub(crate) async fn run(core: Arc<Core>) {
-    let period = core.cfg.autostop_interval;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        core.pool.sweep();
-        pass(&core).await;
-    }
+/// The settings of autostop (from `ProxyConfig`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AutostopConfig {
+    /// How long a machine must have had no load before it is stopped.
+    pub idle_window: Duration,
+    /// `min_machines_running` counts in every region, not only the primary one.
+    pub min_running_all_regions: bool,
 }
 
-/// One pass over every service; returns the machines it stopped.
-pub(crate) async fn pass(core: &Arc<Core>) -> Vec<String> {
-    let routes: Vec<Arc<PortRoute>> = core.table.borrow().ports.values().cloned().collect();
+/// One pass over every service of `routes`; returns the machines it stopped.
+pub(crate) async fn pass(
+    machines: &Machines,
+    registry: &Registry,
+    routes: Vec<Arc<PortRoute>>,
+    cfg: AutostopConfig,
+) -> Vec<String> {
     let mut seen_services: HashSet<(String, Vec<String>)> = HashSet::new();
     let mut stopped = Vec::new();
     for route in routes {
@@ -45,13 +50,14 @@ pub(crate) async fn pass(core: &Arc<Core>) -> Vec<String> {
         }
         let mut by_region: BTreeMap<&str, Vec<&Backend>> = BTreeMap::new();
         for b in &route.backends {
-            if core.effective_state(b) == BackendState::Started && !stopped.contains(&b.machine_id)
+            if machines.effective_state(b) == BackendState::Started
+                && !stopped.contains(&b.machine_id)
             {
                 by_region.entry(b.region.as_str()).or_default().push(b);
             }
         }
         for (region, running) in by_region {
-            let min = if region == route.primary_region || core.cfg.min_running_all_regions {
+            let min = if region == route.primary_region || cfg.min_running_all_regions {
                 route.policy.min_machines_running as usize
             } else {
                 0
@@ -62,7 +68,7 @@ pub(crate) async fn pass(core: &Arc<Core>) -> Vec<String> {
             let loads: Vec<u32> = running
                 .iter()
                 .map(|b| {
-                    core.registry
+                    registry
                         .service(&route.app, b.internal_port)
                         .backend(&b.machine_id)
                         .load
@@ -81,10 +87,10 @@ pub(crate) async fn pass(core: &Arc<Core>) -> Vec<String> {
             if !may_stop {
                 continue;
             }
-            let window = core.cfg.idle_window.as_millis() as u64;
+            let window = cfg.idle_window.as_millis() as u64;
             let Some(victim) = running
                 .iter()
-                .map(|b| (core.registry.idle_ms(&b.machine_id), *b))
+                .map(|b| (registry.idle_ms(&b.machine_id), *b))
                 .filter(|(idle, _)| *idle >= window)
                 .max_by_key(|(idle, b)| (*idle, b.machine_id.clone()))
                 .map(|(_, b)| b.clone())
@@ -92,33 +98,28 @@ pub(crate) async fn pass(core: &Arc<Core>) -> Vec<String> {
                 continue;
             };
             // Take it out of rotation first, then make sure nothing slipped in meanwhile.
-            core.set_override(&victim.machine_id, Some(BackendState::Stopped));
-            if core
-                .registry
+            machines.set_override(&victim.machine_id, Some(BackendState::Stopped));
+            if registry
                 .activity(&victim.machine_id)
                 .active
                 .load(Ordering::Acquire)
                 > 0
             {
-                core.set_override(&victim.machine_id, None);
+                machines.set_override(&victim.machine_id, None);
                 continue;
             }
             let suspend = route.policy.autostop == AutostopMode::Suspend;
             tracing::info!(app = %route.app, machine = %victim.machine_id, %region, suspend, "autostop: stopping idle machine");
-            match core
-                .control
-                .stop(&route.app, &victim.machine_id, suspend)
-                .await
-            {
+            match machines.stop(&route.app, &victim.machine_id, suspend).await {
                 Ok(()) => {
                     if suspend {
-                        core.set_override(&victim.machine_id, Some(BackendState::Suspended));
+                        machines.set_override(&victim.machine_id, Some(BackendState::Suspended));
                     }
                     stopped.push(victim.machine_id.clone());
                 }
                 Err(e) => {
                     tracing::warn!(app = %route.app, machine = %victim.machine_id, "autostop failed: {e}");
-                    core.set_override(&victim.machine_id, None);
+                    machines.set_override(&victim.machine_id, None);
                 }
             }
         }
