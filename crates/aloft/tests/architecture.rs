@@ -92,3 +92,149 @@ fn only_the_agent_knows_the_store_and_only_the_store_knows_sqlite() {
         }
     }
 }
+
+/// HTTP crates that serve or speak the protocol.
+const HTTP_CRATES: &[&str] = &[
+    "axum",
+    "hyper",
+    "hyper-util",
+    "http",
+    "http-body-util",
+    "tower-http",
+    "reqwest",
+];
+
+#[test]
+fn http_lives_only_at_the_edges() {
+    // The agent serves the API, the proxy serves the machines' ports, the binary's client calls
+    // the API; the domain crates (config, deploy planning, runtime, store, wire types) know
+    // nothing of HTTP.
+    let may = |krate: &str, dep: &str| match krate {
+        "aloft-agent" | "aloft-proxy" => dep != "reqwest",
+        "aloft" => dep == "reqwest",
+        _ => false,
+    };
+    for krate in all_crates() {
+        for dep in normal_dependencies(&krate) {
+            if HTTP_CRATES.contains(&dep.as_str()) {
+                assert!(
+                    may(&krate, &dep),
+                    "{krate} must not depend on {dep} (ARCHITECTURE.md: HTTP only in the agent, the proxy and the CLI's client)"
+                );
+            }
+        }
+    }
+}
+
+/// Every `.rs` file of `krate`'s `src`, with its path relative to `src`.
+fn sources(krate: &str) -> Vec<(PathBuf, String)> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<(PathBuf, String)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                out.push((p.strip_prefix(root).unwrap().to_path_buf(), text));
+            }
+        }
+    }
+    let root = crates_dir().join(krate).join("src");
+    let mut out = Vec::new();
+    walk(&root, &root, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn every_module_says_what_it_is() {
+    let mut missing = Vec::new();
+    for krate in all_crates() {
+        for (path, text) in sources(&krate) {
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty() && !l.starts_with("#!"));
+            if !first.is_some_and(|l| l.starts_with("//!")) {
+                missing.push(format!("{krate}/src/{}", path.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules without a `//!` doc comment: {missing:?}"
+    );
+}
+
+/// The top-level module of a source file (`h1/head.rs` → `h1`), `None` for the crate root.
+fn top_module(path: &Path) -> Option<String> {
+    let first = path.components().next()?.as_os_str().to_string_lossy();
+    let name = first.trim_end_matches(".rs").to_string();
+    (name != "lib" && name != "main").then_some(name)
+}
+
+/// Top-level modules each top-level module uses through `crate::…` (comments aside).
+fn module_graph(
+    krate: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (path, text) in sources(krate) {
+        let Some(from) = top_module(&path) else {
+            continue;
+        };
+        let uses = graph.entry(from.clone()).or_default();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for (i, _) in line.match_indices("crate::") {
+                let to: String = line[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !to.is_empty() && to != from {
+                    uses.insert(to);
+                }
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn no_module_cycles_inside_a_crate() {
+    for krate in all_crates() {
+        let graph = module_graph(&krate);
+        // Depth-first search for a back edge; reports the cycle it closes.
+        fn visit(
+            node: &str,
+            graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+            stack: &mut Vec<String>,
+            done: &mut std::collections::BTreeSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(i) = stack.iter().position(|n| n == node) {
+                let mut cycle = stack[i..].to_vec();
+                cycle.push(node.to_string());
+                return Some(cycle);
+            }
+            if done.contains(node) {
+                return None;
+            }
+            stack.push(node.to_string());
+            for next in graph.get(node).into_iter().flatten() {
+                if let Some(c) = visit(next, graph, stack, done) {
+                    return Some(c);
+                }
+            }
+            stack.pop();
+            done.insert(node.to_string());
+            None
+        }
+        let mut done = Default::default();
+        for node in graph.keys() {
+            if let Some(cycle) = visit(node, &graph, &mut Vec::new(), &mut done) {
+                panic!(
+                    "{krate}: modules use each other in a circle: {} (ARCHITECTURE.md: no module cycles)",
+                    cycle.join(" → ")
+                );
+            }
+        }
+    }
+}
