@@ -2,8 +2,10 @@
 //! ([`REQUEST`]) and on the way back ([`RESPONSE`]), read by both HTTP back-ends. The hyper
 //! path applies it to header maps ([`strip`], [`add_own`], [`apply_configured`]); the h1 fast
 //! path looks each header of a raw head up ([`find`]) while copying it and then writes the
-//! proxy's own values ([`Values::bytes`]). Whatever the path, a machine and a client see the
-//! same headers (names' case aside).
+//! proxy's own values ([`Values::bytes`]; those that cannot change are rendered once per
+//! connection, see `h1/head.rs`). Whatever the path, a machine and a client see the same
+//! headers (names' case aside). Tables are written with `rule!`, which also prepares the
+//! fixed text of a line so that neither path validates or formats it per request.
 //!
 //! Beyond the table: headers a message names in `Connection` are hop-by-hop too (both
 //! directions); an HTTP/1.1 upgrade keeps its `Connection`/`Upgrade`; framing

@@ -39,6 +39,15 @@ pub struct Hints {
 }
 
 impl Hints {
+    /// No hints (what the h1 fast path's requests and raw TCP carry).
+    pub(crate) const NONE: Hints = Hints {
+        regions: None,
+        prefer_instance: None,
+        force_instance: None,
+        replay_src: false,
+        replay: false,
+    };
+
     /// Reads the hint headers (the first non-empty value of each). Values that are not
     /// visible ASCII are ignored.
     pub fn from_headers(headers: &HeaderMap) -> Hints {

@@ -2,11 +2,14 @@
 //! follow the proxy's header policy (`headers.rs`), as on the hyper path, written straight
 //! from the parsed bytes instead of through header maps.
 
+use std::sync::Arc;
+
 use http::Version;
 
 use crate::headers::{self, Action, ConnValues, Rule, Value, Values, REQUEST, RESPONSE};
 use crate::lifecycle::Edit;
 use crate::replay::MAX_REPLAY_BODY;
+use crate::table::PortRoute;
 
 /// Headers per message at most (as hyper's default); more goes to the hyper path (431).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -149,11 +152,11 @@ pub(crate) fn request(
     };
     if lists.is_empty() && present == 0 {
         if own.is_empty() {
-            write_own(own, &REQUEST, &values, false, &[], 0, &[]);
+            write_own(own, &REQUEST, &values, false, &[], 0, &[], false);
         }
         out.extend_from_slice(own);
     } else {
-        write_own(out, &REQUEST, &values, false, &lists, present, &[]);
+        write_own(out, &REQUEST, &values, false, &lists, present, &[], false);
     }
     out.extend_from_slice(b"\r\n");
     ParsedRequest::Fast(RequestPlan {
@@ -215,7 +218,9 @@ fn plain_origin_form(target: &str) -> bool {
 
 /// Writes the proxy's own headers of `rules` (those active for `pristine`, and not overridden
 /// by a `configured` response header): `lists` holds the peer's items of list headers by rule
-/// index, `present` the rules whose header the peer sent (by bit).
+/// index, `present` the rules whose header the peer sent (by bit); `skip_per_request` leaves
+/// out the rules whose value changes from request to request.
+#[allow(clippy::too_many_arguments)]
 fn write_own(
     out: &mut Vec<u8>,
     rules: &'static [Rule],
@@ -224,9 +229,11 @@ fn write_own(
     lists: &[(usize, &[u8])],
     present: u64,
     configured: &[(String, String)],
+    skip_per_request: bool,
 ) {
     for (i, r) in rules.iter().enumerate() {
         if matches!(r.action, Action::Remove)
+            || (skip_per_request && per_request(r))
             || !headers::active(r, pristine)
             || (!configured.is_empty() && headers::configured_has(configured, r.name))
         {
@@ -309,6 +316,8 @@ pub(crate) enum ParsedResponse {
 
 /// What the proxy adds to responses (the `RESPONSE` rules of `headers.rs`).
 pub(crate) struct Decoration<'a> {
+    /// The route the response is for (its options decide the rest).
+    pub route: &'a Arc<PortRoute>,
     pub pristine: bool,
     /// The proxy's values (`Fly-Request-Id`).
     pub values: Values<'a>,
@@ -317,6 +326,25 @@ pub(crate) struct Decoration<'a> {
     pub response_headers: &'a [(String, String)],
     /// `Date` when the machine sends none (hyper's server adds one too).
     pub date: &'a [u8],
+}
+
+/// The proxy's own response headers that are the same for every response of a route (all
+/// but the per-request `Fly-Request-Id`, configured ones included), for the `Default` rules'
+/// headers the machine sent: made once per connection, route and such set.
+#[derive(Default)]
+pub(crate) struct OwnResponse {
+    key: Option<(Arc<PortRoute>, u64)>,
+    bytes: Vec<u8>,
+    /// The active rules (by index in `RESPONSE`) whose value changes per request.
+    per_request: Vec<usize>,
+}
+
+/// Whether a rule's value changes from request to request.
+fn per_request(r: &Rule) -> bool {
+    matches!(
+        r.action,
+        Action::Set(Value::RequestId) | Action::Add(Value::RequestId)
+    )
 }
 
 /// How a response header is treated.
@@ -358,6 +386,7 @@ pub(crate) fn response(
     client_close: bool,
     honour_replay: bool,
     deco: &Decoration<'_>,
+    own: &mut OwnResponse,
     out: &mut Vec<u8>,
 ) -> ParsedResponse {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -513,20 +542,41 @@ pub(crate) fn response(
         push_header(out, b"date", deco.date);
     }
     // A configured header replaces (or, empty, removes) the proxy's own.
-    write_own(
-        out,
-        &RESPONSE,
-        &deco.values,
-        deco.pristine,
-        &[],
-        present,
-        deco.response_headers,
-    );
-    for (name, value) in deco.response_headers {
-        if !value.is_empty() {
-            push_header(out, name.as_bytes(), value.as_bytes());
+    let (values, configured) = (&deco.values, deco.response_headers);
+    let same =
+        |(route, bits): &(Arc<PortRoute>, u64)| Arc::ptr_eq(route, deco.route) && *bits == present;
+    if !own.key.as_ref().is_some_and(same) {
+        own.bytes.clear();
+        write_own(
+            &mut own.bytes,
+            &RESPONSE,
+            values,
+            deco.pristine,
+            &[],
+            present,
+            configured,
+            true,
+        );
+        for (name, value) in configured {
+            if !value.is_empty() {
+                push_header(&mut own.bytes, name.as_bytes(), value.as_bytes());
+            }
+        }
+        own.per_request.clear();
+        own.per_request.extend((0..RESPONSE.len()).filter(|i| {
+            let r = &RESPONSE[*i];
+            per_request(r)
+                && headers::active(r, deco.pristine)
+                && !headers::configured_has(configured, r.name)
+        }));
+        own.key = Some((deco.route.clone(), present));
+    }
+    for &i in &own.per_request {
+        if let Action::Set(v) | Action::Add(v) = RESPONSE[i].action {
+            write_value(out, &RESPONSE[i], values, v);
         }
     }
+    out.extend_from_slice(&own.bytes);
     out.extend_from_slice(b"\r\n");
     ParsedResponse::Ready(ResponsePlan {
         head_len,

@@ -42,8 +42,13 @@ use crate::lifecycle::{self, Answer, ConnCtx, Edit, Outcome, Sent, Upstream};
 use crate::pool::Pool;
 use crate::table::PortRoute;
 use chunked::ChunkedScan;
-use head::{Decoration, Framing, ParsedRequest, ParsedResponse, RequestPlan, ResponsePlan};
+use head::{
+    Decoration, Framing, OwnResponse, ParsedRequest, ParsedResponse, RequestPlan, ResponsePlan,
+};
 pub(crate) use rewind::Rewind;
+
+/// The fast path's requests carry no routing hints.
+static NO_HINTS: Hints = Hints::NONE;
 
 /// A machine's response head may be this large at most (about hyper's limit).
 const MAX_RESPONSE_HEAD: usize = 400 * 1024;
@@ -71,6 +76,8 @@ struct Buffers {
     up_head: Vec<u8>,
     /// `up_head` edited for one attempt (a replay); empty until needed.
     edited: Vec<u8>,
+    /// The proxy's own response headers of the route (see `head::OwnResponse`).
+    own_response: OwnResponse,
     /// The proxy's own request headers, the same for every request of the connection that
     /// brings no list header of theirs (see `head::request`); made on first use.
     own: Vec<u8>,
@@ -103,6 +110,7 @@ where
         up_head: Vec::with_capacity(2048),
         edited: Vec::new(),
         own: Vec::new(),
+        own_response: OwnResponse::default(),
         up: BytesMut::with_capacity(READ_CHUNK),
         down: Vec::with_capacity(2048),
     };
@@ -216,6 +224,7 @@ where
     let request_id = ctx.values.request_id();
     let date = write::http_date();
     let deco = Decoration {
+        route,
         pristine: route.options.http_options.pristine,
         values: Values {
             conn: &ctx.values,
@@ -234,7 +243,7 @@ where
         deco: &deco,
         conn: None,
     };
-    let outcome = lifecycle::run(core, ctx, route, &Hints::default(), &mut up).await;
+    let outcome = lifecycle::run(core, ctx, route, &NO_HINTS, &mut up).await;
     let H1Upstream { io, b, conn, .. } = up;
     let (head, lease) = match outcome {
         Outcome::Response { head, lease } => (head, lease),
@@ -255,6 +264,7 @@ where
                 plan.close,
                 false,
                 &deco,
+                &mut b.own_response,
                 &mut b.down,
             );
             match again {
@@ -387,6 +397,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Upstream for H1Upstream<'_, IO> {
                     plan.close,
                     true,
                     self.deco,
+                    &mut b.own_response,
                     &mut b.down,
                 );
                 match parsed {
