@@ -422,3 +422,57 @@ async fn kill_9_of_the_agent_then_restart_relaunches_exactly_once() {
     assert_eq!(state_of(&stopped), "stopped");
     assert!(!image.join(format!("starts-{parked}.log")).exists());
 }
+
+/// Reconcile after a kill -9 in the middle of a stop: the machine caught `stopping` ends
+/// `stopped` (not relaunched), and its process does not survive the restart (architecture
+/// issue: this branch had no test).
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_a_stop_then_restart_settles_it_stopped() {
+    let (tmp, _image, image_s) = setup();
+    let data = tmp.path().join("data");
+    let mut agent = AgentProc::start(&data);
+    agent
+        .ok(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": "settle"})),
+        )
+        .await;
+    // Ignores SIGTERM, so a stop waits out its 60 s timeout: long enough to be caught.
+    let config = json!({"image": image_s, "stop_config": {"signal": "SIGTERM", "timeout": "60s"},
+        "init": {"exec": ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"]}});
+    let id = agent.create("settle", json!({"config": config})).await;
+    agent.wait_state("settle", &id, "started").await;
+    let pid = agent.pid("settle", &id).await;
+    // The stop blocks for the timeout: fire it without waiting for the answer.
+    let stop = agent
+        .http
+        .post(format!("{}/v1/apps/settle/machines/{id}/stop", agent.url))
+        .bearer_auth(&agent.token);
+    tokio::spawn(async move {
+        let _ = stop.send().await;
+    });
+    let path = format!("/v1/apps/settle/machines/{id}");
+    common::wait_for_async(|| async {
+        let m = agent.ok(Method::GET, &path, None).await;
+        (m["state"] == "stopping").then_some(())
+    })
+    .await;
+    agent.kill9();
+
+    let agent = AgentProc::start(&data);
+    agent.wait_state("settle", &id, "stopped").await;
+    wait_for(
+        Duration::from_secs(10),
+        "the stopped machine's process gone",
+        || (!alive(pid)).then_some(()),
+    );
+    let events = agent.events("settle", &id).await;
+    let starts = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "start")
+        .count();
+    assert_eq!(starts, 1, "not relaunched: {events}");
+}
