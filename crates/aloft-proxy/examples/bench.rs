@@ -197,8 +197,12 @@ impl MachineControl for Fake {
         _: bool,
     ) -> BoxFuture<'a, Result<(), ControlError>> {
         Box::pin(async move {
-            if let Some(t) = self.server.lock().unwrap().take() {
+            let server = self.server.lock().unwrap().take();
+            if let Some(t) = server {
+                // Wait until the aborted task has dropped its listener: the next start binds
+                // the same port, which fails while a socket still listens there.
                 t.abort();
+                let _ = t.await;
             }
             self.push(MachineState::Stopped);
             Ok(())
