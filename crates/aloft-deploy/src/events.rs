@@ -67,12 +67,12 @@ impl DeployEvent {
     pub fn describe(&self) -> String {
         match self {
             DeployEvent::Started { version, resumed } => {
-                let scale = version.checked_sub(aloft_api::metadata::SCALE_VERSION_BASE);
-                match (scale, resumed) {
-                    (Some(n), false) => format!("Scaling (scale #{n})"),
-                    (Some(n), true) => format!("Resuming scale #{n}"),
-                    (None, false) => format!("Deploying release v{version}"),
-                    (None, true) => format!("Resuming release v{version}"),
+                let label = crate::spec::version_label(*version);
+                match (label.starts_with("scale"), resumed) {
+                    (true, false) => format!("Scaling ({label})"),
+                    (true, true) => format!("Resuming {label}"),
+                    (false, false) => format!("Deploying release {label}"),
+                    (false, true) => format!("Resuming release {label}"),
                 }
             }
             DeployEvent::Planned {

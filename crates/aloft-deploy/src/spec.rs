@@ -240,6 +240,15 @@ pub struct SlotCreate {
     pub config: aloft_api::MachineConfig,
 }
 
+/// How users see a release version: `v5` for a deploy, `scale #3` for a scale operation (stored
+/// above `aloft_api::metadata::SCALE_VERSION_BASE`).
+pub fn version_label(version: u64) -> String {
+    match version.checked_sub(aloft_api::metadata::SCALE_VERSION_BASE) {
+        Some(n) if n > 0 => format!("scale #{n}"),
+        _ => format!("v{version}"),
+    }
+}
+
 impl Release {
     /// Whether this is a deploy (not a `scale count` operation).
     pub fn is_deploy(&self) -> bool {
@@ -248,13 +257,7 @@ impl Release {
 
     /// `v5` for a deploy, `scale #3` for a scale operation.
     pub fn label(&self) -> String {
-        match self
-            .version
-            .checked_sub(aloft_api::metadata::SCALE_VERSION_BASE)
-        {
-            Some(n) if !self.is_deploy() => format!("scale #{n}"),
-            _ => format!("v{}", self.version),
-        }
+        version_label(self.version)
     }
 
     /// What [`crate::plan::apply_release_metadata`] writes on every machine of this release.

@@ -43,7 +43,7 @@ impl Deployer {
                 format!(
                     "a release of app {app:?} is running ({}); wait for it to finish (aloft \
                      releases) and scale again",
-                    label(version)
+                    aloft_deploy::spec::version_label(version)
                 ),
             ));
         }
@@ -192,14 +192,6 @@ impl Deployer {
             })
             .await?;
         Ok(release)
-    }
-}
-
-/// How a running release is named to users.
-fn label(version: u64) -> String {
-    match version.checked_sub(aloft_api::metadata::SCALE_VERSION_BASE) {
-        Some(n) => format!("scale #{n}"),
-        None => format!("v{version}"),
     }
 }
 
