@@ -185,9 +185,10 @@ async fn orphans_of_a_dead_agent_are_reaped() {
         common::tuning(CgroupMode::Off),
     )
     .unwrap();
+    let started = (common::start_time(pid), common::start_time(child));
     assert_eq!(rt.reap_orphans(), ["m-orphan"]);
     assert!(
-        !alive(pid) && !alive(child),
+        !common::alive_since(pid, started.0) && !common::alive_since(child, started.1),
         "reaping returns once they are gone"
     );
     assert!(

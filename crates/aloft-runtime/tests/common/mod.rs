@@ -182,6 +182,22 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Whether `pid` is a live process (zombies are dead).
+/// The start time of `pid` (field 22 of `/proc/<pid>/stat`): with the pid, it names one process
+/// even after the pid is reused (the suite spawns enough processes to wrap a 32768 pid space).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Whether the process `pid` that started at `start` is still alive (not a reused pid).
+pub fn alive_since(pid: u32, start: Option<u64>) -> bool {
+    alive(pid) && start_time(pid) == start
+}
+
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
