@@ -2,7 +2,7 @@
 //! `min_machines_running`, and a request to a stopped service starts a machine and is held
 //! until the app answers.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

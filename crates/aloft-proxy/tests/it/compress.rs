@@ -1,7 +1,7 @@
 //! End to end: `http_options.compress` gzips text-like responses for clients that accept gzip,
 //! and leaves everything else alone.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::io::Read;

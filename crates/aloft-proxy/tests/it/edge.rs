@@ -2,7 +2,7 @@
 //! clients (garbage, oversized headers, slowloris) that must get a 4xx or a close while the
 //! proxy keeps serving everyone else.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::Command;

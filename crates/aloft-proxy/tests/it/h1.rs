@@ -3,7 +3,7 @@
 //! without. The machine is a raw TCP server answering canned bytes, so framings hyper's own
 //! server would never produce (close-delimited, 1xx, custom reasons) are covered.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -9,7 +9,7 @@
 //! behaviour, so they fail on the fast path.
 //! Run: cd /tmp/review-h1/harness && CARGO_TARGET_DIR=/tmp/review-h1/target cargo test --test findings
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

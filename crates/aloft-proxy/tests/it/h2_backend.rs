@@ -2,7 +2,7 @@
 //! a machine that only speaks HTTP/2, as gRPC servers do. HTTP/1.1 and HTTP/2 clients both
 //! reach it, and response trailers (`grpc-status`) reach an HTTP/2 client.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

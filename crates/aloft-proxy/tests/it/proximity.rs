@@ -3,7 +3,7 @@
 //! region is `ams` (see `test_config`); machines are real servers that answer their name and
 //! record the headers they received.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 //! `fly-replay-src`), or on every request with `x-replay-always`, it answers 409 with
 //! `fly-replay: <value>` — so each test tells the machines what to ask the proxy for.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -2,7 +2,7 @@
 //! Routing to the right process group, spreading, health checks, retries when a machine dies,
 //! hard limits, no-machine answers, metrics and bind errors.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -1,7 +1,7 @@
 //! End to end: captured logs (query, filters, follow), host ports, orphan reaping after a
 //! simulated agent death, and cgroup limits with OOM kills (root + writable cgroups only).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! End to end: real processes under the runtime — events, environment, stop signals and
 //! SIGKILL escalation, process trees, restart policies, signals.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

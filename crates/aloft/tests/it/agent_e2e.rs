@@ -2,7 +2,7 @@
 //! observes, the on-failure restart policy, OOM kills under a memory limit, and a `kill -9` of
 //! the agent followed by a restart.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

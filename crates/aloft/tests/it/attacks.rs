@@ -2,7 +2,7 @@
 //! (kill -9 loops during start-up, exhausting its connections, slow clients, a full disk, other
 //! apps' ports and images). Each test says which fault of the hardening issue it guards.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

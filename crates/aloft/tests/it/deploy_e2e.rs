@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 use common::{wait_for, AgentProc};
 

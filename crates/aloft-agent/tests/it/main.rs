@@ -1,0 +1,8 @@
+//! Integration tests of the agent: the Machines API and the proxy wiring against an in-process
+//! agent, and the OpenAPI description against the router.
+//!
+//! One test binary per crate (`cargo test -p aloft-agent --test it [module::]`), a module per area.
+
+mod api;
+mod openapi;
+mod proxy;

@@ -1,0 +1,8 @@
+//! Integration tests of the process runtime: supervision and resource limits of real processes.
+//!
+//! One test binary per crate (`cargo test -p aloft-runtime --test it [module::]`), a module per
+//! area; shared helpers in `common`.
+
+mod common;
+mod resources;
+mod supervision;

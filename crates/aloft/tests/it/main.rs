@@ -1,0 +1,15 @@
+//! Integration tests of the `aloft` binary: the CLI and a real `aloft agent` process end to end,
+//! attacks on an exposed agent, schemathesis, and the workspace's architecture rules.
+//!
+//! One test binary per crate (`cargo test -p aloft --test it [module::]`), a module per
+//! area; shared helpers in `common`.
+
+mod agent_e2e;
+mod architecture;
+mod attacks;
+mod cli_bad_input;
+mod common;
+mod config_cli;
+mod deploy_e2e;
+mod schemathesis;
+mod up_e2e;
