@@ -4,15 +4,19 @@
 use std::time::Duration;
 
 use aloft_agent::{Agent, AgentConfig, AgentHandle};
+use aloft_testkit::ReapOnDrop;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
+/// An in-process agent; on drop (a failed test included) its machines are reaped, after the
+/// handle and before the data dir (fields drop in this order).
 struct Harness {
     agent: Option<AgentHandle>,
     http: Client,
     url: String,
     token: String,
     image: tempfile::TempDir,
+    _reaper: ReapOnDrop,
     _dir: tempfile::TempDir,
 }
 
@@ -22,6 +26,8 @@ impl Harness {
         let mut config = AgentConfig::new(dir.path().join("data"));
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.regions = regions.iter().map(|r| r.to_string()).collect();
+        // Service ports on loopback only, whatever a test's machines ask for.
+        config.proxy.as_mut().unwrap().bind_ip = "127.0.0.1".parse().unwrap();
         let agent = Agent::start(config).await.expect("agent starts");
         Harness {
             url: agent.url(),
@@ -29,6 +35,7 @@ impl Harness {
             agent: Some(agent),
             http: Client::new(),
             image: tempfile::tempdir().unwrap(),
+            _reaper: ReapOnDrop::new(dir.path().join("data")),
             _dir: dir,
         }
     }
@@ -1124,6 +1131,7 @@ async fn group_counts_and_machine_memory_are_bounded() {
         agent: Some(agent),
         http: Client::new(),
         image: tempfile::tempdir().unwrap(),
+        _reaper: ReapOnDrop::new(dir.path().join("data")),
         _dir: dir,
     };
     h.create_app("bounded").await;

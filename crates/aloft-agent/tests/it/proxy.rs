@@ -3,9 +3,9 @@
 //! Real agent in-process, real python3 HTTP servers as machines, real sockets on 127.0.0.1.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use aloft_agent::{Agent, AgentConfig, AgentHandle};
+use aloft_testkit::ReapOnDrop;
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
 
@@ -24,11 +24,14 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
+/// An in-process agent; on drop (a failed test included) its machines are reaped, after the
+/// handle and before the data dir (fields drop in this order).
 struct Harness {
     agent: AgentHandle,
     http: Client,
     image: tempfile::TempDir,
     fail_dir: tempfile::TempDir,
+    _reaper: ReapOnDrop,
     _data: tempfile::TempDir,
 }
 
@@ -50,6 +53,7 @@ impl Harness {
             http: Client::builder().pool_max_idle_per_host(0).build().unwrap(),
             image,
             fail_dir: tempfile::tempdir().unwrap(),
+            _reaper: ReapOnDrop::new(data.path()),
             _data: data,
         }
     }
@@ -135,19 +139,12 @@ impl Harness {
     }
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    aloft_testkit::wait_for_async(aloft_testkit::PATIENCE, what, probe).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

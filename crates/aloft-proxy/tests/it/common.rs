@@ -230,13 +230,9 @@ pub fn test_config(ports: &[u16]) -> ProxyConfig {
     }
 }
 
-/// Waits until `cond` holds, polling; panics with `what` after 10 s.
-pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Waits until `cond` holds, polling; panics with `what` after the kit's patience.
+pub async fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    aloft_testkit::wait_until(aloft_testkit::PATIENCE, what, cond).await
 }
 
 /// Waits until external `port` listens and returns its local address.
@@ -461,6 +457,15 @@ pub async fn regional_proxy(
     machines: &[(&str, &str, SocketAddr)],
     svc: &MachineService,
 ) -> (Arc<Fleet>, ProxyHandle, SocketAddr) {
+    regional_proxy_with(test_config(&[80]), machines, svc).await
+}
+
+/// [`regional_proxy`] with another config.
+pub async fn regional_proxy_with(
+    config: ProxyConfig,
+    machines: &[(&str, &str, SocketAddr)],
+    svc: &MachineService,
+) -> (Arc<Fleet>, ProxyHandle, SocketAddr) {
     let records = machines
         .iter()
         .map(|(id, region, addr)| {
@@ -470,7 +475,7 @@ pub async fn regional_proxy(
         })
         .collect();
     let (fleet, rx) = Fleet::new("app", records, vec![]);
-    let proxy = spawn(test_config(&[80]), &fleet, rx);
+    let proxy = spawn(config, &fleet, rx);
     let addr = bound(&proxy, 80).await;
     (fleet, proxy, addr)
 }

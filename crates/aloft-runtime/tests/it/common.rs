@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aloft_api::{MachineConfig, MachineRestart};
 use aloft_runtime::{CgroupMode, LaunchSpec, Runtime, RuntimeConfig, RuntimeEvent, Tuning};
+pub use aloft_testkit::procs::{alive, start_time};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Generous: CI machines are slow and busy; nothing here waits this long when things work.
@@ -171,44 +172,13 @@ pub fn spec(id: &str, image: &Path, config: MachineConfig) -> LaunchSpec {
 }
 
 /// Polls `cond` until it holds, panicking with `what` after [`PATIENCE`].
-pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    let mut delay = Duration::from_millis(1);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Whether `pid` is a live process (zombies are dead).
-/// The start time of `pid` (field 22 of `/proc/<pid>/stat`): with the pid, it names one process
-/// even after the pid is reused (the suite spawns enough processes to wrap a 32768 pid space).
-pub fn start_time(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s[s.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+pub async fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    aloft_testkit::wait_until(PATIENCE, what, cond).await
 }
 
 /// Whether the process `pid` that started at `start` is still alive (not a reused pid).
 pub fn alive_since(pid: u32, start: Option<u64>) -> bool {
     alive(pid) && start_time(pid) == start
-}
-
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let state = s[s.rfind(')').unwrap() + 1..]
-                .split_whitespace()
-                .next()
-                .unwrap_or("");
-            state != "Z" && state != "X"
-        }
-        Err(_) => false,
-    }
 }
 
 pub fn read_pid(path: &Path) -> u32 {

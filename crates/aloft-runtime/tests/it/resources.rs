@@ -207,11 +207,13 @@ async fn reaping_spares_a_process_that_reused_a_recorded_pid() {
     let h = Harness::new();
     // An unrelated process, leader of its own group, whose pid a stale record names.
     use std::os::unix::process::CommandExt;
-    let mut bystander = std::process::Command::new("sleep")
-        .arg("1000")
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut bystander = aloft_testkit::KillOnDrop(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
     let pid = bystander.id();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let start: u64 = stat[stat.rfind(')').unwrap() + 1..]

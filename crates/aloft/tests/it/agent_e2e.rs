@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 #[tokio::test(flavor = "multi_thread")]
 async fn lifecycle_with_signals_the_child_observes() {
     let (tmp, image, image_s) = setup();
-    let agent = AgentProc::start(&tmp.path().join("data"));
+    // The service's port 80 is served on a free loopback port, never the host's port 80.
+    let agent = AgentProc::start_with(&tmp.path().join("data"), &["--port-map", "80=0"], None);
     agent
         .ok(
             Method::POST,
@@ -453,7 +454,7 @@ async fn kill_9_during_a_stop_then_restart_settles_it_stopped() {
         let _ = stop.send().await;
     });
     let path = format!("/v1/apps/settle/machines/{id}");
-    common::wait_for_async(|| async {
+    common::wait_for_async(common::PATIENCE, "the machine stopping", || async {
         let m = agent.ok(Method::GET, &path, None).await;
         (m["state"] == "stopping").then_some(())
     })

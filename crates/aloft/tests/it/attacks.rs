@@ -37,14 +37,16 @@ async fn kill_9_loop_during_start_up_never_locks_the_next_agent_out() {
     let mut rng = rand::thread_rng();
     for round in 0..20 {
         let stderr_path = tmp.path().join(format!("agent-{round}.err"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aloft"))
-            .args(["agent", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .env("ALOFT_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = aloft_testkit::KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_aloft"))
+                .args(["agent", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data)
+                .env("ALOFT_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr_path).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         // The moment of the kill is the point of the test: anywhere in the start-up.
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..250)));
         if let Some(status) = child.try_wait().unwrap() {
@@ -201,7 +203,7 @@ async fn api_connection_floods_leave_the_proxy_serving() {
         "services": [{"protocol": "tcp", "internal_port": 8080, "ports": [{"port": 9000, "handlers": ["http"]}]}]});
     let id = agent.create("site", json!({"config": config})).await;
     agent.wait_state("site", &id, "started").await;
-    let proxy = common::wait_for_async(|| async {
+    let proxy = common::wait_for_async(common::PATIENCE, "the proxy serving port 9000", || async {
         let ports = agent.ok(Method::GET, "/v1/proxy", None).await;
         let addr = ports.as_array()?.iter().find(|p| p["port"] == 9000)?["listen"]
             .as_str()?
@@ -232,11 +234,13 @@ async fn api_connection_floods_leave_the_proxy_serving() {
 
     // A flood of 600 such clients against an agent limited to 256 open files.
     let (host, port) = api_addr.rsplit_once(':').unwrap();
-    let mut flood = Command::new("python3")
-        .args(["-c", FLOOD, host, port, "600"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut flood = aloft_testkit::KillOnDrop(
+        Command::new("python3")
+            .args(["-c", FLOOD, host, port, "600"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut held = String::new();
     std::io::BufReader::new(flood.stdout.take().unwrap())
         .read_line(&mut held)
@@ -471,7 +475,7 @@ async fn a_release_resumed_after_kill_9_still_fails_a_crash_loop() {
             .send()
     };
     // Kill the agent while the release waits on its new machine.
-    common::wait_for_async(|| async {
+    common::wait_for_async(common::PATIENCE, "the release waiting", || async {
         let text = events(&agent).await.ok()?.text().await.ok()?;
         text.contains("\"waiting\"").then_some(())
     })
@@ -480,12 +484,13 @@ async fn a_release_resumed_after_kill_9_still_fails_a_crash_loop() {
 
     let agent = AgentProc::start_with(&data, &["--no-proxy"], None);
     let path = format!("/v1/apps/crashy/releases/{version}");
-    let finished = common::wait_for_async(|| async {
-        let r = agent.ok(Method::GET, &path, None).await;
-        let status = r["status"].as_str()?.to_string();
-        (status != "running" && status != "pending").then_some(r)
-    })
-    .await;
+    let finished =
+        common::wait_for_async(common::PATIENCE, "the resumed release to end", || async {
+            let r = agent.ok(Method::GET, &path, None).await;
+            let status = r["status"].as_str()?.to_string();
+            (status != "running" && status != "pending").then_some(r)
+        })
+        .await;
     assert_eq!(
         finished["status"], "failed",
         "a resumed crash-looping release: {finished}"

@@ -10,13 +10,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common;
 
+use aloft_testkit::KillOnDrop;
 use common::{wait_for, AgentProc};
 
 /// One app directory with its agent.
@@ -169,8 +170,13 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        // The machines die with the agent (PR_SET_PDEATHSIG); make sure none is left.
+        // The machines die with the agent (PR_SET_PDEATHSIG); make sure none is left. After a
+        // failure, only clean up (the agent's own drop reaps what is left): a panic while one
+        // unwinds would abort the whole test binary.
         self.agent.kill9();
+        if std::thread::panicking() {
+            return;
+        }
         let tmp = self.tmp.path().to_path_buf();
         let left = wait_for(Duration::from_secs(10), "machine processes to exit", || {
             let p = processes_under(&tmp);
@@ -802,19 +808,21 @@ fn a_crash_looping_group_fails_the_deploy_with_its_logs() {
 }
 
 /// Starts `aloft ARGS` with stdout piped; returns once it printed a line containing `marker`.
-fn spawn_until(w: &World, args: &[&str], marker: &str) -> Child {
+fn spawn_until(w: &World, args: &[&str], marker: &str) -> KillOnDrop {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aloft"))
-        .args(args)
-        .current_dir(w.tmp.path().join("app"))
-        .env("ALOFT_API_URL", &w.agent.url)
-        .env("ALOFT_API_TOKEN", &w.agent.token)
-        .env_remove("ALOFT_APP")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("aloft runs");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_aloft"))
+            .args(args)
+            .current_dir(w.tmp.path().join("app"))
+            .env("ALOFT_API_URL", &w.agent.url)
+            .env("ALOFT_API_TOKEN", &w.agent.token)
+            .env_remove("ALOFT_APP")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aloft runs"),
+    );
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     loop {
         match lines.next() {

@@ -21,103 +21,42 @@
 //! `ALOFT_SCHEMATHESIS_ARGS` (more CLI arguments, e.g. `--mode positive`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, Method};
-use serde_json::{json, Value};
+use aloft_testkit::agent::Launch;
+use aloft_testkit::AgentProc;
+use reqwest::Method;
+use serde_json::json;
 
 const DEFAULT_EXAMPLES: u32 = 50;
 const DEFAULT_SEED: u64 = 20_240_601;
 
-/// A running `aloft agent`, its stderr in a file; SIGKILLed on drop (its machines die with it).
-struct AgentProc {
-    child: Child,
-    url: String,
-    token: String,
-    log: PathBuf,
-    http: Client,
+/// A real `aloft agent` on `<root>/data` (the test kit's harness: SIGKILLed on drop, its
+/// machines reaped), its stderr in `<root>/agent.log`, and an empty `PATH`: machines inherit
+/// it, so bare program names resolve nowhere.
+fn start_agent(root: &Path) -> AgentProc {
+    let empty_path = root.join("empty-path");
+    std::fs::create_dir_all(&empty_path).unwrap();
+    AgentProc::launch(
+        &root.join("data"),
+        Launch {
+            args: &["--proxy-bind", "127.0.0.1"],
+            env: vec![("PATH", empty_path.into_os_string())],
+            log: Some(root.join("agent.log")),
+            ..Launch::default()
+        },
+    )
 }
 
-impl AgentProc {
-    fn start(root: &Path) -> AgentProc {
-        let data_dir = root.join("data");
-        let empty_path = root.join("empty-path");
-        std::fs::create_dir_all(&empty_path).unwrap();
-        let log = root.join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_aloft"))
-            .args([
-                "agent",
-                "--listen",
-                "127.0.0.1:0",
-                "--proxy-bind",
-                "127.0.0.1",
-            ])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env("ALOFT_LOG", "warn")
-            // Machines inherit PATH: bare program names resolve nowhere.
-            .env("PATH", &empty_path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("aloft agent starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
-            if let Some(a) = std::fs::read_to_string(data_dir.join("agent.addr"))
-                .ok()
-                .filter(|s| s.ends_with('\n'))
-            {
-                break a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent never wrote agent.addr"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        };
-        let token = std::fs::read_to_string(data_dir.join("token")).unwrap();
-        AgentProc {
-            child,
-            url: format!("http://{}", addr.trim()),
-            token: token.trim().to_string(),
-            log,
-            http: Client::new(),
-        }
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("agent reachable");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn machine(&self, app: &str, image: &str) -> String {
-        let m = self
-            .ok(
-                Method::POST,
-                &format!("/v1/apps/{app}/machines"),
-                Some(json!({"config": {"image": image, "init": {"exec": ["/bin/sleep", "3600"]}}})),
-            )
-            .await;
-        m["id"].as_str().unwrap().to_string()
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A started machine of `app` that sleeps.
+async fn machine(agent: &AgentProc, app: &str, image: &str) -> String {
+    agent
+        .create(
+            app,
+            json!({"config": {"image": image, "init": {"exec": ["/bin/sleep", "3600"]}}}),
+        )
+        .await
 }
 
 /// The schemathesis CLI of the test venv, if installed.
@@ -253,7 +192,7 @@ async fn schemathesis_finds_no_server_error_and_no_crash() {
     )
     .unwrap();
     let image = image.display().to_string();
-    let mut agent = AgentProc::start(tmp.path());
+    let mut agent = start_agent(tmp.path());
 
     for app in ["fuzz", "fuzz-doomed", "fuzz-rel"] {
         agent
@@ -265,13 +204,13 @@ async fn schemathesis_finds_no_server_error_and_no_crash() {
             .await;
     }
     let fixtures = Fixtures {
-        machine: agent.machine("fuzz", &image).await,
-        updated_machine: agent.machine("fuzz", &image).await,
-        lease_machine: agent.machine("fuzz", &image).await,
-        doomed_machine: agent.machine("fuzz", &image).await,
+        machine: machine(&agent, "fuzz", &image).await,
+        updated_machine: machine(&agent, "fuzz", &image).await,
+        lease_machine: machine(&agent, "fuzz", &image).await,
+        doomed_machine: machine(&agent, "fuzz", &image).await,
         image: image.clone(),
     };
-    agent.machine("fuzz-doomed", &image).await;
+    machine(&agent, "fuzz-doomed", &image).await;
     agent
         .ok(
             Method::POST,
@@ -360,7 +299,7 @@ async fn schemathesis_finds_no_server_error_and_no_crash() {
         alive.is_none(),
         "the agent died ({alive:?}) during the run; schemathesis said:\n{output}"
     );
-    let log = std::fs::read_to_string(&agent.log).unwrap();
+    let log = std::fs::read_to_string(agent.log.as_ref().unwrap()).unwrap();
     assert!(
         !log.contains("panicked"),
         "the agent panicked:\n{log}\nschemathesis said:\n{output}"

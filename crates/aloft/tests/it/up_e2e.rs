@@ -14,31 +14,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Polls `f` until it returns `Some`, or panics naming `what` (and showing `context()`) after
-/// `timeout`.
-fn wait_for<T>(
-    timeout: Duration,
-    what: &str,
-    context: impl Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+use aloft_testkit::wait_for_explained as wait_for;
 
 /// A running `aloft up`: its own process group, output collected line by line. On drop (a
 /// failed assertion included) the whole group is SIGKILLed; the machines die with it
-/// (PR_SET_PDEATHSIG), and whatever else runs under the temp dir is SIGKILLed too.
+/// (PR_SET_PDEATHSIG), whatever else runs under the temp dir is SIGKILLed too, and the machines'
+/// cgroups are removed.
 struct Up {
     child: Child,
     tmp: PathBuf,
@@ -156,6 +137,8 @@ impl Drop for Up {
             let pid = p.split(':').next().unwrap();
             let _ = Command::new("kill").args(["-KILL", pid]).status();
         }
+        // And the machines' cgroups, which the embedded agent's data dir records.
+        aloft_testkit::reap_machines(&self.tmp.join("state/aloft"), Some(self.child.id()));
     }
 }
 
