@@ -4,11 +4,6 @@
 //! mid-request, a hand-over with ~100 headers, targets hyper refuses or rewrites, the header
 //! limit after a large body, non-CRLF chunked framing.
 
-//! Failing tests for the h1 fast-path review. Each runs the same bytes through a proxy with
-//! the fast path (`fast`) and one without (`hyper`); the assertions state the hyper path's
-//! behaviour, so they fail on the fast path.
-//! Run: cd /tmp/review-h1/harness && CARGO_TARGET_DIR=/tmp/review-h1/target cargo test --test findings
-
 use crate::common;
 
 use std::net::SocketAddr;
@@ -61,10 +56,10 @@ async fn machine() -> Machine {
                             b"HTTP/1.1 200 OK\r\nfly-replay: region=ams\r\nContent-Length: 0\r\n\r\n"
                         }
                     } else if path.starts_with("/slow") {
+                        // Answers only once more bytes come: a connection the proxy lets go
+                        // of while this request is pending ends here, unanswered.
                         let mut one = [0u8; 1];
-                        let wait = s.read(&mut one);
-                        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_secs(3), wait).await
-                        {
+                        if let Ok(0) = s.read(&mut one).await {
                             return cl.lock().unwrap().push(Instant::now());
                         }
                         b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow"
@@ -142,16 +137,13 @@ async fn abandoned_request_releases_the_machine_connection() {
         })
         .await;
         drop(s);
-        // The machine would answer after 3 s; the proxy must let go long before.
-        let t0 = Instant::now();
-        wait_for("the machine connection to be closed", || {
-            !m.closed.lock().unwrap().is_empty()
-        })
+        // The machine never answers a pending `/slow`: only the proxy letting go of the
+        // request (lease, machine socket) after the client left closes the connection.
+        wait_for(
+            &format!("fast={fast}: the machine connection to be closed after the client left"),
+            || !m.closed.lock().unwrap().is_empty(),
+        )
         .await;
-        assert!(
-            t0.elapsed() < Duration::from_secs(2),
-            "fast={fast}: the request (lease, machine socket) was held after the client left"
-        );
     }
 }
 
