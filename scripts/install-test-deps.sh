@@ -17,7 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Python tools, pinned, in their own venv. crates/aloft/tests/schemathesis.rs looks for
+# Python tools, pinned, in their own venv. crates/aloft/tests/it/schemathesis.rs looks for
 # schemathesis at the same place (ALOFT_TEST_VENV, default ~/.cache/aloft-test-venv).
 SCHEMATHESIS_VERSION=4.32.5
 venv="${ALOFT_TEST_VENV:-${HOME:?}/.cache/aloft-test-venv}"

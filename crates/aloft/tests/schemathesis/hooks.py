@@ -1,4 +1,4 @@
-"""Schemathesis hooks of crates/aloft/tests/schemathesis.rs.
+"""Schemathesis hooks of crates/aloft/tests/it/schemathesis.rs.
 
 Fuzzed machine configs are sent as they are generated, except for one thing: a machine must not
 run a program that exists on this host (the agent under test may run as root, and `config.image`
