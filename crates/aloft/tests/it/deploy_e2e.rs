@@ -149,7 +149,10 @@ impl World {
                     return None;
                 }
                 let id = m["id"].as_str().unwrap();
-                let label = std::fs::read_to_string(self.state_dir().join(id)).ok()?;
+                // Empty while a restarted machine's `echo` rewrites it (truncate, then write).
+                let label = std::fs::read_to_string(self.state_dir().join(id))
+                    .ok()
+                    .filter(|l| !l.trim().is_empty())?;
                 out.insert(id.to_string(), label.trim().to_string());
             }
             Some(out)
