@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aloft_testkit::agent::Launch;
-use aloft_testkit::AgentProc;
+use aloft_testkit::{wait_for_async, AgentProc};
 use reqwest::Method;
 use serde_json::json;
 
@@ -229,17 +229,13 @@ async fn schemathesis_finds_no_server_error_and_no_crash() {
             }})),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_for_async(Duration::from_secs(60), "release 1 to end", || async {
         let r = agent
             .ok(Method::GET, "/v1/apps/fuzz-rel/releases/1", None)
             .await;
-        if ["complete", "failed", "interrupted"].contains(&r["status"].as_str().unwrap_or("")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "release 1 never ended: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ["complete", "failed", "interrupted"].contains(&r["status"].as_str().unwrap_or(""))
+    })
+    .await;
 
     let config_file = tmp.path().join("schemathesis.toml");
     std::fs::write(&config_file, config(&agent, &fixtures)).unwrap();
