@@ -69,6 +69,18 @@ fn library_crates_respect_their_boundaries() {
 }
 
 #[test]
+fn the_test_kit_knows_no_aloft_crate_and_is_only_a_dev_dependency() {
+    // Any crate's tests may use it without a dependency cycle, and no product code links it.
+    assert_allowed("aloft-testkit", &[]);
+    for krate in all_crates() {
+        assert!(
+            !normal_dependencies(&krate).contains(&"aloft-testkit".to_string()),
+            "{krate} lists aloft-testkit under [dependencies]; it belongs under [dev-dependencies]"
+        );
+    }
+}
+
+#[test]
 fn only_the_agent_knows_the_store_and_only_the_store_knows_sqlite() {
     for krate in all_crates() {
         let deps = normal_dependencies(&krate);
