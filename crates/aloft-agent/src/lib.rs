@@ -169,7 +169,7 @@ impl Agent {
         deployer
             .resume()
             .await
-            .map_err(|e| AgentError::Reconcile(format!("resuming releases: {}", e)))?;
+            .map_err(|e| AgentError::Reconcile(format!("resuming releases: {e}")))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| AgentError::Listen {

@@ -186,8 +186,7 @@ impl MachineControl for AgentControl {
                 Err(DomainError::Precondition(_)) => {}
                 Err(e) => {
                     return Err(ControlError(format!(
-                        "autostart of machine {machine_id}: {}",
-                        e
+                        "autostart of machine {machine_id}: {e}"
                     )))
                 }
             }
@@ -201,7 +200,7 @@ impl MachineControl for AgentControl {
                 Ok(None) => Err(ControlError(format!(
                     "machine {machine_id} did not start within 60s"
                 ))),
-                Err(e) => Err(ControlError(format!("machine {machine_id}: {}", e))),
+                Err(e) => Err(ControlError(format!("machine {machine_id}: {e}"))),
             }
         })
     }
@@ -221,7 +220,7 @@ impl MachineControl for AgentControl {
             self.ctl
                 .stop_machine(app, machine_id, how, None)
                 .await
-                .map_err(|e| ControlError(format!("autostop of machine {machine_id}: {}", e)))
+                .map_err(|e| ControlError(format!("autostop of machine {machine_id}: {e}")))
         })
     }
 }

@@ -385,7 +385,7 @@ impl Deployer {
             let mut cfg = cfg.clone();
             cfg.image = spec.image.clone();
             crate::controller::validate_config(&cfg, Some(&self.images_dir)).map_err(|e| {
-                DomainError::invalid_config(format!("process group {group:?}: {}", e))
+                DomainError::invalid_config(format!("process group {group:?}: {e}"))
             })?;
         }
         Ok(())

@@ -232,7 +232,7 @@ impl DeployTarget for AgentTarget {
         match self.ctl().destroy_machine(self.app(), id, action).await {
             Ok(()) => Ok(()),
             // Destroyed meanwhile: what we wanted.
-            Err(e) if e.message().contains("already destroyed") => Ok(()),
+            Err(DomainError::Precondition(m)) if m.contains("already destroyed") => Ok(()),
             Err(e) => Err(target_error(e)),
         }
     }
