@@ -9,7 +9,7 @@ use aloft_api::{CreateAppRequest, CreateMachineRequest, Init, MachineConfig, Mac
 use aloft_store::{DesiredState, Durability, Store};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::actions::{CreateMachine, DeleteMachine, StopHow, WaitFor, WaitMachine};
+use super::actions::{CreateMachine, DeleteMachine, StopHow, UpdateMachine, WaitFor, WaitMachine};
 use super::{Controller, DomainError};
 use crate::regions::Regions;
 use crate::settings::Limits;
@@ -79,17 +79,22 @@ impl World {
         controller(self.store.clone())
     }
 
+    /// A config the agent accepts (the fake runs nothing).
+    fn config(&self) -> MachineConfig {
+        MachineConfig {
+            image: format!("dir://{}", self.image.path().display()),
+            init: Init {
+                exec: Some(vec!["/bin/sleep".into(), "600".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
     /// Creates a machine (launched unless `skip_launch`) and returns its id.
     async fn create(&self, skip_launch: bool) -> String {
         let request = CreateMachineRequest {
-            config: MachineConfig {
-                image: format!("dir://{}", self.image.path().display()),
-                init: Init {
-                    exec: Some(vec!["/bin/sleep".into(), "600".into()]),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+            config: self.config(),
             skip_launch,
             ..Default::default()
         };
@@ -265,6 +270,45 @@ async fn a_stop_with_a_signal_and_timeout_passes_them_to_the_runtime() {
         timeout: Duration::from_secs(3),
     };
     assert_eq!(w.fake.calls_for(&id).last(), Some(&stop));
+}
+
+#[tokio::test]
+async fn an_update_of_a_started_machine_replaces_its_process_with_the_new_version() {
+    let w = World::new().await;
+    let id = w.started().await;
+    let old = w.ctl.get_machine(APP, &id).await.unwrap().instance_id;
+    let mut config = w.config();
+    config.env.insert("COLOUR".into(), "blue".into());
+    let request = aloft_api::UpdateMachineRequest {
+        config,
+        ..Default::default()
+    };
+    let action = UpdateMachine {
+        request,
+        nonce: None,
+    };
+    let updated = w.ctl.update_machine(APP, &id, action).await.unwrap();
+    assert_eq!(updated.state, MachineState::Replacing);
+    let new = updated.instance_id;
+    assert_ne!(new, old);
+    let wait_new = WaitMachine {
+        states: vec![WaitFor::State(MachineState::Started)],
+        timeout: WAIT,
+        instance_id: Some(new.clone()),
+    };
+    let got = w.ctl.wait_machine(APP, &id, wait_new).await.unwrap();
+    assert_eq!(got, Some((MachineState::Started, new.clone())));
+    let stop = Call::Stop {
+        machine_id: id.clone(),
+        signal: 2,
+        timeout: Duration::from_secs(aloft_api::DEFAULT_STOP_TIMEOUT_SECS),
+    };
+    assert_eq!(
+        w.fake.calls_for(&id),
+        vec![launch(&id, &old), stop, launch(&id, &new)]
+    );
+    let m = w.ctl.get_machine(APP, &id).await.unwrap();
+    assert_eq!(m.config.env.get("COLOUR").map(String::as_str), Some("blue"));
 }
 
 #[tokio::test]
