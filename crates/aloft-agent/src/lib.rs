@@ -15,7 +15,6 @@ pub mod api;
 pub mod controller;
 pub mod data_dir;
 pub mod deploy;
-pub mod error;
 pub mod ids;
 pub mod images;
 pub mod regions;
@@ -157,7 +156,7 @@ impl Agent {
         let report = ctl
             .reconcile()
             .await
-            .map_err(|e| AgentError::Reconcile(e.message))?;
+            .map_err(|e| AgentError::Reconcile(e.to_string()))?;
         if !report.reaped.is_empty() || !report.relaunched.is_empty() || !report.failed.is_empty() {
             tracing::info!(
                 reaped = report.reaped.len(),
@@ -170,7 +169,7 @@ impl Agent {
         deployer
             .resume()
             .await
-            .map_err(|e| AgentError::Reconcile(format!("resuming releases: {}", e.message)))?;
+            .map_err(|e| AgentError::Reconcile(format!("resuming releases: {e}")))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| AgentError::Listen {

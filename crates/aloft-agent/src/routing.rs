@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::controller::actions::{ListMachines, StopHow, WaitFor, WaitMachine};
 use crate::controller::Controller;
-use crate::error::ApiError;
+use crate::controller::DomainError;
 
 /// How long changes are gathered before the table is rebuilt: bursts (a deploy of 200 machines)
 /// cost one rebuild per window instead of one per machine.
@@ -36,7 +36,7 @@ pub struct Routing {
 impl Routing {
     /// Starts the proxy over the machines the controller knows, and the tasks that keep it fed.
     pub async fn start(ctl: Arc<Controller>, config: ProxyConfig) -> Result<Routing, String> {
-        let machines = load_all(&ctl).await.map_err(|e| e.message)?;
+        let machines = load_all(&ctl).await.map_err(|e| e.to_string())?;
         let (table_tx, table_rx) = watch::channel(build_table(&machines));
         let control = Arc::new(AgentControl { ctl: ctl.clone() });
         let proxy = Proxy::spawn(config, table_rx, control).map_err(|e| e.to_string())?;
@@ -57,7 +57,7 @@ impl Routing {
 
 type AppMachines = BTreeMap<String, BTreeMap<String, Machine>>;
 
-async fn load_all(ctl: &Controller) -> Result<AppMachines, ApiError> {
+async fn load_all(ctl: &Controller) -> Result<AppMachines, DomainError> {
     let mut all = AppMachines::new();
     for app in ctl.list_apps(None).await? {
         let machines = ctl
@@ -139,7 +139,7 @@ async fn follow_machines(
         if reload {
             match load_all(&ctl).await {
                 Ok(fresh) => all = fresh,
-                Err(e) => tracing::warn!(error = %e.message, "reloading machines for the proxy"),
+                Err(e) => tracing::warn!(error = %e, "reloading machines for the proxy"),
             }
         }
         all.retain(|_, ms| !ms.is_empty());
@@ -183,11 +183,10 @@ impl MachineControl for AgentControl {
             match ctl.start_machine(app, machine_id, None).await {
                 Ok(_) => {}
                 // Already started or starting (another request won the race): fine.
-                Err(e) if e.http == http::StatusCode::PRECONDITION_FAILED => {}
+                Err(DomainError::Precondition(_)) => {}
                 Err(e) => {
                     return Err(ControlError(format!(
-                        "autostart of machine {machine_id}: {}",
-                        e.message
+                        "autostart of machine {machine_id}: {e}"
                     )))
                 }
             }
@@ -201,7 +200,7 @@ impl MachineControl for AgentControl {
                 Ok(None) => Err(ControlError(format!(
                     "machine {machine_id} did not start within 60s"
                 ))),
-                Err(e) => Err(ControlError(format!("machine {machine_id}: {}", e.message))),
+                Err(e) => Err(ControlError(format!("machine {machine_id}: {e}"))),
             }
         })
     }
@@ -221,9 +220,7 @@ impl MachineControl for AgentControl {
             self.ctl
                 .stop_machine(app, machine_id, how, None)
                 .await
-                .map_err(|e| {
-                    ControlError(format!("autostop of machine {machine_id}: {}", e.message))
-                })
+                .map_err(|e| ControlError(format!("autostop of machine {machine_id}: {e}")))
         })
     }
 }

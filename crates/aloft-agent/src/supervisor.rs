@@ -9,6 +9,9 @@ use std::time::Duration;
 use aloft_api::MachineConfig;
 use aloft_runtime::{LaunchSpec, LogLine, LogQuery, Runtime, RuntimeError};
 
+#[cfg(test)]
+pub mod fake;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the controller asks of a process runtime (see [`aloft_runtime::Runtime`] for the

@@ -2,23 +2,22 @@
 
 use aloft_api::{CreateAppRequest, ListAppsResponse};
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 
+use super::error::HttpResult;
 use super::extract::{Body, Params, P};
 use super::AppState;
-use crate::error::ApiResult;
+use crate::controller::actions::{Action, Outcome};
 
 pub async fn create(
     State(st): State<AppState>,
     Body(req): Body<CreateAppRequest>,
-) -> ApiResult<impl IntoResponse> {
-    let app = st.ctl.create_app(req).await?;
-    Ok((StatusCode::CREATED, Json(app)))
+) -> HttpResult<Outcome> {
+    Ok(st.ctl.execute(Action::CreateApp(req)).await?)
 }
 
-pub async fn list(State(st): State<AppState>, q: Params) -> ApiResult<impl IntoResponse> {
+pub async fn list(State(st): State<AppState>, q: Params) -> HttpResult<impl IntoResponse> {
     let org = q
         .get("org_slug")
         .map(str::to_string)
@@ -30,7 +29,7 @@ pub async fn list(State(st): State<AppState>, q: Params) -> ApiResult<impl IntoR
     }))
 }
 
-pub async fn get(State(st): State<AppState>, P(app): P<String>) -> ApiResult<impl IntoResponse> {
+pub async fn get(State(st): State<AppState>, P(app): P<String>) -> HttpResult<impl IntoResponse> {
     Ok(Json(st.ctl.get_app(&app).await?))
 }
 
@@ -38,8 +37,7 @@ pub async fn delete(
     State(st): State<AppState>,
     P(app): P<String>,
     q: Params,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<Outcome> {
     let force = q.bool("force", false)?;
-    st.ctl.delete_app(&app, force).await?;
-    Ok(StatusCode::ACCEPTED)
+    Ok(st.ctl.execute(Action::DeleteApp { app, force }).await?)
 }

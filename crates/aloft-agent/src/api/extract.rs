@@ -1,4 +1,4 @@
-//! Request extractors whose rejections are JSON [`ApiError`]s (never axum's plain text).
+//! Request extractors whose rejections are JSON [`HttpError`]s (never axum's plain text).
 //!
 //! Bodies are read as bytes and parsed as JSON whatever the `Content-Type` (curl and some
 //! clients send none or a form type); query strings are read as a list of pairs so repeated
@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use super::error::HttpError;
 
 /// A required JSON body.
 pub struct Body<T>(pub T);
@@ -17,9 +17,9 @@ pub struct Body<T>(pub T);
 /// An optional JSON body: an empty body is `None`.
 pub struct OptBody<T>(pub Option<T>);
 
-async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, HttpError> {
     Bytes::from_request(req, state).await.map_err(|e| {
-        ApiError::new(
+        HttpError::new(
             e.status(),
             "invalid_request",
             format!("cannot read the request body: {}", e.body_text()),
@@ -28,9 +28,9 @@ async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiErro
 }
 
 /// Every body of this API is a JSON object (serde would also accept `[]` for a struct).
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::bad_request(
+        return Err(HttpError::bad_request(
             "the request body must be a JSON object",
         ));
     }
@@ -45,7 +45,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             axum::http::StatusCode::BAD_REQUEST
         };
-        ApiError::new(
+        HttpError::new(
             status,
             "invalid_request",
             format!("the request body {what}: {e}"),
@@ -54,19 +54,19 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    type Rejection = HttpError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
         let b = bytes(req, state).await?;
         if b.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request("a JSON request body is required"));
+            return Err(HttpError::bad_request("a JSON request body is required"));
         }
         parse(&b).map(Body)
     }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptBody<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    type Rejection = HttpError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
         let b = bytes(req, state).await?;
         if b.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptBody(None));
@@ -79,12 +79,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptBody<T> {
 pub struct Params(pub Vec<(String, String)>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    type Rejection = HttpError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HttpError> {
         Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Params(v))
-            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+            .map_err(|e| HttpError::bad_request(format!("invalid query string: {}", e.body_text())))
     }
 }
 
@@ -109,13 +109,13 @@ impl Params {
     }
 
     /// `true`/`1`/empty-present → true, `false`/`0` → false, absent → `default`.
-    pub fn bool(&self, key: &str, default: bool) -> Result<bool, ApiError> {
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool, HttpError> {
         match self.get(key).map(|v| v.trim().to_ascii_lowercase()) {
             None => Ok(default),
             Some(v) => match v.as_str() {
                 "" | "true" | "1" | "yes" => Ok(true),
                 "false" | "0" | "no" => Ok(false),
-                _ => Err(ApiError::bad_request(format!(
+                _ => Err(HttpError::bad_request(format!(
                     "query parameter {key}={v:?} must be true or false"
                 ))),
             },
@@ -123,7 +123,7 @@ impl Params {
     }
 
     /// A non-negative integer, optionally with a trailing `s` (seconds).
-    pub fn uint(&self, key: &str, allow_seconds_suffix: bool) -> Result<Option<u64>, ApiError> {
+    pub fn uint(&self, key: &str, allow_seconds_suffix: bool) -> Result<Option<u64>, HttpError> {
         let Some(v) = self.get(key).map(str::trim) else {
             return Ok(None);
         };
@@ -133,7 +133,7 @@ impl Params {
             v
         };
         digits.parse::<u64>().map(Some).map_err(|_| {
-            ApiError::bad_request(format!(
+            HttpError::bad_request(format!(
                 "query parameter {key}={v:?} must be a non-negative integer"
             ))
         })
@@ -162,11 +162,11 @@ pub fn nonce(headers: &axum::http::HeaderMap) -> Option<String> {
 pub struct P<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    type Rejection = HttpError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HttpError> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(v)| P(v))
-            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+            .map_err(|e| HttpError::bad_request(format!("invalid path: {}", e.body_text())))
     }
 }

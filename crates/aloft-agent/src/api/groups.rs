@@ -5,17 +5,16 @@
 
 use aloft_deploy::wire::{GroupCounts, ScaleCountRequest, SetCount};
 use axum::extract::{FromRequest, Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 
-use crate::deploy::scale::Scaled;
+use crate::deploy::actions::{DeployAction, DeployOutcome};
 
+use super::error::HttpResult;
 use super::extract::{Body, P};
 use super::AppState;
-use crate::error::ApiResult;
 
-pub async fn list(State(st): State<AppState>, P(app): P<String>) -> ApiResult<impl IntoResponse> {
+pub async fn list(State(st): State<AppState>, P(app): P<String>) -> HttpResult<impl IntoResponse> {
     Ok(Json(GroupCounts {
         counts: st.deploy.group_counts(&app).await?,
     }))
@@ -25,13 +24,12 @@ pub async fn set_count(
     State(st): State<AppState>,
     P((app, group)): P<(String, String)>,
     request: Request,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<DeployOutcome> {
     // An unknown app is a 404 whatever the body.
     st.ctl.get_app(&app).await?;
-    let Body(req) = Body::<SetCount>::from_request(request, &()).await?;
-    Ok(Json(GroupCounts {
-        counts: st.deploy.set_group_count(&app, &group, req.count).await?,
-    }))
+    let Body(SetCount { count }) = Body::<SetCount>::from_request(request, &()).await?;
+    let action = DeployAction::SetGroupCount { app, group, count };
+    Ok(st.deploy.execute(action).await?)
 }
 
 /// `201 Release` (the operation runs in the agent); `200 ScalePreview` for `dry_run` or when
@@ -40,11 +38,9 @@ pub async fn scale(
     State(st): State<AppState>,
     P(app): P<String>,
     request: Request,
-) -> ApiResult<Response> {
+) -> HttpResult<DeployOutcome> {
     st.ctl.get_app(&app).await?;
-    let Body(req) = Body::<ScaleCountRequest>::from_request(request, &()).await?;
-    Ok(match st.deploy.scale_count(&app, req).await? {
-        Scaled::Release(r) => (StatusCode::CREATED, Json(*r)).into_response(),
-        Scaled::Preview(p) => Json(p).into_response(),
-    })
+    let Body(request) = Body::<ScaleCountRequest>::from_request(request, &()).await?;
+    let action = DeployAction::ScaleCount { app, request };
+    Ok(st.deploy.execute(action).await?)
 }

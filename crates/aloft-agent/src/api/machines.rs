@@ -12,12 +12,13 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::error::{HttpError, HttpResult};
 use super::extract::{nonce, Body, OptBody, Params, P};
 use super::AppState;
 use crate::controller::actions::{
-    CreateMachine, DeleteMachine, ListMachines, StopHow, UpdateMachine, WaitFor, WaitMachine,
+    Action, CreateMachine, DeleteMachine, ListMachines, Outcome, StopHow, UpdateMachine, WaitFor,
+    WaitMachine,
 };
-use crate::error::{ApiError, ApiResult};
 
 type MachinePath = P<(String, String)>;
 
@@ -40,21 +41,17 @@ const LIST_STATES: &[&str] = &[
     "destroying",
 ];
 
-fn ok() -> Json<Value> {
-    Json(json!({"ok": true}))
-}
-
 pub async fn list(
     State(st): State<AppState>,
     P(app): P<String>,
     q: Params,
-) -> ApiResult<axum::response::Response> {
+) -> HttpResult<axum::response::Response> {
     let mut states = Vec::new();
     for s in q.all("state") {
         match MachineState::parse(&s).filter(|_| LIST_STATES.contains(&s.as_str())) {
             Some(st) => states.push(st),
             None => {
-                return Err(ApiError::bad_request(format!(
+                return Err(HttpError::bad_request(format!(
                     "state {s:?} is not one of {}",
                     LIST_STATES.join(", ")
                 )))
@@ -103,7 +100,7 @@ fn json_response<T: serde::Serialize>(value: &T, capacity: usize) -> axum::respo
             buf,
         )
             .into_response(),
-        Err(e) => ApiError::internal(format!("cannot encode the response: {e}")).into_response(),
+        Err(e) => HttpError::internal(format!("cannot encode the response: {e}")).into_response(),
     }
 }
 
@@ -147,18 +144,18 @@ pub async fn create(
     State(st): State<AppState>,
     P(app): P<String>,
     Body(request): Body<CreateMachineRequest>,
-) -> ApiResult<impl IntoResponse> {
-    Ok(Json(
-        st.ctl
-            .create_machine(&app, CreateMachine { request })
-            .await?,
-    ))
+) -> HttpResult<Outcome> {
+    let action = CreateMachine { request };
+    Ok(st
+        .ctl
+        .execute(Action::CreateMachine { app, action })
+        .await?)
 }
 
 pub async fn get(
     State(st): State<AppState>,
     P((app, id)): MachinePath,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<impl IntoResponse> {
     Ok(Json(st.ctl.get_machine(&app, &id).await?))
 }
 
@@ -167,19 +164,15 @@ pub async fn update(
     P((app, id)): MachinePath,
     headers: HeaderMap,
     Body(request): Body<UpdateMachineRequest>,
-) -> ApiResult<impl IntoResponse> {
-    Ok(Json(
-        st.ctl
-            .update_machine(
-                &app,
-                &id,
-                UpdateMachine {
-                    request,
-                    nonce: nonce(&headers),
-                },
-            )
-            .await?,
-    ))
+) -> HttpResult<Outcome> {
+    let action = UpdateMachine {
+        request,
+        nonce: nonce(&headers),
+    };
+    Ok(st
+        .ctl
+        .execute(Action::UpdateMachine { app, id, action })
+        .await?)
 }
 
 pub async fn delete(
@@ -187,46 +180,44 @@ pub async fn delete(
     P((app, id)): MachinePath,
     headers: HeaderMap,
     q: Params,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<Outcome> {
     let force = q.bool("force", false)? || q.bool("kill", false)?;
-    st.ctl
-        .destroy_machine(
-            &app,
-            &id,
-            DeleteMachine {
-                force,
-                nonce: nonce(&headers),
-            },
-        )
-        .await?;
-    Ok(ok())
+    let action = DeleteMachine {
+        force,
+        nonce: nonce(&headers),
+    };
+    Ok(st
+        .ctl
+        .execute(Action::DestroyMachine { app, id, action })
+        .await?)
 }
 
 pub async fn start(
     State(st): State<AppState>,
     P((app, id)): MachinePath,
     headers: HeaderMap,
-) -> ApiResult<impl IntoResponse> {
-    let previous = st.ctl.start_machine(&app, &id, nonce(&headers)).await?;
-    Ok(Json(
-        json!({"previous_state": previous, "migrated": false, "new_host": ""}),
-    ))
+) -> HttpResult<Outcome> {
+    let nonce = nonce(&headers);
+    Ok(st
+        .ctl
+        .execute(Action::StartMachine { app, id, nonce })
+        .await?)
 }
 
 /// A signal given by name or number (string or JSON number).
-fn parse_signal(v: &Value) -> ApiResult<i32> {
+fn parse_signal(v: &Value) -> HttpResult<i32> {
     let s = match v {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         other => {
-            return Err(ApiError::bad_request(format!(
+            return Err(HttpError::bad_request(format!(
                 "signal must be a name or a number, got {other}"
             )))
         }
     };
     aloft_api::signal_number(&s).ok_or_else(|| {
         let names: Vec<&str> = aloft_api::SIGNALS.iter().map(|(n, _)| *n).collect();
-        ApiError::bad_request(format!(
+        HttpError::bad_request(format!(
             "unknown signal {s:?}; use one of {}",
             names.join(", ")
         ))
@@ -238,7 +229,7 @@ pub async fn stop(
     P((app, id)): MachinePath,
     headers: HeaderMap,
     OptBody(body): OptBody<StopRequest>,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<Outcome> {
     let body = body.unwrap_or_default();
     let signal = body
         .signal
@@ -249,8 +240,14 @@ pub async fn stop(
         signal,
         timeout: body.timeout.map(GoDuration::as_duration),
     };
-    st.ctl.stop_machine(&app, &id, how, nonce(&headers)).await?;
-    Ok(ok())
+    let nonce = nonce(&headers);
+    let action = Action::StopMachine {
+        app,
+        id,
+        how,
+        nonce,
+    };
+    Ok(st.ctl.execute(action).await?)
 }
 
 pub async fn restart(
@@ -258,7 +255,7 @@ pub async fn restart(
     P((app, id)): MachinePath,
     headers: HeaderMap,
     q: Params,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<Outcome> {
     let signal = q
         .get("signal")
         .filter(|s| !s.is_empty())
@@ -269,13 +266,16 @@ pub async fn restart(
         Some(t) => Some(match t.parse::<u64>() {
             Ok(secs) => Duration::from_secs(secs),
             Err(_) => aloft_api::duration::parse_go_duration(t)
-                .map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?,
+                .map_err(|e| HttpError::bad_request(format!("timeout: {e}")))?,
         }),
     };
-    st.ctl
-        .restart_machine(&app, &id, StopHow { signal, timeout }, nonce(&headers))
-        .await?;
-    Ok(ok())
+    let action = Action::RestartMachine {
+        app,
+        id,
+        how: StopHow { signal, timeout },
+        nonce: nonce(&headers),
+    };
+    Ok(st.ctl.execute(action).await?)
 }
 
 #[derive(serde::Deserialize)]
@@ -288,26 +288,28 @@ pub async fn signal(
     P((app, id)): MachinePath,
     headers: HeaderMap,
     Body(body): Body<SignalBody>,
-) -> ApiResult<impl IntoResponse> {
-    let sig = parse_signal(&body.signal)?;
-    st.ctl
-        .signal_machine(&app, &id, sig, nonce(&headers))
-        .await?;
-    Ok(ok())
+) -> HttpResult<Outcome> {
+    let action = Action::SignalMachine {
+        app,
+        id,
+        signal: parse_signal(&body.signal)?,
+        nonce: nonce(&headers),
+    };
+    Ok(st.ctl.execute(action).await?)
 }
 
 pub async fn wait(
     State(st): State<AppState>,
     P((app, id)): MachinePath,
     q: Params,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<impl IntoResponse> {
     let mut states = Vec::new();
     for s in q.all("state") {
         let w = if s == "settled" {
             WaitFor::Settled
         } else {
             WaitFor::State(MachineState::parse(&s).ok_or_else(|| {
-                ApiError::bad_request(format!(
+                HttpError::bad_request(format!(
                     "cannot wait for state {s:?}; use started, stopped, suspended, destroyed, failed or settled"
                 ))
             })?)
@@ -319,7 +321,7 @@ pub async fn wait(
     }
     let secs = q.uint("timeout", true)?.unwrap_or(MAX_WAIT_SECS);
     if secs > MAX_WAIT_SECS {
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "timeout must be at most {MAX_WAIT_SECS} seconds, got {secs}"
         )));
     }
@@ -337,7 +339,7 @@ pub async fn wait(
         Some((state, version)) => Ok(Json(
             json!({"ok": true, "state": state, "version": version}),
         )),
-        None => Err(ApiError::new(
+        None => Err(HttpError::new(
             StatusCode::REQUEST_TIMEOUT,
             "deadline_exceeded",
             format!("machine {id} did not reach the requested state within {secs}s"),
@@ -345,39 +347,49 @@ pub async fn wait(
     }
 }
 
+async fn cordon_action(
+    st: &AppState,
+    app: String,
+    id: String,
+    cordoned: bool,
+    headers: &HeaderMap,
+) -> HttpResult<Outcome> {
+    let action = Action::Cordon {
+        app,
+        id,
+        cordoned,
+        nonce: nonce(headers),
+    };
+    Ok(st.ctl.execute(action).await?)
+}
+
 pub async fn cordon(
     State(st): State<AppState>,
     P((app, id)): MachinePath,
     headers: HeaderMap,
-) -> ApiResult<impl IntoResponse> {
-    st.ctl
-        .set_cordoned(&app, &id, true, nonce(&headers))
-        .await?;
-    Ok(ok())
+) -> HttpResult<Outcome> {
+    cordon_action(&st, app, id, true, &headers).await
 }
 
 pub async fn uncordon(
     State(st): State<AppState>,
     P((app, id)): MachinePath,
     headers: HeaderMap,
-) -> ApiResult<impl IntoResponse> {
-    st.ctl
-        .set_cordoned(&app, &id, false, nonce(&headers))
-        .await?;
-    Ok(ok())
+) -> HttpResult<Outcome> {
+    cordon_action(&st, app, id, false, &headers).await
 }
 
 pub async fn events(
     State(st): State<AppState>,
     P((app, id)): MachinePath,
     q: Params,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<impl IntoResponse> {
     let limit = q
         .uint("limit", false)?
         .map(|l| l as usize)
         .unwrap_or(DEFAULT_EVENTS);
     if limit == 0 || limit > MAX_EVENTS {
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "limit must be 1 to {MAX_EVENTS}"
         )));
     }
@@ -387,7 +399,7 @@ pub async fn events(
 pub async fn versions(
     State(st): State<AppState>,
     P((app, id)): MachinePath,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<impl IntoResponse> {
     let versions = st.ctl.machine_versions(&app, &id).await?;
     let out: Vec<Value> = versions
         .into_iter()
@@ -399,14 +411,14 @@ pub async fn versions(
 pub async fn metadata(
     State(st): State<AppState>,
     P((app, id)): MachinePath,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<impl IntoResponse> {
     Ok(Json(st.ctl.metadata(&app, &id).await?))
 }
 
-fn check_key(key: &str) -> ApiResult<()> {
+fn check_key(key: &str) -> HttpResult<()> {
     if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control() || c.is_whitespace())
     {
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "metadata key {key:?} must be 1-256 characters without spaces"
         )));
     }
@@ -416,11 +428,11 @@ fn check_key(key: &str) -> ApiResult<()> {
 pub async fn metadata_get(
     State(st): State<AppState>,
     P((app, id, key)): P<(String, String, String)>,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<impl IntoResponse> {
     let md = st.ctl.metadata(&app, &id).await?;
     let v = md
         .get(&key)
-        .ok_or_else(|| ApiError::not_found(format!("machine {id} has no metadata key {key:?}")))?;
+        .ok_or_else(|| HttpError::not_found(format!("machine {id} has no metadata key {key:?}")))?;
     Ok(Json(json!({"value": v})))
 }
 
@@ -429,27 +441,36 @@ pub struct MetadataBody {
     value: String,
 }
 
+async fn write_metadata(
+    st: &AppState,
+    (app, id, key): (String, String, String),
+    value: Option<String>,
+    headers: &HeaderMap,
+) -> HttpResult<Outcome> {
+    check_key(&key)?;
+    let action = Action::WriteMetadata {
+        app,
+        id,
+        key,
+        value,
+        nonce: nonce(headers),
+    };
+    Ok(st.ctl.execute(action).await?)
+}
+
 pub async fn metadata_set(
     State(st): State<AppState>,
     P((app, id, key)): P<(String, String, String)>,
     headers: HeaderMap,
     Body(body): Body<MetadataBody>,
-) -> ApiResult<impl IntoResponse> {
-    check_key(&key)?;
-    st.ctl
-        .write_metadata(&app, &id, &key, Some(body.value), nonce(&headers))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> HttpResult<Outcome> {
+    write_metadata(&st, (app, id, key), Some(body.value), &headers).await
 }
 
 pub async fn metadata_delete(
     State(st): State<AppState>,
     P((app, id, key)): P<(String, String, String)>,
     headers: HeaderMap,
-) -> ApiResult<impl IntoResponse> {
-    check_key(&key)?;
-    st.ctl
-        .write_metadata(&app, &id, &key, None, nonce(&headers))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> HttpResult<Outcome> {
+    write_metadata(&st, (app, id, key), None, &headers).await
 }

@@ -2,17 +2,18 @@
 
 use std::convert::Infallible;
 
-use aloft_runtime::LogQuery;
+use aloft_runtime::{LogLine, LogQuery};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tokio::sync::broadcast::error::RecvError;
+use futures_util::StreamExt;
 
+use super::error::{HttpError, HttpResult};
 use super::extract::{Params, P};
 use super::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::controller::actions::ReadLogs;
 
 /// Most lines a single logs request returns before following.
 const MAX_LOG_LINES: usize = 10_000;
@@ -33,72 +34,50 @@ pub async fn regions(State(st): State<AppState>) -> impl IntoResponse {
 
 /// NDJSON `LogLine`s, oldest first; with `follow=true` the response stays open and new lines
 /// are streamed as they are captured.
-pub async fn logs(State(st): State<AppState>, P(app): P<String>, q: Params) -> ApiResult<Response> {
+pub async fn logs(
+    State(st): State<AppState>,
+    P(app): P<String>,
+    q: Params,
+) -> HttpResult<Response> {
     st.ctl.get_app(&app).await?;
     let limit = q
         .uint("limit", false)?
         .map(|l| l as usize)
         .unwrap_or(DEFAULT_LOG_LINES);
     if limit > MAX_LOG_LINES {
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "limit must be at most {MAX_LOG_LINES}"
         )));
     }
-    let follow = q.bool("follow", false)?;
-    let query = LogQuery {
-        app: Some(app),
-        group: q.get("group").filter(|s| !s.is_empty()).map(str::to_string),
-        machine_id: q
-            .get("machine")
-            .or(q.get("instance"))
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        region: q
-            .get("region")
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        limit: Some(limit),
+    let nonempty = |key: &str| q.get(key).filter(|s| !s.is_empty()).map(str::to_string);
+    let action = ReadLogs {
+        query: LogQuery {
+            app: None,
+            group: nonempty("group"),
+            machine_id: nonempty("machine").or_else(|| nonempty("instance")),
+            region: nonempty("region"),
+            limit: Some(limit),
+        },
+        follow: q.bool("follow", false)?,
     };
-    let sup = st.ctl.supervisor().clone();
-    // Subscribe before reading the backlog so no line falls between the two.
-    let rx = follow.then(|| sup.log_subscribe());
-    let q2 = query.clone();
-    let backlog = tokio::task::spawn_blocking(move || sup.log_query(&q2))
-        .await
-        .map_err(|e| ApiError::internal(format!("reading logs failed: {e}")))?;
-    let last_ts = backlog.last().map(|l| l.timestamp.clone());
+    let logs = st.ctl.logs(&app, action).await?;
     let mut text = String::new();
-    for line in &backlog {
-        text.push_str(&serde_json::to_string(line).unwrap_or_default());
-        text.push('\n');
+    for line in &logs.backlog {
+        text.push_str(&ndjson_line(line));
     }
-    let body = match rx {
+    let body = match logs.live {
         None => Body::from(text),
-        Some(rx) => {
+        Some(live) => {
             let first = futures_util::stream::once(async move { Ok::<_, Infallible>(text) });
-            let rest = futures_util::stream::unfold(
-                (rx, query, last_ts),
-                |(mut rx, query, last_ts)| async move {
-                    loop {
-                        match rx.recv().await {
-                            Ok(line)
-                                if query.matches(&line)
-                                    && last_ts
-                                        .as_deref()
-                                        .is_none_or(|t| line.timestamp.as_str() > t) =>
-                            {
-                                let mut s = serde_json::to_string(&line).unwrap_or_default();
-                                s.push('\n');
-                                return Some((Ok::<_, Infallible>(s), (rx, query, None)));
-                            }
-                            Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                            Err(RecvError::Closed) => return None,
-                        }
-                    }
-                },
-            );
-            Body::from_stream(futures_util::StreamExt::chain(first, rest))
+            let rest = live.map(|line| Ok::<_, Infallible>(ndjson_line(&line)));
+            Body::from_stream(first.chain(rest))
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+fn ndjson_line(line: &LogLine) -> String {
+    let mut s = serde_json::to_string(line).unwrap_or_default();
+    s.push('\n');
+    s
 }

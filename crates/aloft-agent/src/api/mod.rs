@@ -2,6 +2,7 @@
 //! the controller's typed actions and shape its answers.
 
 mod apps;
+pub mod error;
 pub mod extract;
 mod groups;
 mod images;
@@ -10,6 +11,7 @@ mod machines;
 mod misc;
 mod proxy;
 mod releases;
+mod respond;
 pub mod serve;
 
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::controller::Controller;
-use crate::error::ApiError;
+use error::HttpError;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -193,12 +195,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
+async fn not_found(method: Method, uri: axum::http::Uri) -> HttpError {
+    HttpError::not_found(format!("no such endpoint: {method} {}", uri.path()))
 }
 
-async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> HttpError {
+    HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
@@ -215,7 +217,7 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
         .filter_map(|v| v.to_str().ok())
         .any(|v| token_matches(v, &st.token));
     if !ok {
-        return ApiError::unauthorized().into_response();
+        return HttpError::unauthorized().into_response();
     }
     next.run(req).await
 }

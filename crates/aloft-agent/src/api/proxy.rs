@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use super::error::{HttpError, HttpResult};
 use super::AppState;
-use crate::error::{ApiError, ApiResult};
 
 /// One external port of the proxy.
 #[derive(Debug, Serialize)]
@@ -40,13 +40,13 @@ fn handlers(o: &aloft_proxy::options::PortOptions) -> Vec<String> {
     h
 }
 
-fn routing(st: &AppState) -> ApiResult<&crate::routing::Routing> {
+fn routing(st: &AppState) -> HttpResult<&crate::routing::Routing> {
     st.routing
         .as_deref()
-        .ok_or_else(|| ApiError::not_found("this agent runs without a proxy"))
+        .ok_or_else(|| HttpError::not_found("this agent runs without a proxy"))
 }
 
-pub async fn ports(State(st): State<AppState>) -> ApiResult<Json<Vec<ProxyPort>>> {
+pub async fn ports(State(st): State<AppState>) -> HttpResult<Json<Vec<ProxyPort>>> {
     let routing = routing(&st)?;
     let table = routing.table();
     let bound = routing.proxy.bound_ports();
@@ -71,7 +71,7 @@ pub async fn ports(State(st): State<AppState>) -> ApiResult<Json<Vec<ProxyPort>>
     Ok(Json(ports))
 }
 
-pub async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
+pub async fn metrics(State(st): State<AppState>) -> HttpResult<Response> {
     let text = routing(&st)?.proxy.render_metrics();
     Ok((
         [(

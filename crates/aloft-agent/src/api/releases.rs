@@ -7,25 +7,26 @@ use aloft_deploy::wire::{CreateReleaseRequest, ReleaseEventRecord};
 use aloft_deploy::DeployEvent;
 use axum::body::Body as HttpBody;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
+use super::error::{HttpError, HttpResult};
 use super::extract::{Body, Params, P};
 use super::AppState;
-use crate::deploy::{CreateError, Created, ReleaseKey};
-use crate::error::{ApiError, ApiResult};
+use crate::deploy::actions::{DeployAction, DeployOutcome};
+use crate::deploy::ReleaseKey;
 
-pub async fn list(State(st): State<AppState>, P(app): P<String>) -> ApiResult<impl IntoResponse> {
+pub async fn list(State(st): State<AppState>, P(app): P<String>) -> HttpResult<impl IntoResponse> {
     Ok(Json(st.deploy.releases(&app).await?))
 }
 
 /// The `{version}` of a path, once the app is known to exist (so an unknown app is a 404).
-async fn version_of(st: &AppState, app: &str, version: &str) -> ApiResult<u64> {
+async fn version_of(st: &AppState, app: &str, version: &str) -> HttpResult<u64> {
     st.ctl.get_app(app).await?;
     version.trim_start_matches('v').parse().map_err(|_| {
-        ApiError::bad_request(format!(
+        HttpError::bad_request(format!(
             "release version {version:?} must be a positive integer"
         ))
     })
@@ -34,7 +35,7 @@ async fn version_of(st: &AppState, app: &str, version: &str) -> ApiResult<u64> {
 pub async fn get(
     State(st): State<AppState>,
     P((app, version)): P<(String, String)>,
-) -> ApiResult<impl IntoResponse> {
+) -> HttpResult<impl IntoResponse> {
     let version = version_of(&st, &app, &version).await?;
     Ok(Json(st.deploy.release(&app, version).await?))
 }
@@ -46,17 +47,17 @@ pub async fn create(
     P(app): P<String>,
     q: Params,
     request: Request,
-) -> ApiResult<Response> {
+) -> HttpResult<DeployOutcome> {
     let dry_run = q.bool("dry_run", false)?;
     // An unknown app is a 404 whatever the body.
     st.ctl.get_app(&app).await?;
-    let Body(req) = Body::<CreateReleaseRequest>::from_request(request, &()).await?;
-    match st.deploy.create_release(&app, req, dry_run).await {
-        Ok(Created::Release(r)) => Ok((StatusCode::CREATED, Json(*r)).into_response()),
-        Ok(Created::Plan(p)) => Ok(Json(p).into_response()),
-        Err(CreateError::Confirm(body)) => Ok((StatusCode::CONFLICT, Json(body)).into_response()),
-        Err(CreateError::Api(e)) => Err(e),
-    }
+    let Body(request) = Body::<CreateReleaseRequest>::from_request(request, &()).await?;
+    let action = DeployAction::CreateRelease {
+        app,
+        request,
+        dry_run,
+    };
+    Ok(st.deploy.execute(action).await?)
 }
 
 fn lines(records: &[ReleaseEventRecord]) -> String {
@@ -80,7 +81,7 @@ pub async fn events(
     State(st): State<AppState>,
     P((app, version)): P<(String, String)>,
     q: Params,
-) -> ApiResult<Response> {
+) -> HttpResult<Response> {
     let version = version_of(&st, &app, &version).await?;
     let after = q.uint("after", false)?.unwrap_or(0);
     let follow = q.bool("follow", false)?;

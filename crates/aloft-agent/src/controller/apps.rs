@@ -5,7 +5,7 @@ use aloft_store::AppRecord;
 
 use super::actions::DeleteMachine;
 use super::{now_rfc3339, Controller};
-use crate::error::{ApiError, ApiResult};
+use super::{DomainError, DomainResult};
 use crate::ids;
 
 fn to_api(rec: AppRecord, machine_count: u64) -> App {
@@ -24,13 +24,15 @@ fn to_api(rec: AppRecord, machine_count: u64) -> App {
 }
 
 impl Controller {
-    pub async fn create_app(&self, req: CreateAppRequest) -> ApiResult<App> {
+    pub async fn create_app(&self, req: CreateAppRequest) -> DomainResult<App> {
         let name = req.app_name.unwrap_or_default().trim().to_string();
         if name.is_empty() {
-            return Err(ApiError::unprocessable("app_name (or name) is required"));
+            return Err(DomainError::invalid_config(
+                "app_name (or name) is required",
+            ));
         }
         if let Some(problem) = ids::app_name_problem(&name) {
-            return Err(ApiError::unprocessable(problem));
+            return Err(DomainError::invalid_config(problem));
         }
         let rec = AppRecord {
             id: ids::app_id(),
@@ -51,7 +53,7 @@ impl Controller {
         Ok(to_api(rec, 0))
     }
 
-    pub async fn list_apps(&self, org_slug: Option<String>) -> ApiResult<Vec<App>> {
+    pub async fn list_apps(&self, org_slug: Option<String>) -> DomainResult<Vec<App>> {
         self.db(move |s| {
             s.read(|tx| {
                 let mut out = Vec::new();
@@ -65,7 +67,7 @@ impl Controller {
         .await
     }
 
-    pub async fn get_app(&self, name: &str) -> ApiResult<App> {
+    pub async fn get_app(&self, name: &str) -> DomainResult<App> {
         let n = name.to_string();
         self.db(move |s| {
             s.read(|tx| match tx.app(&n)? {
@@ -77,12 +79,12 @@ impl Controller {
             })
         })
         .await?
-        .ok_or_else(|| ApiError::app_not_found(name))
+        .ok_or_else(|| DomainError::app_not_found(name))
     }
 
     /// Deletes an app. Without `force`, refused while any machine is running; with it, every
     /// machine is killed and destroyed first.
-    pub async fn delete_app(&self, name: &str, force: bool) -> ApiResult<()> {
+    pub async fn delete_app(&self, name: &str, force: bool) -> DomainResult<()> {
         self.get_app(name).await?;
         let n = name.to_string();
         let machines = self
@@ -102,7 +104,7 @@ impl Controller {
             .map(|m| m.id.as_str())
             .collect();
         if !running.is_empty() && !force {
-            return Err(ApiError::precondition(format!(
+            return Err(DomainError::precondition(format!(
                 "app {name:?} still has running machines ({}); stop them first or delete with force=true",
                 running.join(", ")
             )));
@@ -121,7 +123,7 @@ impl Controller {
             )
             .await
             .or_else(|e| {
-                if e.http == axum::http::StatusCode::PRECONDITION_FAILED {
+                if matches!(e, DomainError::Precondition(_)) {
                     Ok(())
                 } else {
                     Err(e)

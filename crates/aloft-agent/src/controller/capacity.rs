@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aloft_api::{MachineConfig, MachineState};
-use axum::http::StatusCode;
 
 use super::Controller;
-use crate::error::{ApiError, ApiResult};
+use super::{DomainError, DomainResult};
 use crate::settings::Limits;
 
 /// Memory reserved by running machines, by machine id, in MiB.
@@ -57,7 +56,7 @@ pub fn host_memory_mb() -> Option<u64> {
     Some(kb / 1024)
 }
 
-/// Whether the check is for a new machine or an existing one (Fly answers 412 and 409).
+/// Whether the check is for a new machine or an existing one (Fly answers them differently).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reserve<'a> {
     New,
@@ -70,7 +69,11 @@ impl Controller {
     }
 
     /// Refuses to run `config` when its memory does not fit this host (see the module docs).
-    pub(crate) fn check_memory(&self, config: &MachineConfig, who: Reserve<'_>) -> ApiResult<()> {
+    pub(crate) fn check_memory(
+        &self,
+        config: &MachineConfig,
+        who: Reserve<'_>,
+    ) -> DomainResult<()> {
         let Some(host) = self.host_memory_mb else {
             return Ok(());
         };
@@ -93,14 +96,9 @@ impl Controller {
         } else {
             return Ok(());
         };
-        let (status, code) = match who {
-            Reserve::New => (StatusCode::PRECONDITION_FAILED, "insufficient_resources"),
-            Reserve::Existing(_) => (StatusCode::CONFLICT, "aborted"),
-        };
-        Err(ApiError::new(
-            status,
-            code,
-            format!("could not reserve resource for machine: insufficient memory available to fulfill request: {why}"),
-        ))
+        Err(DomainError::CapacityExceeded {
+            message: format!("could not reserve resource for machine: insufficient memory available to fulfill request: {why}"),
+            existing: matches!(who, Reserve::Existing(_)),
+        })
     }
 }

@@ -1,13 +1,13 @@
 //! Machine leases: an exclusive, expiring lock a client takes before changing a machine.
 //! While a lease is live, every mutating call must carry its nonce (`fly-machine-lease-nonce`)
-//! or is refused with 409. Expired leases count as absent.
+//! or is refused (`LeaseHeld`). Expired leases count as absent.
 
 use aloft_api::{Lease, MachineState};
 use aloft_store::MachineRecord;
 
 use super::actions::{AcquireLease, Nonce};
 use super::{now_secs, Controller};
-use crate::error::{ApiError, ApiResult};
+use super::{DomainError, DomainResult};
 use crate::ids;
 
 /// Longest lease a client may take, in seconds.
@@ -15,9 +15,9 @@ pub const MAX_TTL: u64 = 24 * 3600;
 /// Owner recorded on leases (one token per agent, so one identity).
 pub const OWNER: &str = "aloft";
 
-pub fn check_ttl(ttl: u64) -> ApiResult<()> {
+pub fn check_ttl(ttl: u64) -> DomainResult<()> {
     if ttl == 0 || ttl > MAX_TTL {
-        return Err(ApiError::bad_request(format!(
+        return Err(DomainError::invalid_request(format!(
             "lease ttl must be 1 to {MAX_TTL} seconds, got {ttl}"
         )));
     }
@@ -45,17 +45,16 @@ fn expires(lease: &Lease) -> String {
 }
 
 impl Controller {
-    async fn live_lease(&self, machine_id: &str) -> ApiResult<Option<Lease>> {
+    async fn live_lease(&self, machine_id: &str) -> DomainResult<Option<Lease>> {
         let id = machine_id.to_string();
         let lease = self.db(move |s| s.read(|tx| tx.lease(&id))).await?;
         Ok(lease.filter(|l| l.expires_at > now_secs()))
     }
 
     /// Refuses a mutation of a leased machine without the lease's nonce.
-    pub(crate) async fn check_lease(&self, rec: &MachineRecord, nonce: &Nonce) -> ApiResult<()> {
+    pub(crate) async fn check_lease(&self, rec: &MachineRecord, nonce: &Nonce) -> DomainResult<()> {
         match self.live_lease(&rec.id).await? {
-            Some(l) if nonce.as_deref() != Some(l.nonce.as_str()) => Err(ApiError::conflict(
-                "lease_held",
+            Some(l) if nonce.as_deref() != Some(l.nonce.as_str()) => Err(DomainError::LeaseHeld(
                 format!(
                     "machine {} is leased by {} until {}{}: send its nonce in the fly-machine-lease-nonce \
                      header, or wait for the lease to be released or to expire",
@@ -75,12 +74,14 @@ impl Controller {
         app: &str,
         id: &str,
         action: AcquireLease,
-    ) -> ApiResult<Lease> {
+    ) -> DomainResult<Lease> {
         check_ttl(action.ttl)?;
         let _guard = self.lock(id).await;
         let rec = self.record(app, id).await?;
         if rec.state == MachineState::Destroyed {
-            return Err(ApiError::precondition(format!("machine {id} is destroyed")));
+            return Err(DomainError::precondition(format!(
+                "machine {id} is destroyed"
+            )));
         }
         let lease = match self.live_lease(id).await? {
             Some(mut l) if action.nonce.as_deref() == Some(l.nonce.as_str()) => {
@@ -91,14 +92,11 @@ impl Controller {
                 l
             }
             Some(l) => {
-                return Err(ApiError::conflict(
-                    "invalid",
-                    format!(
-                        "machine ID {id} lease currently held by {}, expires at {}",
-                        l.owner,
-                        expires(&l)
-                    ),
-                ))
+                return Err(DomainError::LeaseConflict(format!(
+                    "machine ID {id} lease currently held by {}, expires at {}",
+                    l.owner,
+                    expires(&l)
+                )))
             }
             None => new_lease(action.ttl, &action.description, &rec.instance_id),
         };
@@ -108,34 +106,31 @@ impl Controller {
         Ok(lease)
     }
 
-    pub async fn get_lease(&self, app: &str, id: &str) -> ApiResult<Lease> {
+    pub async fn get_lease(&self, app: &str, id: &str) -> DomainResult<Lease> {
         let rec = self.record(app, id).await?;
         self.live_lease(&rec.id)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("machine {id} has no active lease")))
+            .ok_or_else(|| DomainError::not_found(format!("machine {id} has no active lease")))
     }
 
-    pub async fn release_lease(&self, app: &str, id: &str, nonce: Nonce) -> ApiResult<()> {
+    pub async fn release_lease(&self, app: &str, id: &str, nonce: Nonce) -> DomainResult<()> {
         self.record(app, id).await?;
         let Some(nonce) = nonce else {
-            return Err(ApiError::bad_request(
+            return Err(DomainError::invalid_request(
                 "releasing a lease needs its nonce in the fly-machine-lease-nonce header",
             ));
         };
         let _guard = self.lock(id).await;
         let rec = self.record(app, id).await?;
         match self.live_lease(&rec.id).await? {
-            None => Err(ApiError::not_found(format!(
+            None => Err(DomainError::not_found(format!(
                 "machine {id} has no active lease"
             ))),
-            Some(l) if l.nonce != nonce => Err(ApiError::conflict(
-                "invalid",
-                format!(
-                    "machine ID {id} lease is held by {} with another nonce, expires at {}",
-                    l.owner,
-                    expires(&l)
-                ),
-            )),
+            Some(l) if l.nonce != nonce => Err(DomainError::LeaseConflict(format!(
+                "machine ID {id} lease is held by {} with another nonce, expires at {}",
+                l.owner,
+                expires(&l)
+            ))),
             Some(_) => {
                 let mid = rec.id.clone();
                 self.db(move |s| s.write(|tx| tx.delete_lease(&mid)))

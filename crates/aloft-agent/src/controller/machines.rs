@@ -15,7 +15,7 @@ use super::actions::{
     CreateMachine, DeleteMachine, ListMachines, Nonce, StopHow, UpdateMachine, WaitMachine,
 };
 use super::{event, now_rfc3339, Controller, Reserve, FLYD, USER};
-use crate::error::{ApiError, ApiResult};
+use super::{DomainError, DomainResult};
 use crate::{ids, images};
 
 /// Events attached to a machine in `GET …/machines/{id}`.
@@ -41,16 +41,17 @@ pub(super) fn is_running(state: MachineState) -> bool {
 pub fn validate_config(
     config: &MachineConfig,
     images_root: Option<&std::path::Path>,
-) -> ApiResult<images::ResolvedImage> {
-    let image = images::resolve_in(&config.image, images_root).map_err(ApiError::unprocessable)?;
+) -> DomainResult<images::ResolvedImage> {
+    let image =
+        images::resolve_in(&config.image, images_root).map_err(DomainError::invalid_config)?;
     if config.guest.is_some() && config.size.is_some() {
-        return Err(ApiError::unprocessable(
+        return Err(DomainError::invalid_config(
             "config.guest and config.size are mutually exclusive; set one",
         ));
     }
     if let Some(size) = &config.size {
         if aloft_api::VmPreset::by_name(size).is_none() {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "config.size {size:?} is not a known VM size"
             )));
         }
@@ -58,11 +59,11 @@ pub fn validate_config(
     if let Some(guest) = &config.guest {
         guest
             .validate()
-            .map_err(|e| ApiError::unprocessable(format!("config.guest: {e}")))?;
+            .map_err(|e| DomainError::invalid_config(format!("config.guest: {e}")))?;
     }
     if let Some(r) = &config.restart {
         if !r.policy.is_empty() && !RESTART_POLICIES.contains(&r.policy.as_str()) {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "config.restart.policy {:?} is not one of {}",
                 r.policy,
                 RESTART_POLICIES.join(", ")
@@ -75,7 +76,7 @@ pub fn validate_config(
         .and_then(|s| s.signal.as_deref())
     {
         if aloft_api::signal_number(sig).is_none() {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "config.stop_config.signal {sig:?} is not a known signal"
             )));
         }
@@ -83,12 +84,12 @@ pub fn validate_config(
     refuse_unsupported(config)?;
     for (i, s) in config.services.iter().enumerate() {
         if s.internal_port == 0 {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "config.services[{i}].internal_port must be 1-65535"
             )));
         }
         if s.protocol != "tcp" && s.protocol != "udp" {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "config.services[{i}].protocol {:?} must be \"tcp\" or \"udp\"",
                 s.protocol
             )));
@@ -104,7 +105,7 @@ pub fn validate_config(
         || !image.entrypoint.is_empty()
         || !image.cmd.is_empty();
     if !has_command {
-        return Err(ApiError::unprocessable(format!(
+        return Err(DomainError::invalid_config(format!(
             "nothing to run: set config.init.exec or config.init.cmd, or give image {:?} a default \
              command in {}",
             config.image,
@@ -119,16 +120,16 @@ const SCHEDULES: &[&str] = &["hourly", "daily", "weekly", "monthly"];
 
 /// Refuses config fields this agent cannot honour yet, naming each: accepting and dropping them
 /// would leave a machine that silently differs from what was asked.
-fn refuse_unsupported(config: &MachineConfig) -> ApiResult<()> {
+fn refuse_unsupported(config: &MachineConfig) -> DomainResult<()> {
     if let Some(m) = config.mounts.first() {
-        return Err(ApiError::unprocessable(format!(
+        return Err(DomainError::invalid_config(format!(
             "config.mounts: volumes are not supported by this agent yet, so {:?} cannot be \
              mounted; remove the mount (or the fly.toml [[mounts]] section) to run without it",
             m.path
         )));
     }
     if let Some(f) = config.files.first() {
-        return Err(ApiError::unprocessable(format!(
+        return Err(DomainError::invalid_config(format!(
             "config.files: this agent runs machines as host processes sharing the host's \
              filesystem, so a file cannot be placed at {:?} for one machine; files need the \
              container runtime, which this agent does not have yet. Ship the file in the app \
@@ -138,7 +139,7 @@ fn refuse_unsupported(config: &MachineConfig) -> ApiResult<()> {
     }
     if let Some(schedule) = &config.schedule {
         let known = SCHEDULES.contains(&schedule.as_str());
-        return Err(ApiError::unprocessable(if known {
+        return Err(DomainError::invalid_config(if known {
             format!(
                 "config.schedule {schedule:?}: scheduled machines are not supported by this \
                  agent yet; run the machine without a schedule"
@@ -176,14 +177,14 @@ impl Controller {
         &self,
         app: &str,
         config: &MachineConfig,
-    ) -> ApiResult<images::ResolvedImage> {
+    ) -> DomainResult<images::ResolvedImage> {
         let image = validate_config(config, self.images_dir())?;
         self.check_image_owner(app, &config.image).await?;
         Ok(image)
     }
 
     /// Refuses an uploaded image (`aloft/<app>@sha256:…`) that was not uploaded to `app`.
-    pub(crate) async fn check_image_owner(&self, app: &str, image: &str) -> ApiResult<()> {
+    pub(crate) async fn check_image_owner(&self, app: &str, image: &str) -> DomainResult<()> {
         let Some(hex) = images::uploaded_digest_hex(image.trim()) else {
             return Ok(());
         };
@@ -195,7 +196,7 @@ impl Controller {
         if owned {
             return Ok(());
         }
-        Err(ApiError::unprocessable(format!(
+        Err(DomainError::invalid_config(format!(
             "image {image:?} has not been uploaded to app {app:?}: deploy the app (aloft deploy \
              uploads its directory), or PUT it to /v1/apps/{app}/images/{hex}"
         )))
@@ -203,7 +204,7 @@ impl Controller {
 
     // ---- reads ----
 
-    pub async fn get_machine(&self, app: &str, id: &str) -> ApiResult<Machine> {
+    pub async fn get_machine(&self, app: &str, id: &str) -> DomainResult<Machine> {
         let rec = self.record(app, id).await?;
         let mid = rec.id.clone();
         let events = self
@@ -214,19 +215,23 @@ impl Controller {
         Ok(machine)
     }
 
-    /// The record, or 404 (app first, then machine).
-    pub async fn record(&self, app: &str, id: &str) -> ApiResult<MachineRecord> {
+    /// The record, or not found (app first, then machine).
+    pub async fn record(&self, app: &str, id: &str) -> DomainResult<MachineRecord> {
         let (a, i) = (app.to_string(), id.to_string());
         let (has_app, rec) = self
             .db(move |s| s.read(|tx| Ok((tx.app(&a)?.is_some(), tx.machine(&a, &i)?))))
             .await?;
         if !has_app {
-            return Err(ApiError::app_not_found(app));
+            return Err(DomainError::app_not_found(app));
         }
-        rec.ok_or_else(|| ApiError::machine_not_found(app, id))
+        rec.ok_or_else(|| DomainError::machine_not_found(app, id))
     }
 
-    pub async fn list_machines(&self, app: &str, action: ListMachines) -> ApiResult<Vec<Machine>> {
+    pub async fn list_machines(
+        &self,
+        app: &str,
+        action: ListMachines,
+    ) -> DomainResult<Vec<Machine>> {
         let a = app.to_string();
         let listed = self
             .db(move |s| {
@@ -246,7 +251,7 @@ impl Controller {
             })
             .await?;
         let Some((listed, mut events)) = listed else {
-            return Err(ApiError::app_not_found(app));
+            return Err(DomainError::app_not_found(app));
         };
         Ok(listed
             .iter()
@@ -262,7 +267,11 @@ impl Controller {
     /// `GET …/machines` as JSON: the store's cached entries (record and newest events already
     /// serialised), each with its check results added. Same document as serialising
     /// [`Controller::list_machines`], without building a `Machine` per entry.
-    pub async fn list_machines_json(&self, app: &str, filter: MachineFilter) -> ApiResult<Vec<u8>> {
+    pub async fn list_machines_json(
+        &self,
+        app: &str,
+        filter: MachineFilter,
+    ) -> DomainResult<Vec<u8>> {
         let a = app.to_string();
         let listed = self
             .db(move |s| {
@@ -272,7 +281,7 @@ impl Controller {
                 })
             })
             .await?
-            .ok_or_else(|| ApiError::app_not_found(app))?;
+            .ok_or_else(|| DomainError::app_not_found(app))?;
         let size = listed.iter().map(|l| l.json.len() + 1).sum::<usize>();
         let mut out = Vec::with_capacity(size + 2);
         out.push(b'[');
@@ -288,7 +297,7 @@ impl Controller {
             // The cached object has no `checks` key and starts with `{"id":…`: put it first.
             out.extend_from_slice(b"{\"checks\":");
             serde_json::to_writer(&mut out, &checks)
-                .map_err(|e| ApiError::internal(format!("cannot encode check results: {e}")))?;
+                .map_err(|e| DomainError::internal(format!("cannot encode check results: {e}")))?;
             out.push(b',');
             out.extend_from_slice(&l.json[1..]);
         }
@@ -301,13 +310,13 @@ impl Controller {
         app: &str,
         id: &str,
         limit: usize,
-    ) -> ApiResult<Vec<aloft_api::MachineEvent>> {
+    ) -> DomainResult<Vec<aloft_api::MachineEvent>> {
         let rec = self.record(app, id).await?;
         self.db(move |s| s.read(|tx| tx.events(&rec.id, limit)))
             .await
     }
 
-    pub async fn machine_versions(&self, app: &str, id: &str) -> ApiResult<Vec<VersionRecord>> {
+    pub async fn machine_versions(&self, app: &str, id: &str) -> DomainResult<Vec<VersionRecord>> {
         let rec = self.record(app, id).await?;
         self.db(move |s| s.read(|tx| tx.versions(&rec.id))).await
     }
@@ -318,7 +327,7 @@ impl Controller {
         self: &Arc<Self>,
         app: &str,
         action: CreateMachine,
-    ) -> ApiResult<Machine> {
+    ) -> DomainResult<Machine> {
         let req = action.request;
         let image = self.validate_for_app(app, &req.config).await?;
         if !req.skip_launch {
@@ -334,7 +343,7 @@ impl Controller {
             Some(r) => {
                 let r = r.to_ascii_lowercase();
                 if !self.regions.hosts(&r) {
-                    return Err(ApiError::unprocessable(self.regions.refusal(&r)));
+                    return Err(DomainError::invalid_config(self.regions.refusal(&r)));
                 }
                 r
             }
@@ -344,7 +353,7 @@ impl Controller {
         };
         if let Some(name) = &req.name {
             if let Some(problem) = ids::machine_name_problem(name) {
-                return Err(ApiError::unprocessable(problem));
+                return Err(DomainError::invalid_config(problem));
             }
         }
         let lease_ttl = req.lease_ttl.filter(|t| *t > 0);
@@ -412,7 +421,7 @@ impl Controller {
                 })
             })
             .await?
-            .ok_or_else(|| ApiError::app_not_found(app))?
+            .ok_or_else(|| DomainError::app_not_found(app))?
         };
         drop(port_claim);
         rec = rec2;
@@ -439,7 +448,7 @@ impl Controller {
         app: &str,
         id: &str,
         action: UpdateMachine,
-    ) -> ApiResult<Machine> {
+    ) -> DomainResult<Machine> {
         let req = action.request;
         let image = self.validate_for_app(app, &req.config).await?;
         let port_claim = self.claim_ports(app, &req.config.services).await?;
@@ -447,14 +456,14 @@ impl Controller {
         let mut rec = self.record(app, id).await?;
         self.check_lease(&rec, &action.nonce).await?;
         if rec.state == MachineState::Destroyed || rec.state == MachineState::Destroying {
-            return Err(ApiError::precondition(format!(
+            return Err(DomainError::precondition(format!(
                 "machine {id} is {}; it cannot be updated",
                 rec.state
             )));
         }
         if let Some(v) = req.current_version.as_deref().filter(|v| !v.is_empty()) {
             if v != rec.instance_id {
-                return Err(ApiError::precondition(format!(
+                return Err(DomainError::precondition(format!(
                     "machine {id} is at version {}, not {v}: it changed since you read it; fetch it and retry",
                     rec.instance_id
                 )));
@@ -465,7 +474,7 @@ impl Controller {
             .as_deref()
             .filter(|r| !r.is_empty() && *r != rec.region)
         {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "the region of machine {id} cannot change ({} → {r}); create a new machine instead",
                 rec.region
             )));
@@ -475,7 +484,7 @@ impl Controller {
             .as_deref()
             .filter(|n| !n.is_empty() && *n != rec.name)
         {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "the name of machine {id} cannot change ({} → {n})",
                 rec.name
             )));
@@ -572,7 +581,7 @@ impl Controller {
         app: &str,
         id: &str,
         nonce: Nonce,
-    ) -> ApiResult<MachineState> {
+    ) -> DomainResult<MachineState> {
         let _guard = self.lock(id).await;
         let mut rec = self.record(app, id).await?;
         self.check_lease(&rec, &nonce).await?;
@@ -583,7 +592,7 @@ impl Controller {
             | MachineState::Failed
             | MachineState::Suspended => {}
             other => {
-                return Err(ApiError::precondition(format!(
+                return Err(DomainError::precondition(format!(
                 "machine {id} is {other}; only created, stopped or failed machines can be started"
             )))
             }
@@ -596,14 +605,14 @@ impl Controller {
     }
 
     /// Launches the current version. The caller holds the machine's lock. On failure the machine
-    /// is `failed` with a `launch/failed` event, and the reason is returned: 422 when the config
-    /// cannot run (no such image or binary), 507 when the disk is full, 500 for other host
-    /// failures.
+    /// is `failed` with a `launch/failed` event, and the reason is returned: an invalid config when
+    /// it cannot run (no such image or binary), insufficient storage when the disk is full, an
+    /// internal error for other host failures.
     pub(crate) async fn boot(
         &self,
         mut rec: MachineRecord,
         mut events: Vec<aloft_api::MachineEvent>,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         let machine_id = rec.id.clone();
         let fail = |reason: String| {
             tracing::warn!(machine = %machine_id, %reason, "launch failed");
@@ -614,7 +623,7 @@ impl Controller {
             Err(reason) => {
                 let reason = fail(reason);
                 self.mark_failed(rec, events, &reason).await;
-                return Err(ApiError::unprocessable(reason));
+                return Err(DomainError::invalid_config(reason));
             }
         };
         rec.state = MachineState::Starting;
@@ -660,7 +669,7 @@ impl Controller {
             Some(json!({"error": reason})),
         ));
         if let Err(e) = self.save(rec, events).await {
-            tracing::error!(error = %e.message, "cannot record a launch failure");
+            tracing::error!(error = %e, "cannot record a launch failure");
         }
     }
 
@@ -670,7 +679,7 @@ impl Controller {
         id: &str,
         how: StopHow,
         nonce: Nonce,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         let (signal, timeout) = {
             let _guard = self.lock(id).await;
             let mut rec = self.record(app, id).await?;
@@ -688,7 +697,7 @@ impl Controller {
                     return Ok(());
                 }
                 other => {
-                    return Err(ApiError::precondition(format!(
+                    return Err(DomainError::precondition(format!(
                         "machine {id} is {other}; it cannot be stopped"
                     )))
                 }
@@ -729,13 +738,13 @@ impl Controller {
         id: &str,
         how: StopHow,
         nonce: Nonce,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         let (signal, timeout) = {
             let _guard = self.lock(id).await;
             let mut rec = self.record(app, id).await?;
             self.check_lease(&rec, &nonce).await?;
             if !matches!(rec.state, MachineState::Started | MachineState::Starting) {
-                return Err(ApiError::precondition(format!(
+                return Err(DomainError::precondition(format!(
                     "machine {id} is {}; only a started machine can be restarted (use start)",
                     rec.state
                 )));
@@ -767,19 +776,19 @@ impl Controller {
         id: &str,
         signal: i32,
         nonce: Nonce,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         let _guard = self.lock(id).await;
         let rec = self.record(app, id).await?;
         self.check_lease(&rec, &nonce).await?;
         if !is_running(rec.state) {
-            return Err(ApiError::precondition(format!(
+            return Err(DomainError::precondition(format!(
                 "machine {id} is {}; only a running machine can be signalled",
                 rec.state
             )));
         }
         self.sup.signal(id, signal).map_err(|e| match e {
             RuntimeError::NotRunning(_) => {
-                ApiError::precondition(format!("machine {id} has no running process"))
+                DomainError::precondition(format!("machine {id} has no running process"))
             }
             e => runtime_failure(e),
         })
@@ -792,19 +801,19 @@ impl Controller {
         app: &str,
         id: &str,
         action: DeleteMachine,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         let (was_running, signal, timeout) = {
             let _guard = self.lock(id).await;
             let mut rec = self.record(app, id).await?;
             self.check_lease(&rec, &action.nonce).await?;
             if rec.state == MachineState::Destroyed {
-                return Err(ApiError::precondition(format!(
+                return Err(DomainError::precondition(format!(
                     "machine {id} is already destroyed"
                 )));
             }
             let running = is_running(rec.state) || rec.state == MachineState::Stopping;
             if running && !action.force {
-                return Err(ApiError::precondition(format!(
+                return Err(DomainError::precondition(format!(
                     "machine {id} is {}; stop it first, or destroy it anyway with force=true (or kill=true)",
                     rec.state
                 )));
@@ -837,7 +846,7 @@ impl Controller {
     }
 
     /// Marks a machine destroyed (its process is gone) and drops its lease and lock.
-    pub(crate) async fn finish_destroy(&self, id: &str, source: &str) -> ApiResult<()> {
+    pub(crate) async fn finish_destroy(&self, id: &str, source: &str) -> DomainResult<()> {
         {
             let _guard = self.lock(id).await;
             if let Some(mut rec) = self.machine_by_id(id).await? {
@@ -862,12 +871,14 @@ impl Controller {
         id: &str,
         cordoned: bool,
         nonce: Nonce,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         let _guard = self.lock(id).await;
         let mut rec = self.record(app, id).await?;
         self.check_lease(&rec, &nonce).await?;
         if rec.state == MachineState::Destroyed {
-            return Err(ApiError::precondition(format!("machine {id} is destroyed")));
+            return Err(DomainError::precondition(format!(
+                "machine {id} is destroyed"
+            )));
         }
         if rec.cordoned != cordoned {
             rec.cordoned = cordoned;
@@ -876,7 +887,7 @@ impl Controller {
         Ok(())
     }
 
-    pub async fn metadata(&self, app: &str, id: &str) -> ApiResult<BTreeMap<String, String>> {
+    pub async fn metadata(&self, app: &str, id: &str) -> DomainResult<BTreeMap<String, String>> {
         Ok(self.record(app, id).await?.config.metadata)
     }
 
@@ -889,12 +900,14 @@ impl Controller {
         key: &str,
         value: Option<String>,
         nonce: Nonce,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         let _guard = self.lock(id).await;
         let mut rec = self.record(app, id).await?;
         self.check_lease(&rec, &nonce).await?;
         if rec.state == MachineState::Destroyed {
-            return Err(ApiError::precondition(format!("machine {id} is destroyed")));
+            return Err(DomainError::precondition(format!(
+                "machine {id} is destroyed"
+            )));
         }
         let changed = match value {
             Some(v) => {
@@ -924,7 +937,7 @@ impl Controller {
         app: &str,
         id: &str,
         action: WaitMachine,
-    ) -> ApiResult<Option<(MachineState, String)>> {
+    ) -> DomainResult<Option<(MachineState, String)>> {
         let mut changes = self.subscribe();
         let deadline = tokio::time::Instant::now() + action.timeout;
         let satisfied = |state: MachineState, version: &str| {
@@ -963,16 +976,15 @@ impl Controller {
                             return Ok(Some((rec.state, rec.instance_id)));
                         }
                     }
-                    Err(RecvError::Closed) => return Err(ApiError::internal("the agent is shutting down")),
+                    Err(RecvError::Closed) => return Err(DomainError::internal("the agent is shutting down")),
                 }
             }
         }
     }
 }
 
-/// The answer to a launch the runtime refused: the config's fault (422), a full disk (507), or
-/// the host's (500).
-fn launch_failure(e: &RuntimeError) -> ApiError {
+/// Why the runtime refused a launch: the config's fault, a full disk, or the host's.
+fn launch_failure(e: &RuntimeError) -> DomainError {
     let disk_full = |source: &std::io::Error| source.kind() == std::io::ErrorKind::StorageFull;
     match e {
         RuntimeError::Spawn { source, .. }
@@ -980,26 +992,26 @@ fn launch_failure(e: &RuntimeError) -> ApiError {
         | RuntimeError::Cgroup { source, .. }
             if disk_full(source) =>
         {
-            ApiError::insufficient_storage(format!(
+            DomainError::insufficient_storage(format!(
                 "{e}: the agent's disk is full; free space in the data dir's filesystem and start \
                  the machine again"
             ))
         }
         RuntimeError::Spawn { .. }
         | RuntimeError::NoCommand(_)
-        | RuntimeError::NoImageDir { .. } => ApiError::unprocessable(e.to_string()),
-        RuntimeError::AlreadyRunning(_) => ApiError::precondition(e.to_string()),
+        | RuntimeError::NoImageDir { .. } => DomainError::invalid_config(e.to_string()),
+        RuntimeError::AlreadyRunning(_) => DomainError::precondition(e.to_string()),
         _ => {
             tracing::error!(error = %e, "runtime failure");
-            ApiError::internal(e.to_string())
+            DomainError::internal(e.to_string())
         }
     }
 }
 
 /// A runtime failure the client cannot fix.
-fn runtime_failure(e: RuntimeError) -> ApiError {
+fn runtime_failure(e: RuntimeError) -> DomainError {
     tracing::error!(error = %e, "runtime failure");
-    ApiError::internal(e.to_string())
+    DomainError::internal(e.to_string())
 }
 
 /// How long `stop` waits for the runtime's exit event to be recorded before it marks the

@@ -1,7 +1,10 @@
 //! The controller: the one owner of machine state transitions.
 //!
-//! HTTP handlers parse requests into typed actions ([`actions`]) and call the controller; the
-//! runtime's events come in through [`Controller::run_runtime_events`]. Every change of a machine
+//! HTTP handlers parse requests into typed actions ([`actions`]) and the controller executes them
+//! ([`Controller::execute`]), answering an outcome or a [`DomainError`] (no HTTP here: `api/`
+//! chooses every status code); the runtime's events come in through
+//! [`Controller::run_runtime_events`]. Handlers reach the runtime only through the controller
+//! (logs: [`Controller::logs`]). Every change of a machine
 //! is written to the store (with its events, in one transaction) while holding that machine's
 //! lock, then published on [`Controller::subscribe`] for `wait`, the proxy and the deploy engine.
 //! Locks are never held across a wait for a process to stop, so a slow stop never blocks events.
@@ -10,13 +13,19 @@ pub mod actions;
 mod apps;
 mod capacity;
 mod checks;
+mod error;
 mod leases;
+mod logs;
 mod machines;
 mod ports;
 mod reconcile;
 mod runtime_events;
+#[cfg(test)]
+mod tests;
 
 pub use capacity::Reserve;
+pub use error::{DomainError, DomainResult};
+pub use logs::Logs;
 pub use machines::validate_config;
 
 use std::collections::HashMap;
@@ -26,7 +35,6 @@ use aloft_api::{Machine, MachineEvent};
 use aloft_store::{MachineRecord, Store, StoreError};
 use tokio::sync::{broadcast, OwnedMutexGuard};
 
-use crate::error::{ApiError, ApiResult};
 use crate::regions::Regions;
 use crate::supervisor::Supervisor;
 
@@ -107,19 +115,17 @@ impl Controller {
         &self.regions
     }
 
-    pub fn supervisor(&self) -> &Arc<dyn Supervisor> {
-        &self.sup
-    }
-
     /// Runs `f` on the store on a blocking thread.
     pub(crate) async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> ApiResult<T> {
+    ) -> DomainResult<T> {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(e) => Err(ApiError::internal(format!("state store task failed: {e}"))),
+            Ok(r) => r.map_err(DomainError::from),
+            Err(e) => Err(DomainError::internal(format!(
+                "state store task failed: {e}"
+            ))),
         }
     }
 
@@ -154,7 +160,7 @@ impl Controller {
         &self,
         mut rec: MachineRecord,
         events: Vec<MachineEvent>,
-    ) -> ApiResult<MachineRecord> {
+    ) -> DomainResult<MachineRecord> {
         rec.updated_at = now_rfc3339();
         let r = rec.clone();
         self.db(move |s| {
@@ -171,7 +177,7 @@ impl Controller {
         Ok(rec)
     }
 
-    async fn machine_by_id(&self, id: &str) -> ApiResult<Option<MachineRecord>> {
+    async fn machine_by_id(&self, id: &str) -> DomainResult<Option<MachineRecord>> {
         let id = id.to_string();
         self.db(move |s| s.read(|tx| tx.machine_by_id(&id))).await
     }

@@ -9,7 +9,7 @@ use tokio::sync::MutexGuard;
 
 use super::actions::ListMachines;
 use super::Controller;
-use crate::error::{ApiError, ApiResult};
+use super::{DomainError, DomainResult};
 
 impl Controller {
     /// Refuses `services` of `app` the proxy cannot serve (UDP, unknown handlers) and external
@@ -19,9 +19,9 @@ impl Controller {
         &self,
         app: &str,
         services: &[MachineService],
-    ) -> ApiResult<MutexGuard<'_, ()>> {
+    ) -> DomainResult<MutexGuard<'_, ()>> {
         aloft_proxy::reject_udp_services(services)
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            .map_err(|e| DomainError::invalid_config(e.to_string()))?;
         let guard = self.port_claims.lock().await;
         if aloft_proxy::claimed_ports(services).is_empty() {
             return Ok(guard);
@@ -44,6 +44,6 @@ impl Controller {
             return Ok(guard);
         }
         let lines: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
-        Err(ApiError::unprocessable(lines.join("; ")))
+        Err(DomainError::invalid_config(lines.join("; ")))
     }
 }

@@ -17,7 +17,7 @@ use aloft_store::DesiredState;
 use serde_json::json;
 
 use super::{event, Controller, FLYD};
-use crate::error::ApiResult;
+use crate::controller::DomainResult;
 
 /// What reconciliation did, for the agent's log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct ReconcileReport {
 }
 
 impl Controller {
-    pub async fn reconcile(&self) -> ApiResult<ReconcileReport> {
+    pub async fn reconcile(&self) -> DomainResult<ReconcileReport> {
         let sup = self.sup.clone();
         let reaped = tokio::task::spawn_blocking(move || sup.reap_orphans())
             .await

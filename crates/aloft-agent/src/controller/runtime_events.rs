@@ -24,12 +24,12 @@ impl Controller {
     pub async fn run_runtime_events(self: Arc<Self>, mut rx: UnboundedReceiver<RuntimeEvent>) {
         while let Some(ev) = rx.recv().await {
             if let Err(e) = self.apply_runtime_event(ev).await {
-                tracing::error!(error = %e.message, "cannot record a runtime event");
+                tracing::error!(error = %e, "cannot record a runtime event");
             }
         }
     }
 
-    async fn apply_runtime_event(&self, ev: RuntimeEvent) -> crate::error::ApiResult<()> {
+    async fn apply_runtime_event(&self, ev: RuntimeEvent) -> crate::controller::DomainResult<()> {
         match ev {
             RuntimeEvent::Started {
                 machine_id,

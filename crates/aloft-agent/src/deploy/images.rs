@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 
 use aloft_deploy::wire::{image_ref, ImageInfo};
 use aloft_store::ImageRow;
-use axum::http::StatusCode;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::controller::now_rfc3339;
-use crate::error::{ApiError, ApiResult};
+use crate::controller::{DomainError, DomainResult};
 
 use super::Deployer;
 
@@ -27,15 +26,15 @@ use super::Deployer;
 const TMP_PREFIX: &str = ".tmp-";
 /// Largest image upload accepted.
 pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
-/// Uploads received at once; more are answered 429.
+/// Uploads received at once; more are refused as busy.
 pub const MAX_UPLOADS: usize = 2;
 
 /// Checks a path's `{hex}`: 64 lowercase hex digits.
-pub fn check_hex(hex: &str) -> ApiResult<()> {
+pub fn check_hex(hex: &str) -> DomainResult<()> {
     aloft_deploy::image::digest_hex(hex)
         .map(drop)
         .map_err(|_| {
-            ApiError::bad_request(format!(
+            DomainError::invalid_request(format!(
                 "image digest {hex:?} is not 64 lowercase hex digits (the sha256 of the tar, without `sha256:`)"
             ))
         })
@@ -56,10 +55,14 @@ struct Received {
     digest: String,
 }
 
-/// Streams `body` into a temporary file in `root`, hashing it on the way.
-async fn receive(root: &Path, body: axum::body::Body) -> ApiResult<Received> {
+/// Streams an upload (an HTTP body's data frames; an `Err` means it was cut off) into a
+/// temporary file in `root`, hashing it on the way.
+async fn receive<C: AsRef<[u8]>, E: std::fmt::Display>(
+    root: &Path,
+    mut stream: impl Stream<Item = Result<C, E>> + Unpin,
+) -> DomainResult<Received> {
     std::fs::create_dir_all(root)
-        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", root.display())))?;
+        .map_err(|e| DomainError::internal(format!("cannot create {}: {e}", root.display())))?;
     let file = tempfile::Builder::new()
         .prefix(&format!("{TMP_PREFIX}upload-"))
         .tempfile_in(root)
@@ -67,24 +70,21 @@ async fn receive(root: &Path, body: axum::body::Body) -> ApiResult<Received> {
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::bad_request(format!("the image upload was cut off: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            DomainError::invalid_request(format!("the image upload was cut off: {e}"))
+        })?;
+        let chunk = chunk.as_ref();
         size += chunk.len() as u64;
         if size > MAX_IMAGE_BYTES {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                format!(
-                    "the image is larger than {} MiB, the most this agent accepts",
-                    MAX_IMAGE_BYTES >> 20
-                ),
-            ));
+            return Err(DomainError::TooLarge(format!(
+                "the image is larger than {} MiB, the most this agent accepts",
+                MAX_IMAGE_BYTES >> 20
+            )));
         }
-        hasher.update(&chunk);
+        hasher.update(chunk);
         // Small synchronous writes into the page cache: cheaper than a blocking-pool hop per chunk.
-        out.write_all(&chunk).map_err(|e| write_failure(root, e))?;
+        out.write_all(chunk).map_err(|e| write_failure(root, e))?;
     }
     let file = out
         .into_inner()
@@ -101,20 +101,16 @@ async fn receive(root: &Path, body: axum::body::Body) -> ApiResult<Received> {
     })
 }
 
-/// A failed write into the images dir: a full disk is the client's to know (507), not a 500.
-fn write_failure(root: &Path, e: std::io::Error) -> ApiError {
+/// A failed write into the images dir: a full disk is the client's to know (insufficient storage), not an internal error.
+fn write_failure(root: &Path, e: std::io::Error) -> DomainError {
     if e.kind() == std::io::ErrorKind::StorageFull {
-        return ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "insufficient_storage",
-            format!(
-                "no space left for the image in {}: free disk space on the agent's host, or \
+        return DomainError::insufficient_storage(format!(
+            "no space left for the image in {}: free disk space on the agent's host, or \
                  remove unused images",
-                root.display()
-            ),
-        );
+            root.display()
+        ));
     }
-    ApiError::internal(format!(
+    DomainError::internal(format!(
         "cannot write the image into {}: {e}",
         root.display()
     ))
@@ -122,11 +118,11 @@ fn write_failure(root: &Path, e: std::io::Error) -> ApiError {
 
 /// Unpacks the received tar (whose sha256 must be `hex`) into `<root>/<hex>` through a
 /// temporary directory.
-fn unpack_atomically(root: &Path, hex: &str, tar: &Received) -> ApiResult<PathBuf> {
+fn unpack_atomically(root: &Path, hex: &str, tar: &Received) -> DomainResult<PathBuf> {
     let dest = root.join(hex);
     let digest = format!("sha256:{hex}");
     if tar.digest != digest {
-        return Err(ApiError::bad_request(format!(
+        return Err(DomainError::invalid_request(format!(
             "image digest mismatch: the path says {digest}, the uploaded bytes are {}; upload again",
             tar.digest
         )));
@@ -135,7 +131,7 @@ fn unpack_atomically(root: &Path, hex: &str, tar: &Received) -> ApiResult<PathBu
         return Ok(dest);
     }
     let io = |what: &str, p: &Path, e: std::io::Error| {
-        ApiError::internal(format!("{what} {}: {e}", p.display()))
+        DomainError::internal(format!("{what} {}: {e}", p.display()))
     };
     let tmp = root.join(format!("{TMP_PREFIX}{hex}-{}", ulid::Ulid::new()));
     let reader = tar
@@ -153,7 +149,7 @@ fn unpack_atomically(root: &Path, hex: &str, tar: &Received) -> ApiResult<PathBu
                 ));
             }
         }
-        return Err(ApiError::bad_request(format!(
+        return Err(DomainError::invalid_request(format!(
             "the uploaded image cannot be unpacked: {e}"
         )));
     }
@@ -185,8 +181,8 @@ pub fn clean_temporaries(root: &Path) {
 }
 
 impl Deployer {
-    /// An uploaded image of the app, or 404.
-    pub async fn image(&self, app: &str, hex: &str) -> ApiResult<ImageInfo> {
+    /// An uploaded image of the app, or not found.
+    pub async fn image(&self, app: &str, hex: &str) -> DomainResult<ImageInfo> {
         self.ctl.get_app(app).await?;
         check_hex(hex)?;
         let (a, digest) = (app.to_string(), format!("sha256:{hex}"));
@@ -196,7 +192,7 @@ impl Deployer {
             .await?;
         match row {
             Some(row) if self.images_dir.join(hex).is_dir() => Ok(info(app, &row)),
-            _ => Err(ApiError::not_found(format!(
+            _ => Err(DomainError::not_found(format!(
                 "image sha256:{hex} has not been uploaded to app {app:?}"
             ))),
         }
@@ -204,21 +200,18 @@ impl Deployer {
 
     /// Stores an uploaded image, streamed from `body`; `(created, info)` — `created` is false
     /// when it was already there (the body is then not read).
-    pub async fn put_image(
+    pub async fn put_image<C: AsRef<[u8]>, E: std::fmt::Display>(
         &self,
         app: &str,
         hex: &str,
-        body: axum::body::Body,
-    ) -> ApiResult<(bool, ImageInfo)> {
+        body: impl Stream<Item = Result<C, E>> + Unpin,
+    ) -> DomainResult<(bool, ImageInfo)> {
         check_hex(hex)?;
         if let Ok(info) = self.image(app, hex).await {
             return Ok((false, info));
         }
         let _slot = self.uploads.clone().try_acquire_owned().map_err(|_| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_uploads",
-                format!(
+            DomainError::Busy(format!(
                     "{MAX_UPLOADS} image uploads are already in progress on this agent; retry when one has finished"
                 ),
             )
@@ -229,7 +222,7 @@ impl Deployer {
         let h = hex.to_string();
         let dir = tokio::task::spawn_blocking(move || unpack_atomically(&root, &h, &received))
             .await
-            .map_err(|e| ApiError::internal(format!("unpacking the image failed: {e}")))??;
+            .map_err(|e| DomainError::internal(format!("unpacking the image failed: {e}")))??;
         let row = ImageRow {
             app: app.to_string(),
             digest: format!("sha256:{hex}"),
@@ -252,7 +245,7 @@ impl Deployer {
             })
             .await?;
         if !stored {
-            return Err(ApiError::app_not_found(app));
+            return Err(DomainError::app_not_found(app));
         }
         Ok((true, info(app, &row)))
     }
@@ -282,7 +275,7 @@ mod tests {
         let wrong = "0".repeat(64);
         let tar = received(&packed.tar);
         let err = unpack_atomically(root.path(), &wrong, &tar).unwrap_err();
-        assert!(err.message.contains("digest mismatch"), "{}", err.message);
+        assert!(err.message().contains("digest mismatch"), "{err}");
         assert!(!root.path().join(&wrong).exists());
         let dir = unpack_atomically(root.path(), hex, &tar).unwrap();
         assert_eq!(
@@ -309,7 +302,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
             vec![Ok(b"hello ".to_vec()), Ok(b"world".to_vec())];
-        let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+        let body = futures_util::stream::iter(chunks);
         let got = receive(root.path(), body).await.unwrap();
         assert_eq!(got.size, 11);
         assert_eq!(got.digest, aloft_deploy::image::digest_of(b"hello world"));

@@ -14,6 +14,7 @@
 //! * One release runs per app: a new one supersedes the running one, which stops starting
 //!   machine operations, stops waiting, and ends `interrupted`.
 
+pub mod actions;
 pub mod images;
 pub mod scale;
 pub mod target;
@@ -34,7 +35,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::controller::actions::ListMachines;
 use crate::controller::Controller;
-use crate::error::{ApiError, ApiResult};
+use crate::controller::{DomainError, DomainResult};
 
 /// Identifies one release.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -64,14 +65,15 @@ pub enum Created {
 
 /// Why a release was not created.
 pub enum CreateError {
-    Api(ApiError),
-    /// Machines would be destroyed that the request did not confirm (409).
+    /// Refused or failed like any other action.
+    Refused(DomainError),
+    /// Machines would be destroyed that the request did not confirm.
     Confirm(ConfirmationRequired),
 }
 
-impl From<ApiError> for CreateError {
-    fn from(e: ApiError) -> Self {
-        CreateError::Api(e)
+impl From<DomainError> for CreateError {
+    fn from(e: DomainError) -> Self {
+        CreateError::Refused(e)
     }
 }
 
@@ -155,14 +157,14 @@ impl Deployer {
 
     /// Runs again every release left `pending` or `running` by a previous agent (the newest of
     /// each app; older unfinished ones are marked interrupted). Returns how many were resumed.
-    pub async fn resume(self: &Arc<Self>) -> ApiResult<usize> {
+    pub async fn resume(self: &Arc<Self>) -> DomainResult<usize> {
         let rows = self
             .ctl
             .db(|s| s.read(|tx| tx.unfinished_releases()))
             .await?;
         let mut newest: BTreeMap<String, Release> = BTreeMap::new();
         for row in rows {
-            let release = decode(&row).map_err(ApiError::from)?;
+            let release = decode(&row).map_err(DomainError::from)?;
             if let Some(older) = newest.insert(row.app.clone(), release) {
                 self.record(
                     &ReleaseKey {
@@ -245,7 +247,7 @@ impl Deployer {
                 error: Some("superseded by a newer release".into()),
             };
             if let Err(e) = self.record(&key, finished).await {
-                tracing::warn!(app, version = run.version, error = %e.message, "cannot mark a superseded release");
+                tracing::warn!(app, version = run.version, error = %e, "cannot mark a superseded release");
             }
         }
     }
@@ -274,10 +276,10 @@ impl Deployer {
         let mut image_pending = false;
         if let Some(digest) = req.image_digest.clone() {
             let hex = aloft_deploy::image::digest_hex(&digest)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                .map_err(|e| DomainError::invalid_request(e.to_string()))?;
             if self.image(app, hex).await.is_err() {
                 if !dry_run {
-                    return Err(ApiError::not_found(format!(
+                    return Err(DomainError::not_found(format!(
                         "image {digest} has not been uploaded to app {app:?}: PUT it to /v1/apps/{app}/images/{hex} first"
                     ))
                     .into());
@@ -345,27 +347,27 @@ impl Deployer {
 
     /// Refuses a spec the agent cannot carry out; messages name the group and field. The
     /// groups' machine configs (which need the image) are checked when `configs` is set.
-    fn check_spec(&self, req: &CreateReleaseRequest, configs: bool) -> ApiResult<()> {
+    fn check_spec(&self, req: &CreateReleaseRequest, configs: bool) -> DomainResult<()> {
         let spec = &req.spec;
         if spec.groups.is_empty() {
-            return Err(ApiError::unprocessable(
+            return Err(DomainError::invalid_config(
                 "spec.groups is empty: the config defines no process group",
             ));
         }
         if spec.image.trim().is_empty() {
-            return Err(ApiError::unprocessable(
+            return Err(DomainError::invalid_config(
                 "spec.image is required (or upload the app directory and pass image_digest)",
             ));
         }
         if !spec.groups.contains_key(&spec.default_group) {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "spec.default_group {:?} is not one of the spec's groups",
                 spec.default_group
             )));
         }
         if let Some(r) = &spec.primary_region {
             if !self.ctl.regions().hosts(r) {
-                return Err(ApiError::unprocessable(format!(
+                return Err(DomainError::invalid_config(format!(
                     "primary region: {}",
                     self.ctl.regions().refusal(r)
                 )));
@@ -373,7 +375,7 @@ impl Deployer {
         }
         for (group, cfg) in &spec.groups {
             if !valid_group_name(group) {
-                return Err(ApiError::unprocessable(format!(
+                return Err(DomainError::invalid_config(format!(
                     "process group name {group:?} must be 1-63 letters, digits, '-' or '_'"
                 )));
             }
@@ -383,7 +385,7 @@ impl Deployer {
             let mut cfg = cfg.clone();
             cfg.image = spec.image.clone();
             crate::controller::validate_config(&cfg, Some(&self.images_dir)).map_err(|e| {
-                ApiError::unprocessable(format!("process group {group:?}: {}", e.message))
+                DomainError::invalid_config(format!("process group {group:?}: {e}"))
             })?;
         }
         Ok(())
@@ -395,7 +397,7 @@ impl Deployer {
         &self,
         app: &str,
         spec: &aloft_deploy::spec::ReleaseSpec,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         let services: Vec<aloft_api::MachineService> = spec
             .groups
             .values()
@@ -404,13 +406,13 @@ impl Deployer {
         self.ctl.claim_ports(app, &services).await.map(drop)
     }
 
-    async fn counts(&self, app: &str) -> ApiResult<BTreeMap<String, u32>> {
+    async fn counts(&self, app: &str) -> DomainResult<BTreeMap<String, u32>> {
         let a = app.to_string();
         self.ctl.db(move |s| s.read(|tx| tx.group_counts(&a))).await
     }
 
     /// The app's machines now, as the planners see them.
-    async fn machines_now(&self, app: &str) -> ApiResult<Vec<aloft_api::Machine>> {
+    async fn machines_now(&self, app: &str) -> DomainResult<Vec<aloft_api::Machine>> {
         let list = ListMachines {
             filter: MachineFilter::default(),
             summary: true,
@@ -419,24 +421,24 @@ impl Deployer {
     }
 
     /// Plans `req` against the app's machines now.
-    async fn plan(&self, app: &str, req: &CreateReleaseRequest) -> ApiResult<DeployPlan> {
+    async fn plan(&self, app: &str, req: &CreateReleaseRequest) -> DomainResult<DeployPlan> {
         let machines = self.machines_now(app).await?;
         let counts = self.counts(app).await?;
         plan_deploy(&req.spec, &machines, &counts, req.process_groups.as_deref())
-            .map_err(|e| ApiError::unprocessable(e.to_string()))
+            .map_err(|e| DomainError::invalid_config(e.to_string()))
     }
 
     /// Releases of an app, newest first.
-    pub async fn releases(&self, app: &str) -> ApiResult<Vec<Release>> {
+    pub async fn releases(&self, app: &str) -> DomainResult<Vec<Release>> {
         self.ctl.get_app(app).await?;
         let a = app.to_string();
         let rows = self.ctl.db(move |s| s.read(|tx| tx.releases(&a))).await?;
         rows.iter()
-            .map(|r| decode(r).map_err(ApiError::from))
+            .map(|r| decode(r).map_err(DomainError::from))
             .collect()
     }
 
-    pub async fn release(&self, app: &str, version: u64) -> ApiResult<Release> {
+    pub async fn release(&self, app: &str, version: u64) -> DomainResult<Release> {
         self.ctl.get_app(app).await?;
         let a = app.to_string();
         let row = self
@@ -444,9 +446,9 @@ impl Deployer {
             .db(move |s| s.read(|tx| tx.release(&a, version)))
             .await?
             .ok_or_else(|| {
-                ApiError::not_found(format!("release v{version} of app {app:?} not found"))
+                DomainError::not_found(format!("release v{version} of app {app:?} not found"))
             })?;
-        decode(&row).map_err(ApiError::from)
+        decode(&row).map_err(DomainError::from)
     }
 
     /// Events of a release with `seq > after`, oldest first (at most [`EVENTS_PAGE`]).
@@ -455,7 +457,7 @@ impl Deployer {
         app: &str,
         version: u64,
         after: u64,
-    ) -> ApiResult<Vec<ReleaseEventRecord>> {
+    ) -> DomainResult<Vec<ReleaseEventRecord>> {
         let a = app.to_string();
         let rows = self
             .ctl
@@ -472,12 +474,12 @@ impl Deployer {
                 })
             })
             .collect::<Result<_, StoreError>>()
-            .map_err(ApiError::from)
+            .map_err(DomainError::from)
     }
 
     /// Appends an event to a release's log (updating its status on `Started` and `Finished`),
-    /// committed before followers are told. A finished release takes no more events (412).
-    pub(crate) async fn record(&self, key: &ReleaseKey, event: DeployEvent) -> ApiResult<()> {
+    /// committed before followers are told. A finished release takes no more events (a precondition error).
+    pub(crate) async fn record(&self, key: &ReleaseKey, event: DeployEvent) -> DomainResult<()> {
         let at = now_ms_rfc3339();
         let json = serde_json::to_string(&event).expect("an event serialises");
         let k = key.clone();
@@ -509,7 +511,7 @@ impl Deployer {
             })
             .await?;
         if !accepted {
-            return Err(ApiError::precondition(format!(
+            return Err(DomainError::precondition(format!(
                 "release v{} of app {:?} is finished; it takes no more events",
                 key.version, key.app
             )));
@@ -519,7 +521,7 @@ impl Deployer {
     }
 
     /// Remembered desired counts per group.
-    pub async fn group_counts(&self, app: &str) -> ApiResult<BTreeMap<String, u32>> {
+    pub async fn group_counts(&self, app: &str) -> DomainResult<BTreeMap<String, u32>> {
         self.ctl.get_app(app).await?;
         self.counts(app).await
     }
@@ -529,15 +531,15 @@ impl Deployer {
         app: &str,
         group: &str,
         count: u32,
-    ) -> ApiResult<BTreeMap<String, u32>> {
+    ) -> DomainResult<BTreeMap<String, u32>> {
         if !valid_group_name(group) {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "process group name {group:?} must be 1-63 letters, digits, '-' or '_'"
             )));
         }
         let max = self.ctl.limits().max_group_count;
         if count > max {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "count {count} for process group {group:?} is more than this agent allows ({max} \
                  machines per group); scale to {max} or fewer, or raise aloft agent --max-group-count"
             )));

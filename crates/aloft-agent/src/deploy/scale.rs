@@ -17,7 +17,7 @@ use aloft_deploy::wire::{ScaleCountRequest, ScalePreview};
 use aloft_deploy::{Release, ReleaseStatus, ScaleWork, SlotCreate};
 
 use super::{encode, now_ms_rfc3339, Deployer};
-use crate::error::{ApiError, ApiResult};
+use crate::controller::{DomainError, DomainResult};
 
 /// What a scale request gave.
 pub enum Scaled {
@@ -33,19 +33,16 @@ impl Deployer {
         self: &Arc<Self>,
         app: &str,
         req: ScaleCountRequest,
-    ) -> ApiResult<Scaled> {
+    ) -> DomainResult<Scaled> {
         self.ctl.get_app(app).await?;
         let lock = self.create_lock(app);
         let _guard = lock.lock().await;
         if let Some(version) = self.running_version(app) {
-            return Err(ApiError::conflict(
-                "release_running",
-                format!(
-                    "a release of app {app:?} is running ({}); wait for it to finish (aloft \
+            return Err(DomainError::ReleaseRunning(format!(
+                "a release of app {app:?} is running ({}); wait for it to finish (aloft \
                      releases) and scale again",
-                    aloft_deploy::spec::version_label(version)
-                ),
-            ));
+                aloft_deploy::spec::version_label(version)
+            )));
         }
         let base = self.current_deploy(app).await?;
         let counts = parse_counts(&req, &base)?;
@@ -60,7 +57,7 @@ impl Deployer {
             &base.meta(),
             &machines,
         )
-        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        .map_err(|e| DomainError::invalid_config(e.to_string()))?;
         self.check_limit(&plan)?;
         let preview = preview(&plan);
         if req.dry_run {
@@ -86,23 +83,23 @@ impl Deployer {
     }
 
     /// The newest complete deploy: what `scale count` scales.
-    async fn current_deploy(&self, app: &str) -> ApiResult<Release> {
+    async fn current_deploy(&self, app: &str) -> DomainResult<Release> {
         self.releases(app)
             .await?
             .into_iter()
             .filter(|r| r.status == ReleaseStatus::Complete && r.is_deploy())
             .max_by_key(|r| r.version)
             .ok_or_else(|| {
-                ApiError::unprocessable(format!(
+                DomainError::invalid_config(format!(
                     "app {app:?} has no complete release yet: run `aloft deploy` first"
                 ))
             })
     }
 
-    fn check_limit(&self, plan: &ScalePlan) -> ApiResult<()> {
+    fn check_limit(&self, plan: &ScalePlan) -> DomainResult<()> {
         let max = self.ctl.limits().max_group_count;
         match plan.desired.iter().find(|(_, n)| **n > max) {
-            Some((group, n)) => Err(ApiError::unprocessable(format!(
+            Some((group, n)) => Err(DomainError::invalid_config(format!(
                 "count {n} for process group {group:?} is more than this agent allows ({max} \
                  machines per group); scale to {max} or fewer, or raise aloft agent --max-group-count"
             ))),
@@ -110,7 +107,7 @@ impl Deployer {
         }
     }
 
-    async fn record_counts(&self, app: &str, desired: BTreeMap<String, u32>) -> ApiResult<()> {
+    async fn record_counts(&self, app: &str, desired: BTreeMap<String, u32>) -> DomainResult<()> {
         let a = app.to_string();
         self.ctl
             .db(move |s| {
@@ -132,7 +129,7 @@ impl Deployer {
         req: &ScaleCountRequest,
         counts: &BTreeMap<String, CountSpec>,
         plan: ScalePlan,
-    ) -> ApiResult<Release> {
+    ) -> DomainResult<Release> {
         let id = ulid::Ulid::new().to_string();
         let work = ScaleWork {
             summary: summary(req, counts),
@@ -196,9 +193,12 @@ impl Deployer {
 }
 
 /// The request's counts, checked against the groups of the release being scaled.
-fn parse_counts(req: &ScaleCountRequest, base: &Release) -> ApiResult<BTreeMap<String, CountSpec>> {
+fn parse_counts(
+    req: &ScaleCountRequest,
+    base: &Release,
+) -> DomainResult<BTreeMap<String, CountSpec>> {
     if req.counts.is_empty() {
-        return Err(ApiError::unprocessable(
+        return Err(DomainError::invalid_config(
             "counts is empty: give at least one group and its count",
         ));
     }
@@ -206,7 +206,7 @@ fn parse_counts(req: &ScaleCountRequest, base: &Release) -> ApiResult<BTreeMap<S
     let mut out = BTreeMap::new();
     for (group, raw) in &req.counts {
         if !known.contains(group) {
-            return Err(ApiError::unprocessable(format!(
+            return Err(DomainError::invalid_config(format!(
                 "process group {group:?} is not in the app's current release (v{}); known groups: {}",
                 base.version,
                 known.join(", ")
@@ -214,7 +214,7 @@ fn parse_counts(req: &ScaleCountRequest, base: &Release) -> ApiResult<BTreeMap<S
         }
         let arg = format!("{group}={raw}");
         let count = CountSpec::parse(&arg, raw.trim())
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            .map_err(|e| DomainError::invalid_config(e.to_string()))?;
         out.insert(group.clone(), count);
     }
     Ok(out)

@@ -20,7 +20,7 @@ use super::{Deployer, ReleaseKey};
 const RECENT_LOG_LINES: usize = 8;
 use crate::controller::actions::{CreateMachine, DeleteMachine, ListMachines, UpdateMachine};
 use crate::controller::Controller;
-use crate::error::ApiError;
+use crate::controller::DomainError;
 
 /// One release being carried out.
 pub struct AgentTarget {
@@ -30,11 +30,10 @@ pub struct AgentTarget {
     pub(super) cancel: watch::Receiver<bool>,
 }
 
-fn target_error(e: ApiError) -> TargetError {
-    if e.http == axum::http::StatusCode::NOT_FOUND {
-        TargetError::NotFound(e.message)
-    } else {
-        TargetError::Other(e.message)
+fn target_error(e: DomainError) -> TargetError {
+    match e {
+        DomainError::NotFound(message) => TargetError::NotFound(message),
+        other => TargetError::Other(other.to_string()),
     }
 }
 
@@ -115,15 +114,12 @@ impl AgentTarget {
 
     /// The machine's last few log lines, indented, for an error message.
     async fn recent_logs(&self, id: &str) -> Option<String> {
-        let sup = self.ctl().supervisor().clone();
         let query = aloft_runtime::LogQuery {
             machine_id: Some(id.to_string()),
             limit: Some(RECENT_LOG_LINES),
             ..Default::default()
         };
-        let lines = tokio::task::spawn_blocking(move || sup.log_query(&query))
-            .await
-            .ok()?;
+        let lines = self.ctl().log_lines(query).await.ok()?;
         let text: Vec<String> = lines.iter().map(|l| format!("    {}", l.message)).collect();
         (!text.is_empty()).then(|| text.join("\n"))
     }
@@ -236,7 +232,7 @@ impl DeployTarget for AgentTarget {
         match self.ctl().destroy_machine(self.app(), id, action).await {
             Ok(()) => Ok(()),
             // Destroyed meanwhile: what we wanted.
-            Err(e) if e.message.contains("already destroyed") => Ok(()),
+            Err(DomainError::Precondition(m)) if m.contains("already destroyed") => Ok(()),
             Err(e) => Err(target_error(e)),
         }
     }
@@ -375,6 +371,6 @@ impl DeployTarget for AgentTarget {
         self.deployer
             .record(&self.key, event)
             .await
-            .map_err(|e| TargetError::Other(e.message))
+            .map_err(|e| TargetError::Other(e.to_string()))
     }
 }

@@ -251,3 +251,32 @@ fn no_module_cycles_inside_a_crate() {
         }
     }
 }
+
+#[test]
+fn the_agent_controller_knows_no_http() {
+    // ARCHITECTURE.md (aloft-agent): the controller and the deploy engine answer domain errors
+    // and outcomes; status codes are chosen only in `api/`.
+    const HTTP_WORDS: &[&str] = &["axum", "hyper", "http::", "StatusCode", "tower"];
+    let mut found = Vec::new();
+    for (path, text) in sources("aloft-agent") {
+        let domain = path.starts_with("controller") || path.starts_with("deploy");
+        if !domain {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for word in HTTP_WORDS {
+                if line.contains(word) {
+                    found.push(format!("src/{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "aloft-agent's controller/ and deploy/ must not know HTTP (map in api/ instead):\n{}",
+        found.join("\n")
+    );
+}

@@ -1,0 +1,127 @@
+//! The deploy engine's actions: releases, image uploads, group counts and `scale count`, each a
+//! typed [`DeployAction`] that [`Deployer::execute`] carries out, answering a [`DeployOutcome`]
+//! or a [`DomainError`](crate::controller::DomainError) that `api/` turns into a status and a body (as for the controller's
+//! `Action`s).
+//!
+//! Reads are queries, plain methods of the [`Deployer`]: `releases`, `release`, `events`, `image`
+//! and `group_counts` change nothing and answer what the store holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aloft_deploy::plan::DeployPlan;
+use aloft_deploy::wire::{
+    ConfirmationRequired, CreateReleaseRequest, ImageInfo, ScaleCountRequest, ScalePreview,
+};
+use aloft_deploy::Release;
+use futures_util::stream::BoxStream;
+
+use super::scale::Scaled;
+use super::{CreateError, Created, Deployer};
+use crate::controller::DomainResult;
+
+/// The bytes of an image upload as they arrive; an `Err` (why) means it was cut off.
+pub type UploadBody = BoxStream<'static, Result<bytes::Bytes, String>>;
+
+/// Every change a client can ask of the deploy engine.
+pub enum DeployAction {
+    /// Plan a release against the machines now and, unless `dry_run`, record and run it.
+    CreateRelease {
+        app: String,
+        request: CreateReleaseRequest,
+        dry_run: bool,
+    },
+    /// Store an uploaded app directory (a tar whose sha256 is `hex`).
+    PutImage {
+        app: String,
+        hex: String,
+        body: UploadBody,
+    },
+    /// Remember the desired machine count of a process group.
+    SetGroupCount {
+        app: String,
+        group: String,
+        count: u32,
+    },
+    /// `scale count`, carried out by the agent (`super::scale`).
+    ScaleCount {
+        app: String,
+        request: ScaleCountRequest,
+    },
+}
+
+impl std::fmt::Debug for DeployAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeployAction::CreateRelease { app, dry_run, .. } => f
+                .debug_struct("CreateRelease")
+                .field("app", app)
+                .field("dry_run", dry_run)
+                .finish_non_exhaustive(),
+            DeployAction::PutImage { app, hex, .. } => f
+                .debug_struct("PutImage")
+                .field("app", app)
+                .field("hex", hex)
+                .finish_non_exhaustive(),
+            DeployAction::SetGroupCount { app, group, count } => f
+                .debug_struct("SetGroupCount")
+                .field("app", app)
+                .field("group", group)
+                .field("count", count)
+                .finish(),
+            DeployAction::ScaleCount { app, request } => f
+                .debug_struct("ScaleCount")
+                .field("app", app)
+                .field("request", request)
+                .finish(),
+        }
+    }
+}
+
+/// What a [`DeployAction`] gave.
+#[derive(Debug)]
+pub enum DeployOutcome {
+    /// A release (deploy or scale operation) is recorded and running.
+    Release(Box<Release>),
+    /// A dry run's plan, as it would be frozen.
+    Plan(DeployPlan),
+    /// Nothing was created: the release would destroy machines the client did not confirm.
+    ConfirmationRequired(ConfirmationRequired),
+    /// The image is stored; `created` is false when it already was.
+    Image { created: bool, info: ImageInfo },
+    /// The app's remembered counts after the change.
+    GroupCounts(BTreeMap<String, u32>),
+    /// A scale dry run, or a scale with nothing to change (its counts are recorded).
+    ScalePreview(ScalePreview),
+}
+
+impl Deployer {
+    /// Carries out `action`.
+    pub async fn execute(self: &Arc<Self>, action: DeployAction) -> DomainResult<DeployOutcome> {
+        Ok(match action {
+            DeployAction::CreateRelease {
+                app,
+                request,
+                dry_run,
+            } => match self.create_release(&app, request, dry_run).await {
+                Ok(Created::Release(r)) => DeployOutcome::Release(r),
+                Ok(Created::Plan(p)) => DeployOutcome::Plan(p),
+                Err(CreateError::Confirm(c)) => DeployOutcome::ConfirmationRequired(c),
+                Err(CreateError::Refused(e)) => return Err(e),
+            },
+            DeployAction::PutImage { app, hex, body } => {
+                let (created, info) = self.put_image(&app, &hex, body).await?;
+                DeployOutcome::Image { created, info }
+            }
+            DeployAction::SetGroupCount { app, group, count } => {
+                DeployOutcome::GroupCounts(self.set_group_count(&app, &group, count).await?)
+            }
+            DeployAction::ScaleCount { app, request } => {
+                match self.scale_count(&app, request).await? {
+                    Scaled::Release(r) => DeployOutcome::Release(r),
+                    Scaled::Preview(p) => DeployOutcome::ScalePreview(p),
+                }
+            }
+        })
+    }
+}
