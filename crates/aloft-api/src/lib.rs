@@ -9,10 +9,14 @@
 
 pub mod duration;
 pub mod guest;
+pub mod logs;
 pub mod machine;
 pub mod metadata;
+pub mod proxy;
 pub mod regions;
 
 pub use duration::GoDuration;
 pub use guest::{Guest, GuestError, VmPreset, VM_PRESETS};
+pub use logs::LogLine;
 pub use machine::*;
+pub use proxy::ProxyPort;

@@ -14,7 +14,7 @@
 //! | `POST /v1/apps/{app}/scale` | [`ScaleCountRequest`] | `201 Release` with `scale` set: the agent records the counts and the frozen machine changes in one transaction and carries them out like a deploy (resumable, events as a release's); `200` [`ScalePreview`] with `dry_run` or when nothing is to change (the counts are still recorded then); `409` while a release of the app runs; `422` unknown group, bad count, over the agent's limit, no complete release |
 //! | `GET /v1/apps/{app}/process_groups` | – | `200` [`GroupCounts`] (remembered desired counts) |
 //! | `PUT /v1/apps/{app}/process_groups/{group}/count` | [`SetCount`] | `200` [`GroupCounts`] |
-//! | `GET /v1/apps/{app}/logs?group=G&machine=ID&region=R&follow=true&limit=N` | – | `200` NDJSON of [`LogLine`] (the last `limit` lines, then new ones while `follow`) — served by the agent already |
+//! | `GET /v1/apps/{app}/logs?group=G&machine=ID&region=R&follow=true&limit=N` | – | `200` NDJSON of [`aloft_api::LogLine`] (the last `limit` lines, then new ones while `follow`) — served by the agent already |
 
 use std::collections::BTreeMap;
 
@@ -149,25 +149,6 @@ pub struct GroupCounts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetCount {
     pub count: u32,
-}
-
-/// One log line of a machine, as the agent's log route sends it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// RFC 3339 UTC with fractional seconds.
-    pub timestamp: String,
-    #[serde(default)]
-    pub app: String,
-    pub machine_id: String,
-    /// The machine's process group.
-    #[serde(default)]
-    pub group: String,
-    #[serde(default)]
-    pub region: String,
-    /// `stdout` or `stderr`.
-    #[serde(default)]
-    pub stream: String,
-    pub message: String,
 }
 
 #[cfg(test)]

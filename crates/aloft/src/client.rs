@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use aloft_api::{
-    App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, Machine,
-    MachineState, StopRequest, UpdateMachineRequest,
+    App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, LogLine, Machine,
+    MachineState, ProxyPort, StopRequest, UpdateMachineRequest,
 };
 use aloft_deploy::wire::{self, routes, CreateReleaseRequest, ImageInfo};
 use aloft_deploy::Release;
@@ -18,10 +18,11 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// An API error with its HTTP status, so callers can react to 404/409.
+/// The agent answered with an error status (not 2xx); kept with the status so callers can react
+/// to 404/409.
 #[derive(Debug, thiserror::Error)]
 #[error("{message} (HTTP {status} from {method} {url})")]
-pub struct ApiError {
+pub struct StatusError {
     pub status: StatusCode,
     pub method: Method,
     pub url: String,
@@ -32,14 +33,14 @@ pub struct ApiError {
     pub body: String,
 }
 
-/// Returns the [`ApiError`] inside an anyhow error, if that is what it is.
-pub fn api_error(err: &anyhow::Error) -> Option<&ApiError> {
-    err.downcast_ref::<ApiError>()
+/// Returns the [`StatusError`] inside an anyhow error, if that is what it is.
+pub fn status_error(err: &anyhow::Error) -> Option<&StatusError> {
+    err.downcast_ref::<StatusError>()
 }
 
 /// Whether `err` is an API 404.
 pub fn is_not_found(err: &anyhow::Error) -> bool {
-    api_error(err).is_some_and(|e| e.status == StatusCode::NOT_FOUND)
+    status_error(err).is_some_and(|e| e.status == StatusCode::NOT_FOUND)
 }
 
 #[derive(Clone)]
@@ -83,7 +84,7 @@ impl Client {
         rb
     }
 
-    /// Sends a request; non-2xx answers become [`ApiError`], transport errors say how to fix them.
+    /// Sends a request; non-2xx answers become [`StatusError`], transport errors say how to fix them.
     async fn send(
         &self,
         method: Method,
@@ -115,7 +116,7 @@ impl Client {
             }
             None => body.trim().to_string(),
         };
-        Err(ApiError {
+        Err(StatusError {
             status,
             method,
             url,
@@ -337,7 +338,8 @@ impl Client {
             match self.no_content(Method::GET, &path, None::<&()>).await {
                 Ok(()) => return Ok(()),
                 Err(e)
-                    if api_error(&e).is_some_and(|a| a.status == StatusCode::REQUEST_TIMEOUT)
+                    if status_error(&e)
+                        .is_some_and(|a| a.status == StatusCode::REQUEST_TIMEOUT)
                         && tokio::time::Instant::now() < deadline => {}
                 Err(e) => return Err(e.context(format!("waiting for machine {id} to be {state}"))),
             }
@@ -357,7 +359,8 @@ impl Client {
             Ok(r) => r,
             Err(e)
                 if is_not_found(&e)
-                    && api_error(&e).is_some_and(|a| a.message.starts_with("no such endpoint")) =>
+                    && status_error(&e)
+                        .is_some_and(|a| a.message.starts_with("no such endpoint")) =>
             {
                 return Err(e.context("this agent does not serve releases yet"))
             }
@@ -471,7 +474,7 @@ impl Client {
         &self,
         app: &str,
         query: &[(&str, String)],
-        mut on_line: impl FnMut(wire::LogLine) -> bool,
+        mut on_line: impl FnMut(LogLine) -> bool,
     ) -> anyhow::Result<()> {
         let mut path = routes::logs(app);
         let qs: Vec<String> = query
@@ -484,11 +487,9 @@ impl Client {
         let resp = self
             .send(Method::GET, &path, self.request(Method::GET, &path))
             .await?;
-        ndjson(resp, |line| {
-            match serde_json::from_str::<wire::LogLine>(line) {
-                Ok(l) => Ok(on_line(l)),
-                Err(_) => Ok(true),
-            }
+        ndjson(resp, |line| match serde_json::from_str::<LogLine>(line) {
+            Ok(l) => Ok(on_line(l)),
+            Err(_) => Ok(true),
         })
         .await
     }
@@ -537,19 +538,6 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("tokio runtime starts")
         .block_on(f)
-}
-
-/// One service port of the agent's proxy (`GET /v1/proxy`).
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct ProxyPort {
-    pub port: u16,
-    pub app: String,
-    #[serde(default)]
-    pub listen: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub handlers: Vec<String>,
 }
 
 /// What `POST …/scale` answered.

@@ -5,26 +5,11 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+
+use aloft_api::ProxyPort;
 
 use super::AppState;
 use crate::error::{ApiError, ApiResult};
-
-/// One external port of the proxy.
-#[derive(Debug, Serialize)]
-pub struct ProxyPort {
-    /// The service's external port (`80`, `443`, a `[[services.ports]]` port).
-    pub port: u16,
-    pub app: String,
-    /// `ip:port` it listens on (differs from `port` under `--port-map`), when bound.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<String>,
-    /// Why it could not be bound.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// `http`, `tls`, `proxy_proto`; empty = raw TCP.
-    pub handlers: Vec<String>,
-}
 
 fn handlers(o: &aloft_proxy::options::PortOptions) -> Vec<String> {
     let mut h = Vec::new();

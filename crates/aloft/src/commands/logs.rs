@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use aloft_deploy::wire::LogLine;
+use aloft_api::LogLine;
 
 use crate::cli::LogsArgs;
 use crate::client::{block_on, Client};

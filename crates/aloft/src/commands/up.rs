@@ -10,14 +10,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aloft_api::{Machine, MachineState, StopRequest};
+use aloft_api::{Machine, MachineState, ProxyPort, StopRequest};
 use anyhow::{bail, Context};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::UpArgs;
-use crate::client::{api_error, is_not_found, Client, ProxyPort};
+use crate::client::{is_not_found, status_error, Client};
 use crate::commands::common::{load_config, DeployFlags};
 use crate::commands::deploy::{deploy, DeployInput};
 use crate::commands::logs::format_line;
@@ -280,7 +280,7 @@ fn agent_of_data_dir(data_dir: &Path) -> Option<Client> {
 async fn answers(client: &Client) -> anyhow::Result<bool> {
     match tokio::time::timeout(Duration::from_secs(2), client.list_apps()).await {
         Ok(Ok(_)) => Ok(true),
-        Ok(Err(e)) => match api_error(&e).map(|a| a.status) {
+        Ok(Err(e)) => match status_error(&e).map(|a| a.status) {
             Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(e.context(format!(
                 "an agent answers at {} but refuses the token; set ALOFT_API_TOKEN (the agent's \
                  token is in <data-dir>/token)",
