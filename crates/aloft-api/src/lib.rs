@@ -9,6 +9,7 @@
 
 pub mod duration;
 pub mod guest;
+pub mod local;
 pub mod logs;
 pub mod machine;
 pub mod metadata;

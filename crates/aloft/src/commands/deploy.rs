@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aloft_client::{block_on, is_not_found, status_error, Client};
 use aloft_config::Loaded;
 use aloft_deploy::wire::{self, CreateReleaseRequest, STATUS_CONFIRMATION_REQUIRED};
 use aloft_deploy::{DeployEvent, Release, ReleaseStatus};
 use anyhow::{anyhow, bail, Context};
 
 use crate::cli::DeployArgs;
-use crate::client::{block_on, is_not_found, status_error, Client};
 use crate::commands::common::{confirm, load_config, resolve_app, spec_from_config, DeployFlags};
 
 /// Everything a deploy needs, resolved from flags and fly.toml.

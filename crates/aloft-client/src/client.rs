@@ -1,7 +1,7 @@
-//! HTTP client of the agent's Machines API (and the Aloft routes of `aloft_deploy::wire`).
+//! The client itself: one method per route; error answers become [`StatusError`].
 //!
 //! Base URL and token: `ALOFT_API_URL` / `ALOFT_API_TOKEN`, else the local agent's
-//! (`aloft_agent::local_defaults`: `<data-dir>/agent.addr` and `<data-dir>/token`). Errors say
+//! ([`crate::local::local_defaults`]: `<data-dir>/agent.addr` and `<data-dir>/token`). Errors say
 //! what failed, on which URL, and what to do (e.g. start the agent).
 
 use std::time::Duration;
@@ -66,7 +66,7 @@ impl Client {
     /// From `ALOFT_API_URL` / `ALOFT_API_TOKEN`, else the local agent's defaults.
     pub fn from_env() -> Client {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let defaults = aloft_agent::local_defaults(None);
+        let defaults = crate::local::local_defaults(None);
         let base = env("ALOFT_API_URL").unwrap_or(defaults.api_url);
         let token = env("ALOFT_API_TOKEN").or(defaults.token);
         Client::new(base, token)
