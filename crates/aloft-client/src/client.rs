@@ -6,11 +6,14 @@
 
 use std::time::Duration;
 
+use aloft_api::groups::ScaleCountRequest;
+use aloft_api::images::ImageInfo;
+use aloft_api::routes;
 use aloft_api::{
     App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, LogLine, Machine,
     MachineState, ProxyPort, StopRequest, UpdateMachineRequest,
 };
-use aloft_deploy::wire::{self, routes, CreateReleaseRequest, ImageInfo};
+use aloft_deploy::messages::{CreateReleaseRequest, ReleaseEventRecord, ScalePreview};
 use aloft_deploy::Release;
 use anyhow::{anyhow, Context};
 use futures_util::StreamExt;
@@ -163,24 +166,28 @@ impl Client {
 
     /// Where the agent's proxy listens for each service port (`GET /v1/proxy`).
     pub async fn proxy_ports(&self) -> anyhow::Result<Vec<ProxyPort>> {
-        self.json(Method::GET, "/v1/proxy", None::<&()>).await
+        self.json(Method::GET, &routes::proxy(), None::<&()>).await
     }
 
     /// The regions the agent hosts (`GET /v1/regions`).
     pub async fn regions(&self) -> anyhow::Result<Vec<aloft_api::regions::RegionInfo>> {
-        self.json(Method::GET, "/v1/regions", None::<&()>).await
+        self.json(Method::GET, &routes::regions(), None::<&()>)
+            .await
     }
 
     pub async fn list_apps(&self) -> anyhow::Result<Vec<App>> {
         let r: ListAppsResponse = self
-            .json(Method::GET, "/v1/apps?org_slug=personal", None::<&()>)
+            .json(
+                Method::GET,
+                &format!("{}?org_slug=personal", routes::apps()),
+                None::<&()>,
+            )
             .await?;
         Ok(r.apps)
     }
 
     pub async fn get_app(&self, app: &str) -> anyhow::Result<App> {
-        self.json(Method::GET, &format!("/v1/apps/{app}"), None::<&()>)
-            .await
+        self.json(Method::GET, &routes::app(app), None::<&()>).await
     }
 
     pub async fn create_app(&self, app: &str, org: &str) -> anyhow::Result<App> {
@@ -189,13 +196,13 @@ impl Client {
             org_slug: Some(org.to_string()),
             network: None,
         };
-        self.json(Method::POST, "/v1/apps", Some(&req)).await
+        self.json(Method::POST, &routes::apps(), Some(&req)).await
     }
 
     pub async fn delete_app(&self, app: &str) -> anyhow::Result<()> {
         self.no_content(
             Method::DELETE,
-            &format!("/v1/apps/{app}?force=true"),
+            &format!("{}?force=true", routes::app(app)),
             None::<&()>,
         )
         .await
@@ -204,21 +211,13 @@ impl Client {
     // ---- machines
 
     pub async fn list_machines(&self, app: &str) -> anyhow::Result<Vec<Machine>> {
-        self.json(
-            Method::GET,
-            &format!("/v1/apps/{app}/machines"),
-            None::<&()>,
-        )
-        .await
+        self.json(Method::GET, &routes::machines(app), None::<&()>)
+            .await
     }
 
     pub async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Machine> {
-        self.json(
-            Method::GET,
-            &format!("/v1/apps/{app}/machines/{id}"),
-            None::<&()>,
-        )
-        .await
+        self.json(Method::GET, &routes::machine(app, id), None::<&()>)
+            .await
     }
 
     pub async fn create_machine(
@@ -226,7 +225,7 @@ impl Client {
         app: &str,
         req: &CreateMachineRequest,
     ) -> anyhow::Result<Machine> {
-        self.json(Method::POST, &format!("/v1/apps/{app}/machines"), Some(req))
+        self.json(Method::POST, &routes::machines(app), Some(req))
             .await
     }
 
@@ -236,40 +235,28 @@ impl Client {
         id: &str,
         req: &UpdateMachineRequest,
     ) -> anyhow::Result<Machine> {
-        self.json(
-            Method::POST,
-            &format!("/v1/apps/{app}/machines/{id}"),
-            Some(req),
-        )
-        .await
+        self.json(Method::POST, &routes::machine(app, id), Some(req))
+            .await
     }
 
     pub async fn destroy_machine(&self, app: &str, id: &str, force: bool) -> anyhow::Result<()> {
         let q = if force { "?force=true" } else { "" };
         self.no_content(
             Method::DELETE,
-            &format!("/v1/apps/{app}/machines/{id}{q}"),
+            &format!("{}{q}", routes::machine(app, id)),
             None::<&()>,
         )
         .await
     }
 
     pub async fn start_machine(&self, app: &str, id: &str) -> anyhow::Result<()> {
-        self.no_content(
-            Method::POST,
-            &format!("/v1/apps/{app}/machines/{id}/start"),
-            None::<&()>,
-        )
-        .await
+        self.no_content(Method::POST, &routes::machine_start(app, id), None::<&()>)
+            .await
     }
 
     pub async fn stop_machine(&self, app: &str, id: &str, req: &StopRequest) -> anyhow::Result<()> {
-        self.no_content(
-            Method::POST,
-            &format!("/v1/apps/{app}/machines/{id}/stop"),
-            Some(req),
-        )
-        .await
+        self.no_content(Method::POST, &routes::machine_stop(app, id), Some(req))
+            .await
     }
 
     pub async fn set_metadata(
@@ -282,7 +269,7 @@ impl Client {
         let body = serde_json::json!({ "value": value });
         self.no_content(
             Method::POST,
-            &format!("/v1/apps/{app}/machines/{id}/metadata/{key}"),
+            &routes::machine_metadata(app, id, key),
             Some(&body),
         )
         .await
@@ -334,7 +321,10 @@ impl Client {
                 .saturating_duration_since(tokio::time::Instant::now())
                 .as_secs()
                 .clamp(1, 60);
-            let path = format!("/v1/apps/{app}/machines/{id}/wait?state={state}&timeout={left}");
+            let path = format!(
+                "{}?state={state}&timeout={left}",
+                routes::machine_wait(app, id)
+            );
             match self.no_content(Method::GET, &path, None::<&()>).await {
                 Ok(()) => return Ok(()),
                 Err(e)
@@ -346,7 +336,7 @@ impl Client {
         }
     }
 
-    // ---- releases, images, group counts (aloft_deploy::wire)
+    // ---- releases, images, group counts, logs (Aloft routes)
 
     pub async fn list_releases(&self, app: &str) -> anyhow::Result<Vec<Release>> {
         self.json(Method::GET, &routes::releases(app), None::<&()>)
@@ -374,11 +364,7 @@ impl Client {
 
     /// `scale count` by the agent: the plan (`dry_run`, or nothing to change) or the operation
     /// it started.
-    pub async fn scale(
-        &self,
-        app: &str,
-        req: &wire::ScaleCountRequest,
-    ) -> anyhow::Result<ScaleAnswer> {
+    pub async fn scale(&self, app: &str, req: &ScaleCountRequest) -> anyhow::Result<ScaleAnswer> {
         let path = routes::scale(app);
         let rb = self.request(Method::POST, &path).json(req);
         let resp = self.send(Method::POST, &path, rb).await?;
@@ -422,7 +408,7 @@ impl Client {
         app: &str,
         version: u64,
         after: u64,
-        mut on_event: impl FnMut(wire::ReleaseEventRecord),
+        mut on_event: impl FnMut(ReleaseEventRecord),
     ) -> anyhow::Result<()> {
         let path = format!(
             "{}?follow=true&after={after}",
@@ -432,7 +418,7 @@ impl Client {
             .send(Method::GET, &path, self.request(Method::GET, &path))
             .await?;
         ndjson(resp, |line| {
-            let rec: wire::ReleaseEventRecord = serde_json::from_str(line)
+            let rec: ReleaseEventRecord = serde_json::from_str(line)
                 .with_context(|| format!("unexpected release event: {line}"))?;
             on_event(rec);
             Ok(true)
@@ -543,7 +529,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// What `POST …/scale` answered.
 pub enum ScaleAnswer {
     /// The plan: a dry run, or nothing to change (the counts are recorded then).
-    Plan(wire::ScalePreview),
+    Plan(ScalePreview),
     /// The operation the agent runs now; follow it as a release.
     Started(Box<Release>),
 }

@@ -7,7 +7,9 @@
 //! * [`engine`] — carries out a release over the narrow [`DeployTarget`] trait the agent
 //!   implements; resumable after a crash; reports typed [`DeployEvent`]s.
 //! * [`image`] / [`dockerfile`] — content-addressed tarballs of an app directory.
-//! * [`wire`] — the agent routes and JSON bodies for releases, images and group counts.
+//! * [`messages`] — what clients and the agent exchange about releases and scale (deploy
+//!   request, scale preview, destroys to confirm, release event records): data only, the routes
+//!   are `aloft_api::routes`.
 //!
 //! Invariant: knows nothing of HTTP or SQLite (see ARCHITECTURE.md).
 
@@ -15,10 +17,10 @@ pub mod dockerfile;
 pub mod engine;
 pub mod events;
 pub mod image;
+pub mod messages;
 pub mod plan;
 pub mod scale;
 pub mod spec;
-pub mod wire;
 
 pub use engine::{run_release, DeployTarget, EngineError, TargetError};
 pub use events::DeployEvent;

@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use aloft_deploy::wire::{image_ref, ImageInfo};
+use aloft_api::images::{image_ref, ImageInfo};
 use aloft_store::ImageRow;
 use axum::http::StatusCode;
 use futures_util::StreamExt;

@@ -23,11 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aloft_api::images::image_ref;
+use aloft_api::routes::STATUS_CONFIRMATION_REQUIRED;
+use aloft_deploy::messages::{ConfirmationRequired, CreateReleaseRequest, ReleaseEventRecord};
 use aloft_deploy::plan::{plan_deploy, DeployPlan};
-use aloft_deploy::wire::{
-    image_ref, ConfirmationRequired, CreateReleaseRequest, ReleaseEventRecord,
-    STATUS_CONFIRMATION_REQUIRED,
-};
 use aloft_deploy::{run_release, DeployEvent, Release, ReleaseStatus};
 use aloft_store::{MachineFilter, ReleaseRow, StoreError};
 use tokio::sync::{broadcast, watch};

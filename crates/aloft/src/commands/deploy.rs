@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aloft_api::images::image_ref;
+use aloft_api::routes::STATUS_CONFIRMATION_REQUIRED;
 use aloft_client::{block_on, is_not_found, status_error, Client};
 use aloft_config::Loaded;
-use aloft_deploy::wire::{self, CreateReleaseRequest, STATUS_CONFIRMATION_REQUIRED};
+use aloft_deploy::messages::CreateReleaseRequest;
 use aloft_deploy::{DeployEvent, Release, ReleaseStatus};
 use anyhow::{anyhow, bail, Context};
 
@@ -96,7 +98,7 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
             let packed = tokio::task::spawn_blocking(move || aloft_deploy::image::pack_dir(&dir))
                 .await
                 .context("packing the app directory")??;
-            spec.image = wire::image_ref(app, &packed.digest);
+            spec.image = image_ref(app, &packed.digest);
             Some(packed)
         }
     };

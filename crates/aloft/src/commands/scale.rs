@@ -5,10 +5,10 @@
 
 use std::process::ExitCode;
 
+use aloft_api::groups::ScaleCountRequest;
 use aloft_api::{Machine, MachineState, UpdateMachineRequest};
 use aloft_client::{block_on, Client, ScaleAnswer};
 use aloft_deploy::scale;
-use aloft_deploy::wire::ScaleCountRequest;
 use aloft_deploy::{Release, ReleaseStatus};
 use anyhow::{anyhow, bail, Context};
 
