@@ -1,7 +1,8 @@
 //! Deploy and scale for Aloft: planning (pure), the release executor, and app images.
 //!
 //! * [`spec`] — what a release is ([`ReleaseSpec`]: one flattened machine config per process
-//!   group) and the persisted [`Release`] record with its frozen decisions.
+//!   group) and the [`Release`] record with its frozen decisions; [`stored`] — its persisted
+//!   form, a storage format kept apart from the wire.
 //! * [`plan`] — deploy planning (flyctl-behaviour §3, §2.4) and the convergent step the engine
 //!   runs; [`scale`] — `scale count|vm|memory|show` planning (§4).
 //! * [`engine`] — carries out a release over the narrow [`DeployTarget`] trait the agent
@@ -21,6 +22,7 @@ pub mod messages;
 pub mod plan;
 pub mod scale;
 pub mod spec;
+pub mod stored;
 
 pub use engine::{run_release, DeployTarget, EngineError, TargetError};
 pub use events::DeployEvent;
