@@ -188,7 +188,14 @@ fn the_cli_finds_the_agent_without_asking_the_agent_crate() {
 #[test]
 fn aloft_api_does_no_io() {
     for (path, line) in code_lines("aloft-api") {
-        for io in ["std::fs", "std::net", "std::env", "std::process", "tokio", "async "] {
+        for io in [
+            "std::fs",
+            "std::net",
+            "std::env",
+            "std::process",
+            "tokio",
+            "async ",
+        ] {
             assert!(
                 !line.contains(io),
                 "aloft-api/src/{}: `{}` — aloft-api is pure data (ARCHITECTURE.md)",

@@ -1,12 +1,11 @@
 //! `GET /v1/proxy` (where each service port listens) and `GET /v1/metrics` (Prometheus text).
 //! Both are Aloft extensions and need the API token like every other route.
 
+use aloft_api::ProxyPort;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-
-use aloft_api::ProxyPort;
 
 use super::AppState;
 use crate::error::{ApiError, ApiResult};
