@@ -33,7 +33,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use aloft_proxy::ProxyConfig;
 pub use aloft_runtime::LogLimits;
 pub use controller::{Controller, MachineChange};
-pub use settings::{default_data_dir, local_defaults, AgentConfig, LocalDefaults, DEFAULT_LISTEN};
+pub use settings::{AgentConfig, DEFAULT_LISTEN};
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,15 +1,12 @@
-//! Agent settings, the defaults the CLI falls back to, and the API token file.
+//! Agent settings, and the files it writes for its clients: the API token and the bound address.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Default API address (Fly's private Machines API listens on 4280 too).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:4280";
-/// File in the data dir holding the API token (mode 0600).
-pub const TOKEN_FILE: &str = "token";
-/// File in the data dir holding the bound API address, written once the agent listens.
-pub const ADDR_FILE: &str = "agent.addr";
+/// The default API address and the data-dir files the agent writes for its clients (names
+/// shared with `aloft-client`, which reads them).
+pub use aloft_api::local::{ADDR_FILE, DEFAULT_LISTEN, TOKEN_FILE};
 /// Locked (flock) by the running agent; holds its pid.
 pub const LOCK_FILE: &str = "agent.lock";
 /// The SQLite database in the data dir.
@@ -77,55 +74,6 @@ impl AgentConfig {
     }
 }
 
-/// Where a client finds the local agent when `ALOFT_API_URL` / `ALOFT_API_TOKEN` are unset.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalDefaults {
-    pub data_dir: PathBuf,
-    /// `http://` + the address in `<data-dir>/agent.addr`, else [`DEFAULT_LISTEN`].
-    pub api_url: String,
-    /// Content of `<data-dir>/token`, if readable.
-    pub token: Option<String>,
-}
-
-/// The default data dir: `$XDG_STATE_HOME/aloft`, else `~/.local/state/aloft`, else
-/// `./.aloft-state` when there is no home directory.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("aloft");
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/state/aloft"),
-        None => PathBuf::from(".aloft-state"),
-    }
-}
-
-/// What the CLI uses to reach an agent: `ALOFT_API_URL` and `ALOFT_API_TOKEN` when set, else
-/// the local agent's files under `data_dir` (or [`default_data_dir`]).
-pub fn local_defaults(data_dir: Option<&Path>) -> LocalDefaults {
-    let data_dir = data_dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(default_data_dir);
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let api_url = env("ALOFT_API_URL").unwrap_or_else(|| {
-        let addr = std::fs::read_to_string(data_dir.join(ADDR_FILE))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        format!("http://{addr}")
-    });
-    let token = env("ALOFT_API_TOKEN").or_else(|| {
-        std::fs::read_to_string(data_dir.join(TOKEN_FILE))
-            .ok()
-            .map(|s| s.trim().to_string())
-    });
-    LocalDefaults {
-        data_dir,
-        api_url,
-        token,
-    }
-}
-
 /// Reads the token file, creating it (mode 0600, 32 random bytes as hex) on first start.
 pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -185,16 +133,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults_read_the_data_dir() {
+    fn addr_file_holds_the_bound_address() {
         let tmp = tempfile::tempdir().unwrap();
         write_addr_file(tmp.path(), "127.0.0.1:5555".parse().unwrap()).unwrap();
-        std::fs::write(tmp.path().join(TOKEN_FILE), "abc\n").unwrap();
-        let d = local_defaults(Some(tmp.path()));
-        if std::env::var_os("ALOFT_API_URL").is_none() {
-            assert_eq!(d.api_url, "http://127.0.0.1:5555");
-        }
-        if std::env::var_os("ALOFT_API_TOKEN").is_none() {
-            assert_eq!(d.token.as_deref(), Some("abc"));
-        }
+        let text = std::fs::read_to_string(tmp.path().join(ADDR_FILE)).unwrap();
+        assert_eq!(text.trim(), "127.0.0.1:5555");
     }
 }

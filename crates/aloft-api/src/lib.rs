@@ -8,11 +8,19 @@
 //! (presets, validation of guests, duration parsing).
 
 pub mod duration;
+pub mod groups;
 pub mod guest;
+pub mod images;
+pub mod local;
+pub mod logs;
 pub mod machine;
 pub mod metadata;
+pub mod proxy;
 pub mod regions;
+pub mod routes;
 
 pub use duration::GoDuration;
 pub use guest::{Guest, GuestError, VmPreset, VM_PRESETS};
+pub use logs::LogLine;
 pub use machine::*;
+pub use proxy::ProxyPort;

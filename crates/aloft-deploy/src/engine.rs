@@ -22,7 +22,7 @@ use futures_util::stream::{self, TryStreamExt};
 
 use crate::events::DeployEvent;
 use crate::plan::{
-    carries_release, converge, effective_group, is_managed, is_running, CreateWork, UpdateWork,
+    carries_release, converge, effective_group, is_managed, meant_to_run, CreateWork, UpdateWork,
 };
 use crate::spec::{Release, ReleaseStatus, ScaleWork, SlotCreate, Strategy};
 use aloft_api::metadata::SCALE_SLOT;
@@ -307,7 +307,7 @@ impl<T: DeployTarget> Engine<'_, T> {
                 .iter()
                 .filter(|m| is_managed(m) && !waited.contains(&m.id))
                 .filter(|m| !self.release.plan.keep_stopped.contains(&m.id))
-                .filter(|m| is_running(m.state))
+                .filter(|m| meant_to_run(m.state))
                 .filter_map(|m| {
                     let group = effective_group(m, &spec.default_group);
                     (self.release.plan.groups.contains(group) && carries_release(m, group, &meta))

@@ -1,5 +1,5 @@
 //! Typed progress of a release, as the engine reports it and the CLI streams it (NDJSON of
-//! [`crate::wire::ReleaseEventRecord`]).
+//! [`crate::messages::ReleaseEventRecord`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -53,9 +53,11 @@ pub fn effective_group<'a>(m: &'a Machine, default_group: &'a str) -> &'a str {
     }
 }
 
-/// Machines that count as "running" before a deploy: they are relaunched by their update.
-/// Every other state (stopped, suspended, created) is updated with `skip_launch` (§3.4).
-pub fn is_running(state: MachineState) -> bool {
+/// Whether a machine in `state` is meant to be running: started or on its way there, or failed
+/// (a crash, not a stop). A deploy relaunches such machines with their update; every other state
+/// (stopped, suspended, created) is updated with `skip_launch` (§3.4), and scale-down destroys
+/// them last. Not "has a process now" (`failed` has none).
+pub fn meant_to_run(state: MachineState) -> bool {
     matches!(
         state,
         MachineState::Started
@@ -203,7 +205,7 @@ pub fn plan_deploy(
         if !scope.contains(group) {
             continue;
         }
-        let keep_stopped = !is_running(m.state);
+        let keep_stopped = !meant_to_run(m.state);
         if keep_stopped {
             frozen.keep_stopped.insert(m.id.clone());
         }
@@ -430,7 +432,7 @@ pub fn converge(release: &Release, machines: &[Machine]) -> Work {
             continue;
         }
         let config = config_for_update(&m.config, group_cfg, group, &spec.image, &meta);
-        let skip_launch = release.plan.keep_stopped.contains(&m.id) || !is_running(m.state);
+        let skip_launch = release.plan.keep_stopped.contains(&m.id) || !meant_to_run(m.state);
         update.push(UpdateWork {
             id: m.id.clone(),
             group: group.to_string(),

@@ -24,7 +24,8 @@ use aloft_api::{Guest, GuestError, Machine, MachineConfig, VmPreset};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{
-    config_for_new, effective_group, fmt_groups, guest_for_new, is_managed, is_running, CreateWork,
+    config_for_new, effective_group, fmt_groups, guest_for_new, is_managed, meant_to_run,
+    CreateWork,
 };
 use crate::spec::{ReleaseMeta, ReleaseSpec};
 
@@ -246,8 +247,8 @@ pub fn describe_lines(lines: &[PlanLine]) -> String {
 /// Orders machines for scale-down: not running first, then newest first.
 fn scale_down_order(machines: &mut [&Machine]) {
     machines.sort_by(|a, b| {
-        is_running(a.state)
-            .cmp(&is_running(b.state))
+        meant_to_run(a.state)
+            .cmp(&meant_to_run(b.state))
             .then_with(|| b.created_at.cmp(&a.created_at))
             .then_with(|| b.id.cmp(&a.id))
     });
@@ -319,7 +320,7 @@ pub fn plan_count(
                     id: m.id.clone(),
                     group: group.clone(),
                     region: m.region.clone(),
-                    running: is_running(m.state),
+                    running: meant_to_run(m.state),
                 });
             }
         }

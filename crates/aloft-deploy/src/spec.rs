@@ -1,5 +1,5 @@
 //! What a release is: the per-group machine configs a deploy converges to ([`ReleaseSpec`]),
-//! the deploy options, and the persisted [`Release`] record with the decisions frozen at its
+//! the deploy options, and the [`Release`] record with the decisions frozen at its
 //! creation ([`FrozenPlan`]) so that an interrupted deploy resumes to exactly the same result.
 //!
 //! The spec holds *flattened* configs (flyctl-behaviour §2.3–§2.4, as produced by
@@ -188,7 +188,8 @@ pub struct PlannedDestroy {
     pub region: String,
 }
 
-/// A release as the agent persists and serves it (`GET /v1/apps/{app}/releases`).
+/// A release as the agent serves it (`GET /v1/apps/{app}/releases`); stored as a
+/// [`crate::stored::StoredRelease`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Release {
     /// ULID.

@@ -5,7 +5,7 @@
 //! best band one is picked at random. Taking a slot is an atomic compare-and-swap against the
 //! hard limit, so concurrent clients can never push a machine over it. The load counted is open
 //! client connections or in-flight requests depending on the service's concurrency type; the
-//! caller decides how long a [`Lease`] lives accordingly.
+//! caller decides how long a [`Slot`] lives accordingly.
 //!
 //! Bands are compared only within one region. [`Proximity`] ranks regions: the regions of a
 //! request's `Fly-Prefer-Region` in their order, then the proxy's own region
@@ -161,7 +161,7 @@ impl Registry {
         service: &Arc<ServiceState>,
         backend: &Backend,
         limit: Option<u32>,
-    ) -> Option<Lease> {
+    ) -> Option<Slot> {
         let load = service.backend(&backend.machine_id);
         self.take_slot(service, load, backend, limit)
     }
@@ -172,7 +172,7 @@ impl Registry {
         load: Arc<BackendLoad>,
         backend: &Backend,
         limit: Option<u32>,
-    ) -> Option<Lease> {
+    ) -> Option<Slot> {
         let mut cur = load.load.load(Ordering::Acquire);
         loop {
             if limit.is_some_and(|l| cur >= l) {
@@ -191,7 +191,7 @@ impl Registry {
             .get_or_init(|| self.activity(&backend.machine_id));
         activity.active.fetch_add(1, Ordering::AcqRel);
         touch(&activity.last_active_ms, self.now_ms());
-        Some(Lease {
+        Some(Slot {
             epoch: self.epoch,
             service: service.clone(),
             load,
@@ -220,9 +220,9 @@ impl Registry {
             }
             _ => {}
         }
-        type Slot<'a> = (&'a Backend, Arc<ServiceState>, Arc<BackendLoad>);
-        let mut soft: Vec<Slot<'_>> = Vec::with_capacity(candidates.len());
-        let mut hard: Vec<Slot<'_>> = Vec::new();
+        type Candidate<'a> = (&'a Backend, Arc<ServiceState>, Arc<BackendLoad>);
+        let mut soft: Vec<Candidate<'_>> = Vec::with_capacity(candidates.len());
+        let mut hard: Vec<Candidate<'_>> = Vec::new();
         let mut svc: Option<(u16, Arc<ServiceState>)> = None;
         for b in candidates {
             let s = match &svc {
@@ -352,7 +352,7 @@ fn touch(at: &AtomicU64, now: u64) {
 #[derive(Debug)]
 pub enum Pick {
     /// A slot was taken; `over_soft` when no machine was under its soft limit.
-    Leased { lease: Lease, over_soft: bool },
+    Leased { lease: Slot, over_soft: bool },
     /// Every candidate is at its hard limit.
     AllAtHardLimit,
     /// No routable machine at all.
@@ -361,7 +361,7 @@ pub enum Pick {
 
 /// One unit of load on a machine; released on drop.
 #[derive(Debug)]
-pub struct Lease {
+pub struct Slot {
     /// The registry's epoch (for `last_active_ms`).
     epoch: Instant,
     service: Arc<ServiceState>,
@@ -370,13 +370,13 @@ pub struct Lease {
     pub backend: Backend,
 }
 
-impl Lease {
+impl Slot {
     pub fn metrics(&self) -> &BackendMetrics {
         &self.load.metrics
     }
 }
 
-impl Drop for Lease {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.load.load.fetch_sub(1, Ordering::AcqRel);
         if let Some(activity) = self.load.activity.get() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::balance::{Lease, Pick, Proximity, Registry};
+use crate::balance::{Pick, Proximity, Registry, Slot};
 use crate::health::HealthState;
 use crate::hints::Hints;
 use crate::machines::Machines;
@@ -41,7 +41,7 @@ pub(crate) struct Selector {
 
 /// The outcome of [`Selector::choose`].
 enum Choice {
-    Leased(Lease),
+    Leased(Slot),
     /// Start this machine (autostart) and route to it.
     Start(Backend),
     /// Nothing can take the request now; `busy` when machines are there but full.
@@ -109,7 +109,7 @@ impl Selector {
         &self,
         route: &Arc<PortRoute>,
         exclude: &[String],
-    ) -> Result<Lease, Unavailable> {
+    ) -> Result<Slot, Unavailable> {
         self.acquire_from(route, exclude, false, &Hints::default())
             .await
     }
@@ -127,7 +127,7 @@ impl Selector {
         exclude: &[String],
         current: bool,
         hints: &Hints,
-    ) -> Result<Lease, Unavailable> {
+    ) -> Result<Slot, Unavailable> {
         let deadline = Instant::now() + self.queue_timeout;
         // Always decide on the newest table, not the caller's snapshot.
         let mut route = if current {
@@ -233,7 +233,7 @@ impl Selector {
 
     /// A slot on the machine of `Fly-Prefer-Instance-Id` if it can take the request now:
     /// routable, not excluded, under its hard limit. It is not started for the hint.
-    fn try_preferred(&self, route: &PortRoute, exclude: &[String], id: &str) -> Option<Lease> {
+    fn try_preferred(&self, route: &PortRoute, exclude: &[String], id: &str) -> Option<Slot> {
         let b = route.backends.iter().find(|b| b.machine_id == id)?;
         if exclude.iter().any(|x| x == id) || !self.routable(b) || self.health.recently_refused(id)
         {
@@ -253,7 +253,7 @@ impl Selector {
         id: &str,
         source: &str,
         deadline: Instant,
-    ) -> Result<Lease, Unavailable> {
+    ) -> Result<Slot, Unavailable> {
         let forced = |why: String| Unavailable(format!("machine {id} named by {source} {why}"));
         let mut table: Option<watch::Receiver<RouteTable>> = None;
         loop {
@@ -343,7 +343,7 @@ impl Selector {
         route: &PortRoute,
         b: &Backend,
         deadline: Instant,
-    ) -> Result<Option<Lease>, String> {
+    ) -> Result<Option<Slot>, String> {
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .max(self.start_timeout);

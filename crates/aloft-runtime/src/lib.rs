@@ -268,19 +268,9 @@ impl Drop for Runtime {
     }
 }
 
-/// One captured line of a machine's stdout or stderr.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LogLine {
-    /// RFC 3339 UTC with nanoseconds.
-    pub timestamp: String,
-    pub app: String,
-    pub machine_id: String,
-    pub group: String,
-    pub region: String,
-    /// `stdout` or `stderr`.
-    pub stream: String,
-    pub message: String,
-}
+/// One captured line of a machine's stdout or stderr: the wire type itself, since the log
+/// files hold the lines exactly as the agent serves them.
+pub use aloft_api::LogLine;
 
 /// Which lines a reader wants; `None` matches everything.
 #[derive(Clone, Debug, Default)]

@@ -2,7 +2,8 @@
 //! (a `seq` per release), uploaded images and the per-group desired machine counts of an app.
 //!
 //! The store does not interpret a release: the agent's deploy module owns the JSON body (an
-//! `aloft_deploy::Release`) and keeps the `status` column equal to the body's status, so the
+//! `aloft_deploy::stored::StoredRelease`, the persisted format, converted to and from the wire
+//! `Release`) and keeps the `status` column equal to the body's status, so the
 //! store can find unfinished releases after a restart without parsing every body.
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ pub struct ReleaseRow {
     pub id: String,
     /// `pending`, `running`, `complete`, `failed`, `interrupted`.
     pub status: String,
-    /// The whole release as JSON.
+    /// The whole release as JSON (`aloft_deploy::stored::StoredRelease`).
     pub body: String,
     pub created_at: String,
     pub updated_at: String,

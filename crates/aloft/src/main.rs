@@ -6,7 +6,6 @@
 //! (invalid config, refused action), 2 usage error (clap's own).
 
 mod cli;
-mod client;
 mod commands;
 mod output;
 

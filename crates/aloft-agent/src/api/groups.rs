@@ -3,7 +3,7 @@
 //! group scaled to 0 stays at 0), and `POST /v1/apps/{app}/scale`, `scale count` carried out by
 //! the agent (`crate::deploy::scale`).
 
-use aloft_deploy::wire::{GroupCounts, ScaleCountRequest, SetCount};
+use aloft_api::groups::{GroupCounts, ScaleCountRequest, SetCount};
 use axum::extract::{FromRequest, Request, State};
 use axum::response::IntoResponse;
 use axum::Json;

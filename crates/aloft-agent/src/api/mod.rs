@@ -42,14 +42,14 @@ pub struct AppState {
 
 /// Routes in the order they are registered, as `(METHOD, path)`; the OpenAPI test compares it
 /// with `openapi.json`.
-pub struct RouteTable {
+pub struct ApiRoutes {
     by_path: Vec<(&'static str, MethodRouter<AppState>)>,
     pub list: Vec<(Method, &'static str)>,
 }
 
-impl RouteTable {
-    fn new() -> RouteTable {
-        RouteTable {
+impl ApiRoutes {
+    fn new() -> ApiRoutes {
+        ApiRoutes {
             by_path: Vec::new(),
             list: Vec::new(),
         }
@@ -74,9 +74,9 @@ impl RouteTable {
 }
 
 /// Every route the agent serves.
-pub fn routes() -> RouteTable {
+pub fn routes() -> ApiRoutes {
     use Method as M;
-    let mut t = RouteTable::new();
+    let mut t = ApiRoutes::new();
     t.add(M::GET, "/v1/openapi.json", misc::openapi);
     t.add(M::GET, "/v1/regions", misc::regions);
     t.add(M::GET, "/v1/proxy", proxy::ports);

@@ -1,30 +1,14 @@
 //! `GET /v1/proxy` (where each service port listens) and `GET /v1/metrics` (Prometheus text).
 //! Both are Aloft extensions and need the API token like every other route.
 
+use aloft_api::ProxyPort;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 
 use super::error::{HttpError, HttpResult};
 use super::AppState;
-
-/// One external port of the proxy.
-#[derive(Debug, Serialize)]
-pub struct ProxyPort {
-    /// The service's external port (`80`, `443`, a `[[services.ports]]` port).
-    pub port: u16,
-    pub app: String,
-    /// `ip:port` it listens on (differs from `port` under `--port-map`), when bound.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<String>,
-    /// Why it could not be bound.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// `http`, `tls`, `proxy_proto`; empty = raw TCP.
-    pub handlers: Vec<String>,
-}
 
 fn handlers(o: &aloft_proxy::options::PortOptions) -> Vec<String> {
     let mut h = Vec::new();

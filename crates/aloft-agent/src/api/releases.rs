@@ -1,9 +1,9 @@
-//! `/v1/apps/{app}/releases…`: deploys carried out by the agent (routes and bodies of
-//! `aloft_deploy::wire`).
+//! `/v1/apps/{app}/releases…`: deploys carried out by the agent (paths in
+//! `aloft_api::routes`, bodies in `aloft_deploy::messages`).
 
 use std::convert::Infallible;
 
-use aloft_deploy::wire::{CreateReleaseRequest, ReleaseEventRecord};
+use aloft_deploy::messages::{CreateReleaseRequest, ReleaseEventRecord};
 use aloft_deploy::DeployEvent;
 use axum::body::Body as HttpBody;
 use axum::extract::{FromRequest, Request, State};

@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use aloft_deploy::wire::{image_ref, ImageInfo};
+use aloft_api::images::{image_ref, ImageInfo};
 use aloft_store::ImageRow;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};

@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aloft_api::images::image_ref;
+use aloft_api::routes::STATUS_CONFIRMATION_REQUIRED;
+use aloft_deploy::messages::{ConfirmationRequired, CreateReleaseRequest, ReleaseEventRecord};
 use aloft_deploy::plan::{plan_deploy, DeployPlan};
-use aloft_deploy::wire::{
-    image_ref, ConfirmationRequired, CreateReleaseRequest, ReleaseEventRecord,
-    STATUS_CONFIRMATION_REQUIRED,
-};
+use aloft_deploy::stored::StoredRelease;
 use aloft_deploy::{run_release, DeployEvent, Release, ReleaseStatus};
 use aloft_store::{MachineFilter, ReleaseRow, StoreError};
 use tokio::sync::{broadcast, watch};
@@ -93,20 +93,26 @@ fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> StoreError {
     move |source| StoreError::Corrupt { what, source }
 }
 
+/// A stored release row as the release it holds (the body is a [`StoredRelease`], the persisted
+/// format, not the wire JSON).
 fn decode(row: &ReleaseRow) -> Result<Release, StoreError> {
-    serde_json::from_str(&row.body).map_err(corrupt(format!(
-        "release v{} of app {}",
-        row.version, row.app
-    )))
+    serde_json::from_str::<StoredRelease>(&row.body)
+        .map(Release::from)
+        .map_err(corrupt(format!(
+            "release v{} of app {}",
+            row.version, row.app
+        )))
 }
 
+/// The row that stores `r`.
 fn encode(r: &Release) -> ReleaseRow {
+    let stored = StoredRelease::from(r);
     ReleaseRow {
         app: r.app.clone(),
         version: r.version,
         id: r.id.clone(),
-        status: r.status.as_str().to_string(),
-        body: serde_json::to_string(r).expect("a release serialises"),
+        status: stored.status.as_str().to_string(),
+        body: serde_json::to_string(&stored).expect("a release serialises"),
         created_at: r.created_at.clone(),
         updated_at: r.updated_at.clone(),
     }

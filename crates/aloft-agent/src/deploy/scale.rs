@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use aloft_api::groups::ScaleCountRequest;
+use aloft_deploy::messages::ScalePreview;
 use aloft_deploy::scale::{plan_count, CountRequest, CountSpec, ScalePlan};
 use aloft_deploy::spec::{FrozenPlan, PlannedDestroy};
-use aloft_deploy::wire::{ScaleCountRequest, ScalePreview};
 use aloft_deploy::{Release, ReleaseStatus, ScaleWork, SlotCreate};
 
 use super::{encode, now_ms_rfc3339, Deployer};

@@ -4,5 +4,6 @@
 //! One test binary per crate (`cargo test -p aloft-agent --test it [module::]`), a module per area.
 
 mod api;
+mod client_paths;
 mod openapi;
 mod proxy;

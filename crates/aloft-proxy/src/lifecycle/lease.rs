@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::balance::Lease;
+use crate::balance::Slot;
 use crate::core::Core;
 use crate::headers::ConnValues;
 use crate::hints::Hints;
@@ -24,7 +24,7 @@ pub(crate) struct ConnCtx {
     pub values: ConnValues,
     /// With `concurrency.type = "connections"` the whole client connection sticks to the
     /// machine it was first sent to, and counts as one unit of load there.
-    affinity: Mutex<Option<Arc<Lease>>>,
+    affinity: Mutex<Option<Arc<Slot>>>,
 }
 
 impl ConnCtx {
@@ -49,13 +49,13 @@ impl ConnCtx {
 
 /// A lease owned by one request or shared by a connection.
 pub(crate) enum LeaseRef {
-    Owned(Lease),
-    Shared(Arc<Lease>),
+    Owned(Slot),
+    Shared(Arc<Slot>),
 }
 
 impl std::ops::Deref for LeaseRef {
-    type Target = Lease;
-    fn deref(&self) -> &Lease {
+    type Target = Slot;
+    fn deref(&self) -> &Slot {
         match self {
             LeaseRef::Owned(l) => l,
             LeaseRef::Shared(l) => l,

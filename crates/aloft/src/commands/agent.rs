@@ -34,7 +34,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let mut config = aloft_agent::AgentConfig::new(
         args.data_dir
             .clone()
-            .unwrap_or_else(aloft_agent::default_data_dir),
+            .unwrap_or_else(aloft_client::default_data_dir),
     );
     config.listen = args.listen;
     config.proxy = (!args.no_proxy).then(|| aloft_proxy_config(&args));
@@ -61,10 +61,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             "aloft agent listening on {} (data dir {}, token in {})",
             handle.url(),
             handle.data_dir.display(),
-            handle
-                .data_dir
-                .join(aloft_agent::settings::TOKEN_FILE)
-                .display()
+            handle.data_dir.join(aloft_api::local::TOKEN_FILE).display()
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -1,9 +1,9 @@
 //! `aloft apps create|list|destroy`.
 
+use aloft_client::{block_on, Client};
 use std::process::ExitCode;
 
 use crate::cli::{AppArgs, AppsCommand};
-use crate::client::{block_on, Client};
 use crate::commands::common::{confirm, resolve_app};
 use crate::output::{print_json, print_table};
 

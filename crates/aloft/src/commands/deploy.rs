@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aloft_api::images::image_ref;
+use aloft_api::routes::STATUS_CONFIRMATION_REQUIRED;
+use aloft_client::{block_on, is_not_found, status_error, Client};
 use aloft_config::Loaded;
-use aloft_deploy::wire::{self, CreateReleaseRequest, STATUS_CONFIRMATION_REQUIRED};
+use aloft_deploy::messages::CreateReleaseRequest;
 use aloft_deploy::{DeployEvent, Release, ReleaseStatus};
 use anyhow::{anyhow, bail, Context};
 
 use crate::cli::DeployArgs;
-use crate::client::{api_error, block_on, is_not_found, Client};
 use crate::commands::common::{confirm, load_config, resolve_app, spec_from_config, DeployFlags};
 
 /// Everything a deploy needs, resolved from flags and fly.toml.
@@ -96,7 +98,7 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
             let packed = tokio::task::spawn_blocking(move || aloft_deploy::image::pack_dir(&dir))
                 .await
                 .context("packing the app directory")??;
-            spec.image = wire::image_ref(app, &packed.digest);
+            spec.image = image_ref(app, &packed.digest);
             Some(packed)
         }
     };
@@ -155,7 +157,7 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
     let release = match client.create_release(app, &req).await {
         Ok(r) => r,
         Err(e) => {
-            if let Some(api) = api_error(&e) {
+            if let Some(api) = status_error(&e) {
                 if api.code.as_deref() == Some(STATUS_CONFIRMATION_REQUIRED) {
                     bail!("{}: the app's machines changed since the plan was shown; run the deploy again", api.message);
                 }
@@ -185,7 +187,7 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
 
 /// An agent without the release routes says so plainly.
 fn old_agent_hint(e: anyhow::Error) -> anyhow::Error {
-    match api_error(&e) {
+    match status_error(&e) {
         Some(api) if api.message.starts_with("no such endpoint") => {
             e.context("this agent does not carry out deploys yet (release routes missing)")
         }
@@ -221,7 +223,7 @@ pub(crate) async fn follow(
             return Ok(f);
         }
         match result {
-            Err(e) if api_error(&e).is_some() => return Err(e),
+            Err(e) if status_error(&e).is_some() => return Err(e),
             Err(_) | Ok(()) if failures < 120 => {
                 failures += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -3,10 +3,10 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use aloft_deploy::wire::LogLine;
+use aloft_api::LogLine;
+use aloft_client::{block_on, Client};
 
 use crate::cli::LogsArgs;
-use crate::client::{block_on, Client};
 use crate::commands::common::{colour_for, resolve_app};
 
 /// One log line as printed: `timestamp group[machine] region message`, the prefix coloured per

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use aloft_api::metadata::{PROCESS_GROUP, RESERVED_GROUPS, ROLE};
 use aloft_api::{CreateMachineRequest, Machine, MachineState, StopRequest};
+use aloft_client::{block_on, is_not_found, Client};
 use anyhow::{anyhow, bail, Context};
 
 use crate::cli::MachineCommand;
-use crate::client::{block_on, is_not_found, Client};
 use crate::commands::common::{confirm, resolve_app};
 use crate::output::{print_json, print_table};
 

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use aloft_api::{Guest, VM_PRESETS};
+use aloft_client::{block_on, Client};
 
 use crate::cli::PlatformCommand;
-use crate::client::{block_on, Client};
 use crate::output::{print_json, print_table, render_table};
 
 pub fn run(cmd: PlatformCommand) -> anyhow::Result<ExitCode> {

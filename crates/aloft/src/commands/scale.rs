@@ -5,14 +5,14 @@
 
 use std::process::ExitCode;
 
+use aloft_api::groups::ScaleCountRequest;
 use aloft_api::{Machine, MachineState, UpdateMachineRequest};
+use aloft_client::{block_on, Client, ScaleAnswer};
 use aloft_deploy::scale;
-use aloft_deploy::wire::ScaleCountRequest;
 use aloft_deploy::{Release, ReleaseStatus};
 use anyhow::{anyhow, bail, Context};
 
 use crate::cli::{AppArgs, ListArgs, ScaleCommand, ScaleCountArgs};
-use crate::client::{block_on, Client, ScaleAnswer};
 use crate::commands::common::{confirm, resolve_app};
 use crate::output::{print_json, print_table};
 

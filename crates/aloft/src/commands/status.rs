@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use aloft_api::metadata::{RELEASE_VERSION, ROLE};
 use aloft_api::Machine;
+use aloft_client::{block_on, Client};
 use aloft_deploy::plan::is_managed;
 use serde::Serialize;
 
 use crate::cli::{ListArgs, StatusArgs};
-use crate::client::{block_on, Client};
 use crate::commands::common::resolve_app;
 use crate::output::{print_json, print_table};
 

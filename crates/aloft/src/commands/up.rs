@@ -10,14 +10,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aloft_api::{Machine, MachineState, StopRequest};
+use aloft_api::{Machine, MachineState, ProxyPort, StopRequest};
+use aloft_client::{is_not_found, status_error, Client, StatusCode};
 use anyhow::{bail, Context};
 use futures_util::future::join_all;
-use reqwest::StatusCode;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::UpArgs;
-use crate::client::{api_error, is_not_found, Client, ProxyPort};
 use crate::commands::common::{load_config, DeployFlags};
 use crate::commands::deploy::{deploy, DeployInput};
 use crate::commands::logs::format_line;
@@ -205,7 +204,7 @@ async fn connect(
     args: &UpArgs,
     map_to_free: &[u16],
 ) -> anyhow::Result<(Client, Option<aloft_agent::AgentHandle>)> {
-    let defaults = aloft_agent::local_defaults(args.data_dir.as_deref());
+    let defaults = aloft_client::local_defaults(args.data_dir.as_deref());
     let data_dir = defaults.data_dir.clone();
     let explicit_url = std::env::var("ALOFT_API_URL")
         .ok()
@@ -264,7 +263,7 @@ async fn connect(
 
 /// A client of the address in `<data-dir>/agent.addr` (the last agent started on that data dir).
 fn agent_of_data_dir(data_dir: &Path) -> Option<Client> {
-    use aloft_agent::settings::{ADDR_FILE, TOKEN_FILE};
+    use aloft_api::local::{ADDR_FILE, TOKEN_FILE};
     let read = |f: &str| {
         std::fs::read_to_string(data_dir.join(f))
             .ok()
@@ -280,7 +279,7 @@ fn agent_of_data_dir(data_dir: &Path) -> Option<Client> {
 async fn answers(client: &Client) -> anyhow::Result<bool> {
     match tokio::time::timeout(Duration::from_secs(2), client.list_apps()).await {
         Ok(Ok(_)) => Ok(true),
-        Ok(Err(e)) => match api_error(&e).map(|a| a.status) {
+        Ok(Err(e)) => match status_error(&e).map(|a| a.status) {
             Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(e.context(format!(
                 "an agent answers at {} but refuses the token; set ALOFT_API_TOKEN (the agent's \
                  token is in <data-dir>/token)",
@@ -402,7 +401,7 @@ fn url_of(p: &ProxyPort, listen: &str, agent_url: &str) -> String {
     };
     let host = match listen.parse::<SocketAddr>() {
         Ok(addr) if addr.ip().is_unspecified() => {
-            let agent_host = reqwest::Url::parse(agent_url)
+            let agent_host = aloft_client::Url::parse(agent_url)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
                 .unwrap_or_else(|| "127.0.0.1".to_string());

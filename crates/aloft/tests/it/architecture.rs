@@ -66,6 +66,7 @@ fn library_crates_respect_their_boundaries() {
     if crates.contains(&"aloft-deploy".to_string()) {
         assert_allowed("aloft-deploy", &["aloft-api", "aloft-config"]);
     }
+    assert_allowed("aloft-client", &["aloft-api", "aloft-deploy"]);
 }
 
 #[test]
@@ -118,13 +119,13 @@ const HTTP_CRATES: &[&str] = &[
 
 #[test]
 fn http_lives_only_at_the_edges() {
-    // The agent serves the API, the proxy serves the machines' ports, the binary's client calls
-    // the API; the domain crates (config, deploy planning, runtime, store, wire types) know
-    // nothing of HTTP.
+    // The agent serves the API, the proxy serves the machines' ports, aloft-client calls the
+    // API (the CLI only through it); the domain crates (config, deploy planning, runtime, store,
+    // wire types) know nothing of HTTP.
     let may = |krate: &str, dep: &str| match krate {
         "aloft-agent" | "aloft-proxy" => dep != "reqwest",
-        // The CLI's client, and the test kit's (it calls the API of agents under test).
-        "aloft" | "aloft-testkit" => dep == "reqwest",
+        // The client crate, and the test kit's (it calls the API of agents under test).
+        "aloft-client" | "aloft-testkit" => dep == "reqwest",
         _ => false,
     };
     for krate in all_crates() {
@@ -132,9 +133,88 @@ fn http_lives_only_at_the_edges() {
             if HTTP_CRATES.contains(&dep.as_str()) {
                 assert!(
                     may(&krate, &dep),
-                    "{krate} must not depend on {dep} (ARCHITECTURE.md: HTTP only in the agent, the proxy and the CLI's client)"
+                    "{krate} must not depend on {dep} (ARCHITECTURE.md: HTTP only in the agent, the proxy and aloft-client)"
                 );
             }
+        }
+    }
+}
+
+/// Lines of `krate`'s sources that are not comments, with their file.
+fn code_lines(krate: &str) -> Vec<(PathBuf, String)> {
+    sources(krate)
+        .into_iter()
+        .flat_map(|(path, text)| {
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .map(|l| (path.clone(), l.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn routes_and_error_statuses_live_in_aloft_api() {
+    // aloft-deploy knows nothing of HTTP: no route path, no status constant; the paths every
+    // client and the agent use are `aloft_api::routes`.
+    for (path, line) in code_lines("aloft-deploy") {
+        assert!(
+            !line.contains("\"/v1/") && !line.contains("STATUS_"),
+            "aloft-deploy/src/{}: `{}` — routes and error statuses belong in aloft_api::routes",
+            path.display(),
+            line.trim()
+        );
+    }
+    // The client takes its paths from aloft_api::routes too.
+    for (path, line) in code_lines("aloft-client") {
+        assert!(
+            !line.contains("\"/v1/"),
+            "aloft-client/src/{}: `{}` — use aloft_api::routes",
+            path.display(),
+            line.trim()
+        );
+    }
+}
+
+#[test]
+fn the_cli_finds_the_agent_without_asking_the_agent_crate() {
+    // `aloft` embeds the agent (`aloft agent`, `aloft up`), but where a client finds an agent
+    // (file names, default address, data dir) is shared through aloft-api and aloft-client.
+    for (path, line) in code_lines("aloft") {
+        for name in [
+            "TOKEN_FILE",
+            "ADDR_FILE",
+            "DEFAULT_LISTEN",
+            "local_defaults",
+            "default_data_dir",
+        ] {
+            assert!(
+                !(line.contains("aloft_agent") && line.contains(name)),
+                "aloft/src/{}: `{}` — take {name} from aloft_api::local or aloft_client",
+                path.display(),
+                line.trim()
+            );
+        }
+    }
+}
+
+#[test]
+fn aloft_api_does_no_io() {
+    for (path, line) in code_lines("aloft-api") {
+        for io in [
+            "std::fs",
+            "std::net",
+            "std::env",
+            "std::process",
+            "tokio",
+            "async ",
+        ] {
+            assert!(
+                !line.contains(io),
+                "aloft-api/src/{}: `{}` — aloft-api is pure data (ARCHITECTURE.md)",
+                path.display(),
+                line.trim()
+            );
         }
     }
 }

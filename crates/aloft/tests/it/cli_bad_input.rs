@@ -135,7 +135,7 @@ const SCALE_OP: u64 = aloft_api::metadata::SCALE_VERSION_BASE + 1;
 /// What the agent answers to `POST …/scale`: the plan of the real planner (dry run), or the
 /// operation it started.
 fn scale_answer(body: &str) -> (&'static str, String) {
-    let req: aloft_deploy::wire::ScaleCountRequest = serde_json::from_str(body).unwrap();
+    let req: aloft_api::groups::ScaleCountRequest = serde_json::from_str(body).unwrap();
     let counts = req
         .counts
         .iter()
@@ -161,7 +161,7 @@ fn scale_answer(body: &str) -> (&'static str, String) {
     )
     .unwrap();
     if req.dry_run {
-        let preview = aloft_deploy::wire::ScalePreview {
+        let preview = aloft_deploy::messages::ScalePreview {
             lines: plan.lines.clone(),
             create: plan.create.len(),
             destroy: plan.destroy.clone(),
@@ -216,7 +216,7 @@ fn answer(method: &str, path: &str, body: &str) -> (&'static str, String) {
         ),
         ("POST", "/v1/apps/demo/releases?dry_run=true") => {
             // The agent's planner over the fake agent's machines.
-            let req: aloft_deploy::wire::CreateReleaseRequest = serde_json::from_str(body).unwrap();
+            let req: aloft_deploy::messages::CreateReleaseRequest = serde_json::from_str(body).unwrap();
             let machines = vec![
                 machine("w1", "web", "shared-cpu-1x"),
                 machine("c1", "cron", "shared-cpu-1x"),
@@ -509,7 +509,7 @@ fn deploy_posts_the_release_of_the_config() {
         .iter()
         .find(|(m, p, _)| m == "POST" && p == "/v1/apps/demo/releases")
         .expect("release posted");
-    let req: aloft_deploy::wire::CreateReleaseRequest = serde_json::from_str(&post.2).unwrap();
+    let req: aloft_deploy::messages::CreateReleaseRequest = serde_json::from_str(&post.2).unwrap();
     assert_eq!(
         req.image_digest.as_deref(),
         Some(format!("sha256:{hex}").as_str())
@@ -561,6 +561,6 @@ fn deploy_lists_machines_it_would_destroy_and_needs_yes() {
         .iter()
         .find(|(m, p, _)| m == "POST" && p == "/v1/apps/demo/releases")
         .unwrap();
-    let req: aloft_deploy::wire::CreateReleaseRequest = serde_json::from_str(&post.2).unwrap();
+    let req: aloft_deploy::messages::CreateReleaseRequest = serde_json::from_str(&post.2).unwrap();
     assert_eq!(req.confirmed_destroy, vec!["c1".to_string()]);
 }

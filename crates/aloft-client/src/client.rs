@@ -1,16 +1,19 @@
-//! HTTP client of the agent's Machines API (and the Aloft routes of `aloft_deploy::wire`).
+//! The client itself: one method per route; error answers become [`StatusError`].
 //!
 //! Base URL and token: `ALOFT_API_URL` / `ALOFT_API_TOKEN`, else the local agent's
-//! (`aloft_agent::local_defaults`: `<data-dir>/agent.addr` and `<data-dir>/token`). Errors say
+//! ([`crate::local::local_defaults`]: `<data-dir>/agent.addr` and `<data-dir>/token`). Errors say
 //! what failed, on which URL, and what to do (e.g. start the agent).
 
 use std::time::Duration;
 
+use aloft_api::groups::ScaleCountRequest;
+use aloft_api::images::ImageInfo;
+use aloft_api::routes;
 use aloft_api::{
-    App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, Machine,
-    MachineState, StopRequest, UpdateMachineRequest,
+    App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, LogLine, Machine,
+    MachineState, ProxyPort, StopRequest, UpdateMachineRequest,
 };
-use aloft_deploy::wire::{self, routes, CreateReleaseRequest, ImageInfo};
+use aloft_deploy::messages::{CreateReleaseRequest, ReleaseEventRecord, ScalePreview};
 use aloft_deploy::Release;
 use anyhow::{anyhow, Context};
 use futures_util::StreamExt;
@@ -18,10 +21,11 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// An API error with its HTTP status, so callers can react to 404/409.
+/// The agent answered with an error status (not 2xx); kept with the status so callers can react
+/// to 404/409.
 #[derive(Debug, thiserror::Error)]
 #[error("{message} (HTTP {status} from {method} {url})")]
-pub struct ApiError {
+pub struct StatusError {
     pub status: StatusCode,
     pub method: Method,
     pub url: String,
@@ -32,14 +36,14 @@ pub struct ApiError {
     pub body: String,
 }
 
-/// Returns the [`ApiError`] inside an anyhow error, if that is what it is.
-pub fn api_error(err: &anyhow::Error) -> Option<&ApiError> {
-    err.downcast_ref::<ApiError>()
+/// Returns the [`StatusError`] inside an anyhow error, if that is what it is.
+pub fn status_error(err: &anyhow::Error) -> Option<&StatusError> {
+    err.downcast_ref::<StatusError>()
 }
 
 /// Whether `err` is an API 404.
 pub fn is_not_found(err: &anyhow::Error) -> bool {
-    api_error(err).is_some_and(|e| e.status == StatusCode::NOT_FOUND)
+    status_error(err).is_some_and(|e| e.status == StatusCode::NOT_FOUND)
 }
 
 #[derive(Clone)]
@@ -65,7 +69,7 @@ impl Client {
     /// From `ALOFT_API_URL` / `ALOFT_API_TOKEN`, else the local agent's defaults.
     pub fn from_env() -> Client {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let defaults = aloft_agent::local_defaults(None);
+        let defaults = crate::local::local_defaults(None);
         let base = env("ALOFT_API_URL").unwrap_or(defaults.api_url);
         let token = env("ALOFT_API_TOKEN").or(defaults.token);
         Client::new(base, token)
@@ -83,7 +87,7 @@ impl Client {
         rb
     }
 
-    /// Sends a request; non-2xx answers become [`ApiError`], transport errors say how to fix them.
+    /// Sends a request; non-2xx answers become [`StatusError`], transport errors say how to fix them.
     async fn send(
         &self,
         method: Method,
@@ -115,7 +119,7 @@ impl Client {
             }
             None => body.trim().to_string(),
         };
-        Err(ApiError {
+        Err(StatusError {
             status,
             method,
             url,
@@ -162,24 +166,28 @@ impl Client {
 
     /// Where the agent's proxy listens for each service port (`GET /v1/proxy`).
     pub async fn proxy_ports(&self) -> anyhow::Result<Vec<ProxyPort>> {
-        self.json(Method::GET, "/v1/proxy", None::<&()>).await
+        self.json(Method::GET, &routes::proxy(), None::<&()>).await
     }
 
     /// The regions the agent hosts (`GET /v1/regions`).
     pub async fn regions(&self) -> anyhow::Result<Vec<aloft_api::regions::RegionInfo>> {
-        self.json(Method::GET, "/v1/regions", None::<&()>).await
+        self.json(Method::GET, &routes::regions(), None::<&()>)
+            .await
     }
 
     pub async fn list_apps(&self) -> anyhow::Result<Vec<App>> {
         let r: ListAppsResponse = self
-            .json(Method::GET, "/v1/apps?org_slug=personal", None::<&()>)
+            .json(
+                Method::GET,
+                &format!("{}?org_slug=personal", routes::apps()),
+                None::<&()>,
+            )
             .await?;
         Ok(r.apps)
     }
 
     pub async fn get_app(&self, app: &str) -> anyhow::Result<App> {
-        self.json(Method::GET, &format!("/v1/apps/{app}"), None::<&()>)
-            .await
+        self.json(Method::GET, &routes::app(app), None::<&()>).await
     }
 
     pub async fn create_app(&self, app: &str, org: &str) -> anyhow::Result<App> {
@@ -188,13 +196,13 @@ impl Client {
             org_slug: Some(org.to_string()),
             network: None,
         };
-        self.json(Method::POST, "/v1/apps", Some(&req)).await
+        self.json(Method::POST, &routes::apps(), Some(&req)).await
     }
 
     pub async fn delete_app(&self, app: &str) -> anyhow::Result<()> {
         self.no_content(
             Method::DELETE,
-            &format!("/v1/apps/{app}?force=true"),
+            &format!("{}?force=true", routes::app(app)),
             None::<&()>,
         )
         .await
@@ -203,21 +211,13 @@ impl Client {
     // ---- machines
 
     pub async fn list_machines(&self, app: &str) -> anyhow::Result<Vec<Machine>> {
-        self.json(
-            Method::GET,
-            &format!("/v1/apps/{app}/machines"),
-            None::<&()>,
-        )
-        .await
+        self.json(Method::GET, &routes::machines(app), None::<&()>)
+            .await
     }
 
     pub async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Machine> {
-        self.json(
-            Method::GET,
-            &format!("/v1/apps/{app}/machines/{id}"),
-            None::<&()>,
-        )
-        .await
+        self.json(Method::GET, &routes::machine(app, id), None::<&()>)
+            .await
     }
 
     pub async fn create_machine(
@@ -225,7 +225,7 @@ impl Client {
         app: &str,
         req: &CreateMachineRequest,
     ) -> anyhow::Result<Machine> {
-        self.json(Method::POST, &format!("/v1/apps/{app}/machines"), Some(req))
+        self.json(Method::POST, &routes::machines(app), Some(req))
             .await
     }
 
@@ -235,40 +235,28 @@ impl Client {
         id: &str,
         req: &UpdateMachineRequest,
     ) -> anyhow::Result<Machine> {
-        self.json(
-            Method::POST,
-            &format!("/v1/apps/{app}/machines/{id}"),
-            Some(req),
-        )
-        .await
+        self.json(Method::POST, &routes::machine(app, id), Some(req))
+            .await
     }
 
     pub async fn destroy_machine(&self, app: &str, id: &str, force: bool) -> anyhow::Result<()> {
         let q = if force { "?force=true" } else { "" };
         self.no_content(
             Method::DELETE,
-            &format!("/v1/apps/{app}/machines/{id}{q}"),
+            &format!("{}{q}", routes::machine(app, id)),
             None::<&()>,
         )
         .await
     }
 
     pub async fn start_machine(&self, app: &str, id: &str) -> anyhow::Result<()> {
-        self.no_content(
-            Method::POST,
-            &format!("/v1/apps/{app}/machines/{id}/start"),
-            None::<&()>,
-        )
-        .await
+        self.no_content(Method::POST, &routes::machine_start(app, id), None::<&()>)
+            .await
     }
 
     pub async fn stop_machine(&self, app: &str, id: &str, req: &StopRequest) -> anyhow::Result<()> {
-        self.no_content(
-            Method::POST,
-            &format!("/v1/apps/{app}/machines/{id}/stop"),
-            Some(req),
-        )
-        .await
+        self.no_content(Method::POST, &routes::machine_stop(app, id), Some(req))
+            .await
     }
 
     pub async fn set_metadata(
@@ -281,7 +269,7 @@ impl Client {
         let body = serde_json::json!({ "value": value });
         self.no_content(
             Method::POST,
-            &format!("/v1/apps/{app}/machines/{id}/metadata/{key}"),
+            &routes::machine_metadata(app, id, key),
             Some(&body),
         )
         .await
@@ -333,18 +321,22 @@ impl Client {
                 .saturating_duration_since(tokio::time::Instant::now())
                 .as_secs()
                 .clamp(1, 60);
-            let path = format!("/v1/apps/{app}/machines/{id}/wait?state={state}&timeout={left}");
+            let path = format!(
+                "{}?state={state}&timeout={left}",
+                routes::machine_wait(app, id)
+            );
             match self.no_content(Method::GET, &path, None::<&()>).await {
                 Ok(()) => return Ok(()),
                 Err(e)
-                    if api_error(&e).is_some_and(|a| a.status == StatusCode::REQUEST_TIMEOUT)
+                    if status_error(&e)
+                        .is_some_and(|a| a.status == StatusCode::REQUEST_TIMEOUT)
                         && tokio::time::Instant::now() < deadline => {}
                 Err(e) => return Err(e.context(format!("waiting for machine {id} to be {state}"))),
             }
         }
     }
 
-    // ---- releases, images, group counts (aloft_deploy::wire)
+    // ---- releases, images, group counts, logs (Aloft routes)
 
     pub async fn list_releases(&self, app: &str) -> anyhow::Result<Vec<Release>> {
         self.json(Method::GET, &routes::releases(app), None::<&()>)
@@ -357,7 +349,8 @@ impl Client {
             Ok(r) => r,
             Err(e)
                 if is_not_found(&e)
-                    && api_error(&e).is_some_and(|a| a.message.starts_with("no such endpoint")) =>
+                    && status_error(&e)
+                        .is_some_and(|a| a.message.starts_with("no such endpoint")) =>
             {
                 return Err(e.context("this agent does not serve releases yet"))
             }
@@ -371,11 +364,7 @@ impl Client {
 
     /// `scale count` by the agent: the plan (`dry_run`, or nothing to change) or the operation
     /// it started.
-    pub async fn scale(
-        &self,
-        app: &str,
-        req: &wire::ScaleCountRequest,
-    ) -> anyhow::Result<ScaleAnswer> {
+    pub async fn scale(&self, app: &str, req: &ScaleCountRequest) -> anyhow::Result<ScaleAnswer> {
         let path = routes::scale(app);
         let rb = self.request(Method::POST, &path).json(req);
         let resp = self.send(Method::POST, &path, rb).await?;
@@ -419,7 +408,7 @@ impl Client {
         app: &str,
         version: u64,
         after: u64,
-        mut on_event: impl FnMut(wire::ReleaseEventRecord),
+        mut on_event: impl FnMut(ReleaseEventRecord),
     ) -> anyhow::Result<()> {
         let path = format!(
             "{}?follow=true&after={after}",
@@ -429,7 +418,7 @@ impl Client {
             .send(Method::GET, &path, self.request(Method::GET, &path))
             .await?;
         ndjson(resp, |line| {
-            let rec: wire::ReleaseEventRecord = serde_json::from_str(line)
+            let rec: ReleaseEventRecord = serde_json::from_str(line)
                 .with_context(|| format!("unexpected release event: {line}"))?;
             on_event(rec);
             Ok(true)
@@ -471,7 +460,7 @@ impl Client {
         &self,
         app: &str,
         query: &[(&str, String)],
-        mut on_line: impl FnMut(wire::LogLine) -> bool,
+        mut on_line: impl FnMut(LogLine) -> bool,
     ) -> anyhow::Result<()> {
         let mut path = routes::logs(app);
         let qs: Vec<String> = query
@@ -484,11 +473,9 @@ impl Client {
         let resp = self
             .send(Method::GET, &path, self.request(Method::GET, &path))
             .await?;
-        ndjson(resp, |line| {
-            match serde_json::from_str::<wire::LogLine>(line) {
-                Ok(l) => Ok(on_line(l)),
-                Err(_) => Ok(true),
-            }
+        ndjson(resp, |line| match serde_json::from_str::<LogLine>(line) {
+            Ok(l) => Ok(on_line(l)),
+            Err(_) => Ok(true),
         })
         .await
     }
@@ -539,23 +526,10 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// One service port of the agent's proxy (`GET /v1/proxy`).
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct ProxyPort {
-    pub port: u16,
-    pub app: String,
-    #[serde(default)]
-    pub listen: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub handlers: Vec<String>,
-}
-
 /// What `POST …/scale` answered.
 pub enum ScaleAnswer {
     /// The plan: a dry run, or nothing to change (the counts are recorded then).
-    Plan(wire::ScalePreview),
+    Plan(ScalePreview),
     /// The operation the agent runs now; follow it as a release.
     Started(Box<Release>),
 }

@@ -1,0 +1,107 @@
+//! Paths of the agent's routes, for client and server alike: the Machines API routes the
+//! client calls and Aloft's own routes below, with the error statuses they answer with.
+//! (The agent registers its handlers under the matching `{app}`/`{id}` templates.)
+//!
+//! Aloft's extensions to the Machines API; errors use the API's usual `{"error", "status"}` body
+//! ([`crate::ErrorResponse`]). Bodies are in [`crate::images`], [`crate::groups`],
+//! [`crate::logs`] and [`crate::proxy`]; those made of a deploy's own types (release spec,
+//! events, plans) are in `aloft_deploy::messages`, next to those types.
+//!
+//! | route | body | response |
+//! |---|---|---|
+//! | `GET /v1/apps/{app}/releases` | – | `200 [Release]`, newest first |
+//! | `GET /v1/apps/{app}/releases/{version}` | – | `200 Release`, `404` |
+//! | `POST /v1/apps/{app}/releases` | `CreateReleaseRequest` | `201 Release` (the deploy runs in the agent, also if the client goes away, and resumes after an agent restart); `409` with status [`STATUS_CONFIRMATION_REQUIRED`] and a `ConfirmationRequired` body when machines would be destroyed that the request did not confirm; `422` bad spec (unknown `--process-groups` name…); `404` unknown image digest |
+//! | `POST /v1/apps/{app}/releases?dry_run=true` | `CreateReleaseRequest` | `200 DeployPlan` as the agent would freeze it; nothing recorded |
+//! | `GET /v1/apps/{app}/releases/{version}/events?follow=true&after=N` | – | `200` NDJSON of `ReleaseEventRecord` with `seq > N`; with `follow` the stream stays open until the release reaches a terminal status (the last line is a `finished` event) |
+//! | `PUT /v1/apps/{app}/images/{sha256hex}` | the tar bytes (`application/x-tar`) | `201` [`crate::images::ImageInfo`] stored; `200` already present; `400` digest mismatch |
+//! | `GET`/`HEAD /v1/apps/{app}/images/{sha256hex}` | – | `200` [`crate::images::ImageInfo`] / `404` |
+//! | `POST /v1/apps/{app}/scale` | [`crate::groups::ScaleCountRequest`] | `201 Release` with `scale` set: the agent records the counts and the frozen machine changes in one transaction and carries them out like a deploy (resumable, events as a release's); `200 ScalePreview` with `dry_run` or when nothing is to change (the counts are still recorded then); `409` while a release of the app runs; `422` unknown group, bad count, over the agent's limit, no complete release |
+//! | `GET /v1/apps/{app}/process_groups` | – | `200` [`crate::groups::GroupCounts`] (remembered desired counts) |
+//! | `PUT /v1/apps/{app}/process_groups/{group}/count` | [`crate::groups::SetCount`] | `200` [`crate::groups::GroupCounts`] |
+//! | `GET /v1/apps/{app}/logs?group=G&machine=ID&region=R&follow=true&limit=N` | – | `200` NDJSON of [`crate::LogLine`] (the last `limit` lines, then new ones while `follow`) |
+//! | `GET /v1/proxy` | – | `200 [`[`crate::ProxyPort`]`]`; `404` when the agent runs without a proxy |
+//! | `GET /v1/regions` | – | `200 [`[`crate::regions::RegionInfo`]`]` |
+
+/// `status` of the 409 error body when a deploy would destroy unconfirmed machines.
+pub const STATUS_CONFIRMATION_REQUIRED: &str = "confirmation_required";
+
+// ---- Machines API
+
+pub fn apps() -> String {
+    "/v1/apps".to_string()
+}
+pub fn app(app: &str) -> String {
+    format!("/v1/apps/{app}")
+}
+pub fn machines(app: &str) -> String {
+    format!("/v1/apps/{app}/machines")
+}
+pub fn machine(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}")
+}
+pub fn machine_start(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}/start")
+}
+pub fn machine_stop(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}/stop")
+}
+pub fn machine_wait(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}/wait")
+}
+pub fn machine_metadata(app: &str, id: &str, key: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}/metadata/{key}")
+}
+
+// ---- Aloft's own routes
+
+pub fn proxy() -> String {
+    "/v1/proxy".to_string()
+}
+pub fn regions() -> String {
+    "/v1/regions".to_string()
+}
+pub fn releases(app: &str) -> String {
+    format!("/v1/apps/{app}/releases")
+}
+pub fn release(app: &str, version: u64) -> String {
+    format!("/v1/apps/{app}/releases/{version}")
+}
+pub fn release_events(app: &str, version: u64) -> String {
+    format!("/v1/apps/{app}/releases/{version}/events")
+}
+/// `hex` is the sha256 hex without the `sha256:` prefix.
+pub fn image(app: &str, hex: &str) -> String {
+    format!("/v1/apps/{app}/images/{hex}")
+}
+pub fn process_groups(app: &str) -> String {
+    format!("/v1/apps/{app}/process_groups")
+}
+pub fn group_count(app: &str, group: &str) -> String {
+    format!("/v1/apps/{app}/process_groups/{group}/count")
+}
+pub fn scale(app: &str) -> String {
+    format!("/v1/apps/{app}/scale")
+}
+pub fn logs(app: &str) -> String {
+    format!("/v1/apps/{app}/logs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fill_the_templates_the_agent_registers() {
+        assert_eq!(
+            group_count("a", "web"),
+            "/v1/apps/a/process_groups/web/count"
+        );
+        assert_eq!(
+            machine_metadata("a", "m1", "k"),
+            "/v1/apps/a/machines/m1/metadata/k"
+        );
+        assert_eq!(release_events("a", 3), "/v1/apps/a/releases/3/events");
+        assert_eq!(image("a", "ab12"), "/v1/apps/a/images/ab12");
+    }
+}

@@ -1,0 +1,14 @@
+//! HTTP client of the Aloft agent: the Machines API and the agent's own routes (releases,
+//! images, scale, process-group counts, logs, proxy ports), with paths from
+//! `aloft_api::routes`, and how a client finds the local agent ([`local`]).
+//!
+//! The CLI talks to every agent, the embedded one too, only through this client, so it
+//! exercises the path a remote user does. The only crate that speaks HTTP as a client.
+
+mod client;
+pub mod local;
+
+pub use client::{block_on, is_not_found, status_error, Client, ScaleAnswer, StatusError};
+pub use local::{default_data_dir, local_defaults, LocalDefaults};
+/// HTTP types callers need to read a [`StatusError`] or the agent's URL.
+pub use reqwest::{Method, StatusCode, Url};
