@@ -218,15 +218,32 @@ pub struct Release {
     pub scale: Option<ScaleWork>,
 }
 
-/// The frozen work of a `scale count` run by the agent (see [`crate::engine`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The frozen work of a `scale count` or `scale vm|memory` run by the agent (see
+/// [`crate::engine`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScaleWork {
-    /// What the user asked for, e.g. `web=8 worker=2 --region gru,bog`.
+    /// What the user asked for, e.g. `web=8 worker=2 --region gru,bog` or
+    /// `vm performance-2x -g web`.
     pub summary: String,
     /// Machines to create, each under its own slot key (see `aloft_api::metadata::SCALE_SLOT`).
     pub create: Vec<SlotCreate>,
     /// Machines to destroy (with force).
     pub destroy: Vec<PlannedDestroy>,
+    /// `scale vm|memory`: machines that get a new guest, one at a time, in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guest: Vec<GuestSet>,
+}
+
+/// One machine a `scale vm|memory` operation gives a new guest. Done once the machine's guest is
+/// `guest` (so a run after a crash skips it); nothing else of its config changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSet {
+    pub id: String,
+    pub group: String,
+    pub guest: aloft_api::Guest,
+    /// The machine was started when planned: its update is waited on (started, then checks
+    /// passing) before the next machine is touched.
+    pub wait: bool,
 }
 
 /// One machine a scale operation creates.

@@ -12,6 +12,7 @@
 //! | `PUT /v1/apps/{app}/images/{sha256hex}` | the tar bytes (`application/x-tar`) | `201` [`ImageInfo`] stored; `200` already present; `400` digest mismatch |
 //! | `GET`/`HEAD /v1/apps/{app}/images/{sha256hex}` | – | `200` [`ImageInfo`] / `404` |
 //! | `POST /v1/apps/{app}/scale` | [`ScaleCountRequest`] | `201 Release` with `scale` set: the agent records the counts and the frozen machine changes in one transaction and carries them out like a deploy (resumable, events as a release's); `200` [`ScalePreview`] with `dry_run` or when nothing is to change (the counts are still recorded then); `409` while a release of the app runs; `422` unknown group, bad count, over the agent's limit, no complete release |
+//! | `POST /v1/apps/{app}/scale/guest` | [`ScaleGuestRequest`] | `201 Release` with `scale.guest` set: the frozen list of machines and their new guests (machines already at it left out), carried out by the agent one machine at a time, each started one waited on until healthy (resumable, events as a release's); `200` [`crate::scale::GuestPlan`] with `dry_run` or when no machine is to change; `409` while a release of the app runs; `422` unknown or missing group, no machine in it, bad size, memory not valid for the size, memory over what this host can give |
 //! | `GET /v1/apps/{app}/process_groups` | – | `200` [`GroupCounts`] (remembered desired counts) |
 //! | `PUT /v1/apps/{app}/process_groups/{group}/count` | [`SetCount`] | `200` [`GroupCounts`] |
 //! | `GET /v1/apps/{app}/logs?group=G&machine=ID&region=R&follow=true&limit=N` | – | `200` NDJSON of [`LogLine`] (the last `limit` lines, then new ones while `follow`) — served by the agent already |
@@ -50,6 +51,9 @@ pub mod routes {
     pub fn scale(app: &str) -> String {
         format!("/v1/apps/{app}/scale")
     }
+    pub fn scale_guest(app: &str) -> String {
+        format!("/v1/apps/{app}/scale/guest")
+    }
     pub fn logs(app: &str) -> String {
         format!("/v1/apps/{app}/logs")
     }
@@ -83,6 +87,24 @@ pub struct ScaleCountRequest {
     /// `--max-per-region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_region: Option<u32>,
+    /// Only plan: nothing is recorded or changed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/apps/{app}/scale/guest`: `scale vm SIZE [--vm-memory MB]` / `scale memory MB`
+/// carried out by the agent. At least one of `size` and `memory_mb` is given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleGuestRequest {
+    /// The process group; `None` = the app's only group (refused when it has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// A VM size preset (`performance-2x`): the guest is reset to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Memory in MB, set after `size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
     /// Only plan: nothing is recorded or changed.
     #[serde(default)]
     pub dry_run: bool,

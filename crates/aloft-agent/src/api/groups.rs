@@ -1,14 +1,16 @@
 //! `/v1/apps/{app}/process_groups…`: the desired machine count remembered per process group
 //! (`scale count` writes it; deploy creates that many machines for a group that has none, so a
 //! group scaled to 0 stays at 0), and `POST /v1/apps/{app}/scale`, `scale count` carried out by
-//! the agent (`crate::deploy::scale`).
+//! the agent (`crate::deploy::scale`), and `POST /v1/apps/{app}/scale/guest`, `scale vm|memory`
+//! (`crate::deploy::guest`).
 
-use aloft_deploy::wire::{GroupCounts, ScaleCountRequest, SetCount};
+use aloft_deploy::wire::{GroupCounts, ScaleCountRequest, ScaleGuestRequest, SetCount};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::deploy::guest::GuestScaled;
 use crate::deploy::scale::Scaled;
 
 use super::extract::{Body, P};
@@ -46,5 +48,20 @@ pub async fn scale(
     Ok(match st.deploy.scale_count(&app, req).await? {
         Scaled::Release(r) => (StatusCode::CREATED, Json(*r)).into_response(),
         Scaled::Preview(p) => Json(p).into_response(),
+    })
+}
+
+/// `201 Release` (the operation runs in the agent); `200 GuestPlan` for `dry_run` or when no
+/// machine changes.
+pub async fn scale_guest(
+    State(st): State<AppState>,
+    P(app): P<String>,
+    request: Request,
+) -> ApiResult<Response> {
+    st.ctl.get_app(&app).await?;
+    let Body(req) = Body::<ScaleGuestRequest>::from_request(request, &()).await?;
+    Ok(match st.deploy.scale_guest(&app, req).await? {
+        GuestScaled::Release(r) => (StatusCode::CREATED, Json(*r)).into_response(),
+        GuestScaled::Plan(p) => Json(p).into_response(),
     })
 }

@@ -14,6 +14,7 @@
 //! * One release runs per app: a new one supersedes the running one, which stops starting
 //!   machine operations, stops waiting, and ends `interrupted`.
 
+pub mod guest;
 pub mod images;
 pub mod scale;
 pub mod target;
