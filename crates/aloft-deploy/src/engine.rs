@@ -315,7 +315,10 @@ impl<T: DeployTarget> Engine<'_, T> {
         let has_guest = |m: &Machine, set: &GuestSet| m.config.guest.as_ref() == Some(&set.guest);
         let left = work
             .iter()
-            .filter(|set| live.get(set.id.as_str()).is_some_and(|m| !has_guest(m, set)))
+            .filter(|set| {
+                live.get(set.id.as_str())
+                    .is_some_and(|m| !has_guest(m, set))
+            })
             .count();
         self.record(DeployEvent::Planned {
             destroy: 0,

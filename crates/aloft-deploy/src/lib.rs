@@ -23,6 +23,6 @@ pub mod wire;
 pub use engine::{run_release, DeployTarget, EngineError, TargetError};
 pub use events::DeployEvent;
 pub use spec::{
-    DeployOptions, FrozenPlan, GuestSet, Release, ReleaseSpec, ReleaseStatus, ScaleWork, SlotCreate,
-    Strategy,
+    DeployOptions, FrozenPlan, GuestSet, Release, ReleaseSpec, ReleaseStatus, ScaleWork,
+    SlotCreate, Strategy,
 };

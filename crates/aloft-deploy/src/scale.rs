@@ -637,14 +637,18 @@ impl GuestPlan {
 
     /// flyctl's closing lines (§4.2 step 5).
     pub fn describe_result(&self) -> String {
-        format!(
-            "Scaled VM Type for '{}' to '{}'\n      CPU Cores: {}\n         Memory: {} MB\n",
-            self.group,
-            self.guest.size_name(),
-            self.guest.cpus,
-            self.guest.memory_mb
-        )
+        describe_guest(&self.group, &self.guest)
     }
+}
+
+/// flyctl's closing lines of `scale vm|memory` (§4.2 step 5) for `group` now running `guest`.
+pub fn describe_guest(group: &str, guest: &Guest) -> String {
+    format!(
+        "Scaled VM Type for '{group}' to '{}'\n      CPU Cores: {}\n         Memory: {} MB\n",
+        guest.size_name(),
+        guest.cpus,
+        guest.memory_mb
+    )
 }
 
 /// Plans `scale vm` / `scale memory` for the agent to carry out: [`plan_guest_change`] (every
@@ -1079,7 +1083,8 @@ mod tests {
         assert!(plan
             .updates
             .iter()
-            .all(|u| u.group == "web" && Guest::from_preset("performance-2x") == Some(u.guest.clone())));
+            .all(|u| u.group == "web"
+                && Guest::from_preset("performance-2x") == Some(u.guest.clone())));
         assert_eq!(
             plan.describe_result(),
             "Scaled VM Type for 'web' to 'performance-2x'\n      CPU Cores: 2\n         Memory: 4096 MB\n"

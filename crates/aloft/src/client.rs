@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aloft_api::{
     App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, Machine,
-    MachineState, StopRequest, UpdateMachineRequest,
+    MachineState, StopRequest,
 };
 use aloft_deploy::wire::{self, routes, CreateReleaseRequest, ImageInfo};
 use aloft_deploy::Release;
@@ -229,20 +229,6 @@ impl Client {
             .await
     }
 
-    pub async fn update_machine(
-        &self,
-        app: &str,
-        id: &str,
-        req: &UpdateMachineRequest,
-    ) -> anyhow::Result<Machine> {
-        self.json(
-            Method::POST,
-            &format!("/v1/apps/{app}/machines/{id}"),
-            Some(req),
-        )
-        .await
-    }
-
     pub async fn destroy_machine(&self, app: &str, id: &str, force: bool) -> anyhow::Result<()> {
         let q = if force { "?force=true" } else { "" };
         self.no_content(
@@ -376,7 +362,25 @@ impl Client {
         app: &str,
         req: &wire::ScaleCountRequest,
     ) -> anyhow::Result<ScaleAnswer> {
-        let path = routes::scale(app);
+        self.post_scale(&routes::scale(app), req).await
+    }
+
+    /// `scale vm|memory` by the agent: the plan (`dry_run`, or no machine to change) or the
+    /// operation it started.
+    pub async fn scale_guest(
+        &self,
+        app: &str,
+        req: &wire::ScaleGuestRequest,
+    ) -> anyhow::Result<ScaleAnswer<aloft_deploy::scale::GuestPlan>> {
+        self.post_scale(&routes::scale_guest(app), req).await
+    }
+
+    async fn post_scale<P: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &impl serde::Serialize,
+    ) -> anyhow::Result<ScaleAnswer<P>> {
+        let path = path.to_string();
         let rb = self.request(Method::POST, &path).json(req);
         let resp = self.send(Method::POST, &path, rb).await?;
         let created = resp.status() == reqwest::StatusCode::CREATED;
@@ -552,10 +556,10 @@ pub struct ProxyPort {
     pub handlers: Vec<String>,
 }
 
-/// What `POST …/scale` answered.
-pub enum ScaleAnswer {
+/// What `POST …/scale` (or `…/scale/guest`, with its plan `P`) answered.
+pub enum ScaleAnswer<P = wire::ScalePreview> {
     /// The plan: a dry run, or nothing to change (the counts are recorded then).
-    Plan(wire::ScalePreview),
+    Plan(P),
     /// The operation the agent runs now; follow it as a release.
     Started(Box<Release>),
 }

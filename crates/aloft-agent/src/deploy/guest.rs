@@ -14,11 +14,11 @@
 
 use std::sync::Arc;
 
+use aloft_api::Machine;
 use aloft_deploy::scale::{group_for_guest_change, machine_groups, plan_guest_work, GuestPlan};
 use aloft_deploy::spec::FrozenPlan;
 use aloft_deploy::wire::ScaleGuestRequest;
 use aloft_deploy::{Release, ReleaseSpec, ReleaseStatus, ScaleWork};
-use aloft_api::Machine;
 
 use super::{encode, now_ms_rfc3339, Deployer};
 use crate::controller::Reserve;
@@ -54,9 +54,8 @@ impl Deployer {
             Some(r) => (r.spec.group_names(), r.spec.default_group.clone()),
             None => machine_groups(&machines),
         };
-        let unprocessable = |e: aloft_deploy::scale::ScaleError| {
-            ApiError::unprocessable(e.to_string())
-        };
+        let unprocessable =
+            |e: aloft_deploy::scale::ScaleError| ApiError::unprocessable(e.to_string());
         let group = group_for_guest_change(req.group.as_deref(), &known).map_err(unprocessable)?;
         let plan = plan_guest_work(
             &machines,
@@ -70,10 +69,13 @@ impl Deployer {
         if req.dry_run || plan.is_noop() {
             return Ok(GuestScaled::Plan(plan));
         }
-        let spec = base.as_ref().map(|r| r.spec.clone()).unwrap_or(ReleaseSpec {
-            default_group,
-            ..ReleaseSpec::default()
-        });
+        let spec = base
+            .as_ref()
+            .map(|r| r.spec.clone())
+            .unwrap_or(ReleaseSpec {
+                default_group,
+                ..ReleaseSpec::default()
+            });
         let release = self
             .record_guest(app, spec, base.and_then(|r| r.image_digest), &req, plan)
             .await?;
@@ -95,7 +97,10 @@ impl Deployer {
             self.ctl
                 .check_memory(&config, Reserve::Existing(&m.id))
                 .map_err(|e| {
-                    ApiError::unprocessable(format!("machine {} ({}): {}", m.id, set.group, e.message))
+                    ApiError::unprocessable(format!(
+                        "machine {} ({}): {}",
+                        m.id, set.group, e.message
+                    ))
                 })?;
         }
         Ok(())
