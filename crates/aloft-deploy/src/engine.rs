@@ -11,6 +11,9 @@
 //! that had none, then update the rest — `rolling`: per group, stopped machines all at once
 //! (never launched) and started machines in batches of `max_unavailable`, each batch waited on
 //! (started, then checks passing) before the next; `immediate`: everything at once, no waiting.
+//!
+//! A scale operation (`Release::scale`) runs its frozen work instead: `scale count` destroys and
+//! creates slots; `scale vm|memory` sets each listed machine's guest, one machine at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -212,8 +212,9 @@ pub struct Release {
     /// Why the release failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Set on a `scale count` operation: it changes machine counts, not the app's config (its
-    /// `spec` is that of the release it scales). Shown among releases, never the current one.
+    /// Set on a scale operation (`scale count`, `scale vm|memory`): it changes machine counts or
+    /// guests, not the app's config (its `spec` is that of the release it scales). Shown among
+    /// releases, never the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleWork>,
 }
@@ -267,7 +268,7 @@ pub fn version_label(version: u64) -> String {
 }
 
 impl Release {
-    /// Whether this is a deploy (not a `scale count` operation).
+    /// Whether this is a deploy (not a scale operation).
     pub fn is_deploy(&self) -> bool {
         self.scale.is_none()
     }
