@@ -62,6 +62,6 @@ pub async fn scale_guest(
     let Body(req) = Body::<ScaleGuestRequest>::from_request(request, &()).await?;
     Ok(match st.deploy.scale_guest(&app, req).await? {
         GuestScaled::Release(r) => (StatusCode::CREATED, Json(*r)).into_response(),
-        GuestScaled::Plan(p) => Json(p).into_response(),
+        GuestScaled::Plan(p) => Json(*p).into_response(),
     })
 }

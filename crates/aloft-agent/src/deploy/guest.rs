@@ -29,7 +29,7 @@ pub enum GuestScaled {
     /// Recorded and running.
     Release(Box<Release>),
     /// `dry_run`, or no machine to change.
-    Plan(GuestPlan),
+    Plan(Box<GuestPlan>),
 }
 
 impl Deployer {
@@ -67,7 +67,7 @@ impl Deployer {
         .map_err(unprocessable)?;
         self.check_guest_memory(&machines, &plan)?;
         if req.dry_run || plan.is_noop() {
-            return Ok(GuestScaled::Plan(plan));
+            return Ok(GuestScaled::Plan(Box::new(plan)));
         }
         let spec = base
             .as_ref()
