@@ -961,12 +961,12 @@ fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_vm() {
         .iter()
         .position(|e| e["type"] == "started" && e["resumed"] == true)
         .unwrap_or_else(|| panic!("the operation was resumed: {events:?}"));
-    let updated_before = events[..resumed_at]
+    let updating_before = events[..resumed_at]
         .iter()
-        .filter(|e| e["type"] == "updated")
+        .filter(|e| e["type"] == "updating")
         .count();
     assert!(
-        (1..3).contains(&updated_before),
+        (1..3).contains(&updating_before),
         "killed with the group half updated: {events:?}"
     );
 
@@ -1001,13 +1001,141 @@ fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_vm() {
     // A deploy (fly.toml has no [[vm]]) keeps the size.
     w.config(&[("web", "v2"), ("cron", "c2")], "");
     w.deploy(&[]);
-    let labels = w.labels();
-    for m in w.machines() {
-        if group(&m) == "web" {
-            assert!(is_new(&m), "the deploy kept the size: {m}");
-            assert_eq!(labels[m["id"].as_str().unwrap()], "v2", "deployed");
+    let ms = w.machines();
+    wait_for(Duration::from_secs(30), "web machines to run v2", || {
+        let labels = w.labels();
+        ids_of(&ms, "web")
+            .iter()
+            .all(|id| labels[*id] == "v2")
+            .then_some(())
+    });
+    for m in &ms {
+        if group(m) == "web" {
+            assert!(is_new(m), "the deploy kept the size: {m}");
+            assert_eq!(
+                m["config"]["metadata"]["fly_release_version"], "2",
+                "deployed"
+            );
         }
     }
+}
+
+/// `POST …/scale/guest` refuses, before anything is recorded or changed: 422 for a missing or
+/// unknown group, no size nor memory, an unknown size, memory the size cannot have, memory this
+/// host cannot give; 409 while another release of the app runs. A dry run plans only.
+#[test]
+fn scale_vm_refusals_through_the_api() {
+    let w = World::new("vmrefuse");
+    w.config(&[("web", "v1"), ("cron", "c1")], "");
+    w.deploy(&[]);
+    let path = format!("/v1/apps/{}/scale/guest", w.app);
+    let web = ids_of(&w.machines(), "web")[0].to_string();
+    let versions = |w: &World| {
+        api_get(w, &format!("/v1/apps/{}/machines/{web}/versions", w.app))
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before = versions(&w);
+    let mut cases = vec![
+        (
+            r#"{"group":"nope","size":"performance-2x"}"#,
+            "unknown process group \"nope\"",
+        ),
+        (
+            r#"{"size":"performance-2x"}"#,
+            "requires specifying a group",
+        ),
+        (r#"{"group":"web"}"#, "give a size, memory_mb or both"),
+        (
+            r#"{"group":"web","size":"galactic-64x"}"#,
+            "unknown VM size \"galactic-64x\"",
+        ),
+        (
+            r#"{"group":"web","memory_mb":4096}"#,
+            "above the maximum of 2048 MB",
+        ),
+        (r#"{"group":"web","memory_mb":300}"#, "multiple of 256 MB"),
+    ];
+    let host_mb = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        / 1024;
+    if host_mb < 131072 {
+        cases.push((
+            r#"{"group":"web","size":"performance-16x","memory_mb":131072}"#,
+            "insufficient memory",
+        ));
+    }
+    for (body, needle) in cases {
+        let (status, answer) = api_post(&w, &path, body);
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(needle),
+            "{body}: {answer}"
+        );
+    }
+    let (status, plan) = api_post(
+        &w,
+        &path,
+        r#"{"group":"web","size":"shared-cpu-2x","dry_run":true}"#,
+    );
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["updates"][0]["id"], web.as_str(), "{plan}");
+    assert_eq!(versions(&w), before, "nothing changed");
+    let releases = api_get(&w, &format!("/v1/apps/{}/releases", w.app));
+    assert!(
+        releases
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.get("scale").is_none()),
+        "no operation recorded: {releases}"
+    );
+
+    let (status, op) = api_post(&w, &path, r#"{"group":"web","size":"shared-cpu-2x"}"#);
+    assert_eq!(status, 201, "{op}");
+    // The operation watches its first machine 3 s for a crash loop: it still runs.
+    let (status, answer) = api_post(&w, &path, r#"{"group":"web","size":"shared-cpu-4x"}"#);
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("is running"),
+        "{answer}"
+    );
+    wait_for(Duration::from_secs(60), "the operation to finish", || {
+        scale_ops_finished(&w).then_some(())
+    });
+    assert_eq!(versions(&w), before + 1);
+    let m = w
+        .machines()
+        .into_iter()
+        .find(|m| m["id"] == web.as_str())
+        .unwrap();
+    assert_eq!(m["config"]["guest"]["cpus"], 2, "{m}");
+}
+
+/// `POST` of a JSON body to an agent route: the status and the answer.
+fn api_post(w: &World, path: &str, body: &str) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {}", w.agent.token))
+        .args(["-d", body, "-w", "\n%{http_code}"])
+        .arg(format!("{}{path}", w.agent.url))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, status) = text.rsplit_once('\n').unwrap_or_else(|| panic!("{text}"));
+    let answer = serde_json::from_str(answer).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status.trim().parse().unwrap(), answer)
 }
 
 /// `GET` of an agent route, as JSON.
