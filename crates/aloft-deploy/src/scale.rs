@@ -662,6 +662,7 @@ pub fn plan_guest_work(
     memory_mb: Option<u32>,
 ) -> Result<GuestPlan, ScaleError> {
     let changes = plan_guest_change(machines, default_group, group, size, memory_mb)?;
+    let by_id: BTreeMap<&str, &Machine> = machines.iter().map(|m| (m.id.as_str(), m)).collect();
     let mut plan = GuestPlan {
         group: group.to_string(),
         updates: Vec::new(),
@@ -669,7 +670,7 @@ pub fn plan_guest_work(
         guest: Guest::default(),
     };
     for (n, change) in changes.into_iter().enumerate() {
-        let Some(m) = machines.iter().find(|m| m.id == change.id) else {
+        let Some(m) = by_id.get(change.id.as_str()) else {
             continue;
         };
         let guest = change.config.guest.unwrap_or_default();
