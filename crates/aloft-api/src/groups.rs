@@ -22,6 +22,24 @@ pub struct ScaleCountRequest {
     pub dry_run: bool,
 }
 
+/// `POST /v1/apps/{app}/scale/guest`: `scale vm SIZE [--vm-memory MB]` / `scale memory MB`
+/// carried out by the agent. At least one of `size` and `memory_mb` is given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleGuestRequest {
+    /// The process group; `None` = the app's only group (refused when it has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// A VM size preset (`performance-2x`): the guest is reset to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Memory in MB, set after `size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    /// Only plan: nothing is recorded or changed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 /// Remembered desired machine counts per process group (`scale count` writes them; deploy uses
 /// them for groups that have no machine, so a group scaled to 0 stays at 0).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,7 @@
 //! | `PUT /v1/apps/{app}/images/{sha256hex}` | the tar bytes (`application/x-tar`) | `201` [`crate::images::ImageInfo`] stored; `200` already present; `400` digest mismatch |
 //! | `GET`/`HEAD /v1/apps/{app}/images/{sha256hex}` | – | `200` [`crate::images::ImageInfo`] / `404` |
 //! | `POST /v1/apps/{app}/scale` | [`crate::groups::ScaleCountRequest`] | `201 Release` with `scale` set: the agent records the counts and the frozen machine changes in one transaction and carries them out like a deploy (resumable, events as a release's); `200 ScalePreview` with `dry_run` or when nothing is to change (the counts are still recorded then); `409` while a release of the app runs; `422` unknown group, bad count, over the agent's limit, no complete release |
+//! | `POST /v1/apps/{app}/scale/guest` | [`crate::groups::ScaleGuestRequest`] | `201 Release` with `scale.guest` set: the frozen list of machines and their new guests (machines already at it left out), carried out by the agent one machine at a time, each started one waited on until healthy (resumable, events as a release's); `200 GuestPlan` with `dry_run` or when no machine is to change; `409` while a release of the app runs; `422` unknown or missing group, no machine in it, bad size, memory not valid for the size, memory over what this host can give |
 //! | `GET /v1/apps/{app}/process_groups` | – | `200` [`crate::groups::GroupCounts`] (remembered desired counts) |
 //! | `PUT /v1/apps/{app}/process_groups/{group}/count` | [`crate::groups::SetCount`] | `200` [`crate::groups::GroupCounts`] |
 //! | `GET /v1/apps/{app}/logs?group=G&machine=ID&region=R&follow=true&limit=N` | – | `200` NDJSON of [`crate::LogLine`] (the last `limit` lines, then new ones while `follow`) |
@@ -82,6 +83,9 @@ pub fn group_count(app: &str, group: &str) -> String {
 }
 pub fn scale(app: &str) -> String {
     format!("/v1/apps/{app}/scale")
+}
+pub fn scale_guest(app: &str) -> String {
+    format!("/v1/apps/{app}/scale/guest")
 }
 pub fn logs(app: &str) -> String {
     format!("/v1/apps/{app}/logs")

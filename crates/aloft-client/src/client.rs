@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use aloft_api::groups::ScaleCountRequest;
+use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
 use aloft_api::images::ImageInfo;
 use aloft_api::routes;
 use aloft_api::{
     App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, LogLine, Machine,
-    MachineState, ProxyPort, StopRequest, UpdateMachineRequest,
+    MachineState, ProxyPort, StopRequest,
 };
 use aloft_deploy::messages::{CreateReleaseRequest, ReleaseEventRecord, ScalePreview};
 use aloft_deploy::Release;
@@ -229,16 +229,6 @@ impl Client {
             .await
     }
 
-    pub async fn update_machine(
-        &self,
-        app: &str,
-        id: &str,
-        req: &UpdateMachineRequest,
-    ) -> anyhow::Result<Machine> {
-        self.json(Method::POST, &routes::machine(app, id), Some(req))
-            .await
-    }
-
     pub async fn destroy_machine(&self, app: &str, id: &str, force: bool) -> anyhow::Result<()> {
         let q = if force { "?force=true" } else { "" };
         self.no_content(
@@ -365,7 +355,25 @@ impl Client {
     /// `scale count` by the agent: the plan (`dry_run`, or nothing to change) or the operation
     /// it started.
     pub async fn scale(&self, app: &str, req: &ScaleCountRequest) -> anyhow::Result<ScaleAnswer> {
-        let path = routes::scale(app);
+        self.post_scale(&routes::scale(app), req).await
+    }
+
+    /// `scale vm|memory` by the agent: the plan (`dry_run`, or no machine to change) or the
+    /// operation it started.
+    pub async fn scale_guest(
+        &self,
+        app: &str,
+        req: &ScaleGuestRequest,
+    ) -> anyhow::Result<ScaleAnswer<aloft_deploy::scale::GuestPlan>> {
+        self.post_scale(&routes::scale_guest(app), req).await
+    }
+
+    async fn post_scale<P: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &impl serde::Serialize,
+    ) -> anyhow::Result<ScaleAnswer<P>> {
+        let path = path.to_string();
         let rb = self.request(Method::POST, &path).json(req);
         let resp = self.send(Method::POST, &path, rb).await?;
         let created = resp.status() == reqwest::StatusCode::CREATED;
@@ -526,10 +534,10 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// What `POST …/scale` answered.
-pub enum ScaleAnswer {
+/// What `POST …/scale` (or `…/scale/guest`, with its plan `P`) answered.
+pub enum ScaleAnswer<P = ScalePreview> {
     /// The plan: a dry run, or nothing to change (the counts are recorded then).
-    Plan(ScalePreview),
+    Plan(P),
     /// The operation the agent runs now; follow it as a release.
     Started(Box<Release>),
 }

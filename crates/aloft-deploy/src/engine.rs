@@ -11,8 +11,11 @@
 //! that had none, then update the rest — `rolling`: per group, stopped machines all at once
 //! (never launched) and started machines in batches of `max_unavailable`, each batch waited on
 //! (started, then checks passing) before the next; `immediate`: everything at once, no waiting.
+//!
+//! A scale operation (`Release::scale`) runs its frozen work instead: `scale count` destroys and
+//! creates slots; `scale vm|memory` sets each listed machine's guest, one machine at a time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,7 +27,7 @@ use crate::events::DeployEvent;
 use crate::plan::{
     carries_release, converge, effective_group, is_managed, meant_to_run, CreateWork, UpdateWork,
 };
-use crate::spec::{Release, ReleaseStatus, ScaleWork, SlotCreate, Strategy};
+use crate::spec::{GuestSet, Release, ReleaseStatus, ScaleWork, SlotCreate, Strategy};
 use aloft_api::metadata::SCALE_SLOT;
 
 /// An error of the platform under the engine.
@@ -169,7 +172,8 @@ async fn converge_fully<T: DeployTarget>(
         waited: &waited,
     };
     if let Some(work) = &release.scale {
-        return engine.scale(work).await;
+        engine.scale(work).await?;
+        return engine.set_guests(&work.guest, resumed).await;
     }
     for _ in 0..MAX_PASSES {
         let machines = target.list_machines().await.map_err(EngineError::List)?;
@@ -289,6 +293,70 @@ impl<T: DeployTarget> Engine<'_, T> {
             self.create_all(create.collect()).await?;
         }
         Err(EngineError::NoConvergence(MAX_PASSES))
+    }
+
+    /// A `scale vm|memory` operation: one machine at a time, in the planned order; a machine
+    /// started when planned is waited on (started, smoke check, checks passing) before the next
+    /// is touched, so the group keeps serving (flyctl-behaviour §4.2 step 4). Only the guest of
+    /// the machine's live config changes. A machine whose guest is the planned one already was
+    /// updated by an earlier, interrupted run: it is not updated again, and a resumed run waits
+    /// on it once. Machines destroyed meanwhile are skipped.
+    async fn set_guests(&self, work: &[GuestSet], resumed: bool) -> Result<(), EngineError> {
+        if work.is_empty() {
+            return Ok(());
+        }
+        let machines = self
+            .target
+            .list_machines()
+            .await
+            .map_err(EngineError::List)?;
+        let live: BTreeMap<&str, &Machine> = machines
+            .iter()
+            .filter(|m| m.state.is_active())
+            .map(|m| (m.id.as_str(), m))
+            .collect();
+        let has_guest = |m: &Machine, set: &GuestSet| m.config.guest.as_ref() == Some(&set.guest);
+        let left = work
+            .iter()
+            .filter(|set| {
+                live.get(set.id.as_str())
+                    .is_some_and(|m| !has_guest(m, set))
+            })
+            .count();
+        self.record(DeployEvent::Planned {
+            destroy: 0,
+            create: 0,
+            update: left,
+        })
+        .await?;
+        for set in work {
+            let Some(m) = live.get(set.id.as_str()) else {
+                continue;
+            };
+            if has_guest(m, set) {
+                if resumed && set.wait {
+                    self.wait_all(vec![(set.id.clone(), set.group.clone())])
+                        .await?;
+                }
+                continue;
+            }
+            let mut config = m.config.clone();
+            config.guest = Some(set.guest.clone());
+            config.size = None;
+            let update = UpdateWork {
+                id: set.id.clone(),
+                group: set.group.clone(),
+                current_version: m.instance_id.clone(),
+                config,
+                skip_launch: false,
+                warm: set.wait,
+            };
+            let launched = self.update_batch(vec![update]).await?;
+            if set.wait && !launched.is_empty() {
+                self.wait_all(launched).await?;
+            }
+        }
+        Ok(())
     }
 
     /// A resumed run may find nothing left to change: the interrupted run had already created
@@ -952,6 +1020,7 @@ mod tests {
                     region: "gru".into(),
                 })
                 .collect(),
+            guest: vec![],
         };
         let mut r = release(s, crate::spec::FrozenPlan::default(), 2);
         r.scale = Some(work);
@@ -977,6 +1046,76 @@ mod tests {
                 assert!(end.iter().all(|m| m.id != "w0" && m.id != "w1"));
             }
         }
+    }
+
+    /// A `scale vm` operation killed at any machine update, with or without that update taking
+    /// effect, and run again: every machine of the group ends with the new guest, updated exactly
+    /// once; the other group and the rest of each config are untouched; started machines are
+    /// waited on one at a time.
+    #[test]
+    fn a_guest_operation_resumes_updating_each_machine_once() {
+        let s = spec(&[("web", true), ("cron", false)]);
+        let mut ms: Vec<Machine> = (0..3)
+            .map(|i| machine(&format!("w{i}"), "web", MachineState::Started, "gru"))
+            .collect();
+        ms[1].state = MachineState::Stopped;
+        ms.push(machine("c0", "cron", MachineState::Started, "gru"));
+        let plan =
+            crate::scale::plan_guest_work(&ms, "web", "web", Some("performance-2x"), None).unwrap();
+        assert_eq!(plan.updates.len(), 3);
+        let mut r = release(s, crate::spec::FrozenPlan::default(), 2);
+        r.scale = Some(crate::spec::ScaleWork {
+            summary: "vm performance-2x -g web".into(),
+            guest: plan.updates.clone(),
+            ..Default::default()
+        });
+        let target = aloft_api::Guest::from_preset("performance-2x");
+        let check = |t: &MemTarget, what: &str| {
+            for m in t.machines() {
+                let updates = m.instance_id.matches('+').count();
+                if m.process_group() == "web" {
+                    assert_eq!(m.config.guest, target, "{what}: {}", m.id);
+                    assert_eq!(updates, 1, "{what}: {} updated once", m.id);
+                    assert_eq!(m.config.image, "old", "{what}: only the guest changes");
+                } else {
+                    assert_eq!(updates, 0, "{what}: cron untouched");
+                }
+            }
+        };
+        let t = MemTarget::with(ms.clone());
+        block(run_release(&t, &r, false)).unwrap();
+        check(&t, "uninterrupted");
+        let order: String = t
+            .state
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                DeployEvent::Updating { .. } => Some('u'),
+                DeployEvent::Healthy { .. } => Some('h'),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(order, "uhuuh", "w1 was stopped: not waited on");
+        for kill_at in 0..3 {
+            for commit in [false, true] {
+                let what = format!("killed at {kill_at}, commit {commit}");
+                let t = MemTarget::with(ms.clone());
+                {
+                    let mut st = t.state.lock().unwrap();
+                    st.kill_at = Some(kill_at);
+                    st.commit_before_kill = commit;
+                }
+                assert!(block(run_release(&t, &r, false)).is_err(), "{what}");
+                t.state.lock().unwrap().kill_at = None;
+                block(run_release(&t, &r, true)).unwrap();
+                check(&t, &what);
+            }
+        }
+        // A machine destroyed meanwhile is skipped, not an error.
+        let t = MemTarget::with(ms.iter().filter(|m| m.id != "w2").cloned().collect());
+        block(run_release(&t, &r, false)).unwrap();
     }
 
     #[test]

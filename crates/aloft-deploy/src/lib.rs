@@ -27,5 +27,6 @@ pub mod stored;
 pub use engine::{run_release, DeployTarget, EngineError, TargetError};
 pub use events::DeployEvent;
 pub use spec::{
-    DeployOptions, FrozenPlan, Release, ReleaseSpec, ReleaseStatus, ScaleWork, SlotCreate, Strategy,
+    DeployOptions, FrozenPlan, GuestSet, Release, ReleaseSpec, ReleaseStatus, ScaleWork,
+    SlotCreate, Strategy,
 };

@@ -1,6 +1,6 @@
 //! Scale planning (flyctl-behaviour §4), pure: `scale count` ([`parse_counts`], [`plan_count`]),
-//! `scale vm` / `scale memory` ([`plan_guest_change`]) and the rows of `scale show`
-//! ([`show_groups`]).
+//! `scale vm` / `scale memory` ([`plan_guest_work`], checked by [`plan_guest_change`]) and the
+//! rows of `scale show` ([`show_groups`]).
 //!
 //! Region placement of `scale count`:
 //! * with `--region a,b,…` the group's machines *in those regions* are spread evenly over them,
@@ -20,14 +20,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use aloft_api::regions::is_known_region;
-use aloft_api::{Guest, GuestError, Machine, MachineConfig, VmPreset};
+use aloft_api::{Guest, GuestError, Machine, MachineConfig, MachineState, VmPreset};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{
     config_for_new, effective_group, fmt_groups, guest_for_new, is_managed, meant_to_run,
     CreateWork,
 };
-use crate::spec::{ReleaseMeta, ReleaseSpec};
+use crate::spec::{GuestSet, ReleaseMeta, ReleaseSpec};
 
 /// Why a scale request is refused. Nothing has been changed when one of these is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -520,6 +520,26 @@ pub fn group_for_guest_change(group: Option<&str>, known: &[String]) -> Result<S
     }
 }
 
+/// Group names of the app's managed machines (sorted), and the default group (§2.1: `app` when
+/// there is one or no group, else the first): the groups of `scale vm|memory` when the app has
+/// no deploy to read them from.
+pub fn machine_groups(machines: &[Machine]) -> (Vec<String>, String) {
+    let mut groups: Vec<String> = machines
+        .iter()
+        .filter(|m| is_managed(m))
+        .map(|m| m.process_group().to_string())
+        .filter(|g| !g.is_empty())
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let default = if groups.iter().any(|g| g == "app") || groups.is_empty() {
+        "app".to_string()
+    } else {
+        groups[0].clone()
+    };
+    (groups, default)
+}
+
 /// One machine's new guest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuestUpdate {
@@ -596,6 +616,80 @@ pub fn plan_guest_change(
             })
         })
         .collect()
+}
+
+/// The plan of a `scale vm|memory` as the agent freezes it (and answers a dry run with).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestPlan {
+    pub group: String,
+    /// Machines whose guest changes, in id order: the order they are updated in, one at a time.
+    pub updates: Vec<GuestSet>,
+    /// Machines of the group that have their new guest already.
+    #[serde(default)]
+    pub unchanged: Vec<String>,
+    /// The group's guest afterwards (its first machine's, by id).
+    pub guest: Guest,
+}
+
+impl GuestPlan {
+    pub fn is_noop(&self) -> bool {
+        self.updates.is_empty()
+    }
+
+    /// flyctl's closing lines (§4.2 step 5).
+    pub fn describe_result(&self) -> String {
+        describe_guest(&self.group, &self.guest)
+    }
+}
+
+/// flyctl's closing lines of `scale vm|memory` (§4.2 step 5) for `group` now running `guest`.
+pub fn describe_guest(group: &str, guest: &Guest) -> String {
+    format!(
+        "Scaled VM Type for '{group}' to '{}'\n      CPU Cores: {}\n         Memory: {} MB\n",
+        guest.size_name(),
+        guest.cpus,
+        guest.memory_mb
+    )
+}
+
+/// Plans `scale vm` / `scale memory` for the agent to carry out: [`plan_guest_change`] (every
+/// input validated before anything changes), minus the machines whose guest is already the new
+/// one. A machine is waited on after its update when it is started now.
+pub fn plan_guest_work(
+    machines: &[Machine],
+    default_group: &str,
+    group: &str,
+    size: Option<&str>,
+    memory_mb: Option<u32>,
+) -> Result<GuestPlan, ScaleError> {
+    let changes = plan_guest_change(machines, default_group, group, size, memory_mb)?;
+    let by_id: BTreeMap<&str, &Machine> = machines.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut plan = GuestPlan {
+        group: group.to_string(),
+        updates: Vec::new(),
+        unchanged: Vec::new(),
+        guest: Guest::default(),
+    };
+    for (n, change) in changes.into_iter().enumerate() {
+        let Some(m) = by_id.get(change.id.as_str()) else {
+            continue;
+        };
+        let guest = change.config.guest.unwrap_or_default();
+        if n == 0 {
+            plan.guest = guest.clone();
+        }
+        if m.config.guest.as_ref() == Some(&guest) && m.config.size.is_none() {
+            plan.unchanged.push(change.id);
+            continue;
+        }
+        plan.updates.push(GuestSet {
+            id: change.id,
+            group: group.to_string(),
+            guest,
+            wait: m.state == MachineState::Started,
+        });
+    }
+    Ok(plan)
 }
 
 /// One row of `scale show` (§4.4); the field names are the JSON keys flyctl prints.
@@ -964,6 +1058,54 @@ mod tests {
             "performance"
         );
         assert!(plan_guest_change(&big, "web", "web", None, Some(32768)).is_err());
+    }
+
+    #[test]
+    fn guest_work_skips_machines_already_there_and_waits_on_started_ones() {
+        let mut ms = vec![
+            machine("w3", "web", Started, "gru"),
+            machine("w1", "web", Stopped, "gru"),
+            machine("w2", "web", Started, "bog"),
+            machine("c1", "cron", Started, "gru"),
+            machine("x1", "", Started, "gru"),
+        ];
+        ms[2].config.guest = Guest::from_preset("performance-2x");
+        let plan = plan_guest_work(&ms, "web", "web", Some("performance-2x"), None).unwrap();
+        let planned: Vec<(&str, bool)> = plan
+            .updates
+            .iter()
+            .map(|u| (u.id.as_str(), u.wait))
+            .collect();
+        assert_eq!(
+            planned,
+            vec![("w1", false), ("w3", true), ("x1", true)],
+            "id order; group-less machines belong to the default group; w2 has its guest"
+        );
+        assert_eq!(plan.unchanged, vec!["w2".to_string()]);
+        assert!(plan
+            .updates
+            .iter()
+            .all(|u| u.group == "web"
+                && Guest::from_preset("performance-2x") == Some(u.guest.clone())));
+        assert_eq!(
+            plan.describe_result(),
+            "Scaled VM Type for 'web' to 'performance-2x'\n      CPU Cores: 2\n         Memory: 4096 MB\n"
+        );
+        let again = plan_guest_work(&ms[2..3], "web", "web", Some("performance-2x"), None).unwrap();
+        assert!(again.is_noop());
+        // Memory alone keeps each machine's CPUs and is checked against them.
+        let plan = plan_guest_work(&ms, "web", "web", None, Some(8192)).unwrap_err();
+        assert!(
+            plan.to_string().contains("above the maximum of 2048 MB"),
+            "shared-cpu-1x machines refuse 8 GB: {plan}"
+        );
+        let plan = plan_guest_work(&ms[2..3], "web", "web", None, Some(8192)).unwrap();
+        assert_eq!(plan.updates[0].guest.cpu_kind, "performance");
+        assert_eq!(plan.updates[0].guest.memory_mb, 8192);
+        assert!(matches!(
+            plan_guest_work(&ms, "web", "db", None, Some(512)),
+            Err(ScaleError::NoMachines { .. })
+        ));
     }
 
     #[test]

@@ -213,21 +213,39 @@ pub struct Release {
     /// Why the release failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Set on a `scale count` operation: it changes machine counts, not the app's config (its
-    /// `spec` is that of the release it scales). Shown among releases, never the current one.
+    /// Set on a scale operation (`scale count`, `scale vm|memory`): it changes machine counts or
+    /// guests, not the app's config (its `spec` is that of the release it scales). Shown among
+    /// releases, never the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleWork>,
 }
 
-/// The frozen work of a `scale count` run by the agent (see [`crate::engine`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The frozen work of a `scale count` or `scale vm|memory` run by the agent (see
+/// [`crate::engine`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScaleWork {
-    /// What the user asked for, e.g. `web=8 worker=2 --region gru,bog`.
+    /// What the user asked for, e.g. `web=8 worker=2 --region gru,bog` or
+    /// `vm performance-2x -g web`.
     pub summary: String,
     /// Machines to create, each under its own slot key (see `aloft_api::metadata::SCALE_SLOT`).
     pub create: Vec<SlotCreate>,
     /// Machines to destroy (with force).
     pub destroy: Vec<PlannedDestroy>,
+    /// `scale vm|memory`: machines that get a new guest, one at a time, in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guest: Vec<GuestSet>,
+}
+
+/// One machine a `scale vm|memory` operation gives a new guest. Done once the machine's guest is
+/// `guest` (so a run after a crash skips it); nothing else of its config changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSet {
+    pub id: String,
+    pub group: String,
+    pub guest: aloft_api::Guest,
+    /// The machine was started when planned: its update is waited on (started, then checks
+    /// passing) before the next machine is touched.
+    pub wait: bool,
 }
 
 /// One machine a scale operation creates.
@@ -251,7 +269,7 @@ pub fn version_label(version: u64) -> String {
 }
 
 impl Release {
-    /// Whether this is a deploy (not a `scale count` operation).
+    /// Whether this is a deploy (not a scale operation).
     pub fn is_deploy(&self) -> bool {
         self.scale.is_none()
     }

@@ -178,6 +178,7 @@ mod tests {
                     config: aloft_api::MachineConfig::default(),
                 }],
                 destroy: vec![],
+                guest: vec![],
             }),
         }
     }

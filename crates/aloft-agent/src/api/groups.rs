@@ -1,9 +1,10 @@
 //! `/v1/apps/{app}/process_groups…`: the desired machine count remembered per process group
 //! (`scale count` writes it; deploy creates that many machines for a group that has none, so a
 //! group scaled to 0 stays at 0), and `POST /v1/apps/{app}/scale`, `scale count` carried out by
-//! the agent (`crate::deploy::scale`).
+//! the agent (`crate::deploy::scale`), and `POST /v1/apps/{app}/scale/guest`, `scale vm|memory`
+//! (`crate::deploy::guest`).
 
-use aloft_api::groups::{GroupCounts, ScaleCountRequest, SetCount};
+use aloft_api::groups::{GroupCounts, ScaleCountRequest, ScaleGuestRequest, SetCount};
 use axum::extract::{FromRequest, Request, State};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -42,5 +43,18 @@ pub async fn scale(
     st.ctl.get_app(&app).await?;
     let Body(request) = Body::<ScaleCountRequest>::from_request(request, &()).await?;
     let action = DeployAction::ScaleCount { app, request };
+    Ok(st.deploy.execute(action).await?)
+}
+
+/// `201 Release` (the operation runs in the agent); `200 GuestPlan` for `dry_run` or when no
+/// machine changes.
+pub async fn scale_guest(
+    State(st): State<AppState>,
+    P(app): P<String>,
+    request: Request,
+) -> HttpResult<DeployOutcome> {
+    st.ctl.get_app(&app).await?;
+    let Body(request) = Body::<ScaleGuestRequest>::from_request(request, &()).await?;
+    let action = DeployAction::ScaleGuest { app, request };
     Ok(st.deploy.execute(action).await?)
 }

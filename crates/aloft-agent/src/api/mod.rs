@@ -98,6 +98,7 @@ pub fn routes() -> ApiRoutes {
     t.add(M::GET, "/v1/apps/{app}/images/{hex}", images::get);
     t.add(M::GET, "/v1/apps/{app}/process_groups", groups::list);
     t.add(M::POST, "/v1/apps/{app}/scale", groups::scale);
+    t.add(M::POST, "/v1/apps/{app}/scale/guest", groups::scale_guest);
     t.add(
         M::PUT,
         "/v1/apps/{app}/process_groups/{group}/count",

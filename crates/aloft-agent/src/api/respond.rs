@@ -3,7 +3,7 @@
 //! deployer) executes it, and the outcome leaves through here.
 
 use aloft_api::LeaseEnvelope;
-use aloft_deploy::wire::GroupCounts;
+use aloft_api::groups::GroupCounts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -64,6 +64,7 @@ impl IntoResponse for DeployOutcome {
             }
             DeployOutcome::GroupCounts(counts) => Json(GroupCounts { counts }).into_response(),
             DeployOutcome::ScalePreview(p) => Json(p).into_response(),
+            DeployOutcome::GuestPlan(p) => Json(*p).into_response(),
         }
     }
 }

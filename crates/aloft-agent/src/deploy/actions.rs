@@ -1,4 +1,4 @@
-//! The deploy engine's actions: releases, image uploads, group counts and `scale count`, each a
+//! The deploy engine's actions: releases, image uploads, group counts and `scale count`, `scale vm|memory`, each a
 //! typed [`DeployAction`] that [`Deployer::execute`] carries out, answering a [`DeployOutcome`]
 //! or a [`DomainError`](crate::controller::DomainError) that `api/` turns into a status and a body (as for the controller's
 //! `Action`s).
@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aloft_deploy::plan::DeployPlan;
-use aloft_deploy::wire::{
-    ConfirmationRequired, CreateReleaseRequest, ImageInfo, ScaleCountRequest, ScalePreview,
-};
+use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
+use aloft_api::images::ImageInfo;
+use aloft_deploy::messages::{ConfirmationRequired, CreateReleaseRequest, ScalePreview};
+use aloft_deploy::scale::GuestPlan;
 use aloft_deploy::Release;
 use futures_util::stream::BoxStream;
 
+use super::guest::GuestScaled;
 use super::scale::Scaled;
 use super::{CreateError, Created, Deployer};
 use crate::controller::DomainResult;
@@ -48,6 +50,11 @@ pub enum DeployAction {
         app: String,
         request: ScaleCountRequest,
     },
+    /// `scale vm|memory`, carried out by the agent (`super::guest`).
+    ScaleGuest {
+        app: String,
+        request: ScaleGuestRequest,
+    },
 }
 
 impl std::fmt::Debug for DeployAction {
@@ -74,6 +81,11 @@ impl std::fmt::Debug for DeployAction {
                 .field("app", app)
                 .field("request", request)
                 .finish(),
+            DeployAction::ScaleGuest { app, request } => f
+                .debug_struct("ScaleGuest")
+                .field("app", app)
+                .field("request", request)
+                .finish(),
         }
     }
 }
@@ -93,6 +105,8 @@ pub enum DeployOutcome {
     GroupCounts(BTreeMap<String, u32>),
     /// A scale dry run, or a scale with nothing to change (its counts are recorded).
     ScalePreview(ScalePreview),
+    /// A `scale vm|memory` dry run, or one with no machine to change.
+    GuestPlan(Box<GuestPlan>),
 }
 
 impl Deployer {
@@ -120,6 +134,12 @@ impl Deployer {
                 match self.scale_count(&app, request).await? {
                     Scaled::Release(r) => DeployOutcome::Release(r),
                     Scaled::Preview(p) => DeployOutcome::ScalePreview(p),
+                }
+            }
+            DeployAction::ScaleGuest { app, request } => {
+                match self.scale_guest(&app, request).await? {
+                    GuestScaled::Release(r) => DeployOutcome::Release(r),
+                    GuestScaled::Plan(p) => DeployOutcome::GuestPlan(p),
                 }
             }
         })

@@ -15,6 +15,7 @@
 //!   machine operations, stops waiting, and ends `interrupted`.
 
 pub mod actions;
+pub mod guest;
 pub mod images;
 pub mod scale;
 pub mod target;

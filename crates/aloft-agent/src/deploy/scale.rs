@@ -38,13 +38,7 @@ impl Deployer {
         self.ctl.get_app(app).await?;
         let lock = self.create_lock(app);
         let _guard = lock.lock().await;
-        if let Some(version) = self.running_version(app) {
-            return Err(DomainError::ReleaseRunning(format!(
-                "a release of app {app:?} is running ({}); wait for it to finish (aloft \
-                     releases) and scale again",
-                aloft_deploy::spec::version_label(version)
-            )));
-        }
+        self.refuse_while_running(app)?;
         let base = self.current_deploy(app).await?;
         let counts = parse_counts(&req, &base)?;
         let machines = self.machines_now(app).await?;
@@ -74,27 +68,41 @@ impl Deployer {
         Ok(Scaled::Release(Box::new(release)))
     }
 
-    /// The version of the app's release running now, if any.
-    fn running_version(&self, app: &str) -> Option<u64> {
-        self.runs
+    /// A scale operation waits for no release: 409 while one of the app runs.
+    pub(super) fn refuse_while_running(&self, app: &str) -> DomainResult<()> {
+        let running = self
+            .runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(app)
-            .map(|r| r.version)
+            .map(|r| r.version);
+        match running {
+            Some(version) => Err(DomainError::ReleaseRunning(format!(
+                "a release of app {app:?} is running ({}); wait for it to finish (aloft \
+                 releases) and scale again",
+                aloft_deploy::spec::version_label(version)
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The newest complete deploy, if any.
+    pub(super) async fn newest_deploy(&self, app: &str) -> DomainResult<Option<Release>> {
+        Ok(self
+            .releases(app)
+            .await?
+            .into_iter()
+            .filter(|r| r.status == ReleaseStatus::Complete && r.is_deploy())
+            .max_by_key(|r| r.version))
     }
 
     /// The newest complete deploy: what `scale count` scales.
     async fn current_deploy(&self, app: &str) -> DomainResult<Release> {
-        self.releases(app)
-            .await?
-            .into_iter()
-            .filter(|r| r.status == ReleaseStatus::Complete && r.is_deploy())
-            .max_by_key(|r| r.version)
-            .ok_or_else(|| {
-                DomainError::invalid_config(format!(
-                    "app {app:?} has no complete release yet: run `aloft deploy` first"
-                ))
-            })
+        self.newest_deploy(app).await?.ok_or_else(|| {
+            DomainError::invalid_config(format!(
+                "app {app:?} has no complete release yet: run `aloft deploy` first"
+            ))
+        })
     }
 
     fn check_limit(&self, plan: &ScalePlan) -> DomainResult<()> {
@@ -134,6 +142,7 @@ impl Deployer {
         let id = ulid::Ulid::new().to_string();
         let work = ScaleWork {
             summary: summary(req, counts),
+            guest: Vec::new(),
             create: plan
                 .create
                 .into_iter()

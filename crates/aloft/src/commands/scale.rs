@@ -1,23 +1,19 @@
 //! `aloft scale count|vm|memory|show` (flyctl-behaviour §4). Every input is checked before
 //! anything is changed; the plan is printed before acting. `scale count` is planned and carried
-//! out by the agent (`POST …/scale`, resumable like a deploy); `scale vm|memory` update the
-//! group's machines from here with the planners of `aloft_deploy::scale`.
+//! out by the agent (`POST …/scale`, resumable like a deploy), and so are `scale vm|memory`
+//! (`POST …/scale/guest`), after the same checks made here against the machines.
 
 use std::process::ExitCode;
 
-use aloft_api::groups::ScaleCountRequest;
-use aloft_api::{Machine, MachineState, UpdateMachineRequest};
+use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
 use aloft_client::{block_on, Client, ScaleAnswer};
 use aloft_deploy::scale;
 use aloft_deploy::{Release, ReleaseStatus};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 
 use crate::cli::{AppArgs, ListArgs, ScaleCommand, ScaleCountArgs};
 use crate::commands::common::{confirm, resolve_app};
 use crate::output::{print_json, print_table};
-
-/// How long `scale vm|memory` waits for an updated machine to be started and healthy.
-const HEALTHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub fn run(cmd: ScaleCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -117,7 +113,7 @@ fn guest(
     memory: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
     // A size is checked before talking to the agent (memory alone depends on each machine's
-    // CPUs: it is checked for every machine before any is changed).
+    // CPUs: it is checked against the machines before the agent is asked to change anything).
     if size.is_some() {
         scale::new_guest(
             None,
@@ -133,67 +129,44 @@ fn guest(
         let release = client.current_release(&app).await.ok().flatten();
         let (known, default_group) = match &release {
             Some(r) => (r.spec.group_names(), r.spec.default_group.clone()),
-            None => groups_of(&machines),
+            None => scale::machine_groups(&machines),
         };
         let group = scale::group_for_guest_change(group.as_deref(), &known)?;
-        let updates =
-            scale::plan_guest_change(&machines, &default_group, &group, size.as_deref(), memory)?;
-        let started: std::collections::HashSet<&str> = machines
-            .iter()
-            .filter(|m| m.state == MachineState::Started)
-            .map(|m| m.id.as_str())
-            .collect();
-        let mut last = None;
-        // One machine at a time, each healthy again before the next: the group keeps serving.
-        for u in updates {
-            let req = UpdateMachineRequest {
-                config: u.config.clone(),
-                current_version: Some(u.current_version.clone()),
-                ..UpdateMachineRequest::default()
-            };
-            client
-                .update_machine(&app, &u.id, &req)
-                .await
-                .with_context(|| format!("updating machine {}", u.id))?;
-            if started.contains(u.id.as_str()) {
-                client
-                    .wait_healthy(&app, &u.id, HEALTHY_TIMEOUT)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "machine {} was updated; the rest of group {group} were not",
-                            u.id
-                        )
-                    })?;
+        // What the agent would refuse for these machines is refused here first, with the same
+        // messages and no change requested.
+        scale::plan_guest_work(&machines, &default_group, &group, size.as_deref(), memory)?;
+        let req = ScaleGuestRequest {
+            group: Some(group.clone()),
+            size,
+            memory_mb: memory,
+            dry_run: false,
+        };
+        let op = match client.scale_guest(&app, &req).await? {
+            ScaleAnswer::Started(op) => op,
+            ScaleAnswer::Plan(plan) => {
+                print!("{}", plan.describe_result());
+                return Ok(ExitCode::SUCCESS);
             }
-            println!("Updated {} [{group}]", u.id);
-            last = u.config.guest;
+        };
+        println!(
+            "Scaling in the agent ({}): it goes on if this command stops",
+            op.label()
+        );
+        // One machine at a time, each healthy again before the next: the group keeps serving.
+        match super::deploy::follow(&client, &app, op.version).await? {
+            (ReleaseStatus::Complete, _) => {}
+            (status, error) => bail!(
+                "{} {}: {}",
+                op.label(),
+                status.as_str(),
+                error.unwrap_or_else(|| "no reason given".into())
+            ),
         }
-        if let Some(g) = last {
-            println!("Scaled VM Type for '{group}' to '{}'", g.size_name());
-            println!("      CPU Cores: {}", g.cpus);
-            println!("         Memory: {} MB", g.memory_mb);
+        if let Some(set) = op.scale.as_ref().and_then(|w| w.guest.last()) {
+            print!("{}", scale::describe_guest(&group, &set.guest));
         }
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Group names of managed machines, and the default group (§2.1), when there is no release.
-fn groups_of(machines: &[Machine]) -> (Vec<String>, String) {
-    let mut groups: Vec<String> = machines
-        .iter()
-        .filter(|m| aloft_deploy::plan::is_managed(m))
-        .map(|m| m.process_group().to_string())
-        .filter(|g| !g.is_empty())
-        .collect();
-    groups.sort();
-    groups.dedup();
-    let default = if groups.iter().any(|g| g == "app") || groups.is_empty() {
-        "app".to_string()
-    } else {
-        groups[0].clone()
-    };
-    (groups, default)
 }
 
 fn show(args: ListArgs) -> anyhow::Result<ExitCode> {

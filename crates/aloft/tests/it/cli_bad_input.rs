@@ -176,6 +176,7 @@ fn scale_answer(body: &str) -> (&'static str, String) {
         summary: String::new(),
         create: vec![],
         destroy: vec![],
+        guest: vec![],
     });
     ("201 Created", serde_json::to_string(&op).unwrap())
 }

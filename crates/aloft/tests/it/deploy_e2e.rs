@@ -897,6 +897,270 @@ fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_count() {
     assert_eq!(w.labels().len(), 60, "each machine started once");
 }
 
+/// `scale vm` is carried out by the agent too (architecture issue, item 3): the CLI killed
+/// (kill -9) right after the agent took the operation, then the agent killed while the group
+/// was half updated and started again: every machine of the group ends with the new guest,
+/// updated exactly once (one new machine version each); the other group is untouched; `scale
+/// show` agrees, and a following deploy keeps the size.
+#[test]
+fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_vm() {
+    let mut w = World::new("vmsize");
+    w.config(&[("web", "v1"), ("cron", "c1")], "");
+    w.deploy(&[]);
+    w.ok(&["scale", "count", "web=3", "--yes"]);
+    let web_ids: Vec<String> = ids_of(&w.machines(), "web")
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(web_ids.len(), 3);
+    let cron_id = ids_of(&w.machines(), "cron")[0].to_string();
+    let versions = |w: &World, id: &str| {
+        api_get(w, &format!("/v1/apps/{}/machines/{id}/versions", w.app))
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before: Vec<usize> = web_ids.iter().map(|id| versions(&w, id)).collect();
+    let cron_before = versions(&w, &cron_id);
+    let is_new = |m: &Value| {
+        m["config"]["guest"]["cpu_kind"] == "performance" && m["config"]["guest"]["cpus"] == 2
+    };
+
+    let mut cli = spawn_until(
+        &w,
+        &["scale", "vm", "performance-2x", "-g", "web"],
+        "Scaling in the agent",
+    );
+    let _ = cli.kill();
+    let _ = cli.wait();
+    // The first machine updated: it is watched for a crash loop (3 s) before the next is touched.
+    wait_for(
+        Duration::from_secs(30),
+        "the first web machine updated",
+        || w.machines().iter().any(is_new).then_some(()),
+    );
+    w.agent.kill9();
+
+    w.agent = AgentProc::start_with(&w.tmp.path().join("data"), &["--no-proxy"], None);
+    wait_for(
+        Duration::from_secs(120),
+        "the scale vm operation to finish",
+        || scale_ops_finished(&w).then_some(()),
+    );
+    // The operation was resumed with part of the group left to update.
+    let op = api_get(&w, &format!("/v1/apps/{}/releases", w.app))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["scale"]["guest"].is_array())
+        .map(|r| r["version"].as_u64().unwrap())
+        .max()
+        .expect("a scale vm operation");
+    let events = Command::new("curl")
+        .args(["-sf", "-H"])
+        .arg(format!("Authorization: Bearer {}", w.agent.token))
+        .arg(format!(
+            "{}/v1/apps/{}/releases/{op}/events",
+            w.agent.url, w.app
+        ))
+        .output()
+        .expect("curl runs");
+    let events: Vec<Value> = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+        .collect();
+    let resumed_at = events
+        .iter()
+        .position(|e| e["type"] == "started" && e["resumed"] == true)
+        .unwrap_or_else(|| panic!("the operation was resumed: {events:?}"));
+    let updating_before = events[..resumed_at]
+        .iter()
+        .filter(|e| e["type"] == "updating")
+        .count();
+    assert!(
+        (1..3).contains(&updating_before),
+        "killed with the group half updated: {events:?}"
+    );
+
+    for m in w.machines() {
+        if group(&m) == "web" {
+            assert!(is_new(&m), "{m}");
+            assert_eq!(m["config"]["guest"]["memory_mb"], 4096);
+        } else {
+            assert_eq!(m["config"]["guest"]["cpu_kind"], "shared", "cron untouched");
+        }
+    }
+    let after: Vec<usize> = web_ids.iter().map(|id| versions(&w, id)).collect();
+    let once: Vec<usize> = before.iter().map(|n| n + 1).collect();
+    assert_eq!(after, once, "each web machine updated exactly once");
+    assert_eq!(versions(&w, &cron_id), cron_before, "cron not updated");
+    assert_eq!(w.labels().len(), 4, "every machine runs");
+
+    let show: Vec<Value> =
+        serde_json::from_str(&w.ok(&["scale", "show", "-a", "vmsize", "--json"])).unwrap();
+    let row = show.iter().find(|r| r["Process"] == "web").unwrap();
+    assert_eq!(
+        (&row["CPUKind"], &row["CPUs"], &row["Memory"], &row["Count"]),
+        (
+            &Value::from("performance"),
+            &Value::from(2),
+            &Value::from(4096),
+            &Value::from(3)
+        ),
+        "{show:?}"
+    );
+
+    // A deploy (fly.toml has no [[vm]]) keeps the size.
+    w.config(&[("web", "v2"), ("cron", "c2")], "");
+    w.deploy(&[]);
+    let ms = w.machines();
+    wait_for(Duration::from_secs(30), "web machines to run v2", || {
+        let labels = w.labels();
+        ids_of(&ms, "web")
+            .iter()
+            .all(|id| labels[*id] == "v2")
+            .then_some(())
+    });
+    for m in &ms {
+        if group(m) == "web" {
+            assert!(is_new(m), "the deploy kept the size: {m}");
+            assert_eq!(
+                m["config"]["metadata"]["fly_release_version"], "2",
+                "deployed"
+            );
+        }
+    }
+}
+
+/// `POST …/scale/guest` refuses, before anything is recorded or changed: 422 for a missing or
+/// unknown group, no size nor memory, an unknown size, memory the size cannot have, memory this
+/// host cannot give; 409 while another release of the app runs. A dry run plans only.
+#[test]
+fn scale_vm_refusals_through_the_api() {
+    let w = World::new("vmrefuse");
+    w.config(&[("web", "v1"), ("cron", "c1")], "");
+    w.deploy(&[]);
+    let path = format!("/v1/apps/{}/scale/guest", w.app);
+    let web = ids_of(&w.machines(), "web")[0].to_string();
+    let versions = |w: &World| {
+        api_get(w, &format!("/v1/apps/{}/machines/{web}/versions", w.app))
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before = versions(&w);
+    let mut cases = vec![
+        (
+            r#"{"group":"nope","size":"performance-2x"}"#,
+            "unknown process group \"nope\"",
+        ),
+        (
+            r#"{"size":"performance-2x"}"#,
+            "requires specifying a group",
+        ),
+        (r#"{"group":"web"}"#, "give a size, memory_mb or both"),
+        (
+            r#"{"group":"web","size":"galactic-64x"}"#,
+            "unknown VM size \"galactic-64x\"",
+        ),
+        (
+            r#"{"group":"web","memory_mb":4096}"#,
+            "above the maximum of 2048 MB",
+        ),
+        (r#"{"group":"web","memory_mb":300}"#, "multiple of 256 MB"),
+    ];
+    let host_mb = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        / 1024;
+    if host_mb < 131072 {
+        cases.push((
+            r#"{"group":"web","size":"performance-16x","memory_mb":131072}"#,
+            "insufficient memory",
+        ));
+    }
+    for (body, needle) in cases {
+        let (status, answer) = api_post(&w, &path, body);
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(needle),
+            "{body}: {answer}"
+        );
+    }
+    let (status, plan) = api_post(
+        &w,
+        &path,
+        r#"{"group":"web","size":"shared-cpu-2x","dry_run":true}"#,
+    );
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["updates"][0]["id"], web.as_str(), "{plan}");
+    assert_eq!(versions(&w), before, "nothing changed");
+    let releases = api_get(&w, &format!("/v1/apps/{}/releases", w.app));
+    assert!(
+        releases
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.get("scale").is_none()),
+        "no operation recorded: {releases}"
+    );
+
+    let (status, op) = api_post(&w, &path, r#"{"group":"web","size":"shared-cpu-2x"}"#);
+    assert_eq!(status, 201, "{op}");
+    // The operation watches its first machine 3 s for a crash loop: it still runs.
+    let (status, answer) = api_post(&w, &path, r#"{"group":"web","size":"shared-cpu-4x"}"#);
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("is running"),
+        "{answer}"
+    );
+    wait_for(Duration::from_secs(60), "the operation to finish", || {
+        scale_ops_finished(&w).then_some(())
+    });
+    assert_eq!(versions(&w), before + 1);
+    let m = w
+        .machines()
+        .into_iter()
+        .find(|m| m["id"] == web.as_str())
+        .unwrap();
+    assert_eq!(m["config"]["guest"]["cpus"], 2, "{m}");
+}
+
+/// `POST` of a JSON body to an agent route: the status and the answer.
+fn api_post(w: &World, path: &str, body: &str) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {}", w.agent.token))
+        .args(["-d", body, "-w", "\n%{http_code}"])
+        .arg(format!("{}{path}", w.agent.url))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, status) = text.rsplit_once('\n').unwrap_or_else(|| panic!("{text}"));
+    let answer = serde_json::from_str(answer).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status.trim().parse().unwrap(), answer)
+}
+
+/// `GET` of an agent route, as JSON.
+fn api_get(w: &World, path: &str) -> Value {
+    let out = Command::new("curl")
+        .args(["-sf", "-H"])
+        .arg(format!("Authorization: Bearer {}", w.agent.token))
+        .arg(format!("{}{path}", w.agent.url))
+        .output()
+        .expect("curl runs");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// Whether every scale operation of the app (releases above the scale base) has finished
 /// complete; read from the API (`aloft releases` lists deploys only).
 fn scale_ops_finished(w: &World) -> bool {
