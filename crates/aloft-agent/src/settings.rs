@@ -1,5 +1,6 @@
 //! Agent settings, the defaults the CLI falls back to, and the API token file.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -90,10 +91,19 @@ pub struct LocalDefaults {
 /// The default data dir: `$XDG_STATE_HOME/aloft`, else `~/.local/state/aloft`, else
 /// `./.aloft-state` when there is no home directory.
 pub fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+    data_dir_from(
+        std::env::var_os("XDG_STATE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+    )
+}
+
+/// [`default_data_dir`] for the given `$XDG_STATE_HOME` and `$HOME` (empty counts as unset).
+/// Reads no environment: the CLI's settings pass the values they read.
+pub fn data_dir_from(xdg_state_home: Option<&OsStr>, home: Option<&OsStr>) -> PathBuf {
+    if let Some(x) = xdg_state_home.filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("aloft");
     }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+    match home.filter(|v| !v.is_empty()) {
         Some(home) => PathBuf::from(home).join(".local/state/aloft"),
         None => PathBuf::from(".aloft-state"),
     }
@@ -106,22 +116,29 @@ pub fn local_defaults(data_dir: Option<&Path>) -> LocalDefaults {
         .map(Path::to_path_buf)
         .unwrap_or_else(default_data_dir);
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let api_url = env("ALOFT_API_URL").unwrap_or_else(|| {
-        let addr = std::fs::read_to_string(data_dir.join(ADDR_FILE))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        format!("http://{addr}")
-    });
-    let token = env("ALOFT_API_TOKEN").or_else(|| {
-        std::fs::read_to_string(data_dir.join(TOKEN_FILE))
-            .ok()
-            .map(|s| s.trim().to_string())
-    });
+    let files = local_agent(&data_dir);
     LocalDefaults {
+        api_url: env("ALOFT_API_URL").unwrap_or(files.api_url),
+        token: env("ALOFT_API_TOKEN").or(files.token),
         data_dir,
-        api_url,
+    }
+}
+
+/// The local agent of a data dir, as its files record it: `http://` + the address in
+/// `<data-dir>/agent.addr` (else [`DEFAULT_LISTEN`]) and the content of `<data-dir>/token`.
+/// Reads no environment.
+pub fn local_agent(data_dir: &Path) -> LocalDefaults {
+    let addr = std::fs::read_to_string(data_dir.join(ADDR_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE))
+        .ok()
+        .map(|s| s.trim().to_string());
+    LocalDefaults {
+        data_dir: data_dir.to_path_buf(),
+        api_url: format!("http://{addr}"),
         token,
     }
 }
@@ -182,6 +199,28 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_or_create_token(tmp.path()).unwrap(), t1);
+    }
+
+    #[test]
+    fn data_dir_prefers_xdg_state_home_then_home() {
+        let os = |s: &str| Some(OsStr::new(s).to_owned());
+        assert_eq!(
+            data_dir_from(os("/x").as_deref(), os("/h").as_deref()),
+            PathBuf::from("/x/aloft")
+        );
+        assert_eq!(
+            data_dir_from(os("").as_deref(), os("/h").as_deref()),
+            PathBuf::from("/h/.local/state/aloft")
+        );
+        assert_eq!(data_dir_from(None, None), PathBuf::from(".aloft-state"));
+    }
+
+    #[test]
+    fn local_agent_without_files_is_the_default_address() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = local_agent(tmp.path());
+        assert_eq!(a.api_url, format!("http://{DEFAULT_LISTEN}"));
+        assert_eq!(a.token, None);
     }
 
     #[test]
