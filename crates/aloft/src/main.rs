@@ -34,7 +34,9 @@ fn main() -> ExitCode {
         cli::Cli::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
-                "this command has no JSON output; run it without --json",
+                "this command has no JSON output; run it without --json (JSON is printed by \
+                 config show, platform, apps create|list, status, releases, scale show, \
+                 machine list|status)",
             )
             .exit();
     }
