@@ -66,15 +66,6 @@ impl Client {
         }
     }
 
-    /// From `ALOFT_API_URL` / `ALOFT_API_TOKEN`, else the local agent's defaults.
-    pub fn from_env() -> Client {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let defaults = crate::local::local_defaults(None);
-        let base = env("ALOFT_API_URL").unwrap_or(defaults.api_url);
-        let token = env("ALOFT_API_TOKEN").or(defaults.token);
-        Client::new(base, token)
-    }
-
     pub fn base_url(&self) -> &str {
         &self.base
     }

@@ -9,6 +9,6 @@ mod client;
 pub mod local;
 
 pub use client::{block_on, is_not_found, status_error, Client, ScaleAnswer, StatusError};
-pub use local::{default_data_dir, local_defaults, LocalDefaults};
+pub use local::{data_dir_from, local_agent, LocalAgent};
 /// HTTP types callers need to read a [`StatusError`] or the agent's URL.
 pub use reqwest::{Method, StatusCode, Url};

@@ -1,4 +1,5 @@
-//! The command line: clap structs only. Behaviour lives in `commands`.
+//! The command line: clap structs only. No environment is read here (no `env =`): the
+//! variables are layered over these flags in `settings`. Behaviour lives in `commands`.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,9 @@ pub struct Cli {
     /// More log output (-v, -vv); ALOFT_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Print JSON instead of text (commands that list or show things).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,8 +56,8 @@ pub enum Command {
 /// `aloft agent`.
 #[derive(Debug, Args, Clone)]
 pub struct AgentArgs {
-    /// Where state, the API token and machine logs live [default: $XDG_STATE_HOME/aloft or ~/.local/state/aloft].
-    #[arg(long, env = "ALOFT_DATA_DIR")]
+    /// Where state, the API token and machine logs live [env: ALOFT_DATA_DIR] [default: $XDG_STATE_HOME/aloft or ~/.local/state/aloft].
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Address of the API; port 0 picks a free port (written to <data-dir>/agent.addr).
     #[arg(long, default_value = "127.0.0.1:4280")]
@@ -147,45 +151,33 @@ pub enum ConfigCommand {
     Show {
         #[command(flatten)]
         config: ConfigPath,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PlatformCommand {
     /// The VM size presets.
-    VmSizes {
-        #[arg(long)]
-        json: bool,
-    },
+    VmSizes,
     /// The regions the agent hosts (machines can be placed there).
-    Regions {
-        #[arg(long)]
-        json: bool,
-    },
+    Regions,
 }
 
 /// `-a APP` (else the `app` of fly.toml) and `-c fly.toml`, shared by app commands.
 #[derive(Debug, Args, Clone)]
 pub struct AppArgs {
-    /// The app [default: `app` of the config file].
-    #[arg(short = 'a', long = "app", env = "ALOFT_APP")]
+    /// The app [env: ALOFT_APP] [default: `app` of the config file].
+    #[arg(short = 'a', long = "app")]
     pub app: Option<String>,
     /// Path to the app config (fly.toml, fly.json or fly.yaml).
     #[arg(short = 'c', long = "config", default_value = "fly.toml")]
     pub config: PathBuf,
 }
 
-/// An app selector plus `--json`.
+/// An app selector (of commands that list; `--json` is global).
 #[derive(Debug, Args, Clone)]
 pub struct ListArgs {
     #[command(flatten)]
     pub app: AppArgs,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,15 +192,10 @@ pub enum AppsCommand {
         /// Path to the app config, read for the name when none is given.
         #[arg(short = 'c', long = "config", default_value = "fly.toml")]
         config: PathBuf,
-        #[arg(long)]
-        json: bool,
     },
     /// List apps.
     #[command(alias = "ls")]
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Destroy an app and all its machines.
     #[command(alias = "rm", alias = "delete")]
     Destroy {
@@ -265,8 +252,8 @@ pub struct DeployArgs {
 pub struct UpArgs {
     #[command(flatten)]
     pub app: AppArgs,
-    /// Data dir of the embedded agent, when one is started [default: the user's state dir].
-    #[arg(long, env = "ALOFT_DATA_DIR")]
+    /// Data dir of the local agent (the embedded one, when one is started) [env: ALOFT_DATA_DIR] [default: the user's state dir].
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Answer yes to prompts.
     #[arg(short = 'y', long)]
@@ -281,8 +268,6 @@ pub struct UpArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub app: AppArgs,
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `aloft logs`.
@@ -365,8 +350,6 @@ pub enum MachineCommand {
         id: String,
         #[command(flatten)]
         app: AppArgs,
-        #[arg(long)]
-        json: bool,
     },
     /// A new machine like ID (same group, release, guest, config).
     Clone {

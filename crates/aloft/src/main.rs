@@ -1,17 +1,21 @@
 //! `aloft`: the CLI and the agent daemon in one binary.
 //!
-//! Layering (as uv does it): `cli` holds the clap structs and nothing else; each module of
-//! `commands` resolves its arguments into settings and runs one command; `output` holds the
-//! table/JSON printing shared by commands. Exit codes: 0 success, 1 failure the user can fix
-//! (invalid config, refused action), 2 usage error (clap's own).
+//! Layering (as uv does it): `cli` holds the clap structs and nothing else; `settings` reads
+//! the environment (once) and resolves flags > environment > fly.toml > defaults into one
+//! struct per command family; `printer` is the one way commands print (plain or `--json`,
+//! colour only on a terminal); each module of `commands` runs one command family. Exit codes:
+//! 0 success, 1 failure the user can fix (invalid config, refused action), 2 usage error
+//! (clap's own).
 
 mod cli;
 mod commands;
-mod output;
+mod printer;
+mod settings;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// mimalloc: the agent's API (long machine lists) and proxy (per-request buffers) allocate and
 /// free many small blocks across threads, where it is markedly cheaper than glibc malloc.
@@ -20,34 +24,41 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.verbose);
-    match commands::run(cli) {
+    let env = settings::Env::from_process();
+    init_tracing(settings::log_filter(cli.verbose, &env));
+    if cli.json && !settings::has_json_output(&cli) {
+        cli::Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "this command has no JSON output; run it without --json (JSON is printed by \
+                 config show, platform, apps create|list, status, releases, scale show, \
+                 machine list|status)",
+            )
+            .exit();
+    }
+    let printer = printer::Printer::new(settings::output_mode(
+        cli.json,
+        &env,
+        std::io::stdout().is_terminal(),
+    ));
+    let ctx = commands::Context {
+        printer: &printer,
+        env: &env,
+    };
+    match commands::run(cli, &ctx) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
-            // Library errors often repeat their source in their own message: print a cause
-            // only when it adds something.
-            let mut said = err.to_string();
-            for cause in err.chain().skip(1) {
-                let text = cause.to_string();
-                if !said.contains(&text) {
-                    eprintln!("  caused by: {text}");
-                }
-                said.push_str(&text);
-            }
+            printer.error(&err);
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info,aloft=debug",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALOFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+/// `ALOFT_LOG` when it parses, else the level of `-v` (see `settings::log_filter`).
+fn init_tracing((from_env, default): (Option<String>, &'static str)) {
+    let filter = from_env
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

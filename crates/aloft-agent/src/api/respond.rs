@@ -2,8 +2,8 @@
 //! answered in `error`). Handlers parse a request into an action, the controller (or the
 //! deployer) executes it, and the outcome leaves through here.
 
-use aloft_api::LeaseEnvelope;
 use aloft_api::groups::GroupCounts;
+use aloft_api::LeaseEnvelope;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aloft_deploy::plan::DeployPlan;
 use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
 use aloft_api::images::ImageInfo;
 use aloft_deploy::messages::{ConfirmationRequired, CreateReleaseRequest, ScalePreview};
+use aloft_deploy::plan::DeployPlan;
 use aloft_deploy::scale::GuestPlan;
 use aloft_deploy::Release;
 use futures_util::stream::BoxStream;

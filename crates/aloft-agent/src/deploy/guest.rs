@@ -14,10 +14,10 @@
 
 use std::sync::Arc;
 
+use aloft_api::groups::ScaleGuestRequest;
 use aloft_api::Machine;
 use aloft_deploy::scale::{group_for_guest_change, machine_groups, plan_guest_work, GuestPlan};
 use aloft_deploy::spec::FrozenPlan;
-use aloft_api::groups::ScaleGuestRequest;
 use aloft_deploy::{Release, ReleaseSpec, ReleaseStatus, ScaleWork};
 
 use super::{encode, now_ms_rfc3339, Deployer};
@@ -98,7 +98,9 @@ impl Deployer {
                 .map_err(|e| {
                     DomainError::invalid_config(format!(
                         "machine {} ({}): {}",
-                        m.id, set.group, e.message()
+                        m.id,
+                        set.group,
+                        e.message()
                     ))
                 })?;
         }

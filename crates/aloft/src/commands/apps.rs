@@ -1,37 +1,35 @@
 //! `aloft apps create|list|destroy`.
 
-use aloft_client::{block_on, Client};
 use std::process::ExitCode;
 
-use crate::cli::{AppArgs, AppsCommand};
-use crate::commands::common::{confirm, resolve_app};
-use crate::output::{print_json, print_table};
+use crate::cli::AppsCommand;
+use crate::commands::Context;
+use crate::settings::app_of_config_file;
+use aloft_client::block_on;
 
-pub fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
-    let client = Client::from_env();
+pub fn run(cmd: AppsCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let client = ctx.client();
+    let printer = ctx.printer;
     block_on(async move {
         match cmd {
-            AppsCommand::Create {
-                name,
-                org,
-                config,
-                json,
-            } => {
+            AppsCommand::Create { name, org, config } => {
+                // The name given, else the config's (ALOFT_APP names an app to use, not one to
+                // create).
                 let app = match name {
                     Some(n) => n,
-                    None => resolve_app(&AppArgs { app: None, config })?,
+                    None => app_of_config_file(&config)?,
                 };
                 let created = client.create_app(&app, &org).await?;
-                if json {
-                    print_json(&created)?;
+                if printer.json() {
+                    printer.json_value(&created)?;
                 } else {
-                    println!("New app created: {}", created.name);
+                    printer.line(format_args!("New app created: {}", created.name));
                 }
             }
-            AppsCommand::List { json } => {
+            AppsCommand::List => {
                 let apps = client.list_apps().await?;
-                if json {
-                    print_json(&apps)?;
+                if printer.json() {
+                    printer.json_value(&apps)?;
                 } else {
                     let rows: Vec<Vec<String>> = apps
                         .iter()
@@ -44,7 +42,7 @@ pub fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
                             ]
                         })
                         .collect();
-                    print_table(None, &["NAME", "OWNER", "STATUS", "MACHINES"], &rows);
+                    printer.table(None, &["NAME", "OWNER", "STATUS", "MACHINES"], &rows);
                 }
             }
             AppsCommand::Destroy { name, yes } => {
@@ -53,12 +51,12 @@ pub fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
                     "Destroy app {} and its {} machine(s)? This cannot be undone",
                     app.name, app.machine_count
                 );
-                if !confirm(&question, yes)? {
-                    eprintln!("Nothing destroyed.");
+                if !printer.confirm(&question, yes)? {
+                    printer.note("Nothing destroyed.");
                     return Ok(ExitCode::FAILURE);
                 }
                 client.delete_app(&name).await?;
-                println!("Destroyed app {name}");
+                printer.line(format_args!("Destroyed app {name}"));
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -11,12 +11,13 @@ use aloft_config::{format_groups, shell_join, AppConfig, Diagnostics, Loaded};
 use serde::Serialize;
 
 use crate::cli::ConfigCommand;
-use crate::output::print_json;
+use crate::commands::Context;
+use crate::printer::Printer;
 
-pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: ConfigCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match cmd {
-        ConfigCommand::Validate { config } => validate(&config.path),
-        ConfigCommand::Show { config, json } => show(&config.path, json),
+        ConfigCommand::Validate { config } => validate(&config.path, ctx.printer),
+        ConfigCommand::Show { config } => show(&config.path, ctx.printer),
     }
 }
 
@@ -25,41 +26,41 @@ fn load(path: &Path) -> anyhow::Result<Loaded> {
 }
 
 /// Errors first, then warnings, as separate blocks.
-fn report(d: &Diagnostics) {
+fn report(d: &Diagnostics, printer: &Printer) {
     let errors: Vec<_> = d.errors().collect();
     let warnings: Vec<_> = d.warnings().collect();
     for e in &errors {
-        eprintln!("{e}");
+        printer.note(e);
     }
     if !warnings.is_empty() {
         if !errors.is_empty() {
-            eprintln!("---");
+            printer.note("---");
         }
         for w in &warnings {
-            eprintln!("{w}");
+            printer.note(w);
         }
     }
 }
 
-fn validate(path: &Path) -> anyhow::Result<ExitCode> {
+fn validate(path: &Path, printer: &Printer) -> anyhow::Result<ExitCode> {
     let loaded = load(path)?;
     let d = &loaded.diagnostics;
-    report(d);
+    report(d, printer);
     let (e, w) = (d.errors().count(), d.warnings().count());
     if e > 0 {
-        eprintln!(
+        printer.note(format_args!(
             "{}: app configuration is not valid: {e} error(s), {w} warning(s)",
             path.display()
-        );
+        ));
         Ok(ExitCode::from(1))
     } else {
         let groups = loaded.config.process_names();
-        eprintln!(
+        printer.note(format_args!(
             "{}: app configuration is valid ({} process group(s): {}; {w} warning(s))",
             path.display(),
             groups.len(),
             format_groups(&groups)
-        );
+        ));
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -80,15 +81,15 @@ struct GroupJson {
     guest: Option<aloft_api::Guest>,
 }
 
-fn show(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+fn show(path: &Path, printer: &Printer) -> anyhow::Result<ExitCode> {
     let loaded = load(path)?;
     if loaded.diagnostics.has_errors() {
-        report(&loaded.diagnostics);
-        eprintln!("{}: app configuration is not valid; fix the errors above (see `aloft config validate`)", path.display());
+        report(&loaded.diagnostics, printer);
+        printer.note(format_args!("{}: app configuration is not valid; fix the errors above (see `aloft config validate`)", path.display()));
         return Ok(ExitCode::from(1));
     }
     let c = &loaded.config;
-    if json {
+    if printer.json() {
         let process_groups = c
             .process_names()
             .into_iter()
@@ -104,7 +105,7 @@ fn show(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 )
             })
             .collect();
-        print_json(&ShowJson {
+        printer.json_value(&ShowJson {
             app: &c.app,
             primary_region: c.primary_region.as_deref(),
             default_process_group: c.default_process_name(),
@@ -112,8 +113,8 @@ fn show(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             warnings: loaded.diagnostics.warnings().collect(),
         })?;
     } else {
-        report(&loaded.diagnostics);
-        print!("{}", show_text(c));
+        report(&loaded.diagnostics, printer);
+        printer.text(&show_text(c));
     }
     Ok(ExitCode::SUCCESS)
 }

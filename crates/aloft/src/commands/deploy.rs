@@ -9,59 +9,49 @@ use std::time::Duration;
 
 use aloft_api::images::image_ref;
 use aloft_api::routes::STATUS_CONFIRMATION_REQUIRED;
-use aloft_client::{block_on, is_not_found, status_error, Client};
-use aloft_config::Loaded;
+use aloft_config::AppConfig;
 use aloft_deploy::messages::CreateReleaseRequest;
-use aloft_deploy::{DeployEvent, Release, ReleaseStatus};
-use anyhow::{anyhow, bail, Context};
+use aloft_deploy::{DeployEvent, DeployOptions, Release, ReleaseSpec, ReleaseStatus};
+use anyhow::{anyhow, bail, Context as _};
 
-use crate::cli::DeployArgs;
-use crate::commands::common::{confirm, load_config, resolve_app, spec_from_config, DeployFlags};
+use crate::commands::Context;
+use crate::printer::Printer;
+use crate::settings::DeploySettings;
+use aloft_client::{block_on, is_not_found, status_error, Client};
 
-/// Everything a deploy needs, resolved from flags and fly.toml.
-pub struct DeployInput {
-    pub config_path: PathBuf,
-    pub loaded: Loaded,
-    pub app: String,
-    pub flags: DeployFlags,
-    pub process_groups: Vec<String>,
-    pub yes: bool,
-    pub detach: bool,
-    /// An image reference to use instead of uploading the directory.
-    pub image: Option<String>,
-}
-
-pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load_config(&args.app.config)?;
-    let app = match args.app.app.clone() {
-        Some(a) => a,
-        None if !loaded.config.app.is_empty() => loaded.config.app.clone(),
-        None => resolve_app(&args.app)?,
-    };
-    let input = DeployInput {
-        config_path: args.app.config.clone(),
-        loaded,
-        app,
-        flags: DeployFlags {
-            strategy: args.strategy,
-            max_unavailable: args.max_unavailable,
-            wait_timeout: args.wait_timeout,
-            update_only: args.update_only,
-            ha: args.ha,
-            smoke_checks: args.smoke_checks,
-            primary_region: args.primary_region,
-        },
-        process_groups: args.process_groups,
-        yes: args.yes,
-        detach: args.detach,
-        image: args.image,
-    };
-    let client = Client::from_env();
+pub fn run(settings: DeploySettings, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let client = ctx.client();
     block_on(async move {
-        match deploy(&client, &input).await? {
+        match deploy(&client, &settings, ctx.printer).await? {
             Some(_) => Ok(ExitCode::SUCCESS),
             None => Ok(ExitCode::FAILURE),
         }
+    })
+}
+
+/// Builds the release spec of a config: one flattened machine config per group, with the
+/// `[[vm]]` guest when one matches (§2.3–§2.4), and the resolved deploy options.
+pub fn spec_from_config(
+    config: &AppConfig,
+    source: Option<String>,
+    options: DeployOptions,
+    primary_region: Option<String>,
+) -> anyhow::Result<ReleaseSpec> {
+    let mut groups = std::collections::BTreeMap::new();
+    for group in config.process_names() {
+        let mut mc = config.machine_config_for(&group);
+        mc.guest = config
+            .guest_for(&group)
+            .map_err(|e| anyhow!("group {group:?}: {e}"))?;
+        groups.insert(group, mc);
+    }
+    Ok(ReleaseSpec {
+        image: String::new(),
+        groups,
+        default_group: config.default_process_name(),
+        primary_region,
+        deploy: options,
+        source,
     })
 }
 
@@ -74,9 +64,18 @@ pub fn app_dir(config_path: &Path) -> PathBuf {
 }
 
 /// Runs a deploy; `None` when the user declined the plan (nothing changed).
-pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Option<Release>> {
+pub async fn deploy(
+    client: &Client,
+    input: &DeploySettings,
+    printer: &Printer,
+) -> anyhow::Result<Option<Release>> {
     let source = std::fs::read_to_string(&input.config_path).ok();
-    let mut spec = spec_from_config(&input.loaded.config, source, &input.flags)?;
+    let mut spec = spec_from_config(
+        &input.loaded.config,
+        source,
+        input.options.clone(),
+        input.primary_region.clone(),
+    )?;
     let app = input.app.as_str();
     if let Err(e) = client.get_app(app).await {
         if is_not_found(&e) {
@@ -115,18 +114,18 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
         .await
         .map_err(old_agent_hint)?;
     if let Some(text) = plan.describe_group_changes() {
-        print!("{text}");
+        printer.text(&text);
     }
     if plan.needs_confirmation() {
         let n = plan.frozen.destroy.len();
-        if !confirm(
+        if !printer.confirm(
             &format!(
                 "Destroy {n} machine(s) of process groups no longer in {}?",
                 input.config_path.display()
             ),
             input.yes,
         )? {
-            eprintln!("Nothing deployed.");
+            printer.note("Nothing deployed.");
             return Ok(None);
         }
     }
@@ -135,22 +134,22 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
         let hex = aloft_deploy::image::digest_hex(&packed.digest)?.to_string();
         let size = packed.tar.len();
         if client.image_exists(app, &hex).await? {
-            println!(
+            printer.line(format_args!(
                 "Image {} unchanged ({} files)",
                 short(&packed.digest),
                 packed.files
-            );
+            ));
         } else {
             client
                 .upload_image(app, &hex, packed.tar)
                 .await
                 .context("uploading the app image")?;
-            println!(
+            printer.line(format_args!(
                 "Image {} uploaded ({} files, {} KB)",
                 short(&packed.digest),
                 packed.files,
                 size.div_ceil(1024)
-            );
+            ));
         }
     }
 
@@ -165,15 +164,15 @@ pub async fn deploy(client: &Client, input: &DeployInput) -> anyhow::Result<Opti
             return Err(old_agent_hint(e));
         }
     };
-    println!("Release v{} created", release.version);
+    printer.line(format_args!("Release v{} created", release.version));
     if input.detach {
-        println!("Not waiting (--detach): follow it with `aloft releases -a {app}` and `aloft status -a {app}`");
+        printer.line(format_args!("Not waiting (--detach): follow it with `aloft releases -a {app}` and `aloft status -a {app}`"));
         return Ok(Some(release));
     }
-    let status = follow(client, app, release.version).await?;
+    let status = follow(client, app, release.version, printer).await?;
     match status {
         (ReleaseStatus::Complete, _) => {
-            println!("Release v{} deployed", release.version);
+            printer.line(format_args!("Release v{} deployed", release.version));
             Ok(Some(release))
         }
         (s, err) => bail!(
@@ -205,6 +204,7 @@ pub(crate) async fn follow(
     client: &Client,
     app: &str,
     version: u64,
+    printer: &Printer,
 ) -> anyhow::Result<(ReleaseStatus, Option<String>)> {
     let mut after = 0;
     let mut finished = None;
@@ -213,7 +213,7 @@ pub(crate) async fn follow(
         let result = client
             .follow_release(app, version, after, |rec| {
                 after = rec.seq;
-                println!("  {}", rec.event.describe());
+                printer.line(format_args!("  {}", rec.event.describe()));
                 if let DeployEvent::Finished { status, error } = rec.event {
                     finished = Some((status, error));
                 }
@@ -235,5 +235,36 @@ pub(crate) async fn follow(
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_of_the_example_app() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/process-groups/fly.toml");
+        let loaded = aloft_config::load(&path).unwrap();
+        let flags = crate::settings::DeployFlags {
+            ha: true,
+            ..Default::default()
+        };
+        let (options, region) = crate::settings::deploy_options(&flags, &loaded.config).unwrap();
+        let spec = spec_from_config(&loaded.config, None, options, region).unwrap();
+        assert_eq!(spec.group_names(), vec!["cron", "web", "worker"]);
+        assert_eq!(spec.default_group, "cron");
+        assert_eq!(spec.primary_region.as_deref(), Some("gru"));
+        let web = &spec.groups["web"];
+        assert_eq!(
+            web.init.cmd,
+            Some(vec!["python3".to_string(), "web.py".to_string()])
+        );
+        assert_eq!(web.init.entrypoint, None, "a group command is CMD");
+        assert_eq!(web.services.len(), 1);
+        assert_eq!(spec.groups["worker"].guest.as_ref().unwrap().cpus, 2);
+        assert_eq!(aloft_deploy::plan::new_group_count(&spec, "web"), 2);
+        assert_eq!(aloft_deploy::plan::new_group_count(&spec, "cron"), 1);
     }
 }

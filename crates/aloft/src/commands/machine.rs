@@ -6,26 +6,26 @@ use std::time::Duration;
 
 use aloft_api::metadata::{PROCESS_GROUP, RESERVED_GROUPS, ROLE};
 use aloft_api::{CreateMachineRequest, Machine, MachineState, StopRequest};
-use aloft_client::{block_on, is_not_found, Client};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail, Context as _};
 
 use crate::cli::MachineCommand;
-use crate::commands::common::{confirm, resolve_app};
-use crate::output::{print_json, print_table};
+use crate::commands::Context;
+use aloft_client::{block_on, is_not_found, Client};
 
-pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
-    let client = Client::from_env();
+pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let client = ctx.client();
+    let printer = ctx.printer;
     match cmd {
         MachineCommand::List(args) => {
-            let app = resolve_app(&args.app)?;
+            let app = ctx.app(&args.app)?;
             block_on(async {
                 let machines = client.list_machines(&app).await?;
-                if args.json {
-                    print_json(&machines)?;
+                if printer.json() {
+                    printer.json_value(&machines)?;
                 } else if machines.is_empty() {
-                    println!("No machines are available on this app {app}");
+                    printer.line(format_args!("No machines are available on this app {app}"));
                 } else {
-                    print_table(
+                    printer.table(
                         Some(&format!(
                             "{} machines have been retrieved from app {app}.",
                             machines.len()
@@ -49,18 +49,18 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
-        MachineCommand::Status { id, app, json } => {
-            let app = resolve_app(&app)?;
+        MachineCommand::Status { id, app } => {
+            let app = ctx.app(&app)?;
             block_on(async {
                 let m = get(&client, &app, &id).await?;
-                if json {
-                    print_json(&m)?;
+                if printer.json() {
+                    printer.json_value(&m)?;
                     return Ok(ExitCode::SUCCESS);
                 }
                 let guest = m.config.guest.clone().unwrap_or_default();
-                println!("Machine ID: {}", m.id);
-                println!("Instance ID: {}", m.instance_id);
-                println!("State: {}\n", m.state);
+                printer.line(format_args!("Machine ID: {}", m.id));
+                printer.line(format_args!("Instance ID: {}", m.instance_id));
+                printer.line(format_args!("State: {}\n", m.state));
                 for (k, v) in [
                     ("Name", m.name.clone()),
                     ("Process group", m.process_group().to_string()),
@@ -74,10 +74,10 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                     ("Created", m.created_at.clone()),
                     ("Updated", m.updated_at.clone()),
                 ] {
-                    println!("  {k:<14} = {v}");
+                    printer.line(format_args!("  {k:<14} = {v}"));
                 }
                 if !m.events.is_empty() {
-                    println!();
+                    printer.line("");
                     let rows: Vec<Vec<String>> = m
                         .events
                         .iter()
@@ -90,7 +90,7 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                             ]
                         })
                         .collect();
-                    print_table(
+                    printer.table(
                         Some("Event Logs"),
                         &["STATE", "EVENT", "SOURCE", "TIMESTAMP"],
                         &rows,
@@ -108,7 +108,7 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
             if let Some(r) = &region {
                 aloft_deploy::scale::check_regions(std::slice::from_ref(r))?;
             }
-            let app = resolve_app(&app)?;
+            let app = ctx.app(&app)?;
             block_on(async {
                 let src = get(&client, &app, &id).await?;
                 let req = CreateMachineRequest {
@@ -121,23 +121,23 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                     .create_machine(&app, &req)
                     .await
                     .with_context(|| format!("cloning machine {id}"))?;
-                println!(
+                printer.line(format_args!(
                     "Cloned {id} into {} [{}] region:{}",
                     m.id,
                     m.process_group(),
                     m.region
-                );
+                ));
                 if !detach && !req.skip_launch {
                     client
                         .wait_machine(&app, &m.id, MachineState::Started, Duration::from_secs(300))
                         .await?;
-                    println!("Machine {} is started", m.id);
+                    printer.line(format_args!("Machine {} is started", m.id));
                 }
                 Ok(ExitCode::SUCCESS)
             })
         }
         MachineCommand::Start { ids, app } => {
-            let app = resolve_app(&app)?;
+            let app = ctx.app(&app)?;
             block_on(async {
                 let machines = get_all(&client, &app, &ids).await?;
                 for m in machines {
@@ -145,7 +145,7 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                         .start_machine(&app, &m.id)
                         .await
                         .with_context(|| format!("starting machine {}", m.id))?;
-                    println!("{} has been started", m.id);
+                    printer.line(format_args!("{} has been started", m.id));
                 }
                 Ok(ExitCode::SUCCESS)
             })
@@ -161,7 +161,7 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                     bail!("unknown signal {s:?}: use e.g. SIGINT, SIGTERM or SIGKILL");
                 }
             }
-            let app = resolve_app(&app)?;
+            let app = ctx.app(&app)?;
             let req = StopRequest {
                 signal: signal.map(|s| {
                     let s = s.to_ascii_uppercase();
@@ -183,13 +183,13 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                     client
                         .wait_machine(&app, &m.id, MachineState::Stopped, Duration::from_secs(300))
                         .await?;
-                    println!("{} has been stopped", m.id);
+                    printer.line(format_args!("{} has been stopped", m.id));
                 }
                 Ok(ExitCode::SUCCESS)
             })
         }
         MachineCommand::Destroy { ids, force, app } => {
-            let app = resolve_app(&app)?;
+            let app = ctx.app(&app)?;
             block_on(async {
                 let machines = get_all(&client, &app, &ids).await?;
                 if !force {
@@ -205,7 +205,7 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                         .destroy_machine(&app, &m.id, force)
                         .await
                         .with_context(|| format!("destroying machine {}", m.id))?;
-                    println!("{} has been destroyed", m.id);
+                    printer.line(format_args!("{} has been destroyed", m.id));
                 }
                 Ok(ExitCode::SUCCESS)
             })
@@ -217,7 +217,7 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
             app,
         } => {
             let pairs = parse_metadata(&metadata)?;
-            let app = resolve_app(&app)?;
+            let app = ctx.app(&app)?;
             block_on(async {
                 let m = get(&client, &app, &id).await?;
                 let mut changes = Vec::new();
@@ -228,15 +228,15 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                     }
                 }
                 if changes.is_empty() {
-                    println!("No changes to apply to machine {id}");
+                    printer.line(format_args!("No changes to apply to machine {id}"));
                     return Ok(ExitCode::SUCCESS);
                 }
-                println!("Machine {id}:\n{}", changes.join("\n"));
+                printer.line(format_args!("Machine {id}:\n{}", changes.join("\n")));
                 if pairs.iter().any(|(k, _)| k == PROCESS_GROUP) {
-                    println!("The next `aloft deploy` applies the group's command, services and checks to it (and destroys it if the group is not in fly.toml, after asking).");
+                    printer.line("The next `aloft deploy` applies the group's command, services and checks to it (and destroys it if the group is not in fly.toml, after asking).");
                 }
-                if !confirm(&format!("Update machine {id}?"), yes)? {
-                    eprintln!("Nothing changed.");
+                if !printer.confirm(&format!("Update machine {id}?"), yes)? {
+                    printer.note("Nothing changed.");
                     return Ok(ExitCode::FAILURE);
                 }
                 for (k, v) in &pairs {
@@ -245,7 +245,7 @@ pub fn run(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
                         .await
                         .with_context(|| format!("setting metadata {k} on machine {id}"))?;
                 }
-                println!("Machine {id} updated");
+                printer.line(format_args!("Machine {id} updated"));
                 Ok(ExitCode::SUCCESS)
             })
         }

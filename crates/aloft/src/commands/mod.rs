@@ -1,4 +1,5 @@
-//! One module per command family; `run` dispatches.
+//! One module per command family; `run` resolves each family's settings (`crate::settings`)
+//! and dispatches. Every command gets a [`Context`]: the printer and the environment snapshot.
 
 mod agent;
 mod apps;
@@ -14,20 +15,54 @@ mod up;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{AppArgs, Cli, Command};
+use crate::printer::Printer;
+use crate::settings::{self, ApiSettings, DeploySettings, Env, LogsSettings, UpSettings};
+use aloft_client::Client;
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// What every command is given.
+pub struct Context<'a> {
+    /// The only way commands print.
+    pub printer: &'a Printer,
+    /// The environment, read once in `main`; resolved through `settings` only.
+    pub env: &'a Env,
+}
+
+impl Context<'_> {
+    /// The app of `-a`/`ALOFT_APP`/fly.toml (see [`settings::app_name`]).
+    pub fn app(&self, args: &AppArgs) -> anyhow::Result<String> {
+        settings::app_name(args, self.env)
+    }
+
+    /// How to reach the agent (see [`ApiSettings::resolve`]).
+    pub fn api(&self) -> ApiSettings {
+        ApiSettings::resolve(self.env, None)
+    }
+
+    /// A client of the agent of [`Context::api`].
+    pub fn client(&self) -> Client {
+        self.api().client()
+    }
+}
+
+pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Config(cmd) => config::run(cmd),
-        Command::Platform(cmd) => platform::run(cmd),
-        Command::Agent(args) => agent::run(args),
-        Command::Apps(cmd) => apps::run(cmd),
-        Command::Deploy(args) => deploy::run(args),
-        Command::Up(args) => up::run(args),
-        Command::Status(args) => status::run(args),
-        Command::Releases(args) => status::releases(args),
-        Command::Logs(args) => logs::run(args),
-        Command::Scale(cmd) => scale::run(cmd),
-        Command::Machine(cmd) => machine::run(cmd),
+        Command::Config(cmd) => config::run(cmd, ctx),
+        Command::Platform(cmd) => platform::run(cmd, ctx),
+        Command::Agent(args) => agent::run(settings::agent_config(args, ctx.env), ctx),
+        Command::Apps(cmd) => apps::run(cmd, ctx),
+        Command::Deploy(args) => {
+            let loaded = common::load_config(&args.app.config, ctx.printer)?;
+            deploy::run(DeploySettings::resolve(args, ctx.env, loaded)?, ctx)
+        }
+        Command::Up(args) => {
+            let loaded = common::load_config(&args.app.config, ctx.printer)?;
+            up::run(UpSettings::resolve(args, ctx.env, loaded)?, ctx)
+        }
+        Command::Status(args) => status::run(&ctx.app(&args.app)?, ctx),
+        Command::Releases(args) => status::releases(&ctx.app(&args.app)?, ctx),
+        Command::Logs(args) => logs::run(LogsSettings::resolve(args, ctx.env)?, ctx),
+        Command::Scale(cmd) => scale::run(cmd, ctx),
+        Command::Machine(cmd) => machine::run(cmd, ctx),
     }
 }

@@ -5,33 +5,35 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use aloft_api::{Guest, VM_PRESETS};
-use aloft_client::{block_on, Client};
 
 use crate::cli::PlatformCommand;
-use crate::output::{print_json, print_table, render_table};
+use crate::commands::Context;
+use crate::printer::render_table;
+use aloft_client::block_on;
 
-pub fn run(cmd: PlatformCommand) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: PlatformCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let printer = ctx.printer;
     match cmd {
-        PlatformCommand::VmSizes { json } => {
-            if json {
+        PlatformCommand::VmSizes => {
+            if printer.json() {
                 let sizes: BTreeMap<&str, Guest> = VM_PRESETS
                     .iter()
                     .filter(|p| !p.hidden)
                     .map(|p| (p.name, p.guest()))
                     .collect();
-                print_json(&sizes)?;
+                printer.json_value(&sizes)?;
             } else {
-                print!("{}", vm_sizes_text());
+                printer.text(&vm_sizes_text());
             }
         }
-        PlatformCommand::Regions { json } => {
-            let regions = block_on(Client::from_env().regions())?;
-            if json {
-                print_json(&regions)?;
+        PlatformCommand::Regions => {
+            let regions = block_on(ctx.client().regions())?;
+            if printer.json() {
+                printer.json_value(&regions)?;
             } else {
                 let rows: Vec<Vec<String>> =
                     regions.into_iter().map(|r| vec![r.name, r.code]).collect();
-                print_table(Some("Regions"), &["NAME", "CODE"], &rows);
+                printer.table(Some("Regions"), &["NAME", "CODE"], &rows);
             }
         }
     }

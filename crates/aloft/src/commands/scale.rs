@@ -12,12 +12,11 @@ use aloft_deploy::{Release, ReleaseStatus};
 use anyhow::{anyhow, bail};
 
 use crate::cli::{AppArgs, ListArgs, ScaleCommand, ScaleCountArgs};
-use crate::commands::common::{confirm, resolve_app};
-use crate::output::{print_json, print_table};
+use crate::commands::Context;
 
-pub fn run(cmd: ScaleCommand) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: ScaleCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match cmd {
-        ScaleCommand::Count(args) => count(args),
+        ScaleCommand::Count(args) => count(args, ctx),
         ScaleCommand::Vm {
             size,
             memory,
@@ -25,13 +24,13 @@ pub fn run(cmd: ScaleCommand) -> anyhow::Result<ExitCode> {
             app,
         } => {
             let memory = memory.as_deref().map(scale::parse_memory_mb).transpose()?;
-            guest(app, group, Some(size), memory)
+            guest(app, group, Some(size), memory, ctx)
         }
         ScaleCommand::Memory { memory, group, app } => {
             let memory = scale::parse_memory_mb(&memory)?;
-            guest(app, group, None, Some(memory))
+            guest(app, group, None, Some(memory), ctx)
         }
-        ScaleCommand::Show(args) => show(args),
+        ScaleCommand::Show(args) => show(args, ctx),
     }
 }
 
@@ -43,14 +42,15 @@ async fn require_release(client: &Client, app: &str) -> anyhow::Result<Release> 
         .ok_or_else(|| anyhow!("app {app} has no complete release yet: run `aloft deploy` first"))
 }
 
-fn count(args: ScaleCountArgs) -> anyhow::Result<ExitCode> {
+fn count(args: ScaleCountArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let printer = ctx.printer;
     // Checks that need no agent come first.
     scale::check_regions(&args.regions)?;
     if args.max_per_region == Some(0) {
         return Err(anyhow!("--max-per-region must be at least 1"));
     }
-    let app = resolve_app(&args.app)?;
-    let client = Client::from_env();
+    let app = ctx.app(&args.app)?;
+    let client = ctx.client();
     block_on(async move {
         let release = require_release(&client, &app).await?;
         let counts = scale::parse_counts(
@@ -75,26 +75,26 @@ fn count(args: ScaleCountArgs) -> anyhow::Result<ExitCode> {
         if plan.is_noop() {
             // Records the counts (deploy then keeps a group scaled to 0 at 0).
             client.scale(&app, &req).await?;
-            println!("App already scaled to desired state");
+            printer.line("App already scaled to desired state");
             return Ok(ExitCode::SUCCESS);
         }
-        print!("{}", scale::describe_lines(&plan.lines));
-        if !confirm(&format!("Scale app {app}?"), args.yes)? {
-            eprintln!("Nothing changed.");
+        printer.text(&scale::describe_lines(&plan.lines));
+        if !printer.confirm(&format!("Scale app {app}?"), args.yes)? {
+            printer.note("Nothing changed.");
             return Ok(ExitCode::FAILURE);
         }
         let op = match client.scale(&app, &req).await? {
             ScaleAnswer::Started(op) => op,
             ScaleAnswer::Plan(_) => {
-                println!("App already scaled to desired state");
+                printer.line("App already scaled to desired state");
                 return Ok(ExitCode::SUCCESS);
             }
         };
-        println!(
+        printer.line(format_args!(
             "Scaling in the agent ({}): it goes on if this command stops",
             op.label()
-        );
-        match super::deploy::follow(&client, &app, op.version).await? {
+        ));
+        match super::deploy::follow(&client, &app, op.version, printer).await? {
             (ReleaseStatus::Complete, _) => Ok(ExitCode::SUCCESS),
             (status, error) => bail!(
                 "{} {}: {}",
@@ -111,7 +111,9 @@ fn guest(
     group: Option<String>,
     size: Option<String>,
     memory: Option<u32>,
+    ctx: &Context,
 ) -> anyhow::Result<ExitCode> {
+    let printer = ctx.printer;
     // A size is checked before talking to the agent (memory alone depends on each machine's
     // CPUs: it is checked against the machines before the agent is asked to change anything).
     if size.is_some() {
@@ -122,8 +124,8 @@ fn guest(
             group.as_deref().unwrap_or("app"),
         )?;
     }
-    let app = resolve_app(&app_args)?;
-    let client = Client::from_env();
+    let app = ctx.app(&app_args)?;
+    let client = ctx.client();
     block_on(async move {
         let machines = client.list_machines(&app).await?;
         let release = client.current_release(&app).await.ok().flatten();
@@ -144,16 +146,16 @@ fn guest(
         let op = match client.scale_guest(&app, &req).await? {
             ScaleAnswer::Started(op) => op,
             ScaleAnswer::Plan(plan) => {
-                print!("{}", plan.describe_result());
+                printer.text(&plan.describe_result());
                 return Ok(ExitCode::SUCCESS);
             }
         };
-        println!(
+        printer.line(format_args!(
             "Scaling in the agent ({}): it goes on if this command stops",
             op.label()
-        );
+        ));
         // One machine at a time, each healthy again before the next: the group keeps serving.
-        match super::deploy::follow(&client, &app, op.version).await? {
+        match super::deploy::follow(&client, &app, op.version, printer).await? {
             (ReleaseStatus::Complete, _) => {}
             (status, error) => bail!(
                 "{} {}: {}",
@@ -163,23 +165,24 @@ fn guest(
             ),
         }
         if let Some(set) = op.scale.as_ref().and_then(|w| w.guest.last()) {
-            print!("{}", scale::describe_guest(&group, &set.guest));
+            printer.text(&scale::describe_guest(&group, &set.guest));
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-fn show(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let app = resolve_app(&args.app)?;
-    let client = Client::from_env();
+fn show(args: ListArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let printer = ctx.printer;
+    let app = ctx.app(&args.app)?;
+    let client = ctx.client();
     block_on(async move {
         let machines = client.list_machines(&app).await?;
         let rows = scale::show_groups(&machines);
-        if args.json {
-            print_json(&rows)?;
+        if printer.json() {
+            printer.json_value(&rows)?;
             return Ok(ExitCode::SUCCESS);
         }
-        println!("VM Resources for app: {app}\n");
+        printer.line(format_args!("VM Resources for app: {app}\n"));
         let table: Vec<Vec<String>> = rows
             .iter()
             .map(|r| {
@@ -193,7 +196,7 @@ fn show(args: ListArgs) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        print_table(
+        printer.table(
             Some("Groups"),
             &["NAME", "COUNT", "KIND", "CPUS", "MEMORY", "REGIONS"],
             &table,

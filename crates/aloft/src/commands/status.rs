@@ -4,13 +4,11 @@ use std::process::ExitCode;
 
 use aloft_api::metadata::{RELEASE_VERSION, ROLE};
 use aloft_api::Machine;
-use aloft_client::{block_on, Client};
 use aloft_deploy::plan::is_managed;
 use serde::Serialize;
 
-use crate::cli::{ListArgs, StatusArgs};
-use crate::commands::common::resolve_app;
-use crate::output::{print_json, print_table};
+use crate::commands::Context;
+use aloft_client::block_on;
 
 /// `"N total, X passing, Y warning, Z critical"`; blank without checks.
 pub fn checks_summary(m: &Machine) -> String {
@@ -74,12 +72,13 @@ struct StatusJson {
     machines: Vec<Machine>,
 }
 
-pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let app_name = resolve_app(&args.app)?;
-    let client = Client::from_env();
+/// `aloft status` of `app_name`.
+pub fn run(app_name: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let client = ctx.client();
+    let printer = ctx.printer;
     block_on(async move {
-        let app = client.get_app(&app_name).await?;
-        let machines = client.list_machines(&app_name).await?;
+        let app = client.get_app(app_name).await?;
+        let machines = client.list_machines(app_name).await?;
         let version = machines
             .iter()
             .filter_map(|m| m.config.metadata.get(RELEASE_VERSION)?.parse::<u64>().ok())
@@ -97,20 +96,21 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .map(|m| m.config.image.clone())
             .next()
             .unwrap_or_default();
-        if args.json {
+        if printer.json() {
             let managed: Vec<Machine> = machines.into_iter().filter(is_managed).collect();
-            return print_json(&StatusJson {
-                id: app.id.clone(),
-                name: app.name.clone(),
-                deployed: version > 0,
-                status: app.status.clone(),
-                hostname: format!("{}.internal", app.name),
-                version,
-                organization: app.organization.clone(),
-                platform_version: "machines".into(),
-                machines: managed,
-            })
-            .map(|_| ExitCode::SUCCESS);
+            return printer
+                .json_value(&StatusJson {
+                    id: app.id.clone(),
+                    name: app.name.clone(),
+                    deployed: version > 0,
+                    status: app.status.clone(),
+                    hostname: format!("{}.internal", app.name),
+                    version,
+                    organization: app.organization.clone(),
+                    platform_version: "machines".into(),
+                    machines: managed,
+                })
+                .map(|_| ExitCode::SUCCESS);
         }
         let info = vec![
             vec!["Name".to_string(), "=".into(), app.name.clone()],
@@ -130,16 +130,19 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 },
             ],
         ];
-        println!("App");
+        printer.line("App");
         for row in info {
-            println!("  {:<9} {} {}", row[0], row[1], row[2]);
+            printer.line(format_args!("  {:<9} {} {}", row[0], row[1], row[2]));
         }
-        println!();
+        printer.line("");
         let rows = machine_rows(&machines);
         if rows.is_empty() {
-            println!("No machines are available on this app {}", app.name);
+            printer.line(format_args!(
+                "No machines are available on this app {}",
+                app.name
+            ));
         } else {
-            print_table(
+            printer.table(
                 Some("Machines"),
                 &[
                     "PROCESS",
@@ -158,28 +161,29 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .any(|m| !is_managed(m) && m.state.is_active())
         {
-            println!(
-                "\nThere are machines not managed by deploy; see them with `aloft machine list`."
+            printer.line(
+                "\nThere are machines not managed by deploy; see them with `aloft machine list`.",
             );
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-pub fn releases(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let app = resolve_app(&args.app)?;
-    let client = Client::from_env();
+/// `aloft releases` of `app`.
+pub fn releases(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let client = ctx.client();
+    let printer = ctx.printer;
     block_on(async move {
         // Deploys only, as `fly releases`: scale operations are releases of the agent's API
         // (`scale` set, versions above SCALE_VERSION_BASE) but not of the app's history.
         let releases: Vec<_> = client
-            .list_releases(&app)
+            .list_releases(app)
             .await?
             .into_iter()
             .filter(|r| r.is_deploy())
             .collect();
-        if args.json {
-            print_json(&releases)?;
+        if printer.json() {
+            printer.json_value(&releases)?;
             return Ok(ExitCode::SUCCESS);
         }
         let rows: Vec<Vec<String>> = releases
@@ -196,7 +200,7 @@ pub fn releases(args: ListArgs) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        print_table(
+        printer.table(
             None,
             &["VERSION", "STATUS", "GROUPS", "IMAGE", "DATE", "ERROR"],
             &rows,

@@ -4,22 +4,22 @@
 //! local URL; follows the logs of every group (prefixed by group and machine, coloured) until
 //! Ctrl-C or SIGTERM, which stops the app's machines (a second one quits without waiting).
 
-use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use aloft_api::{Machine, MachineState, ProxyPort, StopRequest};
-use aloft_client::{is_not_found, status_error, Client, StatusCode};
-use anyhow::{bail, Context};
+use anyhow::{bail, Context as _};
 use futures_util::future::join_all;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::cli::UpArgs;
-use crate::commands::common::{load_config, DeployFlags};
-use crate::commands::deploy::{deploy, DeployInput};
+use crate::commands::deploy::deploy;
 use crate::commands::logs::format_line;
+use crate::commands::Context;
+use crate::printer::Printer;
+use crate::settings::{ApiSettings, UpSettings};
+use aloft_client::{is_not_found, status_error, Client, StatusCode};
 
 /// Exit code after a second Ctrl-C (128 + SIGINT, what a shell reports for an interrupted job).
 const INTERRUPTED: u8 = 130;
@@ -28,29 +28,17 @@ const PORTS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `up` waits for machines it starts or stops.
 const MACHINE_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load_config(&args.app.config)?;
-    let app = args
-        .app
-        .app
-        .clone()
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| loaded.config.app.clone());
-    if app.is_empty() {
-        bail!(
-            "{} has no `app` name; add `app = \"my-app\"` or pass -a APP",
-            args.app.config.display()
-        );
-    }
+pub fn run(settings: UpSettings, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let printer = ctx.printer;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting tokio")?;
     rt.block_on(async move {
-        let ports = service_ports(&loaded.config);
+        let ports = service_ports(&settings.deploy.loaded.config);
         let privileged: Vec<u16> = ports.iter().copied().filter(|p| *p < 1024).collect();
-        let (client, embedded) = connect(&args, &privileged).await?;
-        let result = up(&client, &args, &app, loaded, &ports).await;
+        let (client, embedded) = connect(&settings, &privileged, printer).await?;
+        let result = up(&client, &settings, &ports, printer).await;
         if let Some(handle) = embedded {
             // Machines are stopped by now (or die with this process: PR_SET_PDEATHSIG).
             handle.shutdown().await;
@@ -62,47 +50,31 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 /// Everything after the agent is known: app, deploy, start, URLs, logs, stop.
 async fn up(
     client: &Client,
-    args: &UpArgs,
-    app: &str,
-    loaded: aloft_config::Loaded,
+    settings: &UpSettings,
     ports: &[u16],
+    printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
+    let app = settings.deploy.app.as_str();
     if let Err(e) = client.get_app(app).await {
         if !is_not_found(&e) {
             return Err(e);
         }
         client.create_app(app, "personal").await?;
-        println!("Created app {app}");
+        printer.line(format_args!("Created app {app}"));
     }
     // Lines logged before this run (a previous `up`) are not shown again.
     let since = last_log_timestamp(client, app).await;
-    let input = DeployInput {
-        config_path: args.app.config.clone(),
-        loaded,
-        app: app.to_string(),
-        flags: DeployFlags {
-            ha: false,
-            // A group that cannot start fails `up` at once, with its last log lines.
-            smoke_checks: true,
-            ..DeployFlags::default()
-        },
-        process_groups: Vec::new(),
-        yes: args.yes,
-        detach: false,
-        image: None,
-    };
-    if deploy(client, &input).await?.is_none() {
+    if deploy(client, &settings.deploy, printer).await?.is_none() {
         return Ok(ExitCode::FAILURE);
     }
-    if args.detach {
-        start_stopped(client, app).await?;
-        print_urls(client, app, ports).await?;
+    if settings.detach {
+        start_stopped(client, app, printer).await?;
+        print_urls(client, app, ports, printer).await?;
         return Ok(ExitCode::SUCCESS);
     }
 
     // From here on Ctrl-C (and SIGTERM) stop the app's machines instead of killing `up`.
     let mut interrupts = Interrupts::new()?;
-    let colour = std::io::stdout().is_terminal();
     let query = vec![
         ("follow", "true".to_string()),
         // The newest lines, enough to hold every line since `since` (the start of this run).
@@ -112,7 +84,7 @@ async fn up(
     let stdout_closed = std::cell::Cell::new(false);
     let logs = client.logs(app, &query, |l| {
         if since.as_deref().is_none_or(|t| l.timestamp.as_str() > t)
-            && writeln!(std::io::stdout(), "{}", format_line(&l, colour)).is_err()
+            && printer.try_line(format_line(&l, printer)).is_err()
         {
             stdout_closed.set(true);
             return false;
@@ -122,9 +94,9 @@ async fn up(
     tokio::pin!(logs);
 
     let ready = async {
-        start_stopped(client, app).await?;
-        print_urls(client, app, ports).await?;
-        say("Following logs of every group; Ctrl-C stops the app's machines.");
+        start_stopped(client, app, printer).await?;
+        print_urls(client, app, ports, printer).await?;
+        printer.line("Following logs of every group; Ctrl-C stops the app's machines.");
         anyhow::Ok(())
     };
     let interrupted = tokio::select! {
@@ -151,11 +123,11 @@ async fn up(
         }
     }
 
-    say(&format!(
+    printer.line(format_args!(
         "\nStopping the machines of {app} (Ctrl-C again to quit without waiting)"
     ));
     // Keep printing logs while the machines stop: their last words are worth seeing.
-    let stop = stop_all(client, app);
+    let stop = stop_all(client, app, printer);
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -165,16 +137,11 @@ async fn up(
             }
             _ = &mut logs, if logs_open => logs_open = false,
             () = interrupts.recv() => {
-                eprintln!("Interrupted again: quitting without waiting for the machines to stop");
+                printer.note("Interrupted again: quitting without waiting for the machines to stop");
                 return Ok(ExitCode::from(INTERRUPTED));
             }
         }
     }
-}
-
-/// Prints a line; a closed stdout must not stop `up` from stopping the machines.
-fn say(line: &str) {
-    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM.
@@ -201,17 +168,15 @@ impl Interrupts {
 
 /// A client of the running agent, or of an embedded one started now.
 async fn connect(
-    args: &UpArgs,
+    settings: &UpSettings,
     map_to_free: &[u16],
+    printer: &Printer,
 ) -> anyhow::Result<(Client, Option<aloft_agent::AgentHandle>)> {
-    let defaults = aloft_client::local_defaults(args.data_dir.as_deref());
-    let data_dir = defaults.data_dir.clone();
-    let explicit_url = std::env::var("ALOFT_API_URL")
-        .ok()
-        .filter(|v| !v.trim().is_empty());
-    let client = Client::new(defaults.api_url, defaults.token);
+    let api: &ApiSettings = &settings.api;
+    let data_dir = api.data_dir.clone();
+    let client = api.client();
     if answers(&client).await? {
-        println!("Using the agent at {}", client.base_url());
+        printer.line(format_args!("Using the agent at {}", client.base_url()));
         return Ok((client, None));
     }
     // A second agent on a data dir would reap the machines of the agent already running on it.
@@ -226,18 +191,18 @@ async fn connect(
             );
         }
     }
-    if args.detach {
+    if settings.detach {
         bail!(
             "no agent answers at {}; `aloft up --detach` needs a running agent (start one with \
              `aloft agent`): an embedded agent and its machines stop when `aloft up` exits",
             client.base_url()
         );
     }
-    if explicit_url.is_some() {
-        println!(
+    if api.url_from_env {
+        printer.line(format_args!(
             "No agent answers at {}; starting an embedded one",
             client.base_url()
-        );
+        ));
     }
     let mut config = aloft_agent::AgentConfig::new(&data_dir);
     config.listen = "127.0.0.1:0".parse().expect("constant address");
@@ -252,11 +217,11 @@ async fn connect(
             data_dir.display()
         )
     })?;
-    println!(
+    printer.line(format_args!(
         "Started an embedded agent at {} (data dir {})",
         handle.url(),
         data_dir.display()
-    );
+    ));
     let client = Client::new(handle.url(), Some(handle.token.clone()));
     Ok((client, Some(handle)))
 }
@@ -320,7 +285,7 @@ async fn last_log_timestamp(client: &Client, app: &str) -> Option<String> {
 
 /// Starts the app's stopped machines (a previous `up` stopped them on Ctrl-C; a deploy leaves
 /// stopped machines stopped) and waits until they run and pass their checks.
-async fn start_stopped(client: &Client, app: &str) -> anyhow::Result<()> {
+async fn start_stopped(client: &Client, app: &str, printer: &Printer) -> anyhow::Result<()> {
     let machines = client.list_machines(app).await?;
     let stopped: Vec<&Machine> = machines
         .iter()
@@ -334,7 +299,10 @@ async fn start_stopped(client: &Client, app: &str) -> anyhow::Result<()> {
     if stopped.is_empty() {
         return Ok(());
     }
-    say(&format!("Starting {} stopped machine(s)", stopped.len()));
+    printer.line(format_args!(
+        "Starting {} stopped machine(s)",
+        stopped.len()
+    ));
     let results = join_all(stopped.iter().map(|m| async move {
         client.start_machine(app, &m.id).await?;
         client
@@ -342,9 +310,9 @@ async fn start_stopped(client: &Client, app: &str) -> anyhow::Result<()> {
             .await?;
         if let Err(e) = client.wait_healthy(app, &m.id, MACHINE_TIMEOUT).await {
             // It runs; the checks may pass later (the logs that follow will tell).
-            eprintln!("warning: {e:#}");
+            printer.warn(format_args!("{e:#}"));
         }
-        say(&format!(
+        printer.line(format_args!(
             "  Machine {} [{}] is started",
             m.id,
             m.process_group()
@@ -418,7 +386,12 @@ fn url_of(p: &ProxyPort, listen: &str, agent_url: &str) -> String {
 }
 
 /// The app's service URLs through the proxy, and the machines behind each group.
-async fn print_urls(client: &Client, app: &str, expected: &[u16]) -> anyhow::Result<()> {
+async fn print_urls(
+    client: &Client,
+    app: &str,
+    expected: &[u16],
+    printer: &Printer,
+) -> anyhow::Result<()> {
     let ports = proxy_ports_of(client, app, expected).await?;
     let mut lines = Vec::new();
     match &ports {
@@ -448,7 +421,7 @@ async fn print_urls(client: &Client, app: &str, expected: &[u16]) -> anyhow::Res
         }
     }
     if !lines.is_empty() {
-        say(&format!("Services:\n{}", lines.join("\n")));
+        printer.line(format_args!("Services:\n{}", lines.join("\n")));
     }
     let machines = client.list_machines(app).await?;
     let mut groups: Vec<String> = machines
@@ -458,13 +431,13 @@ async fn print_urls(client: &Client, app: &str, expected: &[u16]) -> anyhow::Res
         .collect();
     groups.sort();
     if !groups.is_empty() {
-        say(&format!("Machines:\n{}", groups.join("\n")));
+        printer.line(format_args!("Machines:\n{}", groups.join("\n")));
     }
     Ok(())
 }
 
 /// Stops every running machine of the app and waits until they are stopped.
-async fn stop_all(client: &Client, app: &str) -> anyhow::Result<()> {
+async fn stop_all(client: &Client, app: &str, printer: &Printer) -> anyhow::Result<()> {
     let machines = client.list_machines(app).await?;
     let running: Vec<&Machine> = machines
         .iter()
@@ -488,7 +461,7 @@ async fn stop_all(client: &Client, app: &str) -> anyhow::Result<()> {
         .iter()
         .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
         .collect();
-    say(&format!(
+    printer.line(format_args!(
         "Stopped {} machine(s) of {app}",
         running.len() - failed.len()
     ));

@@ -360,3 +360,52 @@ fn the_agent_controller_knows_no_http() {
         found.join("\n")
     );
 }
+
+/// Lines of code (comments aside) of `text` that contain one of `needles`, as `path:line`.
+fn lines_with(path: &Path, text: &str, needles: &[&str]) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+        .filter(|(_, l)| needles.iter().any(|n| l.contains(n)))
+        .map(|(i, l)| format!("{}:{}: {}", path.display(), i + 1, l.trim()))
+        .collect()
+}
+
+#[test]
+fn commands_print_only_through_the_printer() {
+    // ARCHITECTURE.md (CLI): the printer decides plain or JSON, colour, and stdout or stderr.
+    let needles = [
+        "println!",
+        "print!(",
+        "eprintln!",
+        "eprint!(",
+        "io::stdout",
+        "io::stderr",
+    ];
+    let found: Vec<String> = sources("aloft")
+        .iter()
+        .filter(|(path, _)| path.starts_with("commands"))
+        .flat_map(|(path, text)| lines_with(path, text, &needles))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "commands print only through the Printer (crates/aloft/src/printer.rs):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_cli_reads_the_environment_only_in_settings() {
+    // ARCHITECTURE.md (CLI): flags > environment > fly.toml > defaults, resolved in settings.rs.
+    let needles = ["env::var", "env::vars", "env = \"", "try_from_env"];
+    let found: Vec<String> = sources("aloft")
+        .iter()
+        .filter(|(path, _)| path != Path::new("settings.rs"))
+        .flat_map(|(path, text)| lines_with(path, text, &needles))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "the CLI reads environment variables only in crates/aloft/src/settings.rs:\n{}",
+        found.join("\n")
+    );
+}

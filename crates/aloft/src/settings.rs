@@ -1,0 +1,700 @@
+//! Resolved settings: clap arguments + environment + fly.toml → one struct per command family,
+//! in one place (uv's `settings.rs` is the model). Commands get these structs; they neither
+//! read the environment nor merge flags over fly.toml themselves.
+//!
+//! Precedence, everywhere: **a flag, then an environment variable, then fly.toml, then the
+//! default.** An empty (or blank) environment variable counts as unset.
+//!
+//! The environment is read once, by [`Env::from_process`] in `main`, and only for the variables
+//! of [`ENV_VARS`]; everything else takes an [`Env`], so each rule is unit-tested with a map
+//! instead of the process environment.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use aloft_config::{AppConfig, Loaded};
+use aloft_deploy::{DeployOptions, Strategy};
+use anyhow::{anyhow, bail};
+
+use crate::cli::{AgentArgs, AppArgs, Cli, Command, ConfigCommand, DeployArgs, LogsArgs, UpArgs};
+use crate::printer::Mode;
+
+/// Every environment variable the CLI reads, with what it sets. (The agent's own variables,
+/// read inside the library crates, are listed in ARCHITECTURE.md.)
+pub const ENV_VARS: &[(&str, &str)] = &[
+    (
+        "ALOFT_API_URL",
+        "the agent's API URL (else the local agent's)",
+    ),
+    ("ALOFT_API_TOKEN", "the API token (else <data-dir>/token)"),
+    ("ALOFT_APP", "the app of app commands, below -a"),
+    (
+        "ALOFT_DATA_DIR",
+        "the local agent's data dir, below --data-dir",
+    ),
+    ("ALOFT_LOG", "the log filter (tracing directives), over -v"),
+    ("NO_COLOR", "set and not empty: no colour"),
+    ("XDG_STATE_HOME", "the default data dir's parent"),
+    (
+        "HOME",
+        "the default data dir's parent without XDG_STATE_HOME",
+    ),
+];
+
+/// A snapshot of the variables of [`ENV_VARS`].
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: BTreeMap<String, OsString>,
+}
+
+impl Env {
+    /// Reads the variables of [`ENV_VARS`] from the process environment: the only place the
+    /// CLI reads it.
+    pub fn from_process() -> Env {
+        Env {
+            vars: ENV_VARS
+                .iter()
+                .filter_map(|(k, _)| Some((k.to_string(), std::env::var_os(k)?)))
+                .collect(),
+        }
+    }
+
+    /// An environment of the given pairs (tests).
+    #[cfg(test)]
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Env {
+        Env {
+            vars: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), OsString::from(v)))
+                .collect(),
+        }
+    }
+
+    /// The variable as text; `None` when unset, blank or not UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)?
+            .to_str()
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// The variable as a path; `None` when unset or empty.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        self.vars
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    }
+}
+
+/// The printer's mode: `--json`; colour only when stdout is a terminal and `NO_COLOR` is unset
+/// (no-color.org: set and not empty turns colour off). JSON is never coloured.
+pub fn output_mode(json: bool, env: &Env, stdout_is_terminal: bool) -> Mode {
+    Mode {
+        json,
+        colour: !json && stdout_is_terminal && env.path("NO_COLOR").is_none(),
+    }
+}
+
+/// The tracing filter: `ALOFT_LOG` over the level of `-v`. The second value is the filter of
+/// `-v` alone, used when `ALOFT_LOG` does not parse.
+pub fn log_filter(verbose: u8, env: &Env) -> (Option<String>, &'static str) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,aloft=debug",
+        _ => "debug",
+    };
+    (env.get("ALOFT_LOG").map(str::to_string), default)
+}
+
+/// Commands whose results have a JSON form (the global `--json`).
+pub fn has_json_output(cli: &Cli) -> bool {
+    use crate::cli::{AppsCommand, MachineCommand, PlatformCommand, ScaleCommand};
+    match &cli.command {
+        Command::Config(c) => matches!(c, ConfigCommand::Show { .. }),
+        Command::Platform(PlatformCommand::VmSizes | PlatformCommand::Regions) => true,
+        Command::Apps(c) => matches!(c, AppsCommand::Create { .. } | AppsCommand::List),
+        Command::Status(_) | Command::Releases(_) => true,
+        Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),
+        Command::Machine(c) => matches!(c, MachineCommand::List(_) | MachineCommand::Status { .. }),
+        Command::Agent(_) | Command::Deploy(_) | Command::Up(_) | Command::Logs(_) => false,
+    }
+}
+
+/// The local agent's data dir: `--data-dir`, then `ALOFT_DATA_DIR`, then
+/// `$XDG_STATE_HOME/aloft`, then `$HOME/.local/state/aloft`, then `./.aloft-state`.
+pub fn data_dir(flag: Option<&Path>, env: &Env) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| env.path("ALOFT_DATA_DIR"))
+        .unwrap_or_else(|| {
+            aloft_client::local::data_dir_from(
+                env.path("XDG_STATE_HOME").as_deref().map(Path::as_os_str),
+                env.path("HOME").as_deref().map(Path::as_os_str),
+            )
+        })
+}
+
+/// How to reach the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// `ALOFT_API_URL`, then `http://` + `<data-dir>/agent.addr`, then the default address.
+    pub url: String,
+    /// `ALOFT_API_TOKEN`, then `<data-dir>/token`.
+    pub token: Option<String>,
+    /// Whether `url` came from `ALOFT_API_URL` (`aloft up` says so when nothing answers there).
+    pub url_from_env: bool,
+    /// The data dir whose files were read (see [`data_dir`]).
+    pub data_dir: PathBuf,
+}
+
+impl ApiSettings {
+    /// `data_dir_flag` is `--data-dir` where the command has one.
+    pub fn resolve(env: &Env, data_dir_flag: Option<&Path>) -> ApiSettings {
+        let data_dir = data_dir(data_dir_flag, env);
+        let files = aloft_client::local::local_agent(&data_dir);
+        let env_url = env.get("ALOFT_API_URL").map(str::to_string);
+        ApiSettings {
+            url_from_env: env_url.is_some(),
+            url: env_url.unwrap_or(files.api_url),
+            token: env
+                .get("ALOFT_API_TOKEN")
+                .map(str::to_string)
+                .or(files.token),
+            data_dir,
+        }
+    }
+
+    /// A client of this API.
+    pub fn client(&self) -> aloft_client::Client {
+        aloft_client::Client::new(self.url.clone(), self.token.clone())
+    }
+}
+
+/// The app of app commands: `-a`, then `ALOFT_APP`, then the `app` of the config file (read
+/// only for its name; its errors are left to the commands that use the whole file).
+pub fn app_name(args: &AppArgs, env: &Env) -> anyhow::Result<String> {
+    if let Some(app) = args.app.as_deref().filter(|a| !a.is_empty()) {
+        return Ok(app.to_string());
+    }
+    if let Some(app) = env.get("ALOFT_APP") {
+        return Ok(app.to_string());
+    }
+    app_of_config_file(&args.config)
+}
+
+/// The `app` of the config file at `path`; errors name what to do instead.
+pub fn app_of_config_file(path: &Path) -> anyhow::Result<String> {
+    if path.exists() {
+        if let Ok(loaded) = aloft_config::load(path) {
+            if !loaded.config.app.is_empty() {
+                return Ok(loaded.config.app);
+            }
+        }
+        bail!(
+            "{} has no `app` name; pass the app with -a APP",
+            path.display()
+        );
+    }
+    bail!(
+        "no app given: pass -a APP, or run where {} names the app (or pass -c path/to/fly.toml)",
+        path.display()
+    )
+}
+
+/// The app of a command that has loaded the whole config: `-a`, then `ALOFT_APP`, then its
+/// `app`.
+fn app_of_loaded(args: &AppArgs, env: &Env, config: &AppConfig) -> anyhow::Result<String> {
+    args.app
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .or_else(|| env.get("ALOFT_APP"))
+        .or((!config.app.is_empty()).then_some(config.app.as_str()))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            anyhow!(
+                "{} has no `app` name; add `app = \"my-app\"` to it or pass -a APP",
+                args.config.display()
+            )
+        })
+}
+
+/// `aloft agent`: the agent's config from its flags (data dir: see [`data_dir`]).
+pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
+    let mut config = aloft_agent::AgentConfig::new(data_dir(args.data_dir.as_deref(), env));
+    config.listen = args.listen;
+    config.proxy = (!args.no_proxy).then(|| proxy_config(&args));
+    config.regions = args.regions;
+    config.logs = aloft_agent::LogLimits {
+        total_bytes: args.log_budget_mb << 20,
+        min_free_bytes: args.log_min_free_mb << 20,
+        ..config.logs
+    };
+    config.limits = aloft_agent::settings::Limits {
+        max_group_count: args.max_group_count,
+        memory_overcommit: args.memory_overcommit,
+        max_api_connections: args.max_api_connections,
+        api_header_timeout: args.api_header_timeout,
+        ..aloft_agent::settings::Limits::default()
+    };
+    config
+}
+
+/// The proxy settings of `aloft agent`'s flags, over the proxy's defaults.
+fn proxy_config(args: &AgentArgs) -> aloft_agent::ProxyConfig {
+    aloft_agent::ProxyConfig {
+        bind_ip: args.proxy_bind,
+        port_map: args.port_map.iter().copied().collect(),
+        idle_window: args.idle_window,
+        // A pass every quarter of the idle window (1 s to 60 s): a machine idle for the window
+        // is stopped soon after, whatever the window.
+        autostop_interval: (args.idle_window / 4).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+        ),
+        region: args
+            .regions
+            .first()
+            .cloned()
+            .unwrap_or_else(|| aloft_agent::ProxyConfig::default().region),
+        ..aloft_agent::ProxyConfig::default()
+    }
+}
+
+/// Deploy flags that fly.toml's `[deploy]` (or its `primary_region`) also sets.
+#[derive(Debug, Default, Clone)]
+pub struct DeployFlags {
+    pub strategy: Option<String>,
+    pub max_unavailable: Option<f64>,
+    pub wait_timeout: Option<String>,
+    pub update_only: bool,
+    pub ha: bool,
+    pub smoke_checks: bool,
+    pub primary_region: Option<String>,
+}
+
+/// The deploy options and primary region: each flag, then fly.toml, then the default
+/// (rolling, `DeployOptions::default()`'s max unavailable and wait timeout, no region).
+pub fn deploy_options(
+    flags: &DeployFlags,
+    config: &AppConfig,
+) -> anyhow::Result<(DeployOptions, Option<String>)> {
+    let deploy = config.deploy.clone().unwrap_or_default();
+    let strategy = match flags.strategy.as_deref().or(deploy.strategy.as_deref()) {
+        None => Strategy::Rolling,
+        Some(s) => Strategy::parse(s).ok_or_else(|| {
+            anyhow!("invalid strategy {s:?}: use rolling, immediate, canary or bluegreen")
+        })?,
+    };
+    let mut options = DeployOptions {
+        strategy,
+        update_only: flags.update_only,
+        ha: flags.ha,
+        smoke_checks: flags.smoke_checks,
+        ..DeployOptions::default()
+    };
+    if let Some(m) = flags.max_unavailable.or(deploy.max_unavailable) {
+        if m.is_nan() || m <= 0.0 {
+            bail!("--max-unavailable must be > 0 (a count ≥ 1 or a fraction below 1), got {m}");
+        }
+        options.max_unavailable = m;
+    }
+    if let Some(w) = &flags.wait_timeout {
+        options.wait_timeout = parse_wait_timeout(w)?;
+    } else if let Some(w) = deploy.wait_timeout {
+        options.wait_timeout = w;
+    }
+    let primary_region = flags
+        .primary_region
+        .clone()
+        .or(config.primary_region.clone())
+        .filter(|r| !r.is_empty());
+    if let Some(r) = &primary_region {
+        aloft_deploy::scale::check_regions(std::slice::from_ref(r))?;
+    }
+    Ok((options, primary_region))
+}
+
+/// `--wait-timeout`: a Go duration (`5m`), bare seconds, or `none` (a day).
+fn parse_wait_timeout(s: &str) -> anyhow::Result<aloft_api::GoDuration> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(aloft_api::GoDuration::from_secs(86_400));
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(aloft_api::GoDuration::from_secs(secs));
+    }
+    aloft_api::duration::parse_go_duration(s)
+        .map(aloft_api::GoDuration)
+        .map_err(|e| anyhow!("--wait-timeout: {e}"))
+}
+
+/// Everything a deploy needs, resolved from flags, environment and fly.toml.
+pub struct DeploySettings {
+    pub config_path: PathBuf,
+    /// The valid config (checked, its diagnostics printed, before resolving).
+    pub loaded: Loaded,
+    pub app: String,
+    pub options: DeployOptions,
+    pub primary_region: Option<String>,
+    /// Only these groups; empty = all.
+    pub process_groups: Vec<String>,
+    pub yes: bool,
+    pub detach: bool,
+    /// An image reference to use instead of uploading the directory.
+    pub image: Option<String>,
+}
+
+impl DeploySettings {
+    /// `aloft deploy`, given its config once loaded and checked.
+    pub fn resolve(args: DeployArgs, env: &Env, loaded: Loaded) -> anyhow::Result<Self> {
+        let app = app_of_loaded(&args.app, env, &loaded.config)?;
+        let flags = DeployFlags {
+            strategy: args.strategy,
+            max_unavailable: args.max_unavailable,
+            wait_timeout: args.wait_timeout,
+            update_only: args.update_only,
+            ha: args.ha,
+            smoke_checks: args.smoke_checks,
+            primary_region: args.primary_region,
+        };
+        let (options, primary_region) = deploy_options(&flags, &loaded.config)?;
+        Ok(DeploySettings {
+            config_path: args.app.config,
+            loaded,
+            app,
+            options,
+            primary_region,
+            process_groups: args.process_groups,
+            yes: args.yes,
+            detach: args.detach,
+            image: args.image,
+        })
+    }
+}
+
+/// `aloft up`: a deploy of every group (one machine per new group, smoke-checked so a group
+/// that cannot start fails at once), and where the agent is.
+pub struct UpSettings {
+    pub deploy: DeploySettings,
+    pub api: ApiSettings,
+    pub detach: bool,
+}
+
+impl UpSettings {
+    /// `aloft up`, given its config once loaded and checked.
+    pub fn resolve(args: UpArgs, env: &Env, loaded: Loaded) -> anyhow::Result<Self> {
+        let app = app_of_loaded(&args.app, env, &loaded.config)?;
+        let flags = DeployFlags {
+            ha: false,
+            smoke_checks: true,
+            ..DeployFlags::default()
+        };
+        let (options, primary_region) = deploy_options(&flags, &loaded.config)?;
+        Ok(UpSettings {
+            api: ApiSettings::resolve(env, args.data_dir.as_deref()),
+            deploy: DeploySettings {
+                config_path: args.app.config,
+                loaded,
+                app,
+                options,
+                primary_region,
+                process_groups: Vec::new(),
+                yes: args.yes,
+                detach: false,
+                image: None,
+            },
+            detach: args.detach,
+        })
+    }
+}
+
+/// `aloft logs`.
+pub struct LogsSettings {
+    pub app: String,
+    pub group: Option<String>,
+    pub machine: Option<String>,
+    pub region: Option<String>,
+    /// Follow new lines (not `--no-tail`).
+    pub follow: bool,
+}
+
+impl LogsSettings {
+    pub fn resolve(args: LogsArgs, env: &Env) -> anyhow::Result<Self> {
+        if let Some(r) = &args.region {
+            aloft_deploy::scale::check_regions(std::slice::from_ref(r))?;
+        }
+        Ok(LogsSettings {
+            app: app_name(&args.app, env)?,
+            group: args.group,
+            machine: args.machine,
+            region: args.region,
+            follow: !args.no_tail,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_args(app: Option<&str>, config: &Path) -> AppArgs {
+        AppArgs {
+            app: app.map(str::to_string),
+            config: config.to_path_buf(),
+        }
+    }
+
+    fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fly.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn blank_variables_count_as_unset() {
+        let env = Env::from_pairs(&[("ALOFT_APP", "  "), ("ALOFT_DATA_DIR", "")]);
+        assert_eq!(env.get("ALOFT_APP"), None);
+        assert_eq!(env.path("ALOFT_DATA_DIR"), None);
+        assert_eq!(env.get("NOT_SET"), None);
+    }
+
+    #[test]
+    fn app_flag_then_env_then_fly_toml() {
+        let (_dir, path) = config_file("app = \"from-file\"\n");
+        let env = Env::from_pairs(&[("ALOFT_APP", "from-env")]);
+        let none = Env::default();
+        assert_eq!(
+            app_name(&app_args(Some("flag"), &path), &env).unwrap(),
+            "flag"
+        );
+        assert_eq!(app_name(&app_args(None, &path), &env).unwrap(), "from-env");
+        assert_eq!(
+            app_name(&app_args(None, &path), &none).unwrap(),
+            "from-file"
+        );
+        // An empty -a is no app.
+        assert_eq!(
+            app_name(&app_args(Some(""), &path), &none).unwrap(),
+            "from-file"
+        );
+    }
+
+    #[test]
+    fn no_app_anywhere_says_what_to_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("fly.toml");
+        let err = app_name(&app_args(None, &missing), &Env::default()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("no app given: pass -a APP"),
+            "{err}"
+        );
+        let (_dir, nameless) = config_file("primary_region = \"gru\"\n");
+        let err = app_name(&app_args(None, &nameless), &Env::default()).unwrap_err();
+        assert!(err.to_string().contains("has no `app` name"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_flag_then_env_then_xdg_then_home() {
+        let env = Env::from_pairs(&[
+            ("ALOFT_DATA_DIR", "/env"),
+            ("XDG_STATE_HOME", "/xdg"),
+            ("HOME", "/home/u"),
+        ]);
+        assert_eq!(
+            data_dir(Some(Path::new("/flag")), &env),
+            PathBuf::from("/flag")
+        );
+        assert_eq!(data_dir(None, &env), PathBuf::from("/env"));
+        let env = Env::from_pairs(&[("XDG_STATE_HOME", "/xdg"), ("HOME", "/home/u")]);
+        assert_eq!(data_dir(None, &env), PathBuf::from("/xdg/aloft"));
+        let env = Env::from_pairs(&[("HOME", "/home/u")]);
+        assert_eq!(
+            data_dir(None, &env),
+            PathBuf::from("/home/u/.local/state/aloft")
+        );
+    }
+
+    #[test]
+    fn api_env_then_the_data_dirs_files_then_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agent.addr"), "127.0.0.1:5555\n").unwrap();
+        std::fs::write(dir.path().join("token"), "file-token\n").unwrap();
+        let d = dir.path().to_str().unwrap();
+
+        let files = ApiSettings::resolve(&Env::from_pairs(&[("ALOFT_DATA_DIR", d)]), None);
+        assert_eq!(files.url, "http://127.0.0.1:5555");
+        assert_eq!(files.token.as_deref(), Some("file-token"));
+        assert!(!files.url_from_env);
+
+        let env = Env::from_pairs(&[
+            ("ALOFT_DATA_DIR", d),
+            ("ALOFT_API_URL", "http://agent:4280"),
+            ("ALOFT_API_TOKEN", "env-token"),
+        ]);
+        let from_env = ApiSettings::resolve(&env, None);
+        assert_eq!(from_env.url, "http://agent:4280");
+        assert_eq!(from_env.token.as_deref(), Some("env-token"));
+        assert!(from_env.url_from_env);
+
+        let empty = tempfile::tempdir().unwrap();
+        let default = ApiSettings::resolve(&Env::default(), Some(empty.path()));
+        assert_eq!(default.url, "http://127.0.0.1:4280");
+        assert_eq!(default.token, None);
+        assert_eq!(default.data_dir, empty.path());
+    }
+
+    #[test]
+    fn colour_needs_a_terminal_and_no_no_color() {
+        let none = Env::default();
+        assert!(output_mode(false, &none, true).colour);
+        assert!(!output_mode(false, &none, false).colour);
+        let no_color = Env::from_pairs(&[("NO_COLOR", "1")]);
+        assert!(!output_mode(false, &no_color, true).colour);
+        // no-color.org: an empty NO_COLOR does not count.
+        let empty = Env::from_pairs(&[("NO_COLOR", "")]);
+        assert!(output_mode(false, &empty, true).colour);
+        assert!(
+            !output_mode(true, &none, true).colour,
+            "JSON is never coloured"
+        );
+    }
+
+    #[test]
+    fn aloft_log_over_verbosity() {
+        assert_eq!(log_filter(0, &Env::default()), (None, "warn"));
+        assert_eq!(log_filter(1, &Env::default()).1, "info,aloft=debug");
+        let env = Env::from_pairs(&[("ALOFT_LOG", "trace")]);
+        assert_eq!(log_filter(2, &env), (Some("trace".into()), "debug"));
+    }
+
+    fn config(text: &str) -> AppConfig {
+        let (_dir, path) = config_file(text);
+        aloft_config::load(&path).unwrap().config
+    }
+
+    #[test]
+    fn deploy_flags_then_fly_toml_then_defaults() {
+        let c = config(
+            "app = \"a\"\nprimary_region = \"gru\"\n[deploy]\nstrategy = \"immediate\"\nmax_unavailable = 2\nwait_timeout = \"2m\"\n",
+        );
+        let (o, region) = deploy_options(&DeployFlags::default(), &c).unwrap();
+        assert_eq!(o.strategy, Strategy::Immediate);
+        assert_eq!(o.max_unavailable, 2.0);
+        assert_eq!(o.wait_timeout.as_duration().as_secs(), 120);
+        assert_eq!(region.as_deref(), Some("gru"));
+
+        let flags = DeployFlags {
+            strategy: Some("rolling".into()),
+            max_unavailable: Some(0.5),
+            wait_timeout: Some("30".into()),
+            primary_region: Some("ams".into()),
+            ..DeployFlags::default()
+        };
+        let (o, region) = deploy_options(&flags, &c).unwrap();
+        assert_eq!(o.strategy, Strategy::Rolling);
+        assert_eq!(o.max_unavailable, 0.5);
+        assert_eq!(o.wait_timeout.as_duration().as_secs(), 30);
+        assert_eq!(region.as_deref(), Some("ams"));
+
+        let (o, region) =
+            deploy_options(&DeployFlags::default(), &config("app = \"a\"\n")).unwrap();
+        let d = DeployOptions::default();
+        assert_eq!(o.strategy, Strategy::Rolling);
+        assert_eq!(o.max_unavailable, d.max_unavailable);
+        assert_eq!(o.wait_timeout, d.wait_timeout);
+        assert_eq!(region, None);
+    }
+
+    #[test]
+    fn bad_deploy_flags_are_refused_with_what_to_use() {
+        let c = config("app = \"a\"\n");
+        let refuse = |flags: DeployFlags| deploy_options(&flags, &c).unwrap_err().to_string();
+        assert!(refuse(DeployFlags {
+            strategy: Some("sideways".into()),
+            ..DeployFlags::default()
+        })
+        .contains("use rolling, immediate"));
+        assert!(refuse(DeployFlags {
+            max_unavailable: Some(0.0),
+            ..DeployFlags::default()
+        })
+        .contains("must be > 0"));
+        assert!(refuse(DeployFlags {
+            primary_region: Some("xyz".into()),
+            ..DeployFlags::default()
+        })
+        .contains("unknown region"));
+    }
+
+    #[test]
+    fn wait_timeout_forms() {
+        let secs = |s: &str| parse_wait_timeout(s).unwrap().as_duration().as_secs();
+        assert_eq!(secs("30"), 30);
+        assert_eq!(secs("2m"), 120);
+        assert_eq!(secs("none"), 86_400);
+        assert!(parse_wait_timeout("soon").is_err());
+    }
+
+    #[test]
+    fn deploy_app_flag_then_env_then_fly_toml() {
+        let (_dir, path) = config_file("app = \"from-file\"\n");
+        let loaded = || aloft_config::load(&path).unwrap();
+        let args = |app: Option<&str>| DeployArgs {
+            app: app_args(app, &path),
+            yes: false,
+            strategy: None,
+            max_unavailable: None,
+            wait_timeout: None,
+            process_groups: vec![],
+            update_only: false,
+            ha: true,
+            smoke_checks: true,
+            primary_region: None,
+            detach: false,
+            image: None,
+        };
+        let env = Env::from_pairs(&[("ALOFT_APP", "from-env")]);
+        let app = |a, e: &Env| DeploySettings::resolve(args(a), e, loaded()).unwrap().app;
+        assert_eq!(app(Some("flag"), &env), "flag");
+        assert_eq!(app(None, &env), "from-env");
+        assert_eq!(app(None, &Env::default()), "from-file");
+    }
+
+    #[test]
+    fn agent_data_dir_and_proxy_follow_the_flags() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "aloft",
+            "agent",
+            "--region",
+            "ams",
+            "--idle-window",
+            "2s",
+            "--port-map",
+            "80=8080",
+        ])
+        .unwrap();
+        let Command::Agent(args) = cli.command else {
+            panic!("not the agent command")
+        };
+        let config = agent_config(args, &Env::from_pairs(&[("ALOFT_DATA_DIR", "/env")]));
+        assert_eq!(config.data_dir, PathBuf::from("/env"));
+        let proxy = config.proxy.unwrap();
+        assert_eq!(proxy.region, "ams");
+        assert_eq!(proxy.port_map.get(&80), Some(&8080));
+        assert_eq!(proxy.autostop_interval, std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn json_only_where_a_command_has_it() {
+        use clap::Parser;
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap();
+        assert!(has_json_output(&parse(&["aloft", "status", "--json"])));
+        assert!(
+            parse(&["aloft", "--json", "status"]).json,
+            "--json is global"
+        );
+        assert!(!has_json_output(&parse(&["aloft", "deploy", "--json"])));
+    }
+}
