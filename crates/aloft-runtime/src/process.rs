@@ -87,13 +87,15 @@ pub(crate) async fn spawn(
         .map_err(|_| io::Error::other("the spawner thread dropped the request"))?
 }
 
-/// Runs in the child after fork: new session, parent-death signal, cgroup placement, rlimit.
+/// Runs in the child after fork: new session, parent-death signal, default signal dispositions,
+/// cgroup placement, rlimit.
 /// Only async-signal-safe calls (no allocation): everything it needs is prepared beforehand.
 #[allow(unsafe_code)]
 fn install_pre_exec(cmd: &mut std::process::Command, setup: ChildSetup) {
     let parent = std::process::id() as libc::pid_t;
+    let last_signal = libc::SIGRTMAX();
     // SAFETY: the closure only calls async-signal-safe libc functions (setsid, prctl, getppid,
-    // open, write, close, setrlimit, _exit) on data prepared before fork, and does not allocate.
+    // signal, open, write, close, setrlimit, _exit) on data prepared before fork, and does not allocate.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() == -1 {
@@ -105,6 +107,15 @@ fn install_pre_exec(cmd: &mut std::process::Command, setup: ChildSetup) {
             // The agent died between fork and prctl: nobody would ever supervise this child.
             if libc::getppid() != parent {
                 libc::_exit(1);
+            }
+            // Signals the agent ignores would stay ignored across exec (handlers are reset, SIG_IGN
+            // is not): an agent started in the background by a non-interactive shell ignores SIGINT
+            // and SIGQUIT, and a machine's shell could then never trap its stop signal. Machines
+            // start with every disposition at its default, as a container's init does.
+            for sig in 1..=last_signal {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
             }
             for procs in &setup.cgroup_procs {
                 // "0" moves the writing process itself (cgroup v1 and v2).

@@ -105,31 +105,58 @@ async fn environment_and_working_directory() {
 
 #[tokio::test]
 async fn stop_delivers_the_signal_the_child_traps() {
+    stop_signal_reaches_a_trap("m-trap").await;
+}
+
+/// An agent started in the background by a non-interactive shell ignores SIGINT (POSIX), and an
+/// ignored signal stays ignored across exec: a machine's shell could then not trap its stop
+/// signal, and every stop would wait for the kill timeout. Machines start with default
+/// dispositions whatever the agent's.
+#[tokio::test]
+async fn a_signal_the_agent_ignores_still_reaches_the_machine() {
+    // SAFETY: only this test changes SIGINT's disposition, and it puts the old one back.
+    #[allow(unsafe_code)]
+    let old = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    struct Restore(libc::sighandler_t);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            #[allow(unsafe_code)]
+            // SAFETY: puts back the disposition read above.
+            unsafe {
+                libc::signal(libc::SIGINT, self.0);
+            }
+        }
+    }
+    let _restore = Restore(old);
+    stop_signal_reaches_a_trap("m-trap-ignored").await;
+}
+
+async fn stop_signal_reaches_a_trap(id: &str) {
     let mut h = Harness::new();
     let script =
         r#"trap 'echo got INT > trapped; exit 0' INT; echo > ready; while :; do sleep 0.1; done"#;
     h.rt()
-        .launch(h.sh("m-trap", script, "always", None))
+        .launch(h.sh(id, script, "always", None))
         .await
         .unwrap();
-    h.started("m-trap").await;
+    h.started(id).await;
     let ready = h.file("ready");
     wait_for("the trap to be installed", || ready.exists()).await;
     h.rt()
-        .stop("m-trap", libc::SIGINT, Duration::from_secs(10))
+        .stop(id, libc::SIGINT, Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(
         std::fs::read_to_string(h.file("trapped")).unwrap().trim(),
         "got INT"
     );
-    let (exit, _) = h.exited("m-trap").await;
+    let (exit, _) = h.exited(id).await;
     assert_eq!(exit.exit_code, 0, "the trap's exit code is reported");
     assert!(
         exit.requested_stop && !exit.restarting,
         "requested stops never restart: {exit:?}"
     );
-    assert!(!h.rt().is_supervised("m-trap"));
+    assert!(!h.rt().is_supervised(id));
 }
 
 #[tokio::test]
