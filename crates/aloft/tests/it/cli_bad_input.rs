@@ -78,22 +78,10 @@ fn machine(id: &str, group: &str, guest: &str) -> Machine {
         .insert("fly_process_group".into(), group.into());
     config.guest = Guest::from_preset(guest);
     Machine {
-        id: id.into(),
-        name: id.into(),
-        state: MachineState::Started,
-        region: "gru".into(),
         instance_id: format!("{id}v1"),
-        private_ip: String::new(),
-        config,
-        image_ref: None,
         created_at: "2026-01-01T00:00:00Z".into(),
         updated_at: "2026-01-01T00:00:00Z".into(),
-        events: vec![],
-        checks: vec![],
-        nonce: None,
-        host_status: "ok".into(),
-        cordoned: false,
-        host_ports: BTreeMap::new(),
+        ..Machine::new(id, "gru", MachineState::Started, config)
     }
 }
 
