@@ -20,7 +20,7 @@ use aloft_deploy::scale::{group_for_guest_change, machine_groups, plan_guest_wor
 use aloft_deploy::spec::FrozenPlan;
 use aloft_deploy::{Release, ReleaseSpec, ReleaseStatus, ScaleWork};
 
-use super::{encode, now_ms_rfc3339, Deployer};
+use super::{now_ms_rfc3339, Deployer};
 use crate::controller::{DomainError, DomainResult, Reserve};
 
 /// What a `scale vm|memory` request gave.
@@ -44,8 +44,7 @@ impl Deployer {
                 "give a size, memory_mb or both: e.g. {\"size\": \"performance-2x\"}",
             ));
         }
-        let lock = self.create_lock(app);
-        let _guard = lock.lock().await;
+        let _guard = self.create_lock(app).lock_owned().await;
         self.refuse_while_running(app)?;
         let base = self.newest_deploy(app).await?;
         let machines = self.machines_now(app).await?;
@@ -117,7 +116,7 @@ impl Deployer {
         plan: GuestPlan,
     ) -> DomainResult<Release> {
         let now = now_ms_rfc3339();
-        let mut release = Release {
+        let release = Release {
             id: ulid::Ulid::new().to_string(),
             version: 0,
             app: app.to_string(),
@@ -135,20 +134,7 @@ impl Deployer {
                 ..ScaleWork::default()
             }),
         };
-        let r = release.clone();
-        let a = app.to_string();
-        release.version = self
-            .ctl
-            .db(move |s| {
-                s.write(|tx| {
-                    let mut r = r.clone();
-                    r.version = tx.next_scale_version(&a)?;
-                    tx.insert_release(&encode(&r))?;
-                    Ok(r.version)
-                })
-            })
-            .await?;
-        Ok(release)
+        self.insert_release(release, |_, _| Ok(())).await
     }
 }
 

@@ -276,8 +276,7 @@ impl Deployer {
         dry_run: bool,
     ) -> Result<Created, CreateError> {
         self.ctl.get_app(app).await?;
-        let lock = self.create_lock(app);
-        let _guard = lock.lock().await;
+        let _guard = self.create_lock(app).lock_owned().await;
         // A dry run may name an image the client uploads only once the plan is confirmed: the
         // plan does not depend on the image, so its configs are checked at the real request.
         let mut image_pending = false;
@@ -311,7 +310,7 @@ impl Deployer {
         check_confirmed(&plan, &req)?;
         let counts = self.counts(app).await?;
         let now = now_ms_rfc3339();
-        let mut release = Release {
+        let release = Release {
             id: ulid::Ulid::new().to_string(),
             version: 0,
             app: app.to_string(),
@@ -326,30 +325,49 @@ impl Deployer {
             scale: None,
         };
         let filtered = req.process_groups.as_ref().is_some_and(|g| !g.is_empty());
-        let r = release.clone();
-        let a = app.to_string();
-        release.version = self
-            .ctl
-            .db(move |s| {
-                s.write(|tx| {
-                    let mut r = r.clone();
-                    r.version = tx.next_release_version(&a)?;
-                    tx.insert_release(&encode(&r))?;
-                    if !filtered {
-                        // Counts of groups the config no longer has are forgotten with them.
-                        for group in tx.group_counts(&a)?.keys() {
-                            if !r.spec.groups.contains_key(group) {
-                                tx.delete_group_count(&a, group)?;
-                            }
+        let release = self
+            .insert_release(release, move |tx, r| {
+                if !filtered {
+                    // Counts of groups the config no longer has are forgotten with them.
+                    for group in tx.group_counts(&r.app)?.keys() {
+                        if !r.spec.groups.contains_key(group) {
+                            tx.delete_group_count(&r.app, group)?;
                         }
                     }
-                    Ok(r.version)
-                })
+                }
+                Ok(())
             })
             .await?;
         tracing::info!(app, version = release.version, "release created");
         self.spawn_run(release.clone(), false);
         Ok(Created::Release(Box::new(release)))
+    }
+
+    /// Stores `release` under the app's next version of its kind (a scale operation's when it
+    /// has `scale` work, else a deploy's) and runs `also` in the same transaction; returns the
+    /// release with its version set. The version is only known inside the transaction.
+    async fn insert_release(
+        &self,
+        mut release: Release,
+        also: impl Fn(&aloft_store::Tx<'_>, &Release) -> Result<(), StoreError> + Send + 'static,
+    ) -> DomainResult<Release> {
+        let r = release.clone();
+        release.version = self
+            .ctl
+            .db(move |s| {
+                s.write(|tx| {
+                    let mut r = r.clone();
+                    r.version = match r.scale {
+                        Some(_) => tx.next_scale_version(&r.app)?,
+                        None => tx.next_release_version(&r.app)?,
+                    };
+                    tx.insert_release(&encode(&r))?;
+                    also(tx, &r)?;
+                    Ok(r.version)
+                })
+            })
+            .await?;
+        Ok(release)
     }
 
     /// Refuses a spec the agent cannot carry out; messages name the group and field. The
