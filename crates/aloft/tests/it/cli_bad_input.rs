@@ -259,6 +259,17 @@ fn aloft(url: &str, args: &[&str]) -> Output {
 }
 
 /// Requests that may change something: all but reads and dry runs.
+/// The stdout of a command that must have exited 0 (else the test fails showing its stderr).
+fn succeeded(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn mutations(log: &Log) -> Vec<(String, String)> {
     log.lock()
         .unwrap()
@@ -442,13 +453,7 @@ fn good_input_does_change_things() {
         &url,
         &["scale", "count", "-1", "-g", "web", "-a", "demo", "--yes"],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("  -1 machines for group 'web' on region 'gru' of size 'shared-cpu-1x'"),
         "{stdout}"
@@ -476,13 +481,7 @@ fn deploy_posts_the_release_of_the_config() {
         &url,
         &["deploy", "-c", config.to_str().unwrap(), "-a", "demo"],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("Process groups have changed. This will:\n * create 1 \"worker\" machine"),
         "{stdout}"
