@@ -17,10 +17,9 @@ use std::sync::Arc;
 use aloft_api::groups::ScaleGuestRequest;
 use aloft_api::Machine;
 use aloft_deploy::scale::{group_for_guest_change, machine_groups, plan_guest_work, GuestPlan};
-use aloft_deploy::spec::FrozenPlan;
-use aloft_deploy::{Release, ReleaseSpec, ReleaseStatus, ScaleWork};
+use aloft_deploy::{Release, ReleaseSpec, ScaleWork};
 
-use super::{now_ms_rfc3339, Deployer};
+use super::{pending_release, Deployer};
 use crate::controller::{DomainError, DomainResult, Reserve};
 
 /// What a `scale vm|memory` request gave.
@@ -115,24 +114,14 @@ impl Deployer {
         req: &ScaleGuestRequest,
         plan: GuestPlan,
     ) -> DomainResult<Release> {
-        let now = now_ms_rfc3339();
         let release = Release {
-            id: ulid::Ulid::new().to_string(),
-            version: 0,
-            app: app.to_string(),
-            status: ReleaseStatus::Pending,
-            spec,
-            plan: FrozenPlan::default(),
-            desired_counts: Default::default(),
             image_digest,
-            created_at: now.clone(),
-            updated_at: now,
-            error: None,
             scale: Some(ScaleWork {
                 summary: summary(req, &plan.group),
                 guest: plan.updates,
                 ..ScaleWork::default()
             }),
+            ..pending_release(app, spec)
         };
         self.insert_release(release, |_, _| Ok(())).await
     }

@@ -120,6 +120,26 @@ fn encode(r: &Release) -> ReleaseRow {
 }
 
 /// RFC 3339 UTC with milliseconds.
+/// A new pending release of `app` with `spec`, created now under a fresh id, with no version
+/// yet ([`Deployer::insert_release`] gives it one) and nothing else set.
+fn pending_release(app: &str, spec: aloft_deploy::ReleaseSpec) -> Release {
+    let now = now_ms_rfc3339();
+    Release {
+        id: ulid::Ulid::new().to_string(),
+        version: 0,
+        app: app.to_string(),
+        status: ReleaseStatus::Pending,
+        spec,
+        plan: Default::default(),
+        desired_counts: Default::default(),
+        image_digest: None,
+        created_at: now.clone(),
+        updated_at: now,
+        error: None,
+        scale: None,
+    }
+}
+
 fn now_ms_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
@@ -309,20 +329,11 @@ impl Deployer {
         let plan = self.plan(app, &req).await?;
         check_confirmed(&plan, &req)?;
         let counts = self.counts(app).await?;
-        let now = now_ms_rfc3339();
         let release = Release {
-            id: ulid::Ulid::new().to_string(),
-            version: 0,
-            app: app.to_string(),
-            status: ReleaseStatus::Pending,
-            spec: req.spec,
             plan: plan.frozen,
             desired_counts: counts,
             image_digest: req.image_digest,
-            created_at: now.clone(),
-            updated_at: now,
-            error: None,
-            scale: None,
+            ..pending_release(app, req.spec)
         };
         let filtered = req.process_groups.as_ref().is_some_and(|g| !g.is_empty());
         let release = self

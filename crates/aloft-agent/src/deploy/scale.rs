@@ -14,10 +14,10 @@ use std::sync::Arc;
 use aloft_api::groups::ScaleCountRequest;
 use aloft_deploy::messages::ScalePreview;
 use aloft_deploy::scale::{plan_count, CountRequest, CountSpec, ScalePlan};
-use aloft_deploy::spec::{FrozenPlan, PlannedDestroy};
+use aloft_deploy::spec::PlannedDestroy;
 use aloft_deploy::{Release, ReleaseStatus, ScaleWork, SlotCreate};
 
-use super::{now_ms_rfc3339, Deployer};
+use super::{pending_release, Deployer};
 use crate::controller::{DomainError, DomainResult};
 
 /// What a scale request gave.
@@ -163,22 +163,14 @@ impl Deployer {
                 })
                 .collect(),
         };
-        let now = now_ms_rfc3339();
         let mut desired_counts = base.desired_counts.clone();
         desired_counts.extend(plan.desired.clone());
         let release = Release {
             id,
-            version: 0,
-            app: app.to_string(),
-            status: ReleaseStatus::Pending,
-            spec: base.spec.clone(),
-            plan: FrozenPlan::default(),
             desired_counts,
             image_digest: base.image_digest.clone(),
-            created_at: now.clone(),
-            updated_at: now,
-            error: None,
             scale: Some(work),
+            ..pending_release(app, base.spec.clone())
         };
         let desired = plan.desired;
         self.insert_release(release, move |tx, r| {
