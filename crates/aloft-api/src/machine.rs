@@ -432,6 +432,31 @@ fn host_status_ok() -> String {
 }
 
 impl Machine {
+    /// A machine with what a record needs first: `id` (also its `name`), `region`, `state` and
+    /// `config`. The rest holds the values of a new machine: empty `instance_id`, `private_ip`
+    /// and timestamps, no image ref, events, checks, nonce or host ports, `host_status` "ok",
+    /// not cordoned. Set other fields with struct update syntax (`Machine { .., ..Machine::new(..) }`).
+    pub fn new(id: &str, region: &str, state: MachineState, config: MachineConfig) -> Self {
+        Machine {
+            id: id.into(),
+            name: id.into(),
+            state,
+            region: region.into(),
+            instance_id: String::new(),
+            private_ip: String::new(),
+            config,
+            image_ref: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            events: Vec::new(),
+            checks: Vec::new(),
+            nonce: None,
+            host_status: host_status_ok(),
+            cordoned: false,
+            host_ports: BTreeMap::new(),
+        }
+    }
+
     /// The machine's process group (`fly_process_group`, else legacy `process_group`, else empty).
     pub fn process_group(&self) -> &str {
         self.config.process_group()

@@ -28,23 +28,11 @@ impl DeployTarget for Instant0 {
     async fn create_machine(&self, req: CreateMachineRequest) -> Result<Machine, TargetError> {
         let mut ms = self.machines.lock().unwrap();
         let id = format!("m{:05}", ms.len());
+        let region = req.region.as_deref().unwrap_or("gru");
         let m = Machine {
-            id: id.clone(),
-            name: id.clone(),
-            state: MachineState::Started,
-            region: req.region.unwrap_or_else(|| "gru".into()),
             instance_id: "v1".into(),
-            private_ip: String::new(),
-            config: req.config,
-            image_ref: None,
             created_at: format!("2026-01-01T00:00:00.{:05}Z", ms.len()),
-            updated_at: String::new(),
-            events: vec![],
-            checks: vec![],
-            nonce: None,
-            host_status: "ok".into(),
-            cordoned: false,
-            host_ports: BTreeMap::new(),
+            ..Machine::new(&id, region, MachineState::Started, req.config)
         };
         ms.insert(id, m.clone());
         Ok(m)

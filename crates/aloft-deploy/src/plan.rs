@@ -488,22 +488,9 @@ pub(crate) mod tests {
         }
         config.guest = Guest::from_preset("shared-cpu-1x");
         Machine {
-            id: id.into(),
-            name: id.into(),
-            state,
-            region: region.into(),
             instance_id: format!("{id}-v1"),
-            private_ip: String::new(),
-            config,
-            image_ref: None,
             created_at: format!("2026-01-01T00:00:{:02}Z", id.len()),
-            updated_at: String::new(),
-            events: vec![],
-            checks: vec![],
-            nonce: None,
-            host_status: "ok".into(),
-            cordoned: false,
-            host_ports: BTreeMap::new(),
+            ..Machine::new(id, region, state, config)
         }
     }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{FrozenPlan, Release, ReleaseSpec, ReleaseStatus, ScaleWork};
 
 /// A release as stored (see the module doc: the format must stay readable).
+/// Its fields mirror [`Release`] on purpose: the persisted format is kept apart from the wire type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredRelease {
     /// ULID.

@@ -97,22 +97,9 @@ fn machine(id: &str, state: MachineState, host_port: u16) -> Machine {
         ..Default::default()
     };
     Machine {
-        id: id.into(),
-        name: id.into(),
-        state,
-        region: "local".into(),
         instance_id: "01HEPA330HZ37A78TK080NAK1M".into(),
-        private_ip: String::new(),
-        config,
-        image_ref: None,
-        created_at: String::new(),
-        updated_at: String::new(),
-        events: vec![],
-        checks: vec![],
-        nonce: None,
-        host_status: "ok".into(),
-        cordoned: false,
         host_ports: BTreeMap::from([(8080, host_port)]),
+        ..Machine::new(id, "local", state, config)
     }
 }
 

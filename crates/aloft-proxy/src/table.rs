@@ -517,22 +517,9 @@ mod tests {
             .map(|(i, s)| (s.internal_port, 40000 + i as u16))
             .collect();
         Machine {
-            id: id.into(),
-            name: id.into(),
-            state,
-            region: "ams".into(),
             instance_id: "01A".into(),
-            private_ip: String::new(),
-            config,
-            image_ref: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-            events: vec![],
-            checks: vec![],
-            nonce: None,
-            host_status: "ok".into(),
-            cordoned: false,
             host_ports,
+            ..Machine::new(id, "ams", state, config)
         }
     }
 

@@ -17,10 +17,9 @@ use std::sync::Arc;
 use aloft_api::groups::ScaleGuestRequest;
 use aloft_api::Machine;
 use aloft_deploy::scale::{group_for_guest_change, machine_groups, plan_guest_work, GuestPlan};
-use aloft_deploy::spec::FrozenPlan;
-use aloft_deploy::{Release, ReleaseSpec, ReleaseStatus, ScaleWork};
+use aloft_deploy::{Release, ReleaseSpec, ScaleWork};
 
-use super::{encode, now_ms_rfc3339, Deployer};
+use super::{pending_release, Deployer};
 use crate::controller::{DomainError, DomainResult, Reserve};
 
 /// What a `scale vm|memory` request gave.
@@ -44,8 +43,7 @@ impl Deployer {
                 "give a size, memory_mb or both: e.g. {\"size\": \"performance-2x\"}",
             ));
         }
-        let lock = self.create_lock(app);
-        let _guard = lock.lock().await;
+        let _guard = self.create_lock(app).lock_owned().await;
         self.refuse_while_running(app)?;
         let base = self.newest_deploy(app).await?;
         let machines = self.machines_now(app).await?;
@@ -116,39 +114,16 @@ impl Deployer {
         req: &ScaleGuestRequest,
         plan: GuestPlan,
     ) -> DomainResult<Release> {
-        let now = now_ms_rfc3339();
-        let mut release = Release {
-            id: ulid::Ulid::new().to_string(),
-            version: 0,
-            app: app.to_string(),
-            status: ReleaseStatus::Pending,
-            spec,
-            plan: FrozenPlan::default(),
-            desired_counts: Default::default(),
+        let release = Release {
             image_digest,
-            created_at: now.clone(),
-            updated_at: now,
-            error: None,
             scale: Some(ScaleWork {
                 summary: summary(req, &plan.group),
                 guest: plan.updates,
                 ..ScaleWork::default()
             }),
+            ..pending_release(app, spec)
         };
-        let r = release.clone();
-        let a = app.to_string();
-        release.version = self
-            .ctl
-            .db(move |s| {
-                s.write(|tx| {
-                    let mut r = r.clone();
-                    r.version = tx.next_scale_version(&a)?;
-                    tx.insert_release(&encode(&r))?;
-                    Ok(r.version)
-                })
-            })
-            .await?;
-        Ok(release)
+        self.insert_release(release, |_, _| Ok(())).await
     }
 }
 

@@ -120,6 +120,26 @@ fn encode(r: &Release) -> ReleaseRow {
 }
 
 /// RFC 3339 UTC with milliseconds.
+/// A new pending release of `app` with `spec`, created now under a fresh id, with no version
+/// yet ([`Deployer::insert_release`] gives it one) and nothing else set.
+fn pending_release(app: &str, spec: aloft_deploy::ReleaseSpec) -> Release {
+    let now = now_ms_rfc3339();
+    Release {
+        id: ulid::Ulid::new().to_string(),
+        version: 0,
+        app: app.to_string(),
+        status: ReleaseStatus::Pending,
+        spec,
+        plan: Default::default(),
+        desired_counts: Default::default(),
+        image_digest: None,
+        created_at: now.clone(),
+        updated_at: now,
+        error: None,
+        scale: None,
+    }
+}
+
 fn now_ms_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
@@ -276,8 +296,7 @@ impl Deployer {
         dry_run: bool,
     ) -> Result<Created, CreateError> {
         self.ctl.get_app(app).await?;
-        let lock = self.create_lock(app);
-        let _guard = lock.lock().await;
+        let _guard = self.create_lock(app).lock_owned().await;
         // A dry run may name an image the client uploads only once the plan is confirmed: the
         // plan does not depend on the image, so its configs are checked at the real request.
         let mut image_pending = false;
@@ -310,46 +329,56 @@ impl Deployer {
         let plan = self.plan(app, &req).await?;
         check_confirmed(&plan, &req)?;
         let counts = self.counts(app).await?;
-        let now = now_ms_rfc3339();
-        let mut release = Release {
-            id: ulid::Ulid::new().to_string(),
-            version: 0,
-            app: app.to_string(),
-            status: ReleaseStatus::Pending,
-            spec: req.spec,
+        let release = Release {
             plan: plan.frozen,
             desired_counts: counts,
             image_digest: req.image_digest,
-            created_at: now.clone(),
-            updated_at: now,
-            error: None,
-            scale: None,
+            ..pending_release(app, req.spec)
         };
         let filtered = req.process_groups.as_ref().is_some_and(|g| !g.is_empty());
-        let r = release.clone();
-        let a = app.to_string();
-        release.version = self
-            .ctl
-            .db(move |s| {
-                s.write(|tx| {
-                    let mut r = r.clone();
-                    r.version = tx.next_release_version(&a)?;
-                    tx.insert_release(&encode(&r))?;
-                    if !filtered {
-                        // Counts of groups the config no longer has are forgotten with them.
-                        for group in tx.group_counts(&a)?.keys() {
-                            if !r.spec.groups.contains_key(group) {
-                                tx.delete_group_count(&a, group)?;
-                            }
+        let release = self
+            .insert_release(release, move |tx, r| {
+                if !filtered {
+                    // Counts of groups the config no longer has are forgotten with them.
+                    for group in tx.group_counts(&r.app)?.keys() {
+                        if !r.spec.groups.contains_key(group) {
+                            tx.delete_group_count(&r.app, group)?;
                         }
                     }
-                    Ok(r.version)
-                })
+                }
+                Ok(())
             })
             .await?;
         tracing::info!(app, version = release.version, "release created");
         self.spawn_run(release.clone(), false);
         Ok(Created::Release(Box::new(release)))
+    }
+
+    /// Stores `release` under the app's next version of its kind (a scale operation's when it
+    /// has `scale` work, else a deploy's) and runs `also` in the same transaction; returns the
+    /// release with its version set. The version is only known inside the transaction.
+    async fn insert_release(
+        &self,
+        mut release: Release,
+        also: impl Fn(&aloft_store::Tx<'_>, &Release) -> Result<(), StoreError> + Send + 'static,
+    ) -> DomainResult<Release> {
+        let r = release.clone();
+        release.version = self
+            .ctl
+            .db(move |s| {
+                s.write(|tx| {
+                    let mut r = r.clone();
+                    r.version = match r.scale {
+                        Some(_) => tx.next_scale_version(&r.app)?,
+                        None => tx.next_release_version(&r.app)?,
+                    };
+                    tx.insert_release(&encode(&r))?;
+                    also(tx, &r)?;
+                    Ok(r.version)
+                })
+            })
+            .await?;
+        Ok(release)
     }
 
     /// Refuses a spec the agent cannot carry out; messages name the group and field. The

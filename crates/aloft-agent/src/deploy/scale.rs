@@ -14,10 +14,10 @@ use std::sync::Arc;
 use aloft_api::groups::ScaleCountRequest;
 use aloft_deploy::messages::ScalePreview;
 use aloft_deploy::scale::{plan_count, CountRequest, CountSpec, ScalePlan};
-use aloft_deploy::spec::{FrozenPlan, PlannedDestroy};
+use aloft_deploy::spec::PlannedDestroy;
 use aloft_deploy::{Release, ReleaseStatus, ScaleWork, SlotCreate};
 
-use super::{encode, now_ms_rfc3339, Deployer};
+use super::{pending_release, Deployer};
 use crate::controller::{DomainError, DomainResult};
 
 /// What a scale request gave.
@@ -36,8 +36,7 @@ impl Deployer {
         req: ScaleCountRequest,
     ) -> DomainResult<Scaled> {
         self.ctl.get_app(app).await?;
-        let lock = self.create_lock(app);
-        let _guard = lock.lock().await;
+        let _guard = self.create_lock(app).lock_owned().await;
         self.refuse_while_running(app)?;
         let base = self.current_deploy(app).await?;
         let counts = parse_counts(&req, &base)?;
@@ -164,41 +163,23 @@ impl Deployer {
                 })
                 .collect(),
         };
-        let now = now_ms_rfc3339();
         let mut desired_counts = base.desired_counts.clone();
         desired_counts.extend(plan.desired.clone());
-        let mut release = Release {
+        let release = Release {
             id,
-            version: 0,
-            app: app.to_string(),
-            status: ReleaseStatus::Pending,
-            spec: base.spec.clone(),
-            plan: FrozenPlan::default(),
             desired_counts,
             image_digest: base.image_digest.clone(),
-            created_at: now.clone(),
-            updated_at: now,
-            error: None,
             scale: Some(work),
+            ..pending_release(app, base.spec.clone())
         };
-        let r = release.clone();
-        let a = app.to_string();
         let desired = plan.desired;
-        release.version = self
-            .ctl
-            .db(move |s| {
-                s.write(|tx| {
-                    let mut r = r.clone();
-                    r.version = tx.next_scale_version(&a)?;
-                    tx.insert_release(&encode(&r))?;
-                    for (group, n) in &desired {
-                        tx.set_group_count(&a, group, *n)?;
-                    }
-                    Ok(r.version)
-                })
-            })
-            .await?;
-        Ok(release)
+        self.insert_release(release, move |tx, r| {
+            for (group, n) in &desired {
+                tx.set_group_count(&r.app, group, *n)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 

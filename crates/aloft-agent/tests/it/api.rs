@@ -79,8 +79,13 @@ impl Harness {
         (status, value)
     }
 
+    /// [`Self::call`] without extra headers.
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, path, body, &[]).await
+    }
+
     async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(method.clone(), path, body, &[]).await;
+        let (status, v) = self.send(method.clone(), path, body).await;
         assert!(status.is_success(), "{method} {path}: {status} {v}");
         v
     }
@@ -92,6 +97,13 @@ impl Harness {
             Some(json!({"app_name": name, "org_slug": "personal"})),
         )
         .await;
+    }
+
+    /// Creates `app` with one parked machine; returns the machine's id.
+    async fn app_with_parked_machine(&self, app: &str) -> String {
+        self.create_app(app).await;
+        let m = self.parked_machine(app).await;
+        m["id"].as_str().unwrap().to_string()
     }
 
     /// A machine created with skip_launch (no process).
@@ -115,16 +127,11 @@ impl Harness {
     }
 
     async fn stop_all(mut self) {
-        let (_, apps) = self.call(Method::GET, "/v1/apps", None, &[]).await;
+        let (_, apps) = self.send(Method::GET, "/v1/apps", None).await;
         for app in apps["apps"].as_array().cloned().unwrap_or_default() {
             let name = app["name"].as_str().unwrap();
-            self.call(
-                Method::DELETE,
-                &format!("/v1/apps/{name}?force=true"),
-                None,
-                &[],
-            )
-            .await;
+            self.send(Method::DELETE, &format!("/v1/apps/{name}?force=true"), None)
+                .await;
         }
         self.agent.take().unwrap().shutdown().await;
     }
@@ -206,9 +213,7 @@ async fn missing_or_wrong_auth_is_401_and_changes_nothing() {
 #[tokio::test]
 async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
     let h = Harness::start(&[]).await;
-    h.create_app("errs").await;
-    let m = h.parked_machine("errs").await;
-    let id = m["id"].as_str().unwrap().to_string();
+    let id = h.app_with_parked_machine("errs").await;
     let before = h.machine("errs", &id).await;
     // Bodies every body-taking endpoint refuses, then wrong types per endpoint.
     let universal = [
@@ -268,7 +273,7 @@ async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
             .filter(|b| **b != json!("") || !path.ends_with("/stop") && !path.ends_with("/lease"))
             .chain(bodies)
         {
-            let (status, v) = h.call(Method::POST, path, Some(body.clone()), &[]).await;
+            let (status, v) = h.send(Method::POST, path, Some(body.clone())).await;
             assert!(
                 status != StatusCode::INTERNAL_SERVER_ERROR,
                 "{path} {body}: 500 {v}"
@@ -287,17 +292,17 @@ async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
                 continue;
             }
             let body = json!({"config": {"image": h.image(), "init": {"exec": ["true"]}}, "signal": "SIGTERM", "value": "v", "app_name": "x"});
-            let (status, v) = h.call(method.clone(), &path, Some(body), &[]).await;
+            let (status, v) = h.send(method.clone(), &path, Some(body)).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {v}");
             assert_json_error(status, &v, &path);
         }
     }
 
     // Unknown routes and methods.
-    let (s, v) = h.call(Method::GET, "/v1/nothing/here", None, &[]).await;
+    let (s, v) = h.send(Method::GET, "/v1/nothing/here", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_json_error(s, &v, "unknown route");
-    let (s, v) = h.call(Method::PUT, "/v1/apps", None, &[]).await;
+    let (s, v) = h.send(Method::PUT, "/v1/apps", None).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert_json_error(s, &v, "wrong method");
 
@@ -312,25 +317,23 @@ async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
         "/v1/apps/errs/machines?summary=maybe".to_string(),
         "/v1/apps/errs/logs?limit=-1".to_string(),
     ] {
-        let (s, v) = h.call(Method::GET, &q, None, &[]).await;
+        let (s, v) = h.send(Method::GET, &q, None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {v}");
         assert_json_error(s, &v, &q);
     }
     let (s, v) = h
-        .call(
+        .send(
             Method::POST,
             &format!("/v1/apps/errs/machines/{id}/restart?timeout=forever"),
             None,
-            &[],
         )
         .await;
     assert!(s.is_client_error(), "{v}");
     let (s, v) = h
-        .call(
+        .send(
             Method::POST,
             &format!("/v1/apps/errs/machines/{id}/signal"),
             Some(json!({"signal": "SIGNOPE"})),
-            &[],
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
@@ -357,11 +360,10 @@ async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
         ),
     ] {
         let (s, v) = h
-            .call(
+            .send(
                 Method::POST,
                 "/v1/apps/errs/machines",
                 Some(json!({"config": config})),
-                &[],
             )
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{config}: {v}");
@@ -383,31 +385,24 @@ async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
 async fn apps_names_regions_and_filters() {
     let h = Harness::start(&["gru", "bog"]).await;
     let (s, v) = h
-        .call(
+        .send(
             Method::POST,
             "/v1/apps",
             Some(json!({"name": "shop", "org_slug": "personal"})),
-            &[],
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["id"].as_str().unwrap().len(), 16);
     let (s, v) = h
-        .call(
-            Method::POST,
-            "/v1/apps",
-            Some(json!({"app_name": "shop"})),
-            &[],
-        )
+        .send(Method::POST, "/v1/apps", Some(json!({"app_name": "shop"})))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(v["status"], "name_taken");
     let (s, _) = h
-        .call(
+        .send(
             Method::POST,
             "/v1/apps",
             Some(json!({"app_name": "Bad Name"})),
-            &[],
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
@@ -420,8 +415,7 @@ async fn apps_names_regions_and_filters() {
         .map(|r| r["code"].as_str().unwrap())
         .collect();
     assert_eq!(codes, ["gru", "bog"]);
-    let (s, v) = h.call(Method::POST, "/v1/apps/shop/machines",
-        Some(json!({"region": "iad", "config": {"image": h.image(), "init": {"exec": ["true"]}}})), &[]).await;
+    let (s, v) = h.send(Method::POST, "/v1/apps/shop/machines", Some(json!({"region": "iad", "config": {"image": h.image(), "init": {"exec": ["true"]}}}))).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(v["error"].as_str().unwrap().contains("gru, bog"), "{v}");
 
@@ -450,11 +444,10 @@ async fn apps_names_regions_and_filters() {
     )
     .await;
     let (s, _) = h
-        .call(
+        .send(
             Method::POST,
             "/v1/apps/shop/machines",
             Some(mk("bog", "worker", Some("web-1"))),
-            &[],
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "duplicate name");
@@ -493,11 +486,10 @@ async fn metadata_versions_and_optimistic_updates() {
     let base = format!("/v1/apps/meta/machines/{id}");
 
     let (s, _) = h
-        .call(
+        .send(
             Method::POST,
             &format!("{base}/metadata/role"),
             Some(json!({"value": "primary"})),
-            &[],
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
@@ -511,11 +503,11 @@ async fn metadata_versions_and_optimistic_updates() {
         "primary"
     );
     let (s, _) = h
-        .call(Method::DELETE, &format!("{base}/metadata/role"), None, &[])
+        .send(Method::DELETE, &format!("{base}/metadata/role"), None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = h
-        .call(Method::GET, &format!("{base}/metadata/role"), None, &[])
+        .send(Method::GET, &format!("{base}/metadata/role"), None)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(
@@ -526,11 +518,10 @@ async fn metadata_versions_and_optimistic_updates() {
 
     let config = json!({"image": h.image(), "init": {"exec": ["sleep", "5"]}, "env": {"A": "1"}});
     let (s, v) = h
-        .call(
+        .send(
             Method::POST,
             &base,
             Some(json!({"config": config, "current_version": "01STALE", "skip_launch": true})),
-            &[],
         )
         .await;
     assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{v}");
@@ -567,24 +558,21 @@ async fn leases_block_other_clients() {
     let id = m["id"].as_str().unwrap();
     let base = format!("/v1/apps/lease/machines/{id}");
 
-    let (s, v) = h
-        .call(Method::GET, &format!("{base}/lease"), None, &[])
-        .await;
+    let (s, v) = h.send(Method::GET, &format!("{base}/lease"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["status"], "error");
     let (s, v) = h
-        .call(Method::POST, &format!("{base}/lease?ttl=60"), None, &[])
+        .send(Method::POST, &format!("{base}/lease?ttl=60"), None)
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["status"], "success");
     let nonce = v["data"]["nonce"].as_str().unwrap().to_string();
     // A second client cannot take it…
     let (s, v) = h
-        .call(
+        .send(
             Method::POST,
             &format!("{base}/lease"),
             Some(json!({"ttl": 30})),
-            &[],
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
@@ -616,7 +604,7 @@ async fn leases_block_other_clients() {
         ),
         (Method::DELETE, base.clone(), None),
     ] {
-        let (s, v) = h.call(method.clone(), &path, body.clone(), &[]).await;
+        let (s, v) = h.send(method.clone(), &path, body.clone()).await;
         assert_eq!(s, StatusCode::CONFLICT, "{method} {path}: {v}");
         assert!(
             v["error"]
@@ -657,9 +645,7 @@ async fn leases_block_other_clients() {
         .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(v["data"]["nonce"], nonce.as_str());
-    let (s, _) = h
-        .call(Method::DELETE, &format!("{base}/lease"), None, &[])
-        .await;
+    let (s, _) = h.send(Method::DELETE, &format!("{base}/lease"), None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = h
         .call(
@@ -684,14 +670,12 @@ async fn leases_block_other_clients() {
 
     // An expired lease no longer counts.
     let (s, _) = h
-        .call(Method::POST, &format!("{base}/lease?ttl=1"), None, &[])
+        .send(Method::POST, &format!("{base}/lease?ttl=1"), None)
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (s, _) = h
-            .call(Method::POST, &format!("{base}/cordon"), None, &[])
-            .await;
+        let (s, _) = h.send(Method::POST, &format!("{base}/cordon"), None).await;
         if s == StatusCode::OK {
             break;
         }
@@ -709,15 +693,12 @@ async fn leases_block_other_clients() {
 #[tokio::test]
 async fn wait_times_out_with_408_and_returns_when_the_state_comes() {
     let h = Harness::start(&[]).await;
-    h.create_app("waits").await;
-    let m = h.parked_machine("waits").await;
-    let id = m["id"].as_str().unwrap().to_string();
+    let id = h.app_with_parked_machine("waits").await;
     let (s, v) = h
-        .call(
+        .send(
             Method::GET,
             &format!("/v1/apps/waits/machines/{id}/wait?state=started&timeout=1s"),
             None,
-            &[],
         )
         .await;
     assert_eq!(s, StatusCode::REQUEST_TIMEOUT);
@@ -1039,11 +1020,10 @@ async fn uploaded_images_belong_to_their_app_and_stay_inside_themselves() {
         format!("aloft/owner@sha256:{hex}"),
     ] {
         let (status, body) = h
-            .call(
+            .send(
                 Method::POST,
                 "/v1/apps/thief/machines",
                 Some(config(image.clone())),
-                &[],
             )
             .await;
         assert_eq!(status, 422, "{image}: {body}");
@@ -1061,12 +1041,10 @@ async fn uploaded_images_belong_to_their_app_and_stay_inside_themselves() {
         "groups": {"app": {"image": "", "init": {"exec": ["/bin/sh", "run.sh"]}}},
     }});
     let (status, body) = h
-        .call(Method::POST, "/v1/apps/thief/releases", Some(spec), &[])
+        .send(Method::POST, "/v1/apps/thief/releases", Some(spec))
         .await;
     assert_eq!(status, 422, "release: {body}");
-    let (_, list) = h
-        .call(Method::GET, "/v1/apps/thief/machines", None, &[])
-        .await;
+    let (_, list) = h.send(Method::GET, "/v1/apps/thief/machines", None).await;
     assert_eq!(list, json!([]), "nothing created in the thief app");
     // The owner runs it.
     h.ok(
@@ -1094,11 +1072,10 @@ async fn uploaded_images_belong_to_their_app_and_stay_inside_themselves() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("outside the image"), "{text}");
     let (status, _) = h
-        .call(
+        .send(
             Method::GET,
             &format!("/v1/apps/owner/images/{evil_hex}"),
             None,
-            &[],
         )
         .await;
     assert_eq!(status, 404);
@@ -1137,11 +1114,10 @@ async fn group_counts_and_machine_memory_are_bounded() {
     h.create_app("bounded").await;
 
     let (status, body) = h
-        .call(
+        .send(
             Method::PUT,
             "/v1/apps/bounded/process_groups/web/count",
             Some(json!({"count": 1_000_000})),
-            &[],
         )
         .await;
     assert_eq!(status, 422, "{body}");
@@ -1181,11 +1157,10 @@ async fn group_counts_and_machine_memory_are_bounded() {
     .await;
     // Another 512 MiB: 1024 > 768, refused as Fly refuses, nothing created.
     let (status, body) = h
-        .call(
+        .send(
             Method::POST,
             "/v1/apps/bounded/machines",
             Some(machine(512, false)),
-            &[],
         )
         .await;
     assert_eq!(status, 412, "{body}");
@@ -1208,21 +1183,19 @@ async fn group_counts_and_machine_memory_are_bounded() {
         .await;
     let parked_id = parked["id"].as_str().unwrap();
     let (status, body) = h
-        .call(
+        .send(
             Method::POST,
             &format!("/v1/apps/bounded/machines/{parked_id}/start"),
             None,
-            &[],
         )
         .await;
     assert_eq!(status, 409, "{body}");
     // The started machine may grow within the budget, not past it.
     let (status, body) = h
-        .call(
+        .send(
             Method::POST,
             &format!("/v1/apps/bounded/machines/{first_id}"),
             Some(machine(1024, false)),
-            &[],
         )
         .await;
     assert_eq!(status, 409, "{body}");
@@ -1272,11 +1245,10 @@ async fn unsupported_config_fields_are_refused_not_dropped() {
         ),
     ] {
         let (status, body) = h
-            .call(
+            .send(
                 Method::POST,
                 "/v1/apps/strict/machines",
                 Some(with(key, value)),
-                &[],
             )
             .await;
         assert_eq!(status, 422, "{key}: {body}");

@@ -197,22 +197,9 @@ pub fn machine(
         None => BTreeMap::new(),
     };
     Machine {
-        id: id.into(),
-        name: id.into(),
-        state: MachineState::Started,
-        region: "ams".into(),
         instance_id: "01HEPA330HZ37A78TK080NAK1M".into(),
-        private_ip: String::new(),
-        config,
-        image_ref: None,
-        created_at: String::new(),
-        updated_at: String::new(),
-        events: vec![],
-        checks: vec![],
-        nonce: None,
-        host_status: "ok".into(),
-        cordoned: false,
         host_ports,
+        ..Machine::new(id, "ams", MachineState::Started, config)
     }
 }
 

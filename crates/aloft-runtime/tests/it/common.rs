@@ -79,6 +79,23 @@ impl Harness {
         spec(id, self.image.path(), config)
     }
 
+    /// Launches `id` (restart policy `always`) as a shell that starts a background child and
+    /// waits; returns the shell's pid and, once it has written it, the child's.
+    pub async fn launch_with_child(&self, id: &str) -> (u32, u32) {
+        let script = "sleep 1000 & echo $! > child; sleep 1000 & wait";
+        let pid = self
+            .rt()
+            .launch(self.sh(id, script, "always", None))
+            .await
+            .unwrap();
+        let child_file = self.file("child");
+        wait_for("the child pid", || {
+            std::fs::read_to_string(&child_file).is_ok_and(|s| s.ends_with('\n'))
+        })
+        .await;
+        (pid, read_pid(&child_file))
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.image.path().join(name)
     }

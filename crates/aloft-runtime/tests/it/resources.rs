@@ -160,18 +160,7 @@ async fn ports_are_allocated_and_the_machine_listens_on_its_port() {
 #[tokio::test]
 async fn orphans_of_a_dead_agent_are_reaped() {
     let mut h = Harness::new();
-    let script = "sleep 1000 & echo $! > child; sleep 1000 & wait";
-    let pid = h
-        .rt()
-        .launch(h.sh("m-orphan", script, "always", None))
-        .await
-        .unwrap();
-    let child_file = h.file("child");
-    wait_for("the child pid", || {
-        std::fs::read_to_string(&child_file).is_ok_and(|s| s.ends_with('\n'))
-    })
-    .await;
-    let child = read_pid(&child_file);
+    let (pid, child) = h.launch_with_child("m-orphan").await;
 
     // The agent "dies": supervision stops, processes keep running.
     drop(h.rt.take());

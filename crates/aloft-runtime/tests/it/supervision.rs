@@ -187,18 +187,7 @@ async fn stop_escalates_to_sigkill_after_the_timeout() {
 #[tokio::test]
 async fn stop_takes_the_whole_process_tree() {
     let h = Harness::new();
-    let script = "sleep 1000 & echo $! > child; sleep 1000 & wait";
-    let pid = h
-        .rt()
-        .launch(h.sh("m-tree", script, "always", None))
-        .await
-        .unwrap();
-    let child_file = h.file("child");
-    wait_for("the child pid", || {
-        std::fs::read_to_string(&child_file).is_ok_and(|s| s.ends_with('\n'))
-    })
-    .await;
-    let child = read_pid(&child_file);
+    let (pid, child) = h.launch_with_child("m-tree").await;
     assert!(alive(child));
     h.rt()
         .stop("m-tree", libc::SIGTERM, Duration::from_secs(10))

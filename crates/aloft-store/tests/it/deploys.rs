@@ -5,14 +5,7 @@
 use aloft_store::{AppRecord, Durability, ImageRow, ReleaseRow, Store};
 
 fn app(name: &str) -> AppRecord {
-    AppRecord {
-        id: format!("{name:0<16}"),
-        name: name.into(),
-        org_slug: "personal".into(),
-        network: "default".into(),
-        status: "deployed".into(),
-        created_at: "2024-01-01T00:00:00Z".into(),
-    }
+    crate::common::app_with_status(name, "deployed")
 }
 
 fn release(app: &str, version: u64, status: &str) -> ReleaseRow {

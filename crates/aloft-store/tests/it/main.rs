@@ -3,5 +3,6 @@
 //! One test binary per crate (`cargo test -p aloft-store --test it [module::]`), a module
 //! per area.
 
+mod common;
 mod deploys;
 mod store;

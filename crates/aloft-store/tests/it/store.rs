@@ -8,14 +8,7 @@ use aloft_store::{
 };
 
 fn app(name: &str) -> AppRecord {
-    AppRecord {
-        id: format!("{name:0<16}"),
-        name: name.into(),
-        org_slug: "personal".into(),
-        network: "default".into(),
-        status: "pending".into(),
-        created_at: "2024-01-01T00:00:00Z".into(),
-    }
+    crate::common::app_with_status(name, "pending")
 }
 
 fn machine(id: &str, app: &str, name: &str, region: &str, group: &str) -> MachineRecord {

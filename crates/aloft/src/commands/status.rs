@@ -226,22 +226,10 @@ mod tests {
             .metadata
             .insert("fly_release_version".into(), "3".into());
         Machine {
-            id: id.into(),
-            name: id.into(),
-            state: MachineState::Started,
-            region: "gru".into(),
             instance_id: "v".into(),
-            private_ip: String::new(),
-            config,
-            image_ref: None,
             created_at: "t0".into(),
             updated_at: "t1".into(),
-            events: vec![],
-            checks: vec![],
-            nonce: None,
-            host_status: "ok".into(),
-            cordoned: false,
-            host_ports: Default::default(),
+            ..Machine::new(id, "gru", MachineState::Started, config)
         }
     }
 

@@ -78,22 +78,10 @@ fn machine(id: &str, group: &str, guest: &str) -> Machine {
         .insert("fly_process_group".into(), group.into());
     config.guest = Guest::from_preset(guest);
     Machine {
-        id: id.into(),
-        name: id.into(),
-        state: MachineState::Started,
-        region: "gru".into(),
         instance_id: format!("{id}v1"),
-        private_ip: String::new(),
-        config,
-        image_ref: None,
         created_at: "2026-01-01T00:00:00Z".into(),
         updated_at: "2026-01-01T00:00:00Z".into(),
-        events: vec![],
-        checks: vec![],
-        nonce: None,
-        host_status: "ok".into(),
-        cordoned: false,
-        host_ports: BTreeMap::new(),
+        ..Machine::new(id, "gru", MachineState::Started, config)
     }
 }
 
@@ -271,6 +259,17 @@ fn aloft(url: &str, args: &[&str]) -> Output {
 }
 
 /// Requests that may change something: all but reads and dry runs.
+/// The stdout of a command that must have exited 0 (else the test fails showing its stderr).
+fn succeeded(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn mutations(log: &Log) -> Vec<(String, String)> {
     log.lock()
         .unwrap()
@@ -454,13 +453,7 @@ fn good_input_does_change_things() {
         &url,
         &["scale", "count", "-1", "-g", "web", "-a", "demo", "--yes"],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("  -1 machines for group 'web' on region 'gru' of size 'shared-cpu-1x'"),
         "{stdout}"
@@ -488,13 +481,7 @@ fn deploy_posts_the_release_of_the_config() {
         &url,
         &["deploy", "-c", config.to_str().unwrap(), "-a", "demo"],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("Process groups have changed. This will:\n * create 1 \"worker\" machine"),
         "{stdout}"
