@@ -176,6 +176,12 @@ impl AgentProc {
         v
     }
 
+    /// Creates app `name` (`POST /v1/apps`), asserting it worked.
+    pub async fn create_app(&self, name: &str) -> Value {
+        let body = serde_json::json!({ "app_name": name });
+        self.ok(Method::POST, "/v1/apps", Some(body)).await
+    }
+
     pub async fn wait_state(&self, app: &str, id: &str, state: &str) {
         let (s, v) = self
             .call(

@@ -162,13 +162,7 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
 async fn on_failure_restarts_up_to_max_retries_then_stops() {
     let (tmp, image, image_s) = setup();
     let agent = AgentProc::start(&tmp.path().join("data"));
-    agent
-        .ok(
-            Method::POST,
-            "/v1/apps",
-            Some(json!({"app_name": "crashy"})),
-        )
-        .await;
+    agent.create_app("crashy").await;
     let id = agent
         .create(
             "crashy",
@@ -244,9 +238,7 @@ async fn a_memory_hog_is_oom_killed_while_its_neighbour_runs() {
     }
     let (tmp, _image, image_s) = setup();
     let agent = AgentProc::start(&tmp.path().join("data"));
-    agent
-        .ok(Method::POST, "/v1/apps", Some(json!({"app_name": "mem"})))
-        .await;
+    agent.create_app("mem").await;
     let guest = json!({"cpu_kind": "shared", "cpus": 1, "memory_mb": 256});
     let calm = agent
         .create("mem", json!({"config": {"image": image_s, "guest": guest, "init": {"exec": ["sleep", "300"]}}}))
@@ -290,13 +282,7 @@ async fn kill_9_of_the_agent_then_restart_relaunches_exactly_once() {
     let (tmp, image, image_s) = setup();
     let data = tmp.path().join("data");
     let mut agent = AgentProc::start(&data);
-    agent
-        .ok(
-            Method::POST,
-            "/v1/apps",
-            Some(json!({"app_name": "durable"})),
-        )
-        .await;
+    agent.create_app("durable").await;
     // Each machine also leaves a background child: the parent-death signal kills only the main
     // process when the agent dies, so this one survives the agent and only the next agent's
     // reaping (process group, cgroup) can end it.
@@ -432,13 +418,7 @@ async fn kill_9_during_a_stop_then_restart_settles_it_stopped() {
     let (tmp, _image, image_s) = setup();
     let data = tmp.path().join("data");
     let mut agent = AgentProc::start(&data);
-    agent
-        .ok(
-            Method::POST,
-            "/v1/apps",
-            Some(json!({"app_name": "settle"})),
-        )
-        .await;
+    agent.create_app("settle").await;
     // Ignores SIGTERM, so a stop waits out its 60 s timeout: long enough to be caught.
     let config = json!({"image": image_s, "stop_config": {"signal": "SIGTERM", "timeout": "60s"},
         "init": {"exec": ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"]}});

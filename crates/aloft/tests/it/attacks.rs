@@ -21,9 +21,7 @@ async fn kill_9_loop_during_start_up_never_locks_the_next_agent_out() {
     let data = tmp.path().join("data");
     let ids = {
         let agent = AgentProc::start(&data);
-        agent
-            .ok(Method::POST, "/v1/apps", Some(json!({"app_name": "loop"})))
-            .await;
+        agent.create_app("loop").await;
         let config = json!({"image": image_s, "init": {"exec": ["/bin/sh", "-c", "echo $$ >> starts-$FLY_MACHINE_ID.log; exec sleep 300"]}});
         let mut ids = Vec::new();
         for _ in 0..4 {
@@ -99,9 +97,7 @@ fn zeros(mib: usize) -> reqwest::Body {
 async fn large_image_uploads_do_not_grow_the_agent() {
     let (tmp, _image, _) = setup();
     let agent = AgentProc::start(&tmp.path().join("data"));
-    agent
-        .ok(Method::POST, "/v1/apps", Some(json!({"app_name": "big"})))
-        .await;
+    agent.create_app("big").await;
     let before = peak_rss_mib(agent.child.id());
     let wrong = "0".repeat(64);
     let upload = || {
@@ -196,9 +192,7 @@ async fn api_connection_floods_leave_the_proxy_serving() {
         ],
         Some(256),
     );
-    agent
-        .ok(Method::POST, "/v1/apps", Some(json!({"app_name": "site"})))
-        .await;
+    agent.create_app("site").await;
     let config = json!({"image": image_s, "init": {"exec": ["python3", "server.py"]},
         "services": [{"protocol": "tcp", "internal_port": 8080, "ports": [{"port": 9000, "handlers": ["http"]}]}]});
     let id = agent.create("site", json!({"config": config})).await;
@@ -347,9 +341,7 @@ async fn a_full_disk_neither_traps_a_runaway_machine_nor_loses_state() {
     let data = tmp.path().join("data");
     let disk = TmpfsMount::new(&data, "40m");
     let agent = AgentProc::start_with(&data, &["--log-min-free-mb", "20", "--no-proxy"], None);
-    agent
-        .ok(Method::POST, "/v1/apps", Some(json!({"app_name": "noisy"})))
-        .await;
+    agent.create_app("noisy").await;
     let config = json!({"image": image_s, "init": {"exec": ["/bin/sh", "-c", "exec yes 'a line of output that never ends'"]}});
     let noisy = agent.create("noisy", json!({"config": config})).await;
     agent.wait_state("noisy", &noisy, "started").await;
@@ -448,13 +440,7 @@ async fn a_release_resumed_after_kill_9_still_fails_a_crash_loop() {
     let (tmp, _image, image_s) = setup();
     let data = tmp.path().join("data");
     let mut agent = AgentProc::start_with(&data, &["--no-proxy"], None);
-    agent
-        .ok(
-            Method::POST,
-            "/v1/apps",
-            Some(json!({"app_name": "crashy"})),
-        )
-        .await;
+    agent.create_app("crashy").await;
     let spec = json!({"spec": {
         "image": image_s,
         "default_group": "app",
