@@ -5,8 +5,11 @@
 # X-Forwarded-For/-Proto/-Ssl/-Port, Fly-Client-IP, Fly-Forwarded-Port, Fly-Region, Via on the
 # request; Fly-Request-Id, Via, Server on the response), at high load (64 connections) and
 # moderate load (8 connections); then autostart latency. "hyper" is the aloft proxy with its h1
-# fast path off (ALOFT_H1_FAST_PATH=0), every request through hyper. Prints figures and ratios; never
-# fails on a threshold.
+# fast path off (ALOFT_H1_FAST_PATH=0), every request through hyper. "agent" is a running
+# `aloft agent` (release build) with a deployed app whose one machine runs the same tiny server:
+# what a user gets, the agent's API, store and supervisor included (its CPU is the agent process
+# alone; the machine is its child and is not counted). Prints figures and ratios; never fails on
+# a threshold.
 # CPU time per request of each server (process + children, from /proc) is printed too: on a
 # shared machine it is steadier than throughput, which swings with the neighbours' load.
 # Each figure is the median of ROUNDS runs (default 3), targets interleaved, to damp the noise
@@ -27,11 +30,19 @@ if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo build -q --release -p aloft-proxy --example bench
-BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench"
+# One build for both (separate builds unify features differently and rebuild each other's deps).
+cargo build -q --release -p aloft -p aloft-proxy --bin aloft --example bench
+BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/examples/bench"
+ALOFT_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/aloft"
 TMP="$(mktemp -d)"
 PIDS=()
+AGENT_PID=""
 cleanup() {
+  if [[ -n "$AGENT_PID" ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
+    # Destroying the app stops its machine; SIGTERM then lets the agent exit cleanly.
+    "$ALOFT_BIN" apps destroy bench-proxy --yes >/dev/null 2>&1 || true
+    kill -TERM "$AGENT_PID" 2>/dev/null || true
+  fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$TMP"
@@ -124,27 +135,56 @@ backend app
 EOF
 haproxy -q -db -f "$TMP/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
 
-for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER"; do wait_port "$p"; done
+# A running agent with a deployed app: its proxy's port 80 is mapped to $AGENT.
+AGENT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$TMP/agent" "$TMP/app"
+"$ALOFT_BIN" agent --listen 127.0.0.1:0 --data-dir "$TMP/agent" --proxy-bind 127.0.0.1 \
+  --port-map "80=$AGENT" --port-map 443=0 2>"$TMP/agent.log" & PIDS+=($!); AGENT_PID=$!
+for _ in $(seq 300); do [[ -s "$TMP/agent/agent.addr" ]] && break; sleep 0.05; done
+[[ -s "$TMP/agent/agent.addr" ]] || { echo "the agent did not start:" >&2; cat "$TMP/agent.log" >&2; exit 1; }
+export ALOFT_API_URL="http://$(cat "$TMP/agent/agent.addr")" ALOFT_API_TOKEN="$(cat "$TMP/agent/token")"
+cat >"$TMP/app/fly.toml" <<EOF
+app = "bench-proxy"
+primary_region = "gru"
+[processes]
+app = "sh -c 'exec $BIN backend \$PORT'"
+[http_service]
+internal_port = 8080
+auto_stop_machines = "off"
+[http_service.concurrency]
+type = "requests"
+soft_limit = 1000
+EOF
+"$ALOFT_BIN" apps create bench-proxy >/dev/null
+"$ALOFT_BIN" deploy -c "$TMP/app/fly.toml" --yes >"$TMP/deploy.log" 2>&1 \
+  || { echo "deploy of the bench app failed:" >&2; cat "$TMP/deploy.log" >&2; exit 1; }
+
+for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER" "$AGENT"; do wait_port "$p"; done
 # Every server must still be running (one that failed to bind would leave its port to another).
 for p in "${PIDS[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "a server of the bench exited at start-up (pid $p); see above" >&2; exit 1; }
 done
 # Sanity: every path answers the app's body; every proxy adds the same response headers.
-for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER"; do
+# (The agent's machine may take a moment after the deploy to be routed: wait for its answer.)
+for _ in $(seq 100); do [[ "$(curl -s "http://127.0.0.1:$AGENT/")" == hello ]] && break; sleep 0.05; done
+for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER" "$AGENT"; do
   body=$(curl -s "http://127.0.0.1:$p/")
   [[ "$body" == "hello" ]] || { echo "port $p answered '$body'" >&2; exit 1; }
 done
-for p in "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER"; do
+for p in "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER" "$AGENT"; do
   head=$(curl -s -o /dev/null -D - "http://127.0.0.1:$p/")
   for h in fly-request-id via server; do
     grep -qi "^$h:" <<<"$head" || { echo "port $p: no $h header in the response" >&2; exit 1; }
   done
 done
 
-# CPU time (clock ticks) of a server: the process and its children (nginx's workers).
+# CPU time (clock ticks) of a server: the process and its children (nginx's workers), or the
+# process alone for the agent (its child is the machine, the app server).
 cpu_ticks() {
-  local pid total=0 f
-  for pid in "$1" $(pgrep -P "$1" 2>/dev/null); do
+  local pid total=0 f kids
+  kids=$(pgrep -P "$1" 2>/dev/null || true)
+  [[ "$1" == "$AGENT_PID" ]] && kids=""
+  for pid in "$1" $kids; do
     f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
     total=$((total + ${f% *} + ${f#* }))
   done
@@ -174,18 +214,18 @@ declare -A RUNS R CPU
 for load in high moderate; do
   if [[ $load == high ]]; then t=2; c=64; else t=1; c=8; fi
   for round in $(seq 1 "$ROUNDS"); do
-    for target in direct aloft nginx haproxy hyper; do
+    for target in direct aloft nginx haproxy hyper agent; do
       case $target in
         direct) p=$BACKEND pid=$BACKEND_PID;; aloft) p=$ALOFT pid=$ALOFT_PID;;
         nginx) p=$NGINX pid=$NGINX_PID;; haproxy) p=$HAPROXY pid=$HAPROXY_PID;;
-        hyper) p=$ALOFT_HYPER pid=$ALOFT_HYPER_PID;;
+        hyper) p=$ALOFT_HYPER pid=$ALOFT_HYPER_PID;; agent) p=$AGENT pid=$AGENT_PID;;
       esac
       [[ $round == 1 ]] && { wrk -t1 -c4 -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true; }   # warm-up
       RUNS[$load,$target]+="$(measure "$p" "$t" "$c" "$pid")"$'\n'
     done
   done
   # Median run by throughput (its own p50/p99 kept together); CPU per request: its own median.
-  for target in direct aloft nginx haproxy hyper; do
+  for target in direct aloft nginx haproxy hyper agent; do
     R[$load,$target]=$(printf '%s' "${RUNS[$load,$target]}" | sort -n -k1,1 | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
     CPU[$load,$target]=$(printf '%s' "${RUNS[$load,$target]}" | awk '{print $4}' | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
   done
@@ -196,7 +236,7 @@ echo "small HTTP responses, median of $ROUNDS x ${DUR}s runs, $(nproc) cores sha
 for load in high moderate; do
   if [[ $load == high ]]; then echo "== high load: wrk -t2 -c64"; else echo "== moderate load: wrk -t1 -c8"; fi
   printf "%-8s %12s %10s %10s %14s\n" target "req/s" "p50 ms" "p99 ms" "CPU µs/req"
-  for target in direct aloft nginx haproxy hyper; do
+  for target in direct aloft nginx haproxy hyper agent; do
     read -r rps p50 p99 _ rest <<<"${R[$load,$target]}"
     printf "%-8s %12s %10s %10s %14s %s\n" "$target" "$rps" "$p50" "$p99" "${CPU[$load,$target]}" "${rest:-}"
   done
@@ -211,6 +251,9 @@ for load in high moderate; do
     printf "CPU per request (the server alone): aloft/nginx %.2f  aloft/haproxy %.2f  (lower is better)\n", a/n, a/h }'
   awk -v a="${CPU[$load,aloft]}" -v y="${CPU[$load,hyper]}" 'BEGIN {
     printf "h1 fast path: CPU per request %.2f of the hyper path'"'"'s\n", a/y }'
+  read -r g_rps _ _ _ <<<"${R[$load,agent]}"
+  awk -v g="$g_rps" -v n="$n_rps" -v a="$a_rps" -v gc="${CPU[$load,agent]}" -v nc="${CPU[$load,nginx]}" 'BEGIN {
+    printf "through a running agent: agent/nginx %.2f (throughput), %.2f (CPU per request); agent/proxy alone %.2f (throughput)\n", g/n, gc/nc, g/a }'
 done
 
 echo
