@@ -172,9 +172,7 @@ fn all_routes(app: &str, id: &str) -> Vec<(Method, String)> {
 #[tokio::test]
 async fn missing_or_wrong_auth_is_401_and_changes_nothing() {
     let h = Harness::start(&[]).await;
-    h.create_app("authz").await;
-    let m = h.parked_machine("authz").await;
-    let id = m["id"].as_str().unwrap();
+    let id = &h.app_with_parked_machine("authz").await;
     let before = h.machine("authz", id).await;
     for (method, path) in all_routes("authz", id) {
         for auth in [None, Some("Bearer nope"), Some("Basic abc"), Some("Bearer")] {
@@ -553,9 +551,7 @@ async fn metadata_versions_and_optimistic_updates() {
 #[tokio::test]
 async fn leases_block_other_clients() {
     let h = Harness::start(&[]).await;
-    h.create_app("lease").await;
-    let m = h.parked_machine("lease").await;
-    let id = m["id"].as_str().unwrap();
+    let id = &h.app_with_parked_machine("lease").await;
     let base = format!("/v1/apps/lease/machines/{id}");
 
     let (s, v) = h.send(Method::GET, &format!("{base}/lease"), None).await;
