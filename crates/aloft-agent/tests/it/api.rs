@@ -99,6 +99,16 @@ impl Harness {
         .await;
     }
 
+    /// `GET path` with the token, the response as it comes (status, streamed body).
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Creates `app` with one parked machine; returns the machine's id.
     async fn app_with_parked_machine(&self, app: &str) -> String {
         self.create_app(app).await;
@@ -781,15 +791,8 @@ async fn update_relaunches_a_running_machine_and_logs_follow() {
 
     // Follow the logs of the worker group: the backlog, then new lines as they come.
     let resp = h
-        .http
-        .get(format!(
-            "{}/v1/apps/upd/logs?group=worker&region=gru&follow=true&limit=5",
-            h.url
-        ))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap();
+        .get("/v1/apps/upd/logs?group=worker&region=gru&follow=true&limit=5")
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut resp = resp;
     let mut seen = String::new();
@@ -830,15 +833,8 @@ async fn update_relaunches_a_running_machine_and_logs_follow() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let logs = h
-            .http
-            .get(format!(
-                "{}/v1/apps/upd/logs?machine={id}&limit=1000",
-                h.url
-            ))
-            .bearer_auth(&h.token)
-            .send()
+            .get(&format!("/v1/apps/upd/logs?machine={id}&limit=1000"))
             .await
-            .unwrap()
             .text()
             .await
             .unwrap();
