@@ -10,7 +10,7 @@ use aloft_store::{DesiredState, Durability, Store};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::actions::{CreateMachine, DeleteMachine, StopHow, UpdateMachine, WaitFor, WaitMachine};
-use super::{Controller, DomainError};
+use super::{Controller, DomainError, DomainResult};
 use crate::regions::Regions;
 use crate::settings::Limits;
 use crate::supervisor::fake::{Call, FakeSupervisor};
@@ -105,6 +105,12 @@ impl World {
             .unwrap();
         assert_eq!(m.state, MachineState::Created);
         m.id
+    }
+
+    /// `DELETE` of machine `id`, with or without `force`.
+    async fn destroy(&self, id: &str, force: bool) -> DomainResult<()> {
+        let action = DeleteMachine { force, nonce: None };
+        self.ctl.destroy_machine(APP, id, action).await
     }
 
     /// Creates a machine and waits until it is started.
@@ -315,18 +321,7 @@ async fn an_update_of_a_started_machine_replaces_its_process_with_the_new_versio
 async fn a_started_machine_is_destroyed_only_with_force_and_then_killed() {
     let w = World::new().await;
     let id = w.started().await;
-    let refused = w
-        .ctl
-        .destroy_machine(
-            APP,
-            &id,
-            DeleteMachine {
-                force: false,
-                nonce: None,
-            },
-        )
-        .await
-        .unwrap_err();
+    let refused = w.destroy(&id, false).await.unwrap_err();
     assert!(
         matches!(&refused, DomainError::Precondition(m) if m.contains("force=true")),
         "{refused:?}"
@@ -334,17 +329,7 @@ async fn a_started_machine_is_destroyed_only_with_force_and_then_killed() {
     assert_eq!(state_of(&w.ctl, &id).await, MachineState::Started);
     assert!(w.fake.is_running(&id));
 
-    w.ctl
-        .destroy_machine(
-            APP,
-            &id,
-            DeleteMachine {
-                force: true,
-                nonce: None,
-            },
-        )
-        .await
-        .unwrap();
+    w.destroy(&id, true).await.unwrap();
     assert_eq!(state_of(&w.ctl, &id).await, MachineState::Destroyed);
     assert!(!w.fake.is_running(&id));
     let kill = Call::Stop {
@@ -365,17 +350,7 @@ async fn a_started_machine_is_destroyed_only_with_force_and_then_killed() {
 async fn a_stopped_machine_is_destroyed_without_force_and_without_a_stop() {
     let w = World::new().await;
     let id = w.create(true).await;
-    w.ctl
-        .destroy_machine(
-            APP,
-            &id,
-            DeleteMachine {
-                force: false,
-                nonce: None,
-            },
-        )
-        .await
-        .unwrap();
+    w.destroy(&id, false).await.unwrap();
     assert_eq!(state_of(&w.ctl, &id).await, MachineState::Destroyed);
     assert!(w.fake.calls_for(&id).is_empty());
 }
