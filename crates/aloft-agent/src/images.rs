@@ -20,6 +20,8 @@ pub struct ResolvedImage {
     pub reference: String,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
+    /// An OCI image: the machine runs as a container of it (`dir` is then its top layer).
+    pub container: Option<aloft_runtime::ContainerImage>,
 }
 
 impl ResolvedImage {
@@ -139,6 +141,7 @@ pub fn resolve_in(image: &str, images_root: Option<&Path>) -> Result<ResolvedIma
         reference: image.to_string(),
         entrypoint: meta.entrypoint,
         cmd: meta.cmd,
+        container: None,
     })
 }
 

@@ -112,6 +112,7 @@ impl Agent {
         let (runtime, events) = Runtime::new(RuntimeConfig {
             data_dir: config.data_dir.join("runtime"),
             logs: config.logs,
+            containers: Some(aloft_runtime::ContainerConfig::detect(None)),
         })?;
         Agent::start_locked(config, lock, Arc::new(runtime), events).await
     }

@@ -48,6 +48,7 @@ async fn main() {
     let config = RuntimeConfig {
         data_dir: data.path().to_path_buf(),
         logs: aloft_runtime::LogLimits::with_file_bytes(1 << 20),
+        containers: None,
     };
     let (rt, mut events) = Runtime::with_tuning(config, tuning).expect("runtime");
     tokio::spawn(async move { while events.recv().await.is_some() {} });
@@ -67,6 +68,7 @@ async fn main() {
             image_cmd: Vec::new(),
             config,
             host_ports: Default::default(),
+            container: None,
         }
     };
     let mut launch = Vec::with_capacity(m);

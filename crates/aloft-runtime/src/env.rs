@@ -170,6 +170,7 @@ mod tests {
             image_cmd: vec!["serve".into(), "--fast".into()],
             config,
             host_ports: BTreeMap::new(),
+            container: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! disk (pid records under its data dir) to find and kill processes left by an agent that died.
 
 mod cgroup;
+pub mod container;
 pub mod env;
 mod logs;
 mod orphans;
@@ -25,6 +26,8 @@ use std::time::Duration;
 use aloft_api::{ExitEvent, MachineConfig};
 
 pub use cgroup::CgroupMode;
+pub use supervisor::Adopted;
+pub use container::{ContainerConfig, ContainerImage, Netns};
 
 /// How the runtime is set up by the agent.
 #[derive(Clone, Debug)]
@@ -33,6 +36,9 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     /// How much disk machine logs may take.
     pub logs: LogLimits,
+    /// How containers run, or why they cannot here (`None`: not asked for; machines with a
+    /// container image then fail to launch with a message saying so).
+    pub containers: Option<Result<ContainerConfig, String>>,
 }
 
 /// How much disk machine logs may take (see `logs`).
@@ -87,6 +93,8 @@ pub struct LaunchSpec {
     pub config: MachineConfig,
     /// Host port for each service `internal_port` (see [`Runtime::allocate_ports`]).
     pub host_ports: BTreeMap<u16, u16>,
+    /// Run as an OCI container of this image instead of a host process in `image_dir`.
+    pub container: Option<ContainerImage>,
 }
 
 /// What the runtime reports about processes, in order, per machine.
@@ -96,6 +104,8 @@ pub enum RuntimeEvent {
         machine_id: String,
         instance_id: String,
         pid: u32,
+        /// The machine's private address (containers with a network namespace).
+        address: Option<std::net::Ipv4Addr>,
     },
     /// The main process ended. `restarting` is true when the restart policy will start it again
     /// (a `Started` follows); otherwise the machine is down for good until started again.
@@ -135,6 +145,9 @@ pub enum RuntimeError {
         machine_id: String,
         waited: Duration,
     },
+    /// A container could not be set up or started; the message says why and what to do.
+    #[error("machine {machine_id}: {message}")]
+    Container { machine_id: String, message: String },
     #[error("runtime io error at {path}: {source}")]
     Io {
         path: PathBuf,
@@ -201,6 +214,28 @@ impl Runtime {
     /// and returns the ids of the machines whose processes were killed.
     pub fn reap_orphans(&self) -> Vec<String> {
         self.inner.records.reap(&self.inner.cgroups)
+    }
+
+    /// Picks up the container of `spec.machine_id` that a previous agent left (see
+    /// [`Adopted`]). Call before anything else launches the machine.
+    pub async fn adopt(&self, spec: LaunchSpec) -> Result<Adopted, RuntimeError> {
+        supervisor::adopt(&self.inner, spec).await
+    }
+
+    /// Machines whose containers a previous agent left and nobody supervises yet.
+    pub fn containers_left(&self) -> Vec<String> {
+        supervisor::containers_left(&self.inner)
+    }
+
+    /// Kills a container a previous agent left (its shim, its init and everything in its pid
+    /// namespace) and removes its files, mount and network.
+    pub fn reap_container(&self, machine_id: &str) {
+        supervisor::reap_container(&self.inner, machine_id)
+    }
+
+    /// Whether containers can run here, or why not.
+    pub fn containers(&self) -> Result<(), String> {
+        self.inner.containers.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     /// A free host port for each service `internal_port` of `config` (and each check port),

@@ -338,6 +338,65 @@ pub(crate) struct Labels {
     pub region: String,
 }
 
+/// Cuts a byte stream into lines: `\n`-terminated, a trailing `\r` removed, lines longer than
+/// [`MAX_LINE_BYTES`] split into pieces. Shared by the agent's pipe readers and the shim's.
+#[derive(Default)]
+pub(crate) struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds bytes; `emit` gets every complete line.
+    pub(crate) fn push(&mut self, bytes: &[u8], emit: &mut impl FnMut(&[u8])) {
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(pos) = self.pending[start..].iter().position(|b| *b == b'\n') {
+            emit_line(&self.pending[start..start + pos], emit);
+            start += pos + 1;
+        }
+        self.pending.drain(..start);
+        while self.pending.len() >= MAX_LINE_BYTES {
+            emit_line(&self.pending[..MAX_LINE_BYTES], emit);
+            self.pending.drain(..MAX_LINE_BYTES);
+        }
+        if self.pending.is_empty() && self.pending.capacity() > READ_CHUNK {
+            self.pending = Vec::new();
+        }
+    }
+
+    /// The end of the stream: what is left is the last line.
+    pub(crate) fn finish(self, emit: &mut impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            emit_line(&self.pending, emit);
+        }
+    }
+}
+
+fn emit_line(bytes: &[u8], emit: &mut impl FnMut(&[u8])) {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    if bytes.is_empty() {
+        emit(bytes);
+    }
+    for piece in bytes.chunks(MAX_LINE_BYTES) {
+        emit(piece);
+    }
+}
+
+/// Reads a blocking `stream` to its end and hands each line to `emit` (the shim's readers).
+pub(crate) fn split_lines(mut stream: impl io::Read, mut emit: impl FnMut(&[u8])) {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut lines = LineSplitter::default();
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => lines.push(&chunk[..n], &mut emit),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    lines.finish(&mut emit);
+}
+
 /// Reads `stream` to its end, one [`LogLine`] per line (lines longer than
 /// [`MAX_LINE_BYTES`] are split, invalid UTF-8 is replaced).
 pub(crate) async fn capture(
@@ -347,8 +406,8 @@ pub(crate) async fn capture(
     store: std::sync::Arc<LogStore>,
 ) {
     let mut chunk = vec![0u8; READ_CHUNK];
-    let mut pending: Vec<u8> = Vec::new();
-    let emit_one = |bytes: &[u8]| {
+    let mut lines = LineSplitter::default();
+    let mut emit = |bytes: &[u8]| {
         store.append(LogLine {
             timestamp: crate::timestamp::now_nanos(),
             app: labels.app.clone(),
@@ -359,38 +418,14 @@ pub(crate) async fn capture(
             message: String::from_utf8_lossy(bytes).into_owned(),
         });
     };
-    let emit = |bytes: &[u8]| {
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        if bytes.is_empty() {
-            emit_one(bytes);
-        }
-        for piece in bytes.chunks(MAX_LINE_BYTES) {
-            emit_one(piece);
-        }
-    };
     loop {
         let n = match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        pending.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some(pos) = pending[start..].iter().position(|b| *b == b'\n') {
-            emit(&pending[start..start + pos]);
-            start += pos + 1;
-        }
-        pending.drain(..start);
-        while pending.len() >= MAX_LINE_BYTES {
-            emit(&pending[..MAX_LINE_BYTES]);
-            pending.drain(..MAX_LINE_BYTES);
-        }
-        if pending.is_empty() && pending.capacity() > READ_CHUNK {
-            pending = Vec::new();
-        }
+        lines.push(&chunk[..n], &mut emit);
     }
-    if !pending.is_empty() {
-        emit(&pending);
-    }
+    lines.finish(&mut emit);
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::cgroup::{Driver, MachineCgroup};
+use crate::container::{self, Container, ContainerConfig};
 use crate::logs::{capture, Labels};
 use crate::orphans::{record_for, PidRecord, PidRecords};
 use crate::ports::PortAllocator;
@@ -49,6 +50,11 @@ pub(crate) struct Inner {
     machines: Mutex<HashMap<String, Arc<Slot>>>,
     nofile_soft: Option<u64>,
     agent_env: Vec<(String, String)>,
+    /// `<data-dir>/runtime`: containers keep their directories under it.
+    pub dir: std::path::PathBuf,
+    /// How containers run here, or why they cannot.
+    pub containers: Result<ContainerConfig, String>,
+    log_file_bytes: u64,
 }
 
 /// A machine under supervision.
@@ -60,6 +66,18 @@ struct Slot {
     done: watch::Sender<bool>,
     cgroup: Option<MachineCgroup>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// A container: signals go to its init, not to a process group.
+    container: bool,
+}
+
+impl Slot {
+    fn signal(&self, pid: u32, signal: i32) {
+        let _ = if self.container {
+            process::signal_pid(pid, signal)
+        } else {
+            process::signal_group(pid, signal)
+        };
+    }
 }
 
 #[derive(Default)]
@@ -97,7 +115,15 @@ impl Inner {
             .filter(|(k, _)| env::INHERITED_VARS.contains(&k.as_str()))
             .collect();
         let (events, rx) = mpsc::unbounded_channel();
+        let containers = config
+            .containers
+            .clone()
+            .ok_or_else(|| "the runtime was set up without containers".to_string())
+            .and_then(|c| c);
         let inner = Inner {
+            dir: config.data_dir.clone(),
+            containers,
+            log_file_bytes: config.logs.file_bytes,
             tuning,
             events,
             logs: Arc::new(logs),
@@ -158,10 +184,26 @@ impl Drop for Readers {
     }
 }
 
-struct Running {
-    child: tokio::process::Child,
-    pid: u32,
-    readers: Readers,
+/// One run of a machine: a child process, or a container held by its shim.
+enum Running {
+    Process {
+        child: tokio::process::Child,
+        pid: u32,
+        readers: Readers,
+    },
+    Container {
+        container: Container,
+        follow: container::tail::Follow,
+    },
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Process { pid, .. } => *pid,
+            Running::Container { container, .. } => container.pid,
+        }
+    }
 }
 
 /// Everything needed to (re)start one machine's process.
@@ -175,7 +217,20 @@ struct Plan {
 pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, RuntimeError> {
     let machine_id = spec.machine_id.clone();
     let argv = env::argv(&spec).ok_or_else(|| RuntimeError::NoCommand(machine_id.clone()))?;
-    if !spec.image_dir.is_dir() {
+    if let Some(image) = &spec.container {
+        if let Err(why) = &inner.containers {
+            return Err(RuntimeError::Container {
+                machine_id,
+                message: format!("containers cannot run on this host: {why}"),
+            });
+        }
+        if let Some(missing) = image.layers.iter().find(|l| !l.is_dir()) {
+            return Err(RuntimeError::NoImageDir {
+                machine_id,
+                path: missing.clone(),
+            });
+        }
+    } else if !spec.image_dir.is_dir() {
         return Err(RuntimeError::NoImageDir {
             machine_id,
             path: spec.image_dir.clone(),
@@ -201,6 +256,7 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
             done,
             cgroup: cgroup.clone(),
             task: Mutex::new(None),
+            container: spec.container.is_some(),
         });
         machines.insert(machine_id.clone(), slot);
         cgroup
@@ -223,6 +279,9 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
         Err(e) => {
             inner.machines().remove(&machine_id);
             inner.records.remove(&machine_id);
+            if let Ok(c) = &inner.containers {
+                container::release_network(c, &machine_id);
+            }
             if let Some(cg) = &cgroup {
                 let cg = cg.clone();
                 let _ =
@@ -231,7 +290,7 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
             return Err(e);
         }
     };
-    let pid = running.pid;
+    let pid = running.pid();
     inner
         .ports
         .hold(&machine_id, plan.spec.host_ports.values().copied());
@@ -239,15 +298,188 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
         inner.clone(),
         slot.clone(),
         plan,
-        running,
+        First::Running(running),
         oom_base,
     ));
     *slot.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     Ok(pid)
 }
 
-/// Spawns the process, records it and sends `Started`.
+/// What a previous agent left of a machine's container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adopted {
+    /// Still running: supervised again from now on, without a new `Started`.
+    Running { pid: u32 },
+    /// It ended while no agent watched: its restart policy decides now (an `Exited` event
+    /// follows, then `Started` if it is restarted).
+    Exited,
+    /// Nothing of it is left.
+    NotFound,
+}
+
+pub(crate) async fn adopt(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<Adopted, RuntimeError> {
+    let machine_id = spec.machine_id.clone();
+    let (dir, id, logs) = (inner.dir.clone(), machine_id.clone(), inner.logs.clone());
+    let found = tokio::task::spawn_blocking(move || container::adopt(&dir, &id, &logs))
+        .await
+        .ok()
+        .flatten();
+    let Some(found) = found else {
+        return Ok(Adopted::NotFound);
+    };
+    let argv = env::argv(&spec).unwrap_or_default();
+    let (done, _) = watch::channel(false);
+    let cgroup = inner.cgroups.machine(&machine_id);
+    let slot = Arc::new(Slot {
+        state: Mutex::new(SlotState::default()),
+        wake: Notify::new(),
+        done,
+        cgroup: cgroup.clone(),
+        task: Mutex::new(None),
+        container: true,
+    });
+    {
+        let mut machines = inner.machines();
+        if machines.contains_key(&machine_id) {
+            return Err(RuntimeError::AlreadyRunning(machine_id));
+        }
+        machines.insert(machine_id.clone(), slot.clone());
+    }
+    let plan = Plan {
+        env: Default::default(),
+        labels: Labels {
+            app: spec.app.clone(),
+            machine_id: machine_id.clone(),
+            group: env::process_group(&spec.config),
+            region: spec.region.clone(),
+        },
+        argv,
+        spec,
+    };
+    let oom_base = cgroup.as_ref().map_or(0, MachineCgroup::oom_kills);
+    let (first, adopted) = match found {
+        container::Found::Running(c, tail) => {
+            let pid = c.pid;
+            slot.lock().pid = Some(pid);
+            (First::Running(running_container((c, tail))), Adopted::Running { pid })
+        }
+        container::Found::Exited(record) => (
+            First::Exited(Outcome {
+                exit_code: record.exit_code,
+                signal: record.signal,
+                oom_killed: false,
+            }),
+            Adopted::Exited,
+        ),
+    };
+    let task = tokio::spawn(supervise(inner.clone(), slot.clone(), plan, first, oom_base));
+    *slot.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    Ok(adopted)
+}
+
+/// Machines with a container directory a previous agent left.
+pub(crate) fn containers_left(inner: &Inner) -> Vec<String> {
+    let supervised = inner.supervised();
+    container::known(&inner.dir)
+        .into_iter()
+        .filter(|id| !supervised.contains(id))
+        .collect()
+}
+
+/// Kills and removes a container a previous agent left and nobody adopts.
+pub(crate) fn reap_container(inner: &Inner, machine_id: &str) {
+    container::reap(inner.containers.as_ref().ok(), &inner.dir, machine_id);
+    if let Some(cg) = inner.cgroups.machine(machine_id) {
+        cg.kill_all();
+        let _ = cg.remove(Duration::from_secs(2));
+    }
+}
+
+/// Starts the machine (its process, or its container), and sends `Started`.
 async fn start(inner: &Inner, slot: &Slot, plan: &Plan) -> Result<Running, RuntimeError> {
+    let running = match &plan.spec.container {
+        Some(image) => start_container(inner, slot, plan, image).await?,
+        None => start_process(inner, slot, plan).await?,
+    };
+    started(inner, slot, plan, &running);
+    Ok(running)
+}
+
+/// Records the pid, delivers a stop that arrived meanwhile, and sends `Started`.
+fn started(inner: &Inner, slot: &Slot, plan: &Plan, running: &Running) {
+    let pid = running.pid();
+    let pending_stop = {
+        let mut state = slot.lock();
+        state.pid = Some(pid);
+        state.stop
+    };
+    // A stop arrived while starting: it found no pid to signal, so deliver it now.
+    if let Some(signal) = pending_stop {
+        let _ = signal_running(running, signal);
+    }
+    let address = match (&plan.spec.container, &inner.containers) {
+        (Some(_), Ok(c)) => container::address(c, &plan.spec.machine_id),
+        _ => None,
+    };
+    inner.emit(RuntimeEvent::Started {
+        machine_id: plan.spec.machine_id.clone(),
+        instance_id: plan.spec.instance_id.clone(),
+        pid,
+        address,
+    });
+}
+
+/// A signal to what runs: the process group of a process machine; the init of a container
+/// (tini forwards it to the machine's process group; SIGKILL of the init ends the container's
+/// whole pid namespace).
+fn signal_running(running: &Running, signal: i32) -> std::io::Result<bool> {
+    match running {
+        Running::Process { pid, .. } => process::signal_group(*pid, signal),
+        Running::Container { container, .. } => process::signal_pid(container.pid, signal),
+    }
+}
+
+async fn start_container(
+    inner: &Inner,
+    slot: &Slot,
+    plan: &Plan,
+    image: &container::ContainerImage,
+) -> Result<Running, RuntimeError> {
+    let config = inner
+        .containers
+        .as_ref()
+        .map_err(|why| RuntimeError::Container {
+            machine_id: plan.spec.machine_id.clone(),
+            message: format!("containers cannot run on this host: {why}"),
+        })?;
+    let container = container::start(
+        &plan.spec,
+        container::Start {
+            runtime_dir: &inner.dir,
+            config,
+            image,
+            argv: &plan.argv,
+            labels: &plan.labels,
+            cgroup: slot.cgroup.as_ref(),
+            cgroup_parent: &inner.tuning.cgroup_parent,
+            nofile: inner.nofile_soft.unwrap_or(1024),
+            log_file_bytes: inner.log_file_bytes,
+            logs: &inner.logs,
+        },
+    )
+    .await?;
+    Ok(running_container(container))
+}
+
+fn running_container((container, tailer): (Container, container::tail::Tailer)) -> Running {
+    Running::Container {
+        container,
+        follow: container::tail::Follow::start(tailer),
+    }
+}
+
+/// Spawns the process and records it (pid records: reaped after an agent crash).
+async fn start_process(inner: &Inner, slot: &Slot, plan: &Plan) -> Result<Running, RuntimeError> {
     let machine_id = &plan.spec.machine_id;
     let spawn_err = |source| RuntimeError::Spawn {
         machine_id: machine_id.clone(),
@@ -308,21 +540,7 @@ async fn start(inner: &Inner, slot: &Slot, plan: &Plan) -> Result<Running, Runti
             tracing::warn!(machine_id = %machine_id, "cannot write its pid record: {e}; it would survive an agent crash");
         }
     }
-    let pending_stop = {
-        let mut state = slot.lock();
-        state.pid = Some(pid);
-        state.stop
-    };
-    // A stop arrived while spawning: it found no pid to signal, so deliver it now.
-    if let Some(signal) = pending_stop {
-        let _ = process::signal_group(pid, signal);
-    }
-    inner.emit(RuntimeEvent::Started {
-        machine_id: machine_id.clone(),
-        instance_id: plan.spec.instance_id.clone(),
-        pid,
-    });
-    Ok(Running {
+    Ok(Running::Process {
         child,
         pid,
         readers: Readers(readers),
@@ -343,38 +561,70 @@ impl Outcome {
 }
 
 /// Waits for the main process, kills what is left of its tree and drains its logs.
-async fn run_to_exit(slot: &Slot, mut running: Running, oom_base: &mut u64) -> Outcome {
-    let status = running.child.wait().await;
-    slot.lock().pid = None;
-    let _ = process::signal_group(running.pid, libc::SIGKILL);
-    if let Some(cg) = &slot.cgroup {
-        cg.kill_all();
-    }
-    let drain = futures_join(std::mem::take(&mut running.readers.0));
-    if tokio::time::timeout(DRAIN_PATIENCE, drain).await.is_err() {
-        tracing::warn!(
-            pid = running.pid,
-            "output pipes still open after exit; dropping the rest"
-        );
-    }
+async fn run_to_exit(inner: &Inner, slot: &Slot, running: Running, oom_base: &mut u64) -> Outcome {
+    let (exit_code, signal) = match running {
+        Running::Process {
+            child,
+            pid,
+            readers,
+        } => process_to_exit(slot, child, pid, readers).await,
+        Running::Container {
+            mut container,
+            follow,
+        } => {
+            let machine_id = container
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let record = match &inner.containers {
+                Ok(c) => container.wait(c, &inner.dir, &machine_id).await,
+                Err(_) => container::shim::ExitRecord::default(),
+            };
+            slot.lock().pid = None;
+            if let Some(cg) = &slot.cgroup {
+                cg.kill_all();
+            }
+            follow.finish().await;
+            (record.exit_code, record.signal)
+        }
+    };
     let oom_now = slot.cgroup.as_ref().map_or(0, MachineCgroup::oom_kills);
     let oom_killed = oom_now > *oom_base;
     *oom_base = oom_now;
-    let (exit_code, signal) = match status {
+    Outcome {
+        exit_code,
+        signal,
+        oom_killed,
+    }
+}
+
+async fn process_to_exit(
+    slot: &Slot,
+    mut child: tokio::process::Child,
+    pid: u32,
+    mut readers: Readers,
+) -> (i32, i32) {
+    let status = child.wait().await;
+    slot.lock().pid = None;
+    let _ = process::signal_group(pid, libc::SIGKILL);
+    if let Some(cg) = &slot.cgroup {
+        cg.kill_all();
+    }
+    let drain = futures_join(std::mem::take(&mut readers.0));
+    if tokio::time::timeout(DRAIN_PATIENCE, drain).await.is_err() {
+        tracing::warn!(pid, "output pipes still open after exit; dropping the rest");
+    }
+    match status {
         Ok(s) => match (s.code(), s.signal()) {
             (Some(code), _) => (code, 0),
             (None, Some(sig)) => (128 + sig, sig),
             (None, None) => (-1, 0),
         },
         Err(e) => {
-            tracing::warn!(pid = running.pid, "cannot wait for the process: {e}");
+            tracing::warn!(pid, "cannot wait for the process: {e}");
             (-1, 0)
         }
-    };
-    Outcome {
-        exit_code,
-        signal,
-        oom_killed,
     }
 }
 
@@ -403,22 +653,33 @@ impl Policy {
     }
 }
 
+/// What supervision starts from: a run to wait for, or an exit that happened already (a
+/// container that ended while no agent watched).
+enum First {
+    Running(Running),
+    Exited(Outcome),
+}
+
 async fn supervise(
     inner: Arc<Inner>,
     slot: Arc<Slot>,
     plan: Plan,
-    first: Running,
+    first: First,
     mut oom_base: u64,
 ) {
     let machine_id = plan.spec.machine_id.clone();
     let policy = Policy::of(&plan.spec.config);
     let mut restarts: u32 = 0;
     let mut recent: VecDeque<Instant> = VecDeque::new();
-    let mut running = Some(first);
+    let (mut running, mut already) = match first {
+        First::Running(r) => (Some(r), None),
+        First::Exited(o) => (None, Some(o)),
+    };
     loop {
-        let outcome = match running.take() {
-            Some(r) => run_to_exit(&slot, r, &mut oom_base).await,
-            None => Outcome {
+        let outcome = match (running.take(), already.take()) {
+            (Some(r), _) => run_to_exit(&inner, &slot, r, &mut oom_base).await,
+            (None, Some(o)) => o,
+            (None, None) => Outcome {
                 exit_code: SPAWN_FAILED_EXIT,
                 signal: 0,
                 oom_killed: false,
@@ -504,6 +765,13 @@ async fn finish(inner: &Arc<Inner>, slot: &Arc<Slot>, plan: &Plan, exit: ExitEve
     }
     inner.records.remove(machine_id);
     inner.ports.release(machine_id);
+    if plan.spec.container.is_some() {
+        if let Ok(c) = &inner.containers {
+            container::release_network(c, machine_id);
+        }
+        let (dir, id) = (inner.dir.clone(), machine_id.clone());
+        let _ = tokio::task::spawn_blocking(move || container::remove(&dir, &id)).await;
+    }
     inner.logs.close(machine_id);
     {
         let mut machines = inner.machines();
@@ -546,7 +814,7 @@ pub(crate) async fn stop(
     };
     slot.wake.notify_one();
     if let Some(pid) = pid {
-        let _ = process::signal_group(pid, signal);
+        slot.signal(pid, signal);
     }
     if tokio::time::timeout(timeout, done.wait_for(|d| *d))
         .await
@@ -558,8 +826,9 @@ pub(crate) async fn stop(
         machine_id,
         "still running {timeout:?} after signal {signal}: sending SIGKILL"
     );
-    if let Some(pid) = slot.lock().pid {
-        let _ = process::signal_group(pid, libc::SIGKILL);
+    let pid = slot.lock().pid;
+    if let Some(pid) = pid {
+        slot.signal(pid, libc::SIGKILL);
     }
     if let Some(cg) = &slot.cgroup {
         cg.kill_all();

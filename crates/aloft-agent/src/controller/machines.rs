@@ -639,6 +639,7 @@ impl Controller {
             image_cmd: image.cmd.clone(),
             config: rec.config.clone(),
             host_ports: rec.host_ports.clone(),
+            container: image.container.clone(),
         };
         match self.sup.launch(spec).await {
             Ok(pid) => {

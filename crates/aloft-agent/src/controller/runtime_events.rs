@@ -35,6 +35,7 @@ impl Controller {
                 machine_id,
                 instance_id,
                 pid,
+                address,
             } => {
                 let _guard = self.lock(&machine_id).await;
                 let Some(mut rec) = self.machine_by_id(&machine_id).await? else {
@@ -50,6 +51,9 @@ impl Controller {
                     | MachineState::Started
                     | MachineState::Created => {
                         rec.state = MachineState::Started;
+                        if let Some(ip) = address {
+                            rec.private_ip = ip.to_string();
+                        }
                         let req = json!({"pid": pid, "restart_count": rec.restart_count});
                         self.save(rec, vec![event("start", "started", FLYD, Some(req))])
                             .await?;

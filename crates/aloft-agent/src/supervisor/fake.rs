@@ -124,6 +124,7 @@ impl FakeSupervisor {
                 machine_id: machine_id.to_string(),
                 instance_id,
                 pid,
+                address: None,
             });
         }
     }
@@ -181,6 +182,7 @@ impl Supervisor for FakeSupervisor {
                 machine_id: spec.machine_id,
                 instance_id: spec.instance_id,
                 pid,
+                address: None,
             });
             Ok(pid)
         })

@@ -170,6 +170,7 @@ pub fn config(data: &Path) -> RuntimeConfig {
     RuntimeConfig {
         data_dir: data.to_path_buf(),
         logs: aloft_runtime::LogLimits::with_file_bytes(1 << 20),
+        containers: None,
     }
 }
 
@@ -185,6 +186,7 @@ pub fn spec(id: &str, image: &Path, config: MachineConfig) -> LaunchSpec {
         image_cmd: Vec::new(),
         config,
         host_ports: BTreeMap::new(),
+        container: None,
     }
 }
 

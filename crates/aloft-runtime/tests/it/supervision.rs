@@ -21,6 +21,7 @@ async fn launch_reports_started_then_exit_code() {
             machine_id,
             instance_id,
             pid: p,
+            address: None,
         } => {
             assert_eq!(
                 (machine_id.as_str(), instance_id.as_str(), p),

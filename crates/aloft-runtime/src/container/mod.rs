@@ -1,0 +1,485 @@
+//! Machines as OCI containers: the image's layers under an overlay root filesystem, run by runc,
+//! held by a per-machine shim ([`shim`]) so they outlive the agent.
+//!
+//! The supervisor calls [`start`] where it would spawn a process; what comes back
+//! ([`Container`]) is waited on through a pidfd on the shim, and its output is tailed from the
+//! shim's `output.log` into the agent's log store ([`tail`]). After an agent restart,
+//! [`adopt`] finds the shims still running and hands back the same [`Container`]s, so the
+//! supervisor carries on as if it had started them.
+//!
+//! Runtime choice: runc (Debian's 1.1) starts a busybox container in ~35 ms here and runs on
+//! cgroup v1, v2 and the hybrid layout these hosts have (crun 1.8 refuses hybrid hosts); youki's
+//! `libcontainer` would run in process, but a container's life must not depend on the agent's
+//! process, which a shim gives anyway. The init is `tini` (Debian's `tini-static`), mounted
+//! read-only into every container.
+
+pub mod rootfs;
+pub mod shim;
+pub mod spec;
+pub mod tail;
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncBufReadExt;
+
+use crate::cgroup::MachineCgroup;
+use crate::logs::Labels;
+use crate::{env, LaunchSpec, LogStore, RuntimeError};
+
+/// How the runtime runs containers; `None` in [`crate::RuntimeConfig`] means it cannot.
+#[derive(Clone)]
+pub struct ContainerConfig {
+    /// The OCI runtime binary (runc).
+    pub runc: PathBuf,
+    /// The static init mounted into containers (tini-static).
+    pub init: PathBuf,
+    /// The executable that runs `<shim_exe> shim <dir>` (the `aloft` binary itself).
+    pub shim_exe: PathBuf,
+    /// Gives each container its network namespace and address; `None`: an empty namespace (no
+    /// network but loopback).
+    pub network: Option<Arc<dyn Netns>>,
+}
+
+impl std::fmt::Debug for ContainerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerConfig")
+            .field("runc", &self.runc)
+            .field("init", &self.init)
+            .field("shim_exe", &self.shim_exe)
+            .field("network", &self.network.is_some())
+            .finish()
+    }
+}
+
+impl ContainerConfig {
+    /// runc and tini-static from `PATH` (or the usual Debian places), the current executable as
+    /// the shim. The error names what is missing and the package that provides it.
+    pub fn detect(network: Option<Arc<dyn Netns>>) -> Result<ContainerConfig, String> {
+        let find = |names: &[&str], package: &str| -> Result<PathBuf, String> {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            for name in names {
+                for dir in std::env::split_paths(&path)
+                    .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+                {
+                    let candidate = dir.join(name);
+                    if candidate.is_file() {
+                        return Ok(candidate);
+                    }
+                }
+            }
+            Err(format!(
+                "{} is not installed (apt-get install {package})",
+                names[0]
+            ))
+        };
+        Ok(ContainerConfig {
+            runc: find(&["runc"], "runc")?,
+            init: find(&["tini-static"], "tini")?,
+            shim_exe: std::env::current_exe()
+                .map_err(|e| format!("cannot find the agent's own executable: {e}"))?,
+            network,
+        })
+    }
+}
+
+/// What a container needs from the network: its namespace and address.
+pub trait Netns: Send + Sync {
+    /// The machine's network namespace file and private address (the same while attached).
+    fn attach(&self, machine_id: &str) -> Result<(PathBuf, Ipv4Addr), String>;
+    /// Frees what [`Netns::attach`] gave. Idempotent.
+    fn detach(&self, machine_id: &str);
+    /// Machines attached now (after a restart: what a previous agent attached).
+    fn attached(&self) -> Vec<String>;
+}
+
+/// The image side of a container launch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerImage {
+    /// Unpacked layers, bottom → top.
+    pub layers: Vec<PathBuf>,
+    /// Image ENV, `K=V`.
+    pub env: Vec<String>,
+    /// Image WORKDIR (empty: `/`).
+    pub workdir: String,
+    /// Image USER (empty: root).
+    pub user: String,
+}
+
+/// A running container, as the supervisor holds it.
+pub(crate) struct Container {
+    pub dir: PathBuf,
+    /// The init's pid on the host (tini, PID 1 inside).
+    pub pid: u32,
+    pidfd: AsyncFd<OwnedFd>,
+}
+
+/// `<runtime>/containers`.
+pub(crate) fn containers_dir(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("containers")
+}
+
+/// runc's state root for this agent.
+fn runc_root(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("runc")
+}
+
+/// Everything about a launch the container path needs besides the spec.
+pub(crate) struct Start<'a> {
+    pub runtime_dir: &'a Path,
+    pub config: &'a ContainerConfig,
+    pub image: &'a ContainerImage,
+    pub argv: &'a [String],
+    pub labels: &'a Labels,
+    pub cgroup: Option<&'a MachineCgroup>,
+    pub cgroup_parent: &'a str,
+    pub nofile: u64,
+    pub log_file_bytes: u64,
+    pub logs: &'a Arc<LogStore>,
+}
+
+/// Starts the machine's container through a new shim; returns once its init runs.
+pub(crate) async fn start(
+    spec: &LaunchSpec,
+    s: Start<'_>,
+) -> Result<(Container, tail::Tailer), RuntimeError> {
+    let machine_id = spec.machine_id.clone();
+    let fail = |message: String| RuntimeError::Container {
+        machine_id: machine_id.clone(),
+        message,
+    };
+    let dir = containers_dir(s.runtime_dir).join(&spec.machine_id);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RuntimeError::Io { path, source }
+    };
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    fs::create_dir_all(runc_root(s.runtime_dir)).map_err(io(s.runtime_dir))?;
+    let user = users::resolve(&s.image.user, &s.image.layers).map_err(&fail)?;
+    let (netns, ip) = match &s.config.network {
+        Some(net) => {
+            let (path, ip) = net.attach(&spec.machine_id).map_err(&fail)?;
+            (Some(path), Some(ip))
+        }
+        None => (None, None),
+    };
+    let hosts = dir.join("hosts");
+    let hostname = dir.join("hostname");
+    let mut hosts_text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
+    if let Some(ip) = ip {
+        hosts_text.push_str(&format!("{ip}\t{}\n", spec.machine_id));
+    }
+    fs::write(&hosts, hosts_text).map_err(io(&hosts))?;
+    fs::write(&hostname, format!("{}\n", spec.machine_id)).map_err(io(&hostname))?;
+    let env = spec::environment(
+        &s.image.env,
+        &spec.config.env,
+        &platform_env(spec, ip),
+    );
+    let cwd = if s.image.workdir.is_empty() {
+        "/".to_string()
+    } else {
+        s.image.workdir.clone()
+    };
+    let cgroups_path = match s.cgroup {
+        Some(_) => format!("/{}/{}", s.cgroup_parent, spec.machine_id),
+        None => format!("/{}/{}", s.cgroup_parent, spec.machine_id),
+    };
+    let rootfs = rootfs::rootfs_dir(&dir);
+    let config = spec::config_json(&spec::ContainerSpec {
+        machine_id: &spec.machine_id,
+        argv: s.argv,
+        env: &env,
+        cwd: &cwd,
+        uid: user.uid,
+        gid: user.gid,
+        additional_gids: &user.additional_gids,
+        rootfs: &rootfs,
+        init: &s.config.init,
+        netns: netns.as_deref(),
+        hosts_file: &hosts,
+        hostname_file: &hostname,
+        cgroups_path: &cgroups_path,
+        nofile: s.nofile,
+    });
+    write_json(&dir.join("config.json"), &config).map_err(io(&dir))?;
+    let args = shim::ShimArgs {
+        machine_id: spec.machine_id.clone(),
+        runc: s.config.runc.clone(),
+        runc_root: runc_root(s.runtime_dir),
+        layers: s.image.layers.clone(),
+        app: s.labels.app.clone(),
+        group: s.labels.group.clone(),
+        region: s.labels.region.clone(),
+        log_file_bytes: s.log_file_bytes,
+    };
+    write_json(&dir.join(shim::ARGS_FILE), &args).map_err(io(&dir))?;
+    let _ = fs::remove_file(dir.join(shim::SHIM_PID_FILE));
+    // The tail starts where the previous run's ended: the spool keeps what no agent read yet.
+    let tail = tail::Tailer::resume(&dir, s.logs.clone());
+    let mut child = tokio::process::Command::new(&s.config.shim_exe)
+        .arg("shim")
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            fail(format!(
+                "cannot start the shim {}: {e}",
+                s.config.shim_exe.display()
+            ))
+        })?;
+    let stdout = child.stdout.take();
+    let _ = child.wait().await;
+    let mut line = String::new();
+    if let Some(out) = stdout {
+        let mut reader = tokio::io::BufReader::new(out);
+        let _ = reader.read_line(&mut line).await;
+    }
+    let line = line.trim_end();
+    let pid = match line.split_once('\t') {
+        Some(("started", pid)) => pid.parse::<u32>().ok(),
+        Some(("failed", why)) => {
+            release_network(s.config, &spec.machine_id);
+            return Err(fail(why.to_string()));
+        }
+        _ => None,
+    };
+    let Some(pid) = pid else {
+        release_network(s.config, &spec.machine_id);
+        return Err(fail(format!(
+            "the shim ended without starting the container (it said {line:?})"
+        )));
+    };
+    let shim_pid = read_pid(&dir.join(shim::SHIM_PID_FILE)).ok_or_else(|| {
+        fail("the shim started the container but left no shim.pid".to_string())
+    })?;
+    let pidfd = pidfd(shim_pid).map_err(|e| fail(format!("cannot watch the shim: {e}")))?;
+    Ok((Container { dir, pid, pidfd }, tail))
+}
+
+/// The private address of a started container, if it has one.
+pub(crate) fn address(config: &ContainerConfig, machine_id: &str) -> Option<Ipv4Addr> {
+    let net = config.network.as_ref()?;
+    if !net.attached().iter().any(|m| m == machine_id) {
+        return None;
+    }
+    net.attach(machine_id).ok().map(|(_, ip)| ip)
+}
+
+/// Frees the machine's network namespace and address (after its last run).
+pub(crate) fn release_network(config: &ContainerConfig, machine_id: &str) {
+    if let Some(net) = &config.network {
+        net.detach(machine_id);
+    }
+}
+
+/// The `FLY_*` variables and `PORT` of a container: it listens on its internal port, as on Fly.
+fn platform_env(spec: &LaunchSpec, ip: Option<Ipv4Addr>) -> BTreeMap<String, String> {
+    let guest = env::effective_guest(&spec.config);
+    let mut env = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        env.insert(k.to_string(), v);
+    };
+    set("FLY_APP_NAME", spec.app.clone());
+    set("FLY_MACHINE_ID", spec.machine_id.clone());
+    set("FLY_ALLOC_ID", spec.machine_id.clone());
+    set("FLY_REGION", spec.region.clone());
+    set("FLY_VM_MEMORY_MB", guest.memory_mb.to_string());
+    set("FLY_MACHINE_VERSION", spec.instance_id.clone());
+    set("FLY_IMAGE_REF", spec.image_ref.clone());
+    set(
+        "FLY_PRIVATE_IP",
+        ip.map_or_else(|| "127.0.0.1".into(), |ip| ip.to_string()),
+    );
+    let group = env::process_group(&spec.config);
+    if !group.is_empty() {
+        set("FLY_PROCESS_GROUP", group);
+    }
+    let mut ports: Vec<u16> = spec
+        .config
+        .services
+        .iter()
+        .map(|s| s.internal_port)
+        .filter(|p| *p != 0)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if let [only] = ports[..] {
+        set("PORT", only.to_string());
+    }
+    env
+}
+
+impl Container {
+    /// Waits for the shim to end and returns how the container ended (`exit.json`; a shim that
+    /// died without writing it counts as a SIGKILL, and what it held is cleaned up here).
+    pub(crate) async fn wait(&mut self, config: &ContainerConfig, runtime_dir: &Path, machine_id: &str) -> shim::ExitRecord {
+        loop {
+            match self.pidfd.readable().await {
+                Ok(mut guard) => {
+                    guard.retain_ready();
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let exit_path = self.dir.join(shim::EXIT_FILE);
+        match fs::read(&exit_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<shim::ExitRecord>(&b).ok())
+        {
+            Some(record) => record,
+            None => {
+                tracing::warn!(machine_id, "its shim died without recording the exit; cleaning up after it");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                force_delete(config, runtime_dir, machine_id);
+                rootfs::unmount(&self.dir);
+                shim::ExitRecord {
+                    exit_code: 137,
+                    signal: libc::SIGKILL,
+                    start_error: None,
+                }
+            }
+        }
+    }
+}
+
+/// `runc delete --force`, for what a dead shim left.
+fn force_delete(config: &ContainerConfig, runtime_dir: &Path, machine_id: &str) {
+    let _ = std::process::Command::new(&config.runc)
+        .arg("--root")
+        .arg(runc_root(runtime_dir))
+        .args(["delete", "--force", machine_id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// A container whose shim a previous agent started.
+pub(crate) enum Found {
+    /// Still running: supervise it again.
+    Running(Container, tail::Tailer),
+    /// Ended while no agent watched (its exit record), or its shim vanished.
+    Exited(shim::ExitRecord),
+}
+
+/// Looks for the shim of `machine_id` left by a previous agent.
+pub(crate) fn adopt(runtime_dir: &Path, machine_id: &str, logs: &Arc<LogStore>) -> Option<Found> {
+    let dir = containers_dir(runtime_dir).join(machine_id);
+    if !dir.join(shim::ARGS_FILE).exists() {
+        return None;
+    }
+    let exit = || {
+        fs::read(dir.join(shim::EXIT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<shim::ExitRecord>(&b).ok())
+    };
+    let alive_shim = read_pid(&dir.join(shim::SHIM_PID_FILE))
+        .filter(|pid| is_shim(*pid, &dir))
+        .and_then(|pid| pidfd(pid).ok());
+    let init = read_pid(&dir.join(shim::INIT_PID_FILE));
+    match (alive_shim, init) {
+        (Some(pidfd), Some(pid)) if exit().is_none() => {
+            let tail = tail::Tailer::resume(&dir, logs.clone());
+            Some(Found::Running(Container { dir, pid, pidfd }, tail))
+        }
+        _ => {
+            // Read what it logged while no agent watched, then report the exit.
+            let mut tail = tail::Tailer::resume(&dir, logs.clone());
+            tail.drain();
+            Some(Found::Exited(exit().unwrap_or(shim::ExitRecord {
+                exit_code: 137,
+                signal: libc::SIGKILL,
+                start_error: None,
+            })))
+        }
+    }
+}
+
+/// Every machine with a container directory (for adoption and reaping).
+pub(crate) fn known(runtime_dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(containers_dir(runtime_dir)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(shim::ARGS_FILE).exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+/// Kills a container a previous agent left and that nobody adopts, and cleans up after it.
+pub(crate) fn reap(config: Option<&ContainerConfig>, runtime_dir: &Path, machine_id: &str) {
+    let dir = containers_dir(runtime_dir).join(machine_id);
+    if let Some(pid) = read_pid(&dir.join(shim::SHIM_PID_FILE)).filter(|p| is_shim(*p, &dir)) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if let Some(pid) = read_pid(&dir.join(shim::INIT_PID_FILE)) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if let Some(config) = config {
+        force_delete(config, runtime_dir, machine_id);
+        release_network(config, machine_id);
+    }
+    rootfs::unmount(&dir);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Removes a container's directory after its last run (its spool read, its mount gone).
+pub(crate) fn remove(runtime_dir: &Path, machine_id: &str) {
+    let dir = containers_dir(runtime_dir).join(machine_id);
+    rootfs::unmount(&dir);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Whether `pid` is the shim of `dir` (pids are reused: its command line must name the dir).
+fn is_shim(pid: u32, dir: &Path) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let dir = dir.as_os_str().as_encoded_bytes();
+        c.split(|b| *b == 0).any(|arg| arg == dir)
+    }) && !fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+    fs::rename(tmp, path)
+}
+
+/// A pidfd for `pid`, readable once the process has exited.
+fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| std::io::Error::other("pid 0"))?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+    register(fd)
+}
+
+#[allow(unsafe_code)]
+fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the descriptor is owned by the `AsyncFd`, so it stays open while registered and
+    // is deregistered before it is closed.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
