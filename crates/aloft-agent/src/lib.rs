@@ -32,6 +32,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use aloft_proxy::ProxyConfig;
 pub use aloft_runtime::LogLimits;
+/// The per-container shim's entry point (`aloft shim <dir>`; see `aloft_runtime::container::shim`).
+pub use aloft_runtime::container::shim::main as shim_main;
 pub use controller::{Controller, MachineChange};
 pub use settings::{AgentConfig, DEFAULT_LISTEN};
 

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use aloft_api::MachineConfig;
-use aloft_runtime::{LaunchSpec, LogLine, LogQuery, Runtime, RuntimeError};
+use aloft_runtime::{Adopted, LaunchSpec, LogLine, LogQuery, Runtime, RuntimeError};
 
 #[cfg(test)]
 pub mod fake;
@@ -29,6 +29,10 @@ pub trait Supervisor: Send + Sync + 'static {
     fn signal(&self, machine_id: &str, signal: i32) -> Result<(), RuntimeError>;
     fn log_query(&self, query: &LogQuery) -> Vec<LogLine>;
     fn log_subscribe(&self) -> tokio::sync::broadcast::Receiver<LogLine>;
+    /// Containers a previous agent left (see [`aloft_runtime::Runtime::containers_left`]).
+    fn containers_left(&self) -> Vec<String>;
+    fn adopt(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<Adopted, RuntimeError>>;
+    fn reap_container(&self, machine_id: &str);
 }
 
 impl Supervisor for Runtime {
@@ -57,5 +61,14 @@ impl Supervisor for Runtime {
     }
     fn log_subscribe(&self) -> tokio::sync::broadcast::Receiver<LogLine> {
         self.logs().subscribe()
+    }
+    fn containers_left(&self) -> Vec<String> {
+        Runtime::containers_left(self)
+    }
+    fn adopt(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<Adopted, RuntimeError>> {
+        Box::pin(Runtime::adopt(self, spec))
+    }
+    fn reap_container(&self, machine_id: &str) {
+        Runtime::reap_container(self, machine_id)
     }
 }

@@ -143,9 +143,8 @@ impl Core {
             .values()
             .filter(|m| m.state != aloft_api::MachineState::Started)
         {
-            for hp in m.host_ports.values() {
-                self.pool
-                    .forget(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, *hp)));
+            for addr in m.upstreams() {
+                self.pool.forget(addr);
             }
         }
         self.machines.reconcile(table);

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,8 +149,12 @@ pub struct MachineEntry {
     pub cordoned: bool,
     /// Unix milliseconds of the latest `start` event, if any (grace periods count from it).
     pub started_at_ms: Option<i64>,
-    /// internal port → host port.
+    /// internal port → host port (machines on the host network).
     pub host_ports: BTreeMap<u16, u16>,
+    /// The machine's own address (containers): it listens on its internal ports there.
+    pub private_ip: Option<IpAddr>,
+    /// The internal ports its services listen on.
+    pub internal_ports: Vec<u16>,
     /// Service checks (gate routing), named as Fly does: `servicecheck-00-http-8080`.
     pub service_checks: Vec<NamedCheck>,
     /// Top-level `checks` (informational: reported, never routing).
@@ -169,9 +173,29 @@ pub struct NamedCheck {
 impl MachineEntry {
     /// Address to probe for internal port `port`.
     pub fn upstream(&self, port: u16) -> Option<SocketAddr> {
-        self.host_ports
-            .get(&port)
-            .map(|hp| SocketAddr::from((Ipv4Addr::LOCALHOST, *hp)))
+        match self.private_ip {
+            Some(ip) => Some(SocketAddr::new(ip, port)),
+            None => self
+                .host_ports
+                .get(&port)
+                .map(|hp| SocketAddr::from((Ipv4Addr::LOCALHOST, *hp))),
+        }
+    }
+
+    /// Every address the proxy may hold connections to for this machine.
+    pub fn upstreams(&self) -> Vec<SocketAddr> {
+        match self.private_ip {
+            Some(ip) => self
+                .internal_ports
+                .iter()
+                .map(|p| SocketAddr::new(ip, *p))
+                .collect(),
+            None => self
+                .host_ports
+                .values()
+                .map(|hp| SocketAddr::from((Ipv4Addr::LOCALHOST, *hp)))
+                .collect(),
+        }
     }
 }
 
@@ -250,10 +274,7 @@ impl RouteTable {
                                     machine_id: m.id.clone(),
                                     region: m.region.clone(),
                                     internal_port: svc.internal_port,
-                                    addr: m
-                                        .host_ports
-                                        .get(&svc.internal_port)
-                                        .map(|hp| SocketAddr::from((Ipv4Addr::LOCALHOST, *hp))),
+                                    addr: upstream_of(m, svc.internal_port),
                                     state: BackendState::from_machine(m.state),
                                     has_checks: !svc.checks.is_empty(),
                                 });
@@ -362,8 +383,27 @@ fn machine_entry(app: &str, m: &Machine) -> MachineEntry {
         cordoned: m.cordoned,
         started_at_ms,
         host_ports: m.host_ports.clone(),
+        private_ip: private_ip(m),
+        internal_ports: m.config.services.iter().map(|s| s.internal_port).collect(),
         service_checks,
         machine_checks,
+    }
+}
+
+/// A machine's private address, when it has its own (a container with a network namespace).
+fn private_ip(m: &Machine) -> Option<IpAddr> {
+    m.private_ip.parse().ok()
+}
+
+/// Where a machine listens for `internal_port`: its private address, or the host port it was
+/// given on the host network.
+fn upstream_of(m: &Machine, internal_port: u16) -> Option<SocketAddr> {
+    match private_ip(m) {
+        Some(ip) => Some(SocketAddr::new(ip, internal_port)),
+        None => m
+            .host_ports
+            .get(&internal_port)
+            .map(|hp| SocketAddr::from((Ipv4Addr::LOCALHOST, *hp))),
     }
 }
 

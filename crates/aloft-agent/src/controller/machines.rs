@@ -628,19 +628,7 @@ impl Controller {
         };
         rec.state = MachineState::Starting;
         rec = self.save(rec, std::mem::take(&mut events)).await?;
-        let spec = LaunchSpec {
-            machine_id: rec.id.clone(),
-            app: rec.app.clone(),
-            region: rec.region.clone(),
-            instance_id: rec.instance_id.clone(),
-            image_dir: image.dir.clone(),
-            image_ref: image.reference.clone(),
-            image_entrypoint: image.entrypoint.clone(),
-            image_cmd: image.cmd.clone(),
-            config: rec.config.clone(),
-            host_ports: rec.host_ports.clone(),
-            container: image.container.clone(),
-        };
+        let spec = launch_spec(&rec, &image);
         match self.sup.launch(spec).await {
             Ok(pid) => {
                 tracing::debug!(machine = %rec.id, pid, "launched");
@@ -981,6 +969,23 @@ impl Controller {
                 }
             }
         }
+    }
+}
+
+/// What the runtime needs to run the current version of `rec` from `image`.
+pub(crate) fn launch_spec(rec: &MachineRecord, image: &images::ResolvedImage) -> LaunchSpec {
+    LaunchSpec {
+        machine_id: rec.id.clone(),
+        app: rec.app.clone(),
+        region: rec.region.clone(),
+        instance_id: rec.instance_id.clone(),
+        image_dir: image.dir.clone(),
+        image_ref: image.reference.clone(),
+        image_entrypoint: image.entrypoint.clone(),
+        image_cmd: image.cmd.clone(),
+        config: rec.config.clone(),
+        host_ports: rec.host_ports.clone(),
+        container: image.container.clone(),
     }
 }
 

@@ -11,18 +11,40 @@
 //! - `stopping` → `stopped`; `destroying` → `destroyed`; desired stopped → `stopped`.
 //!
 //! Machines that were `created` with `skip_launch`, `stopped` or `failed` stay as they are.
+//!
+//! Containers are not processes of the agent: their shims outlive it. Before the above, every
+//! container a previous agent left is either **adopted** — its machine is meant to run and had
+//! a process — and supervised again as it is (no event, same pid, its output read on from
+//! where the last agent stopped; one that ended meanwhile gets its exit handled once by its
+//! restart policy), or killed and removed.
 
 use aloft_api::MachineState;
+use aloft_runtime::Adopted;
 use aloft_store::DesiredState;
 use serde_json::json;
 
 use super::{event, Controller, FLYD};
 use crate::controller::DomainResult;
+use crate::images;
+
+/// Whether a machine in `state` had a process (or container) when the agent stopped.
+fn had_process(state: MachineState) -> bool {
+    matches!(
+        state,
+        MachineState::Starting
+            | MachineState::Started
+            | MachineState::Restarting
+            | MachineState::Replacing
+            | MachineState::Stopping
+    )
+}
 
 /// What reconciliation did, for the agent's log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub reaped: Vec<String>,
+    /// Machines whose containers were picked up running (or exited) as a previous agent left them.
+    pub adopted: Vec<String>,
     pub relaunched: Vec<String>,
     pub failed: Vec<String>,
 }
@@ -38,16 +60,33 @@ impl Controller {
             ..Default::default()
         };
         let live = self.db(|s| s.read(|tx| tx.live_machines())).await?;
+        let left = self.sup.containers_left();
+        let adoptable: Vec<String> = live
+            .iter()
+            .filter(|r| had_process(r.state) && r.desired == DesiredState::Started)
+            .filter(|r| r.state != MachineState::Stopping)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in left.iter().filter(|id| !adoptable.contains(id)) {
+            let (sup, id) = (self.sup.clone(), id.clone());
+            let _ = tokio::task::spawn_blocking(move || sup.reap_container(&id)).await;
+        }
         for mut rec in live {
             let _guard = self.lock(&rec.id).await;
-            let had_process = matches!(
-                rec.state,
-                MachineState::Starting
-                    | MachineState::Started
-                    | MachineState::Restarting
-                    | MachineState::Replacing
-                    | MachineState::Stopping
-            );
+            if left.contains(&rec.id) && adoptable.contains(&rec.id) {
+                if let Ok(image) = images::resolve_in(&rec.config.image, self.images_dir()) {
+                    let spec = super::machines::launch_spec(&rec, &image);
+                    match self.sup.adopt(spec).await {
+                        Ok(Adopted::Running { .. }) | Ok(Adopted::Exited) => {
+                            report.adopted.push(rec.id.clone());
+                            continue;
+                        }
+                        Ok(Adopted::NotFound) => {}
+                        Err(e) => tracing::warn!(machine = %rec.id, "cannot adopt its container: {e}"),
+                    }
+                }
+            }
+            let had_process = had_process(rec.state);
             let mut events = Vec::new();
             if had_process {
                 let was = rec.state;

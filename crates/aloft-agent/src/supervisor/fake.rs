@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use aloft_api::{ExitEvent, MachineConfig};
-use aloft_runtime::{LaunchSpec, LogLine, LogQuery, RuntimeError, RuntimeEvent};
+use aloft_runtime::{Adopted, LaunchSpec, LogLine, LogQuery, RuntimeError, RuntimeEvent};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{BoxFuture, Supervisor};
@@ -237,4 +237,11 @@ impl Supervisor for FakeSupervisor {
     fn log_subscribe(&self) -> broadcast::Receiver<LogLine> {
         self.logs.subscribe()
     }
+    fn containers_left(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn adopt(&self, _spec: LaunchSpec) -> BoxFuture<'_, Result<Adopted, RuntimeError>> {
+        Box::pin(async { Ok(Adopted::NotFound) })
+    }
+    fn reap_container(&self, _machine_id: &str) {}
 }
