@@ -4,5 +4,6 @@
 //! area; shared helpers in `common`.
 
 mod common;
+mod containers;
 mod resources;
 mod supervision;
