@@ -11,6 +11,7 @@
 mod cgroup;
 pub mod env;
 mod logs;
+pub mod net;
 mod orphans;
 mod ports;
 mod process;
