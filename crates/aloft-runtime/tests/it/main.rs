@@ -4,5 +4,6 @@
 //! area; shared helpers in `common`.
 
 mod common;
+mod net;
 mod resources;
 mod supervision;
