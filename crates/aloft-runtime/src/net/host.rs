@@ -33,21 +33,20 @@ impl Tool {
     }
 
     /// The program's path: from `PATH`, else the sbin directories that a non-root `PATH` lacks.
-    fn program(self) -> PathBuf {
+    fn program(self) -> Option<PathBuf> {
         let name = self.name();
-        let in_path = std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(name))
-                .find(|p| p.is_file())
-        });
-        in_path
-            .or_else(|| {
-                ["/usr/sbin", "/sbin"]
-                    .iter()
-                    .map(|dir| PathBuf::from(dir).join(name))
-                    .find(|p| p.is_file())
-            })
-            .unwrap_or_else(|| PathBuf::from(name))
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    }
+
+    fn missing(self) -> NetError {
+        NetError::ToolMissing {
+            tool: self.name(),
+            package: self.package(),
+        }
     }
 
     /// Arguments every invocation gets: iptables waits for the xtables lock instead of failing
@@ -120,7 +119,8 @@ impl<'a> HostCommand<'a> {
     }
 
     fn output(&self) -> Result<Output, NetError> {
-        let mut command = Command::new(self.tool.program());
+        let program = self.tool.program().ok_or_else(|| self.tool.missing())?;
+        let mut command = Command::new(program);
         command
             .args(&self.args)
             .stdin(if self.stdin.is_some() {
@@ -138,10 +138,7 @@ impl<'a> HostCommand<'a> {
             child.wait_with_output()
         });
         spawned.map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => NetError::ToolMissing {
-                tool: self.tool.name(),
-                package: self.tool.package(),
-            },
+            io::ErrorKind::NotFound => self.tool.missing(),
             _ => NetError::Command {
                 target: self.target.to_string(),
                 command: self.display(),
@@ -211,6 +208,15 @@ fn hint(stderr: &str) -> &'static str {
     }
 }
 
+/// Fails with the package to install when `ip` or `iptables` is missing, before anything on the
+/// host is changed.
+pub fn require_tools() -> Result<(), NetError> {
+    for tool in [Tool::Ip, Tool::Iptables] {
+        tool.program().ok_or_else(|| tool.missing())?;
+    }
+    Ok(())
+}
+
 /// Writes a kernel setting (`/proc/sys/...`) unless it already has the value.
 pub fn sysctl(bridge: &str, path: &str, value: &str) -> Result<(), NetError> {
     if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) {
@@ -238,6 +244,19 @@ mod tests {
             PRIVILEGE_HINT
         );
         assert!(hint("RTNETLINK answers: File exists").contains("already exists"));
+    }
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        assert!(
+            Tool::Ip.program().is_some(),
+            "iproute2 is a test dependency"
+        );
+        assert_eq!(
+            Tool::Iptables.missing().to_string(),
+            "`iptables` is not installed, and machine networking needs it: install the \
+             iptables package (apt-get install iptables)"
+        );
     }
 
     #[test]

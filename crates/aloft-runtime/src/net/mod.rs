@@ -103,6 +103,7 @@ impl Network {
     /// `state_dir`. Idempotent.
     pub fn setup(config: NetConfig, state_dir: &Path) -> Result<Network, NetError> {
         let plan = AddressPlan::new(&config)?;
+        host::require_tools()?;
         let records = Records::load(state_dir)?;
         let network = Network {
             plan,
