@@ -471,3 +471,41 @@ fn bad_input_is_refused_before_anything_is_made() {
     assert!(err.to_string().contains("15 characters"), "{err}");
     assert!(!link_exists("a-much-too-long"));
 }
+
+#[test]
+fn attach_makes_again_what_went_missing() {
+    let Some(fx) = Fixture::new("attach_makes_again_what_went_missing", 9) else {
+        return;
+    };
+    let net = fx.setup();
+    let m = net.attach("machine-fix").unwrap();
+
+    // The veth pair is deleted behind the agent's back: attach makes a new one.
+    ip(&["link", "del", "dev", &m.host_veth]);
+    assert_eq!(net.attach("machine-fix").unwrap(), m);
+    let server = serve(
+        in_netns(&m.netns_path, || TcpListener::bind("0.0.0.0:8080")).unwrap(),
+        "repaired",
+        1,
+    );
+    assert_eq!(
+        fetch(SocketAddr::new(m.ip.into(), 8080)).unwrap(),
+        "repaired"
+    );
+    server.join().unwrap();
+
+    // So is the namespace (its veth goes with it).
+    ip(&["netns", "del", "aloft-machine-fix"]);
+    let again = net.attach("machine-fix").unwrap();
+    assert_eq!(again, m);
+    let server = serve(
+        in_netns(&again.netns_path, || TcpListener::bind("0.0.0.0:8080")).unwrap(),
+        "made anew",
+        1,
+    );
+    assert_eq!(
+        fetch(SocketAddr::new(m.ip.into(), 8080)).unwrap(),
+        "made anew"
+    );
+    server.join().unwrap();
+}
