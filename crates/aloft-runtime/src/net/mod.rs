@@ -39,7 +39,9 @@
 //! software may rely on it.
 //!
 //! One agent owns one bridge: two agents on one host need different bridge names and subnets
-//! that do not overlap. Within a process, calls are serialised by one mutex.
+//! that do not overlap (their veth names differ, being derived from the bridge; namespace names
+//! carry only the machine id, which is random). Within a process, calls are serialised by one
+//! mutex, commands included.
 //!
 //! # Why `ip` and `iptables`
 //!
@@ -171,9 +173,8 @@ impl Network {
         };
 
         let ns = netns_name(machine_id);
-        let netns_path = Path::new(NETNS_DIR).join(&ns);
         let veth = self.plan.host_veth(machine_id);
-        let fresh_ns = !netns_path.exists();
+        let fresh_ns = !netns_path(machine_id).exists();
         if fresh_ns {
             HostCommand::new(Tool::Ip, &target, &["netns", "add", &ns]).run()?;
         }
@@ -192,8 +193,7 @@ impl Network {
         outside.push(format!("link set dev {veth} master {bridge} up"));
         HostCommand::ip_batch(&target, None, &outside).run()?;
 
-        let gateway = self.plan.gateway();
-        let prefix = self.plan.prefix();
+        let (gateway, prefix) = (self.plan.gateway(), self.plan.prefix());
         let mut inside = Vec::new();
         if fresh_address && veth_exists && !fresh_ns {
             // A namespace found in place whose record was lost or outside the subnet.
@@ -206,27 +206,16 @@ impl Network {
             format!("route replace default via {gateway} dev {GUEST_IFNAME}"),
         ]);
         HostCommand::ip_batch(&target, Some(&ns), &inside).run()?;
-
-        Ok(Attachment {
-            netns_path,
-            ip,
-            gateway,
-            prefix,
-            host_veth: veth,
-        })
+        Ok(self.attachment_at(machine_id, ip))
     }
 
     /// The machine's attachment on record, if it has one (no look at the host).
     pub fn attachment(&self, machine_id: &str) -> Option<Attachment> {
         check_machine_id(machine_id).ok()?;
         let ip = self.lock().get(machine_id)??;
-        self.plan.is_machine_address(ip).then(|| Attachment {
-            netns_path: Path::new(NETNS_DIR).join(netns_name(machine_id)),
-            ip,
-            gateway: self.plan.gateway(),
-            prefix: self.plan.prefix(),
-            host_veth: self.plan.host_veth(machine_id),
-        })
+        self.plan
+            .is_machine_address(ip)
+            .then(|| self.attachment_at(machine_id, ip))
     }
 
     /// Removes the machine's veth pair and namespace and frees its address. Idempotent.
@@ -285,7 +274,7 @@ impl Network {
             // Deleting one end deletes the pair, even while a process holds the namespace.
             commands.push(format!("link del dev {veth}"));
         }
-        if Path::new(NETNS_DIR).join(&ns).exists() {
+        if netns_path(machine_id).exists() {
             commands.push(format!("netns del {ns}"));
         }
         if !commands.is_empty() {
@@ -334,6 +323,16 @@ impl Network {
         Ok(())
     }
 
+    fn attachment_at(&self, machine_id: &str, ip: Ipv4Addr) -> Attachment {
+        Attachment {
+            netns_path: netns_path(machine_id),
+            ip,
+            gateway: self.plan.gateway(),
+            prefix: self.plan.prefix(),
+            host_veth: self.plan.host_veth(machine_id),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Records> {
         // Every change to the records is one atomic file write: a panic elsewhere leaves them
         // consistent.
@@ -347,6 +346,11 @@ impl Network {
     fn machine_target(&self, machine_id: &str) -> String {
         format!("machine {machine_id} on bridge {}", self.plan.bridge())
     }
+}
+
+/// Where `ip netns` keeps the machine's namespace file.
+fn netns_path(machine_id: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(netns_name(machine_id))
 }
 
 /// Whether the agent's network namespace has an interface of this name (sysfs shows those of
