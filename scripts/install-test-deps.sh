@@ -3,7 +3,8 @@
 # tools in a venv (no network needed once installed). Idempotent and quiet.
 # Keep this list in step with what tests spawn: it is the only place CI learns about it.
 set -euo pipefail
-packages=(curl python3 python3-venv procps)
+# iproute2 and iptables: machine networking (aloft-runtime net tests, and the agent itself).
+packages=(curl python3 python3-venv procps iproute2 iptables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -12,6 +12,7 @@ mod cgroup;
 pub mod container;
 pub mod env;
 mod logs;
+pub mod net;
 mod orphans;
 mod ports;
 mod process;

@@ -1,0 +1,276 @@
+//! Running iproute2's `ip` and `iptables` on the host, and turning their failures into errors
+//! that say what to do (a missing package, missing privileges).
+//!
+//! Every change to the host's network goes through here, so issue 12 can move it to netlink and
+//! nftables in one place.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use super::error::NetError;
+
+/// A program this module runs, with the Debian package that has it.
+#[derive(Clone, Copy, Debug)]
+pub enum Tool {
+    Ip,
+    Iptables,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Ip => "ip",
+            Tool::Iptables => "iptables",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            Tool::Ip => "iproute2",
+            Tool::Iptables => "iptables",
+        }
+    }
+
+    /// The program's path: from `PATH`, else the sbin directories that a non-root `PATH` lacks.
+    fn program(self) -> Option<PathBuf> {
+        let name = self.name();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    }
+
+    fn missing(self) -> NetError {
+        NetError::ToolMissing {
+            tool: self.name(),
+            package: self.package(),
+        }
+    }
+
+    /// Arguments every invocation gets: iptables waits for the xtables lock instead of failing
+    /// when another process (another agent, a test) changes rules at the same moment.
+    fn fixed_args(self) -> &'static [&'static str] {
+        match self {
+            Tool::Ip => &[],
+            Tool::Iptables => &["-w", "10"],
+        }
+    }
+}
+
+/// One command on the host, with what it is for (`bridge aloft0`, `machine X on bridge aloft0`).
+pub struct HostCommand<'a> {
+    tool: Tool,
+    args: Vec<String>,
+    stdin: Option<String>,
+    target: &'a str,
+}
+
+impl<'a> HostCommand<'a> {
+    pub fn new(tool: Tool, target: &'a str, args: &[&str]) -> HostCommand<'a> {
+        let mut all: Vec<String> = tool.fixed_args().iter().map(|a| a.to_string()).collect();
+        all.extend(args.iter().map(|a| a.to_string()));
+        HostCommand {
+            tool,
+            args: all,
+            stdin: None,
+            target,
+        }
+    }
+
+    /// `ip [-n NETNS] -batch -` with one command per line: one process for several changes.
+    pub fn ip_batch(target: &'a str, netns: Option<&str>, lines: &[String]) -> HostCommand<'a> {
+        let mut args = Vec::new();
+        if let Some(ns) = netns {
+            args.extend(["-n", ns]);
+        }
+        args.extend(["-batch", "-"]);
+        let mut command = HostCommand::new(Tool::Ip, target, &args);
+        command.stdin = Some(lines.join("\n") + "\n");
+        command
+    }
+
+    /// Runs it; its stdout when it exits 0.
+    pub fn run(&self) -> Result<String, NetError> {
+        let output = self.output()?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(self.failure(&output))
+        }
+    }
+
+    /// Runs a command that asks a question: `Ok(true)` on exit 0, `Ok(false)` on exit 1 (how
+    /// `iptables -C` and `ip link show` say "no"), an error otherwise or when stderr shows a
+    /// missing privilege.
+    pub fn check(&self) -> Result<bool, NetError> {
+        Ok(self.query()?.is_some())
+    }
+
+    /// Like [`check`](Self::check), with the answer's stdout.
+    pub fn query(&self) -> Result<Option<String>, NetError> {
+        let output = self.output()?;
+        match output.status.code() {
+            Some(0) => Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned())),
+            Some(1) if hint(&stderr(&output)) != PRIVILEGE_HINT => Ok(None),
+            _ => Err(self.failure(&output)),
+        }
+    }
+
+    fn output(&self) -> Result<Output, NetError> {
+        let program = self.tool.program().ok_or_else(|| self.tool.missing())?;
+        let mut command = Command::new(program);
+        command
+            .args(&self.args)
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("LC_ALL", "C");
+        let spawned = command.spawn().and_then(|mut child| {
+            if let (Some(input), Some(mut pipe)) = (&self.stdin, child.stdin.take()) {
+                pipe.write_all(input.as_bytes())?;
+            }
+            child.wait_with_output()
+        });
+        spawned.map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => self.tool.missing(),
+            _ => NetError::Command {
+                target: self.target.to_string(),
+                command: self.display(),
+                stderr: e.to_string(),
+                hint: "check that the program can be run by the agent's user",
+            },
+        })
+    }
+
+    fn failure(&self, output: &Output) -> NetError {
+        let stderr = stderr(output);
+        NetError::Command {
+            target: self.target.to_string(),
+            command: self.display(),
+            hint: hint(&stderr),
+            stderr: if stderr.is_empty() {
+                format!("{}", output.status)
+            } else {
+                stderr
+            },
+        }
+    }
+
+    /// The command line as a person would type it (batch input shown after `<<<`).
+    fn display(&self) -> String {
+        let mut line = self.tool.name().to_string();
+        for arg in &self.args {
+            line.push(' ');
+            line.push_str(&shlex::try_quote(arg).unwrap_or_else(|_| arg.into()));
+        }
+        if let Some(input) = &self.stdin {
+            line.push_str(" <<< ");
+            line.push_str(&format!("{:?}", input.trim_end()));
+        }
+        line
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).trim().to_string()
+}
+
+const PRIVILEGE_HINT: &str = "run the agent as root or with CAP_NET_ADMIN";
+
+/// What to do about a failed command, read from what it printed.
+fn hint(stderr: &str) -> &'static str {
+    let lower = stderr.to_ascii_lowercase();
+    if lower.contains("operation not permitted")
+        || lower.contains("permission denied")
+        || lower.contains("must be root")
+    {
+        PRIVILEGE_HINT
+    } else if lower.contains("table does not exist")
+        || lower.contains("can't initialize")
+        || lower.contains("no chain/target/match")
+        || lower.contains("extension")
+    {
+        "the kernel lacks a netfilter module (load it: modprobe iptable_nat xt_comment \
+         xt_conntrack, or nf_tables), or iptables' backend does not match the host's"
+    } else if lower.contains("file exists") {
+        "a network interface or namespace of that name already exists: remove it, or configure \
+         another bridge name"
+    } else if lower.contains("unknown device type") || lower.contains("not supported") {
+        "the kernel lacks veth or bridge support (modprobe veth bridge)"
+    } else {
+        "check the host's network setup (ip link, ip netns, iptables -S) and try again"
+    }
+}
+
+/// Fails with the package to install when `ip` or `iptables` is missing, before anything on the
+/// host is changed.
+pub fn require_tools() -> Result<(), NetError> {
+    for tool in [Tool::Ip, Tool::Iptables] {
+        tool.program().ok_or_else(|| tool.missing())?;
+    }
+    Ok(())
+}
+
+/// Writes a kernel setting (`/proc/sys/...`) unless it already has the value.
+pub fn sysctl(bridge: &str, path: &str, value: &str) -> Result<(), NetError> {
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) {
+        return Ok(());
+    }
+    std::fs::write(path, value).map_err(|source| NetError::Sysctl {
+        bridge: bridge.to_string(),
+        path: path.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privilege_failures_say_to_run_as_root() {
+        assert_eq!(
+            hint("RTNETLINK answers: Operation not permitted"),
+            PRIVILEGE_HINT
+        );
+        assert_eq!(
+            hint("iptables v1.8.9 (nf_tables): Permission denied (you must be root)"),
+            PRIVILEGE_HINT
+        );
+        assert!(hint("RTNETLINK answers: File exists").contains("already exists"));
+    }
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        assert!(
+            Tool::Ip.program().is_some(),
+            "iproute2 is a test dependency"
+        );
+        assert_eq!(
+            Tool::Iptables.missing().to_string(),
+            "`iptables` is not installed, and machine networking needs it: install the \
+             iptables package (apt-get install iptables)"
+        );
+    }
+
+    #[test]
+    fn commands_are_shown_as_typed() {
+        let cmd = HostCommand::new(
+            Tool::Iptables,
+            "bridge b",
+            &["-C", "FORWARD", "--comment", "aloft:b x"],
+        );
+        assert_eq!(
+            cmd.display(),
+            "iptables -w 10 -C FORWARD --comment 'aloft:b x'"
+        );
+        let batch = HostCommand::ip_batch("m", Some("ns"), &["link set lo up".to_string()]);
+        assert_eq!(batch.display(), r#"ip -n ns -batch - <<< "link set lo up""#);
+    }
+}
