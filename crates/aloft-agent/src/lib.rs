@@ -31,9 +31,10 @@ use aloft_store::{Durability, Store};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use aloft_proxy::ProxyConfig;
-pub use aloft_runtime::LogLimits;
 /// The per-container shim's entry point (`aloft shim <dir>`; see `aloft_runtime::container::shim`).
 pub use aloft_runtime::container::shim::main as shim_main;
+pub use aloft_runtime::net::{Ipv4Net, NetConfig};
+pub use aloft_runtime::LogLimits;
 pub use controller::{Controller, MachineChange};
 pub use settings::{AgentConfig, DEFAULT_LISTEN};
 
@@ -114,7 +115,12 @@ impl Agent {
         let (runtime, events) = Runtime::new(RuntimeConfig {
             data_dir: config.data_dir.join("runtime"),
             logs: config.logs,
-            containers: Some(aloft_runtime::ContainerConfig::detect(None)),
+            containers: Some(aloft_runtime::ContainerConfig::detect(Some(Arc::new(
+                aloft_runtime::container::netns::LazyNetwork::new(
+                    config.network.clone(),
+                    &config.data_dir.join("runtime").join("net"),
+                ),
+            )))),
         })?;
         Agent::start_locked(config, lock, Arc::new(runtime), events).await
     }

@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub proxy: Option<aloft_proxy::ProxyConfig>,
     /// Bounds on what requests may ask of this host.
     pub limits: Limits,
+    /// The bridge and subnet of container machines (set up on the first container start).
+    pub network: aloft_runtime::net::NetConfig,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -70,6 +72,7 @@ impl AgentConfig {
             logs: aloft_runtime::LogLimits::default(),
             proxy: Some(aloft_proxy::ProxyConfig::default()),
             limits: Limits::default(),
+            network: aloft_runtime::net::NetConfig::default(),
         }
     }
 }

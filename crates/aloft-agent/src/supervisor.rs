@@ -33,6 +33,10 @@ pub trait Supervisor: Send + Sync + 'static {
     fn containers_left(&self) -> Vec<String>;
     fn adopt(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<Adopted, RuntimeError>>;
     fn reap_container(&self, machine_id: &str);
+    /// The machine is destroyed: free what it kept between runs (its network).
+    fn release(&self, machine_id: &str);
+    /// Frees what machines not in `keep` kept (start-up, after the store was read).
+    fn keep_only(&self, keep: &[String]);
 }
 
 impl Supervisor for Runtime {
@@ -70,5 +74,11 @@ impl Supervisor for Runtime {
     }
     fn reap_container(&self, machine_id: &str) {
         Runtime::reap_container(self, machine_id)
+    }
+    fn release(&self, machine_id: &str) {
+        Runtime::release(self, machine_id)
+    }
+    fn keep_only(&self, keep: &[String]) {
+        Runtime::keep_only(self, keep)
     }
 }

@@ -27,8 +27,8 @@ use std::time::Duration;
 use aloft_api::{ExitEvent, MachineConfig};
 
 pub use cgroup::CgroupMode;
-pub use supervisor::Adopted;
 pub use container::{ContainerConfig, ContainerImage, Netns};
+pub use supervisor::Adopted;
 
 /// How the runtime is set up by the agent.
 #[derive(Clone, Debug)]
@@ -234,9 +234,28 @@ impl Runtime {
         supervisor::reap_container(&self.inner, machine_id)
     }
 
+    /// Frees what a destroyed machine kept between runs: its network namespace and address.
+    pub fn release(&self, machine_id: &str) {
+        if let Ok(c) = &self.inner.containers {
+            container::release_network(c, machine_id);
+        }
+    }
+
+    /// Frees the networks of every machine not in `keep` (after a restart: the machines that
+    /// exist are kept).
+    pub fn keep_only(&self, keep: &[String]) {
+        if let Ok(Some(net)) = self.inner.containers.as_ref().map(|c| c.network.as_ref()) {
+            net.keep_only(keep);
+        }
+    }
+
     /// Whether containers can run here, or why not.
     pub fn containers(&self) -> Result<(), String> {
-        self.inner.containers.as_ref().map(|_| ()).map_err(Clone::clone)
+        self.inner
+            .containers
+            .as_ref()
+            .map(|_| ())
+            .map_err(Clone::clone)
     }
 
     /// A free host port for each service `internal_port` of `config` (and each check port),

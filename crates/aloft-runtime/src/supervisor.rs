@@ -279,9 +279,6 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
         Err(e) => {
             inner.machines().remove(&machine_id);
             inner.records.remove(&machine_id);
-            if let Ok(c) = &inner.containers {
-                container::release_network(c, &machine_id);
-            }
             if let Some(cg) = &cgroup {
                 let cg = cg.clone();
                 let _ =
@@ -361,7 +358,10 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<Adopte
         container::Found::Running(c, tail) => {
             let pid = c.pid;
             slot.lock().pid = Some(pid);
-            (First::Running(running_container((c, tail))), Adopted::Running { pid })
+            (
+                First::Running(running_container((c, tail))),
+                Adopted::Running { pid },
+            )
         }
         container::Found::Exited(record) => (
             First::Exited(Outcome {
@@ -372,7 +372,13 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<Adopte
             Adopted::Exited,
         ),
     };
-    let task = tokio::spawn(supervise(inner.clone(), slot.clone(), plan, first, oom_base));
+    let task = tokio::spawn(supervise(
+        inner.clone(),
+        slot.clone(),
+        plan,
+        first,
+        oom_base,
+    ));
     *slot.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     Ok(adopted)
 }
@@ -766,9 +772,6 @@ async fn finish(inner: &Arc<Inner>, slot: &Arc<Slot>, plan: &Plan, exit: ExitEve
     inner.records.remove(machine_id);
     inner.ports.release(machine_id);
     if plan.spec.container.is_some() {
-        if let Ok(c) = &inner.containers {
-            container::release_network(c, machine_id);
-        }
         let (dir, id) = (inner.dir.clone(), machine_id.clone());
         let _ = tokio::task::spawn_blocking(move || container::remove(&dir, &id)).await;
     }

@@ -106,6 +106,10 @@ impl AgentProc {
         if !chooses_proxy {
             command.args(["--proxy-bind", "127.0.0.1"]);
         }
+        if !launch.args.contains(&"--bridge") {
+            let (bridge, subnet) = crate::containers::network_for(data_dir);
+            command.args(["--bridge", &bridge, "--subnet", &subnet]);
+        }
         command.env("ALOFT_LOG", "warn").stdout(Stdio::null());
         for (k, v) in &launch.env {
             command.env(k, v);

@@ -15,6 +15,7 @@
 //! crate's `tests/it/`.
 
 pub mod agent;
+pub mod containers;
 pub mod privileged;
 pub mod procs;
 pub mod reap;

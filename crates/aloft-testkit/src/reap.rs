@@ -1,4 +1,5 @@
-//! Reaping what an agent left behind: its machines' processes and cgroups.
+//! Reaping what an agent left behind: its machines' processes and cgroups (and, through
+//! [`crate::containers::reap_containers`], its containers and their network).
 //!
 //! An agent's runtime records each running machine in `<data-dir>/runtime/pids/<machine id>`
 //! (JSON: `machine_id`, `pid`, `pgid`, `start_time`; see `aloft-runtime`'s `orphans` module)
@@ -43,6 +44,9 @@ pub fn reap_machines(data_dir: &Path, dead_agent: Option<u32>) -> Vec<String> {
             break;
         }
         reaped.extend(killed);
+    }
+    if nix::unistd::geteuid().is_root() {
+        crate::containers::reap_containers(data_dir);
     }
     reaped.sort();
     reaped.dedup();

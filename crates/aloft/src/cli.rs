@@ -98,6 +98,13 @@ pub struct AgentArgs {
     /// Time an API client has to send a request head (and between requests on one connection).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub api_header_timeout: std::time::Duration,
+    /// Bridge that container machines' network namespaces join (made on the first container
+    /// start; one agent per bridge).
+    #[arg(long, default_value = "aloft0")]
+    pub bridge: String,
+    /// Subnet of container machines' private addresses (the bridge takes the first address).
+    #[arg(long, default_value = "10.209.0.0/16")]
+    pub subnet: aloft_agent::Ipv4Net,
 }
 
 fn parse_connections(s: &str) -> Result<usize, String> {

@@ -26,7 +26,9 @@ fn main() -> ExitCode {
     // `aloft shim <dir>`: the agent's per-container shim (internal, not a user command). It
     // forks first thing, so it runs before clap, tracing or any thread.
     let mut args = std::env::args_os();
-    if let (Some(_), Some(cmd), Some(dir), None) = (args.next(), args.next(), args.next(), args.next()) {
+    if let (Some(_), Some(cmd), Some(dir), None) =
+        (args.next(), args.next(), args.next(), args.next())
+    {
         if cmd == "shim" {
             aloft_agent::shim_main(std::path::Path::new(&dir));
         }

@@ -237,6 +237,10 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         api_header_timeout: args.api_header_timeout,
         ..aloft_agent::settings::Limits::default()
     };
+    config.network = aloft_agent::NetConfig {
+        bridge: args.bridge,
+        subnet: args.subnet,
+    };
     config
 }
 

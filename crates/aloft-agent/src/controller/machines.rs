@@ -848,6 +848,8 @@ impl Controller {
                     .await?;
             }
         }
+        let (sup, mid) = (self.sup.clone(), id.to_string());
+        let _ = tokio::task::spawn_blocking(move || sup.release(&mid)).await;
         self.forget_lock(id);
         Ok(())
     }

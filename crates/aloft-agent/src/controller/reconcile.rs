@@ -61,6 +61,9 @@ impl Controller {
         };
         let live = self.db(|s| s.read(|tx| tx.live_machines())).await?;
         let left = self.sup.containers_left();
+        let existing: Vec<String> = live.iter().map(|r| r.id.clone()).collect();
+        let sup = self.sup.clone();
+        let _ = tokio::task::spawn_blocking(move || sup.keep_only(&existing)).await;
         let adoptable: Vec<String> = live
             .iter()
             .filter(|r| had_process(r.state) && r.desired == DesiredState::Started)
@@ -82,7 +85,9 @@ impl Controller {
                             continue;
                         }
                         Ok(Adopted::NotFound) => {}
-                        Err(e) => tracing::warn!(machine = %rec.id, "cannot adopt its container: {e}"),
+                        Err(e) => {
+                            tracing::warn!(machine = %rec.id, "cannot adopt its container: {e}")
+                        }
                     }
                 }
             }

@@ -244,4 +244,6 @@ impl Supervisor for FakeSupervisor {
         Box::pin(async { Ok(Adopted::NotFound) })
     }
     fn reap_container(&self, _machine_id: &str) {}
+    fn release(&self, _machine_id: &str) {}
+    fn keep_only(&self, _keep: &[String]) {}
 }

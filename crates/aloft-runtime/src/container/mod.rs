@@ -13,6 +13,7 @@
 //! process, which a shim gives anyway. The init is `tini` (Debian's `tini-static`), mounted
 //! read-only into every container.
 
+pub mod netns;
 pub mod rootfs;
 pub mod shim;
 pub mod spec;
@@ -91,12 +92,15 @@ impl ContainerConfig {
 
 /// What a container needs from the network: its namespace and address.
 pub trait Netns: Send + Sync {
-    /// The machine's network namespace file and private address (the same while attached).
+    /// The machine's network namespace file and private address, made on first use and the
+    /// same until [`Netns::detach`].
     fn attach(&self, machine_id: &str) -> Result<(PathBuf, Ipv4Addr), String>;
-    /// Frees what [`Netns::attach`] gave. Idempotent.
+    /// The machine's address, if it has one now (no host changes).
+    fn address(&self, machine_id: &str) -> Option<Ipv4Addr>;
+    /// Frees what [`Netns::attach`] gave (the machine is destroyed). Idempotent.
     fn detach(&self, machine_id: &str);
-    /// Machines attached now (after a restart: what a previous agent attached).
-    fn attached(&self) -> Vec<String>;
+    /// Detaches every machine not in `keep` (after an agent restart: destroyed meanwhile).
+    fn keep_only(&self, keep: &[String]);
 }
 
 /// The image side of a container launch.
@@ -177,11 +181,7 @@ pub(crate) async fn start(
     }
     fs::write(&hosts, hosts_text).map_err(io(&hosts))?;
     fs::write(&hostname, format!("{}\n", spec.machine_id)).map_err(io(&hostname))?;
-    let env = spec::environment(
-        &s.image.env,
-        &spec.config.env,
-        &platform_env(spec, ip),
-    );
+    let env = spec::environment(&s.image.env, &spec.config.env, &platform_env(spec, ip));
     let cwd = if s.image.workdir.is_empty() {
         "/".to_string()
     } else {
@@ -246,35 +246,26 @@ pub(crate) async fn start(
     let line = line.trim_end();
     let pid = match line.split_once('\t') {
         Some(("started", pid)) => pid.parse::<u32>().ok(),
-        Some(("failed", why)) => {
-            release_network(s.config, &spec.machine_id);
-            return Err(fail(why.to_string()));
-        }
+        Some(("failed", why)) => return Err(fail(why.to_string())),
         _ => None,
     };
     let Some(pid) = pid else {
-        release_network(s.config, &spec.machine_id);
         return Err(fail(format!(
             "the shim ended without starting the container (it said {line:?})"
         )));
     };
-    let shim_pid = read_pid(&dir.join(shim::SHIM_PID_FILE)).ok_or_else(|| {
-        fail("the shim started the container but left no shim.pid".to_string())
-    })?;
+    let shim_pid = read_pid(&dir.join(shim::SHIM_PID_FILE))
+        .ok_or_else(|| fail("the shim started the container but left no shim.pid".to_string()))?;
     let pidfd = pidfd(shim_pid).map_err(|e| fail(format!("cannot watch the shim: {e}")))?;
     Ok((Container { dir, pid, pidfd }, tail))
 }
 
 /// The private address of a started container, if it has one.
 pub(crate) fn address(config: &ContainerConfig, machine_id: &str) -> Option<Ipv4Addr> {
-    let net = config.network.as_ref()?;
-    if !net.attached().iter().any(|m| m == machine_id) {
-        return None;
-    }
-    net.attach(machine_id).ok().map(|(_, ip)| ip)
+    config.network.as_ref()?.address(machine_id)
 }
 
-/// Frees the machine's network namespace and address (after its last run).
+/// Frees the machine's network namespace and address (it is destroyed).
 pub(crate) fn release_network(config: &ContainerConfig, machine_id: &str) {
     if let Some(net) = &config.network {
         net.detach(machine_id);
@@ -321,7 +312,12 @@ fn platform_env(spec: &LaunchSpec, ip: Option<Ipv4Addr>) -> BTreeMap<String, Str
 impl Container {
     /// Waits for the shim to end and returns how the container ended (`exit.json`; a shim that
     /// died without writing it counts as a SIGKILL, and what it held is cleaned up here).
-    pub(crate) async fn wait(&mut self, config: &ContainerConfig, runtime_dir: &Path, machine_id: &str) -> shim::ExitRecord {
+    pub(crate) async fn wait(
+        &mut self,
+        config: &ContainerConfig,
+        runtime_dir: &Path,
+        machine_id: &str,
+    ) -> shim::ExitRecord {
         loop {
             match self.pidfd.readable().await {
                 Ok(mut guard) => {
@@ -338,7 +334,10 @@ impl Container {
         {
             Some(record) => record,
             None => {
-                tracing::warn!(machine_id, "its shim died without recording the exit; cleaning up after it");
+                tracing::warn!(
+                    machine_id,
+                    "its shim died without recording the exit; cleaning up after it"
+                );
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(self.pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
@@ -437,7 +436,6 @@ pub(crate) fn reap(config: Option<&ContainerConfig>, runtime_dir: &Path, machine
     }
     if let Some(config) = config {
         force_delete(config, runtime_dir, machine_id);
-        release_network(config, machine_id);
     }
     rootfs::unmount(&dir);
     let _ = fs::remove_dir_all(&dir);
@@ -455,8 +453,11 @@ fn is_shim(pid: u32, dir: &Path) -> bool {
     fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
         let dir = dir.as_os_str().as_encoded_bytes();
         c.split(|b| *b == 0).any(|arg| arg == dir)
-    }) && !fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+    }) && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
 }
 
 fn read_pid(path: &Path) -> Option<u32> {
@@ -465,14 +466,17 @@ fn read_pid(path: &Path) -> Option<u32> {
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+    fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?,
+    )?;
     fs::rename(tmp, path)
 }
 
 /// A pidfd for `pid`, readable once the process has exited.
 fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
-    let pid = rustix::process::Pid::from_raw(pid as i32)
-        .ok_or_else(|| std::io::Error::other("pid 0"))?;
+    let pid =
+        rustix::process::Pid::from_raw(pid as i32).ok_or_else(|| std::io::Error::other("pid 0"))?;
     let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
     register(fd)
 }

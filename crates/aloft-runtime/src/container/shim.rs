@@ -323,7 +323,11 @@ struct Spool {
 impl Spool {
     fn open(dir: &Path, bound: u64) -> Spool {
         let path = dir.join(OUTPUT_FILE);
-        let file = OpenOptions::new().create(true).append(true).open(&path).ok();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok();
         let written = file
             .as_ref()
             .and_then(|f| f.metadata().ok())
@@ -344,7 +348,11 @@ impl Spool {
         if self.written + bytes.len() as u64 > self.bound {
             let path = self.dir.join(OUTPUT_FILE);
             let _ = fs::rename(&path, rotated_output(&self.dir));
-            self.file = OpenOptions::new().create(true).append(true).open(&path).ok();
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok();
             self.written = 0;
         }
         if let Some(f) = &mut self.file {

@@ -181,7 +181,11 @@ mod tests {
 
     #[test]
     fn image_env_then_config_then_platform() {
-        let image = vec!["PATH=/app/bin".to_string(), "A=image".into(), "B=image".into()];
+        let image = vec![
+            "PATH=/app/bin".to_string(),
+            "A=image".into(),
+            "B=image".into(),
+        ];
         let config = BTreeMap::from([("B".to_string(), "config".to_string())]);
         let platform = BTreeMap::from([("PORT".to_string(), "8080".to_string())]);
         assert_eq!(

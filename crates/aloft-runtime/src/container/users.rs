@@ -89,7 +89,10 @@ pub fn resolve(user: &str, layers: &[PathBuf]) -> Result<User, String> {
 /// above deleted it with a whiteout).
 fn read_top(layers: &[PathBuf], rel: &str) -> String {
     let path = Path::new(rel);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     for layer in layers.iter().rev() {
         let candidate = layer.join(path);
         if let Ok(meta) = std::fs::symlink_metadata(&candidate) {
@@ -122,7 +125,11 @@ mod tests {
     #[test]
     fn names_ids_and_groups() {
         let t = tempfile::tempdir().unwrap();
-        let base = layer(&t.path().join("0"), "root:x:0:0::/:/bin/sh\n", "root:x:0:\n");
+        let base = layer(
+            &t.path().join("0"),
+            "root:x:0:0::/:/bin/sh\n",
+            "root:x:0:\n",
+        );
         let top = layer(
             &t.path().join("1"),
             "root:x:0:0::/:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n",
@@ -133,13 +140,26 @@ mod tests {
         assert_eq!(u("").unwrap().uid, 0);
         assert_eq!(
             u("app").unwrap(),
-            User { uid: 1000, gid: 1001, additional_gids: vec![50] }
+            User {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![50]
+            }
         );
         assert_eq!(u("1000").unwrap().gid, 1001);
-        assert_eq!(u("4242").unwrap(), User { uid: 4242, gid: 4242, additional_gids: vec![] });
+        assert_eq!(
+            u("4242").unwrap(),
+            User {
+                uid: 4242,
+                gid: 4242,
+                additional_gids: vec![]
+            }
+        );
         assert_eq!(u("app:staff").unwrap().gid, 50);
         assert_eq!(u("app:7").unwrap().gid, 7);
-        assert!(u("nobody").unwrap_err().contains("does not exist in the image"));
+        assert!(u("nobody")
+            .unwrap_err()
+            .contains("does not exist in the image"));
         assert!(u("app:wheel").unwrap_err().contains("group \"wheel\""));
     }
 }

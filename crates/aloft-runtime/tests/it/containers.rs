@@ -17,10 +17,7 @@ use crate::common::{spec, tuning, PATIENCE};
 /// The `aloft` binary next to this test's (`target/<profile>/aloft`).
 fn aloft_binary() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("no target dir")?;
+    let profile_dir = exe.parent().and_then(Path::parent).ok_or("no target dir")?;
     let bin = profile_dir.join("aloft");
     if bin.is_file() {
         Ok(bin)

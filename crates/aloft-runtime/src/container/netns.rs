@@ -1,0 +1,86 @@
+//! The container side of [`crate::net`]: a [`Netns`] over a [`Network`] set up on first use, so
+//! an agent that never runs a container never touches the host's network.
+//!
+//! A machine keeps its namespace and address from its first start until it is destroyed
+//! ([`Netns::detach`], called through `Runtime::release`): a restart or a stop/start costs no
+//! network work, and the address the proxy routes to stays the same.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use super::Netns;
+use crate::net::{NetConfig, Network};
+
+/// A [`Network`] created on the first attach.
+pub struct LazyNetwork {
+    config: NetConfig,
+    state_dir: PathBuf,
+    network: OnceLock<Result<Network, String>>,
+}
+
+impl LazyNetwork {
+    /// `state_dir` keeps the address records (the agent passes `<data-dir>/runtime/net`).
+    pub fn new(config: NetConfig, state_dir: &Path) -> LazyNetwork {
+        LazyNetwork {
+            config,
+            state_dir: state_dir.to_path_buf(),
+            network: OnceLock::new(),
+        }
+    }
+
+    fn network(&self) -> Result<&Network, String> {
+        self.network
+            .get_or_init(|| {
+                Network::setup(self.config.clone(), &self.state_dir).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Whether a previous agent left records (then the network must be set up to clean them).
+    fn has_records(&self) -> bool {
+        std::fs::read_dir(&self.state_dir).is_ok_and(|mut d| d.next().is_some())
+    }
+}
+
+impl Netns for LazyNetwork {
+    fn attach(&self, machine_id: &str) -> Result<(PathBuf, Ipv4Addr), String> {
+        let net = self.network()?;
+        let attachment = match net.attachment(machine_id) {
+            Some(a) if a.netns_path.exists() => a,
+            _ => net.attach(machine_id).map_err(|e| e.to_string())?,
+        };
+        Ok((attachment.netns_path, attachment.ip))
+    }
+
+    fn address(&self, machine_id: &str) -> Option<Ipv4Addr> {
+        let net = self.network.get()?.as_ref().ok()?;
+        net.attachment(machine_id).map(|a| a.ip)
+    }
+
+    fn detach(&self, machine_id: &str) {
+        if self.network.get().is_none() && !self.has_records() {
+            return;
+        }
+        if let Ok(net) = self.network() {
+            if let Err(e) = net.detach(machine_id) {
+                tracing::warn!(machine_id, "cannot remove its network namespace: {e}");
+            }
+        }
+    }
+
+    fn keep_only(&self, keep: &[String]) {
+        if self.network.get().is_none() && !self.has_records() {
+            return;
+        }
+        match self.network().map(|net| net.reap_unknown(keep)) {
+            Ok(Ok(gone)) if !gone.is_empty() => {
+                tracing::info!(machines = ?gone, "removed network namespaces of machines that are gone")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("cannot remove leftover network namespaces: {e}"),
+            Err(e) => tracing::warn!("cannot set up the machine network: {e}"),
+        }
+    }
+}
