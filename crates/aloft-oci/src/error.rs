@@ -33,6 +33,8 @@ pub enum OciError {
         current: u64,
         requested: u64,
     },
+    #[error("another upload of {0} is in progress; retry when it has finished")]
+    UploadBusy(Digest),
     #[error("{what} is not valid JSON of the expected form: {source}")]
     BadJson {
         what: String,
@@ -81,6 +83,9 @@ impl OciError {
 
     /// True when the error is the client's (bad input), not the agent's.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, OciError::Io { .. } | OciError::NotFound(_))
+        !matches!(
+            self,
+            OciError::Io { .. } | OciError::NotFound(_) | OciError::UploadBusy(_)
+        )
     }
 }

@@ -173,11 +173,7 @@ impl ContentStore {
     fn claim(&self, d: &Digest) -> OciResult<Busy<'_>> {
         let mut set = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(d.clone()) {
-            return Err(OciError::Invalid {
-                what: format!("upload of {d}"),
-                why: "another upload of this blob is in progress; retry when it has finished"
-                    .into(),
-            });
+            return Err(OciError::UploadBusy(d.clone()));
         }
         Ok(Busy {
             set: &self.busy,
@@ -234,6 +230,17 @@ impl ContentStore {
                 .fetch_add(n as u64, Ordering::Relaxed);
         }
         Ok(at)
+    }
+
+    /// Drops what an upload of `d` received so far (it starts again from 0).
+    pub fn discard_upload(&self, d: &Digest) -> OciResult<()> {
+        let _busy = self.claim(d)?;
+        match std::fs::remove_file(self.partial_path(d)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(OciError::io(self.partial_path(d))(e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Finishes the upload of `d`: checks its sha256 (and `declared_size`) and moves it into
