@@ -49,6 +49,7 @@ pub async fn patch_blob(
     q: Params,
     req: Request,
 ) -> HttpResult<DeployOutcome> {
+    st.ctl.get_app(&app).await?;
     let offset = q.uint("offset", false)?.ok_or_else(|| {
         HttpError::bad_request(
             "query parameter offset is required: where the bytes go (GET …/upload tells)",
@@ -73,6 +74,7 @@ pub async fn put_blob(
     q: Params,
     req: Request,
 ) -> HttpResult<DeployOutcome> {
+    st.ctl.get_app(&app).await?;
     let size = q.uint("size", false)?;
     let body = stream(req);
     Ok(st
@@ -92,6 +94,7 @@ pub async fn put_manifest(
     P((app, digest)): P<(String, String)>,
     req: Request,
 ) -> HttpResult<DeployOutcome> {
+    st.ctl.get_app(&app).await?;
     let body = axum::body::to_bytes(req.into_body(), MAX_MANIFEST_BYTES)
         .await
         .map_err(|e| {
