@@ -10,7 +10,7 @@ pub mod local;
 pub mod push;
 
 pub use client::{block_on, is_not_found, status_error, Client, ScaleAnswer, StatusError};
-pub use push::{PushProgress, PushedImage};
 pub use local::{data_dir_from, local_agent, LocalAgent};
+pub use push::{PushProgress, PushedImage};
 /// HTTP types callers need to read a [`StatusError`] or the agent's URL.
 pub use reqwest::{Method, StatusCode, Url};

@@ -60,7 +60,8 @@ impl Client {
         layout_dir: &Path,
         on_progress: impl FnMut(PushProgress),
     ) -> anyhow::Result<PushedImage> {
-        self.push_image_ref(app, layout_dir, None, on_progress).await
+        self.push_image_ref(app, layout_dir, None, on_progress)
+            .await
     }
 
     /// Pushes the image named `reference` (the layout's `org.opencontainers.image.ref.name`;
