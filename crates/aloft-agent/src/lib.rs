@@ -161,6 +161,12 @@ impl Agent {
             config.limits.clone(),
         ));
         ctl.set_images_dir(config.data_dir.join("images"));
+        let oci_dir = config.data_dir.join("oci");
+        let oci = tokio::task::spawn_blocking(move || aloft_oci::ContentStore::open(&oci_dir))
+            .await
+            .map_err(|e| AgentError::Reconcile(e.to_string()))?
+            .map_err(|e| AgentError::Reconcile(format!("opening the OCI image store: {e}")))?;
+        ctl.set_oci_store(oci);
         tokio::spawn(ctl.clone().run_runtime_events(events));
         let report = ctl
             .reconcile()

@@ -16,6 +16,15 @@
 //! | `GET /v1/apps/{app}/releases/{version}/events?follow=true&after=N` | – | `200` NDJSON of `ReleaseEventRecord` with `seq > N`; with `follow` the stream stays open until the release reaches a terminal status (the last line is a `finished` event) |
 //! | `PUT /v1/apps/{app}/images/{sha256hex}` | the tar bytes (`application/x-tar`) | `201` [`crate::images::ImageInfo`] stored; `200` already present; `400` digest mismatch |
 //! | `GET`/`HEAD /v1/apps/{app}/images/{sha256hex}` | – | `200` [`crate::images::ImageInfo`] / `404` |
+//! | `HEAD /v1/apps/{app}/blobs/{digest}` | – | `200` with `Content-Length` when the OCI blob (`sha256:<hex>`) is stored, `404` when it must be uploaded |
+//! | `GET /v1/apps/{app}/blobs/{digest}/upload` | – | `200` [`crate::images::UploadOffset`]: how many bytes of an interrupted upload the agent has (0 when none) |
+//! | `PATCH /v1/apps/{app}/blobs/{digest}?offset=N` | bytes (`application/octet-stream`) | `202` [`crate::images::UploadOffset`] after appending at `N`; `409` (status `wrong_offset`) when `N` is not where the upload is (`GET …/upload` tells); `413` past the size limit; a cut-off body keeps what arrived |
+//! | `PUT /v1/apps/{app}/blobs/{digest}?size=S` | optional last bytes | `201` [`crate::images::BlobInfo`] committed (sha256 and size verified), `200` already present; `400` digest or size mismatch (nothing stored, upload again) |
+//! | `PUT /v1/apps/{app}/manifests/{digest}` | the manifest JSON | `201` [`crate::images::OciImageInfo`]: verified, every layer unpacked, recorded for the app; `400` digest mismatch, bad manifest, or blobs missing (named) |
+//! | `GET /v1/apps/{app}/oci-images` | – | `200` [`crate::images::OciImageList`], newest first |
+//! | `GET /v1/apps/{app}/oci-images/{digest}` | – | `200` [`crate::images::OciImageInfo`] / `404` |
+//! | `GET /v1/images/stats` | – | `200` [`crate::images::BlobStats`] since the agent started |
+//! | `POST /v1/images/gc` | – | `200` [`crate::images::ImageGcReport`]: removes OCI images, blobs and layers that no live machine and none of each app's last 5 releases use (also done after each release) |
 //! | `POST /v1/apps/{app}/scale` | [`crate::groups::ScaleCountRequest`] | `201 Release` with `scale` set: the agent records the counts and the frozen machine changes in one transaction and carries them out like a deploy (resumable, events as a release's); `200 ScalePreview` with `dry_run` or when nothing is to change (the counts are still recorded then); `409` while a release of the app runs; `422` unknown group, bad count, over the agent's limit, no complete release |
 //! | `POST /v1/apps/{app}/scale/guest` | [`crate::groups::ScaleGuestRequest`] | `201 Release` with `scale.guest` set: the frozen list of machines and their new guests (machines already at it left out), carried out by the agent one machine at a time, each started one waited on until healthy (resumable, events as a release's); `200 GuestPlan` with `dry_run` or when no machine is to change; `409` while a release of the app runs; `422` unknown or missing group, no machine in it, bad size, memory not valid for the size, memory over what this host can give |
 //! | `GET /v1/apps/{app}/process_groups` | – | `200` [`crate::groups::GroupCounts`] (remembered desired counts) |
@@ -23,6 +32,9 @@
 //! | `GET /v1/apps/{app}/logs?group=G&machine=ID&region=R&follow=true&limit=N` | – | `200` NDJSON of [`crate::LogLine`] (the last `limit` lines, then new ones while `follow`) |
 //! | `GET /v1/proxy` | – | `200 [`[`crate::ProxyPort`]`]`; `404` when the agent runs without a proxy |
 //! | `GET /v1/regions` | – | `200 [`[`crate::regions::RegionInfo`]`]` |
+
+/// `status` of the 409 error body when a blob `PATCH` is not at the upload's offset.
+pub const STATUS_WRONG_OFFSET: &str = "wrong_offset";
 
 /// `status` of the 409 error body when a deploy would destroy unconfirmed machines.
 pub const STATUS_CONFIRMATION_REQUIRED: &str = "confirmation_required";
@@ -74,6 +86,28 @@ pub fn release_events(app: &str, version: u64) -> String {
 /// `hex` is the sha256 hex without the `sha256:` prefix.
 pub fn image(app: &str, hex: &str) -> String {
     format!("/v1/apps/{app}/images/{hex}")
+}
+/// An OCI blob; `digest` is `sha256:<hex>`.
+pub fn blob(app: &str, digest: &str) -> String {
+    format!("/v1/apps/{app}/blobs/{digest}")
+}
+pub fn blob_upload(app: &str, digest: &str) -> String {
+    format!("/v1/apps/{app}/blobs/{digest}/upload")
+}
+pub fn manifest(app: &str, digest: &str) -> String {
+    format!("/v1/apps/{app}/manifests/{digest}")
+}
+pub fn oci_images(app: &str) -> String {
+    format!("/v1/apps/{app}/oci-images")
+}
+pub fn oci_image(app: &str, digest: &str) -> String {
+    format!("/v1/apps/{app}/oci-images/{digest}")
+}
+pub fn image_stats() -> String {
+    "/v1/images/stats".to_string()
+}
+pub fn image_gc() -> String {
+    "/v1/images/gc".to_string()
 }
 pub fn process_groups(app: &str) -> String {
     format!("/v1/apps/{app}/process_groups")

@@ -70,7 +70,7 @@ impl Client {
         &self.base
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let mut rb = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             rb = rb.bearer_auth(t.trim());
@@ -79,7 +79,7 @@ impl Client {
     }
 
     /// Sends a request; non-2xx answers become [`StatusError`], transport errors say how to fix them.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -121,7 +121,7 @@ impl Client {
         .into())
     }
 
-    async fn json<T: DeserializeOwned>(
+    pub(crate) async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

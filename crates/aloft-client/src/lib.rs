@@ -1,5 +1,5 @@
 //! HTTP client of the Aloft agent: the Machines API and the agent's own routes (releases,
-//! images, scale, process-group counts, logs, proxy ports), with paths from
+//! images, scale, process-group counts, logs, proxy ports), pushing OCI images ([`push`]), with paths from
 //! `aloft_api::routes`, and how a client finds the local agent ([`local`]).
 //!
 //! The CLI talks to every agent, the embedded one too, only through this client, so it
@@ -7,8 +7,10 @@
 
 mod client;
 pub mod local;
+pub mod push;
 
 pub use client::{block_on, is_not_found, status_error, Client, ScaleAnswer, StatusError};
 pub use local::{data_dir_from, local_agent, LocalAgent};
+pub use push::{PushProgress, PushedImage};
 /// HTTP types callers need to read a [`StatusError`] or the agent's URL.
 pub use reqwest::{Method, StatusCode, Url};

@@ -54,6 +54,26 @@ pub struct ImageRow {
     pub created_at: String,
 }
 
+/// An OCI image (by manifest digest) uploaded to an app; it runs only in that app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OciImageRow {
+    pub app: String,
+    /// The manifest's `sha256:<hex>`.
+    pub digest: String,
+    /// Bytes of its blobs (manifest, config, layers).
+    pub size: u64,
+    pub created_at: String,
+}
+
+fn oci_image_from_row(r: &Row<'_>) -> rusqlite::Result<OciImageRow> {
+    Ok(OciImageRow {
+        app: r.get(0)?,
+        digest: r.get(1)?,
+        size: r.get::<_, i64>(2)? as u64,
+        created_at: r.get(3)?,
+    })
+}
+
 const RELEASE_COLUMNS: &str = "app, version, id, status, body, created_at, updated_at";
 
 fn release_from_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
@@ -238,6 +258,58 @@ impl Tx<'_> {
             .optional()?)
     }
 
+    // ---- OCI images ----
+
+    /// Records an OCI image of an app (keeping the first `created_at` when it is there).
+    pub fn put_oci_image(&self, i: &OciImageRow) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO oci_images (app, digest, size, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, digest) DO UPDATE SET size = excluded.size",
+            )?
+            .execute(params![i.app, i.digest, i.size as i64, i.created_at])?;
+        Ok(())
+    }
+
+    pub fn oci_image(&self, app: &str, digest: &str) -> Result<Option<OciImageRow>, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT app, digest, size, created_at FROM oci_images WHERE app = ?1 AND digest = ?2",
+            )?
+            .query_row([app, digest], oci_image_from_row)
+            .optional()?)
+    }
+
+    /// The OCI images of an app (every app's when `None`), newest first.
+    pub fn oci_images(&self, app: Option<&str>) -> Result<Vec<OciImageRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT app, digest, size, created_at FROM oci_images
+             WHERE ?1 IS NULL OR app = ?1 ORDER BY created_at DESC, app, digest",
+        )?;
+        let rows = stmt.query_map([app], oci_image_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets an OCI image of an app (after garbage collection removed it).
+    pub fn delete_oci_image(&self, app: &str, digest: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached("DELETE FROM oci_images WHERE app = ?1 AND digest = ?2")?
+            .execute([app, digest])?
+            > 0)
+    }
+
+    /// `config.image` of every machine that is not destroyed (what garbage collection keeps).
+    pub fn live_machine_images(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT DISTINCT json_extract(config, '$.image') FROM machines
+             WHERE state <> 'destroyed' AND json_extract(config, '$.image') IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     // ---- per-group desired counts ----
 
     /// The remembered desired machine count of each process group of an app.
@@ -270,7 +342,13 @@ impl Tx<'_> {
     /// Deletes the releases, release events, image rows and group counts of an app (part of
     /// deleting the app; image directories on disk are shared by digest and left alone).
     pub(crate) fn delete_deploy_state(&self, app: &str) -> Result<(), StoreError> {
-        for table in ["release_events", "releases", "images", "group_counts"] {
+        for table in [
+            "release_events",
+            "releases",
+            "images",
+            "oci_images",
+            "group_counts",
+        ] {
             self.conn()
                 .execute(&format!("DELETE FROM {table} WHERE app = ?1"), [app])?;
         }

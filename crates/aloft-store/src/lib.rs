@@ -24,7 +24,7 @@ mod reserve;
 mod tx;
 
 pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
-pub use deploys::{ImageRow, ReleaseEventRow, ReleaseRow, UNFINISHED_STATUSES};
+pub use deploys::{ImageRow, OciImageRow, ReleaseEventRow, ReleaseRow, UNFINISHED_STATUSES};
 pub use error::StoreError;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};

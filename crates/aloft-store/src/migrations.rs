@@ -3,7 +3,8 @@
 //! To change the schema, append a [`Migration`] to [`MIGRATIONS`] with the next version number
 //! (never edit one that has shipped). Each migration runs in one transaction together with the
 //! `user_version` bump, so a crash leaves the database at the previous or the next version, never
-//! in between. Version 2 added the deploy state (releases, their events, images, group counts).
+//! in between. Version 2 added the deploy state (releases, their events, images, group counts), version 3
+//! the OCI images of each app (`oci_images`: app → manifest digest).
 
 use rusqlite::Connection;
 
@@ -122,6 +123,19 @@ CREATE TABLE group_counts (
     grp         TEXT NOT NULL,
     count       INTEGER NOT NULL,
     PRIMARY KEY (app, grp)
+);
+"#,
+    },
+    Migration {
+        version: 3,
+        description: "OCI images uploaded to each app (manifest digests)",
+        sql: r#"
+CREATE TABLE oci_images (
+    app         TEXT NOT NULL REFERENCES apps(name),
+    digest      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (app, digest)
 );
 "#,
     },

@@ -73,6 +73,9 @@ fn status_of(e: &DomainError) -> (StatusCode, &'static str) {
             (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
         }
         DomainError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
+        DomainError::WrongOffset(_) => {
+            (StatusCode::CONFLICT, aloft_api::routes::STATUS_WRONG_OFFSET)
+        }
         DomainError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads"),
         DomainError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unknown"),
     }
@@ -144,6 +147,7 @@ mod tests {
             (DomainError::not_found("m"), 404, "not_found"),
             (DomainError::precondition("m"), 412, "failed_precondition"),
             (DomainError::LeaseHeld("m".into()), 409, "lease_held"),
+            (DomainError::WrongOffset("m".into()), 409, "wrong_offset"),
             (DomainError::LeaseConflict("m".into()), 409, "invalid"),
             (
                 DomainError::ReleaseRunning("m".into()),

@@ -9,6 +9,7 @@ mod images;
 mod leases;
 mod machines;
 mod misc;
+mod oci;
 mod proxy;
 mod releases;
 mod respond;
@@ -96,6 +97,23 @@ pub fn routes() -> ApiRoutes {
     );
     t.add(M::PUT, "/v1/apps/{app}/images/{hex}", images::put);
     t.add(M::GET, "/v1/apps/{app}/images/{hex}", images::get);
+    t.add(M::HEAD, "/v1/apps/{app}/blobs/{digest}", oci::head_blob);
+    t.add(M::PATCH, "/v1/apps/{app}/blobs/{digest}", oci::patch_blob);
+    t.add(M::PUT, "/v1/apps/{app}/blobs/{digest}", oci::put_blob);
+    t.add(
+        M::GET,
+        "/v1/apps/{app}/blobs/{digest}/upload",
+        oci::upload_offset,
+    );
+    t.add(
+        M::PUT,
+        "/v1/apps/{app}/manifests/{digest}",
+        oci::put_manifest,
+    );
+    t.add(M::GET, "/v1/apps/{app}/oci-images", oci::list);
+    t.add(M::GET, "/v1/apps/{app}/oci-images/{digest}", oci::show);
+    t.add(M::GET, "/v1/images/stats", oci::stats);
+    t.add(M::POST, "/v1/images/gc", oci::gc);
     t.add(M::GET, "/v1/apps/{app}/process_groups", groups::list);
     t.add(M::POST, "/v1/apps/{app}/scale", groups::scale);
     t.add(M::POST, "/v1/apps/{app}/scale/guest", groups::scale_guest);

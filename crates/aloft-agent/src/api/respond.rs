@@ -3,6 +3,7 @@
 //! deployer) executes it, and the outcome leaves through here.
 
 use aloft_api::groups::GroupCounts;
+use aloft_api::images::UploadOffset;
 use aloft_api::LeaseEnvelope;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -62,6 +63,19 @@ impl IntoResponse for DeployOutcome {
                 };
                 (status, Json(info)).into_response()
             }
+            DeployOutcome::UploadOffset(offset) => {
+                (StatusCode::ACCEPTED, Json(UploadOffset { offset })).into_response()
+            }
+            DeployOutcome::Blob { created, info } => {
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                (status, Json(info)).into_response()
+            }
+            DeployOutcome::OciImage(info) => (StatusCode::CREATED, Json(*info)).into_response(),
+            DeployOutcome::ImageGc(report) => Json(report).into_response(),
             DeployOutcome::GroupCounts(counts) => Json(GroupCounts { counts }).into_response(),
             DeployOutcome::ScalePreview(p) => Json(p).into_response(),
             DeployOutcome::GuestPlan(p) => Json(*p).into_response(),

@@ -43,6 +43,9 @@ pub enum DomainError {
     /// An upload is larger than the agent accepts.
     #[error("{0}")]
     TooLarge(String),
+    /// A blob upload was continued at another offset than where it is (the message names it).
+    #[error("{0}")]
+    WrongOffset(String),
     /// The agent is already doing as many of these as it allows; retry later.
     #[error("{0}")]
     Busy(String),
@@ -94,6 +97,7 @@ impl DomainError {
             | DomainError::CapacityExceeded { message: m, .. }
             | DomainError::InsufficientStorage(m)
             | DomainError::TooLarge(m)
+            | DomainError::WrongOffset(m)
             | DomainError::Busy(m)
             | DomainError::Internal(m) => m,
         }

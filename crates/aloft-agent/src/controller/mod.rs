@@ -17,6 +17,7 @@ mod error;
 mod leases;
 mod logs;
 mod machines;
+mod oci;
 mod ports;
 mod reconcile;
 mod runtime_events;
@@ -27,6 +28,7 @@ pub use capacity::Reserve;
 pub use error::{DomainError, DomainResult};
 pub use logs::Logs;
 pub use machines::validate_config;
+pub use oci::{oci_digest, oci_error};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,6 +61,8 @@ pub struct Controller {
     checks_run: std::sync::atomic::AtomicBool,
     /// `<data-dir>/images`: where uploaded images are unpacked (set once at agent start).
     images_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// `<data-dir>/oci`: the OCI image store (set once at agent start; see `oci`).
+    oci: std::sync::OnceLock<aloft_oci::ContentStore>,
     /// Held while external ports are checked and the machine claiming them is written (`ports`).
     port_claims: tokio::sync::Mutex<()>,
     limits: crate::settings::Limits,
@@ -89,6 +93,7 @@ impl Controller {
             checks: Default::default(),
             checks_run: Default::default(),
             images_dir: std::sync::OnceLock::new(),
+            oci: std::sync::OnceLock::new(),
             port_claims: Default::default(),
             limits,
             host_memory_mb: capacity::host_memory_mb(),

@@ -1,4 +1,5 @@
-//! The deploy engine's actions: releases, image uploads, group counts and `scale count`, `scale vm|memory`, each a
+//! The deploy engine's actions: releases, image uploads (app directories, OCI blobs and
+//! manifests, image garbage collection), group counts and `scale count`, `scale vm|memory`, each a
 //! typed [`DeployAction`] that [`Deployer::execute`] carries out, answering a [`DeployOutcome`]
 //! or a [`DomainError`](crate::controller::DomainError) that `api/` turns into a status and a body (as for the controller's
 //! `Action`s).
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
-use aloft_api::images::ImageInfo;
+use aloft_api::images::{BlobInfo, ImageGcReport, ImageInfo, OciImageInfo};
 use aloft_deploy::messages::{ConfirmationRequired, CreateReleaseRequest, ScalePreview};
 use aloft_deploy::plan::DeployPlan;
 use aloft_deploy::scale::GuestPlan;
@@ -39,6 +40,28 @@ pub enum DeployAction {
         hex: String,
         body: UploadBody,
     },
+    /// Append bytes to an OCI blob upload at `offset` (`PATCH …/blobs/{digest}`).
+    AppendBlob {
+        app: String,
+        digest: String,
+        offset: u64,
+        body: UploadBody,
+    },
+    /// Append the optional last bytes, verify and commit an OCI blob (`PUT …/blobs/{digest}`).
+    CommitBlob {
+        app: String,
+        digest: String,
+        size: Option<u64>,
+        body: UploadBody,
+    },
+    /// Store, unpack and record an OCI image manifest for the app.
+    PutManifest {
+        app: String,
+        digest: String,
+        body: bytes::Bytes,
+    },
+    /// Garbage-collect the OCI image store.
+    CollectImages,
     /// Remember the desired machine count of a process group.
     SetGroupCount {
         app: String,
@@ -70,6 +93,31 @@ impl std::fmt::Debug for DeployAction {
                 .field("app", app)
                 .field("hex", hex)
                 .finish_non_exhaustive(),
+            DeployAction::AppendBlob {
+                app,
+                digest,
+                offset,
+                ..
+            } => f
+                .debug_struct("AppendBlob")
+                .field("app", app)
+                .field("digest", digest)
+                .field("offset", offset)
+                .finish_non_exhaustive(),
+            DeployAction::CommitBlob {
+                app, digest, size, ..
+            } => f
+                .debug_struct("CommitBlob")
+                .field("app", app)
+                .field("digest", digest)
+                .field("size", size)
+                .finish_non_exhaustive(),
+            DeployAction::PutManifest { app, digest, .. } => f
+                .debug_struct("PutManifest")
+                .field("app", app)
+                .field("digest", digest)
+                .finish_non_exhaustive(),
+            DeployAction::CollectImages => f.write_str("CollectImages"),
             DeployAction::SetGroupCount { app, group, count } => f
                 .debug_struct("SetGroupCount")
                 .field("app", app)
@@ -101,6 +149,14 @@ pub enum DeployOutcome {
     ConfirmationRequired(ConfirmationRequired),
     /// The image is stored; `created` is false when it already was.
     Image { created: bool, info: ImageInfo },
+    /// Where an OCI blob upload now is.
+    UploadOffset(u64),
+    /// An OCI blob is committed; `created` is false when it already was there.
+    Blob { created: bool, info: BlobInfo },
+    /// An OCI image is stored and unpacked.
+    OciImage(Box<OciImageInfo>),
+    /// What garbage collection removed.
+    ImageGc(ImageGcReport),
     /// The app's remembered counts after the change.
     GroupCounts(BTreeMap<String, u32>),
     /// A scale dry run, or a scale with nothing to change (its counts are recorded).
@@ -127,6 +183,27 @@ impl Deployer {
                 let (created, info) = self.put_image(&app, &hex, body).await?;
                 DeployOutcome::Image { created, info }
             }
+            DeployAction::AppendBlob {
+                app,
+                digest,
+                offset,
+                body,
+            } => DeployOutcome::UploadOffset(
+                self.append_blob(&app, &digest, Some(offset), body).await?,
+            ),
+            DeployAction::CommitBlob {
+                app,
+                digest,
+                size,
+                body,
+            } => {
+                let (created, info) = self.commit_blob(&app, &digest, size, body).await?;
+                DeployOutcome::Blob { created, info }
+            }
+            DeployAction::PutManifest { app, digest, body } => {
+                DeployOutcome::OciImage(Box::new(self.put_manifest(&app, &digest, body).await?))
+            }
+            DeployAction::CollectImages => DeployOutcome::ImageGc(self.collect_images().await?),
             DeployAction::SetGroupCount { app, group, count } => {
                 DeployOutcome::GroupCounts(self.set_group_count(&app, &group, count).await?)
             }

@@ -17,6 +17,7 @@
 pub mod actions;
 pub mod guest;
 pub mod images;
+pub mod oci;
 pub mod scale;
 pub mod target;
 
@@ -235,6 +236,9 @@ impl Deployer {
                     tracing::warn!(app = %k.app, version = k.version, error = %e, "release failed")
                 }
             }
+            if let Err(e) = me.collect_images().await {
+                tracing::warn!(error = %e, "image garbage collection after a release failed");
+            }
             let mut runs = me.runs.lock().unwrap_or_else(|p| p.into_inner());
             if runs.get(&k.app).is_some_and(|r| r.version == k.version) {
                 runs.remove(&k.app);
@@ -300,13 +304,18 @@ impl Deployer {
         // A dry run may name an image the client uploads only once the plan is confirmed: the
         // plan does not depend on the image, so its configs are checked at the real request.
         let mut image_pending = false;
+        // An OCI image (manifest digest) pushed to the app: its configs are checked at launch
+        // (the container path), and its ownership here.
+        let mut oci = false;
         if let Some(digest) = req.image_digest.clone() {
             let hex = aloft_deploy::image::digest_hex(&digest)
                 .map_err(|e| DomainError::invalid_request(e.to_string()))?;
-            if self.image(app, hex).await.is_err() {
+            let d = crate::controller::oci_digest(&format!("sha256:{hex}"))?;
+            oci = self.ctl.oci_image_owned(app, &d).await?;
+            if !oci && self.image(app, hex).await.is_err() {
                 if !dry_run {
                     return Err(DomainError::not_found(format!(
-                        "image {digest} has not been uploaded to app {app:?}: PUT it to /v1/apps/{app}/images/{hex} first"
+                        "image {digest} has not been uploaded to app {app:?}: push it (aloft deploy), or PUT it to /v1/apps/{app}/images/{hex} (an app directory) or /v1/apps/{app}/manifests/sha256:{hex} (an OCI image) first"
                     ))
                     .into());
                 }
@@ -314,8 +323,8 @@ impl Deployer {
             }
             req.spec.image = image_ref(app, &format!("sha256:{hex}"));
         }
-        self.check_spec(&req, !image_pending)?;
-        if !image_pending {
+        self.check_spec(&req, !image_pending && !oci)?;
+        if !image_pending && !oci {
             self.ctl.check_image_owner(app, &req.spec.image).await?;
         }
         self.check_ports(app, &req.spec).await?;

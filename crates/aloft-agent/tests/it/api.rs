@@ -201,7 +201,10 @@ async fn missing_or_wrong_auth_is_401_and_changes_nothing() {
                 StatusCode::UNAUTHORIZED,
                 "{method} {path} with {auth:?}"
             );
-            assert_json_error(status, &body, &format!("{method} {path}"));
+            if method != Method::HEAD {
+                // A HEAD answer has no body.
+                assert_json_error(status, &body, &format!("{method} {path}"));
+            }
         }
     }
     assert_eq!(h.machine("authz", id).await, before);
@@ -302,7 +305,10 @@ async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
             let body = json!({"config": {"image": h.image(), "init": {"exec": ["true"]}}, "signal": "SIGTERM", "value": "v", "app_name": "x"});
             let (status, v) = h.send(method.clone(), &path, Some(body)).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {v}");
-            assert_json_error(status, &v, &path);
+            if method != Method::HEAD {
+                // A HEAD answer has no body.
+                assert_json_error(status, &v, &path);
+            }
         }
     }
 

@@ -47,6 +47,15 @@ fn the_router_serves_every_path_the_client_calls() {
         (Method::PUT, routes::group_count("a", "web")),
         (Method::POST, routes::scale("a")),
         (Method::GET, routes::logs("a")),
+        (Method::HEAD, routes::blob("a", "sha256:ab")),
+        (Method::GET, routes::blob_upload("a", "sha256:ab")),
+        (Method::PATCH, routes::blob("a", "sha256:ab")),
+        (Method::PUT, routes::blob("a", "sha256:ab")),
+        (Method::PUT, routes::manifest("a", "sha256:ab")),
+        (Method::GET, routes::oci_images("a")),
+        (Method::GET, routes::oci_image("a", "sha256:ab")),
+        (Method::GET, routes::image_stats()),
+        (Method::POST, routes::image_gc()),
     ];
     let unserved: Vec<String> = calls
         .iter()

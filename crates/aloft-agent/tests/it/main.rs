@@ -5,5 +5,6 @@
 
 mod api;
 mod client_paths;
+mod oci;
 mod openapi;
 mod proxy;

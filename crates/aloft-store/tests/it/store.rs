@@ -293,3 +293,69 @@ fn list_entries_follow_every_committed_change_and_ignore_rolled_back_ones() {
         .collect();
     assert_eq!(ids, ["bbbbbbbbbbbbbb"]);
 }
+
+#[test]
+fn oci_images_are_per_app_and_live_machine_images_skip_destroyed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db"), Durability::default()).unwrap();
+    let row = |app: &str, d: &str, at: &str| aloft_store::OciImageRow {
+        app: app.into(),
+        digest: d.into(),
+        size: 7,
+        created_at: at.into(),
+    };
+    store
+        .write(|tx| {
+            tx.insert_app(&app("a"))?;
+            tx.insert_app(&app("b"))?;
+            tx.put_oci_image(&row("a", "sha256:1", "t1"))?;
+            tx.put_oci_image(&row("a", "sha256:2", "t2"))?;
+            tx.put_oci_image(&row("b", "sha256:1", "t3"))?;
+            // Again: the first created_at stays.
+            tx.put_oci_image(&row("a", "sha256:1", "t9"))?;
+            let mut live = machine("m1", "a", "one", "iad", "app");
+            live.config.image = "aloft/a@sha256:1".into();
+            let mut gone = machine("m2", "a", "two", "iad", "app");
+            gone.config.image = "aloft/a@sha256:2".into();
+            gone.state = MachineState::Destroyed;
+            tx.insert_machine(&live)?;
+            tx.insert_machine(&gone)?;
+            Ok(())
+        })
+        .unwrap();
+    store
+        .read(|tx| {
+            let a: Vec<(String, String)> = tx
+                .oci_images(Some("a"))?
+                .into_iter()
+                .map(|r| (r.digest, r.created_at))
+                .collect();
+            assert_eq!(
+                a,
+                [
+                    ("sha256:2".into(), "t2".into()),
+                    ("sha256:1".into(), "t1".into())
+                ]
+            );
+            assert_eq!(tx.oci_images(None)?.len(), 3);
+            assert!(
+                tx.oci_image("b", "sha256:2")?.is_none(),
+                "images are per app"
+            );
+            assert_eq!(tx.live_machine_images()?, ["aloft/a@sha256:1"]);
+            Ok(())
+        })
+        .unwrap();
+    store
+        .write(|tx| {
+            assert!(tx.delete_oci_image("a", "sha256:1")?);
+            tx.delete_app("b").map(drop)
+        })
+        .unwrap();
+    store
+        .read(|tx| {
+            assert_eq!(tx.oci_images(None)?.len(), 1);
+            Ok(())
+        })
+        .unwrap();
+}

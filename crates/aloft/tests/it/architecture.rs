@@ -66,7 +66,8 @@ fn library_crates_respect_their_boundaries() {
     if crates.contains(&"aloft-deploy".to_string()) {
         assert_allowed("aloft-deploy", &["aloft-api", "aloft-config"]);
     }
-    assert_allowed("aloft-client", &["aloft-api", "aloft-deploy"]);
+    assert_allowed("aloft-client", &["aloft-api", "aloft-deploy", "aloft-oci"]);
+    assert_allowed("aloft-oci", &[]);
 }
 
 #[test]
