@@ -25,6 +25,23 @@ pub struct ResolvedImage {
 }
 
 impl ResolvedImage {
+    /// An OCI image from the agent's store: the machine runs as a container of it.
+    pub fn container(reference: &str, image: aloft_oci::PreparedImage) -> ResolvedImage {
+        let config = image.config;
+        ResolvedImage {
+            dir: image.layer_dirs.last().cloned().unwrap_or_default(),
+            reference: reference.trim().to_string(),
+            entrypoint: config.entrypoint,
+            cmd: config.cmd,
+            container: Some(aloft_runtime::ContainerImage {
+                layers: image.layer_dirs,
+                env: config.env,
+                workdir: config.workdir.unwrap_or_default(),
+                user: config.user.unwrap_or_default(),
+            }),
+        }
+    }
+
     /// The `image_ref` object of the machine.
     pub fn image_ref(&self) -> ImageRef {
         if let Some((repository, digest)) = self.reference.split_once('@') {

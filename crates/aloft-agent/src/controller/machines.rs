@@ -36,14 +36,9 @@ pub(super) fn is_running(state: MachineState) -> bool {
     )
 }
 
-/// Refuses configs the agent cannot run; messages name the field. Uploaded images are looked up
-/// under `images_root`.
-pub fn validate_config(
-    config: &MachineConfig,
-    images_root: Option<&std::path::Path>,
-) -> DomainResult<images::ResolvedImage> {
-    let image =
-        images::resolve_in(&config.image, images_root).map_err(DomainError::invalid_config)?;
+/// Refuses configs the agent cannot run from `image` (what `config.image` resolved to, see
+/// [`Controller::resolve_image`]); messages name the field.
+pub fn validate_config(config: &MachineConfig, image: &images::ResolvedImage) -> DomainResult<()> {
     if config.guest.is_some() && config.size.is_some() {
         return Err(DomainError::invalid_config(
             "config.guest and config.size are mutually exclusive; set one",
@@ -105,14 +100,19 @@ pub fn validate_config(
         || !image.entrypoint.is_empty()
         || !image.cmd.is_empty();
     if !has_command {
+        let fix = match &image.container {
+            Some(_) => "give the image an ENTRYPOINT or CMD in its Dockerfile".to_string(),
+            None => format!(
+                "give image {:?} a default command in {}",
+                config.image,
+                images::IMAGE_META
+            ),
+        };
         return Err(DomainError::invalid_config(format!(
-            "nothing to run: set config.init.exec or config.init.cmd, or give image {:?} a default \
-             command in {}",
-            config.image,
-            images::IMAGE_META
+            "nothing to run: set config.init.exec or config.init.cmd, or {fix}"
         )));
     }
-    Ok(image)
+    Ok(())
 }
 
 /// Schedules the Machines API knows.
@@ -178,9 +178,27 @@ impl Controller {
         app: &str,
         config: &MachineConfig,
     ) -> DomainResult<images::ResolvedImage> {
-        let image = validate_config(config, self.images_dir())?;
-        self.check_image_owner(app, &config.image).await?;
+        let image = self.resolve_image(app, &config.image).await?;
+        validate_config(config, &image)?;
         Ok(image)
+    }
+
+    /// What `image` names for `app`: an OCI image pushed to the app (the machine runs as a
+    /// container of it), else a directory image (a directory on the host, or an app directory
+    /// uploaded to the app), which runs as a host process. Another app's upload is refused as
+    /// if it did not exist.
+    pub(crate) async fn resolve_image(
+        &self,
+        app: &str,
+        image: &str,
+    ) -> DomainResult<images::ResolvedImage> {
+        if let Some(prepared) = self.prepared_image(app, image).await? {
+            return Ok(images::ResolvedImage::container(image, prepared));
+        }
+        let resolved =
+            images::resolve_in(image, self.images_dir()).map_err(DomainError::invalid_config)?;
+        self.check_image_owner(app, image).await?;
+        Ok(resolved)
     }
 
     /// Refuses an uploaded image (`aloft/<app>@sha256:…`) that was not uploaded to `app`.
@@ -360,10 +378,14 @@ impl Controller {
         if let Some(ttl) = lease_ttl {
             super::leases::check_ttl(ttl)?;
         }
-        let host_ports = self
-            .sup
-            .allocate_ports(&req.config)
-            .map_err(runtime_failure)?;
+        // A container listens on its own address; only host processes need host ports.
+        let host_ports = match image.container {
+            Some(_) => BTreeMap::new(),
+            None => self
+                .sup
+                .allocate_ports(&req.config)
+                .map_err(runtime_failure)?,
+        };
         let now = now_rfc3339();
         let mut rec = MachineRecord {
             id: ids::machine_id(),
@@ -501,7 +523,9 @@ impl Controller {
             p.dedup();
             p
         };
-        if old_ports != new_ports {
+        if image.container.is_some() {
+            rec.host_ports.clear();
+        } else if old_ports != new_ports || rec.host_ports.is_empty() && !new_ports.is_empty() {
             rec.host_ports = self
                 .sup
                 .allocate_ports(&req.config)
@@ -618,10 +642,10 @@ impl Controller {
             tracing::warn!(machine = %machine_id, %reason, "launch failed");
             reason
         };
-        let image = match images::resolve_in(&rec.config.image, self.images_dir()) {
+        let image = match self.resolve_image(&rec.app, &rec.config.image).await {
             Ok(i) => i,
             Err(reason) => {
-                let reason = fail(reason);
+                let reason = fail(reason.to_string());
                 self.mark_failed(rec, events, &reason).await;
                 return Err(DomainError::invalid_config(reason));
             }

@@ -25,7 +25,6 @@ use serde_json::json;
 
 use super::{event, Controller, FLYD};
 use crate::controller::DomainResult;
-use crate::images;
 
 /// Whether a machine in `state` had a process (or container) when the agent stopped.
 fn had_process(state: MachineState) -> bool {
@@ -77,7 +76,7 @@ impl Controller {
         for mut rec in live {
             let _guard = self.lock(&rec.id).await;
             if left.contains(&rec.id) && adoptable.contains(&rec.id) {
-                if let Ok(image) = images::resolve_in(&rec.config.image, self.images_dir()) {
+                if let Ok(image) = self.resolve_image(&rec.app, &rec.config.image).await {
                     let spec = super::machines::launch_spec(&rec, &image);
                     match self.sup.adopt(spec).await {
                         Ok(Adopted::Running { .. }) | Ok(Adopted::Exited) => {

@@ -51,9 +51,8 @@ impl Controller {
                     | MachineState::Started
                     | MachineState::Created => {
                         rec.state = MachineState::Started;
-                        if let Some(ip) = address {
-                            rec.private_ip = ip.to_string();
-                        }
+                        // A container's own address; a host process has none (host ports).
+                        rec.private_ip = address.map(|ip| ip.to_string()).unwrap_or_default();
                         let req = json!({"pid": pid, "restart_count": rec.restart_count});
                         self.save(rec, vec![event("start", "started", FLYD, Some(req))])
                             .await?;

@@ -304,14 +304,11 @@ impl Deployer {
         // A dry run may name an image the client uploads only once the plan is confirmed: the
         // plan does not depend on the image, so its configs are checked at the real request.
         let mut image_pending = false;
-        // An OCI image (manifest digest) pushed to the app: its configs are checked at launch
-        // (the container path), and its ownership here.
-        let mut oci = false;
         if let Some(digest) = req.image_digest.clone() {
             let hex = aloft_deploy::image::digest_hex(&digest)
                 .map_err(|e| DomainError::invalid_request(e.to_string()))?;
             let d = crate::controller::oci_digest(&format!("sha256:{hex}"))?;
-            oci = self.ctl.oci_image_owned(app, &d).await?;
+            let oci = self.ctl.oci_image_owned(app, &d).await?;
             if !oci && self.image(app, hex).await.is_err() {
                 if !dry_run {
                     return Err(DomainError::not_found(format!(
@@ -323,10 +320,7 @@ impl Deployer {
             }
             req.spec.image = image_ref(app, &format!("sha256:{hex}"));
         }
-        self.check_spec(&req, !image_pending && !oci)?;
-        if !image_pending && !oci {
-            self.ctl.check_image_owner(app, &req.spec.image).await?;
-        }
+        self.check_spec(app, &req, !image_pending).await?;
         self.check_ports(app, &req.spec).await?;
         let plan = self.plan(app, &req).await?;
         if dry_run {
@@ -392,7 +386,12 @@ impl Deployer {
 
     /// Refuses a spec the agent cannot carry out; messages name the group and field. The
     /// groups' machine configs (which need the image) are checked when `configs` is set.
-    fn check_spec(&self, req: &CreateReleaseRequest, configs: bool) -> DomainResult<()> {
+    async fn check_spec(
+        &self,
+        app: &str,
+        req: &CreateReleaseRequest,
+        configs: bool,
+    ) -> DomainResult<()> {
         let spec = &req.spec;
         if spec.groups.is_empty() {
             return Err(DomainError::invalid_config(
@@ -418,18 +417,19 @@ impl Deployer {
                 )));
             }
         }
+        if let Some(group) = spec.groups.keys().find(|g| !valid_group_name(g)) {
+            return Err(DomainError::invalid_config(format!(
+                "process group name {group:?} must be 1-63 letters, digits, '-' or '_'"
+            )));
+        }
+        if !configs {
+            return Ok(());
+        }
+        let image = self.ctl.resolve_image(app, &spec.image).await?;
         for (group, cfg) in &spec.groups {
-            if !valid_group_name(group) {
-                return Err(DomainError::invalid_config(format!(
-                    "process group name {group:?} must be 1-63 letters, digits, '-' or '_'"
-                )));
-            }
-            if !configs {
-                continue;
-            }
             let mut cfg = cfg.clone();
             cfg.image = spec.image.clone();
-            crate::controller::validate_config(&cfg, Some(&self.images_dir)).map_err(|e| {
+            crate::controller::validate_config(&cfg, &image).map_err(|e| {
                 DomainError::invalid_config(format!("process group {group:?}: {e}"))
             })?;
         }
