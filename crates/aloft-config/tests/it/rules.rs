@@ -201,7 +201,10 @@ fn unbuildable_build_keys_are_warnings_that_deploy_refuses() {
         "[build.compose]\nfile = 'docker-compose.yml'\n",
     ] {
         let d = parse(src).diagnostics;
-        assert!(!d.has_errors() && d.deploy_refusals().count() >= 1, "{src}: {d}");
+        assert!(
+            !d.has_errors() && d.deploy_refusals().count() >= 1,
+            "{src}: {d}"
+        );
     }
 }
 
