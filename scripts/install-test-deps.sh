@@ -3,7 +3,9 @@
 # tools in a venv (no network needed once installed). Idempotent and quiet.
 # Keep this list in step with what tests spawn: it is the only place CI learns about it.
 set -euo pipefail
-packages=(curl python3 python3-venv procps)
+# buildah + skopeo: image builds and prebuilt images (crates/aloft/tests/it/build.rs);
+# busybox-static: the static busybox those test images are made of (FROM scratch).
+packages=(curl python3 python3-venv procps buildah skopeo busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -30,13 +30,6 @@ impl ImageSummary {
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.size).sum()
     }
-
-    /// The value of `name` in the image's environment.
-    pub fn env_var(&self, name: &str) -> Option<&str> {
-        self.env
-            .iter()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-    }
 }
 
 /// A blob reference of an OCI manifest or index.
@@ -163,8 +156,7 @@ mod tests {
         assert_eq!(s.digest, "sha256:aa");
         assert_eq!(s.entrypoint, vec!["/bin/sh", "-c"]);
         assert_eq!(s.cmd, vec!["echo hi"]);
-        assert_eq!(s.env_var("GREETING"), Some("hello"));
-        assert_eq!(s.env_var("GREET"), None);
+        assert_eq!(s.env, vec!["PATH=/bin", "GREETING=hello"]);
         assert_eq!(s.working_dir, "/app");
         assert_eq!(s.user, "1000");
         assert_eq!(s.layers.len(), 2);

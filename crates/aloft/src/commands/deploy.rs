@@ -5,7 +5,6 @@
 //! release created on the agent, which carries it out (and resumes it after a restart) while
 //! this command streams its progress. `--build-only` stops once the image is made.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -112,6 +111,17 @@ async fn build_only(input: &DeploySettings, printer: &Printer) -> anyhow::Result
         short(&s.digest),
         s.layers.len(),
         s.size().div_ceil(1024)
+    ));
+    let argv: Vec<String> = s.entrypoint.iter().chain(&s.cmd).cloned().collect();
+    printer.line(format_args!(
+        "Runs: {} (user {}, in {})",
+        aloft_config::shell_join(&argv),
+        if s.user.is_empty() { "root" } else { &s.user },
+        if s.working_dir.is_empty() {
+            "/"
+        } else {
+            &s.working_dir
+        }
     ));
     printer.line(format_args!(
         "OCI layout: {} (image {})",
@@ -312,6 +322,8 @@ pub(crate) async fn follow(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
