@@ -3,8 +3,11 @@
 # tools in a venv (no network needed once installed). Idempotent and quiet.
 # Keep this list in step with what tests spawn: it is the only place CI learns about it.
 set -euo pipefail
-# iproute2 and iptables: machine networking (aloft-runtime net tests, and the agent itself).
-packages=(curl python3 python3-venv procps iproute2 iptables)
+# iproute2 and iptables: machine networking (aloft-runtime net tests, and the agent itself);
+# buildah + skopeo: image builds and prebuilt images (crates/aloft/tests/it/build.rs);
+# runc + tini: container machines (runc runs them, tini-static is their init);
+# busybox-static: the static busybox test images are made of (FROM scratch).
+packages=(curl python3 python3-venv procps iproute2 iptables buildah skopeo runc tini busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -6,7 +6,8 @@
 //!   the content-addressed store `<data-dir>/images/<hex>/` (see [`crate::deploy::images`]).
 //!
 //! The optional file `<dir>/.aloft/image.json` (`{"entrypoint": [...], "cmd": [...]}`) carries
-//! the image ENTRYPOINT/CMD, as the CLI writes it from a Dockerfile.
+//! the image ENTRYPOINT/CMD of a directory image that has one (the CLI no longer writes it: an
+//! app with a Dockerfile is built into an OCI image).
 
 use std::path::{Path, PathBuf};
 

@@ -49,6 +49,11 @@ pub struct Diagnostic {
     pub caret_len: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// A warning that `aloft deploy` turns into an error: the config is valid Fly config that
+    /// Aloft cannot carry out (`[build] builder`…), so `config validate` accepts it and says why
+    /// a deploy will refuse it.
+    #[serde(skip)]
+    pub refused_at_deploy: bool,
 }
 
 impl Diagnostic {
@@ -106,6 +111,10 @@ impl Diagnostics {
             .iter()
             .filter(|d| d.severity == Severity::Warning)
     }
+    /// The warnings a deploy refuses (see [`Diagnostic::refused_at_deploy`]).
+    pub fn deploy_refusals(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.warnings().filter(|d| d.refused_at_deploy)
+    }
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -138,6 +147,7 @@ pub(crate) struct RawDiag {
     pub message: String,
     pub span: Option<Range<usize>>,
     pub hint: Option<String>,
+    pub refused_at_deploy: bool,
 }
 
 /// Collects diagnostics while the config is read; `finish` resolves spans against the source.
@@ -155,6 +165,13 @@ impl Sink {
     pub fn warn(&mut self, span: &Span, message: impl Into<String>, hint: Option<String>) {
         self.push(Severity::Warning, span, message, hint);
     }
+    /// A warning that deploy turns into an error (see [`Diagnostic::refused_at_deploy`]).
+    pub fn refuse_at_deploy(&mut self, span: &Span, message: impl Into<String>, hint: String) {
+        self.push(Severity::Warning, span, message, Some(hint));
+        if let Some(last) = self.raw.last_mut() {
+            last.refused_at_deploy = true;
+        }
+    }
     fn push(
         &mut self,
         severity: Severity,
@@ -167,6 +184,7 @@ impl Sink {
             message: message.into(),
             span: span.clone(),
             hint,
+            refused_at_deploy: false,
         });
     }
     #[cfg(test)]
@@ -258,6 +276,7 @@ fn resolve(r: RawDiag, place: Option<Place>, source: &str, path: &str) -> Diagno
         caret_offset: 0,
         caret_len: 1,
         hint: r.hint,
+        refused_at_deploy: r.refused_at_deploy,
     };
     if let (Some(place), Some(span)) = (place, r.span) {
         let (before, caret_offset) = shown_before(source, place);

@@ -1,22 +1,19 @@
 //! App directory images: the CLI packs the app directory into a deterministic tar
 //! (honouring `.dockerignore` and `.gitignore`), content-addressed by sha256 so an unchanged tree
-//! has the same digest and is not re-sent; the agent unpacks it and reads
-//! `<dir>/.aloft/image.json` for the image ENTRYPOINT/CMD (taken from the Dockerfile, if any).
+//! has the same digest and is not re-sent; the agent unpacks it and runs the machines' commands
+//! in it as host processes (the process runtime of apps without a Dockerfile: their command
+//! comes from fly.toml alone). An app with a Dockerfile is built into an OCI image instead, by
+//! the CLI's `build` module.
 //!
 //! Determinism: entries sorted by path, mtime 0, uid/gid 0, no user names, mode 0644 or 0755
 //! (executable bit kept), symlinks kept as links. Directories are implied by their files.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-
-use crate::dockerfile::{self, ImageConfig};
-
-/// Where the image metadata lives inside an unpacked image.
-pub const IMAGE_JSON: &str = ".aloft/image.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -40,8 +37,6 @@ pub enum ImageError {
     DigestMismatch { expected: String, actual: String },
     #[error("bad image digest {0:?}: expected sha256:<64 hex digits>")]
     BadDigest(String),
-    #[error("{path}: {message}")]
-    Dockerfile { path: PathBuf, message: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
@@ -59,8 +54,6 @@ pub struct PackedImage {
     pub tar: Vec<u8>,
     /// Number of files packed.
     pub files: usize,
-    /// ENTRYPOINT/CMD/WORKDIR/ENV read from the Dockerfile (also stored as `.aloft/image.json`).
-    pub config: ImageConfig,
 }
 
 /// `sha256:<hex>` of bytes.
@@ -130,20 +123,9 @@ pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
     Ok(files)
 }
 
-/// Packs `dir` (see the module doc). The Dockerfile (if any) is read for the image config,
-/// stored in the tar as `.aloft/image.json`.
+/// Packs `dir` (see the module doc).
 pub fn pack_dir(dir: &Path) -> Result<PackedImage, ImageError> {
     let files = list_files(dir)?;
-    let dockerfile_path = dir.join("Dockerfile");
-    let config = if dockerfile_path.is_file() {
-        let text = fs::read_to_string(&dockerfile_path).map_err(io(&dockerfile_path))?;
-        dockerfile::parse(&text).map_err(|message| ImageError::Dockerfile {
-            path: dockerfile_path.clone(),
-            message,
-        })?
-    } else {
-        ImageConfig::default()
-    };
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
     for rel in &files {
@@ -172,20 +154,11 @@ pub fn pack_dir(dir: &Path) -> Result<PackedImage, ImageError> {
                 .map_err(io(&path))?;
         }
     }
-    let json = serde_json::to_vec_pretty(&config).expect("image config serialises");
-    let mut header = tar::Header::new_gnu();
-    header.set_mtime(0);
-    header.set_size(json.len() as u64);
-    header.set_mode(0o644);
-    builder
-        .append_data(&mut header, IMAGE_JSON, json.as_slice())
-        .map_err(io(dir))?;
     let tar = builder.into_inner().map_err(io(dir))?;
     Ok(PackedImage {
         digest: digest_of(&tar),
         tar,
         files: files.len(),
-        config,
     })
 }
 
@@ -280,19 +253,6 @@ fn check_link(rel: &Path, target: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Reads `<dir>/.aloft/image.json` of an unpacked image (default when absent).
-pub fn read_image_config(dir: &Path) -> Result<ImageConfig, ImageError> {
-    let path = dir.join(IMAGE_JSON);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ImageError::Io {
-            path,
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ImageConfig::default()),
-        Err(e) => Err(ImageError::Io { path, source: e }),
-    }
-}
-
 /// Lists the regular files of a tar with their sizes (used by tests and `--dry-run` output).
 pub fn tar_listing(tar_bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, ImageError> {
     let mut out = BTreeMap::new();
@@ -306,17 +266,6 @@ pub fn tar_listing(tar_bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, ImageE
         out.insert(path, data);
     }
     Ok(out)
-}
-
-/// Writes an image config as `<dir>/.aloft/image.json` (for directories used as images as they are).
-pub fn write_image_config(dir: &Path, config: &ImageConfig) -> Result<(), ImageError> {
-    let path = dir.join(IMAGE_JSON);
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    let mut f = fs::File::create(&path).map_err(io(&path))?;
-    f.write_all(&serde_json::to_vec_pretty(config).expect("serialises"))
-        .map_err(io(&path))
 }
 
 #[cfg(test)]
@@ -341,18 +290,13 @@ mod tests {
         write(d, ".git/HEAD", "ref");
         write(d, ".dockerignore", "node_modules\n*.env\n");
         write(d, ".gitignore", "build/\n");
-        write(
-            d,
-            "Dockerfile",
-            "FROM debian\nENTRYPOINT [\"/app/entrypoint.sh\"]\nCMD python3 web.py\n",
-        );
+        write(d, "Dockerfile", "FROM scratch\n");
         let a = pack_dir(d).unwrap();
         let listing = tar_listing(&a.tar).unwrap();
         let names: Vec<&str> = listing.keys().map(String::as_str).collect();
         assert_eq!(
             names,
             vec![
-                ".aloft/image.json",
                 ".dockerignore",
                 ".gitignore",
                 "Dockerfile",
@@ -360,9 +304,6 @@ mod tests {
                 "web.py"
             ]
         );
-        let cfg: ImageConfig = serde_json::from_slice(&listing[".aloft/image.json"]).unwrap();
-        assert_eq!(cfg.entrypoint, vec!["/app/entrypoint.sh"]);
-        assert_eq!(cfg.cmd, vec!["/bin/sh", "-c", "python3 web.py"]);
 
         let b = pack_dir(d).unwrap();
         assert_eq!(a.digest, b.digest, "unchanged tree, same digest");
@@ -405,7 +346,6 @@ mod tests {
                 0o755
             );
         }
-        assert_eq!(read_image_config(&dest).unwrap(), ImageConfig::default());
         let wrong = digest_of(b"other");
         assert!(matches!(
             unpack(&img.tar, &wrong, &dest),

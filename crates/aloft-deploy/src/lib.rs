@@ -7,14 +7,13 @@
 //!   runs; [`scale`] — `scale count|vm|memory|show` planning (§4).
 //! * [`engine`] — carries out a release over the narrow [`DeployTarget`] trait the agent
 //!   implements; resumable after a crash; reports typed [`DeployEvent`]s.
-//! * [`image`] / [`dockerfile`] — content-addressed tarballs of an app directory.
+//! * [`image`] — content-addressed tarballs of an app directory (the process runtime's image).
 //! * [`messages`] — what clients and the agent exchange about releases and scale (deploy
 //!   request, scale preview, destroys to confirm, release event records): data only, the routes
 //!   are `aloft_api::routes`.
 //!
 //! Invariant: knows nothing of HTTP or SQLite (see ARCHITECTURE.md).
 
-pub mod dockerfile;
 pub mod engine;
 pub mod events;
 pub mod image;

@@ -249,9 +249,36 @@ pub struct DeployArgs {
     /// Start the release and return without following it.
     #[arg(long)]
     pub detach: bool,
-    /// Use an image directory on the agent host (dir:///path) instead of uploading this directory.
+    /// Build the image (or fetch the --image) and stop: no release. Prints the OCI layout.
+    #[arg(long)]
+    pub build_only: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// How the app's image is made (`deploy` and `up`); over `[build]` of fly.toml.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BuildArgs {
+    /// A prebuilt container image (local buildah/podman store, local Docker engine, or a
+    /// registry) instead of building; `dir:///path` and `aloft/<app>@sha256:…` name an image
+    /// the agent already has [default: [build] image].
     #[arg(long)]
     pub image: Option<String>,
+    /// The Dockerfile to build [default: [build] dockerfile beside fly.toml, else Dockerfile].
+    #[arg(long)]
+    pub dockerfile: Option<PathBuf>,
+    /// A build argument, KEY=VALUE (repeatable); wins over [build.args].
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// The stage of a multi-stage Dockerfile to build [default: [build] build-target, else the last].
+    #[arg(long)]
+    pub build_target: Option<String>,
+    /// Build every step again instead of reusing the layer cache of earlier builds.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The tag of the built image [default: deployment-<time>].
+    #[arg(long)]
+    pub image_label: Option<String>,
 }
 
 /// `aloft up`.
@@ -268,6 +295,8 @@ pub struct UpArgs {
     /// Deploy and print the URLs, then exit instead of following logs.
     #[arg(long)]
     pub detach: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 /// `aloft status`.

@@ -7,6 +7,7 @@
 //! 0 success, 1 failure the user can fix (invalid config, refused action), 2 usage error
 //! (clap's own).
 
+mod build;
 mod cli;
 mod commands;
 mod printer;

@@ -17,7 +17,9 @@ use aloft_config::{AppConfig, Loaded};
 use aloft_deploy::{DeployOptions, Strategy};
 use anyhow::{anyhow, bail};
 
-use crate::cli::{AgentArgs, AppArgs, Cli, Command, ConfigCommand, DeployArgs, LogsArgs, UpArgs};
+use crate::cli::{
+    AgentArgs, AppArgs, BuildArgs, Cli, Command, ConfigCommand, DeployArgs, LogsArgs, UpArgs,
+};
 use crate::printer::Mode;
 
 /// Every environment variable the CLI reads, with what it sets. (The agent's own variables,
@@ -34,6 +36,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "the local agent's data dir, below --data-dir",
     ),
     ("ALOFT_LOG", "the log filter (tracing directives), over -v"),
+    (
+        "ALOFT_BUILD_ISOLATION",
+        "how buildah runs RUN steps: chroot (default), oci or rootless",
+    ),
+    (
+        "DOCKER_HOST",
+        "the local Docker engine prebuilt images are looked up in (unix://…)",
+    ),
     ("NO_COLOR", "set and not empty: no colour"),
     ("XDG_STATE_HOME", "the default data dir's parent"),
     (
@@ -344,8 +354,103 @@ pub struct DeploySettings {
     pub process_groups: Vec<String>,
     pub yes: bool,
     pub detach: bool,
-    /// An image reference to use instead of uploading the directory.
+    /// How the app's image is made.
+    pub build: BuildSettings,
+    /// `--build-only`: make the image and stop (no release).
+    pub build_only: bool,
+}
+
+/// How buildah runs a Dockerfile's RUN steps (`buildah build --isolation`).
+pub const ISOLATIONS: &[&str] = &["chroot", "oci", "rootless"];
+
+/// How the app's image is made (`crate::build`), resolved from `--image`/`--dockerfile`/
+/// `--build-arg`…, the environment and `[build]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// The build context: the config file's directory.
+    pub context: PathBuf,
+    /// `--image`, else `[build] image`: use this image instead of building.
     pub image: Option<String>,
+    /// `--dockerfile` (as given), else `[build] dockerfile` (relative to the context), else
+    /// `<context>/Dockerfile`.
+    pub dockerfile: PathBuf,
+    /// The Dockerfile was named (flag or fly.toml): it must exist.
+    pub dockerfile_named: bool,
+    /// `[build] ignorefile` (relative to the context); else buildah reads `.dockerignore`.
+    pub ignorefile: Option<PathBuf>,
+    /// `--build-target`, else `[build] build-target`.
+    pub target: Option<String>,
+    /// `[build.args]` overlaid with `--build-arg` (the flag wins per key).
+    pub args: BTreeMap<String, String>,
+    pub no_cache: bool,
+    /// `--image-label`: the built image's tag.
+    pub label: Option<String>,
+    /// One of [`ISOLATIONS`]: `ALOFT_BUILD_ISOLATION`, else `chroot`.
+    pub isolation: String,
+    /// `[build] compression` / `compression_level`: applied when the image is written.
+    pub compression: Option<String>,
+    pub compression_level: Option<i64>,
+    /// Where built images are written as OCI layouts: `<data-dir>/builds`.
+    pub out_dir: PathBuf,
+    /// `DOCKER_HOST` (prebuilt images are also looked up in the Docker engine it names).
+    pub docker_host: Option<String>,
+}
+
+impl BuildSettings {
+    /// Flag > environment > fly.toml > default, for each setting.
+    pub fn resolve(
+        args: BuildArgs,
+        env: &Env,
+        config: &AppConfig,
+        config_path: &Path,
+        data_dir: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let context = config_dir(config_path);
+        let build = config.build.clone().unwrap_or_default();
+        let mut build_args = build.args.clone();
+        for kv in &args.build_args {
+            let Some((k, v)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                bail!("--build-arg {kv:?}: expected KEY=VALUE");
+            };
+            build_args.insert(k.to_string(), v.to_string());
+        }
+        let (dockerfile, dockerfile_named) = match (&args.dockerfile, &build.dockerfile) {
+            (Some(flag), _) => (flag.clone(), true),
+            (None, Some(file)) => (context.join(file), true),
+            (None, None) => (context.join("Dockerfile"), false),
+        };
+        let isolation = env.get("ALOFT_BUILD_ISOLATION").unwrap_or("chroot");
+        if !ISOLATIONS.contains(&isolation) {
+            bail!(
+                "ALOFT_BUILD_ISOLATION={isolation:?}: expected one of {}",
+                ISOLATIONS.join(", ")
+            );
+        }
+        Ok(BuildSettings {
+            image: args.image.or(build.image).filter(|i| !i.is_empty()),
+            dockerfile,
+            dockerfile_named,
+            ignorefile: build.ignorefile.as_ref().map(|f| context.join(f)),
+            target: args.build_target.or(build.build_target),
+            args: build_args,
+            no_cache: args.no_cache,
+            label: args.image_label,
+            isolation: isolation.to_string(),
+            compression: build.compression,
+            compression_level: build.compression_level,
+            out_dir: data_dir.join("builds"),
+            docker_host: env.get("DOCKER_HOST").map(str::to_string),
+            context,
+        })
+    }
+}
+
+/// The directory of a config file (`.` for a bare file name): the app directory.
+pub fn config_dir(config_path: &Path) -> PathBuf {
+    match config_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 impl DeploySettings {
@@ -362,6 +467,13 @@ impl DeploySettings {
             primary_region: args.primary_region,
         };
         let (options, primary_region) = deploy_options(&flags, &loaded.config)?;
+        let build = BuildSettings::resolve(
+            args.build,
+            env,
+            &loaded.config,
+            &args.app.config,
+            data_dir(None, env),
+        )?;
         Ok(DeploySettings {
             config_path: args.app.config,
             loaded,
@@ -371,7 +483,8 @@ impl DeploySettings {
             process_groups: args.process_groups,
             yes: args.yes,
             detach: args.detach,
-            image: args.image,
+            build,
+            build_only: args.build_only,
         })
     }
 }
@@ -394,8 +507,16 @@ impl UpSettings {
             ..DeployFlags::default()
         };
         let (options, primary_region) = deploy_options(&flags, &loaded.config)?;
+        let api = ApiSettings::resolve(env, args.data_dir.as_deref());
+        let build = BuildSettings::resolve(
+            args.build,
+            env,
+            &loaded.config,
+            &args.app.config,
+            api.data_dir.clone(),
+        )?;
         Ok(UpSettings {
-            api: ApiSettings::resolve(env, args.data_dir.as_deref()),
+            api,
             deploy: DeploySettings {
                 config_path: args.app.config,
                 loaded,
@@ -405,7 +526,8 @@ impl UpSettings {
                 process_groups: Vec::new(),
                 yes: args.yes,
                 detach: false,
-                image: None,
+                build,
+                build_only: false,
             },
             detach: args.detach,
         })
@@ -656,13 +778,83 @@ mod tests {
             smoke_checks: true,
             primary_region: None,
             detach: false,
-            image: None,
+            build_only: false,
+            build: BuildArgs::default(),
         };
         let env = Env::from_pairs(&[("ALOFT_APP", "from-env")]);
         let app = |a, e: &Env| DeploySettings::resolve(args(a), e, loaded()).unwrap().app;
         assert_eq!(app(Some("flag"), &env), "flag");
         assert_eq!(app(None, &env), "from-env");
         assert_eq!(app(None, &Env::default()), "from-file");
+    }
+
+    #[test]
+    fn build_flags_over_environment_over_fly_toml() {
+        let (dir, path) = config_file(
+            "app = \"a\"\n[build]\ndockerfile = \"docker/Dockerfile.prod\"\nignorefile = \"docker/.ignore\"\nbuild-target = \"prod\"\ncompression = \"zstd\"\n[build.args]\nA = \"toml\"\nB = \"toml\"\n",
+        );
+        let config = aloft_config::load(&path).unwrap().config;
+        let data = PathBuf::from("/data");
+        let resolve = |args: BuildArgs, env: &Env| {
+            BuildSettings::resolve(args, env, &config, &path, data.clone())
+        };
+        let from_file = resolve(BuildArgs::default(), &Env::default()).unwrap();
+        assert_eq!(from_file.context, dir.path());
+        assert_eq!(
+            from_file.dockerfile,
+            dir.path().join("docker/Dockerfile.prod")
+        );
+        assert!(from_file.dockerfile_named);
+        assert_eq!(
+            from_file.ignorefile,
+            Some(dir.path().join("docker/.ignore"))
+        );
+        assert_eq!(from_file.target.as_deref(), Some("prod"));
+        assert_eq!(from_file.isolation, "chroot");
+        assert_eq!(from_file.compression.as_deref(), Some("zstd"));
+        assert_eq!(from_file.out_dir, PathBuf::from("/data/builds"));
+        assert_eq!(from_file.image, None);
+
+        let flags = BuildArgs {
+            build_args: vec!["B=flag".into(), "C=x=y".into()],
+            build_target: Some("dev".into()),
+            dockerfile: Some(PathBuf::from("other/Dockerfile")),
+            image: Some("localhost/img:1".into()),
+            ..BuildArgs::default()
+        };
+        let env = Env::from_pairs(&[("ALOFT_BUILD_ISOLATION", "oci")]);
+        let flagged = resolve(flags, &env).unwrap();
+        let args: Vec<(&str, &str)> = flagged
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(args, vec![("A", "toml"), ("B", "flag"), ("C", "x=y")]);
+        assert_eq!(flagged.target.as_deref(), Some("dev"));
+        assert_eq!(flagged.dockerfile, PathBuf::from("other/Dockerfile"));
+        assert_eq!(flagged.image.as_deref(), Some("localhost/img:1"));
+        assert_eq!(flagged.isolation, "oci");
+
+        let bad_arg = BuildArgs {
+            build_args: vec!["NOEQUALS".into()],
+            ..BuildArgs::default()
+        };
+        let err = resolve(bad_arg, &Env::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("NOEQUALS") && err.contains("KEY=VALUE"),
+            "{err}"
+        );
+        let env = Env::from_pairs(&[("ALOFT_BUILD_ISOLATION", "vm")]);
+        let err = resolve(BuildArgs::default(), &env).unwrap_err().to_string();
+        assert!(err.contains("chroot, oci, rootless"), "{err}");
+
+        let (dir, path) = config_file("app = \"a\"\n");
+        let config = aloft_config::load(&path).unwrap().config;
+        let plain =
+            BuildSettings::resolve(BuildArgs::default(), &Env::default(), &config, &path, data)
+                .unwrap();
+        assert_eq!(plain.dockerfile, dir.path().join("Dockerfile"));
+        assert!(!plain.dockerfile_named);
     }
 
     #[test]

@@ -484,6 +484,7 @@ impl Decoder<'_> {
         if let Some(n) = t.get("compression_level") {
             b.compression_level = read::int(self.sink, n, "`compression_level` in [build]");
         }
+        self.refuse_unbuildable(n, &b);
         let strategies: Vec<&str> = [
             ("image", b.image.is_some()),
             ("dockerfile", b.dockerfile.is_some()),
@@ -522,6 +523,57 @@ impl Decoder<'_> {
             ],
         );
         b
+    }
+
+    /// `[build]` keys Aloft cannot carry out (no Cloud Native Buildpacks builder, no builtin
+    /// builders, no compose): valid Fly config, so a warning here, and an error at deploy
+    /// ([`crate::Diagnostic::refused_at_deploy`]) unless an image is given to deploy instead.
+    fn refuse_unbuildable(&mut self, n: &Node, b: &Build) {
+        let instead = "write a Dockerfile beside fly.toml (Aloft builds it with buildah), or set \
+                       [build] image to a prebuilt image";
+        let what: [(&str, bool, String); 5] = [
+            (
+                "builder",
+                b.builder.is_some(),
+                "[build] builder (Cloud Native Buildpacks) is not supported: no CNB builder \
+                 (`pack`) is available to Aloft, and deploy refuses it"
+                    .into(),
+            ),
+            (
+                "buildpacks",
+                !b.buildpacks.is_empty(),
+                "[build] buildpacks (Cloud Native Buildpacks) are not supported: no CNB builder \
+                 (`pack`) is available to Aloft, and deploy refuses them"
+                    .into(),
+            ),
+            (
+                "builtin",
+                b.builtin.is_some(),
+                "[build] builtin (Fly's builtin builders) is not supported, and deploy refuses it"
+                    .into(),
+            ),
+            (
+                "settings",
+                !b.settings.is_empty(),
+                "[build.settings] configures a builtin builder, which Aloft does not support; \
+                 deploy refuses it"
+                    .into(),
+            ),
+            (
+                "compose",
+                b.compose_file.is_some() || n.get("compose").is_some(),
+                "[build.compose] (several containers per machine) is not supported, and deploy \
+                 refuses it"
+                    .into(),
+            ),
+        ];
+        for (key, set, message) in what {
+            if set {
+                let span = n.get(key).and_then(|k| k.span.clone());
+                self.sink
+                    .refuse_at_deploy(&span, message, format!("remove `{key}` and {instead}"));
+            }
+        }
     }
 
     pub(super) fn string_map(&mut self, n: &Node, name: &str) -> BTreeMap<String, String> {

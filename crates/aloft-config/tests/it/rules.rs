@@ -176,6 +176,38 @@ fn services_legacy_concurrency_string_ports_and_empty_tables() {
     );
 }
 
+/// Buildpacks, builtins and compose are valid Fly config that Aloft cannot build: `config
+/// validate` accepts them with a warning at the key, which a deploy turns into an error.
+#[test]
+fn unbuildable_build_keys_are_warnings_that_deploy_refuses() {
+    let d = parse(
+        "app = 'a'\n[build]\n  builder = 'paketobuildpacks/builder:base'\n  buildpacks = ['gcr.io/paketo-buildpacks/nodejs']\n  dockerfile = 'Dockerfile'\n  [build.args]\n    A = '1'\n",
+    )
+    .diagnostics;
+    assert!(!d.has_errors(), "{d}");
+    let refused: Vec<_> = d.deploy_refusals().collect();
+    assert_eq!(refused.len(), 2, "{d}");
+    assert_eq!(refused[0].position(), "fly.toml:3:13");
+    assert!(refused[0].message.contains("[build] builder"), "{d}");
+    assert!(refused[0].hint.as_deref().unwrap().contains("Dockerfile"));
+    assert_eq!(refused[1].position(), "fly.toml:4:16");
+    assert!(refused[1].message.contains("buildpacks"), "{d}");
+    // Keys Aloft builds with are not refused.
+    let d = parse("[build]\n  dockerfile = 'Dockerfile.prod'\n  ignorefile = '.ignore'\n  build-target = 'x'\n  compression = 'zstd'\n  compression_level = 3\n  [build.args]\n    A = '1'\n").diagnostics;
+    assert_eq!(d.deploy_refusals().count(), 0, "{d}");
+    for src in [
+        "[build]\nbuiltin = 'go'\n",
+        "[build]\nbuiltin = 'go'\n[build.settings]\nx = 1\n",
+        "[build.compose]\nfile = 'docker-compose.yml'\n",
+    ] {
+        let d = parse(src).diagnostics;
+        assert!(
+            !d.has_errors() && d.deploy_refusals().count() >= 1,
+            "{src}: {d}"
+        );
+    }
+}
+
 #[test]
 fn build_target_alias() {
     let c = ok("[build]\nbuild_target = 'prod'\n");

@@ -1,9 +1,10 @@
 //! `aloft deploy` (flyctl-behaviour §3): fly.toml → release spec (one flattened machine config
-//! per group) → plan shown (machines of removed groups are listed and need a yes) → app
-//! directory packed and uploaded unless unchanged → release created on the agent, which carries
-//! it out (and resumes it after a restart) while this command streams its progress.
+//! per group) → the image: built from the Dockerfile or fetched (`crate::build`), or, with
+//! neither a Dockerfile nor an image, the app directory packed (process runtime) → plan shown
+//! (machines of removed groups are listed and need a yes) → image uploaded unless unchanged →
+//! release created on the agent, which carries it out (and resumes it after a restart) while
+//! this command streams its progress. `--build-only` stops once the image is made.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use aloft_deploy::messages::CreateReleaseRequest;
 use aloft_deploy::{DeployEvent, DeployOptions, Release, ReleaseSpec, ReleaseStatus};
 use anyhow::{anyhow, bail, Context as _};
 
+use crate::build::{self, BuiltImage, ImageSource};
 use crate::commands::Context;
 use crate::printer::Printer;
 use crate::settings::DeploySettings;
@@ -22,6 +24,10 @@ use aloft_client::{block_on, is_not_found, status_error, Client};
 pub fn run(settings: DeploySettings, ctx: &Context) -> anyhow::Result<ExitCode> {
     let client = ctx.client();
     block_on(async move {
+        if settings.build_only {
+            build_only(&settings, ctx.printer).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         match deploy(&client, &settings, ctx.printer).await? {
             Some(_) => Ok(ExitCode::SUCCESS),
             None => Ok(ExitCode::FAILURE),
@@ -55,12 +61,74 @@ pub fn spec_from_config(
     })
 }
 
-/// The directory packed as the app image: the config file's directory.
-pub fn app_dir(config_path: &Path) -> PathBuf {
-    match config_path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+/// Builds or fetches the container image of a Dockerfile or prebuilt-image source; `None` for
+/// the sources that have none (the packed directory, an image the agent has).
+async fn make_image(
+    source: &ImageSource,
+    input: &DeploySettings,
+    printer: &Printer,
+) -> anyhow::Result<Option<BuiltImage>> {
+    let (settings, app) = (&input.build, input.app.as_str());
+    match source {
+        ImageSource::Dockerfile(dockerfile) => {
+            build::buildah::build_image(settings, app, dockerfile, printer)
+                .await
+                .map(Some)
+        }
+        ImageSource::Prebuilt(reference) => {
+            build::prebuilt::fetch(settings, app, reference, printer)
+                .await
+                .map(Some)
+        }
+        ImageSource::Directory | ImageSource::Agent(_) => {
+            build::warn_unused_compression(settings, printer);
+            Ok(None)
+        }
     }
+}
+
+/// `deploy --build-only`: the image made and kept as an OCI layout, whose path is printed.
+async fn build_only(input: &DeploySettings, printer: &Printer) -> anyhow::Result<()> {
+    let source = build::source(&input.build, &input.loaded.diagnostics)?;
+    let Some(built) = make_image(&source, input, printer).await? else {
+        bail!(
+            "nothing to build: {} (--build-only makes container images)",
+            match source {
+                ImageSource::Agent(image) =>
+                    format!("--image {image} names an image the agent has"),
+                _ => format!(
+                    "{} has no Dockerfile and [build] names no image; {}",
+                    input.build.context.display(),
+                    build::PROCESS_RUNTIME_REMARK
+                ),
+            }
+        );
+    };
+    let s = &built.summary;
+    printer.line(format_args!(
+        "Image {} ({}, {} layer(s), {} KB)",
+        built.reference,
+        short(&s.digest),
+        s.layers.len(),
+        s.size().div_ceil(1024)
+    ));
+    let argv: Vec<String> = s.entrypoint.iter().chain(&s.cmd).cloned().collect();
+    printer.line(format_args!(
+        "Runs: {} (user {}, in {})",
+        aloft_config::shell_join(&argv),
+        if s.user.is_empty() { "root" } else { &s.user },
+        if s.working_dir.is_empty() {
+            "/"
+        } else {
+            &s.working_dir
+        }
+    ));
+    printer.line(format_args!(
+        "OCI layout: {} (image {})",
+        built.layout_dir.display(),
+        built.tag
+    ));
+    Ok(())
 }
 
 /// Runs a deploy; `None` when the user declined the plan (nothing changed).
@@ -77,6 +145,7 @@ pub async fn deploy(
         input.primary_region.clone(),
     )?;
     let app = input.app.as_str();
+    let source = build::source(&input.build, &input.loaded.diagnostics)?;
     if let Err(e) = client.get_app(app).await {
         if is_not_found(&e) {
             bail!(
@@ -85,15 +154,28 @@ pub async fn deploy(
         }
         return Err(e);
     }
-    // The image is packed (not uploaded) first: the agent's plan names the digest, and
+    // The image is made (built, fetched or packed; not uploaded) first: the agent's plan names
+    // the digest, and
     // nothing is sent that could change the agent before the user agreed to the plan.
-    let packed = match &input.image {
-        Some(image) => {
+    let built = make_image(&source, input, printer).await?;
+    let packed = match (&source, built) {
+        (_, Some(built)) => {
+            // Shipping an OCI image to the agent, which runs it as a container, is the next
+            // step of issue 11; until it is wired the layout is dropped, nothing is deployed.
+            let _ = built.remove();
+            bail!(
+                "{} is made, but this aloft cannot ship container images to the agent yet: \
+                 `aloft deploy --build-only` keeps it as an OCI layout",
+                built.reference
+            );
+        }
+        (ImageSource::Agent(image), None) => {
             spec.image = image.clone();
             None
         }
-        None => {
-            let dir = app_dir(&input.config_path);
+        (_, None) => {
+            printer.note(build::PROCESS_RUNTIME_REMARK);
+            let dir = input.build.context.clone();
             let packed = tokio::task::spawn_blocking(move || aloft_deploy::image::pack_dir(&dir))
                 .await
                 .context("packing the app directory")??;
@@ -240,6 +322,8 @@ pub(crate) async fn follow(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -261,7 +345,11 @@ mod tests {
             web.init.cmd,
             Some(vec!["python3".to_string(), "web.py".to_string()])
         );
-        assert_eq!(web.init.entrypoint, None, "a group command is CMD");
+        assert_eq!(
+            web.init.entrypoint,
+            Some(vec!["sh".to_string(), "entrypoint.sh".to_string()]),
+            "a group command is CMD: the app's ENTRYPOINT ([experimental]) stays"
+        );
         assert_eq!(web.services.len(), 1);
         assert_eq!(spec.groups["worker"].guest.as_ref().unwrap().cpus, 2);
         assert_eq!(aloft_deploy::plan::new_group_count(&spec, "web"), 2);

@@ -2,8 +2,9 @@
 //! driven by the real `aloft` CLI, replaying every command block of Fly.io's process-groups
 //! guide; a kill -9 of the agent in the middle of a 30-machine deploy; bad input.
 //!
-//! Machines run `sh run.sh <label>` (the group command, a CMD) behind the image ENTRYPOINT
-//! `sh entry.sh` from the app's Dockerfile. Both write what they ran to
+//! Machines run `sh run.sh <label>` (the group command, a CMD) behind the ENTRYPOINT
+//! `sh entry.sh` (`[experimental] entrypoint`: the app has no Dockerfile, so it runs on the
+//! process runtime). Both write what they ran to
 //! `<state>/<machine id>` and `<state>/<machine id>.entry`, so the tests check each machine's
 //! real argv. Every process started here runs in a directory under the test's temp dir; the
 //! tests check that none is left when they end.
@@ -53,11 +54,6 @@ impl World {
         let appdir = tmp.path().join("app");
         std::fs::write(appdir.join("run.sh"), RUN_SH).unwrap();
         std::fs::write(appdir.join("entry.sh"), ENTRY_SH).unwrap();
-        std::fs::write(
-            appdir.join("Dockerfile"),
-            "FROM debian:bookworm-slim\nCOPY . /app\nENTRYPOINT [\"sh\", \"entry.sh\"]\n",
-        )
-        .unwrap();
         let agent = AgentProc::start_with(&tmp.path().join("data"), agent_args, None);
         let w = World {
             tmp,
@@ -76,7 +72,7 @@ impl World {
     /// argument of run.sh) and `extra` TOML.
     fn config(&self, groups: &[(&str, &str)], extra: &str) {
         let mut toml = format!(
-            "app = \"{}\"\nprimary_region = \"gru\"\nkill_signal = \"SIGTERM\"\nkill_timeout = \"2s\"\n\n[env]\nSTATE_DIR = \"{}\"\n\n[processes]\n",
+            "app = \"{}\"\nprimary_region = \"gru\"\nkill_signal = \"SIGTERM\"\nkill_timeout = \"2s\"\n\n[experimental]\nentrypoint = [\"sh\", \"entry.sh\"]\n\n[env]\nSTATE_DIR = \"{}\"\n\n[processes]\n",
             self.app,
             self.state_dir().display()
         );

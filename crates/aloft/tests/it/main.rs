@@ -7,6 +7,7 @@
 mod agent_e2e;
 mod architecture;
 mod attacks;
+mod build;
 mod cli_bad_input;
 mod common;
 mod config_cli;
