@@ -158,16 +158,15 @@ pub async fn deploy(
     // the digest, and
     // nothing is sent that could change the agent before the user agreed to the plan.
     let built = make_image(&source, input, printer).await?;
-    let packed = match (&source, built) {
+    // Removed when the deploy ends, whichever way.
+    let _layout = built.as_ref().map(|b| RemoveOnDrop(b.clone()));
+    let mut image_digest = None;
+    let packed = match (&source, &built) {
         (_, Some(built)) => {
-            // Shipping an OCI image to the agent, which runs it as a container, is the next
-            // step of issue 11; until it is wired the layout is dropped, nothing is deployed.
-            let _ = built.remove();
-            bail!(
-                "{} is made, but this aloft cannot ship container images to the agent yet: \
-                 `aloft deploy --build-only` keeps it as an OCI layout",
-                built.reference
-            );
+            // Named by its manifest digest: pushed once the plan is agreed to.
+            spec.image = image_ref(app, &built.summary.digest);
+            image_digest = Some(built.summary.digest.clone());
+            None
         }
         (ImageSource::Agent(image), None) => {
             spec.image = image.clone();
@@ -186,7 +185,7 @@ pub async fn deploy(
     let filter = (!input.process_groups.is_empty()).then_some(input.process_groups.as_slice());
     let mut req = CreateReleaseRequest {
         spec,
-        image_digest: packed.as_ref().map(|p| p.digest.clone()),
+        image_digest: packed.as_ref().map(|p| p.digest.clone()).or(image_digest),
         process_groups: filter.map(<[String]>::to_vec),
         confirmed_destroy: Vec::new(),
     };
@@ -212,6 +211,9 @@ pub async fn deploy(
         }
     }
     req.confirmed_destroy = plan.destroy_ids();
+    if let Some(built) = &built {
+        push(client, app, built, printer).await?;
+    }
     if let Some(packed) = packed {
         let hex = aloft_deploy::image::digest_hex(&packed.digest)?.to_string();
         let size = packed.tar.len();
@@ -264,6 +266,36 @@ pub async fn deploy(
             err.unwrap_or_else(|| "no reason given".into())
         ),
     }
+}
+
+/// Deletes a built image's OCI layout when dropped.
+struct RemoveOnDrop(BuiltImage);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.remove();
+    }
+}
+
+/// Ships a built image to the agent: only the blobs it lacks, then the manifest.
+async fn push(
+    client: &Client,
+    app: &str,
+    built: &BuiltImage,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let pushed = client
+        .push_image_ref(app, &built.layout_dir, Some(&built.tag), |_| {})
+        .await
+        .with_context(|| format!("pushing image {} to the agent", built.reference))?;
+    printer.line(format_args!(
+        "Image {} pushed: {} blob(s) sent ({} KB), {} already on the agent",
+        short(&pushed.manifest_digest),
+        pushed.blobs_sent,
+        pushed.bytes_sent.div_ceil(1024),
+        pushed.blobs_skipped
+    ));
+    Ok(())
 }
 
 /// An agent without the release routes says so plainly.
