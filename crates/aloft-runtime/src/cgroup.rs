@@ -200,6 +200,16 @@ impl Driver {
     }
 }
 
+/// The `oom_kill` count of a cgroup's OOM file (0 when unreadable: the cgroup is gone).
+pub(crate) fn oom_kills_in(file: &Path) -> u64 {
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("oom_kill "))
+        .find_map(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// One machine's cgroup directories.
 #[derive(Clone, Debug)]
 pub(crate) struct MachineCgroup {
@@ -217,16 +227,16 @@ impl MachineCgroup {
 
     /// How many processes the kernel OOM-killed in this cgroup so far.
     pub(crate) fn oom_kills(&self) -> u64 {
-        let file = if self.v2 {
+        oom_kills_in(&self.oom_file())
+    }
+
+    /// The file that counts OOM kills (`memory.events` on v2, `memory.oom_control` on v1).
+    pub(crate) fn oom_file(&self) -> PathBuf {
+        self.memory.join(if self.v2 {
             "memory.events"
         } else {
             "memory.oom_control"
-        };
-        let text = fs::read_to_string(self.memory.join(file)).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| l.strip_prefix("oom_kill "))
-            .find_map(|n| n.trim().parse().ok())
-            .unwrap_or(0)
+        })
     }
 
     /// Every process in the cgroup.

@@ -367,7 +367,7 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<Adopte
             First::Exited(Outcome {
                 exit_code: record.exit_code,
                 signal: record.signal,
-                oom_killed: false,
+                oom_killed: record.oom_killed,
             }),
             Adopted::Exited,
         ),
@@ -568,6 +568,7 @@ impl Outcome {
 
 /// Waits for the main process, kills what is left of its tree and drains its logs.
 async fn run_to_exit(inner: &Inner, slot: &Slot, running: Running, oom_base: &mut u64) -> Outcome {
+    let mut shim_saw_oom = false;
     let (exit_code, signal) = match running {
         Running::Process {
             child,
@@ -592,11 +593,12 @@ async fn run_to_exit(inner: &Inner, slot: &Slot, running: Running, oom_base: &mu
                 cg.kill_all();
             }
             follow.finish().await;
+            shim_saw_oom = record.oom_killed;
             (record.exit_code, record.signal)
         }
     };
     let oom_now = slot.cgroup.as_ref().map_or(0, MachineCgroup::oom_kills);
-    let oom_killed = oom_now > *oom_base;
+    let oom_killed = shim_saw_oom || oom_now > *oom_base;
     *oom_base = oom_now;
     Outcome {
         exit_code,

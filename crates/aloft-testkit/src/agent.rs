@@ -148,6 +148,15 @@ impl AgentProc {
         let _ = self.child.wait();
     }
 
+    /// SIGTERMs the agent and waits for it to exit, as a graceful restart or upgrade would.
+    pub fn terminate(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+
     pub async fn call(
         &self,
         method: Method,

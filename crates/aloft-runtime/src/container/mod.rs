@@ -218,6 +218,7 @@ pub(crate) async fn start(
         group: s.labels.group.clone(),
         region: s.labels.region.clone(),
         log_file_bytes: s.log_file_bytes,
+        oom_file: s.cgroup.map(MachineCgroup::oom_file),
     };
     write_json(&dir.join(shim::ARGS_FILE), &args).map_err(io(&dir))?;
     let _ = fs::remove_file(dir.join(shim::SHIM_PID_FILE));
@@ -347,7 +348,7 @@ impl Container {
                 shim::ExitRecord {
                     exit_code: 137,
                     signal: libc::SIGKILL,
-                    start_error: None,
+                    ..shim::ExitRecord::default()
                 }
             }
         }
@@ -401,7 +402,7 @@ pub(crate) fn adopt(runtime_dir: &Path, machine_id: &str, logs: &Arc<LogStore>) 
             Some(Found::Exited(exit().unwrap_or(shim::ExitRecord {
                 exit_code: 137,
                 signal: libc::SIGKILL,
-                start_error: None,
+                ..shim::ExitRecord::default()
             })))
         }
     }

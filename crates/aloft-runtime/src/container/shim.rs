@@ -46,6 +46,9 @@ pub struct ShimArgs {
     pub region: String,
     /// `output.log` is rotated past this size (one old file is kept).
     pub log_file_bytes: u64,
+    /// The machine cgroup's OOM counter: read before `runc delete` removes the cgroup.
+    #[serde(default)]
+    pub oom_file: Option<PathBuf>,
 }
 
 /// How the container ended (`exit.json`).
@@ -53,6 +56,9 @@ pub struct ShimArgs {
 pub struct ExitRecord {
     pub exit_code: i32,
     pub signal: i32,
+    /// The kernel killed a process of the container for memory.
+    #[serde(default)]
+    pub oom_killed: bool,
     /// Set when the container never started; the message says why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_error: Option<String>,
@@ -179,7 +185,15 @@ fn run(dir: &Path, args: &ShimArgs) -> i32 {
         return start_failed(dir, args, &why);
     };
     report(&format!("started\t{init_pid}"));
-    let status = wait_for(init_pid);
+    let oom_before = args
+        .oom_file
+        .as_deref()
+        .map_or(0, crate::cgroup::oom_kills_in);
+    let mut status = wait_for(init_pid);
+    status.oom_killed = args
+        .oom_file
+        .as_deref()
+        .is_some_and(|f| crate::cgroup::oom_kills_in(f) > oom_before);
     for r in readers {
         let _ = r.join();
     }
@@ -201,7 +215,7 @@ fn wait_for(pid: i32) -> ExitRecord {
                 return ExitRecord {
                     exit_code: 128 + sig as i32,
                     signal: sig as i32,
-                    start_error: None,
+                    ..ExitRecord::default()
                 }
             }
             Ok(_) => {}
@@ -211,7 +225,7 @@ fn wait_for(pid: i32) -> ExitRecord {
                 return ExitRecord {
                     exit_code: 137,
                     signal: libc::SIGKILL,
-                    start_error: None,
+                    ..ExitRecord::default()
                 };
             }
         }
@@ -239,8 +253,8 @@ fn start_failed(dir: &Path, args: &ShimArgs, why: &str) -> i32 {
         dir,
         &ExitRecord {
             exit_code: 127,
-            signal: 0,
             start_error: Some(why.to_string()),
+            ..ExitRecord::default()
         },
     );
     report(&format!("failed\t{}", why.replace('\n', " ")));

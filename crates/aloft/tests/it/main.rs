@@ -11,6 +11,7 @@ mod build;
 mod cli_bad_input;
 mod common;
 mod config_cli;
+mod containers_e2e;
 mod deploy_e2e;
 mod schemathesis;
 mod up_e2e;
