@@ -6,5 +6,5 @@ while :; do
   now=$(date +%s)
   sleep $((60 - now % 60)) &
   wait $!
-  echo "cron: $(date -u +%H:%M) pending jobs: $(ls "${QUEUE_DIR}" 2>/dev/null | wc -l)"
+  echo "cron: $(date -u +%H:%M) job done"
 done

@@ -1,5 +1,4 @@
 #!/bin/sh
 # The image ENTRYPOINT: runs before every group's command, then hands over to it.
-echo "entrypoint: group=${FLY_PROCESS_GROUP:-?} machine=${FLY_MACHINE_ID:-?} region=${FLY_REGION:-?}"
-mkdir -p "${QUEUE_DIR:-/tmp/hello-groups-queue}"
+echo "entrypoint: group=${FLY_PROCESS_GROUP:-?} machine=${FLY_MACHINE_ID:-?} region=${FLY_REGION:-?} user=$(id -un)"
 exec "$@"

@@ -297,6 +297,12 @@ pub struct UpArgs {
     pub detach: bool,
     #[command(flatten)]
     pub build: BuildArgs,
+    /// Bridge of the embedded agent's container machines (see `aloft agent --bridge`).
+    #[arg(long, default_value = "aloft0")]
+    pub bridge: String,
+    /// Subnet of the embedded agent's container machines (see `aloft agent --subnet`).
+    #[arg(long, default_value = "10.209.0.0/16")]
+    pub subnet: aloft_agent::Ipv4Net,
 }
 
 /// `aloft status`.

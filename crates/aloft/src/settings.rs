@@ -495,6 +495,8 @@ pub struct UpSettings {
     pub deploy: DeploySettings,
     pub api: ApiSettings,
     pub detach: bool,
+    /// The embedded agent's container network, when one is started.
+    pub network: aloft_agent::NetConfig,
 }
 
 impl UpSettings {
@@ -530,6 +532,10 @@ impl UpSettings {
                 build_only: false,
             },
             detach: args.detach,
+            network: aloft_agent::NetConfig {
+                bridge: args.bridge,
+                subnet: args.subnet,
+            },
         })
     }
 }
