@@ -337,7 +337,8 @@ fn a_multi_stage_dockerfile_is_built_with_its_args_target_and_ignore_file() {
     assert!(!stderr.contains("Using cache"), "cache used:\n{stderr}");
 }
 
-/// A RUN step that fails: its output is shown, and the error names the step.
+/// A RUN step that fails (of a Dockerfile named by `--dockerfile`): its output is shown, and
+/// the error names the step.
 #[test]
 fn a_failing_run_step_is_named_with_its_output_shown() {
     if !privileged_or_skip("a_failing_run_step_is_named", can_build()) {
@@ -346,18 +347,18 @@ fn a_failing_run_step_is_named_with_its_output_shown() {
     let app = App::new("fails");
     app.with_busybox();
     app.write(
-        "Dockerfile",
+        "Dockerfile.fails",
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo about to fail && exit 3\nCMD [\"true\"]\n",
     );
     app.config("");
-    let stderr = app.build_fails(&[]);
+    let stderr = app.build_fails(&["--dockerfile", "Dockerfile.fails"]);
     assert!(
         stderr.contains("about to fail"),
         "step output shown:\n{stderr}"
     );
     assert!(
         stderr.contains(
-            "the image build failed at step `RUN echo about to fail && exit 3` of ./Dockerfile (exit status 3): the build output above shows why"
+            "the image build failed at step `RUN echo about to fail && exit 3` of Dockerfile.fails (exit status 3): the build output above shows why"
         ),
         "{stderr}"
     );
