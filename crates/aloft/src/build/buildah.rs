@@ -110,16 +110,25 @@ pub async fn build_image(
     }
     push.push(id.clone().into());
     push.push(oci_destination(&layout_dir, &tag)?.into());
-    let pushed = stream::run(&BUILDAH, stream::command(&BUILDAH, push), printer, false).await?;
-    if !pushed.status.success() {
-        bail!(
-            "writing the built image to {} failed ({}):\n{}",
-            layout_dir.display(),
-            pushed.status,
-            pushed.tail_text()
-        );
-    }
-    let summary = layout::read_summary(&layout_dir, &tag)?;
+    let written = async {
+        let pushed = stream::run(&BUILDAH, stream::command(&BUILDAH, push), printer, false).await?;
+        if !pushed.status.success() {
+            bail!(
+                "writing the built image to {} failed ({}):\n{}",
+                layout_dir.display(),
+                pushed.status,
+                pushed.tail_text()
+            );
+        }
+        layout::read_summary(&layout_dir, &tag)
+    };
+    let summary = match written.await {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&layout_dir);
+            return Err(e);
+        }
+    };
     if let Some(old) = previous.map(|p| p.trim().to_string()) {
         if !old.is_empty() && old != id {
             forget_image(&old, printer).await;

@@ -130,14 +130,55 @@ fn refuse_unbuildable(diagnostics: &Diagnostics) -> anyhow::Result<()> {
     )
 }
 
-/// `[build] compression`/`compression_level` say how layers are written; with no layout
-/// written (the process runtime, an image the agent already has) they do nothing: said so.
-pub fn warn_unused_compression(settings: &BuildSettings, printer: &Printer) {
-    if settings.compression.is_some() || settings.compression_level.is_some() {
-        printer.warn(
-            "[build] compression and compression_level are ignored: no container image is \
-             written for this deploy",
-        );
+/// Says which build settings this source does not use, so none is ignored silently: build
+/// args, target, ignore file and `--no-cache` only matter to a Dockerfile build, compression
+/// only when a layout is written, and a Dockerfile beside fly.toml is not built when an image
+/// is given.
+pub fn warn_unused(source: &ImageSource, settings: &BuildSettings, printer: &Printer) {
+    let building = matches!(source, ImageSource::Dockerfile(_));
+    let writes_layout = matches!(
+        source,
+        ImageSource::Dockerfile(_) | ImageSource::Prebuilt(_)
+    );
+    let unused: Vec<&str> = [
+        (
+            "[build.args] / --build-arg",
+            !building && !settings.args.is_empty(),
+        ),
+        ("build-target", !building && settings.target.is_some()),
+        (
+            "[build] ignorefile",
+            !building && settings.ignorefile.is_some(),
+        ),
+        ("--no-cache", !building && settings.no_cache),
+        (
+            "[build] compression",
+            !writes_layout && settings.compression.is_some(),
+        ),
+        (
+            "[build] compression_level",
+            !writes_layout && settings.compression_level.is_some(),
+        ),
+        ("--image-label", !writes_layout && settings.label.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(what, unused)| unused.then_some(what))
+    .collect();
+    let why = match source {
+        ImageSource::Directory => "no Dockerfile is built and no image is written",
+        ImageSource::Agent(_) => "the image is one the agent has; nothing is built",
+        ImageSource::Prebuilt(_) => "the image is prebuilt; nothing is built",
+        ImageSource::Dockerfile(_) => "",
+    };
+    if !unused.is_empty() {
+        printer.warn(format_args!("{} ignored: {why}", unused.join(", ")));
+    }
+    let image_given = matches!(source, ImageSource::Agent(_) | ImageSource::Prebuilt(_));
+    if image_given && settings.dockerfile.is_file() {
+        printer.warn(format_args!(
+            "{} is not built: an image is given ([build] image or --image)",
+            settings.dockerfile.display()
+        ));
     }
 }
 
@@ -252,6 +293,37 @@ mod tests {
         assert!(err.contains("write a Dockerfile"), "{err}");
         s.image = Some("localhost/prebuilt:1".into());
         assert!(source(&s, &loaded.diagnostics).is_ok());
+    }
+
+    #[test]
+    fn settings_a_source_does_not_use_are_warned_about() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = settings(tmp.path());
+        s.args.insert("A".into(), "1".into());
+        s.compression = Some("zstd".into());
+        let warned = |source: &ImageSource, s: &BuildSettings| {
+            let (p, _, err) = crate::printer::capture::printer(Default::default());
+            warn_unused(source, s, &p);
+            err.text()
+        };
+        let dockerfile = ImageSource::Dockerfile(s.dockerfile.clone());
+        assert_eq!(warned(&dockerfile, &s), "");
+        assert_eq!(
+            warned(&ImageSource::Directory, &s),
+            "warning: [build.args] / --build-arg, [build] compression ignored: no Dockerfile \
+             is built and no image is written\n"
+        );
+        std::fs::write(&s.dockerfile, "FROM scratch\n").unwrap();
+        s.compression = None;
+        let text = warned(&ImageSource::Prebuilt("localhost/x:1".into()), &s);
+        assert!(
+            text.contains("[build.args] / --build-arg ignored: the image is prebuilt"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Dockerfile is not built: an image is given"),
+            "{text}"
+        );
     }
 
     #[test]

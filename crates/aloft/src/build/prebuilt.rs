@@ -66,7 +66,9 @@ pub async fn fetch(
                 "Image {reference} taken from {}",
                 place.describe()
             ));
-            let summary = layout::read_summary(&layout_dir, &tag)?;
+            let summary = layout::read_summary(&layout_dir, &tag).inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&layout_dir);
+            })?;
             return Ok(BuiltImage {
                 layout_dir,
                 tag,

@@ -127,3 +127,56 @@ pub async fn run(
         .with_context(|| format!("waiting for {}", tool.program))?;
     Ok(Finished { status, tail })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::printer::capture;
+
+    #[tokio::test]
+    async fn a_missing_tool_names_its_package_and_the_alternatives() {
+        let (p, _, _) = capture::printer(Default::default());
+        let tool = Tool {
+            program: "aloft-test-no-such-builder",
+            ..BUILDAH
+        };
+        let err = run(&tool, command(&tool, ["build"]), &p, true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "aloft-test-no-such-builder is not installed: install it with `apt-get install buildah`"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("[build] image") && err.contains("remove the Dockerfile"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn output_is_shown_line_by_line_and_its_tail_kept() {
+        let (p, out, err) = capture::printer(Default::default());
+        let sh = Tool {
+            program: "sh",
+            ..BUILDAH
+        };
+        let script = "echo one; echo two >&2; printf 'no newline'; exit 3";
+        let finished = run(&sh, command(&sh, ["-c", script]), &p, true)
+            .await
+            .unwrap();
+        assert_eq!(finished.status.code(), Some(3));
+        let mut shown: Vec<String> = err.text().lines().map(str::to_string).collect();
+        shown.sort();
+        assert_eq!(shown, vec!["no newline", "one", "two"]);
+        assert_eq!(out.text(), "", "tool output is a remark, on stderr");
+        assert_eq!(finished.tail.len(), 3);
+        let (p, _, err) = capture::printer(Default::default());
+        run(&sh, command(&sh, ["-c", "echo quiet"]), &p, false)
+            .await
+            .unwrap();
+        assert_eq!(err.text(), "");
+    }
+}

@@ -69,6 +69,7 @@ async fn make_image(
     printer: &Printer,
 ) -> anyhow::Result<Option<BuiltImage>> {
     let (settings, app) = (&input.build, input.app.as_str());
+    build::warn_unused(source, settings, printer);
     match source {
         ImageSource::Dockerfile(dockerfile) => {
             build::buildah::build_image(settings, app, dockerfile, printer)
@@ -80,10 +81,7 @@ async fn make_image(
                 .await
                 .map(Some)
         }
-        ImageSource::Directory | ImageSource::Agent(_) => {
-            build::warn_unused_compression(settings, printer);
-            Ok(None)
-        }
+        ImageSource::Directory | ImageSource::Agent(_) => Ok(None),
     }
 }
 

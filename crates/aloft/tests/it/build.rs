@@ -337,7 +337,8 @@ fn a_multi_stage_dockerfile_is_built_with_its_args_target_and_ignore_file() {
     assert!(!stderr.contains("Using cache"), "cache used:\n{stderr}");
 }
 
-/// A RUN step that fails: its output is shown, and the error names the step.
+/// A RUN step that fails (of a Dockerfile named by `--dockerfile`): its output is shown, and
+/// the error names the step.
 #[test]
 fn a_failing_run_step_is_named_with_its_output_shown() {
     if !privileged_or_skip("a_failing_run_step_is_named", can_build()) {
@@ -346,18 +347,18 @@ fn a_failing_run_step_is_named_with_its_output_shown() {
     let app = App::new("fails");
     app.with_busybox();
     app.write(
-        "Dockerfile",
+        "Dockerfile.fails",
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo about to fail && exit 3\nCMD [\"true\"]\n",
     );
     app.config("");
-    let stderr = app.build_fails(&[]);
+    let stderr = app.build_fails(&["--dockerfile", "Dockerfile.fails"]);
     assert!(
         stderr.contains("about to fail"),
         "step output shown:\n{stderr}"
     );
     assert!(
         stderr.contains(
-            "the image build failed at step `RUN echo about to fail && exit 3` of ./Dockerfile (exit status 3): the build output above shows why"
+            "the image build failed at step `RUN echo about to fail && exit 3` of Dockerfile.fails (exit status 3): the build output above shows why"
         ),
         "{stderr}"
     );
@@ -484,5 +485,47 @@ fn build_only_without_a_dockerfile_says_there_is_nothing_to_build() {
     assert!(
         stderr.contains("no Dockerfile: machines run as host processes"),
         "{stderr}"
+    );
+}
+
+/// `examples/hello-image` (the image-built example app) builds as its comments say: with a
+/// copy of the static busybox beside its Dockerfile, and its build args from fly.toml.
+#[test]
+fn the_image_example_builds() {
+    if !privileged_or_skip("the_image_example_builds", can_build()) {
+        return;
+    }
+    let app = App::new("example");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-image");
+    let copy = Command::new("cp")
+        .arg("-rT")
+        .arg(&example)
+        .arg(app.dir())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    app.with_busybox();
+    // The example's own name, made unique to this test.
+    let toml = std::fs::read_to_string(app.dir().join("fly.toml")).unwrap();
+    app.write(
+        "fly.toml",
+        &toml.replace("app = \"hello-image\"", &format!("app = \"{}\"", app.name)),
+    );
+    let (layout, tag, _) = app.build(&[]);
+    let image = read_layout(&layout, &tag);
+    assert_eq!(
+        image.run("Entrypoint"),
+        &serde_json::json!(["/bin/sh", "/srv/entrypoint.sh"])
+    );
+    assert_eq!(image.run("User"), "app");
+    assert_eq!(image.run("WorkingDir"), "/srv");
+    assert_eq!(
+        image.file("srv/www/index.html").as_deref(),
+        Some("hello from aloft, built by buildah\n")
+    );
+    assert!(image.files.contains_key("srv/worker.sh"));
+    assert!(
+        image.files.contains_key("bin/httpd"),
+        "busybox applets installed"
     );
 }
