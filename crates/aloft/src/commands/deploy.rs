@@ -373,12 +373,11 @@ mod tests {
         let web = &spec.groups["web"];
         assert_eq!(
             web.init.cmd,
-            Some(vec!["python3".to_string(), "web.py".to_string()])
+            Some(vec!["sh".to_string(), "web.sh".to_string()])
         );
         assert_eq!(
-            web.init.entrypoint,
-            Some(vec!["sh".to_string(), "entrypoint.sh".to_string()]),
-            "a group command is CMD: the app's ENTRYPOINT ([experimental]) stays"
+            web.init.entrypoint, None,
+            "a group command is CMD: the image's ENTRYPOINT stays"
         );
         assert_eq!(web.services.len(), 1);
         assert_eq!(spec.groups["worker"].guest.as_ref().unwrap().cpus, 2);

@@ -488,15 +488,15 @@ fn build_only_without_a_dockerfile_says_there_is_nothing_to_build() {
     );
 }
 
-/// `examples/hello-image` (the image-built example app) builds as its comments say: with a
-/// copy of the static busybox beside its Dockerfile, and its build args from fly.toml.
+/// `examples/process-groups` (the README's example app) builds as its comments say: with a
+/// copy of the static busybox beside its Dockerfile.
 #[test]
 fn the_image_example_builds() {
     if !privileged_or_skip("the_image_example_builds", can_build()) {
         return;
     }
     let app = App::new("example");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-image");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/process-groups");
     let copy = Command::new("cp")
         .arg("-rT")
         .arg(&example)
@@ -509,21 +509,18 @@ fn the_image_example_builds() {
     let toml = std::fs::read_to_string(app.dir().join("fly.toml")).unwrap();
     app.write(
         "fly.toml",
-        &toml.replace("app = \"hello-image\"", &format!("app = \"{}\"", app.name)),
+        &toml.replace("app = \"hello-groups\"", &format!("app = \"{}\"", app.name)),
     );
     let (layout, tag, _) = app.build(&[]);
     let image = read_layout(&layout, &tag);
     assert_eq!(
         image.run("Entrypoint"),
-        &serde_json::json!(["/bin/sh", "/srv/entrypoint.sh"])
+        &serde_json::json!(["sh", "entrypoint.sh"])
     );
     assert_eq!(image.run("User"), "app");
-    assert_eq!(image.run("WorkingDir"), "/srv");
-    assert_eq!(
-        image.file("srv/www/index.html").as_deref(),
-        Some("hello from aloft, built by buildah\n")
-    );
-    assert!(image.files.contains_key("srv/worker.sh"));
+    assert_eq!(image.run("WorkingDir"), "/app");
+    assert!(image.files.contains_key("app/web.sh"));
+    assert!(image.files.contains_key("app/worker.sh"));
     assert!(
         image.files.contains_key("bin/httpd"),
         "busybox applets installed"

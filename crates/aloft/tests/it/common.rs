@@ -19,3 +19,65 @@ pub fn setup() -> (tempfile::TempDir, PathBuf, String) {
     let image_s = image.display().to_string();
     (tmp, image, image_s)
 }
+
+/// Where Debian's busybox-static puts its static busybox (test images are made of it).
+pub const BUSYBOX: &str = "/usr/bin/busybox";
+
+/// Whether this host can build images and run container machines: root, buildah, runc, tini,
+/// iproute2, iptables and a static busybox. The error names what is missing.
+pub fn can_run_containers() -> Result<(), String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Err("containers and buildah builds here need root".into());
+    }
+    for (tool, package) in [
+        ("buildah", "buildah"),
+        ("runc", "runc"),
+        ("tini-static", "tini"),
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+    ] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Err(format!(
+                "{tool} is not installed (apt-get install {package})"
+            ));
+        }
+    }
+    if !std::path::Path::new(BUSYBOX).is_file() {
+        return Err(format!(
+            "{BUSYBOX} is missing (apt-get install busybox-static)"
+        ));
+    }
+    Ok(())
+}
+
+/// A `containers-storage.conf` of its own under `dir` (vfs driver): builds in a test share no
+/// image cache with the host or other tests, and leave nothing behind. Set
+/// `CONTAINERS_STORAGE_CONF` to the returned path for the CLI.
+pub fn private_image_store(dir: &std::path::Path) -> PathBuf {
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let conf = dir.join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}/root\"\nrunroot = \"{}/run\"\n",
+            store.display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    conf
+}

@@ -15,50 +15,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{privileged_or_skip, AgentProc};
+use crate::common::{
+    can_run_containers as can_run, private_image_store, privileged_or_skip, AgentProc, BUSYBOX,
+};
 use aloft_testkit::wait_for;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-const BUSYBOX: &str = "/usr/bin/busybox";
-
-/// What a container test needs on this host.
-fn can_run() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        return Err("containers and buildah builds here need root".into());
-    }
-    for (tool, package) in [
-        ("buildah", "buildah"),
-        ("runc", "runc"),
-        ("tini-static", "tini"),
-        ("ip", "iproute2"),
-        ("iptables", "iptables"),
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Err(format!(
-                "{tool} is not installed (apt-get install {package})"
-            ));
-        }
-    }
-    if !Path::new(BUSYBOX).is_file() {
-        return Err(format!(
-            "{BUSYBOX} is missing (apt-get install busybox-static)"
-        ));
-    }
-    Ok(())
-}
 
 /// The base every test image starts from: busybox with its applets, `/etc/passwd` with an
 /// `app` user (uid 1000), and a stage that makes a file with RUN.
@@ -93,19 +55,10 @@ struct World {
 impl World {
     fn new(test: &str) -> World {
         let tmp = tempfile::tempdir().unwrap();
-        for d in ["app", "data", "store"] {
+        for d in ["app", "data"] {
             std::fs::create_dir(tmp.path().join(d)).unwrap();
         }
-        let store = tmp.path().join("store");
-        std::fs::write(
-            tmp.path().join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}/root\"\nrunroot = \"{}/run\"\n",
-                store.display(),
-                store.display()
-            ),
-        )
-        .unwrap();
+        private_image_store(tmp.path());
         std::fs::copy(BUSYBOX, tmp.path().join("app/busybox")).unwrap();
         std::fs::write(tmp.path().join("app/entry.sh"), ENTRY_SH).unwrap();
         let agent = AgentProc::start_with(

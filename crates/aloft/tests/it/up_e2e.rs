@@ -5,6 +5,9 @@
 //! the proxy, waits for the log lines of web, worker and cron, sends SIGINT and checks that the
 //! machines were stopped cleanly, `up` exited 0 and no process is left. Then it runs `up` again
 //! on the same state: the stopped machines must run again and old log lines stay unprinted.
+//!
+//! The example is an image-built app (its machines are containers), so this runs as root with
+//! buildah, runc and tini (skipped otherwise), with its own image store, bridge and subnet.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,10 +32,12 @@ struct Up {
 
 impl Up {
     fn start(tmp: &Path, dead_url: &str) -> Up {
+        let (bridge, subnet) = aloft_testkit::containers::network_for(&tmp.join("state/aloft"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_aloft"))
-            .args(["up", "-c"])
+            .args(["up", "--bridge", &bridge, "--subnet", &subnet, "-c"])
             .arg(tmp.join("app/fly.toml"))
             .current_dir(tmp)
+            .env("CONTAINERS_STORAGE_CONF", tmp.join("storage.conf"))
             .env("HOME", tmp.join("home"))
             .env("XDG_STATE_HOME", tmp.join("state"))
             .env("ALOFT_API_URL", dead_url)
@@ -236,7 +241,7 @@ fn session(tmp: &Path, dead: &str, run: u32, earlier: &[String]) -> Vec<String> 
         ("web", "web: listening on"),
         ("worker", "worker: watching"),
         ("cron", "cron: started"),
-        ("web", "\"GET / HTTP/1.1\" 200"),
+        ("web", "url:/"),
     ] {
         let line = wait_for(
             Duration::from_secs(15),
@@ -286,13 +291,25 @@ fn session(tmp: &Path, dead: &str, run: u32, earlier: &[String]) -> Vec<String> 
 
 #[test]
 fn up_runs_the_process_groups_example_until_ctrl_c() {
+    // The example is an image-built app: its machines are containers.
+    if !crate::common::privileged_or_skip(
+        "up_runs_the_process_groups_example_until_ctrl_c",
+        crate::common::can_run_containers(),
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::create_dir_all(tmp.path().join("home")).unwrap();
     for e in std::fs::read_dir(example_dir()).unwrap().flatten() {
-        std::fs::copy(e.path(), app.join(e.file_name())).unwrap();
+        if e.file_name() != "busybox" {
+            std::fs::copy(e.path(), app.join(e.file_name())).unwrap();
+        }
     }
+    // What scripts/up-example.sh does: the static busybox the image is made of.
+    std::fs::copy(crate::common::BUSYBOX, app.join("busybox")).unwrap();
+    crate::common::private_image_store(tmp.path());
     let dead = dead_url();
 
     let first = session(tmp.path(), &dead, 1, &[]);
