@@ -2,9 +2,13 @@
 # Machines API benchmark: create→started latency (p50/p99 over N machines running `sleep`),
 # agent RSS with TOTAL machines, `GET …/machines` latency at TOTAL, and, when a Docker engine is
 # reachable, `docker run -d` of a tiny FROM-scratch busybox image for comparison (as a ratio).
-# Prints figures; asserts nothing. Figures move with host load (check `uptime`).
+# Container machines (root, with buildah and runc): create→started p50/p99 of a container machine
+# from a cached image (an image built and pushed once, FROM scratch + static busybox, the same
+# busybox Docker runs below), and the time and bytes of a redeploy that changes one small layer of
+# a 100 MB image. Prints figures; asserts nothing. Figures move with host load (check `uptime`).
 #
 # Usage: bench/machines.sh [N=200] [TOTAL=1000]
+#   CTR_N=50         container machines timed (0: skip the container figures)
 #   DOCKER_N=50      containers timed for the Docker comparison
 #   BENCH_DOCKER=    unset: compare with Docker when a `docker` CLI exists (as root, a private
 #                      `dockerd` is started, with a temp data-root and no bridge/iptables changes,
@@ -21,6 +25,9 @@ cd "$(dirname "$0")/.."
 N="${1:-200}"
 TOTAL="${2:-1000}"
 DOCKER_N="${DOCKER_N:-50}"
+CTR_N="${CTR_N:-50}"
+BRIDGE="albench$$"
+BRIDGE="${BRIDGE:0:15}"
 BENCH_DOCKER="${BENCH_DOCKER:-}"
 
 echo "== build (release)"
@@ -63,12 +70,20 @@ cleanup() {
     for _ in 1 2 3 4 5; do rm -rf "$DOCKERD_DIR" 2>/dev/null && break; sleep 1; done
     [[ ! -e "$DOCKERD_DIR" ]] || echo "note: could not remove $DOCKERD_DIR" >&2
   fi
+  # the container machines' bridge and NAT rules (made by the agent on the first container)
+  if [[ -e "/sys/class/net/$BRIDGE" ]]; then ip link del "$BRIDGE" 2>/dev/null || true; fi
+  for table in nat filter; do
+    iptables -t "$table" -S 2>/dev/null | grep -F "aloft:$BRIDGE" | sed 's/^-A //' | while read -r rule; do
+      eval "iptables -t $table -D $rule" 2>/dev/null || true
+    done
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 mkdir -p "$WORK/image" "$WORK/data"
-"$BIN" agent --listen 127.0.0.1:0 --data-dir "$WORK/data" 2>"$WORK/agent.log" &
+"$BIN" agent --listen 127.0.0.1:0 --data-dir "$WORK/data" --bridge "$BRIDGE" --subnet 100.127.0.0/22 \
+  --port-map 80=0 --port-map 443=0 --proxy-bind 127.0.0.1 2>"$WORK/agent.log" &
 AGENT_PID=$!
 for _ in $(seq 300); do [[ -s "$WORK/data/agent.addr" ]] && break; sleep 0.05; done
 [[ -s "$WORK/data/agent.addr" ]] || { echo "agent did not start:"; cat "$WORK/agent.log"; exit 1; }
@@ -231,11 +246,15 @@ def running():
     return len(out)
 
 a50, a99 = map(float, open(f"{work}/aloft-lat").read().split())
+ctr = open(f"{work}/aloft-ctr-lat").read().split() if os.path.exists(f"{work}/aloft-ctr-lat") else None
 
 def report(what, lat):
     d50, d99 = pct(lat, 50), pct(lat, 99)
     print(f"{what}  n={len(lat)}  p50={d50:.2f} ms  p99={d99:.2f} ms  ({running()} running)")
-    print(f"  ratio aloft/docker: p50={a50 / d50:.3f}  p99={a99 / d99:.3f}   (docker/aloft: p50={d50 / a50:.1f}x  p99={d99 / a99:.1f}x)")
+    print(f"  ratio aloft process/docker: p50={a50 / d50:.3f}  p99={a99 / d99:.3f}   (docker/aloft: p50={d50 / a50:.1f}x  p99={d99 / a99:.1f}x)")
+    if ctr:
+        c50, c99 = map(float, ctr)
+        print(f"  ratio aloft container/docker: p50={c50 / d50:.3f}  p99={c99 / d99:.3f}   (docker/aloft: p50={d50 / c50:.1f}x  p99={d99 / c99:.1f}x)")
 
 # 1. `docker run -d` as a user would type it (CLI start-up and API round trips included)
 lat = []
@@ -280,6 +299,89 @@ report("Engine API create+start", lat)
 rm_all()
 PY
 }
+
+# ---- Container machines -----------------------------------------------------------------------
+container_bench() {
+  [[ "$CTR_N" != 0 ]] || { echo "skipped: CTR_N=0"; return 0; }
+  [[ "$(id -u)" == 0 ]] || { echo "skipped: container machines need root"; return 0; }
+  for tool in buildah runc tini-static; do
+    command -v "$tool" >/dev/null || { echo "skipped: $tool is not installed (scripts/install-test-deps.sh)"; return 0; }
+  done
+  local bb app store
+  bb="$(static_busybox)" || { echo "skipped: needs a static busybox (busybox-static)"; return 0; }
+  app="$WORK/ctr-app"; store="$WORK/ctr-store"
+  mkdir -p "$app" "$store"
+  cp "$bb" "$app/busybox"
+  printf '[storage]\ndriver = "overlay"\ngraphroot = "%s/root"\nrunroot = "%s/run"\n' "$store" "$store" >"$WORK/storage.conf"
+  export CONTAINERS_STORAGE_CONF="$WORK/storage.conf"
+  export ALOFT_API_URL="http://$(cat "$WORK/data/agent.addr")" ALOFT_API_TOKEN="$(cat "$WORK/data/token")"
+  cat >"$app/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY busybox /busybox
+COPY big /big
+COPY version /version
+ENTRYPOINT ["/busybox"]
+CMD ["sleep", "100000"]
+DOCKERFILE
+  head -c 100000000 /dev/urandom >"$app/big"
+  echo 1 >"$app/version"
+  printf 'app = "ctrbench"\nprimary_region = "gru"\n' >"$app/fly.toml"
+  "$BIN" apps create ctrbench >/dev/null
+  local t0 t1 before after
+  stats() { curl -sf -H "Authorization: Bearer $ALOFT_API_TOKEN" "$ALOFT_API_URL/v1/images/stats" \
+    | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["blobs_received"], s["bytes_received"])'; }
+  before="$(stats)"
+  t0=$(date +%s.%N)
+  (cd "$app" && "$BIN" deploy -c fly.toml >"$WORK/ctr-deploy1.log" 2>&1) || { tail -20 "$WORK/ctr-deploy1.log"; echo "skipped: the first deploy failed"; return 0; }
+  t1=$(date +%s.%N); after="$(stats)"
+  python3 - "$before" "$after" "$t0" "$t1" <<'PY'
+import sys
+b, a = [list(map(int, x.split())) for x in sys.argv[1:3]]
+print(f"first deploy of a 100 MB image: {float(sys.argv[4]) - float(sys.argv[3]):.2f} s, {a[0]-b[0]} blobs, {(a[1]-b[1])/1e6:.1f} MB sent (build included)")
+PY
+  echo 2 >"$app/version"
+  before="$after"
+  t0=$(date +%s.%N)
+  (cd "$app" && "$BIN" deploy -c fly.toml >"$WORK/ctr-deploy2.log" 2>&1) || { tail -20 "$WORK/ctr-deploy2.log"; echo "skipped: the redeploy failed"; return 0; }
+  t1=$(date +%s.%N); after="$(stats)"
+  python3 - "$before" "$after" "$t0" "$t1" <<'PY'
+import sys
+b, a = [list(map(int, x.split())) for x in sys.argv[1:3]]
+print(f"redeploy changing one layer: {float(sys.argv[4]) - float(sys.argv[3]):.2f} s, {a[0]-b[0]} blobs, {(a[1]-b[1])/1e3:.1f} KB sent (build, push, rolling update of 1 machine)")
+PY
+  python3 - "$WORK" "$CTR_N" <<'PY'
+import json, sys, time, urllib.request
+work, n = sys.argv[1], int(sys.argv[2])
+addr = open(f"{work}/data/agent.addr").read().strip()
+token = open(f"{work}/data/token").read().strip()
+def call(method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        text = r.read()
+    return json.loads(text) if text else None
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+image = call("GET", "/v1/apps/ctrbench/machines")[0]["config"]["image"]
+config = {"image": image, "init": {"exec": ["/busybox", "sleep", "100000"]}, "restart": {"policy": "no"}}
+lat = []
+for i in range(n):
+    t0 = time.perf_counter()
+    m = call("POST", "/v1/apps/ctrbench/machines", {"config": config})
+    call("GET", f"/v1/apps/ctrbench/machines/{m['id']}/wait?state=started&timeout=60")
+    lat.append((time.perf_counter() - t0) * 1000)
+print(f"container create->started  n={n}  p50={pct(lat,50):.2f} ms  p99={pct(lat,99):.2f} ms  (cached image; its own network namespace and address each; HTTP round trips from Python included)")
+open(f"{work}/aloft-ctr-lat", "w").write(f"{pct(lat,50)} {pct(lat,99)}")
+t0 = time.perf_counter()
+call("DELETE", "/v1/apps/ctrbench?force=true")
+print(f"delete app with {n + 1} container machines (force): {time.perf_counter() - t0:.2f} s")
+PY
+}
+
+echo "== container machines (CTR_N=$CTR_N); load: $(cut -d" " -f1-3 /proc/loadavg)"
+container_bench
 
 echo "== docker comparison (vs aloft create->started above); load: $(cut -d" " -f1-3 /proc/loadavg)"
 docker_bench
