@@ -196,11 +196,15 @@ impl Agent {
             source,
         })?;
         let routing = match config.proxy.clone() {
-            Some(proxy) => Some(Arc::new(
+            Some(mut proxy) => Some(Arc::new({
+                // `[[statics]]` are read from container machines' mounted root filesystems.
+                proxy.machine_roots.get_or_insert_with(|| {
+                    aloft_runtime::container::containers_dir(&config.data_dir.join("runtime"))
+                });
                 routing::Routing::start(ctl.clone(), proxy)
                     .await
-                    .map_err(AgentError::Proxy)?,
-            )),
+                    .map_err(AgentError::Proxy)?
+            })),
             None => None,
         };
         let state = api::AppState {

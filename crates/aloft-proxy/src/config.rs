@@ -49,6 +49,10 @@ pub struct ProxyConfig {
     /// Serve plain HTTP/1.1 requests on the fast path (`h1`), handing anything else to hyper;
     /// off, hyper serves every request (kept for comparison: `bench/proxy.sh`).
     pub h1_fast_path: bool,
+    /// Where container machines' root filesystems are mounted, `<dir>/<machine id>/rootfs` (the
+    /// runtime's layout, passed by the agent): `[[statics]]` are served from there. `None`
+    /// sends every request to the app.
+    pub machine_roots: Option<std::path::PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -73,6 +77,7 @@ impl Default for ProxyConfig {
                 .map(|n| n.get())
                 .unwrap_or(1),
             h1_fast_path: true,
+            machine_roots: None,
         }
     }
 }

@@ -137,6 +137,7 @@ mod pool;
 pub mod proxy_proto;
 pub mod replay;
 mod select;
+pub mod statics;
 pub mod table;
 mod tasks;
 mod tcp;

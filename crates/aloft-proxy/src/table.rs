@@ -55,6 +55,8 @@ pub struct PortRoute {
     /// Every machine carrying a service on this port, sorted by machine id. Includes stopped
     /// machines (autostart candidates) and machines in transient states (not routable).
     pub backends: Vec<Backend>,
+    /// `[[statics]]` of the app (from its newest machine), served by the proxy on http ports.
+    pub statics: Vec<crate::statics::StaticRule>,
 }
 
 /// `concurrency`, `autostop`, `autostart` and `min_machines_running` of a service.
@@ -261,11 +263,13 @@ impl RouteTable {
                                         port_cfg: mp.clone(),
                                         service: svc.clone(),
                                         backends: BTreeMap::new(),
+                                        statics: Vec::new(),
                                     });
                             if m.instance_id >= draft.newest {
                                 draft.newest = m.instance_id.clone();
                                 draft.port_cfg = mp.clone();
                                 draft.service = svc.clone();
+                                draft.statics = static_rules(m);
                             }
                             draft
                                 .backends
@@ -303,6 +307,11 @@ impl RouteTable {
                     options: PortOptions::from_port(&draft.port_cfg),
                     policy: ServicePolicy::from_service(&draft.service),
                     backends: draft.backends.into_values().collect(),
+                    statics: if draft.port_cfg.handlers.iter().any(|h| h == "http") {
+                        draft.statics
+                    } else {
+                        Vec::new()
+                    },
                 }),
             );
         }
@@ -316,6 +325,24 @@ struct PortDraft {
     port_cfg: MachinePort,
     service: MachineService,
     backends: BTreeMap<(String, u16), Backend>,
+    statics: Vec<crate::statics::StaticRule>,
+}
+
+/// A machine's `[[statics]]` the proxy serves (those of a Tigris bucket are refused by the
+/// agent before they get here).
+fn static_rules(m: &Machine) -> Vec<crate::statics::StaticRule> {
+    m.config
+        .statics
+        .iter()
+        .filter(|s| s.tigris_bucket.is_none())
+        .map(|s| {
+            crate::statics::StaticRule::new(
+                &s.url_prefix,
+                &s.guest_path,
+                s.index_document.as_deref(),
+            )
+        })
+        .collect()
 }
 
 impl ServicePolicy {

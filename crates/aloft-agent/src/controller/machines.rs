@@ -77,6 +77,7 @@ pub fn validate_config(config: &MachineConfig, image: &images::ResolvedImage) ->
         }
     }
     refuse_unsupported(config)?;
+    check_statics(config, image)?;
     for (i, s) in config.services.iter().enumerate() {
         if s.internal_port == 0 {
             return Err(DomainError::invalid_config(format!(
@@ -130,10 +131,9 @@ fn refuse_unsupported(config: &MachineConfig) -> DomainResult<()> {
     }
     if let Some(f) = config.files.first() {
         return Err(DomainError::invalid_config(format!(
-            "config.files: this agent runs machines as host processes sharing the host's \
-             filesystem, so a file cannot be placed at {:?} for one machine; files need the \
-             container runtime, which this agent does not have yet. Ship the file in the app \
-             directory, or pass its content in config.env",
+            "config.files: placing files into machines is not supported by this agent yet, so \
+             {:?} cannot be written; ship the file in the image (COPY in the Dockerfile), or \
+             pass its content in config.env",
             f.guest_path
         )));
     }
@@ -150,6 +150,38 @@ fn refuse_unsupported(config: &MachineConfig) -> DomainResult<()> {
                 SCHEDULES.join(", ")
             )
         }));
+    }
+    Ok(())
+}
+
+/// `[[statics]]` are served by the proxy from a container machine's image: refused (naming the
+/// entry) from a Tigris bucket, which this agent cannot reach, and on the process runtime, where
+/// a machine has no image of its own.
+fn check_statics(config: &MachineConfig, image: &images::ResolvedImage) -> DomainResult<()> {
+    for (i, s) in config.statics.iter().enumerate() {
+        if let Some(bucket) = &s.tigris_bucket {
+            return Err(DomainError::invalid_config(format!(
+                "config.statics[{i}] (url_prefix {:?}): serving statics from the Tigris bucket \
+                 {bucket:?} is not supported by this agent; serve them from the image \
+                 (guest_path) instead",
+                s.url_prefix
+            )));
+        }
+        if !s.guest_path.starts_with('/') || s.url_prefix.is_empty() {
+            return Err(DomainError::invalid_config(format!(
+                "config.statics[{i}]: guest_path must be an absolute path in the image and \
+                 url_prefix a URL path (got {:?} and {:?})",
+                s.guest_path, s.url_prefix
+            )));
+        }
+        if image.container.is_none() {
+            return Err(DomainError::invalid_config(format!(
+                "config.statics[{i}] (url_prefix {:?}): statics are served from the machine's \
+                 image, and image {:?} runs as a host process with no image of its own; give the \
+                 app a Dockerfile (or [build] image), or remove the [[statics]] section",
+                s.url_prefix, config.image
+            )));
+        }
     }
     Ok(())
 }

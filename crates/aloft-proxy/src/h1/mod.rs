@@ -184,7 +184,11 @@ where
         return Next::Hyper;
     };
     let o = &route.options;
-    if (o.force_https && !ctx.tls) || o.http_options.h2_backend || o.http_options.compress {
+    if (o.force_https && !ctx.tls)
+        || o.http_options.h2_backend
+        || o.http_options.compress
+        || !route.statics.is_empty()
+    {
         return Next::Hyper;
     }
     let total = plan.head_len + plan.body_len;

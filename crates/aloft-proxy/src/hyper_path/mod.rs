@@ -111,6 +111,9 @@ async fn proxy(
         let host = request_host(&req);
         return redirect_https(core, host.as_deref(), req.uri(), request_id);
     }
+    if let Some(resp) = serve_static(core, route, &req).await {
+        return resp;
+    }
     // An upgrade (WebSocket) keeps its Connection/Upgrade headers and is never replayed.
     let wants_upgrade = client_version == Version::HTTP_11 && is_upgrade(req.headers());
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -423,6 +426,63 @@ fn redirect_https(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
+}
+
+/// A `GET`/`HEAD` under one of the app's `[[statics]]` prefixes, answered from the root
+/// filesystem of a started machine of the app (see `statics`); `None` sends it to the app.
+async fn serve_static(
+    core: &Core,
+    route: &PortRoute,
+    req: &Request<Incoming>,
+) -> Option<Response<RespBody>> {
+    if route.statics.is_empty() || !(req.method() == Method::GET || req.method() == Method::HEAD) {
+        return None;
+    }
+    let roots_dir = core.cfg().machine_roots.clone()?;
+    let roots: Vec<std::path::PathBuf> = route
+        .backends
+        .iter()
+        .filter(|b| b.state == crate::table::BackendState::Started)
+        .map(|b| roots_dir.join(&b.machine_id).join("rootfs"))
+        .collect();
+    let rules = route.statics.clone();
+    let path = req.uri().path().to_string();
+    let file = tokio::task::spawn_blocking(move || {
+        roots
+            .iter()
+            .find_map(|root| crate::statics::find(&rules, root, &path))
+    })
+    .await
+    .ok()??;
+    let header = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let fresh = file.not_modified(
+        header(header::IF_NONE_MATCH).as_deref(),
+        header(header::IF_MODIFIED_SINCE).as_deref(),
+    );
+    let mut resp = Response::builder().header(header::ETAG, &file.etag).header(
+        header::LAST_MODIFIED,
+        httpdate::fmt_http_date(file.last_modified),
+    );
+    let body = if fresh {
+        resp = resp.status(StatusCode::NOT_MODIFIED);
+        RespBody::empty()
+    } else {
+        resp = resp
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, file.content_type)
+            .header(header::CONTENT_LENGTH, file.body.len());
+        if req.method() == Method::HEAD {
+            RespBody::empty()
+        } else {
+            RespBody::Full(Some(file.body))
+        }
+    };
+    resp.body(body).ok()
 }
 
 /// A short text response from the proxy itself.

@@ -124,8 +124,9 @@ pub(crate) struct Container {
     pidfd: AsyncFd<OwnedFd>,
 }
 
-/// `<runtime>/containers`.
-pub(crate) fn containers_dir(runtime_dir: &Path) -> PathBuf {
+/// `<runtime>/containers`: a directory per container machine; its root filesystem is mounted
+/// at `<machine id>/rootfs` while it runs (the proxy serves `[[statics]]` from there).
+pub fn containers_dir(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join("containers")
 }
 

@@ -168,6 +168,21 @@ impl World {
             .expect("port 80 is served")
     }
 
+    /// GET through the proxy with extra headers; the raw response (status line, headers, body).
+    fn get_raw(&self, path: &str, headers: &[&str]) -> String {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-i", "-H"])
+            .arg(format!("Host: {}", self.app));
+        for h in headers {
+            cmd.arg("-H").arg(h);
+        }
+        let out = cmd
+            .arg(format!("http://{}{path}", self.http_port()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// GET through the proxy (optionally pinned to one machine); (status, body).
     fn get(&self, path: &str, machine: Option<&str>) -> (u16, String) {
         let mut cmd = Command::new("curl");
@@ -220,7 +235,9 @@ COPY --from=assets /made-by-run /www/made-by-run
 ENV GREETING=hi
 WORKDIR /www
 COPY entry.sh /entry.sh
-RUN echo ok > /www/healthz && chown -R 1000:1000 /www
+RUN echo ok > /www/healthz && chown -R 1000:1000 /www \
+ && mkdir -p /srv/static/docs && echo "static hello" > /srv/static/hello.txt \
+ && echo "<h1>docs</h1>" > /srv/static/docs/index.html
 USER app
 ENTRYPOINT ["/bin/sh", "/entry.sh"]
 CMD ["sleep", "1000"]
@@ -239,6 +256,11 @@ processes = ["web"]
 interval = "1s"
 timeout = "1s"
 path = "/healthz"
+
+[[statics]]
+guest_path = "/srv/static"
+url_prefix = "/static"
+index_document = "index.html"
 "#;
 
 #[test]
@@ -288,6 +310,28 @@ fn a_dockerfile_app_runs_as_isolated_containers_behind_the_proxy() {
     assert_eq!(
         w.get("/made-by-run", None),
         (200, "made in the assets stage".to_string())
+    );
+    // [[statics]] are served by the proxy from the image (httpd serves only /www).
+    let hello = w.get_raw("/static/hello.txt", &[]);
+    assert!(hello.starts_with("HTTP/1.1 200"), "{hello}");
+    assert!(hello.contains("content-type: text/plain"), "{hello}");
+    assert!(hello.ends_with("static hello\n"), "{hello}");
+    let etag = hello
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .expect("an ETag")
+        .trim()
+        .to_string();
+    let again = w.get_raw("/static/hello.txt", &[&format!("If-None-Match: {etag}")]);
+    assert!(again.starts_with("HTTP/1.1 304"), "{again}");
+    assert_eq!(
+        w.get("/static/docs", None),
+        (200, "<h1>docs</h1>".to_string())
+    );
+    assert_eq!(
+        w.get("/static/missing.txt", None).0,
+        404,
+        "not in the image: the app's 404"
     );
     // Each machine has its own files and processes, and does not see the host's.
     let (a, b) = (&ids[0], &ids[1]);
