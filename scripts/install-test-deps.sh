@@ -3,7 +3,8 @@
 # tools in a venv (no network needed once installed). Idempotent and quiet.
 # Keep this list in step with what tests spawn: it is the only place CI learns about it.
 set -euo pipefail
-packages=(curl python3 python3-venv procps)
+# buildah + busybox-static: OCI images built FROM scratch in the image-store tests.
+packages=(curl python3 python3-venv procps buildah busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -352,3 +352,102 @@ async fn a_manifest_naming_a_missing_blob_is_refused() {
     assert!(h.client.oci_images("web").await.unwrap().images.is_empty());
     h.stop().await;
 }
+
+/// Why a buildah-built image cannot be made here, if it cannot.
+fn buildah_or_why() -> Result<(), String> {
+    if !is_root() {
+        return Err("needs root (buildah, whiteouts)".into());
+    }
+    let found = std::process::Command::new("buildah")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        return Err("buildah is not installed (scripts/install-test-deps.sh)".into());
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return Err("busybox-static is not installed (scripts/install-test-deps.sh)".into());
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+/// A real builder's output: buildah builds FROM scratch with busybox, a RUN step deletes a file
+/// of the layer below (a whiteout); the pushed image unpacks with the whiteout as overlayfs
+/// wants it and the config's process defaults.
+#[tokio::test]
+async fn a_buildah_image_is_pushed_and_unpacked() {
+    if !aloft_testkit::privileged_or_skip(
+        "a_buildah_image_is_pushed_and_unpacked",
+        buildah_or_why(),
+    ) {
+        return;
+    }
+    let h = Harness::start().await;
+    let ctx = h.dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    std::fs::write(ctx.join("etc/old"), "old\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY etc /etc\n\
+         RUN [\"/bin/busybox\", \"rm\", \"/etc/old\"]\n\
+         ENV GREETING=hi\nWORKDIR /srv\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"echo\", \"hello\"]\n",
+    )
+    .unwrap();
+    let tag = format!("localhost/aloft-oci-test:{}", std::process::id());
+    let layout = h.dir.path().join("layout");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "build",
+        "--layers",
+        "--isolation",
+        "chroot",
+        "-q",
+        "-t",
+        &tag,
+        ctx.to_str().unwrap(),
+    ]);
+    let dest = format!("oci:{}:app", layout.display());
+    run(&["push", "-q", &tag, &dest]);
+    let _ = std::process::Command::new("buildah")
+        .args(["rmi", &tag])
+        .output();
+
+    let pushed = h.client.push_image("web", &layout, |_| {}).await.unwrap();
+    let img = pushed.image;
+    assert_eq!(img.config.entrypoint, ["/bin/busybox"]);
+    assert_eq!(img.config.cmd, ["echo", "hello"]);
+    assert_eq!(img.config.workdir.as_deref(), Some("/srv"));
+    assert!(
+        img.config.env.iter().any(|e| e == "GREETING=hi"),
+        "{:?}",
+        img.config.env
+    );
+    let layers = h.dir.path().join("data/oci/layers");
+    let dir = |i: usize| layers.join(img.layers[i].diff_id.trim_start_matches("sha256:"));
+    assert!(dir(0).join("bin/busybox").is_file());
+    let last = img.layers.len() - 1;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let wh = std::fs::symlink_metadata(dir(last).join("etc/old")).expect("a whiteout for /etc/old");
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    h.stop().await;
+}
