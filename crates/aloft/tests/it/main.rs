@@ -11,5 +11,6 @@ mod cli_bad_input;
 mod common;
 mod config_cli;
 mod deploy_e2e;
+mod images_cli;
 mod schemathesis;
 mod up_e2e;
