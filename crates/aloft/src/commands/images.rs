@@ -109,9 +109,11 @@ fn list(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
             &rows,
         );
         printer.line(format!(
-            "Total: {} ({} unpacked), shared layers counted once",
+            "Total: {} ({} unpacked), shared layers counted once; all apps' images on the agent: {} ({} unpacked)",
             human(list.total_size),
-            human(list.total_unpacked_size)
+            human(list.total_unpacked_size),
+            human(list.store_size),
+            human(list.store_unpacked_size)
         ));
         Ok(ExitCode::SUCCESS)
     })

@@ -68,6 +68,14 @@ async fn images_list_and_show_a_pushed_image() {
         .map(|i| i["size"].as_u64().unwrap())
         .sum();
     assert!(json["total_size"].as_u64().unwrap() < sum, "{json}");
+    assert_eq!(
+        json["store_size"], json["total_size"],
+        "one app: the store is its images"
+    );
+    assert_eq!(
+        json["store_size"], json["total_size"],
+        "one app: the store is its images"
+    );
 
     let reference = format!("aloft/shop@{}", a.manifest);
     let out = stdout_ok(&aloft(&agent, &["image", "show", &reference]));
