@@ -109,6 +109,30 @@ async fn a_second_push_sends_nothing_and_a_changed_layer_only_that_layer() {
     assert_eq!(first.image_ref, format!("aloft/web@{}", img.manifest));
     assert_eq!(first.image.layers.len(), 2);
     assert_eq!(first.image.config.entrypoint, ["/bin/app"]);
+    // What the launch path gets: the unpacked layers, bottom first, and the process defaults;
+    // nothing for another app or an image that is not a pushed OCI image.
+    let ctl = &h.agent.as_ref().unwrap().controller;
+    let prepared = ctl
+        .prepared_image("web", &first.image_ref)
+        .await
+        .unwrap()
+        .expect("a prepared image");
+    assert_eq!(prepared.manifest_digest, img.manifest);
+    assert_eq!(prepared.layer_dirs.len(), 2);
+    assert!(prepared.layer_dirs[0].join("bin/app").is_file());
+    assert!(prepared.layer_dirs[1].join("etc/app.conf").is_file());
+    assert_eq!(prepared.config.entrypoint, ["/bin/app"]);
+    let other_ref = first.image_ref.replace("aloft/web@", "aloft/other@");
+    for (app, r) in [
+        ("other", first.image_ref.as_str()),
+        ("other", &other_ref),
+        ("web", "/srv/app"),
+    ] {
+        assert!(
+            ctl.prepared_image(app, r).await.unwrap().is_none(),
+            "{app} {r}"
+        );
+    }
     let after_first = h.stats().await;
     assert_eq!(after_first.blobs_received, 3);
     assert_eq!(after_first.bytes_received, first.bytes_sent);
