@@ -377,6 +377,77 @@ async fn a_manifest_naming_a_missing_blob_is_refused() {
     h.stop().await;
 }
 
+/// Ages every file under `dir` by two hours (past the store's grace period for unreferenced
+/// images and blobs).
+fn age_files(dir: &std::path::Path) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_file() {
+            let f = std::fs::File::options().write(true).open(e.path()).unwrap();
+            f.set_modified(then).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn gc_keeps_the_images_of_releases_and_removes_the_rest() {
+    let h = Harness::start().await;
+    let base = tar(&[Entry::File("bin/app", b"#!/bin/sh\n", 0o755)]);
+    let kept = image(
+        &[base.clone(), tar(&[Entry::File("k", b"K", 0o644)])],
+        &["/bin/app"],
+    );
+    let dropped = image(
+        &[base, tar(&[Entry::File("d", b"D", 0o644)])],
+        &["/bin/app"],
+    );
+    for (img, name) in [(&kept, "kept"), (&dropped, "dropped")] {
+        h.client
+            .push_image("web", &h.layout(img, name), |_| {})
+            .await
+            .unwrap();
+    }
+    // A release names `kept` (it need not succeed: releases keep their image either way).
+    let spec = json!({"image_digest": kept.manifest.as_str(), "spec": {
+        "image": "", "default_group": "app", "groups": {"app": {"image": "", "init": {}}},
+    }});
+    let (s, v) = Harness::answer(h.req(Method::POST, "/v1/apps/web/releases").json(&spec)).await;
+    assert_eq!(s, 201, "{v}");
+    wait_for_async(PATIENCE, "the release ends", || async {
+        let (_, r) = Harness::answer(h.req(Method::GET, "/v1/apps/web/releases/1")).await;
+        matches!(r["status"].as_str(), Some("complete" | "failed"))
+    })
+    .await;
+    // Just pushed: nothing goes, referenced or not (a push may still be under way).
+    let (s, v) = Harness::answer(h.req(Method::POST, "/v1/images/gc")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(h.client.oci_images("web").await.unwrap().images.len(), 2);
+    // Two hours on, the unreferenced image goes, with its own layer; the shared layer stays.
+    let oci = h.dir.path().join("data/oci");
+    age_files(&oci.join("images"));
+    age_files(&oci.join("blobs/sha256"));
+    let (s, v) = Harness::answer(h.req(Method::POST, "/v1/images/gc")).await;
+    assert_eq!(s, 200, "{v}");
+    let list = h.client.oci_images("web").await.unwrap();
+    let digests: Vec<&str> = list.images.iter().map(|i| i.digest.as_str()).collect();
+    assert_eq!(digests, [kept.manifest.as_str()]);
+    let (s, _) = Harness::answer(h.req(
+        Method::HEAD,
+        &format!("/v1/apps/web/blobs/{}", dropped.layers[1].0),
+    ))
+    .await;
+    assert_eq!(s, 404, "the dropped image's own layer is gone");
+    let layers = oci.join("layers");
+    assert!(!layers.join(dropped.layers[1].1.hex()).exists());
+    for (blob, diff) in &kept.layers {
+        let (s, _) =
+            Harness::answer(h.req(Method::HEAD, &format!("/v1/apps/web/blobs/{blob}"))).await;
+        assert_eq!(s, 200, "{blob} of the kept image");
+        assert!(layers.join(diff.hex()).is_dir());
+    }
+    h.stop().await;
+}
+
 /// Why a buildah-built image cannot be made here, if it cannot.
 fn buildah_or_why() -> Result<(), String> {
     if !is_root() {
