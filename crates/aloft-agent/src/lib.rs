@@ -63,6 +63,8 @@ pub enum AgentError {
     Proxy(String),
     #[error("reconciling machines at start-up failed: {0}")]
     Reconcile(String),
+    #[error("opening the OCI image store failed: {0}")]
+    ImageStore(String),
 }
 
 /// The agent entry point.
@@ -164,8 +166,8 @@ impl Agent {
         let oci_dir = config.data_dir.join("oci");
         let oci = tokio::task::spawn_blocking(move || aloft_oci::ContentStore::open(&oci_dir))
             .await
-            .map_err(|e| AgentError::Reconcile(e.to_string()))?
-            .map_err(|e| AgentError::Reconcile(format!("opening the OCI image store: {e}")))?;
+            .map_err(|e| AgentError::ImageStore(e.to_string()))?
+            .map_err(|e| AgentError::ImageStore(e.to_string()))?;
         ctl.set_oci_store(oci);
         tokio::spawn(ctl.clone().run_runtime_events(events));
         let report = ctl

@@ -90,6 +90,11 @@ pub struct OciImageList {
     pub images: Vec<OciImageInfo>,
     pub total_size: u64,
     pub total_unpacked_size: u64,
+    /// Every image of the agent's store (all apps), shared parts once.
+    #[serde(default)]
+    pub store_size: u64,
+    #[serde(default)]
+    pub store_unpacked_size: u64,
 }
 
 /// The agent's blob counters since it started (`GET /v1/images/stats`).

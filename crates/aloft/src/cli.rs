@@ -51,6 +51,23 @@ pub enum Command {
     /// Single machines: list, status, clone, start, stop, destroy, update.
     #[command(subcommand, alias = "machines", alias = "m")]
     Machine(MachineCommand),
+    /// OCI images pushed to the agent: list, show (sizes, layers, process defaults).
+    #[command(subcommand, alias = "image")]
+    Images(ImagesCommand),
+}
+
+/// `aloft images …` / `aloft image …`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// The app's images, newest first, with their sizes (shared layers counted once in the total).
+    List(ListArgs),
+    /// One image: `aloft/<app>@sha256:<hex>`, or `sha256:<hex>` (or its hex) of the app.
+    Show {
+        /// The image reference or digest.
+        reference: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
 }
 
 /// `aloft agent`.

@@ -278,15 +278,22 @@ impl Deployer {
                         out.push((p, r.created_at));
                     }
                 }
-                Ok(out)
+                let mut all = Vec::new();
+                for d in s.prepared_manifests()? {
+                    all.extend(s.prepared(&d)?);
+                }
+                Ok((out, aloft_oci::usage::usage(&all)))
             })
             .await?;
+        let (found, store) = found;
         let prepared: Vec<PreparedImage> = found.iter().map(|(p, _)| p.clone()).collect();
         let usage = aloft_oci::usage::usage(&prepared);
         Ok(OciImageList {
             images: found.iter().map(|(p, at)| oci_info(app, p, at)).collect(),
             total_size: usage.blob_bytes,
             total_unpacked_size: usage.unpacked_bytes,
+            store_size: store.blob_bytes,
+            store_unpacked_size: store.unpacked_bytes,
         })
     }
 

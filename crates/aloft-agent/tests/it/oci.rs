@@ -109,6 +109,30 @@ async fn a_second_push_sends_nothing_and_a_changed_layer_only_that_layer() {
     assert_eq!(first.image_ref, format!("aloft/web@{}", img.manifest));
     assert_eq!(first.image.layers.len(), 2);
     assert_eq!(first.image.config.entrypoint, ["/bin/app"]);
+    // What the launch path gets: the unpacked layers, bottom first, and the process defaults;
+    // nothing for another app or an image that is not a pushed OCI image.
+    let ctl = &h.agent.as_ref().unwrap().controller;
+    let prepared = ctl
+        .prepared_image("web", &first.image_ref)
+        .await
+        .unwrap()
+        .expect("a prepared image");
+    assert_eq!(prepared.manifest_digest, img.manifest);
+    assert_eq!(prepared.layer_dirs.len(), 2);
+    assert!(prepared.layer_dirs[0].join("bin/app").is_file());
+    assert!(prepared.layer_dirs[1].join("etc/app.conf").is_file());
+    assert_eq!(prepared.config.entrypoint, ["/bin/app"]);
+    let other_ref = first.image_ref.replace("aloft/web@", "aloft/other@");
+    for (app, r) in [
+        ("other", first.image_ref.as_str()),
+        ("other", &other_ref),
+        ("web", "/srv/app"),
+    ] {
+        assert!(
+            ctl.prepared_image(app, r).await.unwrap().is_none(),
+            "{app} {r}"
+        );
+    }
     let after_first = h.stats().await;
     assert_eq!(after_first.blobs_received, 3);
     assert_eq!(after_first.bytes_received, first.bytes_sent);
@@ -350,5 +374,175 @@ async fn a_manifest_naming_a_missing_blob_is_refused() {
     .await;
     assert_eq!(s, 400, "{v}");
     assert!(h.client.oci_images("web").await.unwrap().images.is_empty());
+    h.stop().await;
+}
+
+/// Ages every file under `dir` by two hours (past the store's grace period for unreferenced
+/// images and blobs).
+fn age_files(dir: &std::path::Path) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_file() {
+            let f = std::fs::File::options().write(true).open(e.path()).unwrap();
+            f.set_modified(then).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn gc_keeps_the_images_of_releases_and_removes_the_rest() {
+    let h = Harness::start().await;
+    let base = tar(&[Entry::File("bin/app", b"#!/bin/sh\n", 0o755)]);
+    let kept = image(
+        &[base.clone(), tar(&[Entry::File("k", b"K", 0o644)])],
+        &["/bin/app"],
+    );
+    let dropped = image(
+        &[base, tar(&[Entry::File("d", b"D", 0o644)])],
+        &["/bin/app"],
+    );
+    for (img, name) in [(&kept, "kept"), (&dropped, "dropped")] {
+        h.client
+            .push_image("web", &h.layout(img, name), |_| {})
+            .await
+            .unwrap();
+    }
+    // A release names `kept` (it need not succeed: releases keep their image either way).
+    let spec = json!({"image_digest": kept.manifest.as_str(), "spec": {
+        "image": "", "default_group": "app", "groups": {"app": {"image": "", "init": {}}},
+    }});
+    let (s, v) = Harness::answer(h.req(Method::POST, "/v1/apps/web/releases").json(&spec)).await;
+    assert_eq!(s, 201, "{v}");
+    wait_for_async(PATIENCE, "the release ends", || async {
+        let (_, r) = Harness::answer(h.req(Method::GET, "/v1/apps/web/releases/1")).await;
+        matches!(r["status"].as_str(), Some("complete" | "failed"))
+    })
+    .await;
+    // Just pushed: nothing goes, referenced or not (a push may still be under way).
+    let (s, v) = Harness::answer(h.req(Method::POST, "/v1/images/gc")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(h.client.oci_images("web").await.unwrap().images.len(), 2);
+    // Two hours on, the unreferenced image goes, with its own layer; the shared layer stays.
+    let oci = h.dir.path().join("data/oci");
+    age_files(&oci.join("images"));
+    age_files(&oci.join("blobs/sha256"));
+    let (s, v) = Harness::answer(h.req(Method::POST, "/v1/images/gc")).await;
+    assert_eq!(s, 200, "{v}");
+    let list = h.client.oci_images("web").await.unwrap();
+    let digests: Vec<&str> = list.images.iter().map(|i| i.digest.as_str()).collect();
+    assert_eq!(digests, [kept.manifest.as_str()]);
+    let (s, _) = Harness::answer(h.req(
+        Method::HEAD,
+        &format!("/v1/apps/web/blobs/{}", dropped.layers[1].0),
+    ))
+    .await;
+    assert_eq!(s, 404, "the dropped image's own layer is gone");
+    let layers = oci.join("layers");
+    assert!(!layers.join(dropped.layers[1].1.hex()).exists());
+    for (blob, diff) in &kept.layers {
+        let (s, _) =
+            Harness::answer(h.req(Method::HEAD, &format!("/v1/apps/web/blobs/{blob}"))).await;
+        assert_eq!(s, 200, "{blob} of the kept image");
+        assert!(layers.join(diff.hex()).is_dir());
+    }
+    h.stop().await;
+}
+
+/// Why a buildah-built image cannot be made here, if it cannot.
+fn buildah_or_why() -> Result<(), String> {
+    if !is_root() {
+        return Err("needs root (buildah, whiteouts)".into());
+    }
+    let found = std::process::Command::new("buildah")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        return Err("buildah is not installed (scripts/install-test-deps.sh)".into());
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return Err("busybox-static is not installed (scripts/install-test-deps.sh)".into());
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+/// A real builder's output: buildah builds FROM scratch with busybox, a RUN step deletes a file
+/// of the layer below (a whiteout); the pushed image unpacks with the whiteout as overlayfs
+/// wants it and the config's process defaults.
+#[tokio::test]
+async fn a_buildah_image_is_pushed_and_unpacked() {
+    if !aloft_testkit::privileged_or_skip(
+        "a_buildah_image_is_pushed_and_unpacked",
+        buildah_or_why(),
+    ) {
+        return;
+    }
+    let h = Harness::start().await;
+    let ctx = h.dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    std::fs::write(ctx.join("etc/old"), "old\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY etc /etc\n\
+         RUN [\"/bin/busybox\", \"rm\", \"/etc/old\"]\n\
+         ENV GREETING=hi\nWORKDIR /srv\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"echo\", \"hello\"]\n",
+    )
+    .unwrap();
+    let tag = format!("localhost/aloft-oci-test:{}", std::process::id());
+    let layout = h.dir.path().join("layout");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "build",
+        "--layers",
+        "--isolation",
+        "chroot",
+        "-q",
+        "-t",
+        &tag,
+        ctx.to_str().unwrap(),
+    ]);
+    let dest = format!("oci:{}:app", layout.display());
+    run(&["push", "-q", &tag, &dest]);
+    let _ = std::process::Command::new("buildah")
+        .args(["rmi", &tag])
+        .output();
+
+    let pushed = h.client.push_image("web", &layout, |_| {}).await.unwrap();
+    let img = pushed.image;
+    assert_eq!(img.config.entrypoint, ["/bin/busybox"]);
+    assert_eq!(img.config.cmd, ["echo", "hello"]);
+    assert_eq!(img.config.workdir.as_deref(), Some("/srv"));
+    assert!(
+        img.config.env.iter().any(|e| e == "GREETING=hi"),
+        "{:?}",
+        img.config.env
+    );
+    let layers = h.dir.path().join("data/oci/layers");
+    let dir = |i: usize| layers.join(img.layers[i].diff_id.trim_start_matches("sha256:"));
+    assert!(dir(0).join("bin/busybox").is_file());
+    let last = img.layers.len() - 1;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let wh = std::fs::symlink_metadata(dir(last).join("etc/old")).expect("a whiteout for /etc/old");
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
     h.stop().await;
 }

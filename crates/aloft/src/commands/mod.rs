@@ -6,6 +6,7 @@ mod apps;
 mod common;
 mod config;
 mod deploy;
+mod images;
 mod logs;
 mod machine;
 mod platform;
@@ -64,5 +65,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(LogsSettings::resolve(args, ctx.env)?, ctx),
         Command::Scale(cmd) => scale::run(cmd, ctx),
         Command::Machine(cmd) => machine::run(cmd, ctx),
+        Command::Images(cmd) => images::run(cmd, ctx),
     }
 }

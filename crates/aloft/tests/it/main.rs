@@ -13,5 +13,6 @@ mod common;
 mod config_cli;
 mod containers_e2e;
 mod deploy_e2e;
+mod images_cli;
 mod schemathesis;
 mod up_e2e;
