@@ -295,7 +295,7 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
         inner.clone(),
         slot.clone(),
         plan,
-        First::Running(running),
+        First::Running(Box::new(running)),
         oom_base,
     ));
     *slot.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
@@ -359,7 +359,7 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<Adopte
             let pid = c.pid;
             slot.lock().pid = Some(pid);
             (
-                First::Running(running_container((c, tail))),
+                First::Running(Box::new(running_container((c, tail)))),
                 Adopted::Running { pid },
             )
         }
@@ -664,7 +664,7 @@ impl Policy {
 /// What supervision starts from: a run to wait for, or an exit that happened already (a
 /// container that ended while no agent watched).
 enum First {
-    Running(Running),
+    Running(Box<Running>),
     Exited(Outcome),
 }
 
@@ -680,7 +680,7 @@ async fn supervise(
     let mut restarts: u32 = 0;
     let mut recent: VecDeque<Instant> = VecDeque::new();
     let (mut running, mut already) = match first {
-        First::Running(r) => (Some(r), None),
+        First::Running(r) => (Some(*r), None),
         First::Exited(o) => (None, Some(o)),
     };
     loop {

@@ -320,14 +320,9 @@ impl Container {
         runtime_dir: &Path,
         machine_id: &str,
     ) -> shim::ExitRecord {
-        loop {
-            match self.pidfd.readable().await {
-                Ok(mut guard) => {
-                    guard.retain_ready();
-                    break;
-                }
-                Err(_) => break,
-            }
+        // Readable once the shim has exited (an error means it cannot be watched: read on).
+        if let Ok(mut guard) = self.pidfd.readable().await {
+            guard.retain_ready();
         }
         let exit_path = self.dir.join(shim::EXIT_FILE);
         match fs::read(&exit_path)
