@@ -248,7 +248,7 @@ pub(crate) async fn start(
     let line = line.trim_end();
     let pid = match line.split_once('\t') {
         Some(("started", pid)) => pid.parse::<u32>().ok(),
-        Some(("failed", why)) => return Err(fail(why.to_string())),
+        Some(("failed", why)) => return Err(fail(start_failure(why, &spec.image_ref))),
         _ => None,
     };
     let Some(pid) = pid else {
@@ -260,6 +260,23 @@ pub(crate) async fn start(
         .ok_or_else(|| fail("the shim started the container but left no shim.pid".to_string()))?;
     let pidfd = pidfd(shim_pid).map_err(|e| fail(format!("cannot watch the shim: {e}")))?;
     Ok((Container { dir, pid, pidfd }, tail))
+}
+
+/// Why a container did not start, with the image it runs and what to do.
+fn start_failure(why: &str, image_ref: &str) -> String {
+    let missing_program = ["executable file not found", "no such file or directory"]
+        .iter()
+        .any(|m| why.contains(m));
+    let hint = if missing_program {
+        "the image has no such program: fix ENTRYPOINT/CMD in the Dockerfile, or the process \
+         group's command in fly.toml (init.exec/init.cmd in the machine config)"
+    } else if why.contains("permission denied") {
+        "the program is not executable by the image's USER: fix its mode or the USER in the \
+         Dockerfile"
+    } else {
+        "check the image and the machine's config; `aloft logs` shows what the container printed"
+    };
+    format!("{why} (image {image_ref}); {hint}")
 }
 
 /// The private address of a started container, if it has one.
