@@ -93,6 +93,31 @@ pub fn internal_ports(config: &MachineConfig) -> Vec<u16> {
     ports
 }
 
+/// The `FLY_*` variables every machine gets (flyctl-behaviour §7.2), with `FLY_PRIVATE_IP` =
+/// `private_ip`: `FLY_APP_NAME`, `FLY_MACHINE_ID`, `FLY_ALLOC_ID`, `FLY_REGION`,
+/// `FLY_VM_MEMORY_MB`, `FLY_MACHINE_VERSION`, `FLY_IMAGE_REF`, `FLY_PRIVATE_IP` and
+/// `FLY_PROCESS_GROUP` (when the machine has a group).
+pub fn fly_vars(spec: &LaunchSpec, private_ip: &str) -> BTreeMap<String, String> {
+    let guest = effective_guest(&spec.config);
+    let mut vars = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        vars.insert(k.to_string(), v);
+    };
+    set("FLY_APP_NAME", spec.app.clone());
+    set("FLY_MACHINE_ID", spec.machine_id.clone());
+    set("FLY_ALLOC_ID", spec.machine_id.clone());
+    set("FLY_REGION", spec.region.clone());
+    set("FLY_VM_MEMORY_MB", guest.memory_mb.to_string());
+    set("FLY_MACHINE_VERSION", spec.instance_id.clone());
+    set("FLY_IMAGE_REF", spec.image_ref.clone());
+    set("FLY_PRIVATE_IP", private_ip.to_string());
+    let group = process_group(&spec.config);
+    if !group.is_empty() {
+        set("FLY_PROCESS_GROUP", group);
+    }
+    vars
+}
+
 /// The machine's complete environment, in three layers where later ones win:
 /// 1. [`INHERITED_VARS`] from `agent_env` (PATH falls back to [`DEFAULT_PATH`]),
 /// 2. the config's `env`,
@@ -115,23 +140,10 @@ pub fn environment(
     env.entry("PATH".into())
         .or_insert_with(|| DEFAULT_PATH.into());
     env.extend(spec.config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-
-    let guest = effective_guest(&spec.config);
+    env.extend(fly_vars(spec, "127.0.0.1"));
     let mut set = |k: &str, v: String| {
         env.insert(k.to_string(), v);
     };
-    set("FLY_APP_NAME", spec.app.clone());
-    set("FLY_MACHINE_ID", spec.machine_id.clone());
-    set("FLY_ALLOC_ID", spec.machine_id.clone());
-    set("FLY_REGION", spec.region.clone());
-    set("FLY_VM_MEMORY_MB", guest.memory_mb.to_string());
-    set("FLY_MACHINE_VERSION", spec.instance_id.clone());
-    set("FLY_IMAGE_REF", spec.image_ref.clone());
-    set("FLY_PRIVATE_IP", "127.0.0.1".into());
-    let group = process_group(&spec.config);
-    if !group.is_empty() {
-        set("FLY_PROCESS_GROUP", group);
-    }
     for (internal, host) in &spec.host_ports {
         set(&format!("ALOFT_PORT_{internal}"), host.to_string());
     }

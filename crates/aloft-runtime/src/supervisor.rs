@@ -214,6 +214,27 @@ struct Plan {
     labels: Labels,
 }
 
+impl Plan {
+    /// The plan of `spec`; `env` makes the environment of a host process from it.
+    fn new(
+        spec: LaunchSpec,
+        argv: Vec<String>,
+        env: impl FnOnce(&LaunchSpec) -> std::collections::BTreeMap<String, String>,
+    ) -> Plan {
+        Plan {
+            env: env(&spec),
+            labels: Labels {
+                app: spec.app.clone(),
+                machine_id: spec.machine_id.clone(),
+                group: env::process_group(&spec.config),
+                region: spec.region.clone(),
+            },
+            argv,
+            spec,
+        }
+    }
+}
+
 pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, RuntimeError> {
     let machine_id = spec.machine_id.clone();
     let argv = env::argv(&spec).ok_or_else(|| RuntimeError::NoCommand(machine_id.clone()))?;
@@ -262,17 +283,9 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
         cgroup
     };
     let slot = inner.slot(&machine_id).expect("slot inserted above");
-    let plan = Plan {
-        env: env::environment(&spec, inner.agent_env.iter().cloned()),
-        labels: Labels {
-            app: spec.app.clone(),
-            machine_id: machine_id.clone(),
-            group: env::process_group(&spec.config),
-            region: spec.region.clone(),
-        },
-        argv,
-        spec,
-    };
+    let plan = Plan::new(spec, argv, |s| {
+        env::environment(s, inner.agent_env.iter().cloned())
+    });
     let oom_base = cgroup.as_ref().map_or(0, MachineCgroup::oom_kills);
     let running = match start(inner, &slot, &plan).await {
         Ok(r) => r,
@@ -342,17 +355,8 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<Adopte
         }
         machines.insert(machine_id.clone(), slot.clone());
     }
-    let plan = Plan {
-        env: Default::default(),
-        labels: Labels {
-            app: spec.app.clone(),
-            machine_id: machine_id.clone(),
-            group: env::process_group(&spec.config),
-            region: spec.region.clone(),
-        },
-        argv,
-        spec,
-    };
+    // A container's environment is in its bundle already.
+    let plan = Plan::new(spec, argv, |_| Default::default());
     let oom_base = cgroup.as_ref().map_or(0, MachineCgroup::oom_kills);
     let (first, adopted) = match found {
         container::Found::Running(c, tail) => {

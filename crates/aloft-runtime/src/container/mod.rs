@@ -293,26 +293,8 @@ pub(crate) fn release_network(config: &ContainerConfig, machine_id: &str) {
 
 /// The `FLY_*` variables and `PORT` of a container: it listens on its internal port, as on Fly.
 fn platform_env(spec: &LaunchSpec, ip: Option<Ipv4Addr>) -> BTreeMap<String, String> {
-    let guest = env::effective_guest(&spec.config);
-    let mut env = BTreeMap::new();
-    let mut set = |k: &str, v: String| {
-        env.insert(k.to_string(), v);
-    };
-    set("FLY_APP_NAME", spec.app.clone());
-    set("FLY_MACHINE_ID", spec.machine_id.clone());
-    set("FLY_ALLOC_ID", spec.machine_id.clone());
-    set("FLY_REGION", spec.region.clone());
-    set("FLY_VM_MEMORY_MB", guest.memory_mb.to_string());
-    set("FLY_MACHINE_VERSION", spec.instance_id.clone());
-    set("FLY_IMAGE_REF", spec.image_ref.clone());
-    set(
-        "FLY_PRIVATE_IP",
-        ip.map_or_else(|| "127.0.0.1".into(), |ip| ip.to_string()),
-    );
-    let group = env::process_group(&spec.config);
-    if !group.is_empty() {
-        set("FLY_PROCESS_GROUP", group);
-    }
+    let ip = ip.map_or_else(|| "127.0.0.1".into(), |ip| ip.to_string());
+    let mut env = env::fly_vars(spec, &ip);
     let mut ports: Vec<u16> = spec
         .config
         .services
@@ -323,7 +305,7 @@ fn platform_env(spec: &LaunchSpec, ip: Option<Ipv4Addr>) -> BTreeMap<String, Str
     ports.sort_unstable();
     ports.dedup();
     if let [only] = ports[..] {
-        set("PORT", only.to_string());
+        env.insert("PORT".into(), only.to_string());
     }
     env
 }

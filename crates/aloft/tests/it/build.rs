@@ -20,15 +20,7 @@ use crate::common::privileged_or_skip;
 
 /// Whether a build can run here.
 fn can_build() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
+    if !crate::common::is_root() {
         return Err("buildah builds here run as root".into());
     }
     for tool in ["buildah", "skopeo"] {

@@ -20,21 +20,25 @@ pub fn setup() -> (tempfile::TempDir, PathBuf, String) {
     (tmp, image, image_s)
 }
 
-/// Where Debian's busybox-static puts its static busybox (test images are made of it).
-pub const BUSYBOX: &str = "/usr/bin/busybox";
-
-/// Whether this host can build images and run container machines: root, buildah, runc, tini,
-/// iproute2, iptables and a static busybox. The error names what is missing.
-pub fn can_run_containers() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
+/// Whether this test process runs as root (real uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("Uid:"))
                 .map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
-        .unwrap_or(false);
-    if !root {
+        .unwrap_or(false)
+}
+
+/// Where Debian's busybox-static puts its static busybox (test images are made of it).
+pub const BUSYBOX: &str = "/usr/bin/busybox";
+
+/// Whether this host can build images and run container machines: root, buildah, runc, tini,
+/// iproute2, iptables and a static busybox. The error names what is missing.
+pub fn can_run_containers() -> Result<(), String> {
+    if !is_root() {
         return Err("containers and buildah builds here need root".into());
     }
     for (tool, package) in [
