@@ -284,6 +284,24 @@ fn unpack_tar(reader: impl Read, root: &Path, layer: &Digest) -> OciResult<u64> 
             }
             continue;
         }
+        // An overlayfs xattr carried in the tar (opaque, redirect, metacopy…) would let a layer
+        // change what the merged filesystem shows beyond its own files.
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                if ext
+                    .key_bytes()
+                    .starts_with(b"SCHILY.xattr.trusted.overlay.")
+                {
+                    return Err(bad(
+                        &name,
+                        format!(
+                            "carries the overlayfs attribute {:?}; the layer is refused",
+                            String::from_utf8_lossy(&ext.key_bytes()["SCHILY.xattr.".len()..])
+                        ),
+                    ));
+                }
+            }
+        }
         if kind.is_file() || kind.is_contiguous() {
             size += entry.size();
         }
@@ -426,6 +444,24 @@ mod tests {
         ]);
         let err = unpack(&d, &t, true).unwrap_err().to_string();
         assert!(err.contains("goes through the symlink"), "{err}");
+    }
+
+    #[test]
+    fn overlayfs_xattrs_in_a_layer_are_refused() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..])])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, "d", &[][..]).unwrap();
+        let d = dirs();
+        let err = unpack(&d, &b.into_inner().unwrap(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trusted.overlay.redirect"), "{err}");
+        assert_eq!(std::fs::read_dir(&d.layers).unwrap().count(), 0);
     }
 
     #[test]
