@@ -588,6 +588,28 @@ mod tests {
             Some(&b"y"[..])
         );
         assert!(!got.dir.join("var/cache/.wh..wh..opq").exists());
+        // Device nodes and FIFOs are made as the layer describes them.
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, major, minor) in [
+            ("dev/null", tar::EntryType::Char, 1, 3),
+            ("run/fifo", tar::EntryType::Fifo, 0, 0),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(0o666);
+            h.set_size(0);
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+            b.append_data(&mut h, name, &[][..]).unwrap();
+        }
+        let got = unpack(&d, &b.into_inner().unwrap(), true).unwrap();
+        let null = std::fs::symlink_metadata(got.dir.join("dev/null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+        assert!(std::fs::symlink_metadata(got.dir.join("run/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
     }
 
     /// Whiteouts and opaque directories really hide the lower layer's files under overlayfs.
