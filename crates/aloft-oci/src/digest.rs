@@ -9,7 +9,13 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{OciError, OciResult};
+/// A string that is not a digest Aloft can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad digest {input:?}: {why}")]
+pub struct BadDigest {
+    pub input: String,
+    pub why: String,
+}
 
 /// A validated `sha256:<hex>` digest.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -17,8 +23,8 @@ pub struct Digest(String);
 
 impl Digest {
     /// Parses `sha256:<64 lowercase hex>`; anything else is an error naming the input.
-    pub fn parse(s: &str) -> OciResult<Digest> {
-        let bad = |why: &str| OciError::BadDigest {
+    pub fn parse(s: &str) -> Result<Digest, BadDigest> {
+        let bad = |why: &str| BadDigest {
             input: s.chars().take(100).collect(),
             why: why.to_string(),
         };
@@ -32,9 +38,9 @@ impl Digest {
     }
 
     /// The digest whose hex part is `hex` (64 lowercase hex digits).
-    pub fn from_hex(hex: &str) -> OciResult<Digest> {
+    pub fn from_hex(hex: &str) -> Result<Digest, BadDigest> {
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(OciError::BadDigest {
+            return Err(BadDigest {
                 input: hex.chars().take(100).collect(),
                 why: "expected 64 lowercase hex digits".into(),
             });
@@ -106,8 +112,8 @@ impl fmt::Debug for Digest {
 }
 
 impl FromStr for Digest {
-    type Err = OciError;
-    fn from_str(s: &str) -> OciResult<Digest> {
+    type Err = BadDigest;
+    fn from_str(s: &str) -> Result<Digest, BadDigest> {
         Digest::parse(s)
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::digest::Digest;
+use crate::digest::{BadDigest, Digest};
 
 pub type OciResult<T> = Result<T, OciError>;
 
@@ -15,8 +15,8 @@ pub enum OciError {
         #[source]
         source: std::io::Error,
     },
-    #[error("bad digest {input:?}: {why}")]
-    BadDigest { input: String, why: String },
+    #[error(transparent)]
+    BadDigest(#[from] BadDigest),
     #[error(
         "digest mismatch: expected {expected}, the bytes received hash to {actual}; nothing was stored, upload the blob again"
     )]

@@ -1,4 +1,4 @@
-//! One layer blob (tar, gzip'd tar) → `layers/<diff-id hex>/`, a directory overlayfs can use as a
+//! One layer blob (tar, gzip or zstd) → `layers/<diff-id hex>/`, a directory overlayfs can use as a
 //! lower layer.
 //!
 //! - Atomic and idempotent: unpacked into a temporary directory, checked, then renamed; a layer
@@ -11,7 +11,7 @@
 //!   leaving the layer, is refused with an error naming it.
 //! - Verified: the sha256 of the uncompressed tar must equal the config's diff_id.
 //!
-//! zstd layers are refused with a clear error (no zstd decoder is linked: push with gzip).
+//! Layers may be plain tars, gzip or zstd (any number of frames; `ruzstd`, pure Rust).
 
 use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
@@ -73,14 +73,11 @@ pub fn unpack_layer(
     let decoded: Box<dyn Read> = match compression {
         Compression::None => Box::new(file),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
-        Compression::Zstd => {
-            return Err(OciError::UnsupportedMediaType {
-                what: format!(
-                    "layer {layer} (zstd-compressed layers are not supported; push the image with gzip layers, e.g. `buildah push --compression-format gzip`)"
-                ),
-                media_type: media_type.into(),
-            })
-        }
+        Compression::Zstd => Box::new(ZstdFrames {
+            source: file,
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }),
     };
     let tmp = tempfile::Builder::new()
         .prefix(&format!("layer-{}-", diff_id.hex()))
@@ -135,6 +132,56 @@ fn sniff(r: &mut BufReader<std::fs::File>) -> std::io::Result<Option<Compression
     } else {
         None
     })
+}
+
+/// A zstd stream of any number of frames (skippable ones skipped), decoded as it is read
+/// (`ruzstd`, pure Rust: no C library to build).
+struct ZstdFrames<R> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    /// Whether `decoder` holds a frame not yet read to its end.
+    in_frame: bool,
+}
+
+impl<R: std::io::BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        use ruzstd::decoding::BlockDecodingStrategy;
+        loop {
+            if !self.in_frame {
+                if self.source.fill_buf()?.is_empty() {
+                    return Ok(0);
+                }
+                match self.decoder.init(&mut self.source) {
+                    Ok(()) => self.in_frame = true,
+                    Err(FrameDecoderError::ReadFrameHeaderError(
+                        ReadFrameHeaderError::SkipFrame { length, .. },
+                    )) => {
+                        let skipped = std::io::copy(
+                            &mut (&mut self.source).take(length.into()),
+                            &mut std::io::sink(),
+                        )?;
+                        if skipped != u64::from(length) {
+                            return Err(std::io::Error::other("truncated skippable zstd frame"));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
+            }
+            while self.decoder.can_collect() == 0 && !self.decoder.is_finished() {
+                self.decoder
+                    .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                    .map_err(std::io::Error::other)?;
+            }
+            let n = self.decoder.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This frame is done; the stream may hold another.
+            self.in_frame = false;
+        }
+    }
 }
 
 struct HashingReader<R> {
@@ -284,6 +331,24 @@ fn unpack_tar(reader: impl Read, root: &Path, layer: &Digest) -> OciResult<u64> 
             }
             continue;
         }
+        // An overlayfs xattr carried in the tar (opaque, redirect, metacopy…) would let a layer
+        // change what the merged filesystem shows beyond its own files.
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                if ext
+                    .key_bytes()
+                    .starts_with(b"SCHILY.xattr.trusted.overlay.")
+                {
+                    return Err(bad(
+                        &name,
+                        format!(
+                            "carries the overlayfs attribute {:?}; the layer is refused",
+                            String::from_utf8_lossy(&ext.key_bytes()["SCHILY.xattr.".len()..])
+                        ),
+                    ));
+                }
+            }
+        }
         if kind.is_file() || kind.is_contiguous() {
             size += entry.size();
         }
@@ -393,6 +458,35 @@ mod tests {
     }
 
     #[test]
+    fn zstd_layers_of_several_frames_unpack() {
+        use ruzstd::encoding::{compress_to_vec, CompressionLevel};
+        let d = dirs();
+        let t = tar(&[
+            Entry::File("one", &[7u8; 5000], 0o644),
+            Entry::File("two", b"2", 0o644),
+        ]);
+        // Two frames with a skippable frame between them, as zstd:chunked writes.
+        let (head, tail) = t.split_at(3000);
+        let mut blob = compress_to_vec(head, CompressionLevel::Fastest);
+        blob.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        blob.extend_from_slice(&4u32.to_le_bytes());
+        blob.extend_from_slice(b"meta");
+        blob.extend(compress_to_vec(tail, CompressionLevel::Fastest));
+        std::fs::write(&d.blob, &blob).unwrap();
+        let got = unpack_layer(
+            &d.blob,
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            &Digest::of_bytes(&blob),
+            &Digest::of_bytes(&t),
+            &d.layers,
+            &d.tmp,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(got.dir.join("one")).unwrap(), [7u8; 5000]);
+        assert_eq!(std::fs::read(got.dir.join("two")).unwrap(), b"2");
+    }
+
+    #[test]
     fn entries_escaping_the_layer_are_refused() {
         for name in ["../evil", "/etc/evil", "a/../../evil"] {
             let d = dirs();
@@ -426,6 +520,24 @@ mod tests {
         ]);
         let err = unpack(&d, &t, true).unwrap_err().to_string();
         assert!(err.contains("goes through the symlink"), "{err}");
+    }
+
+    #[test]
+    fn overlayfs_xattrs_in_a_layer_are_refused() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..])])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, "d", &[][..]).unwrap();
+        let d = dirs();
+        let err = unpack(&d, &b.into_inner().unwrap(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trusted.overlay.redirect"), "{err}");
+        assert_eq!(std::fs::read_dir(&d.layers).unwrap().count(), 0);
     }
 
     #[test]
@@ -476,6 +588,28 @@ mod tests {
             Some(&b"y"[..])
         );
         assert!(!got.dir.join("var/cache/.wh..wh..opq").exists());
+        // Device nodes and FIFOs are made as the layer describes them.
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, major, minor) in [
+            ("dev/null", tar::EntryType::Char, 1, 3),
+            ("run/fifo", tar::EntryType::Fifo, 0, 0),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(0o666);
+            h.set_size(0);
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+            b.append_data(&mut h, name, &[][..]).unwrap();
+        }
+        let got = unpack(&d, &b.into_inner().unwrap(), true).unwrap();
+        let null = std::fs::symlink_metadata(got.dir.join("dev/null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+        assert!(std::fs::symlink_metadata(got.dir.join("run/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
     }
 
     /// Whiteouts and opaque directories really hide the lower layer's files under overlayfs.

@@ -83,7 +83,7 @@ impl Controller {
         if image_ref.split_once('@').map(|(repo, _)| repo) != Some(&format!("aloft/{app}")) {
             return Ok(None);
         }
-        let digest = Digest::from_hex(hex).map_err(oci_error)?;
+        let digest = Digest::from_hex(hex).map_err(|e| oci_error(e.into()))?;
         if self.oci.get().is_none() || !self.oci_image_owned(app, &digest).await? {
             return Ok(None);
         }

@@ -523,6 +523,16 @@ async fn a_buildah_image_is_pushed_and_unpacked() {
     ]);
     let dest = format!("oci:{}:app", layout.display());
     run(&["push", "-q", &tag, &dest]);
+    let zstd_layout = h.dir.path().join("layout-zstd");
+    let zstd_dest = format!("oci:{}:app", zstd_layout.display());
+    run(&[
+        "push",
+        "-q",
+        "--compression-format",
+        "zstd",
+        &tag,
+        &zstd_dest,
+    ]);
     let _ = std::process::Command::new("buildah")
         .args(["rmi", &tag])
         .output();
@@ -544,5 +554,23 @@ async fn a_buildah_image_is_pushed_and_unpacked() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let wh = std::fs::symlink_metadata(dir(last).join("etc/old")).expect("a whiteout for /etc/old");
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    // The same image with zstd layers: other blobs, the same unpacked layers.
+    let zstd = h
+        .client
+        .push_image("other", &zstd_layout, |_| {})
+        .await
+        .unwrap()
+        .image;
+    assert!(
+        zstd.layers.iter().all(|l| l.media_type.ends_with("+zstd")),
+        "{zstd:?}"
+    );
+    let diff_ids = |i: &aloft_api::images::OciImageInfo| {
+        i.layers
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(diff_ids(&zstd), diff_ids(&img));
     h.stop().await;
 }
