@@ -193,7 +193,7 @@ pub fn build_failure(finished: &Finished, dockerfile: &Path) -> anyhow::Error {
 /// `Error: building at STEP "RUN exit 3": exit status 3` → (`RUN exit 3`, `exit status 3`).
 fn failing_step(line: &str) -> Option<(&str, &str)> {
     let rest = &line[line.find("building at STEP \"")? + "building at STEP \"".len()..];
-    let (step, why) = rest.rsplit_once("\": ")?;
+    let (step, why) = rest.split_once("\": ")?;
     Some((step, why))
 }
 
@@ -250,6 +250,15 @@ mod tests {
             err,
             "the image build failed at step `RUN missing-tool --version` of app/Dockerfile \
              (exit status 127): the build output above shows why"
+        );
+        // The reason may quote paths itself: the step ends at the first `": `.
+        let f = finished(&[
+            "Error: building at STEP \"COPY busybox /bin/busybox\": checking on sources under \"/a\": copier: stat: \"/busybox\": no such file or directory",
+        ]);
+        let err = build_failure(&f, Path::new("Dockerfile")).to_string();
+        assert!(
+            err.starts_with("the image build failed at step `COPY busybox /bin/busybox` of Dockerfile (checking on sources"),
+            "{err}"
         );
         let f = finished(&["Error: creating build container: nope:1: image not known"]);
         let err = build_failure(&f, Path::new("Dockerfile")).to_string();

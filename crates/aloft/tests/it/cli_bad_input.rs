@@ -467,8 +467,14 @@ fn good_input_does_change_things() {
     );
 }
 
-fn example_config() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/process-groups/fly.toml")
+/// The example's fly.toml alone in a temp dir: no Dockerfile, so the directory is packed and
+/// uploaded (the process runtime) and nothing is built.
+fn example_config(tmp: &std::path::Path) -> std::path::PathBuf {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/process-groups/fly.toml");
+    let config = tmp.join("fly.toml");
+    std::fs::copy(example, &config).unwrap();
+    config
 }
 
 /// `deploy` uploads the directory once and posts the per-group spec; the agent's progress is
@@ -476,7 +482,8 @@ fn example_config() -> std::path::PathBuf {
 #[test]
 fn deploy_posts_the_release_of_the_config() {
     let (url, log) = fake_agent();
-    let config = example_config();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = example_config(tmp.path());
     let out = aloft(
         &url,
         &["deploy", "-c", config.to_str().unwrap(), "-a", "demo"],
