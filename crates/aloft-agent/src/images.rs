@@ -46,9 +46,13 @@ impl ResolvedImage {
     /// The `image_ref` object of the machine.
     pub fn image_ref(&self) -> ImageRef {
         if let Some((repository, digest)) = self.reference.split_once('@') {
+            // As Fly's: the registry, then the app's repository in it.
             return ImageRef {
                 registry: "aloft".into(),
-                repository: repository.to_string(),
+                repository: repository
+                    .strip_prefix("aloft/")
+                    .unwrap_or(repository)
+                    .to_string(),
                 tag: String::new(),
                 digest: digest.to_string(),
                 labels: Default::default(),
@@ -214,7 +218,7 @@ mod tests {
         let iref = r.image_ref();
         assert_eq!(
             (iref.registry.as_str(), iref.repository.as_str()),
-            ("aloft", "aloft/app")
+            ("aloft", "app")
         );
         assert_eq!(iref.digest, format!("sha256:{hex}"));
     }

@@ -269,6 +269,16 @@ pub struct DeployArgs {
     /// Build the image (or fetch the --image) and stop: no release. Prints the OCI layout.
     #[arg(long)]
     pub build_only: bool,
+    /// With --build-only: push the image to the agent's image store (it can then be deployed
+    /// with --image aloft/<app>@sha256:…) instead of keeping the OCI layout.
+    #[arg(long, requires = "build_only")]
+    pub push: bool,
+    /// Build on this machine (what aloft always does; accepted for flyctl's sake).
+    #[arg(long)]
+    pub local_only: bool,
+    /// Build on a remote builder: aloft has none, so this is refused with a message.
+    #[arg(long, conflicts_with = "local_only")]
+    pub remote_only: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }

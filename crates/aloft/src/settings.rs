@@ -358,6 +358,8 @@ pub struct DeploySettings {
     pub build: BuildSettings,
     /// `--build-only`: make the image and stop (no release).
     pub build_only: bool,
+    /// `--push` (with `--build-only`): ship the image to the agent's store.
+    pub push: bool,
 }
 
 /// How buildah runs a Dockerfile's RUN steps (`buildah build --isolation`).
@@ -456,6 +458,12 @@ pub fn config_dir(config_path: &Path) -> PathBuf {
 impl DeploySettings {
     /// `aloft deploy`, given its config once loaded and checked.
     pub fn resolve(args: DeployArgs, env: &Env, loaded: Loaded) -> anyhow::Result<Self> {
+        if args.remote_only {
+            anyhow::bail!(
+                "--remote-only: aloft has no remote builder; images are built on this machine \
+                 with buildah (drop the flag, or build elsewhere and deploy with --image REF)"
+            );
+        }
         let app = app_of_loaded(&args.app, env, &loaded.config)?;
         let flags = DeployFlags {
             strategy: args.strategy,
@@ -485,6 +493,7 @@ impl DeploySettings {
             detach: args.detach,
             build,
             build_only: args.build_only,
+            push: args.push,
         })
     }
 }
@@ -530,6 +539,7 @@ impl UpSettings {
                 detach: false,
                 build,
                 build_only: false,
+                push: false,
             },
             detach: args.detach,
             network: aloft_agent::NetConfig {
@@ -785,6 +795,9 @@ mod tests {
             primary_region: None,
             detach: false,
             build_only: false,
+            push: false,
+            local_only: false,
+            remote_only: false,
             build: BuildArgs::default(),
         };
         let env = Env::from_pairs(&[("ALOFT_APP", "from-env")]);

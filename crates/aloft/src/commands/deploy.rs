@@ -25,7 +25,7 @@ pub fn run(settings: DeploySettings, ctx: &Context) -> anyhow::Result<ExitCode> 
     let client = ctx.client();
     block_on(async move {
         if settings.build_only {
-            build_only(&settings, ctx.printer).await?;
+            build_only(&client, &settings, ctx.printer).await?;
             return Ok(ExitCode::SUCCESS);
         }
         match deploy(&client, &settings, ctx.printer).await? {
@@ -86,7 +86,11 @@ async fn make_image(
 }
 
 /// `deploy --build-only`: the image made and kept as an OCI layout, whose path is printed.
-async fn build_only(input: &DeploySettings, printer: &Printer) -> anyhow::Result<()> {
+async fn build_only(
+    client: &Client,
+    input: &DeploySettings,
+    printer: &Printer,
+) -> anyhow::Result<()> {
     let source = build::source(&input.build, &input.loaded.diagnostics)?;
     let Some(built) = make_image(&source, input, printer).await? else {
         bail!(
@@ -121,6 +125,15 @@ async fn build_only(input: &DeploySettings, printer: &Printer) -> anyhow::Result
             &s.working_dir
         }
     ));
+    if input.push {
+        let _layout = RemoveOnDrop(built.clone());
+        push(client, &input.app, &built, printer).await?;
+        printer.line(format_args!(
+            "Deploy it with: aloft deploy --image {}",
+            image_ref(&input.app, &s.digest)
+        ));
+        return Ok(());
+    }
     printer.line(format_args!(
         "OCI layout: {} (image {})",
         built.layout_dir.display(),

@@ -565,6 +565,22 @@ fn a_redeploy_that_changes_one_layer_uploads_only_that_layer() {
         after["blobs_present_skipped"].as_u64().unwrap()
             > before["blobs_present_skipped"].as_u64().unwrap()
     );
+    // `--build-only --push` ships an image without a release; `--image` deploys it later.
+    w.write("version", "3\n");
+    let out = w.ok(&["deploy", "--build-only", "--push"]);
+    let image = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Deploy it with: aloft deploy --image "))
+        .unwrap_or_else(|| panic!("no image to deploy in:\n{out}"))
+        .trim()
+        .to_string();
+    let version = || w.ok(&["releases", "-a", &w.app]).lines().count();
+    let releases = version();
+    w.ok(&["deploy", "--image", &image]);
+    assert_eq!(version(), releases + 1);
+    let m = &w.machines()[0];
+    assert_eq!(m["config"]["image"], image.as_str());
+    assert_eq!(m["image_ref"]["repository"], w.app.as_str());
 }
 
 #[test]
