@@ -63,6 +63,14 @@ impl ContainerConfig {
     /// runc and tini-static from `PATH` (or the usual Debian places), the current executable as
     /// the shim. The error names what is missing and the package that provides it.
     pub fn detect(network: Option<Arc<dyn Netns>>) -> Result<ContainerConfig, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(
+                "the agent does not run as root, which containers need (namespaces, \
+                        overlay mounts, the machines' bridge): run the agent as root, or deploy \
+                        without a Dockerfile to use the process runtime"
+                    .into(),
+            );
+        }
         let find = |names: &[&str], package: &str| -> Result<PathBuf, String> {
             let path = std::env::var_os("PATH").unwrap_or_default();
             for name in names {
