@@ -101,8 +101,11 @@ impl ContainerConfig {
 /// What a container needs from the network: its namespace and address.
 pub trait Netns: Send + Sync {
     /// The machine's network namespace file and private address, made on first use and the
-    /// same until [`Netns::detach`].
-    fn attach(&self, machine_id: &str) -> Result<(PathBuf, Ipv4Addr), String>;
+    /// same until [`Netns::detach`]; `true` when [`Netns::connect`] must still wire it (which
+    /// may run while the container starts in the namespace).
+    fn prepare(&self, machine_id: &str) -> Result<(PathBuf, Ipv4Addr, bool), String>;
+    /// Wires a prepared namespace to the network (veth on the bridge, address, routes).
+    fn connect(&self, machine_id: &str) -> Result<(), String>;
     /// The machine's address, if it has one now (no host changes).
     fn address(&self, machine_id: &str) -> Option<Ipv4Addr>;
     /// Frees what [`Netns::attach`] gave (the machine is destroyed). Idempotent.
@@ -175,12 +178,18 @@ pub(crate) async fn start(
     fs::create_dir_all(&dir).map_err(io(&dir))?;
     fs::create_dir_all(runc_root(s.runtime_dir)).map_err(io(s.runtime_dir))?;
     let user = users::resolve(&s.image.user, &s.image.layers).map_err(&fail)?;
-    let (netns, ip) = match &s.config.network {
+    // The namespace exists before runc needs it; wiring it (two `ip` runs) overlaps the
+    // container's start and is awaited before the machine counts as started.
+    let (netns, ip, wiring) = match &s.config.network {
         Some(net) => {
-            let (path, ip) = net.attach(&spec.machine_id).map_err(&fail)?;
-            (Some(path), Some(ip))
+            let (path, ip, needs) = net.prepare(&spec.machine_id).map_err(&fail)?;
+            let wiring = needs.then(|| {
+                let (net, id) = (net.clone(), spec.machine_id.clone());
+                tokio::task::spawn_blocking(move || net.connect(&id))
+            });
+            (Some(path), Some(ip), wiring)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let hosts = dir.join("hosts");
     let hostname = dir.join("hostname");
@@ -256,10 +265,18 @@ pub(crate) async fn start(
     let line = line.trim_end();
     let pid = match line.split_once('\t') {
         Some(("started", pid)) => pid.parse::<u32>().ok(),
-        Some(("failed", why)) => return Err(fail(start_failure(why, &spec.image_ref))),
+        Some(("failed", why)) => {
+            if let Some(w) = wiring {
+                let _ = w.await;
+            }
+            return Err(fail(start_failure(why, &spec.image_ref)));
+        }
         _ => None,
     };
     let Some(pid) = pid else {
+        if let Some(w) = wiring {
+            let _ = w.await;
+        }
         return Err(fail(format!(
             "the shim ended without starting the container (it said {line:?})"
         )));
@@ -267,6 +284,17 @@ pub(crate) async fn start(
     let shim_pid = read_pid(&dir.join(shim::SHIM_PID_FILE))
         .ok_or_else(|| fail("the shim started the container but left no shim.pid".to_string()))?;
     let pidfd = pidfd(shim_pid).map_err(|e| fail(format!("cannot watch the shim: {e}")))?;
+    if let Some(wiring) = wiring {
+        let wired = wiring.await.map_err(|e| e.to_string()).and_then(|r| r);
+        if let Err(why) = wired {
+            // Not reachable: the container goes (its shim then records the exit).
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(fail(format!("cannot connect its network: {why}")));
+        }
+    }
     Ok((Container { dir, pid, pidfd }, tail))
 }
 

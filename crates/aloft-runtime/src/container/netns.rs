@@ -45,13 +45,23 @@ impl LazyNetwork {
 }
 
 impl Netns for LazyNetwork {
-    fn attach(&self, machine_id: &str) -> Result<(PathBuf, Ipv4Addr), String> {
+    fn prepare(&self, machine_id: &str) -> Result<(PathBuf, Ipv4Addr, bool), String> {
         let net = self.network()?;
-        let attachment = match net.attachment(machine_id) {
-            Some(a) if a.netns_path.exists() => a,
-            _ => net.attach(machine_id).map_err(|e| e.to_string())?,
-        };
-        Ok((attachment.netns_path, attachment.ip))
+        if let Some(a) = net.attachment(machine_id) {
+            let wired = Path::new("/sys/class/net").join(&a.host_veth).exists();
+            if a.netns_path.exists() && wired {
+                return Ok((a.netns_path, a.ip, false));
+            }
+        }
+        let a = net.reserve(machine_id).map_err(|e| e.to_string())?;
+        Ok((a.netns_path, a.ip, true))
+    }
+
+    fn connect(&self, machine_id: &str) -> Result<(), String> {
+        self.network()?
+            .connect(machine_id)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn address(&self, machine_id: &str) -> Option<Ipv4Addr> {

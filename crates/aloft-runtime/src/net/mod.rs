@@ -147,10 +147,33 @@ impl Network {
     /// restart, finds the namespace and veth in place and keeps the address; what is missing is
     /// made again.
     pub fn attach(&self, machine_id: &str) -> Result<Attachment, NetError> {
+        self.reserve(machine_id)?;
+        self.connect(machine_id)
+    }
+
+    /// The first half of [`Network::attach`]: the machine's address (recorded) and its network
+    /// namespace (created if missing), nothing more — enough for a container to be started in
+    /// the namespace while [`Network::connect`] wires it, so the two overlap.
+    pub fn reserve(&self, machine_id: &str) -> Result<Attachment, NetError> {
         check_machine_id(machine_id)?;
         let mut records = self.lock();
-        let target = self.machine_target(machine_id);
-        let (ip, fresh_address) = match records.get(machine_id) {
+        let ip = self.address_for(&mut records, machine_id)?.0;
+        let ns = netns_name(machine_id);
+        if !netns_path(machine_id).exists() {
+            let target = self.machine_target(machine_id);
+            HostCommand::new(Tool::Ip, &target, &["netns", "add", &ns]).run()?;
+        }
+        Ok(self.attachment_at(machine_id, ip))
+    }
+
+    /// The machine's address: the one on record, else the lowest free one, recorded now.
+    /// `true` when it is new.
+    fn address_for(
+        &self,
+        records: &mut MutexGuard<'_, Records>,
+        machine_id: &str,
+    ) -> Result<(Ipv4Addr, bool), NetError> {
+        Ok(match records.get(machine_id) {
             Some(Some(ip)) if self.plan.is_machine_address(ip) => (ip, false),
             _ => {
                 let taken: BTreeSet<Ipv4Addr> = records
@@ -170,7 +193,16 @@ impl Network {
                 records.put(machine_id, ip)?;
                 (ip, true)
             }
-        };
+        })
+    }
+
+    /// The second half of [`Network::attach`]: the veth pair on the bridge and the address and
+    /// routes inside the namespace (which is created first if missing). Idempotent.
+    pub fn connect(&self, machine_id: &str) -> Result<Attachment, NetError> {
+        check_machine_id(machine_id)?;
+        let mut records = self.lock();
+        let target = self.machine_target(machine_id);
+        let (ip, fresh_address) = self.address_for(&mut records, machine_id)?;
 
         let ns = netns_name(machine_id);
         let veth = self.plan.host_veth(machine_id);
