@@ -166,6 +166,7 @@ pub(crate) async fn start(
     s: Start<'_>,
 ) -> Result<(Container, tail::Tailer), RuntimeError> {
     let machine_id = spec.machine_id.clone();
+    let t0 = std::time::Instant::now();
     let fail = |message: String| RuntimeError::Container {
         machine_id: machine_id.clone(),
         message,
@@ -191,6 +192,7 @@ pub(crate) async fn start(
         }
         None => (None, None, None),
     };
+    tracing::debug!(machine_id, elapsed = ?t0.elapsed(), "container: namespace prepared");
     let hosts = dir.join("hosts");
     let hostname = dir.join("hostname");
     let mut hosts_text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
@@ -257,12 +259,14 @@ pub(crate) async fn start(
         })?;
     let stdout = child.stdout.take();
     let _ = child.wait().await;
+    tracing::debug!(machine_id, elapsed = ?t0.elapsed(), "container: shim detached");
     let mut line = String::new();
     if let Some(out) = stdout {
         let mut reader = tokio::io::BufReader::new(out);
         let _ = reader.read_line(&mut line).await;
     }
     let line = line.trim_end();
+    tracing::debug!(machine_id, elapsed = ?t0.elapsed(), "container: shim reported {line:?}");
     let pid = match line.split_once('\t') {
         Some(("started", pid)) => pid.parse::<u32>().ok(),
         Some(("failed", why)) => {
@@ -295,6 +299,7 @@ pub(crate) async fn start(
             return Err(fail(format!("cannot connect its network: {why}")));
         }
     }
+    tracing::debug!(machine_id, elapsed = ?t0.elapsed(), "container: started and wired");
     Ok((Container { dir, pid, pidfd }, tail))
 }
 
