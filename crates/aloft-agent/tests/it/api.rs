@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aloft_agent::{Agent, AgentConfig, AgentHandle};
+use aloft_agent::{Agent, AgentHandle};
 use aloft_testkit::ReapOnDrop;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
@@ -23,8 +23,7 @@ struct Harness {
 impl Harness {
     async fn start(regions: &[&str]) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = AgentConfig::new(dir.path().join("data"));
-        config.listen = "127.0.0.1:0".parse().unwrap();
+        let mut config = crate::common::agent_config(&dir.path().join("data"));
         config.regions = regions.iter().map(|r| r.to_string()).collect();
         // Service ports on loopback only, whatever a test's machines ask for.
         config.proxy.as_mut().unwrap().bind_ip = "127.0.0.1".parse().unwrap();
@@ -1093,8 +1092,7 @@ async fn group_counts_and_machine_memory_are_bounded() {
         .unwrap()
         / 1024.0;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = AgentConfig::new(dir.path().join("data"));
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = crate::common::agent_config(&dir.path().join("data"));
     config.proxy = None;
     config.limits.max_group_count = 50;
     // Room for 768 MiB of started machines on any host.

@@ -5,6 +5,7 @@
 
 mod api;
 mod client_paths;
+mod common;
 mod oci;
 mod openapi;
 mod proxy;

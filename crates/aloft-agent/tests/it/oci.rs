@@ -3,7 +3,7 @@
 //! at the agent's offset, a manifest naming a missing blob is refused, and releases accept a
 //! pushed image of their own app only.
 
-use aloft_agent::{Agent, AgentConfig, AgentHandle};
+use aloft_agent::{Agent, AgentHandle};
 use aloft_api::images::BlobStats;
 use aloft_oci::layout::testing::{image, tar, write_layout, Entry, TestImage};
 use aloft_oci::Digest;
@@ -24,8 +24,7 @@ struct Harness {
 impl Harness {
     async fn start() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = AgentConfig::new(dir.path().join("data"));
-        config.listen = "127.0.0.1:0".parse().unwrap();
+        let mut config = crate::common::agent_config(&dir.path().join("data"));
         config.proxy = None;
         let agent = Agent::start(config).await.expect("agent starts");
         let (url, token) = (agent.url(), agent.token.clone());
@@ -500,9 +499,21 @@ async fn a_buildah_image_is_pushed_and_unpacked() {
     .unwrap();
     let tag = format!("localhost/aloft-oci-test:{}", std::process::id());
     let layout = h.dir.path().join("layout");
+    // An image store of its own (vfs, in the temp dir): nothing is left in the host's.
+    let store = h.dir.path().join("store");
+    let conf = h.dir.path().join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/run\"\n",
+            store.display()
+        ),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let out = std::process::Command::new("buildah")
             .args(args)
+            .env("CONTAINERS_STORAGE_CONF", &conf)
             .output()
             .unwrap();
         assert!(
@@ -535,6 +546,7 @@ async fn a_buildah_image_is_pushed_and_unpacked() {
     ]);
     let _ = std::process::Command::new("buildah")
         .args(["rmi", &tag])
+        .env("CONTAINERS_STORAGE_CONF", &conf)
         .output();
 
     let pushed = h.client.push_image("web", &layout, |_| {}).await.unwrap();

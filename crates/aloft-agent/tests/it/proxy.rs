@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use aloft_agent::{Agent, AgentConfig, AgentHandle};
+use aloft_agent::{Agent, AgentHandle};
 use aloft_testkit::ReapOnDrop;
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
@@ -38,8 +38,7 @@ struct Harness {
 impl Harness {
     async fn start() -> Harness {
         let data = tempfile::tempdir().unwrap();
-        let mut config = AgentConfig::new(data.path());
-        config.listen = "127.0.0.1:0".parse().unwrap();
+        let mut config = crate::common::agent_config(data.path());
         let proxy = config.proxy.as_mut().unwrap();
         proxy.bind_ip = "127.0.0.1".parse().unwrap();
         proxy.port_map = [(80, 0), (9000, 0)].into_iter().collect();

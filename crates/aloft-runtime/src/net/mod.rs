@@ -107,6 +107,9 @@ pub struct Attachment {
 pub struct Network {
     plan: AddressPlan,
     records: Mutex<Records>,
+    /// Namespaces [`Network::reserve`] made and [`Network::connect`] has not wired yet: their
+    /// veth (if one is still listed) belonged to a namespace that is gone.
+    fresh: Mutex<BTreeSet<String>>,
 }
 
 impl Network {
@@ -120,6 +123,7 @@ impl Network {
         let network = Network {
             plan,
             records: Mutex::new(records),
+            fresh: Mutex::new(BTreeSet::new()),
         };
         network.ensure_bridge()?;
         host::sysctl(network.plan.bridge(), "/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -162,6 +166,10 @@ impl Network {
         if !netns_path(machine_id).exists() {
             let target = self.machine_target(machine_id);
             HostCommand::new(Tool::Ip, &target, &["netns", "add", &ns]).run()?;
+            self.fresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(machine_id.to_string());
         }
         Ok(self.attachment_at(machine_id, ip))
     }
@@ -206,8 +214,13 @@ impl Network {
 
         let ns = netns_name(machine_id);
         let veth = self.plan.host_veth(machine_id);
-        let fresh_ns = !netns_path(machine_id).exists();
-        if fresh_ns {
+        let reserved_fresh = self
+            .fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(machine_id);
+        let fresh_ns = reserved_fresh || !netns_path(machine_id).exists();
+        if !netns_path(machine_id).exists() {
             HostCommand::new(Tool::Ip, &target, &["netns", "add", &ns]).run()?;
         }
         let veth_exists = link_exists(&veth);
@@ -299,6 +312,10 @@ impl Network {
     }
 
     fn detach_locked(&self, records: &mut Records, machine_id: &str) -> Result<(), NetError> {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(machine_id);
         let veth = self.plan.host_veth(machine_id);
         let ns = netns_name(machine_id);
         let mut commands = Vec::new();

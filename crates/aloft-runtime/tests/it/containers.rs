@@ -86,13 +86,15 @@ async fn a_container_runs_its_image_as_its_user_and_is_stopped_whole() {
     }
     let data = tempfile::tempdir().unwrap();
     let image_dir = tempfile::tempdir().unwrap();
+    let tuning = tuning(CgroupMode::Auto);
+    let _parent = CgroupParent(tuning.cgroup_parent.clone());
     let (rt, mut rx) = Runtime::with_tuning(
         RuntimeConfig {
             data_dir: data.path().to_path_buf(),
             logs: aloft_runtime::LogLimits::with_file_bytes(1 << 20),
             containers: Some(config),
         },
-        tuning(CgroupMode::Auto),
+        tuning,
     )
     .unwrap();
     let image = busybox_layer(image_dir.path());
@@ -129,6 +131,27 @@ async fn a_container_runs_its_image_as_its_user_and_is_stopped_whole() {
     let leftovers = with_env(&format!("FLY_MACHINE_ID={id}"));
     assert!(leftovers.is_empty(), "processes left: {leftovers:?}");
     drop(rt);
+}
+
+/// Removes the test's cgroup parent from every hierarchy on drop: runc makes it in all of them
+/// (the runtime itself only in memory and cpu).
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for h in hierarchies.flatten() {
+            let parent = h.path().join(&self.0);
+            if let Ok(children) = std::fs::read_dir(&parent) {
+                for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
 }
 
 /// Pids whose environment holds `pair`.

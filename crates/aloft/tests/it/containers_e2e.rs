@@ -46,9 +46,11 @@ if [ -e "$HOST_PATH" ]; then echo visible > /www/host; else echo hidden > /www/h
 exec "$@"
 "#;
 
+/// Fields drop in order: the agent first (its drop reaps the containers, mounts, namespaces
+/// and bridge its data dir records), then the temp dir holding that data dir.
 struct World {
-    tmp: tempfile::TempDir,
     agent: AgentProc,
+    tmp: tempfile::TempDir,
     app: String,
 }
 

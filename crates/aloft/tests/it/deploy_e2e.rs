@@ -22,9 +22,11 @@ use aloft_testkit::KillOnDrop;
 use common::{wait_for, AgentProc};
 
 /// One app directory with its agent.
+/// Fields drop in order: the agent first (its drop reaps what its data dir records), then the
+/// temp dir holding that data dir.
 struct World {
-    tmp: tempfile::TempDir,
     agent: AgentProc,
+    tmp: tempfile::TempDir,
     app: String,
 }
 
