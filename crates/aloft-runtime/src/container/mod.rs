@@ -179,56 +179,6 @@ pub(crate) async fn start(
     fs::create_dir_all(&dir).map_err(io(&dir))?;
     fs::create_dir_all(runc_root(s.runtime_dir)).map_err(io(s.runtime_dir))?;
     let user = users::resolve(&s.image.user, &s.image.layers).map_err(&fail)?;
-    // The namespace exists before runc needs it; wiring it (two `ip` runs) overlaps the
-    // container's start and is awaited before the machine counts as started.
-    let (netns, ip, wiring) = match &s.config.network {
-        Some(net) => {
-            let (path, ip, needs) = net.prepare(&spec.machine_id).map_err(&fail)?;
-            let wiring = needs.then(|| {
-                let (net, id) = (net.clone(), spec.machine_id.clone());
-                tokio::task::spawn_blocking(move || net.connect(&id))
-            });
-            (Some(path), Some(ip), wiring)
-        }
-        None => (None, None, None),
-    };
-    tracing::debug!(machine_id, elapsed = ?t0.elapsed(), "container: namespace prepared");
-    let hosts = dir.join("hosts");
-    let hostname = dir.join("hostname");
-    let mut hosts_text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
-    if let Some(ip) = ip {
-        hosts_text.push_str(&format!("{ip}\t{}\n", spec.machine_id));
-    }
-    fs::write(&hosts, hosts_text).map_err(io(&hosts))?;
-    fs::write(&hostname, format!("{}\n", spec.machine_id)).map_err(io(&hostname))?;
-    let env = spec::environment(&s.image.env, &spec.config.env, &platform_env(spec, ip));
-    let cwd = if s.image.workdir.is_empty() {
-        "/".to_string()
-    } else {
-        s.image.workdir.clone()
-    };
-    let cgroups_path = match s.cgroup {
-        Some(_) => format!("/{}/{}", s.cgroup_parent, spec.machine_id),
-        None => format!("/{}/{}", s.cgroup_parent, spec.machine_id),
-    };
-    let rootfs = rootfs::rootfs_dir(&dir);
-    let config = spec::config_json(&spec::ContainerSpec {
-        machine_id: &spec.machine_id,
-        argv: s.argv,
-        env: &env,
-        cwd: &cwd,
-        uid: user.uid,
-        gid: user.gid,
-        additional_gids: &user.additional_gids,
-        rootfs: &rootfs,
-        init: &s.config.init,
-        netns: netns.as_deref(),
-        hosts_file: &hosts,
-        hostname_file: &hostname,
-        cgroups_path: &cgroups_path,
-        nofile: s.nofile,
-    });
-    write_json(&dir.join("config.json"), &config).map_err(io(&dir))?;
     let args = shim::ShimArgs {
         machine_id: spec.machine_id.clone(),
         runc: s.config.runc.clone(),
@@ -242,12 +192,15 @@ pub(crate) async fn start(
     };
     write_json(&dir.join(shim::ARGS_FILE), &args).map_err(io(&dir))?;
     let _ = fs::remove_file(dir.join(shim::SHIM_PID_FILE));
+    let _ = fs::remove_file(dir.join("config.json"));
     // The tail starts where the previous run's ended: the spool keeps what no agent read yet.
     let tail = tail::Tailer::resume(&dir, s.logs.clone());
+    // The shim starts first (exec, fork, overlay mount) while the namespace and the bundle are
+    // made here; it runs runc only once told to go.
     let mut child = tokio::process::Command::new(&s.config.shim_exe)
         .arg("shim")
         .arg(&dir)
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -257,7 +210,41 @@ pub(crate) async fn start(
                 s.config.shim_exe.display()
             ))
         })?;
+    let stdin = child.stdin.take();
     let stdout = child.stdout.take();
+    // The namespace exists before runc needs it; wiring it (two `ip` runs) overlaps the
+    // container's start and is awaited before the machine counts as started.
+    let prepared = match &s.config.network {
+        Some(net) => {
+            let (net, id) = (net.clone(), spec.machine_id.clone());
+            tokio::task::spawn_blocking(move || net.prepare(&id))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map(Some)
+        }
+        None => Ok(None),
+    };
+    tracing::debug!(machine_id, elapsed = ?t0.elapsed(), "container: namespace prepared");
+    let mut wiring = None;
+    let ready = prepared.map_err(&fail).and_then(|p| {
+        let (netns, ip) = match p {
+            Some((path, ip, needs)) => {
+                if let (true, Some(net)) = (needs, &s.config.network) {
+                    let (net, id) = (net.clone(), spec.machine_id.clone());
+                    wiring = Some(tokio::task::spawn_blocking(move || net.connect(&id)));
+                }
+                (Some(path), Some(ip))
+            }
+            None => (None, None),
+        };
+        write_bundle(spec, &s, &dir, &user, netns.as_deref(), ip)
+    });
+    // Go, or (an error above) close the pipe: the shim then cleans up and says it failed.
+    if let (Ok(()), Some(mut stdin)) = (&ready, stdin) {
+        use tokio::io::AsyncWriteExt;
+        let _ = stdin.write_all(b"go\n").await;
+    }
     let _ = child.wait().await;
     tracing::debug!(machine_id, elapsed = ?t0.elapsed(), "container: shim detached");
     let mut line = String::new();
@@ -267,6 +254,12 @@ pub(crate) async fn start(
     }
     let line = line.trim_end();
     tracing::debug!(machine_id, elapsed = ?t0.elapsed(), "container: shim reported {line:?}");
+    if let Err(e) = ready {
+        if let Some(w) = wiring {
+            let _ = w.await;
+        }
+        return Err(e);
+    }
     let pid = match line.split_once('\t') {
         Some(("started", pid)) => pid.parse::<u32>().ok(),
         Some(("failed", why)) => {
@@ -301,6 +294,54 @@ pub(crate) async fn start(
     }
     tracing::debug!(machine_id, elapsed = ?t0.elapsed(), "container: started and wired");
     Ok((Container { dir, pid, pidfd }, tail))
+}
+
+/// Writes what runc reads: `hosts`, `hostname` and `config.json` of the container's bundle.
+fn write_bundle(
+    spec: &LaunchSpec,
+    s: &Start<'_>,
+    dir: &Path,
+    user: &users::User,
+    netns: Option<&Path>,
+    ip: Option<Ipv4Addr>,
+) -> Result<(), RuntimeError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RuntimeError::Io { path, source }
+    };
+    let hosts = dir.join("hosts");
+    let hostname = dir.join("hostname");
+    let mut hosts_text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
+    if let Some(ip) = ip {
+        hosts_text.push_str(&format!("{ip}\t{}\n", spec.machine_id));
+    }
+    fs::write(&hosts, hosts_text).map_err(io(&hosts))?;
+    fs::write(&hostname, format!("{}\n", spec.machine_id)).map_err(io(&hostname))?;
+    let env = spec::environment(&s.image.env, &spec.config.env, &platform_env(spec, ip));
+    let cwd = if s.image.workdir.is_empty() {
+        "/".to_string()
+    } else {
+        s.image.workdir.clone()
+    };
+    let cgroups_path = format!("/{}/{}", s.cgroup_parent, spec.machine_id);
+    let rootfs = rootfs::rootfs_dir(dir);
+    let config = spec::config_json(&spec::ContainerSpec {
+        machine_id: &spec.machine_id,
+        argv: s.argv,
+        env: &env,
+        cwd: &cwd,
+        uid: user.uid,
+        gid: user.gid,
+        additional_gids: &user.additional_gids,
+        rootfs: &rootfs,
+        init: &s.config.init,
+        netns,
+        hosts_file: &hosts,
+        hostname_file: &hostname,
+        cgroups_path: &cgroups_path,
+        nofile: s.nofile,
+    });
+    write_json(&dir.join("config.json"), &config).map_err(io(dir))
 }
 
 /// Why a container did not start, with the image it runs and what to do.

@@ -2,10 +2,12 @@
 //! conmon and containerd-shim do, so the agent can restart (or crash) without touching
 //! running machines.
 //!
-//! The agent starts `aloft shim <dir>` (the same binary; [`main`]) with a pipe on stdout. The
-//! shim forks; the parent exits at once (the agent reaps it), the child detaches (`setsid`,
-//! stdin/stderr to /dev/null), becomes a child subreaper and then, in order:
-//! 1. resets the writable layer and mounts the overlay root filesystem ([`super::rootfs`]);
+//! The agent starts `aloft shim <dir>` (the same binary; [`main`]) with pipes on stdin and
+//! stdout. The shim forks; the parent exits at once (the agent reaps it), the child detaches
+//! (`setsid`, stderr to /dev/null), becomes a child subreaper and then, in order:
+//! 1. resets the writable layer and mounts the overlay root filesystem ([`super::rootfs`]),
+//!    and waits for `go` on stdin (the agent writes `config.json` meanwhile; anything else, or
+//!    the pipe closed, ends the start as failed);
 //! 2. runs `runc run --detach`: the container's init (tini) becomes the shim's child (subreaper),
 //!    with stdout/stderr on pipes the shim reads;
 //! 3. writes `started <pid>` (or `failed <message>`) on the pipe and closes it;
@@ -100,7 +102,6 @@ pub fn main(dir: &Path) -> ! {
     let _ = nix::unistd::setsid();
     // SAFETY: prctl with an integer argument.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    redirect_to_null(libc::STDIN_FILENO);
     redirect_to_null(libc::STDERR_FILENO);
     let _ = fs::write(dir.join(SHIM_PID_FILE), std::process::id().to_string());
     let code = run(dir, &args);
@@ -129,6 +130,17 @@ fn run(dir: &Path, args: &ShimArgs) -> i32 {
     let _ = fs::remove_file(dir.join(INIT_PID_FILE));
     if let Err(e) = super::rootfs::mount_overlay(dir, &args.layers) {
         return start_failed(dir, args, &format!("cannot mount the root filesystem: {e}"));
+    }
+    // The agent writes the bundle (and makes the network namespace) meanwhile, then says go.
+    let mut go = String::new();
+    let _ = io::stdin().read_line(&mut go);
+    redirect_to_null(libc::STDIN_FILENO);
+    if go.trim() != "go" {
+        return start_failed(
+            dir,
+            args,
+            "the agent did not finish preparing the container",
+        );
     }
     let spool = Arc::new(Mutex::new(Spool::open(dir, args.log_file_bytes)));
     let labels = Labels {
