@@ -117,12 +117,13 @@ impl Agent {
         let (runtime, events) = Runtime::new(RuntimeConfig {
             data_dir: config.data_dir.join("runtime"),
             logs: config.logs,
-            containers: Some(aloft_runtime::ContainerConfig::detect(Some(Arc::new(
-                aloft_runtime::container::netns::LazyNetwork::new(
+            containers: Some(aloft_runtime::ContainerConfig::detect(
+                Some(Arc::new(aloft_runtime::container::netns::LazyNetwork::new(
                     config.network.clone(),
                     &config.data_dir.join("runtime").join("net"),
-                ),
-            )))),
+                ))),
+                config.oci_runtime.as_deref(),
+            )),
         })?;
         Agent::start_locked(config, lock, Arc::new(runtime), events).await
     }

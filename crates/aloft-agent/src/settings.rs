@@ -29,6 +29,9 @@ pub struct AgentConfig {
     pub limits: Limits,
     /// The bridge and subnet of container machines (set up on the first container start).
     pub network: aloft_runtime::net::NetConfig,
+    /// The OCI runtime that runs container machines (a path, or a name looked up in `PATH`);
+    /// `None` is runc. Any runtime with runc's command line works (crun, youki).
+    pub oci_runtime: Option<PathBuf>,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -73,6 +76,7 @@ impl AgentConfig {
             proxy: Some(aloft_proxy::ProxyConfig::default()),
             limits: Limits::default(),
             network: aloft_runtime::net::NetConfig::default(),
+            oci_runtime: None,
         }
     }
 }

@@ -122,6 +122,11 @@ pub struct AgentArgs {
     /// Subnet of container machines' private addresses (the bridge takes the first address).
     #[arg(long, default_value = "10.209.0.0/16")]
     pub subnet: aloft_agent::Ipv4Net,
+    /// OCI runtime of container machines, a path or a name in PATH, with runc's command line
+    /// (`crun` starts containers faster; it refuses hosts with a hybrid cgroup layout)
+    /// [default: runc].
+    #[arg(long)]
+    pub oci_runtime: Option<PathBuf>,
 }
 
 fn parse_connections(s: &str) -> Result<usize, String> {

@@ -251,6 +251,7 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         bridge: args.bridge,
         subnet: args.subnet,
     };
+    config.oci_runtime = args.oci_runtime;
     config
 }
 

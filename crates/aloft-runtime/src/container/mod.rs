@@ -60,9 +60,13 @@ impl std::fmt::Debug for ContainerConfig {
 }
 
 impl ContainerConfig {
-    /// runc and tini-static from `PATH` (or the usual Debian places), the current executable as
-    /// the shim. The error names what is missing and the package that provides it.
-    pub fn detect(network: Option<Arc<dyn Netns>>) -> Result<ContainerConfig, String> {
+    /// runc (or `oci_runtime`, any runtime with runc's command line, such as crun) and
+    /// tini-static from `PATH` (or the usual Debian places), the current executable as the shim.
+    /// The error names what is missing and the package that provides it.
+    pub fn detect(
+        network: Option<Arc<dyn Netns>>,
+        oci_runtime: Option<&Path>,
+    ) -> Result<ContainerConfig, String> {
         if !nix::unistd::geteuid().is_root() {
             return Err(
                 "the agent does not run as root, which containers need (namespaces, \
@@ -88,8 +92,24 @@ impl ContainerConfig {
                 names[0]
             ))
         };
+        let runc = match oci_runtime {
+            Some(path) => {
+                let found = if path.components().count() > 1 {
+                    path.is_file().then(|| path.to_path_buf())
+                } else {
+                    find(&[&path.to_string_lossy()], "crun").ok()
+                };
+                found.ok_or_else(|| {
+                    format!(
+                        "the OCI runtime {} (--oci-runtime) is not an executable file",
+                        path.display()
+                    )
+                })?
+            }
+            None => find(&["runc"], "runc")?,
+        };
         Ok(ContainerConfig {
-            runc: find(&["runc"], "runc")?,
+            runc,
             init: find(&["tini-static"], "tini")?,
             shim_exe: std::env::current_exe()
                 .map_err(|e| format!("cannot find the agent's own executable: {e}"))?,
@@ -564,4 +584,27 @@ fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: the descriptor is owned by the `AsyncFd`, so it stays open while registered and
     // is deregistered before it is closed.
     unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_oci_runtime_is_named() {
+        let err = ContainerConfig::detect(None, Some(Path::new("/no/such/crun"))).unwrap_err();
+        if nix::unistd::geteuid().is_root() {
+            assert!(
+                err.contains("/no/such/crun") && err.contains("--oci-runtime"),
+                "{err}"
+            );
+        } else {
+            assert!(err.contains("root"), "{err}");
+        }
+        if nix::unistd::geteuid().is_root() {
+            let err =
+                ContainerConfig::detect(None, Some(Path::new("no-such-runtime"))).unwrap_err();
+            assert!(err.contains("no-such-runtime"), "{err}");
+        }
+    }
 }

@@ -33,7 +33,7 @@ fn can_run() -> Result<ContainerConfig, String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("containers need root".into());
     }
-    let mut config = ContainerConfig::detect(None)?;
+    let mut config = ContainerConfig::detect(None, None)?;
     config.shim_exe = aloft_binary()?;
     if !Path::new("/usr/bin/busybox").is_file() {
         return Err("/usr/bin/busybox is missing (apt-get install busybox-static)".into());
