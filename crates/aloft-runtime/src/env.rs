@@ -147,21 +147,26 @@ pub fn environment(
     for (internal, host) in &spec.host_ports {
         set(&format!("ALOFT_PORT_{internal}"), host.to_string());
     }
-    let mut service_ports: Vec<u16> = spec
-        .config
+    if let Some(host) = single_service_port(&spec.config).and_then(|p| spec.host_ports.get(&p)) {
+        set("PORT", host.to_string());
+    }
+    env
+}
+
+/// The internal port of the machine's services when they all use one (what `PORT` is about).
+pub fn single_service_port(config: &MachineConfig) -> Option<u16> {
+    let mut ports: Vec<u16> = config
         .services
         .iter()
         .map(|s| s.internal_port)
         .filter(|p| *p != 0)
         .collect();
-    service_ports.sort_unstable();
-    service_ports.dedup();
-    if let [only] = service_ports[..] {
-        if let Some(host) = spec.host_ports.get(&only) {
-            set("PORT", host.to_string());
-        }
+    ports.sort_unstable();
+    ports.dedup();
+    match ports[..] {
+        [only] => Some(only),
+        _ => None,
     }
-    env
 }
 
 #[cfg(test)]

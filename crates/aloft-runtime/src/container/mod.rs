@@ -397,17 +397,8 @@ pub(crate) fn release_network(config: &ContainerConfig, machine_id: &str) {
 fn platform_env(spec: &LaunchSpec, ip: Option<Ipv4Addr>) -> BTreeMap<String, String> {
     let ip = ip.map_or_else(|| "127.0.0.1".into(), |ip| ip.to_string());
     let mut env = env::fly_vars(spec, &ip);
-    let mut ports: Vec<u16> = spec
-        .config
-        .services
-        .iter()
-        .map(|s| s.internal_port)
-        .filter(|p| *p != 0)
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    if let [only] = ports[..] {
-        env.insert("PORT".into(), only.to_string());
+    if let Some(port) = env::single_service_port(&spec.config) {
+        env.insert("PORT".into(), port.to_string());
     }
     env
 }

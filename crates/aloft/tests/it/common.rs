@@ -85,3 +85,12 @@ pub fn private_image_store(dir: &std::path::Path) -> PathBuf {
     .unwrap();
     conf
 }
+
+/// A finished command's stdout then stderr, as one text (for assertions and their messages).
+pub fn combined(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -115,22 +115,14 @@ impl World {
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.aloft(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = crate::common::combined(&out);
         assert!(out.status.success(), "aloft {args:?} failed:\n{text}");
         text
     }
 
     fn fails(&self, args: &[&str]) -> String {
         let out = self.aloft(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = crate::common::combined(&out);
         assert_eq!(
             out.status.code(),
             Some(1),

@@ -100,11 +100,7 @@ impl World {
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.aloft(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = common::combined(&out);
         assert!(out.status.success(), "aloft {args:?} failed:\n{text}");
         text
     }
