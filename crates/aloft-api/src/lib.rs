@@ -15,6 +15,7 @@ pub mod local;
 pub mod logs;
 pub mod machine;
 pub mod metadata;
+pub mod network;
 pub mod proxy;
 pub mod regions;
 pub mod routes;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
 use aloft_api::images::ImageInfo;
+use aloft_api::network::{AllocateIpRequest, DnsAnswer, IpAddress, IpKind};
 use aloft_api::routes;
 use aloft_api::{
     App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, LogLine, Machine,
@@ -197,6 +198,41 @@ impl Client {
             None::<&()>,
         )
         .await
+    }
+
+    // ---- the private network
+
+    /// The app's IP addresses (`GET /v1/apps/{app}/ips`).
+    pub async fn list_ips(&self, app: &str) -> anyhow::Result<Vec<IpAddress>> {
+        self.json(Method::GET, &routes::ips(app), None::<&()>).await
+    }
+
+    /// Gives the app an address of this kind (`POST /v1/apps/{app}/ips`).
+    pub async fn allocate_ip(
+        &self,
+        app: &str,
+        kind: IpKind,
+        region: Option<String>,
+    ) -> anyhow::Result<IpAddress> {
+        let req = AllocateIpRequest { kind, region };
+        self.json(Method::POST, &routes::ips(app), Some(&req)).await
+    }
+
+    /// Takes an address from the app (`DELETE /v1/apps/{app}/ips/{address}`).
+    pub async fn release_ip(&self, app: &str, address: &str) -> anyhow::Result<IpAddress> {
+        self.json(Method::DELETE, &routes::ip(app, address), None::<&()>)
+            .await
+    }
+
+    /// What a machine of the app would get for `name` (`GET /v1/apps/{app}/dns`).
+    pub async fn dig(&self, app: &str, name: &str, rtype: &str) -> anyhow::Result<DnsAnswer> {
+        let path = format!(
+            "{}?name={}&type={}",
+            routes::dns(app),
+            urlencode(name),
+            urlencode(rtype)
+        );
+        self.json(Method::GET, &path, None::<&()>).await
     }
 
     // ---- machines

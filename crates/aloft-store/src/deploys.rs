@@ -339,7 +339,7 @@ impl Tx<'_> {
             > 0)
     }
 
-    /// Deletes the releases, release events, image rows and group counts of an app (part of
+    /// Deletes the releases, release events, image rows, group counts and IP addresses of an app (part of
     /// deleting the app; image directories on disk are shared by digest and left alone).
     pub(crate) fn delete_deploy_state(&self, app: &str) -> Result<(), StoreError> {
         for table in [
@@ -348,6 +348,7 @@ impl Tx<'_> {
             "images",
             "oci_images",
             "group_counts",
+            "ips",
         ] {
             self.conn()
                 .execute(&format!("DELETE FROM {table} WHERE app = ?1"), [app])?;

@@ -18,6 +18,7 @@
 mod cache;
 mod deploys;
 mod error;
+mod ips;
 mod migrations;
 mod records;
 mod reserve;

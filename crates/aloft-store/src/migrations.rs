@@ -3,8 +3,9 @@
 //! To change the schema, append a [`Migration`] to [`MIGRATIONS`] with the next version number
 //! (never edit one that has shipped). Each migration runs in one transaction together with the
 //! `user_version` bump, so a crash leaves the database at the previous or the next version, never
-//! in between. Version 2 added the deploy state (releases, their events, images, group counts), version 3
-//! the OCI images of each app (`oci_images`: app → manifest digest).
+//! in between. Version 2 added the deploy state (releases, their events, images, group counts),
+//! version 3 the OCI images of each app (`oci_images`: app → manifest digest), version 4 the
+//! apps' IP addresses (`ips`).
 
 use rusqlite::Connection;
 
@@ -137,6 +138,20 @@ CREATE TABLE oci_images (
     created_at  TEXT NOT NULL,
     PRIMARY KEY (app, digest)
 );
+"#,
+    },
+    Migration {
+        version: 4,
+        description: "IP addresses of each app (public and Flycast)",
+        sql: r#"
+CREATE TABLE ips (
+    address     TEXT PRIMARY KEY,
+    app         TEXT NOT NULL REFERENCES apps(name),
+    kind        TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX ips_app ON ips(app);
 "#,
     },
 ];

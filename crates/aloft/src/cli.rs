@@ -54,6 +54,66 @@ pub enum Command {
     /// OCI images pushed to the agent: list, show (sizes, layers, process defaults).
     #[command(subcommand, alias = "image")]
     Images(ImagesCommand),
+    /// The app's IP addresses: list, allocate public or private (Flycast) ones, release.
+    #[command(subcommand)]
+    Ips(IpsCommand),
+    /// Look up a name as the app's machines see it (`.internal`, `.flycast`, the internet).
+    Dig(DigArgs),
+}
+
+/// `aloft ips …` (flyctl's `fly ips`).
+#[derive(Debug, Subcommand)]
+pub enum IpsCommand {
+    /// The app's addresses (VERSION, IP, TYPE, REGION, CREATED AT).
+    List(ListArgs),
+    /// The private (6PN) address of each machine of the app.
+    Private(ListArgs),
+    /// Give the app a public IPv4 address: `--shared`, the host's address (HTTP routed by Host).
+    #[command(name = "allocate-v4")]
+    AllocateV4 {
+        /// The host's public IPv4 address, shared by every app on it.
+        #[arg(long)]
+        shared: bool,
+        /// Only `global`: one agent serves all its regions on every address.
+        #[arg(short = 'r', long)]
+        region: Option<String>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Give the app an IPv6 address: `--private` a Flycast address on its organization's
+    /// private network (the proxy serves its services there, to the organization only).
+    #[command(name = "allocate-v6")]
+    AllocateV6 {
+        /// A Flycast address, reachable only from the organization's machines.
+        #[arg(long)]
+        private: bool,
+        /// Only `global`: one agent serves all its regions on every address.
+        #[arg(short = 'r', long)]
+        region: Option<String>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Take an address from the app.
+    Release {
+        /// The address, as `aloft ips list` shows it.
+        address: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+}
+
+/// `aloft dig [TYPE] NAME` (flyctl's `fly dig`).
+#[derive(Debug, Args, Clone)]
+pub struct DigArgs {
+    /// `[TYPE] NAME`: the record type (AAAA by default; A, TXT, SRV…) and the name, e.g.
+    /// `worker.process.myapp.internal` or `TXT _apps.internal`.
+    #[arg(num_args = 1..=2, required = true, value_name = "[TYPE] NAME")]
+    pub query: Vec<String>,
+    /// Print only the records' data, one per line, like `dig +short`.
+    #[arg(long)]
+    pub short: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
 }
 
 /// `aloft images …` / `aloft image …`.

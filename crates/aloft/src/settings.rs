@@ -126,6 +126,7 @@ pub fn has_json_output(cli: &Cli) -> bool {
         Command::Platform(PlatformCommand::VmSizes | PlatformCommand::Regions) => true,
         Command::Apps(c) => matches!(c, AppsCommand::Create { .. } | AppsCommand::List),
         Command::Status(_) | Command::Releases(_) | Command::Images(_) => true,
+        Command::Ips(_) | Command::Dig(_) => true,
         Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),
         Command::Machine(c) => matches!(c, MachineCommand::List(_) | MachineCommand::Status { .. }),
         Command::Agent(_) | Command::Deploy(_) | Command::Up(_) | Command::Logs(_) => false,

@@ -9,6 +9,7 @@ mod deploy;
 mod images;
 mod logs;
 mod machine;
+mod network;
 mod platform;
 mod scale;
 mod status;
@@ -66,5 +67,7 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Scale(cmd) => scale::run(cmd, ctx),
         Command::Machine(cmd) => machine::run(cmd, ctx),
         Command::Images(cmd) => images::run(cmd, ctx),
+        Command::Ips(cmd) => network::run_ips(cmd, ctx),
+        Command::Dig(args) => network::run_dig(args, ctx),
     }
 }
