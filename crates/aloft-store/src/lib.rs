@@ -27,6 +27,7 @@ mod tx;
 pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
 pub use deploys::{ImageRow, OciImageRow, ReleaseEventRow, ReleaseRow, UNFINISHED_STATUSES};
 pub use error::StoreError;
+pub use ips::IpRow;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};
 pub use reserve::RESERVE_BYTES;

@@ -145,13 +145,15 @@ CREATE TABLE oci_images (
         description: "IP addresses of each app (public and Flycast)",
         sql: r#"
 CREATE TABLE ips (
-    address     TEXT PRIMARY KEY,
     app         TEXT NOT NULL REFERENCES apps(name),
+    address     TEXT NOT NULL,
     kind        TEXT NOT NULL,
     region      TEXT NOT NULL,
-    created_at  TEXT NOT NULL
+    created_at  TEXT NOT NULL,
+    -- the runtime's name for a Flycast address it holds on the bridge ('' for public ones)
+    net_key     TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (app, address)
 );
-CREATE INDEX ips_app ON ips(app);
 "#,
     },
 ];

@@ -39,7 +39,8 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Laptop mode: use (or start) a local agent, deploy the directory, follow logs until Ctrl-C.
     Up(UpArgs),
-    /// The app and its machines (PROCESS, ID, VERSION, REGION, STATE, ROLE, CHECKS, LAST UPDATED).
+    /// The app and its machines (PROCESS, ID, VERSION, REGION, STATE, ROLE, CHECKS, LAST UPDATED,
+    /// PRIVATE IP).
     Status(StatusArgs),
     /// The app's releases, newest first.
     Releases(ListArgs),

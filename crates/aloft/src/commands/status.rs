@@ -50,6 +50,7 @@ pub fn machine_rows(machines: &[Machine]) -> Vec<Vec<String>> {
                 m.config.metadata.get(ROLE).cloned().unwrap_or_default(),
                 checks_summary(m),
                 m.updated_at.clone(),
+                m.private_ip.clone(),
             ]
         })
         .collect();
@@ -153,6 +154,7 @@ pub fn run(app_name: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
                     "ROLE",
                     "CHECKS",
                     "LAST UPDATED",
+                    "PRIVATE IP",
                 ],
                 &rows,
             );
