@@ -262,7 +262,9 @@ fn of_app(
             let regions: Vec<&str> = table.started_regions(app).into_iter().collect();
             txt(wanted, regions.join(","))
         }
-        NameForm::Flycast(_) if wanted => app.services.iter().copied().map(RecordData::Aaaa).collect(),
+        NameForm::Flycast(_) if wanted => {
+            app.services.iter().copied().map(RecordData::Aaaa).collect()
+        }
         _ => Vec::new(),
     };
     Outcome::Records(records)
@@ -338,8 +340,15 @@ mod tests {
         let aaaa = RecordType::AAAA;
         assert_eq!(data(&all, "web.internal", aaaa), vec![ip(1), ip(2), ip(3)]);
         assert_eq!(data(&all, "ams.web.internal", aaaa), vec![ip(1), ip(2)]);
-        assert_eq!(data(&all, "worker.process.web.internal", aaaa), vec![ip(2), ip(3)]);
-        assert_eq!(data(&all, "m4.vm.web.internal", aaaa), vec![ip(4)], "stopped too");
+        assert_eq!(
+            data(&all, "worker.process.web.internal", aaaa),
+            vec![ip(2), ip(3)]
+        );
+        assert_eq!(
+            data(&all, "m4.vm.web.internal", aaaa),
+            vec![ip(4)],
+            "stopped too"
+        );
         assert_eq!(data(&all, "WEB.Internal.", aaaa), vec![ip(1), ip(2), ip(3)]);
         assert_eq!(
             data(&all, "web.flycast", aaaa),
@@ -353,7 +362,10 @@ mod tests {
     fn nearest_puts_the_askers_region_first() {
         let aaaa = RecordType::AAAA;
         let from_fra = View::Source(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3)));
-        assert_eq!(data(&from_fra, "top1.nearest.of.web.internal", aaaa), vec![ip(3)]);
+        assert_eq!(
+            data(&from_fra, "top1.nearest.of.web.internal", aaaa),
+            vec![ip(3)]
+        );
         assert_eq!(
             data(&from_fra, "top5.nearest.of.web.internal", aaaa),
             vec![ip(3), ip(1), ip(2)]

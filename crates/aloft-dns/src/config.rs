@@ -107,6 +107,9 @@ mod tests {
     #[test]
     fn a_missing_file_names_its_path() {
         let error = upstream_from_resolv_conf(Path::new("/nonexistent/resolv.conf")).unwrap_err();
-        assert!(error.to_string().contains("/nonexistent/resolv.conf"), "{error}");
+        assert!(
+            error.to_string().contains("/nonexistent/resolv.conf"),
+            "{error}"
+        );
     }
 }

@@ -203,12 +203,10 @@ fn error(request: &Message, code: ResponseCode) -> Vec<u8> {
 /// An error for bytes that are no message: answered only if at least the header is a query's.
 fn error_from_header(query: &[u8], code: ResponseCode) -> Reply {
     match Header::read(&mut BinDecoder::new(query)) {
-        Ok(header) if header.message_type() == MessageType::Query => {
-            Reply::Answer(encode_within(
-                Message::error_msg(header.id(), header.op_code(), code),
-                usize::from(u16::MAX),
-            ))
-        }
+        Ok(header) if header.message_type() == MessageType::Query => Reply::Answer(encode_within(
+            Message::error_msg(header.id(), header.op_code(), code),
+            usize::from(u16::MAX),
+        )),
         _ => Reply::Drop,
     }
 }
@@ -218,7 +216,9 @@ fn size_limit(request: &Message, transport: Transport) -> usize {
     match (transport, request.extensions()) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
         (Transport::Udp, None) => 512,
-        (Transport::Udp, Some(edns)) => usize::from(edns.max_payload().clamp(512, EDNS_UDP_PAYLOAD)),
+        (Transport::Udp, Some(edns)) => {
+            usize::from(edns.max_payload().clamp(512, EDNS_UDP_PAYLOAD))
+        }
     }
 }
 

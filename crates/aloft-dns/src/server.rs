@@ -57,7 +57,9 @@ impl DnsServer {
             bound.push(bind(addr).await?);
         }
         if config.upstream.is_empty() {
-            tracing::warn!("no upstream DNS resolvers: names outside .internal and .flycast will get SERVFAIL");
+            tracing::warn!(
+                "no upstream DNS resolvers: names outside .internal and .flycast will get SERVFAIL"
+            );
         }
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -183,7 +185,8 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
             Reply::Answer(bytes) => send(&socket, &bytes, peer).await,
             Reply::Drop => {}
             Reply::Forward => {
-                let (socket, shared, query) = (Arc::clone(&socket), Arc::clone(&shared), query.to_vec());
+                let (socket, shared, query) =
+                    (Arc::clone(&socket), Arc::clone(&shared), query.to_vec());
                 let stop = shared.stop.clone();
                 tokio::spawn(stop.run_until_cancelled_owned(async move {
                     if let Some(answer) = shared.forward(&query, peer.ip(), Transport::Udp).await {
