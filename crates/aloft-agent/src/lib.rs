@@ -15,6 +15,7 @@ pub mod api;
 pub mod controller;
 pub mod data_dir;
 pub mod deploy;
+pub mod dns;
 pub mod ids;
 pub mod images;
 pub mod regions;
@@ -35,6 +36,7 @@ pub use aloft_proxy::ProxyConfig;
 pub use aloft_runtime::container::shim::main as shim_main;
 pub use aloft_runtime::net::{Ipv4Net, NetConfig};
 pub use aloft_runtime::LogLimits;
+pub use controller::ips::PublicAddresses;
 pub use controller::{Controller, MachineChange};
 pub use settings::{AgentConfig, DEFAULT_LISTEN};
 
@@ -114,18 +116,22 @@ impl Agent {
     pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         data_dir::prepare(&config.data_dir)?;
         let lock = data_dir::lock(&config.data_dir).await?;
+        let dns = dns::Dns::new();
         let (runtime, events) = Runtime::new(RuntimeConfig {
             data_dir: config.data_dir.join("runtime"),
             logs: config.logs,
             containers: Some(aloft_runtime::ContainerConfig::detect(
-                Some(Arc::new(aloft_runtime::container::netns::LazyNetwork::new(
-                    config.network.clone(),
-                    &config.data_dir.join("runtime").join("net"),
-                ))),
+                Some(Arc::new(
+                    aloft_runtime::container::netns::LazyNetwork::new(
+                        config.network.clone(),
+                        &config.data_dir.join("runtime").join("net"),
+                    )
+                    .with_ready_hook(dns_on_network_ready(&dns)),
+                )),
                 config.oci_runtime.as_deref(),
             )),
         })?;
-        Agent::start_locked(config, lock, Arc::new(runtime), events).await
+        Agent::start_locked(config, lock, Arc::new(runtime), events, dns).await
     }
 
     /// Starts an agent over any [`supervisor::Supervisor`] (tests use a fake).
@@ -136,7 +142,7 @@ impl Agent {
     ) -> Result<AgentHandle, AgentError> {
         data_dir::prepare(&config.data_dir)?;
         let lock = data_dir::lock(&config.data_dir).await?;
-        Agent::start_locked(config, lock, sup, events).await
+        Agent::start_locked(config, lock, sup, events, dns::Dns::new()).await
     }
 
     async fn start_locked(
@@ -144,6 +150,7 @@ impl Agent {
         lock: std::fs::File,
         sup: Arc<dyn supervisor::Supervisor>,
         events: mpsc::UnboundedReceiver<RuntimeEvent>,
+        dns: Arc<dns::Dns>,
     ) -> Result<AgentHandle, AgentError> {
         let regions = regions::Regions::new(&config.regions).map_err(AgentError::Regions)?;
         let dir_err = |source| AgentError::DataDir {
@@ -164,6 +171,7 @@ impl Agent {
             config.limits.clone(),
         ));
         ctl.set_images_dir(config.data_dir.join("images"));
+        ctl.set_public_addresses(config.public_addresses.clone());
         let oci_dir = config.data_dir.join("oci");
         let oci = tokio::task::spawn_blocking(move || aloft_oci::ContentStore::open(&oci_dir))
             .await
@@ -183,6 +191,9 @@ impl Agent {
                 "reconciled machines left by the previous agent"
             );
         }
+        ctl.restore_service_addresses()
+            .await
+            .map_err(|e| AgentError::Reconcile(format!("restoring Flycast addresses: {e}")))?;
         let deployer = deploy::Deployer::new(ctl.clone(), &config.data_dir);
         deployer
             .resume()
@@ -210,8 +221,10 @@ impl Agent {
             })),
             None => None,
         };
+        dns.follow(ctl.clone());
         let state = api::AppState {
             routing: routing.clone(),
+            dns,
             ctl: ctl.clone(),
             deploy: deployer,
             token: Arc::new(token.clone()),
@@ -236,4 +249,12 @@ impl Agent {
             _lock: lock,
         })
     }
+}
+
+/// Starts the DNS server on the gateways of the machine network once it exists.
+fn dns_on_network_ready(dns: &Arc<dns::Dns>) -> aloft_runtime::container::netns::ReadyHook {
+    let (dns, runtime) = (dns.clone(), tokio::runtime::Handle::current());
+    Box::new(move |net| {
+        dns.network_ready(&[net.gateway6().into(), net.gateway().into()], &runtime)
+    })
 }

@@ -32,6 +32,9 @@ pub struct AgentConfig {
     /// The OCI runtime that runs container machines (a path, or a name looked up in `PATH`);
     /// `None` is runc. Any runtime with runc's command line works (crun, youki).
     pub oci_runtime: Option<PathBuf>,
+    /// The host's public addresses apps may be given (`aloft ips`); unset ones are found from
+    /// the default routes when asked for.
+    pub public_addresses: crate::controller::ips::PublicAddresses,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -77,6 +80,7 @@ impl AgentConfig {
             limits: Limits::default(),
             network: aloft_runtime::net::NetConfig::default(),
             oci_runtime: None,
+            public_addresses: Default::default(),
         }
     }
 }

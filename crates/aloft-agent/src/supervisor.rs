@@ -37,6 +37,11 @@ pub trait Supervisor: Send + Sync + 'static {
     fn release(&self, machine_id: &str);
     /// Frees what machines not in `keep` kept (start-up, after the store was read).
     fn keep_only(&self, keep: &[String]);
+    /// A Flycast address of `org` on the machine network, the same for the same `key`.
+    fn service_address(&self, org: &str, key: &str) -> Result<std::net::Ipv6Addr, String>;
+    fn release_service_address(&self, key: &str);
+    /// A container machine's IPv4 address (the proxy's way in).
+    fn machine_ipv4(&self, machine_id: &str) -> Option<std::net::Ipv4Addr>;
 }
 
 impl Supervisor for Runtime {
@@ -80,5 +85,14 @@ impl Supervisor for Runtime {
     }
     fn keep_only(&self, keep: &[String]) {
         Runtime::keep_only(self, keep)
+    }
+    fn service_address(&self, org: &str, key: &str) -> Result<std::net::Ipv6Addr, String> {
+        Runtime::service_address(self, org, key)
+    }
+    fn release_service_address(&self, key: &str) {
+        Runtime::release_service_address(self, key)
+    }
+    fn machine_ipv4(&self, machine_id: &str) -> Option<std::net::Ipv4Addr> {
+        Runtime::machine_ipv4(self, machine_id)
     }
 }

@@ -249,6 +249,37 @@ impl Runtime {
         }
     }
 
+    /// The container network, when this runtime runs containers with one.
+    fn netns(&self) -> Result<&Arc<dyn container::Netns>, String> {
+        match &self.inner.containers {
+            Ok(c) => c.network.as_ref().ok_or_else(|| {
+                "this agent runs containers without a network".to_string()
+            }),
+            Err(why) => Err(format!(
+                "private addresses live on the container network, and containers cannot run here: {why}"
+            )),
+        }
+    }
+
+    /// The Flycast (service) address `key` of organization `org` on the machine network: made
+    /// (and the network set up) on the first call, the same address for the same key after.
+    pub fn service_address(&self, org: &str, key: &str) -> Result<std::net::Ipv6Addr, String> {
+        self.netns()?.service_address(org, key)
+    }
+
+    /// Takes the service address `key` off the network. Idempotent.
+    pub fn release_service_address(&self, key: &str) {
+        if let Ok(net) = self.netns() {
+            net.release_service_address(key);
+        }
+    }
+
+    /// The IPv4 address of a container machine on the bridge (what the proxy connects to: apps
+    /// that listen on 0.0.0.0 only are reached too), if it has one.
+    pub fn machine_ipv4(&self, machine_id: &str) -> Option<std::net::Ipv4Addr> {
+        self.netns().ok()?.ipv4(machine_id)
+    }
+
     /// Whether containers can run here, or why not.
     pub fn containers(&self) -> Result<(), String> {
         self.inner

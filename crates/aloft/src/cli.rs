@@ -188,6 +188,14 @@ pub struct AgentArgs {
     /// [default: runc].
     #[arg(long)]
     pub oci_runtime: Option<PathBuf>,
+    /// This host's public IPv4 address, which `aloft ips allocate-v4 --shared` gives apps
+    /// [default: the address of the default route's interface].
+    #[arg(long, value_name = "ADDRESS")]
+    pub public_ipv4: Option<std::net::Ipv4Addr>,
+    /// This host's public IPv6 address, which `aloft ips allocate-v6` gives apps [default: the
+    /// address of the default IPv6 route's interface, when it is a global one].
+    #[arg(long, value_name = "ADDRESS")]
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
 }
 
 fn parse_connections(s: &str) -> Result<usize, String> {

@@ -253,6 +253,10 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         subnet: args.subnet,
     };
     config.oci_runtime = args.oci_runtime;
+    config.public_addresses = aloft_agent::PublicAddresses {
+        ipv4: args.public_ipv4,
+        ipv6: args.public_ipv6,
+    };
     config
 }
 

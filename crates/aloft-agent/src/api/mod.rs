@@ -9,6 +9,7 @@ mod images;
 mod leases;
 mod machines;
 mod misc;
+mod network;
 mod oci;
 mod proxy;
 mod releases;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub deploy: Arc<crate::deploy::Deployer>,
     /// The proxy (for `/metrics` and `/v1/proxy`), when the agent runs one.
     pub routing: Option<Arc<crate::routing::Routing>>,
+    /// The private network's DNS server (`aloft dig`).
+    pub dns: Arc<crate::dns::Dns>,
     pub token: Arc<String>,
     /// Region shown in `fly-request-id`.
     pub region: Arc<String>,
@@ -114,6 +117,14 @@ pub fn routes() -> ApiRoutes {
     t.add(M::GET, "/v1/apps/{app}/oci-images/{digest}", oci::show);
     t.add(M::GET, "/v1/images/stats", oci::stats);
     t.add(M::POST, "/v1/images/gc", oci::gc);
+    t.add(M::GET, "/v1/apps/{app}/ips", network::list_ips);
+    t.add(M::POST, "/v1/apps/{app}/ips", network::allocate_ip);
+    t.add(
+        M::DELETE,
+        "/v1/apps/{app}/ips/{address}",
+        network::release_ip,
+    );
+    t.add(M::GET, "/v1/apps/{app}/dns", network::dns);
     t.add(M::GET, "/v1/apps/{app}/process_groups", groups::list);
     t.add(M::POST, "/v1/apps/{app}/scale", groups::scale);
     t.add(M::POST, "/v1/apps/{app}/scale/guest", groups::scale_guest);

@@ -67,6 +67,14 @@ impl Controller {
         .await
     }
 
+    /// The app's row (its organization, network).
+    pub async fn app_record(&self, name: &str) -> DomainResult<AppRecord> {
+        let n = name.to_string();
+        self.db(move |s| s.read(|tx| tx.app(&n)))
+            .await?
+            .ok_or_else(|| DomainError::app_not_found(name))
+    }
+
     pub async fn get_app(&self, name: &str) -> DomainResult<App> {
         let n = name.to_string();
         self.db(move |s| {
@@ -131,7 +139,16 @@ impl Controller {
             })?;
         }
         let n = name.to_string();
+        let ips = self.db(move |s| s.read(|tx| tx.ips(&n))).await?;
+        let n = name.to_string();
         self.db(move |s| s.write(|tx| tx.delete_app(&n))).await?;
+        // Its Flycast addresses leave the bridge once nothing refers to them any more.
+        for row in ips.iter().filter(|r| !r.net_key.is_empty()) {
+            self.sup.release_service_address(&row.net_key);
+        }
+        if !ips.is_empty() {
+            self.ips_changed();
+        }
         Ok(())
     }
 }

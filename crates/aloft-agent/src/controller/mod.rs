@@ -14,6 +14,7 @@ mod apps;
 mod capacity;
 mod checks;
 mod error;
+pub mod ips;
 mod leases;
 mod logs;
 mod machines;
@@ -69,6 +70,11 @@ pub struct Controller {
     /// This host's RAM in MiB, when it could be read (`capacity`).
     host_memory_mb: Option<u64>,
     reservations: capacity::Reservations,
+    /// The host's public addresses (`ips`), set once at agent start.
+    public_addresses: std::sync::OnceLock<ips::PublicAddresses>,
+    /// Bumped whenever an app's IP addresses change (`ips`): the proxy and the DNS server
+    /// rebuild what they serve.
+    ip_changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Event `source` of API-initiated events.
@@ -98,7 +104,19 @@ impl Controller {
             limits,
             host_memory_mb: capacity::host_memory_mb(),
             reservations: Default::default(),
+            public_addresses: std::sync::OnceLock::new(),
+            ip_changes: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Tells the proxy and the DNS server that an app's addresses changed.
+    pub(crate) fn ips_changed(&self) {
+        self.ip_changes.send_modify(|v| *v += 1);
+    }
+
+    /// Changes of the apps' IP addresses (a counter; re-read `all_ips` when it moves).
+    pub fn subscribe_ips(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ip_changes.subscribe()
     }
 
     /// Sets where uploaded images live (`<data-dir>/images`); the first call wins.

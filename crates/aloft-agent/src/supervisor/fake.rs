@@ -246,4 +246,11 @@ impl Supervisor for FakeSupervisor {
     fn reap_container(&self, _machine_id: &str) {}
     fn release(&self, _machine_id: &str) {}
     fn keep_only(&self, _keep: &[String]) {}
+    fn service_address(&self, _org: &str, _key: &str) -> Result<std::net::Ipv6Addr, String> {
+        Err("the fake supervisor runs no machine network".into())
+    }
+    fn release_service_address(&self, _key: &str) {}
+    fn machine_ipv4(&self, _machine_id: &str) -> Option<std::net::Ipv4Addr> {
+        None
+    }
 }

@@ -132,6 +132,12 @@ pub trait Netns: Send + Sync {
     fn detach(&self, machine_id: &str);
     /// Detaches every machine not in `keep` (after an agent restart: destroyed meanwhile).
     fn keep_only(&self, keep: &[String]);
+    /// The service (Flycast) address `key` of organization `org`, made on first use.
+    fn service_address(&self, org: &str, key: &str) -> Result<std::net::Ipv6Addr, String>;
+    /// Takes the service address `key` off the network. Idempotent.
+    fn release_service_address(&self, key: &str);
+    /// The machine's IPv4 address on the bridge, if it has one (no host changes).
+    fn ipv4(&self, machine_id: &str) -> Option<Ipv4Addr>;
 }
 
 /// The image side of a container launch.

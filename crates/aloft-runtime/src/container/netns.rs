@@ -12,11 +12,16 @@ use std::sync::OnceLock;
 use super::Netns;
 use crate::net::{NetConfig, Network};
 
+/// Called once, right after the network is set up and before the container that needed it
+/// starts (the agent starts its DNS server on the gateways there).
+pub type ReadyHook = Box<dyn Fn(&Network) + Send + Sync>;
+
 /// A [`Network`] created on the first attach.
 pub struct LazyNetwork {
     config: NetConfig,
     state_dir: PathBuf,
     network: OnceLock<Result<Network, String>>,
+    on_ready: Option<ReadyHook>,
 }
 
 impl LazyNetwork {
@@ -26,13 +31,25 @@ impl LazyNetwork {
             config,
             state_dir: state_dir.to_path_buf(),
             network: OnceLock::new(),
+            on_ready: None,
         }
+    }
+
+    /// Runs `hook` once the network is set up (see [`ReadyHook`]).
+    pub fn with_ready_hook(mut self, hook: ReadyHook) -> LazyNetwork {
+        self.on_ready = Some(hook);
+        self
     }
 
     fn network(&self) -> Result<&Network, String> {
         self.network
             .get_or_init(|| {
-                Network::setup(self.config.clone(), &self.state_dir).map_err(|e| e.to_string())
+                let network =
+                    Network::setup(self.config.clone(), &self.state_dir).map_err(|e| e.to_string());
+                if let (Ok(net), Some(hook)) = (&network, &self.on_ready) {
+                    hook(net);
+                }
+                network
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -78,6 +95,27 @@ impl Netns for LazyNetwork {
                 tracing::warn!(machine_id, "cannot remove its network namespace: {e}");
             }
         }
+    }
+
+    fn service_address(&self, org: &str, key: &str) -> Result<std::net::Ipv6Addr, String> {
+        self.network()?
+            .reserve_service_address(org, key)
+            .map_err(|e| e.to_string())
+    }
+
+    fn release_service_address(&self, key: &str) {
+        if self.network.get().is_none() && !self.has_records() {
+            return;
+        }
+        if let Ok(net) = self.network() {
+            if let Err(e) = net.release_service_address(key) {
+                tracing::warn!(key, "cannot remove a service address: {e}");
+            }
+        }
+    }
+
+    fn ipv4(&self, machine_id: &str) -> Option<Ipv4Addr> {
+        self.address(machine_id)
     }
 
     fn keep_only(&self, keep: &[String]) {
