@@ -250,6 +250,7 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
     config.network = aloft_agent::NetConfig {
         bridge: args.bridge,
         subnet: args.subnet,
+        subnet6: None,
     };
     config.oci_runtime = args.oci_runtime;
     config
@@ -546,6 +547,7 @@ impl UpSettings {
             network: aloft_agent::NetConfig {
                 bridge: args.bridge,
                 subnet: args.subnet,
+                subnet6: None,
             },
         })
     }
