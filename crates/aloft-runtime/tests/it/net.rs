@@ -809,3 +809,46 @@ fn addresses_stay_across_restarts_and_old_records_get_ipv6() {
     assert_eq!(third.subnet6(), second.subnet6());
     assert!(third.subnet6().to_string().starts_with("fdaa:"));
 }
+
+/// Prints how long attach (new machine), attach (attached machine) and detach take, for the
+/// module docs and the bench (`bench/netns.sh` runs it). Not an assertion: timings vary.
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture (bench/netns.sh)"]
+fn attach_and_detach_timings() {
+    let Some(fx) = Fixture::new("attach_and_detach_timings", 14) else {
+        return;
+    };
+    let net = fx.setup();
+    let rounds = 20;
+    let ids: Vec<String> = (0..rounds).map(|i| format!("machine-time{i}")).collect();
+    let time = |f: &dyn Fn(&str)| -> Vec<Duration> {
+        ids.iter()
+            .map(|id| {
+                let t0 = std::time::Instant::now();
+                f(id);
+                t0.elapsed()
+            })
+            .collect()
+    };
+    let fresh = time(&|id| {
+        net.attach(id, ORG).unwrap();
+    });
+    let again = time(&|id| {
+        net.attach(id, ORG).unwrap();
+    });
+    let detach = time(&|id| net.detach(id).unwrap());
+    for (what, mut times) in [
+        ("attach (new machine)", fresh),
+        ("attach (attached machine)", again),
+        ("detach", detach),
+    ] {
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / times.len() as u32;
+        println!(
+            "{what:<28} median {:>8.2?}  mean {:>8.2?}  max {:>8.2?}  ({rounds} machines)",
+            times[times.len() / 2],
+            mean,
+            times[times.len() - 1]
+        );
+    }
+}
