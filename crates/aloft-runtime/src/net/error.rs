@@ -50,6 +50,18 @@ pub enum NetError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// A netlink request (or the namespace handling around it) failed.
+    #[error("{target}: cannot {action}: {message}; {hint}")]
+    Netlink {
+        /// `bridge aloft0` or `machine 3d8d… on bridge aloft0`.
+        target: String,
+        /// What was being done (`create veth pair av…`).
+        action: String,
+        /// What the kernel answered.
+        message: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// Writing a kernel setting under /proc/sys failed.
     #[error(
         "bridge {bridge}: cannot write {path}: {source}; run the agent as root or with \

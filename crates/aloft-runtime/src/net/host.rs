@@ -197,7 +197,7 @@ fn stderr(output: &Output) -> String {
 const PRIVILEGE_HINT: &str = "run the agent as root or with CAP_NET_ADMIN";
 
 /// What to do about a failed command, read from what it printed.
-fn hint(stderr: &str) -> &'static str {
+pub fn hint(stderr: &str) -> &'static str {
     let lower = stderr.to_ascii_lowercase();
     if lower.contains("operation not permitted")
         || lower.contains("permission denied")

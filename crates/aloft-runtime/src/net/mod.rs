@@ -67,6 +67,7 @@
 
 mod error;
 mod host;
+mod netlink;
 mod plan;
 mod records;
 mod rules;
@@ -81,11 +82,10 @@ pub use ipnet::{Ipv4Net, Ipv6Net};
 pub use plan::NetConfig;
 
 use host::{HostCommand, Tool};
-use plan::{check_machine_id, check_org, netns_name, AddressPlan, GUEST_IFNAME, PREFIX6};
+use plan::{check_machine_id, check_org, netns_name, AddressPlan, PREFIX6};
 use records::{HostState, Record, Records, Service};
 
-/// Where `ip netns` keeps namespace files.
-const NETNS_DIR: &str = "/run/netns";
+use netlink::NETNS_DIR;
 
 /// A machine's place on the network: what the container runtime and the proxy need.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -235,10 +235,8 @@ impl Network {
         check_org(org)?;
         let mut state = self.lock();
         let record = self.address_for(&mut state, machine_id, org)?.0;
-        let ns = netns_name(machine_id);
         if !netns_path(machine_id).exists() {
-            let target = self.machine_target(machine_id);
-            HostCommand::new(Tool::Ip, &target, &["netns", "add", &ns]).run()?;
+            netlink::create_netns(&self.machine_target(machine_id), &netns_path(machine_id))?;
             self.fresh
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -329,55 +327,39 @@ impl Network {
         let (record, readdressed) = self.address_for(&mut state, machine_id, org)?;
         let attachment = self.attachment_at(machine_id, &record);
 
-        let ns = netns_name(machine_id);
-        let veth = &attachment.host_veth;
+        let path = netns_path(machine_id);
         let reserved_fresh = self
             .fresh
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(machine_id);
-        let fresh_ns = reserved_fresh || !netns_path(machine_id).exists();
-        if !netns_path(machine_id).exists() {
-            HostCommand::new(Tool::Ip, &target, &["netns", "add", &ns]).run()?;
+        let fresh_ns = reserved_fresh || !path.exists();
+        if !path.exists() {
+            netlink::create_netns(&target, &path)?;
         }
-        let veth_exists = link_exists(veth);
-        let bridge = self.plan.bridge();
-        let mut outside = Vec::new();
-        if veth_exists && fresh_ns {
-            // Its peer was in a namespace that is gone: make the pair anew.
-            outside.push(format!("link del dev {veth}"));
-        }
-        if fresh_ns || !veth_exists {
-            outside.push(format!(
-                "link add {veth} type veth peer name {GUEST_IFNAME} netns {ns}"
-            ));
-        }
-        outside.push(format!("link set dev {veth} master {bridge} up"));
-        HostCommand::ip_batch(&target, None, &outside).run()?;
-
+        let veth_exists = link_exists(&attachment.host_veth);
         let a = &attachment;
-        let mut inside = Vec::new();
-        if readdressed && veth_exists && !fresh_ns {
-            // A namespace found in place whose record was lost or had other addresses.
-            inside.push(format!("addr flush dev {GUEST_IFNAME}"));
-        }
-        inside.extend([
-            format!("addr replace {}/{} dev {GUEST_IFNAME}", a.ip, a.prefix),
-            // nodad: usable at once, not after a second of duplicate address detection (the
-            // plan gives each address once).
-            format!(
-                "addr replace {}/{} dev {GUEST_IFNAME} nodad",
-                a.ip6, a.prefix6
-            ),
-            format!("link set dev {GUEST_IFNAME} up"),
-            "link set dev lo up".to_string(),
-            format!("route replace default via {} dev {GUEST_IFNAME}", a.gateway),
-            format!(
-                "route replace default via {} dev {GUEST_IFNAME}",
-                a.gateway6
-            ),
-        ]);
-        HostCommand::ip_batch(&target, Some(&ns), &inside).run()?;
+        netlink::wire(
+            &target,
+            &netlink::HostEnd {
+                bridge: self.plan.bridge(),
+                veth: &a.host_veth,
+                // Its peer was in a namespace that is gone: make the pair anew.
+                delete_first: veth_exists && fresh_ns,
+                create: fresh_ns || !veth_exists,
+            },
+            &netlink::Guest {
+                netns: &path,
+                ip: a.ip,
+                prefix: a.prefix,
+                gateway: a.gateway,
+                ip6: a.ip6,
+                prefix6: a.prefix6,
+                gateway6: a.gateway6,
+                // A namespace found in place whose record was lost or had other addresses.
+                flush: readdressed && veth_exists && !fresh_ns,
+            },
+        )?;
         Ok(attachment)
     }
 
@@ -531,18 +513,12 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .remove(machine_id);
         let veth = self.plan.host_veth(machine_id);
-        let ns = netns_name(machine_id);
-        let mut commands = Vec::new();
+        let target = self.machine_target(machine_id);
         if link_exists(&veth) {
             // Deleting one end deletes the pair, even while a process holds the namespace.
-            commands.push(format!("link del dev {veth}"));
+            netlink::delete_link(&target, &veth)?;
         }
-        if netns_path(machine_id).exists() {
-            commands.push(format!("netns del {ns}"));
-        }
-        if !commands.is_empty() {
-            HostCommand::ip_batch(&self.machine_target(machine_id), None, &commands).run()?;
-        }
+        netlink::delete_netns(&target, &netns_path(machine_id))?;
         records.remove(machine_id)
     }
 
