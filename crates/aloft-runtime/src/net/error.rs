@@ -29,7 +29,7 @@ pub enum NetError {
          remove the network state of organizations that are gone"
     )]
     OrgsFull { slug: String, bridge: String },
-    /// `ip` or `nft` is not installed.
+    /// `nft` is not installed.
     #[error(
         "`{tool}` is not installed, and machine networking needs it: install the {package} \
          package (apt-get install {package})"

@@ -1,6 +1,7 @@
-//! Running iproute2's `ip`, `nft` (and `iptables`, only to remove what older agents added) on
-//! the host, and turning their failures into errors that say what to do (a missing package,
-//! missing privileges, a missing kernel module).
+//! Running `nft` (and `iptables`, only to remove what older agents added) on the host, and
+//! turning failures into errors that say what to do (a missing package, missing privileges, a
+//! missing kernel module): [`hint`] reads netlink's answers too. Kernel settings
+//! (`/proc/sys`) are written here as well.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -11,7 +12,6 @@ use super::error::NetError;
 /// A program this module runs, with the Debian package that has it.
 #[derive(Clone, Copy, Debug)]
 pub enum Tool {
-    Ip,
     Nft,
     Iptables,
 }
@@ -19,7 +19,6 @@ pub enum Tool {
 impl Tool {
     fn name(self) -> &'static str {
         match self {
-            Tool::Ip => "ip",
             Tool::Nft => "nft",
             Tool::Iptables => "iptables",
         }
@@ -27,7 +26,6 @@ impl Tool {
 
     fn package(self) -> &'static str {
         match self {
-            Tool::Ip => "iproute2",
             Tool::Nft => "nftables",
             Tool::Iptables => "iptables",
         }
@@ -59,13 +57,13 @@ impl Tool {
     /// when another process (another agent, a test) changes rules at the same moment.
     fn fixed_args(self) -> &'static [&'static str] {
         match self {
-            Tool::Ip | Tool::Nft => &[],
+            Tool::Nft => &[],
             Tool::Iptables => &["-w", "10"],
         }
     }
 }
 
-/// One command on the host, with what it is for (`bridge aloft0`, `machine X on bridge aloft0`).
+/// One command on the host, with what it is for (`bridge aloft0`).
 pub struct HostCommand<'a> {
     tool: Tool,
     args: Vec<String>,
@@ -83,18 +81,6 @@ impl<'a> HostCommand<'a> {
             stdin: None,
             target,
         }
-    }
-
-    /// `ip [-n NETNS] -batch -` with one command per line: one process for several changes.
-    pub fn ip_batch(target: &'a str, netns: Option<&str>, lines: &[String]) -> HostCommand<'a> {
-        let mut args = Vec::new();
-        if let Some(ns) = netns {
-            args.extend(["-n", ns]);
-        }
-        args.extend(["-batch", "-"]);
-        let mut command = HostCommand::new(Tool::Ip, target, &args);
-        command.stdin = Some(lines.join("\n") + "\n");
-        command
     }
 
     /// `nft -f -` reading `script`: one transaction, all of it or nothing.
@@ -115,7 +101,7 @@ impl<'a> HostCommand<'a> {
     }
 
     /// Runs a command that asks a question: `Ok(true)` on exit 0, `Ok(false)` on exit 1 (how
-    /// `nft list table`, `iptables -S` and `ip link show` say "no"), an error otherwise or when stderr shows a
+    /// `nft list table` and `iptables -S` say "no"), an error otherwise or when stderr shows a
     /// missing privilege.
     pub fn check(&self) -> Result<bool, NetError> {
         Ok(self.query()?.is_some())
@@ -224,12 +210,10 @@ pub fn hint(stderr: &str) -> &'static str {
     }
 }
 
-/// Fails with the package to install when `ip` or `nft` is missing, before anything on the
-/// host is changed.
+/// Fails with the package to install when `nft` is missing, before anything on the host is
+/// changed.
 pub fn require_tools() -> Result<(), NetError> {
-    for tool in [Tool::Ip, Tool::Nft] {
-        tool.program().ok_or_else(|| tool.missing())?;
-    }
+    Tool::Nft.program().ok_or_else(|| Tool::Nft.missing())?;
     Ok(())
 }
 
@@ -292,10 +276,7 @@ mod tests {
 
     #[test]
     fn a_missing_tool_names_its_package() {
-        assert!(
-            Tool::Ip.program().is_some(),
-            "iproute2 is a test dependency"
-        );
+        assert!(Tool::Nft.installed(), "nftables is a test dependency");
         assert_eq!(
             Tool::Nft.missing().to_string(),
             "`nft` is not installed, and machine networking needs it: install the \
@@ -314,7 +295,10 @@ mod tests {
             cmd.display(),
             "iptables -w 10 -C FORWARD --comment 'aloft:b x'"
         );
-        let batch = HostCommand::ip_batch("m", Some("ns"), &["link set lo up".to_string()]);
-        assert_eq!(batch.display(), r#"ip -n ns -batch - <<< "link set lo up""#);
+        let script = HostCommand::nft_script("b", "delete table inet aloft-b\n");
+        assert_eq!(
+            script.display(),
+            r#"nft -f - <<< "delete table inet aloft-b""#
+        );
     }
 }

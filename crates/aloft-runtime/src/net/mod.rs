@@ -73,7 +73,7 @@ mod records;
 mod rules;
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -81,7 +81,6 @@ pub use error::NetError;
 pub use ipnet::{Ipv4Net, Ipv6Net};
 pub use plan::NetConfig;
 
-use host::{HostCommand, Tool};
 use plan::{check_machine_id, check_org, netns_name, AddressPlan, PREFIX6};
 use records::{HostState, Record, Records, Service};
 
@@ -170,15 +169,15 @@ impl Network {
             .map(|n| network.plan.org_prefix(*n))
             .collect();
         rules::ensure(&network.plan, &orgs, &target)?;
-        let services: Vec<String> = state
+        let services: Vec<(IpAddr, u8)> = state
             .host
             .services
             .values()
-            .map(|s| format!("addr replace {}/128 dev {bridge} nodad", s.ip))
+            .map(|s| (s.ip.into(), 128))
             .collect();
         drop(state);
         if !services.is_empty() {
-            HostCommand::ip_batch(&target, None, &services).run()?;
+            netlink::add_addresses(&target, bridge, &services)?;
         }
         Ok(network)
     }
@@ -450,13 +449,11 @@ impl Network {
                 ip
             }
         };
-        let bridge = self.plan.bridge();
-        HostCommand::ip_batch(
+        netlink::add_addresses(
             &self.bridge_target(),
-            None,
-            &[format!("addr replace {ip}/128 dev {bridge} nodad")],
-        )
-        .run()?;
+            self.plan.bridge(),
+            &[(ip.into(), 128)],
+        )?;
         Ok(ip)
     }
 
@@ -496,15 +493,7 @@ impl Network {
         let target = self.bridge_target();
         rules::remove_all(&self.plan, &target)?;
         rules::remove_legacy(&self.plan, &target)?;
-        if link_exists(self.plan.bridge()) {
-            HostCommand::new(
-                Tool::Ip,
-                &target,
-                &["link", "del", "dev", self.plan.bridge()],
-            )
-            .run()?;
-        }
-        Ok(())
+        netlink::delete_link(&target, self.plan.bridge())
     }
 
     fn detach_locked(&self, records: &mut Records, machine_id: &str) -> Result<(), NetError> {
@@ -527,75 +516,25 @@ impl Network {
     fn ensure_bridge(&self) -> Result<(), NetError> {
         let bridge = self.plan.bridge();
         let target = self.bridge_target();
-        let details = HostCommand::new(
-            Tool::Ip,
-            &target,
-            &["-d", "-o", "link", "show", "dev", bridge],
-        )
-        .query()?;
-        match details {
-            Some(line) if !line.split_whitespace().any(|w| w == "bridge") => {
-                return Err(NetError::NotABridge {
-                    bridge: bridge.to_string(),
-                })
-            }
-            Some(_) => {}
-            None => {
-                HostCommand::new(
-                    Tool::Ip,
-                    &target,
-                    &["link", "add", "name", bridge, "type", "bridge"],
-                )
-                .run()?;
-            }
-        }
+        netlink::ensure_bridge(&target, bridge)?;
         // IPv6 on (a host may turn it off for new interfaces), router advertisements ignored
         // (the bridge is the machines' router, not a client of theirs).
         let conf = format!("/proc/sys/net/ipv6/conf/{bridge}");
         host::sysctl(bridge, &format!("{conf}/disable_ipv6"), "0")?;
         host::sysctl(bridge, &format!("{conf}/accept_ra"), "0")?;
-        let address = format!("{}/{}", self.plan.gateway(), self.plan.prefix());
-        let address6 = format!("{}/{PREFIX6}", self.plan.gateway6());
-        HostCommand::ip_batch(
+        netlink::add_addresses(
             &target,
-            None,
+            bridge,
             &[
-                format!("addr replace {address} dev {bridge}"),
-                format!("addr replace {address6} dev {bridge} nodad"),
-                format!("link set dev {bridge} up"),
+                (self.plan.gateway().into(), self.plan.prefix()),
+                (self.plan.gateway6().into(), PREFIX6),
             ],
         )
-        .run()?;
-        Ok(())
     }
 
-    /// Removes an address from the bridge if it holds it.
+    /// Removes a service address from the bridge if it holds it.
     fn remove_bridge_address(&self, ip: Ipv6Addr) -> Result<(), NetError> {
-        let bridge = self.plan.bridge();
-        let target = self.bridge_target();
-        let listed = HostCommand::new(
-            Tool::Ip,
-            &target,
-            &[
-                "-o",
-                "addr",
-                "show",
-                "dev",
-                bridge,
-                "to",
-                &format!("{ip}/128"),
-            ],
-        )
-        .query()?;
-        if listed.is_some_and(|out| !out.trim().is_empty()) {
-            HostCommand::new(
-                Tool::Ip,
-                &target,
-                &["addr", "del", &format!("{ip}/128"), "dev", bridge],
-            )
-            .run()?;
-        }
-        Ok(())
+        netlink::del_address(&self.bridge_target(), self.plan.bridge(), ip.into())
     }
 
     fn attachment_at(&self, machine_id: &str, record: &Record) -> Attachment {

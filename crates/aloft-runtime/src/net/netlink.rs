@@ -23,7 +23,9 @@ use futures_util::TryStreamExt;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use rtnetlink::packet_route::address::AddressHeaderFlags;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 use super::error::NetError;
@@ -200,6 +202,117 @@ pub fn delete_link(target: &str, name: &str) -> Result<(), NetError> {
     })
 }
 
+/// Makes the bridge if it is missing; refuses an interface of its name that is not a bridge.
+pub fn ensure_bridge(target: &str, bridge: &str) -> Result<(), NetError> {
+    let step = Step { target };
+    on_own_thread(&step, |rt| {
+        rt.block_on(async {
+            let handle = connection()?;
+            let mut links = handle.link().get().match_name(bridge.to_string()).execute();
+            match links.try_next().await {
+                Ok(Some(link)) => {
+                    let is_bridge = link.attributes.iter().any(|a| {
+                        matches!(a, LinkAttribute::LinkInfo(infos)
+                            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
+                    });
+                    if is_bridge {
+                        Ok(())
+                    } else {
+                        Err(NetError::NotABridge {
+                            bridge: bridge.to_string(),
+                        })
+                    }
+                }
+                Ok(None) => Err(step.fail(format!("look up link {bridge}"), "no answer")),
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                    let message =
+                        LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Bridge)
+                            .name(bridge)
+                            .build();
+                    handle
+                        .link()
+                        .add(message)
+                        .execute()
+                        .await
+                        .map_err(|e| step.fail(format!("create bridge {bridge}"), e))
+                }
+                Err(e) => Err(step.fail(format!("look up link {bridge}"), e)),
+            }
+        })
+    })
+}
+
+/// Gives a link of the agent's namespace these addresses (replacing equal ones; IPv6 ones
+/// without duplicate address detection) and brings it up.
+pub fn add_addresses(target: &str, link: &str, addresses: &[(IpAddr, u8)]) -> Result<(), NetError> {
+    let step = Step { target };
+    on_own_thread(&step, |rt| {
+        rt.block_on(async {
+            let handle = connection()?;
+            let index = link_index(&step, &handle, link)
+                .await?
+                .ok_or_else(|| step.fail(format!("find link {link}"), "No such device"))?;
+            for (ip, prefix) in addresses {
+                add_address(&handle, index, *ip, *prefix)
+                    .await
+                    .map_err(|e| step.fail(format!("add {ip}/{prefix} to {link}"), e))?;
+            }
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).up().build())
+                .execute()
+                .await
+                .map_err(|e| step.fail(format!("bring {link} up"), e))
+        })
+    })
+}
+
+/// Removes an address from a link of the agent's namespace, if the link holds it.
+pub fn del_address(target: &str, link: &str, ip: IpAddr) -> Result<(), NetError> {
+    let step = Step { target };
+    on_own_thread(&step, |rt| {
+        rt.block_on(async {
+            let handle = connection()?;
+            let Some(index) = link_index(&step, &handle, link).await? else {
+                return Ok(());
+            };
+            let held: Vec<_> = handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(ip)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| step.fail(format!("list the addresses of {link}"), e))?;
+            for address in held {
+                handle
+                    .address()
+                    .del(address)
+                    .execute()
+                    .await
+                    .map_err(|e| step.fail(format!("remove {ip} from {link}"), e))?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Adds (or replaces) an address; IPv6 ones are usable at once, not after a second of
+/// duplicate address detection (the plan gives each address once).
+async fn add_address(
+    handle: &Handle,
+    index: u32,
+    ip: IpAddr,
+    prefix: u8,
+) -> Result<(), rtnetlink::Error> {
+    let mut request = handle.address().add(index, ip, prefix).replace();
+    if ip.is_ipv6() {
+        request.message_mut().header.flags = AddressHeaderFlags::Nodad;
+    }
+    request.execute().await
+}
+
 /// Runs `f` on a new thread (so a setns it does dies with it) with a current-thread runtime.
 fn on_own_thread<T: Send>(
     step: &Step<'_>,
@@ -317,23 +430,12 @@ async fn wire_guest(step: &Step<'_>, handle: &Handle, g: &Guest<'_>) -> Result<(
             )?;
         }
     }
-    let add = |ip: IpAddr, prefix: u8| {
-        let mut request = handle.address().add(eth0, ip, prefix).replace();
-        if ip.is_ipv6() {
-            // Usable at once, not after a second of duplicate address detection: the plan
-            // gives each address once.
-            request.message_mut().header.flags = AddressHeaderFlags::Nodad;
-        }
-        request.execute()
-    };
-    run(
-        format!("add {}/{} to {GUEST_IFNAME}", g.ip, g.prefix),
-        add(g.ip.into(), g.prefix).await,
-    )?;
-    run(
-        format!("add {}/{} to {GUEST_IFNAME}", g.ip6, g.prefix6),
-        add(g.ip6.into(), g.prefix6).await,
-    )?;
+    for (ip, prefix) in [(IpAddr::from(g.ip), g.prefix), (g.ip6.into(), g.prefix6)] {
+        run(
+            format!("add {ip}/{prefix} to {GUEST_IFNAME}"),
+            add_address(handle, eth0, ip, prefix).await,
+        )?;
+    }
     for (index, name) in [(eth0, GUEST_IFNAME), (1, "lo")] {
         run(
             format!("bring {name} up"),

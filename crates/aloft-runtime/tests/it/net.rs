@@ -555,6 +555,13 @@ fn bad_input_is_refused_before_anything_is_made() {
     assert!(err.to_string().contains("../../etc"), "{err}");
     assert!(net.attached().is_empty());
     assert!(net.detach("a b").is_err());
+    let err = net.attach("machine-ok", "evil org;").unwrap_err();
+    assert!(matches!(err, NetError::OrgSlug { .. }), "{err}");
+    assert!(err.to_string().contains("evil org;"), "{err}");
+    assert!(net.attached().is_empty());
+    assert!(!Path::new("/run/netns/aloft-machine-ok").exists());
+    let err = net.reserve_service_address(ORG, "").unwrap_err();
+    assert!(err.to_string().contains("1–128 printable"), "{err}");
 
     let too_long = NetConfig {
         bridge: "a-much-too-long-bridge".into(),
@@ -851,4 +858,31 @@ fn attach_and_detach_timings() {
             times[times.len() - 1]
         );
     }
+}
+
+#[test]
+fn an_interface_of_the_bridges_name_that_is_no_bridge_is_left_alone() {
+    let Some(fx) = Fixture::new(
+        "an_interface_of_the_bridges_name_that_is_no_bridge_is_left_alone",
+        15,
+    ) else {
+        return;
+    };
+    let peer = format!("{}p", &fx.config.bridge[..fx.config.bridge.len().min(14)]);
+    ip(&[
+        "link",
+        "add",
+        &fx.config.bridge,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+    ]);
+    let err = Network::setup(fx.config.clone(), fx.state.path())
+        .err()
+        .expect("setup refuses");
+    assert!(matches!(err, NetError::NotABridge { .. }), "{err}");
+    assert!(err.to_string().contains("is not a bridge"), "{err}");
+    ip(&["link", "del", "dev", &fx.config.bridge]);
 }
