@@ -8,6 +8,8 @@ set -euo pipefail
 # runc + tini: container machines (runc runs them, tini-static is their init);
 # busybox-static: the static busybox test images are made of (FROM scratch).
 packages=(curl python3 python3-venv procps iproute2 iptables buildah skopeo runc tini busybox-static)
+# nftables: the machines' isolation and NAT (aloft-runtime net).
+packages+=(nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -60,6 +60,7 @@ async fn main() {
         LaunchSpec {
             machine_id: format!("{i:014x}"),
             app: "bench".into(),
+            org: "personal".into(),
             region: "gru".into(),
             instance_id: "v1".into(),
             image_dir: image.path().to_path_buf(),

@@ -179,6 +179,7 @@ mod tests {
         LaunchSpec {
             machine_id: "e2865013a9d086".into(),
             app: "web".into(),
+            org: "personal".into(),
             region: "gru".into(),
             instance_id: "01J00000000000000000000000".into(),
             image_dir: PathBuf::from("/tmp"),

@@ -81,6 +81,9 @@ impl LogLimits {
 pub struct LaunchSpec {
     pub machine_id: String,
     pub app: String,
+    /// The app's organization (`org_slug`): a container machine's private IPv6 address is in
+    /// that organization's network, and reaches only its machines.
+    pub org: String,
     pub region: String,
     /// The machine version (`instance_id`) being launched; events carry it back.
     pub instance_id: String,

@@ -41,8 +41,8 @@ fn quiet(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Kills and removes every container the agent on `data_dir` left, then its network (call once
-/// no agent runs there).
+/// Kills and removes every container the agent on `data_dir` left, then its network: bridge,
+/// nftables tables and any iptables rules of older agents (call once no agent runs there).
 pub fn reap_containers(data_dir: &Path) {
     let runtime = data_dir.join("runtime");
     let containers = runtime.join("containers");
@@ -88,6 +88,9 @@ pub fn reap_containers(data_dir: &Path) {
     let (bridge, _) = network_for(data_dir);
     if Path::new("/sys/class/net").join(&bridge).exists() {
         quiet(Command::new("ip").args(["link", "del", &bridge]));
+    }
+    for family in ["inet", "bridge"] {
+        quiet(Command::new("nft").args(["delete", "table", family, &format!("aloft-{bridge}")]));
     }
     let comment = format!("aloft:{bridge}");
     for table in ["nat", "filter"] {

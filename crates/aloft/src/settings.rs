@@ -251,6 +251,7 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
     config.network = aloft_agent::NetConfig {
         bridge: args.bridge,
         subnet: args.subnet,
+        subnet6: None,
     };
     config.oci_runtime = args.oci_runtime;
     config.public_addresses = aloft_agent::PublicAddresses {
@@ -551,6 +552,7 @@ impl UpSettings {
             network: aloft_agent::NetConfig {
                 bridge: args.bridge,
                 subnet: args.subnet,
+                subnet6: None,
             },
         })
     }

@@ -1035,6 +1035,8 @@ pub(crate) fn launch_spec(rec: &MachineRecord, image: &images::ResolvedImage) ->
     LaunchSpec {
         machine_id: rec.id.clone(),
         app: rec.app.clone(),
+        // Every app is in `personal` until the lead wires the app's org_slug here (issue 12).
+        org: "personal".into(),
         region: rec.region.clone(),
         instance_id: rec.instance_id.clone(),
         image_dir: image.dir.clone(),

@@ -14,6 +14,7 @@ pub fn agent_config(data_dir: &Path) -> AgentConfig {
     config.network = NetConfig {
         bridge,
         subnet: subnet.parse().unwrap(),
+        subnet6: None,
     };
     config
 }

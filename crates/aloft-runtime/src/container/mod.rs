@@ -32,6 +32,7 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::cgroup::MachineCgroup;
 use crate::logs::Labels;
+use crate::net::Attachment;
 use crate::{env, LaunchSpec, LogStore, RuntimeError};
 
 /// How the runtime runs containers; `None` in [`crate::RuntimeConfig`] means it cannot.
@@ -118,14 +119,14 @@ impl ContainerConfig {
     }
 }
 
-/// What a container needs from the network: its namespace and address.
+/// What a container needs from the network: its namespace and addresses.
 pub trait Netns: Send + Sync {
-    /// The machine's network namespace file and private address, made on first use and the
-    /// same until [`Netns::detach`]; `true` when [`Netns::connect`] must still wire it (which
-    /// may run while the container starts in the namespace).
-    fn prepare(&self, machine_id: &str) -> Result<(PathBuf, Ipv4Addr, bool), String>;
-    /// Wires a prepared namespace to the network (veth on the bridge, address, routes).
-    fn connect(&self, machine_id: &str) -> Result<(), String>;
+    /// The network namespace file and private addresses of the machine of organization `org`,
+    /// made on first use and the same until [`Netns::detach`]; `true` when [`Netns::connect`]
+    /// must still wire it (which may run while the container starts in the namespace).
+    fn prepare(&self, machine_id: &str, org: &str) -> Result<(Attachment, bool), String>;
+    /// Wires a prepared namespace to the network (veth on the bridge, addresses, routes).
+    fn connect(&self, machine_id: &str, org: &str) -> Result<(), String>;
     /// The machine's address, if it has one now (no host changes).
     fn address(&self, machine_id: &str) -> Option<Ipv4Addr>;
     /// Frees what [`Netns::attach`] gave (the machine is destroyed). Idempotent.
@@ -242,8 +243,8 @@ pub(crate) async fn start(
     // container's start and is awaited before the machine counts as started.
     let prepared = match &s.config.network {
         Some(net) => {
-            let (net, id) = (net.clone(), spec.machine_id.clone());
-            tokio::task::spawn_blocking(move || net.prepare(&id))
+            let (net, id, org) = (net.clone(), spec.machine_id.clone(), spec.org.clone());
+            tokio::task::spawn_blocking(move || net.prepare(&id, &org))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r)
@@ -255,12 +256,12 @@ pub(crate) async fn start(
     let mut wiring = None;
     let ready = prepared.map_err(&fail).and_then(|p| {
         let (netns, ip) = match p {
-            Some((path, ip, needs)) => {
+            Some((a, needs)) => {
                 if let (true, Some(net)) = (needs, &s.config.network) {
-                    let (net, id) = (net.clone(), spec.machine_id.clone());
-                    wiring = Some(tokio::task::spawn_blocking(move || net.connect(&id)));
+                    let (net, id, org) = (net.clone(), spec.machine_id.clone(), spec.org.clone());
+                    wiring = Some(tokio::task::spawn_blocking(move || net.connect(&id, &org)));
                 }
-                (Some(path), Some(ip))
+                (Some(a.netns_path), Some(a.ip))
             }
             None => (None, None),
         };

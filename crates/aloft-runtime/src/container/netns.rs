@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::Netns;
-use crate::net::{NetConfig, Network};
+use crate::net::{Attachment, NetConfig, Network};
 
 /// Called once, right after the network is set up and before the container that needed it
 /// starts (the agent starts its DNS server on the gateways there).
@@ -62,21 +62,22 @@ impl LazyNetwork {
 }
 
 impl Netns for LazyNetwork {
-    fn prepare(&self, machine_id: &str) -> Result<(PathBuf, Ipv4Addr, bool), String> {
+    fn prepare(&self, machine_id: &str, org: &str) -> Result<(Attachment, bool), String> {
         let net = self.network()?;
         if let Some(a) = net.attachment(machine_id) {
             let wired = Path::new("/sys/class/net").join(&a.host_veth).exists();
-            if a.netns_path.exists() && wired {
-                return Ok((a.netns_path, a.ip, false));
+            let same_org = net.org_prefix(org).is_ok_and(|p| p == a.org_prefix);
+            if a.netns_path.exists() && wired && same_org {
+                return Ok((a, false));
             }
         }
-        let a = net.reserve(machine_id).map_err(|e| e.to_string())?;
-        Ok((a.netns_path, a.ip, true))
+        let a = net.reserve(machine_id, org).map_err(|e| e.to_string())?;
+        Ok((a, true))
     }
 
-    fn connect(&self, machine_id: &str) -> Result<(), String> {
+    fn connect(&self, machine_id: &str, org: &str) -> Result<(), String> {
         self.network()?
-            .connect(machine_id)
+            .connect(machine_id, org)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

@@ -17,7 +17,19 @@ pub enum NetError {
          A–Z, a–z, 0–9, '_' and '-')"
     )]
     MachineId { id: String, why: &'static str },
-    /// `ip` or `iptables` is not installed.
+    /// An organization slug that cannot be given addresses.
+    #[error(
+        "organization {slug:?} cannot be given addresses: {why} (slugs are 1–64 characters of \
+         A–Z, a–z, 0–9, '_' and '-')"
+    )]
+    OrgSlug { slug: String, why: &'static str },
+    /// Every organization number (1–65535) of this host is taken.
+    #[error(
+        "organization {slug}: no organization number left on bridge {bridge} (65535 in use): \
+         remove the network state of organizations that are gone"
+    )]
+    OrgsFull { slug: String, bridge: String },
+    /// `nft` is not installed.
     #[error(
         "`{tool}` is not installed, and machine networking needs it: install the {package} \
          package (apt-get install {package})"
@@ -35,6 +47,18 @@ pub enum NetError {
         command: String,
         /// What the command printed on stderr (trimmed), or its exit status.
         stderr: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A netlink request (or the namespace handling around it) failed.
+    #[error("{target}: cannot {action}: {message}; {hint}")]
+    Netlink {
+        /// `bridge aloft0` or `machine 3d8d… on bridge aloft0`.
+        target: String,
+        /// What was being done (`create veth pair av…`).
+        action: String,
+        /// What the kernel answered.
+        message: String,
         /// What to do about it.
         hint: &'static str,
     },

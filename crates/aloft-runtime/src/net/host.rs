@@ -1,8 +1,7 @@
-//! Running iproute2's `ip` and `iptables` on the host, and turning their failures into errors
-//! that say what to do (a missing package, missing privileges).
-//!
-//! Every change to the host's network goes through here, so issue 12 can move it to netlink and
-//! nftables in one place.
+//! Running `nft` (and `iptables`, only to remove what older agents added) on the host, and
+//! turning failures into errors that say what to do (a missing package, missing privileges, a
+//! missing kernel module): [`hint`] reads netlink's answers too. Kernel settings
+//! (`/proc/sys`) are written here as well.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -13,23 +12,28 @@ use super::error::NetError;
 /// A program this module runs, with the Debian package that has it.
 #[derive(Clone, Copy, Debug)]
 pub enum Tool {
-    Ip,
+    Nft,
     Iptables,
 }
 
 impl Tool {
     fn name(self) -> &'static str {
         match self {
-            Tool::Ip => "ip",
+            Tool::Nft => "nft",
             Tool::Iptables => "iptables",
         }
     }
 
     fn package(self) -> &'static str {
         match self {
-            Tool::Ip => "iproute2",
+            Tool::Nft => "nftables",
             Tool::Iptables => "iptables",
         }
+    }
+
+    /// Whether the program is there.
+    pub fn installed(self) -> bool {
+        self.program().is_some()
     }
 
     /// The program's path: from `PATH`, else the sbin directories that a non-root `PATH` lacks.
@@ -53,13 +57,13 @@ impl Tool {
     /// when another process (another agent, a test) changes rules at the same moment.
     fn fixed_args(self) -> &'static [&'static str] {
         match self {
-            Tool::Ip => &[],
+            Tool::Nft => &[],
             Tool::Iptables => &["-w", "10"],
         }
     }
 }
 
-/// One command on the host, with what it is for (`bridge aloft0`, `machine X on bridge aloft0`).
+/// One command on the host, with what it is for (`bridge aloft0`).
 pub struct HostCommand<'a> {
     tool: Tool,
     args: Vec<String>,
@@ -79,15 +83,10 @@ impl<'a> HostCommand<'a> {
         }
     }
 
-    /// `ip [-n NETNS] -batch -` with one command per line: one process for several changes.
-    pub fn ip_batch(target: &'a str, netns: Option<&str>, lines: &[String]) -> HostCommand<'a> {
-        let mut args = Vec::new();
-        if let Some(ns) = netns {
-            args.extend(["-n", ns]);
-        }
-        args.extend(["-batch", "-"]);
-        let mut command = HostCommand::new(Tool::Ip, target, &args);
-        command.stdin = Some(lines.join("\n") + "\n");
+    /// `nft -f -` reading `script`: one transaction, all of it or nothing.
+    pub fn nft_script(target: &'a str, script: &str) -> HostCommand<'a> {
+        let mut command = HostCommand::new(Tool::Nft, target, &["-f", "-"]);
+        command.stdin = Some(script.to_string());
         command
     }
 
@@ -102,7 +101,7 @@ impl<'a> HostCommand<'a> {
     }
 
     /// Runs a command that asks a question: `Ok(true)` on exit 0, `Ok(false)` on exit 1 (how
-    /// `iptables -C` and `ip link show` say "no"), an error otherwise or when stderr shows a
+    /// `nft list table` and `iptables -S` say "no"), an error otherwise or when stderr shows a
     /// missing privilege.
     pub fn check(&self) -> Result<bool, NetError> {
         Ok(self.query()?.is_some())
@@ -184,13 +183,16 @@ fn stderr(output: &Output) -> String {
 const PRIVILEGE_HINT: &str = "run the agent as root or with CAP_NET_ADMIN";
 
 /// What to do about a failed command, read from what it printed.
-fn hint(stderr: &str) -> &'static str {
+pub fn hint(stderr: &str) -> &'static str {
     let lower = stderr.to_ascii_lowercase();
     if lower.contains("operation not permitted")
         || lower.contains("permission denied")
         || lower.contains("must be root")
     {
         PRIVILEGE_HINT
+    } else if lower.contains("could not process rule") {
+        "the kernel lacks an nftables module (load them: modprobe nf_tables nft_ct nft_nat \
+         nft_masq nft_chain_nat nf_tables_bridge), or another program holds the table"
     } else if lower.contains("table does not exist")
         || lower.contains("can't initialize")
         || lower.contains("no chain/target/match")
@@ -204,16 +206,14 @@ fn hint(stderr: &str) -> &'static str {
     } else if lower.contains("unknown device type") || lower.contains("not supported") {
         "the kernel lacks veth or bridge support (modprobe veth bridge)"
     } else {
-        "check the host's network setup (ip link, ip netns, iptables -S) and try again"
+        "check the host's network setup (ip link, ip netns, nft list ruleset) and try again"
     }
 }
 
-/// Fails with the package to install when `ip` or `iptables` is missing, before anything on the
-/// host is changed.
+/// Fails with the package to install when `nft` is missing, before anything on the host is
+/// changed.
 pub fn require_tools() -> Result<(), NetError> {
-    for tool in [Tool::Ip, Tool::Iptables] {
-        tool.program().ok_or_else(|| tool.missing())?;
-    }
+    Tool::Nft.program().ok_or_else(|| Tool::Nft.missing())?;
     Ok(())
 }
 
@@ -227,6 +227,34 @@ pub fn sysctl(bridge: &str, path: &str, value: &str) -> Result<(), NetError> {
         path: path.into(),
         source,
     })
+}
+
+/// Turns IPv6 forwarding on (`net.ipv6.conf.all.forwarding = 1`) unless it is on. A router
+/// ignores router advertisements where `accept_ra` is 1, so the host would lose the addresses
+/// and default routes it learnt from them: each interface that accepts them now is set to 2
+/// (accept them while forwarding) first.
+pub fn enable_ipv6_forwarding(bridge: &str) -> Result<(), NetError> {
+    let conf = std::path::Path::new("/proc/sys/net/ipv6/conf");
+    let all = conf.join("all/forwarding");
+    if std::fs::read_to_string(&all).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    let interfaces = std::fs::read_dir(conf).map_err(|source| NetError::Sysctl {
+        bridge: bridge.to_string(),
+        path: conf.to_path_buf(),
+        source,
+    })?;
+    for entry in interfaces.flatten() {
+        let name = entry.file_name();
+        if ["all", "default", "lo"].iter().any(|n| name == *n) {
+            continue;
+        }
+        let accept_ra = entry.path().join("accept_ra");
+        if std::fs::read_to_string(&accept_ra).is_ok_and(|v| v.trim() == "1") {
+            sysctl(bridge, &accept_ra.to_string_lossy(), "2")?;
+        }
+    }
+    sysctl(bridge, &all.to_string_lossy(), "1")
 }
 
 #[cfg(test)]
@@ -248,14 +276,11 @@ mod tests {
 
     #[test]
     fn a_missing_tool_names_its_package() {
-        assert!(
-            Tool::Ip.program().is_some(),
-            "iproute2 is a test dependency"
-        );
+        assert!(Tool::Nft.installed(), "nftables is a test dependency");
         assert_eq!(
-            Tool::Iptables.missing().to_string(),
-            "`iptables` is not installed, and machine networking needs it: install the \
-             iptables package (apt-get install iptables)"
+            Tool::Nft.missing().to_string(),
+            "`nft` is not installed, and machine networking needs it: install the \
+             nftables package (apt-get install nftables)"
         );
     }
 
@@ -270,7 +295,10 @@ mod tests {
             cmd.display(),
             "iptables -w 10 -C FORWARD --comment 'aloft:b x'"
         );
-        let batch = HostCommand::ip_batch("m", Some("ns"), &["link set lo up".to_string()]);
-        assert_eq!(batch.display(), r#"ip -n ns -batch - <<< "link set lo up""#);
+        let script = HostCommand::nft_script("b", "delete table inet aloft-b\n");
+        assert_eq!(
+            script.display(),
+            r#"nft -f - <<< "delete table inet aloft-b""#
+        );
     }
 }

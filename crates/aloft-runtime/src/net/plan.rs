@@ -1,13 +1,17 @@
 //! The address plan, in one place: which bridge, which subnet, which address is the gateway,
 //! which addresses machines may get, and how host objects are named after a machine. Pure: no IO.
 //!
-//! Issue 12 (the private network) adds its IPv6 prefix here, next to the IPv4 subnet, so every
-//! address a machine gets is decided by this module.
+//! IPv6 (the private network of issue 12): the host holds one /64 (`host64`); an organization's
+//! addresses on this host are the /80 `<host64>:<org>::/80`, where `org` is the organization's
+//! 16-bit number on this host. Inside it the interface id is laid out `<org:16>:<kind:16>:<n:32>`:
+//! kind 0 is a machine (`n` is the offset of its IPv4 address in the subnet, so the two are
+//! given together and never collide), kind `0xf` a service (Flycast) address. The bridge holds
+//! `<host64>::1`, the machines' IPv6 gateway.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use sha2::{Digest, Sha256};
 
 use super::error::NetError;
@@ -30,6 +34,10 @@ pub struct NetConfig {
     /// The machines' subnet: the bridge takes its first address (the gateway), machines the
     /// others up to the broadcast address.
     pub subnet: Ipv4Net,
+    /// The host's private IPv6 /64 (a ULA such as `fdaa:…`); `None`: a random
+    /// `fdaa:XXXX:XXXX::/48` is made once, kept in the state directory, and the host takes its
+    /// subnet 1.
+    pub subnet6: Option<Ipv6Net>,
 }
 
 impl Default for NetConfig {
@@ -37,21 +45,33 @@ impl Default for NetConfig {
         NetConfig {
             bridge: "aloft0".to_string(),
             subnet: "10.209.0.0/16".parse().expect("a valid subnet"),
+            subnet6: None,
         }
     }
 }
+
+/// Kind of an IPv6 address inside an organization's /80: a machine's.
+pub const KIND_MACHINE: u16 = 0;
+/// Kind of an IPv6 address inside an organization's /80: a service (Flycast) address.
+pub const KIND_SERVICE: u16 = 0xf;
+/// Prefix length of the host's IPv6 network.
+pub const PREFIX6: u8 = 64;
+/// Prefix length of an organization's addresses on a host.
+pub const ORG_PREFIX6: u8 = 80;
 
 /// A checked [`NetConfig`]: the addresses machines get.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddressPlan {
     bridge: String,
     subnet: Ipv4Net,
+    host64: Ipv6Net,
 }
 
 impl AddressPlan {
     /// Checks the bridge name and the subnet (its network address, room for a gateway and at
-    /// least one machine).
-    pub fn new(config: &NetConfig) -> Result<AddressPlan, NetError> {
+    /// least one machine), and the IPv6 /64 (`host64`: the configured one, else the host's
+    /// subnet 1 of the generated /48).
+    pub fn new(config: &NetConfig, host64: Ipv6Net) -> Result<AddressPlan, NetError> {
         check_ifname(&config.bridge)?;
         let subnet = config.subnet;
         if subnet.network() != subnet.addr() {
@@ -65,10 +85,62 @@ impl AddressPlan {
                 "subnet {subnet} is too small: a gateway and at least one machine need a /30 or larger"
             )));
         }
+        if host64.prefix_len() != PREFIX6 || host64.network() != host64.addr() {
+            return Err(NetError::Config(format!(
+                "IPv6 subnet {host64} is not a /64 network address: give one such as fdaa:1:2:3::/64"
+            )));
+        }
         Ok(AddressPlan {
             bridge: config.bridge.clone(),
             subnet,
+            host64,
         })
+    }
+
+    /// The host's /64 when `config` names none: subnet 1 of the generated `/48`.
+    pub fn host64_of(config: &NetConfig, generated48: Ipv6Net) -> Ipv6Net {
+        config.subnet6.unwrap_or_else(|| {
+            let base = u128::from(generated48.network()) | (1u128 << 64);
+            Ipv6Net::new(Ipv6Addr::from(base), PREFIX6).expect("a /64")
+        })
+    }
+
+    /// The host's IPv6 /64.
+    pub fn host64(&self) -> Ipv6Net {
+        self.host64
+    }
+
+    /// The bridge's IPv6 address, the machines' IPv6 gateway: `<host64>::1`.
+    pub fn gateway6(&self) -> Ipv6Addr {
+        self.address6(0, 0, 1)
+    }
+
+    /// An organization's addresses on this host: `<host64>:<org>::/80`.
+    pub fn org_prefix(&self, org: u16) -> Ipv6Net {
+        Ipv6Net::new(self.address6(org, 0, 0), ORG_PREFIX6).expect("a /80")
+    }
+
+    /// A machine's IPv6 address: `<host64>:<org>:0:<n>` with `n` its IPv4 address's offset in
+    /// the subnet (unique while the IPv4 address is).
+    pub fn machine_ip6(&self, org: u16, ip: Ipv4Addr) -> Ipv6Addr {
+        let n = u32::from(ip) - u32::from(self.subnet.network());
+        self.address6(org, KIND_MACHINE, n)
+    }
+
+    /// The `n`th service (Flycast) address of an organization: `<host64>:<org>:f:<n>`.
+    pub fn service_ip6(&self, org: u16, n: u32) -> Ipv6Addr {
+        self.address6(org, KIND_SERVICE, n)
+    }
+
+    /// `<host64>:<org>:<kind>:<n>`.
+    fn address6(&self, org: u16, kind: u16, n: u32) -> Ipv6Addr {
+        let id = (u128::from(org) << 48) | (u128::from(kind) << 32) | u128::from(n);
+        Ipv6Addr::from(u128::from(self.host64.network()) | id)
+    }
+
+    /// The nftables tables of this bridge (one `inet`, one `bridge`, both of this name).
+    pub fn table(&self) -> String {
+        format!("aloft-{}", self.bridge)
     }
 
     pub fn bridge(&self) -> &str {
@@ -123,7 +195,7 @@ impl AddressPlan {
         format!("av{hex}")
     }
 
-    /// The rule comment that marks the iptables rules of this bridge.
+    /// The rule comment that marked the iptables rules of this bridge (before nftables).
     pub fn rule_comment(&self) -> String {
         format!("aloft:{}", self.bridge)
     }
@@ -154,6 +226,27 @@ pub fn check_machine_id(id: &str) -> Result<(), NetError> {
     })
 }
 
+/// Organization slugs are recorded and shown in errors: a plain alphabet only, so a slug never
+/// turns into something else on the way.
+pub fn check_org(slug: &str) -> Result<(), NetError> {
+    let why = if slug.is_empty() {
+        "it is empty"
+    } else if slug.len() > 64 {
+        "it is longer than 64 characters"
+    } else if !slug
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        "it has characters other than letters, digits, '_' and '-'"
+    } else {
+        return Ok(());
+    };
+    Err(NetError::OrgSlug {
+        slug: slug.to_string(),
+        why,
+    })
+}
+
 fn check_ifname(name: &str) -> Result<(), NetError> {
     let problem = if name.is_empty() {
         "is empty"
@@ -177,10 +270,14 @@ mod tests {
     use super::*;
 
     fn plan(bridge: &str, subnet: &str) -> Result<AddressPlan, NetError> {
-        AddressPlan::new(&NetConfig {
-            bridge: bridge.to_string(),
-            subnet: subnet.parse().unwrap(),
-        })
+        AddressPlan::new(
+            &NetConfig {
+                bridge: bridge.to_string(),
+                subnet: subnet.parse().unwrap(),
+                subnet6: None,
+            },
+            "fdaa:1:2:1::/64".parse().unwrap(),
+        )
     }
 
     fn ip(s: &str) -> Ipv4Addr {
@@ -189,7 +286,7 @@ mod tests {
 
     #[test]
     fn the_default_plan_is_aloft0_on_10_209() {
-        let plan = AddressPlan::new(&NetConfig::default()).unwrap();
+        let plan = AddressPlan::new(&NetConfig::default(), "fdaa::/64".parse().unwrap()).unwrap();
         assert_eq!(plan.bridge(), "aloft0");
         assert_eq!(plan.gateway(), ip("10.209.0.1"));
         assert_eq!(plan.prefix(), 16);
@@ -253,5 +350,45 @@ mod tests {
             assert!(check_machine_id(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(netns_name("abc"), "aloft-abc");
+    }
+
+    #[test]
+    fn ipv6_addresses_follow_the_org_kind_n_layout() {
+        let plan = plan("br", "10.1.2.0/24").unwrap();
+        assert_eq!(
+            plan.gateway6(),
+            "fdaa:1:2:1::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            plan.machine_ip6(5, ip("10.1.2.7")),
+            "fdaa:1:2:1:5:0:0:7".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            plan.service_ip6(0x12, 1),
+            "fdaa:1:2:1:12:f:0:1".parse::<Ipv6Addr>().unwrap()
+        );
+        let org5 = plan.org_prefix(5);
+        assert_eq!(org5.to_string(), "fdaa:1:2:1:5::/80");
+        assert!(org5.contains(&plan.machine_ip6(5, ip("10.1.2.200"))));
+        assert!(org5.contains(&plan.service_ip6(5, 3)));
+        assert!(!org5.contains(&plan.machine_ip6(6, ip("10.1.2.2"))));
+        assert_eq!(plan.table(), "aloft-br");
+    }
+
+    #[test]
+    fn the_host_takes_subnet_1_of_a_generated_48_unless_configured() {
+        let generated: Ipv6Net = "fdaa:abcd:ef01::/48".parse().unwrap();
+        let mut config = NetConfig::default();
+        assert_eq!(
+            AddressPlan::host64_of(&config, generated).to_string(),
+            "fdaa:abcd:ef01:1::/64"
+        );
+        config.subnet6 = Some("fd00:9::/64".parse().unwrap());
+        assert_eq!(
+            AddressPlan::host64_of(&config, generated).to_string(),
+            "fd00:9::/64"
+        );
+        let err = AddressPlan::new(&config, "fd00:9::/56".parse().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("not a /64"), "{err}");
     }
 }

@@ -1,96 +1,150 @@
-//! The iptables rules of a bridge: NAT for traffic leaving the host, and FORWARD accepts for the
-//! machines' traffic and its replies. Each carries the comment `aloft:<bridge>`, so the rules of
-//! one bridge are found (and removed) exactly, next to other agents' and the host's own.
+//! The nftables tables of a bridge: isolation between organizations, no way in from outside,
+//! NAT on the way out. Two tables, both named `aloft-<bridge>` ([`AddressPlan::table`]), so
+//! the rules of one bridge are found (and removed) exactly, next to other agents' and the
+//! host's own:
+//!
+//! - `bridge aloft-<bridge>`, chain `forward`: frames switched between two ports of a bridge
+//!   (machine to machine). IPv4 to or from the subnet is dropped (the private network is IPv6,
+//!   like Fly's 6PN); IPv6 to or from the host's /64 passes only between addresses of one
+//!   organization (the set `same_org`) or when it is neighbour discovery. ARP and everything
+//!   else pass.
+//! - `inet aloft-<bridge>`: `forward` applies the same rules to what is routed (or, with
+//!   `br_netfilter` loaded, bridged) from the bridge back onto it, accepts replies going to
+//!   the machines and drops every other packet forwarded to the bridge (nothing from outside
+//!   opens a connection to a machine); `input` lets packets to a service (Flycast) address
+//!   through only from the host itself or from the same organization's /80; `postrouting`
+//!   masquerades the machines' IPv4 and IPv6 traffic leaving through any other interface.
+//!
+//! `same_org` holds one element per organization, `<org /80> . <org /80>`: giving a new
+//! organization its number adds one element to each table ([`add_org`]). The whole ruleset is
+//! written in one `nft -f -` transaction at setup (tables replaced, elements re-added from the
+//! records), so setting up twice leaves exactly one copy. The host itself (the proxy) reaches
+//! every machine: its packets are neither forwarded nor switched between ports.
+//!
+//! Before nftables, the rules were iptables rules marked `-m comment --comment aloft:<bridge>`;
+//! [`remove_legacy`] removes those an older agent left.
+
+use ipnet::Ipv6Net;
 
 use super::error::NetError;
 use super::host::{HostCommand, Tool};
 use super::plan::AddressPlan;
 
-/// One rule: table, chain, the match and target, and whether it goes first in its chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
-    pub table: &'static str,
-    pub chain: &'static str,
-    pub spec: Vec<String>,
-    /// FORWARD accepts go first, ahead of a host's reject-everything rule (ufw, Docker's
-    /// DROP policy); NAT is appended.
-    pub first: bool,
-}
-
-/// The rules a bridge needs.
-pub fn rules_for(plan: &AddressPlan) -> Vec<Rule> {
+/// The `nft -f` script that replaces both tables of the bridge with the full ruleset, the
+/// given organizations' prefixes in `same_org`.
+pub fn ruleset(plan: &AddressPlan, orgs: &[Ipv6Net]) -> String {
+    let table = plan.table();
     let bridge = plan.bridge();
-    let subnet = plan.subnet().to_string();
-    let comment = plan.rule_comment();
-    // The comment goes just before the target, where `iptables -S` lists it.
-    let spec = |matches: &[&str], target: &str| -> Vec<String> {
-        let marked = ["-m", "comment", "--comment", &comment, "-j", target];
-        matches
-            .iter()
-            .chain(&marked)
-            .map(|w| w.to_string())
-            .collect()
+    let subnet = plan.subnet();
+    let host64 = plan.host64();
+    let elements = if orgs.is_empty() {
+        String::new()
+    } else {
+        let pairs: Vec<String> = orgs.iter().map(|p| format!("{p} . {p}")).collect();
+        format!(" elements = {{ {} }};", pairs.join(", "))
     };
-    vec![
-        Rule {
-            table: "nat",
-            chain: "POSTROUTING",
-            spec: spec(&["-s", &subnet, "!", "-o", bridge], "MASQUERADE"),
-            first: false,
-        },
-        Rule {
-            table: "filter",
-            chain: "FORWARD",
-            spec: spec(&["-i", bridge], "ACCEPT"),
-            first: true,
-        },
-        Rule {
-            table: "filter",
-            chain: "FORWARD",
-            spec: spec(
-                &[
-                    "-o",
-                    bridge,
-                    "-m",
-                    "conntrack",
-                    "--ctstate",
-                    "RELATED,ESTABLISHED",
-                ],
-                "ACCEPT",
-            ),
-            first: true,
-        },
-    ]
+    let same_org =
+        format!("set same_org {{ type ipv6_addr . ipv6_addr; flags interval;{elements} }}");
+    let nd = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept";
+    format!(
+        r#"table inet {table}
+delete table inet {table}
+table inet {table} {{
+  {same_org}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname "{bridge}" oifname "{bridge}" jump between
+    oifname "{bridge}" ct state established,related accept
+    oifname "{bridge}" drop
+  }}
+  chain between {{
+    {nd}
+    ip6 saddr . ip6 daddr @same_org accept
+    drop
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    ip6 daddr {host64} ip6 daddr & ::ffff:0:0 == ::f:0:0 jump service
+  }}
+  chain service {{
+    iifname "lo" accept
+    iifname "{bridge}" ip6 saddr . ip6 daddr @same_org accept
+    drop
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {subnet} oifname != "{bridge}" masquerade
+    ip6 saddr {host64} oifname != "{bridge}" masquerade
+  }}
+}}
+table bridge {table}
+delete table bridge {table}
+table bridge {table} {{
+  {same_org}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    ip saddr {subnet} drop
+    ip daddr {subnet} drop
+    ip6 saddr {host64} jump v6
+    ip6 daddr {host64} jump v6
+  }}
+  chain v6 {{
+    {nd}
+    ip6 saddr . ip6 daddr @same_org accept
+    drop
+  }}
+}}
+"#
+    )
 }
 
-/// Adds each rule that is not there yet (checked with `iptables -C`, so running it twice adds
-/// nothing).
-pub fn ensure(plan: &AddressPlan, target: &str) -> Result<(), NetError> {
-    for rule in rules_for(plan) {
-        let spec: Vec<&str> = rule.spec.iter().map(String::as_str).collect();
-        let mut check = vec!["-t", rule.table, "-C", rule.chain];
-        check.extend(&spec);
-        if HostCommand::new(Tool::Iptables, target, &check).check()? {
-            continue;
+/// Writes the whole ruleset (replacing what the tables held).
+pub fn ensure(plan: &AddressPlan, orgs: &[Ipv6Net], target: &str) -> Result<(), NetError> {
+    HostCommand::nft_script(target, &ruleset(plan, orgs)).run()?;
+    Ok(())
+}
+
+/// The `nft -f` script that lets an organization's machines reach each other.
+pub fn add_org_script(plan: &AddressPlan, org: Ipv6Net) -> String {
+    let table = plan.table();
+    format!(
+        "add element inet {table} same_org {{ {org} . {org} }}\n\
+         add element bridge {table} same_org {{ {org} . {org} }}\n"
+    )
+}
+
+/// Adds an organization's /80 to `same_org` of both tables (idempotent).
+pub fn add_org(plan: &AddressPlan, org: Ipv6Net, target: &str) -> Result<(), NetError> {
+    HostCommand::nft_script(target, &add_org_script(plan, org)).run()?;
+    Ok(())
+}
+
+/// Removes both tables of the bridge (those missing are skipped).
+pub fn remove_all(plan: &AddressPlan, target: &str) -> Result<(), NetError> {
+    let table = plan.table();
+    for family in ["inet", "bridge"] {
+        let listed =
+            HostCommand::new(Tool::Nft, target, &["list", "table", family, &table]).check()?;
+        if listed {
+            HostCommand::new(Tool::Nft, target, &["delete", "table", family, &table]).run()?;
         }
-        let mut add = vec!["-t", rule.table];
-        if rule.first {
-            add.extend(["-I", rule.chain, "1"]);
-        } else {
-            add.extend(["-A", rule.chain]);
-        }
-        add.extend(&spec);
-        HostCommand::new(Tool::Iptables, target, &add).run()?;
     }
     Ok(())
 }
 
-/// Removes every rule that carries this bridge's comment, in the tables this module writes to,
-/// including rules an older version added with other matches.
-pub fn remove_all(plan: &AddressPlan, target: &str) -> Result<(), NetError> {
+/// Removes every iptables rule an older agent marked with this bridge's comment, if iptables
+/// is installed (a host without it has none).
+pub fn remove_legacy(plan: &AddressPlan, target: &str) -> Result<(), NetError> {
+    if !Tool::Iptables.installed() {
+        return Ok(());
+    }
     let comment = plan.rule_comment();
     for table in ["nat", "filter"] {
-        let listing = HostCommand::new(Tool::Iptables, target, &["-t", table, "-S"]).run()?;
+        let Some(listing) =
+            HostCommand::new(Tool::Iptables, target, &["-t", table, "-S"]).query()?
+        else {
+            continue;
+        };
         for spec in ours(&listing, &comment) {
             let mut delete = vec!["-t", table, "-D"];
             delete.extend(spec.iter().map(String::as_str));
@@ -121,26 +175,52 @@ mod tests {
     use super::*;
     use crate::net::plan::NetConfig;
 
-    #[test]
-    fn a_bridge_gets_nat_and_forward_rules_marked_with_its_name() {
-        let plan = AddressPlan::new(&NetConfig {
-            bridge: "br7".into(),
-            subnet: "10.7.0.0/24".parse().unwrap(),
-        })
-        .unwrap();
-        let rules = rules_for(&plan);
-        assert_eq!(rules.len(), 3);
-        assert_eq!(
-            rules[0].spec.join(" "),
-            "-s 10.7.0.0/24 ! -o br7 -m comment --comment aloft:br7 -j MASQUERADE"
-        );
-        assert!(rules
-            .iter()
-            .all(|r| r.spec.contains(&"aloft:br7".to_string())));
+    fn plan() -> AddressPlan {
+        AddressPlan::new(
+            &NetConfig {
+                bridge: "br7".into(),
+                subnet: "10.7.0.0/24".parse().unwrap(),
+                subnet6: None,
+            },
+            "fdaa:1:2:1::/64".parse().unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
-    fn only_rules_with_exactly_our_comment_are_ours() {
+    fn the_ruleset_replaces_both_tables_of_the_bridge() {
+        let org: Ipv6Net = "fdaa:1:2:1:3::/80".parse().unwrap();
+        let script = ruleset(&plan(), &[org]);
+        for family in ["inet", "bridge"] {
+            // Made (so that deleting cannot fail), deleted, written anew: one transaction.
+            assert!(script.contains(&format!(
+                "table {family} aloft-br7\ndelete table {family} aloft-br7\ntable {family} aloft-br7 {{"
+            )));
+        }
+        assert_eq!(
+            script
+                .matches("elements = { fdaa:1:2:1:3::/80 . fdaa:1:2:1:3::/80 }")
+                .count(),
+            2
+        );
+        assert!(script.contains(r#"ip saddr 10.7.0.0/24 oifname != "br7" masquerade"#));
+        assert!(script.contains(r#"ip6 saddr fdaa:1:2:1::/64 oifname != "br7" masquerade"#));
+        assert!(script.contains(r#"oifname "br7" drop"#));
+        assert!(!ruleset(&plan(), &[]).contains("elements"));
+    }
+
+    #[test]
+    fn a_new_org_is_one_element_in_each_table() {
+        let org: Ipv6Net = "fdaa:1:2:1:3::/80".parse().unwrap();
+        assert_eq!(
+            add_org_script(&plan(), org),
+            "add element inet aloft-br7 same_org { fdaa:1:2:1:3::/80 . fdaa:1:2:1:3::/80 }\n\
+             add element bridge aloft-br7 same_org { fdaa:1:2:1:3::/80 . fdaa:1:2:1:3::/80 }\n"
+        );
+    }
+
+    #[test]
+    fn only_legacy_rules_with_exactly_our_comment_are_ours() {
         let listing = r#"-P POSTROUTING ACCEPT
 -A POSTROUTING -s 10.7.0.0/24 ! -o br7 -m comment --comment "aloft:br7" -j MASQUERADE
 -A POSTROUTING -s 10.8.0.0/24 ! -o br70 -m comment --comment "aloft:br70" -j MASQUERADE

@@ -178,6 +178,7 @@ pub fn spec(id: &str, image: &Path, config: MachineConfig) -> LaunchSpec {
     LaunchSpec {
         machine_id: id.into(),
         app: "testapp".into(),
+        org: "personal".into(),
         region: "gru".into(),
         instance_id: format!("{id}-v1"),
         image_dir: image.to_path_buf(),
