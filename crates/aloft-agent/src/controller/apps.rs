@@ -75,6 +75,15 @@ impl Controller {
             .ok_or_else(|| DomainError::app_not_found(name))
     }
 
+    /// The organization of the app (`personal` for an app the store no longer has).
+    pub async fn org_of(&self, app: &str) -> DomainResult<String> {
+        let n = app.to_string();
+        Ok(self
+            .db(move |s| s.read(|tx| tx.app(&n)))
+            .await?
+            .map_or_else(|| "personal".to_string(), |a| a.org_slug))
+    }
+
     pub async fn get_app(&self, name: &str) -> DomainResult<App> {
         let n = name.to_string();
         self.db(move |s| {

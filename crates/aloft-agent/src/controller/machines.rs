@@ -684,7 +684,7 @@ impl Controller {
         };
         rec.state = MachineState::Starting;
         rec = self.save(rec, std::mem::take(&mut events)).await?;
-        let spec = launch_spec(&rec, &image);
+        let spec = launch_spec(&rec, &image, self.org_of(&rec.app).await?);
         match self.sup.launch(spec).await {
             Ok(pid) => {
                 tracing::debug!(machine = %rec.id, pid, "launched");
@@ -1031,12 +1031,16 @@ impl Controller {
 }
 
 /// What the runtime needs to run the current version of `rec` from `image`.
-pub(crate) fn launch_spec(rec: &MachineRecord, image: &images::ResolvedImage) -> LaunchSpec {
+/// `org` is the app's organization: a container's private address is on its network.
+pub(crate) fn launch_spec(
+    rec: &MachineRecord,
+    image: &images::ResolvedImage,
+    org: String,
+) -> LaunchSpec {
     LaunchSpec {
         machine_id: rec.id.clone(),
         app: rec.app.clone(),
-        // Every app is in `personal` until the lead wires the app's org_slug here (issue 12).
-        org: "personal".into(),
+        org,
         region: rec.region.clone(),
         instance_id: rec.instance_id.clone(),
         image_dir: image.dir.clone(),

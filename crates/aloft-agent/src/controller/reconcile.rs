@@ -77,7 +77,8 @@ impl Controller {
             let _guard = self.lock(&rec.id).await;
             if left.contains(&rec.id) && adoptable.contains(&rec.id) {
                 if let Ok(image) = self.resolve_image(&rec.app, &rec.config.image).await {
-                    let spec = super::machines::launch_spec(&rec, &image);
+                    let org = self.org_of(&rec.app).await?;
+                    let spec = super::machines::launch_spec(&rec, &image, org);
                     match self.sup.adopt(spec).await {
                         Ok(Adopted::Running { .. }) | Ok(Adopted::Exited) => {
                             report.adopted.push(rec.id.clone());
