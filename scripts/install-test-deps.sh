@@ -8,6 +8,8 @@ set -euo pipefail
 # runc + tini: container machines (runc runs them, tini-static is their init);
 # busybox-static: the static busybox test images are made of (FROM scratch).
 packages=(curl python3 python3-venv procps iproute2 iptables buildah skopeo runc tini busybox-static)
+# pebble (with pebble-challtestsrv): the ACME test server of crates/aloft-acme/tests.
+packages+=(pebble)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -267,7 +267,12 @@ async fn why_invalid(order: &mut Order, kind: ChallengeKind, listed: &str) -> Ac
             return AcmeError::ChallengeFailed {
                 attempt: hints::attempt(kind, &domain, &challenge.token),
                 ca_said: hints::problem_text(problem),
-                hint: hints::challenge_hint(kind, &domain, problem.r#type.as_deref()),
+                hint: hints::challenge_hint(
+                    kind,
+                    &domain,
+                    problem.r#type.as_deref(),
+                    problem.detail.as_deref(),
+                ),
                 domain,
                 kind,
             };

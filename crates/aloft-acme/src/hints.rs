@@ -46,16 +46,22 @@ pub(crate) fn attempt(kind: ChallengeKind, domain: &str, token: &str) -> String 
     }
 }
 
-/// What to do about a failed challenge.
+/// What to do about a failed challenge, from the problem's type and (for CAs that file a
+/// refused connection under `unauthorized`, as pebble does for TLS-ALPN-01) its detail.
 pub(crate) fn challenge_hint(
     kind: ChallengeKind,
     domain: &str,
     problem_type: Option<&str>,
+    detail: Option<&str>,
 ) -> String {
     let port = match kind {
         ChallengeKind::Http01 => 80,
         ChallengeKind::TlsAlpn01 => 443,
     };
+    let detail = detail.unwrap_or("").to_ascii_lowercase();
+    let unreachable = ["connect", "refused", "timeout", "timed out", "no route"]
+        .iter()
+        .any(|word| detail.contains(word));
     match problem_name(problem_type) {
         "dns" => format!(
             "the CA could not resolve {domain}: give it an A or AAAA record pointing at this host"
@@ -63,6 +69,8 @@ pub(crate) fn challenge_hint(
         "caa" => format!(
             "a CAA DNS record of {domain} does not allow this CA: add one that does, or remove it"
         ),
+        "rateLimited" => "the CA limits how often it issues: wait before trying again".into(),
+        _ if unreachable => reachable_hint(port, domain),
         "unauthorized" | "incorrectResponse" => match kind {
             ChallengeKind::Http01 => format!(
                 "something other than this host answered: make sure {domain} points at this host \
@@ -78,12 +86,15 @@ pub(crate) fn challenge_hint(
             "make port 443 of this host reachable from the internet at {domain}, with nothing in \
              front of it terminating TLS (or use the http-01 challenge)"
         ),
-        "rateLimited" => "the CA limits how often it issues: wait before trying again".into(),
-        _ => format!(
-            "make port {port} of this host reachable from the internet at {domain} (its DNS \
-             records pointing here, no firewall in between)"
-        ),
+        _ => reachable_hint(port, domain),
     }
+}
+
+fn reachable_hint(port: u16, domain: &str) -> String {
+    format!(
+        "make port {port} of this host reachable from the internet at {domain} (its DNS \
+         records pointing here, no firewall in between)"
+    )
 }
 
 /// What to do about a refused order.
@@ -109,18 +120,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_unreachable_http01_asks_for_port_80() {
+    fn an_unreachable_challenge_asks_for_the_port() {
         let hint = challenge_hint(
             ChallengeKind::Http01,
             "a.example.com",
             Some("urn:ietf:params:acme:error:connection"),
+            Some("dial tcp 192.0.2.1:80: i/o timeout"),
         );
         assert!(
             hint.contains("make port 80 of this host reachable"),
             "{hint}"
         );
-        let hint = challenge_hint(ChallengeKind::TlsAlpn01, "a.example.com", None);
-        assert!(hint.contains("port 443"), "{hint}");
+        let hint = challenge_hint(ChallengeKind::TlsAlpn01, "a.example.com", None, None);
+        assert!(
+            hint.contains("make port 443 of this host reachable"),
+            "{hint}"
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_filed_as_unauthorized_is_still_about_reachability() {
+        let unauthorized = Some("urn:ietf:params:acme:error:unauthorized");
+        let hint = challenge_hint(
+            ChallengeKind::TlsAlpn01,
+            "a.example.com",
+            unauthorized,
+            Some("Failed to connect to 192.0.2.1:443 for the tls-alpn-01 challenge"),
+        );
+        assert!(
+            hint.contains("make port 443 of this host reachable"),
+            "{hint}"
+        );
+        let hint = challenge_hint(
+            ChallengeKind::Http01,
+            "a.example.com",
+            unauthorized,
+            Some("Invalid response from http://a.example.com/.well-known/acme-challenge/x: 404"),
+        );
+        assert!(
+            hint.contains("something other than this host answered"),
+            "{hint}"
+        );
     }
 
     #[test]
@@ -129,12 +169,14 @@ mod tests {
             ChallengeKind::Http01,
             "a.example.com",
             Some("urn:ietf:params:acme:error:dns"),
+            Some("DNS problem: query timed out looking up A for a.example.com"),
         );
         assert!(hint.contains("A or AAAA record"), "{hint}");
         let hint = challenge_hint(
             ChallengeKind::TlsAlpn01,
             "a.example.com",
             Some("urn:ietf:params:acme:error:caa"),
+            None,
         );
         assert!(hint.contains("CAA"), "{hint}");
     }
