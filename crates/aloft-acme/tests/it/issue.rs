@@ -321,3 +321,67 @@ async fn a_private_ca_is_refused_without_its_root_and_the_error_says_so() {
         0
     );
 }
+
+#[tokio::test]
+async fn the_overall_timeout_stops_a_hanging_validation_and_takes_the_answer_down() {
+    // Pebble's validator connects to a port that accepts and never answers.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_port = hanging.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hanging.accept().await {
+            held.push(stream);
+        }
+    });
+    let servers = ChallengeServersDouble::start().await;
+    let Some(pebble) = Pebble::start(PebbleOptions {
+        http_port: hanging_port,
+        tls_port: free_port(),
+        authz_reuse: 0,
+    }) else {
+        return;
+    };
+    let account_dir = tempfile::tempdir().unwrap();
+    let client = AcmeClient::new(
+        &pebble.directory_url,
+        account_dir.path(),
+        &[],
+        Some(&pebble.listener_root_pem),
+    )
+    .await
+    .unwrap()
+    .with_timeout(Duration::from_secs(2));
+    let err = client
+        .issue(
+            &[DOMAIN.to_string()],
+            ChallengeKind::Http01,
+            &*servers.table,
+        )
+        .await
+        .expect_err("the validation hangs");
+    // Pebble gives up on a validation after 15 s: this is the client's own timeout.
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "gave up after 2s waiting for the CA to validate the challenges for web.aloft.test"
+        ),
+        "{text}"
+    );
+    let calls = servers.table.calls();
+    assert_eq!(calls.len(), 2, "set, then removed: {calls:?}");
+    assert!(calls[1].starts_with("remove http-01"), "{calls:?}");
+    assert!(servers.table.is_empty());
+    holder.abort();
+}
+
+/// The agent runs issuances in spawned tasks and shares one client.
+#[allow(dead_code)]
+fn issuing_can_run_in_a_spawned_task(
+    client: &AcmeClient,
+    responder: &dyn aloft_acme::ChallengeResponder,
+) {
+    fn send<T: Send>(_: &T) {}
+    fn shared<T: Send + Sync>() {}
+    shared::<AcmeClient>();
+    send(&client.issue(&[], ChallengeKind::Http01, responder));
+}
