@@ -17,11 +17,6 @@ use crate::tls_alpn;
 use crate::transport;
 use crate::validity::parse_validity;
 
-/// Let's Encrypt's production directory.
-pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-/// Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
-pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
-
 /// How long an issuance (or opening the account) may take in all, unless `with_timeout` says.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Polling the CA starts this soon and doubles up to `LONGEST_POLL`.
@@ -210,11 +205,17 @@ impl AcmeClient {
             match state.status {
                 OrderStatus::Ready => break,
                 OrderStatus::Invalid => return Err(why_invalid(&mut order, kind, &listed).await),
-                OrderStatus::Pending | OrderStatus::Processing | OrderStatus::Valid => {
-                    if state.status == OrderStatus::Valid {
-                        break;
-                    }
-                    tokio::time::sleep(poll.next()).await;
+                OrderStatus::Pending => tokio::time::sleep(poll.next()).await,
+                status => {
+                    // `processing` and `valid` come only after finalization (RFC 8555 §7.1.6).
+                    return Err(AcmeError::Protocol {
+                        stage: format!(
+                            "waiting for the CA to validate the challenges for {listed}"
+                        ),
+                        detail: format!(
+                            "the order is {status:?} before it was finalized; try again"
+                        ),
+                    });
                 }
             }
         }

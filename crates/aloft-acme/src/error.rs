@@ -12,7 +12,7 @@ pub enum AcmeError {
     #[error(
         "ACME directory URL {url:?} is not an https:// URL: ACME servers answer over HTTPS only; \
          give the directory URL your CA documents (Let's Encrypt: {})",
-        crate::client::LETS_ENCRYPT
+        crate::LETS_ENCRYPT
     )]
     DirectoryUrl { url: String },
 

@@ -21,7 +21,12 @@ mod tls_alpn;
 mod transport;
 mod validity;
 
-pub use client::{AcmeClient, IssuedCertificate, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use client::{AcmeClient, IssuedCertificate};
 pub use error::AcmeError;
 pub use responder::{ChallengeKind, ChallengeResponder};
 pub use validity::{parse_not_after, parse_validity, renewal_due, Validity};
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
