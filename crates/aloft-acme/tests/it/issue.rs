@@ -60,9 +60,13 @@ impl Setup {
         issued
     }
 
-    /// The leaf covers `DOMAIN` (and not another name), chains to pebble's issuing root, and
-    /// belongs to the returned key, a P-256 one.
     async fn assert_valid_for_domain(&self, issued: &IssuedCertificate) {
+        self.assert_valid_for(issued, &[DOMAIN]).await;
+    }
+
+    /// The leaf covers each of `names` (and not another name), chains to pebble's issuing root,
+    /// and belongs to the returned key, a P-256 one.
+    async fn assert_valid_for(&self, issued: &IssuedCertificate, names: &[&str]) {
         let chain: Vec<CertificateDer> =
             CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes())
                 .collect::<Result<_, _>>()
@@ -89,7 +93,9 @@ impl Setup {
                 UnixTime::now(),
             )
         };
-        verify(DOMAIN).expect("the chain verifies against pebble's root for the domain");
+        for name in names {
+            verify(name).expect("the chain verifies against pebble's root for each name");
+        }
         assert!(verify("other.aloft.test").is_err());
 
         let key = rcgen::KeyPair::from_pem(&issued.key_pem).unwrap();
@@ -125,6 +131,33 @@ async fn http01_issues_a_chain_for_the_domain_under_pebbles_root() {
     let client = setup.client().await;
     let issued = setup.issue(&client, ChallengeKind::Http01).await;
     setup.assert_valid_for_domain(&issued).await;
+    assert_cleaned_up(&setup, ChallengeKind::Http01);
+}
+
+#[tokio::test]
+async fn one_certificate_covers_several_domains_each_proven() {
+    let Some(setup) = Setup::start(0).await else {
+        return;
+    };
+    let client = setup.client().await;
+    let names = ["web.aloft.test", "WWW.aloft.test."];
+    let issued = client
+        .issue(
+            &names.map(String::from),
+            ChallengeKind::Http01,
+            &*setup.servers.table,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", setup.pebble.logs()));
+    setup
+        .assert_valid_for(&issued, &["web.aloft.test", "www.aloft.test"])
+        .await;
+    let calls = setup.servers.table.calls();
+    let set = calls
+        .iter()
+        .filter(|c| c.starts_with("set http-01"))
+        .count();
+    assert_eq!(set, 2, "one challenge per domain: {calls:?}");
     assert_cleaned_up(&setup, ChallengeKind::Http01);
 }
 
@@ -231,6 +264,43 @@ async fn a_still_valid_authorization_is_reused_without_a_challenge() {
         answered,
         "no new challenge"
     );
+}
+
+/// A responder that forgets what it is told: the proxy answers the CA with a 404.
+struct ForgetfulResponder(Arc<crate::doubles::ChallengeTableDouble>);
+
+impl aloft_acme::ChallengeResponder for ForgetfulResponder {
+    fn set_http01(&self, token: &str, _: &str) {
+        self.0.set_http01(token, "not the key authorization");
+    }
+    fn remove_http01(&self, token: &str) {
+        self.0.remove_http01(token);
+    }
+    fn set_tls_alpn01(&self, _: &str, _: Vec<Vec<u8>>, _: Vec<u8>) {}
+    fn remove_tls_alpn01(&self, _: &str) {}
+}
+
+#[tokio::test]
+async fn a_wrong_http01_answer_fails_saying_something_else_answered() {
+    let Some(setup) = Setup::start(0).await else {
+        return;
+    };
+    let client = setup.client().await;
+    let responder = ForgetfulResponder(setup.servers.table.clone());
+    let err = client
+        .issue(&[DOMAIN.to_string()], ChallengeKind::Http01, &responder)
+        .await
+        .expect_err("the answer is wrong");
+    let text = err.to_string();
+    eprintln!("http-01 answered wrongly: {text}");
+    for part in [
+        "http-01 challenge for web.aloft.test failed",
+        "(unauthorized)",
+        "something other than this host answered",
+    ] {
+        assert!(text.contains(part), "{part:?} not in: {text}");
+    }
+    assert!(setup.servers.table.is_empty());
 }
 
 /// Pebble validates against ports where nothing listens.
