@@ -10,6 +10,8 @@ set -euo pipefail
 packages=(curl python3 python3-venv procps iproute2 iptables buildah skopeo runc tini busybox-static)
 # nftables: the machines' isolation and NAT (aloft-runtime net).
 packages+=(nftables)
+# pebble (with pebble-challtestsrv): the ACME test server of crates/aloft-acme/tests.
+packages+=(pebble)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
