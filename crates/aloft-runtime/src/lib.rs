@@ -108,8 +108,8 @@ pub enum RuntimeEvent {
         machine_id: String,
         instance_id: String,
         pid: u32,
-        /// The machine's private address (containers with a network namespace).
-        address: Option<std::net::Ipv4Addr>,
+        /// The machine's private address (containers with a network namespace: IPv6).
+        address: Option<std::net::IpAddr>,
     },
     /// The main process ended. `restarting` is true when the restart policy will start it again
     /// (a `Started` follows); otherwise the machine is down for good until started again.
@@ -280,7 +280,7 @@ impl Runtime {
     /// The IPv4 address of a container machine on the bridge (what the proxy connects to: apps
     /// that listen on 0.0.0.0 only are reached too), if it has one.
     pub fn machine_ipv4(&self, machine_id: &str) -> Option<std::net::Ipv4Addr> {
-        self.netns().ok()?.ipv4(machine_id)
+        Some(self.netns().ok()?.attachment(machine_id)?.ip)
     }
 
     /// Whether containers can run here, or why not.

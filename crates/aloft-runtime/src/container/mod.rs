@@ -22,7 +22,6 @@ pub mod users;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,8 +126,8 @@ pub trait Netns: Send + Sync {
     fn prepare(&self, machine_id: &str, org: &str) -> Result<(Attachment, bool), String>;
     /// Wires a prepared namespace to the network (veth on the bridge, addresses, routes).
     fn connect(&self, machine_id: &str, org: &str) -> Result<(), String>;
-    /// The machine's address, if it has one now (no host changes).
-    fn address(&self, machine_id: &str) -> Option<Ipv4Addr>;
+    /// The machine's addresses, if it has them now (no host changes).
+    fn attachment(&self, machine_id: &str) -> Option<Attachment>;
     /// Frees what [`Netns::attach`] gave (the machine is destroyed). Idempotent.
     fn detach(&self, machine_id: &str);
     /// Detaches every machine not in `keep` (after an agent restart: destroyed meanwhile).
@@ -137,8 +136,6 @@ pub trait Netns: Send + Sync {
     fn service_address(&self, org: &str, key: &str) -> Result<std::net::Ipv6Addr, String>;
     /// Takes the service address `key` off the network. Idempotent.
     fn release_service_address(&self, key: &str);
-    /// The machine's IPv4 address on the bridge, if it has one (no host changes).
-    fn ipv4(&self, machine_id: &str) -> Option<Ipv4Addr>;
 }
 
 /// The image side of a container launch.
@@ -261,11 +258,11 @@ pub(crate) async fn start(
                     let (net, id, org) = (net.clone(), spec.machine_id.clone(), spec.org.clone());
                     wiring = Some(tokio::task::spawn_blocking(move || net.connect(&id, &org)));
                 }
-                (Some(a.netns_path), Some(a.ip))
+                (Some(a.netns_path.clone()), Some(a))
             }
             None => (None, None),
         };
-        write_bundle(spec, &s, &dir, &user, netns.as_deref(), ip)
+        write_bundle(spec, &s, &dir, &user, netns.as_deref(), ip.as_ref())
     });
     // Go, or (an error above) close the pipe: the shim then cleans up and says it failed.
     if let (Ok(()), Some(mut stdin)) = (&ready, stdin) {
@@ -323,14 +320,15 @@ pub(crate) async fn start(
     Ok((Container { dir, pid, pidfd }, tail))
 }
 
-/// Writes what runc reads: `hosts`, `hostname` and `config.json` of the container's bundle.
+/// Writes what runc reads: `hosts`, `hostname`, `resolv.conf` (with a network) and
+/// `config.json` of the container's bundle.
 fn write_bundle(
     spec: &LaunchSpec,
     s: &Start<'_>,
     dir: &Path,
     user: &users::User,
     netns: Option<&Path>,
-    ip: Option<Ipv4Addr>,
+    net: Option<&Attachment>,
 ) -> Result<(), RuntimeError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -338,13 +336,17 @@ fn write_bundle(
     };
     let hosts = dir.join("hosts");
     let hostname = dir.join("hostname");
-    let mut hosts_text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
-    if let Some(ip) = ip {
-        hosts_text.push_str(&format!("{ip}\t{}\n", spec.machine_id));
-    }
-    fs::write(&hosts, hosts_text).map_err(io(&hosts))?;
+    fs::write(&hosts, hosts_file(spec, net)).map_err(io(&hosts))?;
     fs::write(&hostname, format!("{}\n", spec.machine_id)).map_err(io(&hostname))?;
-    let env = spec::environment(&s.image.env, &spec.config.env, &platform_env(spec, ip));
+    let resolv = match net {
+        Some(a) => {
+            let path = dir.join("resolv.conf");
+            fs::write(&path, resolv_conf(a)).map_err(io(&path))?;
+            Some(path)
+        }
+        None => None,
+    };
+    let env = spec::environment(&s.image.env, &spec.config.env, &platform_env(spec, net));
     let cwd = if s.image.workdir.is_empty() {
         "/".to_string()
     } else {
@@ -365,6 +367,7 @@ fn write_bundle(
         netns,
         hosts_file: &hosts,
         hostname_file: &hostname,
+        resolv_file: resolv.as_deref(),
         cgroups_path: &cgroups_path,
         nofile: s.nofile,
     });
@@ -388,9 +391,32 @@ fn start_failure(why: &str, image_ref: &str) -> String {
     format!("{why} (image {image_ref}); {hint}")
 }
 
-/// The private address of a started container, if it has one.
-pub(crate) fn address(config: &ContainerConfig, machine_id: &str) -> Option<Ipv4Addr> {
-    config.network.as_ref()?.address(machine_id)
+/// `/etc/hosts` of a container: localhost, and with a network its own addresses under its id
+/// and its `.internal` name (as on Fly).
+fn hosts_file(spec: &LaunchSpec, net: Option<&Attachment>) -> String {
+    let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
+    if let Some(a) = net {
+        let id = &spec.machine_id;
+        let vm = format!("{id}.vm.{}.internal", spec.app);
+        text.push_str(&format!("{}\t{vm} {id}\n", a.ip6));
+        text.push_str(&format!("{}\t{id}\n", a.ip));
+    }
+    text
+}
+
+/// `/etc/resolv.conf` of a container with a network: the agent's DNS server on the bridge's
+/// gateway addresses (`.internal` names, everything else forwarded to the host's resolvers).
+fn resolv_conf(a: &Attachment) -> String {
+    format!(
+        "# Aloft: .internal names, other names through the host's resolvers\nnameserver {}\nnameserver {}\n",
+        a.gateway6, a.gateway
+    )
+}
+
+/// The private IPv6 address of a started container, if it has one (the machine's
+/// `private_ip`).
+pub(crate) fn address(config: &ContainerConfig, machine_id: &str) -> Option<std::net::IpAddr> {
+    Some(config.network.as_ref()?.attachment(machine_id)?.ip6.into())
 }
 
 /// Frees the machine's network namespace and address (it is destroyed).
@@ -400,9 +426,10 @@ pub(crate) fn release_network(config: &ContainerConfig, machine_id: &str) {
     }
 }
 
-/// The `FLY_*` variables and `PORT` of a container: it listens on its internal port, as on Fly.
-fn platform_env(spec: &LaunchSpec, ip: Option<Ipv4Addr>) -> BTreeMap<String, String> {
-    let ip = ip.map_or_else(|| "127.0.0.1".into(), |ip| ip.to_string());
+/// The `FLY_*` variables and `PORT` of a container: it listens on its internal port, as on Fly;
+/// `FLY_PRIVATE_IP` is its private IPv6 address.
+fn platform_env(spec: &LaunchSpec, net: Option<&Attachment>) -> BTreeMap<String, String> {
+    let ip = net.map_or_else(|| "127.0.0.1".into(), |a| a.ip6.to_string());
     let mut env = env::fly_vars(spec, &ip);
     if let Some(port) = env::single_service_port(&spec.config) {
         env.insert("PORT".into(), port.to_string());

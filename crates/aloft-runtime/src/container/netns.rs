@@ -5,7 +5,6 @@
 //! ([`Netns::detach`], called through `Runtime::release`): a restart or a stop/start costs no
 //! network work, and the address the proxy routes to stays the same.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -82,9 +81,9 @@ impl Netns for LazyNetwork {
             .map_err(|e| e.to_string())
     }
 
-    fn address(&self, machine_id: &str) -> Option<Ipv4Addr> {
+    fn attachment(&self, machine_id: &str) -> Option<Attachment> {
         let net = self.network.get()?.as_ref().ok()?;
-        net.attachment(machine_id).map(|a| a.ip)
+        net.attachment(machine_id)
     }
 
     fn detach(&self, machine_id: &str) {
@@ -113,10 +112,6 @@ impl Netns for LazyNetwork {
                 tracing::warn!(key, "cannot remove a service address: {e}");
             }
         }
-    }
-
-    fn ipv4(&self, machine_id: &str) -> Option<Ipv4Addr> {
-        self.address(machine_id)
     }
 
     fn keep_only(&self, keep: &[String]) {

@@ -63,6 +63,8 @@ pub struct ContainerSpec<'a> {
     /// `/etc/hosts` and `/etc/hostname` of this machine, on the host.
     pub hosts_file: &'a Path,
     pub hostname_file: &'a Path,
+    /// `/etc/resolv.conf` when the container has a network (else the image's own).
+    pub resolv_file: Option<&'a Path>,
     /// `/<parent>/<machine_id>`.
     pub cgroups_path: &'a str,
     /// The soft `RLIMIT_NOFILE` the process starts with.
@@ -132,7 +134,7 @@ fn mounts(spec: &ContainerSpec<'_>) -> Vec<Value> {
             "options": ["rbind", "ro", "nosuid", "nodev"],
         })
     };
-    vec![
+    let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc"}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -149,7 +151,11 @@ fn mounts(spec: &ContainerSpec<'_>) -> Vec<Value> {
         bind_ro(spec.init, INIT_PATH),
         bind_ro(spec.hosts_file, "/etc/hosts"),
         bind_ro(spec.hostname_file, "/etc/hostname"),
-    ]
+    ];
+    if let Some(resolv) = spec.resolv_file {
+        mounts.push(bind_ro(resolv, "/etc/resolv.conf"));
+    }
+    mounts
 }
 
 /// The container's environment: the image's ENV, then the config's env, then the platform
@@ -214,6 +220,7 @@ mod tests {
             netns: Some(Path::new("/run/netns/aloft-e2865013a9d086")),
             hosts_file: Path::new("/r/hosts"),
             hostname_file: Path::new("/r/hostname"),
+            resolv_file: Some(Path::new("/r/resolv.conf")),
             cgroups_path: "/aloft/e2865013a9d086",
             nofile: 1024,
         };

@@ -68,13 +68,8 @@ fn library_crates_respect_their_boundaries() {
     }
     assert_allowed("aloft-client", &["aloft-api", "aloft-deploy", "aloft-oci"]);
     assert_allowed("aloft-oci", &[]);
-<<<<<<< HEAD
-    if crates.contains(&"aloft-dns".to_string()) {
-        assert_allowed("aloft-dns", &[]);
-    }
-=======
+    assert_allowed("aloft-dns", &[]);
     assert_allowed("aloft-acme", &[]);
->>>>>>> acme
 }
 
 #[test]

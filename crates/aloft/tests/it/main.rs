@@ -14,5 +14,6 @@ mod config_cli;
 mod containers_e2e;
 mod deploy_e2e;
 mod images_cli;
+mod private_net_e2e;
 mod schemathesis;
 mod up_e2e;
