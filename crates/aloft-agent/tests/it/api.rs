@@ -27,6 +27,8 @@ impl Harness {
         config.regions = regions.iter().map(|r| r.to_string()).collect();
         // Service ports on loopback only, whatever a test's machines ask for.
         config.proxy.as_mut().unwrap().bind_ip = "127.0.0.1".parse().unwrap();
+        // The host's "public" address, so shared IPv4 allocation needs no default route.
+        config.public_addresses.ipv4 = Some("203.0.113.7".parse().unwrap());
         let agent = Agent::start(config).await.expect("agent starts");
         Harness {
             url: agent.url(),
@@ -1253,5 +1255,70 @@ async fn unsupported_config_fields_are_refused_not_dropped() {
     }
     let list = h.ok(Method::GET, "/v1/apps/strict/machines", None).await;
     assert_eq!(list, json!([]), "nothing created");
+    h.stop_all().await;
+}
+
+#[tokio::test]
+async fn ips_are_allocated_by_the_rules_and_bad_requests_change_nothing() {
+    let h = Harness::start(&[]).await;
+    h.create_app("ips-a").await;
+    let ips = "/v1/apps/ips-a/ips";
+    let shared = h
+        .ok(Method::POST, ips, Some(json!({"type": "shared_v4"})))
+        .await;
+    assert_eq!(shared["address"], "203.0.113.7");
+    assert_eq!(shared["type"], "shared_v4");
+    assert_eq!(shared["region"], "global");
+
+    // Refusals, each 4xx JSON naming what to do, none changing the list.
+    let (s, v) = h
+        .send(Method::POST, ips, Some(json!({"type": "shared_v4"})))
+        .await;
+    assert_json_error(s, &v, "a second shared address");
+    assert!(v["error"].as_str().unwrap().contains("already has"), "{v}");
+    let (s, v) = h.send(Method::POST, ips, Some(json!({"type": "v4"}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("--shared"), "{v}");
+    let (s, v) = h
+        .send(
+            Method::POST,
+            ips,
+            Some(json!({"type": "shared_v4", "region": "ams"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    for bad in [json!({"type": "bogus"}), json!({}), json!({"type": "v4", "x": 1})] {
+        let (s, v) = h.send(Method::POST, ips, Some(bad.clone())).await;
+        assert_json_error(s, &v, &format!("body {bad}"));
+    }
+    let (s, v) = h
+        .send(Method::POST, "/v1/apps/nope/ips", Some(json!({"type": "shared_v4"})))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = h
+        .send(Method::DELETE, "/v1/apps/ips-a/ips/192.0.2.9", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let list = h.ok(Method::GET, ips, None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    // Released, it is gone.
+    h.ok(Method::DELETE, "/v1/apps/ips-a/ips/203.0.113.7", None)
+        .await;
+    assert_eq!(h.ok(Method::GET, ips, None).await, json!([]));
+
+    // dig: bad names and types are 422; an unknown .internal name is NXDOMAIN.
+    for q in ["name=a..b", "name=", "name=x.internal&type=BOGUS", &format!("name={}", "a".repeat(300))] {
+        let (s, v) = h
+            .send(Method::GET, &format!("/v1/apps/ips-a/dns?{q}"), None)
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {v}");
+    }
+    let v = h
+        .ok(Method::GET, "/v1/apps/ips-a/dns?name=nothing.ips-a.internal", None)
+        .await;
+    assert_eq!(v["rcode"], "NXDOMAIN", "{v}");
+    assert_eq!(v["authoritative"], true, "{v}");
+    assert_eq!(v["org"], "personal", "{v}");
     h.stop_all().await;
 }
