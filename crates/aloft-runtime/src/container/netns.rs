@@ -67,7 +67,7 @@ impl Netns for LazyNetwork {
 
     fn address(&self, machine_id: &str) -> Option<Ipv4Addr> {
         let net = self.network.get()?.as_ref().ok()?;
-        net.attachment(machine_id).map(|a| a.ip)
+        net.ip(machine_id)
     }
 
     fn detach(&self, machine_id: &str) {

@@ -390,6 +390,16 @@ impl Network {
             .then(|| self.attachment_at(machine_id, record))
     }
 
+    /// The machine's IPv4 address on record (no look at the host) — also for a machine an
+    /// older agent recorded without IPv6, which has no [`Attachment`] until its next
+    /// [`Network::reserve`] but is reached (by the proxy) at this address meanwhile.
+    pub fn ip(&self, machine_id: &str) -> Option<Ipv4Addr> {
+        check_machine_id(machine_id).ok()?;
+        let state = self.lock();
+        let ip = state.records.get(machine_id)??.ipv4;
+        self.plan.is_machine_address(ip).then_some(ip)
+    }
+
     /// Removes the machine's veth pair and namespace and frees its addresses. Idempotent.
     pub fn detach(&self, machine_id: &str) -> Result<(), NetError> {
         check_machine_id(machine_id)?;

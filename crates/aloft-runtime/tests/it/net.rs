@@ -788,6 +788,11 @@ fn addresses_stay_across_restarts_and_old_records_get_ipv6() {
         None,
         "no IPv6 address on record yet"
     );
+    assert_eq!(
+        second.ip("machine-up"),
+        Some(m.ip),
+        "the proxy still finds it meanwhile"
+    );
     assert_eq!(second.attachment("machine-peer"), Some(peer.clone()));
     let again = second.reserve("machine-up", ORG).unwrap();
     assert_eq!(
