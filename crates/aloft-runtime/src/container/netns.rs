@@ -40,7 +40,7 @@ impl LazyNetwork {
 
     /// Whether a previous agent left records (then the network must be set up to clean them).
     fn has_records(&self) -> bool {
-        std::fs::read_dir(&self.state_dir).is_ok_and(|mut d| d.next().is_some())
+        crate::net::machines_recorded(&self.state_dir)
     }
 }
 

@@ -595,6 +595,12 @@ impl Network {
     }
 }
 
+/// Whether `state_dir` records any machine (an agent that finds none need not set the network
+/// up to clean after a previous one).
+pub fn machines_recorded(state_dir: &Path) -> bool {
+    Records::any_in(state_dir)
+}
+
 /// A random `fdaa:XXXX:XXXX::/48`.
 fn random_prefix48() -> Ipv6Net {
     let [a, b, c, d] = rand::random::<[u8; 4]>();
