@@ -31,7 +31,9 @@
 //!   addresses and routes it learns from router advertisements;
 //! - two nftables tables named `aloft-<bridge>`, one `inet` and one `bridge`, written whole in
 //!   one `nft -f -` transaction (`rules` has the ruleset and why): IPv6 between machines only
-//!   within one organization's /80 (any port); no IPv4 between machines; a service address
+//!   within one organization's /80 (any port), and nothing over link-local addresses; a
+//!   machine's port takes IPv6 only from its organization's /80 (no borrowed source
+//!   addresses); no IPv4 between machines; a service address
 //!   only from its organization's machines (and the host); nothing forwarded from another
 //!   interface opens a connection to a machine; the machines' IPv4 and IPv6 traffic leaving
 //!   through another interface is masqueraded; ARP and neighbour discovery pass. A new
@@ -46,7 +48,8 @@
 //! [`Network::attach`] per machine: the namespace `aloft-<machine_id>` at
 //! `/run/netns/aloft-<machine_id>` (made as `ip netns add` makes it; the path the container
 //! runtime gives runc), a veth pair whose host end (`av` + 12 hex digits of a hash of bridge and
-//! machine id) is a port of the bridge and whose other end is `eth0` in the namespace with both
+//! machine id) is a port of the bridge, in an interface group naming bridge and organization
+//! (which the rules read), and whose other end is `eth0` in the namespace with both
 //! addresses, `lo` up, and default routes via both gateways. [`Network::detach`] removes
 //! namespace and veth and frees the addresses.
 //!
@@ -178,12 +181,7 @@ impl Network {
         host::enable_ipv6_forwarding(bridge)?;
         rules::remove_legacy(&network.plan, &target)?;
         let state = network.lock();
-        let orgs: Vec<Ipv6Net> = state
-            .host
-            .orgs
-            .values()
-            .map(|n| network.plan.org_prefix(*n))
-            .collect();
+        let orgs: Vec<u16> = state.host.orgs.values().copied().collect();
         rules::ensure(&network.plan, &orgs, &target)?;
         let services: Vec<(IpAddr, u8)> = state
             .host
@@ -274,9 +272,10 @@ impl Network {
                 bridge: self.plan.bridge().to_string(),
             })?;
         state.host.orgs.insert(org.to_string(), n);
-        let added = state.host.save(&self.state_dir).and_then(|()| {
-            rules::add_org(&self.plan, self.plan.org_prefix(n), &self.bridge_target())
-        });
+        let added = state
+            .host
+            .save(&self.state_dir)
+            .and_then(|()| rules::add_org(&self.plan, n, &self.bridge_target()));
         if let Err(e) = added {
             state.host.orgs.remove(org);
             let _ = state.host.save(&self.state_dir);
@@ -341,6 +340,7 @@ impl Network {
         let target = self.machine_target(machine_id);
         let (record, readdressed) = self.address_for(&mut state, machine_id, org)?;
         let attachment = self.attachment_at(machine_id, &record);
+        let group = self.plan.port_group(self.org_number(&mut state, org)?);
 
         let path = netns_path(machine_id);
         let reserved_fresh = self
@@ -359,6 +359,7 @@ impl Network {
             &netlink::HostEnd {
                 bridge: self.plan.bridge(),
                 veth: &a.host_veth,
+                group,
                 // Its peer was in a namespace that is gone: make the pair anew.
                 delete_first: veth_exists && fresh_ns,
                 create: fresh_ns || !veth_exists,
