@@ -129,6 +129,9 @@ pub trait Netns: Send + Sync {
     fn connect(&self, machine_id: &str, org: &str) -> Result<(), String>;
     /// The machine's address, if it has one now (no host changes).
     fn address(&self, machine_id: &str) -> Option<Ipv4Addr>;
+    /// The machine's attachment (both addresses, its organization's prefix), if it has one now
+    /// (no host changes; `None` for a machine recorded before IPv6 until its next start).
+    fn attachment(&self, machine_id: &str) -> Option<Attachment>;
     /// Frees what [`Netns::attach`] gave (the machine is destroyed). Idempotent.
     fn detach(&self, machine_id: &str);
     /// Detaches every machine not in `keep` (after an agent restart: destroyed meanwhile).

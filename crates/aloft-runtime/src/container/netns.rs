@@ -70,6 +70,10 @@ impl Netns for LazyNetwork {
         net.ip(machine_id)
     }
 
+    fn attachment(&self, machine_id: &str) -> Option<Attachment> {
+        self.network.get()?.as_ref().ok()?.attachment(machine_id)
+    }
+
     fn detach(&self, machine_id: &str) {
         if self.network.get().is_none() && !self.has_records() {
             return;
