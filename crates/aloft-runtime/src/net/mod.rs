@@ -75,10 +75,10 @@
 //! Machines hold `CAP_NET_RAW` (as in Docker), so one can send packets with a forged source
 //! address. The rules stop it from using another organization's addresses, but not an unused
 //! address of its own organization's /80, a link-local one, or an unused IPv4 address of the
-//! subnet towards the host: a service on the host must not trust a source address inside the
-//! machines' networks that belongs to no machine (the `.internal` DNS server gives such a
-//! source no view). Binding each port to its exact addresses would take an nftables element per
-//! machine, written in the hot path.
+//! subnet towards the host: a service on the host must not take a source address inside the
+//! machines' networks that belongs to no machine for the host itself (the `.internal` DNS
+//! server must give such a source no view, not the host's). Binding each port to its exact
+//! addresses would take an nftables element per machine, written in the hot path.
 //!
 //! # Netlink, nftables
 //!
