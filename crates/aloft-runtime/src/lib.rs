@@ -280,7 +280,7 @@ impl Runtime {
     /// The IPv4 address of a container machine on the bridge (what the proxy connects to: apps
     /// that listen on 0.0.0.0 only are reached too), if it has one.
     pub fn machine_ipv4(&self, machine_id: &str) -> Option<std::net::Ipv4Addr> {
-        Some(self.netns().ok()?.attachment(machine_id)?.ip)
+        self.netns().ok()?.address(machine_id)
     }
 
     /// Whether containers can run here, or why not.

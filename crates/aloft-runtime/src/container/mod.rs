@@ -126,7 +126,10 @@ pub trait Netns: Send + Sync {
     fn prepare(&self, machine_id: &str, org: &str) -> Result<(Attachment, bool), String>;
     /// Wires a prepared namespace to the network (veth on the bridge, addresses, routes).
     fn connect(&self, machine_id: &str, org: &str) -> Result<(), String>;
-    /// The machine's addresses, if it has them now (no host changes).
+    /// The machine's IPv4 address, if it has one now (no host changes).
+    fn address(&self, machine_id: &str) -> Option<std::net::Ipv4Addr>;
+    /// The machine's attachment (both addresses, its organization's prefix), if it has one now
+    /// (no host changes; `None` for a machine recorded before IPv6 until its next start).
     fn attachment(&self, machine_id: &str) -> Option<Attachment>;
     /// Frees what [`Netns::attach`] gave (the machine is destroyed). Idempotent.
     fn detach(&self, machine_id: &str);

@@ -56,7 +56,7 @@ impl LazyNetwork {
 
     /// Whether a previous agent left records (then the network must be set up to clean them).
     fn has_records(&self) -> bool {
-        std::fs::read_dir(&self.state_dir).is_ok_and(|mut d| d.next().is_some())
+        crate::net::machines_recorded(&self.state_dir)
     }
 }
 
@@ -81,9 +81,13 @@ impl Netns for LazyNetwork {
             .map_err(|e| e.to_string())
     }
 
-    fn attachment(&self, machine_id: &str) -> Option<Attachment> {
+    fn address(&self, machine_id: &str) -> Option<std::net::Ipv4Addr> {
         let net = self.network.get()?.as_ref().ok()?;
-        net.attachment(machine_id)
+        net.ip(machine_id)
+    }
+
+    fn attachment(&self, machine_id: &str) -> Option<Attachment> {
+        self.network.get()?.as_ref().ok()?.attachment(machine_id)
     }
 
     fn detach(&self, machine_id: &str) {

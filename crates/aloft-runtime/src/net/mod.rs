@@ -31,7 +31,9 @@
 //!   addresses and routes it learns from router advertisements;
 //! - two nftables tables named `aloft-<bridge>`, one `inet` and one `bridge`, written whole in
 //!   one `nft -f -` transaction (`rules` has the ruleset and why): IPv6 between machines only
-//!   within one organization's /80 (any port); no IPv4 between machines; a service address
+//!   within one organization's /80 (any port), and nothing over link-local addresses; a
+//!   machine's port takes IPv6 only from its organization's /80 (no borrowed source
+//!   addresses); no IPv4 between machines; a service address
 //!   only from its organization's machines (and the host); nothing forwarded from another
 //!   interface opens a connection to a machine; the machines' IPv4 and IPv6 traffic leaving
 //!   through another interface is masqueraded; ARP and neighbour discovery pass. A new
@@ -46,7 +48,8 @@
 //! [`Network::attach`] per machine: the namespace `aloft-<machine_id>` at
 //! `/run/netns/aloft-<machine_id>` (made as `ip netns add` makes it; the path the container
 //! runtime gives runc), a veth pair whose host end (`av` + 12 hex digits of a hash of bridge and
-//! machine id) is a port of the bridge and whose other end is `eth0` in the namespace with both
+//! machine id) is a port of the bridge, in an interface group naming bridge and organization
+//! (which the rules read), and whose other end is `eth0` in the namespace with both
 //! addresses, `lo` up, and default routes via both gateways. [`Network::detach`] removes
 //! namespace and veth and frees the addresses.
 //!
@@ -66,6 +69,16 @@
 //! that do not overlap (their veth and table names differ, being derived from the bridge;
 //! namespace names carry only the machine id, which is random). Within a process, calls are
 //! serialised by one mutex.
+//!
+//! # Limits
+//!
+//! Machines hold `CAP_NET_RAW` (as in Docker), so one can send packets with a forged source
+//! address. The rules stop it from using another organization's addresses, but not an unused
+//! address of its own organization's /80, a link-local one, or an unused IPv4 address of the
+//! subnet towards the host: a service on the host must not take a source address inside the
+//! machines' networks that belongs to no machine for the host itself (the `.internal` DNS
+//! server must give such a source no view, not the host's). Binding each port to its exact
+//! addresses would take an nftables element per machine, written in the hot path.
 //!
 //! # Netlink, nftables
 //!
@@ -178,12 +191,7 @@ impl Network {
         host::enable_ipv6_forwarding(bridge)?;
         rules::remove_legacy(&network.plan, &target)?;
         let state = network.lock();
-        let orgs: Vec<Ipv6Net> = state
-            .host
-            .orgs
-            .values()
-            .map(|n| network.plan.org_prefix(*n))
-            .collect();
+        let orgs: Vec<u16> = state.host.orgs.values().copied().collect();
         rules::ensure(&network.plan, &orgs, &target)?;
         let services: Vec<(IpAddr, u8)> = state
             .host
@@ -274,9 +282,10 @@ impl Network {
                 bridge: self.plan.bridge().to_string(),
             })?;
         state.host.orgs.insert(org.to_string(), n);
-        let added = state.host.save(&self.state_dir).and_then(|()| {
-            rules::add_org(&self.plan, self.plan.org_prefix(n), &self.bridge_target())
-        });
+        let added = state
+            .host
+            .save(&self.state_dir)
+            .and_then(|()| rules::add_org(&self.plan, n, &self.bridge_target()));
         if let Err(e) = added {
             state.host.orgs.remove(org);
             let _ = state.host.save(&self.state_dir);
@@ -341,6 +350,7 @@ impl Network {
         let target = self.machine_target(machine_id);
         let (record, readdressed) = self.address_for(&mut state, machine_id, org)?;
         let attachment = self.attachment_at(machine_id, &record);
+        let group = self.plan.port_group(self.org_number(&mut state, org)?);
 
         let path = netns_path(machine_id);
         let reserved_fresh = self
@@ -359,6 +369,7 @@ impl Network {
             &netlink::HostEnd {
                 bridge: self.plan.bridge(),
                 veth: &a.host_veth,
+                group,
                 // Its peer was in a namespace that is gone: make the pair anew.
                 delete_first: veth_exists && fresh_ns,
                 create: fresh_ns || !veth_exists,
@@ -388,6 +399,16 @@ impl Network {
         let ip6 = record.ipv6?;
         (self.plan.is_machine_address(record.ipv4) && self.plan.host64().contains(&ip6))
             .then(|| self.attachment_at(machine_id, record))
+    }
+
+    /// The machine's IPv4 address on record (no look at the host) — also for a machine an
+    /// older agent recorded without IPv6, which has no [`Attachment`] until its next
+    /// [`Network::reserve`] but is reached (by the proxy) at this address meanwhile.
+    pub fn ip(&self, machine_id: &str) -> Option<Ipv4Addr> {
+        check_machine_id(machine_id).ok()?;
+        let state = self.lock();
+        let ip = state.records.get(machine_id)??.ipv4;
+        self.plan.is_machine_address(ip).then_some(ip)
     }
 
     /// Removes the machine's veth pair and namespace and frees its addresses. Idempotent.
@@ -583,6 +604,12 @@ impl Network {
     fn machine_target(&self, machine_id: &str) -> String {
         format!("machine {machine_id} on bridge {}", self.plan.bridge())
     }
+}
+
+/// Whether `state_dir` records any machine (an agent that finds none need not set the network
+/// up to clean after a previous one).
+pub fn machines_recorded(state_dir: &Path) -> bool {
+    Records::any_in(state_dir)
 }
 
 /// A random `fdaa:XXXX:XXXX::/48`.

@@ -152,13 +152,16 @@ pub struct Guest<'a> {
 pub struct HostEnd<'a> {
     pub bridge: &'a str,
     pub veth: &'a str,
+    /// Its interface group (bridge and organization: the nftables rules read it).
+    pub group: u32,
     /// Delete a veth of that name first (its peer was in a namespace that is gone).
     pub delete_first: bool,
     /// Make the pair (else it exists: only made a port of the bridge and brought up).
     pub create: bool,
 }
 
-/// Wires a machine: the veth pair (its host end a port of the bridge, up; its other end
+/// Wires a machine: the veth pair (its host end a port of the bridge in the machine's
+/// interface group, up; its other end
 /// `eth0` in the namespace), then inside the namespace the addresses (IPv6 without duplicate
 /// address detection), `eth0` and `lo` up, and default routes via both gateways.
 pub fn wire(target: &str, host_end: &HostEnd<'_>, guest: &Guest<'_>) -> Result<(), NetError> {
@@ -381,6 +384,7 @@ async fn wire_host(
         let pair = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(veth)
             .controller(bridge)
+            .link_group(end.group)
             .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
@@ -393,6 +397,7 @@ async fn wire_host(
     } else {
         let port = LinkUnspec::new_with_name(veth)
             .controller(bridge)
+            .link_group(end.group)
             .up()
             .build();
         handle

@@ -138,6 +138,24 @@ impl AddressPlan {
         Ipv6Addr::from(u128::from(self.host64.network()) | id)
     }
 
+    /// The interface group (`ip link set … group`) of a machine's veth host end: this bridge's
+    /// 16-bit mark, then the organization's number. The nftables rules read the organization of
+    /// the port a frame comes in on from it (`meta iifgroup`), so a machine cannot borrow
+    /// another organization's addresses.
+    pub fn port_group(&self, org: u16) -> u32 {
+        (self.group_mark() << 16) | u32::from(org)
+    }
+
+    /// The high half of this bridge's port groups: a hash of the bridge name, never 0 (the
+    /// group of every other interface).
+    pub fn group_mark(&self) -> u32 {
+        let digest = Sha256::new()
+            .chain_update(b"group\0")
+            .chain_update(self.bridge.as_bytes())
+            .finalize();
+        u32::from(u16::from_be_bytes([digest[0], digest[1]]).max(1))
+    }
+
     /// The nftables tables of this bridge (one `inet`, one `bridge`, both of this name).
     pub fn table(&self) -> String {
         format!("aloft-{}", self.bridge)
@@ -373,6 +391,10 @@ mod tests {
         assert!(org5.contains(&plan.service_ip6(5, 3)));
         assert!(!org5.contains(&plan.machine_ip6(6, ip("10.1.2.2"))));
         assert_eq!(plan.table(), "aloft-br");
+        assert_eq!(plan.port_group(5) >> 16, plan.group_mark());
+        assert_eq!(plan.port_group(5) & 0xffff, 5);
+        let other = super::tests::plan("br2", "10.1.3.0/24").unwrap();
+        assert_ne!(plan.group_mark(), other.group_mark());
     }
 
     #[test]

@@ -76,6 +76,18 @@ impl Records {
         })
     }
 
+    /// Whether `dir` holds a machine's record (without reading or creating anything).
+    pub fn any_in(dir: &Path) -> bool {
+        fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.strip_suffix(SUFFIX)
+                    .is_some_and(|id| check_machine_id(id).is_ok())
+            })
+        })
+    }
+
     pub fn get(&self, machine_id: &str) -> Option<Option<&Record>> {
         self.machines.get(machine_id).map(Option::as_ref)
     }
@@ -213,6 +225,7 @@ mod tests {
         fs::write(dir.path().join("broken.json"), b"{").unwrap();
         fs::write(dir.path().join("half.tmp"), b"{").unwrap();
 
+        assert!(Records::any_in(dir.path()));
         let again = Records::load(dir.path()).unwrap();
         let all: Vec<_> = again
             .machines()
@@ -242,6 +255,11 @@ mod tests {
     fn the_host_state_survives_a_reload() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(HostState::load(dir.path()).unwrap(), HostState::default());
+        HostState::default().save(dir.path()).unwrap();
+        assert!(
+            !Records::any_in(dir.path()),
+            "the host state is no machine's record"
+        );
         let mut state = HostState {
             prefix48: Some("fdaa:1:2::".parse().unwrap()),
             ..HostState::default()

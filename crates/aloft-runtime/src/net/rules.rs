@@ -3,11 +3,15 @@
 //! the rules of one bridge are found (and removed) exactly, next to other agents' and the
 //! host's own:
 //!
-//! - `bridge aloft-<bridge>`, chain `forward`: frames switched between two ports of a bridge
-//!   (machine to machine). IPv4 to or from the subnet is dropped (the private network is IPv6,
-//!   like Fly's 6PN); IPv6 to or from the host's /64 passes only between addresses of one
-//!   organization (the set `same_org`) or when it is neighbour discovery. ARP and everything
-//!   else pass.
+//! - `bridge aloft-<bridge>`, chain `prerouting`: IPv6 coming in on a machine's port (its
+//!   interface group, [`AddressPlan::port_group`], names bridge and organization) must come
+//!   from that organization's /80 (set `port_src`), or be link-local or unspecified (neighbour
+//!   discovery): a machine cannot borrow another organization's addresses. Chain `forward`:
+//!   frames switched between two ports of a bridge (machine to machine). IPv4 to or from the
+//!   subnet is dropped (the private network is IPv6, like Fly's 6PN); IPv6 from a machine's
+//!   port, or to or from the host's /64, passes only between addresses of one organization
+//!   (the set `same_org`) or when it is neighbour discovery (so link-local addresses carry
+//!   nothing else between machines). ARP and everything else pass.
 //! - `inet aloft-<bridge>`: `forward` applies the same rules to what is routed (or, with
 //!   `br_netfilter` loaded, bridged) from the bridge back onto it, accepts replies going to
 //!   the machines and drops every other packet forwarded to the bridge (nothing from outside
@@ -15,8 +19,9 @@
 //!   through only from the host itself or from the same organization's /80; `postrouting`
 //!   masquerades the machines' IPv4 and IPv6 traffic leaving through any other interface.
 //!
-//! `same_org` holds one element per organization, `<org /80> . <org /80>`: giving a new
-//! organization its number adds one element to each table ([`add_org`]). The whole ruleset is
+//! `same_org` holds one element per organization, `<org /80> . <org /80>`, and `port_src` one,
+//! `<port group> . <org /80>`: giving a new organization its number adds an element to each
+//! set ([`add_org`]). The whole ruleset is
 //! written in one `nft -f -` transaction at setup (tables replaced, elements re-added from the
 //! records), so setting up twice leaves exactly one copy. The host itself (the proxy) reaches
 //! every machine: its packets are neither forwarded nor switched between ports.
@@ -24,27 +29,46 @@
 //! Before nftables, the rules were iptables rules marked `-m comment --comment aloft:<bridge>`;
 //! [`remove_legacy`] removes those an older agent left.
 
-use ipnet::Ipv6Net;
-
 use super::error::NetError;
 use super::host::{HostCommand, Tool};
 use super::plan::AddressPlan;
 
+/// `elements = { … };` of a set, or nothing for none.
+fn elements(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(" elements = {{ {} }};", items.join(", "))
+    }
+}
+
 /// The `nft -f` script that replaces both tables of the bridge with the full ruleset, the
-/// given organizations' prefixes in `same_org`.
-pub fn ruleset(plan: &AddressPlan, orgs: &[Ipv6Net]) -> String {
+/// given organizations (by number) in its sets.
+pub fn ruleset(plan: &AddressPlan, orgs: &[u16]) -> String {
     let table = plan.table();
     let bridge = plan.bridge();
     let subnet = plan.subnet();
     let host64 = plan.host64();
-    let elements = if orgs.is_empty() {
-        String::new()
-    } else {
-        let pairs: Vec<String> = orgs.iter().map(|p| format!("{p} . {p}")).collect();
-        format!(" elements = {{ {} }};", pairs.join(", "))
-    };
-    let same_org =
-        format!("set same_org {{ type ipv6_addr . ipv6_addr; flags interval;{elements} }}");
+    let same_org = format!(
+        "set same_org {{ type ipv6_addr . ipv6_addr; flags interval;{} }}",
+        elements(orgs.iter().map(|n| {
+            let p = plan.org_prefix(*n);
+            format!("{p} . {p}")
+        }))
+    );
+    let port_src = format!(
+        "set port_src {{ type devgroup . ipv6_addr; flags interval;{} }}",
+        elements(orgs.iter().map(|n| format!(
+            "{:#x} . {}",
+            plan.port_group(*n),
+            plan.org_prefix(*n)
+        )))
+    );
+    let ports = format!(
+        "meta iifgroup & 0xffff0000 == {:#x}",
+        plan.group_mark() << 16
+    );
     let nd = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept";
     format!(
         r#"table inet {table}
@@ -81,10 +105,21 @@ table bridge {table}
 delete table bridge {table}
 table bridge {table} {{
   {same_org}
+  {port_src}
+  chain prerouting {{
+    type filter hook prerouting priority filter; policy accept;
+    {ports} ether type ip6 jump source
+  }}
+  chain source {{
+    ip6 saddr {{ ::, fe80::/10 }} accept
+    meta iifgroup . ip6 saddr @port_src accept
+    drop
+  }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
     ip saddr {subnet} drop
     ip daddr {subnet} drop
+    {ports} ether type ip6 jump v6
     ip6 saddr {host64} jump v6
     ip6 daddr {host64} jump v6
   }}
@@ -99,22 +134,24 @@ table bridge {table} {{
 }
 
 /// Writes the whole ruleset (replacing what the tables held).
-pub fn ensure(plan: &AddressPlan, orgs: &[Ipv6Net], target: &str) -> Result<(), NetError> {
+pub fn ensure(plan: &AddressPlan, orgs: &[u16], target: &str) -> Result<(), NetError> {
     HostCommand::nft_script(target, &ruleset(plan, orgs)).run()?;
     Ok(())
 }
 
 /// The `nft -f` script that lets an organization's machines reach each other.
-pub fn add_org_script(plan: &AddressPlan, org: Ipv6Net) -> String {
+pub fn add_org_script(plan: &AddressPlan, org: u16) -> String {
     let table = plan.table();
+    let (prefix, group) = (plan.org_prefix(org), plan.port_group(org));
     format!(
-        "add element inet {table} same_org {{ {org} . {org} }}\n\
-         add element bridge {table} same_org {{ {org} . {org} }}\n"
+        "add element inet {table} same_org {{ {prefix} . {prefix} }}\n\
+         add element bridge {table} same_org {{ {prefix} . {prefix} }}\n\
+         add element bridge {table} port_src {{ {group:#x} . {prefix} }}\n"
     )
 }
 
-/// Adds an organization's /80 to `same_org` of both tables (idempotent).
-pub fn add_org(plan: &AddressPlan, org: Ipv6Net, target: &str) -> Result<(), NetError> {
+/// Adds an organization to the sets of both tables (idempotent).
+pub fn add_org(plan: &AddressPlan, org: u16, target: &str) -> Result<(), NetError> {
     HostCommand::nft_script(target, &add_org_script(plan, org)).run()?;
     Ok(())
 }
@@ -189,8 +226,8 @@ mod tests {
 
     #[test]
     fn the_ruleset_replaces_both_tables_of_the_bridge() {
-        let org: Ipv6Net = "fdaa:1:2:1:3::/80".parse().unwrap();
-        let script = ruleset(&plan(), &[org]);
+        let plan = plan();
+        let script = ruleset(&plan, &[3]);
         for family in ["inet", "bridge"] {
             // Made (so that deleting cannot fail), deleted, written anew: one transaction.
             assert!(script.contains(&format!(
@@ -206,16 +243,24 @@ mod tests {
         assert!(script.contains(r#"ip saddr 10.7.0.0/24 oifname != "br7" masquerade"#));
         assert!(script.contains(r#"ip6 saddr fdaa:1:2:1::/64 oifname != "br7" masquerade"#));
         assert!(script.contains(r#"oifname "br7" drop"#));
-        assert!(!ruleset(&plan(), &[]).contains("elements"));
+        assert!(script.contains(&format!(
+            "elements = {{ {:#x} . fdaa:1:2:1:3::/80 }}",
+            plan.port_group(3)
+        )));
+        assert!(!ruleset(&plan, &[]).contains("elements"));
     }
 
     #[test]
-    fn a_new_org_is_one_element_in_each_table() {
-        let org: Ipv6Net = "fdaa:1:2:1:3::/80".parse().unwrap();
+    fn a_new_org_is_one_element_in_each_set() {
+        let plan = plan();
         assert_eq!(
-            add_org_script(&plan(), org),
-            "add element inet aloft-br7 same_org { fdaa:1:2:1:3::/80 . fdaa:1:2:1:3::/80 }\n\
-             add element bridge aloft-br7 same_org { fdaa:1:2:1:3::/80 . fdaa:1:2:1:3::/80 }\n"
+            add_org_script(&plan, 3),
+            format!(
+                "add element inet aloft-br7 same_org {{ fdaa:1:2:1:3::/80 . fdaa:1:2:1:3::/80 }}\n\
+                 add element bridge aloft-br7 same_org {{ fdaa:1:2:1:3::/80 . fdaa:1:2:1:3::/80 }}\n\
+                 add element bridge aloft-br7 port_src {{ {:#x} . fdaa:1:2:1:3::/80 }}\n",
+                plan.port_group(3)
+            )
         );
     }
 

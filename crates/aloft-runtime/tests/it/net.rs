@@ -788,6 +788,11 @@ fn addresses_stay_across_restarts_and_old_records_get_ipv6() {
         None,
         "no IPv6 address on record yet"
     );
+    assert_eq!(
+        second.ip("machine-up"),
+        Some(m.ip),
+        "the proxy still finds it meanwhile"
+    );
     assert_eq!(second.attachment("machine-peer"), Some(peer.clone()));
     let again = second.reserve("machine-up", ORG).unwrap();
     assert_eq!(
@@ -885,4 +890,100 @@ fn an_interface_of_the_bridges_name_that_is_no_bridge_is_left_alone() {
     assert!(matches!(err, NetError::NotABridge { .. }), "{err}");
     assert!(err.to_string().contains("is not a bridge"), "{err}");
     ip(&["link", "del", "dev", &fx.config.bridge]);
+}
+
+/// The machine's link-local address once duplicate address detection has finished with it.
+fn link_local(netns: &str) -> Ipv6Addr {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let out = Command::new("ip")
+            .args([
+                "-n", netns, "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        if !text.is_empty() && !text.contains("tentative") {
+            let word = text
+                .split_whitespace()
+                .find(|w| w.starts_with("fe80"))
+                .unwrap();
+            return word.split('/').next().unwrap().parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no usable link-local address in {netns}: {text}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_machine_can_neither_borrow_another_orgs_address_nor_go_link_local() {
+    let Some(fx) = Fixture::new(
+        "a_machine_can_neither_borrow_another_orgs_address_nor_go_link_local",
+        16,
+    ) else {
+        return;
+    };
+    let net = fx.setup();
+    let a = net.attach("machine-sa", "org-a").unwrap();
+    let b = net.attach("machine-sb", "org-b").unwrap();
+    let server = serve(
+        in_netns(&b.netns_path, || TcpListener::bind("[::]:5555")).unwrap(),
+        "b",
+        1,
+    );
+
+    // Link-local addresses carry nothing between machines.
+    let b_link_local = link_local("aloft-machine-sb");
+    let listing = Command::new("ip")
+        .args([
+            "-n",
+            "aloft-machine-sa",
+            "-o",
+            "link",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .unwrap();
+    let index: u32 = String::from_utf8(listing.stdout)
+        .unwrap()
+        .split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .expect("eth0's index in a's namespace");
+    let over_link_local = in_netns(&a.netns_path, move || {
+        blocked(std::net::SocketAddrV6::new(b_link_local, 5555, 0, index).into())
+    });
+    assert_eq!(over_link_local, std::io::ErrorKind::TimedOut);
+
+    // a takes an address of b's organization (a machine with CAP_NET_RAW can forge one): the
+    // kernel picks it as the source for b (longest matching prefix), and its port refuses it.
+    let forged = Ipv6Addr::from(u128::from(b.org_prefix.network()) | 0xbeef);
+    ip(&[
+        "-n",
+        "aloft-machine-sa",
+        "addr",
+        "add",
+        &format!("{forged}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let target = SocketAddr::new(b.ip6.into(), 5555);
+    assert_eq!(
+        in_netns(&a.netns_path, move || blocked(target)),
+        std::io::ErrorKind::TimedOut
+    );
+
+    // b itself is reached by its own kind.
+    let b2 = net.attach("machine-sb2", "org-b").unwrap();
+    assert_eq!(
+        in_netns(&b2.netns_path, move || fetch(target)).unwrap(),
+        "b"
+    );
+    assert_eq!(server.join().unwrap()[0].ip(), IpAddr::from(b2.ip6));
 }
