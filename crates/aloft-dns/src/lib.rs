@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! DnsServer::spawn(DnsConfig, watch::Receiver<Arc<DnsTable>>) → DnsHandle
-//!   server   UDP/TCP listeners; per-source limits (limit); forwards in tasks (forward)
+//!   server   UDP/TCP listeners; per-source limits (limit); forwards in tasks (forward);
+//!            encoded answers reused per table (cache)
 //!   message  bytes ⇄ hickory Message: answer, forward, or drop
 //!   answer   a name + view → records (pure); names: which name form a query is
 //! ```
@@ -21,6 +22,7 @@
 //! that exist have no A records (NOERROR, empty): the private network is IPv6.
 
 mod answer;
+mod cache;
 mod config;
 mod error;
 mod forward;

@@ -33,6 +33,9 @@ pub(crate) enum Transport {
 pub(crate) enum Reply {
     /// Send these bytes back.
     Answer(Vec<u8>),
+    /// Send these bytes back: an answer of our zones, which depends only on the table, the
+    /// source address and the query's bytes after its id (so it may be cached on those).
+    Authoritative(Vec<u8>),
     /// Not our zones: forward the query, as received, upstream.
     Forward,
     /// Not worth an answer: responses (never answer those: loops), fragments shorter than a
@@ -82,7 +85,7 @@ pub(crate) fn respond(
         Outcome::Records(records) => Some(records),
     };
     let zone = labels.last().copied().unwrap_or_default();
-    Reply::Answer(authoritative(&request, question, zone, records, transport))
+    Reply::Authoritative(authoritative(&request, question, zone, records, transport))
 }
 
 /// A SERVFAIL for `query` (forwarding failed or was not possible); `None` if the query cannot
