@@ -14,9 +14,9 @@ pub enum DnsError {
         transport: &'static str,
         source: std::io::Error,
     },
-    #[error("cannot start the DNS server (listening on {addr} and more): {source}")]
+    #[error("cannot start the DNS server's thread (for {addrs:?}): {source}")]
     Start {
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
         source: std::io::Error,
     },
     #[error("cannot read the upstream resolvers from {}: {source}", path.display())]

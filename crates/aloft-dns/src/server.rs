@@ -78,17 +78,16 @@ impl DnsServer {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let (started, start_result) = oneshot::channel::<io::Result<()>>();
-        let first_addr = local_addrs.first().copied();
         std::thread::Builder::new()
             .name("aloft-dns".into())
             .spawn(move || run(bound, shared, started, stopped))
-            .map_err(|source| start_error(first_addr, source))?;
+            .map_err(|source| start_error(&local_addrs, source))?;
         match start_result.await {
             Ok(Ok(())) => {}
-            Ok(Err(source)) => return Err(start_error(first_addr, source)),
+            Ok(Err(source)) => return Err(start_error(&local_addrs, source)),
             Err(_) => {
                 return Err(start_error(
-                    first_addr,
+                    &local_addrs,
                     io::Error::other("the DNS server's thread ended at start-up"),
                 ))
             }
@@ -102,9 +101,9 @@ impl DnsServer {
     }
 }
 
-fn start_error(addr: Option<SocketAddr>, source: io::Error) -> DnsError {
+fn start_error(addrs: &[SocketAddr], source: io::Error) -> DnsError {
     DnsError::Start {
-        addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        addrs: addrs.to_vec(),
         source,
     }
 }
@@ -213,10 +212,8 @@ impl Shared {
             tracing::debug!(%source, "too many DNS forwards in flight; SERVFAIL");
             return message::servfail(query);
         };
-        match self.forwarder.forward(query, transport).await {
-            Some(answer) => Some(answer),
-            None => message::servfail(query),
-        }
+        let answer = self.forwarder.forward(query, transport).await;
+        answer.or_else(|| message::servfail(query))
     }
 }
 
