@@ -67,13 +67,10 @@ pub(crate) fn respond(
         return Reply::Answer(error(&request, ResponseCode::FormErr));
     };
     let lower = question.name().to_lowercase();
-    let Ok(labels) = lower
-        .iter()
-        .map(std::str::from_utf8)
-        .collect::<Result<Vec<&str>, _>>()
-    else {
-        return Reply::Forward;
-    };
+    // A label that is no UTF-8 matches no app, region or id of ours (lossy: never equal).
+    let labels: Vec<std::borrow::Cow<'_, str>> =
+        lower.iter().map(String::from_utf8_lossy).collect();
+    let labels: Vec<&str> = labels.iter().map(|label| label.as_ref()).collect();
     let asker = Asker::of_source(table, source);
     let outcome = answer::resolve(table, &asker, &labels, question.query_type());
     let records = match outcome {
