@@ -89,7 +89,7 @@ fn records(dir: &str, apps: u16) {
     let mut conf = String::from("no-resolv\nno-hosts\nlocal=/internal/\n");
     for (name, rtype) in names(apps) {
         writeln!(names_txt, "{name} {rtype}").unwrap();
-        let answer = table.lookup(View::All, &name, rtype);
+        let answer = table.lookup(&View::All, &name, rtype);
         assert_eq!(answer.status, Status::NoError, "{name}");
         assert!(!answer.records.is_empty(), "{name}");
         for record in answer.records {

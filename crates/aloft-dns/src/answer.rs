@@ -73,13 +73,13 @@ impl fmt::Display for AnswerRecord {
 impl DnsTable {
     /// The answer to `name` (any case, trailing dot optional) of type `rtype` as `view` sees
     /// it: the same answer the server gives a query from that view.
-    pub fn lookup(&self, view: View, name: &str, rtype: RecordType) -> Answer {
+    pub fn lookup(&self, view: &View, name: &str, rtype: RecordType) -> Answer {
         let lower = name.trim_end_matches('.').to_ascii_lowercase();
         let labels: Vec<&str> = lower.split('.').collect();
         let outcome = if labels.iter().any(|label| label.is_empty()) {
             Outcome::NotOurs
         } else {
-            resolve(self, &Asker::of_view(self, &view), &labels, rtype)
+            resolve(self, &Asker::of_view(self, view), &labels, rtype)
         };
         let records = |data: Vec<RecordData>| {
             data.into_iter()
@@ -322,7 +322,7 @@ mod tests {
     }
 
     fn data(view: &View, name: &str, rtype: RecordType) -> Vec<RecordData> {
-        let answer = table().lookup(view.clone(), name, rtype);
+        let answer = table().lookup(view, name, rtype);
         assert_eq!(answer.status, Status::NoError, "{name}");
         answer.records.into_iter().map(|r| r.data).collect()
     }
@@ -393,13 +393,12 @@ mod tests {
         let acme = View::Source(IpAddr::V6(Ipv6Addr::new(0xfdaa, 0, 0, 1, 1, 0, 0, 1)));
         let t = table();
         assert_eq!(
-            t.lookup(acme.clone(), "other.internal", RecordType::AAAA)
-                .status,
+            t.lookup(&acme, "other.internal", RecordType::AAAA).status,
             Status::NxDomain
         );
         assert_eq!(text(&acme, "_apps.internal"), "web");
         assert_eq!(
-            t.lookup(View::Org("globex".into()), "web.flycast", RecordType::AAAA)
+            t.lookup(&View::Org("globex".into()), "web.flycast", RecordType::AAAA)
                 .status,
             Status::NxDomain
         );
@@ -412,20 +411,20 @@ mod tests {
         let t = table();
         for name in ["nope.internal", "m9.vm.web.internal", "x.y.z.web.internal"] {
             assert_eq!(
-                t.lookup(View::All, name, RecordType::AAAA).status,
+                t.lookup(&View::All, name, RecordType::AAAA).status,
                 Status::NxDomain,
                 "{name}"
             );
         }
         assert_eq!(
-            t.lookup(View::All, "example.com", RecordType::A).status,
+            t.lookup(&View::All, "example.com", RecordType::A).status,
             Status::NotOurs
         );
     }
 
     #[test]
     fn records_print_like_dig() {
-        let answer = table().lookup(View::All, "m1.vm.web.internal", RecordType::AAAA);
+        let answer = table().lookup(&View::All, "m1.vm.web.internal", RecordType::AAAA);
         assert_eq!(
             answer.records[0].to_string(),
             "m1.vm.web.internal. 5 IN AAAA fdaa::1:1:0:0:1"

@@ -155,7 +155,7 @@ impl DnsHandle {
 
     /// What the server answers, now, to `name` of type `rtype` asked from `view` (for
     /// `aloft dig`). Names outside our zones are [`crate::Status::NotOurs`]: not forwarded.
-    pub fn lookup(&self, view: View, name: &str, rtype: RecordType) -> Answer {
+    pub fn lookup(&self, view: &View, name: &str, rtype: RecordType) -> Answer {
         self.table.borrow().lookup(view, name, rtype)
     }
 

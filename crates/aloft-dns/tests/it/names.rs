@@ -160,7 +160,7 @@ async fn answers_too_big_for_udp_are_truncated_and_complete_over_tcp() {
 async fn lookup_gives_what_a_view_sees() {
     let dns = start(|_| {}).await;
     let answer = dns.handle.lookup(
-        aloft_dns::View::Source(WEB_M1),
+        &aloft_dns::View::Source(WEB_M1),
         "_apps.internal",
         RecordType::TXT,
     );
