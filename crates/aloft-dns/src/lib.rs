@@ -38,3 +38,15 @@ pub use error::DnsError;
 pub use hickory_proto::rr::RecordType;
 pub use server::{DnsHandle, DnsServer};
 pub use table::{DnsMachine, DnsService, DnsTable};
+
+#[cfg(test)]
+mod tests {
+    /// The agent keeps the handle in shared state (`Arc`, `OnceLock`) and the table in a
+    /// `watch` read from any thread.
+    #[test]
+    fn handle_and_table_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<super::DnsHandle>();
+        shareable::<super::DnsTable>();
+    }
+}
