@@ -32,8 +32,6 @@ pub struct DnsConfig {
     pub max_tcp_connections_per_source: usize,
     /// A TCP connection is closed after this long without a complete query (default 5 s).
     pub tcp_idle_timeout: Duration,
-    /// Tasks receiving on each UDP socket (default: the CPUs, at most 4).
-    pub udp_workers: usize,
 }
 
 impl DnsConfig {
@@ -48,9 +46,6 @@ impl DnsConfig {
             max_tcp_connections: 128,
             max_tcp_connections_per_source: 16,
             tcp_idle_timeout: Duration::from_secs(5),
-            udp_workers: std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(4),
         }
     }
 }

@@ -14,6 +14,11 @@ pub enum DnsError {
         transport: &'static str,
         source: std::io::Error,
     },
+    #[error("cannot start the DNS server's thread (for {addrs:?}): {source}")]
+    Start {
+        addrs: Vec<SocketAddr>,
+        source: std::io::Error,
+    },
     #[error("cannot read the upstream resolvers from {}: {source}", path.display())]
     ResolvConf {
         path: PathBuf,

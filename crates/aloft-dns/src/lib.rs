@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! DnsServer::spawn(DnsConfig, watch::Receiver<Arc<DnsTable>>) → DnsHandle
-//!   server   UDP/TCP listeners; per-source limits (limit); forwards in tasks (forward)
+//!   server   UDP/TCP listeners; per-source limits (limit); forwards in tasks (forward);
+//!            encoded answers reused per table (cache)
 //!   message  bytes ⇄ hickory Message: answer, forward, or drop
 //!   answer   a name + view → records (pure); names: which name form a query is
 //! ```
@@ -21,6 +22,7 @@
 //! that exist have no A records (NOERROR, empty): the private network is IPv6.
 
 mod answer;
+mod cache;
 mod config;
 mod error;
 mod forward;
@@ -36,3 +38,15 @@ pub use error::DnsError;
 pub use hickory_proto::rr::RecordType;
 pub use server::{DnsHandle, DnsServer};
 pub use table::{DnsMachine, DnsService, DnsTable};
+
+#[cfg(test)]
+mod tests {
+    /// The agent keeps the handle in shared state (`Arc`, `OnceLock`) and the table in a
+    /// `watch` read from any thread.
+    #[test]
+    fn handle_and_table_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<super::DnsHandle>();
+        shareable::<super::DnsTable>();
+    }
+}

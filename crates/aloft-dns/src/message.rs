@@ -33,6 +33,9 @@ pub(crate) enum Transport {
 pub(crate) enum Reply {
     /// Send these bytes back.
     Answer(Vec<u8>),
+    /// Send these bytes back: an answer of our zones, which depends only on the table, the
+    /// source address and the query's bytes after its id (so it may be cached on those).
+    Authoritative(Vec<u8>),
     /// Not our zones: forward the query, as received, upstream.
     Forward,
     /// Not worth an answer: responses (never answer those: loops), fragments shorter than a
@@ -64,13 +67,10 @@ pub(crate) fn respond(
         return Reply::Answer(error(&request, ResponseCode::FormErr));
     };
     let lower = question.name().to_lowercase();
-    let Ok(labels) = lower
-        .iter()
-        .map(std::str::from_utf8)
-        .collect::<Result<Vec<&str>, _>>()
-    else {
-        return Reply::Forward;
-    };
+    // A label that is no UTF-8 matches no app, region or id of ours (lossy: never equal).
+    let labels: Vec<std::borrow::Cow<'_, str>> =
+        lower.iter().map(String::from_utf8_lossy).collect();
+    let labels: Vec<&str> = labels.iter().map(|label| label.as_ref()).collect();
     let asker = Asker::of_source(table, source);
     let outcome = answer::resolve(table, &asker, &labels, question.query_type());
     let records = match outcome {
@@ -82,7 +82,7 @@ pub(crate) fn respond(
         Outcome::Records(records) => Some(records),
     };
     let zone = labels.last().copied().unwrap_or_default();
-    Reply::Answer(authoritative(&request, question, zone, records, transport))
+    Reply::Authoritative(authoritative(&request, question, zone, records, transport))
 }
 
 /// A SERVFAIL for `query` (forwarding failed or was not possible); `None` if the query cannot

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{watch, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::answer::{Answer, View};
+use crate::cache::AnswerCache;
 use crate::config::DnsConfig;
 use crate::error::DnsError;
 use crate::forward::Forwarder;
@@ -25,12 +25,13 @@ use crate::table::DnsTable;
 pub struct DnsServer;
 
 /// A running server. It serves until this handle is dropped (or [`DnsHandle::shutdown`]):
-/// listeners close at once; forwards and TCP connections in progress are cancelled.
+/// then its thread ends, and with it listeners, forwards and TCP connections in progress.
 #[derive(Debug)]
 pub struct DnsHandle {
     local_addrs: Vec<SocketAddr>,
     table: watch::Receiver<Arc<DnsTable>>,
-    stop: CancellationToken,
+    /// Dropped with the handle: the server's thread sees it and stops.
+    _stop: oneshot::Sender<()>,
 }
 
 /// What every listener task shares.
@@ -42,53 +43,108 @@ struct Shared {
     tcp_slots: Arc<Semaphore>,
     tcp_per_source: Arc<PerSource>,
     config: DnsConfig,
-    stop: CancellationToken,
 }
 
 impl DnsServer {
     /// Binds UDP and TCP on every `config.listen` address and serves from `table` (each query
     /// reads the newest table: a change is visible to the next query).
+    ///
+    /// The server runs on a thread of its own (`aloft-dns`, a single-threaded runtime, like
+    /// dnsmasq's event loop): no cross-thread wake-up per query, and a busy agent runtime
+    /// cannot delay an answer.
     pub async fn spawn(
         config: DnsConfig,
         table: watch::Receiver<Arc<DnsTable>>,
     ) -> Result<DnsHandle, DnsError> {
         let mut bound = Vec::new();
+        let mut local_addrs = Vec::new();
         for &addr in &config.listen {
-            bound.push(bind(addr).await?);
+            let (udp, tcp, local) = bind(addr)?;
+            bound.push((udp, tcp));
+            local_addrs.push(local);
         }
         if config.upstream.is_empty() {
             tracing::warn!(
                 "no upstream DNS resolvers: names outside .internal and .flycast will get SERVFAIL"
             );
         }
-        let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             table: table.clone(),
             rate: config.per_source_qps.map(RateLimit::new),
             forwarder: Forwarder::new(&config),
             tcp_slots: Arc::new(Semaphore::new(config.max_tcp_connections)),
             tcp_per_source: PerSource::new(config.max_tcp_connections_per_source),
-            stop: stop.clone(),
             config,
         });
-        let mut local_addrs = Vec::new();
-        for (udp, tcp, local) in bound {
-            local_addrs.push(local);
-            let udp = Arc::new(udp);
-            for _ in 0..shared.config.udp_workers.max(1) {
-                let task = serve_udp(Arc::clone(&udp), Arc::clone(&shared));
-                tokio::spawn(stop.clone().run_until_cancelled_owned(task));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (started, start_result) = oneshot::channel::<io::Result<()>>();
+        std::thread::Builder::new()
+            .name("aloft-dns".into())
+            .spawn(move || run(bound, shared, started, stopped))
+            .map_err(|source| start_error(&local_addrs, source))?;
+        match start_result.await {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => return Err(start_error(&local_addrs, source)),
+            Err(_) => {
+                return Err(start_error(
+                    &local_addrs,
+                    io::Error::other("the DNS server's thread ended at start-up"),
+                ))
             }
-            let task = serve_tcp(tcp, Arc::clone(&shared));
-            tokio::spawn(stop.clone().run_until_cancelled_owned(task));
         }
         tracing::info!(addrs = ?local_addrs, "DNS server listening");
         Ok(DnsHandle {
             local_addrs,
             table,
-            stop,
+            _stop: stop,
         })
     }
+}
+
+fn start_error(addrs: &[SocketAddr], source: io::Error) -> DnsError {
+    DnsError::Start {
+        addrs: addrs.to_vec(),
+        source,
+    }
+}
+
+/// The server's thread: a single-threaded runtime serving every socket until `stopped`.
+/// Dropping the runtime at the end drops every task (forwards, connections) with it.
+fn run(
+    bound: Vec<(std::net::UdpSocket, std::net::TcpListener)>,
+    shared: Arc<Shared>,
+    started: oneshot::Sender<io::Result<()>>,
+    stopped: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = started.send(Err(error));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut sockets = Vec::new();
+        for (udp, tcp) in bound {
+            match (UdpSocket::from_std(udp), TcpListener::from_std(tcp)) {
+                (Ok(udp), Ok(tcp)) => sockets.push((udp, tcp)),
+                (Err(error), _) | (_, Err(error)) => {
+                    let _ = started.send(Err(error));
+                    return;
+                }
+            }
+        }
+        for (udp, tcp) in sockets {
+            tokio::spawn(serve_udp(Arc::new(udp), Arc::clone(&shared)));
+            tokio::spawn(serve_tcp(tcp, Arc::clone(&shared)));
+        }
+        let _ = started.send(Ok(()));
+        // Ends when the handle's sender is dropped.
+        let _ = stopped.await;
+    });
 }
 
 impl DnsHandle {
@@ -107,15 +163,11 @@ impl DnsHandle {
     pub fn shutdown(self) {}
 }
 
-impl Drop for DnsHandle {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// UDP then TCP on the same address; for port 0, TCP takes the port UDP got (retried if that
-/// port is taken for TCP).
-async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), DnsError> {
+/// UDP then TCP on the same address (non-blocking, for the server's runtime); for port 0, TCP
+/// takes the port UDP got (retried if that port is taken for TCP).
+fn bind(
+    addr: SocketAddr,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener, SocketAddr), DnsError> {
     let error = |transport, source| DnsError::Bind {
         addr,
         transport,
@@ -124,10 +176,14 @@ async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), 
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let udp = UdpSocket::bind(addr).await.map_err(|e| error("udp", e))?;
+        let udp = std::net::UdpSocket::bind(addr).map_err(|e| error("udp", e))?;
         let local = udp.local_addr().map_err(|e| error("udp", e))?;
-        match TcpListener::bind(local).await {
-            Ok(tcp) => return Ok((udp, tcp, local)),
+        match std::net::TcpListener::bind(local) {
+            Ok(tcp) => {
+                udp.set_nonblocking(true).map_err(|e| error("udp", e))?;
+                tcp.set_nonblocking(true).map_err(|e| error("tcp", e))?;
+                return Ok((udp, tcp, local));
+            }
             Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && attempts < 16 => {
             }
             Err(e) => return Err(error("tcp", e)),
@@ -141,9 +197,8 @@ impl Shared {
         self.rate.as_ref().is_none_or(|rate| rate.allow(source))
     }
 
-    fn respond(&self, query: &[u8], source: IpAddr, transport: Transport) -> Reply {
-        let table = Arc::clone(&self.table.borrow());
-        message::respond(query, source, &table, transport)
+    fn table(&self) -> Arc<DnsTable> {
+        Arc::clone(&self.table.borrow())
     }
 
     /// The upstream's answer, or SERVFAIL when there is no upstream, no free forward slot, or
@@ -157,10 +212,8 @@ impl Shared {
             tracing::debug!(%source, "too many DNS forwards in flight; SERVFAIL");
             return message::servfail(query);
         };
-        match self.forwarder.forward(query, transport).await {
-            Some(answer) => Some(answer),
-            None => message::servfail(query),
-        }
+        let answer = self.forwarder.forward(query, transport).await;
+        answer.or_else(|| message::servfail(query))
     }
 }
 
@@ -168,6 +221,8 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
     // Big enough for any datagram, so an oversized one is seen whole (and refused) rather than
     // silently cut to a valid-looking prefix.
     let mut buf = vec![0; usize::from(u16::MAX) + 1];
+    let mut cache = AnswerCache::default();
+    let mut cached = Vec::new();
     loop {
         let (len, peer) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
@@ -181,18 +236,26 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
         if !shared.admit(peer.ip()) {
             continue;
         }
-        match shared.respond(query, peer.ip(), Transport::Udp) {
+        let table = shared.table();
+        if cache.get(&table, peer.ip(), query, &mut cached) {
+            send(&socket, &cached, peer).await;
+            continue;
+        }
+        match message::respond(query, peer.ip(), &table, Transport::Udp) {
             Reply::Answer(bytes) => send(&socket, &bytes, peer).await,
+            Reply::Authoritative(bytes) => {
+                cache.insert(peer.ip(), query, &bytes);
+                send(&socket, &bytes, peer).await;
+            }
             Reply::Drop => {}
             Reply::Forward => {
                 let (socket, shared, query) =
                     (Arc::clone(&socket), Arc::clone(&shared), query.to_vec());
-                let stop = shared.stop.clone();
-                tokio::spawn(stop.run_until_cancelled_owned(async move {
+                tokio::spawn(async move {
                     if let Some(answer) = shared.forward(&query, peer.ip(), Transport::Udp).await {
                         send(&socket, &answer, peer).await;
                     }
-                }));
+                });
             }
         }
     }
@@ -224,13 +287,12 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let shared = Arc::clone(&shared);
-        let stop = shared.stop.clone();
-        tokio::spawn(stop.run_until_cancelled_owned(async move {
+        tokio::spawn(async move {
             if let Err(error) = serve_connection(stream, peer, &shared).await {
                 tracing::debug!(%peer, %error, "DNS TCP connection ended");
             }
             drop((slot, source_slot));
-        }));
+        });
     }
 }
 
@@ -263,8 +325,9 @@ async fn serve_connection(
         if !shared.admit(peer.ip()) {
             return Err(io::Error::other("over its queries per second"));
         }
-        let answer = match shared.respond(&query, peer.ip(), Transport::Tcp) {
-            Reply::Answer(bytes) => bytes,
+        let table = shared.table();
+        let answer = match message::respond(&query, peer.ip(), &table, Transport::Tcp) {
+            Reply::Answer(bytes) | Reply::Authoritative(bytes) => bytes,
             Reply::Drop => return Err(io::Error::new(io::ErrorKind::InvalidData, "no query")),
             Reply::Forward => match shared.forward(&query, peer.ip(), Transport::Tcp).await {
                 Some(answer) => answer,

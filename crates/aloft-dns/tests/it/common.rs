@@ -202,17 +202,38 @@ pub fn assert_code(message: &Message, code: ResponseCode) {
 }
 
 /// A test double of an upstream resolver on 127.0.0.1: answers every question with
-/// `A 192.0.2.1` (`Answering`), or receives and never answers (`Silent`).
+/// `A 192.0.2.1` (`Answering`), receives and never answers (`Silent`), or answers over UDP
+/// truncated (TC, no records) and fully over TCP on the same port (`Truncating`).
 pub struct FakeUpstream {
     pub addr: SocketAddr,
+    /// UDP queries received.
     pub received: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Upstream {
     Answering,
     Silent,
+    Truncating,
+}
+
+/// The double's answer to `query` (`truncated`: TC set, no records).
+fn upstream_answer(query: &[u8], truncated: bool) -> Option<Vec<u8>> {
+    let query = Message::from_vec(query).ok()?;
+    let mut answer = Message::new();
+    answer
+        .set_id(query.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(OpCode::Query)
+        .set_recursion_available(true)
+        .set_truncated(truncated);
+    answer.add_queries(query.queries().iter().cloned());
+    if !truncated {
+        let name = query.queries().first()?.name().clone();
+        answer.add_answer(Record::from_rdata(name, 60, RData::A(A(UPSTREAM_ANSWER))));
+    }
+    answer.to_vec().ok()
 }
 
 pub const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -223,7 +244,7 @@ impl FakeUpstream {
         let addr = socket.local_addr().unwrap();
         let received = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&received);
-        let task = tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             let mut buf = vec![0; 65536];
             loop {
                 let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
@@ -233,31 +254,42 @@ impl FakeUpstream {
                 if mode == Upstream::Silent {
                     continue;
                 }
-                let Ok(query) = Message::from_vec(&buf[..len]) else {
-                    continue;
-                };
-                let mut answer = Message::new();
-                answer
-                    .set_id(query.id())
-                    .set_message_type(MessageType::Response)
-                    .set_op_code(OpCode::Query)
-                    .set_recursion_available(true);
-                answer.add_queries(query.queries().iter().cloned());
-                let name = query.queries()[0].name().clone();
-                answer.add_answer(Record::from_rdata(name, 60, RData::A(A(UPSTREAM_ANSWER))));
-                let _ = socket.send_to(&answer.to_vec().unwrap(), peer).await;
+                if let Some(answer) = upstream_answer(&buf[..len], mode == Upstream::Truncating) {
+                    let _ = socket.send_to(&answer, peer).await;
+                }
             }
-        });
+        })];
+        if mode == Upstream::Truncating {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let Ok(len) = stream.read_u16().await else {
+                        continue;
+                    };
+                    let mut query = vec![0; usize::from(len)];
+                    if stream.read_exact(&mut query).await.is_err() {
+                        continue;
+                    }
+                    if let Some(answer) = upstream_answer(&query, false) {
+                        let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+                        framed.extend_from_slice(&answer);
+                        let _ = stream.write_all(&framed).await;
+                    }
+                }
+            }));
+        }
         FakeUpstream {
             addr,
             received,
-            task,
+            tasks,
         }
     }
 }
 
 impl Drop for FakeUpstream {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }

@@ -126,3 +126,63 @@ async fn forwards_in_flight_are_bounded() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_truncated_upstream_answer_is_fetched_over_tcp_for_tcp_clients() {
+    let upstream = FakeUpstream::spawn(Upstream::Truncating).await;
+    let dns = start(|c| c.upstream = vec![upstream.addr]).await;
+    let udp = ask(dns.addr, "example.test", RecordType::A).await;
+    assert!(
+        udp.truncated(),
+        "a UDP client gets the truncated answer, to retry over TCP"
+    );
+    let query = query_message("example.test", RecordType::A)
+        .to_vec()
+        .unwrap();
+    let mut stream = TcpStream::connect(dns.addr).await.unwrap();
+    let tcp = Message::from_vec(&exchange_tcp(&mut stream, &query).await.unwrap()).unwrap();
+    assert!(!tcp.truncated());
+    assert_eq!(a_records(&tcp), vec![UPSTREAM_ANSWER]);
+}
+
+#[tokio::test]
+async fn one_source_cannot_take_every_forward_slot() {
+    let silent = FakeUpstream::spawn(Upstream::Silent).await;
+    let dns = start(|c| {
+        c.upstream = vec![silent.addr];
+        c.upstream_timeout = Duration::from_secs(600);
+        c.max_forwards_per_source = 1;
+    })
+    .await;
+    let greedy = UdpSocket::bind((HOST, 0)).await.unwrap();
+    let query = query_message("example.test", RecordType::A)
+        .to_vec()
+        .unwrap();
+    greedy.send_to(&query, dns.addr).await.unwrap();
+    for _ in 0..ATTEMPTS * 20 {
+        if silent.received.load(Ordering::SeqCst) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(silent.received.load(Ordering::SeqCst), 1);
+    // The same source again: refused at once.
+    assert_code(
+        &ask(dns.addr, "example.test", RecordType::A).await,
+        ResponseCode::ServFail,
+    );
+    assert_eq!(silent.received.load(Ordering::SeqCst), 1);
+    // Another source still gets its query forwarded.
+    let other = UdpSocket::bind((WEB_M1, 0)).await.unwrap();
+    let query = query_message("example.test", RecordType::A)
+        .to_vec()
+        .unwrap();
+    other.send_to(&query, dns.addr).await.unwrap();
+    for _ in 0..ATTEMPTS * 20 {
+        if silent.received.load(Ordering::SeqCst) >= 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the other source's query was never forwarded");
+}

@@ -170,3 +170,18 @@ async fn lookup_gives_what_a_view_sees() {
         aloft_dns::RecordData::Txt("web".into())
     );
 }
+
+#[tokio::test]
+async fn dropping_the_handle_stops_the_server_and_frees_its_port() {
+    let dns = start(|_| {}).await;
+    let addr = dns.addr;
+    drop(dns);
+    // The server's thread ends shortly after: wait for the port to be free again.
+    for _ in 0..ATTEMPTS * 20 {
+        if std::net::UdpSocket::bind(addr).is_ok() && std::net::TcpListener::bind(addr).is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{addr} is still taken after the handle was dropped");
+}

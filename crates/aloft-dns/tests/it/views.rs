@@ -48,3 +48,29 @@ async fn the_host_sees_every_organization() {
         vec![ip6(1), ip6(2), ip6(3)]
     );
 }
+
+#[tokio::test]
+async fn views_work_over_ipv6_too() {
+    // m1's private address is ::1 here, so a query from ::1 is m1's.
+    let (mut machines, services) = fleet();
+    machines[0].ip6 = std::net::Ipv6Addr::LOCALHOST;
+    let table = aloft_dns::DnsTable::new(machines, services);
+    let dns = start_with_table(table, |c| {
+        c.listen = vec!["[::1]:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()];
+    })
+    .await;
+    let [v6, v4] = dns.handle.local_addrs() else {
+        panic!("two addresses: {:?}", dns.handle.local_addrs());
+    };
+    assert!(v6.is_ipv6() && v6.port() != 0);
+    let from_m1 = ask_from(
+        *v6,
+        "::1".parse().unwrap(),
+        "_apps.internal",
+        RecordType::TXT,
+    )
+    .await;
+    assert_eq!(txt(&from_m1), "web");
+    let from_host = ask(*v4, "_apps.internal", RecordType::TXT).await;
+    assert_eq!(txt(&from_host), "shop,web");
+}
