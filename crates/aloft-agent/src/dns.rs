@@ -36,6 +36,8 @@ const REBUILD_DEBOUNCE: Duration = Duration::from_millis(10);
 pub struct Dns {
     table: watch::Sender<Arc<DnsTable>>,
     server: OnceLock<Result<DnsHandle, String>>,
+    /// The bridge's gateways: queries from them (the host) see every organization.
+    gateways: OnceLock<Vec<IpAddr>>,
 }
 
 impl Dns {
@@ -43,6 +45,7 @@ impl Dns {
         Arc::new(Dns {
             table: watch::channel(Arc::new(DnsTable::default())).0,
             server: OnceLock::new(),
+            gateways: OnceLock::new(),
         })
     }
 
@@ -51,6 +54,7 @@ impl Dns {
     /// network up (the bind runs on a thread of its own, so this may be an async worker too);
     /// later calls do nothing. Returns once the server listens.
     pub fn network_ready(&self, gateways: &[IpAddr], runtime: &tokio::runtime::Handle) {
+        let _ = self.gateways.set(gateways.to_vec());
         self.server.get_or_init(|| {
             let upstream =
                 aloft_dns::upstream_from_resolv_conf(std::path::Path::new("/etc/resolv.conf"))
@@ -312,6 +316,7 @@ async fn rebuild(ctl: &Arc<Controller>, dns: &Dns, all: &AppMachines) {
             return;
         }
     };
-    let table = build_table(all, &orgs, &ips, |id| ctl.machine_ipv4(id));
+    let host = dns.gateways.get().cloned().unwrap_or_default();
+    let table = build_table(all, &orgs, &ips, |id| ctl.machine_ipv4(id)).with_host_addresses(host);
     dns.table.send_replace(Arc::new(table));
 }

@@ -21,7 +21,8 @@ pub enum View {
     /// One organization's apps (no asker region: `top<N>.nearest` starts from any region).
     Org(String),
     /// What a query from this address sees: a machine's address (IPv6 or IPv4) gives its
-    /// organization and region; any other address gives [`View::All`].
+    /// organization and region; the host's (loopback, or [`DnsTable::with_host_addresses`])
+    /// gives [`View::All`]; any other address sees no app.
     Source(IpAddr),
 }
 
@@ -107,6 +108,10 @@ impl DnsTable {
     }
 }
 
+/// The organization of a source that is neither a machine nor the host: no app has it (an
+/// app's org is a non-empty slug).
+const NOBODY: &str = "";
+
 /// Who asks: the organization whose apps are visible (`None`: all) and the asker's region.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Asker<'a> {
@@ -115,13 +120,22 @@ pub(crate) struct Asker<'a> {
 }
 
 impl<'a> Asker<'a> {
+    /// A machine's address sees its organization; the host (loopback, or an address the table
+    /// names as the host's) sees all; any other source sees nothing: a container that sends
+    /// from an address no machine holds (it keeps `CAP_NET_RAW`) must not get the host's view.
     pub(crate) fn of_source(table: &'a DnsTable, source: IpAddr) -> Self {
         match table.machine_at(source) {
             Some(machine) => Asker {
                 org: Some(&machine.org),
                 region: Some(&machine.region),
             },
-            None => Asker::default(),
+            None if source.to_canonical().is_loopback() || table.is_host(source) => {
+                Asker::default()
+            }
+            None => Asker {
+                org: Some(NOBODY),
+                region: None,
+            },
         }
     }
 
@@ -404,6 +418,32 @@ mod tests {
         );
         let host = View::Source("127.0.0.1".parse().unwrap());
         assert_eq!(text(&host, "_apps.internal"), "other,web");
+    }
+
+    #[test]
+    fn sources_neither_machine_nor_host_see_no_app() {
+        let stranger: IpAddr = "fdaa::1:1:0:0:99".parse().unwrap();
+        let t = table();
+        for name in ["web.internal", "other.internal"] {
+            assert_eq!(
+                t.lookup(&View::Source(stranger), name, RecordType::AAAA).status,
+                Status::NxDomain,
+                "{name}"
+            );
+        }
+        let gateway: IpAddr = "fdaa::1".parse().unwrap();
+        assert_eq!(
+            t.lookup(&View::Source(gateway), "web.internal", RecordType::AAAA)
+                .status,
+            Status::NxDomain,
+            "an unnamed host address is a stranger"
+        );
+        let t = t.with_host_addresses(vec![gateway]);
+        assert_eq!(
+            t.lookup(&View::Source(gateway), "web.internal", RecordType::AAAA)
+                .status,
+            Status::NoError
+        );
     }
 
     #[test]

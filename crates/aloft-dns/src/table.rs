@@ -43,6 +43,8 @@ pub struct DnsTable {
     apps: HashMap<String, AppEntry>,
     /// Both addresses of every machine → its index in `machines`.
     by_addr: HashMap<IpAddr, usize>,
+    /// Addresses of the host besides loopback (the gateways): queries from them see every org.
+    host: Vec<IpAddr>,
 }
 
 /// One app's part of the table.
@@ -86,7 +88,20 @@ impl DnsTable {
             machines,
             apps,
             by_addr,
+            host: Vec::new(),
         }
+    }
+
+    /// Names the host's own addresses (e.g. the bridge's gateways, where the server listens):
+    /// queries from them see every organization, like those from loopback. Sources that are
+    /// neither the host's nor a machine's see no app.
+    pub fn with_host_addresses(mut self, host: Vec<IpAddr>) -> Self {
+        self.host = host.into_iter().map(|ip| ip.to_canonical()).collect();
+        self
+    }
+
+    pub(crate) fn is_host(&self, addr: IpAddr) -> bool {
+        self.host.contains(&addr.to_canonical())
     }
 
     /// Every machine, in (app, id) order.
