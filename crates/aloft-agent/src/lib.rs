@@ -34,7 +34,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use aloft_proxy::ProxyConfig;
 /// The per-container shim's entry point (`aloft shim <dir>`; see `aloft_runtime::container::shim`).
 pub use aloft_runtime::container::shim::main as shim_main;
-pub use aloft_runtime::net::{Ipv4Net, NetConfig};
+pub use aloft_runtime::net::{Ipv4Net, Ipv6Net, NetConfig};
 pub use aloft_runtime::LogLimits;
 pub use controller::ips::PublicAddresses;
 pub use controller::{Controller, MachineChange};

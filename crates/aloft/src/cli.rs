@@ -183,6 +183,10 @@ pub struct AgentArgs {
     /// Subnet of container machines' private addresses (the bridge takes the first address).
     #[arg(long, default_value = "10.209.0.0/16")]
     pub subnet: aloft_agent::Ipv4Net,
+    /// This host's /64 of private IPv6 (6PN) addresses, e.g. `fdaa:1:2:1::/64` [default: subnet
+    /// 1 of a random `fdaa:…/48` made once and kept in the data dir].
+    #[arg(long)]
+    pub subnet6: Option<aloft_agent::Ipv6Net>,
     /// OCI runtime of container machines, a path or a name in PATH, with runc's command line
     /// (`crun` starts containers faster; it refuses hosts with a hybrid cgroup layout)
     /// [default: runc].

@@ -251,7 +251,7 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
     config.network = aloft_agent::NetConfig {
         bridge: args.bridge,
         subnet: args.subnet,
-        subnet6: None,
+        subnet6: args.subnet6,
     };
     config.oci_runtime = args.oci_runtime;
     config.public_addresses = aloft_agent::PublicAddresses {
