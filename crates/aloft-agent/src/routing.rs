@@ -8,12 +8,13 @@
 //! health. The proxy itself never sees the store (ARCHITECTURE.md).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_api::{Machine, MachineState};
 use aloft_proxy::{
-    BoxFuture, ControlError, MachineControl, Proxy, ProxyConfig, ProxyHandle, RouteTable,
+    AppRoutes, BoxFuture, ControlError, MachineControl, Proxy, ProxyConfig, ProxyHandle, RouteTable,
 };
 use aloft_store::MachineFilter;
 use tokio::sync::broadcast::error::RecvError;
@@ -37,10 +38,18 @@ impl Routing {
     /// Starts the proxy over the machines the controller knows, and the tasks that keep it fed.
     pub async fn start(ctl: Arc<Controller>, config: ProxyConfig) -> Result<Routing, String> {
         let machines = load_all(&ctl).await.map_err(|e| e.to_string())?;
-        let (table_tx, table_rx) = watch::channel(build_table(&machines));
+        let names = Names {
+            domain: config.domain.clone(),
+        };
+        let (table_tx, table_rx) = watch::channel(build_table(&machines, &names));
         let control = Arc::new(AgentControl { ctl: ctl.clone() });
         let proxy = Proxy::spawn(config, table_rx, control).map_err(|e| e.to_string())?;
-        tokio::spawn(follow_machines(ctl.clone(), machines, table_tx.clone()));
+        tokio::spawn(follow_machines(
+            ctl.clone(),
+            machines,
+            names,
+            table_tx.clone(),
+        ));
         ctl.set_checks_run();
         tokio::spawn(report_checks(ctl, proxy.checks()));
         Ok(Routing {
@@ -86,15 +95,42 @@ fn primary_region(machines: &BTreeMap<String, Machine>) -> String {
         .unwrap_or_default()
 }
 
-fn build_table(all: &AppMachines) -> RouteTable {
-    let apps: Vec<(String, String, Vec<Machine>)> = all
+/// How apps are named on the shared HTTP ports.
+struct Names {
+    /// `<app>.<domain>` (`ProxyConfig::domain`).
+    domain: String,
+}
+
+impl Names {
+    /// Every hostname `app` answers at: `<app>.<domain>`.
+    fn hostnames(&self, app: &str) -> Vec<String> {
+        vec![format!("{app}.{}", self.domain)]
+    }
+}
+
+/// An app's Flycast (private service) addresses, and whether it is served on the public
+/// listeners. For now no app has Flycast addresses and every app is public; the lead wires
+/// this to the store's `ips` table (private v6 addresses → Flycast; an app with only private
+/// addresses is not public).
+pub(crate) fn app_addresses(_app: &str) -> (Vec<IpAddr>, bool) {
+    (vec![], true)
+}
+
+fn build_table(all: &AppMachines, names: &Names) -> RouteTable {
+    let apps: Vec<AppRoutes> = all
         .iter()
         .map(|(app, ms)| {
-            (
-                app.clone(),
-                primary_region(ms),
-                ms.values().cloned().collect(),
-            )
+            let (flycast, public) = app_addresses(app);
+            AppRoutes {
+                hostnames: names.hostnames(app),
+                flycast,
+                public,
+                ..AppRoutes::new(
+                    app.clone(),
+                    primary_region(ms),
+                    ms.values().cloned().collect(),
+                )
+            }
         })
         .collect();
     RouteTable::from_machines(&apps)
@@ -103,6 +139,7 @@ fn build_table(all: &AppMachines) -> RouteTable {
 async fn follow_machines(
     ctl: Arc<Controller>,
     mut all: AppMachines,
+    names: Names,
     table: watch::Sender<RouteTable>,
 ) {
     let mut changes = ctl.subscribe();
@@ -143,7 +180,7 @@ async fn follow_machines(
             }
         }
         all.retain(|_, ms| !ms.is_empty());
-        let next = build_table(&all);
+        let next = build_table(&all, &names);
         table.send_if_modified(|cur| {
             let modified = *cur != next;
             if modified {

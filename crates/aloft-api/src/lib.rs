@@ -10,6 +10,7 @@
 pub mod duration;
 pub mod groups;
 pub mod guest;
+pub mod hostname;
 pub mod images;
 pub mod local;
 pub mod logs;

@@ -114,9 +114,9 @@ fn config(listen: u16) -> ProxyConfig {
 }
 
 async fn run_proxy(listen: u16, backend: u16) {
-    let table = RouteTable::from_machines(&[(
-        "bench".into(),
-        "local".into(),
+    let table = RouteTable::from_machines(&[aloft_proxy::AppRoutes::new(
+        "bench",
+        "local",
         vec![machine("m1", MachineState::Started, backend)],
     )]);
     let (_tx, rx) = watch::channel(table);
@@ -150,11 +150,12 @@ struct Fake {
 
 impl Fake {
     fn push(&self, state: MachineState) {
-        self.tx.send_replace(RouteTable::from_machines(&[(
-            "bench".into(),
-            "local".into(),
-            vec![machine("m1", state, self.port)],
-        )]));
+        self.tx
+            .send_replace(RouteTable::from_machines(&[aloft_proxy::AppRoutes::new(
+                "bench",
+                "local",
+                vec![machine("m1", state, self.port)],
+            )]));
     }
 }
 

@@ -89,6 +89,10 @@ pub struct AgentArgs {
     /// Address the proxy's service ports bind.
     #[arg(long, default_value = "0.0.0.0")]
     pub proxy_bind: std::net::IpAddr,
+    /// Apps answer at `<app>.<DOMAIN>` on the shared HTTP ports (80/443, routed by Host and
+    /// TLS SNI), besides their custom hostnames (`aloft certs add`).
+    #[arg(long, default_value = "localhost", value_parser = parse_domain)]
+    pub domain: String,
     /// How long a machine of a service with `auto_stop_machines` must be idle before it is stopped.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_window: std::time::Duration,
@@ -127,6 +131,10 @@ pub struct AgentArgs {
     /// [default: runc].
     #[arg(long)]
     pub oci_runtime: Option<PathBuf>,
+}
+
+fn parse_domain(s: &str) -> Result<String, String> {
+    aloft_api::hostname::normalize(s).map_err(|e| format!("{s:?} is not a domain: {e}"))
 }
 
 fn parse_connections(s: &str) -> Result<usize, String> {
@@ -335,6 +343,9 @@ pub struct UpArgs {
     /// Subnet of the embedded agent's container machines (see `aloft agent --subnet`).
     #[arg(long, default_value = "10.209.0.0/16")]
     pub subnet: aloft_agent::Ipv4Net,
+    /// The embedded agent's app domain: apps answer at `<app>.<DOMAIN>` (see `aloft agent --domain`).
+    #[arg(long, default_value = "localhost", value_parser = parse_domain)]
+    pub domain: String,
 }
 
 /// `aloft status`.

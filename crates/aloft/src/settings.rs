@@ -260,6 +260,7 @@ fn proxy_config(args: &AgentArgs) -> aloft_agent::ProxyConfig {
     aloft_agent::ProxyConfig {
         bind_ip: args.proxy_bind,
         port_map: args.port_map.iter().copied().collect(),
+        domain: args.domain.clone(),
         idle_window: args.idle_window,
         // A pass every quarter of the idle window (1 s to 60 s): a machine idle for the window
         // is stopped soon after, whatever the window.
@@ -507,6 +508,8 @@ pub struct UpSettings {
     pub detach: bool,
     /// The embedded agent's container network, when one is started.
     pub network: aloft_agent::NetConfig,
+    /// The embedded agent's app domain (`<app>.<domain>`).
+    pub domain: String,
 }
 
 impl UpSettings {
@@ -547,6 +550,7 @@ impl UpSettings {
                 bridge: args.bridge,
                 subnet: args.subnet,
             },
+            domain: args.domain,
         })
     }
 }

@@ -1,6 +1,8 @@
-//! Who may serve which external port: the proxy serves a port for one app only, so a machine
-//! whose services claim a port another app already serves is refused, whether it comes from a
-//! deploy or straight from the Machines API (create, update, clone). Checks and the writes they
+//! Who may serve which external port: apps share a port only when all of them serve it with the
+//! `http` handler and the same `tls` setting (`[http_service]`'s 80 and 443, routed by `Host`);
+//! a machine whose services claim a port another app serves otherwise (raw TCP, other handlers)
+//! is refused, whether it comes from a deploy or straight from the Machines API (create,
+//! update, clone). Private apps (Flycast only) are on no public port and clash with nobody. Checks and the writes they
 //! guard run under one lock, so two apps cannot claim a free port at the same moment.
 
 use aloft_api::MachineService;
@@ -23,7 +25,8 @@ impl Controller {
         aloft_proxy::reject_udp_services(services)
             .map_err(|e| DomainError::invalid_config(e.to_string()))?;
         let guard = self.port_claims.lock().await;
-        if aloft_proxy::claimed_ports(services).is_empty() {
+        let (_, public) = crate::routing::app_addresses(app);
+        if !public || aloft_proxy::claimed_ports(services).is_empty() {
             return Ok(guard);
         }
         let mut others = Vec::new();
@@ -36,7 +39,12 @@ impl Controller {
                 summary: true,
             };
             let machines = self.list_machines(&other.name, list).await?;
-            others.push((other.name, String::new(), machines));
+            let (flycast, public) = crate::routing::app_addresses(&other.name);
+            others.push(aloft_proxy::AppRoutes {
+                flycast,
+                public,
+                ..aloft_proxy::AppRoutes::new(other.name, String::new(), machines)
+            });
         }
         let table = aloft_proxy::RouteTable::from_machines(&others);
         let conflicts = aloft_proxy::port_conflicts(&table, app, services);
