@@ -348,6 +348,7 @@ impl Tx<'_> {
             "images",
             "oci_images",
             "group_counts",
+            "certificates",
         ] {
             self.conn()
                 .execute(&format!("DELETE FROM {table} WHERE app = ?1"), [app])?;

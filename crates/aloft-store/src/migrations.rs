@@ -4,7 +4,8 @@
 //! (never edit one that has shipped). Each migration runs in one transaction together with the
 //! `user_version` bump, so a crash leaves the database at the previous or the next version, never
 //! in between. Version 2 added the deploy state (releases, their events, images, group counts), version 3
-//! the OCI images of each app (`oci_images`: app → manifest digest).
+//! the OCI images of each app (`oci_images`: app → manifest digest), version 4 the certificates
+//! of apps' custom hostnames (`certificates`: hostname → app, source, PEMs, validity).
 
 use rusqlite::Connection;
 
@@ -137,6 +138,25 @@ CREATE TABLE oci_images (
     created_at  TEXT NOT NULL,
     PRIMARY KEY (app, digest)
 );
+"#,
+    },
+    Migration {
+        version: 4,
+        description: "TLS certificates of apps' custom hostnames",
+        sql: r#"
+CREATE TABLE certificates (
+    hostname    TEXT PRIMARY KEY,
+    app         TEXT NOT NULL REFERENCES apps(name),
+    source      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    chain_pem   TEXT,
+    key_pem     TEXT,
+    not_before  TEXT,
+    not_after   TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX certificates_app ON certificates (app);
 "#,
     },
 ];
