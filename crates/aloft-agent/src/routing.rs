@@ -7,9 +7,9 @@
 //! (`apply_check_report`) → `Machine.checks` and change notifications for deploys waiting on
 //! health. The proxy itself never sees the store (ARCHITECTURE.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use aloft_api::{Machine, MachineState};
@@ -18,7 +18,7 @@ use aloft_proxy::{
 };
 use aloft_store::MachineFilter;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::controller::actions::{ListMachines, StopHow, WaitFor, WaitMachine};
 use crate::controller::Controller;
@@ -32,30 +32,81 @@ const REBUILD_DEBOUNCE: Duration = Duration::from_millis(20);
 pub struct Routing {
     pub proxy: ProxyHandle,
     table: watch::Sender<RouteTable>,
+    ctl: Arc<Controller>,
+    names: Arc<Names>,
+    /// Hostnames whose stored certificate the proxy serves (to take back removed ones).
+    served: Mutex<BTreeSet<String>>,
 }
 
 impl Routing {
     /// Starts the proxy over the machines the controller knows, and the tasks that keep it fed.
     pub async fn start(ctl: Arc<Controller>, config: ProxyConfig) -> Result<Routing, String> {
         let machines = load_all(&ctl).await.map_err(|e| e.to_string())?;
-        let names = Names {
+        let names = Arc::new(Names {
             domain: config.domain.clone(),
-        };
+            custom: RwLock::default(),
+            changed: Notify::new(),
+        });
         let (table_tx, table_rx) = watch::channel(build_table(&machines, &names));
         let control = Arc::new(AgentControl { ctl: ctl.clone() });
         let proxy = Proxy::spawn(config, table_rx, control).map_err(|e| e.to_string())?;
         tokio::spawn(follow_machines(
             ctl.clone(),
             machines,
-            names,
+            names.clone(),
             table_tx.clone(),
         ));
         ctl.set_checks_run();
-        tokio::spawn(report_checks(ctl, proxy.checks()));
-        Ok(Routing {
+        tokio::spawn(report_checks(ctl.clone(), proxy.checks()));
+        let routing = Routing {
             proxy,
             table: table_tx,
-        })
+            ctl,
+            names,
+            served: Mutex::default(),
+        };
+        routing.reload_certificates().await?;
+        Ok(routing)
+    }
+
+    /// Brings the proxy in step with the stored certificates: every app answers at its
+    /// hostnames (the table is rebuilt) and each stored certificate is served for its hostname
+    /// from the next TLS handshake on; removed ones are taken back. Call after any change of
+    /// the `certificates` table (`aloft certs add/remove`, an ACME issuance or renewal).
+    pub async fn reload_certificates(&self) -> Result<(), String> {
+        let certs = self
+            .ctl
+            .stored_certificates()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut custom: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut served = BTreeSet::new();
+        for c in certs {
+            custom
+                .entry(c.app.clone())
+                .or_default()
+                .push(c.hostname.clone());
+            if let (Some(chain), Some(key)) = (&c.chain_pem, &c.key_pem) {
+                match self.proxy.set_certificate(&c.hostname, chain, key) {
+                    Ok(()) => {
+                        served.insert(c.hostname);
+                    }
+                    Err(e) => {
+                        tracing::warn!(hostname = %c.hostname, app = %c.app, "stored certificate not served: {e}")
+                    }
+                }
+            }
+        }
+        {
+            let mut before = self.served.lock().unwrap_or_else(|e| e.into_inner());
+            for gone in before.difference(&served) {
+                self.proxy.remove_certificate(gone);
+            }
+            *before = served;
+        }
+        *self.names.custom.write().unwrap_or_else(|e| e.into_inner()) = custom;
+        self.names.changed.notify_one();
+        Ok(())
     }
 
     /// The current routing table (port clash checks before a deploy read it).
@@ -99,12 +150,19 @@ fn primary_region(machines: &BTreeMap<String, Machine>) -> String {
 struct Names {
     /// `<app>.<domain>` (`ProxyConfig::domain`).
     domain: String,
+    /// Custom hostnames by app (the `certificates` table).
+    custom: RwLock<BTreeMap<String, Vec<String>>>,
+    /// Signalled when `custom` changed: the table is rebuilt.
+    changed: Notify,
 }
 
 impl Names {
-    /// Every hostname `app` answers at: `<app>.<domain>`.
+    /// Every hostname `app` answers at: `<app>.<domain>` and its custom hostnames.
     fn hostnames(&self, app: &str) -> Vec<String> {
-        vec![format!("{app}.{}", self.domain)]
+        let mut names = vec![format!("{app}.{}", self.domain)];
+        let custom = self.custom.read().unwrap_or_else(|e| e.into_inner());
+        names.extend(custom.get(app).into_iter().flatten().cloned());
+        names
     }
 }
 
@@ -139,12 +197,19 @@ fn build_table(all: &AppMachines, names: &Names) -> RouteTable {
 async fn follow_machines(
     ctl: Arc<Controller>,
     mut all: AppMachines,
-    names: Names,
+    names: Arc<Names>,
     table: watch::Sender<RouteTable>,
 ) {
     let mut changes = ctl.subscribe();
     loop {
-        let first = changes.recv().await;
+        let first = tokio::select! {
+            c = changes.recv() => c,
+            // Hostnames changed: rebuild with the machines as they are.
+            _ = names.changed.notified() => {
+                push(&table, build_table(&all, &names));
+                continue;
+            }
+        };
         let mut reload = false;
         let mut apply = |change: Result<crate::MachineChange, RecvError>| match change {
             Ok(c) => {
@@ -180,15 +245,19 @@ async fn follow_machines(
             }
         }
         all.retain(|_, ms| !ms.is_empty());
-        let next = build_table(&all, &names);
-        table.send_if_modified(|cur| {
-            let modified = *cur != next;
-            if modified {
-                *cur = next;
-            }
-            modified
-        });
+        push(&table, build_table(&all, &names));
     }
+}
+
+/// Sends `next` when it differs from the current table.
+fn push(table: &watch::Sender<RouteTable>, next: RouteTable) {
+    table.send_if_modified(|cur| {
+        let modified = *cur != next;
+        if modified {
+            *cur = next;
+        }
+        modified
+    });
 }
 
 async fn report_checks(

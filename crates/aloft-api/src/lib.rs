@@ -7,6 +7,7 @@
 //! Architecture invariant: no IO, no async, no HTTP. Only data, serde and pure helpers
 //! (presets, validation of guests, duration parsing).
 
+pub mod certs;
 pub mod duration;
 pub mod groups;
 pub mod guest;

@@ -194,11 +194,34 @@ fn self_signed_key(names: &[String]) -> Result<CertifiedKey, TlsError> {
     certified_key_from_pem(&chain_pem, &key_pem)
 }
 
-/// A new self-signed certificate (ECDSA P-256) for `names`: (certificate PEM, key PEM).
+/// A new self-signed certificate (ECDSA P-256) for `names`, valid from a day ago for a year:
+/// (certificate PEM, key PEM).
 pub fn self_signed_pem(names: &[String]) -> Result<(String, String), TlsError> {
-    let ck = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
-    Ok((ck.cert.pem(), ck.key_pair.serialize_pem()))
+    let bad = |e: rcgen::Error| TlsError::SelfSigned(e.to_string());
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(bad)?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(365);
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    let key = rcgen::KeyPair::generate().map_err(bad)?;
+    let cert = params.self_signed(&key).map_err(bad)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The validity of the first (leaf) certificate of a PEM chain, as Unix seconds:
+/// (not before, not after).
+pub fn certificate_validity(chain_pem: &str) -> Result<(i64, i64), TlsError> {
+    let der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or_else(|| TlsError::Pem("no certificate in the certificate PEM".into()))?
+        .map_err(|e| TlsError::Pem(format!("the certificate chain: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| TlsError::Pem(format!("the certificate cannot be parsed: {e}")))?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 /// A certificate chain and key from PEM text, checked to belong together.
@@ -542,5 +565,26 @@ mod tests {
             .to_string();
         assert!(err.contains("private key"), "{err}");
         assert!(TlsStore::load(&TlsSource::default()).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod pem_tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_pem_is_usable_and_its_validity_is_read() {
+        let (chain, key) = self_signed_pem(&["a.example".to_string()]).unwrap();
+        assert!(certified_key_from_pem(&chain, &key).is_ok());
+        let (from, to) = certificate_validity(&chain).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!(from < now && now < to, "{from} {now} {to}");
+        assert!((to - now) > 360 * 86_400);
+        // Another certificate's key does not fit.
+        let (_, other_key) = self_signed_pem(&["b.example".to_string()]).unwrap();
+        let err = certified_key_from_pem(&chain, &other_key).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+        let err = certificate_validity("garbage").unwrap_err();
+        assert!(err.to_string().contains("no certificate"), "{err}");
     }
 }

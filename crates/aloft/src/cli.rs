@@ -54,6 +54,48 @@ pub enum Command {
     /// OCI images pushed to the agent: list, show (sizes, layers, process defaults).
     #[command(subcommand, alias = "image")]
     Images(ImagesCommand),
+    /// Custom hostnames of the app and their TLS certificates: add, list, show, remove.
+    #[command(subcommand, alias = "cert")]
+    Certs(CertsCommand),
+}
+
+/// `aloft certs …`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Add a hostname to the app: it answers there on 80/443 (Host, SNI) with a self-signed
+    /// certificate, the given PEM files, or one obtained through ACME.
+    Add {
+        hostname: String,
+        /// Certificate chain, PEM (leaf first); needs --key.
+        #[arg(long, requires = "key", conflicts_with = "acme")]
+        cert: Option<PathBuf>,
+        /// The certificate's private key, PEM.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Obtain the certificate from an ACME CA (HTTP-01 or TLS-ALPN-01; the hostname must
+        /// point at this agent).
+        #[arg(long)]
+        acme: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// The app's hostnames and their certificates.
+    List(ListArgs),
+    /// One hostname: source, status, validity.
+    Show {
+        hostname: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Remove a hostname from the app (it no longer answers there).
+    Remove {
+        hostname: String,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
 }
 
 /// `aloft images …` / `aloft image …`.

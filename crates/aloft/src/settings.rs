@@ -125,7 +125,7 @@ pub fn has_json_output(cli: &Cli) -> bool {
         Command::Config(c) => matches!(c, ConfigCommand::Show { .. }),
         Command::Platform(PlatformCommand::VmSizes | PlatformCommand::Regions) => true,
         Command::Apps(c) => matches!(c, AppsCommand::Create { .. } | AppsCommand::List),
-        Command::Status(_) | Command::Releases(_) | Command::Images(_) => true,
+        Command::Status(_) | Command::Releases(_) | Command::Images(_) | Command::Certs(_) => true,
         Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),
         Command::Machine(c) => matches!(c, MachineCommand::List(_) | MachineCommand::Status { .. }),
         Command::Agent(_) | Command::Deploy(_) | Command::Up(_) | Command::Logs(_) => false,

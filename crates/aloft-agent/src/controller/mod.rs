@@ -12,6 +12,7 @@
 pub mod actions;
 mod apps;
 mod capacity;
+pub mod certs;
 mod checks;
 mod error;
 mod leases;

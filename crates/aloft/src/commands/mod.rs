@@ -3,6 +3,7 @@
 
 mod agent;
 mod apps;
+mod certs;
 mod common;
 mod config;
 mod deploy;
@@ -66,5 +67,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Scale(cmd) => scale::run(cmd, ctx),
         Command::Machine(cmd) => machine::run(cmd, ctx),
         Command::Images(cmd) => images::run(cmd, ctx),
+        Command::Certs(cmd) => certs::run(cmd, ctx),
     }
 }
