@@ -3,12 +3,16 @@
 //! machines (autostart/autostop) through the controller — the same path an API call takes.
 //!
 //! Data flow: controller changes (broadcast) → in-memory map app → machines → debounced
-//! `RouteTable::from_machines` → `watch` → proxy. The proxy's check reports → controller
+//! `RouteTable::from_machines` (with each app's hostnames: `<app>.<domain>` and the custom ones
+//! of the `certificates` table, and its Flycast addresses) → `watch` → proxy. Certificate
+//! changes go through [`Routing::reload_certificates`]: stored certificates to the proxy's
+//! resolver, hostnames into the next table, which it waits for. The proxy's check reports → controller
 //! (`apply_check_report`) → `Machine.checks` and change notifications for deploys waiting on
 //! health. The proxy itself never sees the store (ARCHITECTURE.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -46,6 +50,8 @@ impl Routing {
             domain: config.domain.clone(),
             custom: RwLock::default(),
             changed: Notify::new(),
+            requested: AtomicU64::new(0),
+            applied: watch::Sender::new(0),
         });
         let (table_tx, table_rx) = watch::channel(build_table(&machines, &names));
         let control = Arc::new(AgentControl { ctl: ctl.clone() });
@@ -105,8 +111,20 @@ impl Routing {
             *before = served;
         }
         *self.names.custom.write().unwrap_or_else(|e| e.into_inner()) = custom;
+        // Wait for the table with these hostnames, so the next request already sees them.
+        let generation = self.names.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut applied = self.names.applied.subscribe();
         self.names.changed.notify_one();
-        Ok(())
+        let wait = applied.wait_for(|g| *g >= generation);
+        let rebuilt = matches!(
+            tokio::time::timeout(Duration::from_secs(5), wait).await,
+            Ok(Ok(_))
+        );
+        if rebuilt {
+            Ok(())
+        } else {
+            Err("the proxy's routing table was not rebuilt in time".into())
+        }
     }
 
     /// The current routing table (port clash checks before a deploy read it).
@@ -154,6 +172,10 @@ struct Names {
     custom: RwLock<BTreeMap<String, Vec<String>>>,
     /// Signalled when `custom` changed: the table is rebuilt.
     changed: Notify,
+    /// Generation of `custom` asked for (bumped on every change)…
+    requested: AtomicU64,
+    /// …and the generation the latest table was built with.
+    applied: watch::Sender<u64>,
 }
 
 impl Names {
@@ -206,7 +228,7 @@ async fn follow_machines(
             c = changes.recv() => c,
             // Hostnames changed: rebuild with the machines as they are.
             _ = names.changed.notified() => {
-                push(&table, build_table(&all, &names));
+                push(&table, &all, &names);
                 continue;
             }
         };
@@ -245,18 +267,28 @@ async fn follow_machines(
             }
         }
         all.retain(|_, ms| !ms.is_empty());
-        push(&table, build_table(&all, &names));
+        push(&table, &all, &names);
     }
 }
 
-/// Sends `next` when it differs from the current table.
-fn push(table: &watch::Sender<RouteTable>, next: RouteTable) {
+/// Builds the table and sends it when it differs from the current one; records which
+/// hostname generation it was built with.
+fn push(table: &watch::Sender<RouteTable>, all: &AppMachines, names: &Names) {
+    let generation = names.requested.load(Ordering::Acquire);
+    let next = build_table(all, names);
     table.send_if_modified(|cur| {
         let modified = *cur != next;
         if modified {
             *cur = next;
         }
         modified
+    });
+    names.applied.send_if_modified(|g| {
+        let newer = generation > *g;
+        if newer {
+            *g = generation;
+        }
+        newer
     });
 }
 
