@@ -11,7 +11,6 @@
 //! health. The proxy itself never sees the store (ARCHITECTURE.md).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -188,19 +187,11 @@ impl Names {
     }
 }
 
-/// An app's Flycast (private service) addresses, and whether it is served on the public
-/// listeners. For now no app has Flycast addresses and every app is public; the lead wires
-/// this to the store's `ips` table (private v6 addresses → Flycast; an app with only private
-/// addresses is not public).
-pub(crate) fn app_addresses(_app: &str) -> (Vec<IpAddr>, bool) {
-    (vec![], true)
-}
-
 fn build_table(all: &AppMachines, names: &Names) -> RouteTable {
     let apps: Vec<AppRoutes> = all
         .iter()
         .map(|(app, ms)| {
-            let (flycast, public) = app_addresses(app);
+            let (flycast, public) = crate::controller::app_addresses(app);
             AppRoutes {
                 hostnames: names.hostnames(app),
                 flycast,

@@ -39,7 +39,7 @@ pub fn normalize(name: &str) -> Result<String, HostnameError> {
         return Err(HostnameError::Empty);
     }
     let bare = lower.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<std::net::IpAddr>().is_ok() {
+    if bare.parse::<core::net::IpAddr>().is_ok() {
         return Err(HostnameError::IpAddress(trimmed.to_string()));
     }
     if lower.len() > 253 {
