@@ -4,7 +4,9 @@
 # (each: 2 worker threads, HTTP/1.1 keep-alive to the app, and the same headers aloft adds:
 # X-Forwarded-For/-Proto/-Ssl/-Port, Fly-Client-IP, Fly-Forwarded-Port, Fly-Region, Via on the
 # request; Fly-Request-Id, Via, Server on the response), at high load (64 connections) and
-# moderate load (8 connections); then autostart latency. "hyper" is the aloft proxy with its h1
+# moderate load (8 connections); "hosts" is the aloft proxy serving 50 apps on the port, routed
+# by Host (next to the single-app figure: the cost of Host routing); then HTTPS next to nginx
+# (ECDSA P-256 on both: keep-alive requests/s and new TLS handshakes/s); then autostart latency. "hyper" is the aloft proxy with its h1
 # fast path off (ALOFT_H1_FAST_PATH=0), every request through hyper. "agent" is a running
 # `aloft agent` (release build) with a deployed app whose one machine runs the same tiny server:
 # what a user gets, the agent's API, store and supervisor included (its CPU is the agent process
@@ -58,18 +60,28 @@ wait_port() {
   return 1
 }
 
-# Five distinct free ports, chosen while all four sockets are held (separate calls could hand
-# out the same port twice, and a peer would then silently measure another server).
-read -r BACKEND ALOFT NGINX HAPROXY ALOFT_HYPER < <(python3 -c '
+# Distinct free ports, chosen while all the sockets are held (separate calls could hand out
+# the same port twice, and a peer would then silently measure another server).
+read -r BACKEND ALOFT NGINX HAPROXY ALOFT_HYPER ALOFT_HOSTS ALOFT_TLS NGINX_TLS AGENT_TLS < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(5)]
+ss = [socket.socket() for _ in range(9)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
+# The same key type on both sides of the HTTPS comparison: ECDSA P-256 (the agent's own
+# self-signed certificate is P-256 too).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+  -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
 
 "$BIN" backend "$BACKEND" >/dev/null & PIDS+=($!); BACKEND_PID=$!
 "$BIN" proxy "$ALOFT" "$BACKEND" >/dev/null & PIDS+=($!); ALOFT_PID=$!
 # The same proxy with its h1 fast path off (every request through hyper), for comparison.
 ALOFT_H1_FAST_PATH=0 "$BIN" proxy "$ALOFT_HYPER" "$BACKEND" >/dev/null & PIDS+=($!); ALOFT_HYPER_PID=$!
+# 50 apps sharing the port, routed by Host (requests name app37.localhost): the routing cost.
+"$BIN" proxy "$ALOFT_HOSTS" "$BACKEND" 50 >/dev/null & PIDS+=($!); ALOFT_HOSTS_PID=$!
+HOST_HEADER="Host: app37.localhost"
+# HTTPS (tls + http handlers) with the P-256 certificate.
+"$BIN" proxy-tls "$ALOFT_TLS" "$BACKEND" "$TMP/cert.pem" "$TMP/key.pem" >/dev/null & PIDS+=($!); ALOFT_TLS_PID=$!
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<EOF
@@ -92,6 +104,26 @@ http {
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme;
       proxy_set_header X-Forwarded-Ssl off;
+      proxy_set_header X-Forwarded-Port \$server_port;
+      proxy_set_header Fly-Client-IP \$remote_addr;
+      proxy_set_header Fly-Forwarded-Port \$server_port;
+      proxy_set_header Fly-Region local;
+      proxy_set_header Via "1.1 nginx";
+      add_header Fly-Request-Id \$request_id;
+      add_header Via "1.1 nginx";
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_TLS ssl;
+    ssl_certificate $TMP/cert.pem;
+    ssl_certificate_key $TMP/key.pem;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Ssl on;
       proxy_set_header X-Forwarded-Port \$server_port;
       proxy_set_header Fly-Client-IP \$remote_addr;
       proxy_set_header Fly-Forwarded-Port \$server_port;
@@ -139,7 +171,7 @@ haproxy -q -db -f "$TMP/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
 AGENT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$TMP/agent" "$TMP/app"
 "$ALOFT_BIN" agent --listen 127.0.0.1:0 --data-dir "$TMP/agent" --proxy-bind 127.0.0.1 \
-  --port-map "80=$AGENT" --port-map 443=0 2>"$TMP/agent.log" & PIDS+=($!); AGENT_PID=$!
+  --port-map "80=$AGENT" --port-map "443=$AGENT_TLS" 2>"$TMP/agent.log" & PIDS+=($!); AGENT_PID=$!
 for _ in $(seq 300); do [[ -s "$TMP/agent/agent.addr" ]] && break; sleep 0.05; done
 [[ -s "$TMP/agent/agent.addr" ]] || { echo "the agent did not start:" >&2; cat "$TMP/agent.log" >&2; exit 1; }
 export ALOFT_API_URL="http://$(cat "$TMP/agent/agent.addr")" ALOFT_API_TOKEN="$(cat "$TMP/agent/token")"
@@ -159,7 +191,7 @@ EOF
 "$ALOFT_BIN" deploy -c "$TMP/app/fly.toml" --yes >"$TMP/deploy.log" 2>&1 \
   || { echo "deploy of the bench app failed:" >&2; cat "$TMP/deploy.log" >&2; exit 1; }
 
-for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER" "$AGENT"; do wait_port "$p"; done
+for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER" "$AGENT" "$ALOFT_HOSTS" "$ALOFT_TLS" "$NGINX_TLS" "$AGENT_TLS"; do wait_port "$p"; done
 # Every server must still be running (one that failed to bind would leave its port to another).
 for p in "${PIDS[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "a server of the bench exited at start-up (pid $p); see above" >&2; exit 1; }
@@ -170,6 +202,12 @@ for _ in $(seq 100); do [[ "$(curl -s "http://127.0.0.1:$AGENT/")" == hello ]] &
 for p in "$BACKEND" "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER" "$AGENT"; do
   body=$(curl -s "http://127.0.0.1:$p/")
   [[ "$body" == "hello" ]] || { echo "port $p answered '$body'" >&2; exit 1; }
+done
+[[ "$(curl -s -H "$HOST_HEADER" "http://127.0.0.1:$ALOFT_HOSTS/")" == hello ]] \
+  || { echo "the 50-app proxy does not route $HOST_HEADER" >&2; exit 1; }
+for p in "$ALOFT_TLS" "$NGINX_TLS" "$AGENT_TLS"; do
+  body=$(curl -sk "https://127.0.0.1:$p/")
+  [[ "$body" == "hello" ]] || { echo "https port $p answered '$body'" >&2; exit 1; }
 done
 for p in "$ALOFT" "$NGINX" "$HAPROXY" "$ALOFT_HYPER" "$AGENT"; do
   head=$(curl -s -o /dev/null -D - "http://127.0.0.1:$p/")
@@ -193,11 +231,13 @@ cpu_ticks() {
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 # wrk → "rps p50_ms p99_ms cpu_us_per_request" (CPU of the server measured, not of wrk: the
-# steadier figure on a shared machine, where throughput swings with the neighbours' load)
+# steadier figure on a shared machine, where throughput swings with the neighbours' load).
+# Arguments: URL threads connections pid [more wrk arguments].
 measure() {
-  local port=$1 threads=$2 conns=$3 pid=$4 before after
+  local url=$1 threads=$2 conns=$3 pid=$4 before after
+  shift 4
   before=$(cpu_ticks "$pid")
-  wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency "http://127.0.0.1:$port/" 2>/dev/null >"$TMP/wrk.out" || true
+  wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency "$@" "$url" 2>/dev/null >"$TMP/wrk.out" || true
   after=$(cpu_ticks "$pid")
   awk -v cpu_us=$(((after - before) * TICK_US)) '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
@@ -214,18 +254,20 @@ declare -A RUNS R CPU
 for load in high moderate; do
   if [[ $load == high ]]; then t=2; c=64; else t=1; c=8; fi
   for round in $(seq 1 "$ROUNDS"); do
-    for target in direct aloft nginx haproxy hyper agent; do
+    for target in direct aloft nginx haproxy hyper agent hosts; do
+      extra=()
       case $target in
         direct) p=$BACKEND pid=$BACKEND_PID;; aloft) p=$ALOFT pid=$ALOFT_PID;;
         nginx) p=$NGINX pid=$NGINX_PID;; haproxy) p=$HAPROXY pid=$HAPROXY_PID;;
         hyper) p=$ALOFT_HYPER pid=$ALOFT_HYPER_PID;; agent) p=$AGENT pid=$AGENT_PID;;
+        hosts) p=$ALOFT_HOSTS pid=$ALOFT_HOSTS_PID extra=(-H "$HOST_HEADER");;
       esac
-      [[ $round == 1 ]] && { wrk -t1 -c4 -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true; }   # warm-up
-      RUNS[$load,$target]+="$(measure "$p" "$t" "$c" "$pid")"$'\n'
+      [[ $round == 1 ]] && { wrk -t1 -c4 -d1s "${extra[@]}" "http://127.0.0.1:$p/" >/dev/null 2>&1 || true; }   # warm-up
+      RUNS[$load,$target]+="$(measure "http://127.0.0.1:$p/" "$t" "$c" "$pid" "${extra[@]}")"$'\n'
     done
   done
   # Median run by throughput (its own p50/p99 kept together); CPU per request: its own median.
-  for target in direct aloft nginx haproxy hyper agent; do
+  for target in direct aloft nginx haproxy hyper agent hosts; do
     R[$load,$target]=$(printf '%s' "${RUNS[$load,$target]}" | sort -n -k1,1 | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
     CPU[$load,$target]=$(printf '%s' "${RUNS[$load,$target]}" | awk '{print $4}' | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
   done
@@ -236,7 +278,7 @@ echo "small HTTP responses, median of $ROUNDS x ${DUR}s runs, $(nproc) cores sha
 for load in high moderate; do
   if [[ $load == high ]]; then echo "== high load: wrk -t2 -c64"; else echo "== moderate load: wrk -t1 -c8"; fi
   printf "%-8s %12s %10s %10s %14s\n" target "req/s" "p50 ms" "p99 ms" "CPU µs/req"
-  for target in direct aloft nginx haproxy hyper agent; do
+  for target in direct aloft nginx haproxy hyper agent hosts; do
     read -r rps p50 p99 _ rest <<<"${R[$load,$target]}"
     printf "%-8s %12s %10s %10s %14s %s\n" "$target" "$rps" "$p50" "$p99" "${CPU[$load,$target]}" "${rest:-}"
   done
@@ -254,7 +296,44 @@ for load in high moderate; do
   read -r g_rps _ _ _ <<<"${R[$load,agent]}"
   awk -v g="$g_rps" -v n="$n_rps" -v a="$a_rps" -v gc="${CPU[$load,agent]}" -v nc="${CPU[$load,nginx]}" 'BEGIN {
     printf "through a running agent: agent/nginx %.2f (throughput), %.2f (CPU per request); agent/proxy alone %.2f (throughput)\n", g/n, gc/nc, g/a }'
+  read -r s_rps _ _ _ <<<"${R[$load,hosts]}"
+  awk -v s="$s_rps" -v a="$a_rps" -v sc="${CPU[$load,hosts]}" -v ac="${CPU[$load,aloft]}" 'BEGIN {
+    printf "Host routing over 50 apps: hosts/single app %.2f (throughput), %.2f (CPU per request)\n", s/a, sc/ac }'
 done
+
+# HTTPS, the same ECDSA P-256 key on every side: keep-alive requests, and new connections with
+# one request each (Connection: close; wrk resumes no TLS session, so every connection is a full
+# handshake): requests/s there = new TLS handshakes/s.
+declare -A TRUNS TR
+for mode in keepalive handshake; do
+  extra=()
+  [[ $mode == handshake ]] && extra=(-H "Connection: close")
+  for round in $(seq 1 "$ROUNDS"); do
+    for target in aloft nginx agent; do
+      case $target in
+        aloft) p=$ALOFT_TLS pid=$ALOFT_TLS_PID;; nginx) p=$NGINX_TLS pid=$NGINX_PID;;
+        agent) p=$AGENT_TLS pid=$AGENT_PID;;
+      esac
+      [[ $round == 1 ]] && { wrk -t1 -c4 -d1s "https://127.0.0.1:$p/" >/dev/null 2>&1 || true; }
+      TRUNS[$mode,$target]+="$(measure "https://127.0.0.1:$p/" 2 64 "$pid" "${extra[@]}")"$'\n'
+    done
+  done
+  for target in aloft nginx agent; do
+    TR[$mode,$target]=$(printf '%s' "${TRUNS[$mode,$target]}" | sort -n -k1,1 | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
+  done
+done
+echo
+echo "== HTTPS (ECDSA P-256 on both), wrk -t2 -c64, median of $ROUNDS x ${DUR}s"
+printf "%-8s %16s %10s %16s\n" target "keep-alive req/s" "p99 ms" "handshakes/s"
+for target in aloft nginx agent; do
+  read -r k_rps _ k_p99 _ k_rest <<<"${TR[keepalive,$target]}"
+  read -r h_rps _ _ _ h_rest <<<"${TR[handshake,$target]}"
+  printf "%-8s %16s %10s %16s %s\n" "$target" "$k_rps" "$k_p99" "$h_rps" "${k_rest:-}${h_rest:-}"
+done
+read -r ak _ _ _ <<<"${TR[keepalive,aloft]}"; read -r nk _ _ _ <<<"${TR[keepalive,nginx]}"; read -r gk _ _ _ <<<"${TR[keepalive,agent]}"
+read -r ah _ _ _ <<<"${TR[handshake,aloft]}"; read -r nh _ _ _ <<<"${TR[handshake,nginx]}"; read -r gh _ _ _ <<<"${TR[handshake,agent]}"
+awk -v ak="$ak" -v nk="$nk" -v gk="$gk" -v ah="$ah" -v nh="$nh" -v gh="$gh" 'BEGIN {
+  printf "ratios: keep-alive aloft/nginx %.2f agent/nginx %.2f; handshakes aloft/nginx %.2f agent/nginx %.2f\n", ak/nk, gk/nk, ah/nh, gh/nh }'
 
 echo
 echo "== autostart (request to a stopped machine until the response, minus the app's boot time)"

@@ -3,21 +3,25 @@
 //! machines (autostart/autostop) through the controller — the same path an API call takes.
 //!
 //! Data flow: controller changes (broadcast) → in-memory map app → machines → debounced
-//! `RouteTable::from_machines` → `watch` → proxy. The proxy's check reports → controller
+//! `RouteTable::from_machines` (with each app's hostnames: `<app>.<domain>` and the custom ones
+//! of the `certificates` table, and its Flycast addresses) → `watch` → proxy. Certificate
+//! changes go through [`Routing::reload_certificates`]: stored certificates to the proxy's
+//! resolver, hostnames into the next table, which it waits for. The proxy's check reports → controller
 //! (`apply_check_report`) → `Machine.checks` and change notifications for deploys waiting on
 //! health. The proxy itself never sees the store (ARCHITECTURE.md).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use aloft_api::{Machine, MachineState};
 use aloft_proxy::{
-    BoxFuture, ControlError, MachineControl, Proxy, ProxyConfig, ProxyHandle, RouteTable,
+    AppRoutes, BoxFuture, ControlError, MachineControl, Proxy, ProxyConfig, ProxyHandle, RouteTable,
 };
 use aloft_store::MachineFilter;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::controller::actions::{ListMachines, StopHow, WaitFor, WaitMachine};
 use crate::controller::Controller;
@@ -31,22 +35,95 @@ const REBUILD_DEBOUNCE: Duration = Duration::from_millis(20);
 pub struct Routing {
     pub proxy: ProxyHandle,
     table: watch::Sender<RouteTable>,
+    ctl: Arc<Controller>,
+    names: Arc<Names>,
+    /// Hostnames whose stored certificate the proxy serves (to take back removed ones).
+    served: Mutex<BTreeSet<String>>,
 }
 
 impl Routing {
     /// Starts the proxy over the machines the controller knows, and the tasks that keep it fed.
     pub async fn start(ctl: Arc<Controller>, config: ProxyConfig) -> Result<Routing, String> {
         let machines = load_all(&ctl).await.map_err(|e| e.to_string())?;
-        let (table_tx, table_rx) = watch::channel(build_table(&machines));
+        let names = Arc::new(Names {
+            domain: config.domain.clone(),
+            custom: RwLock::default(),
+            changed: Notify::new(),
+            requested: AtomicU64::new(0),
+            applied: watch::Sender::new(0),
+        });
+        let (table_tx, table_rx) = watch::channel(build_table(&machines, &names));
         let control = Arc::new(AgentControl { ctl: ctl.clone() });
         let proxy = Proxy::spawn(config, table_rx, control).map_err(|e| e.to_string())?;
-        tokio::spawn(follow_machines(ctl.clone(), machines, table_tx.clone()));
+        tokio::spawn(follow_machines(
+            ctl.clone(),
+            machines,
+            names.clone(),
+            table_tx.clone(),
+        ));
         ctl.set_checks_run();
-        tokio::spawn(report_checks(ctl, proxy.checks()));
-        Ok(Routing {
+        tokio::spawn(report_checks(ctl.clone(), proxy.checks()));
+        let routing = Routing {
             proxy,
             table: table_tx,
-        })
+            ctl,
+            names,
+            served: Mutex::default(),
+        };
+        routing.reload_certificates().await?;
+        Ok(routing)
+    }
+
+    /// Brings the proxy in step with the stored certificates: every app answers at its
+    /// hostnames (the table is rebuilt) and each stored certificate is served for its hostname
+    /// from the next TLS handshake on; removed ones are taken back. Call after any change of
+    /// the `certificates` table (`aloft certs add/remove`, an ACME issuance or renewal).
+    pub async fn reload_certificates(&self) -> Result<(), String> {
+        let certs = self
+            .ctl
+            .stored_certificates()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut custom: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut served = BTreeSet::new();
+        for c in certs {
+            custom
+                .entry(c.app.clone())
+                .or_default()
+                .push(c.hostname.clone());
+            if let (Some(chain), Some(key)) = (&c.chain_pem, &c.key_pem) {
+                match self.proxy.set_certificate(&c.hostname, chain, key) {
+                    Ok(()) => {
+                        served.insert(c.hostname);
+                    }
+                    Err(e) => {
+                        tracing::warn!(hostname = %c.hostname, app = %c.app, "stored certificate not served: {e}")
+                    }
+                }
+            }
+        }
+        {
+            let mut before = self.served.lock().unwrap_or_else(|e| e.into_inner());
+            for gone in before.difference(&served) {
+                self.proxy.remove_certificate(gone);
+            }
+            *before = served;
+        }
+        *self.names.custom.write().unwrap_or_else(|e| e.into_inner()) = custom;
+        // Wait for the table with these hostnames, so the next request already sees them.
+        let generation = self.names.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut applied = self.names.applied.subscribe();
+        self.names.changed.notify_one();
+        let wait = applied.wait_for(|g| *g >= generation);
+        let rebuilt = matches!(
+            tokio::time::timeout(Duration::from_secs(5), wait).await,
+            Ok(Ok(_))
+        );
+        if rebuilt {
+            Ok(())
+        } else {
+            Err("the proxy's routing table was not rebuilt in time".into())
+        }
     }
 
     /// The current routing table (port clash checks before a deploy read it).
@@ -86,15 +163,45 @@ fn primary_region(machines: &BTreeMap<String, Machine>) -> String {
         .unwrap_or_default()
 }
 
-fn build_table(all: &AppMachines) -> RouteTable {
-    let apps: Vec<(String, String, Vec<Machine>)> = all
+/// How apps are named on the shared HTTP ports.
+struct Names {
+    /// `<app>.<domain>` (`ProxyConfig::domain`).
+    domain: String,
+    /// Custom hostnames by app (the `certificates` table).
+    custom: RwLock<BTreeMap<String, Vec<String>>>,
+    /// Signalled when `custom` changed: the table is rebuilt.
+    changed: Notify,
+    /// Generation of `custom` asked for (bumped on every change)…
+    requested: AtomicU64,
+    /// …and the generation the latest table was built with.
+    applied: watch::Sender<u64>,
+}
+
+impl Names {
+    /// Every hostname `app` answers at: `<app>.<domain>` and its custom hostnames.
+    fn hostnames(&self, app: &str) -> Vec<String> {
+        let mut names = vec![format!("{app}.{}", self.domain)];
+        let custom = self.custom.read().unwrap_or_else(|e| e.into_inner());
+        names.extend(custom.get(app).into_iter().flatten().cloned());
+        names
+    }
+}
+
+fn build_table(all: &AppMachines, names: &Names) -> RouteTable {
+    let apps: Vec<AppRoutes> = all
         .iter()
         .map(|(app, ms)| {
-            (
-                app.clone(),
-                primary_region(ms),
-                ms.values().cloned().collect(),
-            )
+            let (flycast, public) = crate::controller::app_addresses(app);
+            AppRoutes {
+                hostnames: names.hostnames(app),
+                flycast,
+                public,
+                ..AppRoutes::new(
+                    app.clone(),
+                    primary_region(ms),
+                    ms.values().cloned().collect(),
+                )
+            }
         })
         .collect();
     RouteTable::from_machines(&apps)
@@ -103,11 +210,19 @@ fn build_table(all: &AppMachines) -> RouteTable {
 async fn follow_machines(
     ctl: Arc<Controller>,
     mut all: AppMachines,
+    names: Arc<Names>,
     table: watch::Sender<RouteTable>,
 ) {
     let mut changes = ctl.subscribe();
     loop {
-        let first = changes.recv().await;
+        let first = tokio::select! {
+            c = changes.recv() => c,
+            // Hostnames changed: rebuild with the machines as they are.
+            _ = names.changed.notified() => {
+                push(&table, &all, &names);
+                continue;
+            }
+        };
         let mut reload = false;
         let mut apply = |change: Result<crate::MachineChange, RecvError>| match change {
             Ok(c) => {
@@ -143,15 +258,29 @@ async fn follow_machines(
             }
         }
         all.retain(|_, ms| !ms.is_empty());
-        let next = build_table(&all);
-        table.send_if_modified(|cur| {
-            let modified = *cur != next;
-            if modified {
-                *cur = next;
-            }
-            modified
-        });
+        push(&table, &all, &names);
     }
+}
+
+/// Builds the table and sends it when it differs from the current one; records which
+/// hostname generation it was built with.
+fn push(table: &watch::Sender<RouteTable>, all: &AppMachines, names: &Names) {
+    let generation = names.requested.load(Ordering::Acquire);
+    let next = build_table(all, names);
+    table.send_if_modified(|cur| {
+        let modified = *cur != next;
+        if modified {
+            *cur = next;
+        }
+        modified
+    });
+    names.applied.send_if_modified(|g| {
+        let newer = generation > *g;
+        if newer {
+            *g = generation;
+        }
+        newer
+    });
 }
 
 async fn report_checks(

@@ -7,9 +7,11 @@
 //! Architecture invariant: no IO, no async, no HTTP. Only data, serde and pure helpers
 //! (presets, validation of guests, duration parsing).
 
+pub mod certs;
 pub mod duration;
 pub mod groups;
 pub mod guest;
+pub mod hostname;
 pub mod images;
 pub mod local;
 pub mod logs;

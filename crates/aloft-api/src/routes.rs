@@ -30,6 +30,10 @@
 //! | `GET /v1/apps/{app}/process_groups` | – | `200` [`crate::groups::GroupCounts`] (remembered desired counts) |
 //! | `PUT /v1/apps/{app}/process_groups/{group}/count` | [`crate::groups::SetCount`] | `200` [`crate::groups::GroupCounts`] |
 //! | `GET /v1/apps/{app}/logs?group=G&machine=ID&region=R&follow=true&limit=N` | – | `200` NDJSON of [`crate::LogLine`] (the last `limit` lines, then new ones while `follow`) |
+//! | `GET /v1/apps/{app}/certificates` | – | `200 [`[`crate::certs::Certificate`]`]` by hostname; `404` unknown app |
+//! | `POST /v1/apps/{app}/certificates` | [`crate::certs::AddCertificate`] | `201` [`crate::certs::Certificate`] added (or `200` replaced, same app): served from the next TLS handshake on; `400` invalid hostname (syntax, length, IP address) or PEM (bad, key not the certificate's, only one of the two); `404` unknown app; `409` (status `hostname_taken`) the hostname is another app's, named |
+//! | `GET /v1/apps/{app}/certificates/{hostname}` | – | `200` [`crate::certs::Certificate`]; `404` |
+//! | `DELETE /v1/apps/{app}/certificates/{hostname}` | – | `200` [`crate::certs::Certificate`] removed (the app no longer answers at the hostname); `404` |
 //! | `GET /v1/proxy` | – | `200 [`[`crate::ProxyPort`]`]`; `404` when the agent runs without a proxy |
 //! | `GET /v1/regions` | – | `200 [`[`crate::regions::RegionInfo`]`]` |
 //! | `GET /v1/apps/{app}/ips` | – | `200 [`[`crate::network::IpAddress`]`]`, oldest first |
@@ -39,6 +43,9 @@
 
 /// `status` of the 409 error body when a blob `PATCH` is not at the upload's offset.
 pub const STATUS_WRONG_OFFSET: &str = "wrong_offset";
+
+/// `status` of the 409 error body when a hostname is another app's.
+pub const STATUS_HOSTNAME_TAKEN: &str = "hostname_taken";
 
 /// `status` of the 409 error body when a deploy would destroy unconfirmed machines.
 pub const STATUS_CONFIRMATION_REQUIRED: &str = "confirmation_required";
@@ -72,6 +79,12 @@ pub fn machine_metadata(app: &str, id: &str, key: &str) -> String {
 
 // ---- Aloft's own routes
 
+pub fn certificates(app: &str) -> String {
+    format!("/v1/apps/{app}/certificates")
+}
+pub fn certificate(app: &str, hostname: &str) -> String {
+    format!("/v1/apps/{app}/certificates/{hostname}")
+}
 pub fn proxy() -> String {
     "/v1/proxy".to_string()
 }

@@ -235,6 +235,55 @@ impl Client {
         self.json(Method::GET, &path, None::<&()>).await
     }
 
+    // ---- certificates (custom hostnames)
+
+    /// The app's hostnames and their certificates (`GET …/certificates`).
+    pub async fn list_certificates(
+        &self,
+        app: &str,
+    ) -> anyhow::Result<Vec<aloft_api::certs::Certificate>> {
+        self.json(Method::GET, &routes::certificates(app), None::<&()>)
+            .await
+    }
+
+    /// Adds a hostname to the app, or replaces its certificate (`POST …/certificates`).
+    pub async fn add_certificate(
+        &self,
+        app: &str,
+        req: &aloft_api::certs::AddCertificate,
+    ) -> anyhow::Result<aloft_api::certs::Certificate> {
+        self.json(Method::POST, &routes::certificates(app), Some(req))
+            .await
+    }
+
+    /// One hostname of the app (`GET …/certificates/{hostname}`).
+    pub async fn get_certificate(
+        &self,
+        app: &str,
+        hostname: &str,
+    ) -> anyhow::Result<aloft_api::certs::Certificate> {
+        self.json(
+            Method::GET,
+            &routes::certificate(app, hostname),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Removes a hostname from the app (`DELETE …/certificates/{hostname}`).
+    pub async fn remove_certificate(
+        &self,
+        app: &str,
+        hostname: &str,
+    ) -> anyhow::Result<aloft_api::certs::Certificate> {
+        self.json(
+            Method::DELETE,
+            &routes::certificate(app, hostname),
+            None::<&()>,
+        )
+        .await
+    }
+
     // ---- machines
 
     pub async fn list_machines(&self, app: &str) -> anyhow::Result<Vec<Machine>> {

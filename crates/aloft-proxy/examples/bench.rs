@@ -3,9 +3,14 @@
 //!
 //! ```text
 //! bench backend <port>                 # answers "hello\n" on 127.0.0.1:<port>
-//! bench proxy <listen port> <backend port>
+//! bench proxy <listen port> <backend port> [apps]
+//! bench proxy-tls <listen port> <backend port> <cert.pem> <key.pem>
 //! bench autostart [iterations] [boot ms]
 //! ```
+//!
+//! `proxy` with `apps` > 1 serves that many apps on the port, `app1.localhost`…, each with a
+//! machine on the backend: requests are routed by `Host` (the Host-routing cost). `proxy-tls`
+//! serves the app on a `tls`+`http` port with the given certificate (HTTPS figures).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -42,11 +47,32 @@ fn main() {
             println!("backend on {}", l.local_addr().unwrap());
             serve_hello(l).await
         }),
-        Some("proxy") => rt.block_on(run_proxy(arg(1, 0) as u16, arg(2, 0) as u16)),
+        Some("proxy") => rt.block_on(run_proxy(
+            arg(1, 0) as u16,
+            arg(2, 0) as u16,
+            arg(3, 1) as usize,
+            None,
+        )),
+        Some("proxy-tls") => {
+            let (Some(cert), Some(key)) = (args.get(3), args.get(4)) else {
+                eprintln!("usage: bench proxy-tls <listen> <backend> <cert.pem> <key.pem>");
+                std::process::exit(2);
+            };
+            let files = aloft_proxy::CertFiles {
+                cert: cert.into(),
+                key: key.into(),
+            };
+            rt.block_on(run_proxy(
+                arg(1, 0) as u16,
+                arg(2, 0) as u16,
+                1,
+                Some(files),
+            ))
+        }
         Some("autostart") => rt.block_on(autostart(arg(1, 20) as usize, arg(2, 100))),
         _ => {
             eprintln!(
-                "usage: bench backend <port> | proxy <listen> <backend> | autostart [n] [boot_ms]"
+                "usage: bench backend <port> | proxy <listen> <backend> [apps] | proxy-tls <listen> <backend> <cert> <key> | autostart [n] [boot_ms]"
             );
             std::process::exit(2);
         }
@@ -73,12 +99,16 @@ async fn serve_hello(l: TcpListener) {
 }
 
 fn service() -> MachineService {
+    service_on(80, &["http"])
+}
+
+fn service_on(port: u16, handlers: &[&str]) -> MachineService {
     MachineService {
         protocol: "tcp".into(),
         internal_port: 8080,
         ports: vec![MachinePort {
-            port: Some(80),
-            handlers: vec!["http".into()],
+            port: Some(port),
+            handlers: handlers.iter().map(|h| h.to_string()).collect(),
             ..Default::default()
         }],
         concurrency: Some(Concurrency {
@@ -113,17 +143,37 @@ fn config(listen: u16) -> ProxyConfig {
     }
 }
 
-async fn run_proxy(listen: u16, backend: u16) {
-    let table = RouteTable::from_machines(&[(
-        "bench".into(),
-        "local".into(),
-        vec![machine("m1", MachineState::Started, backend)],
-    )]);
+async fn run_proxy(listen: u16, backend: u16, apps: usize, tls: Option<aloft_proxy::CertFiles>) {
+    let port = if tls.is_some() { 443 } else { 80 };
+    let routes: Vec<aloft_proxy::AppRoutes> = if apps <= 1 {
+        let mut m = machine("m1", MachineState::Started, backend);
+        if tls.is_some() {
+            m.config.services = vec![service_on(443, &["tls", "http"])];
+        }
+        vec![aloft_proxy::AppRoutes::new("bench", "local", vec![m])]
+    } else {
+        (1..=apps)
+            .map(|i| aloft_proxy::AppRoutes {
+                hostnames: vec![format!("app{i}.localhost")],
+                ..aloft_proxy::AppRoutes::new(
+                    format!("app{i}"),
+                    "local",
+                    vec![machine(&format!("m{i}"), MachineState::Started, backend)],
+                )
+            })
+            .collect()
+    };
+    let table = RouteTable::from_machines(&routes);
     let (_tx, rx) = watch::channel(table);
-    let proxy = Proxy::spawn(config(listen), rx, Arc::new(aloft_proxy::NoControl)).expect("proxy");
+    let mut cfg = config(listen);
+    if let Some(files) = tls {
+        cfg.port_map = BTreeMap::from([(443, listen)]);
+        cfg.tls = aloft_proxy::TlsSource::Files(BTreeMap::from([("*".to_string(), files)]));
+    }
+    let proxy = Proxy::spawn(cfg, rx, Arc::new(aloft_proxy::NoControl)).expect("proxy");
     let mut bound = proxy.bound_watch();
     loop {
-        if let Some(r) = bound.borrow_and_update().get(&80) {
+        if let Some(r) = bound.borrow_and_update().get(&port) {
             match r {
                 Ok(a) => println!("aloft proxy on {a}"),
                 Err(e) => {
@@ -150,11 +200,12 @@ struct Fake {
 
 impl Fake {
     fn push(&self, state: MachineState) {
-        self.tx.send_replace(RouteTable::from_machines(&[(
-            "bench".into(),
-            "local".into(),
-            vec![machine("m1", state, self.port)],
-        )]));
+        self.tx
+            .send_replace(RouteTable::from_machines(&[aloft_proxy::AppRoutes::new(
+                "bench",
+                "local",
+                vec![machine("m1", state, self.port)],
+            )]));
     }
 }
 

@@ -16,6 +16,10 @@ pub struct ProxyConfig {
     pub port_map: BTreeMap<u16, u16>,
     /// This agent's region, sent upstream as `Fly-Region`.
     pub region: String,
+    /// The domain apps answer at on the shared HTTP ports, `<app>.<domain>` (agent flag
+    /// `--domain`, default `localhost`). The agent names apps' hostnames with it
+    /// ([`crate::AppRoutes::hostnames`]); the proxy itself routes by those.
+    pub domain: String,
     /// Certificates for the `tls` handler.
     pub tls: TlsSource,
     /// How long a request waits for a machine with capacity (or a start) before 503 / close.
@@ -61,6 +65,7 @@ impl Default for ProxyConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port_map: BTreeMap::new(),
             region: "local".into(),
+            domain: "localhost".into(),
             tls: TlsSource::default(),
             queue_timeout: Duration::from_secs(5),
             start_timeout: Duration::from_secs(30),

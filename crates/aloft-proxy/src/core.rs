@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::challenges::Challenges;
 use crate::config::ProxyConfig;
 use crate::control::MachineControl;
 use crate::health::HealthState;
@@ -19,11 +20,24 @@ use crate::machines::autostop::{self, AutostopConfig};
 use crate::machines::Machines;
 use crate::pool::Pool;
 use crate::select::Selector;
-use crate::table::{PortRoute, RouteTable};
+use crate::table::{Bind, Listener, PortRoute, RouteTable};
 use crate::tls::TlsStore;
 
 /// Where each external port listens, or why it could not.
 pub type BoundPorts = BTreeMap<u16, Result<SocketAddr, String>>;
+
+/// Where each Flycast listener (address and external port) listens, or why it could not.
+pub type BoundFlycast = BTreeMap<SocketAddr, Result<SocketAddr, String>>;
+
+/// The outcome of looking a request's route up (see [`Core::route`]).
+pub(crate) enum Lookup {
+    Route(Arc<PortRoute>),
+    /// Several apps share the listener and none answers at the request's host: a 404 naming
+    /// the hostnames served.
+    UnknownHost(Arc<Listener>),
+    /// Nothing is served there any more.
+    Gone,
+}
 
 pub(crate) struct Core {
     cfg: ProxyConfig,
@@ -33,6 +47,7 @@ pub(crate) struct Core {
     machines: Arc<Machines>,
     pool: Arc<Pool>,
     tls: TlsStore,
+    challenges: Arc<Challenges>,
     /// Where external ports listen (for redirects to the https port).
     bound: watch::Receiver<BoundPorts>,
     /// Worker runtimes the listeners run on (empty: the caller's runtime).
@@ -45,6 +60,7 @@ impl Core {
         table: watch::Receiver<RouteTable>,
         control: Arc<dyn MachineControl>,
         tls: TlsStore,
+        challenges: Arc<Challenges>,
         bound: watch::Receiver<BoundPorts>,
         workers: Vec<tokio::runtime::Handle>,
     ) -> Arc<Core> {
@@ -76,6 +92,7 @@ impl Core {
             machines,
             pool,
             tls,
+            challenges,
             bound,
             workers,
         })
@@ -109,14 +126,32 @@ impl Core {
         &self.tls
     }
 
+    /// Pending ACME challenges, answered before routing.
+    pub fn challenges(&self) -> &Challenges {
+        &self.challenges
+    }
+
     /// Worker runtimes the listeners run on (empty: the caller's runtime).
     pub fn workers(&self) -> &[tokio::runtime::Handle] {
         &self.workers
     }
 
-    /// The current route of external port `port`.
-    pub fn route(&self, port: u16) -> Option<Arc<PortRoute>> {
-        self.table.borrow().ports.get(&port).cloned()
+    /// The listener bound at `bind`, as the current table has it.
+    pub fn listener(&self, bind: Bind) -> Option<Arc<Listener>> {
+        self.table.borrow().listener(bind).cloned()
+    }
+
+    /// The route of a request on `bind` for `host` (its `Host`): the only app's there, else
+    /// the app answering at `host`. One map lookup past today's single-app case.
+    pub fn route(&self, bind: Bind, host: Option<&str>) -> Lookup {
+        let t = self.table.borrow();
+        match t.listener(bind) {
+            None => Lookup::Gone,
+            Some(l) => match l.route_for(host) {
+                Some(r) => Lookup::Route(r.clone()),
+                None => Lookup::UnknownHost(l.clone()),
+            },
+        }
     }
 
     /// The local port clients reach external port 443 on (for `force_https` redirects).
@@ -152,7 +187,13 @@ impl Core {
 
     /// One autostop pass now; returns the machines it stopped.
     pub async fn autostop_pass(&self) -> Vec<String> {
-        let routes: Vec<Arc<PortRoute>> = self.table.borrow().ports.values().cloned().collect();
+        let routes: Vec<Arc<PortRoute>> = self
+            .table
+            .borrow()
+            .routes
+            .values()
+            .flat_map(|ports| ports.values().cloned())
+            .collect();
         let cfg = AutostopConfig {
             idle_window: self.cfg.idle_window,
             min_running_all_regions: self.cfg.min_running_all_regions,

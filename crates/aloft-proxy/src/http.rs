@@ -11,21 +11,25 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::core::Core;
 use crate::lifecycle::ConnCtx;
-use crate::table::PortRoute;
+use crate::options::HttpOptions;
+use crate::table::{Bind, PortRoute};
 
 /// Serves one client connection with the http handler.
 pub(crate) async fn serve<IO>(
     core: Arc<Core>,
     io: IO,
-    port: u16,
+    bind: Bind,
     client: SocketAddr,
     tls: bool,
-    route: &PortRoute,
+    route: Option<&PortRoute>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ctx = Arc::new(ConnCtx::new(port, client, tls, &core.cfg().region));
-    let opts = &route.options.http_options;
+    let ctx = Arc::new(ConnCtx::new(bind, client, tls, &core.cfg().region));
+    // Connection timeouts are the app's when the connection is known to be for one app (a
+    // listener of one app, or TLS with the SNI of one); the proxy's defaults otherwise.
+    let defaults = HttpOptions::default();
+    let opts = route.map_or(&defaults, |r| &r.options.http_options);
     let header_timeout = opts
         .headers_read_timeout
         .unwrap_or(core.cfg().header_read_timeout);

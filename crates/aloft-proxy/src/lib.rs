@@ -8,12 +8,23 @@
 //! demand and stops idle ones (§4.4), runs health checks (§4.5) and counts everything for
 //! Prometheus.
 //!
+//! Many apps share the HTTP ports: apps whose services on a port all have the `http` handler
+//! (and agree on `tls`: `[http_service]`'s 80 and 443) are served there together, each
+//! request routed by its `Host` (after TLS termination on 443) to the app answering at that
+//! hostname ([`AppRoutes::hostnames`]: `<app>.<domain>`, custom ones), the certificate picked
+//! by SNI. One app on a port takes every host (a laptop with one app just works); with
+//! several, an unknown host gets a 404 naming the hostnames served there. Raw TCP and other
+//! services keep ports of their own ([`port_conflicts`]). An app's Flycast addresses
+//! ([`AppRoutes::flycast`]) get a listener per service port that serves that app alone; a
+//! private app ([`AppRoutes::public`] false) is served there only.
+//!
 //! # How the agent drives it
 //!
 //! ```no_run
-//! # async fn demo(apps: Vec<(String, String, Vec<aloft_api::Machine>)>, control: std::sync::Arc<dyn aloft_proxy::MachineControl>) {
+//! # async fn demo(apps: Vec<aloft_proxy::AppRoutes>, control: std::sync::Arc<dyn aloft_proxy::MachineControl>) {
 //! use aloft_proxy::{Proxy, ProxyConfig, RouteTable};
-//! // 1. Build the table from the store, on start and after every machine change.
+//! // 1. Build the table from the store, on start and after every machine, hostname or
+//! //    address change: per app its machines, hostnames, Flycast addresses, publicness.
 //! let (tx, rx) = tokio::sync::watch::channel(RouteTable::from_machines(&apps));
 //! // 2. Start the proxy once. `port_map` maps external ports to local ones (`--port-map 80=8080`).
 //! let proxy = Proxy::spawn(ProxyConfig::default(), rx, control).expect("TLS certificates load");
@@ -23,8 +34,14 @@
 //! tx.send_replace(RouteTable::from_machines(&apps));
 //! // 4. Read back where ports listen (or why not), check results and metrics.
 //! let _bound = proxy.bound_ports();
+//! let _flycast = proxy.bound_flycast();
 //! let _checks = proxy.checks(); // watch of machine id → Vec<CheckStatus>
 //! let _text = proxy.render_metrics();
+//! // 5. Certificates (`aloft certs`, ACME) replace the self-signed ones at run time, and
+//! //    ACME challenges are answered while an issuance runs.
+//! # let (chain_pem, key_pem) = (String::new(), String::new());
+//! let _ = proxy.set_certificate("www.example.com", &chain_pem, &key_pem);
+//! proxy.challenges().set_http01("token", "token.key-authorization");
 //! # }
 //! ```
 //!
@@ -73,8 +90,8 @@
 //!   unknown length are streamed, and a `fly-replay` answer to them reaches the client
 //!   unchanged (logged as a warning), as does a header that cannot be parsed (unknown field,
 //!   no target, empty value). Deliberate differences from Fly: `app=<other app>` is answered
-//!   with a 502 (an external port belongs to one app on an Aloft proxy, so there is no route
-//!   to another app's machines; `app=` naming the request's own app is accepted);
+//!   with a 502 (a replay stays within the request's app; `app=` naming the request's own app
+//!   is accepted);
 //!   `fallback=` is accepted but ignored (a target that cannot be reached gives the error,
 //!   not a route back to the replying machine); the JSON replay body form and
 //!   `fly-replay-cache` are not supported; region aliases work as in `Fly-Prefer-Region`;
@@ -117,6 +134,7 @@
 //! It depends on `aloft-api` types only and acts on machines only through [`MachineControl`].
 
 pub mod balance;
+pub mod challenges;
 mod compress;
 mod config;
 pub mod control;
@@ -148,14 +166,15 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use challenges::Challenges;
 pub use config::ProxyConfig;
 pub use control::{BoxFuture, ControlError, MachineControl, NoControl};
 pub use health::CheckReport;
-pub use listeners::BoundPorts;
+pub use listeners::{BoundFlycast, BoundPorts};
 pub use table::{
-    claimed_ports, port_conflicts, reject_udp_services, AppName, Backend, BackendState,
-    ConcurrencyKind, MachineEntry, PortConflict, PortRoute, PrimaryRegion, RouteTable,
-    ServicePolicy, UnsupportedService,
+    claimed_ports, host_name, port_conflicts, reject_udp_services, AppName, AppRoutes, Backend,
+    BackendState, Bind, ConcurrencyKind, Listener, MachineEntry, PortConflict, PortRoute,
+    PrimaryRegion, RouteTable, ServicePolicy, UnsupportedService,
 };
 pub use tls::{CertFiles, TlsError, TlsSource};
 
@@ -171,26 +190,36 @@ impl Proxy {
         table: watch::Receiver<RouteTable>,
         control: Arc<dyn MachineControl>,
     ) -> Result<ProxyHandle, TlsError> {
-        let tls = tls::TlsStore::load(&config.tls)?;
+        let challenges = Arc::new(Challenges::default());
+        let tls = tls::TlsStore::load_with(&config.tls, Some(table.clone()), challenges.clone())?;
         let (workers, stop_workers) = tasks::start_workers(config.workers)?;
         let (bound_tx, bound_rx) = watch::channel(BoundPorts::new());
+        let (flycast_tx, flycast_rx) = watch::channel(BoundFlycast::new());
         let (checks_tx, checks_rx) = watch::channel(CheckReport::new());
         let core = core::Core::new(
             config,
             table.clone(),
             control,
             tls,
+            challenges.clone(),
             bound_rx.clone(),
             workers,
         );
         let tasks = vec![
-            tokio::spawn(listeners::manage(core.clone(), table.clone(), bound_tx)),
+            tokio::spawn(listeners::manage(
+                core.clone(),
+                table.clone(),
+                bound_tx,
+                flycast_tx,
+            )),
             tokio::spawn(health::supervise(table, core.health().clone(), checks_tx)),
             tokio::spawn(core::run_autostop(core.clone())),
         ];
         Ok(ProxyHandle {
             core,
+            challenges,
             bound: bound_rx,
+            flycast: flycast_rx,
             checks: checks_rx,
             tasks,
             _stop_workers: stop_workers,
@@ -202,7 +231,9 @@ impl Proxy {
 /// flight finish on their own).
 pub struct ProxyHandle {
     core: Arc<core::Core>,
+    challenges: Arc<Challenges>,
     bound: watch::Receiver<BoundPorts>,
+    flycast: watch::Receiver<BoundFlycast>,
     checks: watch::Receiver<CheckReport>,
     tasks: Vec<JoinHandle<()>>,
     /// Dropped with the handle: stops the worker threads.
@@ -218,6 +249,36 @@ impl ProxyHandle {
     /// A watch of [`ProxyHandle::bound_ports`], to wait for ports to come up.
     pub fn bound_watch(&self) -> watch::Receiver<BoundPorts> {
         self.bound.clone()
+    }
+
+    /// Where each Flycast listener (address, external port) listens, or why it cannot.
+    pub fn bound_flycast(&self) -> watch::Receiver<BoundFlycast> {
+        self.flycast.clone()
+    }
+
+    /// The ACME challenge registry: set HTTP-01 tokens and TLS-ALPN-01 certificates there
+    /// while an issuance runs (see [`challenges`]).
+    pub fn challenges(&self) -> Arc<Challenges> {
+        self.challenges.clone()
+    }
+
+    /// Serves this certificate (PEM chain, PEM key) for `hostname` (or `*.domain`) from the
+    /// next TLS handshake on, in place of any earlier one: after `aloft certs add`, an ACME
+    /// issuance or renewal. Listeners and open connections are untouched.
+    pub fn set_certificate(
+        &self,
+        hostname: &str,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<(), TlsError> {
+        self.core
+            .tls()
+            .set_certificate(hostname, chain_pem, key_pem)
+    }
+
+    /// Stops serving the certificate set for `hostname`; it gets a self-signed one again.
+    pub fn remove_certificate(&self, hostname: &str) {
+        self.core.tls().remove_certificate(hostname)
     }
 
     /// Check results per machine id, updated whenever a status or output changes.

@@ -1,8 +1,8 @@
-//! Binds a listener for every external port in the routing table and drops listeners of ports
-//! that disappear. A port the agent may not bind is reported (per port, with the flag that maps
+//! Binds a listener for every external port in the routing table (on the proxy's bind address)
+//! and for every Flycast address and port, and drops listeners that disappear. A port the agent may not bind is reported (per port, with the flag that maps
 //! it elsewhere) without stopping the other ports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,54 +10,73 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use crate::core::BoundPorts;
 use crate::core::Core;
-use crate::table::RouteTable;
+pub use crate::core::{BoundFlycast, BoundPorts};
+use crate::table::{Bind, RouteTable};
 use crate::tasks::AbortOnDrop;
 
 pub(crate) async fn manage(
     core: Arc<Core>,
     mut table: watch::Receiver<RouteTable>,
     bound: watch::Sender<BoundPorts>,
+    flycast: watch::Sender<BoundFlycast>,
 ) {
     // Dropping the map (when this task is aborted) stops every accept loop.
-    let mut running: BTreeMap<u16, Vec<AbortOnDrop>> = BTreeMap::new();
+    let mut running: BTreeMap<Bind, Vec<AbortOnDrop>> = BTreeMap::new();
     loop {
-        let wanted: Vec<u16> = {
+        let wanted: BTreeSet<Bind> = {
             let t = table.borrow_and_update();
             core.on_table(&t);
-            t.ports.keys().copied().collect()
+            t.ports
+                .keys()
+                .map(|p| Bind::Public(*p))
+                .chain(t.flycast.keys().map(|a| Bind::Flycast(*a)))
+                .collect()
         };
-        running.retain(|port, _tasks| {
-            let keep = wanted.contains(port);
+        running.retain(|b, _tasks| {
+            let keep = wanted.contains(b);
             if !keep {
-                tracing::info!(port, "proxy: no longer listening");
+                tracing::info!(listener = ?b, "proxy: no longer listening");
             }
             keep
         });
         let mut report = bound.borrow().clone();
-        report.retain(|p, _| wanted.contains(p));
-        for port in wanted {
-            if running.contains_key(&port) {
+        report.retain(|p, _| wanted.contains(&Bind::Public(*p)));
+        let mut flycast_report = flycast.borrow().clone();
+        flycast_report.retain(|a, _| wanted.contains(&Bind::Flycast(*a)));
+        for b in wanted {
+            if running.contains_key(&b) {
                 continue;
             }
             // Retry ports that failed before: the cause (another process) may be gone.
-            let local = core.cfg().port_map.get(&port).copied().unwrap_or(port);
-            let addr = SocketAddr::new(core.cfg().bind_ip, local);
-            match bind_all(&core, port, addr) {
+            // Flycast addresses are private: the port map (for unprivileged agents) does not
+            // apply to them.
+            let addr = match b {
+                Bind::Public(port) => {
+                    let local = core.cfg().port_map.get(&port).copied().unwrap_or(port);
+                    SocketAddr::new(core.cfg().bind_ip, local)
+                }
+                Bind::Flycast(addr) => addr,
+            };
+            let result = match bind_all(&core, b, addr) {
                 Ok((actual, tasks)) => {
-                    tracing::info!(port, %actual, workers = tasks.len(), "proxy: listening");
-                    report.insert(port, Ok(actual));
-                    running.insert(port, tasks);
+                    tracing::info!(listener = ?b, %actual, workers = tasks.len(), "proxy: listening");
+                    running.insert(b, tasks);
+                    Ok(actual)
                 }
                 Err(e) => {
-                    let msg = bind_error(port, addr, &e);
+                    let msg = bind_error(b.port(), addr, &e);
                     tracing::error!("{msg}");
-                    report.insert(port, Err(msg));
+                    Err(msg)
                 }
-            }
+            };
+            match b {
+                Bind::Public(port) => report.insert(port, result),
+                Bind::Flycast(a) => flycast_report.insert(a, result),
+            };
         }
         bound.send_replace(report);
+        flycast.send_replace(flycast_report);
         if table.changed().await.is_err() {
             break;
         }
@@ -69,11 +88,11 @@ pub(crate) async fn manage(
 /// starts an accept loop on each; without workers, one listener on the current runtime.
 fn bind_all(
     core: &Arc<Core>,
-    port: u16,
+    port: Bind,
     addr: SocketAddr,
 ) -> io::Result<(SocketAddr, Vec<AbortOnDrop>)> {
     if core.workers().is_empty() {
-        let listener = bind(addr, false)?;
+        let listener = bind(addr)?;
         let actual = listener.local_addr()?;
         return Ok((
             actual,
@@ -90,7 +109,7 @@ fn bind_all(
         // The listener registers with the reactor of the runtime it is created in.
         let _guard = handle.enter();
         // On error, dropping `tasks` stops the loops already started.
-        let listener = bind(actual, true)?;
+        let listener = bind(actual)?;
         if i == 0 {
             // With port 0 the first bind picks the port; the others share it.
             actual = listener.local_addr()?;
@@ -104,16 +123,17 @@ fn bind_all(
     Ok((actual, tasks))
 }
 
-fn bind(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
+/// SO_REUSEPORT always: worker threads share a port, and a Flycast address's listener
+/// (`addr:port`) coexists with the wildcard one of the same port, the kernel preferring the
+/// more specific address.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    if reuseport {
-        socket.set_reuseport(true)?;
-    }
+    socket.set_reuseport(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }
@@ -134,7 +154,7 @@ pub fn bind_error(port: u16, addr: SocketAddr, e: &io::Error) -> String {
     format!("cannot listen on external port {port} ({addr}): {e}; {hint}")
 }
 
-async fn accept_loop(core: Arc<Core>, listener: TcpListener, port: u16) {
+async fn accept_loop(core: Arc<Core>, listener: TcpListener, port: Bind) {
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
@@ -142,7 +162,7 @@ async fn accept_loop(core: Arc<Core>, listener: TcpListener, port: u16) {
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the listener stays.
-                tracing::warn!(port, "accept failed: {e}");
+                tracing::warn!(listener = ?port, "accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }

@@ -76,9 +76,9 @@ impl Selector {
         &self.registry
     }
 
-    /// The current route of external port `port`.
-    fn route(&self, port: u16) -> Option<Arc<PortRoute>> {
-        self.table.borrow().ports.get(&port).cloned()
+    /// The current route of `route`'s app and port.
+    fn current(&self, route: &PortRoute) -> Option<Arc<PortRoute>> {
+        self.table.borrow().route(&route.app, route.port).cloned()
     }
 
     /// Started, reachable and not failing a service check.
@@ -133,7 +133,7 @@ impl Selector {
         let mut route = if current {
             route.clone()
         } else {
-            self.route(route.port).unwrap_or_else(|| route.clone())
+            self.current(route).unwrap_or_else(|| route.clone())
         };
         if let Some(id) = hints.force_instance() {
             return self
@@ -387,7 +387,7 @@ impl Selector {
                 // A table change since the route was read would not wake the watch:
                 // decide again at once in that case.
                 let same = self
-                    .route(route.port)
+                    .current(&route)
                     .is_some_and(|r| Arc::ptr_eq(&r, &route));
                 same.then_some(t)
             }
@@ -398,7 +398,7 @@ impl Selector {
                 _ = table.changed() => {}
             }
         }
-        self.route(route.port)
+        self.current(&route)
             .ok_or_else(|| Unavailable(format!("port {} is no longer served", route.port)))
     }
 

@@ -9,7 +9,7 @@
 //! Architecture invariant: no IO here. The agent builds a table on every state change and pushes
 //! it through a `tokio::sync::watch` channel to the running proxy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,19 +24,163 @@ pub type AppName = String;
 /// An app's primary region (`primary_region` of its fly.toml).
 pub type PrimaryRegion = String;
 
+/// One app's part of the table's input: its machines and where it is served.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppRoutes {
+    pub app: AppName,
+    pub primary_region: PrimaryRegion,
+    pub machines: Vec<Machine>,
+    /// Hostnames the app answers at on shared HTTP ports (`<app>.<domain>`, its custom
+    /// hostnames): requests are routed there by `Host`, certificates chosen by SNI.
+    pub hostnames: Vec<String>,
+    /// Flycast (private service) addresses: every service port of the app is served on each
+    /// of them, for this app only.
+    pub flycast: Vec<IpAddr>,
+    /// Whether the app's services are served on the public (wildcard) listeners. A private
+    /// app is reached through its Flycast addresses only.
+    pub public: bool,
+}
+
+impl AppRoutes {
+    /// A public app without hostnames or Flycast addresses.
+    pub fn new(
+        app: impl Into<AppName>,
+        primary_region: impl Into<PrimaryRegion>,
+        machines: Vec<Machine>,
+    ) -> AppRoutes {
+        AppRoutes {
+            app: app.into(),
+            primary_region: primary_region.into(),
+            machines,
+            hostnames: Vec::new(),
+            flycast: Vec::new(),
+            public: true,
+        }
+    }
+}
+
 /// Everything the proxy needs, for every app the agent hosts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RouteTable {
-    /// External TCP port → its route. One app per port (see [`port_conflicts`]).
-    pub ports: BTreeMap<u16, Arc<PortRoute>>,
+    /// Public listeners (the proxy's bind address): external TCP port → who is served there.
+    /// One app per port, except HTTP ports, which apps share by `Host` (see [`Listener`]).
+    pub ports: BTreeMap<u16, Arc<Listener>>,
+    /// Flycast listeners: (Flycast address, external port) → the one app served there.
+    pub flycast: BTreeMap<SocketAddr, Arc<Listener>>,
+    /// Every served route by app and external port (the same route on public and Flycast
+    /// listeners: load, checks and autostop are per app and port).
+    pub routes: BTreeMap<AppName, BTreeMap<u16, Arc<PortRoute>>>,
+    /// Every app's hostnames (lowercase) → the app.
+    pub hostnames: BTreeMap<String, AppName>,
     /// Every live machine (cordoned ones included: their checks still run, so a deploy can wait
     /// for a cordoned green machine to become healthy), by machine id.
     pub machines: BTreeMap<String, Arc<MachineEntry>>,
-    /// Ports claimed by more than one app. Such ports are left out of [`RouteTable::ports`]
-    /// (the proxy serves neither app there) and reported here so the agent can log them.
+    /// Ports claimed by more than one app that cannot share them. Such ports are left out of
+    /// [`RouteTable::ports`] (the proxy serves neither app there) and reported here so the
+    /// agent can log them.
     pub conflicts: Vec<PortConflict>,
     /// Things the agent should log: oversized port ranges, unsupported handlers.
     pub warnings: Vec<String>,
+}
+
+/// Where a listener binds: a public port (on the proxy's bind address) or a Flycast address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Bind {
+    Public(u16),
+    Flycast(SocketAddr),
+}
+
+impl Bind {
+    /// The external port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Bind::Public(p) => *p,
+            Bind::Flycast(a) => a.port(),
+        }
+    }
+}
+
+/// Who is served on one listener: one app (every connection and request is its), or several
+/// apps whose services there are all HTTP, routed by `Host`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listener {
+    pub port: u16,
+    /// The apps' routes, sorted by app.
+    pub routes: Vec<Arc<PortRoute>>,
+    /// With several apps: lowercase hostname → its app's route.
+    by_host: HashMap<String, Arc<PortRoute>>,
+}
+
+impl Listener {
+    fn single(route: Arc<PortRoute>) -> Listener {
+        Listener {
+            port: route.port,
+            routes: vec![route],
+            by_host: HashMap::new(),
+        }
+    }
+
+    /// The only app's route, when one app is served here.
+    pub fn only(&self) -> Option<&Arc<PortRoute>> {
+        match self.routes.as_slice() {
+            [r] => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The route of a request for `host` (a `Host` header or `:authority`, port and trailing
+    /// dot allowed, any case). With one app, every host is its; with several, an unknown or
+    /// missing host has none.
+    pub fn route_for(&self, host: Option<&str>) -> Option<&Arc<PortRoute>> {
+        if let Some(r) = self.only() {
+            return Some(r);
+        }
+        let host = host?;
+        let name = host_name(host);
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_host.get(&name.to_ascii_lowercase())
+        } else {
+            self.by_host.get(name)
+        }
+    }
+
+    /// The hostnames served here, sorted (for the 404 of an unknown host).
+    pub fn hostnames(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_host.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The body of the 404 for a request whose host no app here answers at.
+    pub fn unknown_host(&self, host: Option<&str>) -> String {
+        let asked = match host {
+            Some(h) => format!("no app answers at host {:?}", host_name(h)),
+            None => "the request names no host".to_string(),
+        };
+        let names = self.hostnames();
+        if names.is_empty() {
+            format!("{asked} on port {} of this agent\n", self.port)
+        } else {
+            format!(
+                "{asked} on port {} of this agent; it serves: {}\n",
+                self.port,
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// The name part of a `Host` value: without `:port` and a trailing dot (`[v6]` kept whole).
+pub fn host_name(host: &str) -> &str {
+    let name = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        }
+    };
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 /// At most this many ports are served from one `start_port`..`end_port` range (a missing bound
@@ -212,8 +356,9 @@ impl fmt::Display for PortConflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "port {} is claimed by apps {}: an external port can belong to one app only; \
-             change the port in one app's fly.toml ([http_service] uses 80 and 443)",
+            "port {} is claimed by apps {}: apps share a port only when all of them serve it \
+             with the http handler and the same tls setting ([http_service]'s 80 and 443, routed \
+             by Host); other services need a port of their own: change the port in one app's fly.toml",
             self.port,
             self.apps.join(", ")
         )
@@ -221,106 +366,183 @@ impl fmt::Display for PortConflict {
 }
 
 impl RouteTable {
-    /// Builds the table from every app's machines. `apps` holds `(app, primary region, machines)`.
+    /// Builds the table from every app's machines and addresses.
     ///
     /// Only `tcp` services are routed (UDP is refused at deploy, see [`reject_udp_services`]).
     /// Port settings (handlers, TLS, concurrency…) are taken from the newest machine (highest
     /// `instance_id`, a ULID) that carries the port, so a rolling deploy switches settings as soon
     /// as the first updated machine exists.
-    pub fn from_machines(apps: &[(AppName, PrimaryRegion, Vec<Machine>)]) -> RouteTable {
+    ///
+    /// Public ports: a port claimed by one public app is its; a port claimed by several is
+    /// shared when every one of them serves it with the `http` handler and the same `tls`
+    /// setting (requests routed by `Host`, see [`Listener`]), else a [`PortConflict`] and not
+    /// served. Every service port of an app is also served on each of its Flycast addresses.
+    pub fn from_machines(apps: &[AppRoutes]) -> RouteTable {
         let mut table = RouteTable::default();
-        // port → app → (newest instance id, settings, backends)
-        let mut claims: BTreeMap<u16, BTreeMap<&str, PortDraft>> = BTreeMap::new();
-        for (app, primary, machines) in apps {
-            for m in machines.iter().filter(|m| m.state.is_active()) {
-                table
-                    .machines
-                    .insert(m.id.clone(), Arc::new(machine_entry(app, m)));
-                if m.cordoned {
-                    continue;
-                }
-                for svc in m.config.services.iter().filter(|s| s.protocol == "tcp") {
-                    for mp in &svc.ports {
-                        let range = mp.external_ports();
-                        if range.clone().count() > MAX_RANGE_PORTS {
-                            table.warnings.push(format!(
-                                "app {app}, machine {}: port range {}-{} has more than {MAX_RANGE_PORTS} ports; \
-                                 only the first {MAX_RANGE_PORTS} are served",
-                                m.id,
-                                range.start(),
-                                range.end()
-                            ));
-                        }
-                        for port in range.filter(|p| *p != 0).take(MAX_RANGE_PORTS) {
-                            let draft =
-                                claims
-                                    .entry(port)
-                                    .or_default()
-                                    .entry(app)
-                                    .or_insert_with(|| PortDraft {
-                                        primary_region: primary.clone(),
-                                        newest: String::new(),
-                                        port_cfg: mp.clone(),
-                                        service: svc.clone(),
-                                        backends: BTreeMap::new(),
-                                        statics: Vec::new(),
-                                    });
-                            if m.instance_id >= draft.newest {
-                                draft.newest = m.instance_id.clone();
-                                draft.port_cfg = mp.clone();
-                                draft.service = svc.clone();
-                                draft.statics = static_rules(m);
-                            }
-                            draft
-                                .backends
-                                .entry((m.id.clone(), svc.internal_port))
-                                .or_insert_with(|| Backend {
-                                    machine_id: m.id.clone(),
-                                    region: m.region.clone(),
-                                    internal_port: svc.internal_port,
-                                    addr: upstream_of(m, svc.internal_port),
-                                    state: BackendState::from_machine(m.state),
-                                    has_checks: !svc.checks.is_empty(),
-                                });
-                        }
+        // port → app → route
+        let mut public: BTreeMap<u16, Vec<Arc<PortRoute>>> = BTreeMap::new();
+        for a in apps {
+            for name in &a.hostnames {
+                let name = name.to_ascii_lowercase();
+                match table.hostnames.get(&name) {
+                    Some(other) if *other != a.app => table.warnings.push(format!(
+                        "hostname {name} is claimed by apps {other} and {}; it stays with {other}",
+                        a.app
+                    )),
+                    Some(_) => {}
+                    None => {
+                        table.hostnames.insert(name, a.app.clone());
                     }
                 }
             }
-        }
-        for (port, by_app) in claims {
-            if by_app.len() > 1 {
-                table.conflicts.push(PortConflict {
-                    port,
-                    apps: by_app.keys().map(|a| a.to_string()).collect(),
-                });
+            let routes = app_routes(a, &mut table);
+            if routes.is_empty() {
                 continue;
             }
-            let Some((app, draft)) = by_app.into_iter().next() else {
+            for (port, route) in &routes {
+                if a.public {
+                    public.entry(*port).or_default().push(route.clone());
+                }
+                for ip in &a.flycast {
+                    table.flycast.insert(
+                        SocketAddr::new(*ip, *port),
+                        Arc::new(Listener::single(route.clone())),
+                    );
+                }
+            }
+            let served = a.public || !a.flycast.is_empty();
+            if served {
+                table.routes.insert(a.app.clone(), routes);
+            }
+        }
+        for (port, mut routes) in public {
+            if routes.len() == 1 {
+                let route = routes.pop().expect("one route");
+                table.ports.insert(port, Arc::new(Listener::single(route)));
                 continue;
-            };
+            }
+            let first = &routes[0].options;
+            let shareable = routes
+                .iter()
+                .all(|r| r.options.http && r.options.tls == first.tls);
+            if !shareable {
+                table.conflicts.push(PortConflict {
+                    port,
+                    apps: routes.iter().map(|r| r.app.clone()).collect(),
+                });
+                for r in &routes {
+                    if let Some(ports) = table.routes.get_mut(&r.app) {
+                        ports.remove(&port);
+                    }
+                }
+                continue;
+            }
+            let mut by_host = HashMap::new();
+            for (name, app) in &table.hostnames {
+                if let Some(r) = routes.iter().find(|r| r.app == *app) {
+                    by_host.insert(name.clone(), r.clone());
+                }
+            }
             table.ports.insert(
                 port,
-                Arc::new(PortRoute {
-                    app: app.to_string(),
-                    primary_region: draft.primary_region,
+                Arc::new(Listener {
                     port,
-                    options: PortOptions::from_port(&draft.port_cfg),
-                    policy: ServicePolicy::from_service(&draft.service),
-                    backends: draft.backends.into_values().collect(),
-                    statics: if draft.port_cfg.handlers.iter().any(|h| h == "http") {
-                        draft.statics
-                    } else {
-                        Vec::new()
-                    },
+                    routes,
+                    by_host,
                 }),
             );
         }
         table
     }
+
+    /// The route of `app` on external port `port`, wherever it is served.
+    pub fn route(&self, app: &str, port: u16) -> Option<&Arc<PortRoute>> {
+        self.routes.get(app).and_then(|ports| ports.get(&port))
+    }
+
+    /// The listener bound at `bind`.
+    pub fn listener(&self, bind: Bind) -> Option<&Arc<Listener>> {
+        match bind {
+            Bind::Public(port) => self.ports.get(&port),
+            Bind::Flycast(addr) => self.flycast.get(&addr),
+        }
+    }
+}
+
+/// One app's route per external port; its machines go into `table.machines`.
+fn app_routes(a: &AppRoutes, table: &mut RouteTable) -> BTreeMap<u16, Arc<PortRoute>> {
+    let app = &a.app;
+    let mut drafts: BTreeMap<u16, PortDraft> = BTreeMap::new();
+    for m in a.machines.iter().filter(|m| m.state.is_active()) {
+        table
+            .machines
+            .insert(m.id.clone(), Arc::new(machine_entry(app, m)));
+        if m.cordoned {
+            continue;
+        }
+        for svc in m.config.services.iter().filter(|s| s.protocol == "tcp") {
+            for mp in &svc.ports {
+                let range = mp.external_ports();
+                if range.clone().count() > MAX_RANGE_PORTS {
+                    table.warnings.push(format!(
+                        "app {app}, machine {}: port range {}-{} has more than {MAX_RANGE_PORTS} ports; \
+                         only the first {MAX_RANGE_PORTS} are served",
+                        m.id,
+                        range.start(),
+                        range.end()
+                    ));
+                }
+                for port in range.filter(|p| *p != 0).take(MAX_RANGE_PORTS) {
+                    let draft = drafts.entry(port).or_insert_with(|| PortDraft {
+                        newest: String::new(),
+                        port_cfg: mp.clone(),
+                        service: svc.clone(),
+                        backends: BTreeMap::new(),
+                        statics: Vec::new(),
+                    });
+                    if m.instance_id >= draft.newest {
+                        draft.newest = m.instance_id.clone();
+                        draft.port_cfg = mp.clone();
+                        draft.service = svc.clone();
+                        draft.statics = static_rules(m);
+                    }
+                    draft
+                        .backends
+                        .entry((m.id.clone(), svc.internal_port))
+                        .or_insert_with(|| Backend {
+                            machine_id: m.id.clone(),
+                            region: m.region.clone(),
+                            internal_port: svc.internal_port,
+                            addr: upstream_of(m, svc.internal_port),
+                            state: BackendState::from_machine(m.state),
+                            has_checks: !svc.checks.is_empty(),
+                        });
+                }
+            }
+        }
+    }
+    drafts
+        .into_iter()
+        .map(|(port, draft)| {
+            let route = PortRoute {
+                app: app.clone(),
+                primary_region: a.primary_region.clone(),
+                port,
+                options: PortOptions::from_port(&draft.port_cfg),
+                policy: ServicePolicy::from_service(&draft.service),
+                backends: draft.backends.into_values().collect(),
+                statics: if draft.port_cfg.handlers.iter().any(|h| h == "http") {
+                    draft.statics
+                } else {
+                    Vec::new()
+                },
+            };
+            (port, Arc::new(route))
+        })
+        .collect()
 }
 
 struct PortDraft {
-    primary_region: String,
     newest: String,
     port_cfg: MachinePort,
     service: MachineService,
@@ -444,8 +666,10 @@ pub fn claimed_ports(services: &[MachineService]) -> std::collections::BTreeSet<
 }
 
 /// Ports that `app`, about to be deployed with `services`, would share with another app already
-/// in `current`. Call before a deploy changes anything; an empty result means no clash.
-/// Ports of `app` itself in `current` are ignored (a redeploy keeps its own ports).
+/// in `current` where they cannot be shared. Call before a deploy changes anything; an empty
+/// result means no clash. Ports of `app` itself in `current` are ignored (a redeploy keeps its
+/// own ports). HTTP ports are shared: no clash when `app` and every other app there serve the
+/// port with the `http` handler and the same `tls` setting (`[http_service]`'s 80 and 443).
 pub fn port_conflicts(
     current: &RouteTable,
     app: &str,
@@ -455,9 +679,17 @@ pub fn port_conflicts(
     let mut out = Vec::new();
     for port in wanted {
         let mut others: Vec<String> = Vec::new();
-        if let Some(route) = current.ports.get(&port) {
-            if route.app != app {
-                others.push(route.app.clone());
+        if let Some(listener) = current.ports.get(&port) {
+            let theirs: Vec<&Arc<PortRoute>> =
+                listener.routes.iter().filter(|r| r.app != app).collect();
+            let shared = match http_port(services, port) {
+                Some(tls) => theirs
+                    .iter()
+                    .all(|r| r.options.http && r.options.tls == tls),
+                None => false,
+            };
+            if !shared {
+                others.extend(theirs.iter().map(|r| r.app.clone()));
             }
         }
         for c in current.conflicts.iter().filter(|c| c.port == port) {
@@ -472,6 +704,24 @@ pub fn port_conflicts(
         }
     }
     out
+}
+
+/// When every entry of `services` for external `port` has the `http` handler and they agree on
+/// `tls`: that `tls` setting (the port can be shared with other HTTP apps).
+fn http_port(services: &[MachineService], port: u16) -> Option<bool> {
+    let mut tls = None;
+    for p in services
+        .iter()
+        .filter(|s| s.protocol == "tcp")
+        .flat_map(|s| s.ports.iter())
+        .filter(|p| p.external_ports().contains(&port))
+    {
+        let has = |h: &str| p.handlers.iter().any(|x| x == h);
+        if !has("http") || *tls.get_or_insert(has("tls")) != has("tls") {
+            return None;
+        }
+    }
+    tls
 }
 
 /// A service the proxy cannot serve.
@@ -590,6 +840,19 @@ mod tests {
         }
     }
 
+    fn build(apps: &[(String, String, Vec<Machine>)]) -> RouteTable {
+        let apps: Vec<AppRoutes> = apps
+            .iter()
+            .map(|(a, r, ms)| AppRoutes::new(a.clone(), r.clone(), ms.clone()))
+            .collect();
+        RouteTable::from_machines(&apps)
+    }
+
+    /// The only app's route on public port `port`.
+    fn route(t: &RouteTable, port: u16) -> &PortRoute {
+        t.ports[&port].only().expect("one app on the port")
+    }
+
     fn ids(route: &PortRoute) -> Vec<&str> {
         route
             .backends
@@ -603,14 +866,14 @@ mod tests {
         let web = machine("w1", "web", MachineState::Started, vec![http_service(8080)]);
         let worker = machine("k1", "worker", MachineState::Started, vec![]);
         let web2 = machine("w2", "web", MachineState::Stopped, vec![http_service(8080)]);
-        let t = RouteTable::from_machines(&[("app".into(), "ams".into(), vec![web, worker, web2])]);
+        let t = build(&[("app".into(), "ams".into(), vec![web, worker, web2])]);
         assert_eq!(t.ports.keys().copied().collect::<Vec<_>>(), vec![80, 443]);
-        assert_eq!(ids(&t.ports[&80]), vec!["w1", "w2"]);
-        let w2 = &t.ports[&80].backends[1];
+        assert_eq!(ids(route(&t, 80)), vec!["w1", "w2"]);
+        let w2 = &route(&t, 80).backends[1];
         assert_eq!(w2.state, BackendState::Stopped);
         assert_eq!(w2.addr, Some("127.0.0.1:40000".parse().unwrap()));
-        assert!(t.ports[&443].options.tls && t.ports[&443].options.http);
-        assert!(!t.ports[&80].options.tls);
+        assert!(route(&t, 443).options.tls && route(&t, 443).options.http);
+        assert!(!route(&t, 80).options.tls);
         // The worker is still known to the health checker.
         assert!(t.machines.contains_key("k1"));
     }
@@ -626,8 +889,8 @@ mod tests {
             vec![http_service(8080)],
         );
         let ok = machine("ok", "web", MachineState::Started, vec![http_service(8080)]);
-        let t = RouteTable::from_machines(&[("app".into(), "ams".into(), vec![c, d, ok])]);
-        assert_eq!(ids(&t.ports[&80]), vec!["ok"]);
+        let t = build(&[("app".into(), "ams".into(), vec![c, d, ok])]);
+        assert_eq!(ids(route(&t, 80)), vec!["ok"]);
         assert!(
             t.machines.contains_key("c1"),
             "cordoned machines keep their checks running"
@@ -655,13 +918,13 @@ mod tests {
         };
         let mut m = machine("m", "app", MachineState::Started, vec![svc, udp]);
         m.host_ports.clear();
-        let t = RouteTable::from_machines(&[("app".into(), "ams".into(), vec![m])]);
+        let t = build(&[("app".into(), "ams".into(), vec![m])]);
         assert_eq!(
             t.ports.keys().copied().collect::<Vec<_>>(),
             vec![7000, 7001, 7002]
         );
-        assert_eq!(t.ports[&7001].backends[0].addr, None);
-        assert!(!t.ports[&7001].options.http);
+        assert_eq!(route(&t, 7001).backends[0].addr, None);
+        assert!(!route(&t, 7001).options.http);
     }
 
     #[test]
@@ -680,8 +943,8 @@ mod tests {
         svc.ports[0].force_https = true;
         let mut new = machine("b", "web", MachineState::Started, vec![svc]);
         new.instance_id = "01B".into();
-        let t = RouteTable::from_machines(&[("app".into(), "fra".into(), vec![new, old.clone()])]);
-        let r = &t.ports[&80];
+        let t = build(&[("app".into(), "fra".into(), vec![new, old.clone()])]);
+        let r = &route(&t, 80);
         assert_eq!(r.policy.concurrency, ConcurrencyKind::Requests);
         assert_eq!(r.policy.hard_limit, Some(10));
         assert_eq!(r.policy.soft_limit, 10, "soft limit never above hard");
@@ -690,10 +953,10 @@ mod tests {
         assert_eq!(r.policy.min_machines_running, 1);
         assert!(r.options.force_https);
         assert_eq!(r.primary_region, "fra");
-        let t = RouteTable::from_machines(&[("app".into(), "fra".into(), vec![old])]);
-        assert_eq!(t.ports[&80].policy, ServicePolicy::default());
+        let t = build(&[("app".into(), "fra".into(), vec![old])]);
+        assert_eq!(route(&t, 80).policy, ServicePolicy::default());
         assert!(
-            t.ports[&80].policy.autostart,
+            route(&t, 80).policy.autostart,
             "absent autostart means enabled"
         );
     }
@@ -701,10 +964,11 @@ mod tests {
     #[test]
     fn clashing_apps_are_reported_and_not_served() {
         let a = machine("a", "app", MachineState::Started, vec![http_service(8080)]);
+        // Raw TCP on port 80: it cannot share the port with an HTTP service.
         let mut other = http_service(3000);
-        other.ports.truncate(1);
+        other.ports = vec![port(80, &[])];
         let b = machine("b", "app", MachineState::Started, vec![other]);
-        let t = RouteTable::from_machines(&[
+        let t = build(&[
             ("one".into(), "ams".into(), vec![a]),
             ("two".into(), "ams".into(), vec![b]),
         ]);
@@ -716,7 +980,7 @@ mod tests {
             }]
         );
         assert!(!t.ports.contains_key(&80));
-        assert_eq!(t.ports[&443].app, "one");
+        assert_eq!(route(&t, 443).app, "one");
         assert!(t.conflicts[0]
             .to_string()
             .contains("port 80 is claimed by apps one, two"));
@@ -725,15 +989,114 @@ mod tests {
     #[test]
     fn port_conflicts_before_deploy() {
         let a = machine("a", "app", MachineState::Started, vec![http_service(8080)]);
-        let t = RouteTable::from_machines(&[("one".into(), "ams".into(), vec![a])]);
+        let t = build(&[("one".into(), "ams".into(), vec![a])]);
         // Redeploying the same app is fine.
         assert!(port_conflicts(&t, "one", &[http_service(9090)]).is_empty());
-        let c = port_conflicts(&t, "two", &[http_service(9090)]);
+        // Another app's HTTP service shares 80 and 443; raw TCP or plain HTTP on 443 cannot.
+        assert!(port_conflicts(&t, "two", &[http_service(9090)]).is_empty());
+        let mut raw = http_service(9090);
+        raw.ports = vec![port(80, &[]), port(443, &["http"])];
+        let c = port_conflicts(&t, "two", &[raw]);
         assert_eq!(c.iter().map(|c| c.port).collect::<Vec<_>>(), vec![80, 443]);
         assert_eq!(c[0].apps, vec!["one", "two"]);
         let mut free = http_service(1);
         free.ports = vec![port(8443, &[])];
         assert!(port_conflicts(&t, "two", &[free]).is_empty());
+    }
+
+    fn app(name: &str, machines: Vec<Machine>, hostnames: &[&str]) -> AppRoutes {
+        AppRoutes {
+            hostnames: hostnames.iter().map(|h| h.to_string()).collect(),
+            ..AppRoutes::new(name, "ams", machines)
+        }
+    }
+
+    #[test]
+    fn http_apps_share_ports_by_host() {
+        let a = machine("a1", "app", MachineState::Started, vec![http_service(8080)]);
+        let b = machine("b1", "app", MachineState::Started, vec![http_service(8080)]);
+        let t = RouteTable::from_machines(&[
+            app("one", vec![a], &["one.localhost", "WWW.Example.com"]),
+            app("two", vec![b], &["two.localhost"]),
+        ]);
+        assert!(t.conflicts.is_empty(), "{:?}", t.conflicts);
+        for port in [80, 443] {
+            let l = &t.ports[&port];
+            assert_eq!(l.routes.len(), 2);
+            assert!(l.only().is_none());
+            let app_of = |host: &str| l.route_for(Some(host)).map(|r| r.app.as_str());
+            assert_eq!(app_of("one.localhost"), Some("one"));
+            assert_eq!(app_of("two.localhost:8080"), Some("two"));
+            assert_eq!(app_of("www.example.com."), Some("one"));
+            assert_eq!(app_of("TWO.LOCALHOST"), Some("two"));
+            assert_eq!(app_of("three.localhost"), None);
+            assert!(l.route_for(None).is_none());
+            assert_eq!(
+                l.unknown_host(Some("three.localhost:80")),
+                format!(
+                    "no app answers at host \"three.localhost\" on port {port} of this agent; \
+                     it serves: one.localhost, two.localhost, www.example.com\n"
+                )
+            );
+        }
+        assert_eq!(t.route("two", 443).unwrap().app, "two");
+        assert_eq!(t.hostnames["www.example.com"], "one");
+    }
+
+    #[test]
+    fn one_app_takes_every_host_and_tls_mismatch_clashes() {
+        let a = machine("a1", "app", MachineState::Started, vec![http_service(8080)]);
+        let t = RouteTable::from_machines(&[app("one", vec![a.clone()], &["one.localhost"])]);
+        let l = &t.ports[&80];
+        assert_eq!(l.route_for(Some("anything.example")).unwrap().app, "one");
+        assert_eq!(l.route_for(None).unwrap().app, "one");
+        // Plain HTTP on 443 next to TLS+HTTP: not shareable.
+        let mut plain = http_service(9000);
+        plain.ports = vec![port(443, &["http"])];
+        let b = machine("b1", "app", MachineState::Started, vec![plain]);
+        let t = RouteTable::from_machines(&[app("one", vec![a], &[]), app("two", vec![b], &[])]);
+        assert_eq!(t.conflicts.len(), 1);
+        assert_eq!(t.conflicts[0].port, 443);
+        assert!(!t.ports.contains_key(&443));
+        assert!(t.route("one", 443).is_none());
+        assert_eq!(t.ports[&80].only().unwrap().app, "one");
+    }
+
+    #[test]
+    fn flycast_addresses_serve_every_port_of_their_app_only() {
+        let a = machine("a1", "app", MachineState::Started, vec![http_service(8080)]);
+        let b = machine("b1", "app", MachineState::Started, vec![http_service(8080)]);
+        let ip: IpAddr = "fdaa:0:1:1:1:f::1".parse().unwrap();
+        let private = AppRoutes {
+            flycast: vec![ip],
+            public: false,
+            ..AppRoutes::new("private", "ams", vec![a])
+        };
+        let both = AppRoutes {
+            flycast: vec!["127.0.0.9".parse().unwrap()],
+            ..AppRoutes::new("both", "ams", vec![b])
+        };
+        let t = RouteTable::from_machines(&[private, both]);
+        let fly: Vec<String> = t.flycast.keys().map(|a| a.to_string()).collect();
+        assert_eq!(
+            fly,
+            vec![
+                "127.0.0.9:80",
+                "127.0.0.9:443",
+                "[fdaa:0:1:1:1:f:0:1]:80",
+                "[fdaa:0:1:1:1:f:0:1]:443"
+            ]
+        );
+        let l = t.listener(Bind::Flycast(SocketAddr::new(ip, 443))).unwrap();
+        assert_eq!(l.only().unwrap().app, "private");
+        // The private app is not on the public listeners; the other one is, alone.
+        assert_eq!(t.ports[&80].only().unwrap().app, "both");
+        assert_eq!(t.route("private", 80).unwrap().backends[0].machine_id, "a1");
+        // The same route (load, checks) on both kinds of listener.
+        assert!(Arc::ptr_eq(
+            t.ports[&80].only().unwrap(),
+            t.flycast[&"127.0.0.9:80".parse().unwrap()].only().unwrap()
+        ));
     }
 
     #[test]
@@ -787,7 +1150,7 @@ mod tests {
             timestamp: 1234,
             request: None,
         });
-        let t = RouteTable::from_machines(&[("app".into(), "ams".into(), vec![m])]);
+        let t = build(&[("app".into(), "ams".into(), vec![m])]);
         let e = &t.machines["m"];
         let names: Vec<&str> = e.service_checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
@@ -797,6 +1160,6 @@ mod tests {
         assert_eq!(e.machine_checks[0].name, "db");
         assert_eq!(e.machine_checks[0].port, Some(5432));
         assert_eq!(e.started_at_ms, Some(1234));
-        assert!(t.ports[&80].backends[0].has_checks);
+        assert!(route(&t, 80).backends[0].has_checks);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -11,42 +11,44 @@ use tokio::net::TcpStream;
 use crate::core::Core;
 use crate::machines::BOOT_POLL;
 use crate::proxy_proto;
-use crate::table::PortRoute;
+use crate::table::{Bind, PortRoute};
 
-/// How long a client has to complete the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handles one accepted connection on external port `port`.
-pub(crate) async fn handle(core: Arc<Core>, stream: TcpStream, port: u16, client: SocketAddr) {
+/// Handles one accepted connection on the listener at `bind`.
+pub(crate) async fn handle(core: Arc<Core>, stream: TcpStream, bind: Bind, client: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let Some(route) = core.route(port) else {
+    let Some(listener) = core.listener(bind) else {
         return;
     };
     let local = stream.local_addr().unwrap_or(client);
-    if route.options.tls {
-        let acceptor = core
-            .tls()
-            .acceptor(&route.options.tls_options, route.options.http);
-        let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(%client, port, "TLS handshake failed: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%client, port, "TLS handshake timed out");
-                return;
-            }
+    // Every app on a shared listener serves it with the same handlers.
+    let Some(first) = listener.routes.first() else {
+        return;
+    };
+    let (tls, http) = (first.options.tls, first.options.http);
+    if tls {
+        let Some((stream, sni)) = crate::tls::accept(core.tls(), &listener, stream, client).await
+        else {
+            return;
         };
-        if route.options.http {
-            crate::http::serve(core, tls, port, client, true, &route).await;
-        } else {
-            splice(core, tls, &route, client, local).await;
+        // The app the client asked for by SNI sets the connection's timeouts.
+        let route = listener.route_for(sni.as_deref()).cloned();
+        if http {
+            crate::http::serve(core, stream, bind, client, true, route.as_deref()).await;
+        } else if let Some(route) = route {
+            splice(core, stream, &route, client, local).await;
         }
-    } else if route.options.http {
-        crate::http::serve(core, stream, port, client, false, &route).await;
+    } else if http {
+        crate::http::serve(
+            core,
+            stream,
+            bind,
+            client,
+            false,
+            listener.only().map(|r| &**r),
+        )
+        .await;
     } else {
-        splice(core, stream, &route, client, local).await;
+        splice(core, stream, first, client, local).await;
     }
 }
 

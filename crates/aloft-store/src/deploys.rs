@@ -349,6 +349,7 @@ impl Tx<'_> {
             "oci_images",
             "group_counts",
             "ips",
+            "certificates",
         ] {
             self.conn()
                 .execute(&format!("DELETE FROM {table} WHERE app = ?1"), [app])?;

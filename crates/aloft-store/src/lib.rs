@@ -16,6 +16,7 @@
 //! every commit instead.
 
 mod cache;
+mod certs;
 mod deploys;
 mod error;
 mod ips;
@@ -25,6 +26,7 @@ mod reserve;
 mod tx;
 
 pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
+pub use certs::CertificateRow;
 pub use deploys::{ImageRow, OciImageRow, ReleaseEventRow, ReleaseRow, UNFINISHED_STATUSES};
 pub use error::StoreError;
 pub use ips::IpRow;

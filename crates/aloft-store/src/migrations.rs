@@ -5,7 +5,8 @@
 //! `user_version` bump, so a crash leaves the database at the previous or the next version, never
 //! in between. Version 2 added the deploy state (releases, their events, images, group counts),
 //! version 3 the OCI images of each app (`oci_images`: app → manifest digest), version 4 the
-//! apps' IP addresses (`ips`).
+//! certificates of apps' custom hostnames (`certificates`: hostname → app, source, PEMs,
+//! validity), version 5 the apps' IP addresses (`ips`).
 
 use rusqlite::Connection;
 
@@ -142,6 +143,25 @@ CREATE TABLE oci_images (
     },
     Migration {
         version: 4,
+        description: "TLS certificates of apps' custom hostnames",
+        sql: r#"
+CREATE TABLE certificates (
+    hostname    TEXT PRIMARY KEY,
+    app         TEXT NOT NULL REFERENCES apps(name),
+    source      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    chain_pem   TEXT,
+    key_pem     TEXT,
+    not_before  TEXT,
+    not_after   TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX certificates_app ON certificates (app);
+"#,
+    },
+    Migration {
+        version: 5,
         description: "IP addresses of each app (public and Flycast)",
         sql: r#"
 CREATE TABLE ips (

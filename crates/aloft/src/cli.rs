@@ -60,6 +60,9 @@ pub enum Command {
     Ips(IpsCommand),
     /// Look up a name as the app's machines see it (`.internal`, `.flycast`, the internet).
     Dig(DigArgs),
+    /// Custom hostnames of the app and their TLS certificates: add, list, show, remove.
+    #[command(subcommand, alias = "cert")]
+    Certs(CertsCommand),
 }
 
 /// `aloft ips …` (flyctl's `fly ips`).
@@ -117,6 +120,45 @@ pub struct DigArgs {
     pub app: AppArgs,
 }
 
+/// `aloft certs …`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Add a hostname to the app: it answers there on 80/443 (Host, SNI) with a self-signed
+    /// certificate, the given PEM files, or one obtained through ACME.
+    Add {
+        hostname: String,
+        /// Certificate chain, PEM (leaf first); needs --key.
+        #[arg(long, requires = "key", conflicts_with = "acme")]
+        cert: Option<PathBuf>,
+        /// The certificate's private key, PEM.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Obtain the certificate from an ACME CA (HTTP-01 or TLS-ALPN-01; the hostname must
+        /// point at this agent).
+        #[arg(long)]
+        acme: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// The app's hostnames and their certificates.
+    List(ListArgs),
+    /// One hostname: source, status, validity.
+    Show {
+        hostname: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Remove a hostname from the app (it no longer answers there).
+    Remove {
+        hostname: String,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+}
+
 /// `aloft images …` / `aloft image …`.
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
@@ -150,6 +192,10 @@ pub struct AgentArgs {
     /// Address the proxy's service ports bind.
     #[arg(long, default_value = "0.0.0.0")]
     pub proxy_bind: std::net::IpAddr,
+    /// Apps answer at `<app>.<DOMAIN>` on the shared HTTP ports (80/443, routed by Host and
+    /// TLS SNI), besides their custom hostnames (`aloft certs add`).
+    #[arg(long, default_value = "localhost", value_parser = parse_domain)]
+    pub domain: String,
     /// How long a machine of a service with `auto_stop_machines` must be idle before it is stopped.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_window: std::time::Duration,
@@ -200,6 +246,10 @@ pub struct AgentArgs {
     /// address of the default IPv6 route's interface, when it is a global one].
     #[arg(long, value_name = "ADDRESS")]
     pub public_ipv6: Option<std::net::Ipv6Addr>,
+}
+
+fn parse_domain(s: &str) -> Result<String, String> {
+    aloft_api::hostname::normalize(s).map_err(|e| format!("{s:?} is not a domain: {e}"))
 }
 
 fn parse_connections(s: &str) -> Result<usize, String> {
@@ -408,6 +458,9 @@ pub struct UpArgs {
     /// Subnet of the embedded agent's container machines (see `aloft agent --subnet`).
     #[arg(long, default_value = "10.209.0.0/16")]
     pub subnet: aloft_agent::Ipv4Net,
+    /// The embedded agent's app domain: apps answer at `<app>.<DOMAIN>` (see `aloft agent --domain`).
+    #[arg(long, default_value = "localhost", value_parser = parse_domain)]
+    pub domain: String,
 }
 
 /// `aloft status`.

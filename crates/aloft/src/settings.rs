@@ -125,7 +125,7 @@ pub fn has_json_output(cli: &Cli) -> bool {
         Command::Config(c) => matches!(c, ConfigCommand::Show { .. }),
         Command::Platform(PlatformCommand::VmSizes | PlatformCommand::Regions) => true,
         Command::Apps(c) => matches!(c, AppsCommand::Create { .. } | AppsCommand::List),
-        Command::Status(_) | Command::Releases(_) | Command::Images(_) => true,
+        Command::Status(_) | Command::Releases(_) | Command::Images(_) | Command::Certs(_) => true,
         Command::Ips(_) | Command::Dig(_) => true,
         Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),
         Command::Machine(c) => matches!(c, MachineCommand::List(_) | MachineCommand::Status { .. }),
@@ -266,6 +266,7 @@ fn proxy_config(args: &AgentArgs) -> aloft_agent::ProxyConfig {
     aloft_agent::ProxyConfig {
         bind_ip: args.proxy_bind,
         port_map: args.port_map.iter().copied().collect(),
+        domain: args.domain.clone(),
         idle_window: args.idle_window,
         // A pass every quarter of the idle window (1 s to 60 s): a machine idle for the window
         // is stopped soon after, whatever the window.
@@ -513,6 +514,8 @@ pub struct UpSettings {
     pub detach: bool,
     /// The embedded agent's container network, when one is started.
     pub network: aloft_agent::NetConfig,
+    /// The embedded agent's app domain (`<app>.<domain>`).
+    pub domain: String,
 }
 
 impl UpSettings {
@@ -554,6 +557,7 @@ impl UpSettings {
                 subnet: args.subnet,
                 subnet6: None,
             },
+            domain: args.domain,
         })
     }
 }

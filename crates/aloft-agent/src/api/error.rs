@@ -64,6 +64,10 @@ fn status_of(e: &DomainError) -> (StatusCode, &'static str) {
         DomainError::LeaseHeld(_) => (StatusCode::CONFLICT, "lease_held"),
         DomainError::LeaseConflict(_) => (StatusCode::CONFLICT, "invalid"),
         DomainError::ReleaseRunning(_) => (StatusCode::CONFLICT, "release_running"),
+        DomainError::HostnameTaken(_) => (
+            StatusCode::CONFLICT,
+            aloft_api::routes::STATUS_HOSTNAME_TAKEN,
+        ),
         // Fly answers a new machine 412 and an existing one 409.
         DomainError::CapacityExceeded {
             existing: false, ..
@@ -155,6 +159,11 @@ mod tests {
                 DomainError::ReleaseRunning("m".into()),
                 409,
                 "release_running",
+            ),
+            (
+                DomainError::HostnameTaken("m".into()),
+                409,
+                "hostname_taken",
             ),
             (
                 DomainError::CapacityExceeded {

@@ -2,6 +2,7 @@
 //! the controller's typed actions and shape its answers.
 
 mod apps;
+mod certs;
 pub mod error;
 pub mod extract;
 mod groups;
@@ -90,6 +91,14 @@ pub fn routes() -> ApiRoutes {
     t.add(M::GET, "/v1/apps/{app}", apps::get);
     t.add(M::DELETE, "/v1/apps/{app}", apps::delete);
     t.add(M::GET, "/v1/apps/{app}/logs", misc::logs);
+    t.add(M::GET, "/v1/apps/{app}/certificates", certs::list);
+    t.add(M::POST, "/v1/apps/{app}/certificates", certs::add);
+    t.add(M::GET, "/v1/apps/{app}/certificates/{hostname}", certs::get);
+    t.add(
+        M::DELETE,
+        "/v1/apps/{app}/certificates/{hostname}",
+        certs::remove,
+    );
     t.add(M::GET, "/v1/apps/{app}/releases", releases::list);
     t.add(M::POST, "/v1/apps/{app}/releases", releases::create);
     t.add(M::GET, "/v1/apps/{app}/releases/{version}", releases::get);

@@ -34,17 +34,19 @@ pub async fn ports(State(st): State<AppState>) -> HttpResult<Json<Vec<ProxyPort>
     let routing = routing(&st)?;
     let table = routing.table();
     let bound = routing.proxy.bound_ports();
+    // One entry per app on a port (HTTP ports are shared by several apps).
     let ports = table
         .ports
         .iter()
+        .flat_map(|(port, listener)| listener.routes.iter().map(move |r| (*port, r)))
         .map(|(port, route)| {
-            let (listen, error) = match bound.get(port) {
+            let (listen, error) = match bound.get(&port) {
                 Some(Ok(addr)) => (Some(addr.to_string()), None),
                 Some(Err(e)) => (None, Some(e.clone())),
                 None => (None, Some("not bound yet".to_string())),
             };
             ProxyPort {
-                port: *port,
+                port,
                 app: route.app.clone(),
                 listen,
                 error,

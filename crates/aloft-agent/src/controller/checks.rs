@@ -94,7 +94,11 @@ impl Controller {
 /// that it is started and has checks).
 fn pending_checks(machine: &Machine) -> Vec<CheckStatus> {
     // The proxy names checks (Fly's `servicecheck-00-http-8080`); ask it for the same names.
-    let table = RouteTable::from_machines(&[(String::new(), String::new(), vec![machine.clone()])]);
+    let table = RouteTable::from_machines(&[aloft_proxy::AppRoutes::new(
+        String::new(),
+        String::new(),
+        vec![machine.clone()],
+    )]);
     let Some(entry) = table.machines.get(&machine.id) else {
         return Vec::new();
     };

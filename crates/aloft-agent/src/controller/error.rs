@@ -33,6 +33,9 @@ pub enum DomainError {
     /// Another release of the app is running.
     #[error("{0}")]
     ReleaseRunning(String),
+    /// A hostname (`aloft certs add`) is another app's.
+    #[error("{0}")]
+    HostnameTaken(String),
     /// This host lacks the memory the machine asks for; `existing` tells a machine that is
     /// already there (start, update) from a new one.
     #[error("{message}")]
@@ -98,6 +101,7 @@ impl DomainError {
             | DomainError::LeaseHeld(m)
             | DomainError::LeaseConflict(m)
             | DomainError::ReleaseRunning(m)
+            | DomainError::HostnameTaken(m)
             | DomainError::CapacityExceeded { message: m, .. }
             | DomainError::InsufficientStorage(m)
             | DomainError::TooLarge(m)

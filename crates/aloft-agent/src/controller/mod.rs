@@ -12,6 +12,7 @@
 pub mod actions;
 mod apps;
 mod capacity;
+pub mod certs;
 mod checks;
 mod error;
 pub mod ips;
@@ -30,6 +31,7 @@ pub use error::{DomainError, DomainResult};
 pub use logs::Logs;
 pub use machines::validate_config;
 pub use oci::{oci_digest, oci_error};
+pub use ports::app_addresses;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

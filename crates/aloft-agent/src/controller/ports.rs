@@ -1,7 +1,11 @@
-//! Who may serve which external port: the proxy serves a port for one app only, so a machine
-//! whose services claim a port another app already serves is refused, whether it comes from a
-//! deploy or straight from the Machines API (create, update, clone). Checks and the writes they
+//! Who may serve which external port: apps share a port only when all of them serve it with the
+//! `http` handler and the same `tls` setting (`[http_service]`'s 80 and 443, routed by `Host`);
+//! a machine whose services claim a port another app serves otherwise (raw TCP, other handlers)
+//! is refused, whether it comes from a deploy or straight from the Machines API (create,
+//! update, clone). Private apps (Flycast only) are on no public port and clash with nobody. Checks and the writes they
 //! guard run under one lock, so two apps cannot claim a free port at the same moment.
+
+use std::net::IpAddr;
 
 use aloft_api::MachineService;
 use aloft_store::MachineFilter;
@@ -23,7 +27,8 @@ impl Controller {
         aloft_proxy::reject_udp_services(services)
             .map_err(|e| DomainError::invalid_config(e.to_string()))?;
         let guard = self.port_claims.lock().await;
-        if aloft_proxy::claimed_ports(services).is_empty() {
+        let (_, public) = app_addresses(app);
+        if !public || aloft_proxy::claimed_ports(services).is_empty() {
             return Ok(guard);
         }
         let mut others = Vec::new();
@@ -36,7 +41,12 @@ impl Controller {
                 summary: true,
             };
             let machines = self.list_machines(&other.name, list).await?;
-            others.push((other.name, String::new(), machines));
+            let (flycast, public) = app_addresses(&other.name);
+            others.push(aloft_proxy::AppRoutes {
+                flycast,
+                public,
+                ..aloft_proxy::AppRoutes::new(other.name, String::new(), machines)
+            });
         }
         let table = aloft_proxy::RouteTable::from_machines(&others);
         let conflicts = aloft_proxy::port_conflicts(&table, app, services);
@@ -46,4 +56,13 @@ impl Controller {
         let lines: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
         Err(DomainError::invalid_config(lines.join("; ")))
     }
+}
+
+/// An app's Flycast (private service) addresses, and whether it is served on the public
+/// listeners: the routing table (`crate::routing`) and the port clash check both ask here.
+/// For now no app has Flycast addresses and every app is public; the lead wires this to the
+/// store's `ips` table (private v6 addresses → Flycast; an app with only private addresses is
+/// not public).
+pub fn app_addresses(_app: &str) -> (Vec<IpAddr>, bool) {
+    (vec![], true)
 }

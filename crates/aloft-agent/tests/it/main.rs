@@ -6,6 +6,7 @@
 mod api;
 mod client_paths;
 mod common;
+mod hosts;
 mod oci;
 mod openapi;
 mod proxy;

@@ -250,8 +250,8 @@ async fn service_ports_reach_only_their_group_and_checks_gate_rotation() {
     h.agent.shutdown().await;
 }
 
-/// A release whose services take a port another app serves, or use UDP, is refused before any
-/// machine changes.
+/// A release whose services take a port another app serves (not both HTTP), or use UDP, is
+/// refused before any machine changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_refuses_port_clashes_and_udp_before_changing_anything() {
     let h = Harness::start().await;
@@ -272,7 +272,8 @@ async fn deploy_refuses_port_clashes_and_udp_before_changing_anything() {
             "groups": {"web": {
                 "image": "",
                 "init": {"exec": ["sleep", "30"]},
-                "services": [{"protocol": protocol, "internal_port": 8080, "ports": [{"port": 80, "handlers": ["http"]}]}],
+                // Raw TCP: HTTP services would share port 80 by Host.
+                "services": [{"protocol": protocol, "internal_port": 8080, "ports": [{"port": 80, "handlers": []}]}],
             }},
         }})
     };
@@ -327,7 +328,8 @@ async fn machines_api_cannot_take_another_apps_port() {
     let web_addr = h.proxy_addr(80).await;
     wait_for("web serves", || async { h.get(&web_addr).await }).await;
 
-    let service = |protocol: &str| json!([{"protocol": protocol, "internal_port": 8080, "ports": [{"port": 80, "handlers": ["http"]}]}]);
+    // Raw TCP: an HTTP service would share port 80 with A by Host.
+    let service = |protocol: &str| json!([{"protocol": protocol, "internal_port": 8080, "ports": [{"port": 80, "handlers": []}]}]);
     let config = |services: Value| json!({"image": h.image.path(), "init": {"exec": ["sleep", "300"]}, "services": services});
     let call = |method: Method, path: String, body: Value| {
         let req = h

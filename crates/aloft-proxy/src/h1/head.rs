@@ -24,6 +24,9 @@ pub(crate) struct RequestPlan {
     pub close: bool,
     /// A `HEAD` request: the response has no body whatever its headers say.
     pub head_method: bool,
+    /// Where the `Host` value is in the buffer (start, end): routes the request on a
+    /// listener apps share.
+    pub host: (usize, usize),
 }
 
 #[derive(Debug)]
@@ -98,14 +101,17 @@ pub(crate) fn request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut content_length: Option<u64> = None;
     let mut close = false;
-    let mut has_host = false;
+    let mut host: Option<(usize, usize)> = None;
     // The client's values of list headers (by rule), and which rules' headers it sent.
     let mut lists: Vec<(usize, &[u8])> = Vec::new();
     let mut present = 0u64;
     for h in req.headers.iter() {
         match classify_request_header(h.name) {
             ReqHeader::Copy => {
-                has_host |= h.name.eq_ignore_ascii_case("host");
+                if host.is_none() && h.name.eq_ignore_ascii_case("host") {
+                    let start = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+                    host = Some((start, start + h.value.len()));
+                }
                 push_header(out, h.name.as_bytes(), h.value);
             }
             ReqHeader::Drop => {}
@@ -142,9 +148,9 @@ pub(crate) fn request(
             }
         }
     }
-    if !has_host {
+    let Some(host) = host else {
         return ParsedRequest::NotFast;
-    }
+    };
     let values = Values {
         conn,
         version: Version::HTTP_11,
@@ -164,6 +170,7 @@ pub(crate) fn request(
         body_len: content_length.unwrap_or(0) as usize,
         close,
         head_method: method == "HEAD",
+        host,
     })
 }
 

@@ -35,7 +35,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::core::Core;
+use crate::core::{Core, Lookup};
 use crate::headers::{self, Values};
 use crate::hints::Hints;
 use crate::lifecycle::{self, Answer, ConnCtx, Edit, Outcome, Sent, Upstream};
@@ -180,7 +180,13 @@ where
             Err(_) => return Next::Close,
         }
     };
-    let Some(route) = core.route(ctx.port) else {
+    // A challenge token of an ACME issuance is answered before any app sees the request.
+    if core.challenges().answers_http01(&b.client[..plan.head_len]) {
+        return Next::Hyper;
+    }
+    let host = std::str::from_utf8(&b.client[plan.host.0..plan.host.1]).ok();
+    // Unknown hosts (a 404 naming the hostnames) and ports no longer served: hyper answers.
+    let Lookup::Route(route) = core.route(ctx.bind, host) else {
         return Next::Hyper;
     };
     let o = &route.options;

@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::compress::{self, GzipBody};
-use crate::core::Core;
+use crate::core::{Core, Lookup};
 use crate::headers::{self, Values};
 use crate::hints::Hints;
 use crate::lifecycle::{self, Answer, ConnCtx, Edit, LeaseRef, Outcome, Sent, Upstream};
@@ -64,14 +64,31 @@ where
 
 async fn handle(core: Arc<Core>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
     let request_id = ctx.values.request_id();
-    let Some(route) = core.route(ctx.port) else {
-        return plain(
-            Answer::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no app serves this port any more\n",
-            ),
-            request_id.as_ref(),
-        );
+    // A challenge token of an ACME issuance is answered before routing (`challenges.rs`).
+    if let Some(key_auth) = core
+        .challenges()
+        .http01_response(req.method(), req.uri().path())
+    {
+        return plain(Answer::new(StatusCode::OK, key_auth), request_id.as_ref());
+    }
+    let host = request_host(&req);
+    let route = match core.route(ctx.bind, host) {
+        Lookup::Route(route) => route,
+        Lookup::UnknownHost(listener) => {
+            return plain(
+                Answer::new(StatusCode::NOT_FOUND, listener.unknown_host(host)),
+                request_id.as_ref(),
+            )
+        }
+        Lookup::Gone => {
+            return plain(
+                Answer::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no app serves this port any more\n",
+                ),
+                request_id.as_ref(),
+            )
+        }
     };
     let gzip = route.options.http_options.compress
         && compress::accepts_gzip(req.headers())
@@ -91,12 +108,11 @@ async fn handle(core: Arc<Core>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> R
 }
 
 /// The client's idea of the host: its `Host` header, else the authority of the request target.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 async fn proxy(
@@ -108,8 +124,7 @@ async fn proxy(
 ) -> Response<RespBody> {
     let client_version = req.version();
     if route.options.force_https && !ctx.tls {
-        let host = request_host(&req);
-        return redirect_https(core, host.as_deref(), req.uri(), request_id);
+        return redirect_https(core, request_host(&req), req.uri(), request_id);
     }
     if let Some(resp) = serve_static(core, route, &req).await {
         return resp;

@@ -11,11 +11,13 @@ use crate::core::Core;
 use crate::headers::ConnValues;
 use crate::hints::Hints;
 use crate::select::Unavailable;
-use crate::table::{ConcurrencyKind, PortRoute};
+use crate::table::{Bind, ConcurrencyKind, PortRoute};
 
 /// Per client connection, whichever back-end serves it.
 pub(crate) struct ConnCtx {
-    /// The external port the client connected to.
+    /// The listener the client connected to.
+    pub bind: Bind,
+    /// Its external port.
     pub port: u16,
     pub client: SocketAddr,
     pub tls: bool,
@@ -28,8 +30,10 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
-    pub fn new(port: u16, client: SocketAddr, tls: bool, region: &str) -> ConnCtx {
+    pub fn new(bind: Bind, client: SocketAddr, tls: bool, region: &str) -> ConnCtx {
+        let port = bind.port();
         ConnCtx {
+            bind,
             port,
             client,
             tls,

@@ -275,7 +275,7 @@ impl Machines {
         loop {
             {
                 let t = table.borrow_and_update();
-                if let Some(nb) = t.ports.get(&route.port).and_then(|r| {
+                if let Some(nb) = t.route(&route.app, route.port).and_then(|r| {
                     r.backends.iter().find(|x| {
                         x.machine_id == b.machine_id && x.internal_port == b.internal_port
                     })

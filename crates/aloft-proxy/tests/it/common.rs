@@ -328,8 +328,11 @@ impl Fleet {
         machines: Vec<Machine>,
         servers: Vec<(String, TestServer)>,
     ) -> (Arc<Fleet>, watch::Receiver<RouteTable>) {
-        let table =
-            RouteTable::from_machines(&[(app.to_string(), "ams".to_string(), machines.clone())]);
+        let table = RouteTable::from_machines(&[aloft_proxy::AppRoutes::new(
+            app.to_string(),
+            "ams".to_string(),
+            machines.clone(),
+        )]);
         let (tx, rx) = watch::channel(table);
         let fleet = Fleet {
             app: app.into(),
@@ -346,11 +349,12 @@ impl Fleet {
 
     pub fn push(&self) {
         let machines = self.machines.lock().unwrap().clone();
-        self.tx.send_replace(RouteTable::from_machines(&[(
-            self.app.clone(),
-            self.primary.clone(),
-            machines,
-        )]));
+        self.tx
+            .send_replace(RouteTable::from_machines(&[aloft_proxy::AppRoutes::new(
+                self.app.clone(),
+                self.primary.clone(),
+                machines,
+            )]));
     }
 
     pub fn set_state(&self, id: &str, state: MachineState) {

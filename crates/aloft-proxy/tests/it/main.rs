@@ -10,6 +10,7 @@ mod edge;
 mod h1;
 mod h1_edge;
 mod h2_backend;
+mod hosts;
 mod modules;
 mod proximity;
 mod replay;

@@ -365,11 +365,12 @@ async fn a_port_that_cannot_be_bound_is_reported_with_the_mapping_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
     let s = TestServer::start("a").await;
-    let (_tx, rx) = tokio::sync::watch::channel(RouteTable::from_machines(&[(
-        "app".into(),
-        "ams".into(),
-        vec![machine("a", "web", vec![http_service(8080)], Some(s.addr))],
-    )]));
+    let (_tx, rx) =
+        tokio::sync::watch::channel(RouteTable::from_machines(&[aloft_proxy::AppRoutes::new(
+            "app",
+            "ams",
+            vec![machine("a", "web", vec![http_service(8080)], Some(s.addr))],
+        )]));
     let mut cfg = ProxyConfig {
         bind_ip: "127.0.0.1".parse().unwrap(),
         ..Default::default()

@@ -3,6 +3,7 @@
 //! One test binary per crate (`cargo test -p aloft-store --test it [module::]`), a module
 //! per area.
 
+mod certs;
 mod common;
 mod deploys;
 mod store;

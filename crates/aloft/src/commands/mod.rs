@@ -3,6 +3,7 @@
 
 mod agent;
 mod apps;
+mod certs;
 mod common;
 mod config;
 mod deploy;
@@ -69,5 +70,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Images(cmd) => images::run(cmd, ctx),
         Command::Ips(cmd) => network::run_ips(cmd, ctx),
         Command::Dig(args) => network::run_dig(args, ctx),
+        Command::Certs(cmd) => certs::run(cmd, ctx),
     }
 }

@@ -211,6 +211,7 @@ async fn connect(
         // A laptop: serve on loopback, and put ports below 1024 (80, 443) on free local ports.
         proxy.bind_ip = std::net::Ipv4Addr::LOCALHOST.into();
         proxy.port_map = map_to_free.iter().map(|p| (*p, 0)).collect();
+        proxy.domain = settings.domain.clone();
     }
     let handle = aloft_agent::Agent::start(config).await.with_context(|| {
         format!(

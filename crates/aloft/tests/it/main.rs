@@ -8,6 +8,7 @@ mod agent_e2e;
 mod architecture;
 mod attacks;
 mod build;
+mod certs_cli;
 mod cli_bad_input;
 mod common;
 mod config_cli;
