@@ -71,7 +71,9 @@ impl Dns {
                 .map_err(|_| "the DNS server's start panicked".to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
             if let Err(e) = &started {
-                tracing::error!("machines get no .internal names: cannot start the DNS server: {e}");
+                tracing::error!(
+                    "machines get no .internal names: cannot start the DNS server: {e}"
+                );
             }
             started
         });
@@ -169,7 +171,10 @@ fn check_name(name: &str) -> DomainResult<String> {
 
 /// A and AAAA of names outside the private network, through the host's resolver (as the
 /// server's forwarding would); other types are not looked up here.
-async fn resolve_elsewhere(name: &str, rtype: RecordType) -> DomainResult<(&'static str, Vec<String>)> {
+async fn resolve_elsewhere(
+    name: &str,
+    rtype: RecordType,
+) -> DomainResult<(&'static str, Vec<String>)> {
     let want_v4 = match rtype {
         RecordType::A => true,
         RecordType::AAAA => false,

@@ -254,7 +254,5 @@ impl Agent {
 /// Starts the DNS server on the gateways of the machine network once it exists.
 fn dns_on_network_ready(dns: &Arc<dns::Dns>) -> aloft_runtime::container::netns::ReadyHook {
     let (dns, runtime) = (dns.clone(), tokio::runtime::Handle::current());
-    Box::new(move |net| {
-        dns.network_ready(&[net.gateway6().into(), net.gateway().into()], &runtime)
-    })
+    Box::new(move |net| dns.network_ready(&[net.gateway6().into(), net.gateway().into()], &runtime))
 }

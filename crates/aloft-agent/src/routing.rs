@@ -52,7 +52,7 @@ impl Routing {
             requested: AtomicU64::new(0),
             applied: watch::Sender::new(0),
         });
-        let (table_tx, table_rx) = watch::channel(build_table(&machines, &names));
+        let (table_tx, table_rx) = watch::channel(build_table(&ctl, &machines, &names));
         let control = Arc::new(AgentControl { ctl: ctl.clone() });
         let proxy = Proxy::spawn(config, table_rx, control).map_err(|e| e.to_string())?;
         tokio::spawn(follow_machines(
@@ -187,20 +187,29 @@ impl Names {
     }
 }
 
-fn build_table(all: &AppMachines, names: &Names) -> RouteTable {
+/// The proxy's table: every app with its hostnames and addresses (`Controller::app_addresses`).
+/// A container machine is reached at its IPv4 address on the bridge, not at its `private_ip`
+/// (IPv6): an app listening on 0.0.0.0 only is served too, as Fly's proxy reaches machines.
+fn build_table(ctl: &Controller, all: &AppMachines, names: &Names) -> RouteTable {
     let apps: Vec<AppRoutes> = all
         .iter()
         .map(|(app, ms)| {
-            let (flycast, public) = crate::controller::app_addresses(app);
+            let addresses = ctl.app_addresses(app);
+            let machines = ms
+                .values()
+                .map(|m| match ctl.machine_ipv4(&m.id) {
+                    Some(ip4) => Machine {
+                        private_ip: ip4.to_string(),
+                        ..m.clone()
+                    },
+                    None => m.clone(),
+                })
+                .collect();
             AppRoutes {
                 hostnames: names.hostnames(app),
-                flycast,
-                public,
-                ..AppRoutes::new(
-                    app.clone(),
-                    primary_region(ms),
-                    ms.values().cloned().collect(),
-                )
+                flycast: addresses.flycast,
+                public: addresses.public,
+                ..AppRoutes::new(app.clone(), primary_region(ms), machines)
             }
         })
         .collect();
@@ -214,12 +223,21 @@ async fn follow_machines(
     table: watch::Sender<RouteTable>,
 ) {
     let mut changes = ctl.subscribe();
+    let mut ip_changes = ctl.subscribe_ips();
     loop {
         let first = tokio::select! {
             c = changes.recv() => c,
             // Hostnames changed: rebuild with the machines as they are.
             _ = names.changed.notified() => {
-                push(&table, &all, &names);
+                push(&ctl, &table, &all, &names);
+                continue;
+            }
+            // Addresses changed (Flycast, public or not): the same.
+            r = ip_changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                push(&ctl, &table, &all, &names);
                 continue;
             }
         };
@@ -258,15 +276,15 @@ async fn follow_machines(
             }
         }
         all.retain(|_, ms| !ms.is_empty());
-        push(&table, &all, &names);
+        push(&ctl, &table, &all, &names);
     }
 }
 
 /// Builds the table and sends it when it differs from the current one; records which
 /// hostname generation it was built with.
-fn push(table: &watch::Sender<RouteTable>, all: &AppMachines, names: &Names) {
+fn push(ctl: &Controller, table: &watch::Sender<RouteTable>, all: &AppMachines, names: &Names) {
     let generation = names.requested.load(Ordering::Acquire);
-    let next = build_table(all, names);
+    let next = build_table(ctl, all, names);
     table.send_if_modified(|cur| {
         let modified = *cur != next;
         if modified {

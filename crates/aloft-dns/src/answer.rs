@@ -426,7 +426,8 @@ mod tests {
         let t = table();
         for name in ["web.internal", "other.internal"] {
             assert_eq!(
-                t.lookup(&View::Source(stranger), name, RecordType::AAAA).status,
+                t.lookup(&View::Source(stranger), name, RecordType::AAAA)
+                    .status,
                 Status::NxDomain,
                 "{name}"
             );

@@ -23,7 +23,10 @@ pub async fn allocate_ip(
     P(app): P<String>,
     Body(req): Body<AllocateIpRequest>,
 ) -> HttpResult<impl IntoResponse> {
-    Ok((StatusCode::CREATED, Json(st.ctl.allocate_ip(&app, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(st.ctl.allocate_ip(&app, req).await?),
+    ))
 }
 
 pub async fn release_ip(

@@ -156,7 +156,7 @@ impl Controller {
             self.sup.release_service_address(&row.net_key);
         }
         if !ips.is_empty() {
-            self.ips_changed();
+            self.ips_changed().await;
         }
         Ok(())
     }

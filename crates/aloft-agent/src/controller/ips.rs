@@ -86,7 +86,73 @@ fn check_region(region: &Option<String>) -> DomainResult<String> {
     }
 }
 
+/// Where the proxy serves an app (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppAddresses {
+    /// Its Flycast addresses: the proxy serves its services there too.
+    pub flycast: Vec<IpAddr>,
+    /// Whether it is served on the public (wildcard) listeners.
+    pub public: bool,
+}
+
+impl Default for AppAddresses {
+    /// An app without addresses: public, no Flycast.
+    fn default() -> AppAddresses {
+        AppAddresses {
+            flycast: Vec::new(),
+            public: true,
+        }
+    }
+}
+
+/// Each app's [`AppAddresses`] from the rows of the `ips` table.
+fn addresses_by_app(rows: &[IpRow]) -> std::collections::BTreeMap<String, AppAddresses> {
+    let mut by_app: std::collections::BTreeMap<String, Vec<&IpRow>> = Default::default();
+    for r in rows {
+        by_app.entry(r.app.clone()).or_default().push(r);
+    }
+    by_app
+        .into_iter()
+        .map(|(app, rows)| {
+            let flycast = rows
+                .iter()
+                .filter(|r| r.ip.kind == IpKind::PrivateV6)
+                .filter_map(|r| r.ip.address.parse().ok())
+                .collect();
+            let public = rows.is_empty() || rows.iter().any(|r| r.ip.kind.is_public());
+            (app, AppAddresses { flycast, public })
+        })
+        .collect()
+}
+
 impl Controller {
+    /// Where the proxy serves `app`: its Flycast addresses, and whether it is public (an app
+    /// with no address, or with a public one). Synchronous: from the controller's copy of the
+    /// `ips` table.
+    pub fn app_addresses(&self, app: &str) -> AppAddresses {
+        self.app_addresses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Re-reads the `ips` table into the copy [`Controller::app_addresses`] answers from, then
+    /// tells the proxy and the DNS server (`subscribe_ips`).
+    pub(crate) async fn ips_changed(&self) {
+        match self.all_ips().await {
+            Ok(rows) => {
+                *self
+                    .app_addresses
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = addresses_by_app(&rows)
+            }
+            Err(e) => tracing::warn!("reading the apps' addresses: {e}"),
+        }
+        self.ip_changes.send_modify(|v| *v += 1);
+    }
+
     pub fn set_public_addresses(&self, addresses: PublicAddresses) {
         let _ = self.public_addresses.set(addresses);
     }
@@ -113,28 +179,27 @@ impl Controller {
         let rec = self.app_record(app).await?;
         let region = check_region(&req.region)?;
         let existing = self.list_ips(app).await?;
-        let (address, net_key) = match req.kind {
-            IpKind::V4 => {
-                return Err(DomainError::invalid_config(
+        let (address, net_key) =
+            match req.kind {
+                IpKind::V4 => return Err(DomainError::invalid_config(
                     "a dedicated IPv4 address needs an address of its own on this host, and an \
                      Aloft agent has only its host's: use `aloft ips allocate-v4 --shared` (HTTP \
                      services are routed by Host and SNI on the shared address)",
-                ))
-            }
-            IpKind::SharedV4 => (self.public_addresses().v4()?.to_string(), String::new()),
-            IpKind::V6 => (self.public_addresses().v6()?.to_string(), String::new()),
-            IpKind::PrivateV6 => {
-                let key = format!("{app}.{}", crate::ids::app_id());
-                let org = rec.org_slug.clone();
-                let sup = self.sup.clone();
-                let k = key.clone();
-                let ip = tokio::task::spawn_blocking(move || sup.service_address(&org, &k))
-                    .await
-                    .map_err(|e| DomainError::internal(e.to_string()))?
-                    .map_err(DomainError::Unavailable)?;
-                (ip.to_string(), key)
-            }
-        };
+                )),
+                IpKind::SharedV4 => (self.public_addresses().v4()?.to_string(), String::new()),
+                IpKind::V6 => (self.public_addresses().v6()?.to_string(), String::new()),
+                IpKind::PrivateV6 => {
+                    let key = format!("{app}.{}", crate::ids::app_id());
+                    let org = rec.org_slug.clone();
+                    let sup = self.sup.clone();
+                    let k = key.clone();
+                    let ip = tokio::task::spawn_blocking(move || sup.service_address(&org, &k))
+                        .await
+                        .map_err(|e| DomainError::internal(e.to_string()))?
+                        .map_err(DomainError::Unavailable)?;
+                    (ip.to_string(), key)
+                }
+            };
         if req.kind != IpKind::PrivateV6 && existing.iter().any(|ip| ip.address == address) {
             return Err(DomainError::precondition(format!(
                 "app {app} already has {address} ({})",
@@ -159,7 +224,7 @@ impl Controller {
             }
             return Err(e);
         }
-        self.ips_changed();
+        self.ips_changed().await;
         Ok(row.ip)
     }
 
@@ -184,13 +249,14 @@ impl Controller {
         if !row.net_key.is_empty() {
             self.sup.release_service_address(&row.net_key);
         }
-        self.ips_changed();
+        self.ips_changed().await;
         Ok(row.ip)
     }
 
     /// Puts the Flycast addresses on record back on the bridge (after a host restart the bridge
     /// is new); the runtime keeps the same address for the same key.
     pub async fn restore_service_addresses(&self) -> DomainResult<()> {
+        self.ips_changed().await;
         let rows = self.all_ips().await?;
         let orgs = self.app_orgs().await?;
         for row in rows.into_iter().filter(|r| !r.net_key.is_empty()) {
@@ -206,7 +272,9 @@ impl Controller {
                     app = %row.app, recorded = %row.ip.address, now = %ip,
                     "the Flycast address on record was not given back by the network"
                 ),
-                Err(e) => tracing::warn!(app = %row.app, address = %row.ip.address, "cannot restore a Flycast address: {e}"),
+                Err(e) => {
+                    tracing::warn!(app = %row.app, address = %row.ip.address, "cannot restore a Flycast address: {e}")
+                }
             }
         }
         Ok(())
@@ -235,6 +303,37 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(app: &str, address: &str, kind: IpKind) -> IpRow {
+        IpRow {
+            app: app.into(),
+            ip: IpAddress {
+                address: address.into(),
+                kind,
+                region: "global".into(),
+                created_at: String::new(),
+            },
+            net_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn apps_with_only_private_addresses_are_not_public() {
+        let rows = [
+            row("private", "fdaa::f:1", IpKind::PrivateV6),
+            row("both", "fdaa::f:2", IpKind::PrivateV6),
+            row("both", "203.0.113.7", IpKind::SharedV4),
+        ];
+        let by_app = addresses_by_app(&rows);
+        assert!(!by_app["private"].public);
+        assert_eq!(
+            by_app["private"].flycast,
+            vec!["fdaa::f:1".parse::<IpAddr>().unwrap()]
+        );
+        assert!(by_app["both"].public);
+        assert_eq!(by_app.get("none"), None, "no row: the default, public");
+        assert!(AppAddresses::default().public);
+    }
 
     #[test]
     fn only_global_regions_are_accepted() {

@@ -31,7 +31,6 @@ pub use error::{DomainError, DomainResult};
 pub use logs::Logs;
 pub use machines::validate_config;
 pub use oci::{oci_digest, oci_error};
-pub use ports::app_addresses;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,6 +76,9 @@ pub struct Controller {
     /// Bumped whenever an app's IP addresses change (`ips`): the proxy and the DNS server
     /// rebuild what they serve.
     ip_changes: tokio::sync::watch::Sender<u64>,
+    /// Each app's Flycast addresses and whether it is public, from the `ips` table (`ips`):
+    /// read synchronously by the routing table's builder.
+    app_addresses: std::sync::RwLock<std::collections::BTreeMap<String, ips::AppAddresses>>,
 }
 
 /// Event `source` of API-initiated events.
@@ -108,12 +110,8 @@ impl Controller {
             reservations: Default::default(),
             public_addresses: std::sync::OnceLock::new(),
             ip_changes: tokio::sync::watch::channel(0).0,
+            app_addresses: Default::default(),
         }
-    }
-
-    /// Tells the proxy and the DNS server that an app's addresses changed.
-    pub(crate) fn ips_changed(&self) {
-        self.ip_changes.send_modify(|v| *v += 1);
     }
 
     /// Changes of the apps' IP addresses (a counter; re-read `all_ips` when it moves).

@@ -5,8 +5,6 @@
 //! update, clone). Private apps (Flycast only) are on no public port and clash with nobody. Checks and the writes they
 //! guard run under one lock, so two apps cannot claim a free port at the same moment.
 
-use std::net::IpAddr;
-
 use aloft_api::MachineService;
 use aloft_store::MachineFilter;
 use tokio::sync::MutexGuard;
@@ -27,7 +25,7 @@ impl Controller {
         aloft_proxy::reject_udp_services(services)
             .map_err(|e| DomainError::invalid_config(e.to_string()))?;
         let guard = self.port_claims.lock().await;
-        let (_, public) = app_addresses(app);
+        let public = self.app_addresses(app).public;
         if !public || aloft_proxy::claimed_ports(services).is_empty() {
             return Ok(guard);
         }
@@ -41,10 +39,10 @@ impl Controller {
                 summary: true,
             };
             let machines = self.list_machines(&other.name, list).await?;
-            let (flycast, public) = app_addresses(&other.name);
+            let addresses = self.app_addresses(&other.name);
             others.push(aloft_proxy::AppRoutes {
-                flycast,
-                public,
+                flycast: addresses.flycast,
+                public: addresses.public,
                 ..aloft_proxy::AppRoutes::new(other.name, String::new(), machines)
             });
         }
@@ -56,13 +54,4 @@ impl Controller {
         let lines: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
         Err(DomainError::invalid_config(lines.join("; ")))
     }
-}
-
-/// An app's Flycast (private service) addresses, and whether it is served on the public
-/// listeners: the routing table (`crate::routing`) and the port clash check both ask here.
-/// For now no app has Flycast addresses and every app is public; the lead wires this to the
-/// store's `ips` table (private v6 addresses → Flycast; an app with only private addresses is
-/// not public).
-pub fn app_addresses(_app: &str) -> (Vec<IpAddr>, bool) {
-    (vec![], true)
 }

@@ -1287,12 +1287,20 @@ async fn ips_are_allocated_by_the_rules_and_bad_requests_change_nothing() {
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    for bad in [json!({"type": "bogus"}), json!({}), json!({"type": "v4", "x": 1})] {
+    for bad in [
+        json!({"type": "bogus"}),
+        json!({}),
+        json!({"type": "v4", "x": 1}),
+    ] {
         let (s, v) = h.send(Method::POST, ips, Some(bad.clone())).await;
         assert_json_error(s, &v, &format!("body {bad}"));
     }
     let (s, v) = h
-        .send(Method::POST, "/v1/apps/nope/ips", Some(json!({"type": "shared_v4"})))
+        .send(
+            Method::POST,
+            "/v1/apps/nope/ips",
+            Some(json!({"type": "shared_v4"})),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     let (s, v) = h
@@ -1308,14 +1316,23 @@ async fn ips_are_allocated_by_the_rules_and_bad_requests_change_nothing() {
     assert_eq!(h.ok(Method::GET, ips, None).await, json!([]));
 
     // dig: bad names and types are 422; an unknown .internal name is NXDOMAIN.
-    for q in ["name=a..b", "name=", "name=x.internal&type=BOGUS", &format!("name={}", "a".repeat(300))] {
+    for q in [
+        "name=a..b",
+        "name=",
+        "name=x.internal&type=BOGUS",
+        &format!("name={}", "a".repeat(300)),
+    ] {
         let (s, v) = h
             .send(Method::GET, &format!("/v1/apps/ips-a/dns?{q}"), None)
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {v}");
     }
     let v = h
-        .ok(Method::GET, "/v1/apps/ips-a/dns?name=nothing.ips-a.internal", None)
+        .ok(
+            Method::GET,
+            "/v1/apps/ips-a/dns?name=nothing.ips-a.internal",
+            None,
+        )
         .await;
     assert_eq!(v["rcode"], "NXDOMAIN", "{v}");
     assert_eq!(v["authoritative"], true, "{v}");

@@ -101,13 +101,17 @@ impl World {
 
     /// The machine of `group`, once it is started with a private address.
     fn started(&self, dir: &Path, app: &str, group: &str) -> Value {
-        wait_for(PATIENCE, &format!("a started {group} machine of {app}"), || {
-            self.machines(dir, app).into_iter().find(|m| {
-                m["config"]["metadata"]["fly_process_group"] == group
-                    && m["state"] == "started"
-                    && !m["private_ip"].as_str().unwrap_or("").is_empty()
-            })
-        })
+        wait_for(
+            PATIENCE,
+            &format!("a started {group} machine of {app}"),
+            || {
+                self.machines(dir, app).into_iter().find(|m| {
+                    m["config"]["metadata"]["fly_process_group"] == group
+                        && m["state"] == "started"
+                        && !m["private_ip"].as_str().unwrap_or("").is_empty()
+                })
+            },
+        )
     }
 
     /// Runs `args` inside the running container of machine `id` (its files, its network).
@@ -167,7 +171,8 @@ fn id(m: &Value) -> String {
     m["id"].as_str().unwrap().to_string()
 }
 
-const TWO_GROUPS: &str = "[processes]\nweb = \"/bin/sh /serve.sh\"\nworker = \"/bin/sh /serve.sh\"\n";
+const TWO_GROUPS: &str =
+    "[processes]\nweb = \"/bin/sh /serve.sh\"\nworker = \"/bin/sh /serve.sh\"\n";
 
 #[test]
 fn machines_find_and_reach_each_other_by_name_within_their_organization_only() {
@@ -192,12 +197,21 @@ fn machines_find_and_reach_each_other_by_name_within_their_organization_only() {
     let (_, resolv) = w.exec(&id(&web), &["cat", "/etc/resolv.conf"]);
     assert!(resolv.contains("nameserver"), "{resolv}");
     let (ok, env) = w.exec(&id(&web), &["sh", "-c", "echo $FLY_PRIVATE_IP"]);
-    assert!(ok && env.trim() == ip(&web), "FLY_PRIVATE_IP {env:?} vs {web}");
+    assert!(
+        ok && env.trim() == ip(&web),
+        "FLY_PRIVATE_IP {env:?} vs {web}"
+    );
     let name = "worker.process.pn-a.internal";
     let (ok, looked) = w.exec(&id(&web), &["nslookup", "-type=AAAA", name]);
-    assert!(ok && looked.contains(&worker_ip), "nslookup {name}:\n{looked}");
+    assert!(
+        ok && looked.contains(&worker_ip),
+        "nslookup {name}:\n{looked}"
+    );
     let (ok, body) = w.get_id(&id(&web), name, 7000);
-    assert!(ok && body.contains(&id(&worker)), "web → worker by name: {body}");
+    assert!(
+        ok && body.contains(&id(&worker)),
+        "web → worker by name: {body}"
+    );
 
     // The other organization neither resolves the name nor reaches the address.
     let (_, looked) = w.exec(&id(&rival), &["nslookup", "-type=AAAA", name]);
@@ -207,21 +221,32 @@ fn machines_find_and_reach_each_other_by_name_within_their_organization_only() {
     );
     let (ok, body) = w.get_id(&id(&rival), &worker_ip, 7000);
     assert!(!ok, "another org reached the worker: {body}");
-    assert_eq!(w.dig(&b_dir, "pn-b", &["TXT", "_apps.internal"]), vec!["\"pn-b\""]);
+    assert_eq!(
+        w.dig(&b_dir, "pn-b", &["TXT", "_apps.internal"]),
+        vec!["\"pn-b\""]
+    );
 
     // Names follow machines: a stopped worker leaves the group's name, a started one is back.
     w.ok(&a_dir, &["machine", "stop", "-a", "pn-a", &id(&worker)]);
-    wait_for(Duration::from_secs(10), "the stopped worker to leave DNS", || {
-        (!w.dig(&a_dir, "pn-a", &[name]).contains(&worker_ip)).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the stopped worker to leave DNS",
+        || (!w.dig(&a_dir, "pn-a", &[name]).contains(&worker_ip)).then_some(()),
+    );
     w.ok(&a_dir, &["machine", "start", "-a", "pn-a", &id(&worker)]);
     wait_for(PATIENCE, "the started worker to be back in DNS", || {
-        w.dig(&a_dir, "pn-a", &[name]).contains(&worker_ip).then_some(())
+        w.dig(&a_dir, "pn-a", &[name])
+            .contains(&worker_ip)
+            .then_some(())
     });
     // The address stayed the machine's across stop and start.
     assert_eq!(ip(&w.started(&a_dir, "pn-a", "worker")), worker_ip);
     assert_eq!(
-        w.dig(&a_dir, "pn-a", &[&format!("{}.vm.pn-a.internal", id(&worker))]),
+        w.dig(
+            &a_dir,
+            "pn-a",
+            &[&format!("{}.vm.pn-a.internal", id(&worker))]
+        ),
         vec![worker_ip.clone()]
     );
 }
@@ -249,7 +274,10 @@ fn flycast_serves_the_organization_and_not_the_host() {
         serde_json::from_str(&w.ok(&a_dir, &["ips", "list", "-a", "fc-a", "--json"])).unwrap();
     let flycast = list[0]["address"].as_str().unwrap().to_string();
     assert_eq!(list[0]["type"], "private_v6");
-    assert_eq!(w.dig(&a_dir, "fc-a", &["fc-a.flycast"]), vec![flycast.clone()]);
+    assert_eq!(
+        w.dig(&a_dir, "fc-a", &["fc-a.flycast"]),
+        vec![flycast.clone()]
+    );
 
     let body = wait_for(PATIENCE, "web → worker through Flycast", || {
         let (ok, body) = w.get_id(&id(&web), "fc-a.flycast", FLYCAST_PORT);
@@ -267,7 +295,13 @@ fn flycast_serves_the_organization_and_not_the_host() {
 
     // Released, the address leaves DNS.
     w.ok(&a_dir, &["ips", "release", &flycast, "-a", "fc-a"]);
-    wait_for(Duration::from_secs(10), "the released address to leave DNS", || {
-        w.dig(&a_dir, "fc-a", &["fc-a.flycast"]).is_empty().then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the released address to leave DNS",
+        || {
+            w.dig(&a_dir, "fc-a", &["fc-a.flycast"])
+                .is_empty()
+                .then_some(())
+        },
+    );
 }
