@@ -36,9 +36,8 @@ pub use aloft_proxy::ProxyConfig;
 pub use aloft_runtime::container::shim::main as shim_main;
 pub use aloft_runtime::net::{Ipv4Net, Ipv6Net, NetConfig};
 pub use aloft_runtime::LogLimits;
-pub use controller::ips::PublicAddresses;
 pub use controller::{Controller, MachineChange};
-pub use settings::{AgentConfig, DEFAULT_LISTEN};
+pub use settings::{AgentConfig, PublicAddresses, DEFAULT_LISTEN};
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]

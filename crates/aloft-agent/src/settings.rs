@@ -34,7 +34,7 @@ pub struct AgentConfig {
     pub oci_runtime: Option<PathBuf>,
     /// The host's public addresses apps may be given (`aloft ips`); unset ones are found from
     /// the default routes when asked for.
-    pub public_addresses: crate::controller::ips::PublicAddresses,
+    pub public_addresses: PublicAddresses,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -123,6 +123,14 @@ pub fn write_addr_file(data_dir: &Path, addr: SocketAddr) -> std::io::Result<()>
     let tmp = data_dir.join(format!("{ADDR_FILE}.tmp"));
     std::fs::write(&tmp, format!("{addr}\n"))?;
     std::fs::rename(tmp, data_dir.join(ADDR_FILE))
+}
+
+/// The host's public addresses, as `aloft agent --public-ipv4/--public-ipv6` give them, else
+/// as found when an address is asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublicAddresses {
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 #[cfg(test)]

@@ -37,9 +37,9 @@
 //! | `GET /v1/proxy` | – | `200 [`[`crate::ProxyPort`]`]`; `404` when the agent runs without a proxy |
 //! | `GET /v1/regions` | – | `200 [`[`crate::regions::RegionInfo`]`]` |
 //! | `GET /v1/apps/{app}/ips` | – | `200 [`[`crate::network::IpAddress`]`]`, oldest first |
-//! | `POST /v1/apps/{app}/ips` | [`crate::network::AllocateIpRequest`] | `201` [`crate::network::IpAddress`]; `422` a kind this agent cannot give (dedicated IPv4; public IPv6 without one on the host; a region other than `global`); `503` private addresses without the container network |
+//! | `POST /v1/apps/{app}/ips` | [`crate::network::AllocateIpRequest`] | `201` [`crate::network::IpAddress`]; `422` a kind this agent cannot give (dedicated IPv4; a public address the host lacks; a private one without the container network; a region other than `global`) |
 //! | `DELETE /v1/apps/{app}/ips/{address}` | – | `200` the released [`crate::network::IpAddress`]; `404` not the app's |
-//! | `GET /v1/apps/{app}/dns?name=N&type=T` | – | `200` [`crate::network::DnsAnswer`] as a machine of the app sees it; `422` bad name or type; `503` no DNS server (the agent runs no container network) |
+//! | `GET /v1/apps/{app}/dns?name=N&type=T` | – | `200` [`crate::network::DnsAnswer`] as a machine of the app sees it; `422` bad name or type |
 
 /// `status` of the 409 error body when a blob `PATCH` is not at the upload's offset.
 pub const STATUS_WRONG_OFFSET: &str = "wrong_offset";

@@ -81,7 +81,6 @@ fn status_of(e: &DomainError) -> (StatusCode, &'static str) {
             (StatusCode::CONFLICT, aloft_api::routes::STATUS_WRONG_OFFSET)
         }
         DomainError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads"),
-        DomainError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         DomainError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unknown"),
     }
 }
@@ -150,7 +149,6 @@ mod tests {
             (DomainError::invalid_config("m"), 422, "invalid_config"),
             (DomainError::NameTaken("m".into()), 422, "name_taken"),
             (DomainError::not_found("m"), 404, "not_found"),
-            (DomainError::Unavailable("m".into()), 503, "unavailable"),
             (DomainError::precondition("m"), 412, "failed_precondition"),
             (DomainError::LeaseHeld("m".into()), 409, "lease_held"),
             (DomainError::WrongOffset("m".into()), 409, "wrong_offset"),

@@ -52,10 +52,6 @@ pub enum DomainError {
     /// The agent is already doing as many of these as it allows; retry later.
     #[error("{0}")]
     Busy(String),
-    /// The agent lacks what the action needs on this host (e.g. no container network for a
-    /// private address); the message says what to set up.
-    #[error("{0}")]
-    Unavailable(String),
     /// The agent's own failure (store, runtime, a task that died): nothing the client can fix.
     #[error("{0}")]
     Internal(String),
@@ -107,7 +103,6 @@ impl DomainError {
             | DomainError::TooLarge(m)
             | DomainError::WrongOffset(m)
             | DomainError::Busy(m)
-            | DomainError::Unavailable(m)
             | DomainError::Internal(m) => m,
         }
     }

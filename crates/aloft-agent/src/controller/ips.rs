@@ -14,14 +14,7 @@ use aloft_api::network::{AllocateIpRequest, IpAddress, IpKind};
 use aloft_store::IpRow;
 
 use super::{now_rfc3339, Controller, DomainError, DomainResult};
-
-/// The host's public addresses, as `aloft agent --public-ipv4/--public-ipv6` give them, else
-/// as found when an address is asked for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PublicAddresses {
-    pub ipv4: Option<Ipv4Addr>,
-    pub ipv6: Option<Ipv6Addr>,
-}
+use crate::settings::PublicAddresses;
 
 /// The source address the host would use towards `probe`: the address of the interface of
 /// its default route. A UDP "connect" sends nothing.
@@ -35,7 +28,13 @@ fn route_source(probe: IpAddr) -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
-impl PublicAddresses {
+/// Finding the host's addresses when the agent's flags did not give them.
+trait Detect {
+    fn v4(&self) -> DomainResult<Ipv4Addr>;
+    fn v6(&self) -> DomainResult<Ipv6Addr>;
+}
+
+impl Detect for PublicAddresses {
     /// The host's IPv4 address: the flag's, else that of the default route's interface.
     fn v4(&self) -> DomainResult<Ipv4Addr> {
         if let Some(ip) = self.ipv4 {
@@ -44,7 +43,7 @@ impl PublicAddresses {
         // 192.0.2.1 (TEST-NET-1) is never contacted: only the route towards it is looked up.
         match route_source(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))) {
             Some(IpAddr::V4(ip)) if !ip.is_loopback() && !ip.is_unspecified() => Ok(ip),
-            _ => Err(DomainError::Unavailable(
+            _ => Err(DomainError::InvalidConfig(
                 "this host has no default IPv4 route, so it has no address to share: start \
                  the agent with --public-ipv4 ADDRESS"
                     .into(),
@@ -61,7 +60,7 @@ impl PublicAddresses {
         // 2001:db8::1 (documentation prefix) is never contacted.
         match route_source(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))) {
             Some(IpAddr::V6(ip)) if is_global_v6(ip) => Ok(ip),
-            _ => Err(DomainError::Unavailable(
+            _ => Err(DomainError::InvalidConfig(
                 "this host has no public IPv6 address (no global IPv6 default route): start \
                  the agent with --public-ipv6 ADDRESS, or use `aloft ips allocate-v4 --shared`"
                     .into(),
@@ -196,7 +195,7 @@ impl Controller {
                     let ip = tokio::task::spawn_blocking(move || sup.service_address(&org, &k))
                         .await
                         .map_err(|e| DomainError::internal(e.to_string()))?
-                        .map_err(DomainError::Unavailable)?;
+                        .map_err(DomainError::InvalidConfig)?;
                     (ip.to_string(), key)
                 }
             };

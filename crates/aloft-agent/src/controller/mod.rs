@@ -72,7 +72,7 @@ pub struct Controller {
     host_memory_mb: Option<u64>,
     reservations: capacity::Reservations,
     /// The host's public addresses (`ips`), set once at agent start.
-    public_addresses: std::sync::OnceLock<ips::PublicAddresses>,
+    public_addresses: std::sync::OnceLock<crate::settings::PublicAddresses>,
     /// Bumped whenever an app's IP addresses change (`ips`): the proxy and the DNS server
     /// rebuild what they serve.
     ip_changes: tokio::sync::watch::Sender<u64>,

@@ -283,10 +283,27 @@ fn flycast_serves_the_organization_and_not_the_host() {
         let (ok, body) = w.get_id(&id(&web), "fc-a.flycast", FLYCAST_PORT);
         ok.then_some(body)
     });
-    assert!(body.contains(&id(&worker)), "{body}");
+    assert!(
+        body.contains(&id(&worker)),
+        "Flycast reached another machine than the worker: {body}\nmachines: {:#}\nproxy: {}",
+        Value::Array(w.machines(&a_dir, "fc-a")),
+        w.ok(&a_dir, &["machine", "list", "-a", "fc-a"])
+    );
 
     let (ok, body) = w.get_id(&id(&rival), &flycast, FLYCAST_PORT);
-    assert!(!ok, "another org reached the Flycast address: {body}");
+    if ok {
+        let rules = Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap();
+        let (_, addrs) = w.exec(&id(&rival), &["ip", "-6", "addr"]);
+        panic!(
+            "another org ({} at {}) reached the Flycast address {flycast}: {body}\n{addrs}\n{}",
+            id(&rival),
+            ip(&rival),
+            String::from_utf8_lossy(&rules.stdout)
+        );
+    }
     // The app has only a private address: nothing serves it on the host's loopback.
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", FLYCAST_PORT)).is_err(),
