@@ -134,16 +134,18 @@ impl Resolver {
         {
             return Some(k.clone());
         }
-        if self.self_signed && self.known(name) {
+        if self.self_signed && self.known(name, wildcard.as_deref()) {
             return Some(self.generated(name));
         }
         Some(self.default.clone())
     }
 
-    fn known(&self, name: &str) -> bool {
-        self.table
-            .as_ref()
-            .is_some_and(|t| t.borrow().hostnames.contains_key(name))
+    /// Whether an app answers at `name` (itself or through its `*.` parent).
+    fn known(&self, name: &str, wildcard: Option<&str>) -> bool {
+        self.table.as_ref().is_some_and(|t| {
+            let t = t.borrow();
+            t.hostnames.contains_key(name) || wildcard.is_some_and(|w| t.hostnames.contains_key(w))
+        })
     }
 
     /// The self-signed certificate of `name`, made on first use.
