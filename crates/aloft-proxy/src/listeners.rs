@@ -65,7 +65,14 @@ pub(crate) async fn manage(
                     Ok(actual)
                 }
                 Err(e) => {
-                    let msg = bind_error(b.port(), addr, &e);
+                    let msg = match b {
+                        Bind::Public(port) => bind_error(port, addr, &e),
+                        Bind::Flycast(_) => format!(
+                            "cannot listen on Flycast address {addr}: {e}; the address must be \
+                             on one of this host's interfaces (the agent adds it when the app's \
+                             private address is allocated)"
+                        ),
+                    };
                     tracing::error!("{msg}");
                     Err(msg)
                 }

@@ -137,11 +137,18 @@ impl Listener {
         }
         let host = host?;
         let name = host_name(host);
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.by_host.get(&name.to_ascii_lowercase())
+        let lower;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
         } else {
-            self.by_host.get(name)
-        }
+            name
+        };
+        self.by_host.get(name).or_else(|| {
+            // A wildcard hostname (`*.example.com`) answers for one label more.
+            let (_, parent) = name.split_once('.')?;
+            self.by_host.get(&format!("*.{parent}"))
+        })
     }
 
     /// The hostnames served here, sorted (for the 404 of an unknown host).
@@ -1017,7 +1024,7 @@ mod tests {
         let b = machine("b1", "app", MachineState::Started, vec![http_service(8080)]);
         let t = RouteTable::from_machines(&[
             app("one", vec![a], &["one.localhost", "WWW.Example.com"]),
-            app("two", vec![b], &["two.localhost"]),
+            app("two", vec![b], &["two.localhost", "*.shop.example"]),
         ]);
         assert!(t.conflicts.is_empty(), "{:?}", t.conflicts);
         for port in [80, 443] {
@@ -1030,12 +1037,14 @@ mod tests {
             assert_eq!(app_of("www.example.com."), Some("one"));
             assert_eq!(app_of("TWO.LOCALHOST"), Some("two"));
             assert_eq!(app_of("three.localhost"), None);
+            assert_eq!(app_of("eu.shop.example"), Some("two"), "wildcard");
+            assert_eq!(app_of("a.b.shop.example"), None, "one label only");
             assert!(l.route_for(None).is_none());
             assert_eq!(
                 l.unknown_host(Some("three.localhost:80")),
                 format!(
                     "no app answers at host \"three.localhost\" on port {port} of this agent; \
-                     it serves: one.localhost, two.localhost, www.example.com\n"
+                     it serves: *.shop.example, one.localhost, two.localhost, www.example.com\n"
                 )
             );
         }

@@ -5,7 +5,7 @@
 //! handshake already sees it.
 
 use aloft_api::certs::AddCertificate;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,12 +27,15 @@ pub async fn list(State(st): State<AppState>, P(app): P<String>) -> HttpResult<R
     Ok(Json(st.ctl.list_certificates(&app).await?).into_response())
 }
 
+/// An unknown app is a 404 whatever the body (checked before the body is read).
 pub async fn add(
     State(st): State<AppState>,
     P(app): P<String>,
-    Body(req): Body<AddCertificate>,
+    req: Request,
 ) -> HttpResult<Response> {
-    let (cert, added) = st.ctl.add_certificate(&app, req).await?;
+    st.ctl.get_app(&app).await?;
+    let Body(body) = Body::<AddCertificate>::from_request(req, &st).await?;
+    let (cert, added) = st.ctl.add_certificate(&app, body).await?;
     sync_proxy(&st).await?;
     let status = match added {
         Added::Created => StatusCode::CREATED,

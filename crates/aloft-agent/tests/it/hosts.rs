@@ -188,6 +188,25 @@ async fn two_http_apps_share_port_80_by_host_and_custom_hostnames_follow_the_cer
     let tls_addr: std::net::SocketAddr = h.proxy_addr(443).await.parse().unwrap();
     let served = peer_cert(tls_addr, "shop.beta.example").await;
     assert_eq!(served.as_ref(), ck.cert.der().as_ref());
+    // HTTPS requests for both apps on the one 443 listener (SNI and Host alike).
+    for (host, app) in [
+        ("alpha.localhost", "alpha"),
+        ("beta.localhost", "beta"),
+        ("shop.beta.example", "beta"),
+    ] {
+        let client = Client::builder()
+            .danger_accept_invalid_certs(true)
+            .resolve(host, tls_addr)
+            .build()
+            .unwrap();
+        let resp = client
+            .get(format!("https://{host}:{}/", tls_addr.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{host}");
+        assert_eq!(resp.text().await.unwrap(), app, "{host}");
+    }
     let alpha_cert = peer_cert(tls_addr, "alpha.localhost").await;
     assert!(
         alpha_cert.windows(15).any(|w| w == b"alpha.localhost"),

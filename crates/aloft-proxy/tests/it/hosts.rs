@@ -425,3 +425,35 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
             .supported_schemes()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume_with_tickets_and_prefer_aes_128() {
+    let a = TestServer::start("a").await;
+    let (proxy, _tx) = spawn_apps(vec![app("one", &a, &["one.localhost"])]);
+    let addr = bound(&proxy, 443).await;
+    // One client config: its session store keeps the ticket of the first connection.
+    let connector = tls_client(&[b"http/1.1"]);
+    let connect = || async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("one.localhost".to_string()).unwrap();
+        connector.connect(name, tcp).await.unwrap()
+    };
+    let first = connect().await;
+    let conn = first.get_ref().1;
+    assert_eq!(conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    assert_eq!(
+        conn.negotiated_cipher_suite().unwrap().suite(),
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    // The ticket arrives after the handshake: a request reads it.
+    assert_eq!(get_on(first, "one.localhost", "/").await, (200, "a".into()));
+    let second = connect().await;
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert_eq!(
+        get_on(second, "one.localhost", "/").await,
+        (200, "a".into())
+    );
+}
