@@ -2,7 +2,7 @@
 //! machines see them.
 
 use aloft_api::network::AllocateIpRequest;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -18,15 +18,16 @@ pub async fn list_ips(
     Ok(Json(st.ctl.list_ips(&app).await?))
 }
 
+/// An unknown app is a 404 whatever the body (checked before the body is read).
 pub async fn allocate_ip(
     State(st): State<AppState>,
     P(app): P<String>,
-    Body(req): Body<AllocateIpRequest>,
+    req: Request,
 ) -> HttpResult<impl IntoResponse> {
-    Ok((
-        StatusCode::CREATED,
-        Json(st.ctl.allocate_ip(&app, req).await?),
-    ))
+    st.ctl.get_app(&app).await?;
+    let Body(body) = Body::<AllocateIpRequest>::from_request(req, &st).await?;
+    let ip = st.ctl.allocate_ip(&app, body).await?;
+    Ok((StatusCode::CREATED, Json(ip)))
 }
 
 pub async fn release_ip(
@@ -41,6 +42,7 @@ pub async fn dns(
     P(app): P<String>,
     q: Params,
 ) -> HttpResult<impl IntoResponse> {
+    st.ctl.get_app(&app).await?;
     let name = q.get("name").unwrap_or_default().to_string();
     let rtype = q.get("type").unwrap_or("AAAA").to_string();
     Ok(Json(st.dns.lookup(&st.ctl, &app, &name, &rtype).await?))
