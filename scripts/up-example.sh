@@ -5,7 +5,7 @@
 # go to `aloft up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(buildah runc tini busybox-static iproute2 iptables)
+packages=(buildah runc tini busybox-static nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
