@@ -240,7 +240,19 @@ pub const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 impl FakeUpstream {
     pub async fn spawn(mode: Upstream) -> FakeUpstream {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // UDP and TCP on one port: a port the OS gave for UDP may be taken for TCP by another
+        // process, so try a few until both bind.
+        let (socket, tcp) = loop {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            if mode != Upstream::Truncating {
+                break (socket, None);
+            }
+            match tokio::net::TcpListener::bind(socket.local_addr().unwrap()).await {
+                Ok(listener) => break (socket, Some(listener)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => panic!("binding the fake upstream's TCP port: {e}"),
+            }
+        };
         let addr = socket.local_addr().unwrap();
         let received = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&received);
@@ -259,8 +271,7 @@ impl FakeUpstream {
                 }
             }
         })];
-        if mode == Upstream::Truncating {
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        if let Some(listener) = tcp {
             tasks.push(tokio::spawn(async move {
                 while let Ok((mut stream, _)) = listener.accept().await {
                     let Ok(len) = stream.read_u16().await else {

@@ -249,6 +249,26 @@ fn machines_find_and_reach_each_other_by_name_within_their_organization_only() {
         ),
         vec![worker_ip.clone()]
     );
+
+    // A machine moved to another group answers under that group's name.
+    w.ok(
+        &a_dir,
+        &[
+            "machine",
+            "update",
+            "-a",
+            "pn-a",
+            "--metadata",
+            "fly_process_group=web",
+            "--yes",
+            &id(&worker),
+        ],
+    );
+    wait_for(PATIENCE, "the moved machine under web.process", || {
+        let web_names = w.dig(&a_dir, "pn-a", &["web.process.pn-a.internal"]);
+        let worker_names = w.dig(&a_dir, "pn-a", &[name]);
+        (web_names.contains(&worker_ip) && !worker_names.contains(&worker_ip)).then_some(())
+    });
 }
 
 #[test]
