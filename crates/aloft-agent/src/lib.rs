@@ -11,6 +11,7 @@
 //! Shutdown stops serving but leaves machines running: the next start reaps their processes and
 //! relaunches the machines that should be started.
 
+pub mod acme;
 pub mod api;
 pub mod controller;
 pub mod data_dir;
@@ -37,7 +38,7 @@ pub use aloft_runtime::container::shim::main as shim_main;
 pub use aloft_runtime::net::{Ipv4Net, Ipv6Net, NetConfig};
 pub use aloft_runtime::LogLimits;
 pub use controller::{Controller, MachineChange};
-pub use settings::{AgentConfig, PublicAddresses, DEFAULT_LISTEN};
+pub use settings::{AcmeSettings, AgentConfig, PublicAddresses, DEFAULT_LISTEN};
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,11 @@ pub enum AgentError {
     Reconcile(String),
     #[error("opening the OCI image store failed: {0}")]
     ImageStore(String),
+    #[error("cannot read the ACME CA roots {}: {source} (--acme-ca-roots: a PEM file of the private CA's root certificates)", path.display())]
+    AcmeCaRoots {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The agent entry point.
@@ -79,6 +85,8 @@ pub struct AgentHandle {
     pub controller: Arc<Controller>,
     /// The proxy, unless the agent runs without one ([`AgentConfig::proxy`] = `None`).
     pub routing: Option<Arc<routing::Routing>>,
+    /// The ACME issuance task, when the agent runs the proxy (see [`acme`]).
+    pub acme: Option<Arc<acme::Acme>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     /// Held (flock) for the handle's lifetime: one agent per data dir.
@@ -152,6 +160,16 @@ impl Agent {
         dns: Arc<dns::Dns>,
     ) -> Result<AgentHandle, AgentError> {
         let regions = regions::Regions::new(&config.regions).map_err(AgentError::Regions)?;
+        let ca_roots_pem =
+            match &config.acme.ca_roots {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                    AgentError::AcmeCaRoots {
+                        path: path.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let dir_err = |source| AgentError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -220,9 +238,20 @@ impl Agent {
             })),
             None => None,
         };
+        // Issuance runs in the background: no CA is contacted before the agent serves.
+        let acme = routing.as_ref().map(|routing| {
+            acme::Acme::start(
+                ctl.clone(),
+                routing,
+                config.acme.clone(),
+                ca_roots_pem,
+                config.data_dir.join("acme"),
+            )
+        });
         dns.follow(ctl.clone());
         let state = api::AppState {
             routing: routing.clone(),
+            acme: acme.clone(),
             dns,
             ctl: ctl.clone(),
             deploy: deployer,
@@ -243,6 +272,7 @@ impl Agent {
             data_dir: config.data_dir,
             controller: ctl,
             routing,
+            acme,
             shutdown: Some(tx),
             server,
             _lock: lock,

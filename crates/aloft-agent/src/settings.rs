@@ -35,6 +35,8 @@ pub struct AgentConfig {
     /// The host's public addresses apps may be given (`aloft ips`); unset ones are found from
     /// the default routes when asked for.
     pub public_addresses: PublicAddresses,
+    /// Where certificates of hostnames added with `aloft certs add --acme` come from.
+    pub acme: AcmeSettings,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -81,6 +83,7 @@ impl AgentConfig {
             network: aloft_runtime::net::NetConfig::default(),
             oci_runtime: None,
             public_addresses: Default::default(),
+            acme: AcmeSettings::default(),
         }
     }
 }
@@ -131,6 +134,34 @@ pub fn write_addr_file(data_dir: &Path, addr: SocketAddr) -> std::io::Result<()>
 pub struct PublicAddresses {
     pub ipv4: Option<std::net::Ipv4Addr>,
     pub ipv6: Option<std::net::Ipv6Addr>,
+}
+
+pub use aloft_acme::{ChallengeKind, LETS_ENCRYPT};
+
+/// The ACME CA that issues certificates of `aloft certs add --acme` hostnames, and how its
+/// challenges are answered. The account is kept in `<data-dir>/acme`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// The CA's directory URL (`aloft agent --acme-directory`); Let's Encrypt by default.
+    pub directory_url: String,
+    /// Contact emails of the account (`--acme-email`, repeatable; may be empty).
+    pub contact: Vec<String>,
+    /// A PEM file of extra trusted roots for the CA's HTTPS (`--acme-ca-roots`), for a private
+    /// or test CA.
+    pub ca_roots: Option<PathBuf>,
+    /// HTTP-01 (port 80) or TLS-ALPN-01 (port 443) (`--acme-challenge`).
+    pub challenge: aloft_acme::ChallengeKind,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> AcmeSettings {
+        AcmeSettings {
+            directory_url: aloft_acme::LETS_ENCRYPT.to_string(),
+            contact: Vec::new(),
+            ca_roots: None,
+            challenge: aloft_acme::ChallengeKind::Http01,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -63,14 +63,19 @@ impl Challenges {
                 return;
             }
         };
-        match CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()) {
-            Ok(ck) => {
+        // Not `CertifiedKey::from_der`: it parses the certificate (to match it with the key),
+        // and webpki refuses the critical acmeIdentifier extension every challenge
+        // certificate carries. The validator does not verify it either.
+        let provider = rustls::crypto::ring::default_provider();
+        match provider.key_provider.load_private_key(key) {
+            Ok(signing_key) => {
+                let ck = CertifiedKey::new(chain, signing_key);
                 self.tls_alpn01
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(domain.to_ascii_lowercase(), Arc::new(ck));
             }
-            Err(e) => tracing::warn!(domain, "tls-alpn-01 challenge certificate refused: {e}"),
+            Err(e) => tracing::warn!(domain, "tls-alpn-01 challenge key refused: {e}"),
         }
     }
 
@@ -163,5 +168,18 @@ mod tests {
         assert!(c.tls_alpn01("b.example").is_none());
         c.remove_tls_alpn01("a.example");
         assert!(c.tls_alpn01("a.example").is_none());
+    }
+
+    #[test]
+    fn tls_alpn01_takes_certificates_with_the_critical_acme_identifier() {
+        // What an ACME client presents (RFC 8737 §3), which webpki cannot parse.
+        let mut params = rcgen::CertificateParams::new(vec!["c.example".to_string()]).unwrap();
+        params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(&[7; 32])];
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let c = Challenges::default();
+        c.set_tls_alpn01("c.example", vec![cert.der().to_vec()], key.serialize_der());
+        let served = c.tls_alpn01("c.example").expect("stored");
+        assert_eq!(served.cert[0].as_ref(), cert.der().as_ref());
     }
 }

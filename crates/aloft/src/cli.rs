@@ -246,6 +246,44 @@ pub struct AgentArgs {
     /// address of the default IPv6 route's interface, when it is a global one].
     #[arg(long, value_name = "ADDRESS")]
     pub public_ipv6: Option<std::net::Ipv6Addr>,
+    /// Directory URL of the ACME CA that issues certificates of hostnames added with `aloft
+    /// certs add HOST --acme` (Let's Encrypt's staging directory, or a private CA's, for tests).
+    #[arg(long, value_name = "URL", default_value = aloft_agent::settings::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// Contact email of the ACME account, for the CA's expiry and policy notices (repeatable).
+    #[arg(long = "acme-email", value_name = "EMAIL", value_parser = parse_email)]
+    pub acme_emails: Vec<String>,
+    /// PEM file of root certificates to trust, besides the public ones, for the ACME CA's HTTPS
+    /// (a private or test CA).
+    #[arg(long, value_name = "PEMFILE")]
+    pub acme_ca_roots: Option<PathBuf>,
+    /// How the CA checks that a hostname points at this agent: `http-01` fetches a token from
+    /// port 80, `tls-alpn-01` connects to port 443.
+    #[arg(long, value_enum, default_value_t = AcmeChallenge::Http01)]
+    pub acme_challenge: AcmeChallenge,
+}
+
+/// `aloft agent --acme-challenge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcmeChallenge {
+    #[value(name = "http-01")]
+    Http01,
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+fn parse_email(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.split_once('@') {
+        Some((user, domain))
+            if !user.is_empty() && domain.contains('.') && !s.contains(char::is_whitespace) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "{s:?} is not an email address; give one such as admin@example.com"
+        )),
+    }
 }
 
 fn parse_domain(s: &str) -> Result<String, String> {

@@ -18,7 +18,8 @@ use aloft_deploy::{DeployOptions, Strategy};
 use anyhow::{anyhow, bail};
 
 use crate::cli::{
-    AgentArgs, AppArgs, BuildArgs, Cli, Command, ConfigCommand, DeployArgs, LogsArgs, UpArgs,
+    AcmeChallenge, AgentArgs, AppArgs, BuildArgs, Cli, Command, ConfigCommand, DeployArgs,
+    LogsArgs, UpArgs,
 };
 use crate::printer::Mode;
 
@@ -257,6 +258,15 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
     config.public_addresses = aloft_agent::PublicAddresses {
         ipv4: args.public_ipv4,
         ipv6: args.public_ipv6,
+    };
+    config.acme = aloft_agent::AcmeSettings {
+        directory_url: args.acme_directory,
+        contact: args.acme_emails,
+        ca_roots: args.acme_ca_roots,
+        challenge: match args.acme_challenge {
+            AcmeChallenge::Http01 => aloft_agent::settings::ChallengeKind::Http01,
+            AcmeChallenge::TlsAlpn01 => aloft_agent::settings::ChallengeKind::TlsAlpn01,
+        },
     };
     config
 }
@@ -911,6 +921,50 @@ mod tests {
         assert_eq!(proxy.region, "ams");
         assert_eq!(proxy.port_map.get(&80), Some(&8080));
         assert_eq!(proxy.autostop_interval, std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn agent_acme_flags_default_to_lets_encrypt_and_http01() {
+        use clap::Parser;
+        let agent = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["aloft", "agent"], args].concat())?;
+            let Command::Agent(args) = cli.command else {
+                panic!("not the agent command")
+            };
+            Ok::<_, clap::Error>(agent_config(args, &Env::default()).acme)
+        };
+        let default = agent(&[]).unwrap();
+        assert_eq!(default, aloft_agent::AcmeSettings::default());
+        assert_eq!(default.directory_url, aloft_agent::settings::LETS_ENCRYPT);
+        let set = agent(&[
+            "--acme-directory",
+            "https://ca.internal/dir",
+            "--acme-email",
+            "ops@example.com",
+            "--acme-email",
+            "me@example.org",
+            "--acme-ca-roots",
+            "/etc/ca.pem",
+            "--acme-challenge",
+            "tls-alpn-01",
+        ])
+        .unwrap();
+        assert_eq!(set.directory_url, "https://ca.internal/dir");
+        assert_eq!(set.contact, ["ops@example.com", "me@example.org"]);
+        assert_eq!(set.ca_roots, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            set.challenge,
+            aloft_agent::settings::ChallengeKind::TlsAlpn01
+        );
+        let err = agent(&["--acme-email", "ops"]).unwrap_err().to_string();
+        assert!(err.contains("admin@example.com"), "{err}");
+        let err = agent(&["--acme-challenge", "dns-01"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http-01") && err.contains("tls-alpn-01"),
+            "{err}"
+        );
     }
 
     #[test]

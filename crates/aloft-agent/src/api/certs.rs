@@ -2,9 +2,9 @@
 //! certificates (`aloft certs`). The controller checks and stores them
 //! (`controller/certs.rs`); after a change the proxy is brought in step
 //! (`Routing::reload_certificates`) before the answer leaves, so the next request or TLS
-//! handshake already sees it.
+//! handshake already sees it. An added `acme` hostname wakes the issuance task (`crate::acme`).
 
-use aloft_api::certs::AddCertificate;
+use aloft_api::certs::{AddCertificate, SOURCE_ACME};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -37,6 +37,9 @@ pub async fn add(
     let Body(body) = Body::<AddCertificate>::from_request(req, &st).await?;
     let (cert, added) = st.ctl.add_certificate(&app, body).await?;
     sync_proxy(&st).await?;
+    if let (Some(acme), SOURCE_ACME) = (&st.acme, cert.source.as_str()) {
+        acme.hostname_added(&cert.hostname);
+    }
     let status = match added {
         Added::Created => StatusCode::CREATED,
         Added::Replaced => StatusCode::OK,

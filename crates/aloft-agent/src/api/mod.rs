@@ -38,6 +38,8 @@ pub struct AppState {
     pub deploy: Arc<crate::deploy::Deployer>,
     /// The proxy (for `/metrics` and `/v1/proxy`), when the agent runs one.
     pub routing: Option<Arc<crate::routing::Routing>>,
+    /// ACME issuance (`aloft certs add --acme`), with the proxy.
+    pub acme: Option<Arc<crate::acme::Acme>>,
     /// The private network's DNS server (`aloft dig`).
     pub dns: Arc<crate::dns::Dns>,
     pub token: Arc<String>,

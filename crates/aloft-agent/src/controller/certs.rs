@@ -1,9 +1,10 @@
 //! Certificates of apps' custom hostnames (`aloft certs add|list|show|remove`): a hostname is
 //! checked and normalised (`aloft_api::hostname`), belongs to one app only, and gets a
 //! certificate from PEMs the user gives (`files`), a self-signed one made here (the default),
-//! or one an ACME CA issues later (`acme`: `awaiting issuance` until the lead's ACME wiring
-//! stores it with [`Controller::store_issued_certificate`]). PEMs are checked (parsed, key
-//! fits the certificate) before anything is written. The proxy learns of changes through
+//! or one an ACME CA issues later (`acme`: `awaiting issuance` until `crate::acme` stores it
+//! with [`Controller::store_issued_certificate`], or records why it could not with
+//! [`Controller::set_acme_status`]). PEMs are checked (parsed, key fits the certificate) before
+//! anything is written. The proxy learns of changes through
 //! `crate::routing::Routing::reload_certificates`.
 
 use aloft_api::certs::{
@@ -137,8 +138,9 @@ impl Controller {
         self.db(|s| s.read(|tx| tx.certificates(None))).await
     }
 
-    /// Stores a certificate an ACME CA issued for `hostname` (already `app`'s, source `acme`):
-    /// PEMs checked, status `ready`. For the ACME wiring; push it to the proxy afterwards.
+    /// Stores a certificate an ACME CA issued for `hostname` (`app`'s, source `acme`): PEMs
+    /// checked, status `ready`. For `crate::acme`; push it to the proxy afterwards. Not found
+    /// when the hostname is gone or no longer `acme` (removed or replaced meanwhile).
     pub async fn store_issued_certificate(
         &self,
         app: &str,
@@ -152,15 +154,45 @@ impl Controller {
         let missing = not_found(&app, hostname);
         self.db(move |s| {
             s.write(|tx| {
-                let Some(mut row) = tx.certificate(&name)?.filter(|c| c.app == app) else {
+                let Some(mut row) = tx
+                    .certificate(&name)?
+                    .filter(|c| c.app == app && c.source == SOURCE_ACME)
+                else {
                     return Ok(Err(missing.clone()));
                 };
-                row.source = SOURCE_ACME.to_string();
                 row.status = STATUS_READY.to_string();
                 row.chain_pem = Some(chain_pem.clone());
                 row.key_pem = Some(key_pem.clone());
                 row.not_before = not_before.clone();
                 row.not_after = not_after.clone();
+                row.updated_at = now_rfc3339();
+                tx.put_certificate(&row)?;
+                Ok(Ok(to_api(&row)))
+            })
+        })
+        .await?
+    }
+
+    /// Records `status` (why issuance or renewal failed, and when it is tried again) on the
+    /// ACME certificate of `hostname` in `app`, leaving its PEMs (a certificate being renewed
+    /// is still served). Not found when the hostname is gone or no longer `acme`.
+    pub async fn set_acme_status(
+        &self,
+        app: &str,
+        hostname: &str,
+        status: String,
+    ) -> DomainResult<Certificate> {
+        let (app, name) = (app.to_string(), lookup_name(hostname));
+        let missing = not_found(&app, hostname);
+        self.db(move |s| {
+            s.write(|tx| {
+                let Some(mut row) = tx
+                    .certificate(&name)?
+                    .filter(|c| c.app == app && c.source == SOURCE_ACME)
+                else {
+                    return Ok(Err(missing.clone()));
+                };
+                row.status = status.clone();
                 row.updated_at = now_rfc3339();
                 tx.put_certificate(&row)?;
                 Ok(Ok(to_api(&row)))

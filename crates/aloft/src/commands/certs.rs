@@ -107,10 +107,11 @@ fn show(app: &str, hostname: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
             printer.json_value(&cert)?;
             return Ok(ExitCode::SUCCESS);
         }
-        let state = if cert.status == STATUS_READY {
-            "has been issued".to_string()
-        } else {
-            format!("is not ready: {}", cert.status)
+        let state = match (cert.status == STATUS_READY, &cert.not_after) {
+            (true, _) => "has been issued".to_string(),
+            // An ACME renewal failed: the current certificate is still served.
+            (false, Some(until)) => format!("is served until {until}, but {}", cert.status),
+            (false, None) => format!("is not ready: {}", cert.status),
         };
         printer.line(format!("The certificate for {} {state}.", cert.hostname));
         printer.line("");
