@@ -293,7 +293,8 @@ mod tests {
         assert_eq!(retry_after(1), Duration::from_secs(300));
         assert_eq!(retry_after(2), Duration::from_secs(600));
         assert_eq!(retry_after(3), Duration::from_secs(1200));
-        assert_eq!(retry_after(7), LAST_RETRY, "320 minutes would pass the cap");
+        assert_eq!(retry_after(7), Duration::from_secs(320 * 60));
+        assert_eq!(retry_after(8), LAST_RETRY, "640 minutes would pass the cap");
         assert_eq!(retry_after(u32::MAX), LAST_RETRY);
     }
 
