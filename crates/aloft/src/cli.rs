@@ -246,8 +246,10 @@ pub struct AgentArgs {
     /// address of the default IPv6 route's interface, when it is a global one].
     #[arg(long, value_name = "ADDRESS")]
     pub public_ipv6: Option<std::net::Ipv6Addr>,
-    /// Directory URL of the ACME CA that issues certificates of hostnames added with `aloft
-    /// certs add HOST --acme` (Let's Encrypt's staging directory, or a private CA's, for tests).
+    /// Directory URL of the ACME CA that issues the certificates of hostnames added with `aloft
+    /// certs add HOST --acme`; for trials Let's Encrypt's staging directory,
+    /// https://acme-staging-v02.api.letsencrypt.org/directory. The account is kept in
+    /// <data-dir>/acme.
     #[arg(long, value_name = "URL", default_value = aloft_agent::settings::LETS_ENCRYPT)]
     pub acme_directory: String,
     /// Contact email of the ACME account, for the CA's expiry and policy notices (repeatable).
@@ -259,7 +261,7 @@ pub struct AgentArgs {
     pub acme_ca_roots: Option<PathBuf>,
     /// How the CA checks that a hostname points at this agent: `http-01` fetches a token from
     /// port 80, `tls-alpn-01` connects to port 443.
-    #[arg(long, value_enum, default_value_t = AcmeChallenge::Http01)]
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = AcmeChallenge::Http01)]
     pub acme_challenge: AcmeChallenge,
 }
 

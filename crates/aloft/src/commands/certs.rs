@@ -89,7 +89,7 @@ fn list(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
                 vec![
                     c.hostname.clone(),
                     c.created_at.clone(),
-                    status_word(&c.status),
+                    short_status(&c.status),
                 ]
             })
             .collect();
@@ -151,6 +151,12 @@ fn status_word(status: &str) -> String {
     }
 }
 
+/// A status as the list shows it: `Failed` for `failed: why… (next attempt at …)`; `aloft certs
+/// show` has the whole of it.
+fn short_status(status: &str) -> String {
+    status_word(status.split(':').next().unwrap_or(status))
+}
+
 /// The `Key = value` block of `fly certs show`.
 fn details(printer: &Printer, c: &Certificate) {
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
@@ -165,5 +171,20 @@ fn details(printer: &Printer, c: &Certificate) {
     ];
     for (k, v) in lines {
         printer.line(format!("{k:<25} = {v}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_shows_a_failure_status_without_its_explanation() {
+        let failed = "failed: could not read the ACME directory at https://ca.example/dir: \
+                      refused; check the URL (next attempt at 2026-12-05T11:28:25Z)";
+        assert_eq!(short_status(failed), "Failed");
+        assert_eq!(short_status("renewal failed: gave up"), "Renewal failed");
+        assert_eq!(short_status("awaiting issuance"), "Awaiting issuance");
+        assert_eq!(short_status("ready"), "Ready");
     }
 }
