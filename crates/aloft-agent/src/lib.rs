@@ -7,7 +7,8 @@
 //!
 //! Start-up order: data dir + token, store (migrated), runtime, runtime event consumer,
 //! reconciliation of machines left by a previous agent (see [`controller`]'s `reconcile`),
-//! then the API listens and `<data-dir>/agent.addr` is written.
+//! then the proxy with its ACME issuance task ([`acme`]: no CA is contacted before the first
+//! issuance), then the API listens and `<data-dir>/agent.addr` is written.
 //! Shutdown stops serving but leaves machines running: the next start reaps their processes and
 //! relaunches the machines that should be started.
 
