@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod containers;
+pub mod pebble;
 pub mod privileged;
 pub mod procs;
 pub mod reap;

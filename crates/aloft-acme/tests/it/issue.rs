@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::doubles::ChallengeServersDouble;
-use crate::pebble::{free_port, Pebble, PebbleOptions};
+use aloft_testkit::pebble::{free_port, Pebble, PebbleOptions};
 
 const DOMAIN: &str = "web.aloft.test";
 

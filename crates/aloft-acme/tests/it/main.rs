@@ -3,4 +3,3 @@
 
 mod doubles;
 mod issue;
-mod pebble;

@@ -16,7 +16,7 @@ use reqwest::{Client, Method, StatusCode};
 use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 
-use crate::pebble::{free_port, Pebble, PebbleOptions};
+use aloft_testkit::pebble::{free_port, Pebble, PebbleOptions};
 
 /// Answers `<app>` on every path.
 const SERVER: &str = r#"

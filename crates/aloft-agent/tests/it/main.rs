@@ -11,5 +11,4 @@ mod common;
 mod hosts;
 mod oci;
 mod openapi;
-mod pebble;
 mod proxy;

@@ -1,7 +1,7 @@
 //! Runs pebble (Let's Encrypt's ACME test server) and pebble-challtestsrv (as its DNS server,
 //! answering every A query with 127.0.0.1) on free loopback ports, with a test CA made here
-//! for pebble's own HTTPS listener. Both processes are killed on drop. A copy of aloft-acme's
-//! `tests/it/pebble.rs` (test code; the two crates' tests share no code).
+//! for pebble's own HTTPS listener. Both processes are killed on drop. Used by the tests of
+//! aloft-acme (the ACME client) and aloft-agent (issuance through the proxy).
 //!
 //! Without pebble installed the tests are skipped with a printed reason, unless CI=true, where
 //! they fail (scripts/install-test-deps.sh installs it).
