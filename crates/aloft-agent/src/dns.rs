@@ -17,17 +17,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aloft_api::network::{DnsAnswer, IpKind};
-use aloft_api::{Machine, MachineState};
+use aloft_api::MachineState;
 use aloft_dns::{
     DnsConfig, DnsHandle, DnsMachine, DnsServer, DnsService, DnsTable, RecordData, RecordType,
     Status, View,
 };
-use aloft_store::{IpRow, MachineFilter};
-use tokio::sync::broadcast::error::RecvError;
+use aloft_store::IpRow;
 use tokio::sync::watch;
 
-use crate::controller::actions::ListMachines;
 use crate::controller::{Controller, DomainError, DomainResult};
+use crate::machine_map::{self, AppMachines};
 
 /// How long changes are gathered before the table is rebuilt.
 const REBUILD_DEBOUNCE: Duration = Duration::from_millis(10);
@@ -199,29 +198,6 @@ async fn resolve_elsewhere(
     }
 }
 
-type AppMachines = BTreeMap<String, BTreeMap<String, Machine>>;
-
-async fn load_machines(ctl: &Controller) -> DomainResult<AppMachines> {
-    let mut all = AppMachines::new();
-    for app in ctl.list_apps(None).await? {
-        let machines = ctl
-            .list_machines(
-                &app.name,
-                ListMachines {
-                    filter: MachineFilter::default(),
-                    summary: true,
-                },
-            )
-            .await
-            .unwrap_or_default();
-        all.insert(
-            app.name.clone(),
-            machines.into_iter().map(|m| (m.id.clone(), m)).collect(),
-        );
-    }
-    Ok(all)
-}
-
 /// The table from the machines with a private IPv6 address (container machines), the apps'
 /// organizations, their Flycast addresses, and each machine's IPv4 address. Pure.
 pub fn build_table(
@@ -265,7 +241,7 @@ pub fn build_table(
 async fn follow(ctl: Arc<Controller>, dns: Arc<Dns>) {
     let mut changes = ctl.subscribe();
     let mut ip_changes = ctl.subscribe_ips();
-    let mut all = match load_machines(&ctl).await {
+    let mut all = match machine_map::load_all(&ctl).await {
         Ok(all) => all,
         Err(e) => {
             tracing::warn!("loading machines for the DNS table: {e}");
@@ -274,42 +250,14 @@ async fn follow(ctl: Arc<Controller>, dns: Arc<Dns>) {
     };
     loop {
         rebuild(&ctl, &dns, &all).await;
-        let mut reload = false;
-        let mut apply = |change: Result<crate::MachineChange, RecvError>| match change {
-            Ok(c) => {
-                let app = all.entry(c.app.clone()).or_default();
-                if c.machine.state == MachineState::Destroyed {
-                    app.remove(&c.machine.id);
-                } else {
-                    app.insert(c.machine.id.clone(), (*c.machine).clone());
-                }
-                true
-            }
-            Err(RecvError::Lagged(_)) => {
-                reload = true;
-                true
-            }
-            Err(RecvError::Closed) => false,
-        };
         tokio::select! {
-            c = changes.recv() => if !apply(c) { return },
+            c = changes.recv() => {
+                if !machine_map::gather(&ctl, &mut changes, &mut all, c, REBUILD_DEBOUNCE, "DNS table").await {
+                    return;
+                }
+            }
             r = ip_changes.changed() => if r.is_err() { return },
         }
-        let window = tokio::time::sleep(REBUILD_DEBOUNCE);
-        tokio::pin!(window);
-        loop {
-            tokio::select! {
-                _ = &mut window => break,
-                c = changes.recv() => if !apply(c) { return },
-            }
-        }
-        if reload {
-            match load_machines(&ctl).await {
-                Ok(fresh) => all = fresh,
-                Err(e) => tracing::warn!("reloading machines for the DNS table: {e}"),
-            }
-        }
-        all.retain(|_, ms| !ms.is_empty());
     }
 }
 

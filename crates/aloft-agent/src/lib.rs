@@ -20,6 +20,7 @@ pub mod deploy;
 pub mod dns;
 pub mod ids;
 pub mod images;
+pub mod machine_map;
 pub mod regions;
 pub mod routing;
 pub mod settings;

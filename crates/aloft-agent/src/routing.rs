@@ -19,13 +19,12 @@ use aloft_api::{Machine, MachineState};
 use aloft_proxy::{
     AppRoutes, BoxFuture, ControlError, MachineControl, Proxy, ProxyConfig, ProxyHandle, RouteTable,
 };
-use aloft_store::MachineFilter;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{watch, Notify};
 
-use crate::controller::actions::{ListMachines, StopHow, WaitFor, WaitMachine};
+use crate::controller::actions::{StopHow, WaitFor, WaitMachine};
 use crate::controller::Controller;
 use crate::controller::DomainError;
+use crate::machine_map::{self, AppMachines};
 
 /// How long changes are gathered before the table is rebuilt: bursts (a deploy of 200 machines)
 /// cost one rebuild per window instead of one per machine.
@@ -44,7 +43,9 @@ pub struct Routing {
 impl Routing {
     /// Starts the proxy over the machines the controller knows, and the tasks that keep it fed.
     pub async fn start(ctl: Arc<Controller>, config: ProxyConfig) -> Result<Routing, String> {
-        let machines = load_all(&ctl).await.map_err(|e| e.to_string())?;
+        let machines = machine_map::load_all(&ctl)
+            .await
+            .map_err(|e| e.to_string())?;
         let names = Arc::new(Names {
             domain: config.domain.clone(),
             custom: RwLock::default(),
@@ -130,29 +131,6 @@ impl Routing {
     pub fn table(&self) -> RouteTable {
         self.table.borrow().clone()
     }
-}
-
-type AppMachines = BTreeMap<String, BTreeMap<String, Machine>>;
-
-async fn load_all(ctl: &Controller) -> Result<AppMachines, DomainError> {
-    let mut all = AppMachines::new();
-    for app in ctl.list_apps(None).await? {
-        let machines = ctl
-            .list_machines(
-                &app.name,
-                ListMachines {
-                    filter: MachineFilter::default(),
-                    summary: true,
-                },
-            )
-            .await
-            .unwrap_or_default();
-        all.insert(
-            app.name.clone(),
-            machines.into_iter().map(|m| (m.id.clone(), m)).collect(),
-        );
-    }
-    Ok(all)
 }
 
 /// The app's primary region: `PRIMARY_REGION` of its machines (flyctl sets it from fly.toml).
@@ -241,41 +219,18 @@ async fn follow_machines(
                 continue;
             }
         };
-        let mut reload = false;
-        let mut apply = |change: Result<crate::MachineChange, RecvError>| match change {
-            Ok(c) => {
-                let app = all.entry(c.app.clone()).or_default();
-                if c.machine.state == MachineState::Destroyed {
-                    app.remove(&c.machine.id);
-                } else {
-                    app.insert(c.machine.id.clone(), (*c.machine).clone());
-                }
-                true
-            }
-            Err(RecvError::Lagged(_)) => {
-                reload = true;
-                true
-            }
-            Err(RecvError::Closed) => false,
-        };
-        if !apply(first) {
+        if !machine_map::gather(
+            &ctl,
+            &mut changes,
+            &mut all,
+            first,
+            REBUILD_DEBOUNCE,
+            "proxy",
+        )
+        .await
+        {
             return;
         }
-        let window = tokio::time::sleep(REBUILD_DEBOUNCE);
-        tokio::pin!(window);
-        loop {
-            tokio::select! {
-                _ = &mut window => break,
-                c = changes.recv() => if !apply(c) { return },
-            }
-        }
-        if reload {
-            match load_all(&ctl).await {
-                Ok(fresh) => all = fresh,
-                Err(e) => tracing::warn!(error = %e, "reloading machines for the proxy"),
-            }
-        }
-        all.retain(|_, ms| !ms.is_empty());
         push(&ctl, &table, &all, &names);
     }
 }
