@@ -6,10 +6,12 @@
 //! exercises the path a remote user does. The only crate that speaks HTTP as a client.
 
 mod client;
+pub mod connect;
 pub mod local;
 pub mod push;
 
 pub use client::{block_on, is_not_found, status_error, Client, ScaleAnswer, StatusError};
+pub use connect::{connect, ConnectOptions};
 pub use local::{data_dir_from, local_agent, LocalAgent};
 pub use push::{PushProgress, PushedImage};
 /// HTTP types callers need to read a [`StatusError`] or the agent's URL.

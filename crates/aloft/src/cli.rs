@@ -18,6 +18,10 @@ pub struct Cli {
     /// Print JSON instead of text (commands that list or show things).
     #[arg(long, global = true)]
     pub json: bool,
+    /// The agent to talk to: a context of `aloft context` (`local` is the local agent)
+    /// [env: ALOFT_CONTEXT].
+    #[arg(short = 'C', long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -30,6 +34,9 @@ pub enum Command {
     /// Platform information: VM sizes, regions.
     #[command(subcommand)]
     Platform(PlatformCommand),
+    /// Named agents to deploy to (local, or servers over ssh:// and https://), as `docker context`.
+    #[command(subcommand)]
+    Context(ContextCommand),
     /// Run the agent: the Machines API, state store and process supervisor of this host.
     Agent(AgentArgs),
     /// Create, list and destroy apps.
@@ -170,6 +177,46 @@ pub enum ImagesCommand {
         reference: String,
         #[command(flatten)]
         app: AppArgs,
+    },
+}
+
+/// `aloft context …`.
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Add a context: a name for an agent URL (`ssh://USER@HOST[:PORT][/DATA-DIR]`,
+    /// `https://HOST:PORT` or `http://HOST:PORT`).
+    Add {
+        name: String,
+        url: String,
+        /// Read the API token to keep with the context from stdin (over ssh:// the token is
+        /// read on the server when this is left out).
+        #[arg(long)]
+        token_stdin: bool,
+        /// Require this certificate fingerprint (`sha256:…`, printed by `aloft agent --tls`)
+        /// instead of pinning the first one seen.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// A note shown by `context list`.
+        #[arg(long)]
+        description: Option<String>,
+        /// Make it the current context too.
+        #[arg(long = "use")]
+        use_it: bool,
+    },
+    /// Make NAME the context of commands without `-C` (`local`: the local agent).
+    Use { name: String },
+    /// List the contexts; `*` marks the current one.
+    #[command(alias = "ls")]
+    List,
+    /// Print the name of the current context.
+    Show,
+    /// Remove contexts (the current one only with --force; `local` then becomes current).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
     },
 }
 

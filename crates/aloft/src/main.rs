@@ -10,6 +10,7 @@
 mod build;
 mod cli;
 mod commands;
+mod contexts;
 mod printer;
 mod settings;
 
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
     let ctx = commands::Context {
         printer: &printer,
         env: &env,
+        context: cli.context.clone(),
     };
     match commands::run(cli, &ctx) {
         Ok(code) => code,

@@ -21,6 +21,7 @@ use crate::cli::{
     AcmeChallenge, AgentArgs, AppArgs, BuildArgs, Cli, Command, ConfigCommand, DeployArgs,
     LogsArgs, UpArgs,
 };
+use crate::contexts::{self, ContextFile};
 use crate::printer::Mode;
 
 /// Every environment variable the CLI reads, with what it sets. (The agent's own variables,
@@ -30,7 +31,18 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "ALOFT_API_URL",
         "the agent's API URL (else the local agent's)",
     ),
-    ("ALOFT_API_TOKEN", "the API token (else <data-dir>/token)"),
+    (
+        "ALOFT_API_TOKEN",
+        "the API token (else the context's, else <data-dir>/token)",
+    ),
+    (
+        "ALOFT_CONTEXT",
+        "the context of commands, below -C (else the current one of `aloft context use`)",
+    ),
+    (
+        "ALOFT_SSH_CONFIG",
+        "an ssh config file for ssh:// agent URLs instead of ~/.ssh/config (ssh -F)",
+    ),
     ("ALOFT_APP", "the app of app commands, below -a"),
     (
         "ALOFT_DATA_DIR",
@@ -47,6 +59,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("NO_COLOR", "set and not empty: no colour"),
     ("XDG_STATE_HOME", "the default data dir's parent"),
+    (
+        "XDG_CONFIG_HOME",
+        "the parent of the config dir (contexts, pinned agent certificates)",
+    ),
     (
         "HOME",
         "the default data dir's parent without XDG_STATE_HOME",
@@ -130,6 +146,7 @@ pub fn has_json_output(cli: &Cli) -> bool {
         Command::Ips(_) | Command::Dig(_) => true,
         Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),
         Command::Machine(c) => matches!(c, MachineCommand::List(_) | MachineCommand::Status { .. }),
+        Command::Context(c) => matches!(c, crate::cli::ContextCommand::List),
         Command::Agent(_) | Command::Deploy(_) | Command::Up(_) | Command::Logs(_) => false,
     }
 }
@@ -150,18 +167,28 @@ pub fn data_dir(flag: Option<&Path>, env: &Env) -> PathBuf {
 /// How to reach the agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiSettings {
-    /// `ALOFT_API_URL`, then `http://` + `<data-dir>/agent.addr`, then the default address.
+    /// `ALOFT_API_URL`, then the context's URL, then `http://` + `<data-dir>/agent.addr`, then
+    /// the default address.
     pub url: String,
-    /// `ALOFT_API_TOKEN`, then `<data-dir>/token`.
+    /// `ALOFT_API_TOKEN`, then the context's token, then (local agent) `<data-dir>/token`.
     pub token: Option<String>,
     /// Whether `url` came from `ALOFT_API_URL` (`aloft up` says so when nothing answers there).
     pub url_from_env: bool,
     /// The data dir whose files were read (see [`data_dir`]).
     pub data_dir: PathBuf,
+    /// The context in use, when one other than the local agent is.
+    pub context: Option<String>,
+    /// The context's pinned certificate fingerprint, if it names one.
+    pub fingerprint: Option<String>,
+    /// The user's config dir (contexts, pinned certificates), if there is a home.
+    pub config_dir: Option<PathBuf>,
+    /// `ALOFT_SSH_CONFIG`.
+    pub ssh_config: Option<PathBuf>,
 }
 
 impl ApiSettings {
-    /// `data_dir_flag` is `--data-dir` where the command has one.
+    /// The local agent (`aloft up`, which never uses contexts): `data_dir_flag` is `--data-dir`
+    /// where the command has one; `ALOFT_API_URL`/`ALOFT_API_TOKEN` still win.
     pub fn resolve(env: &Env, data_dir_flag: Option<&Path>) -> ApiSettings {
         let data_dir = data_dir(data_dir_flag, env);
         let files = aloft_client::local::local_agent(&data_dir);
@@ -174,13 +201,70 @@ impl ApiSettings {
                 .map(str::to_string)
                 .or(files.token),
             data_dir,
+            context: None,
+            fingerprint: None,
+            config_dir: user_config_dir(env),
+            ssh_config: env.path("ALOFT_SSH_CONFIG"),
         }
     }
 
-    /// A client of this API.
-    pub fn client(&self) -> aloft_client::Client {
-        aloft_client::Client::new(self.url.clone(), self.token.clone())
+    /// The agent of commands other than `aloft up`: `-C NAME`, then `ALOFT_API_URL`, then
+    /// `ALOFT_CONTEXT`, then the current context, then the local agent.
+    pub fn resolve_with_context(env: &Env, context_flag: Option<&str>) -> anyhow::Result<Self> {
+        let local = ApiSettings::resolve(env, None);
+        let name = match context_flag {
+            Some(name) => name.to_string(),
+            None if local.url_from_env => return Ok(local),
+            None => match env.get("ALOFT_CONTEXT") {
+                Some(name) => name.to_string(),
+                None => match &local.config_dir {
+                    Some(dir) => ContextFile::load(dir)?.current_name().to_string(),
+                    None => return Ok(local),
+                },
+            },
+        };
+        if name == contexts::LOCAL {
+            return Ok(local);
+        }
+        let Some(dir) = &local.config_dir else {
+            bail!("context `{name}`: there is no config dir to read contexts from (set HOME or XDG_CONFIG_HOME)");
+        };
+        let file = ContextFile::load(dir)?;
+        let ctx = file
+            .get(&name)?
+            .expect("only the local context is None")
+            .clone();
+        Ok(ApiSettings {
+            url: ctx.url,
+            token: env.get("ALOFT_API_TOKEN").map(str::to_string).or(ctx.token),
+            url_from_env: false,
+            context: Some(name),
+            fingerprint: ctx.fingerprint,
+            ..local
+        })
     }
+
+    /// A client of this API, over the transport of its URL's scheme.
+    pub fn client(&self) -> anyhow::Result<aloft_client::Client> {
+        let options = aloft_client::ConnectOptions {
+            token: self.token.clone(),
+            pins: self.config_dir.as_ref().map(|d| d.join(PINS_FILE)),
+            fingerprint: self.fingerprint.clone(),
+            ssh_config: self.ssh_config.clone(),
+        };
+        aloft_client::connect(&self.url, options).map_err(|e| match &self.context {
+            Some(name) => e.context(format!("context `{name}` ({})", self.url)),
+            None => e,
+        })
+    }
+}
+
+/// The file of pinned agent certificates in the config dir.
+pub const PINS_FILE: &str = "known_agents";
+
+/// The user's config dir: `$XDG_CONFIG_HOME/aloft`, else `~/.config/aloft`.
+pub fn user_config_dir(env: &Env) -> Option<PathBuf> {
+    contexts::config_dir_from(env.path("XDG_CONFIG_HOME"), env.path("HOME"))
 }
 
 /// The app of app commands: `-a`, then `ALOFT_APP`, then the `app` of the config file (read

@@ -8,7 +8,7 @@ use crate::settings::app_of_config_file;
 use aloft_client::block_on;
 
 pub fn run(cmd: AppsCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         match cmd {

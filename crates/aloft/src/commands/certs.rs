@@ -43,7 +43,7 @@ pub fn run(cmd: CertsCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
 }
 
 fn add(app: &str, req: AddCertificate, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let cert = client.add_certificate(app, &req).await?;
@@ -69,7 +69,7 @@ fn add(app: &str, req: AddCertificate, ctx: &Context) -> anyhow::Result<ExitCode
 }
 
 fn list(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let certs = client.list_certificates(app).await?;
@@ -99,7 +99,7 @@ fn list(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
 }
 
 fn show(app: &str, hostname: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let cert = client.get_certificate(app, hostname).await?;
@@ -126,7 +126,7 @@ fn remove(app: &str, hostname: &str, yes: bool, ctx: &Context) -> anyhow::Result
     if !ctx.printer.confirm(&question, yes)? {
         return Ok(ExitCode::FAILURE);
     }
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let cert = client.remove_certificate(app, hostname).await?;

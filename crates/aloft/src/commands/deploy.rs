@@ -22,7 +22,7 @@ use crate::settings::DeploySettings;
 use aloft_client::{block_on, is_not_found, status_error, Client};
 
 pub fn run(settings: DeploySettings, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     block_on(async move {
         if settings.build_only {
             build_only(&client, &settings, ctx.printer).await?;

@@ -77,7 +77,7 @@ fn short(digest: &str) -> String {
 }
 
 fn list(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let list = client.oci_images(app).await?;
@@ -144,7 +144,7 @@ fn details(i: &OciImageInfo) -> Vec<Vec<String>> {
 }
 
 fn show(app: &str, digest: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let image = client.oci_image(app, digest).await?;

@@ -96,7 +96,7 @@ async fn check_filters(client: &Client, s: &LogsSettings) -> anyhow::Result<()> 
 }
 
 pub fn run(settings: LogsSettings, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let query = log_query(&settings);
     let printer = ctx.printer;
     block_on(async move {

@@ -13,7 +13,7 @@ use crate::commands::Context;
 use aloft_client::{block_on, is_not_found, Client};
 
 pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     match cmd {
         MachineCommand::List(args) => {

@@ -6,6 +6,7 @@ mod apps;
 mod certs;
 mod common;
 mod config;
+mod context;
 mod deploy;
 mod images;
 mod logs;
@@ -29,6 +30,8 @@ pub struct Context<'a> {
     pub printer: &'a Printer,
     /// The environment, read once in `main`; resolved through `settings` only.
     pub env: &'a Env,
+    /// `-C/--context`.
+    pub context: Option<String>,
 }
 
 impl Context<'_> {
@@ -37,14 +40,14 @@ impl Context<'_> {
         settings::app_name(args, self.env)
     }
 
-    /// How to reach the agent (see [`ApiSettings::resolve`]).
-    pub fn api(&self) -> ApiSettings {
-        ApiSettings::resolve(self.env, None)
+    /// How to reach the agent (see [`ApiSettings::resolve_with_context`]).
+    pub fn api(&self) -> anyhow::Result<ApiSettings> {
+        ApiSettings::resolve_with_context(self.env, self.context.as_deref())
     }
 
     /// A client of the agent of [`Context::api`].
-    pub fn client(&self) -> Client {
-        self.api().client()
+    pub fn client(&self) -> anyhow::Result<Client> {
+        self.api()?.client()
     }
 }
 
@@ -52,6 +55,7 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config(cmd) => config::run(cmd, ctx),
         Command::Platform(cmd) => platform::run(cmd, ctx),
+        Command::Context(cmd) => context::run(cmd, ctx),
         Command::Agent(args) => agent::run(settings::agent_config(args, ctx.env), ctx),
         Command::Apps(cmd) => apps::run(cmd, ctx),
         Command::Deploy(args) => {

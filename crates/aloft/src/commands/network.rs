@@ -54,7 +54,7 @@ fn rows(ips: &[IpAddress]) -> Vec<Vec<String>> {
 const HEADER: [&str; 5] = ["VERSION", "IP", "TYPE", "REGION", "CREATED AT"];
 
 fn list(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let ips = client.list_ips(app).await?;
@@ -73,7 +73,7 @@ fn list(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
 }
 
 fn private(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let machines = client.list_machines(app).await?;
@@ -118,7 +118,7 @@ fn allocate(
     ctx: &Context,
 ) -> anyhow::Result<ExitCode> {
     let app = ctx.app(args)?;
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let ip = client.allocate_ip(&app, kind, region).await?;
@@ -138,7 +138,7 @@ fn allocate(
 }
 
 fn release(app: &str, address: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let ip = client.release_ip(app, address.trim()).await?;
@@ -165,7 +165,7 @@ fn split_query(query: &[String]) -> anyhow::Result<(String, String)> {
 pub fn run_dig(args: DigArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let app = ctx.app(&args.app)?;
     let (rtype, name) = split_query(&args.query)?;
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let answer = client.dig(&app, &name, &rtype).await?;

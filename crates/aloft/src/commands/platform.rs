@@ -27,7 +27,7 @@ pub fn run(cmd: PlatformCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             }
         }
         PlatformCommand::Regions => {
-            let regions = block_on(ctx.client().regions())?;
+            let regions = block_on(ctx.client()?.regions())?;
             if printer.json() {
                 printer.json_value(&regions)?;
             } else {

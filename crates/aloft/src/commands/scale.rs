@@ -50,7 +50,7 @@ fn count(args: ScaleCountArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         return Err(anyhow!("--max-per-region must be at least 1"));
     }
     let app = ctx.app(&args.app)?;
-    let client = ctx.client();
+    let client = ctx.client()?;
     block_on(async move {
         let release = require_release(&client, &app).await?;
         let counts = scale::parse_counts(
@@ -125,7 +125,7 @@ fn guest(
         )?;
     }
     let app = ctx.app(&app_args)?;
-    let client = ctx.client();
+    let client = ctx.client()?;
     block_on(async move {
         let machines = client.list_machines(&app).await?;
         let release = client.current_release(&app).await.ok().flatten();
@@ -174,7 +174,7 @@ fn guest(
 fn show(args: ListArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let printer = ctx.printer;
     let app = ctx.app(&args.app)?;
-    let client = ctx.client();
+    let client = ctx.client()?;
     block_on(async move {
         let machines = client.list_machines(&app).await?;
         let rows = scale::show_groups(&machines);

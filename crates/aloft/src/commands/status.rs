@@ -75,7 +75,7 @@ struct StatusJson {
 
 /// `aloft status` of `app_name`.
 pub fn run(app_name: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         let app = client.get_app(app_name).await?;
@@ -173,7 +173,7 @@ pub fn run(app_name: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
 
 /// `aloft releases` of `app`.
 pub fn releases(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let client = ctx.client();
+    let client = ctx.client()?;
     let printer = ctx.printer;
     block_on(async move {
         // Deploys only, as `fly releases`: scale operations are releases of the agent's API
