@@ -1,4 +1,5 @@
-//! Running `nft` (and `iptables`, only to remove what older agents added) on the host, and
+//! Running `nft` (and `iptables`/`ip6tables`, only to open a host firewall whose `FORWARD`
+//! policy drops, and to remove what older agents added) on the host, and
 //! turning failures into errors that say what to do (a missing package, missing privileges, a
 //! missing kernel module): [`hint`] reads netlink's answers too. Kernel settings
 //! (`/proc/sys`) are written here as well.
@@ -14,6 +15,7 @@ use super::error::NetError;
 pub enum Tool {
     Nft,
     Iptables,
+    Ip6tables,
 }
 
 impl Tool {
@@ -21,13 +23,14 @@ impl Tool {
         match self {
             Tool::Nft => "nft",
             Tool::Iptables => "iptables",
+            Tool::Ip6tables => "ip6tables",
         }
     }
 
     fn package(self) -> &'static str {
         match self {
             Tool::Nft => "nftables",
-            Tool::Iptables => "iptables",
+            Tool::Iptables | Tool::Ip6tables => "iptables",
         }
     }
 
@@ -58,7 +61,7 @@ impl Tool {
     fn fixed_args(self) -> &'static [&'static str] {
         match self {
             Tool::Nft => &[],
-            Tool::Iptables => &["-w", "10"],
+            Tool::Iptables | Tool::Ip6tables => &["-w", "10"],
         }
     }
 }

@@ -39,11 +39,12 @@
 //!   through another interface is masqueraded; ARP and neighbour discovery pass. A new
 //!   organization adds one element to a set in each table. The host itself (the proxy)
 //!   reaches every machine, over IPv4 as before;
-//! - iptables rules an older agent marked `aloft:<bridge>` are removed.
-//!
-//! A host whose own firewall drops forwarded packets (an iptables `FORWARD` policy of DROP, as
-//! Docker sets) also drops the machines' outbound traffic: nftables cannot overrule another
-//! table's drop, so such a host must accept the bridge's traffic in its own rules.
+//! - iptables rules an older agent marked `aloft:<bridge>` are removed;
+//! - a host whose own firewall drops forwarded packets (an iptables or ip6tables `FORWARD`
+//!   policy of DROP, as Docker sets) would drop the machines' outbound traffic, and nftables
+//!   cannot overrule another table's drop: there two rules marked `aloft:<bridge>` go first in
+//!   its `FORWARD` chain (from the bridge; answers to it). The nftables tables still decide
+//!   what passes; teardown removes the rules.
 //!
 //! [`Network::attach`] per machine: the namespace `aloft-<machine_id>` at
 //! `/run/netns/aloft-<machine_id>` (made as `ip netns add` makes it; the path the container
@@ -190,6 +191,7 @@ impl Network {
         host::sysctl(bridge, "/proc/sys/net/ipv4/ip_forward", "1")?;
         host::enable_ipv6_forwarding(bridge)?;
         rules::remove_legacy(&network.plan, &target)?;
+        rules::open_host_firewall(&network.plan, &target)?;
         let state = network.lock();
         let orgs: Vec<u16> = state.host.orgs.values().copied().collect();
         rules::ensure(&network.plan, &orgs, &target)?;

@@ -169,26 +169,81 @@ pub fn remove_all(plan: &AddressPlan, target: &str) -> Result<(), NetError> {
     Ok(())
 }
 
-/// Removes every iptables rule an older agent marked with this bridge's comment, if iptables
-/// is installed (a host without it has none).
+/// Removes every iptables and ip6tables rule marked with this bridge's comment (an older
+/// agent's, or [`open_host_firewall`]'s), if they are installed (a host without them has none).
 pub fn remove_legacy(plan: &AddressPlan, target: &str) -> Result<(), NetError> {
-    if !Tool::Iptables.installed() {
-        return Ok(());
-    }
     let comment = plan.rule_comment();
-    for table in ["nat", "filter"] {
-        let Some(listing) =
-            HostCommand::new(Tool::Iptables, target, &["-t", table, "-S"]).query()?
-        else {
+    for tool in [Tool::Iptables, Tool::Ip6tables] {
+        if !tool.installed() {
             continue;
-        };
-        for spec in ours(&listing, &comment) {
-            let mut delete = vec!["-t", table, "-D"];
-            delete.extend(spec.iter().map(String::as_str));
-            HostCommand::new(Tool::Iptables, target, &delete).run()?;
+        }
+        for table in ["nat", "filter"] {
+            let Some(listing) = HostCommand::new(tool, target, &["-t", table, "-S"]).query()?
+            else {
+                continue;
+            };
+            for spec in ours(&listing, &comment) {
+                let mut delete = vec!["-t", table, "-D"];
+                delete.extend(spec.iter().map(String::as_str));
+                HostCommand::new(tool, target, &delete).run()?;
+            }
         }
     }
     Ok(())
+}
+
+/// Opens the host's own firewall to the bridge when its iptables `FORWARD` policy drops (Docker
+/// sets DROP): a drop in another table cannot be overruled from nftables, so without these the
+/// machines' outbound traffic would be dropped. Two rules per family, marked with the bridge's
+/// comment (so [`remove_legacy`] removes them): packets from the bridge, and the answers to
+/// them. Isolation stays with the nftables tables, whose drops still apply. A host without
+/// iptables, or whose policy accepts, gets nothing. Idempotent: call after [`remove_legacy`].
+pub fn open_host_firewall(plan: &AddressPlan, target: &str) -> Result<(), NetError> {
+    let comment = plan.rule_comment();
+    let bridge = plan.bridge();
+    for tool in [Tool::Iptables, Tool::Ip6tables] {
+        if !tool.installed() {
+            continue;
+        }
+        let Some(listing) = HostCommand::new(tool, target, &["-S", "FORWARD"]).query()? else {
+            continue;
+        };
+        if !forward_policy_drops(&listing) {
+            continue;
+        }
+        for rule in host_firewall_rules(bridge, &comment) {
+            let mut insert = vec!["-I", "FORWARD", "1"];
+            insert.extend(rule.iter().copied());
+            HostCommand::new(tool, target, &insert).run()?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether an `iptables -S FORWARD` listing has a policy that drops (`-P FORWARD DROP`).
+pub fn forward_policy_drops(listing: &str) -> bool {
+    listing.lines().any(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        words == ["-P", "FORWARD", "DROP"]
+    })
+}
+
+/// The `FORWARD` rules of [`open_host_firewall`]: from the bridge, and answers to the bridge.
+fn host_firewall_rules<'a>(bridge: &'a str, comment: &'a str) -> [Vec<&'a str>; 2] {
+    let mark = ["-m", "comment", "--comment", comment, "-j", "ACCEPT"];
+    let from = ["-i", bridge];
+    let answers = [
+        "-o",
+        bridge,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+    ];
+    [
+        from.iter().chain(&mark).copied().collect(),
+        answers.iter().chain(&mark).copied().collect(),
+    ]
 }
 
 /// The rules in an `iptables -S` listing that carry `comment`, as `CHAIN SPEC…` (the `-A`
@@ -248,6 +303,33 @@ mod tests {
             plan.port_group(3)
         )));
         assert!(!ruleset(&plan, &[]).contains("elements"));
+    }
+
+    #[test]
+    fn only_a_dropping_forward_policy_opens_the_host_firewall() {
+        assert!(forward_policy_drops(
+            "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n"
+        ));
+        assert!(!forward_policy_drops(
+            "-P FORWARD ACCEPT\n-A FORWARD -j DROP\n"
+        ));
+        assert!(!forward_policy_drops(""));
+        let rules = host_firewall_rules("br7", "aloft:br7");
+        assert_eq!(
+            rules[0].join(" "),
+            "-i br7 -m comment --comment aloft:br7 -j ACCEPT"
+        );
+        assert_eq!(
+            rules[1].join(" "),
+            "-o br7 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment aloft:br7 -j ACCEPT"
+        );
+        // What `remove_legacy` finds of them in a listing.
+        let listing = format!(
+            "-P FORWARD DROP\n-A FORWARD {}\n-A FORWARD {}\n-A FORWARD -j DOCKER-USER\n",
+            rules[0].join(" "),
+            rules[1].join(" ")
+        );
+        assert_eq!(ours(&listing, "aloft:br7").len(), 2);
     }
 
     #[test]

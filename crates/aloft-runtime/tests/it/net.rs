@@ -391,6 +391,65 @@ fn outbound_traffic_leaves_through_nat_with_the_hosts_address() {
     );
 }
 
+/// A host whose firewall drops forwarded packets (`iptables -P FORWARD DROP`, as Docker sets
+/// it): the machines still reach the outside, through two rules the setup puts first in the
+/// host's `FORWARD` chains, which teardown removes. Runs in a network namespace of its own
+/// standing in for the host, so the real host's policy is never touched.
+#[test]
+fn a_host_firewall_that_drops_forwarding_still_lets_machines_out() {
+    let test = "a_host_firewall_that_drops_forwarding_still_lets_machines_out";
+    let iptables = ["iptables", "ip6tables"]
+        .iter()
+        .all(|t| Command::new(t).arg("-V").output().is_ok());
+    let ready = can_network().and_then(|()| {
+        iptables
+            .then_some(())
+            .ok_or_else(|| "iptables is missing (apt-get install iptables)".to_string())
+    });
+    if !aloft_testkit::privileged_or_skip(test, ready) {
+        return;
+    }
+    thread::spawn(|| {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("a network namespace for the host");
+        ip(&["link", "set", "lo", "up"]);
+        for tool in ["iptables", "ip6tables"] {
+            let out = Command::new(tool)
+                .args(["-P", "FORWARD", "DROP"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{tool} -P FORWARD DROP: {out:?}");
+        }
+        let fx = Fixture::new(test, 20).expect("checked above");
+        let net = fx.setup();
+        let m = net.attach("machine-fw", ORG).unwrap();
+        let outside = Outside::new(20);
+        let listener = in_netns(&outside.path(), || TcpListener::bind("[::]:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = serve(listener, "outside", 2);
+        let v4 = SocketAddr::new(outside.ip.into(), port);
+        let v6 = SocketAddr::new(outside.ip6.into(), port);
+        let netns = m.netns_path.clone();
+        assert_eq!(in_netns(&netns, move || fetch(v4)).unwrap(), "outside");
+        assert_eq!(in_netns(&netns, move || fetch(v6)).unwrap(), "outside");
+        server.join().unwrap();
+
+        let comment = format!("aloft:{}", fx.config.bridge);
+        let marked = |tool: &str| {
+            let out = Command::new(tool).args(["-S", "FORWARD"]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .matches(&comment)
+                .count()
+        };
+        assert_eq!((marked("iptables"), marked("ip6tables")), (2, 2));
+        fx.setup().teardown().unwrap();
+        assert_eq!((marked("iptables"), marked("ip6tables")), (0, 0));
+        drop(outside);
+        drop(fx);
+    })
+    .join()
+    .expect("the test's host namespace thread");
+}
+
 #[test]
 fn detach_removes_namespace_and_veth_and_frees_the_address() {
     let Some(fx) = Fixture::new("detach_removes_namespace_and_veth_and_frees_the_address", 4)
