@@ -13,6 +13,7 @@ mod cli_bad_input;
 mod common;
 mod config_cli;
 mod containers_e2e;
+mod contexts_cli;
 mod deploy_e2e;
 mod images_cli;
 mod private_net_e2e;
