@@ -56,6 +56,9 @@ pub struct Limits {
     pub api_header_timeout: std::time::Duration,
     /// Time a request body may send nothing before the request is cut off.
     pub api_body_idle_timeout: std::time::Duration,
+    /// Deploys per app whose images garbage collection keeps, so they can be rolled back to
+    /// (`aloft agent --keep-releases`).
+    pub keep_releases: usize,
 }
 
 impl Default for Limits {
@@ -66,6 +69,7 @@ impl Default for Limits {
             max_api_connections: 512,
             api_header_timeout: std::time::Duration::from_secs(30),
             api_body_idle_timeout: std::time::Duration::from_secs(30),
+            keep_releases: 5,
         }
     }
 }

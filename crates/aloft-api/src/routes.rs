@@ -13,6 +13,7 @@
 //! | `GET /v1/apps/{app}/releases/{version}` | – | `200 Release`, `404` |
 //! | `POST /v1/apps/{app}/releases` | `CreateReleaseRequest` | `201 Release` (the deploy runs in the agent, also if the client goes away, and resumes after an agent restart); `409` with status [`STATUS_CONFIRMATION_REQUIRED`] and a `ConfirmationRequired` body when machines would be destroyed that the request did not confirm; `422` bad spec (unknown `--process-groups` name…); `404` unknown image digest |
 //! | `POST /v1/apps/{app}/releases?dry_run=true` | `CreateReleaseRequest` | `200 DeployPlan` as the agent would freeze it; nothing recorded |
+//! | `POST /v1/apps/{app}/releases/rollback` | `RollbackRequest` | `201 Release` with `rollback_of` set: an earlier complete deploy's spec (every group's config), image and per-group counts deployed as a new release, as a deploy is (strategy, checks, resumable); `200 DeployPlan` with `?dry_run=true`; `409` [`STATUS_CONFIRMATION_REQUIRED`] when surplus machines would be destroyed unconfirmed; `404` no such release; `422` the release did not complete, is live already, or its image is no longer kept |
 //! | `GET /v1/apps/{app}/releases/{version}/events?follow=true&after=N` | – | `200` NDJSON of `ReleaseEventRecord` with `seq > N`; with `follow` the stream stays open until the release reaches a terminal status (the last line is a `finished` event) |
 //! | `PUT /v1/apps/{app}/images/{sha256hex}` | the tar bytes (`application/x-tar`) | `201` [`crate::images::ImageInfo`] stored; `200` already present; `400` digest mismatch |
 //! | `GET`/`HEAD /v1/apps/{app}/images/{sha256hex}` | – | `200` [`crate::images::ImageInfo`] / `404` |
@@ -24,7 +25,7 @@
 //! | `GET /v1/apps/{app}/oci-images` | – | `200` [`crate::images::OciImageList`], newest first |
 //! | `GET /v1/apps/{app}/oci-images/{digest}` | – | `200` [`crate::images::OciImageInfo`] / `404` |
 //! | `GET /v1/images/stats` | – | `200` [`crate::images::BlobStats`] since the agent started |
-//! | `POST /v1/images/gc` | – | `200` [`crate::images::ImageGcReport`]: removes OCI images, blobs and layers that no live machine and none of each app's last 5 releases use (also done after each release) |
+//! | `POST /v1/images/gc` | – | `200` [`crate::images::ImageGcReport`]: removes OCI images, blobs and layers that no live machine and none of each app's last `--keep-releases` (default 5) deploys use (also done after each release) |
 //! | `POST /v1/apps/{app}/scale` | [`crate::groups::ScaleCountRequest`] | `201 Release` with `scale` set: the agent records the counts and the frozen machine changes in one transaction and carries them out like a deploy (resumable, events as a release's); `200 ScalePreview` with `dry_run` or when nothing is to change (the counts are still recorded then); `409` while a release of the app runs; `422` unknown group, bad count, over the agent's limit, no complete release |
 //! | `POST /v1/apps/{app}/scale/guest` | [`crate::groups::ScaleGuestRequest`] | `201 Release` with `scale.guest` set: the frozen list of machines and their new guests (machines already at it left out), carried out by the agent one machine at a time, each started one waited on until healthy (resumable, events as a release's); `200 GuestPlan` with `dry_run` or when no machine is to change; `409` while a release of the app runs; `422` unknown or missing group, no machine in it, bad size, memory not valid for the size, memory over what this host can give |
 //! | `GET /v1/apps/{app}/process_groups` | – | `200` [`crate::groups::GroupCounts`] (remembered desired counts) |
@@ -96,6 +97,9 @@ pub fn releases(app: &str) -> String {
 }
 pub fn release(app: &str, version: u64) -> String {
     format!("/v1/apps/{app}/releases/{version}")
+}
+pub fn release_rollback(app: &str) -> String {
+    format!("/v1/apps/{app}/releases/rollback")
 }
 pub fn release_events(app: &str, version: u64) -> String {
     format!("/v1/apps/{app}/releases/{version}/events")

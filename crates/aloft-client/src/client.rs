@@ -14,7 +14,9 @@ use aloft_api::{
     App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, LogLine, Machine,
     MachineState, ProxyPort, StopRequest,
 };
-use aloft_deploy::messages::{CreateReleaseRequest, ReleaseEventRecord, ScalePreview};
+use aloft_deploy::messages::{
+    CreateReleaseRequest, ReleaseEventRecord, RollbackRequest, ScalePreview,
+};
 use aloft_deploy::Release;
 use anyhow::{anyhow, Context};
 use futures_util::StreamExt;
@@ -483,6 +485,22 @@ impl Client {
         req: &CreateReleaseRequest,
     ) -> anyhow::Result<Release> {
         self.json(Method::POST, &routes::releases(app), Some(req))
+            .await
+    }
+
+    /// The agent's plan of a rollback (`dry_run`): nothing is recorded or changed.
+    pub async fn plan_rollback(
+        &self,
+        app: &str,
+        req: &RollbackRequest,
+    ) -> anyhow::Result<aloft_deploy::plan::DeployPlan> {
+        let path = format!("{}?dry_run=true", routes::release_rollback(app));
+        self.json(Method::POST, &path, Some(req)).await
+    }
+
+    /// Rolls the app back to an earlier release (a new release).
+    pub async fn rollback(&self, app: &str, req: &RollbackRequest) -> anyhow::Result<Release> {
+        self.json(Method::POST, &routes::release_rollback(app), Some(req))
             .await
     }
 

@@ -124,6 +124,8 @@ fn main() {
         updated_at: String::new(),
         error: None,
         scale: None,
+        group_counts: Default::default(),
+        rollback_of: None,
     };
     rt.block_on(run_release(&target, &release, false)).unwrap();
     let deploy = t0.elapsed();

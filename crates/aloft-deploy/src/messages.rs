@@ -28,6 +28,19 @@ pub struct CreateReleaseRequest {
     pub confirmed_destroy: Vec<String>,
 }
 
+/// What `POST /v1/apps/{app}/releases/rollback` asks: deploy the spec, image and per-group
+/// counts of an earlier release as a new release.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The deploy to roll back to; default: the newest complete one before the live one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Machine ids the user agreed to destroy (surplus machines, removed groups).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirmed_destroy: Vec<String>,
+}
+
 /// What a `scale count` would do (or does), as the agent planned it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScalePreview {

@@ -77,6 +77,10 @@ pub struct DeployPlan {
     pub updates: Vec<PlannedUpdate>,
     /// Whether no managed machine existed (the wording of the summary changes).
     pub first_deploy: bool,
+    /// Machines per group of the spec once the release is carried out (what a rollback to it
+    /// restores).
+    #[serde(default)]
+    pub counts: BTreeMap<String, u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +165,20 @@ pub fn plan_deploy(
     desired_counts: &BTreeMap<String, u32>,
     process_groups: Option<&[String]>,
 ) -> Result<DeployPlan, PlanError> {
+    plan_deploy_restoring(spec, machines, desired_counts, process_groups, None)
+}
+
+/// [`plan_deploy`], and with `restore` (a rollback: the per-group counts of the release rolled
+/// back to) each group in scope is brought to its count: machines are created, and surplus
+/// ones destroyed (to be confirmed like any destroy) — stopped ones first, then from the
+/// regions with the most machines of the group, newest id first.
+pub fn plan_deploy_restoring(
+    spec: &ReleaseSpec,
+    machines: &[Machine],
+    desired_counts: &BTreeMap<String, u32>,
+    process_groups: Option<&[String]>,
+    restore: Option<&BTreeMap<String, u32>>,
+) -> Result<DeployPlan, PlanError> {
     if spec.groups.is_empty() {
         return Err(PlanError::NoGroups);
     }
@@ -187,10 +205,22 @@ pub fn plan_deploy(
         groups: scope.clone(),
         ..FrozenPlan::default()
     };
+    let surplus = match restore {
+        Some(counts) => surplus_machines(spec, &managed, &scope, counts),
+        None => BTreeSet::new(),
+    };
     let mut updates = Vec::new();
     let mut per_group: BTreeMap<&str, usize> = BTreeMap::new();
     for m in &managed {
         let group = effective_group(m, &spec.default_group);
+        if surplus.contains(m.id.as_str()) {
+            frozen.destroy.push(PlannedDestroy {
+                id: m.id.clone(),
+                group: group.to_string(),
+                region: m.region.clone(),
+            });
+            continue;
+        }
         if !spec.groups.contains_key(group) {
             if !filtered {
                 frozen.destroy.push(PlannedDestroy {
@@ -217,7 +247,17 @@ pub fn plan_deploy(
             adopted: m.process_group().is_empty(),
         });
     }
-    if !spec.deploy.update_only {
+    if let Some(counts) = restore {
+        for group in &scope {
+            let have = per_group.get(group.as_str()).copied().unwrap_or(0);
+            match counts.get(group) {
+                Some(&n) if n as usize > have => {
+                    frozen.create.insert(group.clone(), n);
+                }
+                _ => {}
+            }
+        }
+    } else if !spec.deploy.update_only {
         for group in &scope {
             if per_group.get(group.as_str()).copied().unwrap_or(0) > 0 {
                 continue;
@@ -231,11 +271,73 @@ pub fn plan_deploy(
             }
         }
     }
+    let counts = spec
+        .groups
+        .keys()
+        .map(|g| {
+            let have = per_group.get(g.as_str()).copied().unwrap_or(0) as u32;
+            (g.clone(), frozen.create.get(g).copied().unwrap_or(have))
+        })
+        .collect();
     Ok(DeployPlan {
         frozen,
         updates,
         first_deploy: managed.is_empty(),
+        counts,
     })
+}
+
+/// The machines a rollback destroys so that each group in `scope` keeps `counts[group]`:
+/// stopped ones first, then one at a time from the region with the most machines left, newest
+/// id first. Groups without a count keep all their machines.
+fn surplus_machines<'m>(
+    spec: &ReleaseSpec,
+    managed: &[&'m Machine],
+    scope: &BTreeSet<String>,
+    counts: &BTreeMap<String, u32>,
+) -> BTreeSet<&'m str> {
+    let mut doomed = BTreeSet::new();
+    for group in scope {
+        let Some(&keep) = counts.get(group) else {
+            continue;
+        };
+        let mut members: Vec<&Machine> = managed
+            .iter()
+            .copied()
+            .filter(|m| effective_group(m, &spec.default_group) == group)
+            .collect();
+        let mut extra = members.len().saturating_sub(keep as usize);
+        // Stopped machines first, newest id first.
+        members.sort_by(|a, b| b.id.cmp(&a.id));
+        members.retain(|m| {
+            if extra > 0 && !meant_to_run(m.state) {
+                doomed.insert(m.id.as_str());
+                extra -= 1;
+                return false;
+            }
+            true
+        });
+        while extra > 0 {
+            let mut per_region: BTreeMap<&str, Vec<&Machine>> = BTreeMap::new();
+            for m in &members {
+                per_region.entry(m.region.as_str()).or_default().push(m);
+            }
+            let Some(region) = per_region
+                .iter()
+                .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(a.0)))
+                .map(|(r, _)| r.to_string())
+            else {
+                break;
+            };
+            let pos = members
+                .iter()
+                .position(|m| m.region == region)
+                .expect("the region has a machine");
+            doomed.insert(members.remove(pos).id.as_str());
+            extra -= 1;
+        }
+    }
+    doomed
 }
 
 /// Machines deploy creates for a group that has none and no remembered count (§3.3 step 6).
@@ -544,6 +646,8 @@ pub(crate) mod tests {
             updated_at: String::new(),
             error: None,
             scale: None,
+            group_counts: BTreeMap::new(),
+            rollback_of: None,
         }
     }
 
@@ -648,6 +752,40 @@ pub(crate) mod tests {
         let work = converge(&r, &ms);
         assert_eq!(work.update.len(), 1);
         assert_eq!(work.update[0].config.process_group(), "app");
+    }
+
+    #[test]
+    fn a_rollback_brings_each_group_to_its_count() {
+        let s = spec(&[("web", true), ("worker", false)]);
+        let ms = vec![
+            machine("w1", "web", MachineState::Started, "gru"),
+            machine("w2", "web", MachineState::Started, "gru"),
+            machine("w3", "web", MachineState::Started, "bog"),
+            machine("w4", "web", MachineState::Stopped, "bog"),
+            machine("w5", "web", MachineState::Started, "gru"),
+        ];
+        let counts = BTreeMap::from([("web".to_string(), 2), ("worker".to_string(), 3)]);
+        let plan = plan_deploy_restoring(&s, &ms, &BTreeMap::new(), None, Some(&counts)).unwrap();
+        // The stopped one first, then from gru (3 there, 1 left in bog), newest id first.
+        let mut doomed = plan.destroy_ids();
+        doomed.sort();
+        assert_eq!(doomed, ["w2", "w4", "w5"]);
+        assert!(plan.needs_confirmation());
+        assert_eq!(
+            plan.frozen.create,
+            BTreeMap::from([("worker".to_string(), 3)])
+        );
+        assert_eq!(plan.counts, counts);
+        let work = converge(&release(s, plan.frozen, 2), &ms);
+        assert_eq!(work.destroy.len(), 3);
+        assert_eq!(work.create.len(), 3);
+        assert_eq!(work.update.len(), 2);
+        // Without counts a deploy plan is unchanged: nothing destroyed, worker gets its one.
+        let s = spec(&[("web", true), ("worker", false)]);
+        let plain = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        assert!(plain.frozen.destroy.is_empty());
+        assert_eq!(plain.counts["web"], 5);
+        assert_eq!(plain.counts["worker"], 1);
     }
 
     #[test]

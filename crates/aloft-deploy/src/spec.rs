@@ -213,6 +213,13 @@ pub struct Release {
     /// Why the release failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Machines per group once the release is carried out, as planned at its creation: what a
+    /// rollback to it restores. Empty in releases of older agents and in scale operations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_counts: BTreeMap<String, u32>,
+    /// Set on a rollback: the version whose spec, image and counts it restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u64>,
     /// Set on a scale operation (`scale count`, `scale vm|memory`): it changes machine counts or
     /// guests, not the app's config (its `spec` is that of the release it scales). Shown among
     /// releases, never the current one.
@@ -277,6 +284,16 @@ impl Release {
     /// `v5` for a deploy, `scale #3` for a scale operation.
     pub fn label(&self) -> String {
         version_label(self.version)
+    }
+
+    /// What the release did, as `aloft releases` shows it: `Deploy`, `Rollback to v3`, or the
+    /// scale operation's summary.
+    pub fn description(&self) -> String {
+        match (&self.scale, self.rollback_of) {
+            (Some(work), _) => format!("Scale {}", work.summary),
+            (None, Some(v)) => format!("Rollback to {}", version_label(v)),
+            (None, None) => "Deploy".to_string(),
+        }
     }
 
     /// What [`crate::plan::apply_release_metadata`] writes on every machine of this release.

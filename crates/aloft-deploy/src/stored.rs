@@ -37,6 +37,10 @@ pub struct StoredRelease {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleWork>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_counts: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u64>,
 }
 
 /// A release's status as stored; the same words are in the `releases.status` column, where the
@@ -107,6 +111,8 @@ impl From<&Release> for StoredRelease {
             updated_at: r.updated_at.clone(),
             error: r.error.clone(),
             scale: r.scale.clone(),
+            group_counts: r.group_counts.clone(),
+            rollback_of: r.rollback_of,
         }
     }
 }
@@ -126,6 +132,8 @@ impl From<StoredRelease> for Release {
             updated_at: s.updated_at,
             error: s.error,
             scale: s.scale,
+            group_counts: s.group_counts,
+            rollback_of: s.rollback_of,
         }
     }
 }
@@ -169,6 +177,9 @@ mod tests {
             image_digest: Some("sha256:ab".into()),
             created_at: "2026-01-01T00:00:00.000Z".into(),
             updated_at: "2026-01-01T00:00:01.000Z".into(),
+            // Bodies of older agents have neither: they read as empty.
+            group_counts: BTreeMap::new(),
+            rollback_of: None,
             error: Some("machine m3 crashed".into()),
             scale: Some(ScaleWork {
                 summary: "web=3".into(),

@@ -49,8 +49,8 @@ pub enum Command {
     /// The app and its machines (PROCESS, ID, VERSION, REGION, STATE, ROLE, CHECKS, LAST UPDATED,
     /// PRIVATE IP).
     Status(StatusArgs),
-    /// The app's releases, newest first.
-    Releases(ListArgs),
+    /// The app's releases, newest first (the live one marked); `releases rollback [VERSION]`.
+    Releases(ReleasesArgs),
     /// Machine logs of the app (all groups by default); follows new lines unless --no-tail.
     Logs(LogsArgs),
     /// Scale process groups: machine counts, VM sizes, memory.
@@ -266,6 +266,10 @@ pub struct AgentArgs {
     /// Disk (MiB) all machine logs may take together; past it the oldest log files go first.
     #[arg(long, default_value_t = aloft_agent::LogLimits::default().total_bytes >> 20)]
     pub log_budget_mb: u64,
+    /// Deploys per app whose images are kept (for `aloft releases rollback`); older ones are
+    /// garbage-collected unless a machine still runs them.
+    #[arg(long, default_value_t = aloft_agent::settings::Limits::default().keep_releases, value_parser = clap::value_parser!(usize))]
+    pub keep_releases: usize,
     /// Time an API client has to send a request head (and between requests on one connection).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub api_header_timeout: std::time::Duration,
@@ -410,6 +414,44 @@ pub struct AppArgs {
     /// Path to the app config (fly.toml, fly.json or fly.yaml).
     #[arg(short = 'c', long = "config", default_value = "fly.toml")]
     pub config: PathBuf,
+}
+
+/// `aloft releases [rollback]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReleasesArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+    #[command(subcommand)]
+    pub command: Option<ReleasesCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleasesCommand {
+    /// Deploy an earlier release again, as a new release: its image, every group's config and
+    /// machine counts (default: the newest complete release before the live one).
+    Rollback {
+        /// The release to roll back to (`3` or `v3`).
+        #[arg(value_parser = parse_release_version)]
+        version: Option<u64>,
+        #[command(flatten)]
+        app: AppArgs,
+        /// Destroy surplus machines without asking.
+        #[arg(short, long)]
+        yes: bool,
+        /// Return once the rollback has started.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+fn parse_release_version(s: &str) -> Result<u64, String> {
+    s.strip_prefix('v')
+        .unwrap_or(s)
+        .parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("`{s}` is not a release version (write 3 or v3)"))
 }
 
 /// An app selector (of commands that list; `--json` is global).

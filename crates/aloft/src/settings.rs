@@ -142,7 +142,8 @@ pub fn has_json_output(cli: &Cli) -> bool {
         Command::Config(c) => matches!(c, ConfigCommand::Show { .. }),
         Command::Platform(PlatformCommand::VmSizes | PlatformCommand::Regions) => true,
         Command::Apps(c) => matches!(c, AppsCommand::Create { .. } | AppsCommand::List),
-        Command::Status(_) | Command::Releases(_) | Command::Images(_) | Command::Certs(_) => true,
+        Command::Releases(r) => r.command.is_none(),
+        Command::Status(_) | Command::Images(_) | Command::Certs(_) => true,
         Command::Ips(_) | Command::Dig(_) => true,
         Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),
         Command::Machine(c) => matches!(c, MachineCommand::List(_) | MachineCommand::Status { .. }),
@@ -331,6 +332,7 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         memory_overcommit: args.memory_overcommit,
         max_api_connections: args.max_api_connections,
         api_header_timeout: args.api_header_timeout,
+        keep_releases: args.keep_releases,
         ..aloft_agent::settings::Limits::default()
     };
     config.network = aloft_agent::NetConfig {

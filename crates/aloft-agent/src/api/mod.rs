@@ -103,6 +103,11 @@ pub fn routes() -> ApiRoutes {
     );
     t.add(M::GET, "/v1/apps/{app}/releases", releases::list);
     t.add(M::POST, "/v1/apps/{app}/releases", releases::create);
+    t.add(
+        M::POST,
+        "/v1/apps/{app}/releases/rollback",
+        releases::rollback,
+    );
     t.add(M::GET, "/v1/apps/{app}/releases/{version}", releases::get);
     t.add(
         M::GET,

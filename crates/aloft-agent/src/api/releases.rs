@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use aloft_deploy::messages::{CreateReleaseRequest, ReleaseEventRecord};
+use aloft_deploy::messages::{CreateReleaseRequest, ReleaseEventRecord, RollbackRequest};
 use aloft_deploy::DeployEvent;
 use axum::body::Body as HttpBody;
 use axum::extract::{FromRequest, Request, State};
@@ -53,6 +53,25 @@ pub async fn create(
     st.ctl.get_app(&app).await?;
     let Body(request) = Body::<CreateReleaseRequest>::from_request(request, &()).await?;
     let action = DeployAction::CreateRelease {
+        app,
+        request,
+        dry_run,
+    };
+    Ok(st.deploy.execute(action).await?)
+}
+
+/// `201 Release` of the rollback; `?dry_run=true` → `200 DeployPlan`; `409
+/// confirmation_required` with the surplus machines to destroy.
+pub async fn rollback(
+    State(st): State<AppState>,
+    P(app): P<String>,
+    q: Params,
+    request: Request,
+) -> HttpResult<DeployOutcome> {
+    let dry_run = q.bool("dry_run", false)?;
+    st.ctl.get_app(&app).await?;
+    let Body(request) = Body::<RollbackRequest>::from_request(request, &()).await?;
+    let action = DeployAction::Rollback {
         app,
         request,
         dry_run,

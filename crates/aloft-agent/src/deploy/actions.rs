@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
 use aloft_api::images::{BlobInfo, ImageGcReport, ImageInfo, OciImageInfo};
-use aloft_deploy::messages::{ConfirmationRequired, CreateReleaseRequest, ScalePreview};
+use aloft_deploy::messages::{
+    ConfirmationRequired, CreateReleaseRequest, RollbackRequest, ScalePreview,
+};
 use aloft_deploy::plan::DeployPlan;
 use aloft_deploy::scale::GuestPlan;
 use aloft_deploy::Release;
@@ -32,6 +34,12 @@ pub enum DeployAction {
     CreateRelease {
         app: String,
         request: CreateReleaseRequest,
+        dry_run: bool,
+    },
+    /// Deploy an earlier release's spec, image and counts as a new release (`super::rollback`).
+    Rollback {
+        app: String,
+        request: RollbackRequest,
         dry_run: bool,
     },
     /// Store an uploaded app directory (a tar whose sha256 is `hex`).
@@ -88,6 +96,16 @@ impl std::fmt::Debug for DeployAction {
                 .field("app", app)
                 .field("dry_run", dry_run)
                 .finish_non_exhaustive(),
+            DeployAction::Rollback {
+                app,
+                request,
+                dry_run,
+            } => f
+                .debug_struct("Rollback")
+                .field("app", app)
+                .field("request", request)
+                .field("dry_run", dry_run)
+                .finish(),
             DeployAction::PutImage { app, hex, .. } => f
                 .debug_struct("PutImage")
                 .field("app", app)
@@ -174,6 +192,16 @@ impl Deployer {
                 request,
                 dry_run,
             } => match self.create_release(&app, request, dry_run).await {
+                Ok(Created::Release(r)) => DeployOutcome::Release(r),
+                Ok(Created::Plan(p)) => DeployOutcome::Plan(p),
+                Err(CreateError::Confirm(c)) => DeployOutcome::ConfirmationRequired(c),
+                Err(CreateError::Refused(e)) => return Err(e),
+            },
+            DeployAction::Rollback {
+                app,
+                request,
+                dry_run,
+            } => match self.rollback(&app, request, dry_run).await {
                 Ok(Created::Release(r)) => DeployOutcome::Release(r),
                 Ok(Created::Plan(p)) => DeployOutcome::Plan(p),
                 Err(CreateError::Confirm(c)) => DeployOutcome::ConfirmationRequired(c),

@@ -2,7 +2,7 @@
 //! convergent engine of [`aloft_deploy`] over the agent's controller ([`target::AgentTarget`]).
 //!
 //! * A release is created (`POST /v1/apps/{app}/releases`) from a spec the CLI flattened out of
-//!   fly.toml. The agent plans it again against the machines it has *now* ([`plan_deploy`]),
+//!   fly.toml. The agent plans it again against the machines it has *now* ([`plan_deploy_restoring`]),
 //!   refuses with `confirmation_required` when machines would be destroyed that the client did
 //!   not confirm, then commits the release (status `pending`, its frozen plan and the remembered
 //!   group counts) before answering 201, and starts its runner.
@@ -18,6 +18,7 @@ pub mod actions;
 pub mod guest;
 pub mod images;
 pub mod oci;
+pub mod rollback;
 pub mod scale;
 pub mod target;
 
@@ -29,7 +30,7 @@ use std::time::Duration;
 use aloft_api::images::image_ref;
 use aloft_api::routes::STATUS_CONFIRMATION_REQUIRED;
 use aloft_deploy::messages::{ConfirmationRequired, CreateReleaseRequest, ReleaseEventRecord};
-use aloft_deploy::plan::{plan_deploy, DeployPlan};
+use aloft_deploy::plan::{plan_deploy_restoring, DeployPlan};
 use aloft_deploy::stored::StoredRelease;
 use aloft_deploy::{run_release, DeployEvent, Release, ReleaseStatus};
 use aloft_store::{MachineFilter, ReleaseRow, StoreError};
@@ -77,6 +78,14 @@ impl From<DomainError> for CreateError {
     fn from(e: DomainError) -> Self {
         CreateError::Refused(e)
     }
+}
+
+/// Where a release comes from: a deploy (the default), or a rollback that restores an earlier
+/// release's per-group counts.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Origin {
+    pub restore: Option<BTreeMap<String, u32>>,
+    pub rollback_of: Option<u64>,
 }
 
 /// See the module docs.
@@ -138,6 +147,8 @@ fn pending_release(app: &str, spec: aloft_deploy::ReleaseSpec) -> Release {
         updated_at: now,
         error: None,
         scale: None,
+        group_counts: BTreeMap::new(),
+        rollback_of: None,
     }
 }
 
@@ -296,8 +307,20 @@ impl Deployer {
     pub async fn create_release(
         self: &Arc<Self>,
         app: &str,
+        req: CreateReleaseRequest,
+        dry_run: bool,
+    ) -> Result<Created, CreateError> {
+        self.create_release_from(app, req, dry_run, Origin::default())
+            .await
+    }
+
+    /// [`Deployer::create_release`] of a deploy or of a rollback (`origin`).
+    pub(crate) async fn create_release_from(
+        self: &Arc<Self>,
+        app: &str,
         mut req: CreateReleaseRequest,
         dry_run: bool,
+        origin: Origin,
     ) -> Result<Created, CreateError> {
         self.ctl.get_app(app).await?;
         let _guard = self.create_lock(app).lock_owned().await;
@@ -322,25 +345,33 @@ impl Deployer {
         }
         self.check_spec(app, &req, !image_pending).await?;
         self.check_ports(app, &req.spec).await?;
-        let plan = self.plan(app, &req).await?;
+        let restore = origin.restore.as_ref();
+        let plan = self.plan(app, &req, restore).await?;
         if dry_run {
             return Ok(Created::Plan(plan));
         }
         check_confirmed(&plan, &req)?;
         self.supersede(app).await;
         // Plan again: the superseded release may have changed machines meanwhile.
-        let plan = self.plan(app, &req).await?;
+        let plan = self.plan(app, &req, restore).await?;
         check_confirmed(&plan, &req)?;
         let counts = self.counts(app).await?;
         let release = Release {
             plan: plan.frozen,
             desired_counts: counts,
             image_digest: req.image_digest,
+            group_counts: plan.counts,
+            rollback_of: origin.rollback_of,
             ..pending_release(app, req.spec)
         };
         let filtered = req.process_groups.as_ref().is_some_and(|g| !g.is_empty());
+        let restored = origin.restore;
         let release = self
             .insert_release(release, move |tx, r| {
+                // A rollback brings back the counts the app remembers too.
+                for (group, n) in restored.iter().flatten() {
+                    tx.set_group_count(&r.app, group, *n)?;
+                }
                 if !filtered {
                     // Counts of groups the config no longer has are forgotten with them.
                     for group in tx.group_counts(&r.app)?.keys() {
@@ -465,12 +496,24 @@ impl Deployer {
         self.ctl.list_machines(app, list).await
     }
 
-    /// Plans `req` against the app's machines now.
-    async fn plan(&self, app: &str, req: &CreateReleaseRequest) -> DomainResult<DeployPlan> {
+    /// Plans `req` against the app's machines now (bringing groups to `restore`'s counts on a
+    /// rollback).
+    async fn plan(
+        &self,
+        app: &str,
+        req: &CreateReleaseRequest,
+        restore: Option<&BTreeMap<String, u32>>,
+    ) -> DomainResult<DeployPlan> {
         let machines = self.machines_now(app).await?;
         let counts = self.counts(app).await?;
-        plan_deploy(&req.spec, &machines, &counts, req.process_groups.as_deref())
-            .map_err(|e| DomainError::invalid_config(e.to_string()))
+        plan_deploy_restoring(
+            &req.spec,
+            &machines,
+            &counts,
+            req.process_groups.as_deref(),
+            restore,
+        )
+        .map_err(|e| DomainError::invalid_config(e.to_string()))
     }
 
     /// Releases of an app, newest first.

@@ -10,7 +10,7 @@
 //! ([`super::images::MAX_IMAGE_BYTES`] per blob, [`super::images::MAX_UPLOADS`] at once).
 //!
 //! Garbage collection keeps the images of every machine that is not destroyed and of each
-//! app's last [`KEEP_RELEASES`] deploys; it runs after each release and on `POST /v1/images/gc`.
+//! app's last `Limits::keep_releases` deploys; it runs after each release and on `POST /v1/images/gc`.
 
 use std::collections::HashSet;
 
@@ -29,8 +29,6 @@ use super::{decode, Deployer};
 use crate::controller::{now_rfc3339, oci_digest, DomainError, DomainResult};
 use crate::images::uploaded_digest_hex;
 
-/// Deploys per app whose images garbage collection keeps.
-pub const KEEP_RELEASES: usize = 5;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
@@ -308,11 +306,12 @@ impl Deployer {
     }
 
     /// Manifest digests garbage collection keeps: every live machine's image and each app's
-    /// last [`KEEP_RELEASES`] deploys' images.
+    /// last `Limits::keep_releases` deploys' images.
     async fn gc_roots(&self) -> DomainResult<Vec<Digest>> {
+        let keep = self.ctl.limits().keep_releases.max(1);
         let (machines, releases) = self
             .ctl
-            .db(|s| {
+            .db(move |s| {
                 s.read(|tx| {
                     let machines = tx.live_machine_images()?;
                     let mut releases = Vec::new();
@@ -321,7 +320,7 @@ impl Deployer {
                         releases.extend(
                             rows.into_iter()
                                 .filter(|r| r.version < SCALE_VERSION_BASE)
-                                .take(KEEP_RELEASES),
+                                .take(keep),
                         );
                     }
                     Ok((machines, releases))

@@ -11,7 +11,7 @@ use std::time::Duration;
 use aloft_api::images::image_ref;
 use aloft_api::routes::STATUS_CONFIRMATION_REQUIRED;
 use aloft_config::AppConfig;
-use aloft_deploy::messages::CreateReleaseRequest;
+use aloft_deploy::messages::{CreateReleaseRequest, RollbackRequest};
 use aloft_deploy::{DeployEvent, DeployOptions, Release, ReleaseSpec, ReleaseStatus};
 use anyhow::{anyhow, bail, Context as _};
 
@@ -277,6 +277,72 @@ pub async fn deploy(
             err.unwrap_or_else(|| "no reason given".into())
         ),
     }
+}
+
+/// `aloft releases rollback [VERSION]`: the agent's plan shown (surplus machines need a yes),
+/// then the rollback release followed like a deploy.
+pub fn rollback(
+    app: &str,
+    version: Option<u64>,
+    yes: bool,
+    detach: bool,
+    ctx: &Context,
+) -> anyhow::Result<ExitCode> {
+    let client = ctx.client()?;
+    let printer = ctx.printer;
+    block_on(async move {
+        let mut req = RollbackRequest {
+            version,
+            confirmed_destroy: Vec::new(),
+        };
+        let plan = client.plan_rollback(app, &req).await?;
+        if let Some(text) = plan.describe_group_changes() {
+            printer.text(&text);
+        }
+        if plan.needs_confirmation() {
+            let n = plan.frozen.destroy.len();
+            if !printer.confirm(
+                &format!("Destroy {n} machine(s) to restore the release's counts?"),
+                yes,
+            )? {
+                printer.note("Nothing rolled back.");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        req.confirmed_destroy = plan.destroy_ids();
+        let release = client.rollback(app, &req).await.map_err(|e| {
+            match status_error(&e) {
+                Some(api) if api.code.as_deref() == Some(STATUS_CONFIRMATION_REQUIRED) => anyhow!(
+                    "{}: the app's machines changed since the plan was shown; run the rollback again",
+                    api.message
+                ),
+                _ => e,
+            }
+        })?;
+        printer.line(format_args!(
+            "Release v{} created: {}",
+            release.version,
+            release.description().to_lowercase()
+        ));
+        if detach {
+            printer.line(format_args!(
+                "Not waiting (--detach): follow it with `aloft releases -a {app}`"
+            ));
+            return Ok(ExitCode::SUCCESS);
+        }
+        match follow(&client, app, release.version, printer).await? {
+            (ReleaseStatus::Complete, _) => {
+                printer.line(format_args!("Release v{} deployed", release.version));
+                Ok(ExitCode::SUCCESS)
+            }
+            (s, err) => bail!(
+                "release v{} {}: {}",
+                release.version,
+                s.as_str(),
+                err.unwrap_or_else(|| "no reason given".into())
+            ),
+        }
+    })
 }
 
 /// Deletes a built image's OCI layout when dropped.

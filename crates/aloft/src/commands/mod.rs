@@ -67,7 +67,15 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
             up::run(UpSettings::resolve(args, ctx.env, loaded)?, ctx)
         }
         Command::Status(args) => status::run(&ctx.app(&args.app)?, ctx),
-        Command::Releases(args) => status::releases(&ctx.app(&args.app)?, ctx),
+        Command::Releases(args) => match args.command {
+            None => status::releases(&ctx.app(&args.app)?, ctx),
+            Some(crate::cli::ReleasesCommand::Rollback {
+                version,
+                app,
+                yes,
+                detach,
+            }) => deploy::rollback(&ctx.app(&app)?, version, yes, detach, ctx),
+        },
         Command::Logs(args) => logs::run(LogsSettings::resolve(args, ctx.env)?, ctx),
         Command::Scale(cmd) => scale::run(cmd, ctx),
         Command::Machine(cmd) => machine::run(cmd, ctx),

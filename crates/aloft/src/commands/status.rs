@@ -188,13 +188,34 @@ pub fn releases(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
             printer.json_value(&releases)?;
             return Ok(ExitCode::SUCCESS);
         }
+        // The live release: the newest that completed.
+        let live = releases
+            .iter()
+            .filter(|r| r.status == aloft_deploy::ReleaseStatus::Complete)
+            .map(|r| r.version)
+            .max();
         let rows: Vec<Vec<String>> = releases
             .iter()
             .map(|r| {
-                let groups = r.spec.group_names().join(",");
+                let groups = r
+                    .group_counts
+                    .iter()
+                    .map(|(g, n)| format!("{g}={n}"))
+                    .collect::<Vec<_>>();
+                let groups = if groups.is_empty() {
+                    r.spec.group_names().join(",")
+                } else {
+                    groups.join(",")
+                };
+                let status = if Some(r.version) == live {
+                    "live".to_string()
+                } else {
+                    r.status.as_str().to_string()
+                };
                 vec![
                     format!("v{}", r.version),
-                    r.status.as_str().to_string(),
+                    status,
+                    r.description(),
                     groups,
                     r.spec.image.clone(),
                     r.created_at.clone(),
@@ -204,7 +225,15 @@ pub fn releases(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
             .collect();
         printer.table(
             None,
-            &["VERSION", "STATUS", "GROUPS", "IMAGE", "DATE", "ERROR"],
+            &[
+                "VERSION",
+                "STATUS",
+                "DESCRIPTION",
+                "GROUPS",
+                "IMAGE",
+                "DATE",
+                "ERROR",
+            ],
             &rows,
         );
         Ok(ExitCode::SUCCESS)

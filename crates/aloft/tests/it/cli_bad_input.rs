@@ -111,6 +111,8 @@ fn release() -> Release {
         desired_counts: BTreeMap::new(),
         image_digest: None,
         created_at: String::new(),
+        group_counts: BTreeMap::new(),
+        rollback_of: None,
         updated_at: String::new(),
         error: None,
         scale: None,

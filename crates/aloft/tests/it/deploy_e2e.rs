@@ -1281,3 +1281,67 @@ path = "/"
     assert!(started(&w) >= 1);
     assert_eq!(w.machines().len(), ms.len(), "started again, not created");
 }
+
+/// `aloft releases rollback`: a later deploy changed commands, groups, counts and the image; the
+/// rollback brings back every group's command, the earlier image and the counts that release
+/// had, as a new release marked live; unknown and live versions are refused.
+#[test]
+fn rollback_restores_image_commands_and_counts_of_every_group() {
+    let w = World::new("back");
+    let app_file = w.tmp.path().join("app/version.txt");
+    std::fs::write(&app_file, "1").unwrap();
+    w.config(&[("web", "web-v1"), ("worker", "worker-v1")], WEB_SERVICE);
+    w.deploy(&[]);
+    assert_eq!(w.counts(), count_map(&[("web", 2), ("worker", 1)]));
+    let releases = |w: &World| -> Vec<Value> {
+        serde_json::from_str(&w.ok(&["releases", "-a", "back", "--json"])).unwrap()
+    };
+    let v1_image = releases(&w)[0]["spec"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Scaling is not a release: web=3 later is not what v1 restores.
+    w.ok(&["scale", "count", "web=3", "--yes"]);
+    std::fs::write(&app_file, "2").unwrap();
+    w.config(&[("web", "web-v2"), ("jobs", "jobs-v2")], WEB_SERVICE);
+    w.deploy(&["--yes"]);
+    assert_eq!(w.counts(), count_map(&[("web", 3), ("jobs", 1)]));
+    let v2 = &releases(&w)[0];
+    assert_ne!(v2["spec"]["image"], v1_image.as_str(), "a new image");
+
+    let out = w.ok(&["releases", "rollback", "-a", "back", "--yes"]);
+    assert!(out.contains("rollback to v1"), "{out}");
+    assert_eq!(w.counts(), count_map(&[("web", 2), ("worker", 1)]));
+    let ms = w.machines();
+    let labels = w.labels();
+    for id in ids_of(&ms, "web") {
+        assert_eq!(labels[id], "web-v1");
+    }
+    for id in ids_of(&ms, "worker") {
+        assert_eq!(labels[id], "worker-v1");
+    }
+    for m in &ms {
+        assert_eq!(m["config"]["image"], v1_image.as_str(), "{m}");
+    }
+    let v3 = &releases(&w)[0];
+    assert_eq!(v3["version"], 3);
+    assert_eq!(v3["rollback_of"], 1);
+    assert_eq!(v3["status"], "complete");
+    assert_eq!(v3["spec"]["image"], v1_image.as_str());
+    let table = w.ok(&["releases", "-a", "back"]);
+    let line = table.lines().find(|l| l.starts_with("v3")).unwrap();
+    assert!(
+        line.contains("live") && line.contains("Rollback to v1"),
+        "{table}"
+    );
+
+    // Bad input changes nothing.
+    let err = w.fails(&["releases", "rollback", "9", "-a", "back", "--yes"]);
+    assert!(err.contains("has no release v9"), "{err}");
+    let err = w.fails(&["releases", "rollback", "v3", "-a", "back", "--yes"]);
+    assert!(err.contains("live release"), "{err}");
+    let out = w.aloft(&["releases", "rollback", "x1", "-a", "back"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert_eq!(releases(&w).len(), 3);
+}
