@@ -182,7 +182,7 @@ impl AppConfig {
             .mounts
             .iter()
             .filter(|m| self.applies_to(&m.processes, group))
-            .take(1) // validation refuses more than one per group
+            .take(1) // the first, as flyctl; validation warns about the others
             .map(|m| MachineMount {
                 name: m.source.clone(),
                 path: m.destination.clone(),

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
 pub use flatten::GuestResolveError;
 pub use model::*;
-pub use validate::{format_groups, is_dns_label};
+pub use validate::{format_groups, is_dns_label, is_group_name};
 
 /// Words joined back into one shell-quoted string (for showing a command).
 pub fn shell_join(words: &[String]) -> String {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aloft_api::AutostopMode;
 
-use super::Decoder;
+use super::{Decoder, Undefined};
 use crate::diag::Span;
 use crate::model::*;
 use crate::node::{Kind, Node};
@@ -98,7 +98,7 @@ impl Decoder<'_> {
             auto_stop_machines: self.autostop(&mut t),
             auto_start_machines: self.opt_bool(&mut t, "auto_start_machines"),
             min_machines_running: self.opt_u32(&mut t, "min_machines_running", 0, u32::MAX as i64),
-            processes: self.procs(&mut t),
+            processes: self.procs(&mut t, Undefined::Refused),
             tls_options: self.opt_json(&mut t, "tls_options"),
             http_options: self.opt_json(&mut t, "http_options"),
             ..HttpService::default()
@@ -160,7 +160,7 @@ impl Decoder<'_> {
             auto_stop_machines: self.autostop(&mut t),
             auto_start_machines: self.opt_bool(&mut t, "auto_start_machines"),
             min_machines_running: self.opt_u32(&mut t, "min_machines_running", 0, u32::MAX as i64),
-            processes: self.procs(&mut t),
+            processes: self.procs(&mut t, Undefined::Refused),
             ..Service::default()
         };
         if s.protocol != "tcp" && s.protocol != "udp" {
@@ -462,7 +462,7 @@ impl Decoder<'_> {
                     );
                 }
             }
-            let processes = self.procs(&mut t);
+            let processes = self.procs(&mut t, Undefined::Ignored);
             t.finish(
                 self.sink,
                 &[
