@@ -161,6 +161,29 @@ pub(crate) fn string(sink: &mut Sink, n: &Node, what: &str, lenient: bool) -> Op
     }
 }
 
+/// Any value as text the way flyctl writes it (Go's `%v`): scalars as they are, lists as
+/// `[a b]`, tables as `map[k:v]` with the keys sorted.
+pub(crate) fn go_text(n: &Node) -> String {
+    match &n.kind {
+        Kind::Str(s) | Kind::Other(s) => s.clone(),
+        Kind::Int(i) => i.to_string(),
+        Kind::Float(f) => f.to_string(),
+        Kind::Bool(b) => b.to_string(),
+        Kind::Array(items) => {
+            let items: Vec<String> = items.iter().map(go_text).collect();
+            format!("[{}]", items.join(" "))
+        }
+        Kind::Table(entries) => {
+            let mut pairs: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{}:{}", e.key, go_text(&e.value)))
+                .collect();
+            pairs.sort();
+            format!("map[{}]", pairs.join(" "))
+        }
+    }
+}
+
 /// An integer; a string of digits (real files quote numbers) and integral floats are accepted.
 pub(crate) fn int(sink: &mut Sink, n: &Node, what: &str) -> Option<i64> {
     match &n.kind {
@@ -304,7 +327,8 @@ pub(crate) fn duration(
     };
     match &n.kind {
         Kind::Int(i) => bare(*i, sink),
-        Kind::Float(f) if f.fract() == 0.0 && f.abs() < 9e15 => bare(*f as i64, sink),
+        // Go converts a float to a duration by dropping the fraction; so do we.
+        Kind::Float(f) if f.is_finite() && f.abs() < 9e15 => bare(f.trunc() as i64, sink),
         Kind::Str(s) if !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) => {
             bare(s.trim().parse().unwrap_or(i64::MAX), sink)
         }

@@ -373,6 +373,22 @@ impl Decoder<'_> {
                     if item.entries().is_some_and(|e| e.is_empty()) {
                         continue;
                     }
+                    if !item.is_table() {
+                        // flyctl skips entries that are not tables; so does Aloft, aloud.
+                        self.sink.warn(
+                            &item.span,
+                            format!(
+                                "`processes` entry #{} is {}, not a table of `name` and `command`, so it defines no group (ignored)",
+                                i + 1,
+                                item.type_name()
+                            ),
+                            Some(
+                                "write `[processes]` then one `<group> = \"<command>\"` line per group"
+                                    .into(),
+                            ),
+                        );
+                        continue;
+                    }
                     let mut t = Tbl::new(item, format!("[[processes]] #{}", i + 1), self.sink);
                     // flyctl writes numbers and booleans here as text.
                     let name = t
@@ -459,6 +475,22 @@ impl Decoder<'_> {
                 continue;
             };
             for e in entries {
+                if matches!(e.value.kind, Kind::Array(_) | Kind::Table(_)) {
+                    // flyctl writes any value as text (Go's `%v`); a list or table here is
+                    // almost certainly a slip, so it is taken, but not silently.
+                    let text = read::go_text(&e.value);
+                    self.sink.warn(
+                        &e.value.span,
+                        format!(
+                            "env var `{}` is {}; it is set to the text {text:?}, as flyctl does",
+                            e.key,
+                            e.value.type_name()
+                        ),
+                        Some("write the value as a string".into()),
+                    );
+                    out.insert(e.key.clone(), text);
+                    continue;
+                }
                 let what = format!("env var `{}`", e.key);
                 if let Some(v) = read::string(self.sink, &e.value, &what, true) {
                     out.insert(e.key.clone(), v);

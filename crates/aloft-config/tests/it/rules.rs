@@ -781,3 +781,48 @@ fn config_json_round_trips_through_parse_str() {
         );
     }
 }
+
+// ---- values flyctl writes as text or reads in another form -------------------------------------
+
+#[test]
+fn env_lists_and_tables_become_text_with_a_warning() {
+    let l = parse("[env]\nA = [1, 'b']\nB = { y = 2, x = true }\nC = 1.5\n");
+    assert!(!l.diagnostics.has_errors(), "{}", l.diagnostics);
+    let env = &l.config.env;
+    assert_eq!(
+        (env["A"].as_str(), env["B"].as_str(), env["C"].as_str()),
+        ("[1 b]", "map[x:true y:2]", "1.5")
+    );
+    assert_eq!(l.diagnostics.warnings().count(), 2, "{}", l.diagnostics);
+    assert!(has_warning(&l.diagnostics, "write the value as a string"));
+}
+
+#[test]
+fn check_headers_as_a_list_of_name_value_tables() {
+    let c = ok("[[services]]\ninternal_port = 1\n[[services.ports]]\nport = 80\n[[services.http_checks]]\npath = '/'\nheaders = [{ name = 'X-A', value = 'a' }, { name = 'X-B' }]\n");
+    let h = &c.services[0].http_checks[0].headers;
+    assert_eq!((h["X-A"].as_str(), h["X-B"].as_str()), ("a", ""));
+    errors(
+        "[checks.c]\ntype = 'http'\nport = 1\nheaders = [{ value = 'a' }]\n",
+        &[(4, "has no `name`")],
+    );
+}
+
+#[test]
+fn legacy_processes_entries_that_are_not_tables_are_skipped_aloud() {
+    let l = parse("processes = ['web', { name = 'worker', command = 'w' }]\n");
+    assert!(!l.diagnostics.has_errors(), "{}", l.diagnostics);
+    assert_eq!(l.config.process_names(), ["worker"]);
+    assert!(
+        has_warning(&l.diagnostics, "defines no group"),
+        "{}",
+        l.diagnostics
+    );
+}
+
+#[test]
+fn fractional_durations_drop_the_fraction_like_go() {
+    assert_eq!(ok("kill_timeout = 5.7\n").kill_timeout, secs(5));
+    let c = ok("[[services]]\ninternal_port = 1\n[[services.ports]]\nport = 80\n[[services.tcp_checks]]\ninterval = 15000.9\n");
+    assert_eq!(c.services[0].tcp_checks[0].interval, secs(15));
+}
