@@ -136,7 +136,8 @@ impl Decoder<'_> {
                 .filter(|&n: &u32| n > 0),
             memory_mb: t
                 .get("memory_mb")
-                .and_then(|v| read::memory_mb(self.sink, v, &format!("`memory_mb` in {name}"))),
+                .and_then(|v| read::memory_mb(self.sink, v, &format!("`memory_mb` in {name}")))
+                .filter(|&m| m > 0),
             max_memory_mb: self.opt_u32(&mut t, "max_memory_mb", 0, u32::MAX as i64),
             gpus: self.opt_u32(&mut t, "gpus", 0, 64),
             gpu_kind: self.opt_set_str(&mut t, "gpu_kind"),
