@@ -300,3 +300,21 @@ fn port_overlaps(c: &AppConfig, spans: &Spans, sink: &mut Sink) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_follow_the_agent_and_dns_labels_are_the_stricter_subset() {
+        for ok in ["web", "Web_1", "sidekiq_worker", "-x", &"a".repeat(63)] {
+            assert!(is_group_name(ok), "{ok}");
+        }
+        for bad in ["", "web.1", "a b", "wéb", &"a".repeat(64)] {
+            assert!(!is_group_name(bad), "{bad}");
+        }
+        assert!(is_dns_label("web-1") && !is_dns_label("Web_1") && !is_dns_label("-x"));
+        assert_eq!(nearest_dns_label("Web_1").as_deref(), Some("web-1"));
+        assert_eq!(nearest_dns_label("__"), None);
+    }
+}
