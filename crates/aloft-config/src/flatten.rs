@@ -182,7 +182,7 @@ impl AppConfig {
             .mounts
             .iter()
             .filter(|m| self.applies_to(&m.processes, group))
-            .take(1) // validation refuses more than one per group
+            .take(1) // the first, as flyctl; validation warns about the others
             .map(|m| MachineMount {
                 name: m.source.clone(),
                 path: m.destination.clone(),
@@ -276,7 +276,7 @@ pub(crate) fn compute_guest(
     if let Some(k) = &c.cpu_kind {
         g.cpu_kind = k.clone();
     }
-    if let Some(n) = c.cpus {
+    if let Some(n) = c.cpus.filter(|n| *n > 0) {
         g.cpus = n;
     }
     if let Some(m) = c.memory_mb.filter(|m| *m > 0) {

@@ -6,7 +6,8 @@
 //! (normalisers + per-field checks) → typed [`AppConfig`] → `validate` (cross-section rules)
 //! → `flatten` (per-group machine configs, pure).
 //! Problems are collected into [`Diagnostics`], never first-error-wins; an invalid file still
-//! yields the best `AppConfig` that could be read.
+//! yields the best `AppConfig` that could be read. The rules are no stricter than flyctl's
+//! except where Aloft cannot run a config; [`differences`] lists every difference and why.
 //!
 //! ```no_run
 //! let loaded = aloft_config::load(std::path::Path::new("fly.toml")).unwrap();
@@ -26,6 +27,7 @@
 mod base64;
 mod decode;
 pub mod diag;
+pub mod differences;
 mod flatten;
 mod limits;
 pub mod model;
@@ -38,7 +40,7 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
 pub use flatten::GuestResolveError;
 pub use model::*;
-pub use validate::{format_groups, is_dns_label};
+pub use validate::{format_groups, is_dns_label, is_group_name};
 
 /// Words joined back into one shell-quoted string (for showing a command).
 pub fn shell_join(words: &[String]) -> String {

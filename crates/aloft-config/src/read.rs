@@ -161,6 +161,29 @@ pub(crate) fn string(sink: &mut Sink, n: &Node, what: &str, lenient: bool) -> Op
     }
 }
 
+/// Any value as text the way flyctl writes it (Go's `%v`): scalars as they are, lists as
+/// `[a b]`, tables as `map[k:v]` with the keys sorted.
+pub(crate) fn go_text(n: &Node) -> String {
+    match &n.kind {
+        Kind::Str(s) | Kind::Other(s) => s.clone(),
+        Kind::Int(i) => i.to_string(),
+        Kind::Float(f) => f.to_string(),
+        Kind::Bool(b) => b.to_string(),
+        Kind::Array(items) => {
+            let items: Vec<String> = items.iter().map(go_text).collect();
+            format!("[{}]", items.join(" "))
+        }
+        Kind::Table(entries) => {
+            let mut pairs: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{}:{}", e.key, go_text(&e.value)))
+                .collect();
+            pairs.sort();
+            format!("map[{}]", pairs.join(" "))
+        }
+    }
+}
+
 /// An integer; a string of digits (real files quote numbers) and integral floats are accepted.
 pub(crate) fn int(sink: &mut Sink, n: &Node, what: &str) -> Option<i64> {
     match &n.kind {
@@ -304,7 +327,8 @@ pub(crate) fn duration(
     };
     match &n.kind {
         Kind::Int(i) => bare(*i, sink),
-        Kind::Float(f) if f.fract() == 0.0 && f.abs() < 9e15 => bare(*f as i64, sink),
+        // Go converts a float to a duration by dropping the fraction; so do we.
+        Kind::Float(f) if f.is_finite() && f.abs() < 9e15 => bare(f.trunc() as i64, sink),
         Kind::Str(s) if !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) => {
             bare(s.trim().parse().unwrap_or(i64::MAX), sink)
         }
@@ -333,14 +357,16 @@ fn split_size(s: &str) -> Option<(f64, String)> {
     Some((num, unit))
 }
 
-/// Memory in MB from a string with binary units (`"1gb"` = 1024 MB, `"512mb"`, `"2GiB"`) or a bare
-/// number meaning MB, as flyctl reads `[[vm]] memory`.
+/// Memory in MB from a string with binary units (`"1gb"` = 1024 MB, `"512mb"`, `"2GiB"`, `"2gi"`)
+/// or a bare number meaning MB, as flyctl reads `[[vm]] memory` (docker/go-units' `RAMInBytes`:
+/// a unit letter k/m/g/t/p, then an optional `i`, then an optional `b`, any case).
 pub(crate) fn memory_mb(sink: &mut Sink, n: &Node, what: &str) -> Option<u32> {
     let factor = |unit: &str| match unit {
-        "" | "m" | "mb" | "mib" => Some(1.0),
-        "k" | "kb" | "kib" => Some(1.0 / 1024.0),
-        "g" | "gb" | "gib" => Some(1024.0),
-        "t" | "tb" | "tib" => Some(1024.0 * 1024.0),
+        "" | "m" | "mb" | "mi" | "mib" => Some(1.0),
+        "k" | "kb" | "ki" | "kib" => Some(1.0 / 1024.0),
+        "g" | "gb" | "gi" | "gib" => Some(1024.0),
+        "t" | "tb" | "ti" | "tib" => Some(1024.0 * 1024.0),
+        "p" | "pb" | "pi" | "pib" => Some(1024.0 * 1024.0 * 1024.0),
         "b" => Some(1.0 / (1024.0 * 1024.0)),
         _ => None,
     };
@@ -408,17 +434,22 @@ fn size_hint() -> String {
     "use a number of MB (512) or a size with a unit: \"512mb\", \"1gb\", \"2GB\"".into()
 }
 
-/// A volume size in whole GB: decimal units (`"10gb"`, `"500GB"`, `"1tb"` = 1000 GB), a bare
-/// number meaning GB, as flyctl reads `initial_size`. Fractions are truncated.
+/// A volume size in whole GB: decimal units (`"10gb"`, `"500GB"`, `"1tb"` = 1000 GB; the binary
+/// `"10gib"`/`"10gi"` as written), a bare number meaning GB, as flyctl reads `initial_size`
+/// (go-units' unit letters k/m/g/t/p with an optional `i` and `b`). Fractions are truncated.
 pub(crate) fn volume_gb(sink: &mut Sink, n: &Node, what: &str) -> Option<u64> {
     let factor = |unit: &str| match unit {
         "" | "g" | "gb" => Some(1.0),
-        "gib" => Some(1.073_741_824),
+        "gi" | "gib" => Some(1.073_741_824),
         "m" | "mb" => Some(1e-3),
-        "mib" => Some(1.048_576e-3),
+        "mi" | "mib" => Some(1.048_576e-3),
         "k" | "kb" => Some(1e-6),
+        "ki" | "kib" => Some(1.024e-6),
         "t" | "tb" => Some(1e3),
-        "tib" => Some(1_099.511_627_776),
+        "ti" | "tib" => Some(1_099.511_627_776),
+        "p" | "pb" => Some(1e6),
+        "pi" | "pib" => Some(1_125_899.906_842_624),
+        "b" => Some(1e-9),
         _ => None,
     };
     let kind = SizeKind {

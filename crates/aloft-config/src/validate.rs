@@ -1,14 +1,15 @@
 //! Rules that span sections, run after decoding (which already checked each field):
 //! group names, every `processes` reference, services in multi-group apps, one mount per group,
 //! canary + mounts, top-level checks without a port, and services of different groups sharing an
-//! external port. Several of these go beyond flyctl (§9), which lets typos make a section apply
-//! to nobody.
+//! external port. Where these go beyond flyctl (§9: a typo that makes a section apply to nobody,
+//! a second mount for a group) they warn; they refuse only what flyctl refuses or Aloft cannot
+//! run (see the table in the crate docs).
 
 use std::collections::BTreeMap;
 
 use aloft_api::metadata::RESERVED_GROUPS;
 
-use crate::decode::Spans;
+use crate::decode::{Spans, Undefined};
 use crate::diag::{Sink, Span};
 use crate::model::AppConfig;
 
@@ -19,7 +20,8 @@ pub fn format_groups(names: &[String]) -> String {
 }
 
 /// A DNS label: 1–63 of `a-z0-9-`, starting and ending with a letter or digit. Group names end
-/// up in `<group>.process.<app>.internal`.
+/// up in `<group>.process.<app>.internal`; a group name that is not one still works (see
+/// [`is_group_name`]) but draws a warning.
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -27,6 +29,29 @@ pub fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// A name Aloft can run a process group under: 1–63 ASCII letters, digits, `-` or `_`, the rule
+/// the agent applies at deploy and scale. flyctl checks nothing; Aloft needs the name to be one
+/// DNS label (`<group>.process.<app>.internal`; its resolver takes `_` and compares case
+/// insensitively) and a safe word in machine metadata and logs.
+pub fn is_group_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `Web_1` → `web-1`: the nearest DNS label, for hints.
+fn nearest_dns_label(name: &str) -> Option<String> {
+    let fixed: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .to_string();
+    is_dns_label(&fixed).then_some(fixed)
 }
 
 pub(crate) fn validate(c: &AppConfig, spans: &Spans, sink: &mut Sink) {
@@ -40,20 +65,33 @@ pub(crate) fn validate(c: &AppConfig, spans: &Spans, sink: &mut Sink) {
                 format!("process group name '{name}' is reserved for the platform's own machines"),
                 Some("pick another name, e.g. 'release' or 'console'".into()),
             );
-        } else if !is_dns_label(name) {
-            let fixed: String = name
-                .to_ascii_lowercase()
-                .chars()
-                .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
-                .collect::<String>()
-                .trim_matches('-')
-                .to_string();
+        } else if !is_group_name(name) {
             sink.error(
                 span,
-                format!("process group name '{name}' is not a DNS label"),
+                format!(
+                    "process group name '{name}' cannot be used with Aloft (flyctl does not check \
+                     group names, but Aloft's agent takes 1-63 letters, digits, '-' or '_')"
+                ),
                 Some(format!(
-                    "use 1-63 lowercase letters, digits or '-' (it becomes <group>.process.<app>.internal){}",
-                    if is_dns_label(&fixed) { format!("; e.g. '{fixed}'") } else { String::new() }
+                    "rename the group; it becomes a DNS label (<group>.process.<app>.internal){}",
+                    nearest_dns_label(name)
+                        .map(|f| format!(", e.g. '{f}'"))
+                        .unwrap_or_default()
+                )),
+            );
+        } else if !is_dns_label(name) {
+            sink.warn(
+                span,
+                format!(
+                    "process group name '{name}' is not a lowercase DNS hostname label; \
+                     '{name}.process.<app>.internal' resolves in Aloft, but some clients refuse \
+                     names with '_' or capitals"
+                ),
+                Some(format!(
+                    "prefer lowercase letters, digits and '-'{}",
+                    nearest_dns_label(name)
+                        .map(|f| format!(", e.g. '{f}'"))
+                        .unwrap_or_default()
                 )),
             );
         }
@@ -69,14 +107,19 @@ pub(crate) fn validate(c: &AppConfig, spans: &Spans, sink: &mut Sink) {
             } else {
                 format!("defined groups are {listed}")
             };
-            sink.error(
-                &r.span,
-                format!(
-                    "{}: `processes` names undefined process group '{}'",
-                    r.section, r.name
-                ),
-                Some(hint),
+            let message = format!(
+                "{}: `processes` names undefined process group '{}'",
+                r.section, r.name
             );
+            match r.undefined {
+                Undefined::Refused => sink.error(&r.span, message, Some(hint)),
+                // flyctl takes it; the entry simply reaches no machine. Said, not silent.
+                Undefined::Ignored => sink.warn(
+                    &r.span,
+                    format!("{message}, so the entry applies to no machine for that name"),
+                    Some(hint),
+                ),
+            }
         }
     }
 
@@ -116,10 +159,19 @@ pub(crate) fn validate(c: &AppConfig, spans: &Spans, sink: &mut Sink) {
                 continue;
             }
             if let Some(first) = mounts_of.get(&g) {
-                sink.error(
+                // flyctl takes this (it refuses it only under `deploy --process-groups`) and
+                // mounts the first; Aloft does the same, aloud.
+                sink.warn(
                     &spans.mounts[i],
-                    format!("group '{g}' has more than one [[mounts]] section (#{} and #{})", first + 1, i + 1),
-                    Some("a machine takes one volume; give each mount its own `processes`, or remove one".into()),
+                    format!(
+                        "group '{g}' has more than one [[mounts]] section (#{} and #{}); its machines \
+                         get only #{} (a machine takes one volume), #{} is ignored for it",
+                        first + 1,
+                        i + 1,
+                        first + 1,
+                        i + 1
+                    ),
+                    Some("give each mount its own `processes`, or remove one".into()),
                 );
             } else {
                 mounts_of.insert(g, i);
@@ -246,5 +298,23 @@ fn port_overlaps(c: &AppConfig, spans: &Spans, sink: &mut Sink) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_follow_the_agent_and_dns_labels_are_the_stricter_subset() {
+        for ok in ["web", "Web_1", "sidekiq_worker", "-x", &"a".repeat(63)] {
+            assert!(is_group_name(ok), "{ok}");
+        }
+        for bad in ["", "web.1", "a b", "wéb", &"a".repeat(64)] {
+            assert!(!is_group_name(bad), "{bad}");
+        }
+        assert!(is_dns_label("web-1") && !is_dns_label("Web_1") && !is_dns_label("-x"));
+        assert_eq!(nearest_dns_label("Web_1").as_deref(), Some("web-1"));
+        assert_eq!(nearest_dns_label("__"), None);
     }
 }

@@ -38,6 +38,17 @@ pub(crate) struct GroupRef {
     pub section: String,
     pub name: String,
     pub span: Span,
+    pub undefined: Undefined,
+}
+
+/// What a `processes` entry naming no defined group means for its section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Undefined {
+    /// An error, as in flyctl: services (`[http_service]`, `[[services]]`) and `[[restart]]`.
+    Refused,
+    /// A warning: flyctl accepts it and the section applies to no machine (`[[vm]]`,
+    /// `[[mounts]]`, `[checks]`, `[[files]]`, `[[metrics]]`).
+    Ignored,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -226,6 +237,11 @@ impl Decoder<'_> {
             .and_then(|n| read::string(self.sink, n, &what, true))
     }
 
+    /// Like [`Self::opt_str`], but an empty string is unset.
+    pub(super) fn opt_set_str(&mut self, t: &mut Tbl, key: &str) -> Option<String> {
+        self.opt_str(t, key).filter(|s| !s.is_empty())
+    }
+
     pub(super) fn opt_bool(&mut self, t: &mut Tbl, key: &str) -> Option<bool> {
         let what = read::field(&t.name, key);
         t.get(key).and_then(|n| read::boolean(self.sink, n, &what))
@@ -252,8 +268,9 @@ impl Decoder<'_> {
         t.get(key).map(Node::to_json)
     }
 
-    /// Reads `processes = [..]` of a section and records each name for the reference check.
-    pub(super) fn procs(&mut self, t: &mut Tbl) -> Vec<String> {
+    /// Reads `processes = [..]` of a section and records each name for the reference check,
+    /// which treats a name of no defined group as `undefined` says.
+    pub(super) fn procs(&mut self, t: &mut Tbl, undefined: Undefined) -> Vec<String> {
         let Some(n) = t.get("processes") else {
             return vec![];
         };
@@ -280,6 +297,7 @@ impl Decoder<'_> {
                     section: t.name.clone(),
                     name: name.clone(),
                     span: item.span.clone(),
+                    undefined,
                 });
                 if !out.contains(&name) {
                     out.push(name);
@@ -355,14 +373,31 @@ impl Decoder<'_> {
                     if item.entries().is_some_and(|e| e.is_empty()) {
                         continue;
                     }
+                    if !item.is_table() {
+                        // flyctl skips entries that are not tables; so does Aloft, aloud.
+                        self.sink.warn(
+                            &item.span,
+                            format!(
+                                "`processes` entry #{} is {}, not a table of `name` and `command`, so it defines no group (ignored)",
+                                i + 1,
+                                item.type_name()
+                            ),
+                            Some(
+                                "write `[processes]` then one `<group> = \"<command>\"` line per group"
+                                    .into(),
+                            ),
+                        );
+                        continue;
+                    }
                     let mut t = Tbl::new(item, format!("[[processes]] #{}", i + 1), self.sink);
+                    // flyctl writes numbers and booleans here as text.
                     let name = t
                         .get("name")
-                        .and_then(|v| read::string(self.sink, v, "`name` in [[processes]]", false));
+                        .and_then(|v| read::string(self.sink, v, "`name` in [[processes]]", true));
                     let cmd_node = t.get("command");
                     let cmd = cmd_node
                         .and_then(|v| {
-                            read::string(self.sink, v, "`command` in [[processes]]", false)
+                            read::string(self.sink, v, "`command` in [[processes]]", true)
                         })
                         .unwrap_or_default();
                     let extra: Vec<_> = t
@@ -370,7 +405,8 @@ impl Decoder<'_> {
                         .map(|e| (e.key.clone(), e.key_span.clone()))
                         .collect();
                     for (key, span) in extra {
-                        // A key here is silently dropped by Fly: the user meant something else.
+                        // flyctl drops a key here without a word; the user meant something else,
+                        // so say so (a warning: the group still runs, as on Fly).
                         let hint = match key.as_str() {
                             "cmd" | "commands" | "run" => "did you mean `command`?".to_string(),
                             "entrypoint" | "exec" => format!(
@@ -381,9 +417,12 @@ impl Decoder<'_> {
                                   `[processes]` with `<group> = \"<command>\"`"
                                 .to_string(),
                         };
-                        self.sink.error(
+                        self.sink.warn(
                             &span,
-                            format!("[[processes]] #{} has key `{key}`, which process groups do not take", i + 1),
+                            format!(
+                                "[[processes]] #{} has key `{key}`, which process groups do not take (ignored)",
+                                i + 1
+                            ),
                             Some(hint),
                         );
                     }
@@ -395,9 +434,13 @@ impl Decoder<'_> {
                             self.spans.groups.insert(name.clone(), item.span.clone());
                             out.insert(name, cmd);
                         }
-                        None if !t.has("name") => self.sink.error(
+                        // flyctl skips such an entry; so does Aloft, aloud.
+                        None if !t.has("name") => self.sink.warn(
                             &item.span,
-                            format!("[[processes]] #{} has no `name`", i + 1),
+                            format!(
+                                "[[processes]] #{} has no `name`, so it defines no group (ignored)",
+                                i + 1
+                            ),
                             Some("prefer `[processes]` with `<group> = \"<command>\"`".into()),
                         ),
                         None => {}
@@ -432,6 +475,22 @@ impl Decoder<'_> {
                 continue;
             };
             for e in entries {
+                if matches!(e.value.kind, Kind::Array(_) | Kind::Table(_)) {
+                    // flyctl writes any value as text (Go's `%v`); a list or table here is
+                    // almost certainly a slip, so it is taken, but not silently.
+                    let text = read::go_text(&e.value);
+                    self.sink.warn(
+                        &e.value.span,
+                        format!(
+                            "env var `{}` is {}; it is set to the text {text:?}, as flyctl does",
+                            e.key,
+                            e.value.type_name()
+                        ),
+                        Some("write the value as a string".into()),
+                    );
+                    out.insert(e.key.clone(), text);
+                    continue;
+                }
                 let what = format!("env var `{}`", e.key);
                 if let Some(v) = read::string(self.sink, &e.value, &what, true) {
                     out.insert(e.key.clone(), v);

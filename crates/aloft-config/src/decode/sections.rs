@@ -3,7 +3,7 @@
 
 use aloft_api::VmPreset;
 
-use super::Decoder;
+use super::{Decoder, Undefined};
 use crate::model::*;
 use crate::node::{Kind, Node};
 use crate::read::{self, Tbl};
@@ -43,7 +43,7 @@ impl Decoder<'_> {
                     ),
                 })
                 .and_then(|v| self.range_gb(v, n, "auto_extend_size_limit", 0, 500)),
-            processes: self.procs(&mut t),
+            processes: self.procs(&mut t, Undefined::Ignored),
         };
         for key in ["source", "destination"] {
             if !t.has(key) {
@@ -122,27 +122,33 @@ impl Decoder<'_> {
         top_host: Option<&str>,
     ) -> Option<Compute> {
         let mut t = Tbl::new(n, name, self.sink);
+        // As in flyctl, which overlays only the fields that are set: an empty string or a zero
+        // count is "unset", not a value to refuse.
         let mut c = Compute {
-            size: self.opt_str(&mut t, "size"),
+            size: self.opt_set_str(&mut t, "size"),
             memory: t
                 .get("memory")
+                .filter(|v| !matches!(&v.kind, Kind::Str(s) if s.trim().is_empty()))
                 .and_then(|v| read::memory_mb(self.sink, v, &format!("`memory` in {name}"))),
-            cpu_kind: self.opt_str(&mut t, "cpu_kind"),
-            cpus: self.opt_u32(&mut t, "cpus", 1, 1024),
+            cpu_kind: self.opt_set_str(&mut t, "cpu_kind"),
+            cpus: self
+                .opt_u32(&mut t, "cpus", 0, 1024)
+                .filter(|&n: &u32| n > 0),
             memory_mb: t
                 .get("memory_mb")
-                .and_then(|v| read::memory_mb(self.sink, v, &format!("`memory_mb` in {name}"))),
+                .and_then(|v| read::memory_mb(self.sink, v, &format!("`memory_mb` in {name}")))
+                .filter(|&m| m > 0),
             max_memory_mb: self.opt_u32(&mut t, "max_memory_mb", 0, u32::MAX as i64),
             gpus: self.opt_u32(&mut t, "gpus", 0, 64),
-            gpu_kind: self.opt_str(&mut t, "gpu_kind"),
-            host_dedication_id: self.opt_str(&mut t, "host_dedication_id"),
+            gpu_kind: self.opt_set_str(&mut t, "gpu_kind"),
+            host_dedication_id: self.opt_set_str(&mut t, "host_dedication_id"),
             kernel_args: t
                 .get("kernel_args")
                 .and_then(|v| read::string_list(self.sink, v, &format!("`kernel_args` in {name}")))
                 .unwrap_or_default(),
-            persist_rootfs: self.opt_str(&mut t, "persist_rootfs"),
+            persist_rootfs: self.opt_set_str(&mut t, "persist_rootfs"),
             processes: if with_processes {
-                self.procs(&mut t)
+                self.procs(&mut t, Undefined::Ignored)
             } else {
                 vec![]
             },
@@ -237,7 +243,7 @@ impl Decoder<'_> {
         let mut t = Tbl::new(n, name.clone(), self.sink);
         let policy = self.opt_str(&mut t, "policy").unwrap_or_default();
         let retries = self.opt_u32(&mut t, "retries", 0, u32::MAX as i64);
-        let processes = self.procs(&mut t);
+        let processes = self.procs(&mut t, Undefined::Refused);
         t.finish(self.sink, &["policy", "retries", "processes"]);
         if !RESTART_POLICIES.contains(&policy.as_str()) {
             let span = n
@@ -272,7 +278,7 @@ impl Decoder<'_> {
             secret_name: self.opt_str(&mut t, "secret_name"),
             raw_value: self.opt_str(&mut t, "raw_value"),
             local_content_base64: self.opt_str(&mut t, "local_content_base64"),
-            processes: self.procs(&mut t),
+            processes: self.procs(&mut t, Undefined::Ignored),
         };
         t.finish(
             self.sink,
@@ -332,7 +338,7 @@ impl Decoder<'_> {
                 .opt_str(&mut t, "path")
                 .unwrap_or_else(|| "/metrics".into()),
             https: self.opt_bool(&mut t, "https").unwrap_or(false),
-            processes: self.procs(&mut t),
+            processes: self.procs(&mut t, Undefined::Ignored),
         };
         t.finish(self.sink, &["port", "path", "https", "processes"]);
         if port.is_none() {

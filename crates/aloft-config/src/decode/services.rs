@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aloft_api::AutostopMode;
 
-use super::Decoder;
+use super::{Decoder, Undefined};
 use crate::diag::Span;
 use crate::model::*;
 use crate::node::{Kind, Node};
@@ -98,7 +98,7 @@ impl Decoder<'_> {
             auto_stop_machines: self.autostop(&mut t),
             auto_start_machines: self.opt_bool(&mut t, "auto_start_machines"),
             min_machines_running: self.opt_u32(&mut t, "min_machines_running", 0, u32::MAX as i64),
-            processes: self.procs(&mut t),
+            processes: self.procs(&mut t, Undefined::Refused),
             tls_options: self.opt_json(&mut t, "tls_options"),
             http_options: self.opt_json(&mut t, "http_options"),
             ..HttpService::default()
@@ -160,7 +160,7 @@ impl Decoder<'_> {
             auto_stop_machines: self.autostop(&mut t),
             auto_start_machines: self.opt_bool(&mut t, "auto_start_machines"),
             min_machines_running: self.opt_u32(&mut t, "min_machines_running", 0, u32::MAX as i64),
-            processes: self.procs(&mut t),
+            processes: self.procs(&mut t, Undefined::Refused),
             ..Service::default()
         };
         if s.protocol != "tcp" && s.protocol != "udp" {
@@ -377,9 +377,44 @@ impl Decoder<'_> {
         };
         if let Some(h) = t.get("headers") {
             let name = format!("headers of {}", t.name);
-            c.headers = self.string_map(h, &name);
+            c.headers = match &h.kind {
+                Kind::Array(items) => self.header_list(items, &name),
+                _ => self.string_map(h, &name),
+            };
         }
         c
+    }
+
+    /// Check headers in flyctl's other form: a list of `{ name = "..", value = ".." }` tables
+    /// (a missing value is empty).
+    fn header_list(&mut self, items: &[Node], name: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let what = format!("header #{} in {name}", i + 1);
+            let mut t = Tbl::new(item, what.clone(), self.sink);
+            let key = t.get("name");
+            let value = t.get("value");
+            t.finish(self.sink, &["name", "value"]);
+            let Some(key) = key else {
+                if item.is_table() {
+                    self.sink.error(
+                        &item.span,
+                        format!("{what} has no `name`"),
+                        Some("write headers as a table: `headers = { X-Check = \"yes\" }`".into()),
+                    );
+                }
+                continue;
+            };
+            let key = read::string(self.sink, key, &format!("`name` of {what}"), true);
+            let value = match value {
+                Some(v) => read::string(self.sink, v, &format!("`value` of {what}"), true),
+                None => Some(String::new()),
+            };
+            if let (Some(k), Some(v)) = (key, value) {
+                out.insert(k, v);
+            }
+        }
+        out
     }
 
     /// `[checks]`: a table of named checks, or an array of tables each with a `name`.
@@ -462,7 +497,7 @@ impl Decoder<'_> {
                     );
                 }
             }
-            let processes = self.procs(&mut t);
+            let processes = self.procs(&mut t, Undefined::Ignored);
             t.finish(
                 self.sink,
                 &[

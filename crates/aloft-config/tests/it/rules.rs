@@ -107,9 +107,16 @@ fn processes_legacy_array_and_empty_forms() {
     assert_eq!(c.processes["worker"], "");
     let c = ok("processes = []\n");
     assert_eq!(c.process_names(), ["app"]);
-    errors(
-        "[[processes]]\nname = 'web'\ncmd = 'serve'\n",
-        &[(3, "did you mean `command`?")],
+    // flyctl drops unknown keys and entries without a name; Aloft drops them aloud.
+    let d = parse("[[processes]]\nname = 'web'\ncmd = 'serve'\n[[processes]]\ncommand = 'x'\n")
+        .diagnostics;
+    assert!(!d.has_errors(), "{d}");
+    assert!(has_warning(&d, "did you mean `command`?"), "{d}");
+    assert!(has_warning(&d, "has no `name`"), "{d}");
+    // flyctl writes a numeric name as text.
+    assert_eq!(
+        ok("[[processes]]\nname = 1\ncommand = 'x'\n").process_names(),
+        ["1"]
     );
 }
 
@@ -260,10 +267,41 @@ fn group_list_and_default_group() {
 }
 
 #[test]
-fn group_names_must_be_dns_labels_and_not_reserved() {
+fn group_names_aloft_cannot_run_or_reserved_are_refused() {
+    // flyctl takes any name; Aloft refuses names its agent cannot run (and the platform's own).
     errors(
-        "[processes]\nWeb_1 = 'a'\nfly_app_console = 'b'\nok = 'c'\n",
-        &[(2, "not a DNS label"), (3, "reserved")],
+        "[processes]\n'web.1' = 'a'\nfly_app_console = 'b'\nok = 'c'\n\"web 2\" = 'd'\n",
+        &[
+            (2, "cannot be used with Aloft"),
+            (3, "reserved"),
+            (5, "e.g. 'web-2'"),
+        ],
+    );
+    errors(
+        &format!("[processes]\n{} = 'a'\n", "a".repeat(64)),
+        &[(2, "1-63")],
+    );
+}
+
+#[test]
+fn group_names_with_underscores_or_capitals_only_warn() {
+    // flyctl takes them, and so does the agent; only a hostname-strict client could mind.
+    let l = parse("[processes]\nWeb_1 = 'a'\nsidekiq_worker = 'b'\n[http_service]\ninternal_port = 1\nprocesses = ['Web_1']\n");
+    assert!(!l.diagnostics.has_errors(), "{}", l.diagnostics);
+    assert_eq!(l.config.process_names(), ["Web_1", "sidekiq_worker"]);
+    assert!(
+        has_warning(&l.diagnostics, "e.g. 'web-1'"),
+        "{}",
+        l.diagnostics
+    );
+    assert!(
+        has_warning(&l.diagnostics, "e.g. 'sidekiq-worker'"),
+        "{}",
+        l.diagnostics
+    );
+    assert_eq!(
+        l.config.machine_config_for("sidekiq_worker").metadata["fly_process_group"],
+        "sidekiq_worker"
     );
 }
 
@@ -345,21 +383,25 @@ fn every_processes_reference_is_checked() {
 [[files]]\nguest_path = '/a'\nraw_value = 'x'\nprocesses = ['x2']\n\
 [[metrics]]\nport = 9\nprocesses = ['x3']\n\
 [[restart]]\npolicy = 'always'\nprocesses = ['x4']\n";
-    let d = errors(
-        src,
-        &[
-            (7, "'wbe'"),
-            (11, "'db'"),
-            (15, "'x1'"),
-            (19, "'x2'"),
-            (22, "'x3'"),
-            (25, "'x4'"),
-        ],
-    );
+    // flyctl refuses undefined groups in services and [[restart]] only; elsewhere the section
+    // simply applies to no machine, which Aloft says in a warning.
+    let d = errors(src, &[(25, "'x4'")]);
+    let warned: Vec<usize> = d
+        .warnings()
+        .filter(|w| w.message.contains("names undefined process group"))
+        .map(|w| w.location.unwrap().line)
+        .collect();
+    assert_eq!(warned, [7, 11, 15, 19, 22], "{d}");
     assert!(
-        d.errors()
+        d.items
+            .iter()
+            .filter(|i| i.message.contains("names undefined process group"))
             .all(|e| e.hint.as_deref() == Some("defined groups are ['web']")),
         "{d}"
+    );
+    errors(
+        "[processes]\nweb = 'a'\n[http_service]\ninternal_port = 1\nprocesses = ['wbe']\n[[services]]\ninternal_port = 2\nprocesses = ['x']\n",
+        &[(5, "'wbe'"), (8, "'x'")],
     );
 }
 
@@ -387,8 +429,19 @@ fn top_level_check_rules() {
 fn mount_rules() {
     errors(
         "[[mounts]]\nsource = 'd'\ndestination = '/d'\ninitial_size = '500mb'\n[[mounts]]\nsource = 'e'\ndestination = '/e'\nprocesses = ['app']\nauto_extend_size_threshold = 80\n",
-        &[(4, "at least 1 GB"), (5, "more than one [[mounts]]"), (5, "auto-extend needs both")],
+        &[(4, "at least 1 GB"), (5, "auto-extend needs both")],
     );
+    // Two mounts for one group: flyctl takes it and mounts the first; so does Aloft, with a
+    // warning.
+    let l = parse("[[mounts]]\nsource = 'd'\ndestination = '/d'\n[[mounts]]\nsource = 'e'\ndestination = '/e'\n");
+    assert!(!l.diagnostics.has_errors(), "{}", l.diagnostics);
+    assert!(
+        has_warning(&l.diagnostics, "more than one [[mounts]]"),
+        "{}",
+        l.diagnostics
+    );
+    let mounts = l.config.machine_config_for("app").mounts;
+    assert_eq!((mounts.len(), mounts[0].name.as_str()), (1, "d"));
     let c = ok("[[mounts]]\nsource = 'd'\ndestination = '/d'\ninitial_size = '10gb'\nauto_extend_size_threshold = 80\nauto_extend_size_increment = '1GB'\nauto_extend_size_limit = '10GB'\n");
     let m = &c.machine_config_for("app").mounts[0];
     assert_eq!(
@@ -429,6 +482,58 @@ fn guest_computation_order() {
     // No [[vm]]: None, deploy keeps existing guests.
     assert_eq!(ok("").guest_for("app").unwrap(), None);
     assert_eq!(ok("").machine_config_for("app").guest, None);
+}
+
+#[test]
+fn vm_empty_strings_and_zero_counts_are_unset() {
+    // flyctl overlays only the guest fields that are set: "" and 0 leave the preset alone.
+    let x = ok("[[vm]]\nsize = ''\nmemory = ''\ncpu_kind = ''\ncpus = 0\nmemory_mb = 0\ngpus = 0\npersist_rootfs = ''\n")
+        .guest_for("app")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (x.cpu_kind.as_str(), x.cpus, x.memory_mb, x.persist_rootfs),
+        ("shared", 1, 256, None)
+    );
+    let x = ok("[[vm]]\nsize = 'shared-cpu-2x'\ncpus = 0\n")
+        .guest_for("app")
+        .unwrap()
+        .unwrap();
+    assert_eq!((x.cpus, x.memory_mb), (2, 512));
+    // `memory = 0` is still an error, as in flyctl.
+    errors("[[vm]]\nmemory = 0\n", &[(2, "cannot be zero")]);
+}
+
+#[test]
+fn sizes_take_every_unit_spelling_flyctl_takes() {
+    // go-units: a unit letter, an optional `i`, an optional `b`, any case.
+    let g = |m: &str| {
+        ok(&format!("[[vm]]\nmemory = '{m}'\n"))
+            .guest_for("app")
+            .unwrap()
+            .unwrap()
+            .memory_mb
+    };
+    assert_eq!(
+        (g("1gi"), g("2Gi"), g("512Mi"), g("1 GB")),
+        (1024, 2048, 512, 1024)
+    );
+    let size = |v: &str| {
+        ok(&format!(
+            "[[mounts]]\nsource = 'd'\ndestination = '/d'\ninitial_size = '{v}'\n"
+        ))
+        .machine_config_for("app")
+        .mounts[0]
+            .size_gb
+    };
+    assert_eq!(
+        (size("10gi"), size("3G"), size("2000mb")),
+        (Some(10), Some(3), Some(2))
+    );
+    errors(
+        "[[mounts]]\nsource = 'd'\ndestination = '/d'\ninitial_size = '10 gallons'\n",
+        &[(4, "initial_size")],
+    );
 }
 
 #[test]
@@ -675,4 +780,49 @@ fn config_json_round_trips_through_parse_str() {
             c.machine_config_for(&g)
         );
     }
+}
+
+// ---- values flyctl writes as text or reads in another form -------------------------------------
+
+#[test]
+fn env_lists_and_tables_become_text_with_a_warning() {
+    let l = parse("[env]\nA = [1, 'b']\nB = { y = 2, x = true }\nC = 1.5\n");
+    assert!(!l.diagnostics.has_errors(), "{}", l.diagnostics);
+    let env = &l.config.env;
+    assert_eq!(
+        (env["A"].as_str(), env["B"].as_str(), env["C"].as_str()),
+        ("[1 b]", "map[x:true y:2]", "1.5")
+    );
+    assert_eq!(l.diagnostics.warnings().count(), 2, "{}", l.diagnostics);
+    assert!(has_warning(&l.diagnostics, "write the value as a string"));
+}
+
+#[test]
+fn check_headers_as_a_list_of_name_value_tables() {
+    let c = ok("[[services]]\ninternal_port = 1\n[[services.ports]]\nport = 80\n[[services.http_checks]]\npath = '/'\nheaders = [{ name = 'X-A', value = 'a' }, { name = 'X-B' }]\n");
+    let h = &c.services[0].http_checks[0].headers;
+    assert_eq!((h["X-A"].as_str(), h["X-B"].as_str()), ("a", ""));
+    errors(
+        "[checks.c]\ntype = 'http'\nport = 1\nheaders = [{ value = 'a' }]\n",
+        &[(4, "has no `name`")],
+    );
+}
+
+#[test]
+fn legacy_processes_entries_that_are_not_tables_are_skipped_aloud() {
+    let l = parse("processes = ['web', { name = 'worker', command = 'w' }]\n");
+    assert!(!l.diagnostics.has_errors(), "{}", l.diagnostics);
+    assert_eq!(l.config.process_names(), ["worker"]);
+    assert!(
+        has_warning(&l.diagnostics, "defines no group"),
+        "{}",
+        l.diagnostics
+    );
+}
+
+#[test]
+fn fractional_durations_drop_the_fraction_like_go() {
+    assert_eq!(ok("kill_timeout = 5.7\n").kill_timeout, secs(5));
+    let c = ok("[[services]]\ninternal_port = 1\n[[services.ports]]\nport = 80\n[[services.tcp_checks]]\ninterval = 15000.9\n");
+    assert_eq!(c.services[0].tcp_checks[0].interval, secs(15));
 }
