@@ -54,9 +54,9 @@ impl TokenKind {
     pub fn describe(self, app: Option<&str>) -> String {
         match (self, app) {
             (TokenKind::Org, _) => "everything".to_string(),
-            (TokenKind::Deploy, Some(app)) => format!(
-                "deploy, scale and read app {app} (not delete it, not other apps, not tokens)"
-            ),
+            (TokenKind::Deploy, Some(app)) => {
+                format!("deploy, scale and read app {app} only, not delete it nor manage tokens")
+            }
             (TokenKind::Deploy, None) => "deploy one app".to_string(),
             (TokenKind::Readonly, Some(app)) => format!("read app {app} (GET and HEAD only)"),
             (TokenKind::Readonly, None) => "read (GET and HEAD only, not tokens)".to_string(),
@@ -127,7 +127,8 @@ pub struct AppEvent {
     pub id: i64,
     /// RFC 3339 (seconds).
     pub at: String,
-    /// `request` for an API call that changed something (or tried to).
+    /// `request` for an API call that changed something (or tried to); `token` for a token
+    /// of the app created or revoked.
     pub kind: String,
     /// The name of the token that made the change, with its id: `ci (tok_…)`.
     pub actor: String,

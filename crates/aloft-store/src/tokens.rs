@@ -95,7 +95,7 @@ impl Tx<'_> {
     /// Every token, revoked ones included, oldest first.
     pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, rowid"
         ))?;
         let rows = stmt.query_map([], token_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -299,11 +299,24 @@ impl Tokens {
 
     /// Records a request that changed (or tried to change) `app`, off the request path.
     pub fn record(&self, caller: &Caller, app: &str, message: String) {
+        self.record_event(caller, app, "request", message);
+    }
+
+    /// Records, in the events of the app a token is bound to, that `caller` created or revoked
+    /// it.
+    pub fn record_token_change(&self, caller: &Caller, token: &TokenInfo, what: &str) {
+        if let Some(app) = &token.app {
+            let message = format!("{what} {} token {} ({})", token.kind, token.name, token.id);
+            self.record_event(caller, app, "token", message);
+        }
+    }
+
+    fn record_event(&self, caller: &Caller, app: &str, kind: &str, message: String) {
         self.audit.event(AppEventRow {
             id: 0,
             app: app.to_string(),
             at: now(),
-            kind: "request".into(),
+            kind: kind.into(),
             actor: caller.actor(),
             message,
         });

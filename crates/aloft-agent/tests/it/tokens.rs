@@ -260,8 +260,15 @@ async fn each_kind_reaches_its_routes_and_changes_are_recorded_with_its_name() {
     assert!(!lines.iter().any(|l| l.contains("GET ")), "{lines:?}");
     assert_eq!(
         lines.len(),
-        3,
-        "two by the deploy token (one refused), one refused: {lines:?}"
+        5,
+        "two tokens of a created, two requests by the deploy token (one refused), one \
+         refused: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("data-dir (data-dir) created deploy token ci-a (")),
+        "{lines:?}"
     );
     // Events of b hold the deploy token's refused attempt.
     let events_b = h.admin(Method::GET, "/v1/apps/b/events", None).await;

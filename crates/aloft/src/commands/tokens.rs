@@ -50,15 +50,16 @@ fn create(req: &CreateTokenRequest, ctx: &Context) -> anyhow::Result<ExitCode> {
             // The token alone on stdout, so `$(aloft tokens create …)` captures it.
             printer.line(&created.token);
         }
+        let info = &created.info;
         printer.warn(format_args!(
-            "this token is shown only once: keep it secret and safe. It is {} {} token \
-             ({}), id {}, expiring {}; `aloft tokens revoke {}` revokes it",
-            created.info.name,
-            created.info.kind,
-            created.info.kind.describe(created.info.app.as_deref()),
-            created.info.id,
-            created.info.expires_at.as_deref().unwrap_or("never"),
-            created.info.id,
+            "this token is shown only once: keep it secret. Token {} (id {}) is a {} token that \
+             may {}; it expires {}; `aloft tokens revoke {}` revokes it",
+            info.name,
+            info.id,
+            info.kind,
+            info.kind.describe(info.app.as_deref()),
+            info.expires_at.as_deref().unwrap_or("never"),
+            info.id,
         ));
         Ok(ExitCode::SUCCESS)
     })
