@@ -5,7 +5,8 @@
 //! the store with its events and publishing it; [`supervisor`] is the controller's view of the
 //! runtime. [`Agent::start`] wires them together for `aloft agent` and for embedding (`aloft up`).
 //!
-//! Start-up order: data dir + token, store (migrated), runtime, runtime event consumer,
+//! Start-up order: data dir + token, store (migrated), API tokens ([`tokens`]: key, the
+//! data-dir token as the first org token), runtime, runtime event consumer,
 //! reconciliation of machines left by a previous agent (see [`controller`]'s `reconcile`),
 //! then the proxy with its ACME issuance task ([`acme`]: no CA is contacted before the first
 //! issuance), then the API listens and `<data-dir>/agent.addr` is written.
@@ -25,6 +26,7 @@ pub mod regions;
 pub mod routing;
 pub mod settings;
 pub mod supervisor;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +69,8 @@ pub enum AgentError {
     Proxy(String),
     #[error("reconciling machines at start-up failed: {0}")]
     Reconcile(String),
+    #[error("loading the API tokens failed: {0}")]
+    Tokens(String),
     #[error("opening the OCI image store failed: {0}")]
     ImageStore(String),
     #[error("cannot read the ACME CA roots {}: {source} (--acme-ca-roots: a PEM file of the private CA's root certificates)", path.display())]
@@ -189,6 +193,9 @@ impl Agent {
             regions,
             config.limits.clone(),
         ));
+        let tokens = tokens::Tokens::start(ctl.clone(), &config.data_dir, &token)
+            .await
+            .map_err(|e| AgentError::Tokens(e.to_string()))?;
         ctl.set_images_dir(config.data_dir.join("images"));
         ctl.set_public_addresses(config.public_addresses.clone());
         let oci_dir = config.data_dir.join("oci");
@@ -257,7 +264,7 @@ impl Agent {
             dns,
             ctl: ctl.clone(),
             deploy: deployer,
-            token: Arc::new(token.clone()),
+            tokens,
             region: Arc::new(request_region),
         };
         let app = api::router(state);

@@ -41,6 +41,14 @@
 //! | `POST /v1/apps/{app}/ips` | [`crate::network::AllocateIpRequest`] | `201` [`crate::network::IpAddress`]; `422` a kind this agent cannot give (dedicated IPv4; a public address the host lacks; a private one without the container network; a region other than `global`) |
 //! | `DELETE /v1/apps/{app}/ips/{address}` | – | `200` the released [`crate::network::IpAddress`]; `404` not the app's |
 //! | `GET /v1/apps/{app}/dns?name=N&type=T` | – | `200` [`crate::network::DnsAnswer`] as a machine of the app sees it; `422` bad name or type |
+//! | `POST /v1/tokens` | [`crate::tokens::CreateTokenRequest`] | `201` [`crate::tokens::CreatedToken`], the only answer that holds the token; `400` a bad name, an expiry of 0 or over 100 years, a deploy token without an app, an org token with one; `422` an unknown kind or an expiry that is no Go duration; `404` unknown app. Org tokens only (`403` for others) |
+//! | `GET /v1/tokens` | – | `200 [`[`crate::tokens::TokenInfo`]`]`, oldest first, revoked ones included, never a secret. Org tokens only |
+//! | `DELETE /v1/tokens/{id}` | – | `200` [`crate::tokens::TokenInfo`] revoked (its next use gets `401`); `404` unknown id; `400` the data-dir token (rotate it by replacing `<data-dir>/token` and restarting the agent). Org tokens only |
+//! | `GET /v1/apps/{app}/events?limit=N` | – | `200 [`[`crate::tokens::AppEvent`]`]`, newest first: every request that changed (or tried to change) the app, with the token's name, method, path and status. Reads are not recorded (they only update the token's `last_used_at`) |
+//!
+//! Every route needs a token (`401` when it is missing, unknown, expired or revoked, the message
+//! says which); a token whose kind does not allow the route gets `403` naming the token and what
+//! it may do ([`crate::tokens::TokenKind`]).
 
 /// `status` of the 409 error body when a blob `PATCH` is not at the upload's offset.
 pub const STATUS_WRONG_OFFSET: &str = "wrong_offset";
@@ -144,6 +152,18 @@ pub fn scale_guest(app: &str) -> String {
 }
 pub fn logs(app: &str) -> String {
     format!("/v1/apps/{app}/logs")
+}
+
+// ---- API tokens and app events
+
+pub fn tokens() -> String {
+    "/v1/tokens".to_string()
+}
+pub fn token(id: &str) -> String {
+    format!("/v1/tokens/{id}")
+}
+pub fn app_events(app: &str) -> String {
+    format!("/v1/apps/{app}/events")
 }
 
 // ---- the private network

@@ -10,6 +10,7 @@ use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
 use aloft_api::images::ImageInfo;
 use aloft_api::network::{AllocateIpRequest, DnsAnswer, IpAddress, IpKind};
 use aloft_api::routes;
+use aloft_api::tokens::{AppEvent, CreateTokenRequest, CreatedToken, TokenInfo};
 use aloft_api::{
     App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, LogLine, Machine,
     MachineState, ProxyPort, StopRequest,
@@ -580,6 +581,34 @@ impl Client {
             Err(_) => Ok(true),
         })
         .await
+    }
+
+    // ---- API tokens and app events
+
+    /// Creates a token (`POST /v1/tokens`, org tokens only); the answer is the only place its
+    /// text appears.
+    pub async fn create_token(&self, req: &CreateTokenRequest) -> anyhow::Result<CreatedToken> {
+        self.json(Method::POST, &routes::tokens(), Some(req)).await
+    }
+
+    /// Every token, secrets never included (`GET /v1/tokens`).
+    pub async fn list_tokens(&self) -> anyhow::Result<Vec<TokenInfo>> {
+        self.json(Method::GET, &routes::tokens(), None::<&()>).await
+    }
+
+    /// Revokes a token (`DELETE /v1/tokens/{id}`).
+    pub async fn revoke_token(&self, id: &str) -> anyhow::Result<TokenInfo> {
+        self.json(Method::DELETE, &routes::token(&urlencode(id)), None::<&()>)
+            .await
+    }
+
+    /// The app's newest `limit` events, newest first (`GET /v1/apps/{app}/events`).
+    pub async fn app_events(&self, app: &str, limit: Option<u64>) -> anyhow::Result<Vec<AppEvent>> {
+        let mut path = routes::app_events(app);
+        if let Some(limit) = limit {
+            path = format!("{path}?limit={limit}");
+        }
+        self.json(Method::GET, &path, None::<&()>).await
     }
 }
 

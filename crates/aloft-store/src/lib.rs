@@ -1,6 +1,6 @@
-//! Durable state of an agent: apps, machines, machine versions, events, leases, and the deploy
-//! state (releases with their event logs, uploaded images, per-group desired counts) in one
-//! SQLite database.
+//! Durable state of an agent: apps, machines, machine versions, events, leases, the deploy
+//! state (releases with their event logs, uploaded images, per-group desired counts), API
+//! tokens and the apps' event logs in one SQLite database.
 //!
 //! The API is synchronous: the agent calls it from `spawn_blocking` or a dedicated thread, never
 //! on an async worker thread. Everything goes through [`Store::read`] or [`Store::write`]; a write
@@ -23,6 +23,7 @@ mod ips;
 mod migrations;
 mod records;
 mod reserve;
+mod tokens;
 mod tx;
 
 pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
@@ -33,6 +34,7 @@ pub use ips::IpRow;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};
 pub use reserve::RESERVE_BYTES;
+pub use tokens::{AppEventRow, TokenRow, KEPT_APP_EVENTS};
 pub use tx::{Tx, MAX_EVENTS_PER_MACHINE};
 
 use std::cell::RefCell;

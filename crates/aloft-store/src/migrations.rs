@@ -6,7 +6,8 @@
 //! in between. Version 2 added the deploy state (releases, their events, images, group counts),
 //! version 3 the OCI images of each app (`oci_images`: app → manifest digest), version 4 the
 //! certificates of apps' custom hostnames (`certificates`: hostname → app, source, PEMs,
-//! validity), version 5 the apps' IP addresses (`ips`).
+//! validity), version 5 the apps' IP addresses (`ips`), version 6 the API tokens (`api_tokens`: id → name,
+//! kind, app, HMAC of the secret, times) and the apps' event log (`app_events`).
 
 use rusqlite::Connection;
 
@@ -174,6 +175,36 @@ CREATE TABLE ips (
     net_key     TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (app, address)
 );
+"#,
+    },
+    Migration {
+        version: 6,
+        description: "API tokens (HMAC of the secret only) and each app's event log",
+        sql: r#"
+CREATE TABLE api_tokens (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    -- the app a deploy or read-only token is bound to
+    app          TEXT,
+    -- HMAC-SHA256 of the secret under the agent's key (never the secret)
+    secret_mac   BLOB NOT NULL,
+    -- Unix seconds
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    revoked_at   INTEGER,
+    last_used_at INTEGER
+);
+CREATE TABLE app_events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    app     TEXT NOT NULL,
+    -- Unix seconds
+    at      INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX app_events_app ON app_events (app, id);
 "#,
     },
 ];

@@ -205,10 +205,11 @@ impl<'a> Tx<'a> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes an app, everything of its machines (rows, versions, events, leases) and its deploy
-    /// state (releases, images, group counts).
+    /// Deletes an app, everything of its machines (rows, versions, events, leases), its deploy
+    /// state (releases, images, group counts) and its event log, and revokes its tokens.
     pub fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
         self.delete_deploy_state(name)?;
+        self.forget_app_tokens_and_events(name)?;
         self.record_change(Changes::cleared);
         let sub = "(SELECT id FROM machines WHERE app = ?1)";
         for table in ["events", "machine_versions", "leases"] {

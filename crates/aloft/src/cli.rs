@@ -70,6 +70,45 @@ pub enum Command {
     /// Custom hostnames of the app and their TLS certificates: add, list, show, remove.
     #[command(subcommand, alias = "cert")]
     Certs(CertsCommand),
+    /// API tokens of the agent: create (org, deploy, readonly), list, revoke.
+    #[command(subcommand, alias = "token")]
+    Tokens(TokensCommand),
+}
+
+/// `aloft tokens …` (flyctl's `fly tokens`).
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token and print it once: `org` can do everything; `deploy` deploys, scales and
+    /// reads one app; `readonly` only reads (one app with -a, else every app).
+    Create {
+        /// org, deploy or readonly.
+        #[arg(value_parser = parse_token_kind)]
+        kind: aloft_api::tokens::TokenKind,
+        /// The app of a deploy token [env: ALOFT_APP] [default: `app` of the config file], or
+        /// of a read-only token (only when given).
+        #[arg(short = 'a', long = "app")]
+        app: Option<String>,
+        /// Path to the app config, read for a deploy token's app when none is given.
+        #[arg(short = 'c', long = "config", default_value = "fly.toml")]
+        config: PathBuf,
+        /// Shown by `tokens list` and in the app's events [default: "<kind> token"].
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        /// How long the token is valid, a Go duration (`720h`, `30m`) [default: 175200h].
+        #[arg(short = 'x', long, value_parser = parse_duration)]
+        expiry: Option<std::time::Duration>,
+    },
+    /// The agent's tokens (ID, NAME, KIND, APP, CREATED, EXPIRES, LAST USED, REVOKED); never
+    /// their secrets.
+    #[command(alias = "ls")]
+    List,
+    /// Revoke a token by its id (as `tokens list` shows it): its next use is refused.
+    #[command(alias = "rm")]
+    Revoke { id: String },
+}
+
+fn parse_token_kind(s: &str) -> Result<aloft_api::tokens::TokenKind, String> {
+    s.parse()
 }
 
 /// `aloft ips …` (flyctl's `fly ips`).
@@ -477,6 +516,15 @@ pub enum AppsCommand {
     /// List apps.
     #[command(alias = "ls")]
     List,
+    /// Who changed the app: every API request that was not a read, with its token's name,
+    /// newest first (AT, ACTOR, MESSAGE).
+    Events {
+        #[command(flatten)]
+        app: AppArgs,
+        /// How many events [default: 100].
+        #[arg(short = 'n', long)]
+        limit: Option<u64>,
+    },
     /// Destroy an app and all its machines.
     #[command(alias = "rm", alias = "delete")]
     Destroy {

@@ -141,7 +141,11 @@ pub fn has_json_output(cli: &Cli) -> bool {
     match &cli.command {
         Command::Config(c) => matches!(c, ConfigCommand::Show { .. }),
         Command::Platform(PlatformCommand::VmSizes | PlatformCommand::Regions) => true,
-        Command::Apps(c) => matches!(c, AppsCommand::Create { .. } | AppsCommand::List),
+        Command::Apps(c) => matches!(
+            c,
+            AppsCommand::Create { .. } | AppsCommand::List | AppsCommand::Events { .. }
+        ),
+        Command::Tokens(_) => true,
         Command::Releases(r) => r.command.is_none(),
         Command::Status(_) | Command::Images(_) | Command::Certs(_) => true,
         Command::Ips(_) | Command::Dig(_) => true,

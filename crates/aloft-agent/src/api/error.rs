@@ -40,14 +40,6 @@ impl HttpError {
     pub fn not_found(message: impl Into<String>) -> HttpError {
         HttpError::from(DomainError::NotFound(message.into()))
     }
-    pub fn unauthorized() -> HttpError {
-        HttpError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Authenticate: token validation error (send Authorization: Bearer <token>; the agent's \
-             token is in <data-dir>/token)",
-        )
-    }
     pub fn internal(message: impl Into<String>) -> HttpError {
         HttpError::from(DomainError::Internal(message.into()))
     }

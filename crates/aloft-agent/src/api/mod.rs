@@ -1,7 +1,8 @@
-//! The HTTP API: routes, auth, request ids and JSON errors. Handlers only parse requests into
-//! the controller's typed actions and shape its answers.
+//! The HTTP API: routes, auth (`auth`, `scope`), request ids and JSON errors. Handlers only
+//! parse requests into the controller's typed actions and shape its answers.
 
 mod apps;
+mod auth;
 mod certs;
 pub mod error;
 pub mod extract;
@@ -15,7 +16,9 @@ mod oci;
 mod proxy;
 mod releases;
 mod respond;
+pub mod scope;
 pub mod serve;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -23,7 +26,7 @@ use axum::extract::{Request, State};
 use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
@@ -42,7 +45,8 @@ pub struct AppState {
     pub acme: Option<Arc<crate::acme::Acme>>,
     /// The private network's DNS server (`aloft dig`).
     pub dns: Arc<crate::dns::Dns>,
-    pub token: Arc<String>,
+    /// API tokens: who calls, what they may do, what they changed.
+    pub tokens: Arc<crate::tokens::Tokens>,
     /// Region shown in `fly-request-id`.
     pub region: Arc<String>,
 }
@@ -92,6 +96,7 @@ pub fn routes() -> ApiRoutes {
     t.add(M::GET, "/v1/apps", apps::list);
     t.add(M::GET, "/v1/apps/{app}", apps::get);
     t.add(M::DELETE, "/v1/apps/{app}", apps::delete);
+    t.add(M::GET, "/v1/apps/{app}/events", tokens::app_events);
     t.add(M::GET, "/v1/apps/{app}/logs", misc::logs);
     t.add(M::GET, "/v1/apps/{app}/certificates", certs::list);
     t.add(M::POST, "/v1/apps/{app}/certificates", certs::add);
@@ -222,23 +227,34 @@ pub fn routes() -> ApiRoutes {
         "/v1/apps/{app}/machines/{id}/lease",
         leases::release,
     );
+    t.add(M::POST, "/v1/tokens", tokens::create);
+    t.add(M::GET, "/v1/tokens", tokens::list);
+    t.add(M::DELETE, "/v1/tokens/{id}", tokens::revoke);
     t
 }
 
-/// The full router: routes + JSON fallbacks + auth + `fly-request-id`.
+/// The full router: routes + JSON fallbacks + auth + `fly-request-id`. Authentication runs on
+/// every request, authorization (`scope`) on matched routes.
 pub fn router(state: AppState) -> Router {
     let mut r: Router<AppState> = Router::new();
     for (path, mr) in routes().by_path {
         r = r.route(path, mr);
     }
-    r.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            request_id,
-        ))
-        .with_state(state)
+    r.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authorize,
+    ))
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        request_id,
+    ))
+    .with_state(state)
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> HttpError {
@@ -253,58 +269,10 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> HttpError {
     )
 }
 
-/// Accepts `Authorization: Bearer <t>` or `FlyV1 <t>`, where `<t>` may be a comma-separated
-/// list; any listed token equal to the agent's passes.
-async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get_all(axum::http::header::AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| token_matches(v, &st.token));
-    if !ok {
-        return HttpError::unauthorized().into_response();
-    }
-    next.run(req).await
-}
-
-fn token_matches(header: &str, token: &str) -> bool {
-    let header = header.trim();
-    let Some((scheme, rest)) = header.split_once(char::is_whitespace) else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") && !scheme.eq_ignore_ascii_case("flyv1") {
-        return false;
-    }
-    rest.split(',')
-        .map(str::trim)
-        .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn request_id(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&crate::ids::request_id(&st.region)) {
         resp.headers_mut().insert("fly-request-id", v);
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auth_header_forms() {
-        assert!(token_matches("Bearer abc", "abc"));
-        assert!(token_matches("FlyV1 x, abc", "abc"));
-        assert!(token_matches("bearer  abc ", "abc"));
-        assert!(!token_matches("Bearer abcd", "abc"));
-        assert!(!token_matches("Basic abc", "abc"));
-        assert!(!token_matches("abc", "abc"));
-        assert!(!token_matches("Bearer ", "abc"));
-    }
 }

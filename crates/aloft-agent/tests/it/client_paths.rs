@@ -56,6 +56,10 @@ fn the_router_serves_every_path_the_client_calls() {
         (Method::GET, routes::oci_image("a", "sha256:ab")),
         (Method::GET, routes::image_stats()),
         (Method::POST, routes::image_gc()),
+        (Method::POST, routes::tokens()),
+        (Method::GET, routes::tokens()),
+        (Method::DELETE, routes::token("abc")),
+        (Method::GET, routes::app_events("a")),
     ];
     let unserved: Vec<String> = calls
         .iter()

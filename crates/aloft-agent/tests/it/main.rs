@@ -12,3 +12,4 @@ mod hosts;
 mod oci;
 mod openapi;
 mod proxy;
+mod tokens;

@@ -586,3 +586,40 @@ async fn a_buildah_image_is_pushed_and_unpacked() {
     assert_eq!(diff_ids(&zstd), diff_ids(&img));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_deploy_token_pushes_images_to_its_app_only() {
+    use aloft_api::tokens::{CreateTokenRequest, TokenKind};
+    let h = Harness::start().await;
+    let created = h
+        .client
+        .create_token(&CreateTokenRequest {
+            kind: TokenKind::Deploy,
+            app: Some("web".into()),
+            name: Some("pusher".into()),
+            expiry: None,
+        })
+        .await
+        .unwrap();
+    let deployer = aloft_client::Client::new(&h.url, Some(created.token));
+    let img = sample(b"scoped");
+    let layout = h.layout(&img, "scoped");
+    let pushed = deployer.push_image("web", &layout, |_| {}).await.unwrap();
+    assert_eq!(pushed.blobs_sent, 3);
+    let err = deployer
+        .push_image("other", &layout, |_| {})
+        .await
+        .unwrap_err();
+    let status = aloft_client::status_error(&err).map(|e| e.status.as_u16());
+    assert_eq!(status, Some(403), "{err:#}");
+    assert!(
+        h.client
+            .oci_images("other")
+            .await
+            .unwrap()
+            .images
+            .is_empty(),
+        "nothing reached the other app"
+    );
+    h.stop().await;
+}

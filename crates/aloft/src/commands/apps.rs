@@ -1,4 +1,4 @@
-//! `aloft apps create|list|destroy`.
+//! `aloft apps create|list|events|destroy` (events: `commands::tokens`).
 
 use std::process::ExitCode;
 
@@ -44,6 +44,10 @@ pub fn run(cmd: AppsCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
                         .collect();
                     printer.table(None, &["NAME", "OWNER", "STATUS", "MACHINES"], &rows);
                 }
+            }
+            AppsCommand::Events { app, limit } => {
+                let app = ctx.app(&app)?;
+                crate::commands::tokens::events(&client, &app, limit, printer).await?;
             }
             AppsCommand::Destroy { name, yes } => {
                 let app = client.get_app(&name).await?;

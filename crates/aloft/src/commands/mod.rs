@@ -15,6 +15,7 @@ mod network;
 mod platform;
 mod scale;
 mod status;
+mod tokens;
 mod up;
 
 use std::process::ExitCode;
@@ -83,5 +84,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Ips(cmd) => network::run_ips(cmd, ctx),
         Command::Dig(args) => network::run_dig(args, ctx),
         Command::Certs(cmd) => certs::run(cmd, ctx),
+        Command::Tokens(cmd) => tokens::run(cmd, ctx),
     }
 }
