@@ -15,6 +15,6 @@ pub use client::{block_on, is_not_found, status_error, Client, ScaleAnswer, Stat
 pub use connect::{connect, ConnectOptions};
 pub use local::{data_dir_from, local_agent, LocalAgent};
 pub use push::{PushProgress, PushedImage};
-pub use ssh::ConnectInfo;
 /// HTTP types callers need to read a [`StatusError`] or the agent's URL.
 pub use reqwest::{Method, StatusCode, Url};
+pub use ssh::ConnectInfo;

@@ -76,7 +76,10 @@ impl Target {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| bad("it names no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         if host.starts_with('-') {
             return Err(bad("a host may not start with `-`"));
         }
@@ -124,6 +127,20 @@ impl Target {
         if let Some(p) = self.port {
             s.push_str(&format!(":{p}"));
         }
+        s
+    }
+
+    /// The `ssh` command line that tries the same login by hand.
+    fn try_by_hand(&self) -> String {
+        let mut s = "ssh ".to_string();
+        if let Some(p) = self.port {
+            s.push_str(&format!("-p {p} "));
+        }
+        if let Some(u) = &self.user {
+            s.push_str(u);
+            s.push('@');
+        }
+        s.push_str(&self.host);
         s
     }
 
@@ -210,8 +227,19 @@ pub(crate) fn connect(url: &str, options: &ConnectOptions) -> anyhow::Result<Cli
         .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=no"])
         .arg("-o")
         .arg(format!("ControlPath={}", control.display()))
-        .args(["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"])
-        .args(["-T", "-o", "ClearAllForwardings=yes", "-o", "RemoteCommand=none"])
+        .args([
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=3",
+        ])
+        .args([
+            "-T",
+            "-o",
+            "ClearAllForwardings=yes",
+            "-o",
+            "RemoteCommand=none",
+        ])
         .args(target.destination())
         .arg(target.remote_command())
         .stdin(Stdio::piped())
@@ -225,7 +253,7 @@ pub(crate) fn connect(url: &str, options: &ConnectOptions) -> anyhow::Result<Cli
     })?;
     let stdin = child.stdin.take();
     let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let first_line = first_line(child.stdout.take().expect("piped stdout"));
+    let lines = lines(child.stdout.take().expect("piped stdout"));
     let mut tunnel = Tunnel {
         master: child,
         _stdin: stdin,
@@ -233,29 +261,36 @@ pub(crate) fn connect(url: &str, options: &ConnectOptions) -> anyhow::Result<Cli
     };
 
     let deadline = started + SETUP_DEADLINE;
-    let line = loop {
-        match first_line.recv_timeout(Duration::from_millis(20)) {
-            Ok(line) => break line,
+    // The first JSON line: a login shell's rc files may print before it.
+    let mut noise = Vec::new();
+    let info: ConnectInfo = loop {
+        match lines.recv_timeout(Duration::from_millis(20)) {
+            Ok(line) => match serde_json::from_str(line.trim()) {
+                Ok(info) => break info,
+                Err(_) => noise.push(line.trim().to_string()),
+            },
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => continue,
             Err(mpsc::RecvTimeoutError::Timeout) => bail!(
                 "ssh to {who} did not log in within {}s ({}); check that the host answers ssh \
-                 (`ssh {who}`)",
+                 (`{}`)",
                 SETUP_DEADLINE.as_secs(),
-                last_words(&stderr)
+                last_words(&stderr),
+                target.try_by_hand()
             ),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = wait_until(&mut tunnel.master, deadline);
+                if status.is_some_and(|s| s.success()) {
+                    bail!(
+                        "`{}` on {who} printed no connection info ({:?}): is the aloft there as \
+                         new as this one?",
+                        target.remote_command(),
+                        noise.join("\n")
+                    );
+                }
                 return Err(login_error(&target, status, &settled(&stderr)));
             }
         }
     };
-    let info: ConnectInfo = serde_json::from_str(line.trim()).with_context(|| {
-        format!(
-            "`{}` on {who} printed no connection info (`{}`): is it an aloft as new as this one?",
-            target.remote_command(),
-            line.trim()
-        )
-    })?;
     let api = match (&info.api, info.listening) {
         (Some(api), true) => api.clone(),
         (api, _) => bail!(
@@ -333,7 +368,11 @@ fn user_sets_strict_host_key_checking(
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
         .output()
-        .map_err(|e| anyhow!("cannot run ssh: {e}; install the OpenSSH client (apt-get install openssh-client)"))?;
+        .map_err(|e| {
+            anyhow!(
+                "cannot run ssh: {e}; install the OpenSSH client (apt-get install openssh-client)"
+            )
+        })?;
     if !out.status.success() {
         bail!(
             "ssh does not accept its configuration for {}: {}",
@@ -388,12 +427,13 @@ fn drain(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     buf
 }
 
-/// The first line of a pipe, read in the background (the channel closes without one at EOF).
-fn first_line(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+/// The lines of a pipe, read in the background until it closes (then the channel closes).
+fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        if BufReader::new(pipe).read_line(&mut line).is_ok() && !line.is_empty() {
+        for line in BufReader::new(pipe).lines() {
+            // Once nobody listens, keep reading: ssh must never block on a full pipe.
+            let Ok(line) = line else { break };
             let _ = tx.send(line);
         }
     });
@@ -463,7 +503,11 @@ fn login_error(target: &Target, status: Option<ExitStatus>, stderr: &str) -> any
     let who = target.display();
     let said = stderr
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("@@@") && !l.starts_with("Warning: Permanently added"))
+        .filter(|l| {
+            !l.trim().is_empty()
+                && !l.starts_with("@@@")
+                && !l.starts_with("Warning: Permanently added")
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let code = status.and_then(|s| s.code());
@@ -488,20 +532,29 @@ fn login_error(target: &Target, status: Option<ExitStatus>, stderr: &str) -> any
              (ssh-keygen -R HOST); otherwise someone may be in the middle\n{said}"
         );
     }
-    if stderr.contains("Permission denied") || stderr.contains("Too many authentication failures")
-    {
+    if stderr.contains("Permission denied") || stderr.contains("Too many authentication failures") {
         return anyhow!(
-            "ssh could not log in to {who} without a prompt: add your key there (ssh-copy-id \
-             {who}) or load it in ssh-agent (ssh-add); aloft never asks for passwords\n{said}"
+            "ssh could not log in to {who} without a prompt: add your key there ({}) or load \
+             it in ssh-agent (ssh-add); aloft never asks for passwords\n{said}",
+            target.try_by_hand().replacen("ssh", "ssh-copy-id", 1)
         );
     }
-    if ["Could not resolve hostname", "Connection refused", "Connection timed out", "No route to host", "Network is unreachable", "Connection closed by", "Connection reset"]
-        .iter()
-        .any(|m| stderr.contains(m))
+    if [
+        "Could not resolve hostname",
+        "Connection refused",
+        "Connection timed out",
+        "No route to host",
+        "Network is unreachable",
+        "Connection closed by",
+        "Connection reset",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
     {
         return anyhow!(
             "cannot reach {who} over ssh: check the host name and port, and that sshd runs \
-             there (`ssh {who}`)\n{said}"
+             there (`{}`)\n{said}",
+            target.try_by_hand()
         );
     }
     match code {
@@ -519,8 +572,8 @@ mod tests {
 
     #[test]
     fn urls_name_user_host_port_data_dir_and_binary() {
-        let t = Target::parse("ssh://deploy@example.com:2222/var/lib/aloft/?aloft=/opt/aloft")
-            .unwrap();
+        let t =
+            Target::parse("ssh://deploy@example.com:2222/var/lib/aloft/?aloft=/opt/aloft").unwrap();
         assert_eq!(
             t,
             Target {

@@ -29,7 +29,8 @@ use crate::printer::Mode;
 pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "ALOFT_API_URL",
-        "the agent's API URL (else the local agent's)",
+        "the agent's API URL (else the local agent's): http://, https:// or \
+         ssh://[USER@]HOST[:PORT][/DATA-DIR][?aloft=PATH]",
     ),
     (
         "ALOFT_API_TOKEN",
@@ -193,13 +194,17 @@ impl ApiSettings {
         let data_dir = data_dir(data_dir_flag, env);
         let files = aloft_client::local::local_agent(&data_dir);
         let env_url = env.get("ALOFT_API_URL").map(str::to_string);
+        // The local agent's token is not sent to an ssh:// agent (its own comes from the server).
+        let local_token = files
+            .token
+            .filter(|_| !env_url.as_deref().is_some_and(is_ssh_url));
         ApiSettings {
             url_from_env: env_url.is_some(),
             url: env_url.unwrap_or(files.api_url),
             token: env
                 .get("ALOFT_API_TOKEN")
                 .map(str::to_string)
-                .or(files.token),
+                .or(local_token),
             data_dir,
             context: None,
             fingerprint: None,
@@ -257,6 +262,12 @@ impl ApiSettings {
             None => e,
         })
     }
+}
+
+/// Whether `url` is an `ssh://` agent URL.
+fn is_ssh_url(url: &str) -> bool {
+    url.get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("ssh://"))
 }
 
 /// The file of pinned agent certificates in the config dir.
