@@ -37,7 +37,7 @@ pub fn connect(url: &str, options: ConnectOptions) -> anyhow::Result<Client> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("http") | Some("https") => Ok(Client::new(url, options.token)),
-        Some("ssh") => crate::ssh::connect(url, &options),
+        Some("ssh") => crate::ssh::connect(url, options.token, options.ssh_config.as_deref()),
         Some(other) => bail!(
             "unknown scheme `{other}` in the agent URL {url}: use http://, https:// or ssh://"
         ),

@@ -31,7 +31,6 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
-use crate::connect::ConnectOptions;
 
 /// Longest time from `connect` to a usable tunnel, or a clear error.
 pub const SETUP_DEADLINE: Duration = Duration::from_secs(9);
@@ -90,7 +89,7 @@ impl Target {
         }
         let user = Some(parsed.username())
             .filter(|u| !u.is_empty())
-            .map(|u| percent_decode(u))
+            .map(percent_decode)
             .transpose()
             .map_err(|e| bad(&e))?;
         if user.as_deref().is_some_and(|u| u.starts_with('-')) {
@@ -201,12 +200,17 @@ impl Drop for Tunnel {
     }
 }
 
-/// A client of the agent at the `ssh://` URL `url`.
-pub(crate) fn connect(url: &str, options: &ConnectOptions) -> anyhow::Result<Client> {
+/// A client of the agent at the `ssh://` URL `url`, with `token` if given (else the server's),
+/// and the ssh config file `ssh_config` instead of `~/.ssh/config`.
+pub(crate) fn connect(
+    url: &str,
+    token: Option<String>,
+    ssh_config: Option<&Path>,
+) -> anyhow::Result<Client> {
     let target = Target::parse(url)?;
     let who = target.display();
     let started = Instant::now();
-    let config = options.ssh_config.as_deref();
+    let config = ssh_config;
     if let Some(c) = config.filter(|c| !c.is_file()) {
         bail!(
             "the ssh config file {} (ALOFT_SSH_CONFIG) does not exist",
@@ -303,8 +307,8 @@ pub(crate) fn connect(url: &str, options: &ConnectOptions) -> anyhow::Result<Cli
             }
         ),
     };
-    let token = match (&options.token, &info.token) {
-        (Some(t), _) | (None, Some(t)) => t.clone(),
+    let token = match (token, info.token) {
+        (Some(t), _) | (None, Some(t)) => t,
         (None, None) => bail!(
             "the agent's API token on {who} could not be read ({}): log in as a user who may \
              read it, or pass it yourself in ALOFT_API_TOKEN (`cat {}/token` on the server)",

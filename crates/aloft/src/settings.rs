@@ -804,6 +804,29 @@ mod tests {
     }
 
     #[test]
+    fn the_local_token_is_not_sent_to_an_ssh_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "local-token\n").unwrap();
+        let d = dir.path().to_str().unwrap();
+        let ssh = |url: &str| {
+            let env = Env::from_pairs(&[("ALOFT_DATA_DIR", d), ("ALOFT_API_URL", url)]);
+            ApiSettings::resolve(&env, None).token
+        };
+        assert_eq!(ssh("ssh://root@server"), None);
+        assert_eq!(ssh("SSH://root@server"), None);
+        assert_eq!(ssh("http://127.0.0.1:4280").as_deref(), Some("local-token"));
+        let env = Env::from_pairs(&[
+            ("ALOFT_DATA_DIR", d),
+            ("ALOFT_API_URL", "ssh://root@server"),
+            ("ALOFT_API_TOKEN", "mine"),
+        ]);
+        assert_eq!(
+            ApiSettings::resolve(&env, None).token.as_deref(),
+            Some("mine")
+        );
+    }
+
+    #[test]
     fn colour_needs_a_terminal_and_no_no_color() {
         let none = Env::default();
         assert!(output_mode(false, &none, true).colour);

@@ -6,7 +6,6 @@
 //! Its hidden helpers run without an agent: `aloft agent connect-info` is what an `ssh://`
 //! client runs on the server (see `aloft_client::ConnectInfo`).
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::ExitCode;
@@ -52,10 +51,8 @@ pub fn helper(helper: AgentHelper, ctx: &Context) -> anyhow::Result<ExitCode> {
             wait_stdin,
         } => {
             let info = connect_info(&settings::data_dir(data_dir.as_deref(), ctx.env));
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", serde_json::to_string(&info)?)?;
-            out.flush()?;
-            drop(out);
+            // One line (flushed): the client reads the first JSON line.
+            ctx.printer.try_line(serde_json::to_string(&info)?)?;
             if wait_stdin {
                 // Returns at EOF, or an error once the client's connection is gone.
                 let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
