@@ -51,6 +51,7 @@ impl Remote {
             .env("ALOFT_SSH_CONFIG", &self.ssh_config)
             .env("ALOFT_DATA_DIR", self.tmp.path().join("local-data"))
             .env("HOME", self.tmp.path())
+            .env("TMPDIR", self.tmp.path())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("ALOFT_API_TOKEN")
             .env_remove("ALOFT_CONTEXT")
@@ -100,15 +101,16 @@ fn sshd_or_skip(test: &str) -> Option<Sshd> {
     privileged_or_skip(test, sshd::unavailable().map_or(Ok(()), Err)).then(Sshd::start)
 }
 
-/// `ssh` client processes of the test sshd's host alias still running.
-fn ssh_clients() -> Vec<u32> {
+/// The `ssh` processes of the CLI runs of a [`Remote`] (their control sockets lie in its temp
+/// dir, its `TMPDIR`; ssh may retitle a master `ssh: <control path> [mux]`).
+fn ssh_clients(tmp: &Path) -> Vec<u32> {
+    let tmp = tmp.display().to_string();
     aloft_testkit::procs::all_pids()
         .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                args.first().is_some_and(|a| a.ends_with(b"ssh"))
-                    && args.iter().any(|a| *a == HOST_ALIAS.as_bytes())
+                let c = String::from_utf8_lossy(&c);
+                c.starts_with("ssh") && c.contains(&tmp)
             })
         })
         .collect()
@@ -161,6 +163,19 @@ fn deploy_status_scale_and_logs_through_ssh() {
         serde_json::from_str(&remote.ok(&["machine", "list", "--json"])).unwrap();
     assert_eq!(machines.len(), 2, "{machines:?}");
 
+    // A context names the same agent (`-C`), no ALOFT_API_URL needed.
+    remote.ok(&["context", "add", "srv", &remote.url]);
+    let out = remote
+        .command(&["-C", "srv", "apps", "list"])
+        .env_remove("ALOFT_API_URL")
+        .output()
+        .unwrap();
+    let listed = common::combined(&out);
+    assert!(
+        out.status.success() && listed.contains("over-ssh"),
+        "{listed}"
+    );
+
     // `logs` (following) streams through the tunnel: lines printed after it started arrive.
     let follow_err = remote.tmp.path().join("logs.stderr");
     let mut follow = KillOnDrop(
@@ -186,6 +201,7 @@ fn deploy_status_scale_and_logs_through_ssh() {
         }
     };
     let later = lines
+        .by_ref()
         .map_while(Result::ok)
         .find_map(|l| tick(&l).filter(|n| *n > first + 3));
     assert!(
@@ -193,8 +209,10 @@ fn deploy_status_scale_and_logs_through_ssh() {
         "the log follower stopped before new lines came: {}",
         follow_said()
     );
+    // Still following (its stdout is open: `lines` is only borrowed), over its own connection.
+    assert_eq!(follow.try_wait().unwrap(), None, "{}", follow_said());
     assert!(
-        !ssh_clients().is_empty(),
+        !ssh_clients(remote.tmp.path()).is_empty(),
         "the follower's ssh connection is not seen"
     );
     drop(follow);
@@ -220,7 +238,7 @@ fn deploy_status_scale_and_logs_through_ssh() {
 
     // Every command's connection ended with it, the SIGKILLed `logs` follower included.
     wait_for(Duration::from_secs(10), "no ssh connection left", || {
-        ssh_clients().is_empty().then_some(())
+        ssh_clients(remote.tmp.path()).is_empty().then_some(())
     });
     drop(agent);
     drop(sshd);
@@ -252,6 +270,14 @@ fn ssh_failures_are_clear_and_quick() {
         .fails_quickly(&["apps", "list"]);
     assert!(err.contains("cannot reach root@127.0.0.1"), "{err}");
     assert!(err.contains("Connection refused"), "{err}");
+
+    // Something accepts the connection but never speaks SSH.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let err = Remote::new(format!("ssh://root@127.0.0.1:{port}"), config.clone())
+        .fails_quickly(&["apps", "list"]);
+    assert!(err.contains("root@127.0.0.1"), "{err}");
+    drop(silent);
 
     // A key the server does not know: ssh would ask for a password; it must not (no tty).
     let err = Remote::new(url(&data), sshd.unauthorized_config()).fails_quickly(&["apps", "list"]);
