@@ -10,9 +10,12 @@ cd "$(dirname "$0")/.."
 N="${N:-10}"
 [[ $(id -u) -eq 0 ]] || { echo "needs root (runs a throwaway sshd)"; exit 1; }
 [[ -x /usr/sbin/sshd ]] || { echo "needs openssh-server"; exit 1; }
-cargo build --release -p aloft 2>"${TMPDIR:-/tmp}/aloft-bench-build.log" || { cat "${TMPDIR:-/tmp}/aloft-bench-build.log"; exit 1; }
-BIN="$PWD/target/release/aloft"
-[[ -n "${CARGO_TARGET_DIR:-}" ]] && BIN="$CARGO_TARGET_DIR/release/aloft"
+# ALOFT_BIN: an aloft binary to measure instead of building the release one.
+BIN="${ALOFT_BIN:-}"
+if [[ -z "$BIN" ]]; then
+  cargo build --release -p aloft 2>"${TMPDIR:-/tmp}/aloft-bench-build.log" || { cat "${TMPDIR:-/tmp}/aloft-bench-build.log"; exit 1; }
+  BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/aloft"
+fi
 
 WORK="$(mktemp -d)"
 pids=()
@@ -57,11 +60,14 @@ for _ in $(seq 300); do [[ -s "$WORK/data/agent.addr" ]] && break; sleep 0.05; d
 
 direct() { ALOFT_API_URL="http://$(cat "$WORK/data/agent.addr")" ALOFT_API_TOKEN="$(cat "$WORK/data/token")" "$BIN" apps list >/dev/null; }
 remote() { ALOFT_API_URL="ssh://bench$WORK/data?aloft=$BIN" ALOFT_SSH_CONFIG="$WORK/ssh_config" ALOFT_API_TOKEN= "$BIN" apps list >/dev/null; }
+bare() { ssh -F "$WORK/ssh_config" -o BatchMode=yes -o StrictHostKeyChecking=accept-new bench true; }
 remote # records the host key, warms up
 mean_ms() { local start end; start=$(date +%s%N); for _ in $(seq "$N"); do "$1"; done; end=$(date +%s%N); echo $(( (end - start) / N / 1000000 )); }
 d=$(mean_ms direct)
 r=$(mean_ms remote)
+b=$(mean_ms bare)
 echo "aloft apps list, mean of $N (load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores):"
 echo "  direct http://   ${d} ms"
 echo "  over ssh://      ${r} ms"
+echo "  (a bare ssh login, ssh HOST true: ${b} ms)"
 awk -v d="$d" -v r="$r" 'BEGIN { if (d > 0) printf "  ratio            %.1fx\n", r / d }'
