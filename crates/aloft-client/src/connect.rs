@@ -5,7 +5,7 @@
 //! * `https://host:port` — TLS: a certificate a public CA vouches for, else the fingerprint pinned
 //!   for `host:port` at first use ([`ConnectOptions::pins`]).
 //! * `ssh://[user@]host[:port][/data-dir][?aloft=PATH]` — the agent's loopback API through the
-//!   user's own `ssh` (their keys, agent, `known_hosts`, `~/.ssh/config`); see [`crate::ssh`].
+//!   user's own `ssh` (their keys, agent, `known_hosts`, `~/.ssh/config`); see `ssh.rs`.
 //!
 //! `connect` is synchronous and leaves nothing running on the caller's runtime: commands build a
 //! fresh runtime per `block_on`, so whatever a transport keeps alive (an SSH tunnel) lives on a
