@@ -391,7 +391,7 @@ fn user_sets_strict_host_key_checking(
 }
 
 /// A new 0700 temp dir whose paths fit a unix socket's 108 bytes (ssh adds a suffix while it
-/// binds the control socket).
+/// binds the control socket). A CLI killed with SIGKILL leaves it behind (its ssh still ends).
 fn private_dir() -> anyhow::Result<tempfile::TempDir> {
     let base = std::env::temp_dir();
     let base = if base.as_os_str().len() > 60 {
@@ -399,8 +399,10 @@ fn private_dir() -> anyhow::Result<tempfile::TempDir> {
     } else {
         base
     };
+    use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
         .prefix("aloft-ssh-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&base)
         .with_context(|| format!("making a private temp dir in {}", base.display()))
 }
@@ -642,6 +644,14 @@ mod tests {
             let msg = login_error(&t, exit(code), stderr).to_string();
             assert!(msg.contains(expected), "{stderr} -> {msg}");
         }
+    }
+
+    #[test]
+    fn the_private_dir_is_the_users_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = private_dir().unwrap();
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]
