@@ -12,6 +12,8 @@ packages=(curl python3 python3-venv procps iproute2 iptables buildah skopeo runc
 packages+=(nftables)
 # pebble (with pebble-challtestsrv): the ACME test server of crates/aloft-acme/tests.
 packages+=(pebble)
+# openssh-server + openssh-client: the sshd and ssh of ssh:// agent URL tests (aloft-testkit sshd).
+packages+=(openssh-server openssh-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -4,6 +4,8 @@
 //! ([`crate::local::local_defaults`]: `<data-dir>/agent.addr` and `<data-dir>/token`). Errors say
 //! what failed, on which URL, and what to do (e.g. start the agent).
 
+use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
@@ -55,6 +57,9 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// What the transport keeps alive for this client (an SSH tunnel): dropped with the last
+    /// clone.
+    _keep_alive: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Client {
@@ -63,10 +68,22 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("reqwest client builds");
+        Client::with_transport(http, base, token, None)
+    }
+
+    /// A client over `http` (e.g. one that connects through a unix socket) that keeps
+    /// `keep_alive` (the transport's guard) until its last clone is dropped.
+    pub(crate) fn with_transport(
+        http: reqwest::Client,
+        base: impl Into<String>,
+        token: Option<String>,
+        keep_alive: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> Client {
         Client {
             http,
             base: base.into().trim_end_matches('/').to_string(),
             token,
+            _keep_alive: keep_alive,
         }
     }
 

@@ -4,8 +4,8 @@
 //!   `--insecure-listen`).
 //! * `https://host:port` — TLS: a certificate a public CA vouches for, else the fingerprint pinned
 //!   for `host:port` at first use ([`ConnectOptions::pins`]).
-//! * `ssh://[user@]host[:port][/data-dir]` — the agent's loopback API through the user's own
-//!   `ssh` (their keys, agent, `known_hosts`, `~/.ssh/config`).
+//! * `ssh://[user@]host[:port][/data-dir][?aloft=PATH]` — the agent's loopback API through the
+//!   user's own `ssh` (their keys, agent, `known_hosts`, `~/.ssh/config`); see `ssh.rs`.
 //!
 //! `connect` is synchronous and leaves nothing running on the caller's runtime: commands build a
 //! fresh runtime per `block_on`, so whatever a transport keeps alive (an SSH tunnel) lives on a
@@ -37,10 +37,7 @@ pub fn connect(url: &str, options: ConnectOptions) -> anyhow::Result<Client> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("http") | Some("https") => Ok(Client::new(url, options.token)),
-        Some("ssh") => bail!(
-            "ssh:// agent URLs are not supported yet ({url}); reach the agent over https:// or \
-             an SSH tunnel you open yourself"
-        ),
+        Some("ssh") => crate::ssh::connect(url, options.token, options.ssh_config.as_deref()),
         Some(other) => bail!(
             "unknown scheme `{other}` in the agent URL {url}: use http://, https:// or ssh://"
         ),

@@ -9,6 +9,7 @@
 //! - [`reap`]: kills what an agent (in-process or not) left running and removes its cgroups.
 //! - [`privileged`]: skip a test that needs root, unless CI says it must run.
 //! - [`procs`]: whether a pid is alive; [`KillOnDrop`] for a plain child process.
+//! - [`sshd`]: a real OpenSSH server on a loopback port with a test key ([`sshd::Sshd`]).
 //!
 //! Depends on no aloft crate, so any crate's tests may use it without a dependency cycle;
 //! harnesses that need a crate's own types (an in-process agent, a runtime) stay in that
@@ -20,6 +21,7 @@ pub mod pebble;
 pub mod privileged;
 pub mod procs;
 pub mod reap;
+pub mod sshd;
 pub mod wait;
 
 pub use agent::AgentProc;

@@ -38,6 +38,7 @@ pub enum Command {
     #[command(subcommand)]
     Context(ContextCommand),
     /// Run the agent: the Machines API, state store and process supervisor of this host.
+    #[command(args_conflicts_with_subcommands = true)]
     Agent(AgentArgs),
     /// Create, list and destroy apps.
     #[command(subcommand)]
@@ -223,7 +224,9 @@ pub enum ImagesCommand {
 #[derive(Debug, Subcommand)]
 pub enum ContextCommand {
     /// Add a context: a name for an agent URL (`ssh://USER@HOST[:PORT][/DATA-DIR]`,
-    /// `https://HOST:PORT` or `http://HOST:PORT`).
+    /// `https://HOST:PORT` or `http://HOST:PORT`). Over ssh:// the server needs `aloft` in the
+    /// PATH of a non-interactive login, else name it: `ssh://HOST/DATA-DIR?aloft=/opt/aloft`;
+    /// DATA-DIR defaults to the login user's, as `aloft agent` there picks it.
     Add {
         name: String,
         url: String,
@@ -353,6 +356,25 @@ pub struct AgentArgs {
     /// port 80, `tls-alpn-01` connects to port 443.
     #[arg(long, value_enum, value_name = "KIND", default_value_t = AcmeChallenge::Http01)]
     pub acme_challenge: AcmeChallenge,
+    /// Helpers of remote clients (hidden), which run without starting an agent.
+    #[command(subcommand)]
+    pub helper: Option<AgentHelper>,
+}
+
+/// `aloft agent <helper>`: what an `ssh://` client runs on the server.
+#[derive(Debug, Subcommand, Clone)]
+pub enum AgentHelper {
+    /// Print, as one JSON line, how to reach the agent of a data dir: its API address (from
+    /// agent.addr), whether it answers, and its token when this user may read it.
+    #[command(hide = true)]
+    ConnectInfo {
+        /// The agent's data dir [env: ALOFT_DATA_DIR] [default: as `aloft agent`].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Then wait until stdin closes (an ssh:// client holds its connection this way).
+        #[arg(long)]
+        wait_stdin: bool,
+    },
 }
 
 /// `aloft agent --acme-challenge`.

@@ -29,7 +29,8 @@ use crate::printer::Mode;
 pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "ALOFT_API_URL",
-        "the agent's API URL (else the local agent's)",
+        "the agent's API URL (else the local agent's): http://, https:// or \
+         ssh://[USER@]HOST[:PORT][/DATA-DIR][?aloft=PATH]",
     ),
     (
         "ALOFT_API_TOKEN",
@@ -198,13 +199,17 @@ impl ApiSettings {
         let data_dir = data_dir(data_dir_flag, env);
         let files = aloft_client::local::local_agent(&data_dir);
         let env_url = env.get("ALOFT_API_URL").map(str::to_string);
+        // The local agent's token is not sent to an ssh:// agent (its own comes from the server).
+        let local_token = files
+            .token
+            .filter(|_| !env_url.as_deref().is_some_and(is_ssh_url));
         ApiSettings {
             url_from_env: env_url.is_some(),
             url: env_url.unwrap_or(files.api_url),
             token: env
                 .get("ALOFT_API_TOKEN")
                 .map(str::to_string)
-                .or(files.token),
+                .or(local_token),
             data_dir,
             context: None,
             fingerprint: None,
@@ -262,6 +267,12 @@ impl ApiSettings {
             None => e,
         })
     }
+}
+
+/// Whether `url` is an `ssh://` agent URL.
+fn is_ssh_url(url: &str) -> bool {
+    url.get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("ssh://"))
 }
 
 /// The file of pinned agent certificates in the config dir.
@@ -796,6 +807,29 @@ mod tests {
         assert_eq!(default.url, "http://127.0.0.1:4280");
         assert_eq!(default.token, None);
         assert_eq!(default.data_dir, empty.path());
+    }
+
+    #[test]
+    fn the_local_token_is_not_sent_to_an_ssh_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "local-token\n").unwrap();
+        let d = dir.path().to_str().unwrap();
+        let ssh = |url: &str| {
+            let env = Env::from_pairs(&[("ALOFT_DATA_DIR", d), ("ALOFT_API_URL", url)]);
+            ApiSettings::resolve(&env, None).token
+        };
+        assert_eq!(ssh("ssh://root@server"), None);
+        assert_eq!(ssh("SSH://root@server"), None);
+        assert_eq!(ssh("http://127.0.0.1:4280").as_deref(), Some("local-token"));
+        let env = Env::from_pairs(&[
+            ("ALOFT_DATA_DIR", d),
+            ("ALOFT_API_URL", "ssh://root@server"),
+            ("ALOFT_API_TOKEN", "mine"),
+        ]);
+        assert_eq!(
+            ApiSettings::resolve(&env, None).token.as_deref(),
+            Some("mine")
+        );
     }
 
     #[test]

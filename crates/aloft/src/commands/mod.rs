@@ -57,7 +57,10 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => config::run(cmd, ctx),
         Command::Platform(cmd) => platform::run(cmd, ctx),
         Command::Context(cmd) => context::run(cmd, ctx),
-        Command::Agent(args) => agent::run(settings::agent_config(args, ctx.env), ctx),
+        Command::Agent(args) => match args.helper {
+            Some(helper) => agent::helper(helper, ctx),
+            None => agent::run(settings::agent_config(args, ctx.env), ctx),
+        },
         Command::Apps(cmd) => apps::run(cmd, ctx),
         Command::Deploy(args) => {
             let loaded = common::load_config(&args.app.config, ctx.printer)?;
