@@ -21,6 +21,7 @@ pub mod network;
 pub mod proxy;
 pub mod regions;
 pub mod routes;
+pub mod secrets;
 
 pub use duration::GoDuration;
 pub use guest::{Guest, GuestError, VmPreset, VM_PRESETS};

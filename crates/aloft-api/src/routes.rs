@@ -40,6 +40,9 @@
 //! | `POST /v1/apps/{app}/ips` | [`crate::network::AllocateIpRequest`] | `201` [`crate::network::IpAddress`]; `422` a kind this agent cannot give (dedicated IPv4; a public address the host lacks; a private one without the container network; a region other than `global`) |
 //! | `DELETE /v1/apps/{app}/ips/{address}` | – | `200` the released [`crate::network::IpAddress`]; `404` not the app's |
 //! | `GET /v1/apps/{app}/dns?name=N&type=T` | – | `200` [`crate::network::DnsAnswer`] as a machine of the app sees it; `422` bad name or type |
+//! | `GET /v1/apps/{app}/secrets` | – | `200 [`[`crate::secrets::AppSecret`]`]` by name: names, digests, status, dates — never values |
+//! | `POST /v1/apps/{app}/secrets` | [`crate::secrets::UpdateSecrets`] | `200` [`crate::secrets::SecretsUpdated`]: every value set (or unset, `null`) in one transaction, then, unless `stage`, the app's started machines restarted one at a time (a release with `scale.secrets`); `400` a bad or reserved name, a NUL in a value; `413` a value or the app's secrets too large, too many; `409` while a release of the app runs (nothing changed) |
+//! | `POST /v1/apps/{app}/secrets/deploy` | – | `200` [`crate::secrets::SecretsUpdated`]: staged secrets marked deployed and the started machines restarted; `409` while a release runs |
 
 /// `status` of the 409 error body when a blob `PATCH` is not at the upload's offset.
 pub const STATUS_WRONG_OFFSET: &str = "wrong_offset";
@@ -152,6 +155,15 @@ pub fn ip(app: &str, address: &str) -> String {
 }
 pub fn dns(app: &str) -> String {
     format!("/v1/apps/{app}/dns")
+}
+
+// ---- secrets
+
+pub fn secrets(app: &str) -> String {
+    format!("/v1/apps/{app}/secrets")
+}
+pub fn secrets_deploy(app: &str) -> String {
+    format!("/v1/apps/{app}/secrets/deploy")
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod ips;
 mod migrations;
 mod records;
 mod reserve;
+mod secrets;
 mod tx;
 
 pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
@@ -33,6 +34,7 @@ pub use ips::IpRow;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};
 pub use reserve::RESERVE_BYTES;
+pub use secrets::{SecretRow, SECRET_DEPLOYED, SECRET_STAGED, SECRET_UNSET};
 pub use tx::{Tx, MAX_EVENTS_PER_MACHINE};
 
 use std::cell::RefCell;

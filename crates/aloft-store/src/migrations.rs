@@ -6,7 +6,8 @@
 //! in between. Version 2 added the deploy state (releases, their events, images, group counts),
 //! version 3 the OCI images of each app (`oci_images`: app → manifest digest), version 4 the
 //! certificates of apps' custom hostnames (`certificates`: hostname → app, source, PEMs,
-//! validity), version 5 the apps' IP addresses (`ips`).
+//! validity), version 5 the apps' IP addresses (`ips`), version 6 the apps' secrets (`secrets`:
+//! encrypted values, keyed digests, deployed or staged).
 
 use rusqlite::Connection;
 
@@ -173,6 +174,24 @@ CREATE TABLE ips (
     -- the runtime's name for a Flycast address it holds on the bridge ('' for public ones)
     net_key     TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (app, address)
+);
+"#,
+    },
+    Migration {
+        version: 6,
+        description: "app secrets (encrypted values, digests, deployed or staged)",
+        sql: r#"
+CREATE TABLE secrets (
+    app         TEXT NOT NULL REFERENCES apps(name),
+    name        TEXT NOT NULL,
+    -- sealed by the agent with a key kept outside this database
+    ciphertext  BLOB NOT NULL,
+    nonce       BLOB NOT NULL,
+    digest      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (app, name)
 );
 "#,
     },
