@@ -180,6 +180,7 @@ mod tests {
                 }],
                 destroy: vec![],
                 guest: vec![],
+                secrets: vec![],
             }),
         }
     }
