@@ -15,6 +15,7 @@ mod oci;
 mod proxy;
 mod releases;
 mod respond;
+mod secrets;
 pub mod serve;
 
 use std::sync::Arc;
@@ -217,6 +218,9 @@ pub fn routes() -> ApiRoutes {
         "/v1/apps/{app}/machines/{id}/lease",
         leases::release,
     );
+    t.add(M::GET, "/v1/apps/{app}/secrets", secrets::list);
+    t.add(M::POST, "/v1/apps/{app}/secrets", secrets::update);
+    t.add(M::POST, "/v1/apps/{app}/secrets/deploy", secrets::deploy);
     t
 }
 

@@ -19,6 +19,7 @@ pub mod guest;
 pub mod images;
 pub mod oci;
 pub mod scale;
+pub mod secrets;
 pub mod target;
 
 use std::collections::{BTreeMap, HashMap};

@@ -14,6 +14,7 @@ mod machine;
 mod network;
 mod platform;
 mod scale;
+mod secrets;
 mod status;
 mod up;
 
@@ -75,5 +76,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Ips(cmd) => network::run_ips(cmd, ctx),
         Command::Dig(args) => network::run_dig(args, ctx),
         Command::Certs(cmd) => certs::run(cmd, ctx),
+        Command::Secrets(cmd) => secrets::run(cmd, ctx),
     }
 }
