@@ -1220,7 +1220,7 @@ mod tests {
                 let expected = usize::from(m.id != "w1");
                 assert_eq!(updates, expected, "{what}: {} restarted once", m.id);
                 assert_eq!(
-                    m.config.metadata.get(SECRETS_RELEASE).is_some(),
+                    m.config.metadata.contains_key(SECRETS_RELEASE),
                     expected == 1,
                     "{what}: {}",
                     m.id
