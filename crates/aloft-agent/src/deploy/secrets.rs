@@ -28,11 +28,12 @@ impl Deployer {
         self.ctl.get_app(app).await?;
         let _guard = self.create_lock(app).lock_owned().await;
         let stage = req.stage;
+        let summary = summary(&req);
+        // Bad input is told as such (4xx naming it) before a running release is.
+        let change = self.ctl.prepare_secrets(app, req).await?;
         if !stage {
             self.refuse_secrets_while_running(app)?;
         }
-        let summary = summary(&req);
-        let change = self.ctl.prepare_secrets(app, req).await?;
         let release = if stage {
             self.ctl.db(move |s| s.write(|tx| change.apply(tx))).await?;
             None

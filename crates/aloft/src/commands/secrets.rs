@@ -143,7 +143,8 @@ async fn roll_out(
     let label = aloft_deploy::spec::version_label(version);
     if detach {
         printer.line(format_args!(
-            "Restarting the machines of {app} in the agent ({label}); follow with `aloft releases`"
+            "Restarting the machines of {app} one at a time in the agent ({label}); it goes on \
+             without this command (`aloft status -a {app}` shows the machines)"
         ));
         return Ok(ExitCode::SUCCESS);
     }

@@ -259,11 +259,15 @@ async fn secrets_reach_machines_and_nothing_else() {
         &["secrets", "import", "--stage", "-a", app],
         Some("# comment\nexport EXTRA='x y'\n"),
     ));
-    ok(&aloft(
+    // --detach returns once the restart is under way; the agent finishes it.
+    let out = ok(&aloft(
         &agent,
-        &["secrets", "unset", "API_KEY", "EXTRA", "-a", app],
+        &[
+            "secrets", "unset", "API_KEY", "EXTRA", "--detach", "-a", app,
+        ],
         None,
     ));
+    assert!(out.contains("it goes on without this command"), "{out}");
     agent.wait_state(app, &id, "started").await;
     let machine = wait_for_metadata(&agent, app, &id, "DB_PASSWORD").await;
     assert_eq!(machine["state"], "started");
@@ -311,12 +315,22 @@ async fn secrets_reach_machines_and_nothing_else() {
     );
 
     // The value is nowhere but in the machine.
-    assert_nowhere(
-        "the API's answers",
-        every_answer(&agent, app, &id).await.as_bytes(),
+    // Each place looked at holds the secrets' names (the right files, real answers).
+    let answers = every_answer(&agent, app, &id).await;
+    assert!(answers.contains("DB_PASSWORD") && answers.contains("started"));
+    assert_nowhere("the API's answers", answers.as_bytes());
+    let store = store_bytes(&data);
+    assert!(
+        contains(&store, "DB_PASSWORD"),
+        "the secrets table is in these files"
     );
-    assert_nowhere("the SQLite files", &store_bytes(&data));
-    assert_nowhere("the agent's log", &std::fs::read(&agent_log).unwrap());
+    assert_nowhere("the SQLite files", &store);
+    let log = std::fs::read(&agent_log).unwrap();
+    assert!(
+        contains(&log, "launched") && contains(&log, "secrets operation created"),
+        "the debug log shows the launches and operations"
+    );
+    assert_nowhere("the agent's log", &log);
     let mode = std::fs::metadata(data.join("secrets.key")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
