@@ -179,6 +179,16 @@ async fn secrets_reach_machines_and_nothing_else() {
     agent.wait_state(app, &id, "started").await;
     wait_seen(&out_dir, &id, "from-env");
     let pid0 = agent.pid(app, &id).await;
+    // A machine that is not started is left alone by the restarts.
+    let idle = agent
+        .create(
+            app,
+            json!({"skip_launch": true, "config": {
+                "image": tmp.path().display().to_string(),
+                "init": {"exec": ["/bin/sh", "-c", script]},
+            }}),
+        )
+        .await;
 
     // Set two secrets: the started machine is restarted and sees the secret over [env].
     let out = ok(&aloft(
@@ -251,6 +261,16 @@ async fn secrets_reach_machines_and_nothing_else() {
     assert_eq!(seen(&out_dir, &id).as_deref(), Some(V1));
     ok(&aloft(&agent, &["secrets", "deploy", "-a", app], None));
     wait_seen(&out_dir, &id, V2);
+    // ...and gets the newest values when it starts.
+    assert_eq!(seen(&out_dir, &idle), None, "never started by a restart");
+    agent
+        .ok(
+            Method::POST,
+            &format!("/v1/apps/{app}/machines/{idle}/start"),
+            None,
+        )
+        .await;
+    wait_seen(&out_dir, &idle, V2);
     assert_eq!(secrets(&agent, app).await[1]["status"], "deployed");
 
     // Import (dotenv from stdin) and unset.
