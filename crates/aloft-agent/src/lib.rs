@@ -24,6 +24,7 @@ pub mod images;
 pub mod machine_map;
 pub mod regions;
 pub mod routing;
+pub mod secrets_key;
 pub mod settings;
 pub mod supervisor;
 pub mod tokens;
@@ -73,6 +74,8 @@ pub enum AgentError {
     Tokens(String),
     #[error("opening the OCI image store failed: {0}")]
     ImageStore(String),
+    #[error("{0}")]
+    SecretsKey(#[from] secrets_key::KeyError),
     #[error("cannot read the ACME CA roots {}: {source} (--acme-ca-roots: a PEM file of the private CA's root certificates)", path.display())]
     AcmeCaRoots {
         path: PathBuf,
@@ -197,6 +200,9 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Tokens(e.to_string()))?;
         ctl.set_images_dir(config.data_dir.join("images"));
+        ctl.set_secrets_keyring(Arc::new(secrets_key::Keyring::new(
+            secrets_key::KeySource::new(config.secrets_key.clone(), &config.data_dir),
+        )?));
         ctl.set_public_addresses(config.public_addresses.clone());
         let oci_dir = config.data_dir.join("oci");
         let oci = tokio::task::spawn_blocking(move || aloft_oci::ContentStore::open(&oci_dir))

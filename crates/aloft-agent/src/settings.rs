@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub public_addresses: PublicAddresses,
     /// Where certificates of hostnames added with `aloft certs add --acme` come from.
     pub acme: AcmeSettings,
+    /// The key sealing app secrets, base64 of 32 bytes (`ALOFT_SECRETS_KEY`); `None` keeps it
+    /// in `<data-dir>/secrets.key` (see `crate::secrets_key`).
+    pub secrets_key: Option<crate::secrets_key::KeyText>,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -88,6 +91,7 @@ impl AgentConfig {
             oci_runtime: None,
             public_addresses: Default::default(),
             acme: AcmeSettings::default(),
+            secrets_key: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod regions;
 pub mod routes;
 pub mod tokens;
+pub mod secrets;
 
 pub use duration::GoDuration;
 pub use guest::{Guest, GuestError, VmPreset, VM_PRESETS};

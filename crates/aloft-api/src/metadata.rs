@@ -12,6 +12,12 @@ pub const ROLE: &str = "role";
 /// Stamped by the agent on a machine created by a `scale count` operation: `<operation>:<n>`,
 /// so an interrupted operation run again never creates the same machine twice.
 pub const SCALE_SLOT: &str = "aloft_scale_slot";
+/// Stamped by the agent when it starts a machine: the names (comma-separated, sorted) of the
+/// app secrets in its environment. Values never appear in a machine's config.
+pub const SECRETS: &str = "aloft_secrets";
+/// Stamped on a machine restarted by a secrets operation: the operation's release id, so an
+/// interrupted operation run again never restarts the same machine twice.
+pub const SECRETS_RELEASE: &str = "aloft_secrets_release";
 
 /// Scale operations are kept with an app's releases (they share events, `follow` and resumption
 /// after a restart) under versions above this, so deploys keep their own 1, 2, 3… as on Fly;

@@ -45,6 +45,9 @@
 //! | `GET /v1/tokens` | – | `200 [`[`crate::tokens::TokenInfo`]`]`, oldest first, revoked ones included, never a secret. Org tokens only |
 //! | `DELETE /v1/tokens/{id}` | – | `200` [`crate::tokens::TokenInfo`] revoked (its next use gets `401`); `404` unknown id; `400` the data-dir token (rotate it by replacing `<data-dir>/token` and restarting the agent). Org tokens only |
 //! | `GET /v1/apps/{app}/events?limit=N` | – | `200 [`[`crate::tokens::AppEvent`]`]`, newest first: every request that changed (or tried to change) the app, with the token's name, method, path and status. Reads are not recorded (they only update the token's `last_used_at`) |
+//! | `GET /v1/apps/{app}/secrets` | – | `200 [`[`crate::secrets::AppSecret`]`]` by name: names, digests, status, dates — never values |
+//! | `POST /v1/apps/{app}/secrets` | [`crate::secrets::UpdateSecrets`] | `200` [`crate::secrets::SecretsUpdated`]: every value set (or unset, `null`) in one transaction, then, unless `stage`, the app's started machines restarted one at a time (a release with `scale.secrets`); `400` a bad or reserved name, a NUL in a value; `413` a value or the app's secrets too large, too many; `409` while a release of the app runs (nothing changed) |
+//! | `POST /v1/apps/{app}/secrets/deploy` | – | `200` [`crate::secrets::SecretsUpdated`]: staged secrets marked deployed and the started machines restarted; `409` while a release runs |
 //!
 //! Every route needs a token (`401` when it is missing, unknown, expired or revoked, the message
 //! says which); a token whose kind does not allow the route gets `403` naming the token and what
@@ -176,6 +179,15 @@ pub fn ip(app: &str, address: &str) -> String {
 }
 pub fn dns(app: &str) -> String {
     format!("/v1/apps/{app}/dns")
+}
+
+// ---- secrets
+
+pub fn secrets(app: &str) -> String {
+    format!("/v1/apps/{app}/secrets")
+}
+pub fn secrets_deploy(app: &str) -> String {
+    format!("/v1/apps/{app}/secrets/deploy")
 }
 
 #[cfg(test)]

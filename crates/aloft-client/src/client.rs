@@ -627,6 +627,37 @@ impl Client {
         }
         self.json(Method::GET, &path, None::<&()>).await
     }
+
+    // ---- secrets
+
+    /// The app's secrets: names, digests, status, dates (`GET /v1/apps/{app}/secrets`).
+    pub async fn list_secrets(
+        &self,
+        app: &str,
+    ) -> anyhow::Result<Vec<aloft_api::secrets::AppSecret>> {
+        self.json(Method::GET, &routes::secrets(app), None::<&()>)
+            .await
+    }
+
+    /// Sets (a value) and unsets (`None`) secrets in one change (`POST …/secrets`); unless
+    /// `req.stage`, the agent then restarts the app's started machines (the answer's `release`).
+    pub async fn update_secrets(
+        &self,
+        app: &str,
+        req: &aloft_api::secrets::UpdateSecrets,
+    ) -> anyhow::Result<aloft_api::secrets::SecretsUpdated> {
+        self.json(Method::POST, &routes::secrets(app), Some(req))
+            .await
+    }
+
+    /// Restarts the app's started machines onto its staged secrets (`POST …/secrets/deploy`).
+    pub async fn deploy_secrets(
+        &self,
+        app: &str,
+    ) -> anyhow::Result<aloft_api::secrets::SecretsUpdated> {
+        self.json(Method::POST, &routes::secrets_deploy(app), None::<&()>)
+            .await
+    }
 }
 
 /// Reads an NDJSON body line by line; `f` returns false to stop early.

@@ -13,7 +13,8 @@
 //! (started, then checks passing) before the next; `immediate`: everything at once, no waiting.
 //!
 //! A scale operation (`Release::scale`) runs its frozen work instead: `scale count` destroys and
-//! creates slots; `scale vm|memory` sets each listed machine's guest, one machine at a time.
+//! creates slots; `scale vm|memory` sets each listed machine's guest, one machine at a time; a
+//! secrets operation restarts each listed machine that is still started, one at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -27,8 +28,10 @@ use crate::events::DeployEvent;
 use crate::plan::{
     carries_release, converge, effective_group, is_managed, meant_to_run, CreateWork, UpdateWork,
 };
-use crate::spec::{GuestSet, Release, ReleaseStatus, ScaleWork, SlotCreate, Strategy};
-use aloft_api::metadata::SCALE_SLOT;
+use crate::spec::{
+    GuestSet, Release, ReleaseStatus, ScaleWork, SecretsRestart, SlotCreate, Strategy,
+};
+use aloft_api::metadata::{SCALE_SLOT, SECRETS_RELEASE};
 
 /// An error of the platform under the engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,7 +176,8 @@ async fn converge_fully<T: DeployTarget>(
     };
     if let Some(work) = &release.scale {
         engine.scale(work).await?;
-        return engine.set_guests(&work.guest, resumed).await;
+        engine.set_guests(&work.guest, resumed).await?;
+        return engine.restart_for_secrets(&work.secrets, resumed).await;
     }
     for _ in 0..MAX_PASSES {
         let machines = target.list_machines().await.map_err(EngineError::List)?;
@@ -355,6 +359,74 @@ impl<T: DeployTarget> Engine<'_, T> {
             if set.wait && !launched.is_empty() {
                 self.wait_all(launched).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// A secrets operation: each listed machine that is still started is updated with the
+    /// operation's release id stamped in its metadata (a new version: the agent stops it and
+    /// starts it again, reading the app's secrets anew) and waited on (started, smoke check,
+    /// checks passing) before the next, so the app keeps serving. A machine that carries the
+    /// stamp already was restarted by an earlier, interrupted run: not again (a resumed run
+    /// waits on it once). Machines stopped or destroyed meanwhile are skipped.
+    async fn restart_for_secrets(
+        &self,
+        work: &[SecretsRestart],
+        resumed: bool,
+    ) -> Result<(), EngineError> {
+        if work.is_empty() {
+            return Ok(());
+        }
+        let machines = self
+            .target
+            .list_machines()
+            .await
+            .map_err(EngineError::List)?;
+        let live: BTreeMap<&str, &Machine> = machines
+            .iter()
+            .filter(|m| m.state.is_active())
+            .map(|m| (m.id.as_str(), m))
+            .collect();
+        let stamped =
+            |m: &Machine| m.config.metadata.get(SECRETS_RELEASE) == Some(&self.release.id);
+        let todo = |m: &Machine| !stamped(m) && m.state == MachineState::Started;
+        let left = work
+            .iter()
+            .filter(|r| live.get(r.id.as_str()).is_some_and(|m| todo(m)))
+            .count();
+        self.record(DeployEvent::Planned {
+            destroy: 0,
+            create: 0,
+            update: left,
+        })
+        .await?;
+        for r in work {
+            let Some(m) = live.get(r.id.as_str()) else {
+                continue;
+            };
+            if stamped(m) {
+                if resumed {
+                    self.wait_all(vec![(r.id.clone(), r.group.clone())]).await?;
+                }
+                continue;
+            }
+            if !todo(m) {
+                continue;
+            }
+            let mut config = m.config.clone();
+            config
+                .metadata
+                .insert(SECRETS_RELEASE.into(), self.release.id.clone());
+            let update = UpdateWork {
+                id: r.id.clone(),
+                group: r.group.clone(),
+                current_version: m.instance_id.clone(),
+                config,
+                skip_launch: false,
+                warm: true,
+            };
+            let launched = self.update_batch(vec![update]).await?;
+            self.wait_all(launched).await?;
         }
         Ok(())
     }
@@ -1021,6 +1093,7 @@ mod tests {
                 })
                 .collect(),
             guest: vec![],
+            secrets: vec![],
         };
         let mut r = release(s, crate::spec::FrozenPlan::default(), 2);
         r.scale = Some(work);
@@ -1116,6 +1189,63 @@ mod tests {
         // A machine destroyed meanwhile is skipped, not an error.
         let t = MemTarget::with(ms.iter().filter(|m| m.id != "w2").cloned().collect());
         block(run_release(&t, &r, false)).unwrap();
+    }
+
+    /// A secrets operation killed at any machine update, with or without that update taking
+    /// effect, and run again: every listed machine that was started is restarted exactly once,
+    /// with nothing of its config changed but the stamp; a stopped one is left alone.
+    #[test]
+    fn a_secrets_operation_resumes_restarting_each_started_machine_once() {
+        let s = spec(&[("web", true), ("cron", false)]);
+        let mut ms: Vec<Machine> = (0..3)
+            .map(|i| machine(&format!("w{i}"), "web", MachineState::Started, "gru"))
+            .collect();
+        ms[1].state = MachineState::Stopped;
+        ms.push(machine("c0", "cron", MachineState::Started, "gru"));
+        let mut r = release(s, crate::spec::FrozenPlan::default(), 2);
+        r.scale = Some(crate::spec::ScaleWork {
+            summary: "secrets".into(),
+            secrets: ms
+                .iter()
+                .map(|m| SecretsRestart {
+                    id: m.id.clone(),
+                    group: m.process_group().to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        let check = |t: &MemTarget, what: &str| {
+            for m in t.machines() {
+                let updates = m.instance_id.matches('+').count();
+                let expected = usize::from(m.id != "w1");
+                assert_eq!(updates, expected, "{what}: {} restarted once", m.id);
+                assert_eq!(
+                    m.config.metadata.contains_key(SECRETS_RELEASE),
+                    expected == 1,
+                    "{what}: {}",
+                    m.id
+                );
+                assert_eq!(m.config.image, "old", "{what}: only the stamp changes");
+            }
+        };
+        let t = MemTarget::with(ms.clone());
+        block(run_release(&t, &r, false)).unwrap();
+        check(&t, "uninterrupted");
+        for kill_at in 0..3 {
+            for commit in [false, true] {
+                let what = format!("killed at {kill_at}, commit {commit}");
+                let t = MemTarget::with(ms.clone());
+                {
+                    let mut st = t.state.lock().unwrap();
+                    st.kill_at = Some(kill_at);
+                    st.commit_before_kill = commit;
+                }
+                assert!(block(run_release(&t, &r, false)).is_err(), "{what}");
+                t.state.lock().unwrap().kill_at = None;
+                block(run_release(&t, &r, true)).unwrap();
+                check(&t, &what);
+            }
+        }
     }
 
     #[test]

@@ -27,5 +27,5 @@ pub use engine::{run_release, DeployTarget, EngineError, TargetError};
 pub use events::DeployEvent;
 pub use spec::{
     DeployOptions, FrozenPlan, GuestSet, Release, ReleaseSpec, ReleaseStatus, ScaleWork,
-    SlotCreate, Strategy,
+    SecretsRestart, SlotCreate, Strategy,
 };

@@ -241,6 +241,20 @@ pub struct ScaleWork {
     /// `scale vm|memory`: machines that get a new guest, one at a time, in this order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guest: Vec<GuestSet>,
+    /// `secrets set|unset|import|deploy`: started machines restarted onto the app's new secrets,
+    /// one at a time, in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretsRestart>,
+}
+
+/// One machine a secrets operation restarts (an update that stamps the operation's release id
+/// in its metadata, `aloft_api::metadata::SECRETS_RELEASE`; nothing else of its config
+/// changes). Done once the machine carries that stamp (so a run after a crash skips it); a
+/// machine no longer started is left alone: it gets the new values at its next start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecretsRestart {
+    pub id: String,
+    pub group: String,
 }
 
 /// One machine a `scale vm|memory` operation gives a new guest. Done once the machine's guest is

@@ -191,6 +191,7 @@ mod tests {
                 }],
                 destroy: vec![],
                 guest: vec![],
+                secrets: vec![],
             }),
         }
     }

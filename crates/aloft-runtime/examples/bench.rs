@@ -70,6 +70,7 @@ async fn main() {
             config,
             host_ports: Default::default(),
             container: None,
+            secrets: Default::default(),
         }
     };
     let mut launch = Vec::with_capacity(m);

@@ -21,6 +21,17 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// The VM size a machine without a `guest` gets, as on Fly.io.
 pub const DEFAULT_PRESET: &str = "shared-cpu-1x";
 
+/// App secrets given to a machine as environment variables, name → value. Its `Debug` shows the
+/// names only, so a logged [`LaunchSpec`] never carries a value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretEnv(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// The machine's argv: `init.exec` if set; else (`init.entrypoint` or the image ENTRYPOINT)
 /// followed by (`init.cmd` or the image CMD). No shell is involved. `None` when that is empty.
 pub fn argv(spec: &LaunchSpec) -> Option<Vec<String>> {
@@ -118,17 +129,18 @@ pub fn fly_vars(spec: &LaunchSpec, private_ip: &str) -> BTreeMap<String, String>
     vars
 }
 
-/// The machine's complete environment, in three layers where later ones win:
+/// The machine's complete environment, in four layers where later ones win:
 /// 1. [`INHERITED_VARS`] from `agent_env` (PATH falls back to [`DEFAULT_PATH`]),
 /// 2. the config's `env`,
-/// 3. the platform variables (flyctl-behaviour §7.2) and the host ports: `FLY_APP_NAME`,
+/// 3. the app's secrets ([`LaunchSpec::secrets`]: they win over `[env]`),
+/// 4. the platform variables (flyctl-behaviour §7.2) and the host ports: `FLY_APP_NAME`,
 ///    `FLY_MACHINE_ID`, `FLY_ALLOC_ID`, `FLY_REGION`, `FLY_PROCESS_GROUP` (when the machine has
 ///    a group), `FLY_VM_MEMORY_MB`, `FLY_MACHINE_VERSION`, `FLY_IMAGE_REF`, `FLY_PRIVATE_IP`,
 ///    `ALOFT_PORT_<internal>=<host>` per port and `PORT` when the machine has exactly one
 ///    service port. `PORT` overrides the config's own: on the host network the process must
 ///    listen on its host port, which is where the proxy sends traffic.
 ///
-/// `PRIMARY_REGION` comes from the config env (flyctl puts it there), and so do secrets.
+/// `PRIMARY_REGION` comes from the config env (flyctl puts it there).
 pub fn environment(
     spec: &LaunchSpec,
     agent_env: impl IntoIterator<Item = (String, String)>,
@@ -140,6 +152,7 @@ pub fn environment(
     env.entry("PATH".into())
         .or_insert_with(|| DEFAULT_PATH.into());
     env.extend(spec.config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(spec.secrets.0.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(fly_vars(spec, "127.0.0.1"));
     let mut set = |k: &str, v: String| {
         env.insert(k.to_string(), v);
@@ -189,6 +202,7 @@ mod tests {
             config,
             host_ports: BTreeMap::new(),
             container: None,
+            secrets: SecretEnv::default(),
         }
     }
 
@@ -242,8 +256,14 @@ mod tests {
             internal_port: 8080,
             ..MachineService::default()
         });
+        c.env.insert("DATABASE_URL".into(), "from-env".into());
         let mut s = spec(c);
         s.host_ports.insert(8080, 40123);
+        s.secrets
+            .0
+            .insert("DATABASE_URL".into(), "from-secret".into());
+        s.secrets.0.insert("API_KEY".into(), "k".into());
+        assert_eq!(format!("{:?}", s.secrets), r#"{"API_KEY", "DATABASE_URL"}"#);
         let agent = vec![
             ("PATH".to_string(), "/opt/bin:/usr/bin".to_string()),
             ("LANG".to_string(), "C.UTF-8".to_string()),
@@ -257,6 +277,11 @@ mod tests {
             "agent secrets never leak"
         );
         assert_eq!(env["FLY_REGION"], "gru", "platform wins over config");
+        assert_eq!(
+            env["DATABASE_URL"], "from-secret",
+            "secrets win over config"
+        );
+        assert_eq!(env["API_KEY"], "k");
         assert_eq!(env["PRIMARY_REGION"], "bog");
         assert_eq!(env["FLY_PROCESS_GROUP"], "worker");
         assert_eq!(env["FLY_VM_MEMORY_MB"], "1024");

@@ -99,6 +99,10 @@ pub struct LaunchSpec {
     pub host_ports: BTreeMap<u16, u16>,
     /// Run as an OCI container of this image instead of a host process in `image_dir`.
     pub container: Option<ContainerImage>,
+    /// The app's secrets: environment variables over the config's `env`, under the platform's
+    /// (see [`env::environment`]). Never written anywhere but the machine's environment (and,
+    /// for a container, its bundle's `config.json`, mode 0600).
+    pub secrets: env::SecretEnv,
 }
 
 /// What the runtime reports about processes, in order, per machine.

@@ -350,6 +350,7 @@ impl Tx<'_> {
             "group_counts",
             "ips",
             "certificates",
+            "secrets",
         ] {
             self.conn()
                 .execute(&format!("DELETE FROM {table} WHERE app = ?1"), [app])?;

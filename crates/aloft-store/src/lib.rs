@@ -24,6 +24,7 @@ mod migrations;
 mod records;
 mod reserve;
 mod tokens;
+mod secrets;
 mod tx;
 
 pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
@@ -35,6 +36,7 @@ pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};
 pub use reserve::RESERVE_BYTES;
 pub use tokens::{AppEventRow, TokenRow, KEPT_APP_EVENTS};
+pub use secrets::{SecretRow, SECRET_DEPLOYED, SECRET_STAGED, SECRET_UNSET};
 pub use tx::{Tx, MAX_EVENTS_PER_MACHINE};
 
 use std::cell::RefCell;

@@ -7,7 +7,8 @@
 //! version 3 the OCI images of each app (`oci_images`: app → manifest digest), version 4 the
 //! certificates of apps' custom hostnames (`certificates`: hostname → app, source, PEMs,
 //! validity), version 5 the apps' IP addresses (`ips`), version 6 the API tokens (`api_tokens`: id → name,
-//! kind, app, HMAC of the secret, times) and the apps' event log (`app_events`).
+//! kind, app, HMAC of the secret, times) and the apps' event log (`app_events`), version 7 the
+//! apps' secrets (`secrets`: encrypted values, keyed digests, deployed or staged).
 
 use rusqlite::Connection;
 
@@ -205,6 +206,24 @@ CREATE TABLE app_events (
     message TEXT NOT NULL
 );
 CREATE INDEX app_events_app ON app_events (app, id);
+"#,
+    },
+    Migration {
+        version: 7,
+        description: "app secrets (encrypted values, digests, deployed or staged)",
+        sql: r#"
+CREATE TABLE secrets (
+    app         TEXT NOT NULL REFERENCES apps(name),
+    name        TEXT NOT NULL,
+    -- sealed by the agent with a key kept outside this database
+    ciphertext  BLOB NOT NULL,
+    nonce       BLOB NOT NULL,
+    digest      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (app, name)
+);
 "#,
     },
 ];

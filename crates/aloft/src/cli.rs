@@ -74,6 +74,10 @@ pub enum Command {
     /// API tokens of the agent: create (org, deploy, readonly), list, revoke.
     #[command(subcommand, alias = "token")]
     Tokens(TokensCommand),
+    /// App secrets: environment variables of every machine, stored encrypted, never shown
+    /// again (set, import, list, unset, deploy).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
 }
 
 /// `aloft tokens …` (flyctl's `fly tokens`).
@@ -802,6 +806,65 @@ pub enum MachineCommand {
         /// Do not ask for confirmation.
         #[arg(short = 'y', long)]
         yes: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+}
+
+/// How a secrets change reaches the machines (`--stage`, `--detach`).
+#[derive(Debug, Args, Clone)]
+pub struct SecretsRollout {
+    /// Store the secrets only: started machines keep running with what they have and get the
+    /// new values at their next start (or `aloft secrets deploy`).
+    #[arg(long)]
+    pub stage: bool,
+    /// Return once the machines' restart has started instead of following it.
+    #[arg(long, conflicts_with = "stage")]
+    pub detach: bool,
+}
+
+/// `aloft secrets …` (flyctl's `fly secrets`).
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Set secrets (`NAME=VALUE`; `NAME=-` reads the value from stdin), then restart the app's
+    /// started machines one at a time (each waited on until healthy) unless --stage.
+    Set {
+        /// `NAME=VALUE` pairs. Names are environment variable names; FLY_*, ALOFT_*, PORT and
+        /// PRIMARY_REGION are the platform's.
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        rollout: SecretsRollout,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Set secrets read from stdin in dotenv form: `NAME=VALUE` lines, `export ` prefixes,
+    /// `#` comments, '…' and "…" quoting (multi-line allowed), flyctl's """…""" blocks; no
+    /// `$VAR` expansion.
+    Import {
+        #[command(flatten)]
+        rollout: SecretsRollout,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// The app's secrets: NAME, DIGEST (a keyed digest of the value), STATUS (Deployed or
+    /// Staged), CREATED AT. Values are never shown.
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Remove secrets, then restart the app's started machines unless --stage.
+    Unset {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        #[command(flatten)]
+        rollout: SecretsRollout,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Restart the app's started machines onto the staged secrets.
+    Deploy {
+        /// Return once the machines' restart has started instead of following it.
+        #[arg(long)]
+        detach: bool,
         #[command(flatten)]
         app: AppArgs,
     },

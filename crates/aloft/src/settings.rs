@@ -68,6 +68,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "HOME",
         "the default data dir's parent without XDG_STATE_HOME",
     ),
+    (
+        "ALOFT_SECRETS_KEY",
+        "aloft agent: the key sealing app secrets, base64 of 32 bytes (else <data-dir>/secrets.key)",
+    ),
 ];
 
 /// A snapshot of the variables of [`ENV_VARS`].
@@ -150,6 +154,7 @@ pub fn has_json_output(cli: &Cli) -> bool {
         Command::Releases(r) => r.command.is_none(),
         Command::Status(_) | Command::Images(_) | Command::Certs(_) => true,
         Command::Ips(_) | Command::Dig(_) => true,
+        Command::Secrets(c) => matches!(c, crate::cli::SecretsCommand::List(_)),
         Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),
         Command::Machine(c) => matches!(c, MachineCommand::List(_) | MachineCommand::Status { .. }),
         Command::Context(c) => matches!(c, crate::cli::ContextCommand::List),
@@ -369,7 +374,14 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
             AcmeChallenge::TlsAlpn01 => aloft_agent::settings::ChallengeKind::TlsAlpn01,
         },
     };
+    config.secrets_key = secrets_key(env);
     config
+}
+
+/// `ALOFT_SECRETS_KEY`, for an agent started here (`aloft agent`, or embedded by `aloft up`).
+pub fn secrets_key(env: &Env) -> Option<aloft_agent::secrets_key::KeyText> {
+    env.get("ALOFT_SECRETS_KEY")
+        .map(|k| aloft_agent::secrets_key::KeyText(k.to_string()))
 }
 
 /// The proxy settings of `aloft agent`'s flags, over the proxy's defaults.
@@ -627,6 +639,8 @@ pub struct UpSettings {
     pub network: aloft_agent::NetConfig,
     /// The embedded agent's app domain (`<app>.<domain>`).
     pub domain: String,
+    /// The embedded agent's secrets key (`ALOFT_SECRETS_KEY`).
+    pub secrets_key: Option<aloft_agent::secrets_key::KeyText>,
 }
 
 impl UpSettings {
@@ -669,6 +683,7 @@ impl UpSettings {
                 subnet6: None,
             },
             domain: args.domain,
+            secrets_key: secrets_key(env),
         })
     }
 }

@@ -17,6 +17,7 @@ mod proxy;
 mod releases;
 mod respond;
 pub mod scope;
+mod secrets;
 pub mod serve;
 mod tokens;
 
@@ -230,6 +231,9 @@ pub fn routes() -> ApiRoutes {
     t.add(M::POST, "/v1/tokens", tokens::create);
     t.add(M::GET, "/v1/tokens", tokens::list);
     t.add(M::DELETE, "/v1/tokens/{id}", tokens::revoke);
+    t.add(M::GET, "/v1/apps/{app}/secrets", secrets::list);
+    t.add(M::POST, "/v1/apps/{app}/secrets", secrets::update);
+    t.add(M::POST, "/v1/apps/{app}/secrets/deploy", secrets::deploy);
     t
 }
 

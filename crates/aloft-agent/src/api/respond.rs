@@ -79,6 +79,7 @@ impl IntoResponse for DeployOutcome {
             DeployOutcome::GroupCounts(counts) => Json(GroupCounts { counts }).into_response(),
             DeployOutcome::ScalePreview(p) => Json(p).into_response(),
             DeployOutcome::GuestPlan(p) => Json(*p).into_response(),
+            DeployOutcome::Secrets(s) => Json(s).into_response(),
         }
     }
 }

@@ -682,9 +682,19 @@ impl Controller {
                 return Err(DomainError::invalid_config(reason));
             }
         };
+        let secrets = match self.secret_env(&rec.app).await {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = fail(e.message().to_string());
+                self.mark_failed(rec, events, &reason).await;
+                return Err(e);
+            }
+        };
+        self.stamp_secret_names(&mut rec, &secrets).await?;
         rec.state = MachineState::Starting;
         rec = self.save(rec, std::mem::take(&mut events)).await?;
-        let spec = launch_spec(&rec, &image, self.org_of(&rec.app).await?);
+        let mut spec = launch_spec(&rec, &image, self.org_of(&rec.app).await?);
+        spec.secrets = secrets;
         match self.sup.launch(spec).await {
             Ok(pid) => {
                 tracing::debug!(machine = %rec.id, pid, "launched");
@@ -697,6 +707,29 @@ impl Controller {
                 Err(answer)
             }
         }
+    }
+
+    /// Keeps metadata [`aloft_api::metadata::SECRETS`] of the machine's config equal to the
+    /// names of the secrets it starts with (no new version: like a metadata write).
+    async fn stamp_secret_names(
+        &self,
+        rec: &mut MachineRecord,
+        secrets: &aloft_runtime::env::SecretEnv,
+    ) -> DomainResult<()> {
+        use aloft_api::metadata::SECRETS;
+        let names = secrets.0.keys().cloned().collect::<Vec<_>>().join(",");
+        let now = rec.config.metadata.get(SECRETS).map_or("", String::as_str);
+        if now == names {
+            return Ok(());
+        }
+        if names.is_empty() {
+            rec.config.metadata.remove(SECRETS);
+        } else {
+            rec.config.metadata.insert(SECRETS.into(), names);
+        }
+        let r = rec.clone();
+        self.db(move |s| s.write(|tx| tx.set_version_config(&r.id, &r.instance_id, &r.config)))
+            .await
     }
 
     async fn mark_failed(
@@ -1050,6 +1083,8 @@ pub(crate) fn launch_spec(
         config: rec.config.clone(),
         host_ports: rec.host_ports.clone(),
         container: image.container.clone(),
+        // Opened by the caller when it starts the machine (`Controller::secret_env`).
+        secrets: Default::default(),
     }
 }
 

@@ -23,6 +23,7 @@ mod oci;
 mod ports;
 mod reconcile;
 mod runtime_events;
+pub mod secrets;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +80,8 @@ pub struct Controller {
     /// Each app's Flycast addresses and whether it is public, from the `ips` table (`ips`):
     /// read synchronously by the routing table's builder.
     app_addresses: std::sync::RwLock<std::collections::BTreeMap<String, ips::AppAddresses>>,
+    /// The key sealing app secrets (`secrets`), set once at agent start.
+    secrets_key: std::sync::OnceLock<Arc<crate::secrets_key::Keyring>>,
 }
 
 /// Event `source` of API-initiated events.
@@ -111,6 +114,7 @@ impl Controller {
             public_addresses: std::sync::OnceLock::new(),
             ip_changes: tokio::sync::watch::channel(0).0,
             app_addresses: Default::default(),
+            secrets_key: std::sync::OnceLock::new(),
         }
     }
 

@@ -78,7 +78,12 @@ impl Controller {
             if left.contains(&rec.id) && adoptable.contains(&rec.id) {
                 if let Ok(image) = self.resolve_image(&rec.app, &rec.config.image).await {
                     let org = self.org_of(&rec.app).await?;
-                    let spec = super::machines::launch_spec(&rec, &image, org);
+                    let mut spec = super::machines::launch_spec(&rec, &image, org);
+                    // The restart policy starts the adopted container again with this spec.
+                    spec.secrets = self.secret_env(&rec.app).await.unwrap_or_else(|e| {
+                        tracing::warn!(machine = %rec.id, "its secrets do not open: {e}");
+                        Default::default()
+                    });
                     match self.sup.adopt(spec).await {
                         Ok(Adopted::Running { .. }) | Ok(Adopted::Exited) => {
                             report.adopted.push(rec.id.clone());

@@ -1,5 +1,6 @@
 //! The deploy engine's actions: releases, image uploads (app directories, OCI blobs and
-//! manifests, image garbage collection), group counts and `scale count`, `scale vm|memory`, each a
+//! manifests, image garbage collection), group counts and `scale count`, `scale vm|memory`,
+//! app secrets (set, unset, deploy: `super::secrets`), each a
 //! typed [`DeployAction`] that [`Deployer::execute`] carries out, answering a [`DeployOutcome`]
 //! or a [`DomainError`](crate::controller::DomainError) that `api/` turns into a status and a body (as for the controller's
 //! `Action`s).
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
 use aloft_api::images::{BlobInfo, ImageGcReport, ImageInfo, OciImageInfo};
+use aloft_api::secrets::{SecretsUpdated, UpdateSecrets};
 use aloft_deploy::messages::{
     ConfirmationRequired, CreateReleaseRequest, RollbackRequest, ScalePreview,
 };
@@ -86,6 +88,11 @@ pub enum DeployAction {
         app: String,
         request: ScaleGuestRequest,
     },
+    /// Set and unset app secrets, then (unless staged) restart the started machines
+    /// (`super::secrets`). Its `Debug` names the secrets, never their values.
+    UpdateSecrets { app: String, request: UpdateSecrets },
+    /// Deploy the staged secrets: restart the started machines.
+    DeploySecrets { app: String },
 }
 
 impl std::fmt::Debug for DeployAction {
@@ -152,6 +159,14 @@ impl std::fmt::Debug for DeployAction {
                 .field("app", app)
                 .field("request", request)
                 .finish(),
+            DeployAction::UpdateSecrets { app, request } => f
+                .debug_struct("UpdateSecrets")
+                .field("app", app)
+                .field("request", request)
+                .finish(),
+            DeployAction::DeploySecrets { app } => {
+                f.debug_struct("DeploySecrets").field("app", app).finish()
+            }
         }
     }
 }
@@ -181,6 +196,8 @@ pub enum DeployOutcome {
     ScalePreview(ScalePreview),
     /// A `scale vm|memory` dry run, or one with no machine to change.
     GuestPlan(Box<GuestPlan>),
+    /// The app's secrets after a change, and the operation restarting its machines.
+    Secrets(SecretsUpdated),
 }
 
 impl Deployer {
@@ -246,6 +263,12 @@ impl Deployer {
                     GuestScaled::Release(r) => DeployOutcome::Release(r),
                     GuestScaled::Plan(p) => DeployOutcome::GuestPlan(p),
                 }
+            }
+            DeployAction::UpdateSecrets { app, request } => {
+                DeployOutcome::Secrets(self.update_secrets(&app, request).await?)
+            }
+            DeployAction::DeploySecrets { app } => {
+                DeployOutcome::Secrets(self.deploy_secrets(&app).await?)
             }
         })
     }

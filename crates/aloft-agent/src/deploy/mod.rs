@@ -20,6 +20,7 @@ pub mod images;
 pub mod oci;
 pub mod rollback;
 pub mod scale;
+pub mod secrets;
 pub mod target;
 
 use std::collections::{BTreeMap, HashMap};

@@ -142,6 +142,7 @@ impl Deployer {
         let work = ScaleWork {
             summary: summary(req, counts),
             guest: Vec::new(),
+            secrets: Vec::new(),
             create: plan
                 .create
                 .into_iter()

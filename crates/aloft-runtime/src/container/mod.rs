@@ -349,7 +349,12 @@ fn write_bundle(
         }
         None => None,
     };
-    let env = spec::environment(&s.image.env, &spec.config.env, &platform_env(spec, net));
+    let env = spec::environment(
+        &s.image.env,
+        &spec.config.env,
+        &spec.secrets.0,
+        &platform_env(spec, net),
+    );
     let cwd = if s.image.workdir.is_empty() {
         "/".to_string()
     } else {
@@ -590,12 +595,20 @@ fn read_pid(path: &Path) -> Option<u32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// Written through a temporary file and a rename, mode 0600: `config.json` holds the machine's
+/// environment, app secrets included, and only root (the shim, runc) reads these files.
 fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?,
-    )?;
+    let _ = fs::remove_file(&tmp);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+    drop(file);
     fs::rename(tmp, path)
 }
 

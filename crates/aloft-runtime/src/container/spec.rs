@@ -158,11 +158,13 @@ fn mounts(spec: &ContainerSpec<'_>) -> Vec<Value> {
     mounts
 }
 
-/// The container's environment: the image's ENV, then the config's env, then the platform
-/// variables (which win). `PATH` falls back to the usual default when the image sets none.
+/// The container's environment: the image's ENV, then the config's env, then the app's
+/// secrets, then the platform variables (which win). `PATH` falls back to the usual default
+/// when the image sets none.
 pub fn environment(
     image_env: &[String],
     config_env: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
     platform: &BTreeMap<String, String>,
 ) -> Vec<String> {
     let mut env: Vec<(String, String)> = Vec::new();
@@ -175,7 +177,7 @@ pub fn environment(
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         set(k, v);
     }
-    for (k, v) in config_env.iter().chain(platform) {
+    for (k, v) in config_env.iter().chain(secrets).chain(platform) {
         set(k, v);
     }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
@@ -186,20 +188,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn image_env_then_config_then_platform() {
+    fn image_env_then_config_then_secrets_then_platform() {
         let image = vec![
             "PATH=/app/bin".to_string(),
             "A=image".into(),
             "B=image".into(),
+            "C=image".into(),
         ];
-        let config = BTreeMap::from([("B".to_string(), "config".to_string())]);
+        let config = BTreeMap::from([
+            ("B".to_string(), "config".to_string()),
+            ("C".to_string(), "config".to_string()),
+        ]);
+        let secrets = BTreeMap::from([
+            ("C".to_string(), "secret".to_string()),
+            ("PORT".to_string(), "1".to_string()),
+        ]);
         let platform = BTreeMap::from([("PORT".to_string(), "8080".to_string())]);
         assert_eq!(
-            environment(&image, &config, &platform),
-            ["PATH=/app/bin", "A=image", "B=config", "PORT=8080"]
+            environment(&image, &config, &secrets, &platform),
+            [
+                "PATH=/app/bin",
+                "A=image",
+                "B=config",
+                "C=secret",
+                "PORT=8080"
+            ]
         );
         assert_eq!(
-            environment(&[], &BTreeMap::new(), &BTreeMap::new()),
+            environment(&[], &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()),
             [format!("PATH={}", crate::env::DEFAULT_PATH)]
         );
     }

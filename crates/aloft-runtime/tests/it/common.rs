@@ -188,6 +188,7 @@ pub fn spec(id: &str, image: &Path, config: MachineConfig) -> LaunchSpec {
         config,
         host_ports: BTreeMap::new(),
         container: None,
+        secrets: Default::default(),
     }
 }
 

@@ -71,6 +71,7 @@ fn container_spec(id: &str, image_dir: &Path, image: ContainerImage, script: &st
     ]);
     LaunchSpec {
         container: Some(image),
+        secrets: Default::default(),
         ..spec(id, image_dir, config)
     }
 }

@@ -14,6 +14,7 @@ mod machine;
 mod network;
 mod platform;
 mod scale;
+mod secrets;
 mod status;
 mod tokens;
 mod up;
@@ -88,5 +89,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Dig(args) => network::run_dig(args, ctx),
         Command::Certs(cmd) => certs::run(cmd, ctx),
         Command::Tokens(cmd) => tokens::run(cmd, ctx),
+        Command::Secrets(cmd) => secrets::run(cmd, ctx),
     }
 }

@@ -207,6 +207,7 @@ async fn connect(
     let mut config = aloft_agent::AgentConfig::new(&data_dir);
     config.listen = "127.0.0.1:0".parse().expect("constant address");
     config.network = settings.network.clone();
+    config.secrets_key = settings.secrets_key.clone();
     if let Some(proxy) = config.proxy.as_mut() {
         // A laptop: serve on loopback, and put ports below 1024 (80, 443) on free local ports.
         proxy.bind_ip = std::net::Ipv4Addr::LOCALHOST.into();

@@ -167,6 +167,7 @@ fn scale_answer(body: &str) -> (&'static str, String) {
         create: vec![],
         destroy: vec![],
         guest: vec![],
+        secrets: vec![],
     });
     ("201 Created", serde_json::to_string(&op).unwrap())
 }

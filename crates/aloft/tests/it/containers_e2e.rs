@@ -396,6 +396,69 @@ fn a_memory_hog_is_oom_killed_alone() {
     assert_ne!(hog["id"], web[0]["id"]);
 }
 
+/// Logs a digest of `$DB_PASSWORD` (never the value), then sleeps.
+const SECRET_DOCKERFILE: &str = r#"FROM base
+ENV DB_PASSWORD=from-image
+CMD ["sh", "-c", "echo \"secret digest: $(printf %s \"$DB_PASSWORD\" | sha256sum | cut -c1-16)\"; exec sleep 3600"]
+"#;
+
+/// The first 16 hex digits of the sha256 of `value` (what SECRET_DOCKERFILE's machine logs).
+fn sha16(value: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..16].to_string()
+}
+
+/// A container machine gets an app secret over its image's ENV, after a restart the secret's
+/// change causes; its bundle's config.json (which holds the environment) is mode 0600.
+#[test]
+fn a_secret_reaches_a_container_over_the_image_env() {
+    if !privileged_or_skip("a_secret_reaches_a_container_over_the_image_env", can_run()) {
+        return;
+    }
+    let w = World::new("secrets");
+    w.write("Dockerfile", &format!("{BASE}{SECRET_DOCKERFILE}"));
+    w.config("");
+    w.ok(&["deploy"]);
+    let image_line = format!("secret digest: {}", sha16("from-image"));
+    wait_for(PATIENCE, "the image's value logged", || {
+        w.logs().contains(&image_line).then_some(())
+    });
+    let value = "container-Secret-3c9d1e";
+    w.ok(&[
+        "secrets",
+        "set",
+        &format!("DB_PASSWORD={value}"),
+        "-a",
+        &w.app,
+    ]);
+    let secret_line = format!("secret digest: {}", sha16(value));
+    let logs = wait_for(PATIENCE, "the secret's value seen", || {
+        let logs = w.logs();
+        logs.contains(&secret_line).then_some(logs)
+    });
+    assert!(!logs.contains(value), "the value is not logged");
+    let id = w.machines()[0]["id"].as_str().unwrap().to_string();
+    let bundle = w
+        .tmp
+        .path()
+        .join(format!("data/runtime/containers/{id}/config.json"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&bundle).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", bundle.display());
+}
+
 const TICKER_DOCKERFILE: &str = r#"FROM base
 COPY entry.sh /entry.sh
 WORKDIR /www

@@ -20,4 +20,5 @@ mod private_net_e2e;
 mod schemathesis;
 mod ssh_e2e;
 mod tokens_e2e;
+mod secrets_e2e;
 mod up_e2e;
