@@ -21,8 +21,8 @@ pub mod network;
 pub mod proxy;
 pub mod regions;
 pub mod routes;
-pub mod tokens;
 pub mod secrets;
+pub mod tokens;
 
 pub use duration::GoDuration;
 pub use guest::{Guest, GuestError, VmPreset, VM_PRESETS};

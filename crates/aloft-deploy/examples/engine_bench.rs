@@ -126,6 +126,7 @@ fn main() {
         scale: None,
         group_counts: Default::default(),
         rollback_of: None,
+        created_by: None,
     };
     rt.block_on(run_release(&target, &release, false)).unwrap();
     let deploy = t0.elapsed();

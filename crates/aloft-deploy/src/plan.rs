@@ -648,6 +648,7 @@ pub(crate) mod tests {
             scale: None,
             group_counts: BTreeMap::new(),
             rollback_of: None,
+            created_by: None,
         }
     }
 

@@ -220,6 +220,9 @@ pub struct Release {
     /// Set on a rollback: the version whose spec, image and counts it restores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<u64>,
+    /// The name of the API token that asked for the release (`aloft tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     /// Set on a scale operation (`scale count`, `scale vm|memory`): it changes machine counts or
     /// guests, not the app's config (its `spec` is that of the release it scales). Shown among
     /// releases, never the current one.

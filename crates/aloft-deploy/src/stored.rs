@@ -41,6 +41,8 @@ pub struct StoredRelease {
     pub group_counts: BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 /// A release's status as stored; the same words are in the `releases.status` column, where the
@@ -113,6 +115,7 @@ impl From<&Release> for StoredRelease {
             scale: r.scale.clone(),
             group_counts: r.group_counts.clone(),
             rollback_of: r.rollback_of,
+            created_by: r.created_by.clone(),
         }
     }
 }
@@ -134,6 +137,7 @@ impl From<StoredRelease> for Release {
             scale: s.scale,
             group_counts: s.group_counts,
             rollback_of: s.rollback_of,
+            created_by: s.created_by,
         }
     }
 }
@@ -180,6 +184,7 @@ mod tests {
             // Bodies of older agents have neither: they read as empty.
             group_counts: BTreeMap::new(),
             rollback_of: None,
+            created_by: None,
             error: Some("machine m3 crashed".into()),
             scale: Some(ScaleWork {
                 summary: "web=3".into(),

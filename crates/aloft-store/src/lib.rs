@@ -23,8 +23,8 @@ mod ips;
 mod migrations;
 mod records;
 mod reserve;
-mod tokens;
 mod secrets;
+mod tokens;
 mod tx;
 
 pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
@@ -35,8 +35,8 @@ pub use ips::IpRow;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use records::{AppRecord, DesiredState, MachineFilter, MachineRecord, VersionRecord};
 pub use reserve::RESERVE_BYTES;
-pub use tokens::{AppEventRow, TokenRow, KEPT_APP_EVENTS};
 pub use secrets::{SecretRow, SECRET_DEPLOYED, SECRET_STAGED, SECRET_UNSET};
+pub use tokens::{AppEventRow, TokenRow, KEPT_APP_EVENTS};
 pub use tx::{Tx, MAX_EVENTS_PER_MACHINE};
 
 use std::cell::RefCell;

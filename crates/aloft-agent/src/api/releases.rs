@@ -51,11 +51,13 @@ pub async fn create(
     let dry_run = q.bool("dry_run", false)?;
     // An unknown app is a 404 whatever the body.
     st.ctl.get_app(&app).await?;
+    let by = caller_name(&request);
     let Body(request) = Body::<CreateReleaseRequest>::from_request(request, &()).await?;
     let action = DeployAction::CreateRelease {
         app,
         request,
         dry_run,
+        by,
     };
     Ok(st.deploy.execute(action).await?)
 }
@@ -70,13 +72,23 @@ pub async fn rollback(
 ) -> HttpResult<DeployOutcome> {
     let dry_run = q.bool("dry_run", false)?;
     st.ctl.get_app(&app).await?;
+    let by = caller_name(&request);
     let Body(request) = Body::<RollbackRequest>::from_request(request, &()).await?;
     let action = DeployAction::Rollback {
         app,
         request,
         dry_run,
+        by,
     };
     Ok(st.deploy.execute(action).await?)
+}
+
+/// The name of the token the request came with (`api::auth` put it there).
+fn caller_name(request: &Request) -> Option<String> {
+    request
+        .extensions()
+        .get::<crate::tokens::Caller>()
+        .map(|c| c.name.clone())
 }
 
 fn lines(records: &[ReleaseEventRecord]) -> String {

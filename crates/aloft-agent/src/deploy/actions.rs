@@ -37,12 +37,15 @@ pub enum DeployAction {
         app: String,
         request: CreateReleaseRequest,
         dry_run: bool,
+        /// The name of the token that asked.
+        by: Option<String>,
     },
     /// Deploy an earlier release's spec, image and counts as a new release (`super::rollback`).
     Rollback {
         app: String,
         request: RollbackRequest,
         dry_run: bool,
+        by: Option<String>,
     },
     /// Store an uploaded app directory (a tar whose sha256 is `hex`).
     PutImage {
@@ -107,6 +110,7 @@ impl std::fmt::Debug for DeployAction {
                 app,
                 request,
                 dry_run,
+                ..
             } => f
                 .debug_struct("Rollback")
                 .field("app", app)
@@ -208,7 +212,8 @@ impl Deployer {
                 app,
                 request,
                 dry_run,
-            } => match self.create_release(&app, request, dry_run).await {
+                by,
+            } => match self.create_release(&app, request, dry_run, by).await {
                 Ok(Created::Release(r)) => DeployOutcome::Release(r),
                 Ok(Created::Plan(p)) => DeployOutcome::Plan(p),
                 Err(CreateError::Confirm(c)) => DeployOutcome::ConfirmationRequired(c),
@@ -218,7 +223,8 @@ impl Deployer {
                 app,
                 request,
                 dry_run,
-            } => match self.rollback(&app, request, dry_run).await {
+                by,
+            } => match self.rollback(&app, request, dry_run, by).await {
                 Ok(Created::Release(r)) => DeployOutcome::Release(r),
                 Ok(Created::Plan(p)) => DeployOutcome::Plan(p),
                 Err(CreateError::Confirm(c)) => DeployOutcome::ConfirmationRequired(c),

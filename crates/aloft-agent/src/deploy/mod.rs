@@ -87,6 +87,8 @@ impl From<DomainError> for CreateError {
 pub(crate) struct Origin {
     pub restore: Option<BTreeMap<String, u32>>,
     pub rollback_of: Option<u64>,
+    /// The name of the token that asked (`Release::created_by`).
+    pub created_by: Option<String>,
 }
 
 /// See the module docs.
@@ -150,6 +152,7 @@ fn pending_release(app: &str, spec: aloft_deploy::ReleaseSpec) -> Release {
         scale: None,
         group_counts: BTreeMap::new(),
         rollback_of: None,
+        created_by: None,
     }
 }
 
@@ -310,9 +313,13 @@ impl Deployer {
         app: &str,
         req: CreateReleaseRequest,
         dry_run: bool,
+        created_by: Option<String>,
     ) -> Result<Created, CreateError> {
-        self.create_release_from(app, req, dry_run, Origin::default())
-            .await
+        let origin = Origin {
+            created_by,
+            ..Origin::default()
+        };
+        self.create_release_from(app, req, dry_run, origin).await
     }
 
     /// [`Deployer::create_release`] of a deploy or of a rollback (`origin`).
@@ -363,6 +370,7 @@ impl Deployer {
             image_digest: req.image_digest,
             group_counts: plan.counts,
             rollback_of: origin.rollback_of,
+            created_by: origin.created_by,
             ..pending_release(app, req.spec)
         };
         let filtered = req.process_groups.as_ref().is_some_and(|g| !g.is_empty());

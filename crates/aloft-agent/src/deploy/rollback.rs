@@ -18,6 +18,7 @@ impl Deployer {
         app: &str,
         req: RollbackRequest,
         dry_run: bool,
+        created_by: Option<String>,
     ) -> Result<Created, CreateError> {
         let releases = self.releases(app).await?;
         let keep = self.ctl.limits().keep_releases;
@@ -31,6 +32,7 @@ impl Deployer {
         let origin = Origin {
             restore: (!target.group_counts.is_empty()).then(|| target.group_counts.clone()),
             rollback_of: Some(target.version),
+            created_by,
         };
         self.create_release_from(app, create, dry_run, origin)
             .await

@@ -113,6 +113,7 @@ fn release() -> Release {
         created_at: String::new(),
         group_counts: BTreeMap::new(),
         rollback_of: None,
+        created_by: None,
         updated_at: String::new(),
         error: None,
         scale: None,
