@@ -8,7 +8,9 @@
 mod client;
 pub mod connect;
 pub mod local;
+pub mod pins;
 pub mod push;
+pub mod tls;
 
 pub use client::{block_on, is_not_found, status_error, Client, ScaleAnswer, StatusError};
 pub use connect::{connect, ConnectOptions};
@@ -16,3 +18,4 @@ pub use local::{data_dir_from, local_agent, LocalAgent};
 pub use push::{PushProgress, PushedImage};
 /// HTTP types callers need to read a [`StatusError`] or the agent's URL.
 pub use reqwest::{Method, StatusCode, Url};
+pub use tls::{NewPin, OnPin, PinError};

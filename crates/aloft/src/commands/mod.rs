@@ -47,8 +47,14 @@ impl Context<'_> {
 
     /// A client of the agent of [`Context::api`].
     pub fn client(&self) -> anyhow::Result<Client> {
-        self.api()?.client()
+        self.api()?.client(Some(pin_notes(self.printer)))
     }
+}
+
+/// Prints a certificate pinned on first use as a note.
+pub fn pin_notes(printer: &crate::printer::Printer) -> aloft_client::OnPin {
+    let notes = printer.notes();
+    aloft_client::OnPin(std::sync::Arc::new(move |pin| notes.note(pin)))
 }
 
 pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {

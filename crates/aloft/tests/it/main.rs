@@ -17,4 +17,5 @@ mod deploy_e2e;
 mod images_cli;
 mod private_net_e2e;
 mod schemathesis;
+mod tls_e2e;
 mod up_e2e;
