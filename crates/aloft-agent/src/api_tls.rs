@@ -58,7 +58,7 @@ pub enum TlsError {
     },
     #[error("cannot make the API's self-signed certificate: {0}")]
     Generate(String),
-    #[error("--tls-acme {0}: an API certificate from ACME is not available yet; give the API a certificate with --tls-cert FILE --tls-key FILE (e.g. the one `aloft certs add {0} --acme` got), or use --tls for a self-signed one that clients pin on first use")]
+    #[error("--tls-acme {0}: an API certificate from ACME is not available yet; give the API a certificate with --tls-cert FILE --tls-key FILE, or use --tls for a self-signed one that clients pin on first use")]
     AcmeUnsupported(String),
 }
 

@@ -208,8 +208,7 @@ mod tests {
 
     #[test]
     fn fingerprints_are_normalised() {
-        let colons = FP["sha256:".len()..]
-            .as_bytes()
+        let colons = FP.as_bytes()["sha256:".len()..]
             .chunks(2)
             .map(|c| std::str::from_utf8(c).unwrap().to_uppercase())
             .collect::<Vec<_>>()
