@@ -40,7 +40,12 @@ pub fn connect(url: &str, options: ConnectOptions) -> anyhow::Result<Client> {
     match scheme.as_deref() {
         Some("http") => Ok(Client::new(url, options.token)),
         Some("https") => {
-            let tls = crate::tls::client_config(url, &options)?;
+            let trust = crate::tls::Trust {
+                pins: options.pins,
+                fingerprint: options.fingerprint,
+                on_pin: options.on_pin,
+            };
+            let tls = crate::tls::client_config(url, trust)?;
             Ok(Client::with_tls(url, options.token, tls))
         }
         Some("ssh") => bail!(

@@ -1,11 +1,11 @@
 //! The `https://` transport: rustls with a verifier that accepts, in order,
 //!
-//! 1. when a fingerprint is required ([`ConnectOptions::fingerprint`]: a context's, or the local
+//! 1. when a fingerprint is required (`ConnectOptions::fingerprint`: a context's, or the local
 //!    data dir's own `agent.fingerprint`), exactly the certificate of that fingerprint;
 //! 2. a certificate a public CA vouches for (webpki-roots) for the URL's host;
 //! 3. the certificate whose fingerprint is pinned for `host:port` in the pin file
 //!    ([`crate::pins`]); with no pin yet it is trusted on first use: pinned, and the caller told
-//!    through [`ConnectOptions::on_pin`] (this library prints nothing).
+//!    through `ConnectOptions::on_pin` (this library prints nothing).
 //!
 //! A certificate that differs from the pinned or required one is refused with a [`PinError`],
 //! an ssh-style warning naming the agent, both fingerprints and what to do; [`handshake_failure`]
@@ -21,7 +21,6 @@ use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::connect::ConnectOptions;
 use crate::pins::{fingerprint_of, normalize_fingerprint, PinFile};
 
 /// A certificate pinned on first use, as told to [`OnPin`].
@@ -102,10 +101,21 @@ pub fn host_port(url: &str) -> anyhow::Result<String> {
     Ok(format!("{}:{port}", host.to_ascii_lowercase()))
 }
 
+/// What the verifier of [`client_config`] trusts besides public CAs (the `https://` fields of
+/// `ConnectOptions`).
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// The pin file; `None` disables pinning.
+    pub pins: Option<std::path::PathBuf>,
+    /// The one fingerprint to accept, when given.
+    pub fingerprint: Option<String>,
+    pub on_pin: Option<OnPin>,
+}
+
 /// The rustls config of a client of the agent at `url` (`https://`).
-pub fn client_config(url: &str, options: &ConnectOptions) -> anyhow::Result<rustls::ClientConfig> {
+pub fn client_config(url: &str, trust: Trust) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(ring::default_provider());
-    let required = match &options.fingerprint {
+    let required = match &trust.fingerprint {
         Some(f) => Some(normalize_fingerprint(f).ok_or_else(|| {
             anyhow::anyhow!(
                 "invalid fingerprint `{f}`: write sha256: and 64 hex digits, as `aloft agent --tls` prints it"
@@ -121,8 +131,8 @@ pub fn client_config(url: &str, options: &ConnectOptions) -> anyhow::Result<rust
         host_port: host_port(url)?,
         required,
         webpki,
-        pins: options.pins.clone().map(PinFile::new),
-        on_pin: options.on_pin.clone(),
+        pins: trust.pins.map(PinFile::new),
+        on_pin: trust.on_pin,
         provider: provider.clone(),
     };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)

@@ -234,6 +234,8 @@ fn a_certificate_from_files_is_served_and_tls_errors_are_clear_and_fast() {
         ("ALOFT_API_URL", agent.url.as_str()),
         ("ALOFT_API_TOKEN", agent.token.as_str()),
     ];
+    // A client that never finishes its handshake holds no one else up.
+    let _stalled = std::net::TcpStream::connect(agent.addr()).unwrap();
     let listed = aloft(&home, &env, &["apps", "list"]);
     assert!(listed.status.success(), "{}", stderr(&listed));
     assert!(stderr(&listed).contains(&expected), "{}", stderr(&listed));
