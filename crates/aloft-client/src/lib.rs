@@ -1,6 +1,7 @@
 //! HTTP client of the Aloft agent: the Machines API and the agent's own routes (releases,
 //! images, scale, process-group counts, logs, proxy ports), pushing OCI images ([`push`]), with paths from
-//! `aloft_api::routes`, and how a client finds the local agent ([`local`]).
+//! `aloft_api::routes`, and how a client finds the local agent ([`local`]). `https://` agents are
+//! verified by a public CA or by the fingerprint pinned on first use ([`tls`], [`pins`]).
 //!
 //! The CLI talks to every agent, the embedded one too, only through this client, so it
 //! exercises the path a remote user does. The only crate that speaks HTTP as a client.
