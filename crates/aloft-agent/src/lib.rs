@@ -15,6 +15,7 @@
 
 pub mod acme;
 pub mod api;
+pub mod api_tls;
 pub mod controller;
 pub mod data_dir;
 pub mod deploy;
@@ -42,6 +43,7 @@ pub use aloft_proxy::ProxyConfig;
 pub use aloft_runtime::container::shim::main as shim_main;
 pub use aloft_runtime::net::{Ipv4Net, Ipv6Net, NetConfig};
 pub use aloft_runtime::LogLimits;
+pub use api_tls::ApiCertificate;
 pub use controller::{Controller, MachineChange};
 pub use settings::{AcmeSettings, AgentConfig, PublicAddresses, DEFAULT_LISTEN};
 
@@ -61,6 +63,10 @@ pub enum AgentError {
     Runtime(#[from] aloft_runtime::RuntimeError),
     #[error("{0}")]
     Regions(String),
+    #[error("refusing to serve the API over plain HTTP on {addr}, which other hosts can reach: the token would cross the network in clear text. Add --tls (a self-signed certificate clients pin on first use, or --tls-cert/--tls-key), listen on 127.0.0.1, or pass --insecure-listen if the network is trusted")]
+    InsecureListen { addr: SocketAddr },
+    #[error(transparent)]
+    Tls(#[from] api_tls::TlsError),
     #[error("cannot listen on {addr}: {source} (is another agent running? pick another address with --listen)")]
     Listen {
         addr: SocketAddr,
@@ -89,6 +95,8 @@ pub struct Agent;
 /// A running agent.
 pub struct AgentHandle {
     pub addr: SocketAddr,
+    /// The fingerprint of the API's TLS certificate, when it serves TLS.
+    pub tls_fingerprint: Option<String>,
     pub token: String,
     pub data_dir: PathBuf,
     pub controller: Arc<Controller>,
@@ -103,9 +111,12 @@ pub struct AgentHandle {
 }
 
 impl AgentHandle {
-    /// `http://<addr>`.
+    /// `http://<addr>`, or `https://<addr>` when the API serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls_fingerprint {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// Every machine change (see [`Controller::subscribe`]).
@@ -130,6 +141,7 @@ impl AgentHandle {
 impl Agent {
     /// Starts an agent with the real process runtime under `<data-dir>/runtime`.
     pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
+        check_listen(&config)?;
         data_dir::prepare(&config.data_dir)?;
         let lock = data_dir::lock(&config.data_dir).await?;
         let dns = dns::Dns::new();
@@ -156,6 +168,7 @@ impl Agent {
         sup: Arc<dyn supervisor::Supervisor>,
         events: mpsc::UnboundedReceiver<RuntimeEvent>,
     ) -> Result<AgentHandle, AgentError> {
+        check_listen(&config)?;
         data_dir::prepare(&config.data_dir)?;
         let lock = data_dir::lock(&config.data_dir).await?;
         Agent::start_locked(config, lock, sup, events, dns::Dns::new()).await
@@ -184,6 +197,10 @@ impl Agent {
             source,
         };
         let token = settings::load_or_create_token(&config.data_dir).map_err(dir_err)?;
+        let tls = match &config.tls {
+            Some(certificate) => Some(api_tls::load(certificate, &config.data_dir, config.listen)?),
+            None => None,
+        };
         let db_path = config.data_dir.join(settings::DB_FILE);
         let store =
             tokio::task::spawn_blocking(move || Store::open(&db_path, Durability::from_env()))
@@ -276,13 +293,22 @@ impl Agent {
         let app = api::router(state);
         let (tx, rx) = oneshot::channel::<()>();
         let limits = config.limits.clone();
+        let tls_fingerprint = tls.as_ref().map(|tls| tls.fingerprint.clone());
+        let acceptor = tls.map(|tls| tls.acceptor);
         let server = tokio::spawn(async move {
-            api::serve::serve(listener, app, &limits, rx).await;
+            api::serve::serve(listener, acceptor, app, &limits, rx).await;
         });
-        settings::write_addr_file(&config.data_dir, addr).map_err(dir_err)?;
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), "agent listening");
+        settings::write_addr_file(&config.data_dir, addr, tls_fingerprint.as_deref())
+            .map_err(dir_err)?;
+        match &tls_fingerprint {
+            Some(fingerprint) => {
+                tracing::info!(%addr, %fingerprint, data_dir = %config.data_dir.display(), "agent listening (TLS)")
+            }
+            None => tracing::info!(%addr, data_dir = %config.data_dir.display(), "agent listening"),
+        }
         Ok(AgentHandle {
             addr,
+            tls_fingerprint,
             token,
             data_dir: config.data_dir,
             controller: ctl,
@@ -293,6 +319,19 @@ impl Agent {
             _lock: lock,
         })
     }
+}
+
+/// Refuses plain HTTP off loopback unless `--insecure-listen` allows it (then warns).
+fn check_listen(config: &AgentConfig) -> Result<(), AgentError> {
+    if config.plain_http_off_loopback() {
+        if !config.insecure_listen {
+            return Err(AgentError::InsecureListen {
+                addr: config.listen,
+            });
+        }
+        tracing::warn!(addr = %config.listen, "serving the API over plain HTTP off loopback (--insecure-listen): the token and secrets cross the network in clear text");
+    }
+    Ok(())
 }
 
 /// Starts the DNS server on the gateways of the machine network once it exists.

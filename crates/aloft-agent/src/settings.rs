@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// The default API address and the data-dir files the agent writes for its clients (names
 /// shared with `aloft-client`, which reads them).
-pub use aloft_api::local::{ADDR_FILE, DEFAULT_LISTEN, TOKEN_FILE};
+pub use aloft_api::local::{ADDR_FILE, DEFAULT_LISTEN, FINGERPRINT_FILE, TOKEN_FILE};
 /// Locked (flock) by the running agent; holds its pid.
 pub const LOCK_FILE: &str = "agent.lock";
 /// The SQLite database in the data dir.
@@ -40,6 +40,11 @@ pub struct AgentConfig {
     /// The key sealing app secrets, base64 of 32 bytes (`ALOFT_SECRETS_KEY`); `None` keeps it
     /// in `<data-dir>/secrets.key` (see `crate::secrets_key`).
     pub secrets_key: Option<crate::secrets_key::KeyText>,
+    /// Serve the API over TLS with this certificate (`aloft agent --tls`); `None` is plain HTTP.
+    pub tls: Option<crate::api_tls::ApiCertificate>,
+    /// Allow plain HTTP on a non-loopback address (`--insecure-listen`): without it such a
+    /// listen address is refused, since the token would cross the network in clear text.
+    pub insecure_listen: bool,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -92,7 +97,14 @@ impl AgentConfig {
             public_addresses: Default::default(),
             acme: AcmeSettings::default(),
             secrets_key: None,
+            tls: None,
+            insecure_listen: false,
         }
+    }
+
+    /// Whether the API would serve plain HTTP on an address other hosts can reach.
+    pub fn plain_http_off_loopback(&self) -> bool {
+        self.tls.is_none() && !self.listen.ip().is_loopback()
     }
 }
 
@@ -129,10 +141,32 @@ pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
-/// Writes `<data-dir>/agent.addr` (atomically).
-pub fn write_addr_file(data_dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
+/// Writes `<data-dir>/agent.addr` (atomically): the bound address, or for a TLS API its
+/// `https://` URL (clients read a bare address as `http://`). With TLS, the certificate's
+/// fingerprint goes to `<data-dir>/agent.fingerprint` first; without, a stale one is removed.
+pub fn write_addr_file(
+    data_dir: &Path,
+    addr: SocketAddr,
+    tls_fingerprint: Option<&str>,
+) -> std::io::Result<()> {
+    let fingerprint_file = data_dir.join(FINGERPRINT_FILE);
+    let line = match tls_fingerprint {
+        Some(fingerprint) => {
+            let tmp = data_dir.join(format!("{FINGERPRINT_FILE}.tmp"));
+            std::fs::write(&tmp, format!("{fingerprint}\n"))?;
+            std::fs::rename(tmp, fingerprint_file)?;
+            format!("https://{addr}")
+        }
+        None => {
+            match std::fs::remove_file(fingerprint_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            addr.to_string()
+        }
+    };
     let tmp = data_dir.join(format!("{ADDR_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::write(&tmp, format!("{line}\n"))?;
     std::fs::rename(tmp, data_dir.join(ADDR_FILE))
 }
 
@@ -193,8 +227,21 @@ mod tests {
     #[test]
     fn addr_file_holds_the_bound_address() {
         let tmp = tempfile::tempdir().unwrap();
-        write_addr_file(tmp.path(), "127.0.0.1:5555".parse().unwrap()).unwrap();
+        write_addr_file(tmp.path(), "127.0.0.1:5555".parse().unwrap(), None).unwrap();
         let text = std::fs::read_to_string(tmp.path().join(ADDR_FILE)).unwrap();
         assert_eq!(text.trim(), "127.0.0.1:5555");
+    }
+
+    #[test]
+    fn a_tls_api_writes_its_url_and_fingerprint_and_a_plain_one_removes_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let addr = "127.0.0.1:5555".parse().unwrap();
+        write_addr_file(tmp.path(), addr, Some("sha256:ab")).unwrap();
+        let read = |name| std::fs::read_to_string(tmp.path().join(name)).unwrap();
+        assert_eq!(read(ADDR_FILE), "https://127.0.0.1:5555\n");
+        assert_eq!(read(FINGERPRINT_FILE), "sha256:ab\n");
+        write_addr_file(tmp.path(), addr, None).unwrap();
+        assert_eq!(read(ADDR_FILE), "127.0.0.1:5555\n");
+        assert!(!tmp.path().join(FINGERPRINT_FILE).exists());
     }
 }

@@ -8,3 +8,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:4280";
 pub const TOKEN_FILE: &str = "token";
 /// File in the data dir holding the bound API address, written once the agent listens.
 pub const ADDR_FILE: &str = "agent.addr";
+/// File in the data dir holding the fingerprint (`sha256:…`) of the API's TLS certificate,
+/// written when the agent serves TLS (`aloft agent --tls`); a local client requires exactly
+/// that certificate.
+pub const FINGERPRINT_FILE: &str = "agent.fingerprint";

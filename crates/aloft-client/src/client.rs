@@ -108,7 +108,9 @@ impl Client {
     ) -> anyhow::Result<Response> {
         let url = format!("{}{path}", self.base);
         let resp = rb.send().await.map_err(|e| {
-            if e.is_connect() {
+            if let Some(tls) = crate::tls::handshake_failure(&e, &self.base) {
+                tls
+            } else if e.is_connect() {
                 anyhow!(
                     "cannot reach the aloft agent at {}: {e}. Start one with `aloft agent` (or use `aloft up`), \
                      or point ALOFT_API_URL at yours",
@@ -657,6 +659,27 @@ impl Client {
     ) -> anyhow::Result<aloft_api::secrets::SecretsUpdated> {
         self.json(Method::POST, &routes::secrets_deploy(app), None::<&()>)
             .await
+    }
+
+    // ---- tls
+    /// A client whose `https://` connections use `tls` (see [`crate::tls`]); the same timeouts
+    /// as [`Client::new`]'s (the connect timeout covers the TLS handshake).
+    pub(crate) fn with_tls(
+        base: impl Into<String>,
+        token: Option<String>,
+        tls: rustls::ClientConfig,
+    ) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .use_preconfigured_tls(tls)
+            .build()
+            .expect("reqwest client builds");
+        Client {
+            http,
+            base: base.into().trim_end_matches('/').to_string(),
+            token,
+            _keep_alive: None,
+        }
     }
 }
 

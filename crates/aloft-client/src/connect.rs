@@ -30,13 +30,24 @@ pub struct ConnectOptions {
     pub fingerprint: Option<String>,
     /// An ssh config file to use instead of `~/.ssh/config` (`ssh -F`).
     pub ssh_config: Option<PathBuf>,
+    /// Told when an agent's certificate is pinned on first use (`https://`).
+    pub on_pin: Option<crate::tls::OnPin>,
 }
 
 /// A client of the agent at `url`, over the transport its scheme names.
 pub fn connect(url: &str, options: ConnectOptions) -> anyhow::Result<Client> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
-        Some("http") | Some("https") => Ok(Client::new(url, options.token)),
+        Some("http") => Ok(Client::new(url, options.token)),
+        Some("https") => {
+            let trust = crate::tls::Trust {
+                pins: options.pins,
+                fingerprint: options.fingerprint,
+                on_pin: options.on_pin,
+            };
+            let tls = crate::tls::client_config(url, trust)?;
+            Ok(Client::with_tls(url, options.token, tls))
+        }
         Some("ssh") => crate::ssh::connect(url, options.token, options.ssh_config.as_deref()),
         Some(other) => bail!(
             "unknown scheme `{other}` in the agent URL {url}: use http://, https:// or ssh://"

@@ -5,16 +5,20 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use aloft_api::local::{ADDR_FILE, DEFAULT_LISTEN, TOKEN_FILE};
+use aloft_api::local::{ADDR_FILE, DEFAULT_LISTEN, FINGERPRINT_FILE, TOKEN_FILE};
 
 /// The local agent of a data dir, as its files record it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalAgent {
     pub data_dir: PathBuf,
-    /// `http://` + the address in `<data-dir>/agent.addr`, else [`DEFAULT_LISTEN`].
+    /// The URL in `<data-dir>/agent.addr` (`https://…` for a TLS API), or `http://` + the bare
+    /// address there, else [`DEFAULT_LISTEN`].
     pub api_url: String,
     /// Content of `<data-dir>/token`, if readable.
     pub token: Option<String>,
+    /// For a TLS API, the fingerprint of its certificate in `<data-dir>/agent.fingerprint`: a
+    /// local client requires that certificate instead of pinning one on first use.
+    pub fingerprint: Option<String>,
 }
 
 /// The default data dir of a local agent for the given `$XDG_STATE_HOME` and `$HOME` (empty
@@ -37,13 +41,24 @@ pub fn local_agent(data_dir: &Path) -> LocalAgent {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE))
-        .ok()
-        .map(|s| s.trim().to_string());
+    let read = |name| {
+        std::fs::read_to_string(data_dir.join(name))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let api_url = match addr.contains("://") {
+        true => addr,
+        false => format!("http://{addr}"),
+    };
+    let fingerprint = match api_url.starts_with("https://") {
+        true => read(FINGERPRINT_FILE).filter(|f| !f.is_empty()),
+        false => None,
+    };
     LocalAgent {
         data_dir: data_dir.to_path_buf(),
-        api_url: format!("http://{addr}"),
-        token,
+        api_url,
+        token: read(TOKEN_FILE),
+        fingerprint,
     }
 }
 
@@ -73,6 +88,17 @@ mod tests {
         let a = local_agent(tmp.path());
         assert_eq!(a.api_url, "http://127.0.0.1:5555");
         assert_eq!(a.token.as_deref(), Some("abc"));
+        assert_eq!(a.fingerprint, None);
+    }
+
+    #[test]
+    fn a_tls_agent_is_named_by_its_url_and_fingerprint() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(ADDR_FILE), "https://127.0.0.1:5555\n").unwrap();
+        std::fs::write(tmp.path().join(FINGERPRINT_FILE), "sha256:ab\n").unwrap();
+        let a = local_agent(tmp.path());
+        assert_eq!(a.api_url, "https://127.0.0.1:5555");
+        assert_eq!(a.fingerprint.as_deref(), Some("sha256:ab"));
     }
 
     #[test]

@@ -133,7 +133,11 @@ impl AgentProc {
                 .ok()
                 .filter(|s| s.ends_with('\n'))
         });
-        agent.url = format!("http://{}", addr.trim());
+        // A bare address, or the URL of a TLS API (`aloft agent --tls`).
+        agent.url = match addr.trim() {
+            url if url.contains("://") => url.to_string(),
+            addr => format!("http://{addr}"),
+        };
         agent.token = std::fs::read_to_string(data_dir.join("token"))
             .expect("the agent wrote its token")
             .trim()

@@ -39,7 +39,7 @@ pub enum Command {
     Context(ContextCommand),
     /// Run the agent: the Machines API, state store and process supervisor of this host.
     #[command(args_conflicts_with_subcommands = true)]
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Create, list and destroy apps.
     #[command(subcommand)]
     Apps(AppsCommand),
@@ -360,6 +360,31 @@ pub struct AgentArgs {
     /// port 80, `tls-alpn-01` connects to port 443.
     #[arg(long, value_enum, value_name = "KIND", default_value_t = AcmeChallenge::Http01)]
     pub acme_challenge: AcmeChallenge,
+    /// Serve the API over TLS. Without --tls-cert/--tls-key the certificate is self-signed,
+    /// made once and kept in <data-dir>/api-tls; clients pin its fingerprint (printed at start,
+    /// and in <data-dir>/agent.fingerprint) on first use.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM certificate chain (leaf first) of the API's TLS; implies --tls, needs --tls-key.
+    #[arg(long, value_name = "PEMFILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEMFILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Another name (DNS name or IP address) of the self-signed API certificate (repeatable),
+    /// besides localhost, 127.0.0.1, ::1, the --listen address and the hostname; read when the
+    /// certificate is made (remove <data-dir>/api-tls to remake it).
+    #[arg(long = "tls-san", value_name = "NAME", requires = "tls")]
+    pub tls_sans: Vec<String>,
+    /// A hostname whose certificate the ACME CA would issue for the API (not available yet:
+    /// refused at start; use --tls-cert/--tls-key).
+    #[arg(long, value_name = "HOST", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_acme: Option<String>,
+    /// Allow the API over plain HTTP on an address other hosts can reach (without --tls): the
+    /// token and secrets then cross the network in clear text. Without it such a --listen is
+    /// refused.
+    #[arg(long)]
+    pub insecure_listen: bool,
     /// Helpers of remote clients (hidden), which run without starting an agent.
     #[command(subcommand)]
     pub helper: Option<AgentHelper>,

@@ -36,7 +36,20 @@ type Sink = Mutex<Box<dyn Write + Send>>;
 pub struct Printer {
     mode: Mode,
     out: Sink,
-    err: Sink,
+    /// Shared with [`Notes`] handles.
+    err: std::sync::Arc<Sink>,
+}
+
+/// A handle that prints notes on the printer's stderr from wherever a library calls back
+/// (e.g. a TLS handshake pinning a certificate), without borrowing the printer.
+#[derive(Clone)]
+pub struct Notes(std::sync::Arc<Sink>);
+
+impl Notes {
+    /// A remark on stderr, as [`Printer::note`].
+    pub fn note(&self, text: impl Display) {
+        let _ = Printer::write(&self.0, &format!("{text}\n"));
+    }
 }
 
 impl Printer {
@@ -58,7 +71,7 @@ impl Printer {
         Printer {
             mode,
             out: Mutex::new(out),
-            err: Mutex::new(err),
+            err: std::sync::Arc::new(Mutex::new(err)),
         }
     }
 
@@ -109,6 +122,11 @@ impl Printer {
     /// Text on stderr exactly as given (diagnostics blocks carry their own newlines).
     pub fn note_text(&self, text: &str) {
         let _ = Printer::write(&self.err, text);
+    }
+
+    /// A handle printing notes on this printer's stderr.
+    pub fn notes(&self) -> Notes {
+        Notes(self.err.clone())
     }
 
     /// `warning: …` on stderr.

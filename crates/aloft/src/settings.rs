@@ -210,14 +210,19 @@ impl ApiSettings {
             .filter(|_| !env_url.as_deref().is_some_and(is_ssh_url));
         ApiSettings {
             url_from_env: env_url.is_some(),
-            url: env_url.unwrap_or(files.api_url),
+            url: env_url.clone().unwrap_or(files.api_url),
             token: env
                 .get("ALOFT_API_TOKEN")
                 .map(str::to_string)
                 .or(local_token),
+            // The local agent's own certificate, when it serves TLS (not ALOFT_API_URL's).
+            fingerprint: if env_url.is_some() {
+                None
+            } else {
+                files.fingerprint
+            },
             data_dir,
             context: None,
-            fingerprint: None,
             config_dir: user_config_dir(env),
             ssh_config: env.path("ALOFT_SSH_CONFIG"),
         }
@@ -259,13 +264,18 @@ impl ApiSettings {
         })
     }
 
-    /// A client of this API, over the transport of its URL's scheme.
-    pub fn client(&self) -> anyhow::Result<aloft_client::Client> {
+    /// A client of this API, over the transport of its URL's scheme; `on_pin` is told when an
+    /// agent's certificate is pinned on first use.
+    pub fn client(
+        &self,
+        on_pin: Option<aloft_client::OnPin>,
+    ) -> anyhow::Result<aloft_client::Client> {
         let options = aloft_client::ConnectOptions {
             token: self.token.clone(),
             pins: self.config_dir.as_ref().map(|d| d.join(PINS_FILE)),
             fingerprint: self.fingerprint.clone(),
             ssh_config: self.ssh_config.clone(),
+            on_pin,
         };
         aloft_client::connect(&self.url, options).map_err(|e| match &self.context {
             Some(name) => e.context(format!("context `{name}` ({})", self.url)),
@@ -375,6 +385,15 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         },
     };
     config.secrets_key = secrets_key(env);
+    config.tls = match (args.tls_cert, args.tls_key, args.tls_acme) {
+        (Some(cert), Some(key), _) => Some(aloft_agent::ApiCertificate::Files { cert, key }),
+        (_, _, Some(host)) => Some(aloft_agent::ApiCertificate::Acme { host }),
+        _ if args.tls => Some(aloft_agent::ApiCertificate::SelfSigned {
+            names: args.tls_sans,
+        }),
+        _ => None,
+    };
+    config.insecure_listen = args.insecure_listen;
     config
 }
 
@@ -1054,7 +1073,7 @@ mod tests {
         let Command::Agent(args) = cli.command else {
             panic!("not the agent command")
         };
-        let config = agent_config(args, &Env::from_pairs(&[("ALOFT_DATA_DIR", "/env")]));
+        let config = agent_config(*args, &Env::from_pairs(&[("ALOFT_DATA_DIR", "/env")]));
         assert_eq!(config.data_dir, PathBuf::from("/env"));
         let proxy = config.proxy.unwrap();
         assert_eq!(proxy.region, "ams");
@@ -1070,7 +1089,7 @@ mod tests {
             let Command::Agent(args) = cli.command else {
                 panic!("not the agent command")
             };
-            Ok::<_, clap::Error>(agent_config(args, &Env::default()).acme)
+            Ok::<_, clap::Error>(agent_config(*args, &Env::default()).acme)
         };
         let default = agent(&[]).unwrap();
         assert_eq!(default, aloft_agent::AcmeSettings::default());

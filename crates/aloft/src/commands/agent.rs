@@ -23,6 +23,7 @@ pub fn run(config: aloft_agent::AgentConfig, ctx: &Context) -> anyhow::Result<Ex
         .enable_all()
         .build()
         .context("starting tokio")?;
+    let insecure = config.insecure_listen && config.plain_http_off_loopback();
     rt.block_on(async move {
         let handle = aloft_agent::Agent::start(config).await?;
         ctx.printer.note(format_args!(
@@ -31,6 +32,19 @@ pub fn run(config: aloft_agent::AgentConfig, ctx: &Context) -> anyhow::Result<Ex
             handle.data_dir.display(),
             handle.data_dir.join(aloft_api::local::TOKEN_FILE).display()
         ));
+        if let Some(fingerprint) = &handle.tls_fingerprint {
+            ctx.printer.note(format_args!(
+                "API certificate fingerprint: {fingerprint} (clients pin it on first use; \
+                 compare, or give it to `aloft context add … --fingerprint`)"
+            ));
+        }
+        if insecure {
+            ctx.printer.warn(format_args!(
+                "the API is served over plain HTTP on {} (--insecure-listen): the token and \
+                 secrets cross the network in clear text; prefer --tls",
+                handle.addr
+            ));
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -49,8 +49,14 @@ impl Context<'_> {
 
     /// A client of the agent of [`Context::api`].
     pub fn client(&self) -> anyhow::Result<Client> {
-        self.api()?.client()
+        self.api()?.client(Some(pin_notes(self.printer)))
     }
+}
+
+/// Prints a certificate pinned on first use as a note.
+pub fn pin_notes(printer: &crate::printer::Printer) -> aloft_client::OnPin {
+    let notes = printer.notes();
+    aloft_client::OnPin(std::sync::Arc::new(move |pin| notes.note(pin)))
 }
 
 pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -58,9 +64,9 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => config::run(cmd, ctx),
         Command::Platform(cmd) => platform::run(cmd, ctx),
         Command::Context(cmd) => context::run(cmd, ctx),
-        Command::Agent(args) => match args.helper {
+        Command::Agent(args) => match args.helper.clone() {
             Some(helper) => agent::helper(helper, ctx),
-            None => agent::run(settings::agent_config(args, ctx.env), ctx),
+            None => agent::run(settings::agent_config(*args, ctx.env), ctx),
         },
         Command::Apps(cmd) => apps::run(cmd, ctx),
         Command::Deploy(args) => {

@@ -174,7 +174,7 @@ async fn connect(
 ) -> anyhow::Result<(Client, Option<aloft_agent::AgentHandle>)> {
     let api: &ApiSettings = &settings.api;
     let data_dir = api.data_dir.clone();
-    let client = api.client()?;
+    let client = api.client(Some(super::pin_notes(printer)))?;
     if answers(&client).await? {
         printer.line(format_args!("Using the agent at {}", client.base_url()));
         return Ok((client, None));

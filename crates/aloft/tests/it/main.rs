@@ -20,5 +20,6 @@ mod private_net_e2e;
 mod schemathesis;
 mod secrets_e2e;
 mod ssh_e2e;
+mod tls_e2e;
 mod tokens_e2e;
 mod up_e2e;
