@@ -934,6 +934,56 @@ impl Controller {
         Ok(())
     }
 
+    /// Moves traffic in one step (a blue-green deploy's switch): `uncordon` machines start
+    /// receiving it and `cordon` ones stop, written in one store transaction and published
+    /// together, so the proxy's next table (one debounce window) has both halves of the change.
+    /// Destroyed or unknown machines are skipped.
+    pub async fn switch_cordons(
+        &self,
+        app: &str,
+        uncordon: &[String],
+        cordon: &[String],
+    ) -> DomainResult<()> {
+        let mut ids: Vec<&String> = uncordon.iter().chain(cordon).collect();
+        ids.sort();
+        ids.dedup();
+        // Sorted order: two callers never wait on each other's locks.
+        let mut guards = Vec::with_capacity(ids.len());
+        for id in &ids {
+            guards.push(self.lock(id).await);
+        }
+        let mut changed = Vec::new();
+        for (list, cordoned) in [(uncordon, false), (cordon, true)] {
+            for id in list {
+                let mut rec = match self.record(app, id).await {
+                    Ok(rec) => rec,
+                    Err(DomainError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                if rec.state != MachineState::Destroyed && rec.cordoned != cordoned {
+                    rec.cordoned = cordoned;
+                    rec.updated_at = now_rfc3339();
+                    changed.push(rec);
+                }
+            }
+        }
+        let records = changed.clone();
+        self.db(move |s| {
+            s.write(|tx| {
+                for r in &records {
+                    tx.put_machine(r)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        for rec in &changed {
+            self.publish(rec);
+        }
+        drop(guards);
+        Ok(())
+    }
+
     pub async fn metadata(&self, app: &str, id: &str) -> DomainResult<BTreeMap<String, String>> {
         Ok(self.record(app, id).await?.config.metadata)
     }

@@ -50,11 +50,11 @@ impl<T: DeployTarget> Engine<'_, T> {
                     group: b.group.clone(),
                     launched: !b.skip_launch,
                 }),
-                None => missing.push(b),
+                None => missing.push(b.clone()),
             }
         }
         let created: Vec<Result<Green, EngineError>> = stream::iter(missing)
-            .map(|b| self.create_green(b))
+            .map(|b| async move { self.create_green(&b).await })
             .buffer_unordered(self.concurrency())
             .collect()
             .await;
