@@ -124,6 +124,7 @@ fn main() {
         updated_at: String::new(),
         error: None,
         scale: None,
+        phase: None,
     };
     rt.block_on(run_release(&target, &release, false)).unwrap();
     let deploy = t0.elapsed();

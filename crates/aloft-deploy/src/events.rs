@@ -120,6 +120,19 @@ pub enum DeployEvent {
 }
 
 impl DeployEvent {
+    /// The phase of a release this event starts, if it starts one: what `aloft releases`
+    /// shows a release doing (or where it ended).
+    pub fn phase(&self) -> Option<&'static str> {
+        match self {
+            DeployEvent::ReleaseCommandStarted { .. } => Some("release_command"),
+            DeployEvent::CanaryCreated { .. } => Some("canary"),
+            DeployEvent::Planned { .. } => Some("machines"),
+            DeployEvent::GreenCreated { .. } => Some("green"),
+            DeployEvent::TrafficSwitched { .. } => Some("switched"),
+            _ => None,
+        }
+    }
+
     /// A one-line human description, as the CLI prints it.
     pub fn describe(&self) -> String {
         match self {

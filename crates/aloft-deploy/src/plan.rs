@@ -583,6 +583,7 @@ pub(crate) mod tests {
             updated_at: String::new(),
             error: None,
             scale: None,
+            phase: None,
         }
     }
 

@@ -276,6 +276,11 @@ pub struct Release {
     /// releases, never the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleWork>,
+    /// The phase the release is in, or was in when it ended (see
+    /// [`crate::events::DeployEvent::phase`]): `release_command`, `canary`, `machines`,
+    /// `green`, `switched`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
 }
 
 /// The frozen work of a `scale count` or `scale vm|memory` run by the agent (see

@@ -37,6 +37,8 @@ pub struct StoredRelease {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleWork>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
 }
 
 /// A release's status as stored; the same words are in the `releases.status` column, where the
@@ -107,6 +109,7 @@ impl From<&Release> for StoredRelease {
             updated_at: r.updated_at.clone(),
             error: r.error.clone(),
             scale: r.scale.clone(),
+            phase: r.phase.clone(),
         }
     }
 }
@@ -126,6 +129,7 @@ impl From<StoredRelease> for Release {
             updated_at: s.updated_at,
             error: s.error,
             scale: s.scale,
+            phase: s.phase,
         }
     }
 }

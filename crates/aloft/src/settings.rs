@@ -880,6 +880,40 @@ mod tests {
     }
 
     #[test]
+    fn release_command_from_fly_toml_with_flag_overrides() {
+        let c = config(
+            "app = \"a\"\n[deploy]\nrelease_command = \"bin/migrate --all 'a b'\"\nrelease_command_timeout = \"90s\"\n[deploy.release_command_vm]\nsize = \"shared-cpu-4x\"\n",
+        );
+        let (o, _) = deploy_options(&DeployFlags::default(), &c).unwrap();
+        let rc = o.release_command.unwrap();
+        assert_eq!(rc.command, ["bin/migrate", "--all", "a b"]);
+        assert_eq!(rc.timeout.as_duration().as_secs(), 90);
+        assert_eq!(rc.guest.unwrap().cpus, 4);
+        let flags = DeployFlags {
+            release_command_timeout: Some("none".into()),
+            ..DeployFlags::default()
+        };
+        let (o, _) = deploy_options(&flags, &c).unwrap();
+        assert_eq!(
+            o.release_command.unwrap().timeout.as_duration().as_secs(),
+            86_400
+        );
+        let flags = DeployFlags {
+            skip_release_command: true,
+            ..DeployFlags::default()
+        };
+        assert_eq!(deploy_options(&flags, &c).unwrap().0.release_command, None);
+        let (o, _) = deploy_options(&DeployFlags::default(), &config("app = \"a\"\n")).unwrap();
+        assert_eq!(o.release_command, None);
+        let flags = DeployFlags {
+            release_command_timeout: Some("soon".into()),
+            ..DeployFlags::default()
+        };
+        let err = deploy_options(&flags, &c).unwrap_err().to_string();
+        assert!(err.contains("--release-command-timeout"), "{err}");
+    }
+
+    #[test]
     fn bad_deploy_flags_are_refused_with_what_to_use() {
         let c = config("app = \"a\"\n");
         let refuse = |flags: DeployFlags| deploy_options(&flags, &c).unwrap_err().to_string();

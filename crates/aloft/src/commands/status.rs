@@ -195,6 +195,8 @@ pub fn releases(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
                 vec![
                     format!("v{}", r.version),
                     r.status.as_str().to_string(),
+                    r.spec.deploy.strategy.as_str().to_string(),
+                    r.phase.clone().unwrap_or_default(),
                     groups,
                     r.spec.image.clone(),
                     r.created_at.clone(),
@@ -204,7 +206,9 @@ pub fn releases(app: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
             .collect();
         printer.table(
             None,
-            &["VERSION", "STATUS", "GROUPS", "IMAGE", "DATE", "ERROR"],
+            &[
+                "VERSION", "STATUS", "STRATEGY", "PHASE", "GROUPS", "IMAGE", "DATE", "ERROR",
+            ],
             &rows,
         );
         Ok(ExitCode::SUCCESS)

@@ -114,6 +114,7 @@ fn release() -> Release {
         updated_at: String::new(),
         error: None,
         scale: None,
+        phase: None,
     }
 }
 
