@@ -1268,11 +1268,11 @@ mod tests {
     }
 
     fn with_command(mut s: ReleaseSpec, cmd: &str) -> ReleaseSpec {
-        s.deploy.release_command = Some(crate::spec::ReleaseCommand {
+        s.deploy.release_command = Some(Box::new(crate::spec::ReleaseCommand {
             command: vec![cmd.to_string()],
             timeout: aloft_api::GoDuration::from_secs(300),
             guest: None,
-        });
+        }));
         s
     }
 

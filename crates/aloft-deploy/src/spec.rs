@@ -66,7 +66,8 @@ pub struct DeployOptions {
     /// `[deploy] release_command`: run once, before any machine changes (`None`: no command, or
     /// `--skip-release-command`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub release_command: Option<ReleaseCommand>,
+    /// Boxed: the guest it may carry is large, and most deploys have none.
+    pub release_command: Option<Box<ReleaseCommand>>,
 }
 
 /// A release command (flyctl-behaviour §3.6): its argv, run in a temporary machine of the new

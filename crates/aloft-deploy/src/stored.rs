@@ -174,6 +174,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00.000Z".into(),
             updated_at: "2026-01-01T00:00:01.000Z".into(),
             error: Some("machine m3 crashed".into()),
+            phase: None,
             scale: Some(ScaleWork {
                 summary: "web=3".into(),
                 create: vec![SlotCreate {

@@ -415,11 +415,11 @@ pub fn deploy_options(
             let guest = config
                 .release_command_guest()
                 .map_err(|e| anyhow!("[deploy.release_command_vm]: {e}"))?;
-            Some(aloft_deploy::spec::ReleaseCommand {
+            Some(Box::new(aloft_deploy::spec::ReleaseCommand {
                 command,
                 timeout,
                 guest,
-            })
+            }))
         }
         _ => None,
     };

@@ -952,21 +952,37 @@ impl Controller {
         for id in &ids {
             guards.push(self.lock(id).await);
         }
-        let mut changed = Vec::new();
-        for (list, cordoned) in [(uncordon, false), (cordon, true)] {
-            for id in list {
-                let mut rec = match self.record(app, id).await {
-                    Ok(rec) => rec,
-                    Err(DomainError::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                };
-                if rec.state != MachineState::Destroyed && rec.cordoned != cordoned {
-                    rec.cordoned = cordoned;
-                    rec.updated_at = now_rfc3339();
-                    changed.push(rec);
-                }
-            }
-        }
+        let wanted: Vec<(String, bool)> = uncordon
+            .iter()
+            .map(|id| (id.clone(), false))
+            .chain(cordon.iter().map(|id| (id.clone(), true)))
+            .collect();
+        let a = app.to_string();
+        let current = self
+            .db(move |s| {
+                s.read(|tx| {
+                    let mut out = Vec::with_capacity(wanted.len());
+                    for (id, cordoned) in wanted {
+                        if let Some(rec) = tx.machine(&a, &id)? {
+                            out.push((rec, cordoned));
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
+        let now = now_rfc3339();
+        let changed: Vec<MachineRecord> = current
+            .into_iter()
+            .filter(|(rec, cordoned)| {
+                rec.state != MachineState::Destroyed && rec.cordoned != *cordoned
+            })
+            .map(|(mut rec, cordoned)| {
+                rec.cordoned = cordoned;
+                rec.updated_at = now.clone();
+                rec
+            })
+            .collect();
         let records = changed.clone();
         self.db(move |s| {
             s.write(|tx| {
