@@ -18,17 +18,18 @@ use tokio::sync::watch;
 
 use super::{Deployer, ReleaseKey};
 
+use crate::controller::actions::{
+    CreateMachine, DeleteMachine, ListMachines, ReadLogs, UpdateMachine,
+};
+use crate::controller::Controller;
+use crate::controller::DomainError;
+
 /// Log lines quoted when a machine crash-loops during a deploy.
 const RECENT_LOG_LINES: usize = 8;
 /// After a blue-green switch, how long the blue machines keep running before they are
 /// destroyed: the proxy's table is rebuilt within its 20 ms debounce, and requests the blue
 /// machines accepted before it finish meanwhile.
 const TRAFFIC_DRAIN: Duration = Duration::from_secs(2);
-use crate::controller::actions::{
-    CreateMachine, DeleteMachine, ListMachines, ReadLogs, UpdateMachine,
-};
-use crate::controller::Controller;
-use crate::controller::DomainError;
 
 /// One release being carried out.
 pub struct AgentTarget {

@@ -193,7 +193,14 @@ fn a_failing_or_missing_release_command_changes_no_machine() {
         "the command's output: {text}"
     );
     assert_eq!(versions(&w), before, "no machine changed");
-    assert_eq!(release(&w, 2)["status"], "failed");
+    let r = release(&w, 2);
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["phase"], "release_command", "{r}");
+    let table = w.ok(&["releases", "-a", "relfail"]);
+    assert!(
+        table.contains("PHASE") && table.contains("release_command"),
+        "{table}"
+    );
 
     let missing = "[deploy]\nrelease_command = \"no-such-migrate-tool --all\"\n";
     w.config(&[("web", "v3")], &format!("{WEB_SERVICE}\n{missing}"));
@@ -457,6 +464,7 @@ fn blue_green_switches_under_load_and_a_failing_green_leaves_blue_serving() {
         "no request failed during the switch ({ok} answered)"
     );
     assert!(ok > 0);
+    assert_eq!(release(&w, 2)["phase"], "switched");
 
     // A green that never becomes healthy: the deploy fails, blue (v2) keeps serving.
     config_cmds(&w, &[("web", "sh broken.sh v3")], CHECKED_SERVICE);
@@ -468,6 +476,11 @@ fn blue_green_switches_under_load_and_a_failing_green_leaves_blue_serving() {
     let ev = events(&w, 3);
     assert_eq!(of_type(&ev, "green_destroyed").len(), 3, "{ev:?}");
     assert!(of_type(&ev, "traffic_switched").is_empty());
+    assert_eq!(
+        release(&w, 3)["phase"],
+        "green",
+        "failed while greens were made"
+    );
     let before = load.counts().0;
     wait_for(Duration::from_secs(10), "blue still answering", || {
         (load.counts().0 > before + 5).then_some(())
