@@ -226,6 +226,7 @@ async fn converge_fully<T: DeployTarget>(
     if let Some(command) = &release.spec.deploy.release_command {
         engine.release_command(command).await?;
     }
+    engine.destroy_stale_greens().await?;
     let strategy = release.spec.deploy.strategy;
     let mut canaries_done = false;
     for _ in 0..MAX_PASSES {
@@ -1511,6 +1512,27 @@ mod tests {
             .filter(|e| matches!(e, DeployEvent::GreenDestroyed { .. }))
             .count();
         assert_eq!(destroyed, 3);
+    }
+
+    /// Greens a superseded blue-green release left cordoned are destroyed by the next deploy.
+    #[test]
+    fn stale_greens_of_another_release_are_destroyed() {
+        let s = spec(&[("web", true)]);
+        let mut ms = three_web();
+        let mut stale = machine("g0", "web", MachineState::Started, "gru");
+        stale.cordoned = true;
+        stale
+            .config
+            .metadata
+            .insert(aloft_api::metadata::GREEN_FOR.into(), "w0".into());
+        ms.push(stale);
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let t = MemTarget::with(ms);
+        block(run_release(&t, &r, false)).unwrap();
+        let end = t.machines();
+        assert_eq!(summary(&end)["web"], (3, 3));
+        assert!(end.iter().all(|m| m.id != "g0"));
     }
 
     /// Killed at any operation of a blue-green deploy, with or without it taking effect, then

@@ -26,6 +26,40 @@ struct Green {
 }
 
 impl<T: DeployTarget> Engine<'_, T> {
+    /// Greens of another (superseded or failed) release that never got traffic — still
+    /// cordoned — are destroyed before a deploy plans: they were never live, and left alone
+    /// they would be members that never serve.
+    pub(super) async fn destroy_stale_greens(&self) -> Result<(), EngineError> {
+        let machines = self
+            .target
+            .list_machines()
+            .await
+            .map_err(EngineError::List)?;
+        for m in machines.iter().filter(|m| {
+            m.state.is_active()
+                && m.cordoned
+                && m.config.metadata.contains_key(GREEN_FOR)
+                && m.config.metadata.get(RELEASE_ID) != Some(&self.release.id)
+        }) {
+            match self.target.destroy_machine(&m.id, true).await {
+                Ok(()) | Err(TargetError::NotFound(_)) => {}
+                Err(source) => {
+                    return Err(EngineError::Destroy {
+                        id: m.id.clone(),
+                        group: m.process_group().to_string(),
+                        source,
+                    })
+                }
+            }
+            self.record(DeployEvent::GreenDestroyed {
+                id: m.id.clone(),
+                group: m.process_group().to_string(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn blue_green(
         &self,
         blues: Vec<UpdateWork>,

@@ -5,11 +5,11 @@
 //! release before any machine changed.
 //!
 //! Resumable: a group whose canary was recorded healthy is not tried again; canaries an
-//! interrupted run left are destroyed first.
+//! interrupted or superseded run left are destroyed first.
 
 use std::collections::BTreeSet;
 
-use aloft_api::metadata::{CANARY, RELEASE_ID};
+use aloft_api::metadata::CANARY;
 use aloft_api::{CreateMachineRequest, Machine};
 use futures_util::stream::{self, StreamExt};
 
@@ -23,12 +23,11 @@ impl<T: DeployTarget> Engine<'_, T> {
         update: &[UpdateWork],
         machines: &[Machine],
     ) -> Result<(), EngineError> {
-        let release = self.release;
-        for m in machines.iter().filter(|m| {
-            m.state.is_active()
-                && m.config.metadata.contains_key(CANARY)
-                && m.config.metadata.get(RELEASE_ID) == Some(&release.id)
-        }) {
+        // Canaries an interrupted (or superseded) release left: none is in use.
+        for m in machines
+            .iter()
+            .filter(|m| m.state.is_active() && m.config.metadata.contains_key(CANARY))
+        {
             self.destroy_temporary(&m.id, m.process_group()).await?;
         }
         let recorded = self.target.recorded().await.map_err(EngineError::Record)?;

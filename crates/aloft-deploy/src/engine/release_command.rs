@@ -6,6 +6,7 @@
 //! A run that finds it recorded does not run the command again (and fails again if it failed);
 //! a run that does not (the agent died while the command ran, or before its outcome was
 //! recorded) destroys the machine the interrupted run left and runs the command once more.
+//! Release-command machines of superseded releases are destroyed the same way.
 
 use aloft_api::metadata::{PLATFORM_VERSION, PLATFORM_VERSION_V2, RELEASE_COMMAND_GROUP};
 use aloft_api::{CreateMachineRequest, Guest, Machine, MachineConfig, MachineRestart};
@@ -34,7 +35,7 @@ impl<T: DeployTarget> Engine<'_, T> {
             .list_machines()
             .await
             .map_err(EngineError::List)?;
-        for m in leftovers(self.release, &machines) {
+        for m in leftovers(&machines) {
             self.destroy_temporary(&m.id, RELEASE_COMMAND_GROUP).await?;
         }
         let req = CreateMachineRequest {
@@ -134,12 +135,12 @@ fn outcome(
     }
 }
 
-/// Release-command machines of this release that are still there (an interrupted run's).
-fn leftovers<'m>(release: &Release, machines: &'m [Machine]) -> Vec<&'m Machine> {
+/// Release-command machines still there: an interrupted run's, or a superseded release's
+/// (one release of an app runs at a time, so none of them is running for anyone).
+fn leftovers(machines: &[Machine]) -> Vec<&Machine> {
     machines
         .iter()
         .filter(|m| m.state.is_active() && m.process_group() == RELEASE_COMMAND_GROUP)
-        .filter(|m| m.config.metadata.get(aloft_api::metadata::RELEASE_ID) == Some(&release.id))
         .collect()
 }
 
