@@ -10,17 +10,32 @@
 #     writes), so the first deploy itself creates all 75 machines.
 #  3. peer lower bound: the same numbers of plain `sleep` processes started by a shell loop
 #     (no supervision, no state); the ratio says what orchestration costs on top.
-# Usage: bench/deploy.sh
+#  4. blue-green (`bench/deploy.sh bluegreen` runs only this part): an agent *with its proxy*,
+#     3 groups x 20 machines (busybox httpd, one health check each) behind one HTTP service;
+#     a bounded client hits the service through the proxy during a `--strategy bluegreen`
+#     redeploy: time to switch (greens healthy -> traffic switched, from the release's event
+#     times), the whole deploy, and failed requests (target 0). Then the release command round
+#     trip: a deploy whose release_command is `true` (target: < 100 ms from the release's start
+#     to the command's recorded outcome beyond the command's own run time).
+# ALOFT_BIN=path uses that aloft binary instead of building a release one.
+# Usage: bench/deploy.sh [bluegreen]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-echo "== engine only"
-cargo run -q --release -p aloft-deploy --example engine_bench
-
-echo "== build (release)"
-cargo build --release -p aloft 2>"${TMPDIR:-/tmp}/aloft-bench-build.log" || { cat "${TMPDIR:-/tmp}/aloft-bench-build.log"; exit 1; }
-BIN="$PWD/target/release/aloft"
+PART="${1:-all}"
+if [[ -n "${ALOFT_BIN:-}" ]]; then
+  BIN="$ALOFT_BIN"
+else
+  if [[ "$PART" == all ]]; then
+    echo "== engine only"
+    cargo run -q --release -p aloft-deploy --example engine_bench
+  fi
+  echo "== build (release)"
+  cargo build --release -p aloft 2>"${TMPDIR:-/tmp}/aloft-bench-build.log" || { cat "${TMPDIR:-/tmp}/aloft-bench-build.log"; exit 1; }
+  BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/aloft"
+fi
+[[ "$PART" == bluegreen ]] && exec "$(dirname "$0")/deploy_bluegreen.sh" "$BIN"
 
 WORK="$(mktemp -d)"
 AGENT_PID=""
@@ -107,3 +122,4 @@ peer() {
 }
 p75=$(peer 75); p150=$(peer 150)
 echo "peer: shell loop starting 75 sleeps: $p75 s (deploy is $(python3 -c "print(f'{$deploy_s/max($p75,0.001):.0f}')")x); 150 sleeps: $p150 s (scale is $(python3 -c "print(f'{$scale_s/max($p150,0.001):.0f}')")x)"
+"$(dirname "$0")/deploy_bluegreen.sh" "$BIN"

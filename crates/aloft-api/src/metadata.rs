@@ -19,6 +19,17 @@ pub const SECRETS: &str = "aloft_secrets";
 /// interrupted operation run again never restarts the same machine twice.
 pub const SECRETS_RELEASE: &str = "aloft_secrets_release";
 
+/// Stamped on a canary machine (flyctl's key): a temporary machine of the new release that
+/// must become healthy before any machine of its group is updated; destroyed afterwards.
+pub const CANARY: &str = "fly_canary";
+/// Stamped on a blue-green deploy's green machines (flyctl's key): the release id here.
+pub const BLUEGREEN_TAG: &str = "fly_bluegreen_deployment_tag";
+/// Stamped by the agent on a green machine: the id of the blue machine it replaces, so an
+/// interrupted blue-green deploy run again creates each green once.
+pub const GREEN_FOR: &str = "aloft_green_for";
+/// The group of a release command's temporary machine (one of [`RESERVED_GROUPS`]).
+pub const RELEASE_COMMAND_GROUP: &str = "fly_app_release_command";
+
 /// Scale operations are kept with an app's releases (they share events, `follow` and resumption
 /// after a restart) under versions above this, so deploys keep their own 1, 2, 3… as on Fly;
 /// scale operation `n` is version `SCALE_VERSION_BASE + n`.

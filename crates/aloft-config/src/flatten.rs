@@ -102,6 +102,25 @@ impl AppConfig {
         }
     }
 
+    /// `[deploy] release_command` split into words; `None` when unset, blank or unsplittable
+    /// (validation reports the latter at its file:line:col).
+    pub fn release_command_argv(&self) -> Option<Vec<String>> {
+        let cmd = self.deploy.as_ref()?.release_command.as_deref()?;
+        shlex::split(cmd).filter(|words| !words.is_empty())
+    }
+
+    /// The guest of `[deploy] release_command_vm`; `Ok(None)` when it is not set.
+    pub fn release_command_guest(&self) -> Result<Option<Guest>, GuestResolveError> {
+        match self
+            .deploy
+            .as_ref()
+            .and_then(|d| d.release_command_vm.as_ref())
+        {
+            None => Ok(None),
+            Some(c) => compute_guest(c, self.host_dedication_id.as_deref()).map(Some),
+        }
+    }
+
     /// The services of a group, `[http_service]` expanded first (§1.4), then `[[services]]`.
     pub fn services_for(&self, group: &str) -> Vec<MachineService> {
         let mut out = vec![];

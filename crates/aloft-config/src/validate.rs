@@ -189,14 +189,17 @@ pub(crate) fn validate(c: &AppConfig, spans: &Spans, sink: &mut Sink) {
             );
         }
     }
-    if !c.mounts.is_empty()
-        && c.deploy.as_ref().and_then(|d| d.strategy.as_deref()) == Some("canary")
+    // Both create extra machines of a group, which a volume cannot follow (flyctl refuses too).
+    if let Some(strategy @ ("canary" | "bluegreen")) =
+        c.deploy.as_ref().and_then(|d| d.strategy.as_deref())
     {
-        sink.error(
-            &spans.deploy_strategy,
-            "the canary strategy cannot be used with [[mounts]]",
-            Some("use \"rolling\" (the default) or \"immediate\"".into()),
-        );
+        if !c.mounts.is_empty() {
+            sink.error(
+                &spans.deploy_strategy,
+                format!("the {strategy} strategy cannot be used with [[mounts]]"),
+                Some("use \"rolling\" (the default) or \"immediate\"".into()),
+            );
+        }
     }
 
     // Top-level checks without a port take the group's [http_service] port.

@@ -11,6 +11,7 @@ use aloft_api::{
     CreateMachineRequest, Machine, MachineConfig, MachineService, MachineState,
     UpdateMachineRequest,
 };
+use aloft_deploy::engine::CommandExit;
 use aloft_deploy::engine::{run_release, DeployTarget, TargetError};
 use aloft_deploy::plan::plan_deploy;
 use aloft_deploy::scale::{plan_count, CountRequest, CountSpec};
@@ -65,6 +66,18 @@ impl DeployTarget for Instant0 {
         Ok(())
     }
     async fn wait_for_checks(&self, _id: &str, _t: Duration) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn recorded(&self) -> Result<Vec<DeployEvent>, TargetError> {
+        Ok(Vec::new())
+    }
+    async fn run_to_exit(&self, _id: &str, _t: Duration) -> Result<CommandExit, TargetError> {
+        Ok(CommandExit {
+            exit_code: 0,
+            last_lines: Vec::new(),
+        })
+    }
+    async fn switch_traffic(&self, _g: &[String], _b: &[String]) -> Result<(), TargetError> {
         Ok(())
     }
     async fn record(&self, _event: DeployEvent) -> Result<(), TargetError> {
@@ -127,6 +140,7 @@ fn main() {
         group_counts: Default::default(),
         rollback_of: None,
         created_by: None,
+        phase: None,
     };
     rt.block_on(run_release(&target, &release, false)).unwrap();
     let deploy = t0.elapsed();

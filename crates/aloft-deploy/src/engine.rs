@@ -12,6 +12,10 @@
 //! (never launched) and started machines in batches of `max_unavailable`, each batch waited on
 //! (started, then checks passing) before the next; `immediate`: everything at once, no waiting.
 //!
+//! Before any of that, a release command runs once ([`release_command`]); `canary` first runs
+//! one temporary machine per group ([`canary`]); `bluegreen` replaces the update pass with
+//! green machines and a one-step traffic switch ([`bluegreen`]).
+//!
 //! A scale operation (`Release::scale`) runs its frozen work instead: `scale count` destroys and
 //! creates slots; `scale vm|memory` sets each listed machine's guest, one machine at a time; a
 //! secrets operation restarts each listed machine that is still started, one at a time.
@@ -32,6 +36,10 @@ use crate::spec::{
     GuestSet, Release, ReleaseStatus, ScaleWork, SecretsRestart, SlotCreate, Strategy,
 };
 use aloft_api::metadata::{SCALE_SLOT, SECRETS_RELEASE};
+
+mod bluegreen;
+mod canary;
+mod release_command;
 
 /// An error of the platform under the engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,10 +95,40 @@ pub trait DeployTarget: Sync {
         id: &str,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Every event recorded for this release so far, oldest first: a run resumed after a crash
+    /// reads what the interrupted one finished (the release command's outcome, canaries).
+    fn recorded(&self) -> impl Future<Output = Result<Vec<DeployEvent>, TargetError>> + Send;
+    /// Waits for a one-shot machine (just created) to end, recording its output as
+    /// [`DeployEvent::ReleaseCommandOutput`] events as it comes; fails when it cannot start or
+    /// is still running after `timeout` (the caller destroys it either way).
+    fn run_to_exit(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<CommandExit, TargetError>> + Send;
+    /// Moves service traffic in one step: the `green` machines start receiving it and the
+    /// `blue` ones stop. Resolves once the proxy routes that way and requests the blue machines
+    /// were serving had time to finish.
+    fn switch_traffic(
+        &self,
+        green: &[String],
+        blue: &[String],
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
     /// Persists and publishes one progress event of the release. `Started` means the release is
     /// running, `Finished` carries its terminal status.
     fn record(&self, event: DeployEvent) -> impl Future<Output = Result<(), TargetError>> + Send;
 }
+
+/// How a one-shot machine's command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandExit {
+    pub exit_code: i64,
+    /// Its last output lines (at most [`COMMAND_TAIL_LINES`]), for the error message.
+    pub last_lines: Vec<String>,
+}
+
+/// Output lines of a failed release command quoted in the release's error.
+pub const COMMAND_TAIL_LINES: usize = 20;
 
 /// Why a release failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +155,16 @@ pub enum EngineError {
         group: String,
         source: TargetError,
     },
+    /// flyctl's words: "release command failed - aborting deployment".
+    #[error("release command failed - aborting deployment: {0}")]
+    ReleaseCommand(String),
+    #[error("canary machine of group {group:?} did not become healthy, no machine was updated: {source}")]
+    Canary {
+        group: String,
+        source: Box<EngineError>,
+    },
+    #[error("blue-green deploy failed before the traffic switch; the green machines were destroyed and the blue ones keep serving: {0}")]
+    BlueGreen(Box<EngineError>),
     #[error("could not record progress: {0}")]
     Record(TargetError),
     #[error("the release did not converge after {0} passes; machines keep changing under it")]
@@ -179,6 +227,12 @@ async fn converge_fully<T: DeployTarget>(
         engine.set_guests(&work.guest, resumed).await?;
         return engine.restart_for_secrets(&work.secrets, resumed).await;
     }
+    if let Some(command) = &release.spec.deploy.release_command {
+        engine.release_command(command).await?;
+    }
+    engine.destroy_stale_greens().await?;
+    let strategy = release.spec.deploy.strategy;
+    let mut canaries_done = false;
     for _ in 0..MAX_PASSES {
         let machines = target.list_machines().await.map_err(EngineError::List)?;
         let work = converge(release, &machines);
@@ -191,9 +245,17 @@ async fn converge_fully<T: DeployTarget>(
             update: work.update.len(),
         };
         target.record(planned).await.map_err(EngineError::Record)?;
+        if strategy == Strategy::Canary && !canaries_done {
+            engine.canaries(&work.update, &machines).await?;
+            canaries_done = true;
+        }
         engine.destroy_all(&work.destroy).await?;
         engine.create_all(work.create).await?;
-        engine.update_all(work.update).await?;
+        if strategy == Strategy::Bluegreen {
+            engine.blue_green(work.update, &machines).await?;
+        } else {
+            engine.update_all(work.update).await?;
+        }
     }
     let machines = target.list_machines().await.map_err(EngineError::List)?;
     if converge(release, &machines).is_empty() {
@@ -254,7 +316,7 @@ impl<T: DeployTarget> Engine<'_, T> {
     }
 
     fn waits(&self) -> bool {
-        self.release.spec.deploy.strategy == Strategy::Rolling
+        self.release.spec.deploy.strategy.waits()
     }
 
     async fn record(&self, event: DeployEvent) -> Result<(), EngineError> {
@@ -350,6 +412,7 @@ impl<T: DeployTarget> Engine<'_, T> {
             let update = UpdateWork {
                 id: set.id.clone(),
                 group: set.group.clone(),
+                region: m.region.clone(),
                 current_version: m.instance_id.clone(),
                 config,
                 skip_launch: false,
@@ -420,6 +483,7 @@ impl<T: DeployTarget> Engine<'_, T> {
             let update = UpdateWork {
                 id: r.id.clone(),
                 group: r.group.clone(),
+                region: m.region.clone(),
                 current_version: m.instance_id.clone(),
                 config,
                 skip_launch: false,
@@ -670,6 +734,12 @@ pub(crate) mod memory {
         pub crash_looping: Vec<String>,
         /// Machines smoke-checked so far, in order.
         pub smoke_checked: Vec<String>,
+        /// One-shot commands run to their end (`run_to_exit`), by machine id.
+        pub commands_run: Vec<String>,
+        /// Machines whose checks fail (`wait_for_checks`), besides `checks_fail`.
+        pub failing: Vec<String>,
+        /// Traffic switches, in order: (green, blue).
+        pub switches: Vec<(Vec<String>, Vec<String>)>,
     }
 
     #[derive(Default)]
@@ -740,6 +810,7 @@ pub(crate) mod memory {
                     MachineState::Started
                 };
                 m.created_at = format!("2026-02-01T00:00:00.{:04}Z", s.next_id);
+                m.cordoned = req.skip_service_registration;
                 s.machines.insert(id, m.clone());
                 Ok(m)
             })
@@ -815,7 +886,63 @@ pub(crate) mod memory {
             Ok(())
         }
 
+        async fn recorded(&self) -> Result<Vec<DeployEvent>, TargetError> {
+            Ok(self.state.lock().unwrap().events.clone())
+        }
+
+        /// The command `ok` exits 0, `fail` exits 1 (printing `boom`), anything else cannot
+        /// start.
+        async fn run_to_exit(&self, id: &str, _t: Duration) -> Result<CommandExit, TargetError> {
+            let mut s = self.state.lock().unwrap();
+            if s.kill_at.is_some_and(|k| s.ops >= k) {
+                return Err(TargetError::Other("agent killed".into()));
+            }
+            let m = s
+                .machines
+                .get_mut(id)
+                .ok_or_else(|| TargetError::NotFound(id.into()))?;
+            m.state = MachineState::Stopped;
+            let cmd = m.config.init.cmd.clone().unwrap_or_default();
+            s.commands_run.push(id.to_string());
+            match cmd.first().map(String::as_str) {
+                Some("ok") => Ok(CommandExit {
+                    exit_code: 0,
+                    last_lines: vec![],
+                }),
+                Some("fail") => Ok(CommandExit {
+                    exit_code: 1,
+                    last_lines: vec!["boom".into()],
+                }),
+                other => Err(TargetError::Other(format!(
+                    "machine {id} failed to start: no such command {other:?}"
+                ))),
+            }
+        }
+
+        async fn switch_traffic(
+            &self,
+            green: &[String],
+            blue: &[String],
+        ) -> Result<(), TargetError> {
+            self.op(|s| {
+                for (ids, cordoned) in [(green, false), (blue, true)] {
+                    for id in ids {
+                        if let Some(m) = s.machines.get_mut(id) {
+                            m.cordoned = cordoned;
+                        }
+                    }
+                }
+                s.switches.push((green.to_vec(), blue.to_vec()));
+                Ok(())
+            })
+        }
+
         async fn wait_for_checks(&self, id: &str, _t: Duration) -> Result<(), TargetError> {
+            if self.state.lock().unwrap().failing.iter().any(|f| f == id) {
+                return Err(TargetError::Timeout(format!(
+                    "machine {id}: check 'http' is critical"
+                )));
+            }
             if self.state.lock().unwrap().checks_fail {
                 return Err(TargetError::Timeout(format!(
                     "machine {id}: check 'http' is critical"
@@ -825,7 +952,12 @@ pub(crate) mod memory {
         }
 
         async fn record(&self, event: DeployEvent) -> Result<(), TargetError> {
-            self.state.lock().unwrap().events.push(event);
+            let mut s = self.state.lock().unwrap();
+            // A killed agent records nothing more.
+            if s.kill_at.is_some_and(|k| s.ops >= k) {
+                return Err(TargetError::Other("agent killed".into()));
+            }
+            s.events.push(event);
             Ok(())
         }
     }
@@ -1265,6 +1397,301 @@ mod tests {
             .events
             .iter()
             .any(|e| matches!(e, DeployEvent::Waiting { .. })));
+    }
+
+    fn with_command(mut s: ReleaseSpec, cmd: &str) -> ReleaseSpec {
+        s.deploy.release_command = Some(Box::new(crate::spec::ReleaseCommand {
+            command: vec![cmd.to_string()],
+            timeout: aloft_api::GoDuration::from_secs(300),
+            guest: None,
+        }));
+        s
+    }
+
+    fn blue_green_spec() -> ReleaseSpec {
+        let mut s = spec(&[("web", true)]);
+        s.deploy.strategy = Strategy::Bluegreen;
+        let web = s.groups.get_mut("web").unwrap();
+        web.services[0]
+            .checks
+            .push(aloft_api::MachineCheck::default());
+        s
+    }
+
+    #[test]
+    fn blue_green_needs_checks_and_neither_it_nor_canary_takes_volumes() {
+        let mut s = spec(&[("web", true)]);
+        s.deploy.strategy = Strategy::Bluegreen;
+        let err = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap_err();
+        assert!(err.to_string().contains("needs health checks"), "{err}");
+        let mut s = blue_green_spec();
+        s.groups
+            .get_mut("web")
+            .unwrap()
+            .mounts
+            .push(Default::default());
+        for strategy in [Strategy::Bluegreen, Strategy::Canary] {
+            s.deploy.strategy = strategy;
+            let err = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap_err();
+            assert!(
+                err.to_string().contains("cannot be used with volumes"),
+                "{err}"
+            );
+        }
+    }
+
+    fn three_web() -> Vec<Machine> {
+        (0..3)
+            .map(|i| machine(&format!("w{i}"), "web", MachineState::Started, "gru"))
+            .collect()
+    }
+
+    #[test]
+    fn a_release_command_runs_once_before_any_machine_changes() {
+        let s = with_command(spec(&[("web", true)]), "ok");
+        let ms = three_web();
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let t = MemTarget::with(ms);
+        block(run_release(&t, &r, false)).unwrap();
+        let st = t.state.lock().unwrap();
+        assert_eq!(st.commands_run.len(), 1);
+        let first_update = st
+            .events
+            .iter()
+            .position(|e| matches!(e, DeployEvent::Updating { .. }))
+            .unwrap();
+        let finished = st
+            .events
+            .iter()
+            .position(|e| matches!(e, DeployEvent::ReleaseCommandFinished { .. }))
+            .unwrap();
+        assert!(finished < first_update, "{:?}", st.events);
+        assert!(
+            !st.machines.contains_key(&st.commands_run[0]),
+            "its machine is destroyed"
+        );
+        let cmd = &st.commands_run[0];
+        assert!(st
+            .events
+            .iter()
+            .any(|e| matches!(e, DeployEvent::ReleaseCommandStarted { id, .. } if id == cmd)));
+        drop(st);
+        // Resumed after its outcome was recorded: not run again.
+        block(run_release(&t, &r, true)).unwrap();
+        assert_eq!(t.state.lock().unwrap().commands_run.len(), 1);
+    }
+
+    #[test]
+    fn a_failing_release_command_changes_no_machine() {
+        for cmd in ["fail", "missing"] {
+            let s = with_command(spec(&[("web", true)]), cmd);
+            let ms = three_web();
+            let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+            let r = release(s, plan.frozen, 2);
+            let t = MemTarget::with(ms.clone());
+            let err = block(run_release(&t, &r, false)).unwrap_err().to_string();
+            assert!(err.contains("release command failed"), "{err}");
+            if cmd == "fail" {
+                assert!(err.contains("exit code 1") && err.contains("boom"), "{err}");
+            } else {
+                assert!(err.contains("no such command"), "{err}");
+            }
+            assert_eq!(
+                t.machines(),
+                ms,
+                "{cmd}: machines untouched, its machine destroyed"
+            );
+            // A resumed run reads the recorded outcome: fails again without running it.
+            let runs = t.state.lock().unwrap().commands_run.len();
+            assert!(block(run_release(&t, &r, true)).is_err());
+            assert_eq!(t.state.lock().unwrap().commands_run.len(), runs);
+        }
+    }
+
+    #[test]
+    fn an_interrupted_release_command_runs_again_with_its_leftover_destroyed() {
+        let s = with_command(spec(&[("web", true)]), "ok");
+        let ms = three_web();
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let t = MemTarget::with(ms);
+        // Killed once its machine exists, before the command ended.
+        t.state.lock().unwrap().kill_at = Some(1);
+        assert!(block(run_release(&t, &r, false)).is_err());
+        assert_eq!(
+            t.machines().len(),
+            4,
+            "the leftover release command machine"
+        );
+        t.state.lock().unwrap().kill_at = None;
+        block(run_release(&t, &r, true)).unwrap();
+        let st = t.state.lock().unwrap();
+        assert_eq!(st.commands_run.len(), 1, "run once to its end");
+        let outcomes = st
+            .events
+            .iter()
+            .filter(|e| matches!(e, DeployEvent::ReleaseCommandFinished { .. }))
+            .count();
+        assert_eq!(outcomes, 1);
+        assert_eq!(st.machines.len(), 3);
+    }
+
+    #[test]
+    fn a_failing_canary_creates_one_machine_per_group_and_updates_none() {
+        let mut s = spec(&[("web", true), ("worker", false)]);
+        s.deploy.strategy = Strategy::Canary;
+        let mut ms = three_web();
+        ms.insert(0, machine("k0", "worker", MachineState::Started, "gru"));
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s.clone(), plan.frozen.clone(), 2);
+        let t = MemTarget::with(ms.clone());
+        t.state.lock().unwrap().checks_fail = true;
+        let err = block(run_release(&t, &r, false)).unwrap_err().to_string();
+        assert!(err.contains("canary"), "{err}");
+        assert_eq!(
+            t.machines(),
+            ms,
+            "old machines untouched, canaries destroyed"
+        );
+        let st = t.state.lock().unwrap();
+        let created: Vec<&str> = st
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                DeployEvent::CanaryCreated { group, .. } => Some(group.as_str()),
+                DeployEvent::Created { .. } => Some("?"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created, ["web", "worker"]);
+        drop(st);
+        // Healthy canaries: then the groups roll.
+        let t = MemTarget::with(ms);
+        block(run_release(&t, &release(s, plan.frozen, 2), false)).unwrap();
+        assert_eq!(summary(&t.machines())["web"], (3, 3));
+        let st = t.state.lock().unwrap();
+        let first_update = st
+            .events
+            .iter()
+            .position(|e| matches!(e, DeployEvent::Updating { .. }))
+            .unwrap();
+        let healthy = st
+            .events
+            .iter()
+            .filter(|e| matches!(e, DeployEvent::CanaryHealthy { .. }))
+            .count();
+        assert_eq!(healthy, 2);
+        assert!(
+            st.events[..first_update]
+                .iter()
+                .filter(|e| matches!(e, DeployEvent::CanaryDestroyed { .. }))
+                .count()
+                == 2
+        );
+    }
+
+    #[test]
+    fn blue_green_switches_once_and_destroys_blue() {
+        let s = blue_green_spec();
+        let ms = three_web();
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let t = MemTarget::with(ms.clone());
+        block(run_release(&t, &r, false)).unwrap();
+        let end = t.machines();
+        assert_eq!(summary(&end)["web"], (3, 3));
+        assert!(end.iter().all(|m| !m.id.starts_with('w') && !m.cordoned));
+        let st = t.state.lock().unwrap();
+        assert_eq!(st.switches.len(), 1);
+        assert_eq!(st.switches[0].1, ["w0", "w1", "w2"]);
+        let order: String = st
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                DeployEvent::GreenCreated { .. } => Some('g'),
+                DeployEvent::GreensHealthy { .. } => Some('h'),
+                DeployEvent::TrafficSwitched { .. } => Some('s'),
+                DeployEvent::BlueDestroyed { .. } => Some('d'),
+                DeployEvent::Updating { .. } => Some('u'),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(order, "ggghsddd");
+    }
+
+    #[test]
+    fn a_failing_green_leaves_blue_serving_and_green_destroyed() {
+        let s = blue_green_spec();
+        let ms = three_web();
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let t = MemTarget::with(ms.clone());
+        t.state.lock().unwrap().failing = vec!["n0002".into()];
+        let err = block(run_release(&t, &r, false)).unwrap_err().to_string();
+        assert!(err.contains("blue ones keep serving"), "{err}");
+        assert_eq!(
+            t.machines(),
+            ms,
+            "blue untouched and serving, greens destroyed"
+        );
+        let st = t.state.lock().unwrap();
+        assert!(st.switches.iter().all(|(_, blue)| blue.is_empty()));
+        let destroyed = st
+            .events
+            .iter()
+            .filter(|e| matches!(e, DeployEvent::GreenDestroyed { .. }))
+            .count();
+        assert_eq!(destroyed, 3);
+    }
+
+    /// Greens a superseded blue-green release left cordoned are destroyed by the next deploy.
+    #[test]
+    fn stale_greens_of_another_release_are_destroyed() {
+        let s = spec(&[("web", true)]);
+        let mut ms = three_web();
+        let mut stale = machine("g0", "web", MachineState::Started, "gru");
+        stale.cordoned = true;
+        stale
+            .config
+            .metadata
+            .insert(aloft_api::metadata::GREEN_FOR.into(), "w0".into());
+        ms.push(stale);
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let t = MemTarget::with(ms);
+        block(run_release(&t, &r, false)).unwrap();
+        let end = t.machines();
+        assert_eq!(summary(&end)["web"], (3, 3));
+        assert!(end.iter().all(|m| m.id != "g0"));
+    }
+
+    /// Killed at any operation of a blue-green deploy, with or without it taking effect, then
+    /// resumed: the greens replace the blues, each blue gets one green, no blue stays.
+    #[test]
+    fn an_interrupted_blue_green_deploy_resumes_to_the_greens() {
+        let s = blue_green_spec();
+        let ms = three_web();
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let total = 3 + 1 + 3;
+        for kill_at in 0..total {
+            for commit in [false, true] {
+                let what = format!("killed at {kill_at}, commit {commit}");
+                let t = MemTarget::with(ms.clone());
+                {
+                    let mut st = t.state.lock().unwrap();
+                    st.kill_at = Some(kill_at);
+                    st.commit_before_kill = commit;
+                }
+                assert!(block(run_release(&t, &r, false)).is_err(), "{what}");
+                t.state.lock().unwrap().kill_at = None;
+                block(run_release(&t, &r, true)).unwrap();
+                let end = t.machines();
+                assert_eq!(summary(&end)["web"], (3, 3), "{what}");
+                assert!(end.iter().all(|m| !m.cordoned), "{what}");
+            }
+        }
     }
 
     #[test]

@@ -55,6 +55,63 @@ pub enum DeployEvent {
         id: String,
         group: String,
     },
+    /// The release command's temporary machine was created and started.
+    ReleaseCommandStarted {
+        id: String,
+        command: String,
+    },
+    /// One line the release command wrote (stdout or stderr).
+    ReleaseCommandOutput {
+        line: String,
+    },
+    /// The release command's outcome (recorded once per release): its exit code, or why it has
+    /// none (could not start, timed out); its machine is destroyed by then.
+    ReleaseCommandFinished {
+        id: String,
+        exit_code: Option<i64>,
+        error: Option<String>,
+    },
+    /// A canary machine of the new release was created for a group (strategy `canary`).
+    CanaryCreated {
+        id: String,
+        group: String,
+    },
+    /// The group's canary started and passed its checks: the group can be rolled.
+    CanaryHealthy {
+        id: String,
+        group: String,
+    },
+    /// A canary machine was destroyed (after it was healthy, or after it failed).
+    CanaryDestroyed {
+        id: String,
+        group: String,
+    },
+    /// A green machine was created next to the blue machine `blue` (strategy `bluegreen`); it
+    /// gets no traffic until the switch.
+    GreenCreated {
+        id: String,
+        group: String,
+        blue: String,
+    },
+    /// Every green machine started and passed its checks.
+    GreensHealthy {
+        count: usize,
+    },
+    /// Traffic moved from the blue machines to the green ones in one step.
+    TrafficSwitched {
+        green: usize,
+        blue: usize,
+    },
+    /// A blue machine was destroyed after the switch.
+    BlueDestroyed {
+        id: String,
+        group: String,
+    },
+    /// A green machine was destroyed because the deploy failed before the switch.
+    GreenDestroyed {
+        id: String,
+        group: String,
+    },
     /// The release reached a terminal status.
     Finished {
         status: ReleaseStatus,
@@ -63,6 +120,19 @@ pub enum DeployEvent {
 }
 
 impl DeployEvent {
+    /// The phase of a release this event starts, if it starts one: what `aloft releases`
+    /// shows a release doing (or where it ended).
+    pub fn phase(&self) -> Option<&'static str> {
+        match self {
+            DeployEvent::ReleaseCommandStarted { .. } => Some("release_command"),
+            DeployEvent::CanaryCreated { .. } => Some("canary"),
+            DeployEvent::Planned { .. } => Some("machines"),
+            DeployEvent::GreenCreated { .. } => Some("green"),
+            DeployEvent::TrafficSwitched { .. } => Some("switched"),
+            _ => None,
+        }
+    }
+
     /// A one-line human description, as the CLI prints it.
     pub fn describe(&self) -> String {
         match self {
@@ -110,6 +180,49 @@ impl DeployEvent {
                 format!("Waiting for {id} [{group}] to start and pass its checks")
             }
             DeployEvent::Healthy { id, group } => format!("Machine {id} [{group}] is healthy"),
+            DeployEvent::ReleaseCommandStarted { id, command } => {
+                format!("Running release command `{command}` in machine {id}")
+            }
+            DeployEvent::ReleaseCommandOutput { line } => format!("release_command | {line}"),
+            DeployEvent::ReleaseCommandFinished {
+                id,
+                exit_code: Some(0),
+                ..
+            } => format!("Release command succeeded; machine {id} destroyed"),
+            DeployEvent::ReleaseCommandFinished {
+                id,
+                exit_code,
+                error,
+            } => {
+                let why = match (exit_code, error) {
+                    (Some(code), _) => format!("exit code {code}"),
+                    (None, Some(e)) => e.clone(),
+                    (None, None) => "no exit code".into(),
+                };
+                format!("Release command failed ({why}); machine {id} destroyed")
+            }
+            DeployEvent::CanaryCreated { id, group } => {
+                format!("Created canary {id} [{group}]")
+            }
+            DeployEvent::CanaryHealthy { id, group } => {
+                format!("Canary {id} [{group}] is healthy")
+            }
+            DeployEvent::CanaryDestroyed { id, group } => {
+                format!("Destroyed canary {id} [{group}]")
+            }
+            DeployEvent::GreenCreated { id, group, blue } => {
+                format!("Created green {id} [{group}] for blue {blue}")
+            }
+            DeployEvent::GreensHealthy { count } => {
+                format!("All {count} green machines are healthy")
+            }
+            DeployEvent::TrafficSwitched { green, blue } => {
+                format!("Traffic switched from {blue} blue to {green} green machines")
+            }
+            DeployEvent::BlueDestroyed { id, group } => format!("Destroyed blue {id} [{group}]"),
+            DeployEvent::GreenDestroyed { id, group } => {
+                format!("Destroyed green {id} [{group}]")
+            }
             DeployEvent::Finished {
                 status,
                 error: None,

@@ -13,13 +13,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use aloft_api::metadata::{
-    LEGACY_PROCESS_GROUP, PLATFORM_VERSION, PLATFORM_VERSION_V2, PROCESS_GROUP, RELEASE_ID,
+    CANARY, LEGACY_PROCESS_GROUP, PLATFORM_VERSION, PLATFORM_VERSION_V2, PROCESS_GROUP, RELEASE_ID,
     RELEASE_VERSION, RESERVED_GROUPS,
 };
 use aloft_api::{Guest, Machine, MachineConfig, MachineState};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{FrozenPlan, PlannedDestroy, Release, ReleaseMeta, ReleaseSpec};
+use crate::spec::{FrozenPlan, PlannedDestroy, Release, ReleaseMeta, ReleaseSpec, Strategy};
 
 /// Why a deploy cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +28,13 @@ pub enum PlanError {
     UnknownGroup { group: String, known: Vec<String> },
     #[error("the config defines no process group")]
     NoGroups,
+    #[error("the {strategy} strategy cannot be used with volumes: group {group:?} has [[mounts]]; use \"rolling\" (the default) or \"immediate\"")]
+    StrategyWithMounts {
+        strategy: &'static str,
+        group: String,
+    },
+    #[error("the bluegreen strategy needs health checks to know when the green machines are ready, and no deployed group has any; add checks (e.g. [[http_service.checks]]) or use \"rolling\"")]
+    BlueGreenWithoutChecks,
 }
 
 /// Formats group names the way flyctl does in errors: `['a', 'b']`.
@@ -37,10 +44,11 @@ pub fn fmt_groups(groups: &[String]) -> String {
 }
 
 /// Whether deploy/scale/status manage this machine (`fly_platform_version = v2`, §2.2) and it
-/// is not a platform machine (release command, console).
+/// is not a platform machine (release command, console) nor a temporary canary.
 pub fn is_managed(m: &Machine) -> bool {
     m.config.metadata.get(PLATFORM_VERSION).map(String::as_str) == Some(PLATFORM_VERSION_V2)
         && !RESERVED_GROUPS.contains(&m.process_group())
+        && !m.config.metadata.contains_key(CANARY)
         && m.state.is_active()
 }
 
@@ -197,6 +205,7 @@ pub fn plan_deploy_restoring(
         }
         _ => known.iter().cloned().collect(),
     };
+    check_strategy(spec, &scope)?;
     let filtered = process_groups.is_some_and(|f| !f.is_empty());
     let mut managed: Vec<&Machine> = machines.iter().filter(|m| is_managed(m)).collect();
     managed.sort_by(|a, b| a.id.cmp(&b.id));
@@ -340,6 +349,33 @@ fn surplus_machines<'m>(
     doomed
 }
 
+/// What the strategy needs of the deployed groups (flyctl's rules): `canary` and `bluegreen`
+/// create extra machines of a group, which a volume cannot follow; `bluegreen` switches traffic
+/// only once the greens pass their checks, so some group must have checks.
+fn check_strategy(spec: &ReleaseSpec, scope: &BTreeSet<String>) -> Result<(), PlanError> {
+    let strategy = spec.deploy.strategy;
+    if !matches!(strategy, Strategy::Canary | Strategy::Bluegreen) {
+        return Ok(());
+    }
+    let groups = || {
+        spec.groups
+            .iter()
+            .filter(|(g, _)| scope.contains(g.as_str()))
+    };
+    if let Some((group, _)) = groups().find(|(_, c)| !c.mounts.is_empty()) {
+        return Err(PlanError::StrategyWithMounts {
+            strategy: strategy.as_str(),
+            group: group.clone(),
+        });
+    }
+    let has_checks =
+        |c: &MachineConfig| !c.checks.is_empty() || c.services.iter().any(|s| !s.checks.is_empty());
+    if strategy == Strategy::Bluegreen && !groups().any(|(_, c)| has_checks(c)) {
+        return Err(PlanError::BlueGreenWithoutChecks);
+    }
+    Ok(())
+}
+
 /// Machines deploy creates for a group that has none and no remembered count (§3.3 step 6).
 pub fn new_group_count(spec: &ReleaseSpec, group: &str) -> u32 {
     let has_services = spec
@@ -481,6 +517,8 @@ pub struct CreateWork {
 pub struct UpdateWork {
     pub id: String,
     pub group: String,
+    /// The machine's region (a blue-green deploy puts its green there).
+    pub region: String,
     /// `instance_id` seen when planning, sent as `current_version`.
     pub current_version: String,
     pub config: MachineConfig,
@@ -538,6 +576,7 @@ pub fn converge(release: &Release, machines: &[Machine]) -> Work {
         update.push(UpdateWork {
             id: m.id.clone(),
             group: group.to_string(),
+            region: m.region.clone(),
             current_version: m.instance_id.clone(),
             config,
             skip_launch,
@@ -649,6 +688,7 @@ pub(crate) mod tests {
             group_counts: BTreeMap::new(),
             rollback_of: None,
             created_by: None,
+            phase: None,
         }
     }
 

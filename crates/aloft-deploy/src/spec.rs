@@ -63,6 +63,31 @@ pub struct DeployOptions {
     /// checks; see `engine::SMOKE_WINDOW`).
     #[serde(default = "default_true")]
     pub smoke_checks: bool,
+    /// `[deploy] release_command`: run once, before any machine changes (`None`: no command, or
+    /// `--skip-release-command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Boxed: the guest it may carry is large, and most deploys have none.
+    pub release_command: Option<Box<ReleaseCommand>>,
+}
+
+/// A release command (flyctl-behaviour §3.6): its argv, run in a temporary machine of the new
+/// release (image, the default group's env and files, `RELEASE_COMMAND=1`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseCommand {
+    /// The command, split into words (`release_command` shell-split).
+    pub command: Vec<String>,
+    /// How long it may run (`release_command_timeout`, default 5 m; `none` = a day).
+    #[serde(default = "default_release_command_timeout")]
+    pub timeout: GoDuration,
+    /// `release_command_vm`; else the largest guest of the default group's machines, else
+    /// `shared-cpu-2x` (as flyctl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<aloft_api::Guest>,
+}
+
+/// The release command's default time limit (flyctl's).
+pub fn default_release_command_timeout() -> GoDuration {
+    GoDuration::from_secs(300)
 }
 
 fn default_max_unavailable() -> f64 {
@@ -88,6 +113,7 @@ impl Default for DeployOptions {
             update_only: false,
             max_concurrent: default_max_concurrent(),
             smoke_checks: true,
+            release_command: None,
         }
     }
 }
@@ -110,8 +136,8 @@ impl DeployOptions {
     }
 }
 
-/// Deploy strategies Aloft carries out. `canary` and `bluegreen` are accepted from fly.toml and
-/// run as `rolling` (documented divergence).
+/// Deploy strategies (flyctl-behaviour §3.3–§3.5); each runs as itself, none stands in for
+/// another.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
@@ -120,16 +146,49 @@ pub enum Strategy {
     Rolling,
     /// Everything at once, no waiting.
     Immediate,
+    /// Per group, one temporary machine of the new release first, started and healthy (then
+    /// destroyed), before the group is rolled; a failing canary changes no machine.
+    Canary,
+    /// A green machine next to each blue one, all healthy before traffic moves to them in one
+    /// step; then the blue ones are destroyed. A failure destroys the greens, blue keeps serving.
+    Bluegreen,
 }
 
+/// A strategy name that does not exist.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown deploy strategy {0:?}: use one of rolling, immediate, canary, bluegreen")]
+pub struct UnknownStrategy(pub String);
+
 impl Strategy {
-    /// Reads a fly.toml / `--strategy` value.
-    pub fn parse(s: &str) -> Option<Strategy> {
-        match s.to_ascii_lowercase().as_str() {
-            "rolling" | "canary" | "bluegreen" => Some(Strategy::Rolling),
-            "immediate" => Some(Strategy::Immediate),
-            _ => None,
-        }
+    /// Every strategy, by its fly.toml / `--strategy` name.
+    pub const ALL: [(&'static str, Strategy); 4] = [
+        ("rolling", Strategy::Rolling),
+        ("immediate", Strategy::Immediate),
+        ("canary", Strategy::Canary),
+        ("bluegreen", Strategy::Bluegreen),
+    ];
+
+    /// Reads a fly.toml / `--strategy` value (any case).
+    pub fn parse(s: &str) -> Result<Strategy, UnknownStrategy> {
+        let lower = s.to_ascii_lowercase();
+        Strategy::ALL
+            .iter()
+            .find(|(name, _)| *name == lower)
+            .map(|(_, st)| *st)
+            .ok_or_else(|| UnknownStrategy(s.to_string()))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Strategy::ALL
+            .iter()
+            .find(|(_, st)| *st == self)
+            .map(|(name, _)| *name)
+            .unwrap_or("rolling")
+    }
+
+    /// Whether machines are waited on (started, smoke check, health checks).
+    pub fn waits(self) -> bool {
+        self != Strategy::Immediate
     }
 }
 
@@ -228,6 +287,11 @@ pub struct Release {
     /// releases, never the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleWork>,
+    /// The phase the release is in, or was in when it ended (see
+    /// [`crate::events::DeployEvent::phase`]): `release_command`, `canary`, `machines`,
+    /// `green`, `switched`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
 }
 
 /// The frozen work of a `scale count` or `scale vm|memory` run by the agent (see
@@ -347,10 +411,19 @@ mod tests {
 
     #[test]
     fn strategies_parse() {
-        assert_eq!(Strategy::parse("ROLLING"), Some(Strategy::Rolling));
-        assert_eq!(Strategy::parse("immediate"), Some(Strategy::Immediate));
-        assert_eq!(Strategy::parse("canary"), Some(Strategy::Rolling));
-        assert_eq!(Strategy::parse("yolo"), None);
+        assert_eq!(Strategy::parse("ROLLING"), Ok(Strategy::Rolling));
+        assert_eq!(Strategy::parse("immediate"), Ok(Strategy::Immediate));
+        assert_eq!(Strategy::parse("canary"), Ok(Strategy::Canary));
+        assert_eq!(Strategy::parse("BlueGreen"), Ok(Strategy::Bluegreen));
+        for (name, st) in Strategy::ALL {
+            assert_eq!(st.as_str(), name);
+        }
+        let err = Strategy::parse("yolo").unwrap_err().to_string();
+        assert!(err.contains("\"yolo\""), "{err}");
+        assert!(
+            err.contains("rolling, immediate, canary, bluegreen"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct StoredRelease {
     pub rollback_of: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
 }
 
 /// A release's status as stored; the same words are in the `releases.status` column, where the
@@ -116,6 +118,7 @@ impl From<&Release> for StoredRelease {
             group_counts: r.group_counts.clone(),
             rollback_of: r.rollback_of,
             created_by: r.created_by.clone(),
+            phase: r.phase.clone(),
         }
     }
 }
@@ -138,6 +141,7 @@ impl From<StoredRelease> for Release {
             group_counts: s.group_counts,
             rollback_of: s.rollback_of,
             created_by: s.created_by,
+            phase: s.phase,
         }
     }
 }
@@ -186,6 +190,7 @@ mod tests {
             rollback_of: None,
             created_by: None,
             error: Some("machine m3 crashed".into()),
+            phase: None,
             scale: Some(ScaleWork {
                 summary: "web=3".into(),
                 create: vec![SlotCreate {

@@ -594,7 +594,7 @@ pub struct DeployArgs {
     /// Answer yes to prompts (destroying machines of removed groups).
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// rolling or immediate (canary and bluegreen run as rolling) [default: fly.toml, else rolling].
+    /// rolling, immediate, canary or bluegreen [default: fly.toml, else rolling].
     #[arg(long)]
     pub strategy: Option<String>,
     /// Machines of a group updated at once: a count (≥ 1) or a fraction (0, 1) [default: 0.33].
@@ -619,6 +619,13 @@ pub struct DeployArgs {
     /// Region of new machines [default: primary_region].
     #[arg(long)]
     pub primary_region: Option<String>,
+    /// Do not run [deploy] release_command.
+    #[arg(long)]
+    pub skip_release_command: bool,
+    /// How long the release command may run, e.g. 5m, 90 (seconds) or none [default: fly.toml,
+    /// else 5m].
+    #[arg(long)]
+    pub release_command_timeout: Option<String>,
     /// Start the release and return without following it.
     #[arg(long)]
     pub detach: bool,

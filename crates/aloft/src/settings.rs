@@ -435,6 +435,10 @@ pub struct DeployFlags {
     pub ha: bool,
     pub smoke_checks: bool,
     pub primary_region: Option<String>,
+    /// `--skip-release-command`.
+    pub skip_release_command: bool,
+    /// `--release-command-timeout` (a Go duration, bare seconds or `none`).
+    pub release_command_timeout: Option<String>,
 }
 
 /// The deploy options and primary region: each flag, then fly.toml, then the default
@@ -446,15 +450,33 @@ pub fn deploy_options(
     let deploy = config.deploy.clone().unwrap_or_default();
     let strategy = match flags.strategy.as_deref().or(deploy.strategy.as_deref()) {
         None => Strategy::Rolling,
-        Some(s) => Strategy::parse(s).ok_or_else(|| {
-            anyhow!("invalid strategy {s:?}: use rolling, immediate, canary or bluegreen")
-        })?,
+        Some(s) => Strategy::parse(s)?,
+    };
+    let release_command = match config.release_command_argv() {
+        Some(command) if !flags.skip_release_command => {
+            let timeout = match &flags.release_command_timeout {
+                Some(t) => parse_duration_flag(t, "--release-command-timeout")?,
+                None => deploy
+                    .release_command_timeout
+                    .unwrap_or_else(aloft_deploy::spec::default_release_command_timeout),
+            };
+            let guest = config
+                .release_command_guest()
+                .map_err(|e| anyhow!("[deploy.release_command_vm]: {e}"))?;
+            Some(Box::new(aloft_deploy::spec::ReleaseCommand {
+                command,
+                timeout,
+                guest,
+            }))
+        }
+        _ => None,
     };
     let mut options = DeployOptions {
         strategy,
         update_only: flags.update_only,
         ha: flags.ha,
         smoke_checks: flags.smoke_checks,
+        release_command,
         ..DeployOptions::default()
     };
     if let Some(m) = flags.max_unavailable.or(deploy.max_unavailable) {
@@ -464,7 +486,7 @@ pub fn deploy_options(
         options.max_unavailable = m;
     }
     if let Some(w) = &flags.wait_timeout {
-        options.wait_timeout = parse_wait_timeout(w)?;
+        options.wait_timeout = parse_duration_flag(w, "--wait-timeout")?;
     } else if let Some(w) = deploy.wait_timeout {
         options.wait_timeout = w;
     }
@@ -479,8 +501,9 @@ pub fn deploy_options(
     Ok((options, primary_region))
 }
 
-/// `--wait-timeout`: a Go duration (`5m`), bare seconds, or `none` (a day).
-fn parse_wait_timeout(s: &str) -> anyhow::Result<aloft_api::GoDuration> {
+/// `--wait-timeout`, `--release-command-timeout`: a Go duration (`5m`), bare seconds, or `none`
+/// (a day).
+fn parse_duration_flag(s: &str, flag: &str) -> anyhow::Result<aloft_api::GoDuration> {
     if s.eq_ignore_ascii_case("none") {
         return Ok(aloft_api::GoDuration::from_secs(86_400));
     }
@@ -489,7 +512,7 @@ fn parse_wait_timeout(s: &str) -> anyhow::Result<aloft_api::GoDuration> {
     }
     aloft_api::duration::parse_go_duration(s)
         .map(aloft_api::GoDuration)
-        .map_err(|e| anyhow!("--wait-timeout: {e}"))
+        .map_err(|e| anyhow!("{flag}: {e}"))
 }
 
 /// Everything a deploy needs, resolved from flags, environment and fly.toml.
@@ -623,6 +646,8 @@ impl DeploySettings {
             ha: args.ha,
             smoke_checks: args.smoke_checks,
             primary_region: args.primary_region,
+            skip_release_command: args.skip_release_command,
+            release_command_timeout: args.release_command_timeout,
         };
         let (options, primary_region) = deploy_options(&flags, &loaded.config)?;
         let build = BuildSettings::resolve(
@@ -929,6 +954,40 @@ mod tests {
     }
 
     #[test]
+    fn release_command_from_fly_toml_with_flag_overrides() {
+        let c = config(
+            "app = \"a\"\n[deploy]\nrelease_command = \"bin/migrate --all 'a b'\"\nrelease_command_timeout = \"90s\"\n[deploy.release_command_vm]\nsize = \"shared-cpu-4x\"\n",
+        );
+        let (o, _) = deploy_options(&DeployFlags::default(), &c).unwrap();
+        let rc = o.release_command.unwrap();
+        assert_eq!(rc.command, ["bin/migrate", "--all", "a b"]);
+        assert_eq!(rc.timeout.as_duration().as_secs(), 90);
+        assert_eq!(rc.guest.unwrap().cpus, 4);
+        let flags = DeployFlags {
+            release_command_timeout: Some("none".into()),
+            ..DeployFlags::default()
+        };
+        let (o, _) = deploy_options(&flags, &c).unwrap();
+        assert_eq!(
+            o.release_command.unwrap().timeout.as_duration().as_secs(),
+            86_400
+        );
+        let flags = DeployFlags {
+            skip_release_command: true,
+            ..DeployFlags::default()
+        };
+        assert_eq!(deploy_options(&flags, &c).unwrap().0.release_command, None);
+        let (o, _) = deploy_options(&DeployFlags::default(), &config("app = \"a\"\n")).unwrap();
+        assert_eq!(o.release_command, None);
+        let flags = DeployFlags {
+            release_command_timeout: Some("soon".into()),
+            ..DeployFlags::default()
+        };
+        let err = deploy_options(&flags, &c).unwrap_err().to_string();
+        assert!(err.contains("--release-command-timeout"), "{err}");
+    }
+
+    #[test]
     fn bad_deploy_flags_are_refused_with_what_to_use() {
         let c = config("app = \"a\"\n");
         let refuse = |flags: DeployFlags| deploy_options(&flags, &c).unwrap_err().to_string();
@@ -936,7 +995,7 @@ mod tests {
             strategy: Some("sideways".into()),
             ..DeployFlags::default()
         })
-        .contains("use rolling, immediate"));
+        .contains("use one of rolling, immediate, canary, bluegreen"));
         assert!(refuse(DeployFlags {
             max_unavailable: Some(0.0),
             ..DeployFlags::default()
@@ -951,11 +1010,16 @@ mod tests {
 
     #[test]
     fn wait_timeout_forms() {
-        let secs = |s: &str| parse_wait_timeout(s).unwrap().as_duration().as_secs();
+        let secs = |s: &str| {
+            parse_duration_flag(s, "--wait-timeout")
+                .unwrap()
+                .as_duration()
+                .as_secs()
+        };
         assert_eq!(secs("30"), 30);
         assert_eq!(secs("2m"), 120);
         assert_eq!(secs("none"), 86_400);
-        assert!(parse_wait_timeout("soon").is_err());
+        assert!(parse_duration_flag("soon", "--wait-timeout").is_err());
     }
 
     #[test]
@@ -973,6 +1037,8 @@ mod tests {
             ha: true,
             smoke_checks: true,
             primary_region: None,
+            skip_release_command: false,
+            release_command_timeout: None,
             detach: false,
             build_only: false,
             push: false,

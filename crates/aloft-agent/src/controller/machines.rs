@@ -967,6 +967,72 @@ impl Controller {
         Ok(())
     }
 
+    /// Moves traffic in one step (a blue-green deploy's switch): `uncordon` machines start
+    /// receiving it and `cordon` ones stop, written in one store transaction and published
+    /// together, so the proxy's next table (one debounce window) has both halves of the change.
+    /// Destroyed or unknown machines are skipped.
+    pub async fn switch_cordons(
+        &self,
+        app: &str,
+        uncordon: &[String],
+        cordon: &[String],
+    ) -> DomainResult<()> {
+        let mut ids: Vec<&String> = uncordon.iter().chain(cordon).collect();
+        ids.sort();
+        ids.dedup();
+        // Sorted order: two callers never wait on each other's locks.
+        let mut guards = Vec::with_capacity(ids.len());
+        for id in &ids {
+            guards.push(self.lock(id).await);
+        }
+        let wanted: Vec<(String, bool)> = uncordon
+            .iter()
+            .map(|id| (id.clone(), false))
+            .chain(cordon.iter().map(|id| (id.clone(), true)))
+            .collect();
+        let a = app.to_string();
+        let current = self
+            .db(move |s| {
+                s.read(|tx| {
+                    let mut out = Vec::with_capacity(wanted.len());
+                    for (id, cordoned) in wanted {
+                        if let Some(rec) = tx.machine(&a, &id)? {
+                            out.push((rec, cordoned));
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
+        let now = now_rfc3339();
+        let changed: Vec<MachineRecord> = current
+            .into_iter()
+            .filter(|(rec, cordoned)| {
+                rec.state != MachineState::Destroyed && rec.cordoned != *cordoned
+            })
+            .map(|(mut rec, cordoned)| {
+                rec.cordoned = cordoned;
+                rec.updated_at = now.clone();
+                rec
+            })
+            .collect();
+        let records = changed.clone();
+        self.db(move |s| {
+            s.write(|tx| {
+                for r in &records {
+                    tx.put_machine(r)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        for rec in &changed {
+            self.publish(rec);
+        }
+        drop(guards);
+        Ok(())
+    }
+
     pub async fn metadata(&self, app: &str, id: &str) -> DomainResult<BTreeMap<String, String>> {
         Ok(self.record(app, id).await?.config.metadata)
     }

@@ -12,6 +12,11 @@
 //!
 //! Machines that were `created` with `skip_launch`, `stopped` or `failed` stay as they are.
 //!
+//! A platform one-shot machine (a release command's, group `fly_app_release_command`, or
+//! another of `RESERVED_GROUPS`) is never relaunched nor adopted: its run ended with the agent
+//! (`exit` event, desired state stopped), and whoever started it (a resumed release) decides
+//! whether to run it again, so a command never runs twice unseen.
+//!
 //! Containers are not processes of the agent: their shims outlive it. Before the above, every
 //! container a previous agent left is either **adopted** — its machine is meant to run and had
 //! a process — and supervised again as it is (no event, same pid, its output read on from
@@ -27,6 +32,14 @@ use super::{event, Controller, FLYD};
 use crate::controller::DomainResult;
 
 /// Whether a machine in `state` had a process (or container) when the agent stopped.
+/// Whether the machine is a platform one-shot (release command, console, test machine).
+fn one_shot(rec: &aloft_store::MachineRecord) -> bool {
+    rec.config
+        .metadata
+        .get(aloft_api::metadata::PROCESS_GROUP)
+        .is_some_and(|g| aloft_api::metadata::RESERVED_GROUPS.contains(&g.as_str()))
+}
+
 fn had_process(state: MachineState) -> bool {
     matches!(
         state,
@@ -66,7 +79,7 @@ impl Controller {
         let adoptable: Vec<String> = live
             .iter()
             .filter(|r| had_process(r.state) && r.desired == DesiredState::Started)
-            .filter(|r| r.state != MachineState::Stopping)
+            .filter(|r| r.state != MachineState::Stopping && !one_shot(r))
             .map(|r| r.id.clone())
             .collect();
         for id in left.iter().filter(|id| !adoptable.contains(id)) {
@@ -109,6 +122,10 @@ impl Controller {
                         "reaped": report.reaped.contains(&rec.id)})),
                 ));
             }
+            let kept_down = one_shot(&rec) && rec.desired == DesiredState::Started;
+            if kept_down {
+                rec.desired = DesiredState::Stopped;
+            }
             match (rec.state, rec.desired) {
                 (MachineState::Destroying, _) | (_, DesiredState::Destroyed) => {
                     drop(_guard);
@@ -125,7 +142,7 @@ impl Controller {
                     }
                 }
                 _ => {
-                    if !events.is_empty() {
+                    if !events.is_empty() || kept_down {
                         self.save(rec, events).await?;
                     }
                 }

@@ -478,3 +478,77 @@ async fn reconcile_settles_what_a_killed_agent_left_and_relaunches_started_machi
     let version = ctl.get_machine(APP, &running).await.unwrap().instance_id;
     assert_eq!(launched, vec![launch(&running, &version)]);
 }
+
+/// A blue-green switch: greens uncordoned and blues cordoned in one transaction, published
+/// together; unknown machines skipped.
+#[tokio::test]
+async fn switch_cordons_moves_traffic_in_one_step() {
+    let w = World::new().await;
+    let (blue, green) = (w.started().await, w.started().await);
+    w.ctl.set_cordoned(APP, &green, true, None).await.unwrap();
+    let mut changes = w.ctl.subscribe();
+    w.ctl
+        .switch_cordons(
+            APP,
+            std::slice::from_ref(&green),
+            &[blue.clone(), "gone".into()],
+        )
+        .await
+        .unwrap();
+    let cordoned = |id: &str| {
+        let (ctl, id) = (w.ctl.clone(), id.to_string());
+        async move { ctl.get_machine(APP, &id).await.unwrap().cordoned }
+    };
+    assert!(!cordoned(&green).await && cordoned(&blue).await);
+    let mut published = vec![
+        changes.try_recv().unwrap().machine.id.clone(),
+        changes.try_recv().unwrap().machine.id.clone(),
+    ];
+    published.sort();
+    let mut both = vec![blue.clone(), green.clone()];
+    both.sort();
+    assert_eq!(published, both, "both halves published at once");
+    // Idempotent: a switch again changes nothing and publishes nothing.
+    w.ctl
+        .switch_cordons(
+            APP,
+            std::slice::from_ref(&green),
+            std::slice::from_ref(&blue),
+        )
+        .await
+        .unwrap();
+    assert!(changes.try_recv().is_err());
+}
+
+/// A release command's machine that ran when the agent was killed is not relaunched after the
+/// restart (its release decides whether to run it again): it is stopped, desired stopped.
+#[tokio::test]
+async fn reconcile_never_relaunches_a_release_command_machine() {
+    let w = World::new().await;
+    let mut config = w.config();
+    config.metadata.insert(
+        aloft_api::metadata::PROCESS_GROUP.into(),
+        aloft_api::metadata::RELEASE_COMMAND_GROUP.into(),
+    );
+    let request = CreateMachineRequest {
+        config,
+        ..Default::default()
+    };
+    let id = w
+        .ctl
+        .create_machine(APP, CreateMachine { request })
+        .await
+        .unwrap()
+        .id;
+    wait(&w.ctl, &id, MachineState::Started).await;
+    let (ctl, fake) = w.restarted();
+    fake.set_orphans(&[&id]);
+    let report = ctl.reconcile().await.unwrap();
+    assert!(report.relaunched.is_empty(), "{report:?}");
+    assert_eq!(state_of(&ctl, &id).await, MachineState::Stopped);
+    assert_eq!(desired_of(&ctl, &id).await, DesiredState::Stopped);
+    assert!(!fake
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::Launch { .. })));
+}

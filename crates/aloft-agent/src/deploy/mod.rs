@@ -153,6 +153,7 @@ fn pending_release(app: &str, spec: aloft_deploy::ReleaseSpec) -> Release {
         group_counts: BTreeMap::new(),
         rollback_of: None,
         created_by: None,
+        phase: None,
     }
 }
 
@@ -596,9 +597,18 @@ impl Deployer {
                         DeployEvent::Finished { status, error } => Some((*status, error.clone())),
                         _ => None,
                     };
+                    let new_phase = event
+                        .phase()
+                        .filter(|p| release.phase.as_deref() != Some(*p));
+                    if let Some(phase) = new_phase {
+                        release.phase = Some(phase.to_string());
+                    }
+                    let changed = new_status.is_some() || new_phase.is_some();
                     if let Some((status, error)) = new_status {
                         release.status = status;
                         release.error = error;
+                    }
+                    if changed {
                         release.updated_at = at.clone();
                         tx.put_release(&encode(&release))?;
                     }

@@ -9,18 +9,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_api::{CreateMachineRequest, Machine, MachineState, UpdateMachineRequest};
+use aloft_deploy::engine::{CommandExit, COMMAND_TAIL_LINES};
 use aloft_deploy::{DeployEvent, DeployTarget, ReleaseStatus, TargetError};
 use aloft_store::MachineFilter;
+use futures_util::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
 use super::{Deployer, ReleaseKey};
 
-/// Log lines quoted when a machine crash-loops during a deploy.
-const RECENT_LOG_LINES: usize = 8;
-use crate::controller::actions::{CreateMachine, DeleteMachine, ListMachines, UpdateMachine};
+use crate::controller::actions::{
+    CreateMachine, DeleteMachine, ListMachines, ReadLogs, UpdateMachine,
+};
 use crate::controller::Controller;
 use crate::controller::DomainError;
+
+/// Log lines quoted when a machine crash-loops during a deploy.
+const RECENT_LOG_LINES: usize = 8;
+/// After a blue-green switch, how long the blue machines keep running before they are
+/// destroyed: the proxy's table is rebuilt within its 20 ms debounce, and requests the blue
+/// machines accepted before it finish meanwhile.
+const TRAFFIC_DRAIN: Duration = Duration::from_secs(2);
 
 /// One release being carried out.
 pub struct AgentTarget {
@@ -169,6 +178,38 @@ fn crash_exits(m: &Machine, since: i64) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// How the newest exit ended, as an exit code (a signal `n` as `128 + n`, as shells do).
+fn last_exit_code(m: &Machine) -> Option<i64> {
+    let e = m.events.iter().find(|e| e.kind == "exit")?;
+    let exit: aloft_api::ExitEvent =
+        serde_json::from_value(e.request.as_ref()?.get("exit_event")?.clone()).ok()?;
+    Some(if exit.signal != 0 && exit.exit_code == 0 {
+        128 + i64::from(exit.signal)
+    } else {
+        i64::from(exit.exit_code)
+    })
+}
+
+/// The output of a one-shot machine as the deploy shows it: each line a
+/// `ReleaseCommandOutput` event, the last ones kept for the error message.
+struct Output {
+    seen: usize,
+    tail: std::collections::VecDeque<String>,
+}
+
+impl Output {
+    async fn emit(&mut self, target: &AgentTarget, line: String) -> Result<(), TargetError> {
+        self.seen += 1;
+        if self.tail.len() == COMMAND_TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.clone());
+        target
+            .record(DeployEvent::ReleaseCommandOutput { line })
+            .await
+    }
 }
 
 /// The exit code of the newest exit event, as a sentence.
@@ -358,6 +399,90 @@ impl DeployTarget for AgentTarget {
             }
             other => other,
         }
+    }
+
+    async fn recorded(&self) -> Result<Vec<DeployEvent>, TargetError> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .deployer
+                .events(&self.key.app, self.key.version, after)
+                .await
+                .map_err(target_error)?;
+            let Some(last) = page.last() else {
+                return Ok(all);
+            };
+            after = last.seq;
+            all.extend(page.into_iter().map(|r| r.event));
+        }
+    }
+
+    async fn run_to_exit(&self, id: &str, timeout: Duration) -> Result<CommandExit, TargetError> {
+        let query = aloft_runtime::LogQuery {
+            machine_id: Some(id.to_string()),
+            ..Default::default()
+        };
+        let read = ReadLogs {
+            query: query.clone(),
+            follow: true,
+        };
+        let logs = self
+            .ctl()
+            .logs(self.app(), read)
+            .await
+            .map_err(target_error)?;
+        let mut out = Output {
+            seen: 0,
+            tail: Default::default(),
+        };
+        for line in logs.backlog {
+            out.emit(self, line.message).await?;
+        }
+        let mut live = logs
+            .live
+            .unwrap_or_else(|| Box::pin(futures_util::stream::empty()));
+        let ended = self.wait_for_state(id, MachineState::Stopped, timeout);
+        tokio::pin!(ended);
+        let ended = loop {
+            tokio::select! {
+                r = &mut ended => break r,
+                Some(line) = live.next() => out.emit(self, line.message).await?,
+            }
+        };
+        // Lines captured after the exit was seen (the pipes drain after the process ends).
+        let rest = self.ctl().log_lines(query).await.map_err(target_error)?;
+        for line in rest.into_iter().skip(out.seen) {
+            out.emit(self, line.message).await?;
+        }
+        match ended {
+            Ok(()) => {}
+            Err(TargetError::Timeout(_)) => {
+                return Err(TargetError::Timeout(format!(
+                    "still running after {}s (release_command_timeout)",
+                    timeout.as_secs()
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        let m = self.fetch(id).await?;
+        let exit_code = last_exit_code(&m).ok_or_else(|| {
+            TargetError::Other(format!("machine {id} stopped without an exit event"))
+        })?;
+        Ok(CommandExit {
+            exit_code,
+            last_lines: out.tail.into(),
+        })
+    }
+
+    async fn switch_traffic(&self, green: &[String], blue: &[String]) -> Result<(), TargetError> {
+        self.check_cancel()?;
+        self.ctl()
+            .switch_cordons(self.app(), green, blue)
+            .await
+            .map_err(target_error)?;
+        tokio::time::sleep(TRAFFIC_DRAIN).await;
+        Ok(())
     }
 
     async fn record(&self, event: DeployEvent) -> Result<(), TargetError> {

@@ -457,6 +457,10 @@ fn mount_rules() {
         "[[mounts]]\nsource = 'd'\ndestination = '/d'\n[deploy]\nstrategy = 'canary'\n",
         &[(5, "canary")],
     );
+    errors(
+        "[[mounts]]\nsource = 'd'\ndestination = '/d'\n[deploy]\nstrategy = 'bluegreen'\n",
+        &[(5, "bluegreen strategy cannot be used with [[mounts]]")],
+    );
 }
 
 // ---- §1.8 vm ----------------------------------------------------------------------------------

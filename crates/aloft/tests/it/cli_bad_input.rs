@@ -117,6 +117,7 @@ fn release() -> Release {
         updated_at: String::new(),
         error: None,
         scale: None,
+        phase: None,
     }
 }
 

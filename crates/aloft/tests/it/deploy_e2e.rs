@@ -18,6 +18,8 @@ use serde_json::Value;
 
 use crate::common;
 
+mod strategies;
+
 use aloft_testkit::KillOnDrop;
 use common::{wait_for, AgentProc};
 
