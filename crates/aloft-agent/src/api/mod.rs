@@ -4,6 +4,7 @@
 mod apps;
 mod certs;
 pub mod error;
+mod exec;
 pub mod extract;
 mod groups;
 mod images;
@@ -217,6 +218,8 @@ pub fn routes() -> ApiRoutes {
         "/v1/apps/{app}/machines/{id}/lease",
         leases::release,
     );
+    t.add(M::POST, "/v1/apps/{app}/machines/{id}/exec", exec::exec);
+    t.add(M::GET, "/v1/apps/{app}/machines/{id}/ps", exec::ps);
     t
 }
 
