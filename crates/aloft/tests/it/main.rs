@@ -14,6 +14,7 @@ mod common;
 mod config_cli;
 mod containers_e2e;
 mod deploy_e2e;
+mod exec_e2e;
 mod images_cli;
 mod private_net_e2e;
 mod schemathesis;
