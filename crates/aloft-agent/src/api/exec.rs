@@ -20,6 +20,7 @@ pub async fn exec(
     P((app, id)): P<(String, String)>,
     Body(body): Body<MachineExecRequest>,
 ) -> HttpResult<Json<MachineExecResponse>> {
+    st.ctl.check_machine(&app, &id).await?;
     let argv = body.argv().map_err(HttpError::bad_request)?;
     let timeout = body.timeout_secs().map_err(HttpError::bad_request)?;
     if let Some(c) = body
@@ -52,6 +53,7 @@ pub async fn ps(
     P((app, id)): P<(String, String)>,
     q: Params,
 ) -> HttpResult<Json<Vec<ProcessStat>>> {
+    st.ctl.check_machine(&app, &id).await?;
     let sort_by = q.get("sort_by").unwrap_or_default();
     let sort = ProcessSort::parse(sort_by).ok_or_else(|| {
         HttpError::bad_request(format!(

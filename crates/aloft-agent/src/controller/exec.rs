@@ -52,6 +52,12 @@ impl Controller {
         Ok(list)
     }
 
+    /// Checks the machine exists (handlers call it before they check the request, so an
+    /// unknown app or machine is a 404 whatever the body).
+    pub async fn check_machine(&self, app: &str, id: &str) -> DomainResult<()> {
+        self.record(app, id).await.map(drop)
+    }
+
     /// Checks the machine exists and runs (`doing` names the refused action).
     async fn running_record(&self, app: &str, id: &str, doing: &str) -> DomainResult<()> {
         let rec = self.record(app, id).await?;
