@@ -26,9 +26,12 @@ impl Controller {
             stdin: stdin.map(String::into_bytes),
             timeout,
         };
-        self.sup
-            .exec(id, &req)
+        // Its own task: a client that hangs up does not cancel it, so its timeout still
+        // ends the command (a dropped exec would leave it running unbounded).
+        let (sup, machine) = (self.sup.clone(), id.to_string());
+        tokio::spawn(async move { sup.exec(&machine, &req).await })
             .await
+            .map_err(|e| DomainError::internal(format!("exec task failed: {e}")))?
             .map_err(|e| not_running_or_failure(id, e))
     }
 
