@@ -6,8 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use aloft_api::exec::{MachineExecResponse, ProcessStat};
 use aloft_api::MachineConfig;
-use aloft_runtime::{Adopted, LaunchSpec, LogLine, LogQuery, Runtime, RuntimeError};
+use aloft_runtime::{Adopted, ExecRequest, LaunchSpec, LogLine, LogQuery, Runtime, RuntimeError};
 
 #[cfg(test)]
 pub mod fake;
@@ -42,6 +43,14 @@ pub trait Supervisor: Send + Sync + 'static {
     fn release_service_address(&self, key: &str);
     /// A container machine's IPv4 address (the proxy's way in).
     fn machine_ipv4(&self, machine_id: &str) -> Option<std::net::Ipv4Addr>;
+    /// Runs a command in the running machine.
+    fn exec<'a>(
+        &'a self,
+        machine_id: &'a str,
+        req: &'a ExecRequest,
+    ) -> BoxFuture<'a, Result<MachineExecResponse, RuntimeError>>;
+    /// The running machine's processes (blocking: reads /proc).
+    fn processes(&self, machine_id: &str) -> Result<Vec<ProcessStat>, RuntimeError>;
 }
 
 impl Supervisor for Runtime {
@@ -94,5 +103,15 @@ impl Supervisor for Runtime {
     }
     fn machine_ipv4(&self, machine_id: &str) -> Option<std::net::Ipv4Addr> {
         Runtime::machine_ipv4(self, machine_id)
+    }
+    fn exec<'a>(
+        &'a self,
+        machine_id: &'a str,
+        req: &'a ExecRequest,
+    ) -> BoxFuture<'a, Result<MachineExecResponse, RuntimeError>> {
+        Box::pin(Runtime::exec(self, machine_id, req))
+    }
+    fn processes(&self, machine_id: &str) -> Result<Vec<ProcessStat>, RuntimeError> {
+        Runtime::processes(self, machine_id)
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod duration;
+pub mod exec;
 pub mod groups;
 pub mod guest;
 pub mod hostname;

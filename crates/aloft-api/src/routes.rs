@@ -190,6 +190,15 @@ pub fn secrets_deploy(app: &str) -> String {
     format!("/v1/apps/{app}/secrets/deploy")
 }
 
+// ---- exec and ps
+
+pub fn machine_exec(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}/exec")
+}
+pub fn machine_ps(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}/ps")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

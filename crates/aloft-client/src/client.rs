@@ -681,6 +681,37 @@ impl Client {
             _keep_alive: None,
         }
     }
+
+    // ---- exec and ps
+
+    /// Runs a command in a running machine and waits for its answer (exit code, output).
+    pub async fn exec_machine(
+        &self,
+        app: &str,
+        id: &str,
+        req: &aloft_api::exec::MachineExecRequest,
+    ) -> anyhow::Result<aloft_api::exec::MachineExecResponse> {
+        self.json(Method::POST, &routes::machine_exec(app, id), Some(req))
+            .await
+    }
+
+    /// The processes of a running machine, sorted by `sort_by` (`pid`, `cpu`, `rss`…) in
+    /// `order` (`asc`/`desc`); empty strings leave the agent's default.
+    pub async fn machine_processes(
+        &self,
+        app: &str,
+        id: &str,
+        sort_by: &str,
+        order: &str,
+    ) -> anyhow::Result<Vec<aloft_api::exec::ProcessStat>> {
+        let path = format!(
+            "{}?sort_by={}&order={}",
+            routes::machine_ps(app, id),
+            urlencode(sort_by),
+            urlencode(order)
+        );
+        self.json(Method::GET, &path, None::<&()>).await
+    }
 }
 
 /// Reads an NDJSON body line by line; `f` returns false to stop early.

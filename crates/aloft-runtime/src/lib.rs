@@ -11,11 +11,13 @@
 mod cgroup;
 pub mod container;
 pub mod env;
+mod exec;
 mod logs;
 pub mod net;
 mod orphans;
 mod ports;
 mod process;
+mod procs;
 mod supervisor;
 pub mod timestamp;
 
@@ -28,6 +30,7 @@ use aloft_api::{ExitEvent, MachineConfig};
 
 pub use cgroup::CgroupMode;
 pub use container::{ContainerConfig, ContainerImage, Netns};
+pub use exec::ExecRequest;
 pub use supervisor::Adopted;
 
 /// How the runtime is set up by the agent.
@@ -337,6 +340,25 @@ impl Runtime {
     /// The pid of the machine's main process, if it runs right now.
     pub fn pid(&self, machine_id: &str) -> Option<u32> {
         self.inner.pid(machine_id)
+    }
+
+    /// Runs a command in the running machine (see `exec`): its exit code and output, also when
+    /// it failed, could not start or timed out; an error when the machine does not run.
+    pub async fn exec(
+        &self,
+        machine_id: &str,
+        req: &ExecRequest,
+    ) -> Result<aloft_api::exec::MachineExecResponse, RuntimeError> {
+        supervisor::exec(&self.inner, machine_id, req).await
+    }
+
+    /// The processes of the running machine, in pid order. Reads /proc: call off async threads
+    /// for long lists.
+    pub fn processes(
+        &self,
+        machine_id: &str,
+    ) -> Result<Vec<aloft_api::exec::ProcessStat>, RuntimeError> {
+        supervisor::processes(&self.inner, machine_id)
     }
 
     /// Whether the machine is under supervision (running, or waiting to be restarted).

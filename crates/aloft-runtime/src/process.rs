@@ -56,12 +56,14 @@ fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
     })
 }
 
-/// Spawns `argv` in `cwd` with exactly `env`, stdin from /dev/null and stdout/stderr piped.
+/// Spawns `argv` in `cwd` with exactly `env`, stdout/stderr piped, stdin piped when `stdin`
+/// (else /dev/null).
 pub(crate) async fn spawn(
     argv: &[String],
     cwd: &Path,
     env: &std::collections::BTreeMap<String, String>,
     setup: ChildSetup,
+    stdin: bool,
 ) -> io::Result<tokio::process::Child> {
     let mut std_cmd = std::process::Command::new(&argv[0]);
     std_cmd
@@ -69,7 +71,7 @@ pub(crate) async fn spawn(
         .current_dir(cwd)
         .env_clear()
         .envs(env)
-        .stdin(Stdio::null())
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     install_pre_exec(&mut std_cmd, setup);
@@ -190,9 +192,16 @@ pub(crate) fn signal_pid(pid: u32, signal: i32) -> io::Result<bool> {
 pub(crate) struct ProcStat {
     pub pid: u32,
     pub state: char,
+    pub ppid: u32,
     pub pgid: u32,
+    pub session: u32,
+    /// CPU time in user and kernel mode, clock ticks.
+    pub utime: u64,
+    pub stime: u64,
     /// Start time in clock ticks since boot: with the pid, it identifies a process for good.
     pub start_time: u64,
+    /// Resident set size, pages.
+    pub rss_pages: u64,
 }
 
 pub(crate) fn proc_stat(pid: u32) -> Option<ProcStat> {
@@ -208,8 +217,13 @@ fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
     Some(ProcStat {
         pid,
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
         pgid: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+        utime: fields.get(11)?.parse().ok()?,
+        stime: fields.get(12)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
+        rss_pages: fields.get(21)?.parse().ok()?,
     })
 }
 
@@ -222,6 +236,25 @@ pub(crate) fn all_processes() -> Vec<ProcStat> {
         .filter_map(proc_stat)
         .filter(|s| s.state != 'Z' && s.state != 'X')
         .collect()
+}
+
+/// `pid` and every live process descending from it (parent links read now: a child forked
+/// after the read is missed, so callers kill and read again).
+pub(crate) fn tree(pid: u32) -> Vec<u32> {
+    let all = all_processes();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            all.iter()
+                .filter(|p| p.ppid == parent && !found.contains(&p.pid))
+                .map(|p| p.pid)
+                .collect::<Vec<_>>(),
+        );
+        i += 1;
+    }
+    found
 }
 
 /// Whether `pid` is alive and not a zombie.
@@ -253,8 +286,9 @@ mod tests {
             "4242 (a (b) c) S 1 4240 4240 0 -1 4194560 104 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
         let s = parse_stat(4242, line).unwrap();
         assert_eq!(s.state, 'S');
-        assert_eq!(s.pgid, 4240);
+        assert_eq!((s.ppid, s.pgid, s.session), (1, 4240, 4240));
         assert_eq!(s.start_time, 987654);
+        assert_eq!(s.rss_pages, 0);
     }
 
     #[test]

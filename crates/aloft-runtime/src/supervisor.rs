@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::cgroup::{Driver, MachineCgroup};
 use crate::container::{self, Container, ContainerConfig};
+use crate::exec;
 use crate::logs::{capture, Labels};
 use crate::orphans::{record_for, PidRecord, PidRecords};
 use crate::ports::PortAllocator;
@@ -68,6 +69,8 @@ struct Slot {
     task: Mutex<Option<JoinHandle<()>>>,
     /// A container: signals go to its init, not to a process group.
     container: bool,
+    /// Where its execs run.
+    exec: exec::Target,
 }
 
 impl Slot {
@@ -258,6 +261,16 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
         });
     }
     let guest = env::effective_guest(&spec.config);
+    let plan = Plan::new(spec, argv, |s| {
+        env::environment(s, inner.agent_env.iter().cloned())
+    });
+    let target = match plan.spec.container {
+        Some(_) => exec::Target::Container,
+        None => exec::Target::Process {
+            cwd: plan.spec.image_dir.clone(),
+            env: plan.env.clone(),
+        },
+    };
     let (done, _) = watch::channel(false);
     let cgroup = {
         let mut machines = inner.machines();
@@ -277,15 +290,13 @@ pub(crate) async fn launch(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<u32, 
             done,
             cgroup: cgroup.clone(),
             task: Mutex::new(None),
-            container: spec.container.is_some(),
+            container: plan.spec.container.is_some(),
+            exec: target,
         });
         machines.insert(machine_id.clone(), slot);
         cgroup
     };
     let slot = inner.slot(&machine_id).expect("slot inserted above");
-    let plan = Plan::new(spec, argv, |s| {
-        env::environment(s, inner.agent_env.iter().cloned())
-    });
     let oom_base = cgroup.as_ref().map_or(0, MachineCgroup::oom_kills);
     let running = match start(inner, &slot, &plan).await {
         Ok(r) => r,
@@ -347,6 +358,7 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, spec: LaunchSpec) -> Result<Adopte
         cgroup: cgroup.clone(),
         task: Mutex::new(None),
         container: true,
+        exec: exec::Target::Container,
     });
     {
         let mut machines = inner.machines();
@@ -519,7 +531,7 @@ async fn start_process(inner: &Inner, slot: &Slot, plan: &Plan) -> Result<Runnin
     if let Err(e) = inner.records.write(&placeholder) {
         tracing::warn!(machine_id = %machine_id, "cannot write its pid record: {e}");
     }
-    let mut child = process::spawn(&plan.argv, &plan.spec.image_dir, &plan.env, setup)
+    let mut child = process::spawn(&plan.argv, &plan.spec.image_dir, &plan.env, setup, false)
         .await
         .map_err(spawn_err)?;
     let Some(pid) = child.id() else {
@@ -873,4 +885,88 @@ pub(crate) fn signal(inner: &Inner, machine_id: &str, signal: i32) -> Result<(),
         Ok(false) => Err(RuntimeError::NotRunning(machine_id.to_string())),
         Err(_) => Err(bad()),
     }
+}
+
+/// The running machine's slot and main pid, or `NotRunning`.
+fn running(inner: &Inner, machine_id: &str) -> Result<(Arc<Slot>, u32), RuntimeError> {
+    let slot = inner
+        .slot(machine_id)
+        .ok_or_else(|| RuntimeError::NotRunning(machine_id.to_string()))?;
+    let pid = slot
+        .lock()
+        .pid
+        .ok_or_else(|| RuntimeError::NotRunning(machine_id.to_string()))?;
+    Ok((slot, pid))
+}
+
+pub(crate) async fn exec(
+    inner: &Inner,
+    machine_id: &str,
+    req: &exec::ExecRequest,
+) -> Result<aloft_api::exec::MachineExecResponse, RuntimeError> {
+    let (slot, _) = running(inner, machine_id)?;
+    match &slot.exec {
+        exec::Target::Process { cwd, env } => {
+            let host = exec::HostExec {
+                cwd,
+                env,
+                cgroup_procs: slot
+                    .cgroup
+                    .as_ref()
+                    .map(MachineCgroup::procs_files)
+                    .unwrap_or_default(),
+                nofile_soft: inner.nofile_soft,
+            };
+            exec::on_host(machine_id, host, req).await
+        }
+        exec::Target::Container => {
+            let config = inner
+                .containers
+                .as_ref()
+                .map_err(|why| RuntimeError::Container {
+                    machine_id: machine_id.to_string(),
+                    message: format!("containers cannot run on this host: {why}"),
+                })?;
+            let dir = container::containers_dir(&inner.dir).join(machine_id);
+            exec::in_container(
+                machine_id,
+                &config.runc,
+                &container::runc_root(&inner.dir),
+                &dir,
+                req,
+            )
+            .await
+        }
+    }
+}
+
+/// The pids of the running machine: its cgroup's; without cgroups, its session (host
+/// process) or its pid namespace (container).
+pub(crate) fn processes(
+    inner: &Inner,
+    machine_id: &str,
+) -> Result<Vec<aloft_api::exec::ProcessStat>, RuntimeError> {
+    let (slot, pid) = running(inner, machine_id)?;
+    let mut pids = match &slot.cgroup {
+        Some(cg) => cg.pids(),
+        None if slot.container => {
+            let ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+            let own = ns(pid);
+            process::all_processes()
+                .into_iter()
+                .filter(|p| own.is_some() && ns(p.pid) == own)
+                .map(|p| p.pid)
+                .collect()
+        }
+        None => process::all_processes()
+            .into_iter()
+            .filter(|p| p.session == pid)
+            .map(|p| p.pid)
+            .collect(),
+    };
+    if !pids.contains(&pid) {
+        pids.push(pid);
+    }
+    pids.sort_unstable();
+    Ok(crate::procs::describe(&pids))
 }

@@ -841,6 +841,30 @@ pub enum MachineCommand {
         #[command(flatten)]
         app: AppArgs,
     },
+    /// Run a command in a running machine: prints its output, exits with its exit code.
+    Exec {
+        id: String,
+        /// The command and its arguments (after `--`); one argument is split as a shell would.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        /// Seconds before the command is killed [default: 30, at most 600].
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// The processes of a running machine and the sockets they listen on.
+    Ps {
+        id: String,
+        /// pid, cpu, rss, stime, rtime or command.
+        #[arg(long, default_value = "pid")]
+        sort_by: String,
+        /// asc or desc.
+        #[arg(long, default_value = "asc")]
+        order: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
 }
 
 /// How a secrets change reaches the machines (`--stage`, `--detach`).

@@ -156,7 +156,13 @@ pub fn has_json_output(cli: &Cli) -> bool {
         Command::Ips(_) | Command::Dig(_) => true,
         Command::Secrets(c) => matches!(c, crate::cli::SecretsCommand::List(_)),
         Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),
-        Command::Machine(c) => matches!(c, MachineCommand::List(_) | MachineCommand::Status { .. }),
+        Command::Machine(c) => matches!(
+            c,
+            MachineCommand::List(_)
+                | MachineCommand::Status { .. }
+                | MachineCommand::Exec { .. }
+                | MachineCommand::Ps { .. }
+        ),
         Command::Context(c) => matches!(c, crate::cli::ContextCommand::List),
         Command::Agent(_) | Command::Deploy(_) | Command::Up(_) | Command::Logs(_) => false,
     }

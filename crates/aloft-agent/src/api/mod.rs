@@ -5,6 +5,7 @@ mod apps;
 mod auth;
 mod certs;
 pub mod error;
+mod exec;
 pub mod extract;
 mod groups;
 mod images;
@@ -234,6 +235,8 @@ pub fn routes() -> ApiRoutes {
     t.add(M::GET, "/v1/apps/{app}/secrets", secrets::list);
     t.add(M::POST, "/v1/apps/{app}/secrets", secrets::update);
     t.add(M::POST, "/v1/apps/{app}/secrets/deploy", secrets::deploy);
+    t.add(M::POST, "/v1/apps/{app}/machines/{id}/exec", exec::exec);
+    t.add(M::GET, "/v1/apps/{app}/machines/{id}/ps", exec::ps);
     t
 }
 

@@ -90,6 +90,8 @@ const TABLE: &[(&str, &str, Access)] = {
         ("DELETE", "/v1/apps/{app}/machines/{id}", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/start", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/stop", AppWrite),
+        ("POST", "/v1/apps/{app}/machines/{id}/exec", AppWrite),
+        ("GET", "/v1/apps/{app}/machines/{id}/ps", AppRead),
         ("POST", "/v1/apps/{app}/machines/{id}/restart", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/signal", AppWrite),
         ("GET", "/v1/apps/{app}/machines/{id}/wait", AppRead),

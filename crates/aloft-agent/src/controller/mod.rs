@@ -15,6 +15,7 @@ mod capacity;
 pub mod certs;
 mod checks;
 mod error;
+mod exec;
 pub mod ips;
 mod leases;
 mod logs;

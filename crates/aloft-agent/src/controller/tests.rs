@@ -552,3 +552,36 @@ async fn reconcile_never_relaunches_a_release_command_machine() {
         .iter()
         .any(|c| matches!(c, Call::Launch { .. })));
 }
+
+#[tokio::test]
+async fn exec_and_ps_need_a_running_machine_and_reach_its_runtime() {
+    let w = World::new().await;
+    let idle = w.create(true).await;
+    let argv = vec!["echo".to_string(), "hi".to_string()];
+    let refused = w
+        .ctl
+        .exec_machine(APP, &idle, argv.clone(), None, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, DomainError::Precondition(m) if m.contains("start it first")),
+        "{refused:?}"
+    );
+    let sort = aloft_api::exec::ProcessSort::Pid;
+    assert!(matches!(
+        w.ctl.machine_processes(APP, &idle, sort, false).await,
+        Err(DomainError::Precondition(_))
+    ));
+    assert!(matches!(
+        w.ctl.machine_processes(APP, "nope", sort, false).await,
+        Err(DomainError::NotFound(_))
+    ));
+    let id = w.started().await;
+    let answer = w
+        .ctl
+        .exec_machine(APP, &id, argv, None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(answer.stdout, "echo hi");
+    assert!(w.ctl.machine_processes(APP, &id, sort, true).await.is_ok());
+}

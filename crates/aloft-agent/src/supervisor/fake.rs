@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use aloft_api::exec::{MachineExecResponse, ProcessStat};
 use aloft_api::{ExitEvent, MachineConfig};
-use aloft_runtime::{Adopted, LaunchSpec, LogLine, LogQuery, RuntimeError, RuntimeEvent};
+use aloft_runtime::{
+    Adopted, ExecRequest, LaunchSpec, LogLine, LogQuery, RuntimeError, RuntimeEvent,
+};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{BoxFuture, Supervisor};
@@ -252,5 +255,29 @@ impl Supervisor for FakeSupervisor {
     fn release_service_address(&self, _key: &str) {}
     fn machine_ipv4(&self, _machine_id: &str) -> Option<std::net::Ipv4Addr> {
         None
+    }
+    /// Echoes the argv on stdout, exit 0, when the machine runs.
+    fn exec<'a>(
+        &'a self,
+        machine_id: &'a str,
+        req: &'a ExecRequest,
+    ) -> BoxFuture<'a, Result<MachineExecResponse, RuntimeError>> {
+        let running = self.is_running(machine_id);
+        let answer = if running {
+            Ok(MachineExecResponse {
+                stdout: req.argv.join(" "),
+                ..Default::default()
+            })
+        } else {
+            Err(RuntimeError::NotRunning(machine_id.to_string()))
+        };
+        Box::pin(async move { answer })
+    }
+    fn processes(&self, machine_id: &str) -> Result<Vec<ProcessStat>, RuntimeError> {
+        if self.is_running(machine_id) {
+            Ok(Vec::new())
+        } else {
+            Err(RuntimeError::NotRunning(machine_id.to_string()))
+        }
     }
 }

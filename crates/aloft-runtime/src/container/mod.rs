@@ -169,7 +169,7 @@ pub fn containers_dir(runtime_dir: &Path) -> PathBuf {
 }
 
 /// runc's state root for this agent.
-fn runc_root(runtime_dir: &Path) -> PathBuf {
+pub(crate) fn runc_root(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join("runc")
 }
 

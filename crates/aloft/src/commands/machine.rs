@@ -1,4 +1,4 @@
-//! `aloft machine list|status|clone|start|stop|destroy|update` (flyctl-behaviour §5).
+//! `aloft machine list|status|clone|start|stop|destroy|update|exec|ps` (flyctl-behaviour §5).
 //! Every id is looked up before anything is changed, so an unknown id changes nothing.
 
 use std::process::ExitCode;
@@ -16,6 +16,24 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
     let printer = ctx.printer;
     match cmd {
+        MachineCommand::Exec {
+            id,
+            command,
+            timeout,
+            app,
+        } => {
+            let app = ctx.app(&app)?;
+            block_on(exec(&client, printer, &app, &id, command, timeout))
+        }
+        MachineCommand::Ps {
+            id,
+            sort_by,
+            order,
+            app,
+        } => {
+            let app = ctx.app(&app)?;
+            block_on(ps(&client, printer, &app, &id, &sort_by, &order))
+        }
         MachineCommand::List(args) => {
             let app = ctx.app(&args.app)?;
             block_on(async {
@@ -284,6 +302,90 @@ pub fn parse_metadata(items: &[String]) -> anyhow::Result<Vec<(String, String)>>
             Ok((k.to_string(), v.to_string()))
         })
         .collect()
+}
+
+/// `aloft machine exec`: stdout and stderr as the command wrote them, its exit code as ours
+/// (flyctl prints "Exit code: N" and exits 0; a script wants the code).
+async fn exec(
+    client: &Client,
+    printer: &crate::printer::Printer,
+    app: &str,
+    id: &str,
+    command: Vec<String>,
+    timeout: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let req = aloft_api::exec::MachineExecRequest {
+        // One word: split as a shell would (flyctl's `fly machine exec ID "ls -l"`).
+        cmd: (command.len() == 1).then(|| command[0].clone()),
+        command: (command.len() > 1).then_some(command),
+        timeout,
+        ..Default::default()
+    };
+    let answer = client
+        .exec_machine(app, id, &req)
+        .await
+        .map_err(|e| not_found_hint(e, app, id))
+        .with_context(|| format!("could not run the command in machine {id}"))?;
+    if printer.json() {
+        printer.json_value(&answer)?;
+    } else {
+        printer.text(&answer.stdout);
+        printer.note_text(&answer.stderr);
+    }
+    Ok(ExitCode::from(
+        u8::try_from(answer.exit_code.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+/// `aloft machine ps`: a table of the machine's processes.
+async fn ps(
+    client: &Client,
+    printer: &crate::printer::Printer,
+    app: &str,
+    id: &str,
+    sort_by: &str,
+    order: &str,
+) -> anyhow::Result<ExitCode> {
+    let list = client
+        .machine_processes(app, id, sort_by, order)
+        .await
+        .map_err(|e| not_found_hint(e, app, id))?;
+    if printer.json() {
+        printer.json_value(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            vec![
+                p.pid.to_string(),
+                format!("{:.1}s", p.cpu as f64 / 1000.0),
+                format!("{:.1} MB", p.rss as f64 / 1e6),
+                format!("{}s", p.rtime),
+                p.listen_sockets
+                    .iter()
+                    .map(|s| format!("{} {}", s.proto, s.address))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.command.clone(),
+            ]
+        })
+        .collect();
+    printer.table(
+        None,
+        &["PID", "CPU", "RSS", "RUNNING", "LISTENING", "COMMAND"],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A 404 of a machine route, as a hint to list the app's machines.
+fn not_found_hint(e: anyhow::Error, app: &str, id: &str) -> anyhow::Error {
+    if is_not_found(&e) {
+        anyhow!("machine {id} not found in app {app}; see `aloft machine list -a {app}`")
+    } else {
+        e
+    }
 }
 
 async fn get(client: &Client, app: &str, id: &str) -> anyhow::Result<Machine> {

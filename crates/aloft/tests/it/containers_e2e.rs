@@ -677,3 +677,76 @@ fn bad_images_are_clear_errors_that_change_nothing() {
         "the error names what is missing:\n{err}\n{m}"
     );
 }
+
+#[test]
+fn exec_and_ps_run_inside_the_container() {
+    if !privileged_or_skip("exec_and_ps_run_inside_the_container", can_run()) {
+        return;
+    }
+    let w = World::new("exec");
+    w.write("Dockerfile", &format!("{BASE}{WEB_DOCKERFILE}"));
+    w.config(WEB_SERVICE);
+    w.ok(&["deploy"]);
+    let id = wait_for(PATIENCE, "a started web machine", || {
+        let ms = w.machines();
+        ms.iter()
+            .find(|m| m["state"] == "started")
+            .map(|m| m["id"].as_str().unwrap().to_string())
+    });
+    let exec = |args: &[&str]| {
+        let mut all = vec!["machine", "exec", id.as_str(), "-a", w.app.as_str()];
+        all.extend_from_slice(args);
+        w.aloft(&all)
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    // Inside the container: its hostname, the image's USER, WORKDIR and ENV.
+    let out = exec(&[
+        "--",
+        "sh",
+        "-c",
+        "hostname; cat /etc/hostname; id -u; pwd; echo $GREETING; echo err >&2; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{id}\n{id}\n1000\n/www\nhi\n"));
+    assert_eq!(text(&out.stderr), "err\n");
+
+    let out = exec(&["--", "no-such-cmd"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no-such-cmd"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = exec(&["--timeout", "1", "--", "sh", "-c", "sleep 1000 & sleep 999"]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+    wait_for(PATIENCE, "the timed-out command's sleeps gone", || {
+        !processes_of(&id).iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+        })
+    });
+
+    // ps: pids as the container sees them (tini is 1) and httpd's socket on 8080.
+    let list: Value =
+        serde_json::from_str(&w.ok(&["machine", "ps", &id, "-a", &w.app, "--json"])).unwrap();
+    let list = list.as_array().unwrap();
+    assert!(list.iter().any(|p| p["pid"] == 1), "{list:?}");
+    let httpd = list
+        .iter()
+        .find(|p| p["command"].as_str().unwrap().starts_with("httpd"))
+        .unwrap_or_else(|| panic!("httpd in {list:?}"));
+    assert!(
+        httpd["listen_sockets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["proto"] == "tcp" && s["address"].as_str().unwrap().ends_with(":8080")),
+        "{httpd}"
+    );
+}

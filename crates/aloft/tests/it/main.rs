@@ -15,6 +15,7 @@ mod config_cli;
 mod containers_e2e;
 mod contexts_cli;
 mod deploy_e2e;
+mod exec_e2e;
 mod images_cli;
 mod private_net_e2e;
 mod schemathesis;

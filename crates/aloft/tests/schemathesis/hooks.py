@@ -3,8 +3,9 @@
 Fuzzed machine configs are sent as they are generated, except for one thing: a machine must not
 run a program that exists on this host (the agent under test may run as root, and `config.image`
 may name any directory, `/` included). Before each request, every `exec`, `entrypoint` and `cmd`
-list in the JSON body whose first element could name an existing program (any path, or a name
-found in a PATH directory) has that element replaced by a path that does not exist. The agent
+list in the JSON body (and the `command` list and `cmd` string of a machine exec) whose first
+element could name an existing program (any path, or a name found in a PATH directory) has that
+element replaced by a path that does not exist. The agent
 still parses, validates and stores the config, and tries to spawn it (which fails: the machine
 fails, as it would with a typo); only the program name changes.
 
@@ -24,7 +25,7 @@ import os
 import schemathesis
 from schemathesis.transport.serialization import serialize_binary
 
-ARGV_KEYS = ("exec", "entrypoint", "cmd")
+ARGV_KEYS = ("exec", "entrypoint", "cmd", "command")
 NOWHERE = "/nonexistent/aloft-schemathesis/neutralised"
 SEARCH_DIRS = {
     "/bin",
@@ -135,3 +136,18 @@ def before_call(context, case, **kwargs):
     entries = [e for p in paths for e in p.split(":")]
     relative = any(not e.startswith("/") for e in entries)
     _neutralise(body, SEARCH_DIRS | set(entries), relative)
+    _neutralise_exec_cmd(case, body, SEARCH_DIRS | set(entries), relative)
+
+
+EXEC = "/apps/{app_name}/machines/{machine_id}/exec"
+
+
+def _neutralise_exec_cmd(case, body, dirs, relative_path_entry):
+    """The deprecated `cmd` of an exec is one string the agent splits as a shell would."""
+    if case.operation.path != EXEC or not isinstance(body, dict):
+        return
+    cmd = body.get("cmd")
+    if isinstance(cmd, str):
+        words = cmd.split()
+        if not words or _may_run(words[0], dirs, relative_path_entry) or any(q in cmd for q in "'\"\\"):
+            body["cmd"] = NOWHERE
