@@ -368,62 +368,28 @@ impl<T: DeployTarget> Engine<'_, T> {
     /// updated by an earlier, interrupted run: it is not updated again, and a resumed run waits
     /// on it once. Machines destroyed meanwhile are skipped.
     async fn set_guests(&self, work: &[GuestSet], resumed: bool) -> Result<(), EngineError> {
-        if work.is_empty() {
-            return Ok(());
-        }
-        let machines = self
-            .target
-            .list_machines()
-            .await
-            .map_err(EngineError::List)?;
-        let live: BTreeMap<&str, &Machine> = machines
+        let steps: Vec<OneByOne<'_>> = work
             .iter()
-            .filter(|m| m.state.is_active())
-            .map(|m| (m.id.as_str(), m))
-            .collect();
-        let has_guest = |m: &Machine, set: &GuestSet| m.config.guest.as_ref() == Some(&set.guest);
-        let left = work
-            .iter()
-            .filter(|set| {
-                live.get(set.id.as_str())
-                    .is_some_and(|m| !has_guest(m, set))
+            .map(|set| OneByOne {
+                id: &set.id,
+                group: &set.group,
+                wait: set.wait,
             })
-            .count();
-        self.record(DeployEvent::Planned {
-            destroy: 0,
-            create: 0,
-            update: left,
-        })
-        .await?;
-        for set in work {
-            let Some(m) = live.get(set.id.as_str()) else {
-                continue;
-            };
-            if has_guest(m, set) {
-                if resumed && set.wait {
-                    self.wait_all(vec![(set.id.clone(), set.group.clone())])
-                        .await?;
-                }
-                continue;
-            }
-            let mut config = m.config.clone();
-            config.guest = Some(set.guest.clone());
-            config.size = None;
-            let update = UpdateWork {
-                id: set.id.clone(),
-                group: set.group.clone(),
-                region: m.region.clone(),
-                current_version: m.instance_id.clone(),
-                config,
-                skip_launch: false,
-                warm: set.wait,
-            };
-            let launched = self.update_batch(vec![update]).await?;
-            if set.wait && !launched.is_empty() {
-                self.wait_all(launched).await?;
-            }
-        }
-        Ok(())
+            .collect();
+        let guest_of = |id: &str| &work.iter().find(|s| s.id == id).expect("a step").guest;
+        self.one_at_a_time(
+            &steps,
+            resumed,
+            |m| m.config.guest.as_ref() == Some(guest_of(&m.id)),
+            |_| false,
+            |m| {
+                let mut config = m.config.clone();
+                config.guest = Some(guest_of(&m.id).clone());
+                config.size = None;
+                config
+            },
+        )
+        .await
     }
 
     /// A secrets operation: each listed machine that is still started is updated with the
@@ -437,7 +403,45 @@ impl<T: DeployTarget> Engine<'_, T> {
         work: &[SecretsRestart],
         resumed: bool,
     ) -> Result<(), EngineError> {
-        if work.is_empty() {
+        let steps: Vec<OneByOne<'_>> = work
+            .iter()
+            .map(|r| OneByOne {
+                id: &r.id,
+                group: &r.group,
+                wait: true,
+            })
+            .collect();
+        let release = &self.release.id;
+        self.one_at_a_time(
+            &steps,
+            resumed,
+            |m| m.config.metadata.get(SECRETS_RELEASE) == Some(release),
+            |m| m.state != MachineState::Started,
+            |m| {
+                let mut config = m.config.clone();
+                config
+                    .metadata
+                    .insert(SECRETS_RELEASE.into(), release.clone());
+                config
+            },
+        )
+        .await
+    }
+
+    /// Changes machines one at a time, in `steps` order (`scale vm|memory`, a secrets restart):
+    /// a machine `done` already was changed by an earlier, interrupted run and is not changed
+    /// again (a resumed run waits on it once, if its step waits); one that is `skip`ped (or
+    /// destroyed meanwhile) is left alone; any other gets the config `change` makes and, if its
+    /// step waits, is waited on (started, smoke check, checks passing) before the next.
+    async fn one_at_a_time(
+        &self,
+        steps: &[OneByOne<'_>],
+        resumed: bool,
+        done: impl Fn(&Machine) -> bool,
+        skip: impl Fn(&Machine) -> bool,
+        change: impl Fn(&Machine) -> aloft_api::MachineConfig,
+    ) -> Result<(), EngineError> {
+        if steps.is_empty() {
             return Ok(());
         }
         let machines = self
@@ -450,12 +454,9 @@ impl<T: DeployTarget> Engine<'_, T> {
             .filter(|m| m.state.is_active())
             .map(|m| (m.id.as_str(), m))
             .collect();
-        let stamped =
-            |m: &Machine| m.config.metadata.get(SECRETS_RELEASE) == Some(&self.release.id);
-        let todo = |m: &Machine| !stamped(m) && m.state == MachineState::Started;
-        let left = work
+        let left = steps
             .iter()
-            .filter(|r| live.get(r.id.as_str()).is_some_and(|m| todo(m)))
+            .filter(|s| live.get(s.id).is_some_and(|m| !done(m) && !skip(m)))
             .count();
         self.record(DeployEvent::Planned {
             destroy: 0,
@@ -463,34 +464,33 @@ impl<T: DeployTarget> Engine<'_, T> {
             update: left,
         })
         .await?;
-        for r in work {
-            let Some(m) = live.get(r.id.as_str()) else {
+        for step in steps {
+            let Some(m) = live.get(step.id) else {
                 continue;
             };
-            if stamped(m) {
-                if resumed {
-                    self.wait_all(vec![(r.id.clone(), r.group.clone())]).await?;
+            if done(m) {
+                if resumed && step.wait {
+                    self.wait_all(vec![(step.id.to_string(), step.group.to_string())])
+                        .await?;
                 }
                 continue;
             }
-            if !todo(m) {
+            if skip(m) {
                 continue;
             }
-            let mut config = m.config.clone();
-            config
-                .metadata
-                .insert(SECRETS_RELEASE.into(), self.release.id.clone());
             let update = UpdateWork {
-                id: r.id.clone(),
-                group: r.group.clone(),
+                id: step.id.to_string(),
+                group: step.group.to_string(),
                 region: m.region.clone(),
                 current_version: m.instance_id.clone(),
-                config,
+                config: change(m),
                 skip_launch: false,
-                warm: true,
+                warm: step.wait,
             };
             let launched = self.update_batch(vec![update]).await?;
-            self.wait_all(launched).await?;
+            if step.wait && !launched.is_empty() {
+                self.wait_all(launched).await?;
+            }
         }
         Ok(())
     }
@@ -707,6 +707,14 @@ impl<T: DeployTarget> Engine<'_, T> {
             .await?;
         Ok(done.into_iter().flatten().collect())
     }
+}
+
+/// One machine of an operation that changes machines one at a time.
+struct OneByOne<'a> {
+    id: &'a str,
+    group: &'a str,
+    /// Wait for it to be healthy before the next (a machine that was started).
+    wait: bool,
 }
 
 #[cfg(test)]

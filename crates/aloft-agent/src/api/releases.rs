@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use aloft_deploy::messages::{CreateReleaseRequest, ReleaseEventRecord, RollbackRequest};
+use aloft_deploy::messages::ReleaseEventRecord;
 use aloft_deploy::DeployEvent;
 use axum::body::Body as HttpBody;
 use axum::extract::{FromRequest, Request, State};
@@ -48,18 +48,15 @@ pub async fn create(
     q: Params,
     request: Request,
 ) -> HttpResult<DeployOutcome> {
-    let dry_run = q.bool("dry_run", false)?;
-    // An unknown app is a 404 whatever the body.
-    st.ctl.get_app(&app).await?;
-    let by = caller_name(&request);
-    let Body(request) = Body::<CreateReleaseRequest>::from_request(request, &()).await?;
-    let action = DeployAction::CreateRelease {
-        app,
-        request,
-        dry_run,
-        by,
-    };
-    Ok(st.deploy.execute(action).await?)
+    release_action(st, app, q, request, |app, request, dry_run, by| {
+        DeployAction::CreateRelease {
+            app,
+            request,
+            dry_run,
+            by,
+        }
+    })
+    .await
 }
 
 /// `201 Release` of the rollback; `?dry_run=true` → `200 DeployPlan`; `409
@@ -70,17 +67,31 @@ pub async fn rollback(
     q: Params,
     request: Request,
 ) -> HttpResult<DeployOutcome> {
+    release_action(st, app, q, request, |app, request, dry_run, by| {
+        DeployAction::Rollback {
+            app,
+            request,
+            dry_run,
+            by,
+        }
+    })
+    .await
+}
+
+/// A request that makes a release: `?dry_run`, the app checked before the body (an unknown app
+/// is a 404 whatever the body), the body `B` parsed, the asking token's name kept.
+async fn release_action<B: serde::de::DeserializeOwned + Send>(
+    st: AppState,
+    app: String,
+    q: Params,
+    request: Request,
+    action: impl FnOnce(String, B, bool, Option<String>) -> DeployAction,
+) -> HttpResult<DeployOutcome> {
     let dry_run = q.bool("dry_run", false)?;
     st.ctl.get_app(&app).await?;
     let by = caller_name(&request);
-    let Body(request) = Body::<RollbackRequest>::from_request(request, &()).await?;
-    let action = DeployAction::Rollback {
-        app,
-        request,
-        dry_run,
-        by,
-    };
-    Ok(st.deploy.execute(action).await?)
+    let Body(body) = Body::<B>::from_request(request, &()).await?;
+    Ok(st.deploy.execute(action(app, body, dry_run, by)).await?)
 }
 
 /// The name of the token the request came with (`api::auth` put it there).
