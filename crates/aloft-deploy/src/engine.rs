@@ -1311,24 +1311,35 @@ mod tests {
             })
             .collect();
         assert_eq!(order, "uhuuh", "w1 was stopped: not waited on");
-        for kill_at in 0..3 {
+        killed_at_each_of_the_first_operations_then_resumed(&ms, &r, 3, check);
+        // A machine destroyed meanwhile is skipped, not an error.
+        let t = MemTarget::with(ms.iter().filter(|m| m.id != "w2").cloned().collect());
+        block(run_release(&t, &r, false)).unwrap();
+    }
+
+    /// Runs `r` killed at each of its first `operations` machine operations (with and without
+    /// that operation taking effect), then resumed; `check` judges each outcome.
+    fn killed_at_each_of_the_first_operations_then_resumed(
+        ms: &[Machine],
+        r: &Release,
+        operations: usize,
+        check: impl Fn(&MemTarget, &str),
+    ) {
+        for kill_at in 0..operations {
             for commit in [false, true] {
                 let what = format!("killed at {kill_at}, commit {commit}");
-                let t = MemTarget::with(ms.clone());
+                let t = MemTarget::with(ms.to_vec());
                 {
                     let mut st = t.state.lock().unwrap();
                     st.kill_at = Some(kill_at);
                     st.commit_before_kill = commit;
                 }
-                assert!(block(run_release(&t, &r, false)).is_err(), "{what}");
+                assert!(block(run_release(&t, r, false)).is_err(), "{what}");
                 t.state.lock().unwrap().kill_at = None;
-                block(run_release(&t, &r, true)).unwrap();
+                block(run_release(&t, r, true)).unwrap();
                 check(&t, &what);
             }
         }
-        // A machine destroyed meanwhile is skipped, not an error.
-        let t = MemTarget::with(ms.iter().filter(|m| m.id != "w2").cloned().collect());
-        block(run_release(&t, &r, false)).unwrap();
     }
 
     /// A secrets operation killed at any machine update, with or without that update taking
@@ -1371,21 +1382,7 @@ mod tests {
         let t = MemTarget::with(ms.clone());
         block(run_release(&t, &r, false)).unwrap();
         check(&t, "uninterrupted");
-        for kill_at in 0..3 {
-            for commit in [false, true] {
-                let what = format!("killed at {kill_at}, commit {commit}");
-                let t = MemTarget::with(ms.clone());
-                {
-                    let mut st = t.state.lock().unwrap();
-                    st.kill_at = Some(kill_at);
-                    st.commit_before_kill = commit;
-                }
-                assert!(block(run_release(&t, &r, false)).is_err(), "{what}");
-                t.state.lock().unwrap().kill_at = None;
-                block(run_release(&t, &r, true)).unwrap();
-                check(&t, &what);
-            }
-        }
+        killed_at_each_of_the_first_operations_then_resumed(&ms, &r, 3, check);
     }
 
     #[test]
