@@ -1,6 +1,7 @@
 //! The ACME account: created at the CA once, then kept in `<account_dir>/<directory>.json`
 //! (mode 0600, written atomically: a crash leaves the old file or the new one, never half).
 
+use crate::nonce::retry_bad_nonce;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -63,8 +64,11 @@ pub(crate) fn contact_urls(contact: &[impl AsRef<str>]) -> Result<Vec<String>, A
 
 /// Loads the account kept for `directory_url`, or creates one at the CA (agreeing to its terms
 /// of service) and keeps it. A changed contact list is sent to the CA and kept.
+///
+/// `http` makes the HTTP client of a builder (account creation consumes one; a creation the CA
+/// refused with `badNonce` is tried again with a new one).
 pub(crate) async fn open(
-    http: Box<dyn HttpClient>,
+    http: impl Fn() -> Result<Box<dyn HttpClient>, AcmeError>,
     directory_url: &str,
     account_dir: &Path,
     contact: Vec<String>,
@@ -84,7 +88,7 @@ pub(crate) async fn open(
             detail: other.to_string(),
         },
     };
-    let builder = Account::builder_with_http(http);
+    let builder = Account::builder_with_http(http()?);
     match stored {
         Some(file) => {
             if file.directory_url != directory_url {
@@ -105,13 +109,14 @@ pub(crate) async fn open(
                          is created"
                     ),
                 })?;
+            // Only reads the directory (no signed request, so no nonce to refuse).
             let account = builder
                 .from_credentials(credentials)
                 .await
                 .map_err(refused)?;
             if file.contact != contact {
                 let urls: Vec<&str> = contact.iter().map(String::as_str).collect();
-                account.update_contacts(&urls).await.map_err(refused)?;
+                retry_bad_nonce!(account.update_contacts(&urls).await).map_err(refused)?;
                 let file = AccountFile { contact, ..file };
                 blocking(move || write(&path, &file)).await?;
             }
@@ -124,10 +129,15 @@ pub(crate) async fn open(
                 terms_of_service_agreed: true,
                 only_return_existing: false,
             };
-            let (account, credentials) = builder
-                .create(&new, directory_url.to_string(), None)
-                .await
-                .map_err(refused)?;
+            let mut builder = Some(builder);
+            let (account, credentials) = retry_bad_nonce!({
+                let builder = match builder.take() {
+                    Some(b) => b,
+                    None => Account::builder_with_http(http()?),
+                };
+                builder.create(&new, directory_url.to_string(), None).await
+            })
+            .map_err(refused)?;
             let file = AccountFile {
                 directory_url: directory_url.to_string(),
                 contact,

@@ -1,5 +1,6 @@
 //! `AcmeClient`: one account at one CA directory, and the issuance of certificates with it.
 
+use crate::nonce::retry_bad_nonce;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -59,7 +60,7 @@ impl AcmeClient {
             });
         }
         let contact = account::contact_urls(contact)?;
-        let http = transport::https_client(extra_roots_pem)?;
+        let http = || transport::https_client(extra_roots_pem);
         let account = tokio::time::timeout(
             DEFAULT_TIMEOUT,
             account::open(http, directory_url, account_dir, contact),
@@ -138,11 +139,9 @@ impl AcmeClient {
 
         let identifiers: Vec<Identifier> =
             domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = self
-            .account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(|e| match &e {
+        let new_order = NewOrder::new(&identifiers);
+        let mut order =
+            retry_bad_nonce!(self.account.new_order(&new_order).await).map_err(|e| match &e {
                 instant_acme::Error::Api(problem) => AcmeError::Order {
                     domains: listed.clone(),
                     ca_said: hints::problem_text(problem),
@@ -195,13 +194,13 @@ impl AcmeClient {
                     guard.set_tls_alpn01(&domain, chain, key);
                 }
             }
-            challenge.set_ready().await.map_err(failed)?;
+            retry_bad_nonce!(challenge.set_ready().await).map_err(failed)?;
         }
 
         now("waiting for the CA to validate the challenges");
         let mut poll = Backoff::new();
         loop {
-            let state = order.refresh().await.map_err(failed)?;
+            let state = retry_bad_nonce!(order.refresh().await).map_err(failed)?;
             match state.status {
                 OrderStatus::Ready => break,
                 OrderStatus::Invalid => return Err(why_invalid(&mut order, kind, &listed).await),
@@ -229,12 +228,12 @@ impl AcmeClient {
         let mut params = CertificateParams::new(domains.to_vec()).map_err(crypto)?;
         params.distinguished_name = DistinguishedName::new();
         let csr = params.serialize_request(&key).map_err(crypto)?;
-        order.finalize_csr(csr.der()).await.map_err(failed)?;
+        retry_bad_nonce!(order.finalize_csr(csr.der()).await).map_err(failed)?;
 
         now("waiting for the CA to issue the certificate");
         let mut poll = Backoff::new();
         let chain_pem = loop {
-            match order.certificate().await.map_err(failed)? {
+            match retry_bad_nonce!(order.certificate().await).map_err(failed)? {
                 Some(chain) => break chain,
                 None => tokio::time::sleep(poll.next()).await,
             }

@@ -16,6 +16,7 @@ mod client;
 mod domains;
 mod error;
 mod hints;
+mod nonce;
 mod responder;
 mod tls_alpn;
 mod transport;
