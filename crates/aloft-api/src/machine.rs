@@ -49,6 +49,34 @@ pub struct MachineConfig {
     /// Deprecated preset name; mutually exclusive with `guest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
+    /// Fly's per-process overrides (`exec`, `env`, `secrets`, `ignore_app_secrets`…). Kept so the
+    /// agent can refuse them by name: it runs one process tree per machine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<MachineProcess>,
+    /// Deprecated in Fly's API in favour of `services[].autostart`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_machine_autostart: Option<bool>,
+}
+
+/// One entry of `config.processes` in Fly's schema, kept whole (the agent refuses it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineProcess {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_app_secrets: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// What the machine's main process is: `exec` replaces everything; otherwise the image
@@ -93,6 +121,12 @@ pub struct MachineService {
     pub min_machines_running: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<MachineCheck>,
+    /// Fly's proxy routes by `fly-force-instance-key` to machines with this key; the agent
+    /// refuses it (see `Fly-Force-Instance-Id` for pinning a request to a machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_instance_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_instance_description: Option<String>,
 }
 
 fn default_protocol() -> String {
@@ -547,6 +581,9 @@ pub struct CreateMachineRequest {
     pub skip_service_registration: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ttl: Option<u64>,
+    /// Fly's log-structured virtual disks; refused when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lsvd: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -564,6 +601,9 @@ pub struct UpdateMachineRequest {
     pub skip_service_registration: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ttl: Option<u64>,
+    /// Fly's log-structured virtual disks; refused when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lsvd: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -151,6 +151,7 @@ impl AppConfig {
                 autostart: s.auto_start_machines,
                 min_machines_running: s.min_machines_running,
                 checks,
+                ..MachineService::default()
             });
         }
         out
@@ -348,6 +349,7 @@ fn expand_http_service(h: &HttpService) -> MachineService {
         autostart: h.auto_start_machines,
         min_machines_running: h.min_machines_running,
         checks: h.checks.iter().map(|c| service_check(c, "http")).collect(),
+        ..MachineService::default()
     }
 }
 

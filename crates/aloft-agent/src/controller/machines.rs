@@ -14,7 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::actions::{
     CreateMachine, DeleteMachine, ListMachines, Nonce, StopHow, UpdateMachine, WaitMachine,
 };
-use super::{event, now_rfc3339, Controller, Reserve, FLYD, USER};
+use super::{event, now_rfc3339, unimplemented, Controller, Reserve, FLYD, USER};
 use super::{DomainError, DomainResult};
 use crate::{ids, images};
 
@@ -77,6 +77,7 @@ pub fn validate_config(config: &MachineConfig, image: &images::ResolvedImage) ->
         }
     }
     refuse_unsupported(config)?;
+    unimplemented::refuse_fly_only_fields(config)?;
     check_statics(config, image)?;
     for (i, s) in config.services.iter().enumerate() {
         if s.internal_port == 0 {
@@ -379,6 +380,7 @@ impl Controller {
         action: CreateMachine,
     ) -> DomainResult<Machine> {
         let req = action.request;
+        unimplemented::refuse_fly_only_request_fields(&req)?;
         let image = self.validate_for_app(app, &req.config).await?;
         if !req.skip_launch {
             self.check_memory(&req.config, Reserve::New)?;
@@ -504,6 +506,7 @@ impl Controller {
         action: UpdateMachine,
     ) -> DomainResult<Machine> {
         let req = action.request;
+        unimplemented::refuse_fly_only_request_fields(&req)?;
         let image = self.validate_for_app(app, &req.config).await?;
         let port_claim = self.claim_ports(app, &req.config.services).await?;
         let guard = self.lock(id).await;

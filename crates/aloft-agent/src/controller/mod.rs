@@ -27,6 +27,7 @@ mod runtime_events;
 pub mod secrets;
 #[cfg(test)]
 mod tests;
+mod unimplemented;
 
 pub use capacity::Reserve;
 pub use error::{DomainError, DomainResult};

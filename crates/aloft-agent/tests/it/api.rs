@@ -1258,6 +1258,94 @@ async fn unsupported_config_fields_are_refused_not_dropped() {
     h.stop_all().await;
 }
 
+/// Fields of Fly's schema the agent does not implement (the wire types keep them: a test of
+/// `aloft-api` checks every field of the openapi) are refused by name on create and update;
+/// their unset forms are accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn fly_only_fields_are_refused_by_name() {
+    let h = Harness::start(&[]).await;
+    h.create_app("flyonly").await;
+    let base = json!({"image": h.image(), "init": {"exec": ["sleep", "30"]}});
+    let service = |extra: Value| {
+        let mut s = json!({"protocol": "tcp", "internal_port": 8080});
+        for (k, v) in extra.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        json!([s])
+    };
+    let cases = [
+        (
+            json!({"processes": [{"cmd": ["x"], "ignore_app_secrets": true}]}),
+            "config.processes",
+        ),
+        (
+            json!({"disable_machine_autostart": true}),
+            "config.disable_machine_autostart",
+        ),
+        (
+            json!({"services": service(json!({"force_instance_key": "k"}))}),
+            "config.services[0].force_instance_key",
+        ),
+    ];
+    for (fields, expect) in cases {
+        let mut config = base.clone();
+        for (k, v) in fields.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let (status, body) = h
+            .send(
+                Method::POST,
+                "/v1/apps/flyonly/machines",
+                Some(json!({"config": config})),
+            )
+            .await;
+        assert_eq!(status, 422, "{expect}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().starts_with(expect),
+            "{expect}: {body}"
+        );
+    }
+    let (status, body) = h
+        .send(
+            Method::POST,
+            "/v1/apps/flyonly/machines",
+            Some(json!({"config": base, "lsvd": true})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("lsvd"),
+        "{body}"
+    );
+    assert_eq!(
+        h.ok(Method::GET, "/v1/apps/flyonly/machines", None).await,
+        json!([]),
+        "nothing created"
+    );
+
+    // Their unset forms ask for nothing and are taken, on create and on update.
+    let mut quiet = base.clone();
+    quiet["disable_machine_autostart"] = json!(false);
+    quiet["processes"] = json!([]);
+    let m = h
+        .ok(
+            Method::POST,
+            "/v1/apps/flyonly/machines",
+            Some(json!({"config": quiet, "lsvd": false, "skip_launch": true})),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let (status, body) = h
+        .send(
+            Method::POST,
+            &format!("/v1/apps/flyonly/machines/{id}"),
+            Some(json!({"config": base, "lsvd": true})),
+        )
+        .await;
+    assert_eq!(status, 422, "update: {body}");
+    h.stop_all().await;
+}
+
 #[tokio::test]
 async fn ips_are_allocated_by_the_rules_and_bad_requests_change_nothing() {
     let h = Harness::start(&[]).await;

@@ -1,0 +1,3 @@
+//! Integration tests of the wire types against Fly's published API schema.
+
+mod fly_schema;
