@@ -682,6 +682,9 @@ pub struct CreateAppRequest {
     pub org_slug: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// Fly routes `*.<app>.fly.dev` to the app when set; refused by the agent when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_subdomains: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -208,7 +208,7 @@ impl Client {
         let req = CreateAppRequest {
             app_name: Some(app.to_string()),
             org_slug: Some(org.to_string()),
-            network: None,
+            ..Default::default()
         };
         self.json(Method::POST, &routes::apps(), Some(&req)).await
     }

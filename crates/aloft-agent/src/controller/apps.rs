@@ -34,6 +34,13 @@ impl Controller {
         if let Some(problem) = ids::app_name_problem(&name) {
             return Err(DomainError::invalid_config(problem));
         }
+        if req.enable_subdomains {
+            return Err(DomainError::invalid_config(format!(
+                "enable_subdomains: routing every subdomain of the app's hostname to {name} is \
+                 not supported by this agent; add each hostname with `aloft certs add HOSTNAME -a \
+                 {name}` instead, or create the app without enable_subdomains"
+            )));
+        }
         let rec = AppRecord {
             id: ids::app_id(),
             name,

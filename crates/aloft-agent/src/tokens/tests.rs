@@ -45,8 +45,7 @@ async fn world() -> World {
     w.ctl
         .create_app(CreateAppRequest {
             app_name: Some("a".into()),
-            org_slug: None,
-            network: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -1343,6 +1343,24 @@ async fn fly_only_fields_are_refused_by_name() {
         )
         .await;
     assert_eq!(status, 422, "update: {body}");
+
+    let (status, body) = h
+        .send(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"app_name": "subs", "enable_subdomains": true})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("enable_subdomains"),
+        "{body}"
+    );
+    let (status, _) = h.send(Method::GET, "/v1/apps/subs", None).await;
+    assert_eq!(status, 404, "the app was not created");
     h.stop_all().await;
 }
 

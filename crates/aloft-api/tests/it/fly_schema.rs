@@ -7,7 +7,10 @@
 
 use std::path::PathBuf;
 
-use aloft_api::machine::{CreateMachineRequest, StopRequest, UpdateMachineRequest};
+use aloft_api::exec::MachineExecRequest;
+use aloft_api::machine::{
+    CreateAppRequest, CreateMachineRequest, StopRequest, UpdateMachineRequest,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -148,6 +151,22 @@ fn update_machine_request_keeps_every_fly_field() {
 fn stop_request_keeps_every_fly_field() {
     assert_eq!(
         round_trip::<StopRequest>("StopRequest"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn create_app_request_keeps_every_fly_field() {
+    assert_eq!(
+        round_trip::<CreateAppRequest>("CreateAppRequest"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn exec_request_keeps_every_fly_field() {
+    assert_eq!(
+        round_trip::<MachineExecRequest>("MachineExecRequest"),
         Vec::<String>::new()
     );
 }
