@@ -1671,6 +1671,47 @@ mod tests {
         assert!(end.iter().all(|m| m.id != "g0"));
     }
 
+    /// A blue-green release superseded after its switch, before it destroyed every blue, left
+    /// blues cordoned behind live greens: the next deploy destroys them, and creates nothing
+    /// in their place.
+    #[test]
+    fn blues_a_superseded_blue_green_release_left_after_its_switch_are_destroyed() {
+        let s = spec(&[("web", true)]);
+        let mut ms = three_web();
+        for m in &mut ms {
+            m.cordoned = true;
+        }
+        for i in 0..3 {
+            let mut green = machine(&format!("g{i}"), "web", MachineState::Started, "gru");
+            let md = &mut green.config.metadata;
+            md.insert(aloft_api::metadata::GREEN_FOR.into(), format!("w{i}"));
+            md.insert(aloft_api::metadata::RELEASE_ID.into(), "old".into());
+            ms.push(green);
+        }
+        // A machine cordoned by its user (no serving green names it) stays, cordoned.
+        let mut user_cordoned = machine("u0", "web", MachineState::Started, "gru");
+        user_cordoned.cordoned = true;
+        ms.push(user_cordoned);
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 2);
+        let t = MemTarget::with(ms);
+        block(run_release(&t, &r, false)).unwrap();
+        let end = t.machines();
+        let mut ids: Vec<&str> = end.iter().map(|m| m.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["g0", "g1", "g2", "u0"]);
+        assert!(end.iter().all(|m| m.cordoned == (m.id == "u0")));
+        let destroyed = t
+            .state
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| matches!(e, DeployEvent::BlueDestroyed { .. }))
+            .count();
+        assert_eq!(destroyed, 3);
+    }
+
     /// Killed at any operation of a blue-green deploy, with or without it taking effect, then
     /// resumed: the greens replace the blues, each blue gets one green, no blue stays.
     #[test]

@@ -26,21 +26,35 @@ struct Green {
 }
 
 impl<T: DeployTarget> Engine<'_, T> {
-    /// Greens of another (superseded or failed) release that never got traffic — still
-    /// cordoned — are destroyed before a deploy plans: they were never live, and left alone
-    /// they would be members that never serve.
+    /// What a superseded or failed blue-green release left, destroyed before a deploy plans:
+    /// - greens that never got traffic (still cordoned): never live, and left alone they would
+    ///   be members that never serve;
+    /// - blues switched away from (cordoned, named by a green that serves): the release was
+    ///   stopped after its switch, before it destroyed them. A cordoned machine no serving
+    ///   green names is left alone: a user may have cordoned it.
     pub(super) async fn destroy_stale_greens(&self) -> Result<(), EngineError> {
         let machines = self
             .target
             .list_machines()
             .await
             .map_err(EngineError::List)?;
-        for m in machines.iter().filter(|m| {
+        let of_another_release = |m: &Machine| {
             m.state.is_active()
-                && m.cordoned
                 && m.config.metadata.contains_key(GREEN_FOR)
                 && m.config.metadata.get(RELEASE_ID) != Some(&self.release.id)
-        }) {
+        };
+        let switched_blues: Vec<&str> = machines
+            .iter()
+            .filter(|m| of_another_release(m) && !m.cordoned)
+            .filter_map(|m| m.config.metadata.get(GREEN_FOR).map(String::as_str))
+            .collect();
+        for m in &machines {
+            let stale_green = of_another_release(m) && m.cordoned;
+            let switched_blue =
+                m.state.is_active() && m.cordoned && switched_blues.contains(&m.id.as_str());
+            if !stale_green && !switched_blue {
+                continue;
+            }
             match self.target.destroy_machine(&m.id, true).await {
                 Ok(()) | Err(TargetError::NotFound(_)) => {}
                 Err(source) => {
@@ -51,9 +65,11 @@ impl<T: DeployTarget> Engine<'_, T> {
                     })
                 }
             }
-            self.record(DeployEvent::GreenDestroyed {
-                id: m.id.clone(),
-                group: m.process_group().to_string(),
+            let (id, group) = (m.id.clone(), m.process_group().to_string());
+            self.record(if stale_green {
+                DeployEvent::GreenDestroyed { id, group }
+            } else {
+                DeployEvent::BlueDestroyed { id, group }
             })
             .await?;
         }
