@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aloft_api::schedule::{Schedule, SCHEDULES};
 use aloft_api::{Machine, MachineConfig, MachineState, RESTART_POLICIES};
 use aloft_runtime::{LaunchSpec, RuntimeError};
 use aloft_store::{DesiredState, MachineFilter, MachineRecord, VersionRecord};
@@ -116,9 +117,6 @@ pub fn validate_config(config: &MachineConfig, image: &images::ResolvedImage) ->
     Ok(())
 }
 
-/// Schedules the Machines API knows.
-const SCHEDULES: &[&str] = &["hourly", "daily", "weekly", "monthly"];
-
 /// Refuses config fields this agent cannot honour yet, naming each: accepting and dropping them
 /// would leave a machine that silently differs from what was asked.
 fn refuse_unsupported(config: &MachineConfig) -> DomainResult<()> {
@@ -137,19 +135,15 @@ fn refuse_unsupported(config: &MachineConfig) -> DomainResult<()> {
             f.guest_path
         )));
     }
-    if let Some(schedule) = &config.schedule {
-        let known = SCHEDULES.contains(&schedule.as_str());
-        return Err(DomainError::invalid_config(if known {
-            format!(
-                "config.schedule {schedule:?}: scheduled machines are not supported by this \
-                 agent yet; run the machine without a schedule"
-            )
-        } else {
-            format!(
-                "config.schedule {schedule:?} is not one of {}",
+    // An empty schedule is none, as in Fly's API (Go's empty string).
+    if let Some(schedule) = config.schedule.as_deref().filter(|s| !s.is_empty()) {
+        if Schedule::parse(schedule).is_none() {
+            return Err(DomainError::invalid_config(format!(
+                "config.schedule {schedule:?} is not one of {}; leave it out for a machine that \
+                 runs until stopped",
                 SCHEDULES.join(", ")
-            )
-        }));
+            )));
+        }
     }
     Ok(())
 }
