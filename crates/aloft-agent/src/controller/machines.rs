@@ -77,6 +77,16 @@ pub fn validate_config(config: &MachineConfig, image: &images::ResolvedImage) ->
             )));
         }
     }
+    // An empty schedule is none, as in Fly's API (Go's empty string).
+    if let Some(schedule) = config.schedule.as_deref().filter(|s| !s.is_empty()) {
+        if Schedule::parse(schedule).is_none() {
+            return Err(DomainError::invalid_config(format!(
+                "config.schedule {schedule:?} is not one of {}; leave it out for a machine that \
+                 runs until stopped",
+                SCHEDULES.join(", ")
+            )));
+        }
+    }
     refuse_unsupported(config)?;
     check_statics(config, image)?;
     for (i, s) in config.services.iter().enumerate() {
@@ -134,16 +144,6 @@ fn refuse_unsupported(config: &MachineConfig) -> DomainResult<()> {
              pass its content in config.env",
             f.guest_path
         )));
-    }
-    // An empty schedule is none, as in Fly's API (Go's empty string).
-    if let Some(schedule) = config.schedule.as_deref().filter(|s| !s.is_empty()) {
-        if Schedule::parse(schedule).is_none() {
-            return Err(DomainError::invalid_config(format!(
-                "config.schedule {schedule:?} is not one of {}; leave it out for a machine that \
-                 runs until stopped",
-                SCHEDULES.join(", ")
-            )));
-        }
     }
     Ok(())
 }

@@ -633,6 +633,53 @@ mod tests {
         assert!(parse_metadata(&["fly_process_group=fly_app_console".into()]).is_err());
     }
 
+    fn flags(schedule: Option<&str>, restart: Option<&str>, rm: bool) -> RunFlags {
+        RunFlags {
+            image: "dir:///srv/job".into(),
+            command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            schedule: schedule.map(String::from),
+            env: vec!["A=1".into(), "B=x=y".into()],
+            metadata: vec![],
+            name: None,
+            region: None,
+            restart: restart.map(String::from),
+            rm,
+        }
+    }
+
+    #[test]
+    fn run_requests_take_flyctls_restart_defaults() {
+        let policy = |f| run_request(f).unwrap().config.restart.unwrap().policy;
+        assert_eq!(policy(flags(None, None, false)), "always");
+        assert_eq!(policy(flags(Some("daily"), None, false)), "on-failure");
+        assert_eq!(policy(flags(None, None, true)), "no");
+        assert_eq!(policy(flags(Some("daily"), Some("no"), false)), "no");
+        assert_eq!(policy(flags(None, Some("on-fail"), false)), "on-failure");
+        let req = run_request(flags(Some("weekly"), None, false)).unwrap();
+        assert_eq!(req.config.schedule.as_deref(), Some("weekly"));
+        assert_eq!(req.config.init.cmd.as_ref().unwrap()[2], "echo hi");
+        assert_eq!(req.config.env["B"], "x=y");
+        assert!(!req.skip_launch, "started at creation, as flyctl does");
+        let mut bad = flags(None, None, false);
+        bad.env = vec!["NOEQUALS".into()];
+        assert!(run_request(bad).is_err());
+    }
+
+    #[test]
+    fn schedule_summary_names_the_next_period() {
+        let m: Machine = serde_json::from_value(serde_json::json!({
+            "id": "m", "name": "n", "state": "stopped", "region": "ams", "instance_id": "v",
+            "created_at": "2026-01-31T10:00:00Z", "updated_at": "2026-01-31T10:00:00Z",
+            "config": {"image": "x", "schedule": "monthly"},
+        }))
+        .unwrap();
+        let feb_1 = aloft_api::schedule::rfc3339_ms("2026-02-01T00:00:00Z").unwrap();
+        assert_eq!(
+            schedule_summary(&m, feb_1).unwrap(),
+            "monthly, next run 2026-02-28T10:00:00Z"
+        );
+    }
+
     #[test]
     fn force_rules() {
         assert!(needs_force(MachineState::Started));
