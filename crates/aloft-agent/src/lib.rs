@@ -25,6 +25,7 @@ pub mod images;
 pub mod machine_map;
 pub mod regions;
 pub mod routing;
+pub mod schedules;
 pub mod secrets_key;
 pub mod settings;
 pub mod supervisor;
@@ -106,6 +107,8 @@ pub struct AgentHandle {
     pub acme: Option<Arc<acme::Acme>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
+    /// Starts scheduled machines until the handle is dropped (see [`schedules`]).
+    _scheduler: schedules::SchedulerTask,
     /// Held (flock) for the handle's lifetime: one agent per data dir.
     _lock: std::fs::File,
 }
@@ -248,6 +251,7 @@ impl Agent {
             .resume()
             .await
             .map_err(|e| AgentError::Reconcile(format!("resuming releases: {e}")))?;
+        let scheduler = schedules::start(ctl.clone(), config.schedule_unit);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| AgentError::Listen {
@@ -316,6 +320,7 @@ impl Agent {
             acme,
             shutdown: Some(tx),
             server,
+            _scheduler: scheduler,
             _lock: lock,
         })
     }

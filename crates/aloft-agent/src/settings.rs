@@ -45,6 +45,9 @@ pub struct AgentConfig {
     /// Allow plain HTTP on a non-loopback address (`--insecure-listen`): without it such a
     /// listen address is refused, since the token would cross the network in clear text.
     pub insecure_listen: bool,
+    /// How long schedule periods last (`config.schedule`): real ones, except in tests
+    /// (`aloft agent --schedule-unit-ms`, hidden).
+    pub schedule_unit: aloft_api::schedule::PeriodUnit,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -99,6 +102,7 @@ impl AgentConfig {
             secrets_key: None,
             tls: None,
             insecure_listen: false,
+            schedule_unit: Default::default(),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod network;
 pub mod proxy;
 pub mod regions;
 pub mod routes;
+pub mod schedule;
 pub mod secrets;
 pub mod tokens;
 

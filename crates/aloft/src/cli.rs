@@ -385,6 +385,10 @@ pub struct AgentArgs {
     /// refused.
     #[arg(long)]
     pub insecure_listen: bool,
+    /// Tests only: schedule periods as if an hour lasted this many milliseconds (a day 24
+    /// of them, a month 720), so scheduled machines run within a test's time.
+    #[arg(long, hide = true, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub schedule_unit_ms: Option<u32>,
     /// Helpers of remote clients (hidden), which run without starting an agent.
     #[command(subcommand)]
     pub helper: Option<AgentHelper>,
@@ -793,6 +797,45 @@ pub enum MachineCommand {
         #[arg(short = 'r', long)]
         region: Option<String>,
         /// Do not wait for the clone to start.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Create a machine of IMAGE running COMMAND and start it (flyctl's `fly machine run`);
+    /// with --schedule it starts again every period, counted from its creation.
+    Run {
+        /// What the agent runs: an image of the app (`aloft/<app>@sha256:…`, as `aloft images
+        /// list` shows) or a directory on the agent's host (`dir:///path` or `/path`).
+        image: String,
+        /// The command and its arguments [default: the image's].
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        /// Start it again every hour, day, week or month after its creation; each run ends
+        /// when the command exits, and a run still going when the next period comes is not
+        /// started twice.
+        #[arg(long, value_parser = ["hourly", "daily", "weekly", "monthly"])]
+        schedule: Option<String>,
+        /// NAME=VALUE environment variables (repeatable).
+        #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// KEY=VALUE metadata (repeatable).
+        #[arg(short = 'm', long = "metadata", value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+        /// The machine's name [default: generated].
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        /// Its region [default: the agent's].
+        #[arg(short = 'r', long)]
+        region: Option<String>,
+        /// When its command exits: no, always or on-fail [default: on-fail with --schedule,
+        /// no with --rm, else always].
+        #[arg(long, value_parser = ["no", "always", "on-fail", "on-failure"])]
+        restart: Option<String>,
+        /// Destroy the machine when its command exits.
+        #[arg(long, conflicts_with = "schedule")]
+        rm: bool,
+        /// Return once the machine is created instead of waiting for it to start.
         #[arg(long)]
         detach: bool,
         #[command(flatten)]

@@ -400,6 +400,11 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         _ => None,
     };
     config.insecure_listen = args.insecure_listen;
+    if let Some(ms) = args.schedule_unit_ms {
+        config.schedule_unit = aloft_api::schedule::PeriodUnit::Scaled {
+            hour_ms: i64::from(ms),
+        };
+    }
     config
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aloft_api::schedule::{Schedule, SCHEDULES};
 use aloft_api::{Machine, MachineConfig, MachineState, RESTART_POLICIES};
 use aloft_runtime::{LaunchSpec, RuntimeError};
 use aloft_store::{DesiredState, MachineFilter, MachineRecord, VersionRecord};
@@ -76,6 +77,16 @@ pub fn validate_config(config: &MachineConfig, image: &images::ResolvedImage) ->
             )));
         }
     }
+    // An empty schedule is none, as in Fly's API (Go's empty string).
+    if let Some(schedule) = config.schedule.as_deref().filter(|s| !s.is_empty()) {
+        if Schedule::parse(schedule).is_none() {
+            return Err(DomainError::invalid_config(format!(
+                "config.schedule {schedule:?} is not one of {}; leave it out for a machine that \
+                 runs until stopped",
+                SCHEDULES.join(", ")
+            )));
+        }
+    }
     refuse_unsupported(config)?;
     unimplemented::refuse_fly_only_fields(config)?;
     check_statics(config, image)?;
@@ -117,9 +128,6 @@ pub fn validate_config(config: &MachineConfig, image: &images::ResolvedImage) ->
     Ok(())
 }
 
-/// Schedules the Machines API knows.
-const SCHEDULES: &[&str] = &["hourly", "daily", "weekly", "monthly"];
-
 /// Refuses config fields this agent cannot honour yet, naming each: accepting and dropping them
 /// would leave a machine that silently differs from what was asked.
 fn refuse_unsupported(config: &MachineConfig) -> DomainResult<()> {
@@ -137,20 +145,6 @@ fn refuse_unsupported(config: &MachineConfig) -> DomainResult<()> {
              pass its content in config.env",
             f.guest_path
         )));
-    }
-    if let Some(schedule) = &config.schedule {
-        let known = SCHEDULES.contains(&schedule.as_str());
-        return Err(DomainError::invalid_config(if known {
-            format!(
-                "config.schedule {schedule:?}: scheduled machines are not supported by this \
-                 agent yet; run the machine without a schedule"
-            )
-        } else {
-            format!(
-                "config.schedule {schedule:?} is not one of {}",
-                SCHEDULES.join(", ")
-            )
-        }));
     }
     Ok(())
 }

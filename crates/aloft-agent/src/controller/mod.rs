@@ -24,6 +24,7 @@ mod oci;
 mod ports;
 mod reconcile;
 mod runtime_events;
+pub mod schedule;
 pub mod secrets;
 #[cfg(test)]
 mod tests;

@@ -1236,11 +1236,6 @@ async fn unsupported_config_fields_are_refused_not_dropped() {
             "config.files",
         ),
         ("schedule", json!("fortnightly"), "not one of hourly, daily"),
-        (
-            "schedule",
-            json!("daily"),
-            "scheduled machines are not supported",
-        ),
     ] {
         let (status, body) = h
             .send(

@@ -12,4 +12,5 @@ mod hosts;
 mod oci;
 mod openapi;
 mod proxy;
+mod schedule;
 mod tokens;

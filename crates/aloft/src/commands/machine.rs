@@ -1,4 +1,4 @@
-//! `aloft machine list|status|clone|start|stop|destroy|update|exec|ps` (flyctl-behaviour §5).
+//! `aloft machine list|status|run|clone|start|stop|destroy|update|exec|ps` (flyctl-behaviour §5).
 //! Every id is looked up before anything is changed, so an unknown id changes nothing.
 
 use std::process::ExitCode;
@@ -43,26 +43,39 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
                 } else if machines.is_empty() {
                     printer.line(format_args!("No machines are available on this app {app}"));
                 } else {
+                    let mut headers = vec![
+                        "ID",
+                        "NAME",
+                        "STATE",
+                        "CHECKS",
+                        "REGION",
+                        "ROLE",
+                        "IMAGE",
+                        "IP ADDRESS",
+                        "CREATED",
+                        "LAST UPDATED",
+                        "PROCESS GROUP",
+                        "SIZE",
+                    ];
+                    let mut rows: Vec<Vec<String>> = machines.iter().map(list_row).collect();
+                    // Only apps with scheduled machines get the column.
+                    if machines
+                        .iter()
+                        .any(|m| m.config.schedule.as_deref().is_some_and(|s| !s.is_empty()))
+                    {
+                        headers.push("SCHEDULE");
+                        let now = now_ms();
+                        for (row, m) in rows.iter_mut().zip(&machines) {
+                            row.push(schedule_summary(m, now).unwrap_or_default());
+                        }
+                    }
                     printer.table(
                         Some(&format!(
                             "{} machines have been retrieved from app {app}.",
                             machines.len()
                         )),
-                        &[
-                            "ID",
-                            "NAME",
-                            "STATE",
-                            "CHECKS",
-                            "REGION",
-                            "ROLE",
-                            "IMAGE",
-                            "IP ADDRESS",
-                            "CREATED",
-                            "LAST UPDATED",
-                            "PROCESS GROUP",
-                            "SIZE",
-                        ],
-                        &machines.iter().map(list_row).collect::<Vec<_>>(),
+                        &headers,
+                        &rows,
                     );
                 }
                 Ok(ExitCode::SUCCESS)
@@ -95,6 +108,9 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
                 ] {
                     printer.line(format_args!("  {k:<14} = {v}"));
                 }
+                if let Some(schedule) = schedule_summary(&m, now_ms()) {
+                    printer.line(format_args!("  {:<14} = {schedule}", "Schedule"));
+                }
                 if !m.events.is_empty() {
                     printer.line("");
                     let rows: Vec<Vec<String>> = m
@@ -117,6 +133,33 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             })
+        }
+        MachineCommand::Run {
+            image,
+            command,
+            schedule,
+            env,
+            metadata,
+            name,
+            region,
+            restart,
+            rm,
+            detach,
+            app,
+        } => {
+            let app = ctx.app(&app)?;
+            let req = run_request(RunFlags {
+                image,
+                command,
+                schedule,
+                env,
+                metadata,
+                name,
+                region,
+                restart,
+                rm,
+            })?;
+            block_on(run_machine(&client, printer, &app, req, detach))
         }
         MachineCommand::Clone {
             id,
@@ -406,6 +449,144 @@ async fn get_all(client: &Client, app: &str, ids: &[String]) -> anyhow::Result<V
     Ok(out)
 }
 
+/// `aloft machine run`'s flags that make the machine.
+struct RunFlags {
+    image: String,
+    command: Vec<String>,
+    schedule: Option<String>,
+    env: Vec<String>,
+    metadata: Vec<String>,
+    name: Option<String>,
+    region: Option<String>,
+    restart: Option<String>,
+    rm: bool,
+}
+
+/// The create request of `aloft machine run`, with flyctl's defaults: restart policy `always`,
+/// `on-failure` for a scheduled machine, `no` with `--rm`.
+fn run_request(flags: RunFlags) -> anyhow::Result<CreateMachineRequest> {
+    if flags.image.trim().is_empty() {
+        bail!("the image argument cannot be empty: name an image of the app or a directory");
+    }
+    let mut config = aloft_api::MachineConfig {
+        image: flags.image,
+        auto_destroy: flags.rm,
+        schedule: flags.schedule,
+        ..Default::default()
+    };
+    if !flags.command.is_empty() {
+        config.init.cmd = Some(flags.command);
+    }
+    for item in &flags.env {
+        let Some((k, v)) = item.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("--env {item:?} is not NAME=VALUE");
+        };
+        config.env.insert(k.to_string(), v.to_string());
+    }
+    config.metadata.extend(parse_metadata(&flags.metadata)?);
+    let policy = match flags.restart.as_deref() {
+        Some("on-fail") | Some("on-failure") => "on-failure",
+        Some(other) => other,
+        None if config.schedule.is_some() => "on-failure",
+        None if flags.rm => "no",
+        None => "always",
+    };
+    config.restart = Some(aloft_api::MachineRestart {
+        policy: policy.to_string(),
+        max_retries: None,
+    });
+    Ok(CreateMachineRequest {
+        config,
+        name: flags.name,
+        region: flags.region,
+        ..CreateMachineRequest::default()
+    })
+}
+
+/// Creates the machine, then (unless `detach`) waits until it started — or already ran and
+/// stopped, as a short scheduled job does.
+async fn run_machine(
+    client: &Client,
+    printer: &crate::printer::Printer,
+    app: &str,
+    req: CreateMachineRequest,
+    detach: bool,
+) -> anyhow::Result<ExitCode> {
+    let m = client
+        .create_machine(app, &req)
+        .await
+        .with_context(|| format!("creating a machine in app {app}"))?;
+    if printer.json() && detach {
+        printer.json_value(&m)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !printer.json() {
+        printer.line(format_args!(
+            "Success! A machine has been successfully launched in app {app}"
+        ));
+        printer.line(format_args!(" Machine ID: {}", m.id));
+        printer.line(format_args!(" Instance ID: {}", m.instance_id));
+        printer.line(format_args!(" State: {}", m.state));
+        if let Some(schedule) = schedule_summary(&m, now_ms()) {
+            printer.line(format_args!(" Schedule: {schedule}"));
+        }
+    }
+    if detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let m = loop {
+        let m = get(client, app, &m.id).await?;
+        let ran = m.events.iter().any(|e| e.kind == "start");
+        if ran || !matches!(m.state, MachineState::Created | MachineState::Starting) {
+            break m;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "machine {} did not start within 5 minutes; see `aloft machine status {}`",
+                m.id,
+                m.id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if printer.json() {
+        printer.json_value(&m)?;
+    } else if m.state == MachineState::Failed {
+        let why = m
+            .events
+            .iter()
+            .find(|e| e.kind == "launch" && e.status == "failed")
+            .and_then(|e| e.request.as_ref()?["error"].as_str().map(String::from))
+            .unwrap_or_default();
+        bail!("machine {} failed to start: {why}", m.id);
+    } else if m.state == MachineState::Started {
+        printer.line(format_args!("Machine {} started", m.id));
+    } else {
+        printer.line(format_args!("Machine {} ran and is {}", m.id, m.state));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `daily, next run 2026-03-11T14:25:07Z`: the schedule and the next period after `now_ms`
+/// (periods count from the machine's creation, `aloft_api::schedule`).
+fn schedule_summary(m: &Machine, now_ms: i64) -> Option<String> {
+    use aloft_api::schedule::{ms_rfc3339, rfc3339_ms, PeriodUnit, Periods, Schedule};
+    let name = m.config.schedule.as_deref().filter(|s| !s.is_empty())?;
+    let Some(schedule) = Schedule::parse(name) else {
+        return Some(name.to_string());
+    };
+    let anchor = rfc3339_ms(&m.created_at)?;
+    let (_, next) = Periods::new(schedule, anchor, PeriodUnit::Real).next_after(now_ms);
+    Some(format!("{schedule}, next run {}", ms_rfc3339(next)))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn list_row(m: &Machine) -> Vec<String> {
     let passing = m.checks.iter().filter(|c| c.status == "passing").count();
     let checks = if m.checks.is_empty() {
@@ -450,6 +631,53 @@ mod tests {
         assert!(parse_metadata(&["novalue".into()]).is_err());
         assert!(parse_metadata(&["=x".into()]).is_err());
         assert!(parse_metadata(&["fly_process_group=fly_app_console".into()]).is_err());
+    }
+
+    fn flags(schedule: Option<&str>, restart: Option<&str>, rm: bool) -> RunFlags {
+        RunFlags {
+            image: "dir:///srv/job".into(),
+            command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            schedule: schedule.map(String::from),
+            env: vec!["A=1".into(), "B=x=y".into()],
+            metadata: vec![],
+            name: None,
+            region: None,
+            restart: restart.map(String::from),
+            rm,
+        }
+    }
+
+    #[test]
+    fn run_requests_take_flyctls_restart_defaults() {
+        let policy = |f| run_request(f).unwrap().config.restart.unwrap().policy;
+        assert_eq!(policy(flags(None, None, false)), "always");
+        assert_eq!(policy(flags(Some("daily"), None, false)), "on-failure");
+        assert_eq!(policy(flags(None, None, true)), "no");
+        assert_eq!(policy(flags(Some("daily"), Some("no"), false)), "no");
+        assert_eq!(policy(flags(None, Some("on-fail"), false)), "on-failure");
+        let req = run_request(flags(Some("weekly"), None, false)).unwrap();
+        assert_eq!(req.config.schedule.as_deref(), Some("weekly"));
+        assert_eq!(req.config.init.cmd.as_ref().unwrap()[2], "echo hi");
+        assert_eq!(req.config.env["B"], "x=y");
+        assert!(!req.skip_launch, "started at creation, as flyctl does");
+        let mut bad = flags(None, None, false);
+        bad.env = vec!["NOEQUALS".into()];
+        assert!(run_request(bad).is_err());
+    }
+
+    #[test]
+    fn schedule_summary_names_the_next_period() {
+        let m: Machine = serde_json::from_value(serde_json::json!({
+            "id": "m", "name": "n", "state": "stopped", "region": "ams", "instance_id": "v",
+            "created_at": "2026-01-31T10:00:00Z", "updated_at": "2026-01-31T10:00:00Z",
+            "config": {"image": "x", "schedule": "monthly"},
+        }))
+        .unwrap();
+        let feb_1 = aloft_api::schedule::rfc3339_ms("2026-02-01T00:00:00Z").unwrap();
+        assert_eq!(
+            schedule_summary(&m, feb_1).unwrap(),
+            "monthly, next run 2026-02-28T10:00:00Z"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod deploy_e2e;
 mod exec_e2e;
 mod images_cli;
 mod private_net_e2e;
+mod schedule_e2e;
 mod schemathesis;
 mod secrets_e2e;
 mod ssh_e2e;
