@@ -951,19 +951,7 @@ fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_vm() {
         .map(|r| r["version"].as_u64().unwrap())
         .max()
         .expect("a scale vm operation");
-    let events = Command::new("curl")
-        .args(["-sf", "-H"])
-        .arg(format!("Authorization: Bearer {}", w.agent.token))
-        .arg(format!(
-            "{}/v1/apps/{}/releases/{op}/events",
-            w.agent.url, w.app
-        ))
-        .output()
-        .expect("curl runs");
-    let events: Vec<Value> = String::from_utf8_lossy(&events.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
-        .collect();
+    let events = release_events(&w, op);
     let resumed_at = events
         .iter()
         .position(|e| e["type"] == "started" && e["resumed"] == true)
@@ -1146,6 +1134,23 @@ fn api_post(w: &World, path: &str, body: &str) -> (u16, Value) {
 }
 
 /// `GET` of an agent route, as JSON.
+/// The events of release (or scale operation) `version`, in order.
+fn release_events(w: &World, version: u64) -> Vec<Value> {
+    let out = Command::new("curl")
+        .args(["-sf", "-H"])
+        .arg(format!("Authorization: Bearer {}", w.agent.token))
+        .arg(format!(
+            "{}/v1/apps/{}/releases/{version}/events",
+            w.agent.url, w.app
+        ))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+        .collect()
+}
+
 fn api_get(w: &World, path: &str) -> Value {
     let out = Command::new("curl")
         .args(["-sf", "-H"])
