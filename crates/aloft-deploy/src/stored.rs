@@ -59,8 +59,10 @@ pub enum StoredStatus {
     Complete,
     #[serde(rename = "failed")]
     Failed,
-    #[serde(rename = "interrupted")]
-    Interrupted,
+    /// Rows of older agents say `interrupted` (only `pending`/`running` are looked up in the
+    /// column, so those rows need no migration).
+    #[serde(rename = "superseded", alias = "interrupted")]
+    Superseded,
 }
 
 impl StoredStatus {
@@ -71,7 +73,7 @@ impl StoredStatus {
             StoredStatus::Running => "running",
             StoredStatus::Complete => "complete",
             StoredStatus::Failed => "failed",
-            StoredStatus::Interrupted => "interrupted",
+            StoredStatus::Superseded => "superseded",
         }
     }
 }
@@ -83,7 +85,7 @@ impl From<ReleaseStatus> for StoredStatus {
             ReleaseStatus::Running => StoredStatus::Running,
             ReleaseStatus::Complete => StoredStatus::Complete,
             ReleaseStatus::Failed => StoredStatus::Failed,
-            ReleaseStatus::Interrupted => StoredStatus::Interrupted,
+            ReleaseStatus::Superseded => StoredStatus::Superseded,
         }
     }
 }
@@ -95,7 +97,7 @@ impl From<StoredStatus> for ReleaseStatus {
             StoredStatus::Running => ReleaseStatus::Running,
             StoredStatus::Complete => ReleaseStatus::Complete,
             StoredStatus::Failed => ReleaseStatus::Failed,
-            StoredStatus::Interrupted => ReleaseStatus::Interrupted,
+            StoredStatus::Superseded => ReleaseStatus::Superseded,
         }
     }
 }
@@ -234,7 +236,7 @@ mod tests {
             ReleaseStatus::Running,
             ReleaseStatus::Complete,
             ReleaseStatus::Failed,
-            ReleaseStatus::Interrupted,
+            ReleaseStatus::Superseded,
         ] {
             let stored = StoredStatus::from(s);
             assert_eq!(stored.as_str(), s.as_str());

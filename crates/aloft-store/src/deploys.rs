@@ -21,7 +21,8 @@ pub struct ReleaseRow {
     pub version: u64,
     /// ULID.
     pub id: String,
-    /// `pending`, `running`, `complete`, `failed`, `interrupted`.
+    /// `pending`, `running`, `complete`, `failed`, `superseded` (`interrupted` in rows of older
+    /// agents).
     pub status: String,
     /// The whole release as JSON (`aloft_deploy::stored::StoredRelease`).
     pub body: String,

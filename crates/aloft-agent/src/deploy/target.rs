@@ -3,7 +3,7 @@
 //!
 //! Progress events are appended to the release's log in the store (committed before the engine
 //! goes on) and then announced to followers. A release that was superseded refuses to start new
-//! machine operations, stops waiting, and its final event says `interrupted`.
+//! machine operations, stops waiting, and its final event says `superseded`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -488,8 +488,8 @@ impl DeployTarget for AgentTarget {
     async fn record(&self, event: DeployEvent) -> Result<(), TargetError> {
         let event = match event {
             DeployEvent::Finished { .. } if self.cancelled() => DeployEvent::Finished {
-                status: ReleaseStatus::Interrupted,
-                error: Some("superseded by a newer release".into()),
+                status: ReleaseStatus::Superseded,
+                error: Some(super::SUPERSEDED.into()),
             },
             e => e,
         };
