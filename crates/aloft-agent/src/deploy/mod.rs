@@ -251,6 +251,10 @@ impl Deployer {
             };
             match run_release(&target, &release, resumed).await {
                 Ok(()) => tracing::info!(app = %k.app, version = k.version, "release complete"),
+                // What it was doing when it stopped, not a failure: its status says superseded.
+                Err(e) if target.cancelled() => {
+                    tracing::info!(app = %k.app, version = k.version, stopped = %e, "release superseded")
+                }
                 Err(e) => {
                     tracing::warn!(app = %k.app, version = k.version, error = %e, "release failed")
                 }

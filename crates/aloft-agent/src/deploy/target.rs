@@ -55,7 +55,8 @@ impl AgentTarget {
         &self.key.app
     }
 
-    fn cancelled(&self) -> bool {
+    /// Whether a newer release superseded this one.
+    pub(crate) fn cancelled(&self) -> bool {
         *self.cancel.borrow()
     }
 
