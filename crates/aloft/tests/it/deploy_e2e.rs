@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::common;
 
+mod small_print;
 mod strategies;
 
 use aloft_testkit::KillOnDrop;
