@@ -955,18 +955,27 @@ mod tests {
         assert_eq!(plan.desired["web"], 3);
     }
 
+    /// Machines of group `web` (id, state, region), each created a second after the one before.
+    fn web_created_in_order(specs: &[(&str, MachineState, &str)]) -> Vec<Machine> {
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, (id, state, region))| Machine {
+                created_at: format!("2026-01-01T00:00:0{i}Z"),
+                ..machine(id, "web", *state, region)
+            })
+            .collect()
+    }
+
     #[test]
     fn scale_down_prefers_stopped_then_newest() {
         let s = spec(&[("web", true)]);
-        let mut ms = vec![
-            machine("a1", "web", Started, "gru"),
-            machine("a2", "web", Stopped, "gru"),
-            machine("a3", "web", Started, "gru"),
-            machine("a4", "web", Started, "gru"),
-        ];
-        for (i, m) in ms.iter_mut().enumerate() {
-            m.created_at = format!("2026-01-01T00:00:0{i}Z");
-        }
+        let ms = web_created_in_order(&[
+            ("a1", Started, "gru"),
+            ("a2", Stopped, "gru"),
+            ("a3", Started, "gru"),
+            ("a4", Started, "gru"),
+        ]);
         let plan = plan_count(
             &req(&[("web", CountSpec::Relative(-2))], &[], None),
             &s,
@@ -992,17 +1001,14 @@ mod tests {
     #[test]
     fn scale_down_keeps_the_spread_even_and_prefers_stopped_machines() {
         let s = spec(&[("web", true)]);
-        let mut ms = vec![
-            machine("g1", "web", Started, "gru"),
-            machine("g2", "web", Started, "gru"),
-            machine("g3", "web", Started, "gru"),
-            machine("g4", "web", Started, "gru"),
-            machine("b1", "web", Started, "bog"),
-            machine("b2", "web", Stopped, "bog"),
-        ];
-        for (i, m) in ms.iter_mut().enumerate() {
-            m.created_at = format!("2026-01-01T00:00:0{i}Z");
-        }
+        let ms = web_created_in_order(&[
+            ("g1", Started, "gru"),
+            ("g2", Started, "gru"),
+            ("g3", Started, "gru"),
+            ("g4", Started, "gru"),
+            ("b1", Started, "bog"),
+            ("b2", Stopped, "bog"),
+        ]);
         let down_to = |n| {
             let plan = plan_count(
                 &req(&[("web", CountSpec::Absolute(n))], &[], None),

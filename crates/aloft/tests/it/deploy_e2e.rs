@@ -89,16 +89,21 @@ impl World {
         std::fs::write(self.tmp.path().join("app/fly.toml"), toml).unwrap();
     }
 
-    fn aloft(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_aloft"))
+    /// `aloft ARGS` in the app directory against this agent, stdin /dev/null, not started yet.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aloft"));
+        command
             .args(args)
             .current_dir(self.tmp.path().join("app"))
             .env("ALOFT_API_URL", &self.agent.url)
             .env("ALOFT_API_TOKEN", &self.agent.token)
             .env_remove("ALOFT_APP")
-            .stdin(Stdio::null())
-            .output()
-            .expect("aloft runs")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn aloft(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("aloft runs")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -154,6 +159,17 @@ impl World {
             }
             Some(out)
         })
+    }
+
+    /// `aloft machine stop ID`, then waits until the machine is stopped.
+    fn stop(&self, id: &str) {
+        self.ok(&["machine", "stop", id]);
+        wait_for(Duration::from_secs(20), "the machine to stop", || {
+            self.machines()
+                .iter()
+                .any(|m| m["id"] == id && m["state"] == "stopped")
+                .then_some(())
+        });
     }
 
     fn deploy(&self, extra: &[&str]) -> String {
@@ -340,13 +356,7 @@ fn the_process_groups_guide() {
 
     // fly machine stop ID; fly machine destroy ID. A started machine needs --force.
     let clone_id = clone["id"].as_str().unwrap().to_string();
-    w.ok(&["machine", "stop", &clone_id]);
-    wait_for(Duration::from_secs(20), "the clone to stop", || {
-        w.machines()
-            .iter()
-            .any(|m| m["id"] == clone_id.as_str() && m["state"] == "stopped")
-            .then_some(())
-    });
+    w.stop(&clone_id);
     w.ok(&["machine", "destroy", &clone_id]);
     let ms = w.machines();
     assert!(!ms.iter().any(|m| m["id"] == clone_id.as_str()));
@@ -811,13 +821,7 @@ fn a_crash_looping_group_fails_the_deploy_with_its_logs() {
 fn spawn_until(w: &World, args: &[&str], marker: &str) -> KillOnDrop {
     use std::io::BufRead;
     let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_aloft"))
-            .args(args)
-            .current_dir(w.tmp.path().join("app"))
-            .env("ALOFT_API_URL", &w.agent.url)
-            .env("ALOFT_API_TOKEN", &w.agent.token)
-            .env_remove("ALOFT_APP")
-            .stdin(Stdio::null())
+        w.command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -6,7 +6,7 @@
 //! colour codes; `aloft --help` names the agent's environment variables.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use aloft_testkit::agent::Launch;
@@ -24,6 +24,13 @@ fn regions(w: &World) -> BTreeMap<String, usize> {
             .or_default() += 1;
     }
     out
+}
+
+/// Asserts that `text` contains each of `parts`.
+fn assert_has_all(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} in:\n{text}");
+    }
 }
 
 fn ids(w: &World) -> Vec<String> {
@@ -46,14 +53,15 @@ fn a_bare_scale_count_names_its_group_when_the_app_has_several() {
     w.deploy(&[]);
     let before = w.counts();
     let err = w.fails(&["scale", "count", "3", "--yes"]);
-    for part in [
-        "several process groups",
-        "['web', 'worker']",
-        "scale count N -g GROUP",
-        "scale count web=N worker=N",
-    ] {
-        assert!(err.contains(part), "{part:?} in {err}");
-    }
+    assert_has_all(
+        &err,
+        &[
+            "several process groups",
+            "['web', 'worker']",
+            "scale count N -g GROUP",
+            "scale count web=N worker=N",
+        ],
+    );
     assert_eq!(w.counts(), before, "nothing changed");
     w.ok(&["scale", "count", "3", "-g", "worker", "--yes"]);
     assert_eq!(w.counts()["worker"], 3);
@@ -74,13 +82,7 @@ fn scale_down_keeps_regions_even_and_takes_stopped_machines_first() {
         .find(|m| m["region"] == "bog")
         .map(|m| m["id"].as_str().unwrap().to_string())
         .unwrap();
-    w.ok(&["machine", "stop", &stopped]);
-    wait_for(Duration::from_secs(30), "the machine to stop", || {
-        w.machines()
-            .iter()
-            .any(|m| m["id"] == stopped.as_str() && m["state"] == "stopped")
-            .then_some(())
-    });
+    w.stop(&stopped);
 
     // gru gives two (4 → 2); then, 2 and 2, bog's stopped machine goes before any running one;
     // then gru's; 1 and 1 is left.
@@ -104,14 +106,15 @@ fn scale_vm_warns_when_a_vm_section_of_fly_toml_will_undo_it() {
     w.deploy(&[]);
 
     let text = w.ok(&["scale", "vm", "shared-cpu-2x", "-g", "web"]);
-    for part in [
-        "warning: fly.toml has a [[vm]] section for group 'web'",
-        "machines now: size=shared-cpu-2x memory=512MB",
-        "fly.toml: size=shared-cpu-1x memory=256MB",
-        "The next `aloft deploy` sets the machines back",
-    ] {
-        assert!(text.contains(part), "{part:?} in {text}");
-    }
+    assert_has_all(
+        &text,
+        &[
+            "warning: fly.toml has a [[vm]] section for group 'web'",
+            "machines now: size=shared-cpu-2x memory=512MB",
+            "fly.toml: size=shared-cpu-1x memory=256MB",
+            "The next `aloft deploy` sets the machines back",
+        ],
+    );
     let web = w
         .machines()
         .into_iter()
@@ -247,13 +250,7 @@ fn logs_of_a_destroyed_machine_stay_readable_by_its_id() {
     assert!(out.contains(&said), "{out}");
     // Following a machine that writes no more prints its lines and ends.
     let mut follow = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_aloft"))
-            .args(["logs", "--machine", &id])
-            .current_dir(&appdir)
-            .env("ALOFT_API_URL", &w.agent.url)
-            .env("ALOFT_API_TOKEN", &w.agent.token)
-            .env_remove("ALOFT_APP")
-            .stdin(Stdio::null())
+        w.command(&["logs", "--machine", &id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -302,16 +299,15 @@ fn the_agents_log_file_has_no_colour_codes() {
 #[test]
 fn help_names_the_environment_of_the_agent() {
     let long = common::ok(&common::run_aloft(&["--help"], &[], None));
-    for var in [
-        "ALOFT_API_URL",
-        "ALOFT_API_TOKEN",
-        "ALOFT_CONTEXT",
-        "ALOFT_APP",
-    ] {
-        assert!(long.contains(var), "{var} in aloft --help:\n{long}");
-    }
+    assert_has_all(
+        &long,
+        &[
+            "ALOFT_API_URL",
+            "ALOFT_API_TOKEN",
+            "ALOFT_CONTEXT",
+            "ALOFT_APP",
+        ],
+    );
     let short = common::ok(&common::run_aloft(&["-h"], &[], None));
-    for var in ["ALOFT_API_URL", "ALOFT_API_TOKEN"] {
-        assert!(short.contains(var), "{var} in aloft -h:\n{short}");
-    }
+    assert_has_all(&short, &["ALOFT_API_URL", "ALOFT_API_TOKEN"]);
 }
