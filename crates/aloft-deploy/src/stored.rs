@@ -230,6 +230,18 @@ mod tests {
     }
 
     #[test]
+    fn releases_of_older_agents_ended_interrupted_read_as_superseded() {
+        let stored: StoredStatus = serde_json::from_str("\"interrupted\"").unwrap();
+        assert_eq!(ReleaseStatus::from(stored), ReleaseStatus::Superseded);
+        let wire: ReleaseStatus = serde_json::from_str("\"interrupted\"").unwrap();
+        assert_eq!(wire, ReleaseStatus::Superseded);
+        assert_eq!(
+            serde_json::to_string(&ReleaseStatus::Superseded).unwrap(),
+            "\"superseded\""
+        );
+    }
+
+    #[test]
     fn stored_status_words_are_those_of_the_status_column() {
         for s in [
             ReleaseStatus::Pending,
