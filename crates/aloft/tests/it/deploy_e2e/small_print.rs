@@ -13,7 +13,7 @@ use aloft_testkit::agent::Launch;
 use aloft_testkit::KillOnDrop;
 use serde_json::Value;
 
-use super::{common, count_map, group, World};
+use super::{api_get, common, count_map, group, World};
 use common::{wait_for, AgentProc};
 
 /// Region → number of the app's machines there.
@@ -142,6 +142,7 @@ fn status_says_deployed_once_a_release_completed() {
     let w = World::new("shown");
     let before = w.ok(&["status", "-a", "shown"]);
     assert_eq!(status_line(&before).as_deref(), Some("pending"), "{before}");
+    assert_eq!(api_get(&w, "/v1/apps/shown")["status"], "pending");
     w.config(&[("web", "web")], "");
     w.deploy(&[]);
     let after = w.ok(&["status"]);
@@ -149,6 +150,8 @@ fn status_says_deployed_once_a_release_completed() {
     let json: Value = serde_json::from_str(&w.ok(&["status", "--json"])).unwrap();
     assert_eq!(json["Status"], "deployed");
     assert_eq!(json["Deployed"], true);
+    // The Machines API says so too, as Fly's does.
+    assert_eq!(api_get(&w, "/v1/apps/shown")["status"], "deployed");
 }
 
 /// Whether `word` looks like `2026-01-02T03:04:05.678Z`.
