@@ -10,9 +10,15 @@
 //!   order of the group's regions by first machine id), starting from the group's regions, else
 //!   the primary region, else the regions of the app's other machines.
 //!
-//! Scale-down order (documented, deterministic): machines that are not running go first
-//! (stopped, suspended, created, failed…), then the newest (`created_at`, then id, descending).
-//! With `--region`, that order applies inside each region.
+//! Scale-down (documented, deterministic) keeps the spread even: each machine removed comes
+//! from the region with most machines of the group left, and inside a region machines that are
+//! not running go first (stopped, suspended, created, failed…), then the newest (`created_at`,
+//! then id, descending); between regions with as many machines, the one whose next machine
+//! comes first in that order gives it (a stopped machine before a running one). flyctl instead
+//! removes round-robin from the second region on, whatever each region has left, and destroys
+//! the first machines of a region in listing order, running or not (flyctl-behaviour §4.1,
+//! a **[quirk]**): `gru` 3 + `bog` 1 scaled to 2 is `gru` 2 + `bog` 0 there, 1 + 1 here.
+//! With `--region`, each listed region gets its even share and the order applies inside it.
 //!
 //! New machines take the group's current release config and [`crate::plan::guest_for_new`].
 
@@ -56,6 +62,8 @@ pub enum ScaleError {
     },
     #[error("scaling an app with multiple process groups requires specifying a group with '--process-group <name>': {}", fmt_groups(.known))]
     GroupRequired { known: Vec<String> },
+    #[error("this app has several process groups, {}: say which to scale with `scale count N -g GROUP` (or `--process-group GROUP`), or `scale count {}`", fmt_groups(.known), count_pairs(.known))]
+    CountGroupRequired { known: Vec<String> },
     #[error("no active machines in process group {group:?}")]
     NoMachines { group: String },
     #[error("unknown VM size {size:?}; valid sizes: {}", .suggestions.join(", "))]
@@ -67,6 +75,15 @@ pub enum ScaleError {
     BadMemory { input: String },
     #[error("invalid guest for group {group:?}: {source}")]
     Guest { group: String, source: GuestError },
+}
+
+/// `web=N worker=N`: the `GROUP=N` form for these groups, for messages.
+fn count_pairs(known: &[String]) -> String {
+    known
+        .iter()
+        .map(|g| format!("{g}=N"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One group's requested count.
@@ -117,12 +134,16 @@ fn parse_one(arg: &str, raw: &str) -> Result<CountSpec, ScaleError> {
         .map_err(|_| bad())
 }
 
-/// Reads `scale count` arguments: a single `N`/`+N`/`-N` (for `group`, else `default_group`),
-/// or `GROUP=N` pairs. Group names are checked against `known`.
+/// Reads `scale count` arguments: a single `N`/`+N`/`-N` (for `group`, else the app's only
+/// group), or `GROUP=N` pairs. Group names are checked against `known`.
+///
+/// A single count without `-g` in an app of several groups is refused, naming the groups and
+/// both forms. flyctl applies it to a group literally named `app` and refuses it only when there
+/// is none; guessing which group a bare number meant is what surprised its users
+/// (flyctl-behaviour §8.3), so here the user always says it.
 pub fn parse_counts(
     args: &[String],
     group: Option<&str>,
-    default_group: &str,
     known: &[String],
 ) -> Result<BTreeMap<String, CountSpec>, ScaleError> {
     if args.is_empty() {
@@ -140,9 +161,18 @@ pub fn parse_counts(
     };
     let mut out = BTreeMap::new();
     if args.len() == 1 && !args[0].contains('=') {
-        let g = group.unwrap_or(default_group);
+        let count = parse_one(&args[0], &args[0])?;
+        let g = match (group, known) {
+            (Some(g), _) => g,
+            (None, [only]) => only.as_str(),
+            (None, _) => {
+                return Err(ScaleError::CountGroupRequired {
+                    known: known.to_vec(),
+                })
+            }
+        };
         check(g)?;
-        out.insert(g.to_string(), parse_one(&args[0], &args[0])?);
+        out.insert(g.to_string(), count);
         return Ok(out);
     }
     for arg in args {
@@ -244,14 +274,18 @@ pub fn describe_lines(lines: &[PlanLine]) -> String {
     out
 }
 
-/// Orders machines for scale-down: not running first, then newest first.
+/// Scale-down order: machines not running first, then the newest (`created_at`, then id,
+/// descending).
+fn scale_down_cmp(a: &Machine, b: &Machine) -> std::cmp::Ordering {
+    meant_to_run(a.state)
+        .cmp(&meant_to_run(b.state))
+        .then_with(|| b.created_at.cmp(&a.created_at))
+        .then_with(|| b.id.cmp(&a.id))
+}
+
+/// Orders machines for scale-down ([`scale_down_cmp`]).
 fn scale_down_order(machines: &mut [&Machine]) {
-    machines.sort_by(|a, b| {
-        meant_to_run(a.state)
-            .cmp(&meant_to_run(b.state))
-            .then_with(|| b.created_at.cmp(&a.created_at))
-            .then_with(|| b.id.cmp(&a.id))
-    });
+    machines.sort_by(|a, b| scale_down_cmp(a, b));
 }
 
 /// Plans `scale count` against the app's current release (`spec`, `release`) and machines.
@@ -391,7 +425,8 @@ fn place_incremental<'a>(
         .iter()
         .map(|r| (r.clone(), RegionChange::default()))
         .collect();
-    let mut pool: Vec<&'a Machine> = Vec::new();
+    // Per region, the machines kept so far, in scale-down order.
+    let mut kept: Vec<Vec<&'a Machine>> = Vec::with_capacity(changes.len());
     for (region, change) in changes.iter_mut() {
         let mut here: Vec<&'a Machine> = members
             .iter()
@@ -403,19 +438,15 @@ fn place_incremental<'a>(
         let over = max.map_or(0, |max| here.len().saturating_sub(max as usize));
         change.destroy.extend(here.drain(..over));
         change.keep = here.len() as u32;
-        pool.extend(here);
+        kept.push(here);
     }
     let mut total: u32 = changes.iter().map(|(_, c)| c.keep).sum();
-    if total > expected {
-        scale_down_order(&mut pool);
-        for m in pool.into_iter().take((total - expected) as usize) {
-            let (_, change) = changes
-                .iter_mut()
-                .find(|(r, _)| *r == m.region)
-                .expect("region listed");
-            change.destroy.push(m);
-            change.keep -= 1;
-        }
+    while total > expected {
+        let i = region_to_shrink(&kept);
+        let m = kept[i].remove(0);
+        changes[i].1.destroy.push(m);
+        changes[i].1.keep -= 1;
+        total -= 1;
     }
     while total < expected {
         let slot = changes
@@ -428,6 +459,18 @@ fn place_incremental<'a>(
         total += 1;
     }
     Ok(changes)
+}
+
+/// The region a scale-down takes its next machine from: the one with most machines left, so
+/// the spread stays even; among those, the one whose next machine comes first in scale-down
+/// order (a stopped one before a running one, then the newest); then the first listed.
+fn region_to_shrink(kept: &[Vec<&Machine>]) -> usize {
+    let most = kept.iter().map(Vec::len).max().unwrap_or(0);
+    kept.iter()
+        .enumerate()
+        .filter(|(_, here)| here.len() == most && most > 0)
+        .min_by(|(_, a), (_, b)| scale_down_cmp(a[0], b[0]))
+        .map_or(0, |(i, _)| i)
 }
 
 /// With `--region`: targets spread evenly over the regions in the given order; machines of the
@@ -766,7 +809,7 @@ mod tests {
     #[test]
     fn parses_count_forms() {
         let known = names(&["cron", "web"]);
-        let p = parse_counts(&names(&["web=8", "cron=2"]), None, "cron", &known).unwrap();
+        let p = parse_counts(&names(&["web=8", "cron=2"]), None, &known).unwrap();
         assert_eq!(
             p,
             BTreeMap::from([
@@ -774,41 +817,48 @@ mod tests {
                 ("cron".into(), CountSpec::Absolute(2))
             ])
         );
-        let p = parse_counts(&names(&["+3"]), Some("web"), "cron", &known).unwrap();
+        let p = parse_counts(&names(&["+3"]), Some("web"), &known).unwrap();
         assert_eq!(p, BTreeMap::from([("web".into(), CountSpec::Relative(3))]));
-        let p = parse_counts(&names(&["-1"]), None, "cron", &known).unwrap();
+        let err = parse_counts(&names(&["-1"]), None, &known).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "this app has several process groups, ['cron', 'web']: say which to scale with `scale count N -g GROUP` (or `--process-group GROUP`), or `scale count cron=N web=N`",
+            "a bare count names no group when there are several"
+        );
+        let only = names(&["worker"]);
+        let p = parse_counts(&names(&["-1"]), None, &only).unwrap();
         assert_eq!(
             p,
-            BTreeMap::from([("cron".into(), CountSpec::Relative(-1))]),
-            "default group"
+            BTreeMap::from([("worker".into(), CountSpec::Relative(-1))]),
+            "the only group"
         );
         assert!(matches!(
-            parse_counts(&names(&["+0"]), None, "cron", &known),
+            parse_counts(&names(&["+0"]), None, &known),
             Err(ScaleError::ZeroRelative { .. })
         ));
         assert!(matches!(
-            parse_counts(&names(&["x"]), None, "cron", &known),
+            parse_counts(&names(&["x"]), None, &known),
             Err(ScaleError::BadCount { .. })
         ));
         assert!(matches!(
-            parse_counts(&names(&["web=1", "2"]), None, "cron", &known),
+            parse_counts(&names(&["web=1", "2"]), None, &known),
             Err(ScaleError::MixedForms)
         ));
         assert!(matches!(
-            parse_counts(&names(&["web=1", "web=2"]), None, "cron", &known),
+            parse_counts(&names(&["web=1", "web=2"]), None, &known),
             Err(ScaleError::DuplicateGroup { .. })
         ));
-        let err = parse_counts(&names(&["db=1"]), None, "cron", &known).unwrap_err();
+        let err = parse_counts(&names(&["db=1"]), None, &known).unwrap_err();
         assert_eq!(
             err.to_string(),
             "unknown process group \"db\"; this app's groups are ['cron', 'web']. Use `scale count N -g GROUP` or `scale count GROUP=N …`"
         );
         assert!(matches!(
-            parse_counts(&names(&["3"]), Some("db"), "cron", &known),
+            parse_counts(&names(&["3"]), Some("db"), &known),
             Err(ScaleError::UnknownGroup { .. })
         ));
         assert!(matches!(
-            parse_counts(&[], None, "cron", &known),
+            parse_counts(&[], None, &known),
             Err(ScaleError::NoCounts)
         ));
     }
@@ -905,18 +955,27 @@ mod tests {
         assert_eq!(plan.desired["web"], 3);
     }
 
+    /// Machines of group `web` (id, state, region), each created a second after the one before.
+    fn web_created_in_order(specs: &[(&str, MachineState, &str)]) -> Vec<Machine> {
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, (id, state, region))| Machine {
+                created_at: format!("2026-01-01T00:00:0{i}Z"),
+                ..machine(id, "web", *state, region)
+            })
+            .collect()
+    }
+
     #[test]
     fn scale_down_prefers_stopped_then_newest() {
         let s = spec(&[("web", true)]);
-        let mut ms = vec![
-            machine("a1", "web", Started, "gru"),
-            machine("a2", "web", Stopped, "gru"),
-            machine("a3", "web", Started, "gru"),
-            machine("a4", "web", Started, "gru"),
-        ];
-        for (i, m) in ms.iter_mut().enumerate() {
-            m.created_at = format!("2026-01-01T00:00:0{i}Z");
-        }
+        let ms = web_created_in_order(&[
+            ("a1", Started, "gru"),
+            ("a2", Stopped, "gru"),
+            ("a3", Started, "gru"),
+            ("a4", Started, "gru"),
+        ]);
         let plan = plan_count(
             &req(&[("web", CountSpec::Relative(-2))], &[], None),
             &s,
@@ -937,6 +996,38 @@ mod tests {
         .unwrap();
         assert_eq!(plan.destroy.len(), 4, "clamps at 0");
         assert_eq!(plan.desired["web"], 0);
+    }
+
+    #[test]
+    fn scale_down_keeps_the_spread_even_and_prefers_stopped_machines() {
+        let s = spec(&[("web", true)]);
+        let ms = web_created_in_order(&[
+            ("g1", Started, "gru"),
+            ("g2", Started, "gru"),
+            ("g3", Started, "gru"),
+            ("g4", Started, "gru"),
+            ("b1", Started, "bog"),
+            ("b2", Stopped, "bog"),
+        ]);
+        let down_to = |n| {
+            let plan = plan_count(
+                &req(&[("web", CountSpec::Absolute(n))], &[], None),
+                &s,
+                &meta(),
+                &ms,
+            )
+            .unwrap();
+            let mut ids: Vec<String> = plan.destroy.iter().map(|d| d.id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        // gru 4 + bog 2: the newest of gru go until both have 2.
+        assert_eq!(down_to(4), vec!["g3", "g4"]);
+        // Then gru 2 + bog 2: bog's stopped machine goes before any running one.
+        assert_eq!(down_to(3), vec!["b2", "g3", "g4"]);
+        // gru 1 + bog 1.
+        assert_eq!(down_to(2), vec!["b2", "g2", "g3", "g4"]);
+        assert_eq!(down_to(1), vec!["b1", "b2", "g2", "g3", "g4"]);
     }
 
     #[test]

@@ -202,15 +202,17 @@ pub enum ReleaseStatus {
     Running,
     Complete,
     Failed,
-    /// Superseded by a newer release before it finished.
-    Interrupted,
+    /// Superseded by a newer release before it finished (stopped starting machine operations
+    /// and waiting). Bodies of older agents say `interrupted`.
+    #[serde(alias = "interrupted")]
+    Superseded,
 }
 
 impl ReleaseStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            ReleaseStatus::Complete | ReleaseStatus::Failed | ReleaseStatus::Interrupted
+            ReleaseStatus::Complete | ReleaseStatus::Failed | ReleaseStatus::Superseded
         )
     }
 
@@ -220,7 +222,7 @@ impl ReleaseStatus {
             ReleaseStatus::Running => "running",
             ReleaseStatus::Complete => "complete",
             ReleaseStatus::Failed => "failed",
-            ReleaseStatus::Interrupted => "interrupted",
+            ReleaseStatus::Superseded => "superseded",
         }
     }
 }

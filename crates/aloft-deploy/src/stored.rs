@@ -59,8 +59,10 @@ pub enum StoredStatus {
     Complete,
     #[serde(rename = "failed")]
     Failed,
-    #[serde(rename = "interrupted")]
-    Interrupted,
+    /// Rows of older agents say `interrupted` (only `pending`/`running` are looked up in the
+    /// column, so those rows need no migration).
+    #[serde(rename = "superseded", alias = "interrupted")]
+    Superseded,
 }
 
 impl StoredStatus {
@@ -71,7 +73,7 @@ impl StoredStatus {
             StoredStatus::Running => "running",
             StoredStatus::Complete => "complete",
             StoredStatus::Failed => "failed",
-            StoredStatus::Interrupted => "interrupted",
+            StoredStatus::Superseded => "superseded",
         }
     }
 }
@@ -83,7 +85,7 @@ impl From<ReleaseStatus> for StoredStatus {
             ReleaseStatus::Running => StoredStatus::Running,
             ReleaseStatus::Complete => StoredStatus::Complete,
             ReleaseStatus::Failed => StoredStatus::Failed,
-            ReleaseStatus::Interrupted => StoredStatus::Interrupted,
+            ReleaseStatus::Superseded => StoredStatus::Superseded,
         }
     }
 }
@@ -95,7 +97,7 @@ impl From<StoredStatus> for ReleaseStatus {
             StoredStatus::Running => ReleaseStatus::Running,
             StoredStatus::Complete => ReleaseStatus::Complete,
             StoredStatus::Failed => ReleaseStatus::Failed,
-            StoredStatus::Interrupted => ReleaseStatus::Interrupted,
+            StoredStatus::Superseded => ReleaseStatus::Superseded,
         }
     }
 }
@@ -228,13 +230,25 @@ mod tests {
     }
 
     #[test]
+    fn releases_of_older_agents_ended_interrupted_read_as_superseded() {
+        let stored: StoredStatus = serde_json::from_str("\"interrupted\"").unwrap();
+        assert_eq!(ReleaseStatus::from(stored), ReleaseStatus::Superseded);
+        let wire: ReleaseStatus = serde_json::from_str("\"interrupted\"").unwrap();
+        assert_eq!(wire, ReleaseStatus::Superseded);
+        assert_eq!(
+            serde_json::to_string(&ReleaseStatus::Superseded).unwrap(),
+            "\"superseded\""
+        );
+    }
+
+    #[test]
     fn stored_status_words_are_those_of_the_status_column() {
         for s in [
             ReleaseStatus::Pending,
             ReleaseStatus::Running,
             ReleaseStatus::Complete,
             ReleaseStatus::Failed,
-            ReleaseStatus::Interrupted,
+            ReleaseStatus::Superseded,
         ] {
             let stored = StoredStatus::from(s);
             assert_eq!(stored.as_str(), s.as_str());

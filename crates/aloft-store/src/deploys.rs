@@ -21,7 +21,8 @@ pub struct ReleaseRow {
     pub version: u64,
     /// ULID.
     pub id: String,
-    /// `pending`, `running`, `complete`, `failed`, `interrupted`.
+    /// `pending`, `running`, `complete`, `failed`, `superseded` (`interrupted` in rows of older
+    /// agents).
     pub status: String,
     /// The whole release as JSON (`aloft_deploy::stored::StoredRelease`).
     pub body: String,
@@ -31,6 +32,8 @@ pub struct ReleaseRow {
 
 /// Statuses of releases that are not finished (resumed at agent start).
 pub const UNFINISHED_STATUSES: [&str; 2] = ["pending", "running"];
+/// The status of a release that completed.
+const COMPLETE_STATUS: &str = "complete";
 
 /// One line of a release's event log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +164,19 @@ impl Tx<'_> {
         ))?;
         let rows = stmt.query_map([app], release_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether one of `app`'s deploys (not a scale operation) completed: the app is deployed.
+    pub fn has_complete_deploy(&self, app: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM releases WHERE app = ?1 AND version < ?2 AND status = ?3)",
+            )?
+            .query_row(
+                params![app, SCALE_VERSION_BASE as i64, COMPLETE_STATUS],
+                |r| r.get(0),
+            )?)
     }
 
     /// Releases of every app whose status is pending or running, oldest first.

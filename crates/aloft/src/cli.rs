@@ -763,7 +763,7 @@ pub struct ScaleCountArgs {
     /// `N`, `+N`, `-N` (with -g) or `GROUP=N`… .
     #[arg(required = true, allow_negative_numbers = true)]
     pub counts: Vec<String>,
-    /// The group of a single count [default: the default group].
+    /// The group of a single count (needed when the app has several groups).
     #[arg(short = 'g', long = "process-group", alias = "group")]
     pub group: Option<String>,
     /// Regions to spread the machines over, in order (comma-separated).

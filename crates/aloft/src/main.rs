@@ -17,7 +17,7 @@ mod settings;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 /// mimalloc: the agent's API (long machine lists) and proxy (per-request buffers) allocate and
 /// free many small blocks across threads, where it is markedly cheaper than glibc malloc.
@@ -35,9 +35,12 @@ fn main() -> ExitCode {
             aloft_agent::shim_main(std::path::Path::new(&dir));
         }
     }
-    let cli = cli::Cli::parse();
+    let cli = parse_cli();
     let env = settings::Env::from_process();
-    init_tracing(settings::log_filter(cli.verbose, &env));
+    // Colour codes only for a terminal: the agent's log is often a file (`aloft agent 2>log`,
+    // a service manager's journal), where they would be noise.
+    let log_colour = settings::output_mode(false, &env, std::io::stderr().is_terminal()).colour;
+    init_tracing(settings::log_filter(cli.verbose, &env), log_colour);
     if cli.json && !settings::has_json_output(&cli) {
         cli::Cli::command()
             .error(
@@ -67,13 +70,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// `ALOFT_LOG` when it parses, else the level of `-v` (see `settings::log_filter`).
-fn init_tracing((from_env, default): (Option<String>, &'static str)) {
+/// The command line, with the environment variables in `aloft --help` (`-h` names the
+/// main ones).
+fn parse_cli() -> cli::Cli {
+    let matches = cli::Cli::command()
+        .after_help(settings::ENV_HELP_SHORT)
+        .after_long_help(settings::env_help())
+        .get_matches();
+    cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `ALOFT_LOG` when it parses, else the level of `-v` (see `settings::log_filter`); ANSI
+/// colours when `colour`.
+fn init_tracing((from_env, default): (Option<String>, &'static str), colour: bool) {
     let filter = from_env
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 }

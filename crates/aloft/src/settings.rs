@@ -74,6 +74,20 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The end of `aloft -h`: the variables that pick the agent (`--help` lists them all).
+pub const ENV_HELP_SHORT: &str = "Environment: ALOFT_API_URL and ALOFT_API_TOKEN (the agent), \
+     ALOFT_CONTEXT, ALOFT_APP, … (all of them: --help)";
+
+/// The end of `aloft --help`: every variable of [`ENV_VARS`] and what it sets.
+pub fn env_help() -> String {
+    let width = ENV_VARS.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::from("Environment (a flag wins over its variable; empty = unset):\n");
+    for (name, what) in ENV_VARS {
+        out.push_str(&format!("  {name:<width$}  {what}\n"));
+    }
+    out
+}
+
 /// A snapshot of the variables of [`ENV_VARS`].
 #[derive(Clone, Debug, Default)]
 pub struct Env {

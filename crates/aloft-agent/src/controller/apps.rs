@@ -1,7 +1,7 @@
 //! Apps: create, list, get, delete.
 
 use aloft_api::{App, CreateAppRequest, Organization};
-use aloft_store::AppRecord;
+use aloft_store::{AppRecord, StoreError, Tx};
 
 use super::actions::DeleteMachine;
 use super::{now_rfc3339, Controller};
@@ -21,6 +21,15 @@ fn to_api(rec: AppRecord, machine_count: u64) -> App {
         machine_count,
         volume_count: 0,
     }
+}
+
+/// The app as Fly's API shows it: `deployed` once one of its deploys completed, else the
+/// status it was created with (`pending`).
+fn with_deploy_status(tx: &Tx<'_>, mut rec: AppRecord) -> Result<AppRecord, StoreError> {
+    if tx.has_complete_deploy(&rec.name)? {
+        rec.status = "deployed".into();
+    }
+    Ok(rec)
 }
 
 impl Controller {
@@ -66,7 +75,7 @@ impl Controller {
                 let mut out = Vec::new();
                 for rec in tx.apps(org_slug.as_deref())? {
                     let n = tx.machine_count(&rec.name)?;
-                    out.push(to_api(rec, n));
+                    out.push(to_api(with_deploy_status(tx, rec)?, n));
                 }
                 Ok(out)
             })
@@ -97,7 +106,7 @@ impl Controller {
             s.read(|tx| match tx.app(&n)? {
                 Some(rec) => {
                     let count = tx.machine_count(&n)?;
-                    Ok(Some(to_api(rec, count)))
+                    Ok(Some(to_api(with_deploy_status(tx, rec)?, count)))
                 }
                 None => Ok(None),
             })

@@ -12,7 +12,7 @@
 //!   [`Deployer::resume`] runs every `pending`/`running` release again; the engine is
 //!   convergent, so it finishes with exactly the planned machines.
 //! * One release runs per app: a new one supersedes the running one, which stops starting
-//!   machine operations, stops waiting, and ends `interrupted`.
+//!   machine operations, stops waiting, and ends `superseded`.
 
 pub mod actions;
 pub mod guest;
@@ -47,6 +47,9 @@ pub struct ReleaseKey {
     pub app: String,
     pub version: u64,
 }
+
+/// Why a release ended `superseded` (its final event's error).
+pub(crate) const SUPERSEDED: &str = "a newer release took over";
 
 /// How long a superseded release gets to wind down (finish its in-flight machine operations).
 const SUPERSEDE_GRACE: Duration = Duration::from_secs(30);
@@ -200,7 +203,7 @@ impl Deployer {
     }
 
     /// Runs again every release left `pending` or `running` by a previous agent (the newest of
-    /// each app; older unfinished ones are marked interrupted). Returns how many were resumed.
+    /// each app; older unfinished ones are marked superseded). Returns how many were resumed.
     pub async fn resume(self: &Arc<Self>) -> DomainResult<usize> {
         let rows = self
             .ctl
@@ -216,8 +219,8 @@ impl Deployer {
                         version: older.version,
                     },
                     DeployEvent::Finished {
-                        status: ReleaseStatus::Interrupted,
-                        error: Some("superseded by a newer release".into()),
+                        status: ReleaseStatus::Superseded,
+                        error: Some(SUPERSEDED.into()),
                     },
                 )
                 .await?;
@@ -248,6 +251,10 @@ impl Deployer {
             };
             match run_release(&target, &release, resumed).await {
                 Ok(()) => tracing::info!(app = %k.app, version = k.version, "release complete"),
+                // What it was doing when it stopped, not a failure: its status says superseded.
+                Err(e) if target.cancelled() => {
+                    tracing::info!(app = %k.app, version = k.version, stopped = %e, "release superseded")
+                }
                 Err(e) => {
                     tracing::warn!(app = %k.app, version = k.version, error = %e, "release failed")
                 }
@@ -290,8 +297,8 @@ impl Deployer {
                 version: run.version,
             };
             let finished = DeployEvent::Finished {
-                status: ReleaseStatus::Interrupted,
-                error: Some("superseded by a newer release".into()),
+                status: ReleaseStatus::Superseded,
+                error: Some(SUPERSEDED.into()),
             };
             if let Err(e) = self.record(&key, finished).await {
                 tracing::warn!(app, version = run.version, error = %e, "cannot mark a superseded release");

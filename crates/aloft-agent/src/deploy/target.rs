@@ -3,7 +3,7 @@
 //!
 //! Progress events are appended to the release's log in the store (committed before the engine
 //! goes on) and then announced to followers. A release that was superseded refuses to start new
-//! machine operations, stops waiting, and its final event says `interrupted`.
+//! machine operations, stops waiting, and its final event says `superseded`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +55,8 @@ impl AgentTarget {
         &self.key.app
     }
 
-    fn cancelled(&self) -> bool {
+    /// Whether a newer release superseded this one.
+    pub(crate) fn cancelled(&self) -> bool {
         *self.cancel.borrow()
     }
 
@@ -488,8 +489,8 @@ impl DeployTarget for AgentTarget {
     async fn record(&self, event: DeployEvent) -> Result<(), TargetError> {
         let event = match event {
             DeployEvent::Finished { .. } if self.cancelled() => DeployEvent::Finished {
-                status: ReleaseStatus::Interrupted,
-                error: Some("superseded by a newer release".into()),
+                status: ReleaseStatus::Superseded,
+                error: Some(super::SUPERSEDED.into()),
             },
             e => e,
         };

@@ -3,48 +3,24 @@
 
 use std::time::Duration;
 
-use aloft_agent::{Agent, AgentHandle};
-use aloft_testkit::ReapOnDrop;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// An in-process agent; on drop (a failed test included) its machines are reaped, after the
-/// handle and before the data dir (fields drop in this order).
-struct Harness {
-    agent: Option<AgentHandle>,
-    http: Client,
-    url: String,
-    token: String,
-    image: tempfile::TempDir,
-    _reaper: ReapOnDrop,
-    _dir: tempfile::TempDir,
-}
+use crate::common::{status_and_body, Harness};
 
-impl Harness {
-    async fn start(regions: &[&str]) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::common::agent_config(&dir.path().join("data"));
+/// The in-process agent of these tests: service ports on loopback, the given regions.
+async fn start(regions: &[&str]) -> Harness {
+    Harness::start_with(|config| {
         config.regions = regions.iter().map(|r| r.to_string()).collect();
         // Service ports on loopback only, whatever a test's machines ask for.
         config.proxy.as_mut().unwrap().bind_ip = "127.0.0.1".parse().unwrap();
         // The host's "public" address, so shared IPv4 allocation needs no default route.
         config.public_addresses.ipv4 = Some("203.0.113.7".parse().unwrap());
-        let agent = Agent::start(config).await.expect("agent starts");
-        Harness {
-            url: agent.url(),
-            token: agent.token.clone(),
-            agent: Some(agent),
-            http: Client::new(),
-            image: tempfile::tempdir().unwrap(),
-            _reaper: ReapOnDrop::new(dir.path().join("data")),
-            _dir: dir,
-        }
-    }
+    })
+    .await
+}
 
-    fn image(&self) -> String {
-        self.image.path().display().to_string()
-    }
-
+impl Harness {
     /// A request with the agent's token; `body` is sent verbatim when it is a string.
     async fn call(
         &self,
@@ -53,31 +29,12 @@ impl Harness {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req = match body {
-            Some(Value::String(raw)) => req.body(raw),
-            Some(v) => req.json(&v),
-            None => req,
-        };
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
+        let resp = self.request(&self.token, method, path, body, headers).await;
         assert!(
             resp.headers().contains_key("fly-request-id"),
             "{path}: no fly-request-id"
         );
-        let text = resp.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
+        status_and_body(resp).await
     }
 
     /// [`Self::call`] without extra headers.
@@ -182,7 +139,7 @@ fn all_routes(app: &str, id: &str) -> Vec<(Method, String)> {
 
 #[tokio::test]
 async fn missing_or_wrong_auth_is_401_and_changes_nothing() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let id = &h.app_with_parked_machine("authz").await;
     let before = h.machine("authz", id).await;
     for (method, path) in all_routes("authz", id) {
@@ -224,7 +181,7 @@ async fn missing_or_wrong_auth_is_401_and_changes_nothing() {
 
 #[tokio::test]
 async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let id = h.app_with_parked_machine("errs").await;
     let before = h.machine("errs", &id).await;
     // Bodies every body-taking endpoint refuses, then wrong types per endpoint.
@@ -398,7 +355,7 @@ async fn malformed_bodies_and_unknown_ids_are_4xx_json_and_change_nothing() {
 
 #[tokio::test]
 async fn apps_names_regions_and_filters() {
-    let h = Harness::start(&["gru", "bog"]).await;
+    let h = start(&["gru", "bog"]).await;
     let (s, v) = h
         .send(
             Method::POST,
@@ -493,7 +450,7 @@ async fn apps_names_regions_and_filters() {
 
 #[tokio::test]
 async fn metadata_versions_and_optimistic_updates() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     h.create_app("meta").await;
     let m = h.parked_machine("meta").await;
     let id = m["id"].as_str().unwrap();
@@ -567,7 +524,7 @@ async fn metadata_versions_and_optimistic_updates() {
 
 #[tokio::test]
 async fn leases_block_other_clients() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let id = &h.app_with_parked_machine("lease").await;
     let base = format!("/v1/apps/lease/machines/{id}");
 
@@ -705,7 +662,7 @@ async fn leases_block_other_clients() {
 
 #[tokio::test]
 async fn wait_times_out_with_408_and_returns_when_the_state_comes() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let id = h.app_with_parked_machine("waits").await;
     let (s, v) = h
         .send(
@@ -773,7 +730,7 @@ async fn wait_times_out_with_408_and_returns_when_the_state_comes() {
 
 #[tokio::test]
 async fn update_relaunches_a_running_machine_and_logs_follow() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     h.create_app("upd").await;
     let script = "echo \"v=$V\"; while :; do sleep 0.2; echo tick; done";
     let config = |v: &str| {
@@ -873,7 +830,7 @@ async fn update_relaunches_a_running_machine_and_logs_follow() {
 
 #[tokio::test]
 async fn auto_destroy_machines_are_destroyed_when_they_exit() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     h.create_app("oneshot").await;
     let m = h
         .ok(Method::POST, "/v1/apps/oneshot/machines",
@@ -905,7 +862,7 @@ async fn auto_destroy_machines_are_destroyed_when_they_exit() {
 /// after changes of state, metadata and checks.
 #[tokio::test(flavor = "multi_thread")]
 async fn each_listed_machine_is_the_machine_as_get_shows_it() {
-    let h = Harness::start(&["gru"]).await;
+    let h = start(&["gru"]).await;
     h.create_app("same").await;
     let parked = h.parked_machine("same").await;
     // A started machine with a service check: the proxy has not run it yet, so the API shows it
@@ -996,7 +953,7 @@ async fn each_listed_machine_is_the_machine_as_get_shows_it() {
 /// a machine config or a release spec), and an upload whose symlinks leave the image is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn uploaded_images_belong_to_their_app_and_stay_inside_themselves() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     h.create_app("owner").await;
     h.create_app("thief").await;
     let src = tempfile::tempdir().unwrap();
@@ -1093,22 +1050,13 @@ async fn group_counts_and_machine_memory_are_bounded() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap()
         / 1024.0;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::common::agent_config(&dir.path().join("data"));
-    config.proxy = None;
-    config.limits.max_group_count = 50;
-    // Room for 768 MiB of started machines on any host.
-    config.limits.memory_overcommit = 800.0 / host_mb;
-    let agent = Agent::start(config).await.unwrap();
-    let h = Harness {
-        url: agent.url(),
-        token: agent.token.clone(),
-        agent: Some(agent),
-        http: Client::new(),
-        image: tempfile::tempdir().unwrap(),
-        _reaper: ReapOnDrop::new(dir.path().join("data")),
-        _dir: dir,
-    };
+    let h = Harness::start_with(|config| {
+        config.proxy = None;
+        config.limits.max_group_count = 50;
+        // Room for 768 MiB of started machines on any host.
+        config.limits.memory_overcommit = 800.0 / host_mb;
+    })
+    .await;
     h.create_app("bounded").await;
 
     let (status, body) = h
@@ -1217,7 +1165,7 @@ async fn group_counts_and_machine_memory_are_bounded() {
 /// instead of being accepted and dropped.
 #[tokio::test(flavor = "multi_thread")]
 async fn unsupported_config_fields_are_refused_not_dropped() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     h.create_app("strict").await;
     let with = |key: &str, value: Value| {
         let mut config = json!({"image": h.image(), "init": {"exec": ["sleep", "30"]}});
@@ -1361,7 +1309,7 @@ async fn fly_only_fields_are_refused_by_name() {
 
 #[tokio::test]
 async fn ips_are_allocated_by_the_rules_and_bad_requests_change_nothing() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     h.create_app("ips-a").await;
     let ips = "/v1/apps/ips-a/ips";
     let shared = h

@@ -4,62 +4,30 @@
 
 use std::time::Duration;
 
-use aloft_agent::{Agent, AgentHandle};
-use aloft_testkit::ReapOnDrop;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-struct Harness {
-    agent: Option<AgentHandle>,
-    http: Client,
-    url: String,
-    token: String,
-    image: tempfile::TempDir,
-    _reaper: ReapOnDrop,
-    _dir: tempfile::TempDir,
+use crate::common::{status_and_body, Harness};
+
+/// The in-process agent of these tests, without the proxy.
+async fn start() -> Harness {
+    Harness::start_with(|config| config.proxy = None).await
 }
 
 impl Harness {
-    async fn start() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::common::agent_config(&dir.path().join("data"));
-        config.proxy = None;
-        let agent = Agent::start(config).await.expect("agent starts");
-        Harness {
-            url: agent.url(),
-            token: agent.token.clone(),
-            agent: Some(agent),
-            http: Client::new(),
-            image: tempfile::tempdir().unwrap(),
-            _reaper: ReapOnDrop::new(dir.path().join("data")),
-            _dir: dir,
-        }
-    }
-
     /// `method path` with `token`; the status and the JSON (or text) body.
-    async fn call(
+    async fn call_as(
         &self,
         token: &str,
         method: Method,
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        status_and_body(self.request(token, method, path, body, &[]).await).await
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(&self.token, method.clone(), path, body).await;
+        let (status, v) = self.call_as(&self.token, method.clone(), path, body).await;
         assert!(status.is_success(), "{method} {path}: {status} {v}");
         v
     }
@@ -75,13 +43,13 @@ impl Harness {
 
     fn machine_body(&self) -> Value {
         json!({"region": "gru", "skip_launch": true, "config": {
-            "image": self.image.path().display().to_string(),
+            "image": self.image(),
             "init": {"exec": ["sleep", "30"]}}})
     }
 
     async fn stop(mut self) {
         for app in ["a", "b"] {
-            self.call(
+            self.call_as(
                 &self.token,
                 Method::DELETE,
                 &format!("/v1/apps/{app}?force=true"),
@@ -104,7 +72,7 @@ fn message(body: &Value) -> String {
 
 #[tokio::test]
 async fn each_kind_reaches_its_routes_and_changes_are_recorded_with_its_name() {
-    let h = Harness::start().await;
+    let h = start().await;
     for app in ["a", "b"] {
         h.admin(
             Method::POST,
@@ -126,7 +94,7 @@ async fn each_kind_reaches_its_routes_and_changes_are_recorded_with_its_name() {
 
     // The deploy token: its app, read and write; nothing else.
     let created = assert_status(
-        h.call(
+        h.call_as(
             &deploy,
             Method::POST,
             "/v1/apps/a/machines",
@@ -138,7 +106,7 @@ async fn each_kind_reaches_its_routes_and_changes_are_recorded_with_its_name() {
     );
     let id = created["id"].as_str().unwrap();
     assert_status(
-        h.call(
+        h.call_as(
             &deploy,
             Method::GET,
             &format!("/v1/apps/a/machines/{id}"),
@@ -149,12 +117,12 @@ async fn each_kind_reaches_its_routes_and_changes_are_recorded_with_its_name() {
         "deploy token reads its app",
     );
     assert_status(
-        h.call(&deploy, Method::GET, "/v1/regions", None).await,
+        h.call_as(&deploy, Method::GET, "/v1/regions", None).await,
         StatusCode::OK,
         "deploy token reads the regions",
     );
     let denied = assert_status(
-        h.call(
+        h.call_as(
             &deploy,
             Method::POST,
             "/v1/apps/b/machines",
@@ -179,7 +147,7 @@ async fn each_kind_reaches_its_routes_and_changes_are_recorded_with_its_name() {
     ] {
         let what = format!("deploy token: {method} {path}");
         let body = assert_status(
-            h.call(&deploy, method, path, body).await,
+            h.call_as(&deploy, method, path, body).await,
             StatusCode::FORBIDDEN,
             &what,
         );
@@ -188,18 +156,18 @@ async fn each_kind_reaches_its_routes_and_changes_are_recorded_with_its_name() {
 
     // Read-only tokens: reads only; one bound to an app reads only that app.
     assert_status(
-        h.call(&reader, Method::GET, "/v1/apps/b/machines", None)
+        h.call_as(&reader, Method::GET, "/v1/apps/b/machines", None)
             .await,
         StatusCode::OK,
         "readonly reads any app",
     );
     assert_status(
-        h.call(&reader, Method::GET, "/v1/apps", None).await,
+        h.call_as(&reader, Method::GET, "/v1/apps", None).await,
         StatusCode::OK,
         "readonly lists apps",
     );
     let denied = assert_status(
-        h.call(
+        h.call_as(
             &reader,
             Method::POST,
             "/v1/apps/a/machines",
@@ -211,17 +179,17 @@ async fn each_kind_reaches_its_routes_and_changes_are_recorded_with_its_name() {
     );
     assert!(message(&denied).contains("dash"), "{denied}");
     assert_status(
-        h.call(&reader, Method::GET, "/v1/tokens", None).await,
+        h.call_as(&reader, Method::GET, "/v1/tokens", None).await,
         StatusCode::FORBIDDEN,
         "readonly lists tokens",
     );
     assert_status(
-        h.call(&reader_a, Method::GET, "/v1/apps/a", None).await,
+        h.call_as(&reader_a, Method::GET, "/v1/apps/a", None).await,
         StatusCode::OK,
         "readonly of a reads a",
     );
     assert_status(
-        h.call(&reader_a, Method::GET, "/v1/apps/b", None).await,
+        h.call_as(&reader_a, Method::GET, "/v1/apps/b", None).await,
         StatusCode::FORBIDDEN,
         "readonly of a reads b",
     );
@@ -292,13 +260,13 @@ async fn each_kind_reaches_its_routes_and_changes_are_recorded_with_its_name() {
 
 #[tokio::test]
 async fn unknown_expired_and_revoked_tokens_get_401_saying_which() {
-    let h = Harness::start().await;
+    let h = start().await;
     let (short, _) = h
         .create_token(json!({"kind": "org", "name": "short", "expiry": "1s"}))
         .await;
     let (revoked, revoked_id) = h.create_token(json!({"kind": "org", "name": "gone"})).await;
     assert_status(
-        h.call(&revoked, Method::GET, "/v1/apps", None).await,
+        h.call_as(&revoked, Method::GET, "/v1/apps", None).await,
         StatusCode::OK,
         "before revocation",
     );
@@ -307,7 +275,7 @@ async fn unknown_expired_and_revoked_tokens_get_401_saying_which() {
         .await;
     assert!(v["revoked_at"].is_string(), "{v}");
     let body = assert_status(
-        h.call(&revoked, Method::GET, "/v1/apps", None).await,
+        h.call_as(&revoked, Method::GET, "/v1/apps", None).await,
         StatusCode::UNAUTHORIZED,
         "revoked",
     );
@@ -319,7 +287,7 @@ async fn unknown_expired_and_revoked_tokens_get_401_saying_which() {
     // A forged secret under the revoked token's id is only "not recognised".
     let forged = format!("{}{}", &revoked[..revoked.len() - 4], "0000");
     let body = assert_status(
-        h.call(&forged, Method::GET, "/v1/apps", None).await,
+        h.call_as(&forged, Method::GET, "/v1/apps", None).await,
         StatusCode::UNAUTHORIZED,
         "forged",
     );
@@ -330,7 +298,7 @@ async fn unknown_expired_and_revoked_tokens_get_401_saying_which() {
         Duration::from_secs(10),
         "the 1s token to expire",
         || async {
-            let (status, body) = h.call(&short, Method::GET, "/v1/apps", None).await;
+            let (status, body) = h.call_as(&short, Method::GET, "/v1/apps", None).await;
             (status == StatusCode::UNAUTHORIZED).then_some(body)
         },
     )
@@ -342,7 +310,7 @@ async fn unknown_expired_and_revoked_tokens_get_401_saying_which() {
 
 #[tokio::test]
 async fn bad_token_requests_are_4xx_and_create_nothing() {
-    let h = Harness::start().await;
+    let h = start().await;
     h.admin(
         Method::POST,
         "/v1/apps",
@@ -384,7 +352,7 @@ async fn bad_token_requests_are_4xx_and_create_nothing() {
     ] {
         let what = body.to_string();
         let got = assert_status(
-            h.call(&h.token, Method::POST, "/v1/tokens", Some(body))
+            h.call_as(&h.token, Method::POST, "/v1/tokens", Some(body))
                 .await,
             want,
             &what,
@@ -392,14 +360,14 @@ async fn bad_token_requests_are_4xx_and_create_nothing() {
         assert!(message(&got).contains(needle), "{what}: {got}");
     }
     let got = assert_status(
-        h.call(&h.token, Method::DELETE, "/v1/tokens/nope", None)
+        h.call_as(&h.token, Method::DELETE, "/v1/tokens/nope", None)
             .await,
         StatusCode::NOT_FOUND,
         "revoking an unknown id",
     );
     assert!(message(&got).contains("nope"), "{got}");
     let got = assert_status(
-        h.call(&h.token, Method::DELETE, "/v1/tokens/data-dir", None)
+        h.call_as(&h.token, Method::DELETE, "/v1/tokens/data-dir", None)
             .await,
         StatusCode::BAD_REQUEST,
         "revoking the data-dir token",
@@ -416,7 +384,7 @@ async fn bad_token_requests_are_4xx_and_create_nothing() {
 
 #[tokio::test]
 async fn no_secret_is_readable_from_the_store_files() {
-    let h = Harness::start().await;
+    let h = start().await;
     let (token, _) = h
         .create_token(json!({"kind": "org", "name": "grep-me"}))
         .await;

@@ -61,6 +61,8 @@ fn releases_events_counts_and_images_survive_a_reopen() {
     s.read(|tx| {
         let versions: Vec<u64> = tx.releases("a")?.iter().map(|r| r.version).collect();
         assert_eq!(versions, vec![2, 1], "newest first");
+        assert!(tx.has_complete_deploy("a")?, "v1 completed");
+        assert!(!tx.has_complete_deploy("b")?, "b's only release is pending");
         let unfinished: Vec<(String, u64)> = tx
             .unfinished_releases()?
             .into_iter()

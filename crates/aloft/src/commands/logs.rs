@@ -1,4 +1,5 @@
-//! `aloft logs [-g GROUP] [--machine ID] [--region R] [--no-tail]`.
+//! `aloft logs [-g GROUP] [--machine ID] [--region R] [--no-tail]`. A destroyed machine's
+//! lines stay readable by its id while the agent keeps them.
 
 use std::process::ExitCode;
 
@@ -58,11 +59,22 @@ pub fn log_query(s: &LogsSettings) -> Vec<(&'static str, String)> {
     q
 }
 
+/// What the filters of a logs command name.
+#[derive(Debug, PartialEq, Eq)]
+enum Filters {
+    /// Things the app has (or no filter).
+    Live,
+    /// A machine that is gone (destroyed) but whose lines the agent still keeps: they are
+    /// printed, not followed (it writes no more).
+    GoneMachine,
+}
+
 /// A group or machine filter that matches nothing the app has would follow silence forever:
-/// refuse it and name what exists.
-async fn check_filters(client: &Client, s: &LogsSettings) -> anyhow::Result<()> {
+/// refuse it and name what exists. A destroyed machine's id is taken while its lines are kept
+/// (until the agent's log retention removes them).
+async fn check_filters(client: &Client, s: &LogsSettings) -> anyhow::Result<Filters> {
     if s.group.is_none() && s.machine.is_none() {
-        return Ok(());
+        return Ok(Filters::Live);
     }
     let app = &s.app;
     let machines = client.list_machines(app).await?;
@@ -89,18 +101,42 @@ async fn check_filters(client: &Client, s: &LogsSettings) -> anyhow::Result<()> 
     }
     if let Some(id) = &s.machine {
         if !machines.iter().any(|m| &m.id == id) {
-            anyhow::bail!("machine {id} not found in app {app}; see `aloft machine list -a {app}`");
+            if has_kept_lines(client, app, id).await? {
+                return Ok(Filters::GoneMachine);
+            }
+            anyhow::bail!(
+                "machine {id} not found in app {app}, and no logs of it are kept; see `aloft machine list -a {app}`"
+            );
         }
     }
-    Ok(())
+    Ok(Filters::Live)
 }
 
-pub fn run(settings: LogsSettings, ctx: &Context) -> anyhow::Result<ExitCode> {
+/// Whether the agent keeps log lines of machine `id` of `app`.
+async fn has_kept_lines(client: &Client, app: &str, id: &str) -> anyhow::Result<bool> {
+    let query = [
+        ("follow", "false".to_string()),
+        ("machine", id.to_string()),
+        ("limit", "1".to_string()),
+    ];
+    let mut found = false;
+    client
+        .logs(app, &query, |_| {
+            found = true;
+            false
+        })
+        .await?;
+    Ok(found)
+}
+
+pub fn run(mut settings: LogsSettings, ctx: &Context) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
-    let query = log_query(&settings);
     let printer = ctx.printer;
     block_on(async move {
-        check_filters(&client, &settings).await?;
+        if check_filters(&client, &settings).await? == Filters::GoneMachine {
+            settings.follow = false;
+        }
+        let query = log_query(&settings);
         // A closed stdout (`aloft logs | head`) ends the logs.
         let follow = client.logs(&settings.app, &query, |l| {
             printer.try_line(format_line(&l, printer)).is_ok()

@@ -113,22 +113,10 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
                 if !m.events.is_empty() {
                     printer.line("");
-                    let rows: Vec<Vec<String>> = m
-                        .events
-                        .iter()
-                        .map(|e| {
-                            vec![
-                                e.status.clone(),
-                                e.kind.clone(),
-                                e.source.clone(),
-                                e.timestamp.to_string(),
-                            ]
-                        })
-                        .collect();
                     printer.table(
                         Some("Event Logs"),
-                        &["STATE", "EVENT", "SOURCE", "TIMESTAMP"],
-                        &rows,
+                        &["STATE", "EVENT", "SOURCE", "TIMESTAMP", "INFO"],
+                        &crate::commands::status::event_rows(&m.events),
                     );
                 }
                 Ok(ExitCode::SUCCESS)

@@ -3,10 +3,13 @@
 //! out by the agent (`POST …/scale`, resumable like a deploy), and so are `scale vm|memory`
 //! (`POST …/scale/guest`), after the same checks made here against the machines.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use aloft_api::groups::{ScaleCountRequest, ScaleGuestRequest};
+use aloft_api::Guest;
 use aloft_client::{block_on, Client, ScaleAnswer};
+use aloft_config::AppConfig;
 use aloft_deploy::scale;
 use aloft_deploy::{Release, ReleaseStatus};
 use anyhow::{anyhow, bail};
@@ -56,7 +59,6 @@ fn count(args: ScaleCountArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         let counts = scale::parse_counts(
             &args.counts,
             args.group.as_deref(),
-            &release.spec.default_group,
             &release.spec.group_names(),
         )?;
         let mut req = ScaleCountRequest {
@@ -166,9 +168,49 @@ fn guest(
         }
         if let Some(set) = op.scale.as_ref().and_then(|w| w.guest.last()) {
             printer.text(&scale::describe_guest(&group, &set.guest));
+            if let Some(warning) = local_vm_override(&app_args.config, &app, &group, &set.guest) {
+                printer.warn(warning);
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The warning of `scale vm|memory` when the fly.toml at `path`, if there is one and it is this
+/// app's, has a `[[vm]]` for `group` that differs from `applied`: the next deploy would size the
+/// machines back (flyctl-behaviour §4.2.6). Advisory: a file that cannot be read gives none.
+fn local_vm_override(path: &Path, app: &str, group: &str, applied: &Guest) -> Option<String> {
+    if !path.is_file() {
+        return None;
+    }
+    let config = aloft_config::load(path).ok()?.config;
+    if !config.app.is_empty() && config.app != app {
+        return None;
+    }
+    vm_override_warning(&config, &path.display().to_string(), group, applied)
+}
+
+/// [`local_vm_override`] for a loaded config (`shown` names its file).
+fn vm_override_warning(
+    config: &AppConfig,
+    shown: &str,
+    group: &str,
+    applied: &Guest,
+) -> Option<String> {
+    let planned = config.guest_for(group).ok()??;
+    if planned.size_name() == applied.size_name() && planned.memory_mb == applied.memory_mb {
+        return None;
+    }
+    Some(format!(
+        "{shown} has a [[vm]] section for group '{group}' with other settings than were just \
+         applied\n  machines now: size={} memory={}MB\n  {shown}: size={} memory={}MB\n\
+         The next `aloft deploy` sets the machines back to the {shown} values; change its [[vm]] \
+         section to keep this size.",
+        applied.size_name(),
+        applied.memory_mb,
+        planned.size_name(),
+        planned.memory_mb,
+    ))
 }
 
 fn show(args: ListArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -203,4 +245,49 @@ fn show(args: ListArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vm: &str) -> AppConfig {
+        let toml = format!("app = \"shop\"\n[processes]\nweb = \"web\"\nworker = \"work\"\n{vm}");
+        aloft_config::parse_str(&toml, aloft_config::Format::Toml, "fly.toml").config
+    }
+
+    #[test]
+    fn a_vm_section_of_the_group_that_differs_is_a_warning() {
+        let bigger = Guest::from_preset("performance-2x").unwrap();
+        let vm = "[[vm]]\nsize = \"shared-cpu-1x\"\nprocesses = [\"web\"]\n";
+        let warning = vm_override_warning(&config(vm), "fly.toml", "web", &bigger).unwrap();
+        assert!(
+            warning.contains("machines now: size=performance-2x memory=4096MB")
+                && warning.contains("fly.toml: size=shared-cpu-1x memory=256MB")
+                && warning.contains("next `aloft deploy`"),
+            "{warning}"
+        );
+        // Another group's [[vm]], or none at all: deploy keeps the machines' guests.
+        assert_eq!(
+            vm_override_warning(&config(vm), "fly.toml", "worker", &bigger),
+            None
+        );
+        assert_eq!(
+            vm_override_warning(&config(""), "fly.toml", "web", &bigger),
+            None
+        );
+        // A [[vm]] without `processes` applies to every group.
+        let all = "[[vm]]\nsize = \"shared-cpu-1x\"\n";
+        assert!(vm_override_warning(&config(all), "fly.toml", "worker", &bigger).is_some());
+        // The same size: nothing to undo.
+        let same = "[[vm]]\nsize = \"performance-2x\"\n";
+        assert_eq!(
+            vm_override_warning(&config(same), "fly.toml", "web", &bigger),
+            None
+        );
+        // Only the memory differs.
+        let mut more = bigger.clone();
+        more.memory_mb = 8192;
+        assert!(vm_override_warning(&config(same), "fly.toml", "web", &more).is_some());
+    }
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use aloft_api::metadata::{RELEASE_VERSION, ROLE};
-use aloft_api::Machine;
+use aloft_api::{ExitEvent, Machine, MachineEvent};
 use aloft_deploy::plan::is_managed;
 use serde::Serialize;
 
@@ -58,6 +58,56 @@ pub fn machine_rows(machines: &[Machine]) -> Vec<Vec<String>> {
     rows
 }
 
+/// The app's status as `status` shows it: `deployed` once one of its releases completed, else
+/// what the agent says (`pending` for an app never deployed).
+pub fn app_status(agent_status: &str, has_complete_release: bool) -> &str {
+    if has_complete_release {
+        "deployed"
+    } else {
+        agent_status
+    }
+}
+
+/// Rows of `machine status`'s event table, as flyctl shows them: state, event, source, the time
+/// in RFC 3339 (UTC, milliseconds) and, for exits, `exit_code=…,oom_killed=…,requested_stop=…`.
+pub fn event_rows(events: &[MachineEvent]) -> Vec<Vec<String>> {
+    events
+        .iter()
+        .map(|e| {
+            let exit = e
+                .request
+                .as_ref()
+                .and_then(|r| r.get("exit_event"))
+                .and_then(|x| serde_json::from_value::<ExitEvent>(x.clone()).ok());
+            vec![
+                e.status.clone(),
+                e.kind.clone(),
+                e.source.clone(),
+                event_time(e.timestamp),
+                exit.map(|x| {
+                    format!(
+                        "exit_code={},oom_killed={},requested_stop={}",
+                        x.exit_code, x.oom_killed, x.requested_stop
+                    )
+                })
+                .unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds (`2026-01-02T03:04:05.678Z`); a time out
+/// of range stays a number.
+pub fn event_time(ms: i64) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct StatusJson {
@@ -80,6 +130,10 @@ pub fn run(app_name: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
     block_on(async move {
         let app = client.get_app(app_name).await?;
         let machines = client.list_machines(app_name).await?;
+        // Deployed once a release completed (flyctl's `Status = deployed`); before that the
+        // app's own status (`pending`).
+        let release = client.current_release(app_name).await?;
+        let status = app_status(&app.status, release.is_some());
         let version = machines
             .iter()
             .filter_map(|m| m.config.metadata.get(RELEASE_VERSION)?.parse::<u64>().ok())
@@ -103,8 +157,8 @@ pub fn run(app_name: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
                 .json_value(&StatusJson {
                     id: app.id.clone(),
                     name: app.name.clone(),
-                    deployed: version > 0,
-                    status: app.status.clone(),
+                    deployed: release.is_some() || version > 0,
+                    status: status.to_string(),
                     hostname: format!("{}.internal", app.name),
                     version,
                     organization: app.organization.clone(),
@@ -116,6 +170,7 @@ pub fn run(app_name: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
         let info = vec![
             vec!["Name".to_string(), "=".into(), app.name.clone()],
             vec!["Owner".into(), "=".into(), app.organization.slug.clone()],
+            vec!["Status".into(), "=".into(), status.to_string()],
             vec![
                 "Hostname".into(),
                 "=".into(),
@@ -268,6 +323,35 @@ mod tests {
             updated_at: "t1".into(),
             ..Machine::new(id, "gru", MachineState::Started, config)
         }
+    }
+
+    #[test]
+    fn event_times_are_rfc3339_and_exits_say_how() {
+        assert_eq!(event_time(1_767_323_045_678), "2026-01-02T03:04:05.678Z");
+        assert_eq!(event_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(event_time(i64::MAX), i64::MAX.to_string());
+        let exit: MachineEvent = serde_json::from_value(serde_json::json!({
+            "type": "exit", "status": "stopped", "source": "flyd", "timestamp": 1_767_323_045_678_i64,
+            "request": {"exit_event": {"exit_code": 3, "oom_killed": true}}
+        }))
+        .unwrap();
+        let start: MachineEvent = serde_json::from_value(serde_json::json!({
+            "type": "start", "status": "started", "source": "user", "timestamp": 0
+        }))
+        .unwrap();
+        assert_eq!(
+            event_rows(&[exit, start]),
+            vec![
+                vec![
+                    "stopped",
+                    "exit",
+                    "flyd",
+                    "2026-01-02T03:04:05.678Z",
+                    "exit_code=3,oom_killed=true,requested_stop=false"
+                ],
+                vec!["started", "start", "user", "1970-01-01T00:00:00.000Z", ""],
+            ]
+        );
     }
 
     #[test]

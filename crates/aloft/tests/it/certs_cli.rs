@@ -2,35 +2,7 @@
 //! `Key = value` blocks, JSON, PEM files, and clear errors (bad hostname, another app's
 //! hostname, files that are not PEM).
 
-use std::process::{Command, Output, Stdio};
-
-use crate::common::AgentProc;
-
-fn aloft(agent: &AgentProc, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aloft"))
-        .args(args)
-        .env("ALOFT_API_URL", &agent.url)
-        .env("ALOFT_API_TOKEN", &agent.token)
-        .env_remove("ALOFT_APP")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(out: &Output) -> String {
-    assert_ne!(out.status.code(), Some(0), "expected a failure");
-    crate::common::combined(out)
-}
+use crate::common::{aloft, fails, ok, AgentProc};
 
 #[tokio::test]
 async fn certs_add_list_show_remove() {

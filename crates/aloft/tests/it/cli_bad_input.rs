@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use aloft_api::{Guest, Machine, MachineConfig, MachineService, MachineState};
 use aloft_deploy::{FrozenPlan, Release, ReleaseSpec, ReleaseStatus};
 
+use crate::common::ok;
+
 /// (method, path, body) of every request.
 type Log = Arc<Mutex<Vec<(String, String, String)>>>;
 
@@ -264,17 +266,6 @@ fn aloft(url: &str, args: &[&str]) -> Output {
 }
 
 /// Requests that may change something: all but reads and dry runs.
-/// The stdout of a command that must have exited 0 (else the test fails showing its stderr).
-fn succeeded(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn mutations(log: &Log) -> Vec<(String, String)> {
     log.lock()
         .unwrap()
@@ -458,7 +449,7 @@ fn good_input_does_change_things() {
         &url,
         &["scale", "count", "-1", "-g", "web", "-a", "demo", "--yes"],
     );
-    let stdout = succeeded(&out);
+    let stdout = ok(&out);
     assert!(
         stdout.contains("  -1 machines for group 'web' on region 'gru' of size 'shared-cpu-1x'"),
         "{stdout}"
@@ -493,7 +484,7 @@ fn deploy_posts_the_release_of_the_config() {
         &url,
         &["deploy", "-c", config.to_str().unwrap(), "-a", "demo"],
     );
-    let stdout = succeeded(&out);
+    let stdout = ok(&out);
     assert!(
         stdout.contains("Process groups have changed. This will:\n * create 1 \"worker\" machine"),
         "{stdout}"

@@ -94,3 +94,74 @@ pub fn combined(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Runs the `aloft` binary with `args` and `env`, in an environment without the test's own
+/// agent, context or app (`ALOFT_API_URL`, `ALOFT_API_TOKEN`, `ALOFT_CONTEXT`, `ALOFT_APP`);
+/// `stdin` is written to it and closed (`None`: /dev/null).
+pub fn run_aloft(
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_aloft"));
+    command.args(args);
+    for var in [
+        "ALOFT_API_URL",
+        "ALOFT_API_TOKEN",
+        "ALOFT_CONTEXT",
+        "ALOFT_APP",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("aloft runs");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `aloft ARGS` against `agent` (its URL and token), stdin /dev/null.
+pub fn aloft(agent: &AgentProc, args: &[&str]) -> std::process::Output {
+    aloft_stdin(agent, args, None)
+}
+
+/// `aloft ARGS` against `agent`, with `stdin` written to it.
+pub fn aloft_stdin(agent: &AgentProc, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    run_aloft(
+        args,
+        &[
+            ("ALOFT_API_URL", agent.url.as_ref()),
+            ("ALOFT_API_TOKEN", agent.token.as_ref()),
+        ],
+        stdin,
+    )
+}
+
+/// The stdout of a command that must succeed (exit 0; else its stderr is shown).
+pub fn ok(out: &std::process::Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The output (stdout then stderr) of a command that must fail.
+pub fn fails(out: &std::process::Output) -> String {
+    assert_ne!(out.status.code(), Some(0), "expected a failure");
+    combined(out)
+}

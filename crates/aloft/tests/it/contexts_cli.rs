@@ -1,52 +1,26 @@
 //! `aloft context add|use|list|show|rm` and `-C`: named agents in the user's config dir, used
 //! by every command but `aloft up`; unknown contexts fail fast with what to do.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::common::AgentProc;
+use crate::common::{fails, ok, run_aloft, AgentProc};
 
 /// The CLI with its config dir in `home` and no agent from the environment.
 fn aloft(home: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aloft"))
-        .args(args)
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        // The local agent's data dir: empty, so "local" reaches nothing.
-        .env("ALOFT_DATA_DIR", home.join("no-agent"))
-        .env_remove("ALOFT_API_URL")
-        .env_remove("ALOFT_API_TOKEN")
-        .env_remove("ALOFT_CONTEXT")
-        .env_remove("ALOFT_APP")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(out: &Output) -> String {
-    assert_ne!(out.status.code(), Some(0), "expected a failure");
-    crate::common::combined(out)
+    let config = home.join("config");
+    // The local agent's data dir: empty, so "local" reaches nothing.
+    let no_agent = home.join("no-agent");
+    run_aloft(
+        args,
+        &[
+            ("HOME", home.as_os_str()),
+            ("XDG_CONFIG_HOME", config.as_os_str()),
+            ("ALOFT_DATA_DIR", no_agent.as_os_str()),
+        ],
+        Some(stdin),
+    )
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::common;
 
+mod small_print;
 mod strategies;
 
 use aloft_testkit::KillOnDrop;
@@ -88,16 +89,21 @@ impl World {
         std::fs::write(self.tmp.path().join("app/fly.toml"), toml).unwrap();
     }
 
-    fn aloft(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_aloft"))
+    /// `aloft ARGS` in the app directory against this agent, stdin /dev/null, not started yet.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aloft"));
+        command
             .args(args)
             .current_dir(self.tmp.path().join("app"))
             .env("ALOFT_API_URL", &self.agent.url)
             .env("ALOFT_API_TOKEN", &self.agent.token)
             .env_remove("ALOFT_APP")
-            .stdin(Stdio::null())
-            .output()
-            .expect("aloft runs")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn aloft(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("aloft runs")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -153,6 +159,17 @@ impl World {
             }
             Some(out)
         })
+    }
+
+    /// `aloft machine stop ID`, then waits until the machine is stopped.
+    fn stop(&self, id: &str) {
+        self.ok(&["machine", "stop", id]);
+        wait_for(Duration::from_secs(20), "the machine to stop", || {
+            self.machines()
+                .iter()
+                .any(|m| m["id"] == id && m["state"] == "stopped")
+                .then_some(())
+        });
     }
 
     fn deploy(&self, extra: &[&str]) -> String {
@@ -339,13 +356,7 @@ fn the_process_groups_guide() {
 
     // fly machine stop ID; fly machine destroy ID. A started machine needs --force.
     let clone_id = clone["id"].as_str().unwrap().to_string();
-    w.ok(&["machine", "stop", &clone_id]);
-    wait_for(Duration::from_secs(20), "the clone to stop", || {
-        w.machines()
-            .iter()
-            .any(|m| m["id"] == clone_id.as_str() && m["state"] == "stopped")
-            .then_some(())
-    });
+    w.stop(&clone_id);
     w.ok(&["machine", "destroy", &clone_id]);
     let ms = w.machines();
     assert!(!ms.iter().any(|m| m["id"] == clone_id.as_str()));
@@ -810,13 +821,7 @@ fn a_crash_looping_group_fails_the_deploy_with_its_logs() {
 fn spawn_until(w: &World, args: &[&str], marker: &str) -> KillOnDrop {
     use std::io::BufRead;
     let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_aloft"))
-            .args(args)
-            .current_dir(w.tmp.path().join("app"))
-            .env("ALOFT_API_URL", &w.agent.url)
-            .env("ALOFT_API_TOKEN", &w.agent.token)
-            .env_remove("ALOFT_APP")
-            .stdin(Stdio::null())
+        w.command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -951,19 +956,7 @@ fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_vm() {
         .map(|r| r["version"].as_u64().unwrap())
         .max()
         .expect("a scale vm operation");
-    let events = Command::new("curl")
-        .args(["-sf", "-H"])
-        .arg(format!("Authorization: Bearer {}", w.agent.token))
-        .arg(format!(
-            "{}/v1/apps/{}/releases/{op}/events",
-            w.agent.url, w.app
-        ))
-        .output()
-        .expect("curl runs");
-    let events: Vec<Value> = String::from_utf8_lossy(&events.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
-        .collect();
+    let events = release_events(&w, op);
     let resumed_at = events
         .iter()
         .position(|e| e["type"] == "started" && e["resumed"] == true)
@@ -1146,6 +1139,23 @@ fn api_post(w: &World, path: &str, body: &str) -> (u16, Value) {
 }
 
 /// `GET` of an agent route, as JSON.
+/// The events of release (or scale operation) `version`, in order.
+fn release_events(w: &World, version: u64) -> Vec<Value> {
+    let out = Command::new("curl")
+        .args(["-sf", "-H"])
+        .arg(format!("Authorization: Bearer {}", w.agent.token))
+        .arg(format!(
+            "{}/v1/apps/{}/releases/{version}/events",
+            w.agent.url, w.app
+        ))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+        .collect()
+}
+
 fn api_get(w: &World, path: &str) -> Value {
     let out = Command::new("curl")
         .args(["-sf", "-H"])

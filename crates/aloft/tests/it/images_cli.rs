@@ -1,32 +1,9 @@
 //! `aloft images list` and `aloft image show` against a real agent process with an OCI image
 //! pushed to it: tables, JSON, and clear errors for references that name nothing.
 
-use std::process::{Command, Output, Stdio};
-
 use aloft_oci::layout::testing::{image, tar, write_layout, Entry};
 
-use crate::common::AgentProc;
-
-fn aloft(agent: &AgentProc, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aloft"))
-        .args(args)
-        .env("ALOFT_API_URL", &agent.url)
-        .env("ALOFT_API_TOKEN", &agent.token)
-        .env_remove("ALOFT_APP")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stdout_ok(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::common::{aloft, ok, AgentProc};
 
 #[tokio::test]
 async fn images_list_and_show_a_pushed_image() {
@@ -49,13 +26,13 @@ async fn images_list_and_show_a_pushed_image() {
         client.push_image("shop", &layout, |_| {}).await.unwrap();
     }
 
-    let out = stdout_ok(&aloft(&agent, &["images", "list", "-a", "shop"]));
+    let out = ok(&aloft(&agent, &["images", "list", "-a", "shop"]));
     let short_a = &a.manifest.hex()[..12];
     assert!(out.contains("DIGEST") && out.contains(short_a), "{out}");
     assert!(out.contains(&format!("aloft/shop@{}", b.manifest)), "{out}");
     assert!(out.contains("shared layers counted once"), "{out}");
 
-    let json: serde_json::Value = serde_json::from_str(&stdout_ok(&aloft(
+    let json: serde_json::Value = serde_json::from_str(&ok(&aloft(
         &agent,
         &["images", "list", "-a", "shop", "--json"],
     )))
@@ -78,13 +55,13 @@ async fn images_list_and_show_a_pushed_image() {
     );
 
     let reference = format!("aloft/shop@{}", a.manifest);
-    let out = stdout_ok(&aloft(&agent, &["image", "show", &reference]));
+    let out = ok(&aloft(&agent, &["image", "show", &reference]));
     assert!(
         out.contains("Entrypoint:") && out.contains("[\"/bin/app\"]"),
         "{out}"
     );
     assert!(out.contains("Layers (bottom first)"), "{out}");
-    let json: serde_json::Value = serde_json::from_str(&stdout_ok(&aloft(
+    let json: serde_json::Value = serde_json::from_str(&ok(&aloft(
         &agent,
         &["image", "show", a.manifest.as_str(), "-a", "shop", "--json"],
     )))

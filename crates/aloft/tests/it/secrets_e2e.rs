@@ -6,55 +6,17 @@
 //! clear reason instead of panicking.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{wait_for, AgentProc, PATIENCE};
+use crate::common::{aloft_stdin, ok, wait_for, AgentProc, PATIENCE};
 use aloft_testkit::agent::Launch;
 
 /// Values no other bytes of a test contain by chance.
 const V1: &str = "s3cr3t-Value-One-9f1c2e";
 const V2: &str = "s3cr3t-Value-Two-7a4b8d";
 const KEY_VALUE: &str = "api-KEY-value-5e6f70";
-
-fn aloft(agent: &AgentProc, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aloft"))
-        .args(args)
-        .env("ALOFT_API_URL", &agent.url)
-        .env("ALOFT_API_TOKEN", &agent.token)
-        .env_remove("ALOFT_APP")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// What the machine last saw in `$DB_PASSWORD` (it writes it at every start).
 fn seen(dir: &Path, id: &str) -> Option<String> {
@@ -191,7 +153,7 @@ async fn secrets_reach_machines_and_nothing_else() {
         .await;
 
     // Set two secrets: the started machine is restarted and sees the secret over [env].
-    let out = ok(&aloft(
+    let out = ok(&aloft_stdin(
         &agent,
         &[
             "secrets",
@@ -230,7 +192,7 @@ async fn secrets_reach_machines_and_nothing_else() {
         .unwrap()
         .iter()
         .all(|s| s["status"] == "deployed" && s["digest"].as_str().unwrap().len() == 16));
-    let table = ok(&aloft(&agent, &["secrets", "list", "-a", app], None));
+    let table = ok(&aloft_stdin(&agent, &["secrets", "list", "-a", app], None));
     assert!(
         table.contains("NAME") && table.contains("DIGEST") && table.contains("Deployed"),
         "{table}"
@@ -238,7 +200,7 @@ async fn secrets_reach_machines_and_nothing_else() {
 
     // --stage: stored, no restart; `secrets deploy` restarts.
     let digest_before = list[1]["digest"].clone();
-    let out = ok(&aloft(
+    let out = ok(&aloft_stdin(
         &agent,
         &[
             "secrets",
@@ -259,7 +221,11 @@ async fn secrets_reach_machines_and_nothing_else() {
     );
     assert_eq!(agent.pid(app, &id).await, pid1, "staging restarts nothing");
     assert_eq!(seen(&out_dir, &id).as_deref(), Some(V1));
-    ok(&aloft(&agent, &["secrets", "deploy", "-a", app], None));
+    ok(&aloft_stdin(
+        &agent,
+        &["secrets", "deploy", "-a", app],
+        None,
+    ));
     wait_seen(&out_dir, &id, V2);
     // ...and gets the newest values when it starts.
     assert_eq!(seen(&out_dir, &idle), None, "never started by a restart");
@@ -274,13 +240,13 @@ async fn secrets_reach_machines_and_nothing_else() {
     assert_eq!(secrets(&agent, app).await[1]["status"], "deployed");
 
     // Import (dotenv from stdin) and unset.
-    ok(&aloft(
+    ok(&aloft_stdin(
         &agent,
         &["secrets", "import", "--stage", "-a", app],
         Some("# comment\nexport EXTRA='x y'\n"),
     ));
     // --detach returns once the restart is under way; the agent finishes it.
-    let out = ok(&aloft(
+    let out = ok(&aloft_stdin(
         &agent,
         &[
             "secrets", "unset", "API_KEY", "EXTRA", "--detach", "-a", app,
@@ -326,7 +292,7 @@ async fn secrets_reach_machines_and_nothing_else() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(secrets(&agent, app).await, before, "nothing changed");
     assert_eq!(agent.pid(app, &id).await, pid, "nothing restarted");
-    let out = aloft(&agent, &["secrets", "set", "1BAD=v", "-a", app], None);
+    let out = aloft_stdin(&agent, &["secrets", "set", "1BAD=v", "-a", app], None);
     assert_ne!(out.status.code(), Some(0));
     assert!(
         crate::common::combined(&out).contains("not a valid environment variable name"),

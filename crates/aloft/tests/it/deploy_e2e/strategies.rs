@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{api_get, common, group, World, WEB_SERVICE};
+use super::{api_get, common, group, release_events, World, WEB_SERVICE};
 use common::{wait_for, AgentProc};
 
 /// The release command: appends `<label> RELEASE_COMMAND FLY_PROCESS_GROUP <unix ns>` to
@@ -52,23 +52,6 @@ fn release_log(w: &World) -> Vec<String> {
         .unwrap_or_default()
         .lines()
         .map(String::from)
-        .collect()
-}
-
-/// The events of release `version`, in order.
-fn events(w: &World, version: u64) -> Vec<Value> {
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "-H"])
-        .arg(format!("Authorization: Bearer {}", w.agent.token))
-        .arg(format!(
-            "{}/v1/apps/{}/releases/{version}/events",
-            w.agent.url, w.app
-        ))
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
         .collect()
 }
 
@@ -153,7 +136,7 @@ fn a_release_command_runs_once_before_any_machine_changes() {
             "update at {updated} before the command at {ran_at_ms}"
         );
     }
-    let ev = events(&w, 2);
+    let ev = release_events(&w, 2);
     let finished = ev
         .iter()
         .position(|e| e["type"] == "release_command_finished")
@@ -255,7 +238,7 @@ fn kill_9_during_a_release_command_gives_one_outcome() {
         (2, 1),
         "started twice, ran to its end once: {log:?}"
     );
-    let ev = events(&w, 1);
+    let ev = release_events(&w, 1);
     assert_eq!(of_type(&ev, "release_command_finished").len(), 1, "{ev:?}");
     assert_eq!(of_type(&ev, "release_command_started").len(), 2, "{ev:?}");
     let ms = w.machines();
@@ -292,7 +275,7 @@ fn a_broken_canary_fails_the_deploy_with_old_machines_untouched() {
         before,
         "old machines untouched, canaries destroyed"
     );
-    let ev = events(&w, 2);
+    let ev = release_events(&w, 2);
     let mut created: Vec<&str> = of_type(&ev, "canary_created")
         .iter()
         .map(|e| e["group"].as_str().unwrap())
@@ -473,7 +456,7 @@ fn blue_green_switches_under_load_and_a_failing_green_leaves_blue_serving() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("blue ones keep serving"), "{text}");
     assert_eq!(versions(&w), green, "greens destroyed, blues untouched");
-    let ev = events(&w, 3);
+    let ev = release_events(&w, 3);
     assert_eq!(of_type(&ev, "green_destroyed").len(), 3, "{ev:?}");
     assert!(of_type(&ev, "traffic_switched").is_empty());
     assert_eq!(
