@@ -1206,7 +1206,7 @@ async fn unsupported_config_fields_are_refused_not_dropped() {
 /// their unset forms are accepted.
 #[tokio::test(flavor = "multi_thread")]
 async fn fly_only_fields_are_refused_by_name() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     h.create_app("flyonly").await;
     let base = json!({"image": h.image(), "init": {"exec": ["sleep", "30"]}});
     let service = |extra: Value| {
