@@ -795,6 +795,11 @@ pub enum MachineCommand {
         /// Do not wait for the clone to start.
         #[arg(long)]
         detach: bool,
+        /// Make the clone a standby of these machines (comma-separated ids; `source` = ID):
+        /// created stopped, started only if a watched machine's host fails. Without it, a
+        /// clone of a standby is a standby of the same machines.
+        #[arg(long, value_delimiter = ',')]
+        standby_for: Vec<String>,
         #[command(flatten)]
         app: AppArgs,
     },
