@@ -703,7 +703,9 @@ impl Controller {
             Err(e) => {
                 let answer = launch_failure(&e);
                 let reason = fail(e.to_string());
+                let (app, id) = (rec.app.clone(), rec.id.clone());
                 self.mark_failed(rec, Vec::new(), &reason).await;
+                self.on_launch_failure(&app, &id, &e).await;
                 Err(answer)
             }
         }

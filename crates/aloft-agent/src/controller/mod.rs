@@ -25,6 +25,7 @@ mod ports;
 mod reconcile;
 mod runtime_events;
 pub mod secrets;
+pub mod takeover;
 #[cfg(test)]
 mod tests;
 
