@@ -45,6 +45,8 @@ pub struct AgentConfig {
     /// Allow plain HTTP on a non-loopback address (`--insecure-listen`): without it such a
     /// listen address is refused, since the token would cross the network in clear text.
     pub insecure_listen: bool,
+    /// How machines' metrics endpoints (`[metrics]`) are scraped.
+    pub metrics: crate::metrics_scrape::ScrapeSettings,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -99,6 +101,7 @@ impl AgentConfig {
             secrets_key: None,
             tls: None,
             insecure_listen: false,
+            metrics: Default::default(),
         }
     }
 

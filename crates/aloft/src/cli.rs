@@ -319,6 +319,13 @@ pub struct AgentArgs {
     /// Time an API client has to send a request head (and between requests on one connection).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub api_header_timeout: std::time::Duration,
+    /// How often each started machine with `[metrics]` in fly.toml is scraped; its samples are
+    /// served on GET /v1/metrics with app, process_group, machine and region labels.
+    #[arg(long, default_value = "15s", value_parser = parse_positive_duration)]
+    pub metrics_interval: std::time::Duration,
+    /// Time one scrape of a machine's metrics endpoint may take; a slower one counts as failed.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub metrics_timeout: std::time::Duration,
     /// Bridge that container machines' network namespaces join (made on the first container
     /// start; one agent per bridge).
     #[arg(long, default_value = "aloft0")]
@@ -463,6 +470,13 @@ fn parse_port_map(s: &str) -> Result<(u16, u16), String> {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     aloft_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0 (e.g. 15s, 500ms)".into()),
+        d => Ok(d),
+    }
 }
 
 /// `-c/--config`, shared by every command that reads fly.toml.

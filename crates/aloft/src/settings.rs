@@ -400,6 +400,11 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         _ => None,
     };
     config.insecure_listen = args.insecure_listen;
+    config.metrics = aloft_agent::metrics_scrape::ScrapeSettings {
+        interval: args.metrics_interval,
+        timeout: args.metrics_timeout,
+        ..config.metrics
+    };
     config
 }
 

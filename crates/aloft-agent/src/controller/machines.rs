@@ -544,17 +544,8 @@ impl Controller {
             )));
         }
         let old_ports: Vec<u16> = rec.host_ports.keys().copied().collect();
-        let new_ports: Vec<u16> = {
-            let mut p: Vec<u16> = req
-                .config
-                .services
-                .iter()
-                .map(|s| s.internal_port)
-                .collect();
-            p.sort_unstable();
-            p.dedup();
-            p
-        };
+        // The ports a create maps (services, checks, metrics): the same set keeps its mapping.
+        let new_ports = aloft_runtime::env::internal_ports(&req.config);
         if image.container.is_some() {
             rec.host_ports.clear();
         } else if old_ports != new_ports || rec.host_ports.is_empty() && !new_ports.is_empty() {
