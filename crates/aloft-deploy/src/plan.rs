@@ -271,6 +271,10 @@ pub fn plan_deploy_restoring(
             let have = per_group.get(group.as_str()).copied().unwrap_or(0);
             match counts.get(group) {
                 Some(&n) if n as usize > have => {
+                    // A group rebuilt from nothing gets its standby back, as a new group does.
+                    if have == 0 && n >= 2 && gets_standby(spec, group) {
+                        frozen.standby.insert(group.clone());
+                    }
                     frozen.create.insert(group.clone(), n);
                 }
                 _ => {}
@@ -805,6 +809,16 @@ pub(crate) mod tests {
         second.config = standby.config.clone();
         let work = converge(&r, &[first, second]);
         assert!(work.create.iter().all(|c| c.group != "cron"), "one standby");
+    }
+
+    #[test]
+    fn a_rollback_rebuilds_a_group_with_its_standby() {
+        let s = spec(&[("web", true), ("worker", false)]);
+        let ms = vec![machine("w1", "web", MachineState::Started, "gru")];
+        let counts = BTreeMap::from([("web".to_string(), 1), ("worker".to_string(), 2)]);
+        let plan = plan_deploy_restoring(&s, &ms, &BTreeMap::new(), None, Some(&counts)).unwrap();
+        assert_eq!(plan.frozen.create["worker"], 2);
+        assert_eq!(plan.frozen.standby, BTreeSet::from(["worker".to_string()]));
     }
 
     #[test]

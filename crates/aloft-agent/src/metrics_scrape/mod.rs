@@ -56,6 +56,9 @@ impl Default for ScrapeSettings {
     }
 }
 
+/// A gauge of every scraped machine: name (after `aloft_metrics_scrape_`), help, value.
+type Gauge = (&'static str, &'static str, fn(&Outcome) -> String);
+
 /// A failing machine's error is logged again after this long.
 pub const LOG_EVERY: Duration = Duration::from_secs(600);
 
@@ -251,7 +254,7 @@ impl Scraper {
         if scraped.is_empty() {
             return;
         }
-        let gauges: [(&str, &str, fn(&Outcome) -> String); 3] = [
+        let gauges: [Gauge; 3] = [
             (
                 "up",
                 "Whether the last scrape of the machine's metrics endpoint ([metrics] in fly.toml) succeeded (1) or failed (0).",
