@@ -32,29 +32,8 @@ use crate::controller::Controller;
 use crate::machine_map::{self, AppMachines};
 use targets::{Target, TargetLabels};
 
-/// How machines are scraped (`aloft agent --metrics-*`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScrapeSettings {
-    /// Time between two scrapes of a machine (Fly: 15 s).
-    pub interval: Duration,
-    /// Time one scrape may take, connection to last byte.
-    pub timeout: Duration,
-    /// Largest body read; a larger one fails the scrape.
-    pub max_body_bytes: usize,
-    /// Scrapes running at once.
-    pub concurrency: usize,
-}
-
-impl Default for ScrapeSettings {
-    fn default() -> ScrapeSettings {
-        ScrapeSettings {
-            interval: Duration::from_secs(15),
-            timeout: Duration::from_secs(10),
-            max_body_bytes: 10 << 20,
-            concurrency: 8,
-        }
-    }
-}
+/// How machines are scraped (kept with the agent's settings).
+pub use crate::settings::ScrapeSettings;
 
 /// A gauge of every scraped machine: name (after `aloft_metrics_scrape_`), help, value.
 type Gauge = (&'static str, &'static str, fn(&Outcome) -> String);
