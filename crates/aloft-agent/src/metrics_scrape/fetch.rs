@@ -106,3 +106,74 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Serves one connection: reads the request head, writes `answer`; over TLS with a
+    /// self-signed certificate when `tls`.
+    async fn serve_once(answer: Vec<u8>, tls: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.then(|| {
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(ck.cert.der().to_vec())], key)
+            .unwrap();
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            async fn answer_on<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, answer: &[u8]) {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).await.unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = s.write_all(answer).await;
+                let _ = s.shutdown().await;
+            }
+            match acceptor {
+                Some(a) => answer_on(a.accept(tcp).await.unwrap(), &answer).await,
+                None => answer_on(tcp, &answer).await,
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn https_endpoints_are_read_without_certificate_checks() {
+        let body = "up 1\n";
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let addr = serve_once(answer.into_bytes(), true).await;
+        let got = fetch(addr, "/metrics", true, Duration::from_secs(10), 1024).await;
+        assert_eq!(got.as_deref(), Ok(body));
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_bound_fails_even_without_a_length() {
+        let mut answer = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
+        answer.extend(std::iter::repeat_n(b'x', 4096));
+        let addr = serve_once(answer, false).await;
+        let err = fetch(addr, "/metrics", false, Duration::from_secs(10), 1024)
+            .await
+            .unwrap_err();
+        assert!(err.contains("larger than 1024 bytes"), "{err}");
+    }
+}
