@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::common;
 
+mod metrics;
 mod standbys;
 mod strategies;
 
