@@ -50,7 +50,8 @@ pub struct DeployOptions {
     /// Per-machine wait for `started` and for passing checks.
     #[serde(default = "default_wait_timeout")]
     pub wait_timeout: GoDuration,
-    /// Create two machines (not one) for a new group that has services.
+    /// Create two machines (not one) for a new group that has services, and a standby for a new
+    /// group with neither services nor mounts (`plan::gets_standby`).
     #[serde(default = "default_true")]
     pub ha: bool,
     /// Never create machines for groups that have none.

@@ -623,7 +623,8 @@ pub struct DeployArgs {
     /// Do not create machines for groups that have none.
     #[arg(long)]
     pub update_only: bool,
-    /// Create 2 machines (not 1) for new groups with services.
+    /// New groups with services get 2 machines (not 1); new groups without services or mounts
+    /// get 1 machine and a stopped standby watching it.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ha: bool,
     /// Watch each new or updated machine for a few seconds and fail the release when it
