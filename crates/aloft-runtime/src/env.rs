@@ -350,5 +350,12 @@ mod tests {
             },
         );
         assert_eq!(internal_ports(&c), [8080, 9000]);
+        // The metrics port (`[metrics]`) is scraped at its host port too.
+        c.metrics = Some(aloft_api::MachineMetrics {
+            port: 9091,
+            path: "/metrics".into(),
+            https: false,
+        });
+        assert_eq!(internal_ports(&c), [8080, 9000, 9091]);
     }
 }
