@@ -9,7 +9,8 @@
 //! data-dir token as the first org token), runtime, runtime event consumer,
 //! reconciliation of machines left by a previous agent (see [`controller`]'s `reconcile`),
 //! then the proxy with its ACME issuance task ([`acme`]: no CA is contacted before the first
-//! issuance), then the API listens and `<data-dir>/agent.addr` is written.
+//! issuance), the scraping of machines' metrics ([`metrics_scrape`]), then the API listens and
+//! `<data-dir>/agent.addr` is written.
 //! Shutdown stops serving but leaves machines running: the next start reaps their processes and
 //! relaunches the machines that should be started.
 
@@ -23,6 +24,7 @@ pub mod dns;
 pub mod ids;
 pub mod images;
 pub mod machine_map;
+pub mod metrics_scrape;
 pub mod regions;
 pub mod routing;
 pub mod schedules;
@@ -105,6 +107,8 @@ pub struct AgentHandle {
     pub routing: Option<Arc<routing::Routing>>,
     /// The ACME issuance task, when the agent runs the proxy (see [`acme`]).
     pub acme: Option<Arc<acme::Acme>>,
+    /// The scraping of machines' metrics endpoints.
+    pub metrics: Arc<metrics_scrape::Scraper>,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     /// Starts scheduled machines until the handle is dropped (see [`schedules`]).
@@ -285,7 +289,9 @@ impl Agent {
             )
         });
         dns.follow(ctl.clone());
+        let metrics = metrics_scrape::Scraper::start(ctl.clone(), config.metrics.clone()).await;
         let state = api::AppState {
+            metrics: metrics.clone(),
             routing: routing.clone(),
             acme: acme.clone(),
             dns,
@@ -318,6 +324,7 @@ impl Agent {
             controller: ctl,
             routing,
             acme,
+            metrics,
             shutdown: Some(tx),
             server,
             _scheduler: scheduler,

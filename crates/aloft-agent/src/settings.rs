@@ -48,6 +48,32 @@ pub struct AgentConfig {
     /// How long schedule periods last (`config.schedule`): real ones, except in tests
     /// (`aloft agent --schedule-unit-ms`, hidden).
     pub schedule_unit: aloft_api::schedule::PeriodUnit,
+    /// How machines' metrics endpoints (`[metrics]`) are scraped (see the `metrics_scrape` module).
+    pub metrics: ScrapeSettings,
+}
+
+/// How machines are scraped (`aloft agent --metrics-*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScrapeSettings {
+    /// Time between two scrapes of a machine (Fly: 15 s).
+    pub interval: std::time::Duration,
+    /// Time one scrape may take, connection to last byte.
+    pub timeout: std::time::Duration,
+    /// Largest body read; a larger one fails the scrape.
+    pub max_body_bytes: usize,
+    /// Scrapes running at once.
+    pub concurrency: usize,
+}
+
+impl Default for ScrapeSettings {
+    fn default() -> ScrapeSettings {
+        ScrapeSettings {
+            interval: std::time::Duration::from_secs(15),
+            timeout: std::time::Duration::from_secs(10),
+            max_body_bytes: 10 << 20,
+            concurrency: 8,
+        }
+    }
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -103,6 +129,7 @@ impl AgentConfig {
             tls: None,
             insecure_listen: false,
             schedule_unit: Default::default(),
+            metrics: Default::default(),
         }
     }
 

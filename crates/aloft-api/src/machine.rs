@@ -506,7 +506,37 @@ impl MachineConfig {
             .map(String::as_str)
             .unwrap_or("")
     }
+
+    /// Whether this is a standby machine's config: it watches other machines (`standbys`) and
+    /// stays stopped until one of their hosts fails (flyctl-behaviour §3.3 step 6).
+    pub fn is_standby(&self) -> bool {
+        !self.standbys.is_empty()
+    }
+
+    /// Makes this a standby of `watched` (flyctl's deploy and `machine clone --standby-for`):
+    /// `standbys` and the [`STANDBY_FOR_ENV`] variable, the ids comma-separated. An empty list
+    /// clears both.
+    pub fn set_standby_for(&mut self, watched: Vec<String>) {
+        if watched.is_empty() {
+            self.clear_standby();
+            return;
+        }
+        self.env
+            .insert(STANDBY_FOR_ENV.to_string(), watched.join(","));
+        self.standbys = watched;
+    }
+
+    /// No longer a standby: clears `standbys` and [`STANDBY_FOR_ENV`] (a group that gained
+    /// services, a machine scaled from a standby's config).
+    pub fn clear_standby(&mut self) {
+        self.standbys.clear();
+        self.env.remove(STANDBY_FOR_ENV);
+    }
 }
+
+/// The environment variable of a standby machine naming the machines it watches
+/// (flyctl-behaviour §7.1), comma-separated.
+pub const STANDBY_FOR_ENV: &str = "FLY_STANDBY_FOR";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRef {

@@ -354,6 +354,7 @@ impl<T: DeployTarget> Engine<'_, T> {
                     group: c.group.clone(),
                     region: c.region.clone(),
                     config,
+                    skip_launch: false,
                 }
             });
             self.create_all(create.collect()).await?;
@@ -554,7 +555,7 @@ impl<T: DeployTarget> Engine<'_, T> {
 
     async fn create_all(&self, create: Vec<CreateWork>) -> Result<(), EngineError> {
         let lease_ttl = self.release.spec.deploy.wait_timeout().as_secs().max(1);
-        let created: Vec<(String, String)> = stream::iter(create.into_iter().map(Ok))
+        let created: Vec<Option<(String, String)>> = stream::iter(create.into_iter().map(Ok))
             .map_ok(|c| async move {
                 self.record(DeployEvent::Creating {
                     group: c.group.clone(),
@@ -565,6 +566,7 @@ impl<T: DeployTarget> Engine<'_, T> {
                     config: c.config,
                     region: c.region,
                     lease_ttl: Some(lease_ttl),
+                    skip_launch: c.skip_launch,
                     ..CreateMachineRequest::default()
                 };
                 let m = self.target.create_machine(req).await.map_err(|source| {
@@ -579,13 +581,15 @@ impl<T: DeployTarget> Engine<'_, T> {
                     region: m.region.clone(),
                 })
                 .await?;
-                Ok((m.id, c.group))
+                // A standby stays stopped: nothing to wait for.
+                Ok((!c.skip_launch).then_some((m.id, c.group)))
             })
             .try_buffer_unordered(self.concurrency())
             .try_collect()
             .await?;
         if self.waits() {
-            self.wait_all(created).await?;
+            self.wait_all(created.into_iter().flatten().collect())
+                .await?;
         }
         Ok(())
     }
@@ -1124,6 +1128,43 @@ mod tests {
     }
 
     #[test]
+    fn a_new_group_without_services_gets_one_machine_and_a_stopped_standby() {
+        let s = spec(&[("cron", false)]);
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        let r = release(s, plan.frozen, 1);
+        let t = MemTarget::default();
+        block(run_release(&t, &r, false)).unwrap();
+        let ms = t.machines();
+        assert_eq!(ms.len(), 2, "{ms:?}");
+        let (standbys, primaries): (Vec<&Machine>, Vec<&Machine>) =
+            ms.iter().partition(|m| m.config.is_standby());
+        assert_eq!((primaries.len(), standbys.len()), (1, 1));
+        assert_eq!(primaries[0].state, MachineState::Started);
+        assert_eq!(standbys[0].state, MachineState::Stopped);
+        assert_eq!(standbys[0].config.standbys, [primaries[0].id.clone()]);
+        let waited: Vec<String> = t
+            .state
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                DeployEvent::Waiting { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            waited,
+            [primaries[0].id.clone()],
+            "a standby is not waited on"
+        );
+        // Resumed: nothing more.
+        let ops = t.state.lock().unwrap().ops;
+        block(run_release(&t, &r, true)).unwrap();
+        assert_eq!(t.state.lock().unwrap().ops, ops);
+    }
+
+    #[test]
     fn failing_checks_fail_the_release_with_the_machine_named() {
         let s = spec(&[("web", true)]);
         let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
@@ -1171,7 +1212,8 @@ mod tests {
     /// pass their checks, and fail for a crash loop instead of ending complete.
     #[test]
     fn a_resumed_release_checks_machines_the_interrupted_run_never_waited_on() {
-        let s = spec(&[("worker", false)]);
+        let mut s = spec(&[("worker", false)]);
+        s.deploy.ha = false;
         let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
         let r = release(s, plan.frozen, 1);
         let t = MemTarget::default();

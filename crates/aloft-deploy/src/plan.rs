@@ -2,9 +2,9 @@
 //! (spec, machines, remembered counts, flags):
 //!
 //! * [`plan_deploy`] takes the decisions of a new release once (the [`FrozenPlan`]): which
-//!   groups get machines (1, or 2 with services; a remembered count wins, so a group scaled to
-//!   0 stays at 0), which machines of removed groups are destroyed (shown to the user first),
-//!   which machines stay stopped.
+//!   groups get machines (1, or 2 with services, or 1 and a standby without services or
+//!   mounts; a remembered count wins, so a group scaled to 0 stays at 0), which machines of
+//!   removed groups are destroyed (shown to the user first), which machines stay stopped.
 //! * [`converge`] says what is left to do for a release given the machines that exist *now*; the
 //!   engine calls it on every (re)run, which makes a deploy resumable and idempotent.
 //! * [`config_for_update`] / [`config_for_new`] build a machine's config for a group.
@@ -149,6 +149,15 @@ impl DeployPlan {
             );
         }
         for (group, n) in &self.frozen.create {
+            if self.frozen.standby.contains(group) {
+                let n = n.saturating_sub(1);
+                let noun = if n == 1 { "machine" } else { "machines" };
+                let _ = writeln!(
+                    out,
+                    " * create {n} \"{group}\" {noun} and 1 standby machine for it"
+                );
+                continue;
+            }
             let noun = if *n == 1 { "machine" } else { "machines" };
             let _ = writeln!(out, " * create {n} \"{group}\" {noun}");
         }
@@ -164,7 +173,8 @@ impl DeployPlan {
 /// * machines of groups not in the spec are destroyed — unless `--process-groups` is given, which
 ///   leaves every other group (defined or not) untouched;
 /// * a group in scope with no machine gets `desired_counts[group]` machines when remembered (so
-///   a group scaled to 0 stays at 0), else 2 when it has services and HA is on, else 1; none
+///   a group scaled to 0 stays at 0), else 2 when it has services and HA is on, else 1 — plus
+///   a standby when HA is on and it has neither services nor mounts ([`gets_standby`]); none
 ///   with `update_only`;
 /// * machines not running before the deploy are updated and left stopped.
 pub fn plan_deploy(
@@ -261,6 +271,10 @@ pub fn plan_deploy_restoring(
             let have = per_group.get(group.as_str()).copied().unwrap_or(0);
             match counts.get(group) {
                 Some(&n) if n as usize > have => {
+                    // A group rebuilt from nothing gets its standby back, as a new group does.
+                    if have == 0 && n >= 2 && gets_standby(spec, group) {
+                        frozen.standby.insert(group.clone());
+                    }
                     frozen.create.insert(group.clone(), n);
                 }
                 _ => {}
@@ -273,6 +287,10 @@ pub fn plan_deploy_restoring(
             }
             let n = match desired_counts.get(group) {
                 Some(n) => *n,
+                None if gets_standby(spec, group) => {
+                    frozen.standby.insert(group.clone());
+                    new_group_count(spec, group) + 1
+                }
                 None => new_group_count(spec, group),
             };
             if n > 0 {
@@ -376,7 +394,8 @@ fn check_strategy(spec: &ReleaseSpec, scope: &BTreeSet<String>) -> Result<(), Pl
     Ok(())
 }
 
-/// Machines deploy creates for a group that has none and no remembered count (§3.3 step 6).
+/// Machines deploy creates for a group that has none and no remembered count (§3.3 step 6),
+/// not counting the standby of [`gets_standby`].
 pub fn new_group_count(spec: &ReleaseSpec, group: &str) -> u32 {
     let has_services = spec
         .groups
@@ -388,6 +407,18 @@ pub fn new_group_count(spec: &ReleaseSpec, group: &str) -> u32 {
     } else {
         1
     }
+}
+
+/// Whether deploy gives a new group a standby machine (§3.3 step 6): with `--ha` (the
+/// default), a group with no services and no mounts gets 1 machine and 1 standby — a stopped
+/// copy watching it (`standbys = [first id]`, `FLY_STANDBY_FOR`), which the platform starts
+/// only when the watched machine's host fails.
+pub fn gets_standby(spec: &ReleaseSpec, group: &str) -> bool {
+    spec.deploy.ha
+        && spec
+            .groups
+            .get(group)
+            .is_some_and(|c| c.services.is_empty() && c.mounts.is_empty())
 }
 
 /// Writes the labels every deploy- or scale-managed machine carries (§2.4, §5.1).
@@ -406,8 +437,10 @@ pub fn apply_release_metadata(cfg: &mut MachineConfig, group: &str, release: &Re
 /// machine's config; replace command, services, checks, env, mounts, restart, metrics, statics,
 /// files and stop_config from the group's config; merge metadata; replace the guest only when a
 /// `[[vm]]` matched (`group_cfg.guest` is `Some`); keep everything else (schedule, auto_destroy,
-/// dns, standbys…). Group commands are CMD: `init.entrypoint`/`init.exec` come only from the
-/// group config (i.e. `[experimental]`), never from `[processes]`.
+/// dns, standbys…). A standby keeps `FLY_STANDBY_FOR` through the env replacement, unless the
+/// group now has services: then it stops being a standby (§3.4). Group commands are CMD:
+/// `init.entrypoint`/`init.exec` come only from the group config (i.e. `[experimental]`),
+/// never from `[processes]`.
 pub fn config_for_update(
     existing: &MachineConfig,
     group_cfg: &MachineConfig,
@@ -437,9 +470,11 @@ pub fn config_for_update(
         cfg.guest = Some(guest.clone());
         cfg.size = None;
     }
-    if !cfg.services.is_empty() && !cfg.standbys.is_empty() {
-        cfg.standbys.clear();
-        cfg.env.remove("FLY_STANDBY_FOR");
+    if cfg.services.is_empty() {
+        let watched = std::mem::take(&mut cfg.standbys);
+        cfg.set_standby_for(watched);
+    } else {
+        cfg.clear_standby();
     }
     apply_release_metadata(&mut cfg, group, release);
     cfg
@@ -458,8 +493,7 @@ pub fn config_for_new(
     cfg.image = image.to_string();
     cfg.guest = Some(guest);
     cfg.size = None;
-    cfg.standbys.clear();
-    cfg.env.remove("FLY_STANDBY_FOR");
+    cfg.clear_standby();
     apply_release_metadata(&mut cfg, group, release);
     cfg
 }
@@ -511,6 +545,8 @@ pub struct CreateWork {
     pub group: String,
     pub region: Option<String>,
     pub config: MachineConfig,
+    /// Created stopped and not waited on (a standby).
+    pub skip_launch: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -594,13 +630,34 @@ pub fn converge(release: &Release, machines: &[Machine]) -> Work {
         if have >= *target {
             continue;
         }
+        let members = || {
+            managed
+                .iter()
+                .filter(|m| effective_group(m, &spec.default_group) == group)
+        };
+        let primaries: Vec<&&Machine> = members().filter(|m| !m.config.is_standby()).collect();
+        let standbys = members().count() - primaries.len();
+        let with_standby = release.plan.standby.contains(group);
+        let want = if with_standby { target - 1 } else { *target };
         let guest = guest_for_new(spec, group, machines);
         let config = config_for_new(group_cfg, group, &spec.image, &meta, guest);
-        for _ in have..*target {
+        for _ in (primaries.len() as u32)..want {
             create.push(CreateWork {
                 group: group.clone(),
                 region: spec.primary_region.clone(),
                 config: config.clone(),
+                skip_launch: false,
+            });
+        }
+        // The standby copies the group's first machine once it exists (the next pass).
+        if let Some(first) = primaries.first().filter(|_| with_standby && standbys == 0) {
+            let mut config = config.clone();
+            config.set_standby_for(vec![first.id.clone()]);
+            create.push(CreateWork {
+                group: group.clone(),
+                region: Some(first.region.clone()),
+                config,
+                skip_launch: true,
             });
         }
     }
@@ -697,15 +754,126 @@ pub(crate) mod tests {
         let s = spec(&[("web", true), ("cron", false)]);
         let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
         assert!(plan.first_deploy);
+        // cron: 1 machine and its standby (flyctl-behaviour §3.3 step 6).
         assert_eq!(
             plan.frozen.create,
-            BTreeMap::from([("cron".into(), 1), ("web".into(), 2)])
+            BTreeMap::from([("cron".into(), 2), ("web".into(), 2)])
         );
         assert!(plan.frozen.destroy.is_empty());
         let text = plan.describe_group_changes().unwrap();
         assert!(text.starts_with("This deployment will:"), "{text}");
         assert!(text.contains(" * create 2 \"web\" machines"), "{text}");
-        assert!(text.contains(" * create 1 \"cron\" machine\n"), "{text}");
+        assert!(
+            text.contains(" * create 1 \"cron\" machine and 1 standby machine for it\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_new_group_without_services_or_mounts_gets_a_standby() {
+        let s = spec(&[("web", true), ("cron", false)]);
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        assert_eq!(
+            plan.frozen.create,
+            BTreeMap::from([("cron".into(), 2), ("web".into(), 2)])
+        );
+        assert_eq!(plan.frozen.standby, BTreeSet::from(["cron".to_string()]));
+        assert_eq!(plan.counts["cron"], 2, "the standby counts as a machine");
+        let text = plan.describe_group_changes().unwrap();
+        assert!(
+            text.contains(" * create 1 \"cron\" machine and 1 standby machine for it\n"),
+            "{text}"
+        );
+        assert!(text.contains(" * create 2 \"web\" machines\n"), "{text}");
+
+        // The first pass creates the machine, the next its standby: a stopped copy watching it.
+        let r = release(s.clone(), plan.frozen, 1);
+        let work = converge(&r, &[]);
+        let cron: Vec<&CreateWork> = work.create.iter().filter(|c| c.group == "cron").collect();
+        assert_eq!(cron.len(), 1);
+        assert!(!cron[0].skip_launch && !cron[0].config.is_standby());
+        let mut first = machine("c1", "cron", MachineState::Started, "gru");
+        first.config = cron[0].config.clone();
+        let work = converge(&r, std::slice::from_ref(&first));
+        let cron: Vec<&CreateWork> = work.create.iter().filter(|c| c.group == "cron").collect();
+        assert_eq!(cron.len(), 1);
+        let standby = cron[0];
+        assert!(standby.skip_launch, "a standby is created stopped");
+        assert_eq!(standby.config.standbys, ["c1"]);
+        assert_eq!(standby.config.env["FLY_STANDBY_FOR"], "c1");
+        assert_eq!(standby.region.as_deref(), Some("gru"));
+        let mut same = standby.config.clone();
+        same.clear_standby();
+        assert_eq!(same, first.config, "otherwise the first machine's config");
+        let mut second = machine("c2", "cron", MachineState::Stopped, "gru");
+        second.config = standby.config.clone();
+        let work = converge(&r, &[first, second]);
+        assert!(work.create.iter().all(|c| c.group != "cron"), "one standby");
+    }
+
+    #[test]
+    fn a_rollback_rebuilds_a_group_with_its_standby() {
+        let s = spec(&[("web", true), ("worker", false)]);
+        let ms = vec![machine("w1", "web", MachineState::Started, "gru")];
+        let counts = BTreeMap::from([("web".to_string(), 1), ("worker".to_string(), 2)]);
+        let plan = plan_deploy_restoring(&s, &ms, &BTreeMap::new(), None, Some(&counts)).unwrap();
+        assert_eq!(plan.frozen.create["worker"], 2);
+        assert_eq!(plan.frozen.standby, BTreeSet::from(["worker".to_string()]));
+    }
+
+    #[test]
+    fn no_standby_without_ha_or_with_mounts() {
+        let mut s = spec(&[("cron", false), ("db", false)]);
+        s.groups
+            .get_mut("db")
+            .unwrap()
+            .mounts
+            .push(Default::default());
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        assert_eq!(plan.frozen.standby, BTreeSet::from(["cron".to_string()]));
+        assert_eq!(plan.frozen.create["db"], 1);
+        s.deploy.ha = false;
+        let plan = plan_deploy(&s, &[], &BTreeMap::new(), None).unwrap();
+        assert!(plan.frozen.standby.is_empty());
+        assert_eq!(
+            plan.frozen.create,
+            BTreeMap::from([("cron".into(), 1), ("db".into(), 1)])
+        );
+        let text = plan.describe_group_changes().unwrap();
+        assert!(!text.contains("standby"), "{text}");
+    }
+
+    #[test]
+    fn a_standby_is_updated_left_stopped_and_keeps_watching() {
+        let s = spec(&[("cron", false)]);
+        let first = machine("c1", "cron", MachineState::Started, "gru");
+        let mut standby = machine("c2", "cron", MachineState::Stopped, "gru");
+        standby.config.set_standby_for(vec!["c1".into()]);
+        let ms = vec![first, standby];
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        assert!(plan.frozen.create.is_empty(), "the group has its machines");
+        let work = converge(&release(s, plan.frozen, 2), &ms);
+        let u = work.update.iter().find(|u| u.id == "c2").unwrap();
+        assert!(u.skip_launch, "a standby is updated but left stopped");
+        assert_eq!(u.config.standbys, ["c1"]);
+        assert_eq!(
+            u.config.env["FLY_STANDBY_FOR"], "c1",
+            "the env replacement keeps FLY_STANDBY_FOR"
+        );
+        assert_eq!(u.config.env["GREETING"], "hi");
+    }
+
+    #[test]
+    fn a_group_that_gains_services_drops_its_standbys() {
+        let s = spec(&[("cron", true)]);
+        let mut standby = machine("c2", "cron", MachineState::Stopped, "gru");
+        standby.config.set_standby_for(vec!["c1".into()]);
+        let ms = vec![machine("c1", "cron", MachineState::Started, "gru"), standby];
+        let plan = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
+        let work = converge(&release(s, plan.frozen, 2), &ms);
+        let u = work.update.iter().find(|u| u.id == "c2").unwrap();
+        assert!(u.config.standbys.is_empty());
+        assert!(!u.config.env.contains_key("FLY_STANDBY_FOR"));
     }
 
     #[test]
@@ -746,7 +914,8 @@ pub(crate) mod tests {
 
     #[test]
     fn process_groups_limit_the_deploy() {
-        let s = spec(&[("web", true), ("cron", false), ("worker", false)]);
+        let mut s = spec(&[("web", true), ("cron", false), ("worker", false)]);
+        s.deploy.ha = false;
         let ms = vec![
             machine("m1", "web", MachineState::Started, "gru"),
             machine("m2", "gone", MachineState::Started, "gru"),
@@ -797,7 +966,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_rollback_brings_each_group_to_its_count() {
-        let s = spec(&[("web", true), ("worker", false)]);
+        let mut s = spec(&[("web", true), ("worker", false)]);
+        s.deploy.ha = false;
         let ms = vec![
             machine("w1", "web", MachineState::Started, "gru"),
             machine("w2", "web", MachineState::Started, "gru"),
@@ -822,7 +992,8 @@ pub(crate) mod tests {
         assert_eq!(work.create.len(), 3);
         assert_eq!(work.update.len(), 2);
         // Without counts a deploy plan is unchanged: nothing destroyed, worker gets its one.
-        let s = spec(&[("web", true), ("worker", false)]);
+        let mut s = spec(&[("web", true), ("worker", false)]);
+        s.deploy.ha = false;
         let plain = plan_deploy(&s, &ms, &BTreeMap::new(), None).unwrap();
         assert!(plain.frozen.destroy.is_empty());
         assert_eq!(plain.counts["web"], 5);

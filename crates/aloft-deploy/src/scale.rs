@@ -347,6 +347,7 @@ pub fn plan_count(
                     group: group.clone(),
                     region,
                     config: config.clone(),
+                    skip_launch: false,
                 });
             }
             for m in change.destroy {
@@ -899,6 +900,37 @@ mod tests {
         assert_eq!(c.config.image, "img@sha256:new");
         assert_eq!(c.config.metadata["fly_release_version"], "1");
         assert_eq!(plan.describe(), "  +1 machines for group 'cron' on region 'gru' of size 'shared-cpu-1x'\n  +7 machines for group 'web' on region 'gru' of size 'shared-cpu-1x'\n");
+    }
+
+    #[test]
+    fn standbys_count_and_new_machines_are_not_standbys() {
+        let s = spec(&[("cron", false)]);
+        let mut standby = machine("c2", "cron", Stopped, "gru");
+        standby.config.set_standby_for(vec!["c1".into()]);
+        let ms = vec![machine("c1", "cron", Started, "gru"), standby];
+        let plan = plan_count(
+            &req(&[("cron", CountSpec::Absolute(3))], &[], None),
+            &s,
+            &meta(),
+            &ms,
+        )
+        .unwrap();
+        assert_eq!(plan.create.len(), 1, "1 + its standby are 2 of the 3");
+        assert!(!plan.create[0].config.is_standby());
+        assert!(!plan.create[0]
+            .config
+            .env
+            .contains_key(aloft_api::STANDBY_FOR_ENV));
+        let plan = plan_count(
+            &req(&[("cron", CountSpec::Relative(1))], &[], None),
+            &s,
+            &meta(),
+            &ms,
+        )
+        .unwrap();
+        assert_eq!(plan.desired["cron"], 3, "+1 counts from 2");
+        let rows = show_groups(&ms);
+        assert_eq!(rows[0].count, 2);
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub struct DeployOptions {
     /// Per-machine wait for `started` and for passing checks.
     #[serde(default = "default_wait_timeout")]
     pub wait_timeout: GoDuration,
-    /// Create two machines (not one) for a new group that has services.
+    /// Create two machines (not one) for a new group that has services, and a standby for a new
+    /// group with neither services nor mounts (`plan::gets_standby`).
     #[serde(default = "default_true")]
     pub ha: bool,
     /// Never create machines for groups that have none.
@@ -239,6 +240,11 @@ pub struct FrozenPlan {
     pub keep_stopped: BTreeSet<String>,
     /// Groups the deploy touches (`--process-groups`, else every group of the spec).
     pub groups: BTreeSet<String>,
+    /// Groups in `create` whose count includes one standby machine (flyctl-behaviour §3.3 step
+    /// 6: a new group with no services and no mounts, `--ha`): created, once the group's first
+    /// machine exists, as a stopped copy of it watching it.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub standby: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -182,6 +182,7 @@ mod tests {
                 }],
                 keep_stopped: ["m2".to_string()].into(),
                 groups: ["web".to_string()].into(),
+                standby: Default::default(),
             },
             desired_counts: [("web".to_string(), 3)].into(),
             image_digest: Some("sha256:ab".into()),

@@ -510,9 +510,10 @@ pub(crate) async fn accept(
     }
 }
 
-/// A TLS client that accepts any certificate: for `https` health checks against a machine on
-/// the loopback interface, where the certificate cannot name 127.0.0.1 anyway.
-pub(crate) fn insecure_client() -> TlsConnector {
+/// A TLS client that accepts any certificate: for `https` health checks and metrics scrapes
+/// (the agent's `metrics_scrape`) of a machine reached at an address the platform gave it
+/// (loopback, the bridge), which its certificate cannot name anyway.
+pub fn insecure_client() -> TlsConnector {
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")

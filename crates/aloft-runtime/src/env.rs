@@ -94,10 +94,12 @@ pub fn process_group(config: &MachineConfig) -> String {
     }
 }
 
-/// The service and check ports inside the machine that need a host port, deduplicated, sorted.
+/// The service, check and metrics ports inside the machine that need a host port,
+/// deduplicated, sorted.
 pub fn internal_ports(config: &MachineConfig) -> Vec<u16> {
     let mut ports: Vec<u16> = config.services.iter().map(|s| s.internal_port).collect();
     ports.extend(config.checks.values().filter_map(|c| c.port));
+    ports.extend(config.metrics.as_ref().map(|m| m.port));
     ports.retain(|p| *p != 0);
     ports.sort_unstable();
     ports.dedup();
@@ -348,5 +350,12 @@ mod tests {
             },
         );
         assert_eq!(internal_ports(&c), [8080, 9000]);
+        // The metrics port (`[metrics]`) is scraped at its host port too.
+        c.metrics = Some(aloft_api::MachineMetrics {
+            port: 9091,
+            path: "/metrics".into(),
+            https: false,
+        });
+        assert_eq!(internal_ports(&c), [8080, 9000, 9091]);
     }
 }

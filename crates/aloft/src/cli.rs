@@ -319,6 +319,13 @@ pub struct AgentArgs {
     /// Time an API client has to send a request head (and between requests on one connection).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub api_header_timeout: std::time::Duration,
+    /// How often each started machine with `[metrics]` in fly.toml is scraped; its samples are
+    /// served on GET /v1/metrics with app, process_group, machine and region labels.
+    #[arg(long, default_value = "15s", value_parser = parse_positive_duration)]
+    pub metrics_interval: std::time::Duration,
+    /// Time one scrape of a machine's metrics endpoint may take; a slower one counts as failed.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub metrics_timeout: std::time::Duration,
     /// Bridge that container machines' network namespaces join (made on the first container
     /// start; one agent per bridge).
     #[arg(long, default_value = "aloft0")]
@@ -469,6 +476,13 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     aloft_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0 (e.g. 15s, 500ms)".into()),
+        d => Ok(d),
+    }
+}
+
 /// `-c/--config`, shared by every command that reads fly.toml.
 #[derive(Debug, Args, Clone)]
 pub struct ConfigPath {
@@ -613,7 +627,8 @@ pub struct DeployArgs {
     /// Do not create machines for groups that have none.
     #[arg(long)]
     pub update_only: bool,
-    /// Create 2 machines (not 1) for new groups with services.
+    /// New groups with services get 2 machines (not 1); new groups without services or mounts
+    /// get 1 machine and a stopped standby watching it.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ha: bool,
     /// Watch each new or updated machine for a few seconds and fail the release when it
@@ -799,6 +814,11 @@ pub enum MachineCommand {
         /// Do not wait for the clone to start.
         #[arg(long)]
         detach: bool,
+        /// Make the clone a standby of these machines (comma-separated ids; `source` = ID):
+        /// created stopped, started only if a watched machine's host fails. Without it, a
+        /// clone of a standby is a standby of the same machines.
+        #[arg(long, value_delimiter = ',')]
+        standby_for: Vec<String>,
         #[command(flatten)]
         app: AppArgs,
     },

@@ -419,6 +419,11 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
             hour_ms: i64::from(ms),
         };
     }
+    config.metrics = aloft_agent::metrics_scrape::ScrapeSettings {
+        interval: args.metrics_interval,
+        timeout: args.metrics_timeout,
+        ..config.metrics
+    };
     config
 }
 

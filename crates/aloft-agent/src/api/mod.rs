@@ -51,6 +51,8 @@ pub struct AppState {
     pub tokens: Arc<crate::tokens::Tokens>,
     /// Region shown in `fly-request-id`.
     pub region: Arc<String>,
+    /// Machines' own metrics, served after the proxy's on `/v1/metrics`.
+    pub metrics: Arc<crate::metrics_scrape::Scraper>,
 }
 
 /// Routes in the order they are registered, as `(METHOD, path)`; the OpenAPI test compares it

@@ -1,5 +1,7 @@
-//! `GET /v1/proxy` (where each service port listens) and `GET /v1/metrics` (Prometheus text).
-//! Both are Aloft extensions and need the API token like every other route.
+//! `GET /v1/proxy` (where each service port listens) and `GET /v1/metrics` (Prometheus text:
+//! the proxy's metrics, when it runs, then the scrape gauges and samples of machines with
+//! `[metrics]`, `crate::metrics_scrape`). Both are Aloft extensions and need the API token
+//! like every other route.
 
 use aloft_api::ProxyPort;
 use axum::extract::State;
@@ -58,7 +60,11 @@ pub async fn ports(State(st): State<AppState>) -> HttpResult<Json<Vec<ProxyPort>
 }
 
 pub async fn metrics(State(st): State<AppState>) -> HttpResult<Response> {
-    let text = routing(&st)?.proxy.render_metrics();
+    let mut text = match &st.routing {
+        Some(routing) => routing.proxy.render_metrics(),
+        None => String::new(),
+    };
+    st.metrics.render_into(&mut text);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -541,17 +541,8 @@ impl Controller {
             )));
         }
         let old_ports: Vec<u16> = rec.host_ports.keys().copied().collect();
-        let new_ports: Vec<u16> = {
-            let mut p: Vec<u16> = req
-                .config
-                .services
-                .iter()
-                .map(|s| s.internal_port)
-                .collect();
-            p.sort_unstable();
-            p.dedup();
-            p
-        };
+        // The ports a create maps (services, checks, metrics): the same set keeps its mapping.
+        let new_ports = aloft_runtime::env::internal_ports(&req.config);
         if image.container.is_some() {
             rec.host_ports.clear();
         } else if old_ports != new_ports || rec.host_ports.is_empty() && !new_ports.is_empty() {
@@ -700,7 +691,9 @@ impl Controller {
             Err(e) => {
                 let answer = launch_failure(&e);
                 let reason = fail(e.to_string());
+                let (app, id) = (rec.app.clone(), rec.id.clone());
                 self.mark_failed(rec, Vec::new(), &reason).await;
+                self.on_launch_failure(&app, &id, &e).await;
                 Err(answer)
             }
         }

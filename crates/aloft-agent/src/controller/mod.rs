@@ -26,6 +26,7 @@ mod reconcile;
 mod runtime_events;
 pub mod schedule;
 pub mod secrets;
+pub mod takeover;
 #[cfg(test)]
 mod tests;
 mod unimplemented;

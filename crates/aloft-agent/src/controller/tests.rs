@@ -585,3 +585,62 @@ async fn exec_and_ps_need_a_running_machine_and_reach_its_runtime() {
     assert_eq!(answer.stdout, "echo hi");
     assert!(w.ctl.machine_processes(APP, &id, sort, true).await.is_ok());
 }
+
+/// A standby (flyctl-behaviour §3.3 step 6) starts when the host fails the machine it watches
+/// (here: its launch fails for a reason of the host), never when that machine crashes, is
+/// stopped, or cannot start because of its own config.
+#[tokio::test]
+async fn a_standby_takes_over_only_when_the_host_fails_its_machine() {
+    let w = World::new().await;
+    let primary = w.started().await;
+    let mut config = w.config();
+    config.set_standby_for(vec![primary.clone()]);
+    let request = CreateMachineRequest {
+        config,
+        skip_launch: true,
+        ..Default::default()
+    };
+    let standby = w
+        .ctl
+        .create_machine(APP, CreateMachine { request })
+        .await
+        .unwrap()
+        .id;
+    let launches = |id: &str| {
+        w.fake
+            .calls_for(id)
+            .iter()
+            .filter(|c| matches!(c, Call::Launch { .. }))
+            .count()
+    };
+
+    // A crash handled by the restart policy, a crash for good, a stop: the standby stays down.
+    w.fake.exit(&primary, 1, true);
+    wait_for_event(&w.ctl, &primary, "exit", "restarting").await;
+    wait_for_event(&w.ctl, &primary, "start", "started").await;
+    w.fake.exit(&primary, 1, false);
+    wait(&w.ctl, &primary, MachineState::Stopped).await;
+    w.ctl.start_machine(APP, &primary, None).await.unwrap();
+    wait(&w.ctl, &primary, MachineState::Started).await;
+    w.ctl
+        .stop_machine(APP, &primary, stop_default(), None)
+        .await
+        .unwrap();
+    wait(&w.ctl, &primary, MachineState::Stopped).await;
+    // The machine's own fault (nothing to run): still not the host's.
+    w.fake.fail_launches(&primary, false);
+    assert!(w.ctl.start_machine(APP, &primary, None).await.is_err());
+    wait(&w.ctl, &primary, MachineState::Failed).await;
+    // Nothing may happen: give a wrongly started takeover task time to show.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(launches(&standby), 0, "the standby never started");
+    assert_eq!(state_of(&w.ctl, &standby).await, MachineState::Created);
+
+    // The host cannot run it (its cgroup cannot be made): the standby takes over.
+    w.fake.fail_launches(&primary, true);
+    assert!(w.ctl.start_machine(APP, &primary, None).await.is_err());
+    wait(&w.ctl, &standby, MachineState::Started).await;
+    assert_eq!(launches(&standby), 1);
+    let got = w.ctl.get_machine(APP, &standby).await.unwrap();
+    assert_eq!(got.config.env["FLY_STANDBY_FOR"], primary);
+}

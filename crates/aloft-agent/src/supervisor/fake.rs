@@ -50,6 +50,9 @@ pub struct FakeSupervisor {
     orphans: Mutex<Vec<String>>,
     logs: broadcast::Sender<LogLine>,
     next_pid: Mutex<u32>,
+    /// Machines whose launches fail: `true` for a failure of the host (a cgroup error),
+    /// `false` for one of the machine's own (nothing to run).
+    failing_launches: Mutex<HashMap<String, bool>>,
 }
 
 impl FakeSupervisor {
@@ -63,8 +66,18 @@ impl FakeSupervisor {
             orphans: Mutex::default(),
             logs: broadcast::channel(16).0,
             next_pid: Mutex::new(100),
+            failing_launches: Mutex::default(),
         };
         (fake, rx)
+    }
+
+    /// From now on, launches of `machine_id` fail: for a reason of the host (`host`) or of
+    /// the machine itself.
+    pub fn fail_launches(&self, machine_id: &str, host: bool) {
+        self.failing_launches
+            .lock()
+            .unwrap()
+            .insert(machine_id.to_string(), host);
     }
 
     /// Every call so far, in order.
@@ -168,6 +181,22 @@ impl Supervisor for FakeSupervisor {
                 machine_id: spec.machine_id.clone(),
                 instance_id: spec.instance_id.clone(),
             });
+            let failing = self
+                .failing_launches
+                .lock()
+                .unwrap()
+                .get(&spec.machine_id)
+                .copied();
+            match failing {
+                Some(true) => {
+                    return Err(RuntimeError::Cgroup {
+                        machine_id: spec.machine_id,
+                        source: std::io::Error::other("no cgroup hierarchy (fake)"),
+                    })
+                }
+                Some(false) => return Err(RuntimeError::NoCommand(spec.machine_id)),
+                None => {}
+            }
             let mut running = self.running.lock().unwrap();
             if running.contains_key(&spec.machine_id) {
                 return Err(RuntimeError::AlreadyRunning(spec.machine_id));

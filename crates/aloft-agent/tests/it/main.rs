@@ -9,6 +9,7 @@ mod api;
 mod client_paths;
 mod common;
 mod hosts;
+mod metrics;
 mod oci;
 mod openapi;
 mod proxy;

@@ -153,6 +153,7 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             id,
             region,
             detach,
+            standby_for,
             app,
         } => {
             if let Some(r) = &region {
@@ -161,10 +162,14 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             let app = ctx.app(&app)?;
             block_on(async {
                 let src = get(&client, &app, &id).await?;
+                let mut config = src.config.clone();
+                if !standby_for.is_empty() {
+                    config.set_standby_for(standby_ids(&standby_for, &src.id)?);
+                }
                 let req = CreateMachineRequest {
-                    config: src.config.clone(),
+                    skip_launch: config.is_standby(),
+                    config,
                     region: Some(region.unwrap_or_else(|| src.region.clone())),
-                    skip_launch: !src.config.standbys.is_empty(),
                     ..CreateMachineRequest::default()
                 };
                 let m = client
@@ -303,6 +308,25 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
 }
 
 /// States in which `destroy` without `--force` is refused.
+/// The machines `--standby-for` names, `source` standing for the cloned machine's id (as
+/// flyctl); blanks are an error, repeats are dropped.
+fn standby_ids(given: &[String], source: &str) -> anyhow::Result<Vec<String>> {
+    let mut ids: Vec<String> = Vec::new();
+    for id in given.iter().map(|s| s.trim()) {
+        let id = match id {
+            "" => anyhow::bail!(
+                "--standby-for: empty machine id; give ids separated by commas, or `source` for the machine being cloned"
+            ),
+            "source" => source,
+            id => id,
+        };
+        if !ids.iter().any(|i| i == id) {
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
+}
+
 fn needs_force(state: MachineState) -> bool {
     !matches!(
         state,
@@ -604,6 +628,14 @@ fn list_row(m: &Machine) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn standby_for_names_source_and_refuses_blanks() {
+        let ids = super::standby_ids(&["source".into(), "m2".into(), "m1".into()], "m1").unwrap();
+        assert_eq!(ids, ["m1", "m2"]);
+        let err = super::standby_ids(&["m1".into(), " ".into()], "m1").unwrap_err();
+        assert!(err.to_string().contains("--standby-for"), "{err}");
+    }
+
     use super::*;
 
     #[test]

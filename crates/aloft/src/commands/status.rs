@@ -33,9 +33,13 @@ pub fn machine_rows(machines: &[Machine]) -> Vec<Vec<String>> {
         .filter(|m| is_managed(m))
         .map(|m| {
             let group = match m.process_group() {
-                "" => "<default>".to_string(),
-                g if !m.config.standbys.is_empty() => format!("{g}†"),
-                g => g.to_string(),
+                "" => "<default>",
+                g => g,
+            };
+            let group = if m.config.is_standby() {
+                format!("{group}†")
+            } else {
+                group.to_string()
             };
             vec![
                 group,
@@ -106,6 +110,17 @@ pub fn event_time(ms: i64) -> String {
         .ok()
         .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_else(|| ms.to_string())
+}
+
+/// The notes under the Machines table explaining its marks (flyctl's words): `†` is a standby.
+pub fn footer_notes(machines: &[Machine]) -> Option<String> {
+    machines
+        .iter()
+        .any(|m| is_managed(m) && m.config.is_standby())
+        .then(|| {
+            "Notes:\n  † Standby machine (it will take over only in case of host hardware failure)"
+                .to_string()
+        })
 }
 
 #[derive(Serialize)]
@@ -213,6 +228,9 @@ pub fn run(app_name: &str, ctx: &Context) -> anyhow::Result<ExitCode> {
                 ],
                 &rows,
             );
+            if let Some(notes) = footer_notes(&machines) {
+                printer.line(notes);
+            }
         }
         if machines
             .iter()
@@ -376,5 +394,24 @@ mod tests {
         assert_eq!(rows[1][1], "a1");
         assert_eq!(rows[2][6], "2 total, 1 passing, 1 critical");
         assert_eq!(rows[2][2], "3");
+    }
+
+    #[test]
+    fn standbys_are_marked_and_explained() {
+        let mut standby = machine("c2", "cron");
+        standby.config.set_standby_for(vec!["c1".into()]);
+        let mut groupless = machine("c3", "");
+        groupless.config.metadata.remove("fly_process_group");
+        groupless.config.set_standby_for(vec!["c1".into()]);
+        let plain = [machine("c1", "cron"), machine("w1", "web")];
+        assert_eq!(footer_notes(&plain), None, "no standby, no note");
+        let all = [plain[0].clone(), standby, groupless];
+        let rows = machine_rows(&all);
+        let groups: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(groups, ["<default>†", "cron", "cron†"]);
+        assert_eq!(
+            footer_notes(&all).unwrap(),
+            "Notes:\n  † Standby machine (it will take over only in case of host hardware failure)"
+        );
     }
 }

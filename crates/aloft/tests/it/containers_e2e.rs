@@ -512,7 +512,8 @@ fn containers_outlive_the_agent_and_are_adopted_with_their_logs() {
     let mut w = World::new("adopt");
     w.write("Dockerfile", &format!("{BASE}{TICKER_DOCKERFILE}"));
     w.config("[[restart]]\npolicy = \"always\"\n");
-    w.ok(&["deploy"]);
+    // --ha=false: no standby (it would stay stopped); the test waits for two ticking machines.
+    w.ok(&["deploy", "--ha=false"]);
     w.ok(&["scale", "count", "app=2", "--yes"]);
     let ids = wait_for(PATIENCE, "two ticking machines", || {
         let ms = w.machines();

@@ -18,7 +18,9 @@ use serde_json::Value;
 
 use crate::common;
 
+mod metrics;
 mod small_print;
+mod standbys;
 mod strategies;
 
 use aloft_testkit::KillOnDrop;
@@ -140,13 +142,14 @@ impl World {
         out
     }
 
-    /// Waits until every machine is started and has written its state file; returns the label
-    /// each machine runs (its group command's argument), by machine id.
+    /// Waits until every machine but the standbys (which stay stopped) is started and has
+    /// written its state file; returns the label each runs (its group command's argument), by
+    /// machine id.
     fn labels(&self) -> BTreeMap<String, String> {
         wait_for(Duration::from_secs(60), "machines running", || {
             let ms = self.machines();
             let mut out = BTreeMap::new();
-            for m in &ms {
+            for m in ms.iter().filter(|m| !is_standby(m)) {
                 if m["state"] != "started" {
                     return None;
                 }
@@ -217,6 +220,13 @@ fn processes_under(dir: &Path) -> Vec<u32> {
     out
 }
 
+/// A standby machine (deploy gives one to a group without services): it stays stopped.
+fn is_standby(m: &Value) -> bool {
+    m["config"]["standbys"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+}
+
 fn group(m: &Value) -> &str {
     m["config"]["metadata"]["fly_process_group"]
         .as_str()
@@ -242,13 +252,13 @@ fn the_process_groups_guide() {
     let w = World::new("guide");
     let web_cron = [("web", "web-server"), ("cron", "cron-job")];
 
-    // fly deploy: web (it has a service: 2 machines) and cron (1), each its own command,
-    // behind the image ENTRYPOINT.
+    // fly deploy: web (it has a service: 2 machines) and cron (1 and a stopped standby), each
+    // its own command, behind the image ENTRYPOINT.
     w.config(&web_cron, WEB_SERVICE);
     w.deploy(&[]);
-    assert_eq!(w.counts(), count_map(&[("web", 2), ("cron", 1)]));
+    assert_eq!(w.counts(), count_map(&[("web", 2), ("cron", 2)]));
     let labels = w.labels();
-    for m in w.machines() {
+    for m in w.machines().into_iter().filter(|m| !is_standby(m)) {
         let id = m["id"].as_str().unwrap();
         let want = if group(&m) == "web" {
             "web-server"
@@ -278,7 +288,7 @@ fn the_process_groups_guide() {
     w.deploy(&[]);
     assert_eq!(
         w.counts(),
-        count_map(&[("web", 2), ("cron", 1), ("worker", 1)])
+        count_map(&[("web", 2), ("cron", 2), ("worker", 2)])
     );
     let labels = w.labels();
     for id in &first_ids {
@@ -288,7 +298,8 @@ fn the_process_groups_guide() {
         );
     }
     let ms = w.machines();
-    let worker = ids_of(&ms, "worker")[0].to_string();
+    let running: Vec<Value> = ms.iter().filter(|m| !is_standby(m)).cloned().collect();
+    let worker = ids_of(&running, "worker")[0].to_string();
     assert_eq!(labels[&worker], "worker-loop");
 
     // Remove it: without --yes (no terminal) the deploy refuses and changes nothing.
@@ -297,16 +308,16 @@ fn the_process_groups_guide() {
     let err = w.fails(&["deploy"]);
     assert!(err.contains("--yes"), "{err}");
     assert_eq!(w.machines().len(), before.len());
-    assert_eq!(ids_of(&w.machines(), "worker"), vec![worker.as_str()]);
+    assert!(ids_of(&w.machines(), "worker").contains(&worker.as_str()));
     let out = w.deploy(&["--yes"]);
     assert!(out.contains(&worker), "the plan lists the machine: {out}");
-    assert_eq!(w.counts(), count_map(&[("web", 2), ("cron", 1)]));
+    assert_eq!(w.counts(), count_map(&[("web", 2), ("cron", 2)]));
 
-    // fly scale count web=8 cron=2
+    // fly scale count web=8 cron=2 (cron's standby counts: it has 2 already)
     w.ok(&["scale", "count", "web=8", "cron=2", "--yes"]);
     assert_eq!(w.counts(), count_map(&[("web", 8), ("cron", 2)]));
     let labels = w.labels();
-    for m in w.machines() {
+    for m in w.machines().into_iter().filter(|m| !is_standby(m)) {
         let want = if group(&m) == "web" {
             "web-server"
         } else {
@@ -425,7 +436,8 @@ fn the_process_groups_guide() {
         }
     }
     let labels = w.labels();
-    assert!(labels.len() == 5 && labels.values().all(|l| !l.is_empty()));
+    // web 3, cron 1 (and its standby, which does not run).
+    assert!(labels.len() == 4 && labels.values().all(|l| !l.is_empty()));
 
     // fly machine update --metadata fly_process_group=app ID, then deploy with an `app` group:
     // the machine moves and runs app's command. A machine moved to a group the config does not
@@ -514,7 +526,8 @@ fn kill_9_in_the_middle_of_a_30_machine_deploy() {
     // One machine at a time, each waited on: the deploy takes long enough to be interrupted.
     let deploy = "[deploy]\nmax_unavailable = 1\n";
     w.config(&[("web", "v1")], deploy);
-    w.deploy(&[]);
+    // --ha=false: no standby for this service-less group, the test counts machines.
+    w.deploy(&["--ha=false"]);
     w.ok(&["scale", "count", "web=30", "--yes"]);
     assert_eq!(w.labels().len(), 30);
 
@@ -678,7 +691,8 @@ fn release_and_image_routes() {
                 )
             })
             .collect();
-        serde_json::json!({"image": "", "groups": groups, "default_group": groups.keys().next().unwrap()})
+        // No standby for these service-less groups: the test counts one machine per group.
+        serde_json::json!({"image": "", "groups": groups, "default_group": groups.keys().next().unwrap(), "deploy": {"ha": false}})
     };
     let post = |body: Value, q: &str| {
         send(
@@ -847,7 +861,7 @@ fn spawn_until(w: &World, args: &[&str], marker: &str) -> KillOnDrop {
 fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_count() {
     let mut w = World::new("fifty");
     w.config(&[("web", "v1")], "");
-    w.deploy(&[]);
+    w.deploy(&["--ha=false"]);
     let web = |w: &World| w.machines().iter().filter(|m| group(m) == "web").count();
     let started_files = |w: &World| std::fs::read_dir(w.state_dir()).unwrap().count();
 
@@ -907,7 +921,7 @@ fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_count() {
 fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_vm() {
     let mut w = World::new("vmsize");
     w.config(&[("web", "v1"), ("cron", "c1")], "");
-    w.deploy(&[]);
+    w.deploy(&["--ha=false"]);
     w.ok(&["scale", "count", "web=3", "--yes"]);
     let web_ids: Vec<String> = ids_of(&w.machines(), "web")
         .into_iter()
@@ -1304,7 +1318,8 @@ fn rollback_restores_image_commands_and_counts_of_every_group() {
     std::fs::write(&app_file, "1").unwrap();
     w.config(&[("web", "web-v1"), ("worker", "worker-v1")], WEB_SERVICE);
     w.deploy(&[]);
-    assert_eq!(w.counts(), count_map(&[("web", 2), ("worker", 1)]));
+    // worker: 1 machine and its standby.
+    assert_eq!(w.counts(), count_map(&[("web", 2), ("worker", 2)]));
     let releases = |w: &World| -> Vec<Value> {
         serde_json::from_str(&w.ok(&["releases", "-a", "back", "--json"])).unwrap()
     };
@@ -1318,19 +1333,20 @@ fn rollback_restores_image_commands_and_counts_of_every_group() {
     std::fs::write(&app_file, "2").unwrap();
     w.config(&[("web", "web-v2"), ("jobs", "jobs-v2")], WEB_SERVICE);
     w.deploy(&["--yes"]);
-    assert_eq!(w.counts(), count_map(&[("web", 3), ("jobs", 1)]));
+    assert_eq!(w.counts(), count_map(&[("web", 3), ("jobs", 2)]));
     let v2 = &releases(&w)[0];
     assert_ne!(v2["spec"]["image"], v1_image.as_str(), "a new image");
 
     let out = w.ok(&["releases", "rollback", "-a", "back", "--yes"]);
     assert!(out.contains("rollback to v1"), "{out}");
-    assert_eq!(w.counts(), count_map(&[("web", 2), ("worker", 1)]));
+    assert_eq!(w.counts(), count_map(&[("web", 2), ("worker", 2)]));
     let ms = w.machines();
+    let running: Vec<Value> = ms.iter().filter(|m| !is_standby(m)).cloned().collect();
     let labels = w.labels();
-    for id in ids_of(&ms, "web") {
+    for id in ids_of(&running, "web") {
         assert_eq!(labels[id], "web-v1");
     }
-    for id in ids_of(&ms, "worker") {
+    for id in ids_of(&running, "worker") {
         assert_eq!(labels[id], "worker-v1");
     }
     for m in &ms {

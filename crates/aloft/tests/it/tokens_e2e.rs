@@ -122,7 +122,8 @@ fn a_deploy_token_deploys_scales_and_reads_its_app_and_nothing_else() {
     assert!(deploy.starts_with("aloft_deploy_"), "{deploy}");
 
     // Deploy (packs the directory, uploads it, creates the release), scale, read.
-    w.ok(&deploy, &["deploy", "--yes"]);
+    // --ha=false: no standby (it would stay stopped); the test waits for two started machines.
+    w.ok(&deploy, &["deploy", "--yes", "--ha=false"]);
     w.ok(&deploy, &["scale", "count", "app=2", "--yes"]);
     let machines = wait_for(Duration::from_secs(60), "two started machines", || {
         let ms = w.json(&deploy, &["machine", "list", "-a", "tok-a", "--json"]);

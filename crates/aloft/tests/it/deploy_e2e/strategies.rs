@@ -210,7 +210,8 @@ fn kill_9_during_a_release_command_gives_one_outcome() {
     write_scripts(&w);
     let cfg = "[deploy]\nrelease_command = \"sh release.sh slow 3\"\n";
     w.config(&[("web", "v1")], cfg);
-    w.deploy(&["--detach"]);
+    // --ha=false: no standby for this service-less group, the test counts machines.
+    w.deploy(&["--detach", "--ha=false"]);
     wait_for(
         Duration::from_secs(30),
         "the release command to start",
@@ -259,7 +260,7 @@ fn a_broken_canary_fails_the_deploy_with_old_machines_untouched() {
     config_cmds(&w, &groups_v1, WEB_SERVICE);
     w.deploy(&[]);
     let before = versions(&w);
-    assert_eq!(before.len(), 3);
+    assert_eq!(before.len(), 4, "web 2, worker 1 and its standby");
 
     let broken = [
         ("web", "sh broken.sh web"),
