@@ -24,6 +24,7 @@ pub mod regions;
 pub mod routes;
 pub mod secrets;
 pub mod tokens;
+pub mod volumes;
 
 pub use duration::GoDuration;
 pub use guest::{Guest, GuestError, VmPreset, VM_PRESETS};
