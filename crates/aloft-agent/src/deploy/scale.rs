@@ -140,6 +140,7 @@ impl Deployer {
     ) -> DomainResult<Release> {
         let id = ulid::Ulid::new().to_string();
         let work = ScaleWork {
+            avoid_volumes: Vec::new(),
             summary: summary(req, counts),
             guest: Vec::new(),
             secrets: Vec::new(),
