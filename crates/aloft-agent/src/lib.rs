@@ -227,6 +227,14 @@ impl Agent {
             .map_err(|e| AgentError::ImageStore(e.to_string()))?
             .map_err(|e| AgentError::ImageStore(e.to_string()))?;
         ctl.set_oci_store(oci);
+        let volumes_dir = config.data_dir.join("volumes");
+        ctl.set_volume_host(
+            tokio::task::spawn_blocking(move || {
+                aloft_runtime::volumes::VolumeHost::new(volumes_dir)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string())),
+        );
         tokio::spawn(ctl.clone().run_runtime_events(events));
         let report = ctl
             .reconcile()
@@ -240,6 +248,9 @@ impl Agent {
                 "reconciled machines left by the previous agent"
             );
         }
+        ctl.reconcile_volumes()
+            .await
+            .map_err(|e| AgentError::Reconcile(format!("volumes: {e}")))?;
         ctl.restore_service_addresses()
             .await
             .map_err(|e| AgentError::Reconcile(format!("restoring Flycast addresses: {e}")))?;

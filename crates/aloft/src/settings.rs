@@ -153,6 +153,7 @@ pub fn has_json_output(cli: &Cli) -> bool {
         Command::Tokens(_) => true,
         Command::Releases(r) => r.command.is_none(),
         Command::Status(_) | Command::Images(_) | Command::Certs(_) => true,
+        Command::Volumes(_) => true,
         Command::Ips(_) | Command::Dig(_) => true,
         Command::Secrets(c) => matches!(c, crate::cli::SecretsCommand::List(_)),
         Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),

@@ -18,6 +18,7 @@ mod secrets;
 mod status;
 mod tokens;
 mod up;
+mod volumes;
 
 use std::process::ExitCode;
 
@@ -96,5 +97,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Certs(cmd) => certs::run(cmd, ctx),
         Command::Tokens(cmd) => tokens::run(cmd, ctx),
         Command::Secrets(cmd) => secrets::run(cmd, ctx),
+        Command::Volumes(cmd) => volumes::run(cmd, ctx),
     }
 }
