@@ -87,7 +87,7 @@ impl DeployTarget for Instant0 {
     async fn create_volume(&self, _req: CreateVolumeRequest) -> Result<Volume, TargetError> {
         Err(TargetError::Other("the bench deploys no volumes".into()))
     }
-    fn default_region(&self) -> String {
+    fn default_region(&self, _primary: Option<&str>) -> String {
         "gru".into()
     }
     async fn record(&self, _event: DeployEvent) -> Result<(), TargetError> {

@@ -123,8 +123,9 @@ pub trait DeployTarget: Sync {
         &self,
         req: CreateVolumeRequest,
     ) -> impl Future<Output = Result<Volume, TargetError>> + Send;
-    /// The region of a machine created without one (where its volume is made).
-    fn default_region(&self) -> String;
+    /// The region of a machine created without one, whose env says `primary` as its
+    /// `PRIMARY_REGION` (where its volume is made).
+    fn default_region(&self, primary: Option<&str>) -> String;
     /// Persists and publishes one progress event of the release. `Started` means the release is
     /// running, `Finished` carries its terminal status.
     fn record(&self, event: DeployEvent) -> impl Future<Output = Result<(), TargetError>> + Send;
@@ -1030,7 +1031,7 @@ pub(crate) mod memory {
             })
         }
 
-        fn default_region(&self) -> String {
+        fn default_region(&self, _primary: Option<&str>) -> String {
             "gru".into()
         }
 

@@ -725,6 +725,9 @@ pub struct DeployArgs {
     /// else 5m].
     #[arg(long)]
     pub release_command_timeout: Option<String>,
+    /// Size in GB of the volumes created for [[mounts]] that give no initial_size [default: 1].
+    #[arg(long, value_name = "GB", value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub volume_initial_size: Option<u32>,
     /// Start the release and return without following it.
     #[arg(long)]
     pub detach: bool,
@@ -867,6 +870,9 @@ pub struct ScaleCountArgs {
     /// At most this many machines of a group per region.
     #[arg(long)]
     pub max_per_region: Option<u32>,
+    /// New machines of groups with [[mounts]] get new volumes instead of the unattached ones.
+    #[arg(long)]
+    pub with_new_volumes: bool,
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
@@ -888,9 +894,13 @@ pub enum MachineCommand {
     /// A new machine like ID (same group, release, guest, config).
     Clone {
         id: String,
-        /// Region of the clone [default: the source's].
+        /// Region of the clone [default: the --attach-volume volume's, else the source's].
         #[arg(short = 'r', long)]
         region: Option<String>,
+        /// Mount this unattached volume (`vol_id[:/path]`; the path defaults to the source's
+        /// mount) instead of a new empty one.
+        #[arg(long, value_name = "VOL_ID[:/PATH]")]
+        attach_volume: Option<String>,
         /// Do not wait for the clone to start.
         #[arg(long)]
         detach: bool,

@@ -446,6 +446,8 @@ pub struct DeployFlags {
     pub skip_release_command: bool,
     /// `--release-command-timeout` (a Go duration, bare seconds or `none`).
     pub release_command_timeout: Option<String>,
+    /// `--volume-initial-size` (GB).
+    pub volume_initial_size: Option<u32>,
 }
 
 /// The deploy options and primary region: each flag, then fly.toml, then the default
@@ -484,6 +486,7 @@ pub fn deploy_options(
         ha: flags.ha,
         smoke_checks: flags.smoke_checks,
         release_command,
+        volume_initial_size: flags.volume_initial_size,
         ..DeployOptions::default()
     };
     if let Some(m) = flags.max_unavailable.or(deploy.max_unavailable) {
@@ -655,6 +658,7 @@ impl DeploySettings {
             primary_region: args.primary_region,
             skip_release_command: args.skip_release_command,
             release_command_timeout: args.release_command_timeout,
+            volume_initial_size: args.volume_initial_size,
         };
         let (options, primary_region) = deploy_options(&flags, &loaded.config)?;
         let build = BuildSettings::resolve(
@@ -1046,6 +1050,7 @@ mod tests {
             primary_region: None,
             skip_release_command: false,
             release_command_timeout: None,
+            volume_initial_size: None,
             detach: false,
             build_only: false,
             push: false,

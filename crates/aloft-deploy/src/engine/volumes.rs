@@ -54,10 +54,10 @@ impl<T: DeployTarget> Engine<'_, T> {
             .collect();
         free.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         for c in create.iter_mut().filter(|c| needs_volume(c)) {
-            let region = c
-                .region
-                .clone()
-                .unwrap_or_else(|| self.target.default_region());
+            let region = c.region.clone().unwrap_or_else(|| {
+                let primary = c.config.env.get("PRIMARY_REGION").map(String::as_str);
+                self.target.default_region(primary)
+            });
             c.region = Some(region.clone());
             let mount = &c.config.mounts[0];
             let name = mount.name.clone();

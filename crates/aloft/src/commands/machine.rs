@@ -9,7 +9,7 @@ use aloft_api::{CreateMachineRequest, Machine, MachineState, StopRequest};
 use anyhow::{anyhow, bail, Context as _};
 
 use crate::cli::MachineCommand;
-use crate::commands::Context;
+use crate::commands::{clone_volume, Context};
 use aloft_client::{block_on, is_not_found, Client};
 
 pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -121,6 +121,7 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
         MachineCommand::Clone {
             id,
             region,
+            attach_volume,
             detach,
             app,
         } => {
@@ -130,16 +131,34 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             let app = ctx.app(&app)?;
             block_on(async {
                 let src = get(&client, &app, &id).await?;
+                let attach = attach_volume.as_deref();
+                let (region, attached) =
+                    clone_volume::clone_region(&client, &app, &src, region, attach).await?;
+                let mut config = src.config.clone();
+                let attach = attach.zip(attached);
+                let volume = clone_volume::prepare(
+                    &client,
+                    &app,
+                    &src,
+                    &region,
+                    attach,
+                    &mut config,
+                    printer,
+                )
+                .await?;
                 let req = CreateMachineRequest {
-                    config: src.config.clone(),
-                    region: Some(region.unwrap_or_else(|| src.region.clone())),
+                    config,
+                    region: Some(region),
                     skip_launch: !src.config.standbys.is_empty(),
                     ..CreateMachineRequest::default()
                 };
-                let m = client
-                    .create_machine(&app, &req)
-                    .await
-                    .with_context(|| format!("cloning machine {id}"))?;
+                let m = match client.create_machine(&app, &req).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        volume.undo(&client, &app, printer).await;
+                        return Err(e.context(format!("cloning machine {id}")));
+                    }
+                };
                 printer.line(format_args!(
                     "Cloned {id} into {} [{}] region:{}",
                     m.id,

@@ -4,6 +4,7 @@
 mod agent;
 mod apps;
 mod certs;
+mod clone_volume;
 mod common;
 mod config;
 mod context;
