@@ -29,6 +29,7 @@ pub mod secrets_key;
 pub mod settings;
 pub mod supervisor;
 pub mod tokens;
+pub mod volumes_autoextend;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -236,6 +237,10 @@ impl Agent {
             .unwrap_or_else(|e| Err(e.to_string())),
         );
         tokio::spawn(ctl.clone().run_runtime_events(events));
+        tokio::spawn(volumes_autoextend::run(
+            ctl.clone(),
+            config.volume_extend_interval,
+        ));
         let report = ctl
             .reconcile()
             .await

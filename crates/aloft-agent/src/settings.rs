@@ -45,6 +45,9 @@ pub struct AgentConfig {
     /// Allow plain HTTP on a non-loopback address (`--insecure-listen`): without it such a
     /// listen address is refused, since the token would cross the network in clear text.
     pub insecure_listen: bool,
+    /// How often attached volumes are checked for automatic extension
+    /// (`aloft agent --volume-extend-interval`; see `crate::volumes_autoextend`).
+    pub volume_extend_interval: std::time::Duration,
 }
 
 /// Bounds on what requests may ask of this host; each refusal names the bound and how to raise it.
@@ -99,6 +102,7 @@ impl AgentConfig {
             secrets_key: None,
             tls: None,
             insecure_listen: false,
+            volume_extend_interval: crate::volumes_autoextend::DEFAULT_INTERVAL,
         }
     }
 

@@ -418,6 +418,10 @@ pub struct AgentArgs {
     /// Time an API client has to send a request head (and between requests on one connection).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub api_header_timeout: std::time::Duration,
+    /// How often attached volumes are checked for automatic extension ([[mounts]]
+    /// auto_extend_size_*).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub volume_extend_interval: std::time::Duration,
     /// Bridge that container machines' network namespaces join (made on the first container
     /// start; one agent per bridge).
     #[arg(long, default_value = "aloft0")]

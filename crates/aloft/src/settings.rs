@@ -401,6 +401,7 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         _ => None,
     };
     config.insecure_listen = args.insecure_listen;
+    config.volume_extend_interval = args.volume_extend_interval;
     config
 }
 

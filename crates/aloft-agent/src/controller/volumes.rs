@@ -108,22 +108,7 @@ pub(super) fn check_mounts(config: &MachineConfig, container: bool) -> DomainRes
             "config.mounts[0] names no volume: set volume (a vol_… id) or name (a volume name)",
         ));
     }
-    for (field, set) in [
-        (
-            "extend_threshold_percent",
-            m.extend_threshold_percent.is_some(),
-        ),
-        ("add_size_gb", m.add_size_gb.is_some()),
-        ("size_gb_limit", m.size_gb_limit.is_some()),
-    ] {
-        if set {
-            return Err(DomainError::invalid_config(format!(
-                "config.mounts[0].{field}: automatic volume extension is not supported by this \
-                 agent; remove it (fly.toml: auto_extend_size_*) and grow the volume with \
-                 `aloft volumes extend`"
-            )));
-        }
-    }
+    // extend_threshold_percent, add_size_gb, size_gb_limit: see crate::volumes_autoextend.
     if !container {
         return Err(DomainError::invalid_config(format!(
             "config.mounts[0] (volume at {:?}): only machines that run an image (containers) \
