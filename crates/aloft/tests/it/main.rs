@@ -17,6 +17,7 @@ mod contexts_cli;
 mod deploy_e2e;
 mod exec_e2e;
 mod images_cli;
+mod mounts_e2e;
 mod private_net_e2e;
 mod schemathesis;
 mod secrets_e2e;
