@@ -21,7 +21,7 @@ use aloft_api::volumes::{
     VolumeSnapshot,
 };
 use aloft_api::MachineConfig;
-use aloft_runtime::volumes::{Source, VolumeBind, VolumeError, VolumeHost};
+use aloft_runtime::volumes::{Grown, Source, VolumeBind, VolumeError, VolumeHost};
 use aloft_store::{MachineRecord, SnapshotRow, VolumeRow};
 
 use super::{now_rfc3339, Controller, DomainError, DomainResult};
@@ -315,7 +315,8 @@ impl Controller {
         Ok(self.api(&row))
     }
 
-    /// Grows a volume (online while its machine runs: `needs_restart` is false).
+    /// Grows a volume: online while its machine runs (`needs_restart` false), or, where the
+    /// host refuses online resizing, at the machine's next start (`needs_restart` true).
     pub async fn extend_volume(
         &self,
         app: &str,
@@ -332,12 +333,14 @@ impl Controller {
             )));
         }
         let vid = id.to_string();
-        self.blocking(move |h| h.extend(&vid, size_gb)).await?;
+        let grown = self.blocking(move |h| h.extend(&vid, size_gb)).await?;
         row.size_gb = size_gb;
         let r = row.clone();
         self.db(move |s| s.write(|tx| tx.put_volume(&r))).await?;
+        // Not mounted: it grows when a machine next starts with it, nothing to restart then.
+        let needs_restart = grown == Grown::AtNextMount && row.attached_machine_id.is_some();
         Ok(ExtendVolumeResponse {
-            needs_restart: false,
+            needs_restart,
             volume: self.api(&row),
         })
     }

@@ -83,3 +83,16 @@ pub(super) fn attach(id: &str, image: &Path) -> Result<PathBuf, VolumeError> {
 pub(super) fn detach(id: &str, device: &Path) -> Result<(), VolumeError> {
     run(id, Command::new("losetup").arg("-d").arg(device))
 }
+
+/// Whether a loop device is in use by a mounted filesystem, in any mount namespace (it is
+/// claimed exclusively then: `O_EXCL` fails with EBUSY).
+pub(super) fn busy(device: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    matches!(
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_EXCL)
+            .open(device),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY)
+    )
+}

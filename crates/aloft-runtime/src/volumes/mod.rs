@@ -14,7 +14,8 @@
 //! Why an image on a loop device (and not a directory with a project quota): the size holds for
 //! any host filesystem (quotas need ext4/xfs with project quotas enabled at mount time), a
 //! snapshot or fork is a copy of one file, and growing is `truncate` + `losetup -c` +
-//! `resize2fs`, online. Loop devices with direct IO (`--direct-io=on`, where the host filesystem
+//! `resize2fs`, online where the host allows it (`CAP_SYS_RESOURCE`), else offline at the next
+//! mount (`e2fsck -f` + `resize2fs` on the image, only when no machine has it mounted). Loop devices with direct IO (`--direct-io=on`, where the host filesystem
 //! takes it) skip the double page cache: `bench/volumes.sh` compares it to the host filesystem.
 //!
 //! Attaching is idempotent ([`VolumeHost::mount`]): the loop device of an image is found again
@@ -32,6 +33,7 @@
 
 mod loopdev;
 mod mountinfo;
+mod superblock;
 
 use std::collections::HashMap;
 use std::fs;
@@ -94,6 +96,15 @@ pub struct VolumeStats {
     pub blocks: u64,
     pub blocks_free: u64,
     pub blocks_avail: u64,
+}
+
+/// When an extended volume's filesystem has its new size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grown {
+    /// Now, while mounted.
+    Online,
+    /// At its next mount (it is not mounted, or the host refuses online resizing).
+    AtNextMount,
 }
 
 /// What a snapshot holds.
@@ -242,7 +253,8 @@ impl VolumeHost {
     }
 
     /// Attaches volume `id` to a loop device and mounts it (idempotent: what is attached and
-    /// mounted already is reused), grown to its image's size; the mount directory.
+    /// mounted already is reused), its filesystem grown to its image's size where it can be
+    /// (see [`VolumeHost::extend`]); the mount directory.
     pub fn mount(&self, id: &str) -> Result<PathBuf, VolumeError> {
         let lock = self.lock(id);
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -254,30 +266,71 @@ impl VolumeHost {
             ));
         }
         let mnt = self.mount_dir(id);
-        let device = loopdev::attach(id, &image)?;
-        if !mountinfo::is_mounted(&mnt) {
-            fs::create_dir_all(&mnt).map_err(|e| VolumeError::io(id, "cannot create", &mnt, e))?;
-            nix::mount::mount(
-                Some(device.as_path()),
-                &mnt,
-                Some("ext4"),
-                nix::mount::MsFlags::MS_NOATIME,
-                None::<&str>,
-            )
-            .map_err(|e| {
-                VolumeError::new(
-                    id,
-                    format!(
-                        "cannot mount {} at {}: {e}",
-                        device.display(),
-                        mnt.display()
-                    ),
-                )
-            })?;
+        if mountinfo::is_mounted(&mnt) {
+            if self.grow_online(id, &image)? {
+                return Ok(mnt);
+            }
+            // Growth refused online: unmounted here, so it grows offline below unless a
+            // machine still has it.
+            self.unmount_here(id)?;
         }
-        // A copy made larger than its source, or an extend done while unmounted.
-        run(id, Command::new("resize2fs").arg(&device))?;
+        // Not mounted here. A loop device still in use (mounted in a running machine's mount
+        // namespace) is reused as it is; an idle one is freed, so the filesystem can be grown
+        // offline first.
+        let devices = loopdev::find(&image);
+        let in_use = devices.iter().any(|d| loopdev::busy(d));
+        if !in_use {
+            for d in &devices {
+                loopdev::detach(id, d)?;
+            }
+            if superblock::needs_growth(&image) {
+                run(id, Command::new("e2fsck").args(["-f", "-p"]).arg(&image))?;
+                run(id, Command::new("resize2fs").arg(&image))?;
+            }
+        }
+        let device = loopdev::attach(id, &image)?;
+        fs::create_dir_all(&mnt).map_err(|e| VolumeError::io(id, "cannot create", &mnt, e))?;
+        nix::mount::mount(
+            Some(device.as_path()),
+            &mnt,
+            Some("ext4"),
+            nix::mount::MsFlags::MS_NOATIME,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            VolumeError::new(
+                id,
+                format!(
+                    "cannot mount {} at {}: {e}",
+                    device.display(),
+                    mnt.display()
+                ),
+            )
+        })?;
+        if in_use {
+            self.grow_online(id, &image)?;
+        }
         Ok(mnt)
+    }
+
+    /// Grows the mounted filesystem of `id` to its image's size, online; `Ok(false)` when the
+    /// host does not allow it (online resizing needs `CAP_SYS_RESOURCE`, which some sandboxes
+    /// drop): it grows offline at its next mount.
+    fn grow_online(&self, id: &str, image: &Path) -> Result<bool, VolumeError> {
+        if !superblock::needs_growth(image) {
+            return Ok(true);
+        }
+        let Some(device) = loopdev::find(image).into_iter().next() else {
+            return Ok(false);
+        };
+        match run(id, Command::new("resize2fs").arg(&device)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.message.contains("Permission denied") => {
+                tracing::warn!(volume = id, "this host refuses online resizing (no CAP_SYS_RESOURCE): the filesystem grows at the volume's next mount");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Unmounts volume `id` and frees its loop device (idempotent). A machine that still has
@@ -288,13 +341,19 @@ impl VolumeHost {
         self.unmount_locked(id)
     }
 
-    fn unmount_locked(&self, id: &str) -> Result<(), VolumeError> {
+    /// Unmounts the host's mount of `id` (its loop device stays).
+    fn unmount_here(&self, id: &str) -> Result<(), VolumeError> {
         let mnt = self.mount_dir(id);
         while mountinfo::is_mounted(&mnt) {
             nix::mount::umount2(&mnt, nix::mount::MntFlags::empty()).map_err(|e| {
                 VolumeError::new(id, format!("cannot unmount {}: {e}", mnt.display()))
             })?;
         }
+        Ok(())
+    }
+
+    fn unmount_locked(&self, id: &str) -> Result<(), VolumeError> {
+        self.unmount_here(id)?;
         let image = self.image(id);
         for device in loopdev::find(&image) {
             loopdev::detach(id, &device)?;
@@ -302,40 +361,43 @@ impl VolumeHost {
         Ok(())
     }
 
-    /// Grows volume `id` to `size_gb`: the image, then, while attached, the loop device and the
-    /// filesystem, online (the machine keeps running). Never shrinks.
-    pub fn extend(&self, id: &str, size_gb: u32) -> Result<(), VolumeError> {
-        {
-            let lock = self.lock(id);
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let image = self.image(id);
-            let want = u64::from(size_gb) * GB;
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .open(&image)
-                .map_err(|e| VolumeError::io(id, "cannot open", &image, e))?;
-            let len = f
-                .metadata()
-                .map_err(|e| VolumeError::io(id, "cannot read", &image, e))?
-                .len();
-            if want < len {
-                return Err(VolumeError::new(
-                    id,
-                    format!("it is {} GB already; volumes only grow", len / GB),
-                ));
-            }
-            f.set_len(want)
-                .map_err(|e| VolumeError::io(id, "cannot grow", &image, e))?;
-            for device in loopdev::find(&image) {
-                run(id, Command::new("losetup").arg("-c").arg(&device))?;
-            }
-            if !mountinfo::is_mounted(&self.mount_dir(id)) {
-                // Grown at its next mount.
-                return Ok(());
-            }
+    /// Grows volume `id` to `size_gb`: the image, the loop device and, while it is mounted,
+    /// the filesystem, online (the machine keeps running). Never shrinks. [`Grown::AtNextMount`]
+    /// when the host refuses online resizing: the filesystem grows when the volume is next
+    /// mounted (its machine's next start after a stop).
+    pub fn extend(&self, id: &str, size_gb: u32) -> Result<Grown, VolumeError> {
+        let lock = self.lock(id);
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let image = self.image(id);
+        let want = u64::from(size_gb) * GB;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .map_err(|e| VolumeError::io(id, "cannot open", &image, e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| VolumeError::io(id, "cannot read", &image, e))?
+            .len();
+        if want < len {
+            return Err(VolumeError::new(
+                id,
+                format!("it is {} GB already; volumes only grow", len / GB),
+            ));
         }
-        // Mounted: `mount` resizes online (and is idempotent).
-        self.mount(id).map(drop)
+        f.set_len(want)
+            .map_err(|e| VolumeError::io(id, "cannot grow", &image, e))?;
+        drop(f);
+        for device in loopdev::find(&image) {
+            run(id, Command::new("losetup").arg("-c").arg(&device))?;
+        }
+        if !mountinfo::is_mounted(&self.mount_dir(id)) {
+            return Ok(Grown::AtNextMount);
+        }
+        Ok(if self.grow_online(id, &image)? {
+            Grown::Online
+        } else {
+            Grown::AtNextMount
+        })
     }
 
     /// Takes snapshot `snapshot_id` of volume `id`: a consistent sparse copy of its image.
@@ -423,7 +485,7 @@ pub fn available() -> Result<(), String> {
             "volumes need loop devices and /dev/loop-control is missing (modprobe loop)".into(),
         );
     }
-    for tool in ["mkfs.ext4", "resize2fs", "losetup", "fsfreeze"] {
+    for tool in ["mkfs.ext4", "e2fsck", "resize2fs", "losetup", "fsfreeze"] {
         if which(tool).is_none() {
             return Err(format!(
                 "volumes need {tool}, which is not installed (Debian: apt-get install e2fsprogs util-linux)"

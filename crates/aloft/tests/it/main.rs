@@ -25,3 +25,4 @@ mod ssh_e2e;
 mod tls_e2e;
 mod tokens_e2e;
 mod up_e2e;
+mod volumes_e2e;
