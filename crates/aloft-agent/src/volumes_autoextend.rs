@@ -9,7 +9,9 @@
 //! [`Controller::extend_volume`] — but never past `size_gb_limit` (no limit when unset, up to
 //! the largest volume). Each extension is a machine event (`volume_extend`, status
 //! `extended`, visible in `aloft machine status`) and a log line. A volume at its limit is
-//! left alone (logged once per agent run).
+//! left alone (logged once per agent run). Where the host refuses to resize a mounted
+//! filesystem, the volume grows and its filesystem follows at the machine's next start
+//! (`needs_restart` in the event).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -107,17 +109,25 @@ async fn check_all(
 async fn extend(ctl: &Controller, app: &str, machine_id: &str, v: &Volume, to: u32) {
     let used = used_percent(v).unwrap_or_default();
     match ctl.extend_volume(app, &v.id, to).await {
-        Ok(_) => {
+        Ok(grown) => {
             tracing::info!(
                 app, volume = %v.id, machine = machine_id, from_gb = v.size_gb, to_gb = to,
                 used_percent = format!("{used:.0}"),
-                "volume extended automatically"
+                needs_restart = grown.needs_restart,
+                "volume extended automatically{}",
+                if grown.needs_restart {
+                    " (this host cannot resize a mounted filesystem: the machine sees the new \
+                     size from its next start)"
+                } else {
+                    ""
+                }
             );
             let request = serde_json::json!({
                 "volume": v.id,
                 "from_size_gb": v.size_gb,
                 "size_gb": to,
                 "used_percent": used.round(),
+                "needs_restart": grown.needs_restart,
             });
             let ev = event("volume_extend", "extended", "aloft", Some(request));
             let id = machine_id.to_string();
