@@ -8,6 +8,14 @@
 //! * [`converge`] says what is left to do for a release given the machines that exist *now*; the
 //!   engine calls it on every (re)run, which makes a deploy resumable and idempotent.
 //! * [`config_for_update`] / [`config_for_new`] build a machine's config for a group.
+//!
+//! Volumes (`[[mounts]]`, §3.2 steps 14–15, §3.4, §6 item 6): a machine keeps its volume for
+//! life; an update merges the group's mount into the machine's, keeping the volume id
+//! ([`merge_mounts`]; a new `destination` applies in place). A mount added, removed or renamed
+//! replaces the machine ([`mount_change`]): flyctl errors on a renamed source and on a new group
+//! without a hand-made volume; Aloft replaces (the machine is destroyed, confirmed like any
+//! destroy, and a new one made; the old volume stays, unattached) and creates the volumes new
+//! machines need (`crate::engine` picks or creates them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -236,6 +236,9 @@ fn summary(req: &ScaleCountRequest, counts: &BTreeMap<String, CountSpec>) -> Str
     if let Some(n) = req.max_per_region {
         parts.push(format!("--max-per-region {n}"));
     }
+    if req.with_new_volumes {
+        parts.push("--with-new-volumes".into());
+    }
     parts.join(" ")
 }
 

@@ -314,7 +314,6 @@ mod tests {
                 "/cache",
             ),
         ];
-        let mut s = s;
         s.groups.insert(
             "worker".into(),
             crate::plan::tests::group_cfg("work", false),

@@ -11,28 +11,24 @@ use anyhow::{anyhow, bail, Context as _};
 
 use crate::printer::Printer;
 
-/// What the clone mounts, decided before it is created.
-pub enum CloneVolume {
-    /// The source mounts nothing and no volume was asked for.
-    None,
-    /// A volume created for the clone (destroyed again if the clone cannot be created).
-    Created(Volume),
-    /// `--attach-volume`: an existing volume.
-    Attached,
+/// What the clone mounts was decided before it is created: the id of the volume created for it,
+/// if any (destroyed again if the clone cannot be created).
+pub struct CloneVolume {
+    created: Option<String>,
 }
 
 impl CloneVolume {
     /// Destroys a volume created for a clone that was not created (best effort, said aloud).
     pub async fn undo(&self, client: &Client, app: &str, printer: &Printer) {
-        if let CloneVolume::Created(v) = self {
-            match client.destroy_volume(app, &v.id).await {
-                Ok(_) => printer.note(format_args!("Destroyed volume {} again", v.id)),
-                Err(e) => printer.warn(format_args!(
-                    "volume {} made for the clone is left unattached ({e:#}); \
-                     `aloft volumes destroy {}` removes it",
-                    v.id, v.id
-                )),
-            }
+        let Some(id) = &self.created else {
+            return;
+        };
+        match client.destroy_volume(app, id).await {
+            Ok(_) => printer.note(format_args!("Destroyed volume {id} again")),
+            Err(e) => printer.warn(format_args!(
+                "volume {id} made for the clone is left unattached ({e:#}); \
+                 `aloft volumes destroy {id}` removes it"
+            )),
         }
     }
 }
@@ -114,10 +110,10 @@ pub async fn prepare(
             path,
             ..mount_settings(src)
         }];
-        return Ok(CloneVolume::Attached);
+        return Ok(CloneVolume { created: None });
     }
     let Some(m) = src.config.mounts.first() else {
-        return Ok(CloneVolume::None);
+        return Ok(CloneVolume { created: None });
     };
     let source = client
         .get_volume(app, &m.volume)
@@ -145,7 +141,9 @@ pub async fn prepare(
         name: v.name.clone(),
         ..m.clone()
     }];
-    Ok(CloneVolume::Created(v))
+    Ok(CloneVolume {
+        created: Some(v.id),
+    })
 }
 
 /// The source mount's auto-extend settings, for an attached volume.
