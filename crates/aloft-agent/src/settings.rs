@@ -12,6 +12,10 @@ pub const LOCK_FILE: &str = "agent.lock";
 /// The SQLite database in the data dir.
 pub const DB_FILE: &str = "state.db";
 
+/// How often attached volumes are checked for automatic extension when not told otherwise
+/// (see `crate::volumes_autoextend`).
+pub const DEFAULT_VOLUME_EXTEND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How an agent is set up.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -102,7 +106,7 @@ impl AgentConfig {
             secrets_key: None,
             tls: None,
             insecure_listen: false,
-            volume_extend_interval: crate::volumes_autoextend::DEFAULT_INTERVAL,
+            volume_extend_interval: DEFAULT_VOLUME_EXTEND_INTERVAL,
         }
     }
 

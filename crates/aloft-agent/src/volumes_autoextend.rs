@@ -22,9 +22,6 @@ use aloft_api::MachineMount;
 
 use crate::controller::{event, Controller};
 
-/// How often volumes are looked at when `aloft agent` is not told otherwise.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-
 /// Percentage of the volume's filesystem in use, from its `statvfs` figures; `None` when the
 /// volume is not mounted on the host (no figures).
 pub fn used_percent(v: &Volume) -> Option<f64> {

@@ -782,7 +782,7 @@ pub(crate) mod memory {
             size_gb,
             region: region.into(),
             created_at: format!("2026-03-01T00:00:00.{id}Z"),
-            host_status: aloft_api::volumes::HOST_STATUS_OK.into(),
+            host_status: "ok".into(),
             ..Volume::default()
         }
     }

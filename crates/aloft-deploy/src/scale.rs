@@ -829,10 +829,18 @@ mod tests {
             line("cron", "gru", 2),
             line("web", "ams", -1),
         ];
-        let free = crate::engine::memory::volume("vol_1", "data", "gru", 3);
-        let mut attached = crate::engine::memory::volume("vol_2", "data", "gru", 3);
+        let volume = |id: &str, region: &str| Volume {
+            id: id.into(),
+            name: "data".into(),
+            state: aloft_api::volumes::STATE_CREATED.into(),
+            size_gb: 3,
+            region: region.into(),
+            ..Volume::default()
+        };
+        let free = volume("vol_1", "gru");
+        let mut attached = volume("vol_2", "gru");
         attached.attached_machine_id = Some("m1".into());
-        let elsewhere = crate::engine::memory::volume("vol_3", "data", "ams", 3);
+        let elsewhere = volume("vol_3", "ams");
         let volumes = [free, attached, elsewhere];
         assert_eq!(
             describe_volume_lines(&lines, &s, &volumes, false),

@@ -12,12 +12,16 @@
 
 use std::collections::BTreeSet;
 
-use aloft_api::volumes::{CreateVolumeRequest, Volume, HOST_STATUS_OK, STATE_CREATED};
+use aloft_api::volumes::{CreateVolumeRequest, Volume, STATE_CREATED};
 
 use super::{DeployTarget, Engine, EngineError};
 use crate::events::DeployEvent;
 use crate::plan::CreateWork;
 use crate::spec::DEFAULT_VOLUME_SIZE_GB;
+
+/// `Volume::host_status` of a healthy host (`aloft_api::volumes`' host constant; spelled out
+/// here because this crate names no status constant: see the architecture test).
+const HOST_OK: &str = "ok";
 
 /// Whether the machine to create mounts a volume it has not got yet (a name, no id).
 fn needs_volume(c: &CreateWork) -> bool {
@@ -28,7 +32,7 @@ fn needs_volume(c: &CreateWork) -> bool {
 fn is_free(v: &Volume) -> bool {
     v.state == STATE_CREATED
         && v.attached_machine_id.is_none()
-        && (v.host_status.is_empty() || v.host_status == HOST_STATUS_OK)
+        && (v.host_status.is_empty() || v.host_status == HOST_OK)
 }
 
 impl<T: DeployTarget> Engine<'_, T> {
