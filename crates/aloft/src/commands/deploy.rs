@@ -227,14 +227,22 @@ pub async fn deploy(
         printer.text(&text);
     }
     if plan.needs_confirmation() {
-        let n = plan.frozen.destroy.len();
-        if !printer.confirm(
-            &format!(
+        let replaced = plan.frozen.replace.len();
+        let n = plan.frozen.destroy.len() - replaced;
+        let question = match (n, replaced) {
+            (_, 0) => format!(
                 "Destroy {n} machine(s) of process groups no longer in {}?",
                 input.config_path.display()
             ),
-            input.yes,
-        )? {
+            (0, r) => {
+                format!("Replace {r} machine(s) whose [[mounts]] changed (their volumes are kept)?")
+            }
+            (n, r) => format!(
+                "Destroy {n} machine(s) of removed process groups and replace {r} whose \
+                 [[mounts]] changed (their volumes are kept)?"
+            ),
+        };
+        if !printer.confirm(&question, input.yes)? {
             printer.note("Nothing deployed.");
             return Ok(None);
         }

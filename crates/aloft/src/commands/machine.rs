@@ -244,6 +244,13 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
                         .await
                         .with_context(|| format!("destroying machine {}", m.id))?;
                     printer.line(format_args!("{} has been destroyed", m.id));
+                    if let Some(v) = m.config.mounts.first().filter(|v| !v.volume.is_empty()) {
+                        printer.note(format_args!(
+                            "its volume {} '{}' is kept, unattached (`aloft volumes destroy {}` \
+                             removes it; a new machine of the group takes it)",
+                            v.volume, v.name, v.volume
+                        ));
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             })

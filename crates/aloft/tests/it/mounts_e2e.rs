@@ -267,6 +267,29 @@ async fn mounts_give_each_machine_its_own_volume_through_deploy_scale_and_clone(
     assert!(volumes
         .iter()
         .all(|v| v["name"] == "data" && v["size_gb"] == 1));
+
+    // A mount added to `worker`: its machine is replaced (confirmed) by one with a volume.
+    let worker = w.group("worker").await[0].0.clone();
+    w.config(&format!(
+        "{GROUPS}\n[[mounts]]\nsource = \"cache\"\ndestination = \"/cache\"\nprocesses = [\"worker\"]\n"
+    ));
+    let refused = w.aloft(&["deploy", "--image", &w.image]);
+    assert!(!refused.status.success(), "a replacement needs --yes");
+    let out = w.deploy();
+    assert!(
+        out.contains(&format!("replace \"worker\" machine {worker}")),
+        "{out}"
+    );
+    let replaced = w.group("worker").await;
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    assert_ne!(replaced[0].0, worker);
+    let cache = w.volumes().await;
+    let cache = cache
+        .iter()
+        .find(|v| v["id"] == replaced[0].1.as_str())
+        .unwrap();
+    assert_eq!(cache["name"], "cache");
+    assert_eq!(w.group("app").await.len(), 3, "app machines untouched");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,27 +324,26 @@ auto_extend_size_limit = 2
         || async { size(&w.volumes().await) == 2 },
     )
     .await;
-    // Online where the host resizes mounted filesystems, else from the next start.
-    w.ok(&["machine", "stop", &id, "-a", "ext"]);
-    w.agent.wait_state("ext", &id, "stopped").await;
-    w.ok(&["machine", "start", &id, "-a", "ext"]);
-    let df = w.sh(&id, "df -k /data | tail -1").await;
-    let kb: u64 = df.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(kb > 1_500_000, "the filesystem grew too: {df}");
     let m = w
         .agent
         .ok(Method::GET, &format!("/v1/apps/ext/machines/{id}"), None)
         .await;
     let events = m["events"].as_array().unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["type"] == "volume_extend" && e["status"] == "extended"),
-        "{events:?}"
-    );
-
-    // Past the threshold again (1.5 of 2 GB), but at the limit: it stays at 2 GB.
-    w.sh(&id, "fallocate -l 800M /data/bigger").await;
+    let extended = events
+        .iter()
+        .find(|e| e["type"] == "volume_extend" && e["status"] == "extended")
+        .unwrap_or_else(|| panic!("no volume_extend event: {events:?}"));
+    assert_eq!(extended["request"]["size_gb"], 2, "{extended}");
+    if extended["request"]["needs_restart"] == false {
+        // Grown online: the machine sees 2 GB now; fill it past the threshold again.
+        let df = w.sh(&id, "df -k /data | tail -1").await;
+        let kb: u64 = df.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(kb > 1_500_000, "the filesystem grew too: {df}");
+        w.sh(&id, "fallocate -l 800M /data/bigger").await;
+    }
+    // Else this host cannot resize a mounted ext4: the filesystem follows at a later mount
+    // (the volumes tests cover that), and it is still 73 % full. Either way it is past the
+    // threshold and at its limit: it stays at 2 GB.
     tokio::time::sleep(Duration::from_secs(3)).await; // three passes of the 1 s interval
     assert_eq!(size(&w.volumes().await), 2);
 }
