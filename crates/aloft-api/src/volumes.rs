@@ -154,7 +154,9 @@ pub struct ExtendVolumeRequest {
     pub size_gb: u32,
 }
 
-/// The answer to an extend: the filesystem grows online, so `needs_restart` is always false.
+/// The answer to an extend: `needs_restart` is false when the filesystem grew online (or the
+/// volume is not in use: it grows when next mounted), true when the host refused online resizing
+/// while a machine has it (it grows at that machine's next start).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtendVolumeResponse {
     pub needs_restart: bool,

@@ -201,3 +201,57 @@ impl Tx<'_> {
             .optional()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppRecord, Durability, Store};
+
+    fn volume(id: &str) -> VolumeRow {
+        VolumeRow {
+            id: id.into(),
+            app: "a".into(),
+            name: "data".into(),
+            region: "local".into(),
+            size_gb: 1,
+            state: "created".into(),
+            attached_machine_id: None,
+            encrypted: true,
+            snapshot_retention: 5,
+            auto_backup_enabled: true,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_volume_is_attached_to_one_machine_and_a_machine_has_one_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), Durability::default()).unwrap();
+        store
+            .write(|tx| {
+                tx.insert_app(&AppRecord {
+                    name: "a".into(),
+                    id: "a1".into(),
+                    org_slug: "personal".into(),
+                    network: "default".into(),
+                    status: "pending".into(),
+                    created_at: "2026-01-01T00:00:00Z".into(),
+                })?;
+                tx.put_volume(&volume("vol_1"))?;
+                tx.put_volume(&volume("vol_2"))
+            })
+            .unwrap();
+        let attach = |v: &str, m: &str| store.write(|tx| tx.attach_volume(v, m)).unwrap();
+        assert_eq!(attach("vol_1", "m1"), None);
+        assert_eq!(attach("vol_1", "m2"), Some("m1".into()), "held by m1");
+        assert!(
+            store.write(|tx| tx.attach_volume("vol_2", "m1")).is_err(),
+            "m1 has a volume already"
+        );
+        assert_eq!(attach("vol_missing", "m3"), Some(String::new()));
+        store.write(|tx| tx.detach_volume_of("m1")).unwrap();
+        assert_eq!(attach("vol_1", "m2"), None);
+        let listed = store.read(|tx| tx.volumes(Some("a"))).unwrap();
+        assert_eq!(listed[0].attached_machine_id.as_deref(), Some("m2"));
+    }
+}
