@@ -14,6 +14,9 @@ packages+=(nftables)
 packages+=(pebble)
 # openssh-server + openssh-client: the sshd and ssh of ssh:// agent URL tests (aloft-testkit sshd).
 packages+=(openssh-server openssh-client)
+# e2fsprogs (mkfs.ext4, e2fsck, resize2fs) + util-linux (losetup, fsfreeze): volumes are ext4
+# images on loop devices (aloft-runtime volumes, the agent itself).
+packages+=(e2fsprogs util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

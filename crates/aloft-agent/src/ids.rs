@@ -1,5 +1,5 @@
 //! Identifiers as Fly forms them: machine ids (14 lowercase hex), app ids (16 lowercase
-//! alphanumerics), machine names (`adjective-noun-NNNN`), versions (ULIDs), lease nonces,
+//! alphanumerics), volume and snapshot ids (`vol_…`, `vs_…`), machine names (`adjective-noun-NNNN`), versions (ULIDs), lease nonces,
 //! request ids (`<ULID>-<region>`), and the validation of user-chosen names.
 
 use rand::Rng;
@@ -140,6 +140,16 @@ const NOUNS: &[&str] = &[
 pub fn machine_id() -> String {
     let bytes: [u8; 7] = rand::thread_rng().gen();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A volume id, as Fly's: `vol_` and 16 lowercase alphanumerics.
+pub fn volume_id() -> String {
+    format!("vol_{}", random_alnum(16))
+}
+
+/// A volume snapshot id: `vs_` and 16 lowercase alphanumerics.
+pub fn snapshot_id() -> String {
+    format!("vs_{}", random_alnum(16))
 }
 
 /// An app id: 16 lowercase alphanumerics.

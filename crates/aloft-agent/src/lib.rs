@@ -32,6 +32,7 @@ pub mod secrets_key;
 pub mod settings;
 pub mod supervisor;
 pub mod tokens;
+pub mod volumes_autoextend;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -234,7 +235,19 @@ impl Agent {
             .map_err(|e| AgentError::ImageStore(e.to_string()))?
             .map_err(|e| AgentError::ImageStore(e.to_string()))?;
         ctl.set_oci_store(oci);
+        let volumes_dir = config.data_dir.join("volumes");
+        ctl.set_volume_host(
+            tokio::task::spawn_blocking(move || {
+                aloft_runtime::volumes::VolumeHost::new(volumes_dir)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string())),
+        );
         tokio::spawn(ctl.clone().run_runtime_events(events));
+        tokio::spawn(volumes_autoextend::run(
+            ctl.clone(),
+            config.volume_extend_interval,
+        ));
         let report = ctl
             .reconcile()
             .await
@@ -247,6 +260,9 @@ impl Agent {
                 "reconciled machines left by the previous agent"
             );
         }
+        ctl.reconcile_volumes()
+            .await
+            .map_err(|e| AgentError::Reconcile(format!("volumes: {e}")))?;
         ctl.restore_service_addresses()
             .await
             .map_err(|e| AgentError::Reconcile(format!("restoring Flycast addresses: {e}")))?;

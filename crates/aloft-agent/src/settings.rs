@@ -12,6 +12,10 @@ pub const LOCK_FILE: &str = "agent.lock";
 /// The SQLite database in the data dir.
 pub const DB_FILE: &str = "state.db";
 
+/// How often attached volumes are checked for automatic extension when not told otherwise
+/// (see `crate::volumes_autoextend`).
+pub const DEFAULT_VOLUME_EXTEND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How an agent is set up.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -50,6 +54,9 @@ pub struct AgentConfig {
     pub schedule_unit: aloft_api::schedule::PeriodUnit,
     /// How machines' metrics endpoints (`[metrics]`) are scraped (see the `metrics_scrape` module).
     pub metrics: ScrapeSettings,
+    /// How often attached volumes are checked for automatic extension
+    /// (`aloft agent --volume-extend-interval`; see `crate::volumes_autoextend`).
+    pub volume_extend_interval: std::time::Duration,
 }
 
 /// How machines are scraped (`aloft agent --metrics-*`).
@@ -130,6 +137,7 @@ impl AgentConfig {
             insecure_listen: false,
             schedule_unit: Default::default(),
             metrics: Default::default(),
+            volume_extend_interval: DEFAULT_VOLUME_EXTEND_INTERVAL,
         }
     }
 

@@ -17,6 +17,10 @@ pub struct ScaleCountRequest {
     /// `--max-per-region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_region: Option<u32>,
+    /// `--with-new-volumes`: new machines of groups with `[[mounts]]` get new volumes, never
+    /// the unattached ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_new_volumes: bool,
     /// Only plan: nothing is recorded or changed.
     #[serde(default)]
     pub dry_run: bool,

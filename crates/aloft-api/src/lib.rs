@@ -25,6 +25,7 @@ pub mod routes;
 pub mod schedule;
 pub mod secrets;
 pub mod tokens;
+pub mod volumes;
 
 pub use duration::GoDuration;
 pub use guest::{Guest, GuestError, VmPreset, VM_PRESETS};

@@ -88,6 +88,22 @@ pub fn machine_wait(app: &str, id: &str) -> String {
 pub fn machine_metadata(app: &str, id: &str, key: &str) -> String {
     format!("/v1/apps/{app}/machines/{id}/metadata/{key}")
 }
+/// `GET` the app's volumes, `POST` a new one ([`crate::volumes`]).
+pub fn volumes(app: &str) -> String {
+    format!("/v1/apps/{app}/volumes")
+}
+/// `GET`, `POST` (update) or `DELETE` one volume.
+pub fn volume(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/volumes/{id}")
+}
+/// `PUT`: grow a volume (online).
+pub fn volume_extend(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/volumes/{id}/extend")
+}
+/// `GET` a volume's snapshots, `POST` a new one.
+pub fn volume_snapshots(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/volumes/{id}/snapshots")
+}
 
 // ---- Aloft's own routes
 
@@ -215,5 +231,9 @@ mod tests {
         );
         assert_eq!(release_events("a", 3), "/v1/apps/a/releases/3/events");
         assert_eq!(image("a", "ab12"), "/v1/apps/a/images/ab12");
+        assert_eq!(
+            volume_extend("a", "vol_1"),
+            "/v1/apps/a/volumes/vol_1/extend"
+        );
     }
 }

@@ -13,6 +13,10 @@ use aloft_api::images::ImageInfo;
 use aloft_api::network::{AllocateIpRequest, DnsAnswer, IpAddress, IpKind};
 use aloft_api::routes;
 use aloft_api::tokens::{AppEvent, CreateTokenRequest, CreatedToken, TokenInfo};
+use aloft_api::volumes::{
+    CreateVolumeRequest, ExtendVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume,
+    VolumeSnapshot,
+};
 use aloft_api::{
     App, CreateAppRequest, CreateMachineRequest, ErrorResponse, ListAppsResponse, LogLine, Machine,
     MachineState, ProxyPort, StopRequest,
@@ -680,6 +684,84 @@ impl Client {
             token,
             _keep_alive: None,
         }
+    }
+
+    // ---- volumes
+
+    /// The app's volumes, destroyed ones left out (`GET /v1/apps/{app}/volumes`).
+    pub async fn list_volumes(&self, app: &str) -> anyhow::Result<Vec<Volume>> {
+        self.json(Method::GET, &routes::volumes(app), None::<&()>)
+            .await
+    }
+
+    /// One volume (`GET …/volumes/{id}`).
+    pub async fn get_volume(&self, app: &str, id: &str) -> anyhow::Result<Volume> {
+        self.json(Method::GET, &routes::volume(app, id), None::<&()>)
+            .await
+    }
+
+    /// A new volume: empty, from a snapshot (`snapshot_id`) or a fork of another volume
+    /// (`source_volume_id`) (`POST …/volumes`).
+    pub async fn create_volume(
+        &self,
+        app: &str,
+        req: &CreateVolumeRequest,
+    ) -> anyhow::Result<Volume> {
+        self.json(Method::POST, &routes::volumes(app), Some(req))
+            .await
+    }
+
+    /// Changes a volume's settings (`POST …/volumes/{id}`).
+    pub async fn update_volume(
+        &self,
+        app: &str,
+        id: &str,
+        req: &UpdateVolumeRequest,
+    ) -> anyhow::Result<Volume> {
+        self.json(Method::POST, &routes::volume(app, id), Some(req))
+            .await
+    }
+
+    /// Destroys an unattached volume and its data (`DELETE …/volumes/{id}`).
+    pub async fn destroy_volume(&self, app: &str, id: &str) -> anyhow::Result<Volume> {
+        self.json(Method::DELETE, &routes::volume(app, id), None::<&()>)
+            .await
+    }
+
+    /// Grows a volume to `size_gb`, online (`PUT …/volumes/{id}/extend`).
+    pub async fn extend_volume(
+        &self,
+        app: &str,
+        id: &str,
+        size_gb: u32,
+    ) -> anyhow::Result<ExtendVolumeResponse> {
+        let req = ExtendVolumeRequest { size_gb };
+        self.json(Method::PUT, &routes::volume_extend(app, id), Some(&req))
+            .await
+    }
+
+    /// A volume's snapshots, oldest first (`GET …/volumes/{id}/snapshots`).
+    pub async fn list_volume_snapshots(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> anyhow::Result<Vec<VolumeSnapshot>> {
+        self.json(Method::GET, &routes::volume_snapshots(app, id), None::<&()>)
+            .await
+    }
+
+    /// Takes a snapshot of a volume now (`POST …/volumes/{id}/snapshots`).
+    pub async fn create_volume_snapshot(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> anyhow::Result<VolumeSnapshot> {
+        self.json(
+            Method::POST,
+            &routes::volume_snapshots(app, id),
+            None::<&()>,
+        )
+        .await
     }
 
     // ---- exec and ps

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use aloft_api::volumes::{CreateVolumeRequest, Volume};
 use aloft_api::{
     CreateMachineRequest, Machine, MachineConfig, MachineService, MachineState,
     UpdateMachineRequest,
@@ -79,6 +80,15 @@ impl DeployTarget for Instant0 {
     }
     async fn switch_traffic(&self, _g: &[String], _b: &[String]) -> Result<(), TargetError> {
         Ok(())
+    }
+    async fn list_volumes(&self) -> Result<Vec<Volume>, TargetError> {
+        Ok(Vec::new())
+    }
+    async fn create_volume(&self, _req: CreateVolumeRequest) -> Result<Volume, TargetError> {
+        Err(TargetError::Other("the bench deploys no volumes".into()))
+    }
+    fn default_region(&self, _primary: Option<&str>) -> String {
+        "gru".into()
     }
     async fn record(&self, _event: DeployEvent) -> Result<(), TargetError> {
         Ok(())

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use aloft_api::volumes::{CreateVolumeRequest, Volume};
 use aloft_api::{CreateMachineRequest, Machine, MachineState, UpdateMachineRequest};
 use futures_util::stream::{self, TryStreamExt};
 
@@ -40,6 +41,7 @@ use aloft_api::metadata::{SCALE_SLOT, SECRETS_RELEASE};
 mod bluegreen;
 mod canary;
 mod release_command;
+mod volumes;
 
 /// An error of the platform under the engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +116,16 @@ pub trait DeployTarget: Sync {
         green: &[String],
         blue: &[String],
     ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Every volume of the app that is not destroyed.
+    fn list_volumes(&self) -> impl Future<Output = Result<Vec<Volume>, TargetError>> + Send;
+    /// Creates a volume (for a new machine of a group with `[[mounts]]`).
+    fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> impl Future<Output = Result<Volume, TargetError>> + Send;
+    /// The region of a machine created without one, whose env says `primary` as its
+    /// `PRIMARY_REGION` (where its volume is made).
+    fn default_region(&self, primary: Option<&str>) -> String;
     /// Persists and publishes one progress event of the release. `Started` means the release is
     /// running, `Finished` carries its terminal status.
     fn record(&self, event: DeployEvent) -> impl Future<Output = Result<(), TargetError>> + Send;
@@ -165,6 +177,14 @@ pub enum EngineError {
     },
     #[error("blue-green deploy failed before the traffic switch; the green machines were destroyed and the blue ones keep serving: {0}")]
     BlueGreen(Box<EngineError>),
+    #[error("could not list the app's volumes: {0}")]
+    Volumes(TargetError),
+    #[error("could not create a volume {name:?} for a new machine of group {group:?}: {source}")]
+    CreateVolume {
+        group: String,
+        name: String,
+        source: TargetError,
+    },
     #[error("could not record progress: {0}")]
     Record(TargetError),
     #[error("the release did not converge after {0} passes; machines keep changing under it")]
@@ -553,7 +573,8 @@ impl<T: DeployTarget> Engine<'_, T> {
             .await
     }
 
-    async fn create_all(&self, create: Vec<CreateWork>) -> Result<(), EngineError> {
+    async fn create_all(&self, mut create: Vec<CreateWork>) -> Result<(), EngineError> {
+        self.give_volumes(&mut create).await?;
         let lease_ttl = self.release.spec.deploy.wait_timeout().as_secs().max(1);
         let created: Vec<Option<(String, String)>> = stream::iter(create.into_iter().map(Ok))
             .map_ok(|c| async move {
@@ -752,6 +773,22 @@ pub(crate) mod memory {
         pub failing: Vec<String>,
         /// Traffic switches, in order: (green, blue).
         pub switches: Vec<(Vec<String>, Vec<String>)>,
+        /// Volumes by id; attached when a machine's `config.mounts[0].volume` names them.
+        pub volumes: BTreeMap<String, Volume>,
+    }
+
+    /// An unattached volume.
+    pub fn volume(id: &str, name: &str, region: &str, size_gb: u32) -> Volume {
+        Volume {
+            id: id.into(),
+            name: name.into(),
+            state: aloft_api::volumes::STATE_CREATED.into(),
+            size_gb,
+            region: region.into(),
+            created_at: format!("2026-03-01T00:00:00.{id}Z"),
+            host_status: "ok".into(),
+            ..Volume::default()
+        }
     }
 
     #[derive(Default)]
@@ -961,6 +998,45 @@ pub(crate) mod memory {
                 )));
             }
             Ok(())
+        }
+
+        async fn list_volumes(&self) -> Result<Vec<Volume>, TargetError> {
+            let s = self.state.lock().unwrap();
+            if s.kill_at.is_some_and(|k| s.ops >= k) {
+                return Err(TargetError::Other("agent killed".into()));
+            }
+            Ok(s.volumes
+                .values()
+                .map(|v| {
+                    let holder = s.machines.values().find(|m| {
+                        m.config
+                            .mounts
+                            .first()
+                            .is_some_and(|mount| mount.volume == v.id)
+                    });
+                    Volume {
+                        attached_machine_id: holder.map(|m| m.id.clone()),
+                        ..v.clone()
+                    }
+                })
+                .collect())
+        }
+
+        async fn create_volume(&self, req: CreateVolumeRequest) -> Result<Volume, TargetError> {
+            self.op(|s| {
+                let v = volume(
+                    &format!("vol_{:04}", s.volumes.len() + 1),
+                    &req.name,
+                    &req.region,
+                    req.size_gb.unwrap_or(3),
+                );
+                s.volumes.insert(v.id.clone(), v.clone());
+                Ok(v)
+            })
+        }
+
+        fn default_region(&self, _primary: Option<&str>) -> String {
+            "gru".into()
         }
 
         async fn record(&self, event: DeployEvent) -> Result<(), TargetError> {
@@ -1257,6 +1333,7 @@ mod tests {
             .map(|i| machine(&format!("w{i}"), "web", MachineState::Started, "gru"))
             .collect();
         let work = crate::spec::ScaleWork {
+            avoid_volumes: Vec::new(),
             summary: "web=7".into(),
             create: (0..5)
                 .map(|n| crate::spec::SlotCreate {
@@ -1320,6 +1397,7 @@ mod tests {
         assert_eq!(plan.updates.len(), 3);
         let mut r = release(s, crate::spec::FrozenPlan::default(), 2);
         r.scale = Some(crate::spec::ScaleWork {
+            avoid_volumes: Vec::new(),
             summary: "vm performance-2x -g web".into(),
             guest: plan.updates.clone(),
             ..Default::default()
@@ -1397,6 +1475,7 @@ mod tests {
         ms.push(machine("c0", "cron", MachineState::Started, "gru"));
         let mut r = release(s, crate::spec::FrozenPlan::default(), 2);
         r.scale = Some(crate::spec::ScaleWork {
+            avoid_volumes: Vec::new(),
             summary: "secrets".into(),
             secrets: ms
                 .iter()

@@ -112,6 +112,20 @@ pub enum DeployEvent {
         id: String,
         group: String,
     },
+    /// A volume was created for a new machine of `group` (its `[[mounts]]` source).
+    VolumeCreated {
+        id: String,
+        name: String,
+        region: String,
+        size_gb: u32,
+        group: String,
+    },
+    /// A new machine of `group` takes an unattached volume that existed already.
+    VolumeReused {
+        id: String,
+        name: String,
+        group: String,
+    },
     /// The release reached a terminal status.
     Finished {
         status: ReleaseStatus,
@@ -222,6 +236,16 @@ impl DeployEvent {
             DeployEvent::BlueDestroyed { id, group } => format!("Destroyed blue {id} [{group}]"),
             DeployEvent::GreenDestroyed { id, group } => {
                 format!("Destroyed green {id} [{group}]")
+            }
+            DeployEvent::VolumeCreated {
+                id,
+                name,
+                region,
+                size_gb,
+                group,
+            } => format!("Created volume {id} '{name}' ({size_gb} GB) in {region} [{group}]"),
+            DeployEvent::VolumeReused { id, name, group } => {
+                format!("Using unattached volume {id} '{name}' [{group}]")
             }
             DeployEvent::Finished {
                 status,

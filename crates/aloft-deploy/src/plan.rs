@@ -8,6 +8,14 @@
 //! * [`converge`] says what is left to do for a release given the machines that exist *now*; the
 //!   engine calls it on every (re)run, which makes a deploy resumable and idempotent.
 //! * [`config_for_update`] / [`config_for_new`] build a machine's config for a group.
+//!
+//! Volumes (`[[mounts]]`, §3.2 steps 14–15, §3.4, §6 item 6): a machine keeps its volume for
+//! life; an update merges the group's mount into the machine's, keeping the volume id
+//! ([`merge_mounts`]; a new `destination` applies in place). A mount added, removed or renamed
+//! replaces the machine ([`mount_change`]): flyctl errors on a renamed source and on a new group
+//! without a hand-made volume; Aloft replaces (the machine is destroyed, confirmed like any
+//! destroy, and a new one made; the old volume stays, unattached) and creates the volumes new
+//! machines need (`crate::engine` picks or creates them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -16,7 +24,7 @@ use aloft_api::metadata::{
     CANARY, LEGACY_PROCESS_GROUP, PLATFORM_VERSION, PLATFORM_VERSION_V2, PROCESS_GROUP, RELEASE_ID,
     RELEASE_VERSION, RESERVED_GROUPS,
 };
-use aloft_api::{Guest, Machine, MachineConfig, MachineState};
+use aloft_api::{Guest, Machine, MachineConfig, MachineMount, MachineState};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{FrozenPlan, PlannedDestroy, Release, ReleaseMeta, ReleaseSpec, Strategy};
@@ -113,6 +121,15 @@ impl DeployPlan {
         self.frozen.destroy.iter().map(|d| d.id.clone()).collect()
     }
 
+    /// How many machines of `group` are replaced.
+    fn replaced_in(&self, group: &str) -> usize {
+        self.frozen
+            .destroy
+            .iter()
+            .filter(|d| d.group == group && self.frozen.replace.contains_key(&d.id))
+            .count()
+    }
+
     /// The summary printed before deploying (§3.3 step 3), or `None` when the group set is unchanged.
     pub fn describe_group_changes(&self) -> Option<String> {
         if self.frozen.create.is_empty() && self.frozen.destroy.is_empty() {
@@ -125,10 +142,18 @@ impl DeployPlan {
         });
         let mut destroy_by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for d in &self.frozen.destroy {
+            if self.frozen.replace.contains_key(&d.id) {
+                continue;
+            }
             destroy_by_group
                 .entry(d.group.as_str())
                 .or_default()
                 .push(d.id.as_str());
+        }
+        for d in &self.frozen.destroy {
+            if let Some(why) = self.frozen.replace.get(&d.id) {
+                let _ = writeln!(out, " * replace \"{}\" machine {}: {why}", d.group, d.id);
+            }
         }
         for (group, ids) in destroy_by_group {
             let label = if group.is_empty() {
@@ -156,6 +181,17 @@ impl DeployPlan {
                     out,
                     " * create {n} \"{group}\" {noun} and 1 standby machine for it"
                 );
+                continue;
+            }
+            // Replacements keep their group at its count (said above): only more is news.
+            let kept =
+                self.updates.iter().filter(|u| u.group == *group).count() + self.replaced_in(group);
+            let n = &if self.replaced_in(group) > 0 {
+                n.saturating_sub(kept as u32)
+            } else {
+                *n
+            };
+            if *n == 0 {
                 continue;
             }
             let noun = if *n == 1 { "machine" } else { "machines" };
@@ -254,6 +290,15 @@ pub fn plan_deploy_restoring(
         if !scope.contains(group) {
             continue;
         }
+        if let Some(why) = mount_change(&m.config, &spec.groups[group]) {
+            frozen.destroy.push(PlannedDestroy {
+                id: m.id.clone(),
+                group: group.to_string(),
+                region: m.region.clone(),
+            });
+            frozen.replace.insert(m.id.clone(), why);
+            continue;
+        }
         let keep_stopped = !meant_to_run(m.state);
         if keep_stopped {
             frozen.keep_stopped.insert(m.id.clone());
@@ -296,6 +341,14 @@ pub fn plan_deploy_restoring(
             if n > 0 {
                 frozen.create.insert(group.clone(), n);
             }
+        }
+    }
+    // A replaced machine is destroyed and its group brought back to its count.
+    for d in &frozen.destroy {
+        if frozen.replace.contains_key(&d.id) {
+            let have = per_group.get(d.group.as_str()).copied().unwrap_or(0) as u32;
+            let n = frozen.create.entry(d.group.clone()).or_insert(0);
+            *n = (*n).max(have);
         }
     }
     let counts = spec
@@ -457,7 +510,7 @@ pub fn config_for_update(
     cfg.services = group_cfg.services.clone();
     cfg.checks = group_cfg.checks.clone();
     cfg.env = group_cfg.env.clone();
-    cfg.mounts = group_cfg.mounts.clone();
+    cfg.mounts = merge_mounts(&existing.mounts, &group_cfg.mounts);
     cfg.restart = group_cfg.restart.clone();
     cfg.metrics = group_cfg.metrics.clone();
     cfg.statics = group_cfg.statics.clone();
@@ -478,6 +531,46 @@ pub fn config_for_update(
     }
     apply_release_metadata(&mut cfg, group, release);
     cfg
+}
+
+/// The mounts an updated machine gets: the group's, keeping the volume the machine has when
+/// the names agree (the group's mount names a volume, the machine's carries its id). A changed
+/// `destination` is applied in place (§3.4).
+pub fn merge_mounts(existing: &[MachineMount], group: &[MachineMount]) -> Vec<MachineMount> {
+    let mut mounts = group.to_vec();
+    if let (Some(have), Some(want)) = (existing.first(), mounts.first_mut()) {
+        if have.name == want.name || want.name.is_empty() {
+            want.volume = have.volume.clone();
+            want.name = have.name.clone();
+        }
+    }
+    mounts
+}
+
+/// Why a machine's volume no longer fits its group's `[[mounts]]`, if it does not: the machine
+/// is then replaced (a machine gets a volume only when created, and keeps it for life), and
+/// its volume is kept, unattached (§3.4; flyctl refuses a renamed source, Aloft replaces).
+/// A changed `destination` alone is no reason: it is applied in place.
+pub fn mount_change(machine: &MachineConfig, group_cfg: &MachineConfig) -> Option<String> {
+    match (machine.mounts.first(), group_cfg.mounts.first()) {
+        (None, None) => None,
+        (Some(have), Some(want)) if have.name == want.name => None,
+        (Some(have), Some(want)) => Some(format!(
+            "its volume {} is named {:?} and the group's [[mounts]] source is now {:?}; the new \
+             machine gets a volume {:?} (volume {} is kept, unattached)",
+            have.volume, have.name, want.name, want.name, have.volume
+        )),
+        (Some(have), None) => Some(format!(
+            "the group has no [[mounts]] any more; the new machine has no volume (volume {} \
+             {:?}, mounted at {}, is kept, unattached: `aloft volumes list`)",
+            have.volume, have.name, have.path
+        )),
+        (None, Some(want)) => Some(format!(
+            "the group now mounts a volume {:?} at {}, and a machine gets its volume only when \
+             created; the new machine gets one",
+            want.name, want.path
+        )),
+    }
 }
 
 /// The config of a new machine of `group`: the group's config, the release image and labels,

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use aloft_api::regions::is_known_region;
+use aloft_api::volumes::Volume;
 use aloft_api::{Guest, GuestError, Machine, MachineConfig, MachineState, VmPreset};
 use serde::{Deserialize, Serialize};
 
@@ -270,6 +271,61 @@ pub fn describe_lines(lines: &[PlanLine]) -> String {
             "{:+4} machines for group '{}' on region '{}' of size '{}'",
             l.delta, l.group, region, l.size
         );
+    }
+    out
+}
+
+/// The volume lines under the plan lines (flyctl-behaviour §4.1 step 6): for each line that
+/// adds machines of a group with `[[mounts]]`, how many unattached volumes of the mount's
+/// `source` in that region it takes (none with `--with-new-volumes`) and how many it creates.
+/// The engine makes the same choice when it runs ([`crate::engine`]).
+pub fn describe_volume_lines(
+    lines: &[PlanLine],
+    spec: &ReleaseSpec,
+    volumes: &[Volume],
+    with_new_volumes: bool,
+) -> String {
+    let mut out = String::new();
+    let mut used: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.delta > 0) {
+        let Some(mount) = spec.groups.get(&l.group).and_then(|c| c.mounts.first()) else {
+            continue;
+        };
+        let in_region = |v: &&Volume| l.region.is_empty() || v.region == l.region;
+        let free = if with_new_volumes {
+            0
+        } else {
+            volumes
+                .iter()
+                .filter(|v| v.name == mount.name && v.attached_machine_id.is_none())
+                .filter(|v| v.state == aloft_api::volumes::STATE_CREATED)
+                .filter(in_region)
+                .count()
+        };
+        let taken = used
+            .entry((mount.name.clone(), l.region.clone()))
+            .or_default();
+        let reuse = free.saturating_sub(*taken).min(l.delta as usize);
+        *taken += reuse;
+        let create = l.delta as usize - reuse;
+        let size = mount
+            .size_gb
+            .or(spec.deploy.volume_initial_size)
+            .unwrap_or(crate::spec::DEFAULT_VOLUME_SIZE_GB);
+        if reuse > 0 {
+            let _ = writeln!(
+                out,
+                "     using {reuse} unattached volume(s) '{}' for group '{}'",
+                mount.name, l.group
+            );
+        }
+        if create > 0 {
+            let _ = writeln!(
+                out,
+                "     creating {create} volume(s) '{}' of {size} GB for group '{}'",
+                mount.name, l.group
+            );
+        }
     }
     out
 }
@@ -796,6 +852,50 @@ mod tests {
     use super::*;
     use crate::plan::tests::{machine, spec};
     use aloft_api::MachineState::{Started, Stopped};
+
+    #[test]
+    fn volume_lines_say_what_is_reused_and_what_is_created() {
+        let mut s = spec(&[("web", true), ("cron", false)]);
+        s.groups.get_mut("web").unwrap().mounts = vec![aloft_api::MachineMount {
+            name: "data".into(),
+            path: "/data".into(),
+            size_gb: Some(3),
+            ..Default::default()
+        }];
+        let line = |group: &str, region: &str, delta| PlanLine {
+            group: group.into(),
+            region: region.into(),
+            delta,
+            size: "shared-cpu-1x".into(),
+        };
+        let lines = [
+            line("web", "gru", 3),
+            line("cron", "gru", 2),
+            line("web", "ams", -1),
+        ];
+        let volume = |id: &str, region: &str| Volume {
+            id: id.into(),
+            name: "data".into(),
+            state: aloft_api::volumes::STATE_CREATED.into(),
+            size_gb: 3,
+            region: region.into(),
+            ..Volume::default()
+        };
+        let free = volume("vol_1", "gru");
+        let mut attached = volume("vol_2", "gru");
+        attached.attached_machine_id = Some("m1".into());
+        let elsewhere = volume("vol_3", "ams");
+        let volumes = [free, attached, elsewhere];
+        assert_eq!(
+            describe_volume_lines(&lines, &s, &volumes, false),
+            "     using 1 unattached volume(s) 'data' for group 'web'\n     \
+             creating 2 volume(s) 'data' of 3 GB for group 'web'\n"
+        );
+        assert_eq!(
+            describe_volume_lines(&lines, &s, &volumes, true),
+            "     creating 3 volume(s) 'data' of 3 GB for group 'web'\n"
+        );
+    }
 
     fn meta() -> ReleaseMeta {
         ReleaseMeta {

@@ -30,6 +30,23 @@ pub struct ReleaseSpec {
     /// The fly.toml the spec was made from, kept for `releases` and debugging. Never interpreted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Group (with a `[[mounts]]`) → the settings of the volumes deploy and scale create for
+    /// its machines; a group absent here gets the defaults. The mount itself (volume name, path,
+    /// `initial_size`, auto-extend) is in the group's `config.mounts[0]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, VolumeSettings>,
+}
+
+/// `[[mounts]]` settings that belong to the volume rather than to the machine's mount
+/// (flyctl-behaviour §1.7): given to the volumes deploy and scale create.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSettings {
+    /// Days (`snapshot_retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_retention: Option<u32>,
+    /// `scheduled_snapshots`, recorded as the volume's `auto_backup_enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_snapshots: Option<bool>,
 }
 
 impl ReleaseSpec {
@@ -69,7 +86,15 @@ pub struct DeployOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Boxed: the guest it may carry is large, and most deploys have none.
     pub release_command: Option<Box<ReleaseCommand>>,
+    /// `--volume-initial-size` (GB): the size of volumes created for mounts that give no
+    /// `initial_size`; else [`DEFAULT_VOLUME_SIZE_GB`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_initial_size: Option<u32>,
 }
+
+/// The size of a volume deploy or scale creates when neither `initial_size` nor
+/// `--volume-initial-size` says one (flyctl's).
+pub const DEFAULT_VOLUME_SIZE_GB: u32 = 1;
 
 /// A release command (flyctl-behaviour §3.6): its argv, run in a temporary machine of the new
 /// release (image, the default group's env and files, `RELEASE_COMMAND=1`).
@@ -115,6 +140,7 @@ impl Default for DeployOptions {
             max_concurrent: default_max_concurrent(),
             smoke_checks: true,
             release_command: None,
+            volume_initial_size: None,
         }
     }
 }
@@ -245,6 +271,12 @@ pub struct FrozenPlan {
     /// machine exists, as a stopped copy of it watching it.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub standby: BTreeSet<String>,
+    /// Machines replaced because their volume no longer matches their group's `[[mounts]]`
+    /// (flyctl-behaviour §3.4): id → why. Each is also in `destroy` (confirmed like any
+    /// destroy), and its group's count in `create`, so a new machine takes its place. The old
+    /// machine's volume is kept, unattached.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replace: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +352,11 @@ pub struct ScaleWork {
     /// one at a time, in this order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretsRestart>,
+    /// `--with-new-volumes`: the unattached volumes that existed when the operation was
+    /// planned, which its new machines must not take (they get new volumes). A volume created
+    /// by an interrupted run of the operation is not listed, so a resumed run takes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avoid_volumes: Vec<String>,
 }
 
 /// One machine a secrets operation restarts (an update that stamps the operation's release id

@@ -183,6 +183,7 @@ mod tests {
                 keep_stopped: ["m2".to_string()].into(),
                 groups: ["web".to_string()].into(),
                 standby: Default::default(),
+                replace: BTreeMap::new(),
             },
             desired_counts: [("web".to_string(), 3)].into(),
             image_digest: Some("sha256:ab".into()),
@@ -195,6 +196,7 @@ mod tests {
             error: Some("machine m3 crashed".into()),
             phase: None,
             scale: Some(ScaleWork {
+                avoid_volumes: Vec::new(),
                 summary: "web=3".into(),
                 create: vec![SlotCreate {
                     slot: "01J0000000000000000000000A:1".into(),

@@ -71,6 +71,7 @@ async fn main() {
             host_ports: Default::default(),
             container: None,
             secrets: Default::default(),
+            volumes: Vec::new(),
         }
     };
     let mut launch = Vec::with_capacity(m);

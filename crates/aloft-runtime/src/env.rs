@@ -205,6 +205,7 @@ mod tests {
             host_ports: BTreeMap::new(),
             container: None,
             secrets: SecretEnv::default(),
+            volumes: Vec::new(),
         }
     }
 

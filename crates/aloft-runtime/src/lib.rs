@@ -20,6 +20,7 @@ mod process;
 mod procs;
 mod supervisor;
 pub mod timestamp;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -106,6 +107,10 @@ pub struct LaunchSpec {
     /// (see [`env::environment`]). Never written anywhere but the machine's environment (and,
     /// for a container, its bundle's `config.json`, mode 0600).
     pub secrets: env::SecretEnv,
+    /// Volumes mounted into the machine (host directory → path inside), each mounted on the
+    /// host already ([`volumes::VolumeHost::mount`]). Container machines only: a host-process
+    /// machine with one is refused.
+    pub volumes: Vec<volumes::VolumeBind>,
 }
 
 /// What the runtime reports about processes, in order, per machine.
@@ -311,6 +316,17 @@ impl Runtime {
     /// Spawns the machine's process and supervises it under its restart policy. Returns the
     /// pid once the process runs (after exec), with `Started` already sent.
     pub async fn launch(&self, spec: LaunchSpec) -> Result<u32, RuntimeError> {
+        if spec.container.is_none() {
+            if let Some(v) = spec.volumes.first() {
+                return Err(RuntimeError::Container {
+                    machine_id: spec.machine_id.clone(),
+                    message: format!(
+                        "a host-process machine cannot mount a volume (at {:?}); run it from an image",
+                        v.destination
+                    ),
+                });
+            }
+        }
         supervisor::launch(&self.inner, spec).await
     }
 

@@ -1,6 +1,6 @@
 //! Durable state of an agent: apps, machines, machine versions, events, leases, the deploy
 //! state (releases with their event logs, uploaded images, per-group desired counts), API
-//! tokens and the apps' event logs in one SQLite database.
+//! tokens, the apps' event logs and volumes in one SQLite database.
 //!
 //! The API is synchronous: the agent calls it from `spawn_blocking` or a dedicated thread, never
 //! on an async worker thread. Everything goes through [`Store::read`] or [`Store::write`]; a write
@@ -26,6 +26,7 @@ mod reserve;
 mod secrets;
 mod tokens;
 mod tx;
+mod volumes;
 
 pub use cache::{ListedMachine, KEPT_EVENTS, LIST_EVENTS};
 pub use certs::CertificateRow;
@@ -38,6 +39,7 @@ pub use reserve::RESERVE_BYTES;
 pub use secrets::{SecretRow, SECRET_DEPLOYED, SECRET_STAGED, SECRET_UNSET};
 pub use tokens::{AppEventRow, TokenRow, KEPT_APP_EVENTS};
 pub use tx::{Tx, MAX_EVENTS_PER_MACHINE};
+pub use volumes::{SnapshotRow, VolumeRow};
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};

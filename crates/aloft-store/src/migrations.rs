@@ -8,7 +8,9 @@
 //! certificates of apps' custom hostnames (`certificates`: hostname → app, source, PEMs,
 //! validity), version 5 the apps' IP addresses (`ips`), version 6 the API tokens (`api_tokens`: id → name,
 //! kind, app, HMAC of the secret, times) and the apps' event log (`app_events`), version 7 the
-//! apps' secrets (`secrets`: encrypted values, keyed digests, deployed or staged).
+//! apps' secrets (`secrets`: encrypted values, keyed digests, deployed or staged), version 8 the
+//! apps' volumes (`volumes`: name, region, size, state, the machine attached) and their
+//! snapshots (`volume_snapshots`).
 
 use rusqlite::Connection;
 
@@ -224,6 +226,38 @@ CREATE TABLE secrets (
     updated_at  TEXT NOT NULL,
     PRIMARY KEY (app, name)
 );
+"#,
+    },
+    Migration {
+        version: 8,
+        description: "volumes (attached to at most one machine) and their snapshots",
+        sql: r#"
+CREATE TABLE volumes (
+    id                  TEXT PRIMARY KEY,
+    app                 TEXT NOT NULL REFERENCES apps(name),
+    name                TEXT NOT NULL,
+    region              TEXT NOT NULL,
+    size_gb             INTEGER NOT NULL,
+    state               TEXT NOT NULL,
+    attached_machine_id TEXT,
+    encrypted           INTEGER NOT NULL,
+    snapshot_retention  INTEGER NOT NULL,
+    auto_backup_enabled INTEGER NOT NULL,
+    created_at          TEXT NOT NULL
+);
+CREATE INDEX volumes_app ON volumes (app, created_at);
+-- A machine has at most one volume.
+CREATE UNIQUE INDEX volumes_attached ON volumes (attached_machine_id)
+    WHERE attached_machine_id IS NOT NULL;
+CREATE TABLE volume_snapshots (
+    id          TEXT PRIMARY KEY,
+    volume_id   TEXT NOT NULL,
+    app         TEXT NOT NULL REFERENCES apps(name),
+    size        INTEGER NOT NULL,
+    volume_size INTEGER NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX volume_snapshots_volume ON volume_snapshots (volume_id, created_at);
 "#,
     },
 ];

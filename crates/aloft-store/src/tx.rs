@@ -209,6 +209,7 @@ impl<'a> Tx<'a> {
     /// state (releases, images, group counts) and its event log, and revokes its tokens.
     pub fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
         self.delete_deploy_state(name)?;
+        self.delete_volumes(name)?;
         self.forget_app_tokens_and_events(name)?;
         self.record_change(Changes::cleared);
         let sub = "(SELECT id FROM machines WHERE app = ?1)";
@@ -269,6 +270,10 @@ impl<'a> Tx<'a> {
                  host_ports = ?12, restart_count = ?13, created_at = ?14, updated_at = ?15 WHERE id = ?1",
             )?
             .execute(rusqlite::params_from_iter(machine_params(m)))?;
+        if m.state == MachineState::Destroyed {
+            // In the same transaction: a destroyed machine never holds a volume.
+            self.detach_volume_of(&m.id)?;
+        }
         self.record_change(|c| c.machine_written(&m.id, m.state == MachineState::Destroyed));
         Ok(())
     }

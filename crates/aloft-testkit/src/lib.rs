@@ -9,6 +9,7 @@
 //! - [`reap`]: kills what an agent (in-process or not) left running and removes its cgroups.
 //! - [`privileged`]: skip a test that needs root, unless CI says it must run.
 //! - [`procs`]: whether a pid is alive; [`KillOnDrop`] for a plain child process.
+//! - [`volumes`]: unmount and free the volumes an agent left; what is still attached.
 //! - [`sshd`]: a real OpenSSH server on a loopback port with a test key ([`sshd::Sshd`]).
 //!
 //! Depends on no aloft crate, so any crate's tests may use it without a dependency cycle;
@@ -22,6 +23,7 @@ pub mod privileged;
 pub mod procs;
 pub mod reap;
 pub mod sshd;
+pub mod volumes;
 pub mod wait;
 
 pub use agent::AgentProc;

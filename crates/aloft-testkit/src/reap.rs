@@ -1,5 +1,6 @@
 //! Reaping what an agent left behind: its machines' processes and cgroups (and, through
-//! [`crate::containers::reap_containers`], its containers and their network).
+//! [`crate::containers::reap_containers`], its containers and their network; through
+//! [`crate::volumes::reap_volumes`], its volumes' mounts and loop devices).
 //!
 //! An agent's runtime records each running machine in `<data-dir>/runtime/pids/<machine id>`
 //! (JSON: `machine_id`, `pid`, `pgid`, `start_time`; see `aloft-runtime`'s `orphans` module)
@@ -47,6 +48,7 @@ pub fn reap_machines(data_dir: &Path, dead_agent: Option<u32>) -> Vec<String> {
     }
     if nix::unistd::geteuid().is_root() {
         crate::containers::reap_containers(data_dir);
+        crate::volumes::reap_volumes(data_dir);
     }
     reaped.sort();
     reaped.dedup();

@@ -78,6 +78,105 @@ pub enum Command {
     /// again (set, import, list, unset, deploy).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Volumes: filesystems of a fixed size that keep a machine's data (create, list, show,
+    /// extend, destroy, fork, snapshots).
+    #[command(subcommand, alias = "volume", alias = "vol")]
+    Volumes(VolumesCommand),
+}
+
+/// `aloft volumes …` (flyctl's `fly volumes`).
+#[derive(Debug, Subcommand)]
+pub enum VolumesCommand {
+    /// Create volumes: NAME is lowercase letters, digits and _ (at most 30).
+    Create {
+        name: String,
+        /// Size in GB (1-500).
+        #[arg(short = 's', long = "size", default_value_t = aloft_api::volumes::DEFAULT_SIZE_GB)]
+        size: u32,
+        /// The region [default: the agent's first].
+        #[arg(short = 'r', long)]
+        region: Option<String>,
+        /// How many volumes to create.
+        #[arg(short = 'n', long, default_value_t = 1)]
+        count: u32,
+        /// Restore this snapshot (vs_…) into the new volume.
+        #[arg(long = "snapshot-id")]
+        snapshot_id: Option<String>,
+        /// Snapshot retention in days (1-60).
+        #[arg(long = "snapshot-retention")]
+        snapshot_retention: Option<u32>,
+        /// Do not mark the volume as encrypted (Aloft never encrypts the disk image).
+        #[arg(long = "no-encryption")]
+        no_encryption: bool,
+        /// Accepted for flyctl's scripts: `create` asks nothing (flyctl's question about
+        /// spreading volumes over hosts has no meaning on one host).
+        #[arg(short = 'y', long)]
+        yes: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// The app's volumes (ID, STATE, NAME, SIZE, REGION, ZONE, ENCRYPTED, ATTACHED VM,
+    /// CREATED AT).
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// One volume's details.
+    Show {
+        id: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Grow a volume (online: its machine keeps running).
+    Extend {
+        id: String,
+        /// The new size in GB (larger than the current one).
+        #[arg(short = 's', long = "size")]
+        size: u32,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Destroy a volume and its data (refused while a machine has it).
+    #[command(alias = "delete", alias = "rm")]
+    Destroy {
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// A new volume with a copy of this volume's current data.
+    Fork {
+        id: String,
+        /// The new volume's name [default: the source's].
+        #[arg(long)]
+        name: Option<String>,
+        /// The new volume's region [default: the source's].
+        #[arg(short = 'r', long)]
+        region: Option<String>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// A volume's snapshots: list, create.
+    #[command(subcommand, alias = "snapshot")]
+    Snapshots(SnapshotsCommand),
+}
+
+/// `aloft volumes snapshots …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCommand {
+    /// The snapshots of a volume.
+    #[command(alias = "ls")]
+    List {
+        volume_id: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Take a snapshot of a volume now (a consistent copy of its data).
+    Create {
+        volume_id: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
 }
 
 /// `aloft tokens …` (flyctl's `fly tokens`).
@@ -326,6 +425,10 @@ pub struct AgentArgs {
     /// Time one scrape of a machine's metrics endpoint may take; a slower one counts as failed.
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
     pub metrics_timeout: std::time::Duration,
+    /// How often attached volumes are checked for automatic extension ([[mounts]]
+    /// auto_extend_size_*).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub volume_extend_interval: std::time::Duration,
     /// Bridge that container machines' network namespaces join (made on the first container
     /// start; one agent per bridge).
     #[arg(long, default_value = "aloft0")]
@@ -645,6 +748,9 @@ pub struct DeployArgs {
     /// else 5m].
     #[arg(long)]
     pub release_command_timeout: Option<String>,
+    /// Size in GB of the volumes created for [[mounts]] that give no initial_size [default: 1].
+    #[arg(long, value_name = "GB", value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub volume_initial_size: Option<u32>,
     /// Start the release and return without following it.
     #[arg(long)]
     pub detach: bool,
@@ -787,6 +893,9 @@ pub struct ScaleCountArgs {
     /// At most this many machines of a group per region.
     #[arg(long)]
     pub max_per_region: Option<u32>,
+    /// New machines of groups with [[mounts]] get new volumes instead of the unattached ones.
+    #[arg(long)]
+    pub with_new_volumes: bool,
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
@@ -808,9 +917,13 @@ pub enum MachineCommand {
     /// A new machine like ID (same group, release, guest, config).
     Clone {
         id: String,
-        /// Region of the clone [default: the source's].
+        /// Region of the clone [default: the --attach-volume volume's, else the source's].
         #[arg(short = 'r', long)]
         region: Option<String>,
+        /// Mount this unattached volume (`vol_id[:/path]`; the path defaults to the source's
+        /// mount) instead of a new empty one.
+        #[arg(long, value_name = "VOL_ID[:/PATH]")]
+        attach_volume: Option<String>,
         /// Do not wait for the clone to start.
         #[arg(long)]
         detach: bool,

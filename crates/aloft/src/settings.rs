@@ -167,6 +167,7 @@ pub fn has_json_output(cli: &Cli) -> bool {
         Command::Tokens(_) => true,
         Command::Releases(r) => r.command.is_none(),
         Command::Status(_) | Command::Images(_) | Command::Certs(_) => true,
+        Command::Volumes(_) => true,
         Command::Ips(_) | Command::Dig(_) => true,
         Command::Secrets(c) => matches!(c, crate::cli::SecretsCommand::List(_)),
         Command::Scale(c) => matches!(c, ScaleCommand::Show(_)),
@@ -424,6 +425,7 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         timeout: args.metrics_timeout,
         ..config.metrics
     };
+    config.volume_extend_interval = args.volume_extend_interval;
     config
 }
 
@@ -469,6 +471,8 @@ pub struct DeployFlags {
     pub skip_release_command: bool,
     /// `--release-command-timeout` (a Go duration, bare seconds or `none`).
     pub release_command_timeout: Option<String>,
+    /// `--volume-initial-size` (GB).
+    pub volume_initial_size: Option<u32>,
 }
 
 /// The deploy options and primary region: each flag, then fly.toml, then the default
@@ -507,6 +511,7 @@ pub fn deploy_options(
         ha: flags.ha,
         smoke_checks: flags.smoke_checks,
         release_command,
+        volume_initial_size: flags.volume_initial_size,
         ..DeployOptions::default()
     };
     if let Some(m) = flags.max_unavailable.or(deploy.max_unavailable) {
@@ -678,6 +683,7 @@ impl DeploySettings {
             primary_region: args.primary_region,
             skip_release_command: args.skip_release_command,
             release_command_timeout: args.release_command_timeout,
+            volume_initial_size: args.volume_initial_size,
         };
         let (options, primary_region) = deploy_options(&flags, &loaded.config)?;
         let build = BuildSettings::resolve(
@@ -1069,6 +1075,7 @@ mod tests {
             primary_region: None,
             skip_release_command: false,
             release_command_timeout: None,
+            volume_initial_size: None,
             detach: false,
             build_only: false,
             push: false,

@@ -21,6 +21,7 @@ pub mod scope;
 mod secrets;
 pub mod serve;
 mod tokens;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -109,6 +110,26 @@ pub fn routes() -> ApiRoutes {
         M::DELETE,
         "/v1/apps/{app}/certificates/{hostname}",
         certs::remove,
+    );
+    t.add(M::GET, "/v1/apps/{app}/volumes", volumes::list);
+    t.add(M::POST, "/v1/apps/{app}/volumes", volumes::create);
+    t.add(M::GET, "/v1/apps/{app}/volumes/{id}", volumes::get);
+    t.add(M::POST, "/v1/apps/{app}/volumes/{id}", volumes::update);
+    t.add(M::DELETE, "/v1/apps/{app}/volumes/{id}", volumes::destroy);
+    t.add(
+        M::PUT,
+        "/v1/apps/{app}/volumes/{id}/extend",
+        volumes::extend,
+    );
+    t.add(
+        M::GET,
+        "/v1/apps/{app}/volumes/{id}/snapshots",
+        volumes::snapshots,
+    );
+    t.add(
+        M::POST,
+        "/v1/apps/{app}/volumes/{id}/snapshots",
+        volumes::snapshot,
     );
     t.add(M::GET, "/v1/apps/{app}/releases", releases::list);
     t.add(M::POST, "/v1/apps/{app}/releases", releases::create);

@@ -51,7 +51,7 @@ pub async fn create(
     release_action(st, app, q, request, |app, request, dry_run, by| {
         DeployAction::CreateRelease {
             app,
-            request,
+            request: Box::new(request),
             dry_run,
             by,
         }

@@ -28,7 +28,7 @@ pub enum Access {
     /// Reads of the app named in the path.
     AppRead,
     /// Changes to the app named in the path that a deploy makes: machines, releases, images,
-    /// scale, certificates, addresses, leases, metadata.
+    /// scale, certificates, addresses, leases, metadata, volumes.
     AppWrite,
     /// Everything else: creating and deleting apps, tokens, image garbage collection.
     Org,
@@ -52,6 +52,14 @@ const TABLE: &[(&str, &str, Access)] = {
         ("POST", "/v1/apps/{app}/certificates", AppWrite),
         ("GET", "/v1/apps/{app}/certificates/{hostname}", AppRead),
         ("DELETE", "/v1/apps/{app}/certificates/{hostname}", AppWrite),
+        ("GET", "/v1/apps/{app}/volumes", AppRead),
+        ("POST", "/v1/apps/{app}/volumes", AppWrite),
+        ("GET", "/v1/apps/{app}/volumes/{id}", AppRead),
+        ("POST", "/v1/apps/{app}/volumes/{id}", AppWrite),
+        ("DELETE", "/v1/apps/{app}/volumes/{id}", AppWrite),
+        ("PUT", "/v1/apps/{app}/volumes/{id}/extend", AppWrite),
+        ("GET", "/v1/apps/{app}/volumes/{id}/snapshots", AppRead),
+        ("POST", "/v1/apps/{app}/volumes/{id}/snapshots", AppWrite),
         ("GET", "/v1/apps/{app}/releases", AppRead),
         ("POST", "/v1/apps/{app}/releases", AppWrite),
         ("POST", "/v1/apps/{app}/releases/rollback", AppWrite),

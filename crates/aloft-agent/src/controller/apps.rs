@@ -163,6 +163,8 @@ impl Controller {
                 }
             })?;
         }
+        // Machines are gone: their volumes go with the app (as on Fly).
+        self.destroy_app_volumes(name).await?;
         let n = name.to_string();
         let ips = self.db(move |s| s.read(|tx| tx.ips(&n))).await?;
         let n = name.to_string();

@@ -89,6 +89,7 @@ pub fn validate_config(config: &MachineConfig, image: &images::ResolvedImage) ->
     }
     refuse_unsupported(config)?;
     unimplemented::refuse_fly_only_fields(config)?;
+    super::volumes::check_mounts(config, image.container.is_some())?;
     check_statics(config, image)?;
     for (i, s) in config.services.iter().enumerate() {
         if s.internal_port == 0 {
@@ -131,13 +132,6 @@ pub fn validate_config(config: &MachineConfig, image: &images::ResolvedImage) ->
 /// Refuses config fields this agent cannot honour yet, naming each: accepting and dropping them
 /// would leave a machine that silently differs from what was asked.
 fn refuse_unsupported(config: &MachineConfig) -> DomainResult<()> {
-    if let Some(m) = config.mounts.first() {
-        return Err(DomainError::invalid_config(format!(
-            "config.mounts: volumes are not supported by this agent yet, so {:?} cannot be \
-             mounted; remove the mount (or the fly.toml [[mounts]] section) to run without it",
-            m.path
-        )));
-    }
     if let Some(f) = config.files.first() {
         return Err(DomainError::invalid_config(format!(
             "config.files: placing files into machines is not supported by this agent yet, so \
@@ -373,7 +367,7 @@ impl Controller {
         app: &str,
         action: CreateMachine,
     ) -> DomainResult<Machine> {
-        let req = action.request;
+        let mut req = action.request;
         unimplemented::refuse_fly_only_request_fields(&req)?;
         let image = self.validate_for_app(app, &req.config).await?;
         if !req.skip_launch {
@@ -397,6 +391,7 @@ impl Controller {
                 .regions
                 .default_for(req.config.env.get("PRIMARY_REGION").map(String::as_str)),
         };
+        let mount = self.resolve_mounts(app, &region, &mut req.config).await?;
         if let Some(name) = &req.name {
             if let Some(problem) = ids::machine_name_problem(name) {
                 return Err(DomainError::invalid_config(problem));
@@ -447,6 +442,12 @@ impl Controller {
                     if tx.app(&a)?.is_none() {
                         return Ok(None);
                     }
+                    if let Some(volume) = &mount.volume_id {
+                        // In the machine's own transaction: never two machines on one volume.
+                        if let Some(holder) = tx.attach_volume(volume, &rec.id)? {
+                            return Ok(Some(Err(super::volumes::in_use(volume, &holder))));
+                        }
+                    }
                     if generate_name {
                         // Retry on the rare clash with a live machine's generated name.
                         rec.name = ids::machine_name();
@@ -467,11 +468,11 @@ impl Controller {
                         }
                         None => None,
                     };
-                    Ok(Some((rec.clone(), lease)))
+                    Ok(Some(Ok((rec.clone(), lease))))
                 })
             })
             .await?
-            .ok_or_else(|| DomainError::app_not_found(app))?
+            .ok_or_else(|| DomainError::app_not_found(app))??
         };
         drop(port_claim);
         rec = rec2;
@@ -499,7 +500,7 @@ impl Controller {
         id: &str,
         action: UpdateMachine,
     ) -> DomainResult<Machine> {
-        let req = action.request;
+        let mut req = action.request;
         unimplemented::refuse_fly_only_request_fields(&req)?;
         let image = self.validate_for_app(app, &req.config).await?;
         let port_claim = self.claim_ports(app, &req.config.services).await?;
@@ -512,6 +513,7 @@ impl Controller {
                 rec.state
             )));
         }
+        Self::check_mount_update(&rec, &mut req.config)?;
         if let Some(v) = req.current_version.as_deref().filter(|v| !v.is_empty()) {
             if v != rec.instance_id {
                 return Err(DomainError::precondition(format!(
@@ -683,6 +685,14 @@ impl Controller {
         rec = self.save(rec, std::mem::take(&mut events)).await?;
         let mut spec = launch_spec(&rec, &image, self.org_of(&rec.app).await?);
         spec.secrets = secrets;
+        spec.volumes = match self.volume_binds(&rec).await {
+            Ok(v) => v,
+            Err(e) => {
+                let reason = fail(e.message().to_string());
+                self.mark_failed(rec, Vec::new(), &reason).await;
+                return Err(e);
+            }
+        };
         match self.sup.launch(spec).await {
             Ok(pid) => {
                 tracing::debug!(machine = %rec.id, pid, "launched");
@@ -915,9 +925,11 @@ impl Controller {
 
     /// Marks a machine destroyed (its process is gone) and drops its lease and lock.
     pub(crate) async fn finish_destroy(&self, id: &str, source: &str) -> DomainResult<()> {
+        let mut config = None;
         {
             let _guard = self.lock(id).await;
             if let Some(mut rec) = self.machine_by_id(id).await? {
+                config = Some((rec.app.clone(), rec.config.clone()));
                 rec.state = MachineState::Destroyed;
                 rec.desired = DesiredState::Destroyed;
                 let mid = rec.id.clone();
@@ -929,6 +941,10 @@ impl Controller {
         }
         let (sup, mid) = (self.sup.clone(), id.to_string());
         let _ = tokio::task::spawn_blocking(move || sup.release(&mid)).await;
+        if let Some((app, config)) = config {
+            // Detached in the store with the destroy (`put_machine`); the volume stays.
+            self.release_volume(&app, &config).await;
+        }
         self.forget_lock(id);
         Ok(())
     }
@@ -1141,6 +1157,7 @@ pub(crate) fn launch_spec(
         container: image.container.clone(),
         // Opened by the caller when it starts the machine (`Controller::secret_env`).
         secrets: Default::default(),
+        volumes: Vec::new(),
     }
 }
 

@@ -30,6 +30,7 @@ pub mod takeover;
 #[cfg(test)]
 mod tests;
 mod unimplemented;
+pub mod volumes;
 
 pub use capacity::Reserve;
 pub use error::{DomainError, DomainResult};
@@ -86,6 +87,8 @@ pub struct Controller {
     app_addresses: std::sync::RwLock<std::collections::BTreeMap<String, ips::AppAddresses>>,
     /// The key sealing app secrets (`secrets`), set once at agent start.
     secrets_key: std::sync::OnceLock<Arc<crate::secrets_key::Keyring>>,
+    /// The host's volumes, or why there are none (`volumes`), set once at agent start.
+    volumes: std::sync::OnceLock<Result<Arc<aloft_runtime::volumes::VolumeHost>, String>>,
 }
 
 /// Event `source` of API-initiated events.
@@ -119,6 +122,7 @@ impl Controller {
             ip_changes: tokio::sync::watch::channel(0).0,
             app_addresses: Default::default(),
             secrets_key: std::sync::OnceLock::new(),
+            volumes: std::sync::OnceLock::new(),
         }
     }
 

@@ -97,6 +97,11 @@ impl Controller {
                         tracing::warn!(machine = %rec.id, "its secrets do not open: {e}");
                         Default::default()
                     });
+                    // Mounted still (mounts outlive the agent); found again, not made twice.
+                    spec.volumes = self.volume_binds(&rec).await.unwrap_or_else(|e| {
+                        tracing::warn!(machine = %rec.id, "its volume cannot be mounted: {e}");
+                        Vec::new()
+                    });
                     match self.sup.adopt(spec).await {
                         Ok(Adopted::Running { .. }) | Ok(Adopted::Exited) => {
                             report.adopted.push(rec.id.clone());

@@ -644,3 +644,37 @@ async fn a_standby_takes_over_only_when_the_host_fails_its_machine() {
     let got = w.ctl.get_machine(APP, &standby).await.unwrap();
     assert_eq!(got.config.env["FLY_STANDBY_FOR"], primary);
 }
+
+#[tokio::test]
+async fn volumes_are_refused_with_the_reason_when_the_host_has_none() {
+    let w = World::new().await;
+    w.ctl
+        .set_volume_host(Err("volumes need an agent running as root".into()));
+    let req = aloft_api::volumes::CreateVolumeRequest {
+        name: "data".into(),
+        ..Default::default()
+    };
+    let err = w.ctl.create_volume(APP, req).await.unwrap_err();
+    assert!(
+        matches!(err, DomainError::Precondition(_)) && err.message().contains("running as root"),
+        "{err}"
+    );
+    assert!(w.ctl.list_volumes(APP).await.unwrap().is_empty());
+    // A machine naming a volume that does not exist is refused before anything is written.
+    let mut config = w.config();
+    config.mounts = vec![aloft_api::MachineMount {
+        volume: "vol_missing".into(),
+        path: "/data".into(),
+        ..Default::default()
+    }];
+    let request = CreateMachineRequest {
+        config,
+        ..Default::default()
+    };
+    let err = w
+        .ctl
+        .create_machine(APP, CreateMachine { request })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("config.mounts[0]"), "{err}");
+}

@@ -35,7 +35,8 @@ pub enum DeployAction {
     /// Plan a release against the machines now and, unless `dry_run`, record and run it.
     CreateRelease {
         app: String,
-        request: CreateReleaseRequest,
+        /// Boxed: a release spec is large, the other actions small.
+        request: Box<CreateReleaseRequest>,
         dry_run: bool,
         /// The name of the token that asked.
         by: Option<String>,
@@ -213,7 +214,7 @@ impl Deployer {
                 request,
                 dry_run,
                 by,
-            } => match self.create_release(&app, request, dry_run, by).await {
+            } => match self.create_release(&app, *request, dry_run, by).await {
                 Ok(Created::Release(r)) => DeployOutcome::Release(r),
                 Ok(Created::Plan(p)) => DeployOutcome::Plan(p),
                 Err(CreateError::Confirm(c)) => DeployOutcome::ConfirmationRequired(c),

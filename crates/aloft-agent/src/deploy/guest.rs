@@ -117,6 +117,7 @@ impl Deployer {
         let release = Release {
             image_digest,
             scale: Some(ScaleWork {
+                avoid_volumes: Vec::new(),
                 summary: summary(req, &plan.group),
                 guest: plan.updates,
                 ..ScaleWork::default()

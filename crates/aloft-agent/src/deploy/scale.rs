@@ -139,7 +139,19 @@ impl Deployer {
         plan: ScalePlan,
     ) -> DomainResult<Release> {
         let id = ulid::Ulid::new().to_string();
+        let avoid_volumes = if req.with_new_volumes {
+            self.ctl
+                .list_volumes(app)
+                .await?
+                .into_iter()
+                .filter(|v| v.attached_machine_id.is_none())
+                .map(|v| v.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let work = ScaleWork {
+            avoid_volumes,
             summary: summary(req, counts),
             guest: Vec::new(),
             secrets: Vec::new(),
@@ -223,6 +235,9 @@ fn summary(req: &ScaleCountRequest, counts: &BTreeMap<String, CountSpec>) -> Str
     }
     if let Some(n) = req.max_per_region {
         parts.push(format!("--max-per-region {n}"));
+    }
+    if req.with_new_volumes {
+        parts.push("--with-new-volumes".into());
     }
     parts.join(" ")
 }

@@ -111,6 +111,7 @@ impl Deployer {
         let release = Release {
             image_digest: base.and_then(|r| r.image_digest),
             scale: Some(ScaleWork {
+                avoid_volumes: Vec::new(),
                 summary,
                 secrets: restarts,
                 ..ScaleWork::default()

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aloft_api::volumes::{CreateVolumeRequest, Volume};
 use aloft_api::{CreateMachineRequest, Machine, MachineState, UpdateMachineRequest};
 use aloft_deploy::engine::{CommandExit, COMMAND_TAIL_LINES};
 use aloft_deploy::{DeployEvent, DeployTarget, ReleaseStatus, TargetError};
@@ -224,6 +225,25 @@ fn exit_status(m: &Machine) -> Option<String> {
 }
 
 impl DeployTarget for AgentTarget {
+    async fn list_volumes(&self) -> Result<Vec<Volume>, TargetError> {
+        self.ctl()
+            .list_volumes(self.app())
+            .await
+            .map_err(target_error)
+    }
+
+    async fn create_volume(&self, req: CreateVolumeRequest) -> Result<Volume, TargetError> {
+        self.check_cancel()?;
+        self.ctl()
+            .create_volume(self.app(), req)
+            .await
+            .map_err(target_error)
+    }
+
+    fn default_region(&self, primary: Option<&str>) -> String {
+        self.ctl().regions().default_for(primary)
+    }
+
     async fn list_machines(&self) -> Result<Vec<Machine>, TargetError> {
         self.ctl()
             .list_machines(

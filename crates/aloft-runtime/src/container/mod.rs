@@ -378,6 +378,7 @@ fn write_bundle(
         resolv_file: resolv.as_deref(),
         cgroups_path: &cgroups_path,
         nofile: s.nofile,
+        volumes: &spec.volumes,
     });
     write_json(&dir.join("config.json"), &config).map_err(io(dir))
 }

@@ -11,7 +11,7 @@
 //!   namespace from the network module, or a fresh empty one when none is given);
 //! - mounts: `/proc`, `/dev` (tmpfs with the standard nodes runc adds), `/dev/pts`, `/dev/shm`,
 //!   `/dev/mqueue`, `/sys` and its cgroup read-only, `/etc/hosts` and `/etc/hostname` files
-//!   the runtime writes per machine;
+//!   the runtime writes per machine; the machine's volumes (`LaunchSpec::volumes`), read-write;
 //! - capabilities: Docker's default set (what images built for Docker expect);
 //! - cgroup: `cgroupsPath` is the machine's own cgroup (`/<parent>/<machine_id>`), created with
 //!   the guest's limits by the runtime before the container starts, so limits, OOM detection
@@ -69,6 +69,8 @@ pub struct ContainerSpec<'a> {
     pub cgroups_path: &'a str,
     /// The soft `RLIMIT_NOFILE` the process starts with.
     pub nofile: u64,
+    /// Volumes, bind-mounted read-write at their paths.
+    pub volumes: &'a [crate::volumes::VolumeBind],
 }
 
 /// The `config.json` document.
@@ -155,6 +157,14 @@ fn mounts(spec: &ContainerSpec<'_>) -> Vec<Value> {
     if let Some(resolv) = spec.resolv_file {
         mounts.push(bind_ro(resolv, "/etc/resolv.conf"));
     }
+    for v in spec.volumes {
+        mounts.push(json!({
+            "destination": v.destination,
+            "type": "bind",
+            "source": v.source,
+            "options": ["rbind", "rw", "nosuid", "nodev"],
+        }));
+    }
     mounts
 }
 
@@ -239,6 +249,7 @@ mod tests {
             resolv_file: Some(Path::new("/r/resolv.conf")),
             cgroups_path: "/aloft/e2865013a9d086",
             nofile: 1024,
+            volumes: &[],
         };
         let c = config_json(&spec);
         assert_eq!(

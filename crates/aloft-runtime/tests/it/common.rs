@@ -189,6 +189,7 @@ pub fn spec(id: &str, image: &Path, config: MachineConfig) -> LaunchSpec {
         host_ports: BTreeMap::new(),
         container: None,
         secrets: Default::default(),
+        volumes: Vec::new(),
     }
 }
 

@@ -72,6 +72,7 @@ fn container_spec(id: &str, image_dir: &Path, image: ContainerImage, script: &st
     LaunchSpec {
         container: Some(image),
         secrets: Default::default(),
+        volumes: Vec::new(),
         ..spec(id, image_dir, config)
     }
 }

@@ -9,3 +9,4 @@ mod containers;
 mod net;
 mod resources;
 mod supervision;
+mod volumes;

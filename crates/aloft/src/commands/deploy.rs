@@ -44,11 +44,28 @@ pub fn spec_from_config(
     primary_region: Option<String>,
 ) -> anyhow::Result<ReleaseSpec> {
     let mut groups = std::collections::BTreeMap::new();
+    let mut volumes = std::collections::BTreeMap::new();
     for group in config.process_names() {
         let mut mc = config.machine_config_for(&group);
         mc.guest = config
             .guest_for(&group)
             .map_err(|e| anyhow!("group {group:?}: {e}"))?;
+        // The mount flattening kept (the first that applies): its volume settings.
+        if let Some(m) = config
+            .mounts
+            .iter()
+            .find(|m| config.applies_to(&m.processes, &group))
+        {
+            if m.snapshot_retention.is_some() || m.scheduled_snapshots.is_some() {
+                volumes.insert(
+                    group.clone(),
+                    aloft_deploy::spec::VolumeSettings {
+                        snapshot_retention: m.snapshot_retention,
+                        scheduled_snapshots: m.scheduled_snapshots,
+                    },
+                );
+            }
+        }
         groups.insert(group, mc);
     }
     Ok(ReleaseSpec {
@@ -58,6 +75,7 @@ pub fn spec_from_config(
         primary_region,
         deploy: options,
         source,
+        volumes,
     })
 }
 
@@ -209,14 +227,22 @@ pub async fn deploy(
         printer.text(&text);
     }
     if plan.needs_confirmation() {
-        let n = plan.frozen.destroy.len();
-        if !printer.confirm(
-            &format!(
+        let replaced = plan.frozen.replace.len();
+        let n = plan.frozen.destroy.len() - replaced;
+        let question = match (n, replaced) {
+            (_, 0) => format!(
                 "Destroy {n} machine(s) of process groups no longer in {}?",
                 input.config_path.display()
             ),
-            input.yes,
-        )? {
+            (0, r) => {
+                format!("Replace {r} machine(s) whose [[mounts]] changed (their volumes are kept)?")
+            }
+            (n, r) => format!(
+                "Destroy {n} machine(s) of removed process groups and replace {r} whose \
+                 [[mounts]] changed (their volumes are kept)?"
+            ),
+        };
+        if !printer.confirm(&question, input.yes)? {
             printer.note("Nothing deployed.");
             return Ok(None);
         }

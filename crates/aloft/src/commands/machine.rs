@@ -9,7 +9,7 @@ use aloft_api::{CreateMachineRequest, Machine, MachineState, StopRequest};
 use anyhow::{anyhow, bail, Context as _};
 
 use crate::cli::MachineCommand;
-use crate::commands::Context;
+use crate::commands::{clone_volume, Context};
 use aloft_client::{block_on, is_not_found, Client};
 
 pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -152,6 +152,7 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
         MachineCommand::Clone {
             id,
             region,
+            attach_volume,
             detach,
             standby_for,
             app,
@@ -162,20 +163,37 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             let app = ctx.app(&app)?;
             block_on(async {
                 let src = get(&client, &app, &id).await?;
+                let attach = attach_volume.as_deref();
+                let (region, attached) =
+                    clone_volume::clone_region(&client, &app, &src, region, attach).await?;
                 let mut config = src.config.clone();
                 if !standby_for.is_empty() {
                     config.set_standby_for(standby_ids(&standby_for, &src.id)?);
                 }
+                let attach = attach.zip(attached);
+                let volume = clone_volume::prepare(
+                    &client,
+                    &app,
+                    &src,
+                    &region,
+                    attach,
+                    &mut config,
+                    printer,
+                )
+                .await?;
                 let req = CreateMachineRequest {
                     skip_launch: config.is_standby(),
                     config,
-                    region: Some(region.unwrap_or_else(|| src.region.clone())),
+                    region: Some(region),
                     ..CreateMachineRequest::default()
                 };
-                let m = client
-                    .create_machine(&app, &req)
-                    .await
-                    .with_context(|| format!("cloning machine {id}"))?;
+                let m = match client.create_machine(&app, &req).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        volume.undo(&client, &app, printer).await;
+                        return Err(e.context(format!("cloning machine {id}")));
+                    }
+                };
                 printer.line(format_args!(
                     "Cloned {id} into {} [{}] region:{}",
                     m.id,
@@ -261,6 +279,13 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
                         .await
                         .with_context(|| format!("destroying machine {}", m.id))?;
                     printer.line(format_args!("{} has been destroyed", m.id));
+                    if let Some(v) = m.config.mounts.first().filter(|v| !v.volume.is_empty()) {
+                        printer.note(format_args!(
+                            "its volume {} '{}' is kept, unattached (`aloft volumes destroy {}` \
+                             removes it; a new machine of the group takes it)",
+                            v.volume, v.name, v.volume
+                        ));
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             })

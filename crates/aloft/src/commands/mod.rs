@@ -4,6 +4,7 @@
 mod agent;
 mod apps;
 mod certs;
+mod clone_volume;
 mod common;
 mod config;
 mod context;
@@ -18,6 +19,7 @@ mod secrets;
 mod status;
 mod tokens;
 mod up;
+mod volumes;
 
 use std::process::ExitCode;
 
@@ -96,5 +98,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Certs(cmd) => certs::run(cmd, ctx),
         Command::Tokens(cmd) => tokens::run(cmd, ctx),
         Command::Secrets(cmd) => secrets::run(cmd, ctx),
+        Command::Volumes(cmd) => volumes::run(cmd, ctx),
     }
 }

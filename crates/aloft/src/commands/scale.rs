@@ -68,6 +68,7 @@ fn count(args: ScaleCountArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 .collect(),
             regions: args.regions.clone(),
             max_per_region: args.max_per_region,
+            with_new_volumes: args.with_new_volumes,
             dry_run: true,
         };
         let ScaleAnswer::Plan(plan) = client.scale(&app, &req).await? else {
@@ -81,6 +82,22 @@ fn count(args: ScaleCountArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         printer.text(&scale::describe_lines(&plan.lines));
+        let mounts = |g: &str| {
+            release
+                .spec
+                .groups
+                .get(g)
+                .is_some_and(|c| !c.mounts.is_empty())
+        };
+        if plan.lines.iter().any(|l| l.delta > 0 && mounts(&l.group)) {
+            let volumes = client.list_volumes(&app).await?;
+            printer.text(&scale::describe_volume_lines(
+                &plan.lines,
+                &release.spec,
+                &volumes,
+                args.with_new_volumes,
+            ));
+        }
         if !printer.confirm(&format!("Scale app {app}?"), args.yes)? {
             printer.note("Nothing changed.");
             return Ok(ExitCode::FAILURE);

@@ -167,6 +167,7 @@ fn scale_answer(body: &str) -> (&'static str, String) {
     op.version = SCALE_OP;
     op.status = ReleaseStatus::Pending;
     op.scale = Some(aloft_deploy::ScaleWork {
+        avoid_volumes: Vec::new(),
         summary: String::new(),
         create: vec![],
         destroy: vec![],
