@@ -11,6 +11,7 @@ use aloft_api::exec::MachineExecRequest;
 use aloft_api::machine::{
     CreateAppRequest, CreateMachineRequest, StopRequest, UpdateMachineRequest,
 };
+use aloft_api::volumes::{CreateVolumeRequest, ExtendVolumeRequest, UpdateVolumeRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -167,6 +168,22 @@ fn create_app_request_keeps_every_fly_field() {
 fn exec_request_keeps_every_fly_field() {
     assert_eq!(
         round_trip::<MachineExecRequest>("MachineExecRequest"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn volume_requests_keep_every_fly_field() {
+    assert_eq!(
+        round_trip::<CreateVolumeRequest>("CreateVolumeRequest"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        round_trip::<UpdateVolumeRequest>("UpdateVolumeRequest"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        round_trip::<ExtendVolumeRequest>("ExtendVolumeRequest"),
         Vec::<String>::new()
     );
 }
