@@ -210,10 +210,11 @@ mod tests {
             .collect();
         assert_eq!(new, vec![1, 1]);
         drop(st);
-        assert_eq!(
-            volumes_of(&t, "cron"),
-            vec![String::new()],
-            "no mount, no volume"
+        // cron (a machine and its standby: no services, no mounts) has no mount, so no volume.
+        let cron = volumes_of(&t, "cron");
+        assert!(
+            !cron.is_empty() && cron.iter().all(String::is_empty),
+            "no mount, no volume: {cron:?}"
         );
     }
 
