@@ -33,11 +33,14 @@ pub async fn get(
     Ok(Json(st.ctl.get_volume(&app, &id).await?).into_response())
 }
 
+/// An unknown app or volume is a 404 whatever the body (checked before the body is read).
 pub async fn update(
     State(st): State<AppState>,
     P((app, id)): P<(String, String)>,
-    Body(body): Body<UpdateVolumeRequest>,
+    req: Request,
 ) -> HttpResult<Response> {
+    st.ctl.get_volume(&app, &id).await?;
+    let Body(body) = Body::<UpdateVolumeRequest>::from_request(req, &st).await?;
     Ok(Json(st.ctl.update_volume(&app, &id, body).await?).into_response())
 }
 
@@ -48,11 +51,14 @@ pub async fn destroy(
     Ok(Json(st.ctl.destroy_volume(&app, &id).await?).into_response())
 }
 
+/// An unknown app or volume is a 404 whatever the body.
 pub async fn extend(
     State(st): State<AppState>,
     P((app, id)): P<(String, String)>,
-    Body(body): Body<ExtendVolumeRequest>,
+    req: Request,
 ) -> HttpResult<Response> {
+    st.ctl.get_volume(&app, &id).await?;
+    let Body(body) = Body::<ExtendVolumeRequest>::from_request(req, &st).await?;
     Ok(Json(st.ctl.extend_volume(&app, &id, body.size_gb).await?).into_response())
 }
 
