@@ -8,6 +8,7 @@
 
 mod client;
 pub mod connect;
+pub mod console;
 pub mod local;
 pub mod pins;
 pub mod push;

@@ -9,6 +9,7 @@
 //! disk (pid records under its data dir) to find and kill processes left by an agent that died.
 
 mod cgroup;
+mod console;
 pub mod container;
 pub mod env;
 mod exec;
@@ -18,6 +19,7 @@ mod orphans;
 mod ports;
 mod process;
 mod procs;
+mod pty;
 mod supervisor;
 pub mod timestamp;
 
@@ -29,8 +31,10 @@ use std::time::Duration;
 use aloft_api::{ExitEvent, MachineConfig};
 
 pub use cgroup::CgroupMode;
+pub use console::{ConsoleRequest, ConsoleSession, HANGUP_GRACE};
 pub use container::{ContainerConfig, ContainerImage, Netns};
 pub use exec::ExecRequest;
+pub use pty::PtyMaster;
 pub use supervisor::Adopted;
 
 /// How the runtime is set up by the agent.
@@ -350,6 +354,16 @@ impl Runtime {
         req: &ExecRequest,
     ) -> Result<aloft_api::exec::MachineExecResponse, RuntimeError> {
         supervisor::exec(&self.inner, machine_id, req).await
+    }
+
+    /// Starts a command on a pseudo-terminal in the running machine (see `console`); an error
+    /// when the machine does not run or the command cannot be started.
+    pub async fn console(
+        &self,
+        machine_id: &str,
+        req: &ConsoleRequest,
+    ) -> Result<ConsoleSession, RuntimeError> {
+        supervisor::console(&self.inner, machine_id, req).await
     }
 
     /// The processes of the running machine, in pid order. Reads /proc: call off async threads

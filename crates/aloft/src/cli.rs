@@ -78,6 +78,37 @@ pub enum Command {
     /// again (set, import, list, unset, deploy).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// A shell (or a command) on a terminal in a running machine: `ssh console`.
+    #[command(subcommand)]
+    Ssh(SshCommand),
+}
+
+/// `aloft ssh …` (flyctl's `fly ssh`).
+#[derive(Debug, Subcommand)]
+pub enum SshCommand {
+    /// An interactive shell (/bin/sh, or --command) on a terminal in a running machine of
+    /// the app; exits with the command's exit code.
+    Console(SshConsoleArgs),
+}
+
+/// `aloft ssh console`.
+#[derive(Debug, Args)]
+pub struct SshConsoleArgs {
+    /// Choose the machine from a list of the started ones.
+    #[arg(short = 's', long, conflicts_with = "machine")]
+    pub select: bool,
+    /// The machine [default: the first started machine of the app, or of -g].
+    #[arg(long, value_name = "ID")]
+    pub machine: Option<String>,
+    /// Pick the machine from this process group.
+    #[arg(short = 'g', long = "process-group", value_name = "GROUP")]
+    pub process_group: Option<String>,
+    /// The command to run instead of a shell, split as a shell would (flyctl's -C: here -C is
+    /// the global --context). Without a terminal on stdin it runs as `machine exec` does.
+    #[arg(long, value_name = "CMD")]
+    pub command: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
 }
 
 /// `aloft tokens …` (flyctl's `fly tokens`).

@@ -4,6 +4,7 @@
 mod apps;
 mod auth;
 mod certs;
+mod console;
 pub mod error;
 mod exec;
 pub mod extract;
@@ -237,6 +238,11 @@ pub fn routes() -> ApiRoutes {
     t.add(M::POST, "/v1/apps/{app}/secrets/deploy", secrets::deploy);
     t.add(M::POST, "/v1/apps/{app}/machines/{id}/exec", exec::exec);
     t.add(M::GET, "/v1/apps/{app}/machines/{id}/ps", exec::ps);
+    t.add(
+        M::GET,
+        "/v1/apps/{app}/machines/{id}/console",
+        console::console,
+    );
     t
 }
 

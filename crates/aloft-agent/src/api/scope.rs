@@ -92,6 +92,8 @@ const TABLE: &[(&str, &str, Access)] = {
         ("POST", "/v1/apps/{app}/machines/{id}/stop", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/exec", AppWrite),
         ("GET", "/v1/apps/{app}/machines/{id}/ps", AppRead),
+        // A shell in the machine: what a deploy token may do, never a read-only one.
+        ("GET", "/v1/apps/{app}/machines/{id}/console", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/restart", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/signal", AppWrite),
         ("GET", "/v1/apps/{app}/machines/{id}/wait", AppRead),

@@ -14,6 +14,7 @@ mod apps;
 mod capacity;
 pub mod certs;
 mod checks;
+pub mod console;
 mod error;
 mod exec;
 pub mod ips;
@@ -83,6 +84,8 @@ pub struct Controller {
     app_addresses: std::sync::RwLock<std::collections::BTreeMap<String, ips::AppAddresses>>,
     /// The key sealing app secrets (`secrets`), set once at agent start.
     secrets_key: std::sync::OnceLock<Arc<crate::secrets_key::Keyring>>,
+    /// Console sessions running now (`console`).
+    consoles: console::ConsoleSessions,
 }
 
 /// Event `source` of API-initiated events.
@@ -116,6 +119,7 @@ impl Controller {
             ip_changes: tokio::sync::watch::channel(0).0,
             app_addresses: Default::default(),
             secrets_key: std::sync::OnceLock::new(),
+            consoles: Default::default(),
         }
     }
 

@@ -306,7 +306,7 @@ pub fn parse_metadata(items: &[String]) -> anyhow::Result<Vec<(String, String)>>
 
 /// `aloft machine exec`: stdout and stderr as the command wrote them, its exit code as ours
 /// (flyctl prints "Exit code: N" and exits 0; a script wants the code).
-async fn exec(
+pub(crate) async fn exec(
     client: &Client,
     printer: &crate::printer::Printer,
     app: &str,
@@ -380,7 +380,7 @@ async fn ps(
 }
 
 /// A 404 of a machine route, as a hint to list the app's machines.
-fn not_found_hint(e: anyhow::Error, app: &str, id: &str) -> anyhow::Error {
+pub(crate) fn not_found_hint(e: anyhow::Error, app: &str, id: &str) -> anyhow::Error {
     if is_not_found(&e) {
         anyhow!("machine {id} not found in app {app}; see `aloft machine list -a {app}`")
     } else {

@@ -6,6 +6,7 @@ mod apps;
 mod certs;
 mod common;
 mod config;
+mod console;
 mod context;
 mod deploy;
 mod images;
@@ -96,5 +97,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Certs(cmd) => certs::run(cmd, ctx),
         Command::Tokens(cmd) => tokens::run(cmd, ctx),
         Command::Secrets(cmd) => secrets::run(cmd, ctx),
+        Command::Ssh(cmd) => console::run_ssh(cmd, ctx),
     }
 }

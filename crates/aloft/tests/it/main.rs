@@ -12,6 +12,7 @@ mod certs_cli;
 mod cli_bad_input;
 mod common;
 mod config_cli;
+mod console_e2e;
 mod containers_e2e;
 mod contexts_cli;
 mod deploy_e2e;
