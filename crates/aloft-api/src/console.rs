@@ -79,9 +79,11 @@ impl ConsoleParams {
                     }
                     p.term = v.to_string();
                 }
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown query parameter {other:?}: a console takes cmd, cols, rows and term"
-                )),
+                ))
+                }
             }
         }
         Ok(p)

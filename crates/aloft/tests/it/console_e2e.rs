@@ -84,9 +84,10 @@ impl Terminal {
 
     /// Waits until the terminal shows `text` (after what it showed before `since`).
     pub fn expect(&self, since: usize, text: &str) {
-        wait_for(
+        aloft_testkit::wait_for_explained(
             Duration::from_secs(30),
             &format!("the terminal to show {text:?}"),
+            || format!("it shows {:?}", self.seen()),
             || {
                 self.seen.lock().unwrap()[since..]
                     .windows(text.len())

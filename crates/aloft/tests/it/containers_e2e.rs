@@ -773,7 +773,14 @@ fn a_console_runs_in_the_container() {
     // The container's user, directory, environment and hostname, on a terminal of our size.
     t.type_in("echo $(id -u) $(pwd) $GREETING $(hostname) $TERM; stty size\r");
     t.expect(0, &format!("1000 /www hi {id} xterm-256color"));
-    t.expect(0, "24 80");
+    // runc sizes the container's terminal from ours just after the command started, so a
+    // very first `stty size` may still see the container's terminal unsized: ask until set.
+    wait_for(PATIENCE, "stty size to show our size", || {
+        let since = t.len();
+        t.type_in("stty size\r");
+        std::thread::sleep(Duration::from_millis(300));
+        t.seen()[since..].contains("24 80")
+    });
     t.resize(90, 30);
     wait_for(PATIENCE, "stty size to show the new size", || {
         let since = t.len();
