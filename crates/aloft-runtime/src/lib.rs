@@ -10,6 +10,7 @@
 
 mod cgroup;
 mod console;
+pub mod copy;
 pub mod container;
 pub mod env;
 mod exec;
@@ -364,6 +365,11 @@ impl Runtime {
         req: &ConsoleRequest,
     ) -> Result<ConsoleSession, RuntimeError> {
         supervisor::console(&self.inner, machine_id, req).await
+    }
+
+    /// Where the running machine's files are, for copies in and out (see `copy`).
+    pub fn copy_root(&self, machine_id: &str) -> Result<copy::CopyRoot, RuntimeError> {
+        supervisor::copy_root(&self.inner, machine_id)
     }
 
     /// The processes of the running machine, in pid order. Reads /proc: call off async threads

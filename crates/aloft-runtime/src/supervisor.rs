@@ -983,6 +983,32 @@ pub(crate) async fn console(
     }
 }
 
+/// Where the running machine's files are for `copy` (see the module doc there).
+pub(crate) fn copy_root(inner: &Inner, machine_id: &str) -> Result<crate::copy::CopyRoot, RuntimeError> {
+    let (slot, _) = running(inner, machine_id)?;
+    Ok(match &slot.exec {
+        exec::Target::Process { cwd, .. } => crate::copy::CopyRoot {
+            dir: cwd.clone(),
+            owner: None,
+        },
+        exec::Target::Container => {
+            let dir = container::containers_dir(&inner.dir).join(machine_id);
+            // The container's user, as runc runs it.
+            let owner = std::fs::read(dir.join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| {
+                    let user = &v["process"]["user"];
+                    Some((user["uid"].as_u64()? as u32, user["gid"].as_u64()? as u32))
+                });
+            crate::copy::CopyRoot {
+                dir: container::rootfs::rootfs_dir(&dir),
+                owner,
+            }
+        }
+    })
+}
+
 /// The pids of the running machine: its cgroup's; without cgroups, its session (host
 /// process) or its pid namespace (container).
 pub(crate) fn processes(
