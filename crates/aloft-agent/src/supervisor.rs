@@ -54,6 +54,8 @@ pub trait Supervisor: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<MachineExecResponse, RuntimeError>>;
     /// The running machine's processes (blocking: reads /proc).
     fn processes(&self, machine_id: &str) -> Result<Vec<ProcessStat>, RuntimeError>;
+    /// Where the running machine's files are (`aloft machine cp`).
+    fn copy_root(&self, machine_id: &str) -> Result<aloft_runtime::copy::CopyRoot, RuntimeError>;
     /// Starts a command on a terminal in the running machine.
     fn console<'a>(
         &'a self,
@@ -129,5 +131,8 @@ impl Supervisor for Runtime {
         req: &'a ConsoleRequest,
     ) -> BoxFuture<'a, Result<ConsoleSession, RuntimeError>> {
         Box::pin(Runtime::console(self, machine_id, req))
+    }
+    fn copy_root(&self, machine_id: &str) -> Result<aloft_runtime::copy::CopyRoot, RuntimeError> {
+        Runtime::copy_root(self, machine_id)
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod console;
+pub mod copy;
 pub mod duration;
 pub mod exec;
 pub mod groups;

@@ -9,6 +9,7 @@
 mod client;
 pub mod connect;
 pub mod console;
+mod copy;
 pub mod local;
 pub mod pins;
 pub mod push;

@@ -123,9 +123,20 @@ fn base_name(rel: &Path, shown: &str) -> Result<PathBuf, CopyError> {
 
 /// One thing of a walk: its path in the tar, and what it is.
 enum Item<'a> {
-    Dir { path: &'a Path, mode: u32 },
-    File { path: &'a Path, mode: u32, file: std::fs::File, size: u64 },
-    Link { path: &'a Path, target: PathBuf },
+    Dir {
+        path: &'a Path,
+        mode: u32,
+    },
+    File {
+        path: &'a Path,
+        mode: u32,
+        file: std::fs::File,
+        size: u64,
+    },
+    Link {
+        path: &'a Path,
+        target: PathBuf,
+    },
 }
 
 /// Walks `path` (followed when it is a link, like the machine would) and what is below it.
@@ -352,7 +363,10 @@ pub fn write_tar(
                 "tar entry {shown:?} has a `..`: nothing is written outside the destination"
             ))
         })?;
-        let Some(first) = entry_rel.components().next().map(|c| PathBuf::from(c.as_os_str()))
+        let Some(first) = entry_rel
+            .components()
+            .next()
+            .map(|c| PathBuf::from(c.as_os_str()))
         else {
             continue;
         };
@@ -502,7 +516,10 @@ mod tests {
         write_tar(&root, "/renamed", &tar[..], 1 << 20).unwrap();
         for base in ["copy/etc", "renamed"] {
             let b = root.dir.join(base);
-            assert_eq!(std::fs::read_to_string(b.join("app.conf")).unwrap(), "port = 1\n");
+            assert_eq!(
+                std::fs::read_to_string(b.join("app.conf")).unwrap(),
+                "port = 1\n"
+            );
             assert_eq!(std::fs::read_to_string(b.join("conf.d/x")).unwrap(), "x");
             assert_eq!(
                 std::fs::read_link(b.join("link")).unwrap(),
@@ -526,7 +543,10 @@ mod tests {
         // A link to the host's directory resolves inside the machine.
         std::os::unix::fs::symlink(&outside, root.dir.join("esc")).unwrap();
         std::os::unix::fs::symlink("../../..", root.dir.join("up")).unwrap();
-        assert!(matches!(size_of(&root, "/esc/secret"), Err(CopyError::NotFound(_))));
+        assert!(matches!(
+            size_of(&root, "/esc/secret"),
+            Err(CopyError::NotFound(_))
+        ));
         let mut tar = Vec::new();
         read_tar(&root, "/up/secret", &mut tar, 1 << 20).unwrap();
         let mut a = tar::Archive::new(&tar[..]);

@@ -10,8 +10,8 @@
 
 mod cgroup;
 mod console;
-pub mod copy;
 pub mod container;
+pub mod copy;
 pub mod env;
 mod exec;
 mod logs;

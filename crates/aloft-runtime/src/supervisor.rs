@@ -984,7 +984,10 @@ pub(crate) async fn console(
 }
 
 /// Where the running machine's files are for `copy` (see the module doc there).
-pub(crate) fn copy_root(inner: &Inner, machine_id: &str) -> Result<crate::copy::CopyRoot, RuntimeError> {
+pub(crate) fn copy_root(
+    inner: &Inner,
+    machine_id: &str,
+) -> Result<crate::copy::CopyRoot, RuntimeError> {
     let (slot, _) = running(inner, machine_id)?;
     Ok(match &slot.exec {
         exec::Target::Process { cwd, .. } => crate::copy::CopyRoot {

@@ -884,6 +884,16 @@ pub enum MachineCommand {
         #[command(flatten)]
         app: AppArgs,
     },
+    /// Copy a file or directory into or out of a running machine: one side is
+    /// MACHINE_ID:/path (a process machine's paths are in its working directory).
+    Cp {
+        /// What to copy: a local path or MACHINE_ID:/path.
+        src: String,
+        /// Where to: a local path or MACHINE_ID:/path (into it when it is a directory).
+        dst: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
     /// The processes of a running machine and the sockets they listen on.
     Ps {
         id: String,

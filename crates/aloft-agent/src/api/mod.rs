@@ -8,6 +8,7 @@ mod console;
 pub mod error;
 mod exec;
 pub mod extract;
+mod files;
 mod groups;
 mod images;
 mod leases;
@@ -243,6 +244,8 @@ pub fn routes() -> ApiRoutes {
         "/v1/apps/{app}/machines/{id}/console",
         console::console,
     );
+    t.add(M::GET, "/v1/apps/{app}/machines/{id}/files", files::get);
+    t.add(M::PUT, "/v1/apps/{app}/machines/{id}/files", files::put);
     t
 }
 

@@ -94,6 +94,9 @@ const TABLE: &[(&str, &str, Access)] = {
         ("GET", "/v1/apps/{app}/machines/{id}/ps", AppRead),
         // A shell in the machine: what a deploy token may do, never a read-only one.
         ("GET", "/v1/apps/{app}/machines/{id}/console", AppWrite),
+        // The machine's files, secrets included: a deploy token's, never a read-only one's.
+        ("GET", "/v1/apps/{app}/machines/{id}/files", AppWrite),
+        ("PUT", "/v1/apps/{app}/machines/{id}/files", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/restart", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/signal", AppWrite),
         ("GET", "/v1/apps/{app}/machines/{id}/wait", AppRead),

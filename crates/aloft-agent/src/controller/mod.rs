@@ -15,6 +15,7 @@ mod capacity;
 pub mod certs;
 mod checks;
 pub mod console;
+mod copy;
 mod error;
 mod exec;
 pub mod ips;

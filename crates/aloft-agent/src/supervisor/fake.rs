@@ -281,6 +281,17 @@ impl Supervisor for FakeSupervisor {
             Err(RuntimeError::NotRunning(machine_id.to_string()))
         }
     }
+    /// Has no files: copies are refused as the runtime's failure.
+    fn copy_root(&self, machine_id: &str) -> Result<aloft_runtime::copy::CopyRoot, RuntimeError> {
+        Err(if self.is_running(machine_id) {
+            RuntimeError::Container {
+                machine_id: machine_id.to_string(),
+                message: "the fake supervisor has no files".into(),
+            }
+        } else {
+            RuntimeError::NotRunning(machine_id.to_string())
+        })
+    }
     /// Runs no terminal: the machine's runtime cannot start one.
     fn console<'a>(
         &'a self,

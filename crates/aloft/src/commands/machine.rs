@@ -1,4 +1,5 @@
-//! `aloft machine list|status|clone|start|stop|destroy|update|exec|ps` (flyctl-behaviour §5).
+//! `aloft machine list|status|clone|start|stop|destroy|update|exec|ps|cp` (flyctl-behaviour §5;
+//! `cp` is `commands::copy`).
 //! Every id is looked up before anything is changed, so an unknown id changes nothing.
 
 use std::process::ExitCode;
@@ -24,6 +25,10 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
         } => {
             let app = ctx.app(&app)?;
             block_on(exec(&client, printer, &app, &id, command, timeout))
+        }
+        MachineCommand::Cp { src, dst, app } => {
+            let app = ctx.app(&app)?;
+            crate::commands::copy::run(&src, &dst, &app, &client, ctx)
         }
         MachineCommand::Ps {
             id,

@@ -8,6 +8,7 @@ mod common;
 mod config;
 mod console;
 mod context;
+mod copy;
 mod deploy;
 mod images;
 mod logs;

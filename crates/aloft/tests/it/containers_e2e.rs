@@ -752,8 +752,8 @@ fn exec_and_ps_run_inside_the_container() {
 }
 
 #[test]
-fn a_console_runs_in_the_container() {
-    if !privileged_or_skip("a_console_runs_in_the_container", can_run()) {
+fn a_console_and_copies_run_in_the_container() {
+    if !privileged_or_skip("a_console_and_copies_run_in_the_container", can_run()) {
         return;
     }
     let w = World::new("console");

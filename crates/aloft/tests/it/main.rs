@@ -15,6 +15,7 @@ mod config_cli;
 mod console_e2e;
 mod containers_e2e;
 mod contexts_cli;
+mod copy_e2e;
 mod deploy_e2e;
 mod exec_e2e;
 mod images_cli;
