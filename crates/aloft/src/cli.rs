@@ -81,6 +81,25 @@ pub enum Command {
     /// A shell (or a command) on a terminal in a running machine: `ssh console`.
     #[command(subcommand)]
     Ssh(SshCommand),
+    /// A shell (or a command) in a new one-off machine of the app's current image, destroyed
+    /// when the session ends (fly console).
+    Console(ConsoleArgs),
+}
+
+/// `aloft console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Take the machine's config from this process group [default: app, else the first].
+    #[arg(short = 'g', long = "process-group", value_name = "GROUP")]
+    pub process_group: Option<String>,
+    /// The command to run [default: `console_command` of the config file, else /bin/sh].
+    #[arg(long, value_name = "CMD")]
+    pub command: Option<String>,
+    /// The machine's VM size (a preset of `aloft platform vm-sizes`) [default: the group's].
+    #[arg(long, value_name = "SIZE")]
+    pub vm_size: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
 }
 
 /// `aloft ssh …` (flyctl's `fly ssh`).

@@ -169,7 +169,7 @@ pub fn has_json_output(cli: &Cli) -> bool {
         ),
         Command::Context(c) => matches!(c, crate::cli::ContextCommand::List),
         Command::Agent(_) | Command::Deploy(_) | Command::Up(_) | Command::Logs(_) => false,
-        Command::Ssh(_) => false,
+        Command::Ssh(_) | Command::Console(_) => false,
     }
 }
 

@@ -2,7 +2,8 @@
 //! `aloft_api::console` describes them). Everything that can be refused is refused before the
 //! upgrade, as an HTTP answer: a bad query, a request that is no WebSocket upgrade, a machine
 //! that does not run, too many sessions, a command that cannot start. Then the frames are
-//! carried to and from `controller::console`, which runs the session.
+//! carried to and from `controller::console`, which runs the session. The machine of an
+//! `aloft console` (group `fly_app_console`) is destroyed when its session is over.
 
 use aloft_api::console::{ConsoleControl, ConsoleParams, MAX_TERMINAL_SIDE};
 use aloft_runtime::ConsoleRequest;
@@ -41,7 +42,15 @@ pub async fn console(
         term: params.term,
     };
     let open = st.ctl.open_console(&app, &id, req).await?;
-    Ok(ws.on_upgrade(move |socket| carry(socket, open)))
+    let ctl = st.ctl.clone();
+    Ok(ws.on_upgrade(move |socket| async move {
+        let ephemeral = open.ephemeral;
+        carry(socket, open).await;
+        // An `aloft console` machine lives as long as its session, however that ended.
+        if ephemeral {
+            ctl.destroy_console_machine(&app, &id).await;
+        }
+    }))
 }
 
 /// Carries frames between the client and the session until one of them ends.

@@ -16,6 +16,9 @@ use aloft_api::console::{MAX_SESSIONS_PER_MACHINE, MAX_SESSIONS_TOTAL};
 use aloft_runtime::{ConsoleRequest, ConsoleSession, RuntimeError};
 use tokio::sync::mpsc;
 
+use aloft_api::metadata::{CONSOLE_GROUP, PROCESS_GROUP};
+
+use super::actions::DeleteMachine;
 use super::{Controller, DomainError, DomainResult};
 
 /// How long output still in the terminal is read after the command ended.
@@ -105,6 +108,8 @@ impl Drop for SessionPlace {
 pub struct OpenConsole {
     session: ConsoleSession,
     _place: SessionPlace,
+    /// The machine is an `aloft console` machine: destroy it once the session is over.
+    pub ephemeral: bool,
 }
 
 impl Controller {
@@ -116,6 +121,7 @@ impl Controller {
         req: ConsoleRequest,
     ) -> DomainResult<OpenConsole> {
         self.running_record(app, id, "open a console on").await?;
+        let ephemeral = self.is_console_machine(app, id).await;
         let place = self.consoles.take(id)?;
         let session = self.sup.console(id, &req).await.map_err(|e| match e {
             RuntimeError::Spawn { source, argv, .. } => DomainError::invalid_request(format!(
@@ -127,7 +133,40 @@ impl Controller {
         Ok(OpenConsole {
             session,
             _place: place,
+            ephemeral,
         })
+    }
+
+    /// Whether `id` is an `aloft console` machine (group [`CONSOLE_GROUP`]).
+    async fn is_console_machine(&self, app: &str, id: &str) -> bool {
+        self.record(app, id).await.is_ok_and(|rec| {
+            rec.config.metadata.get(PROCESS_GROUP).map(String::as_str) == Some(CONSOLE_GROUP)
+        })
+    }
+
+    /// Destroys the `aloft console` machine whose session ended (whatever its state).
+    pub async fn destroy_console_machine(&self, app: &str, id: &str) {
+        let action = DeleteMachine {
+            force: true,
+            nonce: None,
+        };
+        if let Err(e) = self.destroy_machine(app, id, action).await {
+            tracing::warn!(machine = id, "cannot destroy the console machine: {e}");
+        }
+    }
+
+    /// Destroys the `aloft console` machines a previous agent left (their sessions died with
+    /// it): start-up, after reconcile.
+    pub(super) async fn destroy_console_leftovers(&self) -> DomainResult<Vec<String>> {
+        let live = self.db(|s| s.read(|tx| tx.live_machines())).await?;
+        let mut destroyed = Vec::new();
+        for rec in live.into_iter().filter(|r| {
+            r.config.metadata.get(PROCESS_GROUP).map(String::as_str) == Some(CONSOLE_GROUP)
+        }) {
+            self.destroy_console_machine(&rec.app, &rec.id).await;
+            destroyed.push(rec.id);
+        }
+        Ok(destroyed)
     }
 
     /// The console sessions running now.
@@ -147,6 +186,7 @@ impl OpenConsole {
         let OpenConsole {
             mut session,
             _place,
+            ..
         } = self;
         let terminal = session.terminal();
         let mut reader = {

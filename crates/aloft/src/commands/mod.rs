@@ -99,5 +99,6 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Tokens(cmd) => tokens::run(cmd, ctx),
         Command::Secrets(cmd) => secrets::run(cmd, ctx),
         Command::Ssh(cmd) => console::run_ssh(cmd, ctx),
+        Command::Console(args) => console::run_console(args, ctx),
     }
 }

@@ -314,3 +314,81 @@ async fn wait_for_async_gone(agent: &AgentProc, app: &str, id: &str, needle: &st
     }
     panic!("processes {needle:?} of closed sessions still run in machine {id}");
 }
+
+/// The app's machines that are not destroyed, as (id, group).
+async fn live_machines(agent: &AgentProc, app: &str) -> Vec<(String, String)> {
+    let list = agent
+        .ok(Method::GET, &format!("/v1/apps/{app}/machines"), None)
+        .await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["state"] != "destroyed")
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_string(),
+                m["config"]["metadata"]["fly_process_group"]
+                    .as_str()
+                    .unwrap_or("app")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aloft_console_runs_a_one_off_machine_and_leaves_none() {
+    let (tmp, _image, image_s) = setup();
+    let agent = AgentProc::start_with(&tmp.path().join("data"), &[], None);
+    let id = process_machine(&agent, "oneoff", &image_s).await;
+
+    // A command on a new machine of the app's config; its exit code is the CLI's.
+    let mut t = Terminal::run(
+        &agent,
+        &[
+            "console",
+            "-a",
+            "oneoff",
+            "--command",
+            "sh -c 'echo one-off-$((2+3)) $FLY_PROCESS_GROUP; exit 7'",
+        ],
+    );
+    t.expect(0, "one-off-5");
+    assert_eq!(t.exit_code(), Some(7), "terminal: {}", t.seen());
+    assert_eq!(
+        live_machines(&agent, "oneoff").await,
+        vec![(id.clone(), "app".to_string())],
+        "the console machine is gone"
+    );
+
+    // A client killed mid-session: the agent destroys the console machine itself.
+    let mut t = Terminal::run(
+        &agent,
+        &["console", "-a", "oneoff", "--command", "sleep 4747"],
+    );
+    let console = loop {
+        let ms = live_machines(&agent, "oneoff").await;
+        if let Some((cid, _)) = ms.iter().find(|(_, g)| g == "fly_app_console") {
+            break cid.clone();
+        }
+        assert!(
+            t.child.try_wait().unwrap().is_none(),
+            "the CLI ended: {}",
+            t.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    wait_for_pids(&agent, "oneoff", &console, "sleep 4747").await;
+    t.child.kill().unwrap();
+    t.child.wait().unwrap();
+    for _ in 0..300 {
+        if live_machines(&agent, "oneoff").await.len() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the console machine outlived its killed client: {:?}",
+        live_machines(&agent, "oneoff").await
+    );
+}
