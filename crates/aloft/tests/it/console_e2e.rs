@@ -392,3 +392,38 @@ async fn aloft_console_runs_a_one_off_machine_and_leaves_none() {
         live_machines(&agent, "oneoff").await
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_machine_left_by_a_killed_agent_is_destroyed_by_the_next() {
+    let (tmp, _image, image_s) = setup();
+    let data = tmp.path().join("data");
+    let mut agent = AgentProc::start_with(&data, &[], None);
+    let id = process_machine(&agent, "left", &image_s).await;
+    let mut t = Terminal::run(
+        &agent,
+        &["console", "-a", "left", "--command", "sleep 4848"],
+    );
+    let console = loop {
+        let ms = live_machines(&agent, "left").await;
+        if let Some((cid, _)) = ms.iter().find(|(_, g)| g == "fly_app_console") {
+            break cid.clone();
+        }
+        assert!(
+            t.child.try_wait().unwrap().is_none(),
+            "the CLI ended: {}",
+            t.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    wait_for_pids(&agent, "left", &console, "sleep 4848").await;
+    agent.kill9();
+    t.child.kill().unwrap();
+    t.child.wait().unwrap();
+
+    let agent = AgentProc::start_with(&data, &[], None);
+    assert_eq!(
+        live_machines(&agent, "left").await,
+        vec![(id, "app".to_string())],
+        "the restarted agent destroyed the console machine before serving"
+    );
+}
