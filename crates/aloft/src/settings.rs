@@ -768,6 +768,14 @@ impl LogsSettings {
     }
 }
 
+/// The `TERM` a console session passes to the machine: the local one, else
+/// [`aloft_api::console::DEFAULT_TERM`].
+pub fn terminal_type(env: &Env) -> String {
+    env.get("TERM")
+        .unwrap_or(aloft_api::console::DEFAULT_TERM)
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1213,12 +1221,4 @@ mod tests {
         );
         assert!(!has_json_output(&parse(&["aloft", "deploy", "--json"])));
     }
-}
-
-/// The `TERM` a console session passes to the machine: the local one, else
-/// [`aloft_api::console::DEFAULT_TERM`].
-pub fn terminal_type(env: &Env) -> String {
-    env.get("TERM")
-        .unwrap_or(aloft_api::console::DEFAULT_TERM)
-        .to_string()
 }
