@@ -427,3 +427,57 @@ async fn a_console_machine_left_by_a_killed_agent_is_destroyed_by_the_next() {
         "the restarted agent destroyed the console machine before serving"
     );
 }
+
+/// The console's WebSocket is an upgrade of the client's own connection: over TLS too (the
+/// agent's self-signed certificate, required by its fingerprint).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_session_runs_over_the_tls_api() {
+    let (tmp, _image, image_s) = setup();
+    let data = tmp.path().join("data");
+    let agent = AgentProc::start_with(&data, &["--tls"], None);
+    assert!(agent.url.starts_with("https://"), "{}", agent.url);
+    let fingerprint = std::fs::read_to_string(data.join("agent.fingerprint")).unwrap();
+    let client = aloft_client::connect(
+        &agent.url,
+        aloft_client::ConnectOptions {
+            token: Some(agent.token.clone()),
+            fingerprint: Some(fingerprint.trim().to_string()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    client.create_app("tls", "personal").await.unwrap();
+    let req: aloft_api::CreateMachineRequest = serde_json::from_value(json!({"config": {
+        "image": format!("dir://{image_s}"),
+        "init": {"exec": ["/bin/sh", "-c", "exec sleep 100000"]}}}))
+    .unwrap();
+    let m = client.create_machine("tls", &req).await.unwrap();
+    client
+        .wait_machine(
+            "tls",
+            &m.id,
+            aloft_api::MachineState::Started,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let params = ConsoleParams {
+        cmd: Some("sh -c 'read line; echo got-$line; exit 5'".into()),
+        ..Default::default()
+    };
+    let (mut writer, mut reader) = client.console("tls", &m.id, &params).await.unwrap();
+    writer.input(b"over-tls\r").await.unwrap();
+    let mut seen = Vec::new();
+    let code = loop {
+        match reader.next().await.unwrap() {
+            aloft_client::console::ConsoleEvent::Output(b) => seen.extend_from_slice(&b),
+            aloft_client::console::ConsoleEvent::Exit(code) => break code,
+        }
+    };
+    assert_eq!(code, 5);
+    assert!(
+        String::from_utf8_lossy(&seen).contains("got-over-tls"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+}
