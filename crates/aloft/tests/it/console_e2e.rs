@@ -1,6 +1,8 @@
 //! `aloft ssh console` end to end: the real `aloft` binary on a pseudo-terminal the test holds
 //! (as a user's terminal emulator would: `setsid -c` makes it the CLI's controlling terminal,
-//! so resizing it sends SIGWINCH), a real `aloft agent`, a process-runtime machine.
+//! so resizing it sends SIGWINCH), a real `aloft agent`, a process-runtime machine; `aloft
+//! console`'s one-off machines; and the session's WebSocket over each transport of the client
+//! (plain HTTP, TLS, an `ssh://` tunnel).
 //! (Container machines: `containers_e2e::a_console_runs_in_the_container`.)
 
 use std::io::Read;
@@ -446,15 +448,55 @@ async fn a_console_session_runs_over_the_tls_api() {
         },
     )
     .unwrap();
-    client.create_app("tls", "personal").await.unwrap();
+    session_exits_with_its_code(&client, "tls", &image_s).await;
+}
+
+/// …and through an `ssh://` agent URL's tunnel (the forwarded unix socket). Needs root (sshd).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_session_runs_through_an_ssh_tunnel() {
+    if !crate::common::privileged_or_skip(
+        "a_console_session_runs_through_an_ssh_tunnel",
+        aloft_testkit::sshd::unavailable().map_or(Ok(()), Err),
+    ) {
+        return;
+    }
+    let sshd = aloft_testkit::sshd::Sshd::start();
+    let (tmp, _image, image_s) = setup();
+    let data = tmp.path().join("data");
+    let _agent = AgentProc::start_with(&data, &["--no-proxy"], None);
+    let url = format!(
+        "ssh://{}{}?aloft={}",
+        aloft_testkit::sshd::HOST_ALIAS,
+        data.display(),
+        aloft_testkit::agent::aloft_bin().display()
+    );
+    let ssh_config = sshd.client_config();
+    let client = tokio::task::spawn_blocking(move || {
+        aloft_client::connect(
+            &url,
+            aloft_client::ConnectOptions {
+                ssh_config: Some(ssh_config),
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    session_exits_with_its_code(&client, "overssh", &image_s).await;
+}
+
+/// A machine of a new app `app`, a session on it that echoes a typed line and exits 5.
+async fn session_exits_with_its_code(client: &aloft_client::Client, app: &str, image_s: &str) {
+    client.create_app(app, "personal").await.unwrap();
     let req: aloft_api::CreateMachineRequest = serde_json::from_value(json!({"config": {
         "image": format!("dir://{image_s}"),
         "init": {"exec": ["/bin/sh", "-c", "exec sleep 100000"]}}}))
     .unwrap();
-    let m = client.create_machine("tls", &req).await.unwrap();
+    let m = client.create_machine(app, &req).await.unwrap();
     client
         .wait_machine(
-            "tls",
+            app,
             &m.id,
             aloft_api::MachineState::Started,
             Duration::from_secs(60),
@@ -465,7 +507,7 @@ async fn a_console_session_runs_over_the_tls_api() {
         cmd: Some("sh -c 'read line; echo got-$line; exit 5'".into()),
         ..Default::default()
     };
-    let (mut writer, mut reader) = client.console("tls", &m.id, &params).await.unwrap();
+    let (mut writer, mut reader) = client.console(app, &m.id, &params).await.unwrap();
     writer.input(b"over-tls\r").await.unwrap();
     let mut seen = Vec::new();
     let code = loop {
