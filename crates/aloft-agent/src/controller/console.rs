@@ -168,11 +168,6 @@ impl Controller {
         }
         Ok(destroyed)
     }
-
-    /// The console sessions running now.
-    pub fn console_sessions(&self) -> &ConsoleSessions {
-        &self.consoles
-    }
 }
 
 impl OpenConsole {
@@ -239,5 +234,50 @@ impl OpenConsole {
             let _ = output.send(ConsoleOutput::Exit(code)).await;
         }
         code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_bounded_per_machine_and_in_total_and_given_back_when_dropped() {
+        let sessions = ConsoleSessions::default();
+        let mut held: Vec<SessionPlace> = (0..MAX_SESSIONS_PER_MACHINE)
+            .map(|_| sessions.take("m0").unwrap())
+            .collect();
+        let refused = sessions.take("m0").err().unwrap();
+        assert!(matches!(
+            refused,
+            DomainError::TooManySessions {
+                agent_wide: false,
+                ..
+            }
+        ));
+        held.pop();
+        assert_eq!(sessions.count("m0"), MAX_SESSIONS_PER_MACHINE - 1);
+        held.push(sessions.take("m0").unwrap());
+        // Fill the agent with other machines' sessions.
+        let mut n = 1;
+        while held.len() < MAX_SESSIONS_TOTAL {
+            held.push(
+                sessions
+                    .take(&format!("m{}", n / MAX_SESSIONS_PER_MACHINE + 1))
+                    .unwrap(),
+            );
+            n += 1;
+        }
+        let refused = sessions.take("another").err().unwrap();
+        assert!(matches!(
+            refused,
+            DomainError::TooManySessions {
+                agent_wide: true,
+                ..
+            }
+        ));
+        drop(held);
+        assert_eq!(sessions.count("m0"), 0);
+        assert!(sessions.take("another").is_ok());
     }
 }
