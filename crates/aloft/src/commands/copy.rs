@@ -42,6 +42,18 @@ pub fn run(
     ctx: &Context,
 ) -> anyhow::Result<ExitCode> {
     let printer = ctx.printer;
+    // Refused here before any upload (the agent refuses it too, but an answer that comes
+    // while a large upload is still being sent can be lost in the reset connection).
+    for arg in [src, dst] {
+        if let Side::Machine { path, .. } = side(arg) {
+            if Path::new(&path)
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                bail!("{path:?} has a `..`: name the path in the machine without one");
+            }
+        }
+    }
     match (side(src), side(dst)) {
         (Side::Machine { id, path }, Side::Local(to)) => {
             if path.is_empty() {

@@ -106,6 +106,19 @@ async fn files_round_trip_and_nothing_leaves_the_machine() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("`..`"), "{}", text(&out.stderr));
 
+    // The agent refuses `..` itself, whatever the client: GET and PUT (an empty body).
+    for method in [reqwest::Method::GET, reqwest::Method::PUT] {
+        let (status, body) = agent
+            .call(
+                method.clone(),
+                &format!("/v1/apps/cp/machines/{id}/files?path=/../../etc/passwd"),
+                None,
+            )
+            .await;
+        assert_eq!(status.as_u16(), 400, "{method}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("`..`"), "{body}");
+    }
+
     // A link to a host directory resolves inside the machine: nothing is read or written there.
     let outside = tmp.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
