@@ -523,3 +523,47 @@ async fn session_exits_with_its_code(client: &aloft_client::Client, app: &str, i
         String::from_utf8_lossy(&seen)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn select_lists_the_started_machines_and_connects_to_the_one_chosen() {
+    let (tmp, _image, image_s) = setup();
+    let agent = AgentProc::start_with(&tmp.path().join("data"), &[], None);
+    let first = process_machine(&agent, "pick", &image_s).await;
+    let second = agent
+        .create(
+            "pick",
+            json!({"config": {"image": format!("dir://{image_s}"),
+            "init": {"exec": ["/bin/sh", "-c", "exec sleep 100000"]}}}),
+        )
+        .await;
+    agent.wait_state("pick", &second, "started").await;
+
+    let mut t = Terminal::run(
+        &agent,
+        &[
+            "ssh",
+            "console",
+            "-a",
+            "pick",
+            "-s",
+            "--command",
+            "sh -c 'echo on-$FLY_MACHINE_ID'",
+        ],
+    );
+    t.expect(0, &first);
+    t.expect(0, &second);
+    // The list is in the API's order; choose the line that names the second machine.
+    let listed = t.seen();
+    let line = listed
+        .lines()
+        .find(|l| l.contains(&second))
+        .unwrap()
+        .trim()
+        .split(')')
+        .next()
+        .unwrap()
+        .to_string();
+    t.type_in(&format!("{line}\r"));
+    t.expect(0, &format!("on-{second}"));
+    assert_eq!(t.exit_code(), Some(0), "terminal: {}", t.seen());
+}
