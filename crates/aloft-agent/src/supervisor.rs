@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use aloft_api::exec::{MachineExecResponse, ProcessStat};
 use aloft_api::MachineConfig;
-use aloft_runtime::{Adopted, ExecRequest, LaunchSpec, LogLine, LogQuery, Runtime, RuntimeError};
+use aloft_runtime::{
+    Adopted, ConsoleRequest, ConsoleSession, ExecRequest, LaunchSpec, LogLine, LogQuery, Runtime,
+    RuntimeError,
+};
 
 #[cfg(test)]
 pub mod fake;
@@ -51,6 +54,14 @@ pub trait Supervisor: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<MachineExecResponse, RuntimeError>>;
     /// The running machine's processes (blocking: reads /proc).
     fn processes(&self, machine_id: &str) -> Result<Vec<ProcessStat>, RuntimeError>;
+    /// Where the running machine's files are (`aloft machine cp`).
+    fn copy_root(&self, machine_id: &str) -> Result<aloft_runtime::copy::CopyRoot, RuntimeError>;
+    /// Starts a command on a terminal in the running machine.
+    fn console<'a>(
+        &'a self,
+        machine_id: &'a str,
+        req: &'a ConsoleRequest,
+    ) -> BoxFuture<'a, Result<ConsoleSession, RuntimeError>>;
 }
 
 impl Supervisor for Runtime {
@@ -113,5 +124,15 @@ impl Supervisor for Runtime {
     }
     fn processes(&self, machine_id: &str) -> Result<Vec<ProcessStat>, RuntimeError> {
         Runtime::processes(self, machine_id)
+    }
+    fn console<'a>(
+        &'a self,
+        machine_id: &'a str,
+        req: &'a ConsoleRequest,
+    ) -> BoxFuture<'a, Result<ConsoleSession, RuntimeError>> {
+        Box::pin(Runtime::console(self, machine_id, req))
+    }
+    fn copy_root(&self, machine_id: &str) -> Result<aloft_runtime::copy::CopyRoot, RuntimeError> {
+        Runtime::copy_root(self, machine_id)
     }
 }

@@ -8,6 +8,8 @@
 //! (presets, validation of guests, duration parsing).
 
 pub mod certs;
+pub mod console;
+pub mod copy;
 pub mod duration;
 pub mod exec;
 pub mod groups;

@@ -35,6 +35,10 @@ pub const RELEASE_COMMAND_GROUP: &str = "fly_app_release_command";
 /// scale operation `n` is version `SCALE_VERSION_BASE + n`.
 pub const SCALE_VERSION_BASE: u64 = 1 << 40;
 
+/// The group of an `aloft console` machine (one of [`RESERVED_GROUPS`]): destroyed by the agent
+/// when its console session ends, and at start-up when an agent finds one left.
+pub const CONSOLE_GROUP: &str = "fly_app_console";
+
 /// Group names the platform uses for its own machines; user groups may not take them.
 pub const RESERVED_GROUPS: &[&str] = &[
     "fly_app_release_command",

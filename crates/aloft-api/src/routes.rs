@@ -48,6 +48,9 @@
 //! | `GET /v1/apps/{app}/secrets` | – | `200 [`[`crate::secrets::AppSecret`]`]` by name: names, digests, status, dates — never values |
 //! | `POST /v1/apps/{app}/secrets` | [`crate::secrets::UpdateSecrets`] | `200` [`crate::secrets::SecretsUpdated`]: every value set (or unset, `null`) in one transaction, then, unless `stage`, the app's started machines restarted one at a time (a release with `scale.secrets`); `400` a bad or reserved name, a NUL in a value; `413` a value or the app's secrets too large, too many; `409` while a release of the app runs (nothing changed) |
 //! | `POST /v1/apps/{app}/secrets/deploy` | – | `200` [`crate::secrets::SecretsUpdated`]: staged secrets marked deployed and the started machines restarted; `409` while a release runs |
+//! | `GET /v1/apps/{app}/machines/{id}/files?path=P` | – | `200` a tar of `P` ([`crate::copy`]); `400` a path with `..`, not a file or directory; `404` no such path; `412` the machine does not run; `413` over [`crate::copy::MAX_COPY_BYTES`] |
+//! | `PUT /v1/apps/{app}/machines/{id}/files?path=P` | a tar | `200` [`crate::copy::CopiedIn`]; `400` a bad path or tar entry (`..`, devices, several top-level entries for a new name); `404` the parent of `P` does not exist; `412`; `413` |
+//! | `GET /v1/apps/{app}/machines/{id}/console?cmd=C&cols=N&rows=N&term=T` | – (a WebSocket upgrade) | `101` then a terminal session ([`crate::console`]); `400` bad query or not an upgrade; `412` the machine does not run; `429` too many sessions on the machine; `503` too many sessions on the agent |
 //!
 //! Every route needs a token (`401` when it is missing, unknown, expired or revoked, the message
 //! says which); a token whose kind does not allow the route gets `403` naming the token and what
@@ -213,6 +216,18 @@ pub fn machine_exec(app: &str, id: &str) -> String {
 }
 pub fn machine_ps(app: &str, id: &str) -> String {
     format!("/v1/apps/{app}/machines/{id}/ps")
+}
+
+// ---- console (a WebSocket: see `crate::console`)
+
+pub fn machine_console(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}/console")
+}
+
+// ---- files (`aloft machine cp`: see `crate::copy`)
+
+pub fn machine_files(app: &str, id: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}/files")
 }
 
 #[cfg(test)]

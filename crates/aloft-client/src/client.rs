@@ -124,7 +124,8 @@ impl Client {
                 anyhow!("{method} {url} failed: {e}")
             }
         })?;
-        if resp.status().is_success() {
+        // 101: an upgrade (a console's WebSocket) the caller takes over.
+        if resp.status().is_success() || resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(resp);
         }
         let status = resp.status();

@@ -8,6 +8,8 @@
 
 mod client;
 pub mod connect;
+pub mod console;
+mod copy;
 pub mod local;
 pub mod pins;
 pub mod push;

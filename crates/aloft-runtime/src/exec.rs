@@ -79,6 +79,7 @@ pub(crate) async fn on_host(
     let setup = ChildSetup {
         cgroup_procs,
         nofile_soft: host.nofile_soft,
+        controlling_tty: false,
     };
     let child =
         match process::spawn(&req.argv, host.cwd, host.env, setup, req.stdin.is_some()).await {

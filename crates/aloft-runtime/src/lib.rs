@@ -9,7 +9,9 @@
 //! disk (pid records under its data dir) to find and kill processes left by an agent that died.
 
 mod cgroup;
+mod console;
 pub mod container;
+pub mod copy;
 pub mod env;
 mod exec;
 mod logs;
@@ -18,6 +20,7 @@ mod orphans;
 mod ports;
 mod process;
 mod procs;
+mod pty;
 mod supervisor;
 pub mod timestamp;
 pub mod volumes;
@@ -30,8 +33,10 @@ use std::time::Duration;
 use aloft_api::{ExitEvent, MachineConfig};
 
 pub use cgroup::CgroupMode;
+pub use console::{ConsoleRequest, ConsoleSession, HANGUP_GRACE};
 pub use container::{ContainerConfig, ContainerImage, Netns};
 pub use exec::ExecRequest;
+pub use pty::PtyMaster;
 pub use supervisor::Adopted;
 
 /// How the runtime is set up by the agent.
@@ -366,6 +371,21 @@ impl Runtime {
         req: &ExecRequest,
     ) -> Result<aloft_api::exec::MachineExecResponse, RuntimeError> {
         supervisor::exec(&self.inner, machine_id, req).await
+    }
+
+    /// Starts a command on a pseudo-terminal in the running machine (see `console`); an error
+    /// when the machine does not run or the command cannot be started.
+    pub async fn console(
+        &self,
+        machine_id: &str,
+        req: &ConsoleRequest,
+    ) -> Result<ConsoleSession, RuntimeError> {
+        supervisor::console(&self.inner, machine_id, req).await
+    }
+
+    /// Where the running machine's files are, for copies in and out (see `copy`).
+    pub fn copy_root(&self, machine_id: &str) -> Result<copy::CopyRoot, RuntimeError> {
+        supervisor::copy_root(&self.inner, machine_id)
     }
 
     /// The processes of the running machine, in pid order. Reads /proc: call off async threads

@@ -27,6 +27,9 @@ pub(crate) struct ChildSetup {
     /// The agent's own `RLIMIT_NOFILE` soft limit, restored in the child (the agent raises its
     /// own to hold many machines' pipes and logs; programs expect the usual default).
     pub nofile_soft: Option<u64>,
+    /// Makes the child's stdin (a terminal) the controlling terminal of its new session, so
+    /// the kernel signals it (SIGWINCH, SIGINT from the line discipline, SIGHUP on hang-up).
+    pub controlling_tty: bool,
 }
 
 struct SpawnRequest {
@@ -75,6 +78,34 @@ pub(crate) async fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     install_pre_exec(&mut std_cmd, setup);
+    spawn_on_thread(std_cmd).await
+}
+
+/// Spawns `argv` in `cwd` with exactly `env` on the terminal `terminal` (the slave side of a
+/// pseudo-terminal): its stdin, stdout and stderr, and (with `setup.controlling_tty`) the
+/// controlling terminal of its session.
+pub(crate) async fn spawn_on_terminal(
+    argv: &[String],
+    cwd: &Path,
+    env: &std::collections::BTreeMap<String, String>,
+    setup: ChildSetup,
+    terminal: &std::os::fd::OwnedFd,
+) -> io::Result<tokio::process::Child> {
+    let mut std_cmd = std::process::Command::new(&argv[0]);
+    std_cmd
+        .args(&argv[1..])
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::from(terminal.try_clone()?))
+        .stdout(Stdio::from(terminal.try_clone()?))
+        .stderr(Stdio::from(terminal.try_clone()?));
+    install_pre_exec(&mut std_cmd, setup);
+    spawn_on_thread(std_cmd).await
+}
+
+/// Spawns on the spawner thread (see the module doc).
+async fn spawn_on_thread(std_cmd: std::process::Command) -> io::Result<tokio::process::Child> {
     let command = tokio::process::Command::from(std_cmd);
     let (reply, rx) = tokio::sync::oneshot::channel();
     let req = SpawnRequest {
@@ -97,7 +128,7 @@ fn install_pre_exec(cmd: &mut std::process::Command, setup: ChildSetup) {
     let parent = std::process::id() as libc::pid_t;
     let last_signal = libc::SIGRTMAX();
     // SAFETY: the closure only calls async-signal-safe libc functions (setsid, prctl, getppid,
-    // signal, open, write, close, setrlimit, _exit) on data prepared before fork, and does not allocate.
+    // signal, ioctl, open, write, close, setrlimit, _exit) on data prepared before fork, and does not allocate.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() == -1 {
@@ -118,6 +149,9 @@ fn install_pre_exec(cmd: &mut std::process::Command, setup: ChildSetup) {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                     libc::signal(sig, libc::SIG_DFL);
                 }
+            }
+            if setup.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
+                return Err(io::Error::last_os_error());
             }
             for procs in &setup.cgroup_procs {
                 // "0" moves the writing process itself (cgroup v1 and v2).

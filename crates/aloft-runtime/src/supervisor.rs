@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::cgroup::{Driver, MachineCgroup};
+use crate::console;
 use crate::container::{self, Container, ContainerConfig};
 use crate::exec;
 use crate::logs::{capture, Labels};
@@ -520,6 +521,7 @@ async fn start_process(inner: &Inner, slot: &Slot, plan: &Plan) -> Result<Runnin
     let setup = ChildSetup {
         cgroup_procs,
         nofile_soft: inner.nofile_soft,
+        controlling_tty: false,
     };
     // A placeholder first: an agent killed during the spawn still leaves a trace to reap.
     let placeholder = PidRecord {
@@ -938,6 +940,76 @@ pub(crate) async fn exec(
             .await
         }
     }
+}
+
+pub(crate) async fn console(
+    inner: &Inner,
+    machine_id: &str,
+    req: &console::ConsoleRequest,
+) -> Result<console::ConsoleSession, RuntimeError> {
+    let (slot, _) = running(inner, machine_id)?;
+    match &slot.exec {
+        exec::Target::Process { cwd, env } => {
+            let host = exec::HostExec {
+                cwd,
+                env,
+                cgroup_procs: slot
+                    .cgroup
+                    .as_ref()
+                    .map(MachineCgroup::procs_files)
+                    .unwrap_or_default(),
+                nofile_soft: inner.nofile_soft,
+            };
+            console::on_host(machine_id, host, req).await
+        }
+        exec::Target::Container => {
+            let config = inner
+                .containers
+                .as_ref()
+                .map_err(|why| RuntimeError::Container {
+                    machine_id: machine_id.to_string(),
+                    message: format!("containers cannot run on this host: {why}"),
+                })?;
+            let dir = container::containers_dir(&inner.dir).join(machine_id);
+            console::in_container(
+                machine_id,
+                &config.runc,
+                &container::runc_root(&inner.dir),
+                &dir,
+                req,
+            )
+            .await
+        }
+    }
+}
+
+/// Where the running machine's files are for `copy` (see the module doc there).
+pub(crate) fn copy_root(
+    inner: &Inner,
+    machine_id: &str,
+) -> Result<crate::copy::CopyRoot, RuntimeError> {
+    let (slot, _) = running(inner, machine_id)?;
+    Ok(match &slot.exec {
+        exec::Target::Process { cwd, .. } => crate::copy::CopyRoot {
+            dir: cwd.clone(),
+            owner: None,
+        },
+        exec::Target::Container => {
+            let dir = container::containers_dir(&inner.dir).join(machine_id);
+            // The container's user, as runc runs it.
+            let owner = std::fs::read(dir.join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| {
+                    let user = &v["process"]["user"];
+                    Some((user["uid"].as_u64()? as u32, user["gid"].as_u64()? as u32))
+                });
+            crate::copy::CopyRoot {
+                dir: container::rootfs::rootfs_dir(&dir),
+                owner,
+            }
+        }
+    })
 }
 
 /// The pids of the running machine: its cgroup's; without cgroups, its session (host

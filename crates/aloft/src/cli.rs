@@ -82,6 +82,12 @@ pub enum Command {
     /// extend, destroy, fork, snapshots).
     #[command(subcommand, alias = "volume", alias = "vol")]
     Volumes(VolumesCommand),
+    /// A shell (or a command) on a terminal in a running machine: `ssh console`.
+    #[command(subcommand)]
+    Ssh(SshCommand),
+    /// A shell (or a command) in a new one-off machine of the app's current image, destroyed
+    /// when the session ends (fly console).
+    Console(ConsoleArgs),
 }
 
 /// `aloft volumes …` (flyctl's `fly volumes`).
@@ -177,6 +183,50 @@ pub enum SnapshotsCommand {
         #[command(flatten)]
         app: AppArgs,
     },
+}
+
+/// `aloft console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Take the machine's config from this process group [default: app, else the first].
+    #[arg(short = 'g', long = "process-group", value_name = "GROUP")]
+    pub process_group: Option<String>,
+    /// The command to run [default: `console_command` of the config file, else /bin/sh].
+    #[arg(long, value_name = "CMD")]
+    pub command: Option<String>,
+    /// The machine's VM size (a preset of `aloft platform vm-sizes`) [default: the group's].
+    #[arg(long, value_name = "SIZE")]
+    pub vm_size: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+/// `aloft ssh …` (flyctl's `fly ssh`).
+#[derive(Debug, Subcommand)]
+pub enum SshCommand {
+    /// An interactive shell (/bin/sh, or --command) on a terminal in a running machine of
+    /// the app; exits with the command's exit code.
+    Console(SshConsoleArgs),
+}
+
+/// `aloft ssh console`.
+#[derive(Debug, Args)]
+pub struct SshConsoleArgs {
+    /// Choose the machine from a list of the started ones.
+    #[arg(short = 's', long, conflicts_with = "machine")]
+    pub select: bool,
+    /// The machine [default: the first started machine of the app, or of -g].
+    #[arg(long, value_name = "ID")]
+    pub machine: Option<String>,
+    /// Pick the machine from this process group.
+    #[arg(short = 'g', long = "process-group", value_name = "GROUP")]
+    pub process_group: Option<String>,
+    /// The command to run instead of a shell, split as a shell would (flyctl's -C: here -C is
+    /// the global --context). Without a terminal on stdin it runs as `machine exec` does.
+    #[arg(long, value_name = "CMD")]
+    pub command: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
 }
 
 /// `aloft tokens …` (flyctl's `fly tokens`).
@@ -1026,6 +1076,16 @@ pub enum MachineCommand {
         /// Seconds before the command is killed [default: 30, at most 600].
         #[arg(long)]
         timeout: Option<u64>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Copy a file or directory into or out of a running machine: one side is
+    /// MACHINE_ID:/path (a process machine's paths are in its working directory).
+    Cp {
+        /// What to copy: a local path or MACHINE_ID:/path.
+        src: String,
+        /// Where to: a local path or MACHINE_ID:/path (into it when it is a directory).
+        dst: String,
         #[command(flatten)]
         app: AppArgs,
     },

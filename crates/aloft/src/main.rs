@@ -13,6 +13,7 @@ mod commands;
 mod contexts;
 mod printer;
 mod settings;
+mod terminal;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -102,6 +102,13 @@ impl Printer {
         let _ = Printer::write(&self.out, text);
     }
 
+    /// Bytes on stdout exactly as given, flushed (a console session's terminal output).
+    pub fn raw(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut w = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        w.write_all(bytes)?;
+        w.flush()
+    }
+
     /// Rows under a header on stdout, columns padded to the widest cell (flyctl style).
     pub fn table(&self, title: Option<&str>, header: &[&str], rows: &[Vec<String>]) {
         self.text(&render_table(title, header, rows));

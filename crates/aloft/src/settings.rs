@@ -69,6 +69,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "the default data dir's parent without XDG_STATE_HOME",
     ),
     (
+        "TERM",
+        "ssh console, console: the terminal type the machine's command sees (default xterm)",
+    ),
+    (
         "ALOFT_SECRETS_KEY",
         "aloft agent: the key sealing app secrets, base64 of 32 bytes (else <data-dir>/secrets.key)",
     ),
@@ -180,6 +184,7 @@ pub fn has_json_output(cli: &Cli) -> bool {
         ),
         Command::Context(c) => matches!(c, crate::cli::ContextCommand::List),
         Command::Agent(_) | Command::Deploy(_) | Command::Up(_) | Command::Logs(_) => false,
+        Command::Ssh(_) | Command::Console(_) => false,
     }
 }
 
@@ -791,6 +796,14 @@ impl LogsSettings {
             follow: !args.no_tail,
         })
     }
+}
+
+/// The `TERM` a console session passes to the machine: the local one, else
+/// [`aloft_api::console::DEFAULT_TERM`].
+pub fn terminal_type(env: &Env) -> String {
+    env.get("TERM")
+        .unwrap_or(aloft_api::console::DEFAULT_TERM)
+        .to_string()
 }
 
 #[cfg(test)]

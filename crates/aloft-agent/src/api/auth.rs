@@ -83,7 +83,7 @@ pub async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> 
             HttpError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
         }
     };
-    if let Some(app) = app.filter(|_| !scope::is_read(&method)) {
+    if let Some(app) = app.filter(|_| !scope::is_read_only(&method, &template)) {
         let status = response.status().as_u16();
         st.tokens
             .record(&caller, &app, format!("{method} {path} → {status}"));

@@ -73,6 +73,12 @@ fn status_of(e: &DomainError) -> (StatusCode, &'static str) {
             (StatusCode::CONFLICT, aloft_api::routes::STATUS_WRONG_OFFSET)
         }
         DomainError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads"),
+        DomainError::TooManySessions {
+            agent_wide: false, ..
+        } => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+        DomainError::TooManySessions {
+            agent_wide: true, ..
+        } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions"),
         DomainError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unknown"),
     }
 }

@@ -4,9 +4,11 @@
 mod apps;
 mod auth;
 mod certs;
+mod console;
 pub mod error;
 mod exec;
 pub mod extract;
+mod files;
 mod groups;
 mod images;
 mod leases;
@@ -260,6 +262,13 @@ pub fn routes() -> ApiRoutes {
     t.add(M::POST, "/v1/apps/{app}/secrets/deploy", secrets::deploy);
     t.add(M::POST, "/v1/apps/{app}/machines/{id}/exec", exec::exec);
     t.add(M::GET, "/v1/apps/{app}/machines/{id}/ps", exec::ps);
+    t.add(
+        M::GET,
+        "/v1/apps/{app}/machines/{id}/console",
+        console::console,
+    );
+    t.add(M::GET, "/v1/apps/{app}/machines/{id}/files", files::get);
+    t.add(M::PUT, "/v1/apps/{app}/machines/{id}/files", files::put);
     t
 }
 

@@ -100,6 +100,12 @@ const TABLE: &[(&str, &str, Access)] = {
         ("POST", "/v1/apps/{app}/machines/{id}/stop", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/exec", AppWrite),
         ("GET", "/v1/apps/{app}/machines/{id}/ps", AppRead),
+        // A shell in the machine: what a deploy token may do, never a read-only one.
+        // GETS_BEYOND_READING: deploy tokens only.
+        ("GET", "/v1/apps/{app}/machines/{id}/console", AppWrite),
+        // The machine's files, secrets included: a deploy token's, never a read-only one's.
+        ("GET", "/v1/apps/{app}/machines/{id}/files", AppWrite),
+        ("PUT", "/v1/apps/{app}/machines/{id}/files", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/restart", AppWrite),
         ("POST", "/v1/apps/{app}/machines/{id}/signal", AppWrite),
         ("GET", "/v1/apps/{app}/machines/{id}/wait", AppRead),
@@ -148,6 +154,19 @@ pub fn access(method: &Method, template: &str) -> Access {
 /// Whether a request changes something (recorded in the app's events) rather than reads.
 pub fn is_read(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
+}
+
+/// `GET` routes that give more than a read — a shell in a machine (`console`, a WebSocket
+/// upgrade, so a `GET`), a machine's files (`files`, secrets included) — and so need a deploy
+/// token and are recorded in the app's events like a change.
+pub const GETS_BEYOND_READING: &[&str] = &[
+    "/v1/apps/{app}/machines/{id}/console",
+    "/v1/apps/{app}/machines/{id}/files",
+];
+
+/// Whether the request only reads (not recorded in the app's events).
+pub fn is_read_only(method: &Method, template: &str) -> bool {
+    is_read(method) && !GETS_BEYOND_READING.contains(&template)
 }
 
 /// Why a caller may not make a request: the 403's message.
@@ -242,7 +261,10 @@ mod tests {
             match a {
                 Access::Public | Access::OrgRead => assert!(read && !app_route, "{m} {t}"),
                 Access::AppRead => assert!(read && app_route, "{m} {t}"),
-                Access::AppWrite => assert!(!read && app_route, "{m} {t}"),
+                Access::AppWrite => assert!(
+                    (!read || GETS_BEYOND_READING.contains(t)) && app_route,
+                    "{m} {t}"
+                ),
                 Access::Org => assert!(!t.starts_with("/v1/apps/{app}/"), "{m} {t}"),
             }
         }
@@ -286,7 +308,7 @@ mod tests {
                     Access::OrgRead | Access::Org => false,
                 };
                 assert_eq!(ok(&deploy), deploy_may, "deploy: {why}");
-                let reader_may = read && need != Access::Org;
+                let reader_may = read && need != Access::Org && need != Access::AppWrite;
                 assert_eq!(ok(&reader), reader_may, "readonly: {why}");
                 let app_reader_may = read
                     && match need {

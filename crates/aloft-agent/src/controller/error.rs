@@ -52,6 +52,10 @@ pub enum DomainError {
     /// The agent is already doing as many of these as it allows; retry later.
     #[error("{0}")]
     Busy(String),
+    /// A console session is refused: the machine (or, `agent_wide`, the agent) runs as many
+    /// as it allows.
+    #[error("{message}")]
+    TooManySessions { message: String, agent_wide: bool },
     /// The agent's own failure (store, runtime, a task that died): nothing the client can fix.
     #[error("{0}")]
     Internal(String),
@@ -103,6 +107,7 @@ impl DomainError {
             | DomainError::TooLarge(m)
             | DomainError::WrongOffset(m)
             | DomainError::Busy(m)
+            | DomainError::TooManySessions { message: m, .. }
             | DomainError::Internal(m) => m,
         }
     }

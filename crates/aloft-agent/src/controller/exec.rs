@@ -62,7 +62,12 @@ impl Controller {
     }
 
     /// Checks the machine exists and runs (`doing` names the refused action).
-    async fn running_record(&self, app: &str, id: &str, doing: &str) -> DomainResult<()> {
+    pub(super) async fn running_record(
+        &self,
+        app: &str,
+        id: &str,
+        doing: &str,
+    ) -> DomainResult<()> {
         let rec = self.record(app, id).await?;
         if !is_running(rec.state) {
             return Err(DomainError::precondition(format!(
@@ -75,7 +80,7 @@ impl Controller {
     }
 }
 
-fn not_running_or_failure(id: &str, e: RuntimeError) -> DomainError {
+pub(super) fn not_running_or_failure(id: &str, e: RuntimeError) -> DomainError {
     match e {
         RuntimeError::NotRunning(_) => DomainError::precondition(format!(
             "machine {id} has no running process right now (starting or restarting?); try again \

@@ -14,6 +14,8 @@ mod apps;
 mod capacity;
 pub mod certs;
 mod checks;
+pub mod console;
+mod copy;
 mod error;
 mod exec;
 pub mod ips;
@@ -89,6 +91,8 @@ pub struct Controller {
     secrets_key: std::sync::OnceLock<Arc<crate::secrets_key::Keyring>>,
     /// The host's volumes, or why there are none (`volumes`), set once at agent start.
     volumes: std::sync::OnceLock<Result<Arc<aloft_runtime::volumes::VolumeHost>, String>>,
+    /// Console sessions running now (`console`).
+    consoles: console::ConsoleSessions,
 }
 
 /// Event `source` of API-initiated events.
@@ -123,6 +127,7 @@ impl Controller {
             app_addresses: Default::default(),
             secrets_key: std::sync::OnceLock::new(),
             volumes: std::sync::OnceLock::new(),
+            consoles: Default::default(),
         }
     }
 

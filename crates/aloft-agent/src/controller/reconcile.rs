@@ -17,6 +17,9 @@
 //! (`exit` event, desired state stopped), and whoever started it (a resumed release) decides
 //! whether to run it again, so a command never runs twice unseen.
 //!
+//! An `aloft console` machine (group `fly_app_console`) left by a previous agent is destroyed
+//! once the rest is done: its session, which owned it, ended with that agent.
+//!
 //! Containers are not processes of the agent: their shims outlive it. Before the above, every
 //! container a previous agent left is either **adopted** — its machine is meant to run and had
 //! a process — and supervised again as it is (no event, same pid, its output read on from
@@ -152,6 +155,13 @@ impl Controller {
                     }
                 }
             }
+        }
+        // `aloft console` machines: their sessions ended with the previous agent.
+        for id in self.destroy_console_leftovers().await? {
+            tracing::info!(
+                machine = id,
+                "destroyed a console machine left by the previous agent"
+            );
         }
         Ok(report)
     }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use aloft_api::exec::{MachineExecResponse, ProcessStat};
 use aloft_api::{ExitEvent, MachineConfig};
 use aloft_runtime::{
-    Adopted, ExecRequest, LaunchSpec, LogLine, LogQuery, RuntimeError, RuntimeEvent,
+    Adopted, ConsoleRequest, ConsoleSession, ExecRequest, LaunchSpec, LogLine, LogQuery,
+    RuntimeError, RuntimeEvent,
 };
 use tokio::sync::{broadcast, mpsc};
 
@@ -308,5 +309,32 @@ impl Supervisor for FakeSupervisor {
         } else {
             Err(RuntimeError::NotRunning(machine_id.to_string()))
         }
+    }
+    /// Has no files: copies are refused as the runtime's failure.
+    fn copy_root(&self, machine_id: &str) -> Result<aloft_runtime::copy::CopyRoot, RuntimeError> {
+        Err(if self.is_running(machine_id) {
+            RuntimeError::Container {
+                machine_id: machine_id.to_string(),
+                message: "the fake supervisor has no files".into(),
+            }
+        } else {
+            RuntimeError::NotRunning(machine_id.to_string())
+        })
+    }
+    /// Runs no terminal: the machine's runtime cannot start one.
+    fn console<'a>(
+        &'a self,
+        machine_id: &'a str,
+        _req: &'a ConsoleRequest,
+    ) -> BoxFuture<'a, Result<ConsoleSession, RuntimeError>> {
+        let err = if self.is_running(machine_id) {
+            RuntimeError::Container {
+                machine_id: machine_id.to_string(),
+                message: "the fake supervisor runs no terminals".into(),
+            }
+        } else {
+            RuntimeError::NotRunning(machine_id.to_string())
+        };
+        Box::pin(async move { Err(err) })
     }
 }

@@ -1,4 +1,5 @@
-//! `aloft machine list|status|run|clone|start|stop|destroy|update|exec|ps` (flyctl-behaviour §5).
+//! `aloft machine list|status|run|clone|start|stop|destroy|update|exec|ps|cp` (flyctl-behaviour §5;
+//! `cp` is `commands::copy`).
 //! Every id is looked up before anything is changed, so an unknown id changes nothing.
 
 use std::process::ExitCode;
@@ -24,6 +25,10 @@ pub fn run(cmd: MachineCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
         } => {
             let app = ctx.app(&app)?;
             block_on(exec(&client, printer, &app, &id, command, timeout))
+        }
+        MachineCommand::Cp { src, dst, app } => {
+            let app = ctx.app(&app)?;
+            crate::commands::copy::run(&src, &dst, &app, &client, ctx)
         }
         MachineCommand::Ps {
             id,
@@ -386,7 +391,7 @@ pub fn parse_metadata(items: &[String]) -> anyhow::Result<Vec<(String, String)>>
 
 /// `aloft machine exec`: stdout and stderr as the command wrote them, its exit code as ours
 /// (flyctl prints "Exit code: N" and exits 0; a script wants the code).
-async fn exec(
+pub(crate) async fn exec(
     client: &Client,
     printer: &crate::printer::Printer,
     app: &str,
@@ -460,7 +465,7 @@ async fn ps(
 }
 
 /// A 404 of a machine route, as a hint to list the app's machines.
-fn not_found_hint(e: anyhow::Error, app: &str, id: &str) -> anyhow::Error {
+pub(crate) fn not_found_hint(e: anyhow::Error, app: &str, id: &str) -> anyhow::Error {
     if is_not_found(&e) {
         anyhow!("machine {id} not found in app {app}; see `aloft machine list -a {app}`")
     } else {

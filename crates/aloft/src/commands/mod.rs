@@ -7,7 +7,9 @@ mod certs;
 mod clone_volume;
 mod common;
 mod config;
+mod console;
 mod context;
+mod copy;
 mod deploy;
 mod images;
 mod logs;
@@ -99,5 +101,7 @@ pub fn run(cli: Cli, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Tokens(cmd) => tokens::run(cmd, ctx),
         Command::Secrets(cmd) => secrets::run(cmd, ctx),
         Command::Volumes(cmd) => volumes::run(cmd, ctx),
+        Command::Ssh(cmd) => console::run_ssh(cmd, ctx),
+        Command::Console(args) => console::run_console(args, ctx),
     }
 }

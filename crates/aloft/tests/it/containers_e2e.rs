@@ -751,3 +751,85 @@ fn exec_and_ps_run_inside_the_container() {
         "{httpd}"
     );
 }
+
+#[test]
+fn a_console_and_copies_run_in_the_container() {
+    if !privileged_or_skip("a_console_and_copies_run_in_the_container", can_run()) {
+        return;
+    }
+    let w = World::new("console");
+    w.write("Dockerfile", &format!("{BASE}{WEB_DOCKERFILE}"));
+    w.config(WEB_SERVICE);
+    w.ok(&["deploy"]);
+    let id = wait_for(PATIENCE, "a started web machine", || {
+        let ms = w.machines();
+        ms.iter()
+            .find(|m| m["state"] == "started")
+            .map(|m| m["id"].as_str().unwrap().to_string())
+    });
+    let mut t = crate::console_e2e::Terminal::run(
+        &w.agent,
+        &["ssh", "console", "-a", &w.app, "--machine", &id],
+    );
+    // The container's user, directory, environment and hostname, on a terminal of our size.
+    t.type_in("echo $(id -u) $(pwd) $GREETING $(hostname) $TERM; stty size\r");
+    t.expect(0, &format!("1000 /www hi {id} xterm-256color"));
+    // runc sizes the container's terminal from ours just after the command started, so a
+    // very first `stty size` may still see the container's terminal unsized: ask until set.
+    wait_for(PATIENCE, "stty size to show our size", || {
+        let since = t.len();
+        t.type_in("stty size\r");
+        std::thread::sleep(Duration::from_millis(300));
+        t.seen()[since..].contains("24 80")
+    });
+    t.resize(90, 30);
+    wait_for(PATIENCE, "stty size to show the new size", || {
+        let since = t.len();
+        t.type_in("stty size\r");
+        std::thread::sleep(Duration::from_millis(300));
+        t.seen()[since..].contains("30 90")
+    });
+    t.type_in("sleep 4545\r");
+    wait_for(PATIENCE, "the sleep to run in the container", || {
+        processes_of(&id).iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\x004545"))
+        })
+    });
+    t.type_in("\x03");
+    wait_for(PATIENCE, "Ctrl-C to end the sleep", || {
+        !processes_of(&id).iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\x004545"))
+        })
+    });
+    t.type_in("exit 4\r");
+    assert_eq!(t.exit_code(), Some(4), "terminal: {}", t.seen());
+
+    // A client killed mid-session: runc is hung up, and so is the command in the container.
+    let mut t = crate::console_e2e::Terminal::run(
+        &w.agent,
+        &[
+            "ssh",
+            "console",
+            "-a",
+            &w.app,
+            "--machine",
+            &id,
+            "--command",
+            "sleep 4646",
+        ],
+    );
+    let sleeping = || {
+        processes_of(&id).iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\x004646"))
+        })
+    };
+    wait_for(PATIENCE, "the console's sleep to run", sleeping);
+    t.child.kill().unwrap();
+    t.child.wait().unwrap();
+    wait_for(PATIENCE, "the console's sleep gone with its client", || {
+        !sleeping()
+    });
+}
