@@ -1041,7 +1041,7 @@ fn kill_9_of_the_cli_and_of_the_agent_in_the_middle_of_scale_vm() {
 fn scale_vm_refusals_through_the_api() {
     let w = World::new("vmrefuse");
     w.config(&[("web", "v1"), ("cron", "c1")], "");
-    w.deploy(&[]);
+    w.deploy(&["--ha=false"]); // one machine a group: no standby
     let path = format!("/v1/apps/{}/scale/guest", w.app);
     let web = ids_of(&w.machines(), "web")[0].to_string();
     let versions = |w: &World| {

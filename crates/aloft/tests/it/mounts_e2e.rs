@@ -91,7 +91,8 @@ impl World {
     }
 
     fn deploy(&self) -> String {
-        self.ok(&["deploy", "-y", "--image", &self.image])
+        // --ha=false: a worker without services would get a standby too; volumes are the point.
+        self.ok(&["deploy", "-y", "--ha=false", "--image", &self.image])
     }
 
     async fn machines(&self) -> Vec<Value> {
@@ -273,7 +274,7 @@ async fn mounts_give_each_machine_its_own_volume_through_deploy_scale_and_clone(
     w.config(&format!(
         "{GROUPS}\n[[mounts]]\nsource = \"cache\"\ndestination = \"/cache\"\nprocesses = [\"worker\"]\n"
     ));
-    let refused = w.aloft(&["deploy", "--image", &w.image]);
+    let refused = w.aloft(&["deploy", "--ha=false", "--image", &w.image]);
     assert!(!refused.status.success(), "a replacement needs --yes");
     let out = w.deploy();
     assert!(
