@@ -33,6 +33,7 @@ pub mod settings;
 pub mod supervisor;
 pub mod tokens;
 pub mod volumes_autoextend;
+pub mod volumes_backup;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -247,6 +248,10 @@ impl Agent {
         tokio::spawn(volumes_autoextend::run(
             ctl.clone(),
             config.volume_extend_interval,
+        ));
+        tokio::spawn(volumes_backup::run(
+            ctl.clone(),
+            config.volume_snapshot_interval,
         ));
         let report = ctl
             .reconcile()

@@ -57,6 +57,9 @@ pub struct AgentConfig {
     /// How often attached volumes are checked for automatic extension
     /// (`aloft agent --volume-extend-interval`; see `crate::volumes_autoextend`).
     pub volume_extend_interval: std::time::Duration,
+    /// How often volumes are checked for their daily snapshot and expired snapshots
+    /// (`aloft agent --volume-snapshot-interval`; see `crate::volumes_backup`).
+    pub volume_snapshot_interval: std::time::Duration,
 }
 
 /// How machines are scraped (`aloft agent --metrics-*`).
@@ -138,6 +141,7 @@ impl AgentConfig {
             schedule_unit: Default::default(),
             metrics: Default::default(),
             volume_extend_interval: DEFAULT_VOLUME_EXTEND_INTERVAL,
+            volume_snapshot_interval: std::time::Duration::from_secs(3600),
         }
     }
 

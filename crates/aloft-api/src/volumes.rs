@@ -13,8 +13,9 @@
 //!   encrypted; keep the agent's data directory on an encrypted disk if that matters.
 //! - `require_unique_zone`, `unique_zone_app_wide`, `compute`, `compute_image` and
 //!   `host_dedication_id` are placement hints; one host has one zone, so they change nothing.
-//! - `auto_backup_enabled` and `snapshot_retention` are recorded; snapshots are made on request
-//!   only (`POST …/snapshots`), never on a schedule.
+//! - `auto_backup_enabled` volumes get a snapshot a day and every snapshot is deleted after
+//!   `snapshot_retention` days, as on Fly (the agent's `volumes_backup` task); a snapshot is a
+//!   copy on the same host, not a backup elsewhere.
 
 use serde::{Deserialize, Serialize};
 

@@ -190,6 +190,14 @@ impl Tx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Forgets snapshot `id` of `app` (its copy is the runtime's to delete).
+    pub fn delete_snapshot(&self, app: &str, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("DELETE FROM volume_snapshots WHERE app = ?1 AND id = ?2")?
+            .execute([app, id])?;
+        Ok(())
+    }
+
     /// Snapshot `id` of any volume of `app`.
     pub fn snapshot(&self, app: &str, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
         Ok(self

@@ -479,6 +479,10 @@ pub struct AgentArgs {
     /// auto_extend_size_*).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub volume_extend_interval: std::time::Duration,
+    /// How often volumes are checked for their daily snapshot (auto_backup_enabled) and for
+    /// snapshots older than their retention, which are deleted.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub volume_snapshot_interval: std::time::Duration,
     /// Bridge that container machines' network namespaces join (made on the first container
     /// start; one agent per bridge).
     #[arg(long, default_value = "aloft0")]

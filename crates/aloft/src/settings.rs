@@ -431,6 +431,7 @@ pub fn agent_config(args: AgentArgs, env: &Env) -> aloft_agent::AgentConfig {
         ..config.metrics
     };
     config.volume_extend_interval = args.volume_extend_interval;
+    config.volume_snapshot_interval = args.volume_snapshot_interval;
     config
 }
 

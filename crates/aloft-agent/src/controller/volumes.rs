@@ -414,6 +414,16 @@ impl Controller {
         Ok(snapshot_to_api(&snap))
     }
 
+    /// Deletes snapshot `snapshot_id` of `app`: its row, then its copy (a copy left by a crash
+    /// in between is only disk space; no snapshot lists it).
+    pub async fn delete_volume_snapshot(&self, app: &str, snapshot_id: &str) -> DomainResult<()> {
+        let (a, i) = (app.to_string(), snapshot_id.to_string());
+        self.db(move |s| s.write(|tx| tx.delete_snapshot(&a, &i)))
+            .await?;
+        let id = snapshot_id.to_string();
+        self.blocking(move |h| h.remove_snapshot(&id)).await
+    }
+
     /// Fills in `config.mounts[0].volume` of a new machine in `region` from its `name` when
     /// only that is given (an unattached volume of that name in the region), and checks the
     /// volume: the app's, in the region, not destroyed. The attachment itself is written with

@@ -15,3 +15,4 @@ mod openapi;
 mod proxy;
 mod schedule;
 mod tokens;
+mod volume_snapshots;

@@ -418,6 +418,16 @@ impl VolumeHost {
         })
     }
 
+    /// Deletes snapshot `snapshot_id`'s copy (idempotent).
+    pub fn remove_snapshot(&self, snapshot_id: &str) -> Result<(), VolumeError> {
+        let file = self.snapshot_file(snapshot_id);
+        match fs::remove_file(&file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VolumeError::io(snapshot_id, "cannot remove", &file, e)),
+        }
+    }
+
     /// Removes volume `id`: unmounted, loop device freed, files deleted (idempotent).
     pub fn destroy(&self, id: &str) -> Result<(), VolumeError> {
         let lock = self.lock(id);
