@@ -907,37 +907,10 @@ pub(crate) async fn exec(
     req: &exec::ExecRequest,
 ) -> Result<aloft_api::exec::MachineExecResponse, RuntimeError> {
     let (slot, _) = running(inner, machine_id)?;
-    match &slot.exec {
-        exec::Target::Process { cwd, env } => {
-            let host = exec::HostExec {
-                cwd,
-                env,
-                cgroup_procs: slot
-                    .cgroup
-                    .as_ref()
-                    .map(MachineCgroup::procs_files)
-                    .unwrap_or_default(),
-                nofile_soft: inner.nofile_soft,
-            };
-            exec::on_host(machine_id, host, req).await
-        }
-        exec::Target::Container => {
-            let config = inner
-                .containers
-                .as_ref()
-                .map_err(|why| RuntimeError::Container {
-                    machine_id: machine_id.to_string(),
-                    message: format!("containers cannot run on this host: {why}"),
-                })?;
-            let dir = container::containers_dir(&inner.dir).join(machine_id);
-            exec::in_container(
-                machine_id,
-                &config.runc,
-                &container::runc_root(&inner.dir),
-                &dir,
-                req,
-            )
-            .await
+    match place(inner, &slot, machine_id)? {
+        Place::Host(host) => exec::on_host(machine_id, host, req).await,
+        Place::Container { runc, root, dir } => {
+            exec::in_container(machine_id, runc, &root, &dir, req).await
         }
     }
 }
@@ -948,20 +921,41 @@ pub(crate) async fn console(
     req: &console::ConsoleRequest,
 ) -> Result<console::ConsoleSession, RuntimeError> {
     let (slot, _) = running(inner, machine_id)?;
-    match &slot.exec {
-        exec::Target::Process { cwd, env } => {
-            let host = exec::HostExec {
-                cwd,
-                env,
-                cgroup_procs: slot
-                    .cgroup
-                    .as_ref()
-                    .map(MachineCgroup::procs_files)
-                    .unwrap_or_default(),
-                nofile_soft: inner.nofile_soft,
-            };
-            console::on_host(machine_id, host, req).await
+    match place(inner, &slot, machine_id)? {
+        Place::Host(host) => console::on_host(machine_id, host, req).await,
+        Place::Container { runc, root, dir } => {
+            console::in_container(machine_id, runc, &root, &dir, req).await
         }
+    }
+}
+
+/// Where a command runs in a running machine (exec, console): beside a host process machine,
+/// in its directory, environment and cgroup, or in its container through runc.
+enum Place<'a> {
+    Host(exec::HostExec<'a>),
+    Container {
+        runc: &'a std::path::Path,
+        root: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    },
+}
+
+fn place<'a>(
+    inner: &'a Inner,
+    slot: &'a Slot,
+    machine_id: &str,
+) -> Result<Place<'a>, RuntimeError> {
+    Ok(match &slot.exec {
+        exec::Target::Process { cwd, env } => Place::Host(exec::HostExec {
+            cwd,
+            env,
+            cgroup_procs: slot
+                .cgroup
+                .as_ref()
+                .map(MachineCgroup::procs_files)
+                .unwrap_or_default(),
+            nofile_soft: inner.nofile_soft,
+        }),
         exec::Target::Container => {
             let config = inner
                 .containers
@@ -970,17 +964,13 @@ pub(crate) async fn console(
                     machine_id: machine_id.to_string(),
                     message: format!("containers cannot run on this host: {why}"),
                 })?;
-            let dir = container::containers_dir(&inner.dir).join(machine_id);
-            console::in_container(
-                machine_id,
-                &config.runc,
-                &container::runc_root(&inner.dir),
-                &dir,
-                req,
-            )
-            .await
+            Place::Container {
+                runc: &config.runc,
+                root: container::runc_root(&inner.dir),
+                dir: container::containers_dir(&inner.dir).join(machine_id),
+            }
         }
-    }
+    })
 }
 
 /// Where the running machine's files are for `copy` (see the module doc there).
