@@ -368,18 +368,7 @@ async fn aloft_console_runs_a_one_off_machine_and_leaves_none() {
         &agent,
         &["console", "-a", "oneoff", "--command", "sleep 4747"],
     );
-    let console = loop {
-        let ms = live_machines(&agent, "oneoff").await;
-        if let Some((cid, _)) = ms.iter().find(|(_, g)| g == "fly_app_console") {
-            break cid.clone();
-        }
-        assert!(
-            t.child.try_wait().unwrap().is_none(),
-            "the CLI ended: {}",
-            t.seen()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let console = console_machine(&agent, "oneoff", &mut t).await;
     wait_for_pids(&agent, "oneoff", &console, "sleep 4747").await;
     t.child.kill().unwrap();
     t.child.wait().unwrap();
@@ -405,18 +394,7 @@ async fn a_console_machine_left_by_a_killed_agent_is_destroyed_by_the_next() {
         &agent,
         &["console", "-a", "left", "--command", "sleep 4848"],
     );
-    let console = loop {
-        let ms = live_machines(&agent, "left").await;
-        if let Some((cid, _)) = ms.iter().find(|(_, g)| g == "fly_app_console") {
-            break cid.clone();
-        }
-        assert!(
-            t.child.try_wait().unwrap().is_none(),
-            "the CLI ended: {}",
-            t.seen()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let console = console_machine(&agent, "left", &mut t).await;
     wait_for_pids(&agent, "left", &console, "sleep 4848").await;
     agent.kill9();
     t.child.kill().unwrap();
@@ -566,4 +544,21 @@ async fn select_lists_the_started_machines_and_connects_to_the_one_chosen() {
     t.type_in(&format!("{line}\r"));
     t.expect(0, &format!("on-{second}"));
     assert_eq!(t.exit_code(), Some(0), "terminal: {}", t.seen());
+}
+
+/// The id of the console machine `aloft console` (running as `t`) made in `app`, once it exists;
+/// fails if the CLI ends first.
+async fn console_machine(agent: &AgentProc, app: &str, t: &mut Terminal) -> String {
+    loop {
+        let ms = live_machines(agent, app).await;
+        if let Some((cid, _)) = ms.iter().find(|(_, g)| g == "fly_app_console") {
+            return cid.clone();
+        }
+        assert!(
+            t.child.try_wait().unwrap().is_none(),
+            "the CLI ended: {}",
+            t.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
