@@ -149,6 +149,11 @@ pub fn aloft_stdin(agent: &AgentProc, args: &[&str], stdin: Option<&str>) -> std
     )
 }
 
+/// Bytes of a command's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// The stdout of a command that must succeed (exit 0; else its stderr is shown).
 pub fn ok(out: &std::process::Output) -> String {
     assert_eq!(
@@ -164,4 +169,24 @@ pub fn ok(out: &std::process::Output) -> String {
 pub fn fails(out: &std::process::Output) -> String {
     assert_ne!(out.status.code(), Some(0), "expected a failure");
     combined(out)
+}
+
+/// Pushes a one-layer image with a static busybox at /bin/busybox to `app`; its reference.
+pub async fn push_busybox(agent: &AgentProc, app: &str, dir: &std::path::Path) -> String {
+    use aloft_oci::layout::testing::{image, tar, write_layout, Entry};
+    let busybox = std::fs::read(BUSYBOX).unwrap();
+    let img = image(
+        &[tar(&[
+            Entry::Dir("bin"),
+            Entry::File("bin/busybox", &busybox, 0o755),
+            Entry::Symlink("bin/sh", "busybox"),
+            Entry::Dir("tmp"),
+        ])],
+        &["/bin/busybox"],
+    );
+    let layout = dir.join("layout");
+    write_layout(&layout, &img, "busybox");
+    let client = aloft_client::Client::new(&agent.url, Some(agent.token.clone()));
+    client.push_image(app, &layout, |_| {}).await.unwrap();
+    format!("aloft/{app}@{}", img.manifest)
 }

@@ -2,26 +2,9 @@
 //! both ways, and the refusals (`..`, links out of the machine). (Containers:
 //! `containers_e2e::a_console_and_copies_run_in_the_container`.)
 
-use std::process::{Command, Output, Stdio};
-
 use serde_json::json;
 
-use crate::common::{setup, AgentProc};
-
-fn aloft(agent: &AgentProc, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aloft"))
-        .args(args)
-        .env("ALOFT_API_URL", &agent.url)
-        .env("ALOFT_API_TOKEN", &agent.token)
-        .env_remove("ALOFT_APP")
-        .stdin(Stdio::null())
-        .output()
-        .expect("aloft runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::common::{aloft, setup, text, AgentProc};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_round_trip_and_nothing_leaves_the_machine() {

@@ -1,28 +1,12 @@
 //! `exec` and `ps` of a process-runtime machine end to end: a real `aloft agent`, the API and
 //! `aloft machine exec|ps`. (Container machines: `containers_e2e::exec_and_ps_run_inside_the_container`.)
 
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{alive, setup, wait_for, AgentProc};
-
-fn aloft(agent: &AgentProc, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aloft"))
-        .args(args)
-        .env("ALOFT_API_URL", &agent.url)
-        .env("ALOFT_API_TOKEN", &agent.token)
-        .env_remove("ALOFT_APP")
-        .stdin(Stdio::null())
-        .output()
-        .expect("aloft runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::common::{alive, aloft, setup, text, wait_for, AgentProc};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_and_ps_of_a_process_machine() {

@@ -6,16 +6,15 @@
 //! `ALOFT_REQUIRE_PRIVILEGED_TESTS=1`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use aloft_oci::layout::testing::{image, tar, write_layout, Entry};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::{
-    can_run_containers, privileged_or_skip, wait_for_async, AgentProc, BUSYBOX, PATIENCE,
+    can_run_containers, privileged_or_skip, push_busybox, wait_for_async, AgentProc, PATIENCE,
 };
 
 fn can_run() -> Result<(), String> {
@@ -151,25 +150,6 @@ impl Drop for World {
     fn drop(&mut self) {
         self.agent.kill9();
     }
-}
-
-/// Pushes a one-layer image with a static busybox at /bin/busybox; its reference.
-async fn push_busybox(agent: &AgentProc, app: &str, dir: &Path) -> String {
-    let busybox = std::fs::read(BUSYBOX).unwrap();
-    let img = image(
-        &[tar(&[
-            Entry::Dir("bin"),
-            Entry::File("bin/busybox", &busybox, 0o755),
-            Entry::Symlink("bin/sh", "busybox"),
-            Entry::Dir("tmp"),
-        ])],
-        &["/bin/busybox"],
-    );
-    let layout = dir.join("layout");
-    write_layout(&layout, &img, "busybox");
-    let client = aloft_client::Client::new(&agent.url, Some(agent.token.clone()));
-    client.push_image(app, &layout, |_| {}).await.unwrap();
-    format!("aloft/{app}@{}", img.manifest)
 }
 
 const GROUPS: &str = r#"[processes]

@@ -5,14 +5,12 @@
 //! `ALOFT_REQUIRE_PRIVILEGED_TESTS=1`. The harness's drop unmounts and frees what the agent
 //! left (`aloft_testkit::volumes`); each test checks that nothing of its volumes is left.
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use aloft_oci::layout::testing::{image, tar, write_layout, Entry};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{can_run_containers, privileged_or_skip, AgentProc, BUSYBOX};
+use crate::common::{can_run_containers, privileged_or_skip, push_busybox, AgentProc};
 
 const APP: &str = "vols";
 
@@ -49,25 +47,6 @@ fn can_run() -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Pushes a one-layer image with a static busybox at /bin/busybox; its reference.
-async fn push_busybox(agent: &AgentProc, dir: &Path) -> String {
-    let busybox = std::fs::read(BUSYBOX).unwrap();
-    let img = image(
-        &[tar(&[
-            Entry::Dir("bin"),
-            Entry::File("bin/busybox", &busybox, 0o755),
-            Entry::Symlink("bin/sh", "busybox"),
-            Entry::Dir("tmp"),
-        ])],
-        &["/bin/busybox"],
-    );
-    let layout = dir.join("layout");
-    write_layout(&layout, &img, "busybox");
-    let client = aloft_client::Client::new(&agent.url, Some(agent.token.clone()));
-    client.push_image(APP, &layout, |_| {}).await.unwrap();
-    format!("aloft/{APP}@{}", img.manifest)
 }
 
 /// Runs `script` with busybox sh in the machine; (exit code, stdout, stderr).
@@ -113,7 +92,7 @@ async fn volume_data_lives_through_restarts_updates_and_a_killed_agent() {
     let data = tmp.path().join("data");
     let mut agent = AgentProc::start(&data);
     agent.create_app(APP).await;
-    let image = push_busybox(&agent, tmp.path()).await;
+    let image = push_busybox(&agent, APP, tmp.path()).await;
 
     // Bad names and sizes are refused, naming the rule.
     let bad = aloft(
