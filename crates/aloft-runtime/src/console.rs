@@ -157,17 +157,7 @@ pub(crate) async fn on_host(
 ) -> Result<ConsoleSession, RuntimeError> {
     let err = |e| spawn_error(machine_id, &req.argv, e);
     let pair = pty::open(req.cols, req.rows).map_err(err)?;
-    let cgroup_procs = host
-        .cgroup_procs
-        .iter()
-        .map(|p| process::c_path(p))
-        .collect::<Result<_, _>>()
-        .map_err(err)?;
-    let setup = ChildSetup {
-        cgroup_procs,
-        nofile_soft: host.nofile_soft,
-        controlling_tty: true,
-    };
+    let setup = host.child_setup(true).map_err(err)?;
     let mut env: BTreeMap<String, String> = host.env.clone();
     env.insert("TERM".into(), req.term.clone());
     let child = process::spawn_on_terminal(&req.argv, host.cwd, &env, setup, &pair.slave)

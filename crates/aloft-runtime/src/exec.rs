@@ -59,6 +59,23 @@ pub(crate) struct HostExec<'a> {
     pub nofile_soft: Option<u64>,
 }
 
+impl HostExec<'_> {
+    /// How the command's process is set up: in the machine's cgroup, with its open-files
+    /// limit, on a controlling terminal or not.
+    pub(crate) fn child_setup(&self, controlling_tty: bool) -> std::io::Result<ChildSetup> {
+        let cgroup_procs = self
+            .cgroup_procs
+            .iter()
+            .map(|p| process::c_path(p))
+            .collect::<Result<_, _>>()?;
+        Ok(ChildSetup {
+            cgroup_procs,
+            nofile_soft: self.nofile_soft,
+            controlling_tty,
+        })
+    }
+}
+
 /// Runs `req` as a host process (see the module doc).
 pub(crate) async fn on_host(
     machine_id: &str,
@@ -70,17 +87,7 @@ pub(crate) async fn on_host(
         argv: req.argv.clone(),
         source,
     };
-    let cgroup_procs = host
-        .cgroup_procs
-        .iter()
-        .map(|p| process::c_path(p))
-        .collect::<Result<_, _>>()
-        .map_err(spawn_err)?;
-    let setup = ChildSetup {
-        cgroup_procs,
-        nofile_soft: host.nofile_soft,
-        controlling_tty: false,
-    };
+    let setup = host.child_setup(false).map_err(spawn_err)?;
     let child =
         match process::spawn(&req.argv, host.cwd, host.env, setup, req.stdin.is_some()).await {
             Ok(c) => c,
