@@ -5,11 +5,12 @@
 //! its metrics port: well, with an error, too slowly, or with too large a body.
 
 use aloft_agent::metrics_scrape::ScrapeSettings;
-use aloft_agent::{Agent, AgentHandle};
-use aloft_testkit::ReapOnDrop;
-use reqwest::{Client, Method};
+use aloft_agent::AgentHandle;
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
+
+use crate::common::{status_and_body, Harness};
 
 /// A metrics endpoint on `$ALOFT_PORT_9091` whose answer `$MODE` chooses.
 const SERVER: &str = r##"
@@ -36,57 +37,46 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["ALOFT_PORT_9091"])), H).serve_forever()
 "##;
 
-struct Harness {
-    agent: AgentHandle,
-    http: Client,
-    image: tempfile::TempDir,
-    _reaper: ReapOnDrop,
-    _data: tempfile::TempDir,
-}
+/// The shared in-process agent, without a proxy and with quick scrapes, and the server script
+/// in its image directory.
+struct World(Harness);
 
-impl Harness {
-    async fn start() -> Harness {
-        let data = tempfile::tempdir().unwrap();
-        let mut config = crate::common::agent_config(data.path());
-        config.proxy = None;
-        config.metrics = ScrapeSettings {
-            interval: Duration::from_millis(200),
-            timeout: Duration::from_secs(2),
-            max_body_bytes: 64 << 10,
-            concurrency: 2,
-        };
-        let agent = Agent::start(config).await.expect("agent starts");
-        let image = tempfile::tempdir().unwrap();
-        std::fs::write(image.path().join("server.py"), SERVER).unwrap();
-        Harness {
-            agent,
-            http: Client::new(),
-            image,
-            _reaper: ReapOnDrop::new(data.path()),
-            _data: data,
-        }
+impl World {
+    async fn start() -> World {
+        let h = Harness::start_with(|config| {
+            config.proxy = None;
+            config.metrics = ScrapeSettings {
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_secs(2),
+                max_body_bytes: 64 << 10,
+                concurrency: 2,
+            };
+        })
+        .await;
+        std::fs::write(h.image.path().join("server.py"), SERVER).unwrap();
+        World(h)
     }
 
+    fn agent(&self) -> &AgentHandle {
+        self.0.agent.as_ref().unwrap()
+    }
+
+    /// `method path` with the agent's token; must succeed. JSON when it parses, else the text.
     async fn api(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.agent.url()))
-            .bearer_auth(&self.agent.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
+        let resp = self
+            .0
+            .request(&self.0.token, method.clone(), path, body, &[])
+            .await;
+        let (status, value) = status_and_body(resp).await;
+        assert!(status.is_success(), "{method} {path}: {status} {value}");
+        value
     }
 
     /// A started machine of `group` running the server in `mode`, scraped at `path` unless
     /// `path` is `None` (no `[metrics]`).
     async fn machine(&self, group: &str, mode: &str, path: Option<&str>) -> String {
         let mut config = json!({
-            "image": self.image.path(),
+            "image": self.0.image.path(),
             "init": {"exec": ["python3", "server.py"]},
             "env": {"MODE": mode},
             "metadata": {"fly_process_group": group, "fly_platform_version": "v2"},
@@ -117,6 +107,7 @@ impl Harness {
     async fn metrics(&self) -> String {
         match self.api(Method::GET, "/v1/metrics", None).await {
             Value::String(s) => s,
+            Value::Null => String::new(),
             other => panic!("not text: {other}"),
         }
     }
@@ -137,7 +128,7 @@ fn labels(group: &str, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machines_are_scraped_with_their_labels_and_failures_show_as_down() {
-    let h = Harness::start().await;
+    let h = World::start().await;
     h.api(
         Method::POST,
         "/v1/apps",
@@ -157,7 +148,7 @@ async fn machines_are_scraped_with_their_labels_and_failures_show_as_down() {
     let down =
         |group: &str, id: &str| format!("aloft_metrics_scrape_up{{{}}} 0", labels(group, id));
     // Each failure says why (the first scrapes may find a server not listening yet).
-    let why = |id: &str| h.agent.metrics.last_error(id).unwrap_or_default();
+    let why = |id: &str| h.agent().metrics.last_error(id).unwrap_or_default();
     let text = h
         .metrics_until("every scraped machine reported", |t| {
             t.contains(&sample)
@@ -195,7 +186,7 @@ async fn machines_are_scraped_with_their_labels_and_failures_show_as_down() {
     // Nothing of a failed scrape is served; the agent's output stays one valid exposition.
     assert!(!text.contains("big_total"), "{text}");
     prom_text_format_parser::Scrape::parse(&text).unwrap();
-    assert_eq!(h.agent.metrics.last_error(&web), None);
+    assert_eq!(h.agent().metrics.last_error(&web), None);
 
     // A stopped machine leaves the output.
     h.api(
