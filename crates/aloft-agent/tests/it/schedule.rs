@@ -5,56 +5,40 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aloft_agent::{Agent, AgentHandle};
 use aloft_api::schedule::PeriodUnit;
-use aloft_testkit::{wait_for_async, ReapOnDrop};
-use reqwest::{Client, Method, StatusCode};
+use aloft_testkit::wait_for_async;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+
+use crate::common::{status_and_body, Harness};
 
 /// One "hour" of schedule time: a period of `hourly`.
 const HOUR_MS: u64 = 1_500;
 const PATIENCE: Duration = Duration::from_secs(90);
 
+/// The shared in-process agent with short schedule periods, and a directory for markers.
 struct Agentlet {
-    agent: Option<AgentHandle>,
-    http: Client,
-    url: String,
-    token: String,
+    h: Harness,
     dir: tempfile::TempDir,
-    _reaper: ReapOnDrop,
 }
 
 impl Agentlet {
     async fn start() -> Agentlet {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::common::agent_config(&dir.path().join("data"));
-        config.proxy = None;
-        config.schedule_unit = PeriodUnit::Scaled {
-            hour_ms: HOUR_MS as i64,
-        };
-        let agent = Agent::start(config).await.expect("agent starts");
+        let h = Harness::start_with(|config| {
+            config.proxy = None;
+            config.schedule_unit = PeriodUnit::Scaled {
+                hour_ms: HOUR_MS as i64,
+            };
+        })
+        .await;
         Agentlet {
-            url: agent.url(),
-            token: agent.token.clone(),
-            agent: Some(agent),
-            http: Client::new(),
-            _reaper: ReapOnDrop::new(dir.path().join("data")),
-            dir,
+            h,
+            dir: tempfile::tempdir().unwrap(),
         }
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        status_and_body(self.h.request(&self.h.token, method, path, body, &[]).await).await
     }
 
     async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
@@ -65,9 +49,7 @@ impl Agentlet {
 
     /// The image directory (the process runtime runs `init.exec` from it).
     fn image(&self) -> String {
-        let dir = self.dir.path().join("image");
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.display().to_string()
+        self.h.image()
     }
 
     fn marker(&self, name: &str) -> PathBuf {
@@ -93,7 +75,7 @@ impl Agentlet {
     }
 
     async fn stop(mut self) {
-        self.agent.take().unwrap().shutdown().await;
+        self.h.agent.take().unwrap().shutdown().await;
     }
 }
 
