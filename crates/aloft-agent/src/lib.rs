@@ -97,6 +97,18 @@ pub enum AgentError {
 /// The agent entry point.
 pub struct Agent;
 
+/// Background tasks of a running agent, aborted when its handle is dropped: nothing they do
+/// (extending or snapshotting volumes) may go on after the agent that owns them is gone.
+struct Background(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// A running agent.
 pub struct AgentHandle {
     pub addr: SocketAddr,
@@ -115,6 +127,9 @@ pub struct AgentHandle {
     server: tokio::task::JoinHandle<()>,
     /// Starts scheduled machines until the handle is dropped (see [`schedules`]).
     _scheduler: schedules::SchedulerTask,
+    /// Volume auto-extension and daily snapshots, until the handle is dropped (see
+    /// [`volumes_autoextend`], [`volumes_backup`]).
+    _volume_tasks: Background,
     /// Held (flock) for the handle's lifetime: one agent per data dir.
     _lock: std::fs::File,
 }
@@ -245,14 +260,18 @@ impl Agent {
             .unwrap_or_else(|e| Err(e.to_string())),
         );
         tokio::spawn(ctl.clone().run_runtime_events(events));
-        tokio::spawn(volumes_autoextend::run(
-            ctl.clone(),
-            config.volume_extend_interval,
-        ));
-        tokio::spawn(volumes_backup::run(
-            ctl.clone(),
-            config.volume_snapshot_interval,
-        ));
+        let volume_tasks = Background(vec![
+            tokio::spawn(volumes_autoextend::run(
+                ctl.clone(),
+                config.volume_extend_interval,
+            ))
+            .abort_handle(),
+            tokio::spawn(volumes_backup::run(
+                ctl.clone(),
+                config.volume_snapshot_interval,
+            ))
+            .abort_handle(),
+        ]);
         let report = ctl
             .reconcile()
             .await
@@ -349,6 +368,7 @@ impl Agent {
             shutdown: Some(tx),
             server,
             _scheduler: scheduler,
+            _volume_tasks: volume_tasks,
             _lock: lock,
         })
     }
