@@ -157,8 +157,18 @@ impl AgentHandle {
     }
 
     /// Resolves when the server stops on its own (it only does on shutdown).
-    pub async fn wait(self) {
-        let _ = self.server.await;
+    pub async fn wait(mut self) {
+        let _ = (&mut self.server).await;
+    }
+}
+
+/// A dropped handle is an agent gone: its runtime stops supervising (no exit handled, nothing
+/// restarted), as if it had crashed, even while tasks of its controller still run. Machines
+/// keep running for the next agent to adopt or reap. Without this, a test's in-process agent
+/// could relaunch a machine its harness had just reaped.
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.controller.abandon_supervision();
     }
 }
 

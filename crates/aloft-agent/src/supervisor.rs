@@ -22,6 +22,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// meaning of each call). Events come back on the channel handed to `Agent::start_with`.
 pub trait Supervisor: Send + Sync + 'static {
     fn reap_orphans(&self) -> Vec<String>;
+    /// Stops supervising without touching processes (the agent's handle is gone).
+    fn abandon(&self) {}
     fn allocate_ports(&self, config: &MachineConfig) -> Result<BTreeMap<u16, u16>, RuntimeError>;
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<u32, RuntimeError>>;
     fn stop<'a>(
@@ -67,6 +69,9 @@ pub trait Supervisor: Send + Sync + 'static {
 impl Supervisor for Runtime {
     fn reap_orphans(&self) -> Vec<String> {
         Runtime::reap_orphans(self)
+    }
+    fn abandon(&self) {
+        Runtime::abandon(self)
     }
     fn allocate_ports(&self, config: &MachineConfig) -> Result<BTreeMap<u16, u16>, RuntimeError> {
         Runtime::allocate_ports(self, config)

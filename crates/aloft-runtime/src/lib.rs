@@ -411,6 +411,12 @@ impl Runtime {
     pub fn limits_enforced(&self) -> bool {
         self.inner.cgroups.is_on()
     }
+
+    /// Stops supervising every machine without touching its processes, as dropping the runtime
+    /// does (an agent that goes away): no exit is handled and nothing is restarted after this.
+    pub fn abandon(&self) {
+        self.inner.abandon();
+    }
 }
 
 impl Drop for Runtime {

@@ -101,6 +101,12 @@ pub const USER: &str = "user";
 pub const FLYD: &str = "flyd";
 
 impl Controller {
+    /// Stops the runtime's supervision of every machine (exits unhandled, no restarts), as a
+    /// crashed agent would leave them; called when the agent's handle is dropped.
+    pub fn abandon_supervision(&self) {
+        self.sup.abandon();
+    }
+
     pub fn new(
         store: Arc<Store>,
         sup: Arc<dyn Supervisor>,
