@@ -797,6 +797,17 @@ pub(crate) mod memory {
     }
 
     impl MemTarget {
+        /// How many recorded deploy events `is` picks out.
+        pub fn count_events(&self, is: impl Fn(&DeployEvent) -> bool) -> usize {
+            self.state
+                .lock()
+                .unwrap()
+                .events
+                .iter()
+                .filter(|e| is(e))
+                .count()
+        }
+
         pub fn with(machines: Vec<Machine>) -> MemTarget {
             let t = MemTarget::default();
             {
@@ -1312,14 +1323,7 @@ mod tests {
         t.state.lock().unwrap().crash_looping.clear();
         t.state.lock().unwrap().events.clear();
         block(run_release(&t, &r, true)).unwrap();
-        let waits = t
-            .state
-            .lock()
-            .unwrap()
-            .events
-            .iter()
-            .filter(|e| matches!(e, DeployEvent::Healthy { .. }))
-            .count();
+        let waits = t.count_events(|e| matches!(e, DeployEvent::Healthy { .. }));
         assert_eq!(waits, 1);
     }
 
@@ -1822,14 +1826,7 @@ mod tests {
         ids.sort();
         assert_eq!(ids, ["g0", "g1", "g2", "u0"]);
         assert!(end.iter().all(|m| m.cordoned == (m.id == "u0")));
-        let destroyed = t
-            .state
-            .lock()
-            .unwrap()
-            .events
-            .iter()
-            .filter(|e| matches!(e, DeployEvent::BlueDestroyed { .. }))
-            .count();
+        let destroyed = t.count_events(|e| matches!(e, DeployEvent::BlueDestroyed { .. }));
         assert_eq!(destroyed, 3);
     }
 

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::exec::HostExec;
+use crate::exec::{spawn_error, HostExec};
 use crate::process::{self, ChildSetup};
 use crate::pty::{self, PtyMaster};
 use crate::RuntimeError;
@@ -138,14 +138,6 @@ fn exit_code(status: Option<std::process::ExitStatus>) -> i32 {
             (None, None) => -1,
         },
         None => -1,
-    }
-}
-
-fn spawn_error(machine_id: &str, argv: &[String], source: std::io::Error) -> RuntimeError {
-    RuntimeError::Spawn {
-        machine_id: machine_id.to_string(),
-        argv: argv.to_vec(),
-        source,
     }
 }
 

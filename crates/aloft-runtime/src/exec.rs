@@ -76,17 +76,26 @@ impl HostExec<'_> {
     }
 }
 
+/// The error of a command that could not be started in machine `machine_id`.
+pub(crate) fn spawn_error(
+    machine_id: &str,
+    argv: &[String],
+    source: std::io::Error,
+) -> RuntimeError {
+    RuntimeError::Spawn {
+        machine_id: machine_id.to_string(),
+        argv: argv.to_vec(),
+        source,
+    }
+}
+
 /// Runs `req` as a host process (see the module doc).
 pub(crate) async fn on_host(
     machine_id: &str,
     host: HostExec<'_>,
     req: &ExecRequest,
 ) -> Result<MachineExecResponse, RuntimeError> {
-    let spawn_err = |source| RuntimeError::Spawn {
-        machine_id: machine_id.to_string(),
-        argv: req.argv.clone(),
-        source,
-    };
+    let spawn_err = |source| spawn_error(machine_id, &req.argv, source);
     let setup = host.child_setup(false).map_err(spawn_err)?;
     let child =
         match process::spawn(&req.argv, host.cwd, host.env, setup, req.stdin.is_some()).await {
